@@ -1,0 +1,34 @@
+# Kamaal — the two commands that matter: `make run` and `make test`.
+# Each creates .venv (with the exact versions in constraints.txt) when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench package clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned, so no other package can pull a different (CUDA) build.
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+## run: open the app on the demo project (headless demo through the CLI when there is no display)
+run: $(STAMP)
+	$(BIN)/kamaal --demo
+
+## test: the whole test suite (CPU only, offline, offscreen Qt)
+test: $(STAMP)
+	$(BIN)/ruff check trainer desktop_app tests bench
+	$(BIN)/lint-imports
+	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check trainer desktop_app tests bench
+	$(BIN)/lint-imports
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,396 @@
+"""The one typed training config: declared once, used by the GUI, the CLI, presets and run folders.
+
+Light on purpose (pydantic and the standard library only) so that the GUI process can
+import it without pulling in torch.  Everything a user can set lives here, with a
+description, a default and a range; the hyperparameter form, tooltips and validation
+messages are all derived from these declarations.
+
+Bad input never produces a traceback: every failure is a :class:`ConfigError` whose
+message names the field, e.g. ``training.steps: must be ≥ 1, got 0``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainer.fsutil import atomic_write_text
+
+SCHEMA_VERSION = 1
+
+Mode = Literal["toy", "frozen", "lora", "dreambooth"]
+Architecture = Literal["toy", "sd15", "sd2", "sdxl"]
+
+# Which training modes each model architecture supports (a registry, not if/elif chains).
+MODES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {
+    "toy": ("toy", "frozen"),
+    "sd15": ("frozen", "lora", "dreambooth"),
+    "sd2": ("frozen", "lora", "dreambooth"),
+    "sdxl": ("frozen", "lora", "dreambooth"),
+}
+
+# Which config sections matter for each mode (the GUI shows only these).
+SECTIONS_BY_MODE: dict[str, tuple[str, ...]] = {
+    "toy": ("training", "toy", "output"),
+    "frozen": ("model", "dataset", "training", "frozen", "toy", "sampling", "output"),
+    "lora": ("model", "dataset", "training", "lora", "sampling", "output"),
+    "dreambooth": ("model", "dataset", "training", "dreambooth", "lora", "sampling", "output"),
+}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used.  ``str(error)`` is a message for people, one line per problem."""
+
+    def __init__(self, problems: Iterable[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(self.problems) if len(self.problems) == 1
+                         else prefix + "invalid config:\n  " + "\n  ".join(self.problems))
+
+
+def _path_field(default: str, description: str) -> Any:
+    """A string field holding a file system path; relative paths resolve against the config file."""
+    return Field(default, description=description, json_schema_extra={"path": True})
+
+
+class Section(BaseModel):
+    """Base of every config table: unknown keys refused, no silent type coercion, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class ModelConfig(Section):
+    architecture: Architecture = Field(
+        "toy", description="Model family: the guide's toy network, or Stable Diffusion 1.x, 2.x or SDXL.")
+    path: str = _path_field(
+        "", "Base weights to start from: a diffusers folder or a .safetensors file "
+            "(for the toy network, a toy.safetensors from an earlier run). Empty = fresh weights (toy only).")
+
+
+class DatasetConfig(Section):
+    path: str = _path_field("", "Folder of training images, each with a same-named .txt caption beside it.")
+    caption_extension: str = Field(".txt", description="File extension of the caption files.",
+                                   pattern=r"^\.[A-Za-z0-9_]+$")
+    instance_token: str = Field("sks", description="Rare token that names your subject in captions.")
+    caption_template: str = Field(
+        "a photo of {token}", description="Caption used where an image has none; {token} becomes the instance token.")
+    resolution: int = Field(512, ge=64, le=4096, multiple_of=8,
+                            description="Training resolution in pixels (side of the square bucket).")
+    repeats: int = Field(1, ge=1, le=1000, description="How many times each image is seen per epoch.")
+
+
+class TrainingConfig(Section):
+    steps: int = Field(1000, ge=1, le=10_000_000, description="Number of optimizer steps to train.")
+    batch_size: int = Field(1, ge=1, le=4096, description="Samples per step.")
+    learning_rate: float = Field(1e-4, gt=0, le=10.0, description="Peak learning rate of the optimizer.")
+    scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="How the learning rate changes after warm-up.")
+    warmup_steps: int = Field(0, ge=0, description="Steps over which the learning rate rises linearly from 0.")
+    weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed: same seed, same run.")
+    log_every: int = Field(1, ge=1, description="Write metrics and send progress every N steps.")
+    eval_every: int = Field(10, ge=1, description="Measure the held-out loss every N steps.")
+
+
+class ToyConfig(Section):
+    samples: int = Field(1024, ge=16, le=1_000_000, description="Size of the synthetic regression data set.")
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.9, description="Share of the data kept aside for held-out loss.")
+    task_seed: int = Field(0, ge=0, le=2**32 - 1,
+                           description="Seed of the synthetic task itself (a different seed is a different task).")
+    noise: float = Field(0.02, ge=0, le=10.0, description="Standard deviation of the noise added to the targets.")
+    weights_every: int = Field(10, ge=1, description="Send every layer's weights and biases to the preview every N steps.")
+    step_delay_ms: int = Field(0, ge=0, le=10_000,
+                               description="Pause after each step so a person can watch the network learn (demo only).")
+
+
+class FrozenConfig(Section):
+    trainable: list[str] = Field(
+        default_factory=lambda: ["output_layer"],
+        description="Blocks left trainable; everything else is frozen. Names or glob patterns "
+                    "(e.g. output_layer, up_blocks.3, *attn2*).")
+
+
+class LoraConfig(Section):
+    rank: int = Field(16, ge=1, le=1024, description="LoRA rank: size of the low-rank update.")
+    alpha: float = Field(16.0, gt=0, le=4096, description="LoRA alpha: the update is scaled by alpha / rank.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
+        description="Module names in the UNet that get LoRA adapters.")
+    train_text_encoder: bool = Field(False, description="Also train LoRA adapters on the text encoder(s).")
+
+
+class DreamBoothConfig(Section):
+    instance_prompt: str = Field("a photo of sks dog", description="Prompt naming your subject with the rare token.")
+    class_prompt: str = Field("a photo of dog", description="Prompt for the subject's class, without the token.")
+    class_dir: str = _path_field("", "Folder of class (regularization) images; missing ones are generated.")
+    prior_preservation: bool = Field(True, description="Train on class images too, so the class is not forgotten.")
+    prior_loss_weight: float = Field(1.0, ge=0, le=100, description="Weight of the class-image loss.")
+    num_class_images: int = Field(100, ge=0, le=100_000, description="How many class images prior preservation uses.")
+
+
+class SamplingConfig(Section):
+    prompts: list[str] = Field(default_factory=list, description="Prompts drawn at every sampling point.")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="Seeds for the sample images (fixed across steps).")
+    every_n_steps: int = Field(0, ge=0, description="Draw samples every N steps; 0 = only at start and end.")
+    at_start: bool = Field(True, description="Draw samples before training (step 0 = the base model).")
+    inference_steps: int = Field(20, ge=1, le=1000, description="Denoising steps per sample image.")
+    guidance_scale: float = Field(7.5, ge=0, le=50, description="Classifier-free guidance scale for samples.")
+
+
+class OutputConfig(Section):
+    run_name: str = Field("run", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                          description="Name of the run; also the name of the exported files.")
+    runs_dir: str = _path_field("runs", "Folder where run folders are created.")
+    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps; 0 = only at the end.")
+    keep_checkpoints: int = Field(3, ge=1, le=1000, description="How many of the newest checkpoints to keep.")
+
+
+class Config(Section):
+    """A complete training job."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's layout.")
+    mode: Mode = Field("toy", description="What to train: the toy network, frozen-layer fine-tuning, LoRA or DreamBooth.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    toy: ToyConfig = Field(default_factory=ToyConfig)
+    frozen: FrozenConfig = Field(default_factory=FrozenConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    dreambooth: DreamBoothConfig = Field(default_factory=DreamBoothConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Config:
+        problems = []
+        allowed = MODES_BY_ARCHITECTURE[self.model.architecture]
+        if self.mode not in allowed:
+            problems.append(f"mode: '{self.mode}' does not work with model.architecture "
+                            f"'{self.model.architecture}' (choose one of {', '.join(allowed)})")
+        if self.training.warmup_steps > self.training.steps:
+            problems.append(f"training.warmup_steps: must be ≤ training.steps ({self.training.steps}), "
+                            f"got {self.training.warmup_steps}")
+        if self.mode == "frozen" and not self.frozen.trainable:
+            problems.append("frozen.trainable: name at least one block to train in frozen mode")
+        if self.model.architecture != "toy" and not self.model.path:
+            problems.append(f"model.path: a base model is required for architecture '{self.model.architecture}'")
+        if problems:
+            # Raised as ValueError so pydantic reports it; _format_errors unwraps the text.
+            raise ValueError("\n".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def sections_for_mode(self) -> tuple[str, ...]:
+        return SECTIONS_BY_MODE[self.mode]
+
+
+# ----------------------------------------------------------------------------- migrations
+
+# MIGRATIONS[n] turns a schema-n dict into a schema-(n+1) dict.  Add one per layout change;
+# old files are then upgraded step by step when they are loaded.
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+MIGRATIONS: dict[int, Migration] = {}
+
+
+def migrate(data: Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
+    """Upgrade a raw config dict to the current schema version."""
+    data = dict(data)
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError([f"schema_version: must be a whole number ≥ 1, got {version!r}"], source)
+    current = SCHEMA_VERSION
+    if version > current:
+        raise ConfigError([f"schema_version: this file is version {version}, written by a newer Kamaal "
+                           f"(this one reads up to {current})"], source)
+    while version < current:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise ConfigError([f"schema_version: no migration from version {version}"], source)
+        data = step(data)
+        version += 1
+        data["schema_version"] = version
+    return data
+
+
+# ----------------------------------------------------------------------------- errors
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    got = error.get("input")
+    shown = repr(got) if not isinstance(got, Mapping) else "a table"
+    messages = {
+        "greater_than_equal": lambda: f"must be ≥ {ctx.get('ge')}, got {shown}",
+        "greater_than": lambda: f"must be > {ctx.get('gt')}, got {shown}",
+        "less_than_equal": lambda: f"must be ≤ {ctx.get('le')}, got {shown}",
+        "less_than": lambda: f"must be < {ctx.get('lt')}, got {shown}",
+        "multiple_of": lambda: f"must be a multiple of {ctx.get('multiple_of')}, got {shown}",
+        "literal_error": lambda: f"must be one of {ctx.get('expected')}, got {shown}",
+        "extra_forbidden": lambda: "unknown key (check the spelling, or remove it)",
+        "missing": lambda: "is required",
+        "int_type": lambda: f"must be a whole number, got {shown}",
+        "int_from_float": lambda: f"must be a whole number, got {shown}",
+        "float_type": lambda: f"must be a number, got {shown}",
+        "finite_number": lambda: f"must be a finite number, got {shown}",
+        "bool_type": lambda: f"must be true or false, got {shown}",
+        "string_type": lambda: f"must be text, got {shown}",
+        "list_type": lambda: f"must be a list, got {shown}",
+        "string_pattern_mismatch": lambda: f"has characters that are not allowed, got {shown}",
+        "string_too_short": lambda: f"must not be empty, got {shown}",
+        "string_too_long": lambda: f"must be at most {ctx.get('max_length')} characters",
+        "model_type": lambda: f"must be a table, got {shown}",
+        "dataclass_type": lambda: f"must be a table, got {shown}",
+    }
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    make = messages.get(kind)
+    return make() if make else f"{error['msg'][0].lower()}{error['msg'][1:]}, got {shown}"
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        text = _describe(error)
+        if error["type"] == "value_error" and not loc:
+            problems.extend(text.splitlines())  # cross-field checks already name their fields
+        else:
+            problems.append(f"{loc}: {text}" if loc else text)
+    return problems
+
+
+# ----------------------------------------------------------------------------- loading and saving
+
+def config_from_dict(data: Any, source: str | None = None) -> Config:
+    """Validate a raw dict (as read from TOML) into a Config, migrating old layouts first."""
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"the config must be a table of settings, got {type(data).__name__}"], source)
+    try:
+        return Config.model_validate(migrate(data, source))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc), source) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(["file not found"], str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(["is a folder, not a config file"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["is not UTF-8 text"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot be read ({exc.strerror})"], str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"is not valid TOML ({exc})"], str(path)) from None
+
+
+def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
+    """Read a TOML config, apply ``KEY=VALUE`` overrides, validate, and resolve relative paths.
+
+    Relative paths in the file resolve against the file's folder; relative paths given as
+    overrides resolve against the current directory.
+    """
+    path = Path(path)
+    data = read_toml(path)
+    data = apply_overrides(data, overrides)
+    config = config_from_dict(data, str(path))
+    return resolve_paths(config, path.parent.resolve(), skip=_override_keys(overrides))
+
+
+def save_config(config: Config, path: Path) -> None:
+    atomic_write_text(Path(path), config.to_toml())
+
+
+def path_fields() -> list[str]:
+    """Dotted names of every field that holds a path."""
+    names = []
+    for section_name, section_field in Config.model_fields.items():
+        section_type = section_field.annotation
+        if isinstance(section_type, type) and issubclass(section_type, Section):
+            for name, field in section_type.model_fields.items():
+                if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("path"):
+                    names.append(f"{section_name}.{name}")
+    return names
+
+
+def resolve_paths(config: Config, base: Path, skip: Iterable[str] = ()) -> Config:
+    """Make every relative path field absolute against ``base`` (fields in ``skip`` against the CWD)."""
+    skipped = set(skip)
+    data = config.to_dict()
+    for dotted in path_fields():
+        section, name = dotted.split(".")
+        value = data[section][name]
+        if value:
+            root = Path.cwd() if dotted in skipped else base
+            data[section][name] = str((root / Path(value).expanduser()).resolve())
+    return Config.model_validate(data)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.learning_rate=1e-4`` → (["training", "learning_rate"], 0.0001).
+
+    The value is read as a TOML value (numbers, true/false, ["lists"], "quoted text");
+    anything that is not valid TOML is taken as plain text, so ``--set model.path=C:/x`` works.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. training.steps=500"])
+    parts = key.split(".")
+    if any(not part for part in parts):
+        raise ConfigError([f"--set {text!r}: '{key}' is not a valid key"])
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return parts, value
+
+
+def _override_keys(overrides: Iterable[str]) -> list[str]:
+    return [".".join(parse_override(item)[0]) for item in overrides]
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``KEY=VALUE`` override set (tables created as needed)."""
+    result: dict[str, Any] = _deep_copy(data)
+    for item in overrides:
+        parts, value = parse_override(item)
+        table = result
+        for i, part in enumerate(parts[:-1]):
+            child = table.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError([f"--set {item!r}: '{'.'.join(parts[:i + 1])}' is a value, not a table"])
+            table = child
+        table[parts[-1]] = value
+    return result
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _deep_copy(value) if isinstance(value, Mapping) else
+            list(value) if isinstance(value, list) else value for key, value in data.items()}
+
+
+def field_info(dotted: str) -> Any:
+    """The pydantic FieldInfo of ``section.name`` (the GUI builds its form and tooltips from it)."""
+    section, name = dotted.split(".")
+    return Config.model_fields[section].annotation.model_fields[name]  # type: ignore[union-attr]

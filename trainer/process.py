@@ -1,0 +1,165 @@
+"""The process boundary: start the trainer in a spawn-context child and talk to it over two queues.
+
+Light on purpose: the GUI imports this module, so nothing heavy is imported at module level.
+The child imports :mod:`trainer.worker` (torch and friends) only once it is running.
+
+Thread/process map:
+  * GUI process, GUI thread: :class:`TrainerProcess` methods (``start``, ``send``, ``poll_events``).
+  * Trainer process, main thread: :func:`child_main` → ``worker.run_worker``.
+  * Trainer process, watchdog thread: waits on the parent's sentinel and hard-exits if the
+    parent dies, so an orphaned trainer never keeps a GPU busy.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import sys
+import threading
+import traceback
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from trainer.protocol import EXIT_ERROR, Command, Event, Failed
+
+SPAWN = multiprocessing.get_context("spawn")
+ORPHAN_EXIT_CODE = 3
+
+
+class QueueCommands:
+    """Commands arriving from the GUI over a multiprocessing queue (worker side)."""
+
+    def __init__(self, commands: Any) -> None:
+        self._queue = commands
+
+    def poll(self) -> Command | None:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def wait(self, timeout: float) -> Command | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+class QueueEvents:
+    """Events sent to the GUI over a multiprocessing queue (worker side)."""
+
+    def __init__(self, events: Any) -> None:
+        self._queue = events
+
+    def emit(self, event: Event) -> None:
+        self._queue.put(event)
+
+
+def _watch_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watchdog() -> None:
+        wait([parent.sentinel])  # returns when the parent process is gone, however it died
+        os._exit(ORPHAN_EXIT_CODE)
+
+    threading.Thread(target=watchdog, name="kamaal-parent-watchdog", daemon=True).start()
+
+
+def child_main(run_dir: str, resume: bool, commands: Any, events: Any) -> None:
+    """Entry point of the trainer process (runs in the child)."""
+    _watch_parent()
+    sink = QueueEvents(events)
+    try:
+        from trainer.worker import run_worker  # heavy: torch is imported here, in the child only
+
+        code = run_worker(Path(run_dir), QueueCommands(commands), sink, resume=resume)
+    except BaseException as exc:  # an import failure or a bug outside the worker's own guard
+        sink.emit(Failed("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        code = EXIT_ERROR
+    # Flush the events queue's feeder thread before exiting, so the last events arrive.
+    events.close()
+    events.join_thread()
+    sys.exit(code)
+
+
+class TrainerProcess:
+    """One trainer child process and its two queues (GUI side).
+
+    Not thread-safe: call it from one thread (the GUI thread, through the session bridge).
+    """
+
+    def __init__(self, run_dir: Path, *, resume: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        self._commands = SPAWN.Queue()
+        self._events = SPAWN.Queue()
+        self._process = SPAWN.Process(
+            target=child_main,
+            args=(str(self.run_dir), resume, self._commands, self._events),
+            name="kamaal-trainer",
+        )
+
+    def start(self) -> None:
+        self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    def send(self, command: Command) -> None:
+        if self._process.is_alive():
+            self._commands.put(command)
+
+    def poll_events(self, limit: int = 1000) -> list[Event]:
+        """Every event that has arrived so far (up to ``limit``), without blocking."""
+        received: list[Event] = []
+        while len(received) < limit:
+            try:
+                received.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+            except (EOFError, OSError, ValueError):  # the child died mid-message
+                break
+        return received
+
+    def join(self, timeout: float | None = None) -> None:
+        self._process.join(timeout)
+
+    def kill(self) -> None:
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(5)
+
+    def close(self) -> None:
+        """Release the queues and the process object; kills the child if it still runs."""
+        self.kill()
+        for q in (self._commands, self._events):
+            q.close()
+            q.cancel_join_thread()
+        self._process.close()
+
+
+def describe_exit(code: int | None) -> str:
+    """Words for a child's exit code: '-9' → 'killed by signal SIGKILL'."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == ORPHAN_EXIT_CODE:
+        return "stopped because the app went away"
+    return f"exited with code {code}"

@@ -1,0 +1,144 @@
+"""Typed messages between the GUI and the trainer process.
+
+Small, frozen, picklable dataclasses that travel over two multiprocessing queues:
+commands GUI → trainer, events trainer → GUI.  Images travel as file paths, never as
+pixels or tensors; weights for the toy preview travel as plain tuples of floats.
+Standard library only, so either side can import it cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# ----------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop at the next step boundary; with ``save`` write a checkpoint and the outputs first."""
+
+    save: bool = True
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Hold at the next step boundary; the model and optimizer stay in memory."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Continue after a Pause."""
+
+
+@dataclass(frozen=True)
+class SampleNow:
+    """Draw samples (or, for the toy network, send its weights) at the next step boundary."""
+
+
+@dataclass(frozen=True)
+class SaveNow:
+    """Write a resumable checkpoint at the next step boundary."""
+
+
+Command = Stop | Pause | Resume | SampleNow | SaveNow
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Started:
+    run_dir: str
+    mode: str
+    start_step: int  # > 0 when resuming
+    total_steps: int
+    device: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int  # steps completed
+    total_steps: int
+    loss: float
+    lr: float
+    it_per_s: float
+    eta_s: float
+    elapsed_s: float
+    memory_bytes: int  # CUDA allocated, or the process RSS on the CPU
+    memory_kind: str  # "cuda" or "rss"
+    peak_memory_bytes: int = 0
+    heldout_loss: float | None = None  # present on the steps where it was measured
+
+
+@dataclass(frozen=True)
+class LayerSnapshot:
+    """One layer of a small network, for the weights/bias preview."""
+
+    name: str
+    shape: tuple[int, int]  # (out_features, in_features)
+    weight: tuple[float, ...]  # row-major, len = out * in
+    bias: tuple[float, ...]
+    frozen: bool
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    step: int
+    layers: tuple[LayerSnapshot, ...]
+
+
+@dataclass(frozen=True)
+class Sample:
+    step: int
+    paths: tuple[str, ...]
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Paused:
+    step: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    step: int
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str  # "info", "warning", "error"
+    message: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The run could not go on.  ``kind`` is "input" for bad input the user can fix
+    (config, dataset, model file; the message names it) and "error" for anything else."""
+
+    kind: str
+    message: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    run_dir: str
+    step: int
+    stopped: bool  # True when a Stop command ended the run early
+    outputs: tuple[str, ...] = field(default_factory=tuple)
+
+
+Event = (Started | Progress | LayerWeights | Sample | CheckpointSaved | Paused | Resumed
+         | Log | Failed | Finished)
+
+# Exit codes of the CLI and of the trainer process.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2

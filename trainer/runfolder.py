@@ -1,0 +1,136 @@
+"""The run folder: where one training job keeps its config, metrics, samples, checkpoints and outputs.
+
+Layout (DESIGN.md §4)::
+
+    RUN_DIR/
+      config.toml            resolved config, as run
+      metrics.jsonl          one JSON object per logged step
+      samples/step-000000/   preview images
+      checkpoints/step-000500/  resumable state; complete once its state.json exists
+      output/                final results
+      log.txt
+
+Light (standard library + config): the GUI uses it to create and list runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.config import Config, ConfigError, config_from_dict, read_toml, save_config
+
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d{6,})$")
+CHECKPOINT_DONE_MARKER = "state.json"  # written last: a checkpoint without it is incomplete
+
+
+def step_dirname(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "log.txt"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints_dir / step_dirname(step)
+
+    def sample_dir(self, step: int) -> Path:
+        return self.samples_dir / step_dirname(step)
+
+    # -------------------------------------------------------------------- creation
+
+    @classmethod
+    def create(cls, config: Config, run_dir: Path | None = None) -> RunFolder:
+        """Make a new run folder and snapshot the resolved config into it.
+
+        Without ``run_dir`` a fresh ``RUNS_DIR/RUN_NAME-YYYYmmdd-HHMMSS`` is chosen.  An existing
+        run folder (one that holds a config.toml) is refused, so a run is never overwritten.
+        """
+        if run_dir is None:
+            run_dir = unique_run_dir(Path(config.output.runs_dir), config.output.run_name)
+        run = cls(Path(run_dir).resolve())
+        if run.config_path.exists():
+            raise ConfigError([f"{run.root} already holds a run; use 'kamaal-train resume' or another --run-dir"])
+        for folder in (run.root, run.samples_dir, run.checkpoints_dir, run.output_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        save_config(config, run.config_path)
+        return run
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunFolder:
+        run = cls(Path(run_dir).resolve())
+        if not run.config_path.is_file():
+            raise ConfigError([f"{run.root} is not a run folder (no config.toml)"])
+        return run
+
+    def load_config(self) -> Config:
+        # The snapshot already holds absolute paths; load it as-is.
+        return config_from_dict(read_toml(self.config_path), str(self.config_path))
+
+    # -------------------------------------------------------------------- checkpoints
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints, oldest first."""
+        found = []
+        if self.checkpoints_dir.is_dir():
+            for child in self.checkpoints_dir.iterdir():
+                match = CHECKPOINT_PATTERN.match(child.name)
+                if match and (child / CHECKPOINT_DONE_MARKER).is_file():
+                    found.append((int(match.group(1)), child))
+        return sorted(found)
+
+    def latest_checkpoint(self) -> tuple[int, Path] | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    # -------------------------------------------------------------------- metrics
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every metrics row; a torn last line (the process died mid-write) is skipped."""
+        rows = []
+        if self.metrics_path.is_file():
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return rows
+
+
+def unique_run_dir(runs_dir: Path, run_name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = runs_dir / f"{run_name}-{stamp}"
+    suffix = 2
+    while candidate.exists():
+        candidate = runs_dir / f"{run_name}-{stamp}-{suffix}"
+        suffix += 1
+    return candidate
