@@ -53,6 +53,16 @@ class ConfigError(ValueError):
         super().__init__(prefix + "; ".join(self.problems) if len(self.problems) == 1
                          else prefix + "invalid config:\n  " + "\n  ".join(self.problems))
 
+    def by_field(self) -> dict[str, str]:
+        """``{"training.steps": "must be ≥ 1, got 0", ...}``; problems without a field go under ``""``."""
+        fields: dict[str, str] = {}
+        for problem in self.problems:
+            name, sep, message = problem.partition(": ")
+            if not sep or " " in name:
+                name, message = "", problem
+            fields[name] = f"{fields[name]}; {message}" if name in fields else message
+        return fields
+
 
 def _path_field(default: str, description: str) -> Any:
     """A string field holding a file system path; relative paths resolve against the config file."""
@@ -147,7 +157,7 @@ class SamplingConfig(Section):
 class OutputConfig(Section):
     run_name: str = Field("run", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                           description="Name of the run; also the name of the exported files.")
-    runs_dir: str = _path_field("runs", "Folder where run folders are created.")
+    runs_dir: str = _path_field("", "Folder where run folders are created; empty = ./runs (CLI) or the project's runs folder (app).")
     checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps; 0 = only at the end.")
     keep_checkpoints: int = Field(3, ge=1, le=1000, description="How many of the newest checkpoints to keep.")
 

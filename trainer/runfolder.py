@@ -76,7 +76,8 @@ class RunFolder:
         run folder (one that holds a config.toml) is refused, so a run is never overwritten.
         """
         if run_dir is None:
-            run_dir = unique_run_dir(Path(config.output.runs_dir), config.output.run_name)
+            runs_dir = Path(config.output.runs_dir) if config.output.runs_dir else Path.cwd() / "runs"
+            run_dir = unique_run_dir(runs_dir, config.output.run_name)
         run = cls(Path(run_dir).resolve())
         if run.config_path.exists():
             raise ConfigError([f"{run.root} already holds a run; use 'kamaal-train resume' or another --run-dir"])

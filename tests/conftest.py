@@ -1,0 +1,43 @@
+"""Suite-wide fixtures: offline, offscreen, and no test may leave a child process behind."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import multiprocessing  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+PRESETS = REPO / "resources" / "presets"
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_children():
+    """Fail any test that leaves a child process running (the trainer, or anything else)."""
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        multiprocessing.active_children()  # reaps finished multiprocessing children
+        left = [c for c in psutil.Process().children(recursive=True)
+                if c.pid not in before and c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for child in left:
+        child.kill()
+    assert not left, f"test left child processes behind: {[(c.pid, c.name()) for c in left]}"
+
+
+@pytest.fixture
+def toy_preset() -> Path:
+    return PRESETS / "toy.toml"
