@@ -1,0 +1,181 @@
+"""``kamaal-train``: the headless command line.
+
+It runs the very same worker as the app, in-process, with a terminal progress bar instead
+of the GUI.  Exit codes: 0 done (or stopped with a save), 2 bad input (config, dataset,
+model file — the message names it), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from trainer.config import ConfigError, load_config
+from trainer.protocol import (EXIT_BAD_INPUT, EXIT_ERROR, CheckpointSaved, Command, Event, Failed, Finished, Log,
+                              Progress, Sample, Started, Stop)
+from trainer.runfolder import RunFolder
+
+
+class TerminalEvents:
+    """Shows worker events in a terminal: a tqdm bar for progress, lines for the rest."""
+
+    def __init__(self) -> None:
+        self._bar = None
+        self.failed: Failed | None = None
+        self.finished: Finished | None = None
+
+    def emit(self, event: Event) -> None:
+        from tqdm import tqdm
+
+        if isinstance(event, Started):
+            print(f"Run folder: {event.run_dir}", flush=True)
+            self._bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True,
+                             desc=event.mode, file=sys.stderr)
+        elif isinstance(event, Progress) and self._bar is not None:
+            self._bar.update(event.step - self._bar.n)
+            postfix = {"loss": f"{event.loss:.4g}", "lr": f"{event.lr:.2e}"}
+            if event.heldout_loss is not None:
+                postfix["held-out"] = f"{event.heldout_loss:.4g}"
+            self._bar.set_postfix(postfix, refresh=False)
+        elif isinstance(event, Log):
+            self._write(f"[{event.level}] {event.message}")
+        elif isinstance(event, Sample):
+            self._write(f"samples at step {event.step}: {', '.join(event.paths)}")
+        elif isinstance(event, CheckpointSaved):
+            pass  # already logged by the worker
+        elif isinstance(event, Failed):
+            self.failed = event
+            self._close()
+            if event.kind != "input" and event.traceback:
+                print(event.traceback, file=sys.stderr)
+            print(f"error: {event.message}", file=sys.stderr)
+        elif isinstance(event, Finished):
+            self.finished = event
+            self._close()
+            print(f"{'Stopped' if event.stopped else 'Finished'} at step {event.step}.")
+            for path in event.outputs:
+                print(f"Output: {path}")
+            print(f"Run folder: {event.run_dir}", flush=True)
+
+    def _write(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class InterruptCommands:
+    """Commands from the keyboard: the first Ctrl-C asks for a Stop with save, a second aborts."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._interrupted = False
+        self._previous = None
+
+    def __enter__(self) -> InterruptCommands:
+        self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if self._interrupted:
+            raise KeyboardInterrupt
+        self._interrupted = True
+        print("\nStopping after this step and saving… (Ctrl-C again to abort without saving)",
+              file=sys.stderr, flush=True)
+        self._queue.put(Stop(save=True))
+
+    def poll(self) -> Command | None:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def wait(self, timeout: float) -> Command | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def _run(run_dir: Path, resume: bool) -> int:
+    from trainer.worker import run_worker  # heavy import only when training
+
+    with InterruptCommands() as commands:
+        try:
+            return run_worker(run_dir, commands, TerminalEvents(), resume=resume)
+        except KeyboardInterrupt:
+            print("Aborted without saving.", file=sys.stderr)
+            return 130
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config), args.set or [])
+    run = RunFolder.create(config, Path(args.run_dir) if args.run_dir else None)
+    return _run(run.root, resume=False)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    run = RunFolder.open(Path(args.run_dir))
+    return _run(run.root, resume=True)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from trainer.dataset.cli import dataset_main
+
+    return dataset_main(args.dataset_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kamaal-train", description="Kamaal's headless trainer.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="run one training job from a config file",
+                                description="Run one training job. Ctrl-C stops after the current step "
+                                            "and saves a resumable checkpoint and the outputs.")
+    train.add_argument("config", metavar="CONFIG.toml", help="config file, e.g. resources/presets/toy.toml")
+    train.add_argument("--run-dir", metavar="DIR",
+                       help="run folder to create (default: RUNS_DIR/RUN_NAME-TIMESTAMP, RUNS_DIR from "
+                            "output.runs_dir or ./runs)")
+    train.add_argument("--set", metavar="KEY=VALUE", action="append",
+                       help="override a config value, e.g. --set training.learning_rate=1e-4 (repeatable)")
+    train.set_defaults(handler=cmd_train)
+
+    resume = commands.add_parser("resume", help="continue a run from its last checkpoint",
+                                 description="Continue a run from its newest complete checkpoint, with its own "
+                                             "config.toml; the step count, optimizer, scheduler and RNG carry on.")
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to continue")
+    resume.set_defaults(handler=cmd_resume)
+
+    dataset = commands.add_parser("dataset", help="dataset tools: 'dataset check DIR [--json]'", add_help=False)
+    dataset.add_argument("dataset_args", nargs=argparse.REMAINDER, help="arguments of the dataset tool")
+    dataset.set_defaults(handler=cmd_dataset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""Opening dataset images safely and turning every kind of image into 8-bit RGB.
+
+One place decides what an "image" is for Kamaal: ``open_image`` (lazy, header only, refuses
+decompression bombs before a single pixel is decoded), ``load_rgb`` (what training sees:
+EXIF rotation applied, CMYK / palette / alpha / 16-bit / grayscale converted) and
+``load_thumbnail`` (the same, fast and small, for the GUI).  Every failure becomes a
+``DatasetImageError`` that names the file and says what kind of failure it was.
+
+Pillow + numpy only: the GUI process imports this.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Only the formats a dataset folder may hold.  Without this list Pillow would also identify,
+# say, an EPS file renamed .png and run Ghostscript on it when loading.
+PILLOW_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+FALLBACK_MAX_PIXELS = 89_478_485  # Pillow's default, for when an application switched its check off
+
+
+class DatasetImageError(Exception):
+    """An image that cannot be used.  ``code`` is the health check's finding code."""
+
+    def __init__(self, path: Path, code: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.code = code
+        self.reason = reason
+
+
+class DecompressionBomb(DatasetImageError):
+    """An image whose header claims more pixels than the limit; refused without decoding."""
+
+    def __init__(self, path: Path, width: int, height: int, limit: int) -> None:
+        megapixels = width * height / 1e6
+        super().__init__(path, "decompression_bomb",
+                         f"its header claims {width}×{height} pixels ({megapixels:,.0f} megapixels), "
+                         f"over the {limit / 1e6:,.0f} megapixel limit")
+        self.width, self.height, self.limit = width, height, limit
+
+
+def default_max_pixels() -> int:
+    # Read at call time: an application may have raised Pillow's limit on purpose.
+    return Image.MAX_IMAGE_PIXELS or FALLBACK_MAX_PIXELS
+
+
+def decode_error(path: Path, error: BaseException) -> DatasetImageError:
+    """Classify an exception raised while decoding; Pillow reports truncation only in the message."""
+    if isinstance(error, DatasetImageError):
+        return error
+    text = str(error) or type(error).__name__
+    if isinstance(error, OSError) and "truncated" in text:
+        return DatasetImageError(path, "truncated", f"the file ends early ({text})")
+    return DatasetImageError(path, "unreadable", f"it cannot be decoded ({text})")
+
+
+@contextmanager
+def open_image(path: Path, *, max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """Open lazily (header only) and refuse empty files, non-images and decompression bombs."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise DatasetImageError(path, "unreadable", f"it cannot be read ({error.strerror or error})") from error
+    if size == 0:
+        raise DatasetImageError(path, "zero_byte", "the file is empty (0 bytes)")
+    limit = max_pixels or default_max_pixels()
+    try:
+        image = Image.open(path, formats=PILLOW_FORMATS)
+    except Image.DecompressionBombError as error:
+        # Pillow's own refusal (over twice its limit) happens inside open(), also before decoding.
+        raise DatasetImageError(path, "decompression_bomb", f"{error} It was refused without decoding.") from error
+    except UnidentifiedImageError as error:
+        raise DatasetImageError(path, "not_an_image", "it is not an image Kamaal can read") from error
+    except Exception as error:
+        # Pillow's plugins raise a zoo of types on malformed headers (SyntaxError, struct.error, ...).
+        raise decode_error(path, error) from error
+    with image:
+        if image.width * image.height > limit:
+            raise DecompressionBomb(path, image.width, image.height, limit)
+        yield image
+
+
+def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
+    values = np.asarray(image).astype(np.float32)
+    # I;16 is 0..65535 by definition.  Mode I is ambiguous (32-bit TIFFs may hold 0..255), so
+    # only rescale it when the values show it is really 16-bit.
+    if image.mode != "I" or values.max(initial=0) > 255:
+        values = values / 257.0
+    return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
+def _float_to_l(image: Image.Image) -> Image.Image:
+    values = np.asarray(image).astype(np.float32)
+    if values.max(initial=0) <= 1.0:  # float images are usually 0..1
+        values = values * 255.0
+    return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    profile = image.info.get("icc_profile")
+    if profile:
+        # The embedded profile gives the real colours; Pillow's plain formula is noticeably off.
+        from PIL import ImageCms  # lazy: loads littlecms, only needed for CMYK
+
+        try:
+            converted = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                                  ImageCms.createProfile("sRGB"), outputMode="RGB")
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: the plain conversion below is still a usable image
+    return image.convert("RGB")
+
+
+def has_alpha(image: Image.Image) -> bool:
+    return image.mode in ALPHA_MODES or "transparency" in image.info
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """Convert any Pillow image to 8-bit RGB, the one format training uses.
+
+    Transparent areas are composited on white (what a viewer shows, and what kohya_ss does).
+    """
+    if image.mode in SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_l(image).convert("RGB")
+    if image.mode == "F":
+        return _float_to_l(image).convert("RGB")
+    if image.mode == "CMYK":
+        return _cmyk_to_rgb(image)
+    if has_alpha(image):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_rgb(path: Path, *, max_pixels: int | None = None) -> Image.Image:
+    """Load an image as training sees it: first frame, EXIF rotation applied, 8-bit RGB.
+
+    Raises ``DatasetImageError`` naming the file when it is empty, not an image, truncated,
+    corrupt or a decompression bomb.
+    """
+    with open_image(path, max_pixels=max_pixels) as image:
+        try:
+            image.load()
+            return to_rgb8(ImageOps.exif_transpose(image))
+        except Exception as error:
+            raise decode_error(Path(path), error) from error
+
+
+def load_thumbnail(path: Path, size: int = 128, *, max_pixels: int | None = None) -> Image.Image:
+    """A small RGB preview (longest side ``size``), oriented like ``load_rgb``.
+
+    JPEGs are decoded at reduced scale (``draft``), which is what makes a grid of hundreds fast.
+    """
+    with open_image(path, max_pixels=max_pixels) as image:
+        try:
+            image.draft(None, (size, size))  # JPEG only: DCT scaling to at least size×size
+            image.load()
+            thumb = to_rgb8(ImageOps.exif_transpose(image))
+            thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
+            return thumb
+        except Exception as error:
+            raise decode_error(Path(path), error) from error

@@ -1,0 +1,174 @@
+"""Finding the images of a dataset folder, their caption files, and what their headers say.
+
+A dataset folder follows the kohya_ss / OneTrainer convention: ``photo.jpg`` with its caption
+in ``photo.txt`` beside it.  Everything here reads headers only (Pillow's ``Image.open`` is
+lazy), so listing a folder of thousands of images takes a moment, not a minute; decoding the
+pixels is the health check's job (``trainer.dataset.health``).
+
+Pillow + standard library only: the GUI process imports this.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from trainer.dataset.imaging import DatasetImageError, has_alpha, open_image
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+CAPTION_EXTENSION = ".txt"
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """One image file and the caption file that belongs to it (``None`` when there is none)."""
+
+    image: Path
+    caption: Path | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a folder holds: images (sorted by path) and caption files that belong to no image."""
+
+    folder: Path
+    items: tuple[DatasetItem, ...]
+    orphan_captions: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding its pixels."""
+
+    path: Path
+    width: int
+    height: int
+    mode: str
+    format: str
+    orientation: int  # EXIF orientation, 1 when absent; 5–8 swap width and height
+    frames: int
+    has_transparency: bool
+
+    @property
+    def oriented_size(self) -> tuple[int, int]:
+        """The size as the image will be trained on, after the EXIF rotation is applied."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
+
+
+def is_image_name(name: str) -> bool:
+    # Dot files are skipped: macOS writes "._photo.jpg" resource forks beside real images,
+    # and our own atomic writes use ".name.tmp" temporary files.
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _name_key(name: str) -> str:
+    # Case-insensitive and normalisation-insensitive, so "Café.JPG" finds "café.txt" even when
+    # one came from macOS (decomposed accents) and the other from Windows (composed).
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _walk(folder: Path, recursive: bool) -> Iterator[tuple[Path, list[os.DirEntry[str]]]]:
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    yield folder, entries
+    if recursive:
+        for entry in entries:
+            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                yield from _walk(Path(entry.path), recursive)
+
+
+def list_images(folder: Path, *, recursive: bool = False, caption_extension: str = CAPTION_EXTENSION) -> Listing:
+    """List the images of ``folder`` with their caption files.
+
+    Raises ``NotADirectoryError`` / ``FileNotFoundError`` / ``PermissionError`` for a bad folder.
+    A caption "file" that is a directory is still returned as the caption path; the health check
+    reports it rather than this function hiding it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise (NotADirectoryError if folder.exists() else FileNotFoundError)(f"not a folder: {folder}")
+    items: list[DatasetItem] = []
+    orphans: list[Path] = []
+    for _directory, entries in _walk(folder, recursive):
+        captions = {_name_key(e.name): Path(e.path) for e in entries
+                    if e.name.lower().endswith(caption_extension) and not e.name.startswith(".")}
+        used: set[str] = set()
+        for entry in entries:
+            # Not-a-directory rather than is-a-file: a broken symlink should be reported, not skipped.
+            if not is_image_name(entry.name) or entry.is_dir():
+                continue
+            key = _name_key(os.path.splitext(entry.name)[0] + caption_extension)
+            caption = captions.get(key)
+            if caption is not None:
+                used.add(key)
+            items.append(DatasetItem(Path(entry.path), caption))
+        orphans.extend(path for key, path in sorted(captions.items()) if key not in used and path.is_file())
+    items.sort(key=lambda item: item.image)
+    return Listing(folder, tuple(items), tuple(sorted(orphans)))
+
+
+def orientation_of(image: Image.Image) -> int:
+    """EXIF orientation without decoding: PNG keeps EXIF after the pixels, so only look when it is known."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1  # PngImageFile.getexif() would decode the whole image to find a late eXIf chunk
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return 1  # a malformed EXIF block must not make a good image unusable
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def read_header(path: Path, *, max_pixels: int | None = None) -> ImageHeader:
+    """Read size, mode and orientation from the header; raises ``DatasetImageError`` (bomb included)."""
+    with open_image(path, max_pixels=max_pixels) as image:
+        return header_of(image, Path(path))
+
+
+def header_of(image: Image.Image, path: Path) -> ImageHeader:
+    """The header facts of an image already opened with ``open_image``."""
+    return ImageHeader(
+        path=path,
+        width=image.width,
+        height=image.height,
+        mode=image.mode,
+        format=image.format or "",
+        orientation=orientation_of(image),
+        frames=getattr(image, "n_frames", 1),
+        has_transparency=has_alpha(image),
+    )
+
+
+HeaderResult = ImageHeader | DatasetImageError
+
+
+def scan_headers(
+    paths: list[Path],
+    *,
+    max_pixels: int | None = None,
+    workers: int | None = None,
+    on_result: Callable[[int, HeaderResult], None] | None = None,
+) -> list[HeaderResult]:
+    """Read many headers in a thread pool (useful on network drives); errors come back, not raised.
+
+    ``on_result(index, result)`` runs on the calling thread as results arrive, in input order.
+    """
+    def one(path: Path) -> HeaderResult:
+        try:
+            return read_header(path, max_pixels=max_pixels)
+        except DatasetImageError as error:
+            return error
+
+    results: list[HeaderResult] = []
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as pool:
+        for index, result in enumerate(pool.map(one, paths)):
+            results.append(result)
+            if on_result is not None:
+                on_result(index, result)
+    return results

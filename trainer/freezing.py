@@ -1,0 +1,49 @@
+"""Freeze a model, then unfreeze the blocks a user named (frozen-layer fine-tuning).
+
+Works on any ``torch.nn.Module``: the guide's toy network now, the UNet and text encoders
+later.  Patterns are block names or globs: ``output_layer`` (that block and everything in
+it), ``up_blocks.3``, ``*attn2*``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from fnmatch import fnmatchcase
+
+import torch
+
+from trainer.errors import InputError
+
+
+def pattern_matches(parameter_name: str, pattern: str) -> bool:
+    return fnmatchcase(parameter_name, pattern) or fnmatchcase(parameter_name, pattern + ".*")
+
+
+def apply_trainable_patterns(model: torch.nn.Module, patterns: list[str], field: str = "frozen.trainable") -> int:
+    """Freeze every parameter, then unfreeze those matching a pattern.  Returns the trainable count.
+
+    A pattern that matches nothing is an input error naming the field and listing the blocks,
+    so a typo never silently trains nothing.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(pattern_matches(name, pattern) for name in names):
+            blocks = ", ".join(block_tree(model, depth=1))
+            raise InputError(f"{field}: '{pattern}' matches no block of the model (top-level blocks: {blocks})")
+    trainable = 0
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(any(pattern_matches(name, pattern) for pattern in patterns))
+        trainable += parameter.numel() if parameter.requires_grad else 0
+    return trainable
+
+
+def block_tree(model: torch.nn.Module, depth: int = 2) -> "OrderedDict[str, tuple[int, int]]":
+    """``{block name: (parameters, trainable parameters)}`` for blocks up to ``depth`` dots deep."""
+    tree: OrderedDict[str, tuple[int, int]] = OrderedDict()
+    for name, parameter in model.named_parameters():
+        parts = name.split(".")[:-1] or [name]
+        for level in range(1, min(depth, len(parts)) + 1):
+            block = ".".join(parts[:level])
+            total, trainable = tree.get(block, (0, 0))
+            tree[block] = (total + parameter.numel(), trainable + (parameter.numel() if parameter.requires_grad else 0))
+    return tree

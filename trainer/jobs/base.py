@@ -1,0 +1,76 @@
+"""The contract between the worker loop and a kind of training."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.config import Config
+from trainer.runfolder import RunFolder
+from trainer.runlog import EventSink
+
+
+@dataclass
+class StepResult:
+    loss: float
+
+
+class TrainingJob(ABC):
+    """One training run's model, data and optimizer.  The worker owns the loop around it.
+
+    Call order: ``setup()`` → (``load_state`` when resuming) → ``preview`` / ``train_step`` /
+    ``evaluate`` / ``checkpoint_*`` as the loop decides → ``export()``.
+    """
+
+    device: str = "cpu"
+
+    def __init__(self, config: Config, run: RunFolder, sink: EventSink, logger: logging.Logger) -> None:
+        self.config = config
+        self.run = run
+        self.sink = sink
+        self.log = logger
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Build the model, data, optimizer and scheduler (bad input raises InputError)."""
+
+    @abstractmethod
+    def train_step(self, step: int) -> StepResult:
+        """Do optimizer step number ``step`` (0-based)."""
+
+    @abstractmethod
+    def current_lr(self) -> float:
+        """Learning rate of the next step."""
+
+    def evaluate(self) -> float | None:
+        """Held-out loss, or None when the job has no held-out set."""
+        return None
+
+    def preview_every(self) -> int:
+        """Steps between previews (0 = only at start, end and on request)."""
+        return self.config.sampling.every_n_steps
+
+    @abstractmethod
+    def preview(self, step: int) -> None:
+        """Emit what the preview shows at this step (weights, or sample images on disk)."""
+
+    @abstractmethod
+    def checkpoint_weights(self) -> dict[str, torch.Tensor]:
+        """The trainable weights, as a flat tensor dict (saved as safetensors)."""
+
+    @abstractmethod
+    def training_state(self) -> dict[str, Any]:
+        """Optimizer, scheduler and RNG states: tensors and plain Python values only."""
+
+    @abstractmethod
+    def load_state(self, weights: dict[str, torch.Tensor], training_state: dict[str, Any]) -> None:
+        """Restore what checkpoint_weights and training_state returned."""
+
+    @abstractmethod
+    def export(self, output_dir: Path) -> list[Path]:
+        """Write the final results; return their paths."""

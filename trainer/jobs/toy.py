@@ -1,0 +1,191 @@
+"""The guide's first lesson, trainable: a three-layer network learns a synthetic regression task.
+
+``ToyNet`` is the guide's ``SimpleModel`` (Linear 10→50, 50→50, 50→1, sigmoid after the first
+two).  The task is fixed by ``toy.task_seed``: inputs uniform in [0, 1]^10 and a smooth
+nonlinear target, standardised, with a held-out split.  In ``frozen`` mode the network starts
+from ``model.path`` (a toy.safetensors from an earlier run) and only the blocks named in
+``frozen.trainable`` learn — the guide's fine-tuning section.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from trainer.errors import InputError
+from trainer.freezing import apply_trainable_patterns
+from trainer.jobs.base import StepResult, TrainingJob
+from trainer.optim import build_scheduler
+from trainer.protocol import LayerSnapshot, LayerWeights
+
+INPUT_FEATURES = 10
+HIDDEN = 50
+
+
+class ToyNet(nn.Module):
+    """The guide's SimpleModel, layer names and all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_layer = nn.Linear(INPUT_FEATURES, HIDDEN)
+        self.hidden_layer = nn.Linear(HIDDEN, HIDDEN)
+        self.output_layer = nn.Linear(HIDDEN, 1)
+        self.activation = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activation(self.input_layer(x))
+        x = self.activation(self.hidden_layer(x))
+        return self.output_layer(x)
+
+    def layers(self) -> list[tuple[str, nn.Linear]]:
+        return [("input_layer", self.input_layer), ("hidden_layer", self.hidden_layer),
+                ("output_layer", self.output_layer)]
+
+
+def make_task(samples: int, task_seed: int, noise: float, holdout_fraction: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, heldout_x, heldout_y) of the synthetic task; same seed, same data."""
+    generator = torch.Generator().manual_seed(task_seed)
+    x = torch.rand(samples, INPUT_FEATURES, generator=generator)
+    # A smooth target mixing every feature: a sum of sines plus a pairwise interaction.
+    frequency = 1.0 + 3.0 * torch.rand(INPUT_FEATURES, generator=generator)
+    phase = 2 * math.pi * torch.rand(INPUT_FEATURES, generator=generator)
+    amplitude = torch.randn(INPUT_FEATURES, generator=generator)
+    y = (amplitude * torch.sin(frequency * x + phase)).sum(dim=1, keepdim=True)
+    y = y + 2.0 * (x[:, :1] - 0.5) * (x[:, 1:2] - 0.5)
+    y = (y - y.mean()) / y.std()
+    y = y + noise * torch.randn(y.shape, generator=generator)
+    order = torch.randperm(samples, generator=generator)
+    heldout = max(1, int(round(samples * holdout_fraction)))
+    test_idx, train_idx = order[:heldout], order[heldout:]
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def load_toy_weights(path: str) -> dict[str, torch.Tensor]:
+    """Weights of a toy network saved by an earlier run; errors name the file and the field."""
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"model.path: file not found: {file}")
+    try:
+        weights = load_file(file)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"model.path: {file} is not a readable .safetensors file ({exc})") from None
+    expected = {name: tuple(t.shape) for name, t in ToyNet().state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in weights.items()}
+    if found != expected:
+        missing = sorted(set(expected) - set(found))
+        raise InputError(f"model.path: {file} does not hold the toy network's weights "
+                         f"(missing or mismatched: {', '.join(missing) or 'shapes differ'})")
+    return weights
+
+
+class ToyJob(TrainingJob):
+    def setup(self) -> None:
+        cfg, toy = self.config, self.config.toy
+        # 50×50 matrices: thread hand-offs cost more than they save, and one thread keeps
+        # the toy from fighting the GUI (or a second run) for the cores.
+        torch.set_num_threads(1)
+        torch.manual_seed(cfg.training.seed)
+        self.model = ToyNet()
+        if cfg.model.path:
+            self.model.load_state_dict(load_toy_weights(cfg.model.path))
+            self.log.info("Started from the weights in %s", cfg.model.path)
+        if cfg.mode == "frozen":
+            trainable = apply_trainable_patterns(self.model, cfg.frozen.trainable)
+            frozen = [name for name, layer in self.model.layers() if not layer.weight.requires_grad]
+            self.log.info("Frozen layers: %s; training %d parameters", ", ".join(frozen) or "none", trainable)
+        self.train_x, self.train_y, self.heldout_x, self.heldout_y = make_task(
+            toy.samples, toy.task_seed, toy.noise, toy.holdout_fraction)
+        self.batch_generator = torch.Generator().manual_seed(cfg.training.seed)
+        self.order = torch.randperm(len(self.train_x), generator=self.batch_generator)
+        self.cursor = 0
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(parameters, lr=cfg.training.learning_rate,
+                                           weight_decay=cfg.training.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, cfg.training)
+        self.loss_fn = nn.MSELoss()
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        size = min(self.config.training.batch_size, len(self.train_x))
+        if self.cursor + size > len(self.order):  # new epoch, new shuffle
+            self.order = torch.randperm(len(self.train_x), generator=self.batch_generator)
+            self.cursor = 0
+        index = self.order[self.cursor:self.cursor + size]
+        self.cursor += size
+        return self.train_x[index], self.train_y[index]
+
+    def train_step(self, step: int) -> StepResult:
+        x, y = self._next_batch()
+        self.model.train()
+        loss = self.loss_fn(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.config.toy.step_delay_ms:
+            time.sleep(self.config.toy.step_delay_ms / 1000)
+        return StepResult(loss=float(loss.detach()))
+
+    def current_lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        return float(self.loss_fn(self.model(self.heldout_x), self.heldout_y))
+
+    def preview_every(self) -> int:
+        return self.config.toy.weights_every
+
+    @torch.no_grad()
+    def preview(self, step: int) -> None:
+        snapshots = tuple(
+            LayerSnapshot(
+                name=name,
+                shape=(layer.out_features, layer.in_features),
+                weight=tuple(layer.weight.flatten().tolist()),
+                bias=tuple(layer.bias.tolist()),
+                frozen=not layer.weight.requires_grad,
+            )
+            for name, layer in self.model.layers()
+        )
+        self.sink.emit(LayerWeights(step=step, layers=snapshots))
+
+    def checkpoint_weights(self) -> dict[str, torch.Tensor]:
+        return {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "batch_rng": self.batch_generator.get_state(),
+            "order": self.order.clone(),
+            "cursor": self.cursor,
+        }
+
+    def load_state(self, weights: dict[str, torch.Tensor], training_state: dict[str, Any]) -> None:
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(training_state["optimizer"])
+        self.scheduler.load_state_dict(training_state["scheduler"])
+        torch.set_rng_state(training_state["torch_rng"])
+        self.batch_generator.set_state(training_state["batch_rng"])
+        self.order = training_state["order"]
+        self.cursor = int(training_state["cursor"])
+
+    def export(self, output_dir: Path) -> list[Path]:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        target = output_dir / f"{self.config.output.run_name}.safetensors"
+        staging = target.with_name(f".{target.name}.tmp")
+        metadata = {"kamaal.architecture": "toy", "kamaal.config": json.dumps(self.config.to_dict())}
+        save_file(self.checkpoint_weights(), staging, metadata=metadata)
+        staging.replace(target)
+        return [target]

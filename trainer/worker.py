@@ -1,0 +1,174 @@
+"""The training loop every mode shares, run in the trainer process or in-process by the CLI.
+
+One linear loop: obey commands at step boundaries → one step → metrics → preview,
+held-out loss and checkpoints when due.  The job (trainer/jobs) supplies the model-specific
+parts; the loop owns timing, commands, the run folder and the event stream.  Bad input ends
+the run with ``Failed(kind="input")`` and exit code 2, anything else with ``Failed("error")``
+and exit code 1 — never with an unreported traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.errors import BAD_INPUT_ERRORS
+from trainer.jobs import create_job
+from trainer.jobs.base import TrainingJob
+from trainer.protocol import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, CheckpointSaved, Failed, Finished, Pause,
+                              Paused, Progress, Resume, Resumed, SampleNow, SaveNow, Started, Stop)
+from trainer.runfolder import RunFolder
+from trainer.runlog import CommandSource, EventSink, MetricsWriter, close_logger, run_logger
+from trainer.telemetry import MemoryMeter, Speedometer
+
+PAUSE_POLL_S = 0.1
+
+
+def go_offline() -> None:
+    """No code path in the trainer may reach for a model hub."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DIFFUSERS_OFFLINE"):
+        os.environ[name] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def run_worker(run_dir: Path, commands: CommandSource, sink: EventSink, resume: bool = False) -> int:
+    """Train the run in ``run_dir`` (its config.toml is the snapshot).  Returns the exit code."""
+    go_offline()
+    try:
+        run = RunFolder.open(run_dir)
+    except BAD_INPUT_ERRORS as exc:
+        sink.emit(Failed("input", str(exc)))
+        return EXIT_BAD_INPUT
+    logger = run_logger(run.log_path, sink)
+    try:
+        return _Loop(run, commands, sink, logger).run(resume)
+    except BAD_INPUT_ERRORS as exc:
+        logger.error("Refused: %s", exc)
+        sink.emit(Failed("input", str(exc)))
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        details = traceback.format_exc()
+        logger.error("Training failed:\n%s", details)
+        sink.emit(Failed("error", f"{type(exc).__name__}: {exc}", details))
+        return EXIT_ERROR
+    finally:
+        close_logger(logger)
+
+
+class _Loop:
+    def __init__(self, run: RunFolder, commands: CommandSource, sink: EventSink, logger: logging.Logger) -> None:
+        self.run_folder, self.commands, self.sink, self.log = run, commands, sink, logger
+        self.stop_requested: Stop | None = None
+        self.last_checkpoint_step = -1
+
+    def run(self, resume: bool) -> int:
+        config = self.run_folder.load_config()
+        self.config = config
+        total = config.training.steps
+        job = create_job(config, self.run_folder, self.sink, self.log)
+        self.log.info("Setting up %s training (%s) in %s", config.mode, config.model.architecture, self.run_folder.root)
+        job.setup()
+
+        step, elapsed = 0, 0.0
+        if resume:
+            latest = self.run_folder.latest_checkpoint()
+            if latest is None:
+                self.log.warning("No checkpoint to resume from yet; starting at step 0")
+            else:
+                state, weights, training_state = load_checkpoint(latest[1])
+                job.load_state(weights, training_state)
+                step, elapsed = int(state["step"]), float(state.get("elapsed_s", 0.0))
+                self.last_checkpoint_step = step
+                self.log.info("Resumed from %s at step %d", latest[1].name, step)
+        metrics = MetricsWriter(self.run_folder.metrics_path, resume_from_step=step if resume else None)
+        speed = Speedometer(total_steps=total, start_step=step, elapsed_s=elapsed)
+        memory = MemoryMeter(job.device)
+        self.sink.emit(Started(str(self.run_folder.root), config.mode, step, total, job.device, os.getpid()))
+
+        try:
+            if step == 0:
+                job.preview(0)
+            preview_every = job.preview_every()
+            while step < total:
+                self._obey_commands(job, step, speed, memory)
+                if self.stop_requested:
+                    break
+                lr = job.current_lr()
+                result = job.train_step(step)
+                step += 1
+                speed.tick()
+                heldout = job.evaluate() if step % config.training.eval_every == 0 or step == total else None
+                if step % config.training.log_every == 0 or heldout is not None or step == total:
+                    self._report(metrics, speed, memory, step, result.loss, lr, heldout)
+                if preview_every and step % preview_every == 0 and step != total:
+                    job.preview(step)
+                if config.output.checkpoint_every and step % config.output.checkpoint_every == 0:
+                    self._checkpoint(job, step, speed)
+        finally:
+            metrics.close()
+
+        stopped = self.stop_requested is not None
+        save = not stopped or self.stop_requested.save  # type: ignore[union-attr]
+        outputs: list[Path] = []
+        if save:
+            job.preview(step)
+            if self.last_checkpoint_step != step:
+                self._checkpoint(job, step, speed)
+            outputs = job.export(self.run_folder.output_dir)
+            self.log.info("Wrote %s", ", ".join(str(p) for p in outputs))
+        self.log.info("%s at step %d of %d", "Stopped" if stopped else "Finished", step, total)
+        self.sink.emit(Finished(str(self.run_folder.root), step, stopped, tuple(str(p) for p in outputs)))
+        return EXIT_OK
+
+    # ------------------------------------------------------------------ commands
+
+    def _obey_commands(self, job: TrainingJob, step: int, speed: Speedometer, memory: MemoryMeter) -> None:
+        """Handle every pending command; block here while paused (the model stays in memory)."""
+        paused = False
+        command = self.commands.poll()
+        while command is not None or paused:
+            if isinstance(command, Stop):
+                self.stop_requested = command
+                self.log.info("Stop requested at step %d (%s)", step, "saving" if command.save else "not saving")
+                return
+            if isinstance(command, Pause) and not paused:
+                paused = True
+                speed.pause()
+                self.log.info("Paused at step %d", step)
+                self.sink.emit(Paused(step))
+            elif isinstance(command, Resume) and paused:
+                paused = False
+                speed.resume()
+                self.log.info("Resumed at step %d", step)
+                self.sink.emit(Resumed(step))
+            elif isinstance(command, SampleNow):
+                job.preview(step)
+            elif isinstance(command, SaveNow):
+                self._checkpoint(job, step, speed)
+            command = self.commands.wait(PAUSE_POLL_S) if paused else self.commands.poll()
+
+    # ------------------------------------------------------------------ reporting and saving
+
+    def _report(self, metrics: MetricsWriter, speed: Speedometer, memory: MemoryMeter, step: int, loss: float,
+                lr: float, heldout: float | None) -> None:
+        used, peak = memory.read()
+        row = {"step": step, "loss": loss, "lr": lr, "seconds": round(speed.elapsed_s, 4),
+               "it_per_s": round(speed.it_per_s, 3), "memory_bytes": used}
+        if heldout is not None:
+            row["heldout_loss"] = heldout
+        metrics.write(row)
+        self.sink.emit(Progress(step=step, total_steps=speed.total_steps, loss=loss, lr=lr, it_per_s=speed.it_per_s,
+                                eta_s=speed.eta_s(step), elapsed_s=speed.elapsed_s, memory_bytes=used,
+                                memory_kind=memory.kind, peak_memory_bytes=peak, heldout_loss=heldout))
+
+    def _checkpoint(self, job: TrainingJob, step: int, speed: Speedometer) -> None:
+        info = {"mode": self.config.mode, "total_steps": self.config.training.steps, "elapsed_s": speed.elapsed_s}
+        path = save_checkpoint(self.run_folder, step, job.checkpoint_weights(), job.training_state(), info,
+                               keep=self.config.output.keep_checkpoints)
+        self.last_checkpoint_step = step
+        self.log.info("Saved checkpoint %s", path.name)
+        self.sink.emit(CheckpointSaved(step, str(path)))
