@@ -9,19 +9,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import multiprocessing  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import multiprocessing
+import time
+from pathlib import Path
 
-import psutil  # noqa: E402
-import pytest  # noqa: E402
+import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = REPO / "resources" / "presets"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def resource_tracker():
+    """Start multiprocessing's resource tracker up front: it lives as long as the test session
+    (by design), so it must not count as a child some test left behind."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
 @pytest.fixture(autouse=True)
-def no_leftover_children():
+def no_leftover_children(resource_tracker):
     """Fail any test that leaves a child process running (the trainer, or anything else)."""
     before = {child.pid for child in psutil.Process().children(recursive=True)}
     yield

@@ -65,6 +65,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
         state = json.loads((path / CHECKPOINT_DONE_MARKER).read_text(encoding="utf-8"))
         weights = load_file(path / WEIGHTS_FILE)
         training_state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise InputError(f"checkpoint {path} cannot be read: {exc}") from None
+    except Exception as exc:  # a corrupt pickle or header can raise almost any type
+        raise InputError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                         "delete that folder to resume from the one before it") from None
     return state, weights, training_state

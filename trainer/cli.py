@@ -16,8 +16,20 @@ from pathlib import Path
 from types import FrameType
 
 from trainer.config import ConfigError, load_config
-from trainer.protocol import (EXIT_BAD_INPUT, EXIT_ERROR, CheckpointSaved, Command, Event, Failed, Finished, Log,
-                              Progress, Sample, Started, Stop)
+from trainer.protocol import (
+    EXIT_BAD_INPUT,
+    EXIT_ERROR,
+    CheckpointSaved,
+    Command,
+    Event,
+    Failed,
+    Finished,
+    Log,
+    Progress,
+    Sample,
+    Started,
+    Stop,
+)
 from trainer.runfolder import RunFolder
 
 

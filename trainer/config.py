@@ -114,7 +114,8 @@ class ToyConfig(Section):
     task_seed: int = Field(0, ge=0, le=2**32 - 1,
                            description="Seed of the synthetic task itself (a different seed is a different task).")
     noise: float = Field(0.02, ge=0, le=10.0, description="Standard deviation of the noise added to the targets.")
-    weights_every: int = Field(10, ge=1, description="Send every layer's weights and biases to the preview every N steps.")
+    weights_every: int = Field(10, ge=1,
+                               description="Send every layer's weights and biases to the preview every N steps.")
     step_delay_ms: int = Field(0, ge=0, le=10_000,
                                description="Pause after each step so a person can watch the network learn (demo only).")
 
@@ -147,7 +148,8 @@ class DreamBoothConfig(Section):
 
 class SamplingConfig(Section):
     prompts: list[str] = Field(default_factory=list, description="Prompts drawn at every sampling point.")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="Seeds for the sample images (fixed across steps).")
+    seeds: list[int] = Field(default_factory=lambda: [0],
+                             description="Seeds for the sample images (fixed across steps).")
     every_n_steps: int = Field(0, ge=0, description="Draw samples every N steps; 0 = only at start and end.")
     at_start: bool = Field(True, description="Draw samples before training (step 0 = the base model).")
     inference_steps: int = Field(20, ge=1, le=1000, description="Denoising steps per sample image.")
@@ -157,8 +159,10 @@ class SamplingConfig(Section):
 class OutputConfig(Section):
     run_name: str = Field("run", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                           description="Name of the run; also the name of the exported files.")
-    runs_dir: str = _path_field("", "Folder where run folders are created; empty = ./runs (CLI) or the project's runs folder (app).")
-    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps; 0 = only at the end.")
+    runs_dir: str = _path_field(
+        "", "Folder where run folders are created; empty = ./runs (CLI) or the project's runs folder (app).")
+    checkpoint_every: int = Field(0, ge=0,
+                                  description="Save a resumable checkpoint every N steps; 0 = only at the end.")
     keep_checkpoints: int = Field(3, ge=1, le=1000, description="How many of the newest checkpoints to keep.")
 
 
@@ -166,7 +170,8 @@ class Config(Section):
     """A complete training job."""
 
     schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's layout.")
-    mode: Mode = Field("toy", description="What to train: the toy network, frozen-layer fine-tuning, LoRA or DreamBooth.")
+    mode: Mode = Field("toy",
+                       description="What to train: the toy network, frozen-layer fine-tuning, LoRA or DreamBooth.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -37,7 +37,7 @@ def apply_trainable_patterns(model: torch.nn.Module, patterns: list[str], field:
     return trainable
 
 
-def block_tree(model: torch.nn.Module, depth: int = 2) -> "OrderedDict[str, tuple[int, int]]":
+def block_tree(model: torch.nn.Module, depth: int = 2) -> OrderedDict[str, tuple[int, int]]:
     """``{block name: (parameters, trainable parameters)}`` for blocks up to ``depth`` dots deep."""
     tree: OrderedDict[str, tuple[int, int]] = OrderedDict()
     for name, parameter in model.named_parameters():

@@ -75,7 +75,7 @@ class MetricsWriter:
         self._path = path
         if resume_from_step is not None:
             self._truncate_after(resume_from_step)
-        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 — closed in close()
+        self._handle = open(path, "a", encoding="utf-8")
 
     def _truncate_after(self, step: int) -> None:
         """Drop rows logged after the checkpoint we resume from: they are about to be redone."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import traceback
 from pathlib import Path
 
@@ -19,8 +18,23 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.errors import BAD_INPUT_ERRORS
 from trainer.jobs import create_job
 from trainer.jobs.base import TrainingJob
-from trainer.protocol import (EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, CheckpointSaved, Failed, Finished, Pause,
-                              Paused, Progress, Resume, Resumed, SampleNow, SaveNow, Started, Stop)
+from trainer.protocol import (
+    EXIT_BAD_INPUT,
+    EXIT_ERROR,
+    EXIT_OK,
+    CheckpointSaved,
+    Failed,
+    Finished,
+    Pause,
+    Paused,
+    Progress,
+    Resume,
+    Resumed,
+    SampleNow,
+    SaveNow,
+    Started,
+    Stop,
+)
 from trainer.runfolder import RunFolder
 from trainer.runlog import CommandSource, EventSink, MetricsWriter, close_logger, run_logger
 from trainer.telemetry import MemoryMeter, Speedometer

@@ -10,8 +10,23 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.trainer.helpers import ScriptedCommands, run_in_process, toy_config
-from trainer.protocol import (EXIT_BAD_INPUT, EXIT_OK, CheckpointSaved, Failed, Finished, LayerWeights, Pause,
-                              Paused, Progress, Resume, Resumed, SampleNow, SaveNow, Started, Stop)
+from trainer.protocol import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    CheckpointSaved,
+    Failed,
+    Finished,
+    LayerWeights,
+    Pause,
+    Paused,
+    Progress,
+    Resume,
+    Resumed,
+    SampleNow,
+    SaveNow,
+    Started,
+    Stop,
+)
 from trainer.runfolder import RunFolder
 
 

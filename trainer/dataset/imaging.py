@@ -78,7 +78,7 @@ def open_image(path: Path, *, max_pixels: int | None = None) -> Iterator[Image.I
         image = Image.open(path, formats=PILLOW_FORMATS)
     except Image.DecompressionBombError as error:
         # Pillow's own refusal (over twice its limit) happens inside open(), also before decoding.
-        raise DatasetImageError(path, "decompression_bomb", f"{error} It was refused without decoding.") from error
+        raise DatasetImageError(path, "decompression_bomb", f"Pillow's limit: {str(error).rstrip('.')}") from error
     except UnidentifiedImageError as error:
         raise DatasetImageError(path, "not_an_image", "it is not an image Kamaal can read") from error
     except Exception as error:

@@ -74,10 +74,11 @@ def _name_key(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def _walk(folder: Path, recursive: bool) -> Iterator[tuple[Path, list[os.DirEntry[str]]]]:
+def _walk(folder: Path, recursive: bool) -> Iterator[list[os.DirEntry[str]]]:
+    """The entries of ``folder`` (and, when recursive, of its non-hidden subfolders), one list per folder."""
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name)
-    yield folder, entries
+    yield entries
     if recursive:
         for entry in entries:
             if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
@@ -96,9 +97,9 @@ def list_images(folder: Path, *, recursive: bool = False, caption_extension: str
         raise (NotADirectoryError if folder.exists() else FileNotFoundError)(f"not a folder: {folder}")
     items: list[DatasetItem] = []
     orphans: list[Path] = []
-    for _directory, entries in _walk(folder, recursive):
+    for entries in _walk(folder, recursive):
         captions = {_name_key(e.name): Path(e.path) for e in entries
-                    if e.name.lower().endswith(caption_extension) and not e.name.startswith(".")}
+                    if e.name.lower().endswith(caption_extension.lower()) and not e.name.startswith(".")}
         used: set[str] = set()
         for entry in entries:
             # Not-a-directory rather than is-a-file: a broken symlink should be reported, not skipped.
@@ -140,7 +141,8 @@ def header_of(image: Image.Image, path: Path) -> ImageHeader:
         mode=image.mode,
         format=image.format or "",
         orientation=orientation_of(image),
-        frames=getattr(image, "n_frames", 1),
+        # is_animated looks at one frame; n_frames walks the whole file, so only ask when it matters.
+        frames=image.n_frames if getattr(image, "is_animated", False) else 1,
         has_transparency=has_alpha(image),
     )
 

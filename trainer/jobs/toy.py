@@ -64,7 +64,7 @@ def make_task(samples: int, task_seed: int, noise: float, holdout_fraction: floa
     y = (y - y.mean()) / y.std()
     y = y + noise * torch.randn(y.shape, generator=generator)
     order = torch.randperm(samples, generator=generator)
-    heldout = max(1, int(round(samples * holdout_fraction)))
+    heldout = max(1, round(samples * holdout_fraction))
     test_idx, train_idx = order[:heldout], order[heldout:]
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
 

@@ -1,0 +1,117 @@
+"""kamaal-train: presets run as they are, bad input exits 2 naming the field, Ctrl-C saves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PRESETS, REPO
+from trainer.runfolder import RunFolder
+
+
+def kamaal_train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env=env)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS.glob("toy*.toml")), ids=lambda p: p.stem)
+def test_presets_run_as_they_are(tmp_path, preset):
+    # Shortened with --set so the suite stays quick; everything else is the preset as shipped.
+    result = kamaal_train("train", str(preset), "--run-dir", str(tmp_path / "run"),
+                          "--set", "training.steps=40", "--set", "training.warmup_steps=0",
+                          "--set", "toy.step_delay_ms=0")
+    assert result.returncode == 0, result.stderr
+    assert f"Run folder: {tmp_path / 'run'}" in result.stdout
+    run = RunFolder(tmp_path / "run")
+    assert run.load_config().training.steps == 40
+    assert [row["step"] for row in run.read_metrics()][-1] == 40
+    assert (run.output_dir / f"{run.load_config().output.run_name}.safetensors").is_file()
+    assert run.latest_checkpoint()[0] == 40
+    assert "Finished at step 40" in run.log_path.read_text()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("training.steps=0", "training.steps: must be ≥ 1, got 0"),
+    ("training.learning_rate=fast", "training.learning_rate: must be a number, got 'fast'"),
+    ("training.stepz=5", "training.stepz: unknown key"),
+    ("mode=lora", "mode: 'lora' does not work with model.architecture 'toy'"),
+    ("training", "expected KEY=VALUE"),
+])
+def test_bad_overrides_exit_2_naming_the_field(tmp_path, override, message):
+    result = kamaal_train("train", str(PRESETS / "toy.toml"), "--run-dir", str(tmp_path / "run"), "--set", override)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing is created for a refused config
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = kamaal_train("train", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2 and "nope.toml: file not found" in result.stderr
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    first = kamaal_train("train", str(PRESETS / "toy.toml"), "--run-dir", str(run_dir), "--set", "training.steps=30",
+                         "--set", "training.warmup_steps=0",
+                         "--set", "output.checkpoint_every=10", "--set", "toy.step_delay_ms=0")
+    assert first.returncode == 0, first.stderr
+    # Pretend the run was interrupted at step 20: drop the newest checkpoint.
+    import shutil
+
+    shutil.rmtree(RunFolder(run_dir).checkpoint_dir(30))
+    second = kamaal_train("resume", str(run_dir))
+    assert second.returncode == 0, second.stderr
+    assert "Resumed from step-000020 at step 20" in second.stderr
+    assert [row["step"] for row in RunFolder(run_dir).read_metrics()] == list(range(5, 31, 5))
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    args = ("train", str(PRESETS / "toy.toml"), "--run-dir", str(tmp_path / "run"), "--set", "training.steps=5",
+            "--set", "training.warmup_steps=0")
+    assert kamaal_train(*args).returncode == 0
+    again = kamaal_train(*args)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+def test_ctrl_c_stops_cleanly_with_a_save(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "train", str(PRESETS / "toy.toml"), "--run-dir", str(run_dir),
+         "--set", "training.steps=1000000"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        deadline = time.monotonic() + 60
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and metrics.stat().st_size > 0):
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "Stopping after this step and saving" in stderr
+    assert "Stopped at step" in stdout
+    run = RunFolder(run_dir)
+    step, _ = run.latest_checkpoint()
+    assert step > 0 and (run.output_dir / "toy.safetensors").is_file()
+    assert run.read_metrics()[-1]["step"] <= step
+
+
+def test_help_explains_every_flag():
+    result = kamaal_train("train", "--help")
+    assert result.returncode == 0
+    for words in ("--run-dir", "--set", "KEY=VALUE", "Ctrl-C"):
+        assert words in result.stdout
+    assert Path(REPO / "trainer" / "cli.py").is_file()

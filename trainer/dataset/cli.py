@@ -1,0 +1,126 @@
+"""``kamaal-train dataset ...``: the dataset library on the command line.
+
+    kamaal-train dataset check DIR [--json] [--resolution N] [--token T] [--template TEXT] [--recursive]
+
+The main CLI hands everything after ``dataset`` to ``dataset_main``.  Exit codes follow
+DESIGN.md §4: 0 the dataset is usable (at least one usable image), 2 it is not, or the folder
+is missing / not a folder (a message names it).  Bad input never ends in a traceback.
+
+Standard library + the dataset library only: no torch is imported for a dataset check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from trainer.dataset.captions import DEFAULT_TEMPLATE, DEFAULT_TOKEN
+from trainer.dataset.health import DEFAULT_MAX_ASPECT, Progress, check_dataset
+from trainer.dataset.report import Report, Severity
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kamaal-train dataset", description="Inspect a dataset folder.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = commands.add_parser(
+        "check", help="report unreadable, duplicate, badly sized or badly captioned images",
+        description="Decode every image of DIR and report what would go wrong in training. "
+                    "Exit code 0 when at least one image is usable, 2 otherwise.")
+    check.add_argument("folder", metavar="DIR", type=Path, help="the dataset folder (images with .txt captions)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    check.add_argument("--resolution", type=int, default=512, metavar="N",
+                       help="training resolution in pixels; smaller images are reported (default 512)")
+    check.add_argument("--token", default=DEFAULT_TOKEN,
+                       help=f"instance token for images without a caption (default {DEFAULT_TOKEN!r})")
+    check.add_argument("--template", default=DEFAULT_TEMPLATE,
+                       help=f"caption for images without one; {{token}} is replaced (default {DEFAULT_TEMPLATE!r})")
+    check.add_argument("--max-aspect", type=float, default=DEFAULT_MAX_ASPECT, metavar="R",
+                       help=f"report images more elongated than R:1 (default {DEFAULT_MAX_ASPECT:g})")
+    check.add_argument("--recursive", action="store_true", help="also check images in subfolders")
+    return parser
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Print without ever failing on a file name the terminal cannot show."""
+    try:
+        stream.write(text + "\n")
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(encoding, errors="backslashreplace").decode(encoding) + "\n")
+
+
+def _bad_input(message: str, as_json: bool) -> int:
+    _write(sys.stderr, f"kamaal-train dataset: error: {message}")
+    if as_json:
+        _write(sys.stdout, json.dumps({"usable": False, "error": message}, ensure_ascii=True))
+    return EXIT_BAD_INPUT
+
+
+def _progress_printer(stream: TextIO) -> Progress | None:
+    """A progress line on an interactive terminal; nothing when output is redirected."""
+    if not stream.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        stream.write(f"\rchecking {done}/{total} images")
+        if done == total:
+            stream.write("\r" + " " * 40 + "\r")
+        stream.flush()
+
+    return show
+
+
+def format_report(report: Report) -> list[str]:
+    """The human report: a summary, then one line per finding (errors first)."""
+    lines = [f"Dataset {report.folder} at resolution {report.resolution}: {report.summary()} "
+             f"({report.seconds:.1f} s)"]
+    labels = {Severity.ERROR: "error  ", Severity.WARNING: "warning", Severity.INFO: "note   "}
+    for finding in report.sorted_findings():
+        name = report.relative(finding.file) or str(finding.file)
+        lines.append(f"{labels[finding.severity]} {name}: {finding.message} [{finding.code.value}]")
+    if not report.usable:
+        lines.append("No usable image: fix the errors above before training.")
+    return lines
+
+
+def _check(args: argparse.Namespace) -> int:
+    folder: Path = args.folder
+    if args.resolution < 64 or args.resolution % 8:
+        return _bad_input(f"--resolution must be a multiple of 8 and at least 64, got {args.resolution}", args.json)
+    if args.max_aspect < 1:
+        return _bad_input(f"--max-aspect must be at least 1, got {args.max_aspect:g}", args.json)
+    if not folder.exists():
+        return _bad_input(f"dataset folder not found: {folder}", args.json)
+    if not folder.is_dir():
+        return _bad_input(f"not a folder: {folder} (give the folder that holds the images)", args.json)
+    try:
+        report = check_dataset(folder, args.resolution, token=args.token, template=args.template,
+                               max_aspect=args.max_aspect, recursive=args.recursive,
+                               progress=_progress_printer(sys.stderr))
+    except OSError as error:  # e.g. permission denied while listing the folder
+        return _bad_input(f"cannot read the dataset folder {folder}: {error.strerror or error}", args.json)
+    if args.json:
+        _write(sys.stdout, report.to_json())
+    else:
+        for line in format_report(report):
+            _write(sys.stdout, line)
+    return EXIT_OK if report.usable else EXIT_BAD_INPUT
+
+
+def dataset_main(argv: list[str]) -> int:
+    """Run ``kamaal-train dataset ARGV...``; returns the exit code (never raises SystemExit)."""
+    try:
+        args = _build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed usage (or --help); keep its code
+        return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
+    return _check(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(dataset_main(sys.argv[1:]))

@@ -1,0 +1,139 @@
+"""The words of the health check: for every finding, what is wrong and then what to do.
+
+Kept apart from the checking logic so the wording can be reviewed (and one day translated) in
+one place.  Messages name other files by their name only; the finding itself carries the path.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.dataset.captions import CLIP_MAX_TOKENS, CLIP_USABLE_TOKENS
+from trainer.dataset.imaging import DatasetImageError
+
+_SHOWN_EXTENSIONS = ".jpg, .jpeg, .png, .webp, .bmp, .gif, .tif, .tiff"
+
+NO_IMAGES = (f"No images found (looked for {_SHOWN_EXTENSIONS}). Put the training images in this folder, "
+             "each with its caption in a .txt file of the same name.")
+CMYK = ("CMYK image (print colours); converted to RGB for training, through its colour profile when it has one. "
+        "Nothing to do, unless the colours look wrong: then convert it to sRGB in an image editor.")
+PALETTE = "Palette (indexed-colour) image; converted to RGB for training. Nothing to do."
+TRANSPARENCY = ("Image with transparent areas; they are filled with white for training. Nothing to do if a "
+                "white background is fine; otherwise flatten it onto the background you want.")
+GRAYSCALE = ("Grayscale image; trained as gray RGB, which teaches the model gray pictures. Fine if intended; "
+             "otherwise use a colour version.")
+
+
+def _looks_like_text(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+        head.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(head) and all(byte >= 32 or byte in b"\t\r\n" for byte in head)
+
+
+def image_error(path: Path, error: DatasetImageError) -> str:
+    """The message for an image that cannot be used at all."""
+    if error.code == "decompression_bomb":
+        return (f"Refused without decoding: {error.reason} (a decompression bomb, or a huge scan). "
+                "Downscale it to a few thousand pixels in an image editor, or remove it.")
+    if error.code == "zero_byte":
+        return ("The file is empty (0 bytes), usually an interrupted copy or download. "
+                "Copy it again from the original, or remove it.")
+    if error.code == "not_an_image":
+        kind = "a text file" if _looks_like_text(path) else "not an image"
+        return (f"The file is {kind}, although its name ends in {path.suffix}. "
+                "Remove it from the dataset folder, or replace it with the real image.")
+    if error.code == "truncated":
+        return ("The image is cut off: the file ends before all its pixels (an interrupted download or copy). "
+                "Copy it again from the original, or remove it.")
+    return (f"The image cannot be used: {error.reason}. "
+            "Open it in an image editor and save it again as PNG or JPEG, or remove it.")
+
+
+def tiny(width: int, height: int, minimum: int) -> str:
+    return (f"The image is only {width}×{height} pixels, too small to learn anything from "
+            f"(at least {minimum} on each side). Replace it with a larger version, or remove it.")
+
+
+def too_small(width: int, height: int, bucket: tuple[int, int], resolution: int) -> str:
+    return (f"The image is {width}×{height}, smaller than its {bucket[0]}×{bucket[1]} training bucket at "
+            f"resolution {resolution}; it will be upscaled and look soft. Use a larger version if you have one, "
+            "or lower the resolution.")
+
+
+def extreme_aspect(width: int, height: int, bucket: tuple[int, int], limit: float) -> str:
+    ratio = max(width, height) / min(width, height)
+    return (f"The aspect ratio is {ratio:.1f}:1 ({width}×{height}), more than {limit:g}:1; training fits it to "
+            f"a {bucket[0]}×{bucket[1]} bucket and crops away much of it. Crop it to a less extreme shape, "
+            "or split it into several images.")
+
+
+def exif_orientation(orientation: int, width: int, height: int) -> str:
+    return (f"The camera's orientation tag ({orientation}) rotates or flips it to {width}×{height}; "
+            "applied when training. Nothing to do.")
+
+
+def high_bit_depth(mode: str) -> str:
+    return f"High bit depth image (mode {mode}); reduced to 8 bits per channel for training. Nothing to do."
+
+
+def animated(frames: int) -> str:
+    return f"Animated or multi-page image ({frames} frames); only the first frame is used. Nothing to do."
+
+
+def missing_caption(image: Path, used: str) -> str:
+    return (f"No caption file ({image.stem}.txt); the template caption \"{used}\" is used. "
+            f"Write a caption in {image.stem}.txt if this image needs its own description.")
+
+
+def empty_caption(used: str) -> str:
+    return (f"The caption file is empty; the template caption \"{used}\" is used. "
+            "Write a caption in it, or delete it to make the template deliberate.")
+
+
+def caption_is_directory(caption: Path, used: str) -> str:
+    return (f"\"{caption.name}\" is a folder, not a caption file; the template caption \"{used}\" is used. "
+            "Rename or move that folder, and put the caption in a text file.")
+
+
+def caption_unreadable(reason: str, used: str) -> str:
+    return (f"The caption file cannot be read ({reason}); the template caption \"{used}\" is used. "
+            "Check the file's permissions.")
+
+
+def caption_encoding(encoding: str, text: str) -> str:
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    return (f"The caption is not UTF-8; it was read as {encoding}: \"{shown}\". "
+            "Check the text looks right, then save the file as UTF-8.")
+
+
+def caption_too_long(tokens: int, exact: bool) -> str:
+    count = f"{tokens}" if exact else f"about {tokens} (estimated)"
+    return (f"The caption is {count} tokens; the text encoder reads only {CLIP_USABLE_TOKENS} "
+            f"({CLIP_MAX_TOKENS} with start and end), so the rest is ignored. "
+            "Shorten it, with the important words first.")
+
+
+def duplicate(original: Path) -> str:
+    return (f"Byte-for-byte identical to {original.name}, which doubles its weight in training. "
+            "Remove one of the two copies.")
+
+
+def near_duplicate(original: Path, distance: int) -> str:
+    return (f"Looks almost identical to {original.name} (perceptual hash distance {distance} of 64), "
+            "e.g. the same photo resized or edited. Keep only the better of the two, unless both are intended.")
+
+
+def shared_caption(other: Path, caption: Path) -> str:
+    return (f"This image and {other.name} have the same name, so both use {caption.name}. "
+            "Rename one of them and give it its own caption file.")
+
+
+def orphan_caption(caption: Path) -> str:
+    return (f"Caption file with no image of the same name ({caption.stem}.jpg, .png, ...). "
+            "Add the image, or delete the caption if the image was removed on purpose.")
