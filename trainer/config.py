@@ -81,6 +81,10 @@ class ModelConfig(Section):
     path: str = _path_field(
         "", "Base weights to start from: a diffusers folder or a .safetensors file "
             "(for the toy network, a toy.safetensors from an earlier run). Empty = fresh weights (toy only).")
+    prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
+        "auto", description="What the UNet predicts; auto = from the model (SD 2.x 768 models use v_prediction).")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="Mixed precision: auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU.")
 
 
 class DatasetConfig(Section):
@@ -93,6 +97,17 @@ class DatasetConfig(Section):
     resolution: int = Field(512, ge=64, le=4096, multiple_of=8,
                             description="Training resolution in pixels (side of the square bucket).")
     repeats: int = Field(1, ge=1, le=1000, description="How many times each image is seen per epoch.")
+    bucketing: bool = Field(True, description="Group images by aspect ratio instead of cropping all to squares.")
+    min_bucket_side: int = Field(256, ge=64, le=4096, multiple_of=64, description="Smallest bucket side in pixels.")
+    max_bucket_side: int = Field(1024, ge=64, le=8192, multiple_of=64, description="Largest bucket side in pixels.")
+    no_upscale: bool = Field(False, description="Never enlarge a small image to fit a bucket.")
+    crop: Literal["center", "random"] = Field("center", description="Where to crop an image that overhangs its bucket.")
+    flip: bool = Field(False,
+                       description="Randomly mirror images left-right (not for text or asymmetric subjects).")
+    cache_latents: Literal["auto", "memory", "disk", "off"] = Field(
+        "auto", description="Encode images with the VAE once and reuse; auto = memory when crop and flip are fixed.")
+    cache_text: Literal["auto", "on", "off"] = Field(
+        "auto", description="Encode captions once; auto = on unless the text encoder is trained.")
 
 
 class TrainingConfig(Section):
@@ -103,6 +118,14 @@ class TrainingConfig(Section):
         "constant", description="How the learning rate changes after warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Steps over which the learning rate rises linearly from 0.")
     weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay.")
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        "adamw", description="AdamW, or 8-bit AdamW from bitsandbytes (CUDA only; saves memory).")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024,
+                                             description="Add up gradients over N batches before each step.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
+    max_grad_norm: float = Field(1.0, ge=0, le=1000, description="Clip gradients to this norm; 0 = no clipping.")
+    min_snr_gamma: float = Field(0.0, ge=0, le=100, description="Min-SNR loss weighting (5 is typical); 0 = off.")
+    noise_offset: float = Field(0.0, ge=0, le=1, description="Noise offset (0.05–0.1 helps very dark/bright images).")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed: same seed, same run.")
     log_every: int = Field(1, ge=1, description="Write metrics and send progress every N steps.")
     eval_every: int = Field(10, ge=1, description="Measure the held-out loss every N steps.")
@@ -144,6 +167,8 @@ class DreamBoothConfig(Section):
     prior_preservation: bool = Field(True, description="Train on class images too, so the class is not forgotten.")
     prior_loss_weight: float = Field(1.0, ge=0, le=100, description="Weight of the class-image loss.")
     num_class_images: int = Field(100, ge=0, le=100_000, description="How many class images prior preservation uses.")
+    train_full_unet: bool = Field(False,
+                                  description="Train every UNet weight instead of a LoRA (needs much more memory).")
 
 
 class SamplingConfig(Section):
@@ -154,6 +179,10 @@ class SamplingConfig(Section):
     at_start: bool = Field(True, description="Draw samples before training (step 0 = the base model).")
     inference_steps: int = Field(20, ge=1, le=1000, description="Denoising steps per sample image.")
     guidance_scale: float = Field(7.5, ge=0, le=50, description="Classifier-free guidance scale for samples.")
+    width: int = Field(0, ge=0, le=4096, multiple_of=8,
+                       description="Sample width in pixels; 0 = the training resolution.")
+    height: int = Field(0, ge=0, le=4096, multiple_of=8,
+                        description="Sample height in pixels; 0 = the training resolution.")
 
 
 class OutputConfig(Section):
@@ -194,8 +223,9 @@ class Config(Section):
                             f"got {self.training.warmup_steps}")
         if self.mode == "frozen" and not self.frozen.trainable:
             problems.append("frozen.trainable: name at least one block to train in frozen mode")
-        if self.model.architecture != "toy" and not self.model.path:
-            problems.append(f"model.path: a base model is required for architecture '{self.model.architecture}'")
+        if self.dataset.min_bucket_side > self.dataset.max_bucket_side:
+            problems.append(f"dataset.min_bucket_side: must be ≤ dataset.max_bucket_side "
+                            f"({self.dataset.max_bucket_side}), got {self.dataset.min_bucket_side}")
         if problems:
             # Raised as ValueError so pydantic reports it; _format_errors unwraps the text.
             raise ValueError("\n".join(problems))

@@ -104,7 +104,7 @@ class _Loop:
         self.sink.emit(Started(str(self.run_folder.root), config.mode, step, total, job.device, os.getpid()))
 
         try:
-            if step == 0:
+            if step == 0 and job.preview_at_start():
                 job.preview(0)
             preview_every = job.preview_every()
             while step < total:

@@ -19,6 +19,8 @@ from trainer.runlog import EventSink
 JOBS: dict[tuple[str, str], str] = {
     ("toy", "toy"): "trainer.jobs.toy:ToyJob",
     ("toy", "frozen"): "trainer.jobs.toy:ToyJob",
+    **{(arch, mode): "trainer.jobs.diffusion:DiffusionJob"
+       for arch in ("sd15", "sd2", "sdxl") for mode in ("lora", "dreambooth", "frozen")},
 }
 
 

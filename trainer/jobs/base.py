@@ -55,6 +55,10 @@ class TrainingJob(ABC):
         """Steps between previews (0 = only at start, end and on request)."""
         return self.config.sampling.every_n_steps
 
+    def preview_at_start(self) -> bool:
+        """Whether to preview before the first step (step 0 shows the base model)."""
+        return True
+
     @abstractmethod
     def preview(self, step: int) -> None:
         """Emit what the preview shows at this step (weights, or sample images on disk)."""

@@ -1,0 +1,60 @@
+"""DreamBooth prior preservation: make sure the class folder holds enough class images.
+
+When ``dreambooth.class_dir`` has fewer than ``num_class_images`` images, the missing ones are
+generated with the base model (before any adapter is attached) from ``class_prompt``, each with
+its own seed, and written as PNGs beside the user's own.  Existing files are never touched.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import torch
+
+from trainer.config import Config
+from trainer.dataset import list_images
+from trainer.diffusion.components import Components
+from trainer.diffusion.sampling import build_pipeline
+from trainer.errors import InputError
+from trainer.fsutil import atomic_write_bytes
+
+
+def count_class_images(folder: Path) -> int:
+    return len(list_images(folder).items) if folder.is_dir() else 0
+
+
+@torch.no_grad()
+def ensure_class_images(config: Config, parts: Components, device: str, logger: logging.Logger) -> int:
+    """Generate the missing class images; returns how many were generated."""
+    db = config.dreambooth
+    if not db.class_dir:
+        raise InputError("dreambooth.class_dir: prior preservation needs a folder for class images")
+    folder = Path(db.class_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"dreambooth.class_dir: {folder} is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = db.num_class_images - count_class_images(folder)
+    if missing <= 0:
+        return 0
+    logger.info("Generating %d class image(s) for '%s' with the base model", missing, db.class_prompt)
+    for module in (parts.vae, parts.unet, *parts.text_encoders):
+        module.to(device)
+    pipe = build_pipeline(parts, parts.unet)
+    size = config.dataset.resolution
+    start = _next_index(folder)
+    for n in range(missing):
+        generator = torch.Generator("cpu").manual_seed(config.training.seed * 100_003 + start + n)
+        image = pipe(db.class_prompt, width=size, height=size, num_inference_steps=config.sampling.inference_steps,
+                     guidance_scale=config.sampling.guidance_scale, generator=generator).images[0]
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        atomic_write_bytes(folder / f"class-{start + n:05d}.png", buffer.getvalue())
+        logger.info("Class image %d of %d", n + 1, missing)
+    return missing
+
+
+def _next_index(folder: Path) -> int:
+    taken = [int(p.stem.split("-")[1]) for p in folder.glob("class-*.png") if p.stem.split("-")[1].isdigit()]
+    return max(taken, default=-1) + 1

@@ -1,0 +1,137 @@
+"""Dataset folder → bucketed training batches, deterministic and resumable.
+
+Images are listed and checked with the Qt-free ``trainer.dataset`` library; unreadable files
+are skipped with a message naming each.  Every image goes to its aspect-ratio bucket; a
+batch holds images of one bucket.  The batch order comes from a seeded generator whose state
+is saved in checkpoints, so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.dataset import (
+    DatasetImageError,
+    assign_bucket,
+    caption_text,
+    list_images,
+    load_rgb,
+    make_buckets,
+    read_caption,
+)
+from trainer.errors import InputError
+
+Bucket = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Example:
+    image: Path
+    caption: str
+    bucket: Bucket  # (width, height)
+    size: tuple[int, int]  # original (width, height) after EXIF rotation
+
+
+def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bucket], no_upscale: bool,
+                     caption_extension: str, logger: logging.Logger) -> list[Example]:
+    """Every usable image of ``folder``; ``caption_for(caption)`` gives the training caption."""
+    if not folder:
+        raise InputError(f"{field}: no folder given")
+    try:
+        listing = list_images(Path(folder), caption_extension=caption_extension)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        raise InputError(f"{field}: {exc}") from None
+    examples = []
+    for item in listing.items:
+        try:
+            image = load_rgb(item.image)
+        except DatasetImageError as exc:
+            logger.warning("Skipping %s: %s", item.image, exc)
+            continue
+        bucket = assign_bucket(image.width, image.height, buckets, no_upscale)
+        examples.append(Example(item.image, caption_for(read_caption(item.caption)), bucket, image.size))
+    return examples
+
+
+def training_buckets(resolution: int, min_side: int, max_side: int, bucketing: bool) -> list[Bucket]:
+    if not bucketing:
+        return [(resolution, resolution)]
+    return make_buckets(resolution, 64, min(min_side, resolution), max(max_side, resolution))
+
+
+def caption_maker(template: str, token: str, fixed: str | None = None) -> Any:
+    """Captions from the .txt files; a missing/empty one becomes ``fixed`` or the filled template."""
+    def make(caption: Any) -> str:
+        text = caption_text(caption, template, token)
+        return fixed if fixed is not None and caption.status != "ok" else text
+    return make
+
+
+def load_pixels(example: Example, crop: str, flip: bool, generator: torch.Generator
+                ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The image resized to cover its bucket, cropped to it, maybe mirrored: (3, H, W) in [-1, 1].
+
+    Returns the tensor and the crop's (left, top) offset (SDXL conditions on it).
+    """
+    from PIL import Image
+
+    image = load_rgb(example.image)
+    width, height = example.bucket
+    scale = max(width / image.width, height / image.height)
+    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
+                           Image.Resampling.LANCZOS)
+    spare_x, spare_y = resized.width - width, resized.height - height
+    if crop == "random":
+        left = int(torch.randint(0, spare_x + 1, (1,), generator=generator))
+        top = int(torch.randint(0, spare_y + 1, (1,), generator=generator))
+    else:
+        left, top = spare_x // 2, spare_y // 2
+    cropped = resized.crop((left, top, left + width, top + height))
+    pixels = torch.from_numpy(np.asarray(cropped, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    if flip and bool(torch.rand((), generator=generator) < 0.5):
+        pixels = pixels.flip(-1)
+    return pixels, (left, top)
+
+
+class BucketBatches:
+    """Yields lists of example indices, one bucket per batch, in a seeded, resumable order."""
+
+    def __init__(self, examples: list[Example], batch_size: int, repeats: int, seed: int) -> None:
+        self.examples, self.batch_size, self.repeats = examples, batch_size, repeats
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batches: list[list[int]] = []
+        self.cursor = 0
+
+    def _new_epoch(self) -> None:
+        by_bucket: dict[Bucket, list[int]] = {}
+        for index, example in enumerate(self.examples):
+            by_bucket.setdefault(example.bucket, []).extend([index] * self.repeats)
+        batches = []
+        for bucket in sorted(by_bucket):
+            members = by_bucket[bucket]
+            order = torch.randperm(len(members), generator=self.generator).tolist()
+            shuffled = [members[i] for i in order]
+            batches += [shuffled[i:i + self.batch_size] for i in range(0, len(shuffled), self.batch_size)]
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        self.batches, self.cursor = [batches[i] for i in order], 0
+
+    def next(self) -> list[int]:
+        if self.cursor >= len(self.batches):
+            self._new_epoch()
+        batch = self.batches[self.cursor]
+        self.cursor += 1
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": self.generator.get_state(), "batches": [list(b) for b in self.batches], "cursor": self.cursor}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["rng"])
+        self.batches = [list(b) for b in state["batches"]]
+        self.cursor = int(state["cursor"])

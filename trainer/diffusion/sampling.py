@@ -1,0 +1,56 @@
+"""Preview images: the current model (with its adapters) draws fixed prompts with fixed seeds.
+
+Written as PNGs to ``samples/step-NNNNNN/`` (atomically) and announced with a ``Sample`` event.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+from trainer.diffusion.components import Components
+from trainer.fsutil import atomic_write_bytes
+
+
+def build_pipeline(components: Components, unet: torch.nn.Module):
+    """A diffusers pipeline sharing the training modules (no copies); ``unet`` is the unwrapped UNet."""
+    import diffusers
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(components.sample_scheduler_config)
+    scheduler.register_to_config(prediction_type=components.prediction_type)
+    if components.architecture == "sdxl":
+        pipe = diffusers.StableDiffusionXLPipeline(
+            vae=components.vae, text_encoder=components.text_encoders[0], text_encoder_2=components.text_encoders[1],
+            tokenizer=components.tokenizers[0], tokenizer_2=components.tokenizers[1], unet=unet,
+            scheduler=scheduler)
+    else:
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
+            unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, steps: int, guidance: float,
+         out_dir: Path) -> tuple[list[str], list[str], list[int]]:
+    """One image per (prompt, seed); returns (paths, prompts, seeds) in file order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, used_prompts, used_seeds = [], [], []
+    for p_index, prompt in enumerate(prompts):
+        for seed in seeds:
+            generator = torch.Generator("cpu").manual_seed(seed)
+            image = pipe(prompt, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+                         generator=generator, output_type="pil").images[0]
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            path = out_dir / f"p{p_index:02d}-seed{seed}.png"
+            atomic_write_bytes(path, buffer.getvalue())
+            paths.append(str(path))
+            used_prompts.append(prompt)
+            used_seeds.append(seed)
+    return paths, used_prompts, used_seeds

@@ -1,0 +1,80 @@
+"""What a finished diffusion run leaves in ``RUN_DIR/output/``.
+
+* LoRA runs: ``RUN_NAME.safetensors`` in the kohya format (Automatic1111, ComfyUI, kohya) and
+  ``diffusers/pytorch_lora_weights.safetensors`` for ``pipe.load_lora_weights``; both carry the
+  resolved config in their metadata.
+* Full and frozen-layer runs: a diffusers folder ``diffusers/`` and, where the single-file
+  writer is available, a ``RUN_NAME.safetensors`` checkpoint.
+
+Folders are written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trainer.lora_formats import save_kohya_lora
+
+if TYPE_CHECKING:
+    from trainer.jobs.diffusion import DiffusionJob
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    staging.replace(target)
+
+
+def export_outputs(job: DiffusionJob, output_dir: Path) -> list[Path]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if job.uses_lora:
+        return _export_lora(job, output_dir)
+    return _export_full(job, output_dir)
+
+
+def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
+    import diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    cfg = job.config
+    unet = job.accelerator.unwrap_model(job.parts.unet)
+    unet_state = get_peft_model_state_dict(unet)
+    encoder_states = [get_peft_model_state_dict(e) for e in job.parts.text_encoders] if job.trains_text else []
+    kohya = save_kohya_lora(output_dir / f"{cfg.output.run_name}.safetensors", cfg.model.architecture, unet_state,
+                            encoder_states, cfg.lora.alpha, cfg.lora.rank, cfg.output.run_name, cfg.to_dict())
+
+    pipeline_class = (diffusers.StableDiffusionXLPipeline if cfg.model.architecture == "sdxl"
+                      else diffusers.StableDiffusionPipeline)
+    layers = {"unet_lora_layers": convert_state_dict_to_diffusers(unet_state),
+              "unet_lora_adapter_metadata": unet.peft_config["default"].to_dict()}
+    for i, (state, encoder) in enumerate(zip(encoder_states, job.parts.text_encoders, strict=False)):
+        name = "text_encoder" if i == 0 else "text_encoder_2"
+        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(state)
+        layers[f"{name}_lora_adapter_metadata"] = encoder.peft_config["default"].to_dict()
+    staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
+    pipeline_class.save_lora_weights(staging, **layers)
+    _replace_dir(staging, output_dir / "diffusers")
+    return [kohya, output_dir / "diffusers" / "pytorch_lora_weights.safetensors"]
+
+
+def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:
+    from trainer.diffusion.sampling import build_pipeline
+
+    cfg = job.config
+    pipe = build_pipeline(job.parts, job.accelerator.unwrap_model(job.parts.unet))
+    staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
+    pipe.save_pretrained(staging, safe_serialization=True)
+    _replace_dir(staging, output_dir / "diffusers")
+    outputs = [output_dir / "diffusers"]
+    try:
+        from trainer.models import save_single_file
+    except ImportError:
+        job.log.warning("Single-file checkpoint export is not available yet; wrote the diffusers folder only")
+    else:
+        outputs.append(save_single_file(pipe, output_dir / f"{cfg.output.run_name}.safetensors",
+                                        cfg.model.architecture, {"kamaal.config": cfg.to_toml()}))
+    return outputs
