@@ -23,8 +23,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import ImageOps
-
 from trainer.dataset import messages
 from trainer.dataset.buckets import Bucket, assign_bucket, make_buckets, upscale_factor
 from trainer.dataset.cache import DatasetCache
@@ -43,6 +41,7 @@ from trainer.dataset.hashing import DEFAULT_MAX_DISTANCE, Fingerprint, exact_dup
 from trainer.dataset.imaging import (
     SIXTEEN_BIT_MODES,
     DatasetImageError,
+    apply_orientation,
     decode_error,
     default_max_pixels,
     has_alpha,
@@ -55,7 +54,7 @@ from trainer.dataset.scan import CAPTION_EXTENSION, DatasetItem, list_images, or
 DEFAULT_MAX_ASPECT = 4.0
 TINY_SIDE = 64  # below this an image is 8 latent pixels or fewer: nothing to learn from
 PREVIEW_SIDE = 64  # decoded size for fingerprints; JPEGs decode at 1/8 scale to get there
-GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "F"} | SIXTEEN_BIT_MODES)
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "F"} | SIXTEEN_BIT_MODES)
 Progress = Callable[[int, int], None]
 
 
@@ -100,7 +99,7 @@ def _check_image(item: DatasetItem, options: _Options) -> _Checked:
             image.draft(None, (PREVIEW_SIDE, PREVIEW_SIDE))
             image.load()  # every pixel: this is where truncated and corrupt files fail
             orientation = orientation_of(image)  # after load(), so a PNG's late EXIF chunk counts too
-            oriented = ImageOps.exif_transpose(image)
+            oriented = apply_orientation(image)
             transparent = has_alpha(oriented) and oriented.convert("RGBA").getchannel("A").getextrema()[0] < 255
             preview = to_rgb8(oriented)
         digest = sha256_file(path)

@@ -12,6 +12,7 @@ Pillow + numpy only: the GUI process imports this.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +22,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Only the formats a dataset folder may hold.  Without this list Pillow would also identify,
 # say, an EPS file renamed .png and run Ghostscript on it when loading.
-PILLOW_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG includes MPO (camera multi-picture)
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
-ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 FALLBACK_MAX_PIXELS = 89_478_485  # Pillow's default, for when an application switched its check off
 
 
@@ -63,6 +64,14 @@ def decode_error(path: Path, error: BaseException) -> DatasetImageError:
     return DatasetImageError(path, "unreadable", f"it cannot be decoded ({text})")
 
 
+def _pillow_bomb_reason(error: Image.DecompressionBombError) -> str:
+    numbers = [int(n) for n in re.findall(r"\d+", str(error))]
+    if len(numbers) >= 2:
+        return (f"its header claims {numbers[0] / 1e6:,.0f} megapixels, over the "
+                f"{numbers[1] / 1e6:,.0f} megapixel limit")
+    return str(error).rstrip(".")
+
+
 @contextmanager
 def open_image(path: Path, *, max_pixels: int | None = None) -> Iterator[Image.Image]:
     """Open lazily (header only) and refuse empty files, non-images and decompression bombs."""
@@ -73,12 +82,13 @@ def open_image(path: Path, *, max_pixels: int | None = None) -> Iterator[Image.I
         raise DatasetImageError(path, "unreadable", f"it cannot be read ({error.strerror or error})") from error
     if size == 0:
         raise DatasetImageError(path, "zero_byte", "the file is empty (0 bytes)")
+    # A max_pixels above twice Pillow's limit changes nothing: Pillow refuses those itself, in open().
     limit = max_pixels or default_max_pixels()
     try:
         image = Image.open(path, formats=PILLOW_FORMATS)
     except Image.DecompressionBombError as error:
         # Pillow's own refusal (over twice its limit) happens inside open(), also before decoding.
-        raise DatasetImageError(path, "decompression_bomb", f"Pillow's limit: {str(error).rstrip('.')}") from error
+        raise DatasetImageError(path, "decompression_bomb", _pillow_bomb_reason(error)) from error
     except UnidentifiedImageError as error:
         raise DatasetImageError(path, "not_an_image", "it is not an image Kamaal can read") from error
     except Exception as error:
@@ -145,6 +155,14 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def apply_orientation(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (a new image); a malformed EXIF block leaves the image as it is."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError):
+        return image  # broken metadata must not make good pixels unusable
+
+
 def load_rgb(path: Path, *, max_pixels: int | None = None) -> Image.Image:
     """Load an image as training sees it: first frame, EXIF rotation applied, 8-bit RGB.
 
@@ -154,7 +172,7 @@ def load_rgb(path: Path, *, max_pixels: int | None = None) -> Image.Image:
     with open_image(path, max_pixels=max_pixels) as image:
         try:
             image.load()
-            return to_rgb8(ImageOps.exif_transpose(image))
+            return to_rgb8(apply_orientation(image))
         except Exception as error:
             raise decode_error(Path(path), error) from error
 
@@ -168,7 +186,7 @@ def load_thumbnail(path: Path, size: int = 128, *, max_pixels: int | None = None
         try:
             image.draft(None, (size, size))  # JPEG only: DCT scaling to at least size×size
             image.load()
-            thumb = to_rgb8(ImageOps.exif_transpose(image))
+            thumb = to_rgb8(apply_orientation(image))
             thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
             return thumb
         except Exception as error:

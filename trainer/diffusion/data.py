@@ -50,6 +50,8 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
     examples = []
     for item in listing.items:
         try:
+            # A full decode, not just the header: a truncated file must be skipped now, with its
+            # name in the log, rather than crash the run when its batch comes up.
             image = load_rgb(item.image)
         except DatasetImageError as exc:
             logger.warning("Skipping %s: %s", item.image, exc)
