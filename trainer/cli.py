@@ -144,6 +144,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run(run.root, resume=True)
 
 
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from trainer.models.tiny import build_tiny_model
+
+    path = build_tiny_model(Path(args.out_dir), args.arch, args.seed)
+    print(f"Wrote a tiny {args.arch} model to {path}")
+    return 0
+
+
 def cmd_dataset(args: argparse.Namespace) -> int:
     from trainer.dataset.cli import dataset_main
 
@@ -170,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
                                              "config.toml; the step count, optimizer, scheduler and RNG carry on.")
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to continue")
     resume.set_defaults(handler=cmd_resume)
+
+    tiny = commands.add_parser("tiny-model", help="write a tiny offline Stable Diffusion model (for tests and demos)",
+                               description="Write a tiny, randomly initialised diffusers model, the same bytes for "
+                                           "the same seed. It trains in seconds on a CPU; its samples are noise.")
+    tiny.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the diffusers model into")
+    tiny.add_argument("--arch", choices=["sd15", "sd2", "sdxl"], default="sd15",
+                      help="model family (default: sd15; sd2 is a v-prediction model)")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    tiny.set_defaults(handler=cmd_tiny_model)
 
     dataset = commands.add_parser("dataset", help="dataset tools: 'dataset check DIR [--json]'", add_help=False)
     dataset.add_argument("dataset_args", nargs=argparse.REMAINDER, help="arguments of the dataset tool")

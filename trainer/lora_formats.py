@@ -34,6 +34,16 @@ MODELSPEC_ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sd2": "stable-dif
                           "sdxl": "stable-diffusion-xl-v1-base/lora"}
 
 
+def canonical_text_encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Text-encoder LoRA keys under ``text_model.``, as every tool expects.
+
+    transformers 5 flattened ``CLIPTextModel`` (``encoder.layers.0…`` instead of
+    ``text_model.encoder.layers.0…``); files named that way load in diffusers but not in
+    Automatic1111 or ComfyUI, so we always write the long-standing layout.
+    """
+    return {key if key.startswith("text_model.") else f"text_model.{key}": value for key, value in state.items()}
+
+
 def peft_to_kohya(state: dict[str, torch.Tensor], prefix: str, alpha: float) -> dict[str, torch.Tensor]:
     """Rename one model's peft LoRA state dict to kohya keys and add an ``.alpha`` per module."""
     converted: dict[str, torch.Tensor] = {}
@@ -76,7 +86,7 @@ def save_kohya_lora(path: Path, architecture: str, unet_state: dict[str, torch.T
     if len(text_encoder_states) > len(prefixes):
         raise ValueError(f"{architecture} has {len(prefixes)} text encoder(s), got {len(text_encoder_states)} states")
     for prefix, state in zip(prefixes, text_encoder_states, strict=False):
-        tensors.update(peft_to_kohya(state, prefix, alpha))
+        tensors.update(peft_to_kohya(canonical_text_encoder_state(state), prefix, alpha))
     _atomic_save(tensors, path, kohya_metadata(architecture, rank, alpha, run_name, config))
     return path
 

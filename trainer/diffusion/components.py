@@ -15,9 +15,6 @@ import torch
 from trainer.config import Config
 from trainer.errors import InputError
 
-PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline",
-                    "sdxl": "StableDiffusionXLPipeline"}
-
 
 @dataclass
 class Components:
@@ -36,7 +33,9 @@ class Components:
 
 
 def pick_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from trainer.models import pick_device as model_device
+
+    return model_device().type
 
 
 def pick_precision(requested: str, device: str) -> str:
@@ -56,39 +55,26 @@ def weight_dtype(precision: str) -> torch.dtype:
 
 
 def load_components(config: Config, logger: logging.Logger) -> Components:
-    """Load the base model named by ``model.path`` (a diffusers folder or a single file)."""
-    import diffusers
+    """Load the base model named by ``model.path`` (a diffusers folder or a single file), offline."""
+    from diffusers import DDPMScheduler
+
+    from trainer.models import cpu_warning, load_model
 
     if not config.model.path:
         raise InputError(f"model.path: choose the base model to train (a diffusers folder or a .safetensors "
                          f"file of an {config.model.architecture} model)")
-    path = Path(config.model.path)
-    if not path.exists():
-        raise InputError(f"model.path: not found: {path}")
-    pipeline_class = getattr(diffusers, PIPELINE_CLASSES[config.model.architecture])
-    try:
-        if path.is_dir():
-            if not (path / "model_index.json").is_file():
-                raise InputError(f"model.path: {path} is a folder but not a diffusers model (no model_index.json)")
-            pipe = pipeline_class.from_pretrained(path, local_files_only=True, safety_checker=None)
-        else:
-            from trainer.models import load_single_file_pipeline  # offline single-file loading
-
-            pipe = load_single_file_pipeline(path, config.model.architecture)
-    except InputError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise InputError(
-            f"model.path: {path} cannot be loaded as a {config.model.architecture} model ({exc})") from None
-    from diffusers import DDPMScheduler
-
+    override = None if config.model.prediction_type == "auto" else config.model.prediction_type
+    loaded = load_model(Path(config.model.path), prediction_type=override,
+                        expected_architecture=config.model.architecture)  # type: ignore[arg-type]
+    pipe, info = loaded.pipeline, loaded.info
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    prediction = config.model.prediction_type
-    if prediction == "auto":
-        prediction = noise_scheduler.config.prediction_type
-    noise_scheduler.register_to_config(prediction_type=prediction)
-    tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if config.model.architecture == "sdxl" else [])
-    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if config.model.architecture == "sdxl" else [])
-    logger.info("Loaded %s (%s, predicts %s)", path, config.model.architecture, prediction)
-    return Components(config.model.architecture, prediction, tokenizers, encoders, pipe.vae, pipe.unet,
+    noise_scheduler.register_to_config(prediction_type=info.prediction_type)
+    warning = cpu_warning(pipe.unet, pick_device())
+    if warning:
+        logger.warning(warning)
+    sdxl = info.architecture == "sdxl"
+    tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if sdxl else [])
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl else [])
+    logger.info("Loaded %s (%s)", config.model.path, info.describe())
+    return Components(info.architecture, info.prediction_type, tokenizers, encoders, pipe.vae, pipe.unet,
                       noise_scheduler, dict(pipe.scheduler.config))

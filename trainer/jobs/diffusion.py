@@ -54,8 +54,6 @@ class DiffusionJob(TrainingJob):
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(cfg.training.seed)
         self.parts: Components = load_components(cfg, self.log)
-        if self.device == "cpu" and sum(p.numel() for p in self.parts.unet.parameters()) > 50_000_000:
-            self.log.warning("Training a full-size model on the CPU is impractical (hours per step); use a CUDA GPU")
         if self.prior:
             from trainer.diffusion.class_images import ensure_class_images
 

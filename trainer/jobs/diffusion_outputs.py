@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.lora_formats import save_kohya_lora
+from trainer.lora_formats import canonical_text_encoder_state, save_kohya_lora
 
 if TYPE_CHECKING:
     from trainer.jobs.diffusion import DiffusionJob
@@ -53,7 +53,7 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
               "unet_lora_adapter_metadata": unet.peft_config["default"].to_dict()}
     for i, (state, encoder) in enumerate(zip(encoder_states, job.parts.text_encoders, strict=False)):
         name = "text_encoder" if i == 0 else "text_encoder_2"
-        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(state)
+        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(canonical_text_encoder_state(state))
         layers[f"{name}_lora_adapter_metadata"] = encoder.peft_config["default"].to_dict()
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
     pipeline_class.save_lora_weights(staging, **layers)
@@ -69,12 +69,18 @@ def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
     pipe.save_pretrained(staging, safe_serialization=True)
     _replace_dir(staging, output_dir / "diffusers")
-    outputs = [output_dir / "diffusers"]
-    try:
-        from trainer.models import save_single_file
-    except ImportError:
-        job.log.warning("Single-file checkpoint export is not available yet; wrote the diffusers folder only")
-    else:
-        outputs.append(save_single_file(pipe, output_dir / f"{cfg.output.run_name}.safetensors",
-                                        cfg.model.architecture, {"kamaal.config": cfg.to_toml()}))
-    return outputs
+    single = output_dir / f"{cfg.output.run_name}.safetensors"
+    _save_single_file(pipe, cfg.model.architecture, single, {"kamaal.config": cfg.to_toml()})
+    return [output_dir / "diffusers", single]
+
+
+def _save_single_file(pipe, architecture: str, path: Path, metadata: dict[str, str]) -> None:
+    """The whole model in the original (CompVis/SGM) key layout that Automatic1111 and ComfyUI load."""
+    from safetensors.torch import save_file
+
+    from trainer.models import pipeline_to_original
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in pipeline_to_original(pipe, architecture).items()}
+    staging = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, staging, metadata=metadata)
+    staging.replace(path)

@@ -1,0 +1,174 @@
+"""Load a Stable Diffusion base model, fully offline, from a diffusers folder or a single file.
+
+Single files in the original layout are taken apart component by component with diffusers' own
+converters (``from_single_file`` on each model class), given local configs: the shipped real-size ones
+in ``resources/model_configs`` or any diffusers-style ``config_dir`` (tests pass tiny ones).  The weights
+are read by ``checkpoint_io`` (weights-only for pickles) and handed over as a dict, so diffusers never
+opens the file itself, and ``local_files_only`` plus ``force_offline`` keep every hub call away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.errors import InputError
+from trainer.models import detect
+from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
+from trainer.models.clip_vocab import CLIP_TOKENIZER_DIR, OPEN_CLIP_PAD_TOKEN
+from trainer.models.info import DISPLAY_NAME, Architecture, ModelInfo, PredictionType, default_config_dir
+from trainer.models.offline import force_offline
+
+# Each architecture's text encoders: (component name, transformers class, pads with "!" like OpenCLIP).
+_TEXT_ENCODERS: dict[Architecture, tuple[tuple[str, str, bool], ...]] = {
+    "sd15": (("text_encoder", "CLIPTextModel", False),),
+    "sd2": (("text_encoder", "CLIPTextModel", True),),
+    "sdxl": (("text_encoder", "CLIPTextModel", False), ("text_encoder_2", "CLIPTextModelWithProjection", True)),
+}
+_REQUIRED_PREFIXES: dict[Architecture, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "sd15": (("VAE", detect.VAE_PREFIXES), ("text encoder", (detect.SD1_TEXT_PREFIX,))),
+    "sd2": (("VAE", detect.VAE_PREFIXES), ("text encoder", (detect.SD2_TEXT_PREFIX,))),
+    "sdxl": (("VAE", detect.VAE_PREFIXES), ("first text encoder", (detect.SDXL_TEXT_PREFIXES[0],)),
+             ("second text encoder", (detect.SDXL_TEXT_PREFIXES[1],))),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A ready pipeline (its ``unet``, ``vae``, text encoders, tokenizers, scheduler) and what it is."""
+
+    pipeline: Any
+    info: ModelInfo
+    warnings: list[str] = field(default_factory=list)
+
+
+def inspect_model(path: Path | str, *, prediction_type: PredictionType | None = None) -> ModelInfo:
+    """What ``path`` holds, reading only configs or tensor names/shapes (plus one tensor for SD 2.x)."""
+    info, _ = _inspect(Path(path), prediction_type)
+    return info
+
+
+def _inspect(path: Path, prediction_type: PredictionType | None) -> tuple[ModelInfo, CheckpointFile | None]:
+    if path.is_dir():
+        architecture, prediction = detect.detect_diffusers_folder(path, prediction_type)
+        return ModelInfo(architecture, prediction, "diffusers"), None
+    checkpoint = open_checkpoint(path)
+    architecture = detect.detect_architecture(checkpoint.shapes, path)
+    prediction = detect.detect_prediction_type(architecture, checkpoint.shapes, checkpoint.metadata,
+                                               checkpoint.tensor, prediction_type)
+    return ModelInfo(architecture, prediction, "single_file"), checkpoint
+
+
+def load_model(path: Path | str, *, prediction_type: PredictionType | None = None,
+               expected_architecture: Architecture | None = None, config_dir: Path | str | None = None,
+               dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> LoadedModel:
+    """Load a base model offline.  ``prediction_type`` overrides detection; ``expected_architecture``
+    (the config's ``model.architecture``) must match what is found; ``config_dir`` replaces the shipped
+    configs for single files.  Bad input raises ``InputError`` naming the file."""
+    force_offline()
+    path = Path(path)
+    info, checkpoint = _inspect(path, prediction_type)
+    if expected_architecture is not None and info.architecture != expected_architecture:
+        raise InputError(f"model.path: {path} holds {DISPLAY_NAME[info.architecture]} weights, but model.architecture "
+                         f"is '{expected_architecture}'; set it to '{info.architecture}'")
+    if checkpoint is None:
+        pipeline = _load_diffusers_folder(path, info, dtype)
+    else:
+        folder = Path(config_dir) if config_dir is not None else default_config_dir(info)
+        pipeline = _load_single_file(checkpoint, info, folder, dtype)
+    if device is not None:
+        pipeline.to(torch.device(device))
+    return LoadedModel(pipeline, info)
+
+
+def _pipeline_class(architecture: Architecture) -> Any:
+    import diffusers
+
+    return diffusers.StableDiffusionXLPipeline if architecture == "sdxl" else diffusers.StableDiffusionPipeline
+
+
+def _extra_pipeline_args(architecture: Architecture) -> dict[str, Any]:
+    # No NSFW checker (a trainer previews its own samples) and no invisible watermark dependency.
+    if architecture == "sdxl":
+        return {"add_watermarker": False}
+    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
+def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:
+    try:
+        pipeline = _pipeline_class(info.architecture).from_pretrained(
+            folder, local_files_only=True, dtype=dtype, **_extra_pipeline_args(info.architecture))
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise InputError(f"model.path: {folder} could not be loaded as a diffusers model ({error})") from None
+    _refuse_missing_weights(pipeline, folder)
+    if pipeline.scheduler.config.get("prediction_type") != info.prediction_type:
+        pipeline.scheduler = type(pipeline.scheduler).from_config(
+            pipeline.scheduler.config, prediction_type=info.prediction_type)
+    return pipeline
+
+
+def _load_single_file(checkpoint: CheckpointFile, info: ModelInfo, config_dir: Path, dtype: torch.dtype) -> Any:
+    import diffusers
+    import transformers
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+
+    path, architecture = checkpoint.path, info.architecture
+    for what, prefixes in _REQUIRED_PREFIXES[architecture]:
+        if not any(key.startswith(prefixes) for key in checkpoint.shapes):
+            raise InputError(f"model.path: {path} has no {what} weights ({' or '.join(p + '*' for p in prefixes)}); "
+                             "a full checkpoint with UNet, VAE and text encoder is needed")
+    index = detect.read_json(config_dir / "model_index.json", config_dir)
+    # Older checkpoints carry CLIP's position_ids buffer, which transformers no longer stores.
+    state = {k: v for k, v in checkpoint.state_dict().items() if not k.endswith("position_ids")}
+    common = {"config": str(config_dir), "local_files_only": True}
+    loaders: dict[str, Any] = {
+        "unet": lambda: diffusers.UNet2DConditionModel.from_single_file(state, subfolder="unet", dtype=dtype, **common),
+        "vae": lambda: diffusers.AutoencoderKL.from_single_file(state, subfolder="vae", dtype=dtype, **common),
+    }
+    for name, class_name, _ in _TEXT_ENCODERS[architecture]:
+        loaders[name] = lambda name=name, class_name=class_name: create_diffusers_clip_model_from_ldm(
+            getattr(transformers, class_name), state, subfolder=name, torch_dtype=dtype, **common)
+    components: dict[str, Any] = {}
+    for name, load in loaders.items():
+        try:
+            components[name] = load()
+        except (ValueError, RuntimeError, KeyError, OSError, NotImplementedError) as error:
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if "meta" in detail:  # a parameter never got a value: the file lacks it
+                raise InputError(f"model.path: {path} is missing {name} weights (it does not hold every tensor "
+                                 f"the {DISPLAY_NAME[architecture]} {name} needs)") from None
+            raise InputError(f"model.path: {path} does not fit the {DISPLAY_NAME[architecture]} {name} config in "
+                             f"{config_dir} ({detail})") from None
+    for name, _, open_clip in _TEXT_ENCODERS[architecture]:
+        tokenizer_name = name.replace("text_encoder", "tokenizer")
+        components[tokenizer_name] = _tokenizer(config_dir / tokenizer_name, open_clip)
+    scheduler_class = getattr(diffusers, index.get("scheduler", [None, "DDIMScheduler"])[1])
+    components["scheduler"] = scheduler_class.from_pretrained(
+        config_dir, subfolder="scheduler", local_files_only=True, prediction_type=info.prediction_type)
+    pipeline = _pipeline_class(architecture)(**components, **_extra_pipeline_args(architecture))
+    _refuse_missing_weights(pipeline, path)
+    return pipeline
+
+
+def _tokenizer(folder: Path, open_clip: bool) -> Any:
+    """The config dir's own tokenizer if it has one (tiny models), else the shipped CLIP vocabulary."""
+    from transformers import CLIPTokenizer
+
+    if folder.is_dir():
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    extra = {"pad_token": OPEN_CLIP_PAD_TOKEN} if open_clip else {}
+    return CLIPTokenizer.from_pretrained(CLIP_TOKENIZER_DIR, local_files_only=True, **extra)
+
+
+def _refuse_missing_weights(pipeline: Any, source: Path) -> None:
+    # Loading "into meta" leaves a parameter on the meta device when the file lacks it: fail loudly.
+    for name, component in pipeline.components.items():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        missing = [n for n, p in [*component.named_parameters(), *component.named_buffers()] if p.is_meta]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise InputError(f"model.path: {source} is missing {name} weights: {shown}")

@@ -1,0 +1,125 @@
+"""A tiny Stable Diffusion (1.x, 2.x or SDXL shaped), deterministic from a seed, for tests and demos.
+
+Real component classes, real CLIP tokenizer (only its first merges, so the embedding stays small),
+real key layout; only the widths are small.  The VAE keeps four levels so latents are 1/8 of the image
+side, as in the real models, and a 64 px image samples in well under a second on a CPU.
+
+``kamaal-train tiny-model OUT_DIR --arch sd15|sdxl`` writes one with ``build_tiny_model``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.models.clip_vocab import END_TOKEN, OPEN_CLIP_PAD_TOKEN, write_tiny_tokenizer
+from trainer.models.info import Architecture
+
+TINY_ARCHITECTURES: tuple[Architecture, ...] = ("sd15", "sd2", "sdxl")
+TINY_MERGES = 500  # → 1014 tokens; common English words still come out whole
+TINY_IMAGE_SIZE = 64
+
+_SCHEDULER: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                              "num_train_timesteps": 1000, "clip_sample": False, "set_alpha_to_one": False,
+                              "steps_offset": 1, "timestep_spacing": "leading"}
+_VAE: dict[str, Any] = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1,
+                        "block_out_channels": (8, 16, 16, 16), "norm_num_groups": 8,
+                        "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+                        "sample_size": TINY_IMAGE_SIZE}
+_UNET: dict[str, Any] = {"sample_size": TINY_IMAGE_SIZE // 8, "in_channels": 4, "out_channels": 4,
+                         "layers_per_block": 2, "block_out_channels": (32, 64), "norm_num_groups": 32}
+# Per architecture: UNet extras, text encoders as (class name, hidden width, activation, pad token).
+_ARCH: dict[str, dict[str, Any]] = {
+    "sd15": {"unet": {"down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                      "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+                      "cross_attention_dim": 32, "attention_head_dim": 8},
+             "encoders": [("CLIPTextModel", 32, "quick_gelu", END_TOKEN)], "prediction_type": "epsilon"},
+    "sd2": {"unet": {"down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                     "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+                     "cross_attention_dim": 32, "attention_head_dim": (2, 4), "use_linear_projection": True},
+            "encoders": [("CLIPTextModel", 32, "gelu", OPEN_CLIP_PAD_TOKEN)], "prediction_type": "v_prediction"},
+    "sdxl": {"unet": {"down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+                      "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+                      "transformer_layers_per_block": (1, 2), "attention_head_dim": (2, 4),
+                      "use_linear_projection": True, "addition_embed_type": "text_time",
+                      "addition_time_embed_dim": 8,
+                      # pooled text (projection 32) + six size/crop numbers × 8
+                      "projection_class_embeddings_input_dim": 32 + 6 * 8,
+                      # both encoders' hidden states side by side; widths differ, like 768/1280 in SDXL
+                      "cross_attention_dim": 32 + 64},
+             "encoders": [("CLIPTextModel", 32, "quick_gelu", END_TOKEN),
+                          ("CLIPTextModelWithProjection", 64, "gelu", OPEN_CLIP_PAD_TOKEN)],
+             "prediction_type": "epsilon"},
+}
+
+
+def _text_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
+    import transformers
+
+    config = transformers.CLIPTextConfig(
+        hidden_size=width, intermediate_size=2 * width, num_attention_heads=4, num_hidden_layers=2,
+        hidden_act=activation, projection_dim=32, vocab_size=vocab_size, max_position_embeddings=77,
+        # CLIP pools at the first end-of-text token; its id must be the tokenizer's.
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=pad_id)
+    return getattr(transformers, class_name)(config)
+
+
+def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict[str, Any]:
+    """The pipeline's components, freshly initialised; weights depend only on ``arch`` and ``seed``."""
+    import diffusers
+    from transformers import CLIPTokenizer
+
+    spec = _ARCH[arch]
+    components: dict[str, Any] = {}
+    # fork_rng: seeding must not disturb the caller's random state (the training loop's, say).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
+        torch.manual_seed(seed + 1)
+        components["vae"] = diffusers.AutoencoderKL(**_VAE)
+        for index, (class_name, width, activation, pad) in enumerate(spec["encoders"]):
+            suffix = "" if index == 0 else f"_{index + 1}"
+            folder = tokenizer_root / f"tokenizer{suffix}"
+            vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
+            tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+            torch.manual_seed(seed + 2 + index)
+            components[f"text_encoder{suffix}"] = _text_encoder(
+                class_name, width, activation, vocab_size, tokenizer.pad_token_id)
+            components[f"tokenizer{suffix}"] = tokenizer
+    components["scheduler"] = diffusers.DDIMScheduler(**_SCHEDULER, prediction_type=spec["prediction_type"])
+    return components
+
+
+def tiny_pipeline(arch: Architecture = "sd15", seed: int = 0) -> Any:
+    """A tiny pipeline in memory (not saved)."""
+    import diffusers
+
+    if arch not in _ARCH:
+        raise ValueError(f"tiny model arch must be one of {', '.join(TINY_ARCHITECTURES)}, got {arch!r}")
+    with tempfile.TemporaryDirectory(prefix="kamaal-tiny-tokenizer-") as scratch:
+        components = tiny_components(arch, seed, Path(scratch))
+    if arch == "sdxl":
+        return diffusers.StableDiffusionXLPipeline(**components, add_watermarker=False)
+    return diffusers.StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
+
+
+def build_tiny_model(out_dir: Path | str, arch: Architecture = "sd15", seed: int = 0) -> Path:
+    """Write a tiny diffusers model folder that ``StableDiffusion(XL)Pipeline.from_pretrained`` loads offline."""
+    out = Path(out_dir)
+    pipeline = tiny_pipeline(arch, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def write_tiny_config_dir(model_dir: Path, out_dir: Path) -> Path:
+    """The config half of a tiny model (JSON configs and tokenizers, no weights): the ``config_dir``
+    a tiny single-file checkpoint is loaded with, as ``resources/model_configs/*`` is for real ones."""
+    import shutil
+
+    shutil.copytree(model_dir, out_dir, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"), dirs_exist_ok=True)
+    return out_dir
