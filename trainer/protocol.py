@@ -57,6 +57,8 @@ class Started:
 
 @dataclass(frozen=True)
 class Progress:
+    """Training progress; at step 0 (before any step) ``loss`` is NaN and only ``heldout_loss`` is set."""
+
     step: int  # steps completed
     total_steps: int
     loss: float

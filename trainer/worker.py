@@ -10,6 +10,7 @@ and exit code 1 — never with an unreported traceback.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import traceback
 from pathlib import Path
@@ -104,8 +105,13 @@ class _Loop:
         self.sink.emit(Started(str(self.run_folder.root), config.mode, step, total, job.device, os.getpid()))
 
         try:
-            if step == 0 and job.preview_at_start():
-                job.preview(0)
+            if step == 0:
+                if job.preview_at_start():
+                    job.preview(0)
+                # Where the curve starts: the held-out loss of the untrained (base) model.
+                heldout = job.evaluate()
+                if heldout is not None:
+                    self._report(metrics, speed, memory, 0, math.nan, job.current_lr(), heldout)
             preview_every = job.preview_every()
             while step < total:
                 self._obey_commands(job, step, speed, memory)
@@ -170,8 +176,8 @@ class _Loop:
     def _report(self, metrics: MetricsWriter, speed: Speedometer, memory: MemoryMeter, step: int, loss: float,
                 lr: float, heldout: float | None) -> None:
         used, peak = memory.read()
-        row = {"step": step, "loss": loss, "lr": lr, "seconds": round(speed.elapsed_s, 4),
-               "it_per_s": round(speed.it_per_s, 3), "memory_bytes": used}
+        row = {"step": step, "loss": loss if math.isfinite(loss) else None, "lr": lr,
+               "seconds": round(speed.elapsed_s, 4), "it_per_s": round(speed.it_per_s, 3), "memory_bytes": used}
         if heldout is not None:
             row["heldout_loss"] = heldout
         metrics.write(row)

@@ -70,7 +70,7 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     second = kamaal_train("resume", str(run_dir))
     assert second.returncode == 0, second.stderr
     assert "Resumed from step-000020 at step 20" in second.stderr
-    assert [row["step"] for row in RunFolder(run_dir).read_metrics()] == list(range(5, 31, 5))
+    assert [row["step"] for row in RunFolder(run_dir).read_metrics()] == [0, *range(5, 31, 5)]
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):

@@ -11,8 +11,16 @@ from hypothesis import strategies as st
 
 from tests.conftest import PRESETS
 from trainer import config as config_module
-from trainer.config import (SCHEMA_VERSION, Config, ConfigError, apply_overrides, config_from_dict, load_config,
-                            parse_override, save_config)
+from trainer.config import (
+    SCHEMA_VERSION,
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
 
 REFUSALS = [
     ({"training": {"steps": 0}}, "training.steps: must be ≥ 1, got 0"),

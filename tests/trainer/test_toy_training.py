@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -39,12 +40,13 @@ def test_toy_network_learns_and_reports(tmp_path):
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK
     curve = heldout_curve(tmp_path / "run")
-    assert len(curve) == 30
+    assert len(curve) == 31  # step 0 (untrained) and every 10 steps
     assert curve[-1] < 0.5 * curve[0], curve  # clearly learned, on data it never trained on
     started = rec.of(Started)[0]
     assert (started.start_step, started.total_steps) == (0, 300)
     progress = rec.of(Progress)
-    assert [p.step for p in progress] == list(range(1, 301))
+    assert [p.step for p in progress] == list(range(0, 301))
+    assert math.isnan(progress[0].loss) and progress[0].heldout_loss > 0  # the untrained network's loss
     assert all(p.memory_bytes > 0 and p.memory_kind == "rss" for p in progress)
     weights = rec.of(LayerWeights)
     assert [w.step for w in weights] == [0, *range(20, 300, 20), 300]
@@ -100,7 +102,7 @@ def test_resume_equals_uninterrupted(tmp_path, stop_at):
     # The metrics file reads as one run: every step once, the same losses as the straight run.
     split_rows = RunFolder(tmp_path / "split").read_metrics()
     straight_rows = RunFolder(tmp_path / "straight").read_metrics()
-    assert [r["step"] for r in split_rows] == list(range(1, 61))
+    assert [r["step"] for r in split_rows] == list(range(0, 61))
     assert [r["loss"] for r in split_rows] == [r["loss"] for r in straight_rows]
 
 
