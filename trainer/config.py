@@ -69,6 +69,10 @@ def _path_field(default: str, description: str) -> Any:
     return Field(default, description=description, json_schema_extra={"path": True})
 
 
+# Marks a field that only Stable Diffusion training reads (the toy network ignores it; the GUI hides it).
+DIFFUSION_ONLY = {"diffusion_only": True}
+
+
 class Section(BaseModel):
     """Base of every config table: unknown keys refused, no silent type coercion, immutable."""
 
@@ -82,9 +86,11 @@ class ModelConfig(Section):
         "", "Base weights to start from: a diffusers folder or a .safetensors file "
             "(for the toy network, a toy.safetensors from an earlier run). Empty = fresh weights (toy only).")
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
-        "auto", description="What the UNet predicts; auto = from the model (SD 2.x 768 models use v_prediction).")
+        "auto", json_schema_extra=DIFFUSION_ONLY,
+        description="What the UNet predicts; auto = from the model (SD 2.x 768 models use v_prediction).")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="Mixed precision: auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU.")
+        "auto", json_schema_extra=DIFFUSION_ONLY,
+        description="Mixed precision: auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU.")
 
 
 class DatasetConfig(Section):
@@ -119,13 +125,19 @@ class TrainingConfig(Section):
     warmup_steps: int = Field(0, ge=0, description="Steps over which the learning rate rises linearly from 0.")
     weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay.")
     optimizer: Literal["adamw", "adamw8bit"] = Field(
-        "adamw", description="AdamW, or 8-bit AdamW from bitsandbytes (CUDA only; saves memory).")
+        "adamw", json_schema_extra=DIFFUSION_ONLY,
+        description="AdamW, or 8-bit AdamW from bitsandbytes (CUDA only; saves memory).")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024,
+                                             json_schema_extra=DIFFUSION_ONLY,
                                              description="Add up gradients over N batches before each step.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory (slower).")
-    max_grad_norm: float = Field(1.0, ge=0, le=1000, description="Clip gradients to this norm; 0 = no clipping.")
-    min_snr_gamma: float = Field(0.0, ge=0, le=100, description="Min-SNR loss weighting (5 is typical); 0 = off.")
-    noise_offset: float = Field(0.0, ge=0, le=1, description="Noise offset (0.05–0.1 helps very dark/bright images).")
+    gradient_checkpointing: bool = Field(False, json_schema_extra=DIFFUSION_ONLY,
+                                         description="Recompute activations to save memory (slower).")
+    max_grad_norm: float = Field(1.0, ge=0, le=1000, json_schema_extra=DIFFUSION_ONLY,
+                                 description="Clip gradients to this norm; 0 = no clipping.")
+    min_snr_gamma: float = Field(0.0, ge=0, le=100, json_schema_extra=DIFFUSION_ONLY,
+                                 description="Min-SNR loss weighting (5 is typical); 0 = off.")
+    noise_offset: float = Field(0.0, ge=0, le=1, json_schema_extra=DIFFUSION_ONLY,
+                                description="Noise offset (0.05–0.1 helps very dark/bright images).")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed: same seed, same run.")
     log_every: int = Field(1, ge=1, description="Write metrics and send progress every N steps.")
     eval_every: int = Field(10, ge=1, description="Measure the held-out loss every N steps.")
@@ -363,16 +375,25 @@ def save_config(config: Config, path: Path) -> None:
     atomic_write_text(Path(path), config.to_toml())
 
 
-def path_fields() -> list[str]:
-    """Dotted names of every field that holds a path."""
+def _fields_marked(marker: str) -> list[str]:
     names = []
     for section_name, section_field in Config.model_fields.items():
         section_type = section_field.annotation
         if isinstance(section_type, type) and issubclass(section_type, Section):
             for name, field in section_type.model_fields.items():
-                if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("path"):
+                if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(marker):
                     names.append(f"{section_name}.{name}")
     return names
+
+
+def path_fields() -> list[str]:
+    """Dotted names of every field that holds a path."""
+    return _fields_marked("path")
+
+
+def diffusion_only_fields() -> list[str]:
+    """Dotted names of the fields only Stable Diffusion training reads."""
+    return _fields_marked("diffusion_only")
 
 
 def resolve_paths(config: Config, base: Path, skip: Iterable[str] = ()) -> Config:
