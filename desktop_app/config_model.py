@@ -1,0 +1,145 @@
+"""The settings being edited, as a Qt model: one value per config field, validated on every change.
+
+Editors write raw values in (whatever the person typed, parsed as far as it goes); the model
+validates the whole config with trainer.config after each change and publishes the problems by
+field, so the form can mark exactly the fields that are wrong and Start can stay disabled while
+anything is.  A message from the trainer that names a field (a refused model path) is shown as
+that field's error until the field is edited or the next run starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from desktop_app.field_meta import all_field_names
+from trainer.config import Config, ConfigError, config_from_dict
+
+FIELDS = all_field_names()
+
+
+class ConfigModel(QObject):
+    valueChanged = Signal(str, object)  # dotted field name, new value (after load or set_value)
+    errorsChanged = Signal()
+    configChanged = Signal(object)  # a new *valid* Config (what autosave writes)
+    modeChanged = Signal(str)
+
+    def __init__(self, config: Config, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._values: dict[str, Any] = flatten(config)
+        self._config: Config | None = config
+        self._errors: dict[str, str] = {}
+        self._external: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ reading
+
+    def value(self, name: str) -> Any:
+        return self._values[name]
+
+    @property
+    def config(self) -> Config | None:
+        """The current settings as a Config, or None while any field is invalid."""
+        return self._config if self.is_valid() else None
+
+    @property
+    def mode(self) -> str:
+        return str(self._values["mode"])
+
+    def errors(self) -> dict[str, str]:
+        """``{field: message}`` for every problem (``""`` for ones that name no field)."""
+        merged = dict(self._errors)
+        for name, message in self._external.items():
+            merged[name] = f"{merged[name]}; {message}" if name in merged else message
+        return merged
+
+    def error_for(self, name: str) -> str | None:
+        return self.errors().get(name)
+
+    def is_valid(self) -> bool:
+        """True when the settings validate.  A trainer's complaint marks its field but does not block
+        Start: the person may have fixed the cause outside the form (copied the missing file in)."""
+        return not self._errors
+
+    def has_trainer_errors(self) -> bool:
+        return bool(self._external)
+
+    # ------------------------------------------------------------------ changing
+
+    def set_value(self, name: str, value: Any) -> None:
+        """A person changed one field."""
+        if name not in self._values:
+            raise KeyError(name)
+        if self._values[name] == value and type(self._values[name]) is type(value):
+            return
+        old_mode = self.mode
+        self._values[name] = value
+        self._external.pop(name, None)
+        self.valueChanged.emit(name, value)
+        if self.mode != old_mode:
+            self.modeChanged.emit(self.mode)
+        self._validate()
+
+    def load(self, config: Config) -> None:
+        """Replace every value (a preset was chosen, or the project was reopened)."""
+        old_mode = self.mode
+        self._values = flatten(config)
+        self._external.clear()
+        for name in FIELDS:
+            self.valueChanged.emit(name, self._values[name])
+        if self.mode != old_mode:
+            self.modeChanged.emit(self.mode)
+        self._validate()
+
+    def set_external_error(self, name: str, message: str) -> None:
+        """An error reported from outside the form (the trainer refused this field)."""
+        self._external[name if name in self._values else ""] = message
+        self.errorsChanged.emit()
+
+    def clear_external_errors(self) -> None:
+        if self._external:
+            self._external.clear()
+            self.errorsChanged.emit()
+
+    def _validate(self) -> None:
+        previous = self._config
+        try:
+            config = config_from_dict(unflatten(self._values))
+        except ConfigError as exc:
+            self._errors = _errors_by_field(exc)
+        else:
+            self._errors = {}
+            self._config = config
+        self.errorsChanged.emit()
+        if not self._errors and self._config != previous:
+            self.configChanged.emit(self._config)
+
+
+def flatten(config: Config) -> dict[str, Any]:
+    data = config.to_dict()
+    values: dict[str, Any] = {}
+    for name in FIELDS:
+        section, _, key = name.rpartition(".")
+        values[name] = data[section][key] if section else data[key]
+    return values
+
+
+def unflatten(values: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name, value in values.items():
+        section, _, key = name.rpartition(".")
+        (data.setdefault(section, {}) if section else data)[key] = value
+    return data
+
+
+def _errors_by_field(error: ConfigError) -> dict[str, str]:
+    """Map each problem to its field; list items ("sampling.seeds.1") belong to their list."""
+    result: dict[str, str] = {}
+    for location, message in error.by_field().items():
+        name = location
+        while name and name not in FIELDS:
+            name = name.rpartition(".")[0]
+        if not name and location:
+            message = f"{location}: {message}"
+        result[name] = f"{result[name]}; {message}" if name in result else message
+    return result

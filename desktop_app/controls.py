@@ -1,0 +1,132 @@
+"""The bar above the panels: which preset the settings come from, and Start / Pause / Stop.
+
+Buttons follow the session's state (and Start the settings' validity); nothing else decides
+whether they are enabled, so they cannot get out of step with the trainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QStyle, QWidget
+
+from desktop_app.config_model import ConfigModel
+from desktop_app.paths import preset_summary
+from desktop_app.session import SessionState, TrainingSession
+from trainer.config import Config, ConfigError, load_config
+
+CUSTOM = "Custom settings"
+
+
+class ControlBar(QWidget):
+    startRequested = Signal()
+    presetChosen = Signal(object)  # (name, Config)
+
+    def __init__(self, session: TrainingSession, model: ConfigModel, presets: list[Path],
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("controlBar")
+        self.session, self.model = session, model
+        self.presets: dict[str, Config] = {}
+        self.preset_combo = QComboBox()
+        self.preset_combo.setObjectName("presetCombo")
+        self.preset_combo.setMinimumWidth(180)
+        for path in presets:
+            try:
+                self.presets[path.stem] = load_config(path)
+            except ConfigError:
+                continue  # a broken preset file is left out rather than taking the window down
+            self.preset_combo.addItem(path.stem, path.stem)
+            self.preset_combo.setItemData(self.preset_combo.count() - 1, preset_summary(path),
+                                          Qt.ItemDataRole.ToolTipRole)
+        self.preset_combo.activated.connect(self._on_preset_activated)
+
+        style = self.style()
+        self.start_button = self._button("startButton", "Start", QStyle.StandardPixmap.SP_MediaPlay)
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.startRequested)
+        self.pause_button = self._button("pauseButton", "Pause", QStyle.StandardPixmap.SP_MediaPause)
+        self.pause_button.clicked.connect(self._on_pause_clicked)
+        self.stop_button = self._button("stopButton", "Stop", QStyle.StandardPixmap.SP_MediaStop)
+        self.stop_button.clicked.connect(self._on_stop_clicked)
+        self._style = style
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 4)
+        layout.setSpacing(8)
+        label = QLabel("Preset")
+        label.setBuddy(self.preset_combo)
+        layout.addWidget(label)
+        layout.addWidget(self.preset_combo)
+        layout.addStretch(1)
+        for button in (self.start_button, self.pause_button, self.stop_button):
+            layout.addWidget(button)
+
+        session.stateChanged.connect(self.update_buttons)
+        model.errorsChanged.connect(self.update_buttons)
+        model.errorsChanged.connect(self.show_matching_preset)
+        self.update_buttons()
+        self.show_matching_preset()
+
+    def _button(self, name: str, text: str, icon: QStyle.StandardPixmap) -> QPushButton:
+        button = QPushButton(self.style().standardIcon(icon), text)
+        button.setObjectName(name)
+        button.setMinimumWidth(96)
+        return button
+
+    # ------------------------------------------------------------------ presets
+
+    def current_preset(self) -> str | None:
+        return self.preset_combo.currentData()
+
+    def show_matching_preset(self) -> None:
+        """Select the preset the settings equal, or "Custom settings" once they were edited."""
+        config = self.model.config
+        match = next((name for name, preset in self.presets.items() if preset == config), None)
+        custom = self.preset_combo.findData(None)
+        if match is None and custom < 0:
+            self.preset_combo.insertItem(0, CUSTOM, None)
+        elif match is not None and custom >= 0:
+            self.preset_combo.removeItem(custom)
+        self.preset_combo.setCurrentIndex(self.preset_combo.findData(match))
+
+    def _on_preset_activated(self, index: int) -> None:
+        name = self.preset_combo.itemData(index)
+        if name is not None and self.presets.get(name) != self.model.config:
+            self.presetChosen.emit((name, self.presets[name]))
+        self.show_matching_preset()
+
+    # ------------------------------------------------------------------ run buttons
+
+    def update_buttons(self, *_: object) -> None:
+        state = self.session.state
+        idle = not self.session.is_active()
+        self.start_button.setEnabled(idle and self.model.is_valid())
+        self.start_button.setToolTip("Start training with these settings" if self.model.is_valid()
+                                     else "Fix the settings marked in red first")
+        self.preset_combo.setEnabled(idle)
+        paused = state == SessionState.PAUSED
+        self.pause_button.setEnabled(state in (SessionState.TRAINING, SessionState.PAUSED))
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.pause_button.setIcon(self._style.standardIcon(
+            QStyle.StandardPixmap.SP_MediaPlay if paused else QStyle.StandardPixmap.SP_MediaPause))
+        self.pause_button.setToolTip("Continue training" if paused else
+                                     "Hold training after this step; the model stays in memory")
+        stopping = state == SessionState.STOPPING
+        self.stop_button.setEnabled(not idle)
+        self.stop_button.setText("Force stop" if stopping else "Stop")
+        self.stop_button.setToolTip("Stop now, without saving" if stopping else
+                                    "Stop after this step, saving a checkpoint and the outputs")
+
+    def _on_pause_clicked(self) -> None:
+        if self.session.state == SessionState.PAUSED:
+            self.session.resume_training()
+        else:
+            self.session.pause()
+
+    def _on_stop_clicked(self) -> None:
+        if self.session.state == SessionState.STOPPING:
+            self.session.kill()
+        else:
+            self.session.stop(save=True)

@@ -1,0 +1,161 @@
+"""What the hyperparameter form needs to know about each config field, derived from trainer/config.py.
+
+The config declares every field once (type, range, default, description); this module turns a
+pydantic ``FieldInfo`` into a :class:`FieldMeta` — which editor to use, its range, a label and a
+tooltip — so the form never repeats a declaration.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic_core import PydanticUndefined
+
+from trainer.config import Config, Section
+
+INT32_MAX = 2**31 - 1  # QSpinBox holds a C int
+
+SECTION_TITLES = {
+    "model": "Base model", "dataset": "Dataset", "training": "Training", "toy": "Toy network",
+    "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth", "sampling": "Samples",
+    "output": "Output",
+}
+
+# Labels that humanising the field name would get wrong.
+LABELS = {
+    "mode": "What to train", "training.log_every": "Log every", "training.eval_every": "Held-out loss every",
+    "toy.weights_every": "Weights preview every", "toy.step_delay_ms": "Step delay", "toy.samples": "Data points",
+    "toy.holdout_fraction": "Held-out share", "toy.task_seed": "Task seed", "output.runs_dir": "Runs folder",
+    "lora.train_text_encoder": "Train text encoder", "model.path": "Base weights", "dataset.path": "Image folder",
+    "dreambooth.class_dir": "Class images", "sampling.every_n_steps": "Sample every",
+    "output.checkpoint_every": "Checkpoint every", "output.keep_checkpoints": "Keep checkpoints",
+    "dreambooth.num_class_images": "Class image count", "sampling.at_start": "Sample at start",
+}
+
+SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}
+
+MODE_TITLES = {"toy": "Toy network", "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth"}
+MODE_HINTS = {
+    "toy": "The guide's three-layer network learns a synthetic task from scratch. Quick on any CPU.",
+    "frozen": "Start from trained weights and train only the layers you name; the rest stay frozen.",
+    "lora": "Train a small low-rank adapter on top of Stable Diffusion and export it as a LoRA file.",
+    "dreambooth": "Teach Stable Diffusion a new subject from a few photos, named by a rare token.",
+}
+
+EditorKind = Literal["int", "float", "scientific", "choice", "bool", "text", "path", "list_str", "list_int"]
+
+
+@dataclass(frozen=True)
+class FieldMeta:
+    name: str  # dotted: "training.learning_rate", or "mode"
+    kind: EditorKind
+    label: str
+    description: str
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    multiple_of: int | None = None
+    choices: tuple[str, ...] = ()
+    suffix: str = ""
+
+    @property
+    def tooltip(self) -> str:
+        lines = [self.description]
+        if self.range_text:
+            lines.append(f"Range: {self.range_text}")
+        lines.append(f"Default: {format_value(self.default)}")
+        return "\n".join(lines)
+
+    @property
+    def range_text(self) -> str:
+        parts = []
+        if self.minimum is not None:
+            parts.append(f"{'>' if self.min_exclusive else '≥'} {format_value(self.minimum)}")
+        if self.maximum is not None:
+            parts.append(f"{'<' if self.max_exclusive else '≤'} {format_value(self.maximum)}")
+        text = " and ".join(parts)
+        if self.multiple_of:
+            text += f"{', ' if text else ''}a multiple of {self.multiple_of}"
+        return text
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or "(none)"
+    return f'"{value}"' if value else "(empty)"
+
+
+def humanize(name: str) -> str:
+    words = name.replace("_", " ")
+    return words[:1].upper() + words[1:]
+
+
+def section_names() -> list[str]:
+    return [name for name, info in Config.model_fields.items() if _section_type(info.annotation) is not None]
+
+
+def field_names(section: str) -> list[str]:
+    section_type = _section_type(Config.model_fields[section].annotation)
+    assert section_type is not None
+    return [f"{section}.{name}" for name in section_type.model_fields]
+
+
+def all_field_names() -> list[str]:
+    return ["schema_version", "mode"] + [name for section in section_names() for name in field_names(section)]
+
+
+def meta_for(dotted: str) -> FieldMeta:
+    if "." in dotted:
+        section, name = dotted.split(".")
+        section_type = _section_type(Config.model_fields[section].annotation)
+        assert section_type is not None
+        info = section_type.model_fields[name]
+    else:
+        name, info = dotted, Config.model_fields[dotted]
+    default = info.default_factory() if info.default is PydanticUndefined and info.default_factory else info.default
+    bounds: dict[str, Any] = {}
+    for item in info.metadata:
+        for attr in ("ge", "gt", "le", "lt", "multiple_of"):
+            if getattr(item, attr, None) is not None:
+                bounds[attr] = getattr(item, attr)
+    minimum = bounds.get("ge", bounds.get("gt"))
+    maximum = bounds.get("le", bounds.get("lt"))
+    kind, choices = _kind(dotted, info.annotation, info.json_schema_extra, bounds)
+    suffix = SUFFIXES.get(dotted, " steps" if name.endswith("_every") or name.startswith("every_") else "")
+    return FieldMeta(name=dotted, kind=kind, label=LABELS.get(dotted, humanize(name)),
+                     description=info.description or "", default=default, minimum=minimum, maximum=maximum,
+                     min_exclusive="gt" in bounds, max_exclusive="lt" in bounds,
+                     multiple_of=bounds.get("multiple_of"), choices=choices, suffix=suffix)
+
+
+def _kind(dotted: str, annotation: Any, extra: Any, bounds: dict[str, Any]) -> tuple[EditorKind, tuple[str, ...]]:
+    if typing.get_origin(annotation) is Literal:
+        return "choice", tuple(str(arg) for arg in typing.get_args(annotation))
+    if annotation is bool:
+        return "bool", ()
+    if annotation is int:
+        return "int", ()
+    if annotation is float:
+        # Strictly positive quantities that span decades (learning rate, alpha): type 1e-4, don't spin to it.
+        spans_decades = "gt" in bounds and (bounds.get("le", bounds.get("lt")) or float("inf")) > 1
+        return ("scientific" if spans_decades else "float"), ()
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        return ("list_int" if item is int else "list_str"), ()
+    if isinstance(extra, dict) and extra.get("path"):
+        return "path", ()
+    return "text", ()
+
+
+def _section_type(annotation: Any) -> type[Section] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None

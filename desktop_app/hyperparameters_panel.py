@@ -1,0 +1,195 @@
+"""The hyperparameter form, built from the config's own field declarations.
+
+One group per config section, in the config's order; only the sections that matter for the
+chosen mode are shown.  Every editor's tooltip gives the description, range and default; a field
+with a bad value gets a red frame and the config's own message for it, right under the field.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
+
+from desktop_app.config_model import ConfigModel
+from desktop_app.field_editors import FieldEditor, make_editor
+from desktop_app.field_meta import MODE_HINTS, SECTION_TITLES, field_names, meta_for, section_names
+from trainer.config import SECTIONS_BY_MODE, diffusion_only_fields
+
+# Fields edited elsewhere: the dataset folder belongs to the Dataset panel.
+NOT_IN_FORM = {"schema_version", "dataset.path"}
+# The toy network needs neither images nor sample prompts; Stable Diffusion has no toy settings.
+TOY_ONLY, NOT_FOR_TOY = {"toy"}, {"dataset", "sampling"}
+# Diffusion-only knobs, hidden for the toy network (declared per field in trainer/config.py).
+DIFFUSION_ONLY_FIELDS = set(diffusion_only_fields())
+
+
+LABEL_WIDTH_MAX = 150
+
+
+def visible_sections(mode: str, architecture: str) -> tuple[str, ...]:
+    sections = SECTIONS_BY_MODE.get(mode, ())
+    hidden = NOT_FOR_TOY if architecture == "toy" else TOY_ONLY
+    return tuple(section for section in sections if section not in hidden)
+
+
+class FieldRow(QWidget):
+    """An editor with its error message underneath (hidden while the value is fine)."""
+
+    def __init__(self, editor: FieldEditor) -> None:
+        super().__init__()
+        self.editor = editor
+        self.error = QLabel()
+        self.error.setObjectName(f"error:{editor.meta.name}")
+        self.error.setProperty("role", "fieldError")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(editor)
+        layout.addWidget(self.error)
+
+    def show_error(self, message: str | None) -> None:
+        self.editor.set_invalid(bool(message))
+        self.error.setText(message or "")
+        self.error.setVisible(bool(message))
+
+
+class HyperparametersPanel(QWidget):
+    def __init__(self, model: ConfigModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("hyperparametersPanel")
+        self.model = model
+        self.rows: dict[str, FieldRow] = {}
+        self.groups: dict[str, QGroupBox] = {}
+        self.labels: list[QLabel] = []
+
+        title = QLabel("Hyperparameters")
+        title.setProperty("role", "panelTitle")
+        self.locked_note = QLabel("Locked while training: the run uses a copy of these settings.")
+        self.locked_note.setObjectName("settingsLockedNote")
+        self.locked_note.setProperty("role", "subtle")
+        self.locked_note.setWordWrap(True)
+        self.locked_note.hide()
+        self.summary = QLabel()
+        self.summary.setObjectName("configSummary")
+        self.summary.setProperty("role", "errorSummary")
+        self.summary.setWordWrap(True)
+        self.summary.hide()
+
+        self.form = QWidget()
+        form_layout = QVBoxLayout(self.form)
+        form_layout.setContentsMargins(0, 0, 6, 0)
+        form_layout.setSpacing(10)
+        form_layout.addWidget(self.summary)
+        mode_group = QGroupBox("What to train")
+        mode_layout = QVBoxLayout(mode_group)
+        mode_editor = make_editor(meta_for("mode"))
+        mode_editor.set_value(self.model.value("mode"))
+        mode_editor.edited.connect(lambda value: self.model.set_value("mode", value))
+        self.rows["mode"] = FieldRow(mode_editor)
+        self.mode_hint = QLabel()
+        self.mode_hint.setObjectName("modeHint")
+        self.mode_hint.setWordWrap(True)
+        self.mode_hint.setProperty("role", "subtle")
+        mode_layout.addWidget(self.rows["mode"])
+        mode_layout.addWidget(self.mode_hint)
+        form_layout.addWidget(mode_group)
+        for section in section_names():
+            group = QGroupBox(SECTION_TITLES.get(section, section.title()))
+            layout = QFormLayout(group)
+            layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+            layout.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            for name in field_names(section):
+                if name not in NOT_IN_FORM:
+                    self._add_row(layout, name)
+            self.groups[section] = group
+            form_layout.addWidget(group)
+        form_layout.addStretch(1)
+        # One label column for all groups, so the editors line up from group to group; long labels wrap.
+        width = min(LABEL_WIDTH_MAX, max(label.sizeHint().width() for label in self.labels))
+        for label in self.labels:
+            label.setWordWrap(True)
+            label.setFixedWidth(width)
+
+        scroll = QScrollArea()
+        scroll.setWidget(self.form)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 4, 8)
+        layout.addWidget(title)
+        layout.addWidget(self.locked_note)
+        layout.addWidget(scroll, 1)
+
+        model.valueChanged.connect(self._on_value_changed)
+        model.errorsChanged.connect(self._show_errors)
+        self._update_sections()
+        self._show_errors()
+
+    def _add_row(self, layout: QFormLayout, name: str) -> None:
+        meta = meta_for(name)
+        editor = make_editor(meta)
+        editor.set_value(self.model.value(name))
+        editor.edited.connect(lambda value, name=name: self.model.set_value(name, value))
+        row = FieldRow(editor)
+        label = QLabel(meta.label)
+        label.setToolTip(meta.tooltip)
+        label.setBuddy(editor)
+        label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.labels.append(label)
+        layout.addRow(label, row)
+        self.rows[name] = row
+
+    def editor(self, name: str) -> FieldEditor:
+        return self.rows[name].editor
+
+    def set_editable(self, editable: bool) -> None:
+        """Settings are locked while a run uses them (the run has its own snapshot)."""
+        self.form.setEnabled(editable)
+        self.locked_note.setVisible(not editable)
+
+    def _on_value_changed(self, name: str, value: object) -> None:
+        if name in self.rows:
+            self.rows[name].editor.set_value(value)
+        if name in ("mode", "model.architecture"):
+            self._update_sections()
+
+    def _update_sections(self) -> None:
+        self.mode_hint.setText(MODE_HINTS.get(self.model.mode, ""))
+        architecture = str(self.model.value("model.architecture"))
+        shown = visible_sections(self.model.mode, architecture)
+        for section, group in self.groups.items():
+            group.setVisible(section in shown)
+        for name in DIFFUSION_ONLY_FIELDS & self.rows.keys():
+            section_layout = self.groups[name.partition(".")[0]].layout()
+            assert isinstance(section_layout, QFormLayout)
+            section_layout.setRowVisible(self.rows[name], architecture != "toy")
+        self._show_errors()
+
+    def _show_errors(self) -> None:
+        errors = self.model.errors()
+        shown = visible_sections(self.model.mode, str(self.model.value("model.architecture")))
+        marked, elsewhere = [], []
+        for name, row in self.rows.items():
+            row.show_error(errors.get(name))
+        for name, message in errors.items():
+            section = name.partition(".")[0] if "." in name else ""
+            if name not in self.rows or (section and section not in shown):
+                elsewhere.append(f"{name}: {message}" if name else message)
+            else:
+                marked.append(meta_for(name).label)
+        if not errors:
+            self.summary.hide()
+            return
+        count = len(errors)
+        if self.model.is_valid():
+            text = "The trainer refused a setting"
+        else:
+            text = f"{count} setting{'s' if count > 1 else ''} to fix before training can start"
+        text += f": {', '.join(marked)} (marked below)." if marked else "."
+        if elsewhere:
+            text += "\n" + "\n".join(f"• {line}" for line in elsewhere)
+        self.summary.setText(text)
+        self.summary.show()

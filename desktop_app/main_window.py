@@ -1,0 +1,210 @@
+"""The main window: Dataset | Hyperparameters | Live preview, with Start / Pause / Stop above them.
+
+Layout: a horizontal splitter reads left to right the way the work goes — what to learn from
+(dataset, narrow), how to learn (the form, in a scroll area), and what is happening (the live
+preview, the widest, because it is what a person watches while a run goes).  The status bar keeps
+the run's state, step, speed and time left in view whichever panel has the space.
+
+Objects: ``session`` (the trainer process bridge), ``config_model`` (the settings being edited,
+autosaved to the project), ``run_model`` (what the views show about the run).  Widgets only
+subscribe to these models' signals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget
+
+from desktop_app.config_model import ConfigModel
+from desktop_app.controls import ControlBar
+from desktop_app.dataset_panel import DatasetPanel
+from desktop_app.hyperparameters_panel import HyperparametersPanel
+from desktop_app.menus import build_menus
+from desktop_app.paths import list_presets
+from desktop_app.preview_panel import PreviewPanel
+from desktop_app.run_model import Notice, RunModel
+from desktop_app.session import SessionState, TrainingSession
+from desktop_app.status_bar import RunStatusBar
+from trainer.config import Config, ConfigError, resolve_paths
+from trainer.project import Project
+from trainer.runfolder import RunFolder
+
+AskFn = Callable[[QWidget, str, str], bool]
+AUTOSAVE_DELAY_MS = 400
+
+
+def ask_yes_no(parent: QWidget, title: str, question: str) -> bool:
+    answer = QMessageBox.question(parent, title, question, QMessageBox.StandardButton.Yes
+                                  | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, project: Project, presets: list[Path] | None = None, *, ask: AskFn = ask_yes_no,
+                 settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("mainWindow")
+        self.project = project
+        self.ask = ask  # injectable: tests answer the questions
+        self.settings = settings
+        self._closing = False
+
+        self.session = TrainingSession(self)
+        self.config_model = ConfigModel(project.config, self)
+        self.run_model = RunModel(self.session, self)
+
+        self.controls = ControlBar(self.session, self.config_model, list_presets() if presets is None else presets)
+        self.dataset_panel = DatasetPanel(self.config_model)
+        self.hyperparameters_panel = HyperparametersPanel(self.config_model)
+        self.preview_panel = PreviewPanel(self.run_model)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("panelSplitter")
+        self.splitter.setChildrenCollapsible(False)
+        for panel, minimum in ((self.dataset_panel, 200), (self.hyperparameters_panel, 340),
+                               (self.preview_panel, 420)):
+            panel.setMinimumWidth(minimum)
+            self.splitter.addWidget(panel)
+        self.splitter.setSizes([240, 400, 640])
+        self.splitter.setStretchFactor(2, 1)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.controls)
+        layout.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
+        self.status_bar = RunStatusBar(self.run_model)
+        self.setStatusBar(self.status_bar)
+        self.menu_actions = build_menus(self)
+
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.setInterval(AUTOSAVE_DELAY_MS)
+        self._autosave_timer.timeout.connect(self.save_settings)
+        self.config_model.configChanged.connect(lambda _config: self._autosave_timer.start())
+        self.config_model.valueChanged.connect(self._on_value_changed)
+        self.controls.startRequested.connect(self.start_training)
+        self.controls.presetChosen.connect(self._on_preset_chosen)
+        self.session.stateChanged.connect(self._on_state_changed)
+        self.run_model.noticeChanged.connect(self._on_notice)
+        self._show_project()
+        self._restore_layout()
+
+    # ------------------------------------------------------------------ project and settings
+
+    def set_project(self, project: Project) -> None:
+        self.save_settings()
+        self.project = project
+        self.config_model.load(project.config)
+        self.run_model.set_notice(None)
+        self._show_project()
+
+    def _show_project(self) -> None:
+        self.setWindowTitle(f"{self.project.name} — Kamaal")
+        self.status_bar.show_project(self.project.name, self.project.root)
+        self.run_model.plan(int(self.config_model.value("training.steps")))
+        self._show_mode()
+        if self.settings is not None:
+            self.settings.setValue("lastProject", str(self.project.root))
+
+    def _show_mode(self) -> None:
+        self.preview_panel.show_mode(self.config_model.mode, str(self.config_model.value("model.architecture")))
+
+    def save_settings(self) -> None:
+        """Write the edited settings to project.toml now (autosave calls this shortly after each edit)."""
+        self._autosave_timer.stop()
+        config = self.config_model.config
+        if config is None or config == self.project.config:
+            return
+        try:
+            self.project.save(config)
+        except OSError as exc:
+            self.statusBar().showMessage(f"Could not save the settings: {exc}", 10_000)
+
+    def _on_value_changed(self, name: str, value: object) -> None:
+        if name in ("mode", "model.architecture"):
+            self._show_mode()
+        elif name == "training.steps" and isinstance(value, int):
+            self.run_model.plan(value)
+
+    def _on_preset_chosen(self, choice: tuple[str, Config]) -> None:
+        name, config = choice
+        edited = self.controls.current_preset() is None
+        if edited and not self.ask(self, "Use preset?", f"Replace the current settings with the preset “{name}”?"):
+            return
+        self.config_model.load(config)
+        self.statusBar().showMessage(f"Settings from the preset “{name}”", 5000)
+
+    # ------------------------------------------------------------------ running
+
+    def start_training(self) -> None:
+        config = self.config_model.config
+        if config is None or self.session.is_active():
+            return
+        self.save_settings()
+        self.config_model.clear_external_errors()
+        run_dir = self.project.new_run_dir()
+        self.run_model.begin(run_dir, config.training.steps, config.mode)
+        self.session.start(resolve_paths(config, self.project.root), run_dir)
+
+    def resume_run(self, run_dir: Path) -> None:
+        if self.session.is_active():
+            return
+        try:
+            config = RunFolder.open(run_dir).load_config()
+        except ConfigError as exc:
+            self.run_model.set_notice(Notice("error", "Cannot resume this run", str(exc)))
+            return
+        self.run_model.begin(run_dir, config.training.steps, config.mode, resumed=True)
+        self.session.resume(run_dir)
+
+    def _on_state_changed(self, state: str) -> None:
+        idle = not self.session.is_active()
+        self.hyperparameters_panel.set_editable(idle)
+        self.dataset_panel.setEnabled(idle)
+        if state == SessionState.STARTING:
+            self.preview_panel.tabs.setCurrentIndex(0)
+        if self._closing and idle:
+            QTimer.singleShot(0, self.close)
+
+    def _on_notice(self) -> None:
+        notice = self.run_model.notice
+        if notice is not None and notice.field:
+            self.config_model.set_external_error(notice.field, notice.text.partition(": ")[2] or notice.text)
+
+    # ------------------------------------------------------------------ closing
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.session.is_active():
+            if not self._closing:
+                question = ("A training run is in progress.\n\nStop it — saving a checkpoint and the outputs — "
+                            "and close Kamaal?")
+                if not self.ask(self, "Stop training and close?", question):
+                    event.ignore()
+                    return
+                self._closing = True
+                self.session.stop(save=True)
+                self.statusBar().showMessage("Stopping the trainer and saving before closing…")
+            event.ignore()  # closes again once the trainer has exited (see _on_state_changed)
+            return
+        self.save_settings()
+        if self.settings is not None:
+            self.settings.setValue("window/geometry", self.saveGeometry())
+            self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.session.close()
+        event.accept()
+
+    def _restore_layout(self) -> None:
+        self.resize(1280, 800)
+        if self.settings is None:
+            return
+        geometry = self.settings.value("window/geometry")
+        splitter = self.settings.value("window/splitter")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if splitter is not None:
+            self.splitter.restoreState(splitter)

@@ -1,0 +1,77 @@
+"""Where things live: the bundled presets, the user's data folder, the demo project; and whether there is a display.
+
+Light on purpose (no Qt at module level): the launcher uses it before deciding whether to start Qt.
+``KAMAAL_DATA_DIR`` overrides the data folder (tests point it at a temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+APP_NAME = "Kamaal"
+DATA_DIR_ENV = "KAMAAL_DATA_DIR"
+
+
+def resources_dir() -> Path:
+    bundle = getattr(sys, "_MEIPASS", None)  # inside a PyInstaller bundle
+    base = Path(bundle) if bundle else Path(__file__).resolve().parent.parent
+    return base / "resources"
+
+
+def presets_dir() -> Path:
+    return resources_dir() / "presets"
+
+
+DEMO_PRESET = "toy"
+
+
+def list_presets() -> list[Path]:
+    """Every bundled preset: the toy ones first (where a newcomer starts), then by name."""
+    return sorted(presets_dir().glob("*.toml"), key=lambda path: (not path.stem.startswith(DEMO_PRESET), path.stem))
+
+
+def preset_path(name: str) -> Path:
+    """The preset called ``name`` (with or without .toml); a clear error names the ones there are."""
+    path = presets_dir() / (name if name.endswith(".toml") else f"{name}.toml")
+    if not path.is_file():
+        known = ", ".join(p.stem for p in list_presets()) or "none"
+        raise FileNotFoundError(f"no preset called {name!r} (available: {known})")
+    return path
+
+
+def preset_summary(path: Path) -> str:
+    """The leading comment block of a preset file, as one paragraph (shown as the chooser's tooltip)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
+
+
+def data_dir() -> Path:
+    """The user's data folder (projects, settings): QStandardPaths' AppDataLocation, or $KAMAAL_DATA_DIR."""
+    override = os.environ.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    from PySide6.QtCore import QCoreApplication, QStandardPaths  # QtCore only: no GUI, no display needed
+
+    QCoreApplication.setApplicationName(APP_NAME)  # names the folder: ~/.local/share/Kamaal, %APPDATA%\Kamaal, …
+    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
+
+
+def demo_project_dir() -> Path:
+    return data_dir() / "projects" / "demo"
+
+
+def settings_path() -> Path:
+    return data_dir() / "settings.ini"
+
+
+def has_display() -> bool:
+    """False on a Linux machine with no X11/Wayland display and no QT_QPA_PLATFORM chosen (e.g. over SSH)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))

@@ -1,0 +1,198 @@
+"""What the window shows about the current run, kept in one place: status, loss curves, weights, notice.
+
+The session re-emits the trainer's events one by one; this model folds them into state the views
+draw from (the loss history, the latest weights, the step and speed for the status bar, and a
+notice when a run ends or fails) and tells them once per batch of events that something changed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from desktop_app.session import SessionState, TrainingSession
+from trainer.protocol import CheckpointSaved, Failed, Finished, LayerWeights, Log, Progress, Started
+from trainer.runfolder import RunFolder
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message about the run for the banner: level "error", "warning" or "info"."""
+
+    level: str
+    title: str
+    text: str
+    details: str = ""
+    run_dir: str = ""
+    field: str = ""  # the config field a refusal names, if any
+
+
+class Series:
+    """A growing (step, value) series in numpy buffers: appending is amortised O(1), reading is a view."""
+
+    def __init__(self) -> None:
+        self._x = np.empty(1024, dtype=np.float64)
+        self._y = np.empty(1024, dtype=np.float64)
+        self._n = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self._n == len(self._x):
+            self._x = np.concatenate([self._x, np.empty_like(self._x)])
+            self._y = np.concatenate([self._y, np.empty_like(self._y)])
+        self._x[self._n], self._y[self._n] = x, y
+        self._n += 1
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[:self._n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[:self._n]
+
+    def __len__(self) -> int:
+        return self._n
+
+
+class Curves:
+    """Training loss and held-out loss against step (non-finite values are left out)."""
+
+    def __init__(self) -> None:
+        self.train = Series()
+        self.heldout = Series()
+
+    def add(self, step: int, loss: float, heldout: float | None) -> None:
+        if math.isfinite(loss):
+            self.train.append(step, loss)
+        if heldout is not None and math.isfinite(heldout):
+            self.heldout.append(step, heldout)
+
+    @property
+    def steps(self) -> list[int]:
+        return [int(step) for step in self.train.x]
+
+
+FAILURE_TITLES = {"input": "The trainer refused these settings", "crash": "The trainer stopped unexpectedly",
+                  "error": "Training failed"}
+
+
+class RunModel(QObject):
+    statusChanged = Signal()
+    curvesChanged = Signal()
+    weightsChanged = Signal(object)  # LayerWeights
+    noticeChanged = Signal()
+    logAdded = Signal(str)  # one line for the log view
+
+    def __init__(self, session: TrainingSession, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.state = session.state
+        self.step = 0
+        self.total_steps = 0
+        self.it_per_s = 0.0
+        self.eta_s = math.nan
+        self.memory_bytes = 0
+        self.memory_kind = ""
+        self.mode = ""
+        self.has_started = False  # the trainer said Started for the current run
+        self.run_dir: Path | None = None
+        self.curves = Curves()
+        self.layers: LayerWeights | None = None
+        self.notice: Notice | None = None
+        self._curves_dirty = False
+        session.stateChanged.connect(self._on_state)
+        session.started.connect(self._on_started)
+        session.progress.connect(self._on_progress)
+        session.weights.connect(self._on_weights)
+        session.checkpointSaved.connect(self._on_checkpoint)
+        session.log.connect(self._on_log)
+        session.failed.connect(self._on_failed)
+        session.finished.connect(self._on_finished)
+        session.eventsDrained.connect(self._flush)
+
+    def begin(self, run_dir: Path, total_steps: int, mode: str, *, resumed: bool = False) -> None:
+        """A new run is about to start: clear the last one (a resumed run shows its history so far)."""
+        self.run_dir, self.total_steps, self.mode = Path(run_dir), total_steps, mode
+        self.step, self.it_per_s, self.eta_s = 0, 0.0, math.nan
+        self.has_started = False
+        self.curves = Curves()
+        self.layers = None
+        if resumed:
+            for row in RunFolder(Path(run_dir)).read_metrics():
+                step, loss, heldout = row.get("step"), row.get("loss"), row.get("heldout_loss")
+                if isinstance(step, int) and isinstance(loss, int | float):
+                    self.curves.add(step, float(loss), heldout if isinstance(heldout, int | float) else None)
+            self.step = int(self.curves.train.x[-1]) if len(self.curves.train) else 0
+        self.set_notice(None)
+        self.curvesChanged.emit()
+        self.weightsChanged.emit(None)
+        self.statusChanged.emit()
+
+    def plan(self, total_steps: int) -> None:
+        """Before any run: how long the next one will be (the empty loss plot spans it)."""
+        if self.state == SessionState.IDLE and total_steps != self.total_steps:
+            self.total_steps = total_steps
+            self.statusChanged.emit()
+
+    def set_notice(self, notice: Notice | None) -> None:
+        self.notice = notice
+        self.noticeChanged.emit()
+
+    # ------------------------------------------------------------------ session events
+
+    def _on_state(self, state: str) -> None:
+        self.state = SessionState(state)
+        self.statusChanged.emit()
+
+    def _on_started(self, event: Started) -> None:
+        self.run_dir, self.mode, self.has_started = Path(event.run_dir), event.mode, True
+        self.step, self.total_steps = event.start_step, event.total_steps
+        self.logAdded.emit(f"Training started on {event.device} (process {event.pid}) in {event.run_dir}")
+        self.statusChanged.emit()
+
+    def _on_progress(self, event: Progress) -> None:
+        self.step, self.total_steps = event.step, event.total_steps
+        self.it_per_s, self.eta_s = event.it_per_s, event.eta_s
+        self.memory_bytes, self.memory_kind = event.memory_bytes, event.memory_kind
+        self.curves.add(event.step, event.loss, event.heldout_loss)
+        self._curves_dirty = True
+
+    def _on_weights(self, event: LayerWeights) -> None:
+        self.layers = event
+        self.weightsChanged.emit(event)
+
+    def _on_checkpoint(self, event: CheckpointSaved) -> None:
+        self.logAdded.emit(f"Checkpoint saved at step {event.step:,}: {event.path}")
+
+    def _on_log(self, event: Log) -> None:
+        self.logAdded.emit(f"[{event.level}] {event.message}")
+
+    def _flush(self) -> None:
+        """Once per drained batch: views repaint once, however many events arrived."""
+        if self._curves_dirty:
+            self._curves_dirty = False
+            self.curvesChanged.emit()
+        self.statusChanged.emit()
+
+    def _on_failed(self, event: Failed) -> None:
+        self._flush()
+        field_name, sep, _ = event.message.partition(": ")
+        named = field_name if event.kind == "input" and sep and " " not in field_name and "." in field_name else ""
+        self.set_notice(Notice("error", FAILURE_TITLES.get(event.kind, "Training failed"), event.message,
+                               details=event.traceback, run_dir=str(self.run_dir or ""), field=named))
+        self.logAdded.emit(f"[error] {event.message}")
+
+    def _on_finished(self, event: Finished) -> None:
+        self._flush()
+        self.step = event.step
+        title = (f"Stopped at step {event.step:,}" if event.stopped else f"Finished: {event.step:,} steps")
+        if event.outputs:
+            text = "Saved " + ", ".join(Path(path).name for path in event.outputs) + " in the run folder."
+        else:
+            text = "Stopped without saving." if event.stopped else "Done."
+        self.set_notice(Notice("info", title, text, run_dir=event.run_dir))
+        self.statusChanged.emit()

@@ -1,0 +1,300 @@
+"""The session bridge: the one object in the GUI that talks to the trainer process.
+
+Threads and processes:
+  * GUI thread: every method and slot of :class:`TrainingSession`, including the drain timer's
+    ``_tick``.  Nothing here blocks for long; ``shutdown`` is the one deliberate, bounded wait.
+  * Trainer process (spawn): ``trainer.process.child_main`` → ``trainer.worker.run_worker``.
+  * multiprocessing's queue feeder threads (one per queue that has been written to) move pickled
+    messages through the pipes; they never touch Qt objects.
+
+Widgets never see the queues: they connect to the typed signals below, which are always emitted
+on the GUI thread.  An exit of the child without ``Finished`` or ``Failed`` (SIGKILL, a crash,
+out of memory) becomes a ``failed`` signal with ``kind == "crash"`` within one drain interval.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from trainer.config import Config, ConfigError
+from trainer.process import TrainerProcess, describe_exit
+from trainer.protocol import (
+    CheckpointSaved,
+    Event,
+    Failed,
+    Finished,
+    LayerWeights,
+    Log,
+    Pause,
+    Paused,
+    Progress,
+    Resume,
+    Resumed,
+    Sample,
+    SampleNow,
+    SaveNow,
+    Started,
+    Stop,
+)
+from trainer.runfolder import RunFolder
+
+
+class SessionState(StrEnum):
+    IDLE = "idle"
+    STARTING = "starting"
+    TRAINING = "training"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+ACTIVE_STATES = frozenset({SessionState.STARTING, SessionState.TRAINING, SessionState.PAUSED, SessionState.STOPPING})
+
+
+class TrainingSession(QObject):
+    """Starts, steers and watches one trainer process at a time; re-emits its events as Qt signals."""
+
+    started = Signal(object)  # Started
+    progress = Signal(object)  # Progress
+    weights = Signal(object)  # LayerWeights
+    sample = Signal(object)  # Sample
+    checkpointSaved = Signal(object)  # CheckpointSaved
+    paused = Signal(object)  # Paused
+    resumed = Signal(object)  # Resumed
+    log = Signal(object)  # Log
+    failed = Signal(object)  # Failed; kind is "input", "error", or "crash" for an unexpected exit
+    finished = Signal(object)  # Finished
+    stateChanged = Signal(str)  # a SessionState value
+    eventsDrained = Signal()  # after each timer tick that delivered events (lets views repaint once per batch)
+
+    POLL_INTERVAL_MS = 50
+
+    def __init__(self, parent: QObject | None = None, *, stop_timeout_s: float = 120.0) -> None:
+        super().__init__(parent)
+        self.stop_timeout_s = stop_timeout_s  # silence after Stop before the child is killed
+        self._process: TrainerProcess | None = None
+        self._state = SessionState.IDLE
+        self._run_dir: Path | None = None
+        self._outcome_reported = False
+        self._stop_deadline: float | None = None
+        self._forced = False
+        self._timer = QTimer(self)
+        self._timer.setInterval(self.POLL_INTERVAL_MS)
+        self._timer.timeout.connect(self._tick)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self._run_dir
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_active(self) -> bool:
+        return self._state in ACTIVE_STATES
+
+    def _set_state(self, state: SessionState) -> None:
+        if state != self._state:
+            self._state = state
+            self.stateChanged.emit(state.value)
+
+    # ------------------------------------------------------------------ starting
+
+    def start(self, config: Config, run_dir: Path) -> bool:
+        """Snapshot ``config`` into a new run folder, then start the trainer on it.  False if it could not start."""
+        self._require_inactive()
+        try:
+            run = RunFolder.create(config, run_dir)
+        except (ConfigError, OSError) as exc:
+            return self._refuse(Path(run_dir), f"Cannot create the run folder: {exc}")
+        return self._launch(run.root, resume=False)
+
+    def resume(self, run_dir: Path) -> bool:
+        """Continue the run in ``run_dir`` from its last checkpoint."""
+        self._require_inactive()
+        try:
+            run = RunFolder.open(run_dir)
+        except (ConfigError, OSError) as exc:
+            return self._refuse(Path(run_dir), str(exc))
+        return self._launch(run.root, resume=True)
+
+    def _require_inactive(self) -> None:
+        if self.is_active():
+            raise RuntimeError(f"a run is already {self._state.value}")
+        self._release()
+
+    def _launch(self, run_dir: Path, *, resume: bool) -> bool:
+        self._run_dir = run_dir
+        self._outcome_reported = False
+        self._stop_deadline = None
+        self._forced = False
+        self._process = TrainerProcess(run_dir, resume=resume)
+        try:
+            self._process.start()
+        except OSError as exc:
+            self._release()
+            return self._refuse(run_dir, f"Cannot start the trainer process: {exc}")
+        self._set_state(SessionState.STARTING)
+        self._timer.start()
+        return True
+
+    def _refuse(self, run_dir: Path, message: str) -> bool:
+        self._run_dir = run_dir
+        self._outcome_reported = True
+        self._set_state(SessionState.FAILED)
+        self.failed.emit(Failed("input", message))
+        return False
+
+    # ------------------------------------------------------------------ commands
+
+    def pause(self) -> None:
+        if self._state == SessionState.TRAINING and self._process is not None:
+            self._process.send(Pause())
+
+    def resume_training(self) -> None:
+        if self._state == SessionState.PAUSED and self._process is not None:
+            self._process.send(Resume())
+
+    def sample_now(self) -> None:
+        if self._state in (SessionState.TRAINING, SessionState.PAUSED) and self._process is not None:
+            self._process.send(SampleNow())
+
+    def save_now(self) -> None:
+        if self._state in (SessionState.TRAINING, SessionState.PAUSED) and self._process is not None:
+            self._process.send(SaveNow())
+
+    def stop(self, save: bool = True) -> None:
+        """Ask the trainer to stop at the next step boundary (saving a checkpoint and the outputs first)."""
+        if self._state in (SessionState.STARTING, SessionState.TRAINING, SessionState.PAUSED) and self._process:
+            self._process.send(Stop(save=save))
+            self._stop_deadline = time.monotonic() + self.stop_timeout_s
+            self._set_state(SessionState.STOPPING)
+
+    def kill(self) -> None:
+        """Stop the trainer at once, without saving (for a stop that takes too long)."""
+        if self._process is not None and self._process.is_alive():
+            self._forced = True
+            self._process.kill()
+            self._tick()
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Blocking: stop a running trainer with a save and wait for it to exit; kill it after ``timeout_s``."""
+        if self._process is None:
+            return
+        if self._state in (SessionState.STARTING, SessionState.TRAINING, SessionState.PAUSED):
+            self.stop(save=True)
+        deadline = time.monotonic() + timeout_s
+        while self._process is not None and self._process.is_alive() and time.monotonic() < deadline:
+            self._drain()  # keep the pipe empty, or the child blocks flushing its last events
+            self._process.join(0.05)
+        if self._process is not None and self._process.is_alive():
+            self._forced = True
+            self._process.kill()
+        self._tick()
+
+    def close(self) -> None:
+        """Release everything now (kills a child that still runs).  For teardown; prefer ``shutdown``."""
+        self._timer.stop()
+        self._release()
+
+    # ------------------------------------------------------------------ watching
+
+    def _tick(self) -> None:
+        process = self._process
+        if process is None:
+            self._timer.stop()
+            return
+        alive = process.is_alive()  # asked before draining: a dead child's events are all in the pipe by now
+        self._drain()
+        if alive:
+            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                self._forced = True
+                process.kill()
+            return
+        while self._drain():
+            pass
+        if not self._outcome_reported:
+            self._report_unexpected_exit(process.exitcode)
+        self._release()
+        self._timer.stop()
+
+    def _drain(self) -> bool:
+        if self._process is None:
+            return False
+        events = self._process.poll_events()
+        for event in events:
+            self._dispatch(event)
+        if events:
+            self.eventsDrained.emit()
+        return bool(events)
+
+    def _dispatch(self, event: Event) -> None:
+        stopping = self._state == SessionState.STOPPING
+        if isinstance(event, Progress):
+            self.progress.emit(event)
+        elif isinstance(event, LayerWeights):
+            self.weights.emit(event)
+        elif isinstance(event, Log):
+            self.log.emit(event)
+        elif isinstance(event, Sample):
+            self.sample.emit(event)
+        elif isinstance(event, CheckpointSaved):
+            self.checkpointSaved.emit(event)
+        elif isinstance(event, Started):
+            if not stopping:
+                self._set_state(SessionState.TRAINING)
+            self.started.emit(event)
+        elif isinstance(event, Paused):
+            if not stopping:
+                self._set_state(SessionState.PAUSED)
+            self.paused.emit(event)
+        elif isinstance(event, Resumed):
+            if not stopping:
+                self._set_state(SessionState.TRAINING)
+            self.resumed.emit(event)
+        elif isinstance(event, Finished):
+            self._outcome_reported = True
+            self._set_state(SessionState.FINISHED)
+            self.finished.emit(event)
+        elif isinstance(event, Failed):
+            self._outcome_reported = True
+            self._set_state(SessionState.FAILED)
+            self.failed.emit(event)
+
+    def _report_unexpected_exit(self, code: int | None) -> None:
+        how = describe_exit(code)
+        if self._forced:
+            message = f"The trainer was stopped by force ({how}) and could not save."
+        else:
+            message = f"The trainer process stopped unexpectedly ({how})."
+            if code is not None and code < 0:
+                message += " It was killed from outside the app, or the system ran out of memory."
+        message += (" Checkpoints saved before this are kept in the run folder; "
+                    "Run ▸ Resume a run… continues from the last one.")
+        self._outcome_reported = True
+        self._set_state(SessionState.FAILED)
+        self.failed.emit(Failed("crash", message))
+
+    def _release(self) -> None:
+        """Let go of the finished child: wait briefly for a clean exit, then close its queues."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        deadline = time.monotonic() + 5.0
+        while process.is_alive() and time.monotonic() < deadline:
+            for event in process.poll_events():
+                if isinstance(event, Log):
+                    self.log.emit(event)
+            process.join(0.05)
+        process.close()

@@ -1,0 +1,68 @@
+"""Render the README screenshots: the main window idle, and mid-run with curves and heatmaps.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_screenshots.py [OUT_DIR] [PRESET]
+
+Runs the real trainer on the toy preset in a throwaway data folder (nothing touches your own
+projects) and grabs the window at 1280×800 once the run has gone far enough to be interesting.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+    preset = sys.argv[2] if len(sys.argv) > 2 else "toy"
+    with tempfile.TemporaryDirectory(prefix="kamaal-shots-") as data_dir:
+        os.environ["KAMAAL_DATA_DIR"] = data_dir
+        return render(out_dir, preset)
+
+
+def render(out_dir: Path, preset: str) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from desktop_app.main_window import MainWindow
+    from desktop_app.paths import demo_project_dir, preset_path
+    from desktop_app.session import SessionState
+    from desktop_app.style import apply_style
+    from trainer.project import Project
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    apply_style(app)
+    window = MainWindow(Project.open_or_create(demo_project_dir(), preset_path(preset)))
+    window.resize(1280, 800)
+    window.show()
+
+    def settle(seconds: float, until: object = None) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (callable(until) and until()):
+            app.processEvents()
+            time.sleep(0.01)
+
+    settle(0.3)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    window.grab().save(str(out_dir / "main-idle.png"))
+    window.start_training()
+    total = window.run_model.total_steps
+    settle(120, until=lambda: window.run_model.step >= total * 0.45 and window.run_model.layers is not None
+           and window.run_model.layers.step >= total * 0.4)
+    settle(0.2)
+    window.grab().save(str(out_dir / "main-training.png"))
+    window.session.shutdown()  # stop with a save, and wait for the trainer to exit
+    settle(0.2, until=lambda: window.session.state in (SessionState.FINISHED, SessionState.FAILED))
+    window.close()
+    print(f"screenshots in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The hyperparameter form: built from the config's declarations, validated inline, autosaved."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from desktop_app.config_model import ConfigModel
+from desktop_app.field_meta import meta_for
+from desktop_app.hyperparameters_panel import HyperparametersPanel
+from trainer.config import Config, load_config
+from trainer.project import Project
+
+
+def type_into(qtbot, line_edit, text: str) -> None:
+    line_edit.selectAll()
+    qtbot.keyClicks(line_edit, text)
+
+
+def test_invalid_values_are_marked_and_block_start(qtbot, make_window):
+    window = make_window()
+    panel, start = window.hyperparameters_panel, window.controls.start_button
+    assert start.isEnabled()
+
+    learning_rate = panel.editor("training.learning_rate").line
+    type_into(qtbot, learning_rate, "abc")
+    error = panel.rows["training.learning_rate"].error
+    assert not error.isHidden() and "must be a number" in error.text()
+    assert learning_rate.property("invalid") is True
+    assert not start.isEnabled() and not window.menu_actions["start"].isEnabled()
+    assert not panel.summary.isHidden() and "1 setting to fix" in panel.summary.text()
+
+    type_into(qtbot, learning_rate, "0")  # the config says > 0
+    assert "must be > 0" in error.text()
+    type_into(qtbot, learning_rate, "3e-4")
+    assert error.isHidden() and start.isEnabled() and panel.summary.isHidden()
+    assert window.config_model.config.training.learning_rate == 3e-4
+
+    run_name = panel.editor("output.run_name").line
+    type_into(qtbot, run_name, "my run!")
+    assert "not allowed" in panel.rows["output.run_name"].error.text()
+    assert not start.isEnabled()
+    type_into(qtbot, run_name, "my-run")
+    assert start.isEnabled()
+
+    # A problem that spans two fields is shown on the field it names.
+    panel.editor("training.warmup_steps").spin.setValue(5000)
+    assert "must be ≤ training.steps" in panel.rows["training.warmup_steps"].error.text()
+    assert not start.isEnabled()
+    panel.editor("training.steps").spin.setValue(6000)
+    assert start.isEnabled()
+
+
+def test_edits_autosave_to_the_project(qtbot, make_window):
+    window = make_window()
+    window.hyperparameters_panel.editor("training.batch_size").spin.setValue(7)
+    qtbot.waitUntil(lambda: load_config(window.project.config_path).training.batch_size == 7, timeout=3000)
+    assert Project.open(window.project.root).config.training.batch_size == 7
+    # An invalid edit is never written: project.toml always holds a config that loads.
+    type_into(qtbot, window.hyperparameters_panel.editor("training.learning_rate").line, "x")
+    window.save_settings()
+    assert load_config(window.project.config_path).training.learning_rate == 0.01
+
+
+def test_form_comes_from_the_config_declarations(qtbot):
+    model = ConfigModel(Config())
+    panel = HyperparametersPanel(model)
+    qtbot.addWidget(panel)
+    steps = panel.editor("training.steps")
+    assert steps.spin.minimum() == 1 and steps.spin.maximum() == 10_000_000
+    assert "Number of optimizer steps" in steps.toolTip() and "Default: 1,000" in steps.toolTip()
+    assert "Range: ≥ 1 and ≤ 10,000,000" in steps.toolTip()
+    scheduler = panel.editor("training.scheduler").combo
+    assert [scheduler.itemData(i) for i in range(scheduler.count())] == ["constant", "linear", "cosine"]
+    assert type(panel.editor("lora.train_text_encoder")).__name__ == "BoolEditor"
+    assert meta_for("training.learning_rate").kind == "scientific"
+    assert panel.editor("dataset.resolution").spin.singleStep() == 8  # multiple_of
+
+    def shown() -> set[str]:
+        return {name for name, group in panel.groups.items() if not group.isHidden()}
+
+    assert shown() == {"training", "toy", "output"}  # SECTIONS_BY_MODE["toy"]
+    mode = panel.editor("mode").combo
+    mode.setCurrentIndex(mode.findData("lora"))
+    assert model.mode == "lora"
+    assert "mode" in model.errors()  # lora does not work with the toy architecture
+    architecture = panel.editor("model.architecture").combo
+    architecture.setCurrentIndex(architecture.findData("sd15"))
+    assert shown() == {"model", "dataset", "training", "lora", "sampling", "output"}
+    assert "mode" not in model.errors()
+
+
+def test_preset_chooser_lists_presets_and_applies_one(qtbot, make_window, answers):
+    assert make_window().controls.current_preset() == "toy"  # a project made from a preset shows it
+    window = make_window(["training.steps=123"])
+    combo = window.controls.preset_combo
+    names = [combo.itemData(i) for i in range(combo.count())]
+    assert {"toy", "toy-frozen"} <= set(names)
+    assert window.controls.current_preset() is None  # edited: "Custom settings"
+    assert window.controls.preset_combo.currentText() == "Custom settings"
+
+    answers.reply = True
+    combo.activated.emit(combo.findData("toy-frozen"))
+    assert len(answers.questions) == 1  # edited settings are only replaced after asking
+    assert window.config_model.mode == "frozen"
+    assert window.controls.current_preset() == "toy-frozen"
+    assert not window.hyperparameters_panel.groups["frozen"].isHidden()
+
+    combo.activated.emit(combo.findData("toy"))  # settings equal to a preset are replaced without asking
+    assert len(answers.questions) == 1
+    assert window.config_model.mode == "toy" and window.controls.current_preset() == "toy"
+
+
+def test_wheel_does_not_change_an_unfocused_spin_box(qtbot):
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    model = ConfigModel(Config())
+    panel = HyperparametersPanel(model)
+    qtbot.addWidget(panel)
+    spin = panel.editor("training.batch_size").spin
+    event = QWheelEvent(QPointF(5, 5), QPointF(5, 5), QPoint(0, 0), QPoint(0, 120), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(spin, event)
+    assert model.value("training.batch_size") == 1
