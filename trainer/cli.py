@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from trainer.config import ConfigError, load_config
+from trainer.config import load_config
+from trainer.errors import BAD_INPUT_ERRORS
 from trainer.protocol import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
@@ -152,6 +153,36 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_blocks(args: argparse.Namespace) -> int:
+    import json
+
+    from trainer.freezing import apply_trainable_patterns, block_tree
+    from trainer.models import load_model
+
+    pipe = load_model(Path(args.model)).pipeline
+    report = {}
+    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        modules["text_encoder_2"] = pipe.text_encoder_2
+    for name, module in modules.items():
+        if name == "unet" and args.trainable:
+            apply_trainable_patterns(module, args.trainable)
+        else:
+            module.requires_grad_(False)
+        report[name] = [{"block": block, "parameters": total, "trainable": trainable}
+                        for block, (total, trainable) in block_tree(module, args.depth).items()]
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for name, rows in report.items():
+        print(f"{name}:")
+        for row in rows:
+            indent = "  " * row["block"].count(".")
+            trained = f"  (trainable {row['trainable']:,})" if row["trainable"] else ""
+            print(f"  {indent}{row['block']:<{40 - len(indent)}} {row['parameters']:>14,}{trained}")
+    return 0
+
+
 def cmd_dataset(args: argparse.Namespace) -> int:
     from trainer.dataset.cli import dataset_main
 
@@ -188,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     tiny.set_defaults(handler=cmd_tiny_model)
 
+    blocks = commands.add_parser("blocks", help="list a model's blocks with parameter counts (for frozen mode)",
+                                 description="List the UNet and text-encoder blocks of a model with their parameter "
+                                             "counts; with --trainable, also how many parameters frozen-layer "
+                                             "training would train in each block.")
+    blocks.add_argument("model", metavar="MODEL", help="a diffusers folder or a single-file checkpoint")
+    blocks.add_argument("--depth", type=int, default=2, help="how many name levels deep to list (default: 2)")
+    blocks.add_argument("--trainable", metavar="PATTERN", action="append",
+                        help="a block name or glob that frozen.trainable would hold (repeatable)")
+    blocks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    blocks.set_defaults(handler=cmd_blocks)
+
     dataset = commands.add_parser("dataset", help="dataset tools: 'dataset check DIR [--json]'", add_help=False)
     dataset.add_argument("dataset_args", nargs=argparse.REMAINDER, help="arguments of the dataset tool")
     dataset.set_defaults(handler=cmd_dataset)
@@ -198,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except ConfigError as exc:
+    except BAD_INPUT_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:

@@ -47,12 +47,12 @@ def shapes_dataset(tmp_path_factory) -> Path:
     return draw_shapes(tmp_path_factory.mktemp("data") / "shapes", 6)
 
 
-def diffusion_config(model_dir: Path, dataset: Path, arch: str = "sd15", **sections: Any) -> Config:
+def diffusion_config(model_dir: Path, dataset_dir: Path, arch: str = "sd15", **sections: Any) -> Config:
     """A quick LoRA config on a tiny model; keyword arguments update tables or set top-level keys."""
     data: dict[str, Any] = {
         "mode": "lora",
         "model": {"architecture": arch, "path": str(model_dir)},
-        "dataset": {"path": str(dataset), "resolution": 64, "min_bucket_side": 64, "max_bucket_side": 128},
+        "dataset": {"path": str(dataset_dir), "resolution": 64, "min_bucket_side": 64, "max_bucket_side": 128},
         "training": {"steps": 30, "batch_size": 2, "learning_rate": 3e-3, "eval_every": 10, "log_every": 1,
                      "seed": 1},
         "lora": {"rank": 4, "alpha": 8.0},

@@ -106,3 +106,45 @@ def test_a_dataset_with_no_usable_image_is_refused(tmp_path, tiny_sd15):
     (tmp_path / "data" / "a.png").write_text("nope", encoding="utf-8")
     code, rec = run_in_process(diffusion_config(tiny_sd15, tmp_path / "data"), tmp_path / "run")
     assert code == EXIT_BAD_INPUT and "dataset.path" in rec.of(Failed)[0].message
+
+
+def test_disk_latent_cache_encodes_once_and_matches_memory_cache(tmp_path, tiny_sd15, shapes_dataset, monkeypatch):
+    from trainer.jobs.diffusion import DiffusionJob
+
+    encoded: list[str] = []
+    original = DiffusionJob._encode_image
+
+    def counting(self, example):
+        encoded.append(example.image.name)
+        return original(self, example)
+
+    monkeypatch.setattr(DiffusionJob, "_encode_image", counting)
+    results = {}
+    for where in ("memory", "disk"):
+        encoded.clear()
+        config = diffusion_config(tiny_sd15, shapes_dataset, dataset={"cache_latents": where},
+                                  training={"steps": 8, "eval_every": 8})
+        code, rec = run_in_process(config, tmp_path / where)
+        assert code == EXIT_OK, rec.of(Failed)
+        assert sorted(encoded) == sorted(set(encoded)) and len(encoded) == 6  # each image encoded once
+        results[where] = load_file(rec.of(Finished)[0].outputs[0])
+    assert len(list((tmp_path / "disk" / "cache" / "latents").glob("*.safetensors"))) == 6
+    assert all(torch.equal(results["memory"][k], results["disk"][k]) for k in results["memory"])
+
+
+def test_blocks_report_counts_parameters_and_trainable_ones(tiny_sd15, capsys):
+    import json
+
+    from trainer.cli import main
+
+    assert main(["blocks", str(tiny_sd15), "--json", "--trainable", "up_blocks.1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    unet = {row["block"]: row for row in report["unet"]}
+    from diffusers import UNet2DConditionModel
+
+    model = UNet2DConditionModel.from_pretrained(tiny_sd15 / "unet")
+    expected = sum(p.numel() for n, p in model.named_parameters() if n.startswith("up_blocks.1."))
+    assert unet["up_blocks.1"]["parameters"] == unet["up_blocks.1"]["trainable"] == expected
+    assert unet["down_blocks"]["trainable"] == 0
+    assert sum(row["parameters"] for row in report["unet"] if "." not in row["block"]) == model.num_parameters()
+    assert report["text_encoder"] and all(row["trainable"] == 0 for row in report["text_encoder"])

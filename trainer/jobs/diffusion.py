@@ -149,6 +149,7 @@ class DiffusionJob(TrainingJob):
         self.pixel_generator = torch.Generator().manual_seed(cfg.training.seed + 3)
         cache_ok = d.crop == "center" and not d.flip
         self.cache_latents = d.cache_latents in ("memory", "disk") or (d.cache_latents == "auto" and cache_ok)
+        self.latents_on_disk = d.cache_latents == "disk"  # frees memory for big datasets; survives resume
         if self.cache_latents and not cache_ok:
             self.log.warning("dataset.cache_latents is on with random crop or flip: every epoch sees the same crop")
         self.cache_text = d.cache_text == "on" or (d.cache_text == "auto" and not self.trains_text)
@@ -159,7 +160,8 @@ class DiffusionJob(TrainingJob):
         self.log.info("%d training images in %d bucket(s)%s; latent cache %s, caption cache %s", len(self.examples),
                       len({e.bucket for e in self.examples}),
                       f", {len(self.class_examples)} class images" if self.prior else "",
-                      "on" if self.cache_latents else "off", "on" if self.cache_text else "off")
+                      "on disk" if self.latents_on_disk else "in memory" if self.cache_latents else "off",
+                      "on" if self.cache_text else "off")
 
     @torch.no_grad()
     def _encode_image(self, example: ds.Example) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -173,15 +175,45 @@ class DiffusionJob(TrainingJob):
         out, crops = [], []
         for index in indices:
             key = (is_class, index)
-            if self.cache_latents and key in self._latents:
+            if key in self._latents:
                 latent, crop = self._latents[key]
+            elif self.latents_on_disk and (cached := self._disk_latent(examples[index])) is not None:
+                latent, crop = cached
             else:
                 latent, crop = self._encode_image(examples[index])
-                if self.cache_latents:
+                if self.latents_on_disk:
+                    self._store_disk_latent(examples[index], latent, crop)
+                elif self.cache_latents:
                     self._latents[key] = (latent.cpu(), crop)
             out.append(latent.to(self.device))
             crops.append(crop)
         return torch.stack(out), crops
+
+    def _disk_latent_path(self, example: ds.Example) -> Path:
+        """One file per (image file version, bucket): an edited or replaced image gets a new entry."""
+        import hashlib
+
+        stat = example.image.stat()
+        key = f"{example.image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{example.bucket}"
+        return self.run.root / "cache" / "latents" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
+
+    def _disk_latent(self, example: ds.Example) -> tuple[torch.Tensor, tuple[int, int]] | None:
+        from safetensors.torch import load_file
+
+        path = self._disk_latent_path(example)
+        if not path.is_file():
+            return None
+        tensors = load_file(path)
+        return tensors["latent"], (int(tensors["crop"][0]), int(tensors["crop"][1]))
+
+    def _store_disk_latent(self, example: ds.Example, latent: torch.Tensor, crop: tuple[int, int]) -> None:
+        from safetensors.torch import save_file
+
+        path = self._disk_latent_path(example)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.tmp")
+        save_file({"latent": latent.detach().cpu().contiguous(), "crop": torch.tensor(crop)}, staging)
+        staging.replace(path)
 
     def _text_for(self, captions: list[str]) -> TextConditioning:
         parts = self.parts
