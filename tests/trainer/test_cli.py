@@ -115,3 +115,15 @@ def test_help_explains_every_flag():
     for words in ("--run-dir", "--set", "KEY=VALUE", "Ctrl-C"):
         assert words in result.stdout
     assert Path(REPO / "trainer" / "cli.py").is_file()
+
+
+def test_demo_preset_trains_the_tiny_model_as_shipped(tmp_path):
+    result = kamaal_train("train", str(PRESETS / "demo.toml"), "--run-dir", str(tmp_path / "run"),
+                          "--set", "training.steps=4", "--set", "training.warmup_steps=0",
+                          "--set", "sampling.every_n_steps=0", "--set", "training.eval_every=2", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = RunFolder(tmp_path / "run")
+    assert (run.output_dir / "demo.safetensors").is_file()
+    assert (run.output_dir / "diffusers" / "pytorch_lora_weights.safetensors").is_file()
+    assert len(list(run.sample_dir(4).glob("*.png"))) == 4  # 2 prompts × 2 seeds, at the end
+    assert [row["step"] for row in run.read_metrics() if "heldout_loss" in row] == [0, 2, 4]
