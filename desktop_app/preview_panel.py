@@ -2,7 +2,7 @@
 
 Top to bottom: the notice banner (how the last run ended), the loss plot, and below it what the
 model looks like now — the toy network's weights and biases, or (for Stable Diffusion modes) the
-sample grid, which the sampling issue fills.  A second tab holds the run's log.
+latest sample images (the growing grid comes with the live-preview issue).  A second tab holds the run's log.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter, QStackedWidget,
 from desktop_app.loss_plot import LossPlot
 from desktop_app.notice_banner import NoticeBanner
 from desktop_app.run_model import RunModel
+from desktop_app.samples_view import SamplesView
 from desktop_app.weights_view import WeightsView
 
 LOG_LINES_KEPT = 5000
@@ -28,14 +29,10 @@ class PreviewPanel(QWidget):
         self.banner = NoticeBanner(model)
         self.loss_plot = LossPlot(model)
         self.weights_view = WeightsView(model)
-        self.samples_placeholder = QLabel("Sample images appear here while a Stable Diffusion model trains.")
-        self.samples_placeholder.setObjectName("samplesPlaceholder")
-        self.samples_placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.samples_placeholder.setWordWrap(True)
-        self.samples_placeholder.setProperty("role", "hint")
+        self.samples_view = SamplesView(model)
         self.lower = QStackedWidget()
         self.lower.addWidget(self.weights_view)
-        self.lower.addWidget(self.samples_placeholder)
+        self.lower.addWidget(self.samples_view)
 
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
@@ -66,4 +63,4 @@ class PreviewPanel(QWidget):
 
     def show_mode(self, mode: str, architecture: str) -> None:
         """Weights for the toy network, samples for Stable Diffusion."""
-        self.lower.setCurrentWidget(self.weights_view if architecture == "toy" else self.samples_placeholder)
+        self.lower.setCurrentWidget(self.weights_view if architecture == "toy" else self.samples_view)

@@ -15,7 +15,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from desktop_app.session import SessionState, TrainingSession
-from trainer.protocol import CheckpointSaved, Failed, Finished, LayerWeights, Log, Progress, Started
+from trainer.protocol import CheckpointSaved, Failed, Finished, LayerWeights, Log, Progress, Sample, Started
 from trainer.runfolder import RunFolder
 
 
@@ -84,6 +84,7 @@ class RunModel(QObject):
     statusChanged = Signal()
     curvesChanged = Signal()
     weightsChanged = Signal(object)  # LayerWeights
+    samplesChanged = Signal(object)  # Sample, or None before the first one
     noticeChanged = Signal()
     logAdded = Signal(str)  # one line for the log view
 
@@ -102,12 +103,14 @@ class RunModel(QObject):
         self.run_dir: Path | None = None
         self.curves = Curves()
         self.layers: LayerWeights | None = None
+        self.samples: Sample | None = None
         self.notice: Notice | None = None
         self._curves_dirty = False
         session.stateChanged.connect(self._on_state)
         session.started.connect(self._on_started)
         session.progress.connect(self._on_progress)
         session.weights.connect(self._on_weights)
+        session.sample.connect(self._on_sample)
         session.checkpointSaved.connect(self._on_checkpoint)
         session.log.connect(self._on_log)
         session.failed.connect(self._on_failed)
@@ -121,6 +124,7 @@ class RunModel(QObject):
         self.has_started = False
         self.curves = Curves()
         self.layers = None
+        self.samples = None
         if resumed:
             for row in RunFolder(Path(run_dir)).read_metrics():
                 step, loss, heldout = row.get("step"), row.get("loss"), row.get("heldout_loss")
@@ -130,6 +134,7 @@ class RunModel(QObject):
         self.set_notice(None)
         self.curvesChanged.emit()
         self.weightsChanged.emit(None)
+        self.samplesChanged.emit(None)
         self.statusChanged.emit()
 
     def plan(self, total_steps: int) -> None:
@@ -164,6 +169,10 @@ class RunModel(QObject):
     def _on_weights(self, event: LayerWeights) -> None:
         self.layers = event
         self.weightsChanged.emit(event)
+
+    def _on_sample(self, event: Sample) -> None:
+        self.samples = event
+        self.samplesChanged.emit(event)
 
     def _on_checkpoint(self, event: CheckpointSaved) -> None:
         self.logAdded.emit(f"Checkpoint saved at step {event.step:,}: {event.path}")

@@ -1,4 +1,5 @@
-"""Render the README screenshots: the main window idle, and mid-run with curves and heatmaps.
+"""Render the README screenshots: the main window idle, and mid-run (toy: curves and heatmaps;
+a diffusion preset such as demo: curves and samples, saved as main-PRESET.png).
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_screenshots.py [OUT_DIR] [PRESET]
 
@@ -53,10 +54,16 @@ def render(out_dir: Path, preset: str) -> int:
     window.grab().save(str(out_dir / "main-idle.png"))
     window.start_training()
     total = window.run_model.total_steps
-    settle(120, until=lambda: window.run_model.step >= total * 0.45 and window.run_model.layers is not None
-           and window.run_model.layers.step >= total * 0.4)
+    run = window.run_model
+    if preset == "toy":  # mid-run, with the weights preview caught up
+        settle(120, until=lambda: run.step >= total * 0.45 and run.layers is not None
+               and run.layers.step >= total * 0.4)
+        name = "main-training.png"
+    else:  # Stable Diffusion: wait for samples from a trained model, not just the base model's
+        settle(600, until=lambda: run.samples is not None and run.samples.step >= total // 3)
+        name = f"main-{preset}.png"
     settle(0.2)
-    window.grab().save(str(out_dir / "main-training.png"))
+    window.grab().save(str(out_dir / name))
     window.session.shutdown()  # stop with a save, and wait for the trainer to exit
     settle(0.2, until=lambda: window.session.state in (SessionState.FINISHED, SessionState.FAILED))
     window.close()
