@@ -17,11 +17,11 @@ from types import FrameType
 
 from trainer.config import load_config
 from trainer.errors import BAD_INPUT_ERRORS
+from trainer.process import QueueCommands
 from trainer.protocol import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     CheckpointSaved,
-    Command,
     Event,
     Failed,
     Finished,
@@ -87,11 +87,11 @@ class TerminalEvents:
             self._bar = None
 
 
-class InterruptCommands:
+class InterruptCommands(QueueCommands):
     """Commands from the keyboard: the first Ctrl-C asks for a Stop with save, a second aborts."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        super().__init__(queue.SimpleQueue())
         self._interrupted = False
         self._previous = None
 
@@ -109,18 +109,6 @@ class InterruptCommands:
         print("\nStopping after this step and saving… (Ctrl-C again to abort without saving)",
               file=sys.stderr, flush=True)
         self._queue.put(Stop(save=True))
-
-    def poll(self) -> Command | None:
-        try:
-            return self._queue.get_nowait()
-        except queue.Empty:
-            return None
-
-    def wait(self, timeout: float) -> Command | None:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
 
 def _run(run_dir: Path, resume: bool) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
+from tests.trainer.helpers import with_sections
 from trainer.config import Config, config_from_dict
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
@@ -59,9 +60,4 @@ def diffusion_config(model_dir: Path, dataset_dir: Path, arch: str = "sd15", **s
         "sampling": {"prompts": ["a red circle"], "seeds": [7], "inference_steps": 3, "at_start": False},
         "output": {"run_name": "tiny"},
     }
-    for name, values in sections.items():
-        if isinstance(values, dict):
-            data.setdefault(name, {}).update(values)
-        else:
-            data[name] = values
-    return config_from_dict(data)
+    return config_from_dict(with_sections(data, sections))

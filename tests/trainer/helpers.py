@@ -20,12 +20,17 @@ def toy_config(**sections: dict[str, Any]) -> Config:
         "toy": {"samples": 256, "weights_every": 20},
         "output": {"run_name": "t"},
     }
+    return config_from_dict(with_sections(data, sections))
+
+
+def with_sections(data: dict[str, Any], sections: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each table in ``sections`` merged in (non-table values replace)."""
     for name, values in sections.items():
         if isinstance(values, dict):
             data.setdefault(name, {}).update(values)
         else:
             data[name] = values
-    return config_from_dict(data)
+    return data
 
 
 class Recorder:
