@@ -104,6 +104,10 @@ class TrainerProcess:
 
     def start(self) -> None:
         self._process.start()
+        # Only the child writes events.  Dropping our copy of the pipe's write end means that if the
+        # child dies halfway through a message (SIGKILL, out of memory), reading it ends in EOFError
+        # instead of waiting forever for bytes no one can send — which would freeze the window.
+        self._events._writer.close()
 
     @property
     def pid(self) -> int | None:

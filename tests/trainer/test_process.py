@@ -140,3 +140,21 @@ def test_trainer_exits_when_its_parent_dies(tmp_path):
                                              (None, "still running"), (3, "app went away")])
 def test_describe_exit(code, words):
     assert words in describe_exit(code)
+
+
+def test_a_message_torn_by_the_childs_death_does_not_block_the_reader(tmp_path):
+    from tests.trainer.torn_writer import write_half_a_message_and_die
+    from trainer.process import SPAWN
+
+    trainer = TrainerProcess(tmp_path)
+    trainer._process = SPAWN.Process(target=write_half_a_message_and_die,
+                                     args=(trainer._commands, trainer._events))
+    try:
+        trainer.start()
+        trainer.join(30)
+        assert trainer.exitcode == 9
+        started = time.monotonic()
+        assert trainer.poll_events() == []  # returns, rather than waiting for the other 99,990 bytes
+        assert time.monotonic() - started < 5
+    finally:
+        trainer.close()
