@@ -454,9 +454,3 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {key: _deep_copy(value) if isinstance(value, Mapping) else
             list(value) if isinstance(value, list) else value for key, value in data.items()}
-
-
-def field_info(dotted: str) -> Any:
-    """The pydantic FieldInfo of ``section.name`` (the GUI builds its form and tooltips from it)."""
-    section, name = dotted.split(".")
-    return Config.model_fields[section].annotation.model_fields[name]  # type: ignore[union-attr]

@@ -1,7 +1,7 @@
 """What a run reports: events to the GUI or terminal, lines to log.txt, rows to metrics.jsonl.
 
-The worker talks to an :class:`EventSink` and never asks who listens.  The do-nothing sink
-exists so code paths never need ``if reporter:`` branches.
+The worker talks to an :class:`EventSink` and never asks who listens (the GUI's queue, the
+terminal, or a test's recorder).
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ class CommandSource(Protocol):
     def poll(self) -> Command | None: ...
 
     def wait(self, timeout: float) -> Command | None: ...
-
-
-class NullSink:
-    def emit(self, event: Event) -> None:
-        pass
 
 
 class NoCommands:
