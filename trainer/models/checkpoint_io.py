@@ -136,7 +136,7 @@ def _open_pickle(path: Path) -> CheckpointFile:
             f"model.path: {path} holds Python objects besides tensors, so it was not loaded: "
             f"torch.load(weights_only=True) refused it ({refused}). Use a .safetensors version of this model.") \
             from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as error:
+    except Exception as error:  # on damaged bytes the unpickler raises anything (KeyError, IndexError…)
         raise InputError(f"{not_checkpoint} ({str(error).splitlines()[0] if str(error) else type(error).__name__})") \
             from None
     tensors = _tensors_of(loaded)
