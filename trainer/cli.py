@@ -144,21 +144,9 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 def cmd_blocks(args: argparse.Namespace) -> int:
     import json
 
-    from trainer.freezing import apply_trainable_patterns, block_tree
-    from trainer.models import load_model
+    from trainer.freezing import model_blocks
 
-    pipe = load_model(Path(args.model)).pipeline
-    report = {}
-    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        modules["text_encoder_2"] = pipe.text_encoder_2
-    for name, module in modules.items():
-        if name == "unet" and args.trainable:
-            apply_trainable_patterns(module, args.trainable)
-        else:
-            module.requires_grad_(False)
-        report[name] = [{"block": block, "parameters": total, "trainable": trainable}
-                        for block, (total, trainable) in block_tree(module, args.depth).items()]
+    report = model_blocks(Path(args.model), args.depth, args.trainable or [])
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

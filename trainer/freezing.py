@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from fnmatch import fnmatchcase
+from pathlib import Path
 
 import torch
 
@@ -47,3 +48,26 @@ def block_tree(model: torch.nn.Module, depth: int = 2) -> OrderedDict[str, tuple
             total, trainable = tree.get(block, (0, 0))
             tree[block] = (total + parameter.numel(), trainable + (parameter.numel() if parameter.requires_grad else 0))
     return tree
+
+
+def model_blocks(model_path: Path, depth: int = 2, trainable: list[str] | tuple[str, ...] = ()) -> dict[str, list]:
+    """The block tree of a model's UNet and text encoder(s) with parameter counts, as plain data.
+
+    ``trainable`` patterns (as in ``frozen.trainable``) apply to the UNet and mark what a frozen-layer run would
+    train.  Shared by ``kamaal-train blocks`` and the GUI's block tree (through the ``inspect-blocks`` task).
+    """
+    from trainer.models import load_model
+
+    pipe = load_model(Path(model_path)).pipeline
+    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        modules["text_encoder_2"] = pipe.text_encoder_2
+    report: dict[str, list[dict]] = {}
+    for name, module in modules.items():
+        if name == "unet" and trainable:
+            apply_trainable_patterns(module, list(trainable))
+        else:
+            module.requires_grad_(False)
+        report[name] = [{"block": block, "parameters": total, "trainable": trained}
+                        for block, (total, trained) in block_tree(module, depth).items()]
+    return report

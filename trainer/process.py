@@ -5,7 +5,8 @@ The child imports :mod:`trainer.worker` (torch and friends) only once it is runn
 
 Thread/process map:
   * GUI process, GUI thread: :class:`TrainerProcess` methods (``start``, ``send``, ``poll_events``).
-  * Trainer process, main thread: :func:`child_main` → ``worker.run_worker``.
+  * Trainer process, main thread: :func:`child_main` → ``worker.run_worker`` (a training run), or
+    :func:`task_child_main` → ``tasks.runner.run_task`` (a short task: inspect a model, merge, …).
   * Trainer process, watchdog thread: waits on the parent's sentinel and hard-exits if the
     parent dies, so an orphaned trainer never keeps a GPU busy.
 """
@@ -18,6 +19,7 @@ import queue
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -70,13 +72,28 @@ def _watch_parent() -> None:
 
 
 def child_main(run_dir: str, resume: bool, commands: Any, events: Any) -> None:
-    """Entry point of the trainer process (runs in the child)."""
+    """Entry point of a trainer process that trains (runs in the child)."""
+
+    def train(sink: QueueEvents) -> int:
+        from trainer.worker import run_worker  # heavy: torch is imported here, in the child only
+
+        return run_worker(Path(run_dir), QueueCommands(commands), sink, resume=resume)
+
+    _run_in_child(train, events)
+
+
+def task_child_main(name: str, args: dict[str, Any], commands: Any, events: Any) -> None:
+    """Entry point of a trainer process that runs one task (see :mod:`trainer.tasks`)."""
+    from trainer.tasks.runner import run_task
+
+    _run_in_child(lambda sink: run_task(name, args, QueueCommands(commands), sink), events)
+
+
+def _run_in_child(body: Callable[[QueueEvents], int], events: Any) -> None:
     _watch_parent()
     sink = QueueEvents(events)
     try:
-        from trainer.worker import run_worker  # heavy: torch is imported here, in the child only
-
-        code = run_worker(Path(run_dir), QueueCommands(commands), sink, resume=resume)
+        code = body(sink)
     except BaseException as exc:  # an import failure or a bug outside the worker's own guard
         sink.emit(Failed("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         code = EXIT_ERROR
@@ -86,21 +103,16 @@ def child_main(run_dir: str, resume: bool, commands: Any, events: Any) -> None:
     sys.exit(code)
 
 
-class TrainerProcess:
-    """One trainer child process and its two queues (GUI side).
+class ChildProcess:
+    """One trainer child process and its two queues (GUI side); see :class:`TrainerProcess`, :class:`TaskProcess`.
 
-    Not thread-safe: call it from one thread (the GUI thread, through the session bridge).
+    Not thread-safe: call it from one thread (the GUI thread, through a bridge object).
     """
 
-    def __init__(self, run_dir: Path, *, resume: bool = False) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
         self._commands = SPAWN.Queue()
         self._events = SPAWN.Queue()
-        self._process = SPAWN.Process(
-            target=child_main,
-            args=(str(self.run_dir), resume, self._commands, self._events),
-            name="kamaal-trainer",
-        )
+        self._process = SPAWN.Process(target=target, args=(*args, self._commands, self._events), name=name)
 
     def start(self) -> None:
         self._process.start()
@@ -151,6 +163,22 @@ class TrainerProcess:
             q.close()
             q.cancel_join_thread()
         self._process.close()
+
+
+class TrainerProcess(ChildProcess):
+    """A trainer process that trains (or resumes) the run in ``run_dir``."""
+
+    def __init__(self, run_dir: Path, *, resume: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        super().__init__(child_main, (str(self.run_dir), resume), "kamaal-trainer")
+
+
+class TaskProcess(ChildProcess):
+    """A trainer process that runs one registered task (``trainer.tasks.TASKS``) with plain-data ``args``."""
+
+    def __init__(self, task: str, args: dict[str, Any]) -> None:
+        self.task = task
+        super().__init__(task_child_main, (task, dict(args)), f"kamaal-task-{task}")
 
 
 def describe_exit(code: int | None) -> str:

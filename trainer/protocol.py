@@ -137,8 +137,25 @@ class Finished:
     outputs: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class TaskProgress:
+    """Progress of a short task (not a training run): ``done`` of ``total`` units; ``total`` 0 when unknown."""
+
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """A task finished; ``result`` is plain data (dicts, lists, strings, numbers), its shape set by the task."""
+
+    task: str
+    result: dict = field(default_factory=dict)
+
+
 Event = (Started | Progress | LayerWeights | Sample | CheckpointSaved | Paused | Resumed
-         | Log | Failed | Finished)
+         | Log | Failed | Finished | TaskProgress | TaskDone)
 
 # Exit codes of the CLI and of the trainer process.
 EXIT_OK = 0

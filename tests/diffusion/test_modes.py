@@ -148,3 +148,28 @@ def test_blocks_report_counts_parameters_and_trainable_ones(tiny_sd15, capsys):
     assert unet["down_blocks"]["trainable"] == 0
     assert sum(row["parameters"] for row in report["unet"] if "." not in row["block"]) == model.num_parameters()
     assert report["text_encoder"] and all(row["trainable"] == 0 for row in report["text_encoder"])
+
+
+def test_inspect_blocks_task_in_a_trainer_process_matches_the_cli(tiny_sd15, capsys):
+    """The GUI's block tree comes from the inspect-blocks task in a child process: same numbers as the CLI."""
+    import json
+    import time
+
+    from trainer.cli import main
+    from trainer.process import TaskProcess
+    from trainer.protocol import TaskDone
+
+    assert main(["blocks", str(tiny_sd15), "--json", "--depth", "3", "--trainable", "*attn2*"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    process = TaskProcess("inspect-blocks", {"model": str(tiny_sd15), "depth": 3, "trainable": ["*attn2*"]})
+    process.start()
+    try:
+        deadline, done = time.monotonic() + 120, []
+        while not done and time.monotonic() < deadline:
+            done = [e for e in process.poll_events() if isinstance(e, TaskDone)]
+            time.sleep(0.05)
+        assert done, "the inspect-blocks task did not finish"
+        assert done[0].result == {"model": str(tiny_sd15), "blocks": expected}
+        assert any(row["trainable"] for row in expected["unet"])
+    finally:
+        process.close()
