@@ -1,9 +1,10 @@
-"""The main window: Dataset | Hyperparameters | Live preview, with Start / Pause / Stop above them.
+"""The main window: pages (Dataset, Train, …) under the preset chooser and Start / Pause / Stop.
 
-Layout: a horizontal splitter reads left to right the way the work goes — what to learn from
-(dataset, narrow), how to learn (the form, in a scroll area), and what is happening (the live
-preview, the widest, because it is what a person watches while a run goes).  The status bar keeps
-the run's state, step, speed and time left in view whichever panel has the space.
+Layout: tabs in the order the work goes — the Dataset page (curation needs the full width), then
+the Train page, a splitter with how to learn (the form, in a scroll area) beside what is happening
+(the live preview, the widest, because it is what a person watches while a run goes).  Starting a
+run shows the Train page.  The status bar keeps the run's state, step, speed and time left in view
+whichever page is open.
 
 Objects: ``session`` (the trainer process bridge), ``config_model`` (the settings being edited,
 autosaved to the project), ``run_model`` (what the views show about the run).  Widgets only
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from desktop_app.config_model import ConfigModel
 from desktop_app.controls import ControlBar
@@ -61,21 +62,28 @@ class MainWindow(QMainWindow):
         self.dataset_panel = DatasetPanel(self.config_model)
         self.hyperparameters_panel = HyperparametersPanel(self.config_model)
         self.preview_panel = PreviewPanel(self.run_model)
+        # The Train page: how to learn (the form) beside what is happening (the live preview).
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("panelSplitter")
         self.splitter.setChildrenCollapsible(False)
-        for panel, minimum in ((self.dataset_panel, 200), (self.hyperparameters_panel, 340),
-                               (self.preview_panel, 420)):
+        for panel, minimum in ((self.hyperparameters_panel, 360), (self.preview_panel, 460)):
             panel.setMinimumWidth(minimum)
             self.splitter.addWidget(panel)
-        self.splitter.setSizes([240, 400, 640])
-        self.splitter.setStretchFactor(2, 1)
+        self.splitter.setSizes([440, 840])
+        self.splitter.setStretchFactor(1, 1)
+        # Pages, in the order the work goes: curate the data, then train and watch; later pages
+        # (run history, merging) are added by their rooms with add_page.
+        self.pages = QTabWidget()
+        self.pages.setObjectName("pages")
+        self.pages.setDocumentMode(True)
+        self.add_page(self.dataset_panel, "Dataset")
+        self.train_page = self.add_page(self.splitter, "Train")
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.controls)
-        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.pages, 1)
         self.setCentralWidget(central)
         self.status_bar = RunStatusBar(self.run_model)
         self.setStatusBar(self.status_bar)
@@ -93,6 +101,13 @@ class MainWindow(QMainWindow):
         self.run_model.noticeChanged.connect(self._on_notice)
         self._show_project()
         self._restore_layout()
+
+    def add_page(self, widget: QWidget, title: str) -> int:
+        """Add a top-level page (tab); returns its index."""
+        return self.pages.addTab(widget, title)
+
+    def show_page(self, widget: QWidget) -> None:
+        self.pages.setCurrentWidget(widget)
 
     # ------------------------------------------------------------------ project and settings
 
@@ -167,6 +182,7 @@ class MainWindow(QMainWindow):
         self.hyperparameters_panel.set_editable(idle)
         self.dataset_panel.setEnabled(idle)
         if state == SessionState.STARTING:
+            self.show_page(self.splitter)
             self.preview_panel.tabs.setCurrentIndex(0)
         if self._closing and idle:
             QTimer.singleShot(0, self.close)
@@ -194,7 +210,8 @@ class MainWindow(QMainWindow):
         self.save_settings()
         if self.settings is not None:
             self.settings.setValue("window/geometry", self.saveGeometry())
-            self.settings.setValue("window/splitter", self.splitter.saveState())
+            self.settings.setValue("window/trainSplitter", self.splitter.saveState())
+            self.settings.setValue("window/page", self.pages.currentIndex())
         self.session.close()
         event.accept()
 
@@ -203,8 +220,11 @@ class MainWindow(QMainWindow):
         if self.settings is None:
             return
         geometry = self.settings.value("window/geometry")
-        splitter = self.settings.value("window/splitter")
+        splitter = self.settings.value("window/trainSplitter")
         if geometry is not None:
             self.restoreGeometry(geometry)
         if splitter is not None:
             self.splitter.restoreState(splitter)
+        page = self.settings.value("window/page")
+        if page is not None and 0 <= int(page) < self.pages.count():
+            self.pages.setCurrentIndex(int(page))

@@ -49,6 +49,7 @@ def render(out_dir: Path, preset: str) -> int:
             app.processEvents()
             time.sleep(0.01)
 
+    window.show_page(window.splitter)
     settle(0.3)
     out_dir.mkdir(parents=True, exist_ok=True)
     window.grab().save(str(out_dir / "main-idle.png"))
