@@ -45,14 +45,15 @@ class _SinkHandler(logging.Handler):
         self._sink.emit(Log(record.levelname.lower(), record.getMessage()))
 
 
-def run_logger(log_path: Path, sink: EventSink) -> logging.Logger:
-    """A logger that writes to the run's log.txt and forwards to the sink (one per run)."""
-    logger = logging.getLogger(f"kamaal.run.{log_path.parent.name}.{id(sink)}")
+def run_logger(log_path: Path | None, sink: EventSink) -> logging.Logger:
+    """A logger that writes to the run's log.txt (unless None) and forwards to the sink (one per run)."""
+    logger = logging.getLogger(f"kamaal.run.{id(sink)}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    file_handler = logging.FileHandler(log_path, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(file_handler)
+    if log_path is not None:
+        file_handler = logging.FileHandler(log_path, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(file_handler)
     logger.addHandler(_SinkHandler(sink))
     return logger
 

@@ -15,8 +15,10 @@ import os
 import traceback
 from pathlib import Path
 
+from trainer import distributed
 from trainer.checkpoint import load_checkpoint, save_checkpoint
-from trainer.errors import BAD_INPUT_ERRORS
+from trainer.distributed import SyncedCommands
+from trainer.errors import BAD_INPUT_ERRORS, InputError
 from trainer.jobs import create_job
 from trainer.jobs.base import TrainingJob
 from trainer.protocol import (
@@ -24,6 +26,7 @@ from trainer.protocol import (
     EXIT_ERROR,
     EXIT_OK,
     CheckpointSaved,
+    Event,
     Failed,
     Finished,
     Pause,
@@ -51,16 +54,25 @@ def go_offline() -> None:
 
 
 def run_worker(run_dir: Path, commands: CommandSource, sink: EventSink, resume: bool = False) -> int:
-    """Train the run in ``run_dir`` (its config.toml is the snapshot).  Returns the exit code."""
+    """Train the run in ``run_dir`` (its config.toml is the snapshot).  Returns the exit code.
+
+    Under ``accelerate launch`` every process calls this; only the main one reports and writes
+    (see :mod:`trainer.distributed`): the others keep just their failures.
+    """
     go_offline()
+    dist = distributed.current()
+    if not dist.is_main:
+        sink = FailuresOnly(sink)
     try:
         run = RunFolder.open(run_dir)
     except BAD_INPUT_ERRORS as exc:
         sink.emit(Failed("input", str(exc)))
         return EXIT_BAD_INPUT
-    logger = run_logger(run.log_path, sink)
+    logger = run_logger(run.log_path if dist.is_main else None, sink)
+    if dist.world_size > 1:
+        commands = SyncedCommands(commands, dist)
     try:
-        return _Loop(run, commands, sink, logger).run(resume)
+        return _Loop(run, commands, sink, logger, dist).run(resume)
     except BAD_INPUT_ERRORS as exc:
         logger.error("Refused: %s", exc)
         sink.emit(Failed("input", str(exc)))
@@ -74,9 +86,29 @@ def run_worker(run_dir: Path, commands: CommandSource, sink: EventSink, resume: 
         close_logger(logger)
 
 
+class FailuresOnly:
+    """The event sink of a non-main process: its failures still reach the terminal, nothing else does."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, Failed):
+            self._sink.emit(event)
+
+
+class _NoMetrics:
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _Loop:
-    def __init__(self, run: RunFolder, commands: CommandSource, sink: EventSink, logger: logging.Logger) -> None:
-        self.run_folder, self.commands, self.sink, self.log = run, commands, sink, logger
+    def __init__(self, run: RunFolder, commands: CommandSource, sink: EventSink, logger: logging.Logger,
+                 dist: distributed.Distributed) -> None:
+        self.run_folder, self.commands, self.sink, self.log, self.dist = run, commands, sink, logger, dist
         self.stop_requested: Stop | None = None
         self.last_checkpoint_step = -1
 
@@ -85,6 +117,8 @@ class _Loop:
         self.config = config
         total = config.training.steps
         job = create_job(config, self.run_folder, self.sink, self.log)
+        if self.dist.world_size > 1 and not job.supports_distributed:
+            raise InputError(f"mode: {config.mode} training runs in one process; start it without accelerate launch")
         self.log.info("Setting up %s training (%s) in %s", config.mode, config.model.architecture, self.run_folder.root)
         job.setup()
 
@@ -99,10 +133,12 @@ class _Loop:
                 step, elapsed = int(state["step"]), float(state.get("elapsed_s", 0.0))
                 self.last_checkpoint_step = step
                 self.log.info("Resumed from %s at step %d", latest[1].name, step)
-        metrics = MetricsWriter(self.run_folder.metrics_path, resume_from_step=step if resume else None)
+        metrics = (MetricsWriter(self.run_folder.metrics_path, resume_from_step=step if resume else None)
+                   if self.dist.is_main else _NoMetrics())
         speed = Speedometer(total_steps=total, start_step=step, elapsed_s=elapsed)
         memory = MemoryMeter(job.device)
-        self.sink.emit(Started(str(self.run_folder.root), config.mode, step, total, job.device, os.getpid()))
+        device = job.device if self.dist.world_size == 1 else f"{job.device} × {self.dist.world_size} processes"
+        self.sink.emit(Started(str(self.run_folder.root), config.mode, step, total, device, os.getpid()))
 
         try:
             if step == 0:
@@ -138,8 +174,9 @@ class _Loop:
             job.preview(step)
             if self.last_checkpoint_step != step:
                 self._checkpoint(job, step, speed)
-            outputs = job.export(self.run_folder.output_dir)
+            outputs = job.export(self.run_folder.output_dir) if self.dist.is_main else []
             self.log.info("Wrote %s", ", ".join(str(p) for p in outputs))
+        self.dist.barrier()  # the others wait until the main process has written everything
         self.log.info("%s at step %d of %d", "Stopped" if stopped else "Finished", step, total)
         self.sink.emit(Finished(str(self.run_folder.root), step, stopped, tuple(str(p) for p in outputs)))
         return EXIT_OK
@@ -175,6 +212,8 @@ class _Loop:
 
     def _report(self, metrics: MetricsWriter, speed: Speedometer, memory: MemoryMeter, step: int, loss: float,
                 lr: float, heldout: float | None) -> None:
+        if not self.dist.is_main:
+            return
         used, peak = memory.read()
         row = {"step": step, "loss": loss if math.isfinite(loss) else None, "lr": lr,
                "seconds": round(speed.elapsed_s, 4), "it_per_s": round(speed.it_per_s, 3), "memory_bytes": used}
@@ -186,8 +225,13 @@ class _Loop:
                                 memory_kind=memory.kind, peak_memory_bytes=peak, heldout_loss=heldout))
 
     def _checkpoint(self, job: TrainingJob, step: int, speed: Speedometer) -> None:
-        info = {"mode": self.config.mode, "total_steps": self.config.training.steps, "elapsed_s": speed.elapsed_s}
-        path = save_checkpoint(self.run_folder, step, job.checkpoint_weights(), job.training_state(), info,
+        info = {"mode": self.config.mode, "total_steps": self.config.training.steps, "elapsed_s": speed.elapsed_s,
+                "processes": self.dist.world_size}
+        weights, training_state = job.checkpoint_weights(), job.training_state()  # collective: every process
+        if not self.dist.is_main:
+            self.last_checkpoint_step = step
+            return
+        path = save_checkpoint(self.run_folder, step, weights, training_state, info,
                                keep=self.config.output.keep_checkpoints)
         self.last_checkpoint_step = step
         self.log.info("Saved checkpoint %s", path.name)

@@ -114,9 +114,9 @@ def test_disk_latent_cache_encodes_once_and_matches_memory_cache(tmp_path, tiny_
     encoded: list[str] = []
     original = DiffusionJob._encode_image
 
-    def counting(self, example):
+    def counting(self, example, draw):
         encoded.append(example.image.name)
-        return original(self, example)
+        return original(self, example, draw)
 
     monkeypatch.setattr(DiffusionJob, "_encode_image", counting)
     results = {}

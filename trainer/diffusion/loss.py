@@ -19,14 +19,14 @@ def snr(noise_scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     return alphas_cumprod / (1.0 - alphas_cumprod)
 
 
-def draw_noise(latents: torch.Tensor, generator: torch.Generator, noise_offset: float, num_timesteps: int
+def draw_noise(shape: tuple[int, ...], generator: torch.Generator, noise_offset: float, num_timesteps: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = latents.shape
+    """(noise, timesteps) for a batch of latents of ``shape``, on the CPU (the generator lives there)."""
     noise = torch.randn(shape, generator=generator)
     if noise_offset:
         noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
     timesteps = torch.randint(0, num_timesteps, (shape[0],), generator=generator)
-    return noise.to(latents.device, latents.dtype), timesteps.to(latents.device)
+    return noise, timesteps
 
 
 def unet_prediction(unet, noisy: torch.Tensor, timesteps: torch.Tensor, text: TextConditioning,

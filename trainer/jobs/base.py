@@ -28,6 +28,7 @@ class TrainingJob(ABC):
     """
 
     device: str = "cpu"
+    supports_distributed = False  # True when the job trains correctly under accelerate launch (trainer.distributed)
 
     def __init__(self, config: Config, run: RunFolder, sink: EventSink, logger: logging.Logger) -> None:
         self.config = config

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from trainer import distributed
 from trainer.config import Config
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
@@ -34,10 +35,14 @@ EVAL_IMAGES = 4
 
 
 class DiffusionJob(TrainingJob):
+    supports_distributed = True
+
     def __init__(self, config: Config, run: RunFolder, sink: EventSink, logger: logging.Logger) -> None:
         super().__init__(config, run, sink, logger)
-        self.device = pick_device()
-        self.precision = pick_precision(config.model.precision, self.device)
+        self.device_type = pick_device()  # "cuda" or "cpu"; self.device becomes e.g. "cuda:1" under a launcher
+        self.device = self.device_type
+        self.precision = pick_precision(config.model.precision, self.device_type)
+        self.dist = distributed.current()
         full_dreambooth = config.mode == "dreambooth" and config.dreambooth.train_full_unet
         self.uses_lora = config.mode in ("lora", "dreambooth") and not full_dreambooth
         self.trains_text = self.uses_lora and config.lora.train_text_encoder
@@ -49,23 +54,30 @@ class DiffusionJob(TrainingJob):
         from accelerate import Accelerator
 
         cfg = self.config
-        if self.device == "cuda":  # TF32 matmuls: free speed on Ampere and newer, no visible quality change
+        if self.device_type == "cuda":  # TF32 matmuls: free speed on Ampere and newer, no visible quality change
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        self.accelerator = Accelerator(mixed_precision=self.precision, cpu=self.device_type == "cpu",
+                                       gradient_accumulation_steps=cfg.training.gradient_accumulation_steps)
+        self.device = str(self.accelerator.device)  # this process's GPU under a launcher
         torch.manual_seed(cfg.training.seed)
         self.parts: Components = load_components(cfg, self.log)
         if self.prior:
             from trainer.diffusion.class_images import ensure_class_images
 
-            ensure_class_images(cfg, self.parts, self.device, self.log)
-        self.accelerator = Accelerator(mixed_precision=self.precision, cpu=self.device == "cpu",
-                                       gradient_accumulation_steps=cfg.training.gradient_accumulation_steps)
+            if self.dist.is_main:  # one writer; the others wait, then read the same folder
+                ensure_class_images(cfg, self.parts, self.device, self.log)
+            self.dist.barrier()
         self._prepare_trainable()
         self._prepare_data()
         parameters = [p for m in self._trained_modules() for p in m.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer(parameters)
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.training)
-        self.parts.unet, self.optimizer = self.accelerator.prepare(self.parts.unet, self.optimizer)
+        # prepare() wraps the trained modules for gradient averaging when several processes train;
+        # self.parts keeps the plain modules (saving, sampling, evaluation), these are for training.
+        self.trained_unet, self.optimizer = self.accelerator.prepare(self.parts.unet, self.optimizer)
+        self.trained_text_encoders = ([self.accelerator.prepare(e) for e in self.parts.text_encoders]
+                                      if self.trains_text else list(self.parts.text_encoders))
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
         self._eval_set = self._make_eval_set()
 
@@ -116,7 +128,7 @@ class DiffusionJob(TrainingJob):
     def _make_optimizer(self, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         training = self.config.training
         if training.optimizer == "adamw8bit":
-            if self.device != "cuda":
+            if self.device_type != "cuda":
                 raise InputError("training.optimizer: adamw8bit needs a CUDA GPU; use adamw on this machine")
             try:
                 import bitsandbytes as bnb
@@ -138,15 +150,16 @@ class DiffusionJob(TrainingJob):
                                             self.log)
         if not self.examples:
             raise InputError(f"dataset.path: {d.path} holds no usable image")
-        self.batches = ds.BucketBatches(self.examples, cfg.training.batch_size, d.repeats, cfg.training.seed)
+        # Every process draws the same *global* batches (batch_size × processes) and trains on its slice.
+        global_batch = cfg.training.batch_size * self.dist.world_size
+        self.batches = ds.BucketBatches(self.examples, global_batch, d.repeats, cfg.training.seed)
         self.class_examples: list[ds.Example] = []
         if self.prior:
             self.class_examples = ds.collect_examples(
                 cfg.dreambooth.class_dir, "dreambooth.class_dir", lambda _: cfg.dreambooth.class_prompt, buckets,
                 d.no_upscale, d.caption_extension, self.log)[: cfg.dreambooth.num_class_images]
-            self.class_batches = ds.BucketBatches(self.class_examples, cfg.training.batch_size, 1,
-                                                  cfg.training.seed + 2)
-        self.pixel_generator = torch.Generator().manual_seed(cfg.training.seed + 3)
+            self.class_batches = ds.BucketBatches(self.class_examples, global_batch, 1, cfg.training.seed + 2)
+        self.pixel_draws = 0  # images drawn so far (all processes): seeds each image's random crop and flip
         cache_ok = d.crop == "center" and not d.flip
         self.cache_latents = d.cache_latents in ("memory", "disk") or (d.cache_latents == "auto" and cache_ok)
         self.latents_on_disk = d.cache_latents == "disk"  # frees memory for big datasets; survives resume
@@ -164,23 +177,25 @@ class DiffusionJob(TrainingJob):
                       "on" if self.cache_text else "off")
 
     @torch.no_grad()
-    def _encode_image(self, example: ds.Example) -> tuple[torch.Tensor, tuple[int, int]]:
-        pixels, crop = ds.load_pixels(example, self.config.dataset.crop, self.config.dataset.flip,
-                                      self.pixel_generator)
+    def _encode_image(self, example: ds.Example, draw: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        # The crop/flip of the ``draw``-th image comes from its own seed, not a running stream, so it
+        # is the same whichever process loads the image and however many processes there are.
+        generator = torch.Generator().manual_seed((self.config.training.seed + 3) * 1_000_003 + draw)
+        pixels, crop = ds.load_pixels(example, self.config.dataset.crop, self.config.dataset.flip, generator)
         moments = self.parts.vae.encode(pixels[None].to(self.device, torch.float32)).latent_dist
         # The distribution's mean: deterministic, so cached and uncached runs see the same latents.
         return moments.mean[0] * self.parts.vae_scale, crop
 
-    def _latents_for(self, examples: list[ds.Example], is_class: bool, indices: list[int]):
+    def _latents_for(self, examples: list[ds.Example], is_class: bool, indices: list[int], first_draw: int):
         out, crops = [], []
-        for index in indices:
+        for draw_index, index in enumerate(indices, start=first_draw):
             key = (is_class, index)
             if key in self._latents:
                 latent, crop = self._latents[key]
             elif self.latents_on_disk and (cached := self._disk_latent(examples[index])) is not None:
                 latent, crop = cached
             else:
-                latent, crop = self._encode_image(examples[index])
+                latent, crop = self._encode_image(examples[index], draw_index)
                 if self.latents_on_disk:
                     self._store_disk_latent(examples[index], latent, crop)
                 elif self.cache_latents:
@@ -215,10 +230,12 @@ class DiffusionJob(TrainingJob):
         save_file({"latent": latent.detach().cpu().contiguous(), "crop": torch.tensor(crop)}, staging)
         staging.replace(path)
 
-    def _text_for(self, captions: list[str]) -> TextConditioning:
+    def _text_for(self, captions: list[str], training: bool = True) -> TextConditioning:
         parts = self.parts
         if not self.cache_text:
-            return encode_prompts(parts.architecture, parts.tokenizers, parts.text_encoders, captions, self.device)
+            # Evaluation runs on the main process only, so it must not use the wrapped (collective) encoders.
+            encoders = self.trained_text_encoders if training else parts.text_encoders
+            return encode_prompts(parts.architecture, parts.tokenizers, encoders, captions, self.device)
         missing = [c for c in dict.fromkeys(captions) if c not in self._texts]
         if missing:
             with torch.no_grad():
@@ -230,22 +247,34 @@ class DiffusionJob(TrainingJob):
 
     # ------------------------------------------------------------------ training
 
-    def _batch_loss(self, examples: list[ds.Example], is_class: bool, indices: list[int]) -> torch.Tensor:
-        latents, crops = self._latents_for(examples, is_class, indices)
-        return self._loss(latents, crops, [examples[i] for i in indices])
+    def _batch_loss(self, examples: list[ds.Example], is_class: bool, global_indices: list[int]) -> torch.Tensor:
+        """Loss of this process's slice of a global batch; noise is drawn for the whole global batch."""
+        share = -(-len(global_indices) // self.dist.world_size)  # equal shares: the gradient average over
+        padded = share * self.dist.world_size                    # processes is then the global batch's gradient
+        start, stop = self.dist.rank * share, (self.dist.rank + 1) * share
+        indices = (global_indices * self.dist.world_size)[start:stop]  # a short bucket batch wraps around
+        first_draw = self.pixel_draws + start
+        self.pixel_draws += padded
+        latents, crops = self._latents_for(examples, is_class, indices, first_draw)
+        noise, timesteps = draw_noise((padded, *latents.shape[1:]), self.noise_generator,
+                                      self.config.training.noise_offset,
+                                      self.parts.noise_scheduler.config.num_train_timesteps)
+        noise_and_t = noise[start:stop].to(self.device, latents.dtype), timesteps[start:stop].to(self.device)
+        return self._loss(latents, crops, [examples[i] for i in indices], noise_and_t)
 
     def _loss(self, latents: torch.Tensor, crops: list[tuple[int, int]], batch: list[ds.Example],
-              noise_and_t: tuple[torch.Tensor, torch.Tensor] | None = None, weighted: bool = True) -> torch.Tensor:
-        text = self._text_for([example.caption for example in batch])
-        noise, timesteps = noise_and_t or draw_noise(latents, self.noise_generator, self.config.training.noise_offset,
-                                                     self.parts.noise_scheduler.config.num_train_timesteps)
+              noise_and_t: tuple[torch.Tensor, torch.Tensor], weighted: bool = True,
+              unet: torch.nn.Module | None = None) -> torch.Tensor:
+        text = self._text_for([example.caption for example in batch], training=unet is None)
+        noise, timesteps = noise_and_t
         dtype = weight_dtype(self.precision)
         time_ids = None
         if self.parts.architecture == "sdxl":
             time_ids = torch.cat([sdxl_time_ids(e.size, crop, e.bucket, 1, self.device, dtype)
                                   for e, crop in zip(batch, crops, strict=True)])
         with self.accelerator.autocast():
-            return denoising_loss(self.parts.unet, self.parts.noise_scheduler, latents.to(dtype), noise.to(dtype),
+            return denoising_loss(unet or self.trained_unet, self.parts.noise_scheduler, latents.to(dtype),
+                                  noise.to(dtype),
                                   timesteps, text.to(self.device, dtype), time_ids,
                                   self.config.training.min_snr_gamma if weighted else 0.0)
 
@@ -255,7 +284,7 @@ class DiffusionJob(TrainingJob):
             module.train()
         total = 0.0
         for _ in range(cfg.training.gradient_accumulation_steps):
-            with self.accelerator.accumulate(self.parts.unet):
+            with self.accelerator.accumulate(self.trained_unet, *self.trained_text_encoders):
                 loss = self._batch_loss(self.examples, False, self.batches.next())
                 if self.prior and self.class_examples:
                     loss = loss + cfg.dreambooth.prior_loss_weight * self._batch_loss(
@@ -269,7 +298,7 @@ class DiffusionJob(TrainingJob):
                     self.lr_scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
             total += float(loss.detach())
-        return StepResult(loss=total / cfg.training.gradient_accumulation_steps)
+        return StepResult(loss=self.dist.mean(total / cfg.training.gradient_accumulation_steps))
 
     def current_lr(self) -> float:
         return float(self.lr_scheduler.get_last_lr()[0])
@@ -293,8 +322,10 @@ class DiffusionJob(TrainingJob):
         return triples
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Unweighted loss on the fixed evaluation set (shown as the held-out curve)."""
+    def evaluate(self) -> float | None:
+        """Unweighted loss on the fixed evaluation set (shown as the held-out curve); main process only."""
+        if not self.dist.is_main:
+            return None
         for module in self._trained_modules():
             module.eval()
         losses = []
@@ -302,7 +333,8 @@ class DiffusionJob(TrainingJob):
             count = len(timesteps)
             latents = latent.to(self.device).repeat(count, 1, 1, 1)
             losses.append(float(self._loss(latents, [crop] * count, [example] * count,
-                                           (noise.to(self.device), timesteps.to(self.device)), weighted=False)))
+                                           (noise.to(self.device), timesteps.to(self.device)), weighted=False,
+                                           unet=self.parts.unet)))
         return sum(losses) / len(losses)
 
     # ------------------------------------------------------------------ previews
@@ -320,9 +352,9 @@ class DiffusionJob(TrainingJob):
 
     def preview(self, step: int) -> None:
         cfg = self.config
-        if not self.accelerator.is_main_process:
+        if not self.dist.is_main:
             return
-        pipe = build_pipeline(self.parts, self.accelerator.unwrap_model(self.parts.unet))
+        pipe = build_pipeline(self.parts, self.parts.unet)
         width = cfg.sampling.width or cfg.dataset.resolution
         height = cfg.sampling.height or cfg.dataset.resolution
         for module in self._trained_modules():
@@ -335,8 +367,7 @@ class DiffusionJob(TrainingJob):
     # ------------------------------------------------------------------ state
 
     def _named_trainables(self) -> dict[str, torch.nn.Parameter]:
-        named = {f"unet.{n}": p for n, p in self.accelerator.unwrap_model(self.parts.unet).named_parameters()
-                 if p.requires_grad}
+        named = {f"unet.{n}": p for n, p in self.parts.unet.named_parameters() if p.requires_grad}
         if self.trains_text:
             for i, encoder in enumerate(self.parts.text_encoders):
                 named.update({f"text_encoder_{i}.{n}": p for n, p in encoder.named_parameters() if p.requires_grad})
@@ -346,9 +377,14 @@ class DiffusionJob(TrainingJob):
         return {name: p.detach().clone() for name, p in self._named_trainables().items()}
 
     def training_state(self) -> dict[str, Any]:
+        # Collective: every process's own torch RNG (dropout) travels to the main process, which saves.
+        torch_rngs = self.dist.gather(torch.get_rng_state())
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.lr_scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "noise_rng": self.noise_generator.get_state(),
-                 "pixel_rng": self.pixel_generator.get_state(), "batches": self.batches.state()}
+                 "torch_rng": torch_rngs[0] if torch_rngs else torch.get_rng_state(),
+                 "noise_rng": self.noise_generator.get_state(), "pixel_draws": self.pixel_draws,
+                 "batches": self.batches.state()}
+        if torch_rngs and len(torch_rngs) > 1:
+            state["torch_rng_by_process"] = torch_rngs
         if self.prior and self.class_examples:
             state["class_batches"] = self.class_batches.state()
         if self.accelerator.scaler is not None:
@@ -364,9 +400,13 @@ class DiffusionJob(TrainingJob):
                 parameter.copy_(weights[name])
         self.optimizer.load_state_dict(training_state["optimizer"])
         self.lr_scheduler.load_state_dict(training_state["scheduler"])
-        torch.set_rng_state(training_state["torch_rng"])
+        by_process = training_state.get("torch_rng_by_process") or [training_state["torch_rng"]]
+        if len(by_process) != self.dist.world_size:
+            self.log.warning("The checkpoint was saved by %d process(es), this run has %d: the random streams of "
+                             "dropout differ from an uninterrupted run", len(by_process), self.dist.world_size)
+        torch.set_rng_state(by_process[self.dist.rank % len(by_process)])
         self.noise_generator.set_state(training_state["noise_rng"])
-        self.pixel_generator.set_state(training_state["pixel_rng"])
+        self.pixel_draws = int(training_state.get("pixel_draws", 0))
         self.batches.load(training_state["batches"])
         if "class_batches" in training_state:
             self.class_batches.load(training_state["class_batches"])
@@ -374,6 +414,6 @@ class DiffusionJob(TrainingJob):
             self.accelerator.scaler.load_state_dict(training_state["grad_scaler"])
 
     def export(self, output_dir: Path) -> list[Path]:
-        if not self.accelerator.is_main_process:
+        if not self.dist.is_main:
             return []
         return export_outputs(self, output_dir)
