@@ -17,6 +17,7 @@ from types import FrameType
 
 from trainer.config import load_config
 from trainer.errors import BAD_INPUT_ERRORS
+from trainer.merge.cli import add_merge_parser
 from trainer.process import QueueCommands
 from trainer.protocol import (
     EXIT_BAD_INPUT,
@@ -123,9 +124,21 @@ def _run(run_dir: Path, resume: bool) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from trainer import distributed
+
     config = load_config(Path(args.config), args.set or [])
-    run = RunFolder.create(config, Path(args.run_dir) if args.run_dir else None)
-    return _run(run.root, resume=False)
+    dist = distributed.current()  # several processes under `accelerate launch`: only the main one creates
+    created: str | None = None
+    if dist.is_main:
+        try:
+            created = str(RunFolder.create(config, Path(args.run_dir) if args.run_dir else None).root)
+        finally:
+            created = dist.broadcast(created)  # None tells the others that it failed (the error shows on main)
+    else:
+        created = dist.broadcast(None)
+        if created is None:
+            return EXIT_BAD_INPUT
+    return _run(Path(created), resume=False)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -138,6 +151,24 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
     path = build_tiny_model(Path(args.out_dir), args.arch, args.seed)
     print(f"Wrote a tiny {args.arch} model to {path}")
+    return 0
+
+
+def cmd_build_shapes_model(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from trainer.shapes.build import BuildSettings, build_shapes_model, total_progress_steps
+
+    settings = replace(BuildSettings(), seed=args.seed, threads=args.threads)
+    with tqdm(total=total_progress_steps(settings), unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
+        def progress(steps: int, info: dict) -> None:
+            bar.update(steps)
+            bar.set_postfix(info, refresh=False)
+
+        path = build_shapes_model(Path(args.out_dir), settings, progress)
+    print(f"Wrote the shapes model to {path}")
     return 0
 
 
@@ -195,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     tiny.set_defaults(handler=cmd_tiny_model)
 
+    shapes = commands.add_parser(
+        "build-shapes-model", help="pretrain the miniature shapes-world Stable Diffusion (CPU, ~30 min)",
+        description="Pretrain the miniature SD 1.x model of the shapes world from a seed and write it as a "
+                    "diffusers folder (the shipped one is resources/models/shapes-sd).")
+    shapes.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the diffusers model into")
+    shapes.add_argument("--seed", type=int, default=0, help="seed of the world and the training (default: 0)")
+    shapes.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default: 1; more only helps on otherwise idle cores)")
+    shapes.set_defaults(handler=cmd_build_shapes_model)
+
     blocks = commands.add_parser("blocks", help="list a model's blocks with parameter counts (for frozen mode)",
                                  description="List the UNet and text-encoder blocks of a model with their parameter "
                                              "counts; with --trainable, also how many parameters frozen-layer "
@@ -209,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     dataset = commands.add_parser("dataset", help="dataset tools: 'dataset check DIR [--json]'", add_help=False)
     dataset.add_argument("dataset_args", nargs=argparse.REMAINDER, help="arguments of the dataset tool")
     dataset.set_defaults(handler=cmd_dataset)
+    add_merge_parser(commands)  # trainer/merge/cli.py: light to import; the merge code loads when it runs
     return parser
 
 

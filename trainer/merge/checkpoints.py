@@ -1,0 +1,202 @@
+"""Checkpoint with checkpoint: weighted sum A·(1−α) + B·α, and add-difference A + (B − C)·α.
+
+Inputs are opened lazily (``sources``) and the output is streamed (``stream``): one tensor of each
+input is in memory at a time, so three SDXL checkpoints merge in a few hundred megabytes.  The
+arithmetic is done in float32 and stored in A's dtype (or the one asked for).  Per-block weights
+(``blocks``) replace α for the UNet blocks they name.
+
+Compatibility is checked before anything is written, each refusal naming its reason: the same family
+(SD 1.x, 2.x, SDXL), the same form (both single files or both diffusers folders), every UNet tensor of
+A present in the others, and equal shapes everywhere.  Tensors only A has (an EMA copy, say) are kept
+from A; tensors only the others have are dropped; both are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from trainer.errors import InputError
+from trainer.merge.blocks import block_of, model_blocks, parse_block_weights
+from trainer.merge.outputs import (
+    MERGE_INFO_FILE,
+    MERGE_METADATA_KEY,
+    NullReporter,
+    Reporter,
+    discard_folder,
+    guard_output,
+    provenance,
+    publish_folder,
+    require_input,
+    staging_folder,
+)
+from trainer.merge.sources import ModelTensors, open_model
+from trainer.merge.stream import TensorSpec, write_streaming
+from trainer.models.info import DISPLAY_NAME
+
+Method = Literal["weighted_sum", "add_difference"]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class MergeSummary:
+    output: Path
+    tensors: int
+    kept_from_a: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    block_weights: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def layers_per_block(model: ModelTensors) -> int:
+    if not model.is_folder:
+        return 2  # only used for diffusers keys
+    config = json.loads((model.path / "unet" / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("layers_per_block", 2))
+
+
+def check_compatible(models: dict[str, ModelTensors]) -> list[str]:
+    """Refuse models that cannot be merged (``InputError`` with the reason); return warnings."""
+    (first_role, first), *others = models.items()
+    warnings: list[str] = []
+    for role, other in others:
+        if other.info.architecture != first.info.architecture:
+            raise InputError(f"model {role}: {other.path} is {DISPLAY_NAME[other.info.architecture]} but model "
+                             f"{first_role} is {DISPLAY_NAME[first.info.architecture]}; only models of the same "
+                             "family can be merged")
+        if other.is_folder != first.is_folder:
+            raise InputError(f"model {role}: {other.path} is a {_form(other)} but model {first_role} is a "
+                             f"{_form(first)}; convert one with 'kamaal-train merge convert-model' first")
+        if other.info.prediction_type != first.info.prediction_type:
+            warnings.append(f"model {role} predicts {other.info.prediction_type} but model {first_role} predicts "
+                            f"{first.info.prediction_type}; the merge keeps {first_role}'s scheduler")
+        missing = [k for k in first.specs if k not in other.specs and _is_unet(k)]
+        if missing:
+            raise InputError(f"model {role}: {other.path} lacks {len(missing)} UNet tensor(s) that model "
+                             f"{first_role} has (first: {missing[0]}); they are different architectures")
+        for key, (_, shape) in first.specs.items():
+            other_spec = other.specs.get(key)
+            if other_spec is not None and other_spec[1] != shape:
+                raise InputError(f"model {role}: {key} has shape {list(other_spec[1])} but {list(shape)} in model "
+                                 f"{first_role}; the models have different layer sizes and cannot be merged")
+    return warnings
+
+
+def _form(model: ModelTensors) -> str:
+    return "diffusers folder" if model.is_folder else "single-file checkpoint"
+
+
+def _is_unet(key: str) -> bool:
+    return key.startswith(("model.diffusion_model.", "unet/"))
+
+
+def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha: float = 0.5,
+                      c: Path | str | None = None, method: Method = "weighted_sum", block_weights: str = "",
+                      dtype: str | None = None, reporter: Reporter | None = None) -> MergeSummary:
+    """Merge models into ``output`` (a ``.safetensors`` file for single files, a folder for diffusers)."""
+    reporter = reporter or NullReporter()
+    if method not in ("weighted_sum", "add_difference"):
+        raise InputError(f"method must be weighted_sum or add_difference, got {method!r}")
+    if method == "add_difference" and c is None:
+        raise InputError("model C: add-difference needs a third model C (A + (B − C)·α)")
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    paths = {"A": require_input(a, "model A"), "B": require_input(b, "model B")}
+    if method == "add_difference":
+        paths["C"] = require_input(c, "model C")  # type: ignore[arg-type]
+    out = guard_output(output, paths.values())
+    reporter.progress(0, 1, "Reading the models' headers…")
+    models = {role: open_model(path, f"model {role}") for role, path in paths.items()}
+    try:
+        warnings = check_compatible(models)
+        first = models["A"]
+        if not first.is_folder and out.suffix.lower() != ".safetensors":
+            raise InputError(f"output: {out} must end in .safetensors (merged checkpoints are always safetensors)")
+        lpb = layers_per_block(first)
+        weights = parse_block_weights(block_weights, model_blocks(first.specs, lpb), alpha)
+        summary = MergeSummary(out, len(first.specs), block_weights=weights, warnings=warnings)
+        summary.kept_from_a = [k for k in first.specs if any(k not in m.specs for m in models.values())]
+        summary.dropped = sorted({k for m in models.values() for k in m.specs if k not in first.specs})
+        for message in warnings:
+            reporter.log(message, "warning")
+        if summary.kept_from_a:
+            reporter.log(f"{len(summary.kept_from_a)} tensor(s) only in model A kept as they are "
+                         f"(first: {summary.kept_from_a[0]})", "warning")
+        target = DTYPES[dtype] if dtype else None
+
+        def combine(spec: TensorSpec) -> torch.Tensor:
+            values = {role: m.get(spec.name) for role, m in models.items() if spec.name in m.specs}
+            if len(values) < len(models) or not values["A"].is_floating_point():
+                return values["A"].to(spec.dtype)
+            weight = weights[block_of(spec.name, lpb)]
+            x = values["A"].float()
+            if method == "weighted_sum":
+                merged = x * (1 - weight) + values["B"].float() * weight
+            else:
+                merged = x + (values["B"].float() - values["C"].float()) * weight
+            return merged.to(spec.dtype)
+
+        metadata = provenance(method, {r: p.resolve() for r, p in paths.items()},
+                              {"alpha": alpha, "blocks": weights, "dtype": dtype or "as model A"},
+                              {"modelspec.title": out.stem,
+                               # so an SD 2.x v-prediction merge is recognised as one when loaded
+                               "modelspec.prediction_type": first.info.prediction_type})
+        specs = [TensorSpec(k, _out_dtype(d, target), s) for k, (d, s) in first.specs.items()]
+        _write(first, out, specs, combine, metadata, reporter)
+        reporter.progress(1, 1, "Done")
+        return summary
+    finally:
+        for model in models.values():
+            model.close()
+
+
+def _out_dtype(dtype: torch.dtype, target: torch.dtype | None) -> torch.dtype:
+    return target if target is not None and dtype.is_floating_point else dtype
+
+
+def _write(first: ModelTensors, out: Path, specs: list[TensorSpec], produce: Callable[[TensorSpec], torch.Tensor],
+           metadata: dict[str, str], reporter: Reporter) -> None:
+    """One streamed file, or a folder laid out like model A's (configs and tokenizers copied from A)."""
+    done = 0
+
+    def tick(_i: int, _n: int) -> None:
+        nonlocal done
+        done += 1
+        if done % 16 == 0 or done == len(specs):
+            reporter.progress(done, len(specs), f"Merged {done} of {len(specs)} tensors")
+        reporter.check_cancelled()
+
+    if not first.is_folder:
+        write_streaming(out, specs, produce, metadata, tick)
+        return
+    staging = staging_folder(out)
+    try:
+        shutil.copytree(first.path, staging, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json", "*.bin",
+                                                      MERGE_INFO_FILE))
+        by_component: dict[str, list[TensorSpec]] = {}
+        first_file: dict[str, str] = {}
+        for spec in specs:
+            component = spec.name.split("/", 1)[0]
+            by_component.setdefault(component, []).append(spec)
+            first_file.setdefault(component, Path(first.file_of[spec.name]).name)
+        for component, component_specs in by_component.items():
+            # One file per component, named as diffusers expects (shards and variant suffixes joined).
+            name = first_file[component].split(".")[0] + ".safetensors"
+            renamed = [TensorSpec(s.name.split("/", 1)[1], s.dtype, s.shape) for s in component_specs]
+            write_streaming(staging / component / name, renamed,
+                            lambda spec, component=component: produce(
+                                TensorSpec(f"{component}/{spec.name}", spec.dtype, spec.shape)),
+                            {"format": "pt", **metadata}, tick)
+        (staging / MERGE_INFO_FILE).write_text(json.dumps(json.loads(metadata[MERGE_METADATA_KEY]), indent=2),
+                                               encoding="utf-8")
+        publish_folder(staging, out)
+    except BaseException:
+        discard_folder(staging)
+        raise
