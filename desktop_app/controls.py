@@ -1,4 +1,5 @@
-"""The bar above the panels: which preset the settings come from, and Start / Pause / Stop.
+"""The bar above the panels: which preset the settings come from, and Start / Pause / Stop,
+Sample now / Save now, and Queue (add these settings to the run queue).
 
 Buttons follow the session's state (and Start the settings' validity); nothing else decides
 whether they are enabled, so they cannot get out of step with the trainer.
@@ -9,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QStyle, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QStyle, QToolButton, QWidget
 
 from desktop_app.config_model import ConfigModel
-from desktop_app.paths import preset_summary
+from desktop_app.paths import preset_summary, user_presets_dir
 from desktop_app.session import SessionState, TrainingSession
 from trainer.config import Config, ConfigError, load_config
 
@@ -21,6 +22,8 @@ CUSTOM = "Custom settings"
 
 class ControlBar(QWidget):
     startRequested = Signal()
+    queueRequested = Signal()
+    savePresetRequested = Signal()
     presetChosen = Signal(object)  # (name, Config)
 
     def __init__(self, session: TrainingSession, model: ConfigModel, presets: list[Path],
@@ -33,14 +36,13 @@ class ControlBar(QWidget):
         self.preset_combo.setObjectName("presetCombo")
         self.preset_combo.setMinimumWidth(180)
         for path in presets:
-            try:
-                self.presets[path.stem] = load_config(path)
-            except ConfigError:
-                continue  # a broken preset file is left out rather than taking the window down
-            self.preset_combo.addItem(path.stem, path.stem)
-            self.preset_combo.setItemData(self.preset_combo.count() - 1, preset_summary(path),
-                                          Qt.ItemDataRole.ToolTipRole)
+            self.add_preset(path, select=False)
         self.preset_combo.activated.connect(self._on_preset_activated)
+        self.save_preset_button = QToolButton()
+        self.save_preset_button.setObjectName("savePresetButton")
+        self.save_preset_button.setText("Save as preset…")
+        self.save_preset_button.setToolTip("Keep these settings as a preset of your own")
+        self.save_preset_button.clicked.connect(self.savePresetRequested)
 
         style = self.style()
         self.start_button = self._button("startButton", "Start", QStyle.StandardPixmap.SP_MediaPlay)
@@ -50,6 +52,17 @@ class ControlBar(QWidget):
         self.pause_button.clicked.connect(self._on_pause_clicked)
         self.stop_button = self._button("stopButton", "Stop", QStyle.StandardPixmap.SP_MediaStop)
         self.stop_button.clicked.connect(self._on_stop_clicked)
+        self.sample_button = self._button("sampleNowButton", "Sample now",
+                                          QStyle.StandardPixmap.SP_FileDialogContentsView)
+        self.sample_button.setToolTip("Draw preview samples at the next step (the toy network: send its weights)")
+        self.sample_button.clicked.connect(session.sample_now)
+        self.save_button = self._button("saveNowButton", "Save now", QStyle.StandardPixmap.SP_DialogSaveButton)
+        self.save_button.setToolTip("Write a resumable checkpoint at the next step")
+        self.save_button.clicked.connect(session.save_now)
+        self.queue_button = self._button("queueButton", "Queue", QStyle.StandardPixmap.SP_FileDialogListView)
+        self.queue_button.setToolTip("Add these settings to the run queue (Runs page); queued runs start one "
+                                     "after another")
+        self.queue_button.clicked.connect(self.queueRequested)
         self._style = style
 
         layout = QHBoxLayout(self)
@@ -59,8 +72,12 @@ class ControlBar(QWidget):
         label.setBuddy(self.preset_combo)
         layout.addWidget(label)
         layout.addWidget(self.preset_combo)
+        layout.addWidget(self.save_preset_button)
         layout.addStretch(1)
-        for button in (self.start_button, self.pause_button, self.stop_button):
+        for button in (self.sample_button, self.save_button):
+            layout.addWidget(button)
+        layout.addSpacing(12)
+        for button in (self.queue_button, self.start_button, self.pause_button, self.stop_button):
             layout.addWidget(button)
 
         session.stateChanged.connect(self.update_buttons)
@@ -76,6 +93,24 @@ class ControlBar(QWidget):
         return button
 
     # ------------------------------------------------------------------ presets
+
+    def add_preset(self, path: Path, *, select: bool = True) -> bool:
+        """Offer the preset file (again, if it was re-saved); a broken file is left out, not fatal."""
+        try:
+            config = load_config(path)
+        except ConfigError:
+            return False
+        mine = path.parent == user_presets_dir()
+        self.presets[path.stem] = config
+        index = self.preset_combo.findData(path.stem)
+        if index < 0:
+            self.preset_combo.addItem(f"{path.stem} (mine)" if mine else path.stem, path.stem)
+            index = self.preset_combo.count() - 1
+        summary = "Your own preset." if mine else preset_summary(path)
+        self.preset_combo.setItemData(index, summary, Qt.ItemDataRole.ToolTipRole)
+        if select:
+            self.show_matching_preset()
+        return True
 
     def current_preset(self) -> str | None:
         return self.preset_combo.currentData()
@@ -106,6 +141,11 @@ class ControlBar(QWidget):
         self.start_button.setToolTip("Start training with these settings" if self.model.is_valid()
                                      else "Fix the settings marked in red first")
         self.preset_combo.setEnabled(idle)
+        self.save_preset_button.setEnabled(self.model.is_valid())
+        self.queue_button.setEnabled(self.model.is_valid())
+        running = state in (SessionState.TRAINING, SessionState.PAUSED)
+        self.sample_button.setEnabled(running)
+        self.save_button.setEnabled(running)
         paused = state == SessionState.PAUSED
         self.pause_button.setEnabled(state in (SessionState.TRAINING, SessionState.PAUSED))
         self.pause_button.setText("Resume" if paused else "Pause")

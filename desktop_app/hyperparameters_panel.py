@@ -1,8 +1,13 @@
 """The hyperparameter form, built from the config's own field declarations.
 
-One group per config section, in the config's order; only the sections that matter for the
-chosen mode are shown.  Every editor's tooltip gives the description, range and default; a field
-with a bad value gets a red frame and the config's own message for it, right under the field.
+Groups for people (Basics, Model, Dataset, LoRA, DreamBooth, Optimizer, Memory & speed, Sampling,
+Output; see :mod:`desktop_app.form_groups`); only the groups and fields that matter for the chosen
+mode are shown.  Every editor's tooltip gives the description, range and default; a field with a
+bad value gets a red frame and the config's own message for it, right under the field.  Two groups
+carry more than fields: *Frozen layers* the block tree, *Memory & speed* the device, the memory
+estimate and **Measure** (both widgets run their torch work through trainer tasks).
+
+Threads: everything here runs on the GUI thread.
 """
 
 from __future__ import annotations
@@ -12,24 +17,10 @@ from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QLabel, QScrollAre
 
 from desktop_app.config_model import ConfigModel
 from desktop_app.field_editors import FieldEditor, make_editor
-from desktop_app.field_meta import MODE_HINTS, SECTION_TITLES, field_names, meta_for, section_names
-from trainer.config import SECTIONS_BY_MODE, diffusion_only_fields
-
-# Fields edited elsewhere: the dataset folder belongs to the Dataset panel.
-NOT_IN_FORM = {"schema_version", "dataset.path"}
-# The toy network needs neither images nor sample prompts; Stable Diffusion has no toy settings.
-TOY_ONLY, NOT_FOR_TOY = {"toy"}, {"dataset", "sampling"}
-# Diffusion-only knobs, hidden for the toy network (declared per field in trainer/config.py).
-DIFFUSION_ONLY_FIELDS = set(diffusion_only_fields())
-
+from desktop_app.field_meta import MODE_HINTS, meta_for
+from desktop_app.form_groups import GROUPS, NOT_IN_FORM, field_visible, visible_groups
 
 LABEL_WIDTH_MAX = 150
-
-
-def visible_sections(mode: str, architecture: str) -> tuple[str, ...]:
-    sections = SECTIONS_BY_MODE.get(mode, ())
-    hidden = NOT_FOR_TOY if architecture == "toy" else TOY_ONLY
-    return tuple(section for section in sections if section not in hidden)
 
 
 class FieldRow(QWidget):
@@ -82,28 +73,27 @@ class HyperparametersPanel(QWidget):
         form_layout.setContentsMargins(0, 0, 6, 0)
         form_layout.setSpacing(10)
         form_layout.addWidget(self.summary)
-        mode_group = QGroupBox("What to train")
-        mode_layout = QVBoxLayout(mode_group)
-        mode_editor = make_editor(meta_for("mode"))
-        mode_editor.set_value(self.model.value("mode"))
-        mode_editor.edited.connect(lambda value: self.model.set_value("mode", value))
-        self.rows["mode"] = FieldRow(mode_editor)
         self.mode_hint = QLabel()
         self.mode_hint.setObjectName("modeHint")
         self.mode_hint.setWordWrap(True)
         self.mode_hint.setProperty("role", "subtle")
-        mode_layout.addWidget(self.rows["mode"])
-        mode_layout.addWidget(self.mode_hint)
-        form_layout.addWidget(mode_group)
-        for section in section_names():
-            group = QGroupBox(SECTION_TITLES.get(section, section.title()))
+        for group_spec in GROUPS:
+            group = QGroupBox(group_spec.title)
+            group.setObjectName(f"group:{group_spec.key}")
             layout = QFormLayout(group)
             layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
             layout.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            for name in field_names(section):
+            if group_spec.hint:
+                hint = QLabel(group_spec.hint)
+                hint.setProperty("role", "subtle")
+                hint.setWordWrap(True)
+                layout.addRow(hint)
+            for name in group_spec.fields:
                 if name not in NOT_IN_FORM:
                     self._add_row(layout, name)
-            self.groups[section] = group
+                    if name == "mode":
+                        layout.addRow("", self.mode_hint)
+            self.groups[group_spec.key] = group
             form_layout.addWidget(group)
         form_layout.addStretch(1)
         # One label column for all groups, so the editors line up from group to group; long labels wrap.
@@ -142,6 +132,12 @@ class HyperparametersPanel(QWidget):
         layout.addRow(label, row)
         self.rows[name] = row
 
+    def add_to_group(self, key: str, widget: QWidget) -> None:
+        """Put a widget (the block tree, the memory box) at the end of a group, across both columns."""
+        layout = self.groups[key].layout()
+        assert isinstance(layout, QFormLayout)
+        layout.addRow(widget)
+
     def editor(self, name: str) -> FieldEditor:
         return self.rows[name].editor
 
@@ -158,25 +154,24 @@ class HyperparametersPanel(QWidget):
 
     def _update_sections(self) -> None:
         self.mode_hint.setText(MODE_HINTS.get(self.model.mode, ""))
-        architecture = str(self.model.value("model.architecture"))
-        shown = visible_sections(self.model.mode, architecture)
-        for section, group in self.groups.items():
-            group.setVisible(section in shown)
-        for name in DIFFUSION_ONLY_FIELDS & self.rows.keys():
-            section_layout = self.groups[name.partition(".")[0]].layout()
-            assert isinstance(section_layout, QFormLayout)
-            section_layout.setRowVisible(self.rows[name], architecture != "toy")
+        mode, architecture = self.model.mode, str(self.model.value("model.architecture"))
+        shown = visible_groups(mode, architecture)
+        for key, group in self.groups.items():
+            group.setVisible(key in shown)
+        for name, row in self.rows.items():
+            layout = row.parentWidget().layout() if row.parentWidget() is not None else None
+            if isinstance(layout, QFormLayout):
+                layout.setRowVisible(row, field_visible(name, mode, architecture))
         self._show_errors()
 
     def _show_errors(self) -> None:
         errors = self.model.errors()
-        shown = visible_sections(self.model.mode, str(self.model.value("model.architecture")))
+        mode, architecture = self.model.mode, str(self.model.value("model.architecture"))
         marked, elsewhere = [], []
         for name, row in self.rows.items():
             row.show_error(errors.get(name))
         for name, message in errors.items():
-            section = name.partition(".")[0] if "." in name else ""
-            if name not in self.rows or (section and section not in shown):
+            if name not in self.rows or not field_visible(name, mode, architecture):
                 elsewhere.append(f"{name}: {message}" if name else message)
             else:
                 marked.append(meta_for(name).label)

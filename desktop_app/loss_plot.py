@@ -1,16 +1,33 @@
-"""The loss plot: training loss and held-out loss against step, on a log scale, updating live."""
+"""The curves: training loss (raw, faint, and smoothed), held-out loss on a log scale, and below them
+the learning rate on the same step axis; updating live.  GUI thread only."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QStackedLayout, QWidget
+from PySide6.QtWidgets import QLabel, QStackedLayout, QVBoxLayout, QWidget
 
 from desktop_app.run_model import RunModel, Series
 
 TRAIN_COLOR = "#1f77b4"
+RAW_COLOR = (31, 119, 180, 70)
 HELDOUT_COLOR = "#e8590c"
+LR_COLOR = "#2f9e44"
+SMOOTHING_WINDOW = 0.05  # share of the curve's points the smoothing spans
+SMOOTHING_MIN = 5  # … but never fewer points than this (a short run's curve is noisy too)
+
+
+def smoothed(y: np.ndarray) -> np.ndarray:
+    """A trailing moving average over ~5 % of the points, at least 5 (vectorised: cheap on every repaint)."""
+    window = min(len(y), max(SMOOTHING_MIN, int(SMOOTHING_WINDOW * len(y))))
+    if window <= 1:
+        return y
+    sums = np.cumsum(y)
+    out = np.empty_like(y)
+    out[:window] = sums[:window] / np.arange(1, window + 1)
+    out[window:] = (sums[window:] - sums[:-window]) / window
+    return out
 
 
 class LogLossAxis(pg.AxisItem):
@@ -49,22 +66,46 @@ class LossPlot(QWidget):
             plot.getAxis(axis).setTextPen("#444")
             plot.getAxis(axis).setPen("#999")
         legend = plot.addLegend(offset=(-10, 10), labelTextColor="#333", brush=pg.mkBrush(255, 255, 255, 220))
-        self.train_curve = plot.plot([], [], pen=pg.mkPen(TRAIN_COLOR, width=1.5), name="training loss")
+        self.raw_curve = plot.plot([], [], pen=pg.mkPen(RAW_COLOR, width=1), name="training loss (raw)")
+        self.train_curve = plot.plot([], [], pen=pg.mkPen(TRAIN_COLOR, width=2), name="training loss (smoothed)")
         self.heldout_curve = plot.plot(
             [], [], pen=pg.mkPen(HELDOUT_COLOR, width=2), symbol="o", symbolSize=5,
             symbolBrush=HELDOUT_COLOR, symbolPen=None, name="held-out loss")
         self.legend = legend
+
+        self.lr_widget = pg.PlotWidget(background="w")
+        self.lr_widget.setObjectName("lrPlot")
+        self.lr_widget.setMaximumHeight(110)
+        lr_plot = self.lr_widget.getPlotItem()
+        lr_plot.setMenuEnabled(False)
+        lr_plot.showGrid(x=True, y=True, alpha=0.15)
+        lr_plot.setLabel("left", "learning rate")
+        lr_plot.getAxis("left").enableAutoSIPrefix(False)
+        lr_plot.getAxis("left").setWidth(plot.getAxis("left").width())
+        for axis in ("left", "bottom"):
+            lr_plot.getAxis(axis).setTextPen("#444")
+            lr_plot.getAxis(axis).setPen("#999")
+        lr_plot.setXLink(plot)
+        self.lr_curve = lr_plot.plot([], [], pen=pg.mkPen(LR_COLOR, width=1.5))
+        plot.getAxis("left").setWidth(56)
+        lr_plot.getAxis("left").setWidth(56)
 
         self.empty_hint = QLabel("The loss curve appears here once training starts.")
         self.empty_hint.setObjectName("lossPlotHint")
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.empty_hint.setProperty("role", "hint")
-        stack = QStackedLayout(self)
+        loss_box = QWidget()
+        stack = QStackedLayout(loss_box)
         stack.setStackingMode(QStackedLayout.StackingMode.StackAll)
         stack.addWidget(self.empty_hint)
         stack.addWidget(self.plot_widget)
         self.empty_hint.raise_()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(loss_box, 1)
+        layout.addWidget(self.lr_widget)
 
         model.curvesChanged.connect(self.refresh)
         model.statusChanged.connect(self._on_status)
@@ -76,7 +117,10 @@ class LossPlot(QWidget):
 
     def refresh(self) -> None:
         curves = self.model.curves
-        self.train_curve.setData(*positive(curves.train))
+        x, y = positive(curves.train)
+        self.raw_curve.setData(x, y)
+        self.train_curve.setData(x, np.exp(smoothed(np.log(y))) if len(y) else y)  # smooth in log space
+        self.lr_curve.setData(curves.lr.x, curves.lr.y)
         self.heldout_curve.setData(*positive(curves.heldout))
         empty = not len(curves.train)
         self.empty_hint.setVisible(empty)

@@ -25,14 +25,16 @@ from desktop_app.controls import ControlBar
 from desktop_app.dataset_panel import DatasetPanel
 from desktop_app.hyperparameters_panel import HyperparametersPanel
 from desktop_app.menus import build_menus
-from desktop_app.paths import list_presets
+from desktop_app.merge import MergePanel
+from desktop_app.page_wiring import install as install_extras
+from desktop_app.paths import all_presets
 from desktop_app.preview_panel import PreviewPanel
 from desktop_app.run_model import Notice, RunModel
 from desktop_app.session import SessionState, TrainingSession
 from desktop_app.status_bar import RunStatusBar
 from trainer.config import Config, ConfigError, resolve_paths
 from trainer.project import Project
-from trainer.runfolder import RunFolder
+from trainer.runfolder import RunFolder, unique_run_dir
 
 AskFn = Callable[[QWidget, str, str], bool]
 AUTOSAVE_DELAY_MS = 400
@@ -58,8 +60,8 @@ class MainWindow(QMainWindow):
         self.config_model = ConfigModel(project.config, self)
         self.run_model = RunModel(self.session, self)
 
-        self.controls = ControlBar(self.session, self.config_model, list_presets() if presets is None else presets)
-        self.dataset_panel = DatasetPanel(self.config_model)
+        self.controls = ControlBar(self.session, self.config_model, all_presets() if presets is None else presets)
+        self.dataset_panel = DatasetPanel(self.config_model, project.root)
         self.hyperparameters_panel = HyperparametersPanel(self.config_model)
         self.preview_panel = PreviewPanel(self.run_model)
         # The Train page: how to learn (the form) beside what is happening (the live preview).
@@ -88,6 +90,9 @@ class MainWindow(QMainWindow):
         self.status_bar = RunStatusBar(self.run_model)
         self.setStatusBar(self.status_bar)
         self.menu_actions = build_menus(self)
+        self.extras = install_extras(self)  # block tree, memory box, presets, queue, Runs page
+        self.merge_panel = MergePanel()
+        self.add_page(self.merge_panel, "Merge")  # runs trainer/merge through the merge-* tasks
 
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
@@ -114,8 +119,10 @@ class MainWindow(QMainWindow):
     def set_project(self, project: Project) -> None:
         self.save_settings()
         self.project = project
+        self.dataset_panel.set_project_root(project.root)
         self.config_model.load(project.config)
         self.run_model.set_notice(None)
+        self.extras.set_project(project)
         self._show_project()
 
     def _show_project(self) -> None:
@@ -162,9 +169,15 @@ class MainWindow(QMainWindow):
             return
         self.save_settings()
         self.config_model.clear_external_errors()
-        run_dir = self.project.new_run_dir()
+        self.start_run(config)
+
+    def start_run(self, config: Config) -> bool:
+        """Start a run of ``config`` (the form's settings, or a queued run's) in a new run folder."""
+        if self.session.is_active():
+            return False
+        run_dir = unique_run_dir(self.project.runs_dir, config.output.run_name)
         self.run_model.begin(run_dir, config.training.steps, config.mode)
-        self.session.start(resolve_paths(config, self.project.root), run_dir)
+        return self.session.start(resolve_paths(config, self.project.root), run_dir)
 
     def resume_run(self, run_dir: Path) -> None:
         if self.session.is_active():
@@ -212,6 +225,8 @@ class MainWindow(QMainWindow):
             self.settings.setValue("window/geometry", self.saveGeometry())
             self.settings.setValue("window/trainSplitter", self.splitter.saveState())
             self.settings.setValue("window/page", self.pages.currentIndex())
+        self.dataset_panel.shutdown()
+        self.extras.shutdown()
         self.session.close()
         event.accept()
 

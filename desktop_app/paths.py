@@ -32,6 +32,23 @@ def list_presets() -> list[Path]:
     return sorted(presets_dir().glob("*.toml"), key=lambda path: (not path.stem.startswith(DEMO_PRESET), path.stem))
 
 
+def user_presets_dir() -> Path:
+    """Where the user's own presets go (``DATA_DIR/presets``); created on first save."""
+    return data_dir() / "presets"
+
+
+def list_user_presets() -> list[Path]:
+    folder = user_presets_dir()
+    return sorted(folder.glob("*.toml"), key=lambda path: path.stem.lower()) if folder.is_dir() else []
+
+
+def all_presets() -> list[Path]:
+    """The bundled presets, then the user's own (a user preset never hides a bundled one of the same name)."""
+    bundled = list_presets()
+    names = {path.stem for path in bundled}
+    return bundled + [path for path in list_user_presets() if path.stem not in names]
+
+
 def preset_path(name: str) -> Path:
     """The preset called ``name`` (with or without .toml); a clear error names the ones there are."""
     path = presets_dir() / (name if name.endswith(".toml") else f"{name}.toml")

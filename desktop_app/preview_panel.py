@@ -1,8 +1,9 @@
 """The Live preview: how the run is going, while it goes.
 
-Top to bottom: the notice banner (how the last run ended), the loss plot, and below it what the
+Top to bottom: the notice banner (how the last run ended), a line of numbers (step, it/s, time left,
+memory), the curves (loss raw and smoothed, held-out loss, learning rate), and below them what the
 model looks like now — the toy network's weights and biases, or (for Stable Diffusion modes) the
-latest sample images (the growing grid comes with the live-preview issue).  A second tab holds the run's log.
+sample grid, one row per sampling step.  A second tab holds the run's log.  GUI thread only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter, QStackedWidget,
 from desktop_app.loss_plot import LossPlot
 from desktop_app.notice_banner import NoticeBanner
 from desktop_app.run_model import RunModel
-from desktop_app.samples_view import SamplesView
+from desktop_app.sample_grid import SampleGrid
+from desktop_app.session import SessionState
+from desktop_app.status_bar import format_bytes, format_duration
 from desktop_app.weights_view import WeightsView
 
 LOG_LINES_KEPT = 5000
@@ -29,10 +32,13 @@ class PreviewPanel(QWidget):
         self.banner = NoticeBanner(model)
         self.loss_plot = LossPlot(model)
         self.weights_view = WeightsView(model)
-        self.samples_view = SamplesView(model)
+        self.sample_grid = SampleGrid(model.sample_history)
+        self.stats = QLabel()
+        self.stats.setObjectName("runStats")
+        self.stats.setProperty("role", "subtle")
         self.lower = QStackedWidget()
         self.lower.addWidget(self.weights_view)
-        self.lower.addWidget(self.samples_view)
+        self.lower.addWidget(self.sample_grid)
 
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
@@ -57,10 +63,29 @@ class PreviewPanel(QWidget):
         layout.setSpacing(6)
         layout.addWidget(title)
         layout.addWidget(self.banner)
+        layout.addWidget(self.stats)
         layout.addWidget(self.tabs, 1)
 
         model.logAdded.connect(self.log_view.appendPlainText)
+        model.statusChanged.connect(self._show_stats)
+        self._show_stats()
 
+    def _show_stats(self) -> None:
+        """Step, speed, time left and memory of the run, above the curves where the eye already is."""
+        model = self.model
+        if not model.has_started:
+            self.stats.setText("Starting the trainer…" if model.state == SessionState.STARTING else
+                               "The run did not start." if model.state == SessionState.FAILED else
+                               "No run yet: press Start, or queue runs on the Runs page.")
+            return
+        parts = [f"Step {model.step:,} of {model.total_steps:,}"]
+        if model.state in (SessionState.TRAINING, SessionState.PAUSED) and model.it_per_s > 0:
+            parts += [f"{model.it_per_s:,.2f} it/s", f"{format_duration(model.eta_s)} left"]
+        if model.memory_bytes:
+            parts.append(f"{'GPU' if model.memory_kind == 'cuda' else 'RAM'} {format_bytes(model.memory_bytes)}")
+        if model.state == SessionState.PAUSED:
+            parts.append("paused")
+        self.stats.setText("  ·  ".join(parts))
     def show_mode(self, mode: str, architecture: str) -> None:
         """Weights for the toy network, samples for Stable Diffusion."""
-        self.lower.setCurrentWidget(self.weights_view if architecture == "toy" else self.samples_view)
+        self.lower.setCurrentWidget(self.weights_view if architecture == "toy" else self.sample_grid)

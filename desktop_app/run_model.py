@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from desktop_app.sample_history import SampleHistory, read_sample_history
 from desktop_app.session import SessionState, TrainingSession
 from trainer.protocol import CheckpointSaved, Failed, Finished, LayerWeights, Log, Progress, Sample, Started
 from trainer.runfolder import RunFolder
@@ -59,17 +60,32 @@ class Series:
 
 
 class Curves:
-    """Training loss and held-out loss against step (non-finite values are left out)."""
+    """Training loss, held-out loss and learning rate against step (non-finite values are left out)."""
 
     def __init__(self) -> None:
         self.train = Series()
         self.heldout = Series()
+        self.lr = Series()
 
-    def add(self, step: int, loss: float, heldout: float | None) -> None:
+    def add(self, step: int, loss: float, heldout: float | None, lr: float | None = None) -> None:
         if math.isfinite(loss):
             self.train.append(step, loss)
         if heldout is not None and math.isfinite(heldout):
             self.heldout.append(step, heldout)
+        if lr is not None and math.isfinite(lr) and (not len(self.lr) or self.lr.x[-1] != step):
+            self.lr.append(step, lr)
+
+    @classmethod
+    def from_metrics(cls, rows: list[dict]) -> Curves:
+        """The curves of a run folder's metrics.jsonl rows."""
+        curves = cls()
+        for row in rows:
+            step, loss, heldout, lr = row.get("step"), row.get("loss"), row.get("heldout_loss"), row.get("lr")
+            if isinstance(step, int):
+                curves.add(step, float(loss) if isinstance(loss, int | float) else math.nan,
+                           heldout if isinstance(heldout, int | float) else None,
+                           float(lr) if isinstance(lr, int | float) else None)
+        return curves
 
     @property
     def steps(self) -> list[int]:
@@ -104,6 +120,7 @@ class RunModel(QObject):
         self.curves = Curves()
         self.layers: LayerWeights | None = None
         self.samples: Sample | None = None
+        self.sample_history = SampleHistory(self)  # every sampling point of the run: the grid's rows
         self.notice: Notice | None = None
         self._curves_dirty = False
         session.stateChanged.connect(self._on_state)
@@ -125,12 +142,11 @@ class RunModel(QObject):
         self.curves = Curves()
         self.layers = None
         self.samples = None
+        self.sample_history.clear()
         if resumed:
-            for row in RunFolder(Path(run_dir)).read_metrics():
-                step, loss, heldout = row.get("step"), row.get("loss"), row.get("heldout_loss")
-                if isinstance(step, int) and isinstance(loss, int | float):
-                    self.curves.add(step, float(loss), heldout if isinstance(heldout, int | float) else None)
+            self.curves = Curves.from_metrics(RunFolder(Path(run_dir)).read_metrics())
             self.step = int(self.curves.train.x[-1]) if len(self.curves.train) else 0
+            self.sample_history.load(read_sample_history(Path(run_dir)))
         self.set_notice(None)
         self.curvesChanged.emit()
         self.weightsChanged.emit(None)
@@ -163,7 +179,7 @@ class RunModel(QObject):
         self.step, self.total_steps = event.step, event.total_steps
         self.it_per_s, self.eta_s = event.it_per_s, event.eta_s
         self.memory_bytes, self.memory_kind = event.memory_bytes, event.memory_kind
-        self.curves.add(event.step, event.loss, event.heldout_loss)
+        self.curves.add(event.step, event.loss, event.heldout_loss, event.lr)
         self._curves_dirty = True
 
     def _on_weights(self, event: LayerWeights) -> None:
@@ -172,6 +188,7 @@ class RunModel(QObject):
 
     def _on_sample(self, event: Sample) -> None:
         self.samples = event
+        self.sample_history.add(event)
         self.samplesChanged.emit(event)
 
     def _on_checkpoint(self, event: CheckpointSaved) -> None:

@@ -1,7 +1,8 @@
 """Render the README screenshots: the main window idle, and mid-run (toy: curves and heatmaps;
-a diffusion preset such as demo: curves and samples, saved as main-PRESET.png).
+a diffusion preset such as demo: curves and the growing sample grid, saved as main-PRESET.png), then
+the Runs page after the run (runs.png for a diffusion preset, with a run waiting in the queue).
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_screenshots.py [OUT_DIR] [PRESET]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_screenshots.py [OUT_DIR] [PRESET | CONFIG.toml]
 
 Runs the real trainer on the toy preset in a throwaway data folder (nothing touches your own
 projects) and grabs the window at 1280×800 once the run has gone far enough to be interesting.
@@ -39,7 +40,9 @@ def render(out_dir: Path, preset: str) -> int:
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     apply_style(app)
-    window = MainWindow(Project.open_or_create(demo_project_dir(), preset_path(preset)))
+    source = Path(preset) if preset.endswith(".toml") else preset_path(preset)
+    preset = source.stem
+    window = MainWindow(Project.open_or_create(demo_project_dir(), source))
     window.resize(1280, 800)
     window.show()
 
@@ -61,12 +64,21 @@ def render(out_dir: Path, preset: str) -> int:
                and run.layers.step >= total * 0.4)
         name = "main-training.png"
     else:  # Stable Diffusion: wait for samples from a trained model, not just the base model's
-        settle(600, until=lambda: run.samples is not None and run.samples.step >= total // 3)
+        settle(600, until=lambda: run.samples is not None and run.samples.step >= total // 2)
         name = f"main-{preset}.png"
     settle(0.2)
     window.grab().save(str(out_dir / name))
-    window.session.shutdown()  # stop with a save, and wait for the trainer to exit
+    window.session.shutdown(timeout_s=600)  # stop with a save, and wait for the trainer to exit
     settle(0.2, until=lambda: window.session.state in (SessionState.FINISHED, SessionState.FAILED))
+    if preset != "toy":  # the Runs page: the run just stopped, its samples, and a run waiting in the queue
+        window.extras.queue.add(window.config_model.config, "demo-longer")
+        page = window.extras.runs_page
+        window.show_page(page)
+        page.tabs.setCurrentWidget(page.sample_grid)
+        settle(1.0, until=lambda: page.sample_grid.loader.pending() == 0)
+        settle(0.3)
+        window.grab().save(str(out_dir / "runs.png"))
+        window.extras.queue.take_next()
     window.close()
     print(f"screenshots in {out_dir}")
     return 0

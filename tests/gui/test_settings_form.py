@@ -78,14 +78,14 @@ def test_form_comes_from_the_config_declarations(qtbot):
     def shown() -> set[str]:
         return {name for name, group in panel.groups.items() if not group.isHidden()}
 
-    assert shown() == {"training", "toy", "output"}  # SECTIONS_BY_MODE["toy"]
+    assert shown() == {"basics", "toy", "optimizer", "output"}  # the toy network: no images, no samples
     mode = panel.editor("mode").combo
     mode.setCurrentIndex(mode.findData("lora"))
     assert model.mode == "lora"
     assert "mode" in model.errors()  # lora does not work with the toy architecture
     architecture = panel.editor("model.architecture").combo
     architecture.setCurrentIndex(architecture.findData("sd15"))
-    assert shown() == {"model", "dataset", "training", "lora", "sampling", "output"}
+    assert shown() == {"basics", "model", "dataset", "lora", "optimizer", "memory", "sampling", "output"}
     assert "mode" not in model.errors()
 
 

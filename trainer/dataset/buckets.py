@@ -42,6 +42,14 @@ def make_buckets(resolution: int = 512, step: int = 64, min_side: int | None = N
     return sorted(buckets, key=lambda b: (b[0] / b[1], b[0]))
 
 
+def training_buckets(resolution: int, min_side: int = 256, max_side: int = 1024,
+                     bucketing: bool = True) -> list[Bucket]:
+    """The buckets a run uses for ``dataset.*`` (one square bucket when bucketing is off)."""
+    if not bucketing:
+        return [(resolution, resolution)]
+    return make_buckets(resolution, 64, min(min_side, resolution), max(max_side, resolution))
+
+
 def _ratio_error(width: int, height: int, bucket: Bucket) -> float:
     # In log space, so 2:1 and 1:2 are equally far from 1:1.
     return abs(math.log(width / height) - math.log(bucket[0] / bucket[1]))

@@ -1,10 +1,15 @@
-"""The project's dataset cache: edited captions and crop records, kept apart from the originals.
+"""The project's dataset edits: edited captions, crop records and removed images, apart from the originals.
 
-Originals are never modified.  When the user edits a caption or chooses a crop in Kamaal, the
-result is written here, under the project's cache folder, mirroring the dataset's layout::
+Originals are never modified.  When the user edits a caption, chooses a crop or removes an image
+in Kamaal, the result is written here, mirroring the dataset's layout::
 
     CACHE/captions/sub/photo.jpg.txt     the edited caption of DATASET/sub/photo.jpg
     CACHE/crops/sub/photo.jpg.json       {"box": [left, top, right, bottom], "size": [w, h]}
+    CACHE/removed.json                   {"removed": ["sub/photo.jpg", ...]} (left out of training)
+
+The panel imports images into a folder of the project, and keeps that folder's edits in a hidden
+``.kamaal`` folder inside it (``DatasetCache.for_folder``), where the trainer finds them with
+nothing but the dataset path: the run trains on exactly what the panel shows.
 
 The image's full name (extension included) is kept so ``a.jpg`` and ``a.png`` never collide.
 Every write is atomic (``trainer.fsutil``): a crash never leaves half a caption behind.
@@ -21,6 +26,7 @@ from pathlib import Path
 from trainer.dataset.captions import Caption, CaptionStatus, read_caption
 from trainer.fsutil import atomic_write_text
 
+EDITS_FOLDER = ".kamaal"  # hidden: list_images skips dot folders, so edits are never taken for images
 Box = tuple[int, int, int, int]  # left, top, right, bottom in the oriented image's pixels
 
 
@@ -36,6 +42,11 @@ class DatasetCache:
 
     root: Path
     dataset: Path
+
+    @classmethod
+    def for_folder(cls, folder: Path) -> DatasetCache:
+        """The edits that belong to dataset ``folder`` (kept in ``folder/.kamaal``; may not exist yet)."""
+        return cls(Path(folder) / EDITS_FOLDER, Path(folder))
 
     def _key(self, image: Path) -> Path:
         try:
@@ -84,3 +95,50 @@ class DatasetCache:
         path = self.crop_path(image)
         atomic_write_text(path, json.dumps({"box": list(record.box), "size": list(record.size)}) + "\n")
         return path
+
+    # -------------------------------------------------------------- everything at once
+
+    def _walk(self, kind: str, suffix: str) -> dict[Path, Path]:
+        """Image path → record file, for every record of ``kind`` (one directory walk, no per-image stat)."""
+        base = self.root / kind
+        if not base.is_dir():
+            return {}
+        found = {}
+        for record in base.rglob(f"*{suffix}"):
+            relative = record.relative_to(base).as_posix()[: -len(suffix)]
+            found[Path(self.dataset) / relative] = record
+        return found
+
+    def all_captions(self) -> dict[Path, Caption]:
+        """Every edited caption, keyed by image path (as ``Path(dataset) / relative``): fast for big folders."""
+        captions = {image: read_caption(path) for image, path in self._walk("captions", ".txt").items()}
+        return {image: caption for image, caption in captions.items() if caption.status is not CaptionStatus.MISSING}
+
+    def all_crops(self) -> dict[Path, CropRecord]:
+        """Every readable crop record, keyed like ``all_captions``."""
+        crops = {image: self.read_crop(image) for image in self._walk("crops", ".json")}
+        return {image: crop for image, crop in crops.items() if crop is not None}
+
+    # -------------------------------------------------------------- removed images
+
+    @property
+    def removed_path(self) -> Path:
+        return self.root / "removed.json"
+
+    def removed(self) -> set[Path]:
+        """Images the user removed from the dataset (still on disk; training leaves them out)."""
+        try:
+            names = json.loads(self.removed_path.read_text(encoding="utf-8"))["removed"]
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()  # a damaged list removes nothing: better one image too many than a lost dataset
+        return {Path(self.dataset) / name for name in names if isinstance(name, str)}
+
+    def set_removed(self, images: list[Path], removed: bool = True) -> set[Path]:
+        """Remove ``images`` from the dataset (or put them back); returns the new removed set."""
+        current = {self._key(path).as_posix() for path in self.removed()}
+        changed = {self._key(path).as_posix() for path in images}
+        current = current | changed if removed else current - changed
+        atomic_write_text(self.removed_path, json.dumps({"removed": sorted(current)}, ensure_ascii=False) + "\n")
+        return {Path(self.dataset) / name for name in current}

@@ -17,9 +17,11 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from trainer.dataset.cache import DatasetCache
 from trainer.dataset.captions import DEFAULT_TEMPLATE, DEFAULT_TOKEN
 from trainer.dataset.health import DEFAULT_MAX_ASPECT, Progress, check_dataset
 from trainer.dataset.report import Report, Severity
+from trainer.dataset.tokens import load_clip_tokenizer
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -100,8 +102,10 @@ def _check(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         return _bad_input(f"not a folder: {folder} (give the folder that holds the images)", args.json)
     try:
+        # The panel's edits (captions, removed images) and the exact CLIP tokenizer: the same findings as the app.
         report = check_dataset(folder, args.resolution, token=args.token, template=args.template,
                                max_aspect=args.max_aspect, recursive=args.recursive,
+                               tokenizer=load_clip_tokenizer(), cache=DatasetCache.for_folder(folder),
                                progress=_progress_printer(sys.stderr))
     except OSError as error:  # e.g. permission denied while listing the folder
         return _bad_input(f"cannot read the dataset folder {folder}: {error.strerror or error}", args.json)

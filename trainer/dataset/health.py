@@ -232,7 +232,8 @@ def check_dataset(
     folder = Path(folder)
     listing = list_images(folder, recursive=recursive, caption_extension=caption_extension)
     options = _Options(resolution, make_buckets(resolution), template, token, max_aspect, max_pixels, tokenizer, cache)
-    items = listing.items
+    removed = cache.removed() if cache is not None else set()
+    items = tuple(item for item in listing.items if item.image not in removed)  # removed by the user: not checked
     results: list[_Checked | None] = [None] * len(items)
     if progress is not None:
         progress(0, len(items))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,8 +27,13 @@ def count_class_images(folder: Path) -> int:
 
 
 @torch.no_grad()
-def ensure_class_images(config: Config, parts: Components, device: str, logger: logging.Logger) -> int:
-    """Generate the missing class images; returns how many were generated."""
+def ensure_class_images(config: Config, parts: Components, device: str, logger: logging.Logger,
+                        on_image: Callable[[int, int], None] | None = None) -> int:
+    """Generate the missing class images; returns how many were generated.
+
+    ``on_image(done, missing)`` is called after each image is written (the class-images task
+    reports progress there, and may raise to cancel: the images written so far stay).
+    """
     db = config.dreambooth
     if not db.class_dir:
         raise InputError("dreambooth.class_dir: prior preservation needs a folder for class images")
@@ -52,6 +58,8 @@ def ensure_class_images(config: Config, parts: Components, device: str, logger: 
         image.save(buffer, format="PNG")
         atomic_write_bytes(folder / f"class-{start + n:05d}.png", buffer.getvalue())
         logger.info("Class image %d of %d", n + 1, missing)
+        if on_image is not None:
+            on_image(n + 1, missing)
     return missing
 
 

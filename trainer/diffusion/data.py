@@ -1,9 +1,12 @@
 """Dataset folder → bucketed training batches, deterministic and resumable.
 
 Images are listed and checked with the Qt-free ``trainer.dataset`` library; unreadable files
-are skipped with a message naming each.  Every image goes to its aspect-ratio bucket; a
-batch holds images of one bucket.  The batch order comes from a seeded generator whose state
-is saved in checkpoints, so a resumed run sees the same batches as an uninterrupted one.
+are skipped with a message naming each.  The edits the dataset panel keeps beside a folder
+(``DatasetCache.for_folder``: removed images, edited captions, crops) apply here, so a run
+trains on what the panel shows; the image files themselves are never written.  Every image
+goes to its aspect-ratio bucket; a batch holds images of one bucket.  The batch order comes
+from a seeded generator whose state is saved in checkpoints, so a resumed run
+sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import numpy as np
 import torch
 
 from trainer.dataset import (
+    DatasetCache,
     DatasetImageError,
     assign_bucket,
     caption_text,
     list_images,
     load_rgb,
-    make_buckets,
     read_caption,
 )
+from trainer.dataset.buckets import training_buckets as buckets_for_training
 from trainer.errors import InputError
 
 Bucket = tuple[int, int]
@@ -36,6 +40,7 @@ class Example:
     caption: str
     bucket: Bucket  # (width, height)
     size: tuple[int, int]  # original (width, height) after EXIF rotation
+    crop: tuple[int, int, int, int] | None = None  # the user's crop (left, top, right, bottom), before bucketing
 
 
 def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bucket], no_upscale: bool,
@@ -47,8 +52,12 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
         listing = list_images(Path(folder), caption_extension=caption_extension)
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise InputError(f"{field}: {exc}") from None
+    edits = DatasetCache.for_folder(Path(folder))
+    removed = edits.removed()
     examples = []
     for item in listing.items:
+        if item.image in removed:
+            continue
         try:
             # A full decode, not just the header: a truncated file must be skipped now, with its
             # name in the log, rather than crash the run when its batch comes up.
@@ -56,15 +65,17 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
         except DatasetImageError as exc:
             logger.warning("Skipping %s: %s", item.image, exc)
             continue
-        bucket = assign_bucket(image.width, image.height, buckets, no_upscale)
-        examples.append(Example(item.image, caption_for(read_caption(item.caption)), bucket, image.size))
+        record = edits.read_crop(item.image)
+        crop = record.box if record is not None and record.size == image.size else None  # stale for a changed image
+        width, height = (crop[2] - crop[0], crop[3] - crop[1]) if crop else image.size
+        bucket = assign_bucket(width, height, buckets, no_upscale)
+        caption = edits.read_caption(item.image) or read_caption(item.caption)
+        examples.append(Example(item.image, caption_for(caption), bucket, image.size, crop))
     return examples
 
 
 def training_buckets(resolution: int, min_side: int, max_side: int, bucketing: bool) -> list[Bucket]:
-    if not bucketing:
-        return [(resolution, resolution)]
-    return make_buckets(resolution, 64, min(min_side, resolution), max(max_side, resolution))
+    return buckets_for_training(resolution, min_side, max_side, bucketing)  # the panel's preview uses the same
 
 
 def caption_maker(template: str, token: str, fixed: str | None = None) -> Any:
@@ -84,6 +95,8 @@ def load_pixels(example: Example, crop: str, flip: bool, generator: torch.Genera
     from PIL import Image
 
     image = load_rgb(example.image)
+    if example.crop is not None:
+        image = image.crop(example.crop)
     width, height = example.bucket
     scale = max(width / image.width, height / image.height)
     resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),

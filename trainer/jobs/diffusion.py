@@ -205,11 +205,11 @@ class DiffusionJob(TrainingJob):
         return torch.stack(out), crops
 
     def _disk_latent_path(self, example: ds.Example) -> Path:
-        """One file per (image file version, bucket): an edited or replaced image gets a new entry."""
+        """One file per (image file version, user crop, bucket): an edited or replaced image gets a new entry."""
         import hashlib
 
         stat = example.image.stat()
-        key = f"{example.image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{example.bucket}"
+        key = f"{example.image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{example.bucket}|{example.crop}"
         return self.run.root / "cache" / "latents" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
 
     def _disk_latent(self, example: ds.Example) -> tuple[torch.Tensor, tuple[int, int]] | None:

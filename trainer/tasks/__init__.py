@@ -15,6 +15,17 @@ from __future__ import annotations
 
 TASKS: dict[str, str] = {
     "inspect-blocks": "trainer.tasks.builtin:inspect_blocks",
+    "generate-class-images": "trainer.tasks.class_images:generate_class_images",
+    "model-blocks": "trainer.tasks.measure:model_blocks",
+    "device-info": "trainer.tasks.measure:device_info",
+    "measure": "trainer.tasks.measure:measure",
+    # Model merging (trainer/merge/tasks.py)
+    "merge-fuse-lora": "trainer.merge.tasks:fuse_lora_task",
+    "merge-loras": "trainer.merge.tasks:merge_loras_task",
+    "merge-checkpoints": "trainer.merge.tasks:merge_checkpoints_task",
+    "merge-convert-lora": "trainer.merge.tasks:convert_lora_task",
+    "merge-convert-model": "trainer.merge.tasks:convert_model_task",
+    "merge-preview": "trainer.merge.tasks:preview_task",
 }
 
 

@@ -1,0 +1,216 @@
+"""The crop view: the selected image large, its training crop, and a rectangle the user drags.
+
+Without a crop record the image is centre-cropped to its bucket (dashed outline: exactly what
+training sees).  Dragging outside the rectangle draws a new one; dragging inside moves it.  On
+release the box (in the oriented image's pixels) goes to ``DatasetModel.set_crop``; the bucket
+of the crop's aspect ratio is then centre-cropped in turn, and the dashed outline shows that too.
+"Reset" removes the crop record.  Nothing here writes files.
+
+GUI thread; the large preview is decoded on a worker thread (``Background``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+
+from desktop_app.dataset.model import DatasetModel, Entry
+from desktop_app.dataset.thumbnails import load_or_make
+from trainer.dataset import assign_bucket, make_buckets, resize_and_crop
+
+PREVIEW_SIZE = 768
+MIN_SIDE = 16  # image pixels: smaller drags are taken as clicks
+
+
+def training_box(box: tuple[int, int, int, int], buckets: list[tuple[int, int]]) -> tuple[float, ...]:
+    """The part of ``box`` training keeps after bucketing (centre crop of the covering resize)."""
+    left, top, right, bottom = box
+    width, height = right - left, bottom - top
+    bucket = assign_bucket(width, height, buckets)
+    (rw, rh), (cl, ct, cr, cb) = resize_and_crop(width, height, bucket)
+    sx, sy = width / rw, height / rh
+    return (left + cl * sx, top + ct * sy, left + cr * sx, top + cb * sy)
+
+
+class CropCanvas(QWidget):
+    boxChanged = Signal(object)  # (left, top, right, bottom) in image pixels, on release
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("cropCanvas")
+        self.setMinimumSize(240, 200)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMouseTracking(False)
+        self.pixmap: QPixmap | None = None
+        self.image_size: tuple[int, int] | None = None
+        self.box: tuple[int, int, int, int] | None = None  # the user's crop (None: whole image)
+        self.buckets = make_buckets(512)
+        self._drag: tuple[str, QPointF, tuple[int, int, int, int] | None] | None = None
+
+    def set_image(self, pixmap: QPixmap | None, size: tuple[int, int] | None, box: tuple[int, int, int, int] | None
+                  ) -> None:
+        self.pixmap, self.image_size, self.box = pixmap, size, box
+        self.update()
+
+    def _frame(self) -> QRectF:
+        """Where the image is drawn (fitted, centred)."""
+        if self.image_size is None:
+            return QRectF()
+        w, h = self.image_size
+        scale = min((self.width() - 8) / w, (self.height() - 8) / h)
+        return QRectF((self.width() - w * scale) / 2, (self.height() - h * scale) / 2, w * scale, h * scale)
+
+    def _to_widget(self, box: tuple[float, ...]) -> QRectF:
+        frame, (w, _h) = self._frame(), self.image_size or (1, 1)
+        scale = frame.width() / w
+        return QRectF(frame.left() + box[0] * scale, frame.top() + box[1] * scale,
+                      (box[2] - box[0]) * scale, (box[3] - box[1]) * scale)
+
+    def _to_image(self, point: QPointF) -> QPointF:
+        frame, (w, h) = self._frame(), self.image_size or (1, 1)
+        scale = frame.width() / w
+        x = min(max((point.x() - frame.left()) / scale, 0), w)
+        return QPointF(x, min(max((point.y() - frame.top()) / scale, 0), h))
+
+    def paintEvent(self, _event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor("#1f2933"))
+        if self.pixmap is None or self.image_size is None:
+            painter.setPen(QColor("#9aa5b1"))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Select an image to crop it.")
+            return
+        frame = self._frame()
+        painter.drawPixmap(frame.toRect(), self.pixmap)
+        w, h = self.image_size
+        box = self.box or (0, 0, w, h)
+        crop = self._to_widget(box)
+        shade = QColor(0, 0, 0, 140)
+        for part in (QRectF(frame.left(), frame.top(), frame.width(), crop.top() - frame.top()),
+                     QRectF(frame.left(), crop.bottom(), frame.width(), frame.bottom() - crop.bottom()),
+                     QRectF(frame.left(), crop.top(), crop.left() - frame.left(), crop.height()),
+                     QRectF(crop.right(), crop.top(), frame.right() - crop.right(), crop.height())):
+            painter.fillRect(part, shade)
+        painter.setPen(QPen(QColor("#ffffff"), 2))
+        painter.drawRect(crop)
+        painter.setPen(QPen(QColor("#fdb022"), 1.5, Qt.PenStyle.DashLine))
+        painter.drawRect(self._to_widget(training_box(box, self.buckets)))
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if self.image_size is None or event.button() != Qt.MouseButton.LeftButton:
+            return
+        w, h = self.image_size
+        box = self.box or (0, 0, w, h)
+        inside = self._to_widget(box).contains(event.position()) and self.box is not None
+        self._drag = ("move" if inside else "draw", self._to_image(event.position()), box)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        # Buttons are not checked: the drag state is enough (and QTest's moves carry no buttons).
+        if self._drag is None or self.image_size is None:
+            return
+        kind, start, original = self._drag
+        here = self._to_image(event.position())
+        w, h = self.image_size
+        if kind == "draw":
+            left, right = sorted((round(start.x()), round(here.x())))
+            top, bottom = sorted((round(start.y()), round(here.y())))
+            if right - left >= MIN_SIDE and bottom - top >= MIN_SIDE:
+                self.box = (left, top, right, bottom)
+        elif original is not None:
+            bw, bh = original[2] - original[0], original[3] - original[1]
+            left = min(max(round(original[0] + here.x() - start.x()), 0), w - bw)
+            top = min(max(round(original[1] + here.y() - start.y()), 0), h - bh)
+            self.box = (left, top, left + bw, top + bh)
+        self.update()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._drag is not None:
+            self.mouseMoveEvent(event)
+            self._drag = None
+            if self.box is not None:
+                self.boxChanged.emit(self.box)
+
+
+class CropView(QWidget):
+    def __init__(self, dataset: DatasetModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("cropView")
+        self.dataset = dataset
+        self.row: int | None = None
+        self.canvas = CropCanvas()
+        self.info = QLabel()
+        self.info.setObjectName("cropInfo")
+        self.info.setProperty("role", "subtle")
+        self.info.setWordWrap(True)
+        self.reset = QPushButton("Reset to centre crop")
+        self.reset.setObjectName("resetCrop")
+        self.reset.clicked.connect(self._reset)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.info, 1)
+        buttons.addWidget(self.reset)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self.canvas, 1)
+        layout.addLayout(buttons)
+        self.canvas.buckets = dataset.settings.buckets()
+        self.canvas.boxChanged.connect(self._box_changed)
+        dataset.cropChanged.connect(lambda row: self._describe() if row == self.row else None)
+        dataset.sizesChanged.connect(lambda: self.show_row(self.row))
+        dataset.reset.connect(self.settings_changed)
+        self.show_row(None)
+
+    def settings_changed(self) -> None:
+        """The resolution or bucket settings changed: redraw the training crop."""
+        self.canvas.buckets = self.dataset.settings.buckets()
+        self.canvas.update()
+        self._describe()
+
+    def show_row(self, row: int | None) -> None:
+        self.row = row
+        entry = self._entry()
+        if entry is None or entry.size is None:
+            self.canvas.set_image(None, None, None)
+            self._describe()
+            return
+        path = entry.path
+        self.dataset.background.run(lambda _r, _c: load_or_make(Path(path), None, PREVIEW_SIZE),
+                                    lambda image: self._loaded(row, image), lambda _error: None, priority=2)
+        self._describe()
+
+    def _loaded(self, row: int | None, image: QImage) -> None:
+        if row != self.row or row is None or row >= len(self.dataset.entries):
+            return
+        entry = self.dataset.entries[row]
+        self.canvas.set_image(QPixmap.fromImage(image), entry.size, entry.crop.box if entry.crop else None)
+        self._describe()
+
+    def _box_changed(self, box: tuple[int, int, int, int]) -> None:
+        if self.row is not None:
+            self.dataset.set_crop(self.row, box)
+
+    def _reset(self) -> None:
+        if self.row is not None:
+            self.dataset.set_crop(self.row, None)
+            entry = self.dataset.entries[self.row]
+            self.canvas.set_image(self.canvas.pixmap, entry.size, None)
+
+    def _entry(self) -> Entry | None:
+        return self.dataset.entry(self.row)
+
+    def _describe(self) -> None:
+        entry = self._entry()
+        editable = entry is not None and self.dataset.editable
+        self.reset.setEnabled(editable and entry is not None and entry.crop is not None)
+        self.canvas.setEnabled(editable)
+        if entry is None or entry.size is None:
+            self.info.setText("Drag on the image to choose what training sees." if entry is None else "Reading…")
+            return
+        w, h = entry.size
+        box = entry.crop.box if entry.crop else (0, 0, w, h)
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        bucket = assign_bucket(bw, bh, self.canvas.buckets)
+        what = f"Crop {bw}×{bh}" if entry.crop else f"Whole image {w}×{h}"
+        self.info.setText(f"{what} → bucket {bucket[0]}×{bucket[1]}; dashed: what training sees.<br>"
+                          "Drag to draw a crop, drag inside it to move it.")

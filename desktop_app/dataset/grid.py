@@ -1,0 +1,229 @@
+"""The thumbnail grid: a list model over ``DatasetModel``, a filter, a painted tile, and the view.
+
+``ThumbnailListModel`` asks the ``ThumbnailLoader`` for a thumbnail the first time a view wants
+to paint a row (lazy: only what is on screen is decoded) and announces it when it arrives.
+Its ``problems_only`` filter keeps only images with errors or warnings.  ``ThumbnailGrid`` is a
+``QListView`` in icon mode (uniform tiles, batched layout: smooth with thousands of rows) that
+also accepts files and folders dropped from the file manager.
+
+GUI thread only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage, QPainter, QPixmap, QResizeEvent
+from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
+
+from desktop_app.dataset.model import DatasetModel
+from desktop_app.dataset.thumbnails import THUMB_SIZE, ThumbnailLoader
+from trainer.dataset import Severity
+
+PathRole = Qt.ItemDataRole.UserRole + 1
+SeverityRole = Qt.ItemDataRole.UserRole + 2
+EditedRole = Qt.ItemDataRole.UserRole + 3
+TILE = QSize(THUMB_SIZE + 20, THUMB_SIZE + 40)
+BADGE = {Severity.ERROR: QColor("#d92d20"), Severity.WARNING: QColor("#f79009"), Severity.INFO: QColor("#2e90fa")}
+Index = QModelIndex | QPersistentModelIndex
+
+
+class ThumbnailListModel(QAbstractListModel):
+    """The grid's rows: every image of the dataset, or (``problems_only``) those with errors or warnings.
+
+    The filter lives here rather than in a ``QSortFilterProxyModel``: a proxy calls a Python
+    ``filterAcceptsRow`` once per image on every reset, each call waiting for the GIL while the
+    health check runs, which blocked the event loop for a third of a second at 1,000 images.
+    """
+
+    def __init__(self, dataset: DatasetModel, loader: ThumbnailLoader) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.loader = loader
+        self.problems_only = False
+        self.rows: list[int] = []  # view row → dataset row
+        self._view_rows: dict[int, int] = {}
+        self._pixmaps: dict[str, QPixmap] = {}
+        self._broken: set[str] = set()
+        dataset.reset.connect(self._reset)
+        dataset.reportChanged.connect(self._report_changed)
+        dataset.captionsChanged.connect(lambda rows: [self._row_changed(row) for row in rows])
+        dataset.cropChanged.connect(self._row_changed)
+        loader.ready.connect(self._thumbnail_ready)
+        loader.failed.connect(self._thumbnail_failed)
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 — Qt's signature
+        return 0 if parent.isValid() else len(self.rows)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self.rows):
+            return None
+        entry = self.dataset.entries[self.rows[index.row()]]
+        key = str(entry.path)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return entry.path.name
+        if role == Qt.ItemDataRole.DecorationRole:
+            pixmap = self._pixmaps.get(key)
+            if pixmap is None and key not in self._broken:
+                self.loader.request(key)  # lazy: asked for when a view paints this row
+            return pixmap
+        if role == Qt.ItemDataRole.ToolTipRole:
+            lines = [entry.path.name, entry.caption or "(no caption: the template is used)"]
+            lines += [f"• {finding.message}" for finding in entry.findings]
+            return "\n".join(lines)
+        if role == PathRole:
+            return entry.path
+        if role == SeverityRole:
+            return entry.worst
+        if role == EditedRole:
+            return entry.edited is not None or entry.crop is not None
+        return None
+
+    # ---------------------------------------------------------------- rows
+
+    def dataset_row(self, view_row: int) -> int:
+        return self.rows[view_row]
+
+    def view_index(self, dataset_row: int) -> QModelIndex:
+        """The index showing ``dataset_row``; invalid while the filter hides it."""
+        view_row = self._view_rows.get(dataset_row)
+        return self.index(view_row) if view_row is not None else QModelIndex()
+
+    def set_problems_only(self, on: bool) -> None:
+        self.problems_only = on
+        self._reset()
+
+    def _shown_rows(self) -> list[int]:
+        if not self.problems_only:
+            return list(range(len(self.dataset.entries)))
+        return [row for row, entry in enumerate(self.dataset.entries)
+                if entry.worst in (Severity.ERROR, Severity.WARNING)]
+
+    def _reset(self) -> None:
+        self.beginResetModel()
+        self.loader.forget_pending()
+        self.rows = self._shown_rows()
+        self._view_rows = {row: view_row for view_row, row in enumerate(self.rows)}
+        live = {str(entry.path) for entry in self.dataset.entries}
+        self._pixmaps = {key: pixmap for key, pixmap in self._pixmaps.items() if key in live}
+        self._broken &= live
+        self.endResetModel()
+
+    def _report_changed(self) -> None:
+        if self.problems_only:
+            self._reset()
+        elif self.rows:
+            self.dataChanged.emit(self.index(0), self.index(len(self.rows) - 1))
+
+    def _row_changed(self, row: int) -> None:
+        index = self.view_index(row)
+        if index.isValid():
+            self.dataChanged.emit(index, index)
+
+    def _thumbnail_ready(self, path: str, image: QImage) -> None:
+        self._pixmaps[path] = QPixmap.fromImage(image)
+        row = self.dataset.row_of(Path(path))
+        if row is not None:
+            self._row_changed(row)
+
+    def _thumbnail_failed(self, path: str, _reason: str) -> None:
+        self._broken.add(path)
+
+    def loaded_count(self) -> int:
+        return len(self._pixmaps)
+
+
+class TileDelegate(QStyledItemDelegate):
+    """A tile: the thumbnail centred in a square, the file name under it, a dot for the worst finding."""
+
+    def sizeHint(self, _option: QStyleOptionViewItem, _index: Index) -> QSize:
+        return TILE
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
+        painter.save()
+        rect: QRect = option.rect.adjusted(4, 4, -4, -4)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QColor("#2e90fa") if selected else QColor("#e4e7eb"))
+        painter.setBrush(QColor("#e8f1fd") if selected else QColor("#ffffff"))
+        painter.drawRoundedRect(rect, 6, 6)
+        square = QRect(rect.left() + (rect.width() - THUMB_SIZE) // 2, rect.top() + 4, THUMB_SIZE, THUMB_SIZE)
+        pixmap = index.data(Qt.ItemDataRole.DecorationRole)
+        if isinstance(pixmap, QPixmap) and not pixmap.isNull():
+            size = pixmap.size().scaled(square.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(0, 0, size.width(), size.height())
+            target.moveCenter(square.center())
+            painter.drawPixmap(target, pixmap)
+        else:
+            painter.fillRect(square.adjusted(8, 8, -8, -8), QColor("#f0f4f8"))
+        name_rect = QRect(rect.left() + 6, square.bottom() + 4, rect.width() - 12, rect.bottom() - square.bottom() - 6)
+        name = painter.fontMetrics().elidedText(str(index.data()), Qt.TextElideMode.ElideMiddle, name_rect.width())
+        painter.setPen(QColor("#323f4b"))
+        painter.drawText(name_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, name)
+        severity = index.data(SeverityRole)
+        if severity in BADGE:
+            painter.setPen(QColor("white"))
+            painter.setBrush(BADGE[severity])
+            painter.drawEllipse(QRect(square.right() - 14, square.top() + 2, 14, 14))
+        if index.data(EditedRole):
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor("#7c5cff"))
+            painter.drawEllipse(QRect(square.left() + 2, square.top() + 2, 10, 10))
+        painter.restore()
+
+
+class ThumbnailGrid(QListView):
+    """Icon-mode list of tiles; multi-select; emits ``pathsDropped`` for files dropped on it."""
+
+    pathsDropped = Signal(list)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("datasetGrid")
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)
+        self.setLayoutMode(QListView.LayoutMode.Batched)
+        self.setBatchSize(200)
+        self.setGridSize(TILE + QSize(6, 6))
+        self.setSpacing(0)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setItemDelegate(TileDelegate(self))
+        self.setAcceptDrops(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
+        self.setStyleSheet("QListView#datasetGrid { background: #f5f7fa; border: 1px solid #d9e2ec; }")
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        # Spread the columns over the whole width instead of leaving a ragged gap on the right.
+        # Leave room for the vertical scroll bar even before it shows, or the last column would overflow.
+        width = self.width() - 2 * self.frameWidth() - self.verticalScrollBar().sizeHint().width()
+        columns = max(1, width // (TILE.width() + 6))
+        self.setGridSize(QSize(max(TILE.width() + 6, width // columns), TILE.height() + 6))
+        super().resizeEvent(event)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: QDragEnterEvent) -> None:  # type: ignore[override]
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.pathsDropped.emit(paths)

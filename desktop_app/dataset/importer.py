@@ -1,0 +1,99 @@
+"""Importing into the project from the Dataset page: the file dialogs, where copies go, and the copy
+job on a worker thread (the copying itself, and why a project owns copies, is
+``trainer.dataset.importing``).
+
+Where: the concept's folder when it is already inside the project; otherwise a new folder
+``PROJECT/datasets/<name>`` (``subject`` for a first import, the outside folder's name when a
+read-only folder is copied in).  ``imported(relative_folder, message)`` tells the panel which
+folder to show.  GUI thread, except the copy job (``Background``, one thread).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QFileDialog, QProgressBar, QWidget
+
+from desktop_app.config_model import ConfigModel
+from desktop_app.dataset.background import Background, Report
+from trainer.dataset.importing import ImportResult, import_images
+
+DATASETS_FOLDER = "datasets"
+IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.webp *.bmp *.gif *.tif *.tiff)"
+
+
+class Importer(QObject):
+    imported = Signal(str, str)  # the destination relative to the project (POSIX), what happened
+    failed = Signal(str)
+
+    def __init__(self, config: ConfigModel, progress: QProgressBar, project_root: Path | None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.config = config
+        self.progress = progress
+        self.project_root = project_root
+        self.files = Background(self, threads=1)
+
+    def configured_folder(self) -> Path | None:
+        value = str(self.config.value("dataset.path") or "")
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() or self.project_root is None else self.project_root / path
+
+    def inside_project(self, folder: Path) -> bool:
+        return self.project_root is not None and folder.resolve().is_relative_to(self.project_root.resolve())
+
+    def destination(self) -> Path | None:
+        """The concept's folder when it is in the project; else a new one under ``PROJECT/datasets``."""
+        if self.project_root is None:
+            return None
+        folder = self.configured_folder()
+        if folder is not None and self.inside_project(folder):
+            return folder
+        return self.project_root / DATASETS_FOLDER / (folder.name if folder is not None else "subject")
+
+    def choose_folder(self, parent: QWidget) -> None:
+        folder = QFileDialog.getExistingDirectory(parent, "Import a folder of images")
+        if folder:
+            self.start([Path(folder)])
+
+    def choose_files(self, parent: QWidget) -> None:
+        files, _ = QFileDialog.getOpenFileNames(parent, "Add images", "", IMAGE_FILTER)
+        if files:
+            self.start([Path(f) for f in files])
+
+    def start(self, paths: list[Path]) -> bool:
+        """Copy images (files or folders) into the destination on a worker thread."""
+        destination = self.destination()
+        if destination is None or not paths or self.files.busy():
+            return False
+        extension = str(self.config.value("dataset.caption_extension"))
+
+        def work(report: Report, cancelled: threading.Event) -> ImportResult:
+            return import_images(paths, destination, caption_extension=extension, progress=report, cancel=cancelled)
+
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.files.run(work, lambda result: self._done(destination, result), self._failed, self._progressed)
+        return True
+
+    def _progressed(self, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _done(self, destination: Path, result: ImportResult) -> None:
+        self.progress.hide()
+        assert self.project_root is not None
+        skipped = f", {len(result.skipped)} skipped (already there or not images)" if result.skipped else ""
+        relative = destination.resolve().relative_to(self.project_root.resolve()).as_posix()
+        self.imported.emit(relative, f"Imported {len(result.copied)} images{skipped}")
+
+    def _failed(self, error: BaseException) -> None:
+        self.progress.hide()
+        self.failed.emit(f"Import failed: {error}")
+
+    def shutdown(self) -> None:
+        self.files.shutdown()

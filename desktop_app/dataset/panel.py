@@ -1,0 +1,296 @@
+"""The Dataset page: curate the images a run learns from (see ``desktop_app/dataset/__init__``).
+
+Layout: the concept bar (subject and class sets) on top; under it the toolbar and the thumbnail
+grid beside a column of tabs — Caption (editor and bulk edits), Crop, Buckets, Health.  Folders
+outside the project are shown read-only with an offer to copy them in (``trainer.dataset.
+importing`` explains why a project owns copies).  In toy mode the page says no images are needed.
+
+Objects: ``dataset`` (``DatasetModel``, the state), ``loader`` (thumbnails), the widgets that
+subscribe to them.  GUI thread only; files are read and written on worker threads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QItemSelectionModel, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
+from PySide6.QtWidgets import (
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop_app.config_model import ConfigModel
+from desktop_app.dataset.background import Background
+from desktop_app.dataset.buckets_view import BucketsView
+from desktop_app.dataset.bulk_bar import BulkBar
+from desktop_app.dataset.caption_editor import CaptionEditor
+from desktop_app.dataset.class_images import ClassImagesBox
+from desktop_app.dataset.concepts import ConceptBar
+from desktop_app.dataset.crop_view import CropView
+from desktop_app.dataset.findings_view import FindingsView
+from desktop_app.dataset.grid import ThumbnailGrid, ThumbnailListModel
+from desktop_app.dataset.importer import Importer
+from desktop_app.dataset.model import DatasetModel, DatasetSettings
+from desktop_app.dataset.thumbnails import ThumbnailLoader
+from desktop_app.dataset.toolbar import DatasetToolbar
+from desktop_app.dataset.toy_note import ToyNote
+
+SETTINGS_FIELDS = {"dataset.resolution", "dataset.instance_token", "dataset.caption_template",
+                   "dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing"}
+
+
+class DatasetPanel(QWidget):
+    def __init__(self, model: ConfigModel, project_root: Path | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("datasetPanel")
+        self.model = model
+        self.project_root = project_root
+        self.notice = ""  # the last import's outcome, shown beside the counts
+        self.dataset = DatasetModel(self)
+        self.thumbs = Background(self, threads=2)
+        self.loader = ThumbnailLoader(self.thumbs, self._thumbnail_dir(), parent=self)
+        self.toy_note = ToyNote(model)
+
+        self.class_images = ClassImagesBox(model, self.dataset.background, project_root)
+        self.concepts = ConceptBar(model, self.class_images)
+        self.toolbar = DatasetToolbar()
+        self.importer = Importer(model, self.toolbar.progress, project_root, self)
+        self.outside = QLabel()
+        self.outside.setObjectName("outsideNote")
+        self.outside.setProperty("role", "note")
+        self.outside.setWordWrap(True)
+        self.copy_in = QPushButton("Copy into the project")
+        self.copy_in.setObjectName("copyIntoProject")
+        self.grid_model = ThumbnailListModel(self.dataset, self.loader)
+        self.grid = ThumbnailGrid()
+        self.grid.setModel(self.grid_model)
+        self.editor = CaptionEditor(self.dataset)
+        self.bulk = BulkBar(self.dataset, self.selected_rows)
+        self.crop = CropView(self.dataset)
+        self.buckets = BucketsView(self.dataset)
+        self.findings = FindingsView(self.dataset)
+        self.tabs = self._build_tabs()
+
+        images_page = QWidget()
+        images = QVBoxLayout(images_page)
+        images.setContentsMargins(0, 0, 0, 0)
+        images.addWidget(self.concepts)
+        images.addWidget(self.toolbar)
+        images.addWidget(self.outside)
+        images.addWidget(self.copy_in)
+        splitter = QSplitter()
+        splitter.setChildrenCollapsible(False)
+        splitter.addWidget(self.grid)
+        splitter.addWidget(self.tabs)
+        splitter.setStretchFactor(0, 1)
+        splitter.setSizes([820, 420])
+        self.tabs.setMinimumWidth(340)
+        images.addWidget(splitter, 1)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.toy_note)
+        self.pages.addWidget(images_page)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self.pages)
+        self._connect()
+        self._refresh_mode()
+        self._open_configured_folder()
+
+    def _build_tabs(self) -> QTabWidget:
+        caption_tab = QWidget()
+        caption = QVBoxLayout(caption_tab)
+        caption.addWidget(self.editor)
+        bulk_title = QLabel("<b>Bulk edit the selected captions</b>")
+        caption.addSpacing(8)
+        caption.addWidget(bulk_title)
+        caption.addWidget(self.bulk)
+        tips = QLabel("Ctrl- or Shift-click selects several images, Ctrl+A all of them; Delete removes the "
+                      "selection from the dataset (the files stay). Drop files or folders on the grid to import.")
+        tips.setProperty("role", "subtle")
+        tips.setWordWrap(True)
+        caption.addSpacing(12)
+        caption.addWidget(tips)
+        caption.addStretch(1)
+        tabs = QTabWidget()
+        tabs.setObjectName("datasetTabs")
+        tabs.addTab(caption_tab, "Caption")
+        tabs.addTab(self.crop, "Crop")
+        tabs.addTab(self.buckets, "Buckets")
+        tabs.addTab(self.findings, "Health")
+        return tabs
+
+    def _connect(self) -> None:
+        bar = self.toolbar
+        bar.import_folder.clicked.connect(lambda: self.importer.choose_folder(self))
+        bar.add_files.clicked.connect(lambda: self.importer.choose_files(self))
+        self.importer.imported.connect(self._imported)
+        self.importer.failed.connect(self._import_failed)
+        bar.remove.clicked.connect(self.remove_selected)
+        bar.restore.clicked.connect(self.dataset.restore_removed)
+        bar.problems.toggled.connect(self.grid_model.set_problems_only)
+        bar.check.clicked.connect(self.dataset.check)
+        self.copy_in.clicked.connect(lambda: self.import_paths([self.dataset.folder] if self.dataset.folder else []))
+        QShortcut(QKeySequence.StandardKey.Delete, self.grid, self.remove_selected)
+        self.grid.pathsDropped.connect(self.import_paths)
+        self.grid.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.findings.jumpRequested.connect(self.jump_to)
+        self.dataset.reset.connect(self._show_counts)
+        self.dataset.reportChanged.connect(self._show_counts)
+        self.dataset.failed.connect(lambda message: self.toolbar.counts.setText(message))
+        self.dataset.reset.connect(self._schedule_check)
+        self.model.valueChanged.connect(self._value_changed)
+        self._check_timer = QTimer(self)
+        self._check_timer.setSingleShot(True)
+        self._check_timer.setInterval(1500)  # after the first thumbnails: they matter more to the eye
+        self._check_timer.timeout.connect(self.dataset.check)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self.focusWidget() is None or isinstance(self.focusWidget(), QLineEdit):
+            self.grid.setFocus()  # not the token field: a stray key press must not edit the concept
+
+    # ---------------------------------------------------------------- the folder
+
+    def set_project_root(self, root: Path | None) -> None:
+        self.project_root = root
+        self.class_images.project_root = root
+        self.importer.project_root = root
+        self.loader.cache_dir = self._thumbnail_dir()
+        self._open_configured_folder()
+
+    def _thumbnail_dir(self) -> Path | None:
+        return self.project_root / "cache" / "thumbnails" if self.project_root is not None else None
+
+    def _settings(self) -> DatasetSettings:
+        value = self.model.value
+        return DatasetSettings(int(value("dataset.resolution")), str(value("dataset.instance_token")),
+                               str(value("dataset.caption_template")), str(value("dataset.caption_extension")),
+                               int(value("dataset.min_bucket_side")), int(value("dataset.max_bucket_side")),
+                               bool(value("dataset.bucketing")))
+
+    def refresh(self) -> None:
+        """Read the concept's folder again (files changed outside Kamaal)."""
+        self._open_configured_folder()
+
+    def _open_configured_folder(self) -> None:
+        folder = self.importer.configured_folder()
+        exists = folder is not None and folder.is_dir()
+        editable = exists and folder is not None and self.importer.inside_project(folder)
+        shown = (folder.resolve().relative_to(self.project_root.resolve()).as_posix() + "  (in the project)"
+                 if editable and self.project_root is not None else str(folder))
+        self.concepts.show_folder(shown if folder else "none yet — import a folder or drop images on the grid")
+        self.outside.setVisible(exists and not editable)
+        self.copy_in.setVisible(exists and not editable and self.project_root is not None)
+        self.outside.setText("This folder is outside the project: Kamaal reads it but never writes there. Copy it "
+                             "into the project to edit captions and crops or remove images (the originals stay as "
+                             "they are).")
+        if folder is not None and not exists:
+            self.toolbar.counts.setText(f"Folder not found: {folder}")
+        if exists:
+            self.dataset.background.prestart()  # listing, sizes and the check start within a second
+            self.thumbs.prestart()
+        self.dataset.open(folder if exists else None, editable=editable, settings=self._settings())
+        self.toolbar.add_files.setEnabled(self.project_root is not None)
+        self.toolbar.import_folder.setEnabled(self.project_root is not None)
+
+    def _value_changed(self, name: str, _value: object) -> None:
+        if name in ("mode", "model.architecture"):
+            self._refresh_mode()
+        elif name in ("dataset.path", "dataset.caption_extension"):
+            self._open_configured_folder()
+        elif name in SETTINGS_FIELDS:
+            self.dataset.settings = self._settings()
+            self.crop.settings_changed()
+            self.buckets.refresh()
+
+    def _refresh_mode(self) -> None:
+        self.pages.setCurrentIndex(0 if self.model.value("model.architecture") == "toy" else 1)
+
+    def _show_counts(self) -> None:
+        d = self.dataset
+        text = f"{len(d.entries):,} images" + (f", {d.removed_count} removed" if d.removed_count else "")
+        if d.report_summary:
+            text = d.report_summary
+        if self.notice:
+            text = f"{self.notice} · {text}"
+        self.toolbar.counts.setText(text if d.folder is not None else self.notice)
+        self.toolbar.set_editable(d.editable, bool(self.selected_rows()), d.removed_count)
+        self.bulk.update_selection()
+
+    def _schedule_check(self) -> None:
+        if self.dataset.entries and not self.dataset.report_summary:
+            self._check_timer.start()
+
+    # ---------------------------------------------------------------- importing
+
+    def import_paths(self, paths: list[Path]) -> bool:
+        """Copy images (files or folders) into the concept's project folder (see ``importer``)."""
+        return self.importer.start(paths)
+
+    def _imported(self, relative: str, message: str) -> None:
+        self.notice = message
+        if self.model.value("dataset.path") != relative:
+            self.model.set_value("dataset.path", relative)  # reopens the folder
+        else:
+            self.dataset.reload()
+        self._show_counts()
+
+    def _import_failed(self, message: str) -> None:
+        self.notice = message
+        self._show_counts()
+
+    # ---------------------------------------------------------------- selection
+
+    def selected_rows(self) -> list[int]:
+        rows = [self.grid_model.dataset_row(index.row()) for index in self.grid.selectionModel().selectedIndexes()]
+        return sorted(set(rows))
+
+    def _selection_changed(self) -> None:
+        rows = self.selected_rows()
+        self.editor.show_rows(rows)
+        single = rows[0] if len(rows) == 1 else None
+        self.crop.show_row(single)
+        self.buckets.show_row(single)
+        self.bulk.update_selection()
+        self.toolbar.set_editable(self.dataset.editable, bool(rows), self.dataset.removed_count)
+
+    def select_rows(self, rows: list[int]) -> None:
+        selection = self.grid.selectionModel()
+        selection.clearSelection()
+        for row in rows:
+            selection.select(self.grid_model.view_index(row), QItemSelectionModel.SelectionFlag.Select)
+        if rows:
+            index = self.grid_model.view_index(rows[0])
+            selection.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.NoUpdate)
+            self.grid.scrollTo(index)
+
+    def jump_to(self, path: Path) -> None:
+        """Select and show the image a finding names (the problems filter is lifted if it hides it)."""
+        row = self.dataset.row_of(path)
+        if row is None:
+            return
+        if not self.grid_model.view_index(row).isValid():
+            self.toolbar.problems.setChecked(False)
+        self.select_rows([row])
+
+    def remove_selected(self) -> None:
+        self.editor.save_now()
+        self.dataset.remove(self.selected_rows())
+
+    # ---------------------------------------------------------------- closing
+
+    def shutdown(self) -> None:
+        """Save a pending caption, finish the writes, stop every thread and the class-images task."""
+        self._check_timer.stop()
+        self.editor.save_now()
+        self.class_images.shutdown()
+        self.importer.shutdown()
+        self.thumbs.shutdown()
+        self.dataset.shutdown()

@@ -1,0 +1,88 @@
+"""How the hyperparameter form groups the config's fields for people, and which groups a mode shows.
+
+The config is organised for the trainer (sections: model, training, lora, …); the form is organised
+for the person filling it in: *Basics* first (what to train, how long, how fast), then the model and
+data, then the mode's own settings, then the knobs most people never touch.  Every config field
+lands in exactly one group (a test checks it), so adding a field to the config adds it to the form.
+
+A field is shown when its config section applies to the mode (``trainer.config.SECTIONS_BY_MODE``,
+with the toy network's sections swapped in and out by architecture) and, for diffusion-only fields,
+when the model is Stable Diffusion.  A group is shown while any of its fields is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from desktop_app.field_meta import all_field_names
+from trainer.config import SECTIONS_BY_MODE, diffusion_only_fields
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str
+    title: str  # "&&" shows one "&" (a single one would mark a keyboard mnemonic)
+    fields: tuple[str, ...]
+    hint: str = ""
+
+
+GROUPS: tuple[Group, ...] = (
+    Group("basics", "Basics", ("mode", "model.architecture", "training.steps", "training.batch_size",
+                               "training.learning_rate", "training.seed", "output.run_name")),
+    Group("model", "Model", ("model.path", "model.prediction_type")),
+    Group("frozen", "Frozen layers", ("frozen.trainable",),
+          "Tick the blocks to train; everything else stays frozen."),
+    Group("dataset", "Dataset", ("dataset.instance_token", "dataset.caption_template", "dataset.caption_extension",
+                                 "dataset.resolution", "dataset.repeats", "dataset.bucketing",
+                                 "dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.no_upscale",
+                                 "dataset.crop", "dataset.flip")),
+    Group("lora", "LoRA", ("lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules",
+                           "lora.train_text_encoder")),
+    Group("dreambooth", "DreamBooth", ("dreambooth.instance_prompt", "dreambooth.class_prompt",
+                                       "dreambooth.prior_preservation", "dreambooth.class_dir",
+                                       "dreambooth.num_class_images", "dreambooth.prior_loss_weight",
+                                       "dreambooth.train_full_unet")),
+    Group("toy", "Toy network", ("toy.samples", "toy.holdout_fraction", "toy.task_seed", "toy.noise",
+                                 "toy.weights_every", "toy.step_delay_ms")),
+    Group("optimizer", "Optimizer", ("training.optimizer", "training.scheduler", "training.warmup_steps",
+                                     "training.weight_decay", "training.max_grad_norm", "training.min_snr_gamma",
+                                     "training.noise_offset")),
+    Group("memory", "Memory && speed", ("model.precision", "training.gradient_accumulation_steps",
+                                       "training.gradient_checkpointing", "dataset.cache_latents",
+                                       "dataset.cache_text")),
+    Group("sampling", "Sampling", ("sampling.prompts", "sampling.seeds", "sampling.every_n_steps",
+                                   "sampling.at_start", "sampling.inference_steps", "sampling.guidance_scale",
+                                   "sampling.width", "sampling.height")),
+    Group("output", "Output", ("output.runs_dir", "output.checkpoint_every", "output.keep_checkpoints",
+                               "training.log_every", "training.eval_every")),
+)
+GROUP_OF = {name: group.key for group in GROUPS for name in group.fields}
+# Fields edited elsewhere: the dataset folder belongs to the Dataset page.
+NOT_IN_FORM = frozenset({"schema_version", "dataset.path"})
+TOY_ONLY, NOT_FOR_TOY = frozenset({"toy"}), frozenset({"dataset", "sampling"})
+DIFFUSION_ONLY = frozenset(diffusion_only_fields())
+ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})
+
+
+def visible_sections(mode: str, architecture: str) -> tuple[str, ...]:
+    sections = SECTIONS_BY_MODE.get(mode, ())
+    hidden = NOT_FOR_TOY if architecture == "toy" else TOY_ONLY
+    return tuple(section for section in sections if section not in hidden)
+
+
+def field_visible(name: str, mode: str, architecture: str) -> bool:
+    if name in ALWAYS_SHOWN:
+        return True
+    if name in DIFFUSION_ONLY and architecture == "toy":
+        return False
+    return name.partition(".")[0] in visible_sections(mode, architecture)
+
+
+def visible_groups(mode: str, architecture: str) -> tuple[str, ...]:
+    return tuple(group.key for group in GROUPS
+                 if any(field_visible(name, mode, architecture) for name in group.fields))
+
+
+def ungrouped_fields() -> list[str]:
+    """Config fields that no group holds (should be none; the form test checks)."""
+    return [name for name in all_field_names() if name not in GROUP_OF and name not in NOT_IN_FORM]

@@ -1,0 +1,101 @@
+"""Fits the training extras into the main window: the block tree and memory box in the form, the
+preset and settings-file commands, the run queue and the Runs page.
+
+Kept out of ``main_window.py`` so that the window stays a frame that rooms add to: the window calls
+:func:`install` once, :meth:`Extras.set_project` when another project opens and
+:meth:`Extras.shutdown` when it closes.  GUI thread only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtGui import QAction
+
+from desktop_app.block_tree import BlockTree
+from desktop_app.config_files import ask_save_preset, load_config_file, save_config_file
+from desktop_app.memory_box import MemoryBox
+from desktop_app.queue_view import QueueView
+from desktop_app.run_queue import QUEUE_FILE, QueueRunner, RunQueue
+from desktop_app.runs_page import RunsPage
+from trainer.config import Config
+from trainer.project import Project
+
+if TYPE_CHECKING:
+    from desktop_app.main_window import MainWindow
+
+
+class Extras:
+    def __init__(self, window: MainWindow) -> None:
+        self.window = window
+        panel = window.hyperparameters_panel
+        self.block_tree = BlockTree(window.config_model)
+        panel.add_to_group("frozen", self.block_tree)
+        self.memory_box = MemoryBox(window.config_model, window.session)
+        panel.add_to_group("memory", self.memory_box)
+        self.block_tree.countsChanged.connect(self.memory_box.set_parameters)
+
+        self.queue = RunQueue(window.project.root / QUEUE_FILE, window)
+        self.queue_runner = QueueRunner(self.queue, window.session, window.start_run, window)
+        self.queue_view = QueueView(self.queue, self.queue_runner)
+        self.runs_page = RunsPage(lambda: self.window.project.runs(), window.session, self.queue_view)
+        self.runs_page.useConfigRequested.connect(self.use_config)
+        self.runs_page.resumeRequested.connect(window.resume_run)
+        window.add_page(self.runs_page, "Runs")
+
+        window.controls.savePresetRequested.connect(lambda: ask_save_preset(window))
+        window.controls.queueRequested.connect(self.queue_current)
+        self._add_menu_actions()
+
+    def _add_menu_actions(self) -> None:
+        window = self.window
+        quit_action = window.menu_actions["quit"]
+        file_menu = next(a.menu() for a in window.menuBar().actions() if a.menu() is not None
+                         and quit_action in a.menu().actions())
+        first = file_menu.actions()[file_menu.actions().index(quit_action) - 1]  # the separator above Quit
+        for key, text, slot in (("load_config", "&Load settings from TOML…", lambda: load_config_file(window)),
+                                ("save_config", "Save settings as &TOML…", lambda: save_config_file(window)),
+                                ("save_preset", "Save settings as a &preset…", lambda: ask_save_preset(window))):
+            action = QAction(text, window)
+            action.triggered.connect(slot)
+            file_menu.insertAction(first, action)
+            window.menu_actions[key] = action
+        file_menu.insertSeparator(window.menu_actions["load_config"])
+        queue = QAction("Add these settings to the &queue", window)
+        queue.triggered.connect(self.queue_current)
+        run_menu = window.menu_actions["start"].associatedObjects()[-1]
+        run_menu.addAction(queue)  # type: ignore[union-attr]
+        window.menu_actions["queue"] = queue
+
+    def queue_current(self) -> None:
+        config = self.window.config_model.config
+        if config is None:
+            return
+        entry = self.queue.add(config)
+        self.window.statusBar().showMessage(f"Queued “{entry.label}” ({len(self.queue.entries)} waiting): "
+                                            "see the Runs page", 5000)
+
+    def use_config(self, config: Config) -> None:
+        window = self.window
+        if window.session.is_active():
+            return
+        if window.config_model.config != config and not window.ask(
+                window, "Use these settings?", "Replace the current settings with this run's?"):
+            return
+        window.config_model.load(config)
+        window.show_page(window.splitter)
+
+    def set_project(self, project: Project) -> None:
+        self.queue.load(project.root / QUEUE_FILE)
+        self.runs_page.refresh()
+
+    def shutdown(self) -> None:
+        self.queue_runner.pause()
+        self.block_tree.shutdown()
+        self.memory_box.shutdown()
+        self.runs_page.sample_grid.shutdown()
+        self.window.preview_panel.sample_grid.shutdown()
+
+
+def install(window: MainWindow) -> Extras:
+    return Extras(window)

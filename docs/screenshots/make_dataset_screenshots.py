@@ -1,0 +1,123 @@
+"""Render docs/screenshots/dataset-20.png and dataset-500.png: the Dataset page on drawn images.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_dataset_screenshots.py [OUT_DIR]
+
+20 images (plus a few awkward files from the test corpus) in a DreamBooth project, showing the
+health findings; 500 images in a LoRA project with a multi-selection for bulk edits.  Everything
+happens in a throwaway folder; the pictures are drawn here (a dog-ish shape in a landscape).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+
+WORDS = ["on the beach", "in the park", "sitting on grass", "at sunset", "running", "in the snow", "close-up"]
+
+
+def scene(seed: int, width: int, height: int) -> Image.Image:
+    rnd = random.Random(seed)
+    top = (rnd.randint(90, 160), rnd.randint(140, 200), rnd.randint(200, 255))
+    bottom = (rnd.randint(230, 255), rnd.randint(180, 230), rnd.randint(150, 210))
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+    for y in range(height):
+        t = y / height
+        draw.line([(0, y), (width, y)], fill=tuple(int(top[k] * (1 - t) + bottom[k] * t) for k in range(3)))
+    horizon = int(height * rnd.uniform(0.55, 0.75))
+    for layer in range(3):
+        hills = [(x, horizon - layer * 25 + int(rnd.uniform(-30, 30))) for x in range(0, width + 60, 60)]
+        draw.polygon([(0, height), *hills, (width, height)],
+                     fill=(rnd.randint(40, 90) + layer * 20, rnd.randint(100, 150) - layer * 15, rnd.randint(50, 90)))
+    sx, sy, r = rnd.randint(40, width - 40), rnd.randint(30, horizon // 2), rnd.randint(18, 40)
+    draw.ellipse((sx - r, sy - r, sx + r, sy + r), fill=(255, rnd.randint(200, 240), 120))
+    cx, cy = rnd.randint(width // 4, 3 * width // 4), horizon + rnd.randint(10, 40)
+    fur = (rnd.randint(120, 200), rnd.randint(80, 130), rnd.randint(40, 80))
+    draw.ellipse((cx - 60, cy - 30, cx + 60, cy + 30), fill=fur)
+    draw.ellipse((cx + 40, cy - 60, cx + 90, cy - 10), fill=fur)
+    draw.ellipse((cx + 70, cy - 45, cx + 78, cy - 37), fill=(20, 20, 20))
+    for leg in (-45, -20, 20, 45):
+        draw.rectangle((cx + leg - 6, cy + 15, cx + leg + 6, cy + 55), fill=fur)
+    return image.filter(ImageFilter.SMOOTH)
+
+
+def make_images(folder: Path, count: int, awkward: bool) -> None:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        width, height = random.Random(i).choice([(640, 512), (512, 640), (576, 576), (768, 512), (512, 768)])
+        scene(i, width, height).save(folder / f"dog_{i:03d}.jpg", quality=88)
+        if i % 7 != 3:  # some without a caption, as in real folders
+            (folder / f"dog_{i:03d}.txt").write_text(f"a photo of sks dog {WORDS[i % len(WORDS)]}", encoding="utf-8")
+    if awkward:
+        from tests.dataset.conftest import write_corpus
+
+        corpus = write_corpus(folder.parent / "corpus")
+        for name in ("truncated.jpg", "rotated.jpg", "rotated.txt", "small.png", "small.txt", "long.png", "long.txt"):
+            shutil.copy(corpus / name, folder / name)
+        shutil.copy(folder / "dog_002.jpg", folder / "dog_002 copy.jpg")
+
+
+def render(scratch: Path, count: int, preset: str, out: Path) -> None:
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from desktop_app.config_model import ConfigModel
+    from desktop_app.dataset import DatasetPanel
+    from trainer.config import apply_overrides, config_from_dict, load_config
+
+    root = scratch / f"my-dog-{count}"
+    make_images(root / "datasets" / "subject", count, awkward=count <= 30)
+    base = load_config(REPO / "resources" / "presets" / f"{preset}.toml")
+    overrides = ["dataset.path=datasets/subject", "dreambooth.class_prompt=a photo of a dog",
+                 "dreambooth.num_class_images=100"]
+    config = config_from_dict(apply_overrides(base.to_dict(), overrides))
+    panel = DatasetPanel(ConfigModel(config), root)
+    panel.resize(1280, 800)
+    panel.show()
+
+    def spin(ms: int) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < 60 and not panel.dataset.report_summary:
+        spin(100)
+    spin(1500)  # the thumbnails of the first screen
+    if count <= 30:
+        panel.select_rows([1])
+        panel.tabs.setCurrentWidget(panel.findings)
+    else:
+        panel.select_rows(list(range(3, 40, 2)))
+    spin(800)
+    panel.grab().save(str(out))
+    panel.shutdown()
+    print(f"wrote {out}: {panel.dataset.report_summary}")
+
+
+def main() -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from desktop_app.style import apply_style
+
+    out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+    app = QApplication.instance() or QApplication([])
+    apply_style(app)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="kamaal-dataset-shot-") as scratch:
+        render(Path(scratch), 20, "sd15-dreambooth", out_dir / "dataset-20.png")
+        render(Path(scratch), 500, "sd15-lora-8gb", out_dir / "dataset-500.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""The form's groups follow the mode; presets of your own and TOML files round-trip the whole config."""
+
+from __future__ import annotations
+
+import pytest
+
+from desktop_app.config_files import load_config_file, save_config_file, save_user_preset
+from desktop_app.config_model import ConfigModel
+from desktop_app.form_groups import GROUPS, ungrouped_fields
+from desktop_app.hyperparameters_panel import HyperparametersPanel
+from desktop_app.paths import user_presets_dir
+from tests.gui.conftest import configured
+from trainer.config import Config, load_config
+
+
+def shown_groups(panel: HyperparametersPanel) -> list[str]:
+    return [key for key, group in panel.groups.items() if not group.isHidden()]
+
+
+@pytest.mark.parametrize(("preset", "expected"), [
+    ("toy", ["basics", "toy", "optimizer", "output"]),
+    ("toy-frozen", ["basics", "model", "frozen", "toy", "optimizer", "output"]),
+    ("sd15-lora-8gb", ["basics", "model", "dataset", "lora", "optimizer", "memory", "sampling", "output"]),
+    ("sd15-dreambooth", ["basics", "model", "dataset", "lora", "dreambooth", "optimizer", "memory", "sampling",
+                         "output"]),
+    ("sd15-frozen", ["basics", "model", "frozen", "dataset", "optimizer", "memory", "sampling", "output"]),
+])
+def test_only_the_groups_of_the_mode_are_shown(qtbot, preset, expected):
+    panel = HyperparametersPanel(ConfigModel(configured(preset)))
+    qtbot.addWidget(panel)
+    assert shown_groups(panel) == expected
+    titles = [panel.groups[key].title().replace("&&", "&") for key in expected]
+    assert titles[0] == "Basics" and ("Memory & speed" in titles) == ("memory" in expected)
+    # Diffusion-only knobs are hidden for the toy network, shown for Stable Diffusion.
+    optimizer_layout = panel.groups["optimizer"].layout()
+    assert optimizer_layout.isRowVisible(panel.rows["training.min_snr_gamma"]) == (not preset.startswith("toy"))
+
+
+def test_every_field_has_a_group_and_a_tooltip_with_range_and_default(qtbot):
+    assert ungrouped_fields() == []
+    assert [g.key for g in GROUPS][:2] == ["basics", "model"]
+    panel = HyperparametersPanel(ConfigModel(Config()))
+    qtbot.addWidget(panel)
+    for name, row in panel.rows.items():
+        tooltip = row.editor.toolTip()
+        assert "Default:" in tooltip, name
+        assert len(tooltip.splitlines()[0]) > 10, f"{name} has no description"
+    assert "Range: > 0 and ≤ 10" in panel.editor("training.learning_rate").toolTip()
+
+
+def test_switching_mode_shows_and_hides_groups_live(qtbot):
+    model = ConfigModel(configured("sd15-lora-8gb"))
+    panel = HyperparametersPanel(model)
+    qtbot.addWidget(panel)
+    assert "dreambooth" not in shown_groups(panel)
+    model.set_value("mode", "dreambooth")
+    assert "dreambooth" in shown_groups(panel) and "lora" in shown_groups(panel)
+    model.set_value("mode", "frozen")
+    assert "frozen" in shown_groups(panel) and "lora" not in shown_groups(panel)
+
+
+def test_a_saved_preset_is_offered_and_reloads_the_same_settings(qtbot, make_window, answers):
+    window = make_window(["training.steps=777", "output.run_name=mine"])
+    config = window.config_model.config
+    path = save_user_preset(config, "My toy")
+    assert path.parent == user_presets_dir() and load_config(path) == config  # `kamaal-train train` accepts it
+    assert window.controls.add_preset(path)
+    combo = window.controls.preset_combo
+    assert combo.itemText(combo.findData("My toy")) == "My toy (mine)"
+    assert window.controls.current_preset() == "My toy"  # the settings equal it now
+
+    combo.activated.emit(combo.findData("toy"))
+    assert window.config_model.config.training.steps != 777
+    combo.activated.emit(combo.findData("My toy"))
+    assert window.config_model.config == config
+
+    other = make_window()  # a new window (next app start) lists it too
+    assert other.controls.preset_combo.findData("My toy") >= 0
+    with pytest.raises(ValueError, match="built-in"):
+        save_user_preset(config, "toy")
+    with pytest.raises(ValueError, match="letters"):
+        save_user_preset(config, "../evil")
+
+
+def test_the_whole_config_saves_and_loads_as_toml(qtbot, make_window, tmp_path):
+    window = make_window(["training.steps=4321", "toy.noise=0.5"])
+    target = tmp_path / "settings.toml"
+    assert save_config_file(window, target)
+    assert load_config(target).training.steps == 4321
+
+    window.config_model.load(configured("toy"))
+    assert window.config_model.config.training.steps != 4321
+    assert load_config_file(window, target)
+    assert window.config_model.config.training.steps == 4321 and window.config_model.config.toy.noise == 0.5
+    assert {"load_config", "save_config", "save_preset", "queue"} <= window.menu_actions.keys()

@@ -1,0 +1,120 @@
+"""The Runs page lists past runs, reopens their settings and resumes an interrupted one; the queue runs
+real toy runs one after another and can be edited while one trains."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from desktop_app.run_history import summarize
+from desktop_app.run_queue import QUEUE_FILE, RunQueue
+from tests.gui.conftest import LONG_RUN, SHORT_RUN, configured
+
+START_TIMEOUT_MS = 120_000
+STOP_TIMEOUT_MS = 60_000
+
+
+def click(qtbot, button) -> None:
+    assert button.isEnabled(), f"{button.objectName() or button.text()} is disabled"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_history_lists_runs_reopens_settings_and_resumes_an_interrupted_run(qtbot, make_window, answers):
+    window = make_window([*LONG_RUN, "output.checkpoint_every=20", "output.run_name=first"])
+    session, page = window.session, window.extras.runs_page
+    with qtbot.waitSignal(session.checkpointSaved, timeout=START_TIMEOUT_MS):
+        window.start_training()
+    with qtbot.waitSignal(session.failed, timeout=STOP_TIMEOUT_MS) as failed:
+        session.kill()  # a crash: no outputs, a checkpoint to go on from
+    assert failed.args[0].kind == "crash"
+    qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)
+
+    window.show_page(page)
+    page.refresh()
+    assert page.list.topLevelItemCount() == 1
+    summary = page.selected()
+    assert summary.name.startswith("first-") and summary.status == "interrupted" and summary.resumable
+    assert summary.checkpoint_step >= 20 and "interrupted" in page.list.topLevelItem(0).text(3)
+    assert len(page.curves.curves.train) > 0  # its curves, read from metrics.jsonl
+    assert 'run_name = "first"' in page.settings_view.toPlainText()
+    assert not page.open_button.isHidden() and page.open_button.isEnabled()
+
+    with qtbot.waitSignal(session.started, timeout=START_TIMEOUT_MS) as started:
+        click(qtbot, page.resume_button)
+    assert started.args[0].start_step == summary.checkpoint_step and started.args[0].run_dir == str(summary.root)
+    assert window.pages.currentWidget() is window.splitter  # the resumed run is watched on the Train page
+    assert len(window.run_model.curves.train) > 0  # its history so far is in the live plot
+    with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS):
+        session.stop(save=True)
+    qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)
+    page.refresh()
+    after = page.selected()
+    assert after.status == "stopped" and after.outputs and page.outputs_view.count() == len(after.outputs)
+
+    window.config_model.set_value("training.steps", 5)  # edit, then take the old run's settings back
+    click(qtbot, page.use_button)
+    assert answers.questions[-1].startswith("Use these settings?")
+    assert window.config_model.config == after.config
+    assert window.pages.currentWidget() is window.splitter
+
+
+def test_queue_runs_two_toy_runs_in_order_and_can_be_edited_mid_run(qtbot, make_window):
+    window = make_window(SHORT_RUN)
+    session, queue, view = window.session, window.extras.queue, window.extras.queue_view
+    slow = ["toy.step_delay_ms=5", "training.steps=200"]
+    for name in ("first", "second", "third"):
+        queue.add(configured("toy", [*SHORT_RUN, *slow, f"output.run_name={name}"]))
+    assert [e.label for e in RunQueue(window.project.root / QUEUE_FILE).entries] == ["first", "second", "third"]
+    window.show_page(window.extras.runs_page)
+
+    with qtbot.waitSignal(session.started, timeout=START_TIMEOUT_MS) as started:
+        click(qtbot, view.run_button)
+    assert "first-" in started.args[0].run_dir
+    assert view.run_button.text() == "Pause queue" and "Running “first”" in view.hint.text()
+    # Mid-run: move "third" to the front, then drop "second".
+    view.select(1)
+    click(qtbot, view.up_button)
+    assert [e.label for e in queue.entries] == ["third", "second"]
+    view.select(1)
+    click(qtbot, view.remove_button)
+    assert [e.label for e in queue.entries] == ["third"]
+    assert [e.label for e in RunQueue(window.project.root / QUEUE_FILE).entries] == ["third"]  # persisted
+
+    qtbot.waitUntil(lambda: not queue.running and not session.is_active() and not queue.entries,
+                    timeout=2 * START_TIMEOUT_MS)
+    runs = window.project.runs()
+    assert [run.root.name.split("-")[0] for run in runs] == ["first", "third"]  # in queue order
+    assert all(summarize(run.root).status == "finished" for run in runs)
+    assert view.run_button.text() == "Run queue" and not view.run_button.isEnabled()
+
+
+def test_stopping_a_queued_run_pauses_the_queue(qtbot, make_window):
+    window = make_window(SHORT_RUN)
+    session, queue = window.session, window.extras.queue
+    queue.add(configured("toy", [*LONG_RUN, "output.run_name=long"]))
+    queue.add(configured("toy", [*SHORT_RUN, "output.run_name=later"]))
+    with qtbot.waitSignal(session.progress, timeout=START_TIMEOUT_MS):
+        window.extras.queue_runner.start()
+    with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS):
+        session.stop(save=True)
+    qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)
+    qtbot.wait(200)
+    assert not queue.running and [e.label for e in queue.entries] == ["later"]  # waits for the person
+    assert not session.is_active()
+
+
+def test_sample_now_and_save_now_beside_pause_and_stop(qtbot, make_window):
+    window = make_window(LONG_RUN)
+    session, controls = window.session, window.controls
+    assert not controls.sample_button.isEnabled() and not controls.save_button.isEnabled()
+    with qtbot.waitSignal(session.progress, timeout=START_TIMEOUT_MS):
+        window.start_training()
+    qtbot.waitUntil(lambda: controls.sample_button.isEnabled(), timeout=10_000)
+    with qtbot.waitSignal(session.checkpointSaved, timeout=STOP_TIMEOUT_MS) as saved:
+        click(qtbot, controls.save_button)
+    assert "checkpoints/step-" in saved.args[0].path.replace("\\", "/")
+    with qtbot.waitSignal(session.weights, timeout=STOP_TIMEOUT_MS):  # the toy network's "sample" is its weights
+        click(qtbot, controls.sample_button)
+    with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS) as finished:
+        click(qtbot, controls.stop_button)
+    assert finished.args[0].stopped and finished.args[0].outputs  # Stop saves the outputs
+    qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)

@@ -1,0 +1,139 @@
+"""How much memory a config needs to train: a pure function of the config and the model's size.
+
+Light (standard library + config): the GUI shows the estimate beside the hyperparameters and
+updates it on every edit.  It is an *estimate*; the **Measure** task (``trainer/tasks/measure.py``)
+runs real steps and reports the truth.
+
+The formula, in bytes, for one training process::
+
+    weights      Σ component parameters × bytes per weight
+                   (fp16/bf16 = 2 under mixed precision on CUDA, else 4; the VAE is always fp32;
+                    full and frozen-layer runs keep the whole UNet in fp32 — see architecture.md)
+    trainable    LoRA: rank × per-rank parameters of the architecture × (target modules / 4)
+                   (+ the text encoders' per-rank count when they are trained) — kept in fp32;
+                 frozen: the counted trainable parameters (the block tree) or, uncounted, ¼ of the UNet;
+                 DreamBooth full UNet: the whole UNet
+    gradients    trainable × 4
+    optimizer    trainable × 8 (AdamW: two fp32 moments) or × 2 (8-bit AdamW)
+    activations  batch × latent pixels ((resolution / 8)²) × bytes per latent pixel of the architecture
+                   × (UNet parameters / reference parameters)^½   (activations grow with width, not width²)
+                   × 2 for fp32 activations × 0.2 with gradient checkpointing
+    overhead     CPU: the resident process (Python, torch, libraries), about 0.4 GB; CUDA: none
+                   (CUDA reports allocated memory; the driver's context, ~0.3–0.5 GB, is on top).
+
+Assumptions: PyTorch's scaled-dot-product attention (no n² attention matrix); the text encoders and
+VAE stay resident (cached latents or not); per-latent-pixel constants are fitted to commonly reported
+numbers (SD 1.5 LoRA, 512 px, batch 1, fp16: ~3.5 GB of activations; SDXL, 1024 px: ~16 GB) and
+should be read as ±30 %.  The toy network is tiny: the overhead dominates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainer.config import Config
+
+GB = 1024**3
+MB = 1024**2
+
+# Parameter counts of the real models, by component (diffusers' reference checkpoints).
+REFERENCE_PARAMETERS: dict[str, dict[str, int]] = {
+    "sd15": {"unet": 859_520_964, "text_encoder": 123_060_480, "vae": 83_653_863},
+    "sd2": {"unet": 865_910_724, "text_encoder": 340_387_840, "vae": 83_653_863},
+    "sdxl": {"unet": 2_567_463_684, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840,
+             "vae": 83_653_863},
+    "toy": {"network": 10 * 50 + 50 + 50 * 50 + 50 + 50 + 1},
+}
+# LoRA parameters per unit of rank with the four attention projections as targets.
+LORA_PER_RANK = {"sd15": 199_000, "sd2": 220_000, "sdxl": 1_400_000}
+TEXT_LORA_PER_RANK = {"sd15": 73_700, "sd2": 245_000, "sdxl": 73_700 + 327_000}
+# Activation bytes per latent pixel per sample, fp16, no gradient checkpointing, reference model.
+ACTIVATION_BYTES_PER_LATENT_PIXEL = {"sd15": 3.5 * GB / 64**2, "sd2": 3.5 * GB / 64**2, "sdxl": 16 * GB / 128**2}
+CHECKPOINTING_FACTOR = 0.2
+CPU_PROCESS_OVERHEAD = 400 * MB
+FROZEN_SHARE_UNCOUNTED = 0.25
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    overhead: int
+    trainable_parameters: int
+    device: str  # "cuda" or "cpu"
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+
+    def parts(self) -> dict[str, int]:
+        return {"weights": self.weights, "gradients": self.gradients, "optimizer": self.optimizer,
+                "activations": self.activations, "overhead": self.overhead}
+
+
+def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, int] | None = None,
+                    trainable_parameters: int | None = None) -> MemoryEstimate:
+    """Peak memory of training ``config`` on ``device`` ("cuda" or "cpu").
+
+    ``parameters`` are the model's counts by component (from the block tree of the real model);
+    without them the reference model of the architecture is assumed.  ``trainable_parameters``
+    overrides the trainable count (a frozen-layer run whose blocks were counted).
+    """
+    architecture = config.model.architecture
+    counts = dict(parameters or REFERENCE_PARAMETERS[architecture])
+    overhead = CPU_PROCESS_OVERHEAD if device == "cpu" else 0
+    if architecture == "toy":
+        total = sum(counts.values())
+        trainable = trainable_parameters if trainable_parameters is not None else total
+        return MemoryEstimate(weights=total * 4, gradients=trainable * 4, optimizer=trainable * 8,
+                              activations=config.training.batch_size * 101 * 4 * 4, overhead=overhead,
+                              trainable_parameters=trainable, device=device)
+
+    mixed = device == "cuda" and config.model.precision != "fp32"
+    weight_bytes = 2 if mixed else 4
+    unet = counts.get("unet", 0)
+    text = sum(n for name, n in counts.items() if name.startswith("text_encoder"))
+    reference = REFERENCE_PARAMETERS[architecture]
+    vae = counts.get("vae", int(unet * reference["vae"] / reference["unet"]))  # the block tree has no VAE
+    full_unet = config.mode == "frozen" or (config.mode == "dreambooth" and config.dreambooth.train_full_unet)
+    weights = (unet * (4 if full_unet else weight_bytes)) + text * weight_bytes + vae * 4
+
+    if trainable_parameters is not None:
+        trainable = trainable_parameters
+    elif config.mode == "frozen":
+        trainable = int(unet * FROZEN_SHARE_UNCOUNTED)
+    elif full_unet:
+        trainable = unet
+    else:
+        scale = _size_scale(architecture, unet)
+        per_rank = LORA_PER_RANK[architecture] * len(config.lora.target_modules) / 4
+        if config.lora.train_text_encoder:
+            per_rank += TEXT_LORA_PER_RANK[architecture]
+        trainable = int(config.lora.rank * per_rank * scale)  # LoRA grows with width
+        weights += trainable * 4  # the adapters themselves, fp32
+    optimizer_bytes = 2 if config.training.optimizer == "adamw8bit" else 8
+
+    latent_pixels = (config.dataset.resolution // 8) ** 2
+    per_pixel = ACTIVATION_BYTES_PER_LATENT_PIXEL[architecture] * _size_scale(architecture, unet)
+    activations = config.training.batch_size * latent_pixels * per_pixel * (1 if mixed else 2)
+    if config.training.gradient_checkpointing:
+        activations *= CHECKPOINTING_FACTOR
+    if config.mode == "dreambooth" and config.dreambooth.prior_preservation:
+        activations *= 2  # each step also runs a class-image batch
+    return MemoryEstimate(weights=int(weights), gradients=trainable * 4, optimizer=trainable * optimizer_bytes,
+                          activations=int(activations), overhead=overhead, trainable_parameters=trainable,
+                          device=device)
+
+
+def _size_scale(architecture: str, unet_parameters: int) -> float:
+    """How much wider than the reference UNet this one is: (parameters / reference)^½."""
+    reference = REFERENCE_PARAMETERS[architecture]["unet"]
+    return (max(unet_parameters, 1) / reference) ** 0.5
+
+
+def parameters_from_blocks(blocks: dict[str, list[dict]]) -> dict[str, int]:
+    """Component totals from an ``inspect-blocks`` result (top-level blocks only, so nothing counts twice)."""
+    return {component: sum(row["parameters"] for row in rows if "." not in row["block"])
+            for component, rows in blocks.items()}

@@ -1,0 +1,177 @@
+"""Tasks for the hyperparameter panel: which device trains, how much memory a config really takes, and
+the block tree of a model (toy network included).
+
+Run in a trainer process (spawn child; heavy: torch).  ``measure`` reuses the training engine itself:
+it snapshots the config into a throw-away run folder and drives :func:`trainer.worker.run_worker` for a
+few steps with a command source that stops it (without saving), reading the ``Progress`` events on
+the way — so the numbers are those of a real run, not of a model of one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from trainer.config import config_from_dict
+from trainer.errors import InputError
+from trainer.protocol import Command, Event, Failed, Progress, Started, Stop
+from trainer.runfolder import RunFolder
+from trainer.tasks.runner import TaskCancelled, TaskContext
+
+MEASURE_STEPS_DEFAULT = 5
+
+
+def device_info(args: dict, context: TaskContext) -> dict:
+    """``{"cuda": bool, "name", "total_bytes", "free_bytes", "torch", "parameters"}``: the device training would
+    use and, given ``args["model"]``, the model's parameter counts by component (from file headers)."""
+    import torch
+
+    result = {"cuda": False, "name": "CPU", "total_bytes": 0, "free_bytes": 0, "torch": torch.__version__,
+              "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info(0)
+        result.update(cuda=True, name=torch.cuda.get_device_name(0), total_bytes=int(total), free_bytes=int(free))
+    else:
+        import psutil
+
+        memory = psutil.virtual_memory()
+        result.update(total_bytes=int(memory.total), free_bytes=int(memory.available))
+    model = str(args.get("model") or "")
+    result["parameters"] = count_parameters(Path(model)) if model else {}
+    return result
+
+
+# Key prefixes of the original (single-file) checkpoint layout, by component.
+SINGLE_FILE_PREFIXES = (("model.diffusion_model.", "unet"), ("first_stage_model.", "vae"),
+                        ("cond_stage_model.", "text_encoder"), ("conditioner.embedders.0.", "text_encoder"),
+                        ("conditioner.embedders.1.", "text_encoder_2"))
+
+
+def count_parameters(model: Path) -> dict[str, int]:
+    """Parameters per component, read from safetensors headers only (nothing is loaded); {} when unknown."""
+    from safetensors import safe_open
+
+    def count(path: Path, split: bool) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                numel = math.prod(handle.get_slice(key).get_shape())
+                component = next((name for prefix, name in SINGLE_FILE_PREFIXES if key.startswith(prefix)),
+                                 None) if split else path.parent.name
+                if component is not None:
+                    totals[component] = totals.get(component, 0) + numel
+        return totals
+
+    try:
+        if model.is_file() and model.suffix == ".safetensors":
+            return count(model, split=True)
+        totals: dict[str, int] = {}
+        for component in ("unet", "text_encoder", "text_encoder_2", "vae"):
+            for path in sorted((model / component).glob("*.safetensors")):
+                for name, numel in count(path, split=False).items():
+                    totals[name] = totals.get(name, 0) + numel
+        return totals
+    except (OSError, ValueError):
+        return {}
+
+
+class _StopAfter:
+    """The command source of a measuring run: ``Stop(save=False)`` once ``steps`` steps are done or on cancel."""
+
+    def __init__(self, steps: int, context: TaskContext) -> None:
+        self.steps, self.context = steps, context
+        self.done = 0
+
+    def poll(self) -> Command | None:
+        if self.done >= self.steps or self.context.cancelled():
+            return Stop(save=False)
+        return None
+
+    def wait(self, timeout: float) -> Command | None:
+        time.sleep(timeout)
+        return self.poll()
+
+
+class _Readings:
+    """The event sink of a measuring run: keeps the progress readings, passes on what matters."""
+
+    def __init__(self, stopper: _StopAfter, context: TaskContext) -> None:
+        self.stopper, self.context = stopper, context
+        self.progress: list[Progress] = []
+        self.failure: Failed | None = None
+        self.device = "cpu"
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, Progress) and event.step > 0:
+            self.progress.append(event)
+            self.stopper.done = event.step
+            self.context.progress(event.step, self.stopper.steps, f"step {event.step} of {self.stopper.steps}")
+        elif isinstance(event, Failed):
+            self.failure = event
+        elif isinstance(event, Started):
+            self.device = event.device
+
+
+def measure(args: dict, context: TaskContext) -> dict:
+    """Train ``args["config"]`` (a resolved config dict) for ``args["steps"]`` steps; report speed and memory.
+
+    Result: ``{"steps", "it_per_s", "peak_memory_bytes", "memory_kind", "device", "seconds"}``; it/s leaves
+    out the first step (it pays for warm-up: allocations, kernel selection).
+    """
+    from trainer.worker import run_worker  # heavy, and only in the child
+
+    steps = max(2, int(args.get("steps", MEASURE_STEPS_DEFAULT)))
+    data = dict(args["config"])
+    # Measure training only: no samples, checkpoints or held-out passes in the way; every step logged.
+    data["training"] = {**data.get("training", {}), "steps": max(steps, int(data.get("training", {})
+                                                                            .get("warmup_steps", 0))),
+                        "log_every": 1, "eval_every": 10_000_000}
+    data["sampling"] = {**data.get("sampling", {}), "at_start": False, "every_n_steps": 0}
+    data["output"] = {**data.get("output", {}), "checkpoint_every": 0}
+    config = config_from_dict(data, "measure")
+    folder = Path(tempfile.mkdtemp(prefix="kamaal-measure-"))
+    try:
+        context.progress(0, steps, "Loading the model…")
+        run = RunFolder.create(config, folder / "run")
+        stopper = _StopAfter(steps, context)
+        readings = _Readings(stopper, context)
+        started = time.perf_counter()
+        run_worker(run.root, stopper, readings)
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if context.cancelled():
+        raise TaskCancelled
+    if readings.failure is not None:
+        if readings.failure.kind == "input":
+            raise InputError(readings.failure.message)
+        raise RuntimeError(readings.failure.message)
+    timed = [p for p in readings.progress if p.step > 1]
+    if len(timed) >= 2:
+        it_per_s = (timed[-1].step - timed[0].step) / max(timed[-1].elapsed_s - timed[0].elapsed_s, 1e-9)
+    else:
+        it_per_s = readings.progress[-1].it_per_s if readings.progress else math.nan
+    last = readings.progress[-1] if readings.progress else None
+    return {"steps": last.step if last else 0, "it_per_s": it_per_s, "seconds": seconds,
+            "peak_memory_bytes": max((p.peak_memory_bytes for p in readings.progress), default=0),
+            "memory_kind": last.memory_kind if last else "", "device": readings.device}
+
+
+def model_blocks(args: dict, context: TaskContext) -> dict:
+    """The block tree for the frozen-layer panel: the toy network's layers, or a Stable Diffusion model's
+    UNet and text encoders (as ``inspect-blocks``).  Arguments: ``architecture``, ``model``, ``depth``."""
+    if args.get("architecture") != "toy":
+        from trainer.tasks.builtin import inspect_blocks
+
+        return inspect_blocks(args, context)
+    from trainer.freezing import block_tree
+    from trainer.jobs.toy import ToyNet
+
+    context.progress(0, 1, "Building the toy network…")
+    tree = block_tree(ToyNet(), int(args.get("depth", 2)))
+    rows = [{"block": block, "parameters": total, "trainable": 0} for block, (total, _) in tree.items()]
+    context.progress(1, 1, "Done")
+    return {"model": str(args.get("model") or "toy network"), "blocks": {"network": rows}}
