@@ -30,5 +30,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check trainer desktop_app tests bench
 	$(BIN)/lint-imports
 
+## bench: every benchmark side by side with its reference; table + bench/results/latest.json
+bench: $(STAMP)
+	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m bench
+
 clean-venv:
 	rm -rf $(VENV)
