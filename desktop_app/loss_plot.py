@@ -59,6 +59,7 @@ class LossPlot(QWidget):
         plot.showGrid(x=True, y=True, alpha=0.15)
         plot.setLabel("bottom", "step")
         plot.setLabel("left", "loss (log scale)")
+        plot.getAxis("left").enableAutoSIPrefix(False)  # losses below 1 would read "2·10² (×0.001)"
         plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
         plot.setMenuEnabled(False)
@@ -79,7 +80,7 @@ class LossPlot(QWidget):
         lr_plot = self.lr_widget.getPlotItem()
         lr_plot.setMenuEnabled(False)
         lr_plot.showGrid(x=True, y=True, alpha=0.15)
-        lr_plot.setLabel("left", "learning rate")
+        lr_plot.setLabel("left", "LR")
         lr_plot.getAxis("left").enableAutoSIPrefix(False)
         lr_plot.getAxis("left").setWidth(plot.getAxis("left").width())
         for axis in ("left", "bottom"):
