@@ -37,7 +37,10 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's byte → printable character table (as ``trainer.models.clip_vocab``, which is not GUI-light)."""
+    """CLIP's reversible byte → printable character table (GPT-2's), so BPE never sees control bytes.
+
+    Lives here, in the light dataset library, so the GUI's token counter and the tokenizer builder
+    (``trainer.models.clip_vocab``) share one copy."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     codes = printable[:]
     extra = 0

@@ -18,26 +18,15 @@ import json
 import sys
 from pathlib import Path
 
-CLIP_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tokenizers" / "clip"
+from trainer.dataset.tokens import CLIP_DIR, bytes_to_unicode  # light: shared with the GUI's counter
+
+CLIP_TOKENIZER_DIR = CLIP_DIR
 
 # CLIP's vocabulary: 256 byte symbols, the same with an end-of-word mark, 48894 merges, 2 specials.
 CLIP_MERGE_COUNT = 49152 - 256 - 2
 START_TOKEN, END_TOKEN = "<|startoftext|>", "<|endoftext|>"
 # OpenCLIP (SD 2.x, SDXL's second encoder) pads with id 0, which is "!"; OpenAI CLIP pads with end-of-text.
 OPEN_CLIP_PAD_TOKEN = "!"
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's reversible byte → printable character table (GPT-2's), so BPE never sees control bytes."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(code) for code in codes), strict=True))
 
 
 def vocabulary(merges: list[str]) -> dict[str, int]:
