@@ -2,17 +2,24 @@
 
 The session re-emits the trainer's events one by one; this model folds them into state the views
 draw from (the loss history, the latest weights, the step and speed for the status bar, and a
-notice when a run ends or fails) and tells them once per batch of events that something changed.
+notice when a run ends or fails) and tells them that something changed.
+
+The status line is told once per batch of events (labels are cheap).  The loss plot and the weight
+heatmaps are told at most every ``VIEW_INTERVAL_MS`` (leading edge, then the latest state once the
+interval has passed): redrawing pyqtgraph's axes for every 50 ms batch of a fast toy run blocked the
+event loop for up to 440 ms on a loaded 2-core machine (``bench/bench_gui_stall.py``).  A run's end
+shows the final state at once.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.sample_history import SampleHistory, read_sample_history
 from desktop_app.session import SessionState, TrainingSession
@@ -97,6 +104,8 @@ FAILURE_TITLES = {"input": "The trainer refused these settings", "crash": "The t
 
 
 class RunModel(QObject):
+    VIEW_INTERVAL_MS = 250  # the plot and heatmaps redraw at most 4 times a second
+
     statusChanged = Signal()
     curvesChanged = Signal()
     weightsChanged = Signal(object)  # LayerWeights
@@ -123,6 +132,11 @@ class RunModel(QObject):
         self.sample_history = SampleHistory(self)  # every sampling point of the run: the grid's rows
         self.notice: Notice | None = None
         self._curves_dirty = False
+        self._weights_dirty = False
+        self._last_view_update = -math.inf  # time.monotonic() of the last curves/weights signal
+        self._view_timer = QTimer(self)
+        self._view_timer.setSingleShot(True)
+        self._view_timer.timeout.connect(self._update_views)
         session.stateChanged.connect(self._on_state)
         session.started.connect(self._on_started)
         session.progress.connect(self._on_progress)
@@ -148,6 +162,8 @@ class RunModel(QObject):
             self.step = int(self.curves.train.x[-1]) if len(self.curves.train) else 0
             self.sample_history.load(read_sample_history(Path(run_dir)))
         self.set_notice(None)
+        self._view_timer.stop()
+        self._curves_dirty = self._weights_dirty = False
         self.curvesChanged.emit()
         self.weightsChanged.emit(None)
         self.samplesChanged.emit(None)
@@ -184,7 +200,7 @@ class RunModel(QObject):
 
     def _on_weights(self, event: LayerWeights) -> None:
         self.layers = event
-        self.weightsChanged.emit(event)
+        self._weights_dirty = True
 
     def _on_sample(self, event: Sample) -> None:
         self.samples = event
@@ -197,15 +213,28 @@ class RunModel(QObject):
     def _on_log(self, event: Log) -> None:
         self.logAdded.emit(f"[{event.level}] {event.message}")
 
-    def _flush(self) -> None:
-        """Once per drained batch: views repaint once, however many events arrived."""
+    def _flush(self, *, now: bool = False) -> None:
+        """Once per drained batch: the status repaints; the plot and heatmaps when their interval allows."""
+        if self._curves_dirty or self._weights_dirty:
+            wait_ms = self.VIEW_INTERVAL_MS - (time.monotonic() - self._last_view_update) * 1000
+            if now or wait_ms <= 0:
+                self._update_views()
+            elif not self._view_timer.isActive():
+                self._view_timer.start(math.ceil(wait_ms))
+        self.statusChanged.emit()
+
+    def _update_views(self) -> None:
+        self._view_timer.stop()
+        self._last_view_update = time.monotonic()
         if self._curves_dirty:
             self._curves_dirty = False
             self.curvesChanged.emit()
-        self.statusChanged.emit()
+        if self._weights_dirty:
+            self._weights_dirty = False
+            self.weightsChanged.emit(self.layers)
 
     def _on_failed(self, event: Failed) -> None:
-        self._flush()
+        self._flush(now=True)
         field_name, sep, _ = event.message.partition(": ")
         named = field_name if event.kind == "input" and sep and " " not in field_name and "." in field_name else ""
         self.set_notice(Notice("error", FAILURE_TITLES.get(event.kind, "Training failed"), event.message,
@@ -213,7 +242,7 @@ class RunModel(QObject):
         self.logAdded.emit(f"[error] {event.message}")
 
     def _on_finished(self, event: Finished) -> None:
-        self._flush()
+        self._flush(now=True)
         self.step = event.step
         title = (f"Stopped at step {event.step:,}" if event.stopped else f"Finished: {event.step:,} steps")
         if event.outputs:

@@ -233,6 +233,8 @@ class RunsPage(QWidget):
             self.resumeRequested.emit(summary.root)
 
     def _on_session_state(self, state: str) -> None:
+        if not self.isVisible():
+            return  # showEvent refreshes; reading a long run's metrics here stalled the Train page at its end
         if state in (SessionState.STARTING, SessionState.FINISHED, SessionState.FAILED):
             self.refresh()
         else:

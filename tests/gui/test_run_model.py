@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 
 from desktop_app.loss_plot import positive
-from desktop_app.run_model import Curves, Series
+from desktop_app.run_model import Curves, RunModel, Series
+from desktop_app.session import TrainingSession
 from desktop_app.status_bar import format_bytes, format_duration
+from trainer.protocol import Finished, LayerWeights, Progress
 
 
 def test_series_grows_past_its_buffer():
@@ -31,3 +34,46 @@ def test_status_formats():
     assert format_duration(65) == "1:05" and format_duration(3725) == "1:02:05"
     assert format_duration(math.nan) == "–" and format_duration(math.inf) == "–"
     assert format_bytes(512) == "512 B" and format_bytes(3 * 1024**2) == "3.0 MB"
+
+
+def progress(step: int) -> Progress:
+    return Progress(step=step, total_steps=1000, loss=1.0 / step, lr=1e-3, it_per_s=100.0, eta_s=1.0,
+                    elapsed_s=0.1, memory_bytes=0, memory_kind="rss")
+
+
+def test_plot_and_heatmaps_redraw_at_most_a_few_times_a_second_and_end_on_the_latest_state(qtbot):
+    """A fast run drains a batch every 50 ms; the views must not redraw for each (it froze the window)."""
+    session = TrainingSession()
+    model = RunModel(session)
+    curves, weights, status = [], [], []
+    model.curvesChanged.connect(lambda: curves.append(len(model.curves.train)))
+    model.weightsChanged.connect(lambda snapshot: weights.append(snapshot.step))
+    model.statusChanged.connect(lambda: status.append(model.step))
+    started = time.monotonic()
+    for step in range(1, 41):  # 40 batches, 10 ms apart: 0.4 s of events
+        session.progress.emit(progress(step))
+        if step % 10 == 0:
+            session.weights.emit(LayerWeights(step=step, layers=()))
+        session.eventsDrained.emit()
+        qtbot.wait(10)
+    elapsed_ms = (time.monotonic() - started) * 1000
+    assert status[-1] == 40 and len(status) == 40  # the status line follows every batch
+    assert 1 <= len(curves) <= elapsed_ms / RunModel.VIEW_INTERVAL_MS + 2, curves
+    assert curves[0] == 1  # leading edge: the first batch shows at once
+    # Trailing edge: the latest state arrives once the interval has passed, without another event.
+    qtbot.waitUntil(lambda: curves[-1] == 40 and weights[-1] == 40, timeout=2000)
+    assert len(weights) <= 3
+
+
+def test_the_end_of_a_run_shows_the_final_curve_at_once(qtbot):
+    session = TrainingSession()
+    model = RunModel(session)
+    curves = []
+    model.curvesChanged.connect(lambda: curves.append(len(model.curves.train)))
+    session.progress.emit(progress(1))
+    session.eventsDrained.emit()
+    session.progress.emit(progress(2))
+    session.eventsDrained.emit()  # within the interval: held back
+    assert curves == [1]
+    session.finished.emit(Finished(run_dir="", step=2, stopped=False))
+    assert curves == [1, 2]
