@@ -9,6 +9,7 @@ that field's error until the field is edited or the next run starts.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -93,7 +94,10 @@ class ConfigModel(QObject):
 
     def set_external_error(self, name: str, message: str) -> None:
         """An error reported from outside the form (the trainer refused this field)."""
-        self._external[name if name in self._values else ""] = message
+        field = owning_field(name)
+        if field == "concepts" and name != field:
+            message = f"{name}: {message}"  # which concept, and which of its fields
+        self._external[field] = message
         self.errorsChanged.emit()
 
     def clear_external_errors(self) -> None:
@@ -132,14 +136,22 @@ def unflatten(values: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def owning_field(location: str) -> str:
+    """The value a problem belongs to: ``sampling.seeds[1]`` → ``sampling.seeds``, ``concepts[0].path`` →
+    ``concepts``; ``""`` when none does."""
+    name = location
+    while name and name not in FIELDS:
+        name = re.sub(r"\[\d+\]$", "", name) if name.endswith("]") else name.rpartition(".")[0]
+    return name
+
+
 def _errors_by_field(error: ConfigError) -> dict[str, str]:
-    """Map each problem to its field; list items ("sampling.seeds.1") belong to their list."""
+    """Map each problem to its field; list items ("sampling.seeds[1]", "concepts[0].path") belong to their
+    list, and keep their location in the message when it is more than the list item."""
     result: dict[str, str] = {}
     for location, message in error.by_field().items():
-        name = location
-        while name and name not in FIELDS:
-            name = name.rpartition(".")[0]
-        if not name and location:
+        name = owning_field(location)
+        if (name == "concepts" and location != name) or (not name and location):
             message = f"{location}: {message}"
         result[name] = f"{result[name]}; {message}" if name in result else message
     return result

@@ -111,7 +111,10 @@ def field_names(section: str) -> list[str]:
 
 
 def all_field_names() -> list[str]:
-    return ["schema_version", "mode"] + [name for section in section_names() for name in field_names(section)]
+    """Every value the settings hold: the top-level keys, each section's fields, and ``concepts``
+    (the further concepts, one list of tables, edited on the Dataset page)."""
+    return (["schema_version", "mode"] + [name for section in section_names() for name in field_names(section)]
+            + ["concepts"])
 
 
 def meta_for(dotted: str) -> FieldMeta:

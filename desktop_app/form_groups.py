@@ -57,8 +57,8 @@ GROUPS: tuple[Group, ...] = (
                                "training.log_every", "training.eval_every")),
 )
 GROUP_OF = {name: group.key for group in GROUPS for name in group.fields}
-# Fields edited elsewhere: the dataset folder belongs to the Dataset page.
-NOT_IN_FORM = frozenset({"schema_version", "dataset.path"})
+# Fields edited elsewhere: the concepts (folders, names, further concepts) belong to the Dataset page.
+NOT_IN_FORM = frozenset({"schema_version", "dataset.path", "dataset.name", "concepts"})
 TOY_ONLY, NOT_FOR_TOY = frozenset({"toy"}), frozenset({"dataset", "sampling"})
 DIFFUSION_ONLY = frozenset(diffusion_only_fields())
 ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})

@@ -11,6 +11,7 @@ message names the field, e.g. ``training.steps: must be ≥ 1, got 0``.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -94,6 +95,10 @@ class ModelConfig(Section):
 
 
 class DatasetConfig(Section):
+    """The dataset settings, and the project's first concept (its folder, token, template, repeats)."""
+
+    name: str = Field("", max_length=100,
+                      description="Name of the first concept on the Dataset page; empty = the folder's name.")
     path: str = _path_field("", "Folder of training images, each with a same-named .txt caption beside it.")
     caption_extension: str = Field(".txt", description="File extension of the caption files.",
                                    pattern=r"^\.[A-Za-z0-9_]+$")
@@ -183,6 +188,27 @@ class DreamBoothConfig(Section):
                                   description="Train every UNet weight instead of a LoRA (needs much more memory).")
 
 
+class ConceptConfig(Section):
+    """One more concept: a folder of subject images with its own captions, repeats, resolution and
+    (optionally) class set.  The first concept is ``dataset.*`` + ``dreambooth.class_*``; these are
+    the ``[[concepts]]`` tables after it, trained together with it."""
+
+    name: str = Field("", max_length=100, description="Name shown on the Dataset page; empty = the folder's name.")
+    path: str = Field(min_length=1, json_schema_extra={"path": True},
+                      description="Folder of this concept's images, each with a same-named caption beside it.")
+    instance_token: str = Field("sks", description="Rare token that names this concept in captions.")
+    caption_template: str = Field(
+        "a photo of {token}", description="Caption used where an image has none; {token} becomes the instance token.")
+    repeats: int = Field(1, ge=1, le=1000, description="How many times each image is seen per epoch.")
+    resolution: int = Field(0, ge=0, le=4096, multiple_of=8,
+                            description="Training resolution of this concept; 0 = dataset.resolution.")
+    class_dir: str = Field("", json_schema_extra={"path": True},
+                           description="Folder of this concept's class images (DreamBooth prior preservation); "
+                                       "empty = no class set.  Missing ones are generated.")
+    class_prompt: str = Field("", description="Prompt for this concept's class, without the token.")
+    num_class_images: int = Field(100, ge=0, le=100_000, description="How many class images this concept uses.")
+
+
 class SamplingConfig(Section):
     prompts: list[str] = Field(default_factory=list, description="Prompts drawn at every sampling point.")
     seeds: list[int] = Field(default_factory=lambda: [0],
@@ -222,6 +248,8 @@ class Config(Section):
     dreambooth: DreamBoothConfig = Field(default_factory=DreamBoothConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    concepts: list[ConceptConfig] = Field(
+        default_factory=list, description="Concepts trained together with the first one (dataset.*).")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Config:
@@ -238,6 +266,13 @@ class Config(Section):
         if self.dataset.min_bucket_side > self.dataset.max_bucket_side:
             problems.append(f"dataset.min_bucket_side: must be ≤ dataset.max_bucket_side "
                             f"({self.dataset.max_bucket_side}), got {self.dataset.min_bucket_side}")
+        for index, concept in enumerate(self.concepts):
+            if 0 < concept.resolution < 64:
+                problems.append(f"concepts[{index}].resolution: must be 0 (= dataset.resolution) or ≥ 64, "
+                                f"got {concept.resolution}")
+            if concept.class_dir and not concept.class_prompt.strip():
+                problems.append(f"concepts[{index}].class_prompt: a class folder needs a class prompt "
+                                f"(e.g. 'a photo of dog')")
         if problems:
             # Raised as ValueError so pydantic reports it; _format_errors unwraps the text.
             raise ValueError("\n".join(problems))
@@ -316,10 +351,18 @@ def _describe(error: Mapping[str, Any]) -> str:
     return make() if make else f"{error['msg'][0].lower()}{error['msg'][1:]}, got {shown}"
 
 
+def field_location(parts: Iterable[str | int]) -> str:
+    """``("concepts", 1, "repeats")`` → ``concepts[1].repeats``: list items the way people write them."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
 def _format_errors(exc: ValidationError) -> list[str]:
     problems = []
     for error in exc.errors():
-        loc = ".".join(str(part) for part in error["loc"])
+        loc = field_location(error["loc"])
         text = _describe(error)
         if error["type"] == "value_error" and not loc:
             problems.extend(text.splitlines())  # cross-field checks already name their fields
@@ -396,23 +439,37 @@ def diffusion_only_fields() -> list[str]:
     return _fields_marked("diffusion_only")
 
 
+CONCEPT_PATH_FIELDS = tuple(name for name, field in ConceptConfig.model_fields.items()
+                            if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("path"))
+
+
 def resolve_paths(config: Config, base: Path, skip: Iterable[str] = ()) -> Config:
     """Make every relative path field absolute against ``base`` (fields in ``skip`` against the CWD)."""
     skipped = set(skip)
     data = config.to_dict()
+
+    def resolved(dotted: str, value: str) -> str:
+        root = Path.cwd() if dotted in skipped else base
+        return str((root / Path(value).expanduser()).resolve()) if value else value
+
     for dotted in path_fields():
         section, name = dotted.split(".")
-        value = data[section][name]
-        if value:
-            root = Path.cwd() if dotted in skipped else base
-            data[section][name] = str((root / Path(value).expanduser()).resolve())
+        data[section][name] = resolved(dotted, data[section][name])
+    for index, concept in enumerate(data["concepts"]):
+        for name in CONCEPT_PATH_FIELDS:
+            concept[name] = resolved(f"concepts[{index}].{name}", concept[name])
     return Config.model_validate(data)
 
 
 # ----------------------------------------------------------------------------- overrides
 
+_LIST_ITEM = re.compile(r"\[(\d+)\]")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``training.learning_rate=1e-4`` → (["training", "learning_rate"], 0.0001).
+
+    A list item is written ``concepts[1].repeats=3`` (or ``concepts.1.repeats``); the item must exist.
 
     The value is read as a TOML value (numbers, true/false, ["lists"], "quoted text");
     anything that is not valid TOML is taken as plain text, so ``--set model.path=C:/x`` works.
@@ -421,8 +478,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. training.steps=500"])
-    parts = key.split(".")
-    if any(not part for part in parts):
+    parts = _LIST_ITEM.sub(r".\1", key).split(".")  # concepts[1].repeats → concepts, 1, repeats
+    if any(not part for part in parts) or parts[0].isdigit():
         raise ConfigError([f"--set {text!r}: '{key}' is not a valid key"])
     raw = raw.strip()
     try:
@@ -433,7 +490,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _override_keys(overrides: Iterable[str]) -> list[str]:
-    return [".".join(parse_override(item)[0]) for item in overrides]
+    return [field_location(int(part) if part.isdigit() else part for part in parse_override(item)[0])
+            for item in overrides]
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -441,16 +499,29 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     result: dict[str, Any] = _deep_copy(data)
     for item in overrides:
         parts, value = parse_override(item)
-        table = result
+        table: Any = result
         for i, part in enumerate(parts[:-1]):
-            child = table.setdefault(part, {})
-            if not isinstance(child, dict):
+            if isinstance(table, list):
+                if not part.isdigit() or int(part) >= len(table):
+                    raise ConfigError([f"--set {item!r}: '{'.'.join(parts[:i])}' has no item {part} "
+                                       f"(it has {len(table)})"])
+                child = table[int(part)]
+            else:
+                child = table.setdefault(part, {})
+            if not isinstance(child, dict | list):
                 raise ConfigError([f"--set {item!r}: '{'.'.join(parts[:i + 1])}' is a value, not a table"])
             table = child
+        if isinstance(table, list):
+            raise ConfigError([f"--set {item!r}: set a field of a list item, e.g. concepts[0].repeats=2"])
         table[parts[-1]] = value
     return result
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: _deep_copy(value) if isinstance(value, Mapping) else
-            list(value) if isinstance(value, list) else value for key, value in data.items()}
+    return {key: _copy_value(value) for key, value in data.items()}
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _deep_copy(value)
+    return [_copy_value(item) for item in value] if isinstance(value, list) else value

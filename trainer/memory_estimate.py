@@ -115,7 +115,8 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
         weights += trainable * 4  # the adapters themselves, fp32
     optimizer_bytes = 2 if config.training.optimizer == "adamw8bit" else 8
 
-    latent_pixels = (config.dataset.resolution // 8) ** 2
+    resolution = max([config.dataset.resolution] + [c.resolution for c in config.concepts])  # the largest batch
+    latent_pixels = (resolution // 8) ** 2
     per_pixel = ACTIVATION_BYTES_PER_LATENT_PIXEL[architecture] * _size_scale(architecture, unet)
     activations = config.training.batch_size * latent_pixels * per_pixel * (1 if mixed else 2)
     if config.training.gradient_checkpointing:

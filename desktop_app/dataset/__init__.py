@@ -11,7 +11,8 @@
     crop_view              the draggable crop rectangle and the training crop it leads to
     buckets_view           which bucket each image lands in (histogram)
     findings_view          health-check findings; a click jumps to the image
-    concepts, class_images the concept (instance + class set) and class-image generation (a task)
+    concept_store          the project's concepts and the selected one, read/written whichever config part holds them
+    concepts, class_images the concept strip and bar (instance + class set), class-image generation (a task)
     toolbar, toy_note      the grid's buttons; the toy mode note
     panel.DatasetPanel     puts them together (the main window's "Dataset" page)
 

@@ -65,8 +65,16 @@ class BulkBar(QWidget):
             self.value.setText(self.dataset.settings.token)
         elif self.value.text() == self.dataset.settings.token:
             self.value.clear()
+        self._shown_token = self.dataset.settings.token
         self.value.setPlaceholderText({"prefix": "text to put first", "suffix": "text to put last",
                                        "replace": "find", }.get(name, "token"))
+
+    def token_changed(self) -> None:
+        """Follow the concept's token (edited, or another concept selected) unless the person typed another."""
+        token = self.dataset.settings.token
+        if self.operation.currentData() in ("add_token", "remove_token") and self.value.text() == self._shown_token:
+            self.value.setText(token)
+        self._shown_token = token
 
     def update_selection(self) -> None:
         count = len(self.selected_rows())

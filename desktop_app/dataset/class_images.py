@@ -1,5 +1,6 @@
-"""The class-images section: how many class images exist, how many prior preservation needs, and a
-button that generates the missing ones in a trainer process, with progress and Cancel.
+"""The class-images section of the selected concept: how many class images exist, how many prior
+preservation needs, and a button that generates the missing ones in a trainer process, with
+progress and Cancel.  A further concept may have no class set (it then trains without one).
 
 Generation needs torch, so it runs as the ``generate-class-images`` task (``trainer.tasks``) in
 a spawn child through ``desktop_app.tasks.TaskRunner``; this widget only sends the resolved
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.dataset.background import Background
+from desktop_app.dataset.concept_store import ConceptStore
 from desktop_app.tasks import TaskRunner
 from trainer.config import resolve_paths
 from trainer.dataset import list_images
@@ -32,11 +33,12 @@ def count_images(folder: Path | None) -> int:
 
 
 class ClassImagesBox(QWidget):
-    def __init__(self, config: ConfigModel, background: Background, project_root: Path | None,
+    def __init__(self, store: ConceptStore, background: Background, project_root: Path | None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("classImages")
-        self.config = config
+        self.store = store
+        self.config = store.config
         self.background = background
         self.project_root = project_root
         self.task_name = TASK  # tests swap in a light fake task
@@ -66,22 +68,26 @@ class ClassImagesBox(QWidget):
         self.runner.done.connect(self._done)
         self.runner.failed.connect(self._failed)
         self.runner.busyChanged.connect(self._busy)
-        config.valueChanged.connect(self._value_changed)
+        self.config.valueChanged.connect(self._value_changed)
+        store.currentChanged.connect(self._concept_selected)
         self.message = ""
         self.recount()
 
     # ---------------------------------------------------------------- counting
 
     def folder(self) -> Path | None:
-        value = str(self.config.value("dreambooth.class_dir") or "")
+        value = str(self.store.value("class_dir") or "")
         if not value:
             return None
         path = Path(value).expanduser()
         return path if path.is_absolute() or self.project_root is None else self.project_root / path
 
     def needed(self) -> int:
-        return int(self.config.value("dreambooth.num_class_images")) if self.config.value(
-            "dreambooth.prior_preservation") else 0
+        if not self.config.value("dreambooth.prior_preservation"):
+            return 0
+        if self.store.current > 0 and not self.store.value("class_dir"):
+            return 0  # a further concept without a class set
+        return int(self.store.value("num_class_images"))
 
     def recount(self) -> None:
         folder = self.folder()
@@ -93,17 +99,33 @@ class ClassImagesBox(QWidget):
             self._show()
 
     def _value_changed(self, name: str, _value: object) -> None:
-        if name.startswith("dreambooth.") or name == "model.path":
+        if name.startswith("dreambooth.") or name in ("model.path", "concepts"):
             self.recount()
+
+    def _concept_selected(self, _index: int) -> None:
+        if not self.runner.is_busy():
+            self.message = ""
+        self.recount()
+
+    def default_folder(self) -> str:
+        """Where generated class images go when the concept names no folder."""
+        if self.store.current == 0:
+            return DEFAULT_CLASS_DIR
+        return f"{DEFAULT_CLASS_DIR}-{Path(str(self.store.value('path'))).name or self.store.current + 1}"
 
     def _show(self) -> None:
         needed, missing = self.needed(), max(0, self.needed() - self.have)
-        folder = self.config.value("dreambooth.class_dir") or DEFAULT_CLASS_DIR
-        if not needed:
+        folder = self.store.value("class_dir") or self.default_folder()
+        if not self.config.value("dreambooth.prior_preservation"):
             text = "Prior preservation is off: no class images needed."
+        elif not needed and self.store.current > 0 and not self.store.value("class_dir"):
+            text = ("This concept has no class set: it trains without class images. Name a folder and a prompt "
+                    "to add one.")
+        elif not needed:
+            text = "No class images needed."
         elif missing:
             text = (f"<b>{self.have} of {needed}</b> class images in <i>{folder}</i>: prior preservation needs "
-                    f"{missing} more of “{self.config.value('dreambooth.class_prompt')}”.")
+                    f"{missing} more of “{self.store.value('class_prompt')}”.")
         else:
             text = f"<b>{self.have} of {needed}</b> class images in <i>{folder}</i>: enough for prior preservation."
         self.status.setText(text + (f"<br>{self.message}" if self.message else ""))
@@ -115,8 +137,8 @@ class ClassImagesBox(QWidget):
     def start(self) -> bool:
         if self.runner.is_busy():
             return False
-        if not self.config.value("dreambooth.class_dir"):
-            self.config.set_value("dreambooth.class_dir", DEFAULT_CLASS_DIR)
+        if not self.store.value("class_dir"):
+            self.store.set_value("class_dir", self.default_folder())
         config = self.config.config
         if config is None:
             self.message = "Fix the settings marked in red first."
@@ -125,7 +147,7 @@ class ClassImagesBox(QWidget):
         resolved = resolve_paths(config, self.project_root or Path.cwd())
         self.message = ""
         self.progress.setRange(0, 0)  # busy until the first progress report
-        return self.runner.start(self.task_name, {"config": resolved.to_dict()})
+        return self.runner.start(self.task_name, {"config": resolved.to_dict(), "concept": self.store.current})
 
     def _busy(self, busy: bool) -> None:
         self.progress.setVisible(busy)

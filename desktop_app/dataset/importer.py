@@ -2,10 +2,11 @@
 job on a worker thread (the copying itself, and why a project owns copies, is
 ``trainer.dataset.importing``).
 
-Where: the concept's folder when it is already inside the project; otherwise a new folder
+Where: the selected concept's folder when it is already inside the project; otherwise a new folder
 ``PROJECT/datasets/<name>`` (``subject`` for a first import, the outside folder's name when a
-read-only folder is copied in).  ``imported(relative_folder, message)`` tells the panel which
-folder to show.  GUI thread, except the copy job (``Background``, one thread).
+read-only folder is copied in); a new concept gets a new folder named after the imported one
+(never another concept's).  ``imported(relative_folder, message, new_concept)`` tells the panel
+which folder to show.  GUI thread, except the copy job (``Background``, one thread).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QProgressBar, QWidget
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.dataset.background import Background, Report
+from desktop_app.dataset.concept_store import ConceptStore
 from trainer.dataset.importing import ImportResult, import_images
 
 DATASETS_FOLDER = "datasets"
@@ -25,19 +26,20 @@ IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.webp *.bmp *.gif *.tif *.tiff)"
 
 
 class Importer(QObject):
-    imported = Signal(str, str)  # the destination relative to the project (POSIX), what happened
+    imported = Signal(str, str, bool)  # destination relative to the project (POSIX), what happened, new concept?
     failed = Signal(str)
 
-    def __init__(self, config: ConfigModel, progress: QProgressBar, project_root: Path | None,
+    def __init__(self, store: ConceptStore, progress: QProgressBar, project_root: Path | None,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.config = config
+        self.store = store
+        self.config = store.config
         self.progress = progress
         self.project_root = project_root
         self.files = Background(self, threads=1)
 
     def configured_folder(self) -> Path | None:
-        value = str(self.config.value("dataset.path") or "")
+        value = str(self.store.value("path") or "")
         if not value:
             return None
         path = Path(value).expanduser()
@@ -53,21 +55,47 @@ class Importer(QObject):
         folder = self.configured_folder()
         if folder is not None and self.inside_project(folder):
             return folder
-        return self.project_root / DATASETS_FOLDER / (folder.name if folder is not None else "subject")
+        name = folder.name if folder is not None else "subject" if self.store.current == 0 else "concept"
+        # Never into another concept's folder (two outside folders may share a name).
+        taken = {Path(str(self.store.value("path", i))).name for i in range(self.store.count())
+                 if i != self.store.current}
+        candidate, number = self.project_root / DATASETS_FOLDER / name, 1
+        while candidate.name in taken:
+            number += 1
+            candidate = candidate.with_name(f"{name}-{number}")
+        return candidate
 
-    def choose_folder(self, parent: QWidget) -> None:
-        folder = QFileDialog.getExistingDirectory(parent, "Import a folder of images")
+    def new_concept_destination(self, source: Path) -> Path | None:
+        """A folder of its own for a concept imported from ``source``: ``datasets/<name>[-2…]``."""
+        if self.project_root is None:
+            return None
+        taken = {Path(str(self.store.value("path", i))).name for i in range(self.store.count())}
+        base = self.project_root / DATASETS_FOLDER / (source.name if source.is_dir() else "concept")
+        candidate, number = base, 1
+        while candidate.name in taken or candidate.exists():
+            number += 1
+            candidate = base.with_name(f"{base.name}-{number}")
+        return candidate
+
+    def choose_folder(self, parent: QWidget, new_concept: bool = False) -> None:
+        title = "Import a folder of images as a new concept" if new_concept else "Import a folder of images"
+        folder = QFileDialog.getExistingDirectory(parent, title)
         if folder:
-            self.start([Path(folder)])
+            self.start([Path(folder)], new_concept=new_concept)
 
     def choose_files(self, parent: QWidget) -> None:
         files, _ = QFileDialog.getOpenFileNames(parent, "Add images", "", IMAGE_FILTER)
         if files:
             self.start([Path(f) for f in files])
 
-    def start(self, paths: list[Path]) -> bool:
-        """Copy images (files or folders) into the destination on a worker thread."""
-        destination = self.destination()
+    def start(self, paths: list[Path], new_concept: bool = False) -> bool:
+        """Copy images (files or folders) into the destination on a worker thread; with ``new_concept``,
+        into a new folder that becomes a new concept (the first one, while it has no folder)."""
+        if new_concept and paths and (self.store.count() > 1 or self.store.value("path", 0)):
+            destination = self.new_concept_destination(paths[0])
+        else:
+            new_concept = False
+            destination = self.destination()
         if destination is None or not paths or self.files.busy():
             return False
         extension = str(self.config.value("dataset.caption_extension"))
@@ -77,19 +105,20 @@ class Importer(QObject):
 
         self.progress.setRange(0, 0)
         self.progress.show()
-        self.files.run(work, lambda result: self._done(destination, result), self._failed, self._progressed)
+        self.files.run(work, lambda result: self._done(destination, result, new_concept), self._failed,
+                       self._progressed)
         return True
 
     def _progressed(self, done: int, total: int) -> None:
         self.progress.setRange(0, total)
         self.progress.setValue(done)
 
-    def _done(self, destination: Path, result: ImportResult) -> None:
+    def _done(self, destination: Path, result: ImportResult, new_concept: bool) -> None:
         self.progress.hide()
         assert self.project_root is not None
         skipped = f", {len(result.skipped)} skipped (already there or not images)" if result.skipped else ""
         relative = destination.resolve().relative_to(self.project_root.resolve()).as_posix()
-        self.imported.emit(relative, f"Imported {len(result.copied)} images{skipped}")
+        self.imported.emit(relative, f"Imported {len(result.copied)} images{skipped}", new_concept)
 
     def _failed(self, error: BaseException) -> None:
         self.progress.hide()

@@ -1,11 +1,14 @@
 """The Dataset page: curate the images a run learns from (see ``desktop_app/dataset/__init__``).
 
-Layout: the concept bar (subject and class sets) on top; under it the toolbar and the thumbnail
-grid beside a column of tabs — Caption (editor and bulk edits), Crop, Buckets, Health.  Folders
+Layout: the concept strip (the project's concepts: select, add, remove) and the concept bar (the
+selected concept's subject and class sets) on top; under them the toolbar and the thumbnail grid
+of the selected concept beside a column of tabs — Caption (editor and bulk edits), Crop, Buckets,
+Health.  Folders
 outside the project are shown read-only with an offer to copy them in (``trainer.dataset.
 importing`` explains why a project owns copies).  In toy mode the page says no images are needed.
 
-Objects: ``dataset`` (``DatasetModel``, the state), ``loader`` (thumbnails), the widgets that
+Objects: ``store`` (``ConceptStore``: the concepts and which is selected), ``dataset``
+(``DatasetModel``, the selected concept's images), ``loader`` (thumbnails), the widgets that
 subscribe to them.  GUI thread only; files are read and written on worker threads.
 """
 
@@ -18,6 +21,7 @@ from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -32,7 +36,8 @@ from desktop_app.dataset.buckets_view import BucketsView
 from desktop_app.dataset.bulk_bar import BulkBar
 from desktop_app.dataset.caption_editor import CaptionEditor
 from desktop_app.dataset.class_images import ClassImagesBox
-from desktop_app.dataset.concepts import ConceptBar
+from desktop_app.dataset.concept_store import ConceptStore
+from desktop_app.dataset.concepts import ConceptBar, ConceptTabs
 from desktop_app.dataset.crop_view import CropView
 from desktop_app.dataset.findings_view import FindingsView
 from desktop_app.dataset.grid import ThumbnailGrid, ThumbnailListModel
@@ -41,9 +46,25 @@ from desktop_app.dataset.model import DatasetModel, DatasetSettings
 from desktop_app.dataset.thumbnails import ThumbnailLoader
 from desktop_app.dataset.toolbar import DatasetToolbar
 from desktop_app.dataset.toy_note import ToyNote
+from trainer.dataset import DatasetCache, list_images
 
-SETTINGS_FIELDS = {"dataset.resolution", "dataset.instance_token", "dataset.caption_template",
-                   "dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing"}
+SETTINGS_FIELDS = {"dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing"}
+
+
+def count_usable(folder: Path) -> int | None:
+    """Images a concept's folder holds, less the ones removed on this page (worker thread)."""
+    if not folder.is_dir():
+        return None
+    removed = DatasetCache.for_folder(folder).removed()
+    return sum(1 for item in list_images(folder).items if item.image not in removed)
+
+
+def ask_to_remove(parent: QWidget, title: str) -> bool:
+    """The question before a concept leaves the project (tests replace it)."""
+    answer = QMessageBox.question(parent, "Remove concept",
+                                  f"Remove the concept “{title}” from the project?\n\nIts images stay on disk; "
+                                  "you can add the folder again later.")
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class DatasetPanel(QWidget):
@@ -53,15 +74,20 @@ class DatasetPanel(QWidget):
         self.model = model
         self.project_root = project_root
         self.notice = ""  # the last import's outcome, shown beside the counts
+        self._opened_path: object = None  # the selected concept's folder as configured when it was opened
+        self._counted_folders: tuple[Path | None, ...] = ()  # the folders the strip's counts are for
         self.dataset = DatasetModel(self)
         self.thumbs = Background(self, threads=2)
         self.loader = ThumbnailLoader(self.thumbs, self._thumbnail_dir(), parent=self)
         self.toy_note = ToyNote(model)
 
-        self.class_images = ClassImagesBox(model, self.dataset.background, project_root)
-        self.concepts = ConceptBar(model, self.class_images)
+        self.store = ConceptStore(model, self)
+        self.ask_remove = ask_to_remove
+        self.class_images = ClassImagesBox(self.store, self.dataset.background, project_root)
+        self.concept_tabs = ConceptTabs(self.store)
+        self.concepts = ConceptBar(self.store, self.class_images)
         self.toolbar = DatasetToolbar()
-        self.importer = Importer(model, self.toolbar.progress, project_root, self)
+        self.importer = Importer(self.store, self.toolbar.progress, project_root, self)
         self.outside = QLabel()
         self.outside.setObjectName("outsideNote")
         self.outside.setProperty("role", "note")
@@ -81,6 +107,7 @@ class DatasetPanel(QWidget):
         images_page = QWidget()
         images = QVBoxLayout(images_page)
         images.setContentsMargins(0, 0, 0, 0)
+        images.addWidget(self.concept_tabs)
         images.addWidget(self.concepts)
         images.addWidget(self.toolbar)
         images.addWidget(self.outside)
@@ -102,6 +129,7 @@ class DatasetPanel(QWidget):
         self._connect()
         self._refresh_mode()
         self._open_configured_folder()
+        self._count_concepts()
 
     def _build_tabs(self) -> QTabWidget:
         caption_tab = QWidget()
@@ -129,6 +157,11 @@ class DatasetPanel(QWidget):
     def _connect(self) -> None:
         bar = self.toolbar
         bar.import_folder.clicked.connect(lambda: self.importer.choose_folder(self))
+        self.concept_tabs.addRequested.connect(lambda: self.importer.choose_folder(self, new_concept=True))
+        self.concept_tabs.removeRequested.connect(self._remove_requested)
+        self.store.currentChanged.connect(self._concept_selected)
+        self.store.fieldsChanged.connect(self._concept_fields_changed)
+        self.store.conceptsChanged.connect(self._count_concepts)
         bar.add_files.clicked.connect(lambda: self.importer.choose_files(self))
         self.importer.imported.connect(self._imported)
         self.importer.failed.connect(self._import_failed)
@@ -163,24 +196,29 @@ class DatasetPanel(QWidget):
         self.class_images.project_root = root
         self.importer.project_root = root
         self.loader.cache_dir = self._thumbnail_dir()
+        self.store.select(0)  # another project: start at its first concept
         self._open_configured_folder()
+        self._count_concepts(force=True)
 
     def _thumbnail_dir(self) -> Path | None:
         return self.project_root / "cache" / "thumbnails" if self.project_root is not None else None
 
     def _settings(self) -> DatasetSettings:
-        value = self.model.value
-        return DatasetSettings(int(value("dataset.resolution")), str(value("dataset.instance_token")),
-                               str(value("dataset.caption_template")), str(value("dataset.caption_extension")),
+        """The selected concept's resolution, token and template with the dataset's bucket settings."""
+        value, concept = self.model.value, self.store.value
+        return DatasetSettings(self.store.resolution(), str(concept("instance_token")),
+                               str(concept("caption_template")), str(value("dataset.caption_extension")),
                                int(value("dataset.min_bucket_side")), int(value("dataset.max_bucket_side")),
                                bool(value("dataset.bucketing")))
 
     def refresh(self) -> None:
-        """Read the concept's folder again (files changed outside Kamaal)."""
+        """Read the selected concept's folder again (files changed outside Kamaal), and count them all."""
         self._open_configured_folder()
+        self._count_concepts(force=True)
 
     def _open_configured_folder(self) -> None:
         folder = self.importer.configured_folder()
+        self._opened_path = self.store.value("path")
         exists = folder is not None and folder.is_dir()
         editable = exists and folder is not None and self.importer.inside_project(folder)
         shown = (folder.resolve().relative_to(self.project_root.resolve()).as_posix() + "  (in the project)"
@@ -197,18 +235,78 @@ class DatasetPanel(QWidget):
             self.dataset.background.prestart()  # listing, sizes and the check start within a second
             self.thumbs.prestart()
         self.dataset.open(folder if exists else None, editable=editable, settings=self._settings())
+        self.bulk.token_changed()
         self.toolbar.add_files.setEnabled(self.project_root is not None)
         self.toolbar.import_folder.setEnabled(self.project_root is not None)
+        self.concept_tabs.add.setEnabled(self.project_root is not None)  # a new concept is copied into the project
 
     def _value_changed(self, name: str, _value: object) -> None:
         if name in ("mode", "model.architecture"):
             self._refresh_mode()
-        elif name in ("dataset.path", "dataset.caption_extension"):
+        elif name == "dataset.caption_extension":
             self._open_configured_folder()
         elif name in SETTINGS_FIELDS:
-            self.dataset.settings = self._settings()
-            self.crop.settings_changed()
-            self.buckets.refresh()
+            self._settings_changed()
+
+    def _settings_changed(self) -> None:
+        self.dataset.settings = self._settings()
+        self.bulk.token_changed()
+        self.crop.settings_changed()
+        self.buckets.refresh()
+
+    # ---------------------------------------------------------------- concepts
+
+    def _concept_selected(self, _index: int) -> None:
+        self.editor.save_now()  # a pending caption belongs to the concept being left
+        self.notice = ""
+        self._open_configured_folder()
+
+    def _concept_fields_changed(self) -> None:
+        if self.store.value("path") != self._opened_path:
+            self._open_configured_folder()
+        else:
+            self._settings_changed()
+
+    def _count_concepts(self, force: bool = False) -> None:
+        """Image counts for the strip's tabs, every concept's folder listed on a worker thread.
+
+        Only when the folders changed (a concept added, removed or moved), not for every edit of a
+        concept's token or repeats; the selected concept's count also follows the grid."""
+        folders = tuple(self._concept_folder(index) for index in range(self.store.count()))
+        if folders == self._counted_folders and not force:
+            return
+        self._counted_folders = folders
+        self.concept_tabs.counts.clear()
+        for index in range(self.store.count()):
+            folder = self._concept_folder(index)
+            if folder is not None:
+                self.dataset.background.run(lambda _r, _c, folder=folder: count_usable(folder),
+                                            lambda n, index=index, folder=folder: self._counted(index, folder, n),
+                                            lambda _e: None)
+
+    def _concept_folder(self, index: int) -> Path | None:
+        value = str(self.store.value("path", index) or "")
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() or self.project_root is None else self.project_root / path
+
+    def _counted(self, index: int, folder: Path, count: int | None) -> None:
+        if index < self.store.count() and self._concept_folder(index) == folder:
+            self.concept_tabs.set_count(index, count)
+
+    def add_concept(self, folder: Path) -> bool:
+        """Import ``folder`` as a new concept (copied into the project, then selected)."""
+        return self.importer.start([folder], new_concept=True)
+
+    def _remove_requested(self, index: int) -> None:
+        if self.ask_remove(self, self.store.title(index)):
+            self.remove_concept(index)
+
+    def remove_concept(self, index: int) -> None:
+        """Take a concept out of the project; its folder and files stay where they are."""
+        self.editor.save_now()
+        self.store.remove(index)
 
     def _refresh_mode(self) -> None:
         self.pages.setCurrentIndex(0 if self.model.value("model.architecture") == "toy" else 1)
@@ -221,6 +319,8 @@ class DatasetPanel(QWidget):
         if self.notice:
             text = f"{self.notice} · {text}"
         self.toolbar.counts.setText(text if d.folder is not None else self.notice)
+        if d.folder is not None:
+            self.concept_tabs.set_count(self.store.current, len(d.entries))
         self.toolbar.set_editable(d.editable, bool(self.selected_rows()), d.removed_count)
         self.bulk.update_selection()
 
@@ -234,12 +334,14 @@ class DatasetPanel(QWidget):
         """Copy images (files or folders) into the concept's project folder (see ``importer``)."""
         return self.importer.start(paths)
 
-    def _imported(self, relative: str, message: str) -> None:
-        self.notice = message
-        if self.model.value("dataset.path") != relative:
-            self.model.set_value("dataset.path", relative)  # reopens the folder
+    def _imported(self, relative: str, message: str, new_concept: bool) -> None:
+        if new_concept:
+            self.store.add(relative, Path(relative).name)  # selects it, which opens its folder
+        elif self.store.value("path") != relative:
+            self.store.set_value("path", relative)  # reopens the folder
         else:
             self.dataset.reload()
+        self.notice = message
         self._show_counts()
 
     def _import_failed(self, message: str) -> None:

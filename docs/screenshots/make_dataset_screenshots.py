@@ -1,9 +1,12 @@
-"""Render docs/screenshots/dataset-20.png and dataset-500.png: the Dataset page on drawn images.
+"""Render docs/screenshots/dataset-20.png, dataset-concepts.png and dataset-500.png: the Dataset page
+on drawn images.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_dataset_screenshots.py [OUT_DIR]
 
-20 images (plus a few awkward files from the test corpus) in a DreamBooth project, showing the
-health findings; 500 images in a LoRA project with a multi-selection for bulk edits.  Everything
+20 images (plus a few awkward files from the test corpus) in a DreamBooth project with a second
+concept (a cat, its own token, repeats and class set), showing the health findings; the same
+project with the second concept selected; 500 images in a LoRA project with a multi-selection
+for bulk edits.  Everything
 happens in a throwaway folder; the pictures are drawn here (a dog-ish shape in a landscape).
 """
 
@@ -68,7 +71,25 @@ def make_images(folder: Path, count: int, awkward: bool) -> None:
         shutil.copy(folder / "dog_002.jpg", folder / "dog_002 copy.jpg")
 
 
-def render(scratch: Path, count: int, preset: str, out: Path) -> None:
+def make_cats(folder: Path, count: int) -> None:
+    """A second concept: a grey cat-ish shape on plain backgrounds, no captions (the template is used)."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        rnd = random.Random(1000 + i)
+        image = Image.new("RGB", (512, 512), (rnd.randint(200, 240), rnd.randint(190, 230), rnd.randint(170, 220)))
+        draw = ImageDraw.Draw(image)
+        grey = rnd.randint(70, 130)
+        cx, cy = rnd.randint(200, 312), rnd.randint(260, 330)
+        draw.ellipse((cx - 90, cy - 50, cx + 90, cy + 80), fill=(grey, grey, grey + 10))
+        draw.ellipse((cx - 60, cy - 150, cx + 60, cy - 30), fill=(grey, grey, grey + 10))
+        draw.polygon([(cx - 55, cy - 110), (cx - 45, cy - 185), (cx - 10, cy - 140)], fill=(grey, grey, grey + 10))
+        draw.polygon([(cx + 55, cy - 110), (cx + 45, cy - 185), (cx + 10, cy - 140)], fill=(grey, grey, grey + 10))
+        for eye in (-25, 25):
+            draw.ellipse((cx + eye - 9, cy - 100, cx + eye + 9, cy - 82), fill=(120, 200, 90))
+        image.filter(ImageFilter.SMOOTH).save(folder / f"cat_{i:02d}.png")
+
+
+def render(scratch: Path, count: int, preset: str, out: Path, concepts_out: Path | None = None) -> None:
     from PySide6.QtCore import QEventLoop, QTimer
 
     from desktop_app.config_model import ConfigModel
@@ -78,9 +99,16 @@ def render(scratch: Path, count: int, preset: str, out: Path) -> None:
     root = scratch / f"my-dog-{count}"
     make_images(root / "datasets" / "subject", count, awkward=count <= 30)
     base = load_config(REPO / "resources" / "presets" / f"{preset}.toml")
-    overrides = ["dataset.path=datasets/subject", "dreambooth.class_prompt=a photo of a dog",
+    overrides = ["dataset.path=datasets/subject", "dataset.name=my dog", "dreambooth.class_prompt=a photo of a dog",
                  "dreambooth.num_class_images=100"]
-    config = config_from_dict(apply_overrides(base.to_dict(), overrides))
+    data = apply_overrides(base.to_dict(), overrides)
+    if concepts_out is not None:
+        make_cats(root / "datasets" / "cat", 9)
+        data["concepts"] = [{"name": "my cat", "path": "datasets/cat", "instance_token": "zwx",
+                             "caption_template": "a photo of {token} cat", "repeats": 3,
+                             "class_dir": "datasets/class-cat", "class_prompt": "a photo of a cat",
+                             "num_class_images": 50}]
+    config = config_from_dict(data)
     panel = DatasetPanel(ConfigModel(config), root)
     panel.resize(1280, 800)
     panel.show()
@@ -101,6 +129,17 @@ def render(scratch: Path, count: int, preset: str, out: Path) -> None:
         panel.select_rows(list(range(3, 40, 2)))
     spin(800)
     panel.grab().save(str(out))
+    if concepts_out is not None:
+        panel.store.select(1)
+        started = time.perf_counter()
+        while time.perf_counter() - started < 30 and len(panel.dataset.entries) != 9:
+            spin(100)
+        spin(1500)
+        panel.tabs.setCurrentIndex(0)  # the caption editor: the concept's template fills missing captions
+        panel.select_rows([0])
+        spin(500)
+        panel.grab().save(str(concepts_out))
+        print(f"wrote {concepts_out}")
     panel.shutdown()
     print(f"wrote {out}: {panel.dataset.report_summary}")
 
@@ -114,7 +153,7 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])
     apply_style(app)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="kamaal-dataset-shot-") as scratch:
-        render(Path(scratch), 20, "sd15-dreambooth", out_dir / "dataset-20.png")
+        render(Path(scratch), 20, "sd15-dreambooth", out_dir / "dataset-20.png", out_dir / "dataset-concepts.png")
         render(Path(scratch), 500, "sd15-lora-8gb", out_dir / "dataset-500.png")
     return 0
 

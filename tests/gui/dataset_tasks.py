@@ -7,16 +7,18 @@ from pathlib import Path
 
 from PIL import Image
 
+from trainer.concepts import concepts_of
 from trainer.config import config_from_dict
 from trainer.tasks.runner import TaskContext
 
 
 def fake_class_images(args: dict, context: TaskContext) -> dict:
     config = config_from_dict(args["config"])
-    folder = Path(config.dreambooth.class_dir)
+    concept = concepts_of(config)[int(args.get("concept", 0))]
+    folder = Path(concept.class_dir)
     folder.mkdir(parents=True, exist_ok=True)
     have = len(list(folder.glob("*.png")))
-    missing = max(0, config.dreambooth.num_class_images - have)
+    missing = max(0, concept.num_class_images - have)
     delay = float(args.get("delay_s", 0.0) or (0.2 if missing > 5 else 0.0))
     for n in range(missing):
         context.check_cancelled()

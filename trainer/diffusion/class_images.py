@@ -1,8 +1,9 @@
 """DreamBooth prior preservation: make sure the class folder holds enough class images.
 
-When ``dreambooth.class_dir`` has fewer than ``num_class_images`` images, the missing ones are
-generated with the base model (before any adapter is attached) from ``class_prompt``, each with
-its own seed, and written as PNGs beside the user's own.  Existing files are never touched.
+When a concept's class folder (``dreambooth.class_dir`` for the first concept,
+``concepts[n].class_dir`` for the others) has fewer than ``num_class_images`` images, the missing
+ones are generated with the base model (before any adapter is attached) from its class prompt,
+each with its own seed, and written as PNGs beside the user's own.  Existing files are never touched.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from trainer.concepts import concepts_of
 from trainer.config import Config
 from trainer.dataset import list_images
 from trainer.diffusion.components import Components
@@ -28,31 +30,37 @@ def count_class_images(folder: Path) -> int:
 
 @torch.no_grad()
 def ensure_class_images(config: Config, parts: Components, device: str, logger: logging.Logger,
-                        on_image: Callable[[int, int], None] | None = None) -> int:
-    """Generate the missing class images; returns how many were generated.
+                        on_image: Callable[[int, int], None] | None = None, concept: int = 0) -> int:
+    """Generate the missing class images of one concept (0 = the first); returns how many were generated.
 
     ``on_image(done, missing)`` is called after each image is written (the class-images task
-    reports progress there, and may raise to cancel: the images written so far stay).
+    reports progress there, and may raise to cancel: the images written so far stay).  Images are
+    drawn at the concept's resolution.
     """
-    db = config.dreambooth
-    if not db.class_dir:
-        raise InputError("dreambooth.class_dir: prior preservation needs a folder for class images")
-    folder = Path(db.class_dir)
+    concepts = concepts_of(config)
+    if not 0 <= concept < len(concepts):
+        raise InputError(f"concepts: there is no concept {concept + 1} (this config has {len(concepts)})")
+    chosen = concepts[concept]
+    field = chosen.field("class_dir")
+    if not chosen.class_dir:
+        raise InputError(f"{field}: prior preservation needs a folder for class images")
+    folder = Path(chosen.class_dir)
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"dreambooth.class_dir: {folder} is not a folder")
+        raise InputError(f"{field}: {folder} is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    missing = db.num_class_images - count_class_images(folder)
+    missing = chosen.num_class_images - count_class_images(folder)
     if missing <= 0:
         return 0
-    logger.info("Generating %d class image(s) for '%s' with the base model", missing, db.class_prompt)
+    logger.info("Generating %d class image(s) for '%s' with the base model", missing, chosen.class_prompt)
     for module in (parts.vae, parts.unet, *parts.text_encoders):
         module.to(device)
     pipe = build_pipeline(parts, parts.unet)
-    size = config.dataset.resolution
+    size = chosen.resolution
     start = _next_index(folder)
     for n in range(missing):
         generator = torch.Generator("cpu").manual_seed(config.training.seed * 100_003 + start + n)
-        image = pipe(db.class_prompt, width=size, height=size, num_inference_steps=config.sampling.inference_steps,
+        image = pipe(chosen.class_prompt, width=size, height=size,
+                     num_inference_steps=config.sampling.inference_steps,
                      guidance_scale=config.sampling.guidance_scale, generator=generator).images[0]
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")

@@ -12,6 +12,7 @@ sees the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,11 @@ class Example:
     bucket: Bucket  # (width, height)
     size: tuple[int, int]  # original (width, height) after EXIF rotation
     crop: tuple[int, int, int, int] | None = None  # the user's crop (left, top, right, bottom), before bucketing
+    concept: int = 0  # which concept it belongs to (``trainer.concepts``): its repeats and class set
 
 
 def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bucket], no_upscale: bool,
-                     caption_extension: str, logger: logging.Logger) -> list[Example]:
+                     caption_extension: str, logger: logging.Logger, concept: int = 0) -> list[Example]:
     """Every usable image of ``folder``; ``caption_for(caption)`` gives the training caption."""
     if not folder:
         raise InputError(f"{field}: no folder given")
@@ -70,7 +72,7 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
         width, height = (crop[2] - crop[0], crop[3] - crop[1]) if crop else image.size
         bucket = assign_bucket(width, height, buckets, no_upscale)
         caption = edits.read_caption(item.image) or read_caption(item.caption)
-        examples.append(Example(item.image, caption_for(caption), bucket, image.size, crop))
+        examples.append(Example(item.image, caption_for(caption), bucket, image.size, crop, concept))
     return examples
 
 
@@ -115,10 +117,17 @@ def load_pixels(example: Example, crop: str, flip: bool, generator: torch.Genera
 
 
 class BucketBatches:
-    """Yields lists of example indices, one bucket per batch, in a seeded, resumable order."""
+    """Yields lists of example indices, one bucket per batch, in a seeded, resumable order.
 
-    def __init__(self, examples: list[Example], batch_size: int, repeats: int, seed: int) -> None:
-        self.examples, self.batch_size, self.repeats = examples, batch_size, repeats
+    ``repeats`` is one number for every example, or one per example (each concept has its own):
+    an epoch lists each example that many times before shuffling, as kohya_ss's folder repeats do.
+    """
+
+    def __init__(self, examples: list[Example], batch_size: int, repeats: int | Sequence[int], seed: int) -> None:
+        self.examples, self.batch_size = examples, batch_size
+        self.repeats = [repeats] * len(examples) if isinstance(repeats, int) else list(repeats)
+        if len(self.repeats) != len(examples):
+            raise ValueError(f"{len(self.repeats)} repeat counts for {len(examples)} examples")
         self.generator = torch.Generator().manual_seed(seed)
         self.batches: list[list[int]] = []
         self.cursor = 0
@@ -126,7 +135,7 @@ class BucketBatches:
     def _new_epoch(self) -> None:
         by_bucket: dict[Bucket, list[int]] = {}
         for index, example in enumerate(self.examples):
-            by_bucket.setdefault(example.bucket, []).extend([index] * self.repeats)
+            by_bucket.setdefault(example.bucket, []).extend([index] * self.repeats[index])
         batches = []
         for bucket in sorted(by_bucket):
             members = by_bucket[bucket]

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from trainer import distributed
+from trainer.concepts import concepts_of
 from trainer.config import Config
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
@@ -66,7 +67,9 @@ class DiffusionJob(TrainingJob):
             from trainer.diffusion.class_images import ensure_class_images
 
             if self.dist.is_main:  # one writer; the others wait, then read the same folder
-                ensure_class_images(cfg, self.parts, self.device, self.log)
+                for concept in concepts_of(cfg):
+                    if concept.has_class_set(cfg):
+                        ensure_class_images(cfg, self.parts, self.device, self.log, concept=concept.index)
             self.dist.barrier()
         self._prepare_trainable()
         self._prepare_data()
@@ -141,24 +144,43 @@ class DiffusionJob(TrainingJob):
     # ------------------------------------------------------------------ data
 
     def _prepare_data(self) -> None:
+        """The union of every concept's images, each with its concept's captions, repeats and resolution.
+
+        Examples are listed concept by concept (the first concept first), so a config with one
+        concept trains exactly as before.  Class images of every concept with a class set share one
+        list too; each concept draws from its own slice of it (``class_streams``), so a concept's
+        instance images are regularised by its own class.
+        """
         cfg = self.config
         d = cfg.dataset
-        buckets = ds.training_buckets(d.resolution, d.min_bucket_side, d.max_bucket_side, d.bucketing)
-        fixed = cfg.dreambooth.instance_prompt if cfg.mode == "dreambooth" else None
-        self.examples = ds.collect_examples(d.path, "dataset.path", ds.caption_maker(d.caption_template,
-                                            d.instance_token, fixed), buckets, d.no_upscale, d.caption_extension,
-                                            self.log)
-        if not self.examples:
-            raise InputError(f"dataset.path: {d.path} holds no usable image")
-        # Every process draws the same *global* batches (batch_size × processes) and trains on its slice.
-        global_batch = cfg.training.batch_size * self.dist.world_size
-        self.batches = ds.BucketBatches(self.examples, global_batch, d.repeats, cfg.training.seed)
+        global_batch = cfg.training.batch_size * self.dist.world_size  # every process draws the same global batches
+        self.concepts = concepts_of(cfg)
+        self.examples: list[ds.Example] = []
+        repeats: list[int] = []
         self.class_examples: list[ds.Example] = []
-        if self.prior:
-            self.class_examples = ds.collect_examples(
-                cfg.dreambooth.class_dir, "dreambooth.class_dir", lambda _: cfg.dreambooth.class_prompt, buckets,
-                d.no_upscale, d.caption_extension, self.log)[: cfg.dreambooth.num_class_images]
-            self.class_batches = ds.BucketBatches(self.class_examples, global_batch, 1, cfg.training.seed + 2)
+        self.class_streams: dict[int, tuple[int, ds.BucketBatches]] = {}  # concept → (offset, its batches)
+        for concept in self.concepts:
+            buckets = ds.training_buckets(concept.resolution, d.min_bucket_side, d.max_bucket_side, d.bucketing)
+            # The first concept keeps DreamBooth's instance prompt for images without a caption; a further
+            # concept's own instance prompt is its filled caption template.
+            fixed = cfg.dreambooth.instance_prompt if cfg.mode == "dreambooth" and concept.index == 0 else None
+            found = ds.collect_examples(concept.path, concept.field("path"), ds.caption_maker(
+                concept.caption_template, concept.instance_token, fixed), buckets, d.no_upscale,
+                d.caption_extension, self.log, concept.index)
+            if not found:
+                raise InputError(f"{concept.field('path')}: {concept.path} holds no usable image")
+            self.examples += found
+            repeats += [concept.repeats] * len(found)
+            if self.prior and concept.has_class_set(cfg):
+                classes = ds.collect_examples(
+                    concept.class_dir, concept.field("class_dir"), lambda _, prompt=concept.class_prompt: prompt,
+                    buckets, d.no_upscale, d.caption_extension, self.log, concept.index)[: concept.num_class_images]
+                if classes:
+                    # Seeds: the first concept's stream is the one a single-concept run always had.
+                    stream = ds.BucketBatches(classes, global_batch, 1, cfg.training.seed + 2 + 7919 * concept.index)
+                    self.class_streams[concept.index] = (len(self.class_examples), stream)
+                    self.class_examples += classes
+        self.batches = ds.BucketBatches(self.examples, global_batch, repeats, cfg.training.seed)
         self.pixel_draws = 0  # images drawn so far (all processes): seeds each image's random crop and flip
         cache_ok = d.crop == "center" and not d.flip
         self.cache_latents = d.cache_latents in ("memory", "disk") or (d.cache_latents == "auto" and cache_ok)
@@ -175,6 +197,12 @@ class DiffusionJob(TrainingJob):
                       f", {len(self.class_examples)} class images" if self.prior else "",
                       "on disk" if self.latents_on_disk else "in memory" if self.cache_latents else "off",
                       "on" if self.cache_text else "off")
+        if len(self.concepts) > 1:
+            for concept in self.concepts:
+                count = sum(1 for e in self.examples if e.concept == concept.index)
+                classes = sum(1 for e in self.class_examples if e.concept == concept.index)
+                self.log.info("Concept '%s': %d image(s) × %d repeat(s) at %d px%s", concept.title, count,
+                              concept.repeats, concept.resolution, f", {classes} class image(s)" if classes else "")
 
     @torch.no_grad()
     def _encode_image(self, example: ds.Example, draw: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -285,10 +313,10 @@ class DiffusionJob(TrainingJob):
         total = 0.0
         for _ in range(cfg.training.gradient_accumulation_steps):
             with self.accelerator.accumulate(self.trained_unet, *self.trained_text_encoders):
-                loss = self._batch_loss(self.examples, False, self.batches.next())
-                if self.prior and self.class_examples:
-                    loss = loss + cfg.dreambooth.prior_loss_weight * self._batch_loss(
-                        self.class_examples, True, self.class_batches.next())
+                batch = self.batches.next()
+                loss = self._batch_loss(self.examples, False, batch)
+                if self.class_streams:
+                    loss = loss + cfg.dreambooth.prior_loss_weight * self._prior_loss(batch)
                 self.accelerator.backward(loss)
                 if self.accelerator.sync_gradients:
                     if cfg.training.max_grad_norm:
@@ -299,6 +327,21 @@ class DiffusionJob(TrainingJob):
                     self.optimizer.zero_grad(set_to_none=True)
             total += float(loss.detach())
         return StepResult(loss=self.dist.mean(total / cfg.training.gradient_accumulation_steps))
+
+    def _prior_loss(self, batch: list[int]) -> torch.Tensor | float:
+        """The class term for one instance batch: each concept in it is paired with a batch of its own
+        class images, weighted by its share of the batch (one concept: exactly the old term)."""
+        shares: dict[int, int] = {}
+        for index in batch:
+            concept = self.examples[index].concept
+            shares[concept] = shares.get(concept, 0) + 1
+        terms = []
+        for concept, count in sorted(shares.items()):
+            if concept in self.class_streams:
+                offset, stream = self.class_streams[concept]
+                term = self._batch_loss(self.class_examples, True, [offset + i for i in stream.next()])
+                terms.append(term if count == len(batch) else term * (count / len(batch)))
+        return sum(terms[1:], terms[0]) if terms else 0.0
 
     def current_lr(self) -> float:
         return float(self.lr_scheduler.get_last_lr()[0])
@@ -314,12 +357,22 @@ class DiffusionJob(TrainingJob):
         steps = self.parts.noise_scheduler.config.num_train_timesteps
         timesteps = torch.tensor([int(f * (steps - 1)) for f in EVAL_TIMESTEP_FRACTIONS])
         triples = []
-        for example in self.examples[:EVAL_IMAGES]:
+        for example in self._eval_examples():
             pixels, crop = ds.load_pixels(example, "center", False, torch.Generator().manual_seed(0))
             latent = self.parts.vae.encode(pixels[None].to(self.device)).latent_dist.mean * self.parts.vae_scale
             noise = torch.randn((len(timesteps), *latent.shape[1:]), generator=generator)
             triples.append((latent.cpu(), crop, example, noise, timesteps))
         return triples
+
+    def _eval_examples(self) -> list[ds.Example]:
+        """The first images of each concept in turn (one concept: its first EVAL_IMAGES, as always)."""
+        by_concept: dict[int, list[ds.Example]] = {}
+        for example in self.examples:
+            by_concept.setdefault(example.concept, []).append(example)
+        picked: list[ds.Example] = []
+        for position in range(EVAL_IMAGES):
+            picked += [examples[position] for examples in by_concept.values() if position < len(examples)]
+        return picked[:EVAL_IMAGES]
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -346,9 +399,13 @@ class DiffusionJob(TrainingJob):
         cfg = self.config
         if cfg.sampling.prompts:
             return list(cfg.sampling.prompts)
-        if cfg.mode == "dreambooth":
-            return [cfg.dreambooth.instance_prompt]
-        return [self.examples[0].caption]
+        prompts = [cfg.dreambooth.instance_prompt if cfg.mode == "dreambooth" else self.examples[0].caption]
+        for concept in self.concepts[1:]:
+            # A concept's first caption when it names the concept's token, else its filled template.
+            first = next(e.caption for e in self.examples if e.concept == concept.index)
+            prompts.append(first if concept.instance_token and concept.instance_token in first.split()
+                           else concept.default_prompt)
+        return list(dict.fromkeys(prompts))
 
     def preview(self, step: int) -> None:
         cfg = self.config
@@ -385,8 +442,10 @@ class DiffusionJob(TrainingJob):
                  "batches": self.batches.state()}
         if torch_rngs and len(torch_rngs) > 1:
             state["torch_rng_by_process"] = torch_rngs
-        if self.prior and self.class_examples:
-            state["class_batches"] = self.class_batches.state()
+        if self.class_streams:
+            # One stream: the state a single-concept run always saved; several: one per concept.
+            streams = [stream.state() for _, (_, stream) in sorted(self.class_streams.items())]
+            state["class_batches"] = streams[0] if len(streams) == 1 else streams
         if self.accelerator.scaler is not None:
             state["grad_scaler"] = self.accelerator.scaler.state_dict()
         return state
@@ -409,7 +468,12 @@ class DiffusionJob(TrainingJob):
         self.pixel_draws = int(training_state.get("pixel_draws", 0))
         self.batches.load(training_state["batches"])
         if "class_batches" in training_state:
-            self.class_batches.load(training_state["class_batches"])
+            saved = training_state["class_batches"]
+            saved = saved if isinstance(saved, list) else [saved]
+            if len(saved) != len(self.class_streams):
+                raise InputError("checkpoint does not match this run's class sets (were concepts changed?)")
+            for (_, stream), state in zip((v for _, v in sorted(self.class_streams.items())), saved, strict=True):
+                stream.load(state)
         if "grad_scaler" in training_state and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(training_state["grad_scaler"])
 
