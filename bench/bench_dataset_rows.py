@@ -1,5 +1,5 @@
 """``make bench`` rows from :mod:`bench.bench_dataset` (library part only, ``IMAGES`` generated JPEGs;
-run ``python bench/bench_dataset.py`` for the full 1,000 images and the Dataset panel numbers)."""
+run ``python -m bench.bench_dataset`` for the full 1,000 images; ``bench_dataset_panel`` has the panel rows)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from PIL import Image
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
@@ -62,17 +63,25 @@ def load_or_make(image: Path, cache_dir: Path | None, size: int = THUMB_SIZE) ->
         if not loaded.isNull():
             return loaded
     thumb = load_thumbnail(image, size)
-    buffer = io.BytesIO()
-    thumb.save(buffer, format="PNG", compress_level=1)
-    data = buffer.getvalue()
     if cached is not None:
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="PNG", compress_level=1)
         try:
-            _write_cache(cached, data)
+            _write_cache(cached, buffer.getvalue())
         except OSError:
             pass  # a read-only or full disk costs speed next time, nothing else
-    result = QImage()
-    result.loadFromData(data, "PNG")
-    return result
+    return rgb_qimage(thumb)
+
+
+def rgb_qimage(image: Image.Image) -> QImage:
+    """An RGB Pillow image as a ``QImage`` of its own (copied pixels, no PNG round trip).
+
+    Not ``QImage.loadFromData``: PySide keeps the GIL while Qt decodes, and every such millisecond on a
+    worker is one the GUI thread may wait to paint."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    pixels = rgb.tobytes()
+    width, height = rgb.size
+    return QImage(pixels, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
 
 class ThumbnailLoader(QObject):

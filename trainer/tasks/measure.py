@@ -29,7 +29,8 @@ def device_info(args: dict, context: TaskContext) -> dict:
     use and, given ``args["model"]``, the model's parameter counts by component (from file headers)."""
     import torch
 
-    result = {"cuda": False, "name": "CPU", "total_bytes": 0, "free_bytes": 0, "torch": torch.__version__,
+    # str(): torch.__version__ is a TorchVersion, and unpickling one would import torch into the GUI process.
+    result = {"cuda": False, "name": "CPU", "total_bytes": 0, "free_bytes": 0, "torch": str(torch.__version__),
               "cpu_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info(0)
