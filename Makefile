@@ -34,5 +34,18 @@ lint: $(STAMP)
 bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m bench
 
+## package: the double-click app dist/Kamaal/ (PyInstaller, build.spec), its self-test, then the download:
+## dist/Kamaal-VERSION-linux-ARCH.tar.gz on Linux, dist/Kamaal-VERSION-macos-ARCH.dmg on macOS (Windows: see README)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+package: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,package]"
+	$(BIN)/pyinstaller --noconfirm --log-level WARN build.spec
+	if [ "$$(uname -s)" = Darwin ]; then \
+		packaging/macos/make_dmg.sh $(VERSION); \
+	else \
+		dist/Kamaal/Kamaal --self-test && \
+		packaging/linux/make_tarball.sh $(VERSION); \
+	fi
+
 clean-venv:
 	rm -rf $(VENV)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,12 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: toy")
     parser.add_argument("--screenshot", metavar="PNG", type=Path, default=None,
                         help="open the main window offscreen at 1280×800, save it as PNG and exit")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this installation headless: start the trainer, train the toy network and a few "
+                             "steps of the diffusion demo, draw the main window offscreen; exit 0 only if all "
+                             "worked (writes only to a temporary folder)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    give_windowed_builds_streams()  # before freeze_support: the trainer child needs them as well
     multiprocessing.freeze_support()  # a frozen (PyInstaller) trainer child starts here too
     args = build_parser().parse_args(argv)
+    if args.self_test:
+        from desktop_app.self_test import run_self_test
+
+        return run_self_test()
     try:
         preset = paths.preset_path(args.preset or paths.DEMO_PRESET)
     except FileNotFoundError as exc:
@@ -51,6 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from desktop_app.app import run_app  # Qt from here on
 
     return run_app(project_dir=args.project, demo=args.demo, preset=preset, screenshot=args.screenshot)
+
+
+def give_windowed_builds_streams() -> None:
+    """A windowed program (the packaged Kamaal.exe, pythonw) has ``sys.stdout``/``sys.stderr`` set to None;
+    anything that prints or draws a progress bar (tqdm, in diffusers' loading) would crash on them, so they
+    write to the null device instead."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # open as long as the process lives
 
 
 def run_headless_demo(preset: Path) -> int:

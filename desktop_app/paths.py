@@ -10,7 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+# These two name the user's data folder (and so where settings, projects and caches are found again after an
+# upgrade): fixed forever, never derived from the version or the executable's name.  Changing either would
+# strand every user's data in the old folder.  The organization stays empty, so the folder is plain "Kamaal".
 APP_NAME = "Kamaal"
+ORGANIZATION_NAME = ""
 DATA_DIR_ENV = "KAMAAL_DATA_DIR"
 
 
@@ -69,12 +73,16 @@ def preset_summary(path: Path) -> str:
 
 
 def data_dir() -> Path:
-    """The user's data folder (projects, settings): QStandardPaths' AppDataLocation, or $KAMAAL_DATA_DIR."""
+    """The user's data folder (projects, settings): QStandardPaths' AppDataLocation, or $KAMAAL_DATA_DIR.
+
+    Always outside the app's own folder (a packaged app's folder may be read-only and is replaced by an upgrade).
+    """
     override = os.environ.get(DATA_DIR_ENV)
     if override:
         return Path(override).expanduser().resolve()
     from PySide6.QtCore import QCoreApplication, QStandardPaths  # QtCore only: no GUI, no display needed
 
+    QCoreApplication.setOrganizationName(ORGANIZATION_NAME)
     QCoreApplication.setApplicationName(APP_NAME)  # names the folder: ~/.local/share/Kamaal, %APPDATA%\Kamaal, …
     return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
 
