@@ -4,21 +4,33 @@ Layout::
 
     PROJECT/
       project.toml     the config being edited (a complete, valid config; saved atomically)
+      datasets/        the project's own image folders (imports; copies of a bundled preset's pictures)
       runs/            one run folder per training run (see trainer/runfolder.py)
+
+A project made from a bundled preset (the demo) gets its own copy of the preset's pictures: edits
+(captions, crops) and generated class images are written next to a dataset, and the app's folder
+may be read-only and is replaced by an upgrade.  Models stay where they are (only read).
 
 Light on purpose (standard library + config): the GUI process opens projects with it.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from trainer.config import Config, ConfigError, load_config, save_config
+from trainer.config import Config, ConfigError, config_from_dict, load_config, save_config
 from trainer.runfolder import RunFolder, unique_run_dir
 
 PROJECT_FILE = "project.toml"
 RUNS_FOLDER = "runs"
+DATASETS_FOLDER = "datasets"
+# The app's bundled resources (presets, demo pictures, the shapes model); in a PyInstaller bundle this
+# file lives under sys._MEIPASS, and so do the resources.
+BUNDLED = Path(__file__).resolve().parents[1] / "resources"
 
 
 @dataclass
@@ -41,6 +53,8 @@ class Project:
         if (root / PROJECT_FILE).exists():
             raise ConfigError([f"{root} already holds a project"])
         config = load_config(Path(preset_path))
+        root.mkdir(parents=True, exist_ok=True)
+        config = _own_bundled_folders(config, root)
         project = cls(root, config)
         project.runs_dir.mkdir(parents=True, exist_ok=True)
         project.save(config)
@@ -98,3 +112,43 @@ class Project:
         found = [RunFolder(child) for child in self.runs_dir.iterdir()
                  if child.is_dir() and (child / "config.toml").is_file()]
         return sorted(found, key=lambda run: (run.config_path.stat().st_mtime, run.root.name))
+
+
+def _data_folders(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """(table, key) of every image folder a config names: the dataset, class sets, concepts."""
+    places = [(data["dataset"], "path"), (data["dreambooth"], "class_dir")]
+    for concept in data.get("concepts", []):
+        places += [(concept, "path"), (concept, "class_dir")]
+    return places
+
+
+def _own_bundled_folders(config: Config, root: Path, bundled: Path = BUNDLED) -> Config:
+    """The config with every image folder inside the app's resources copied to ``root/datasets/<name>``."""
+    data = config.to_dict()
+    copied: dict[Path, str] = {}
+    for table, key in _data_folders(data):
+        folder = Path(table[key]).resolve() if table[key] else None
+        if folder is None or not folder.is_dir() or not folder.is_relative_to(bundled.resolve()):
+            continue
+        if folder not in copied:
+            copied[folder] = str(_copy_folder(folder, root / DATASETS_FOLDER))
+        table[key] = copied[folder]
+    return config_from_dict(data) if copied else config
+
+
+def _copy_folder(source: Path, parent: Path) -> Path:
+    """Copy ``source`` into ``parent`` under a free name, whole or not at all (temp folder + rename)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    target, n = parent / source.name, 1
+    while target.exists():
+        n += 1
+        target = parent / f"{source.name}-{n}"
+    staging = Path(tempfile.mkdtemp(prefix=f".{source.name}-", dir=parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".kamaal"))
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import PRESETS
-from trainer.config import ConfigError, load_config
+from trainer.config import ConfigError, load_config, save_config
 from trainer.project import Project
 from trainer.runfolder import RunFolder
 
@@ -38,3 +40,27 @@ def test_a_broken_project_file_is_a_config_error(tmp_path):
         Project.open(tmp_path / "p")
     with pytest.raises(ConfigError, match="already holds a project"):
         Project.create(tmp_path / "p", PRESETS / "toy.toml")
+
+
+def test_a_project_from_the_demo_preset_owns_copies_of_its_pictures(tmp_path):
+    """Edits and generated class images go next to a dataset: never into the app's (read-only) folder."""
+    demo = load_config(PRESETS / "demo.toml")
+    project = Project.create(tmp_path / "p", PRESETS / "demo.toml")
+    config = project.config
+    for copied, original in ((config.dataset.path, demo.dataset.path),
+                             (config.dreambooth.class_dir, demo.dreambooth.class_dir)):
+        assert Path(copied).parent == project.root / "datasets" and Path(copied).name == Path(original).name
+        assert sorted(p.name for p in Path(copied).iterdir()) == sorted(p.name for p in Path(original).iterdir())
+    assert config.model.path == demo.model.path  # models are only read: not copied
+    assert load_config(project.config_path) == config  # saved with the project's own folders
+    assert not list((project.root / "datasets").glob(".*"))  # no staging folder left behind
+
+
+def test_a_user_preset_keeps_its_folders(tmp_path):
+    (tmp_path / "mine").mkdir()
+    preset = tmp_path / "mine.toml"
+    config = load_config(PRESETS / "demo.toml")
+    save_config(config.model_copy(update={"dataset": config.dataset.model_copy(
+        update={"path": str(tmp_path / "mine")})}), preset)
+    project = Project.create(tmp_path / "p", preset)
+    assert Path(project.config.dataset.path) == tmp_path / "mine"
