@@ -50,8 +50,10 @@ def test_start_pause_resume_stop_from_the_window(qtbot, make_window):
     assert buttons(window) == (False, True, True)
     assert not window.hyperparameters_panel.form.isEnabled()  # the run uses its snapshot
     qtbot.waitUntil(lambda: len(window.run_model.curves.steps) >= 2)
+    # The plot and heatmaps catch up within RunModel.VIEW_INTERVAL_MS (they are not redrawn per event).
+    qtbot.waitUntil(lambda: window.preview_panel.loss_plot.train_curve.getData()[0] is not None
+                    and len(window.preview_panel.loss_plot.train_curve.getData()[0]) >= 2, timeout=2000)
     assert window.preview_panel.weights_view.views, "the weights heatmaps were not drawn"
-    assert window.preview_panel.loss_plot.train_curve.getData()[0] is not None
     assert "Training" in window.status_bar.state_label.text()
     assert "Step" in window.status_bar.step_label.text()
 
