@@ -161,7 +161,7 @@ def cmd_build_shapes_model(args: argparse.Namespace) -> int:
 
     from trainer.shapes.build import BuildSettings, build_shapes_model, total_progress_steps
 
-    settings = replace(BuildSettings(), seed=args.seed, threads=args.threads)
+    settings = replace(BuildSettings(), seed=args.seed, threads=args.threads, snapshot_every=args.snapshot_every)
     with tqdm(total=total_progress_steps(settings), unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
         def progress(steps: int, info: dict) -> None:
             bar.update(steps)
@@ -227,13 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(handler=cmd_tiny_model)
 
     shapes = commands.add_parser(
-        "build-shapes-model", help="pretrain the miniature shapes-world Stable Diffusion (CPU, ~30 min)",
+        "build-shapes-model", help="pretrain the miniature shapes-world Stable Diffusion (CPU, about an hour)",
         description="Pretrain the miniature SD 1.x model of the shapes world from a seed and write it as a "
                     "diffusers folder (the shipped one is resources/models/shapes-sd).")
     shapes.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the diffusers model into")
     shapes.add_argument("--seed", type=int, default=0, help="seed of the world and the training (default: 0)")
     shapes.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default: 1; more only helps on otherwise idle cores)")
+    shapes.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                        help="also save the averaged weights every N UNet steps to OUT_DIR/snapshots/step-N, to "
+                             "judge a build while it runs (default: 0, none)")
     shapes.set_defaults(handler=cmd_build_shapes_model)
 
     blocks = commands.add_parser("blocks", help="list a model's blocks with parameter counts (for frozen mode)",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from trainer.shapes.tokenizer import merges_for, write_shapes_tokenizer
-from trainer.shapes.world import world_words
+from trainer.shapes.tokenizer import CONTEXT_TOKENS, merges_for, write_shapes_tokenizer
+from trainer.shapes.world import world_samples, world_words
 
 
 def test_every_world_word_is_one_token_and_other_text_still_tokenizes(tmp_path):
@@ -13,7 +13,9 @@ def test_every_world_word_is_one_token_and_other_text_still_tokenizes(tmp_path):
 
     size = write_shapes_tokenizer(tmp_path)
     tokenizer = CLIPTokenizer.from_pretrained(tmp_path, local_files_only=True)
-    assert len(tokenizer) == size and tokenizer.model_max_length == 77
+    assert len(tokenizer) == size and tokenizer.model_max_length == CONTEXT_TOKENS == 16
+    longest = max(len(tokenizer(caption).input_ids) for _, caption, _ in world_samples(500, seed=4))
+    assert longest <= CONTEXT_TOKENS  # no world caption is cut off
     for word in world_words():
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
     for word in ("sks", "teal", "emblem"):  # room for new concepts

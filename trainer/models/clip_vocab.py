@@ -44,8 +44,12 @@ def read_bpe_merges(bpe_gz: Path, count: int = CLIP_MERGE_COUNT) -> list[str]:
     return lines[1 : count + 1]
 
 
-def write_tokenizer_files(merges: list[str], out_dir: Path, *, pad_token: str = END_TOKEN) -> Path:
-    """Write vocab.json, merges.txt and the two JSON configs that ``CLIPTokenizer.from_pretrained`` reads."""
+def write_tokenizer_files(merges: list[str], out_dir: Path, *, pad_token: str = END_TOKEN,
+                          model_max_length: int = 77) -> Path:
+    """Write vocab.json, merges.txt and the two JSON configs that ``CLIPTokenizer.from_pretrained`` reads.
+
+    ``model_max_length`` is the context every prompt is padded to (the text encoders' 77 positions
+    for real models; the shapes model reads 16, which makes its pretraining three times faster)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vocab.json").write_text(json.dumps(vocabulary(merges), ensure_ascii=False), encoding="utf-8")
     # transformers skips the first line of merges.txt, like CLIP skips the header of its gz file.
@@ -55,7 +59,7 @@ def write_tokenizer_files(merges: list[str], out_dir: Path, *, pad_token: str = 
     config = {
         **special,
         "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": 77,  # the text encoders' 77 positions
+        "model_max_length": model_max_length,
         "do_lower_case": True,
         "errors": "replace",
         "add_prefix_space": False,

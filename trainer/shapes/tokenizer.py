@@ -52,8 +52,14 @@ def merges_for(words: list[str]) -> list[str]:
     return merges
 
 
-def write_shapes_tokenizer(out_dir: Path, words: list[str] | None = None) -> int:
+# Prompts are padded to this many tokens, not CLIP's 77: the longest world caption is 10 tokens with
+# its start and end, and a 77-token context made every pretraining step three times slower.
+CONTEXT_TOKENS = 16
+
+
+def write_shapes_tokenizer(out_dir: Path, words: list[str] | None = None,
+                           context_tokens: int = CONTEXT_TOKENS) -> int:
     """Write vocab.json, merges.txt and configs; returns the vocabulary size."""
     merges = merges_for(words if words is not None else world_words())
-    write_tokenizer_files(merges, out_dir)
+    write_tokenizer_files(merges, out_dir, model_max_length=context_tokens)
     return len(vocabulary(merges))
