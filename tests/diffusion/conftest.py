@@ -61,3 +61,21 @@ def diffusion_config(model_dir: Path, dataset_dir: Path, arch: str = "sd15", **s
         "output": {"run_name": "tiny"},
     }
     return config_from_dict(with_sections(data, sections))
+
+
+def straight_and_resumed(config: Config, root: Path, stop_at: int) -> tuple[Any, Any, Any]:
+    """Run ``config`` once straight through, and once stopped (with a save) after ``stop_at`` steps and
+    resumed; returns the recorders (straight, resumed) and the LoRA file tensors of both, as a pair."""
+    from safetensors.torch import load_file
+
+    from tests.trainer.helpers import ScriptedCommands, run_in_process
+    from trainer.protocol import EXIT_OK, Failed, Finished, Stop
+
+    code, straight = run_in_process(config, root / "straight")
+    assert code == EXIT_OK, straight.of(Failed)
+    code, stopped = run_in_process(config, root / "split", ScriptedCommands({stop_at: [Stop(save=True)]}))
+    assert code == EXIT_OK, stopped.of(Failed)
+    code, resumed = run_in_process(config, root / "split", resume=True)
+    assert code == EXIT_OK, resumed.of(Failed)
+    weights = (load_file(straight.of(Finished)[0].outputs[0]), load_file(resumed.of(Finished)[0].outputs[0]))
+    return straight, resumed, weights

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from tests.diffusion.conftest import diffusion_config, draw_shapes
+from tests.diffusion.conftest import diffusion_config, draw_shapes, straight_and_resumed
 from tests.trainer.helpers import run_in_process
 from trainer.protocol import EXIT_BAD_INPUT, EXIT_OK, Failed, Sample
 
@@ -133,10 +133,7 @@ def test_one_folder_in_two_concepts_is_cached_once_per_resolution_and_caption(tm
 @pytest.mark.slow
 def test_resume_with_two_class_sets_equals_uninterrupted(tmp_path, tiny_sd15):
     import torch
-    from safetensors.torch import load_file
 
-    from tests.trainer.helpers import ScriptedCommands
-    from trainer.protocol import Finished, Stop
 
     circles, squares = draw_shapes(tmp_path / "circles", 3), draw_squares(tmp_path / "squares", 3)
     config = diffusion_config(
@@ -146,12 +143,5 @@ def test_resume_with_two_class_sets_equals_uninterrupted(tmp_path, tiny_sd15):
         concepts=[{"path": str(squares), "class_dir": str(draw_squares(tmp_path / "square-class", 2)),
                    "class_prompt": "a square", "num_class_images": 2}],
         training={"steps": 4, "batch_size": 2, "eval_every": 4})  # batches of 2 mix the concepts
-    code, straight = run_in_process(config, tmp_path / "straight")
-    assert code == EXIT_OK, straight.of(Failed)
-    code, _ = run_in_process(config, tmp_path / "split", ScriptedCommands({2: [Stop(save=True)]}))
-    assert code == EXIT_OK
-    code, resumed = run_in_process(config, tmp_path / "split", resume=True)
-    assert code == EXIT_OK, resumed.of(Failed)
-    a = load_file(straight.of(Finished)[0].outputs[0])
-    b = load_file(resumed.of(Finished)[0].outputs[0])
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

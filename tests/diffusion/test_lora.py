@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from tests.diffusion.conftest import diffusion_config
+from tests.diffusion.conftest import diffusion_config, straight_and_resumed
 from tests.trainer.helpers import run_in_process
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
@@ -89,20 +89,9 @@ def test_lora_learns_and_both_files_reproduce_the_trained_adapter(tmp_path, requ
 
 
 def test_resume_equals_uninterrupted(tmp_path, tiny_sd15, shapes_dataset):
-    from tests.trainer.helpers import ScriptedCommands
-    from trainer.protocol import Stop
 
     config = diffusion_config(tiny_sd15, shapes_dataset, training={"steps": 12, "eval_every": 4})
-    code, straight = run_in_process(config, tmp_path / "straight")
-    assert code == EXIT_OK
-    code, _ = run_in_process(config, tmp_path / "split", ScriptedCommands({5: [Stop(save=True)]}))
-    assert code == EXIT_OK
-    code, resumed = run_in_process(config, tmp_path / "split", resume=True)
-    assert code == EXIT_OK, resumed.of(Failed)
-    from safetensors.torch import load_file
-
-    a = load_file(straight.of(Finished)[0].outputs[0])
-    b = load_file(resumed.of(Finished)[0].outputs[0])
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=5)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     split = [r["loss"] for r in RunFolder(tmp_path / "split").read_metrics()]
     assert split == [r["loss"] for r in RunFolder(tmp_path / "straight").read_metrics()]
