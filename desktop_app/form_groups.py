@@ -59,6 +59,10 @@ GROUPS: tuple[Group, ...] = (
 GROUP_OF = {name: group.key for group in GROUPS for name in group.fields}
 # Fields edited elsewhere: the concepts (folders, names, further concepts) belong to the Dataset page.
 NOT_IN_FORM = frozenset({"schema_version", "dataset.path", "dataset.name", "concepts"})
+# The first concept's own fields.  With several concepts the form hides them: the Dataset group's list
+# shows every concept's (``concept_summary``), so "Instance token" never reads as everyone's.
+FIRST_CONCEPT_FIELDS = frozenset({"dataset.instance_token", "dataset.caption_template", "dataset.repeats",
+                                  "dreambooth.class_prompt", "dreambooth.class_dir", "dreambooth.num_class_images"})
 TOY_ONLY, NOT_FOR_TOY = frozenset({"toy"}), frozenset({"dataset", "sampling"})
 DIFFUSION_ONLY = frozenset(diffusion_only_fields())
 ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})

@@ -54,6 +54,7 @@ class HyperparametersPanel(QWidget):
         self.rows: dict[str, FieldRow] = {}
         self.groups: dict[str, QGroupBox] = {}
         self.labels: list[QLabel] = []
+        self.hidden: frozenset[str] = frozenset()  # fields shown elsewhere on the page (see hide_fields)
 
         title = QLabel("Hyperparameters")
         title.setProperty("role", "panelTitle")
@@ -132,11 +133,27 @@ class HyperparametersPanel(QWidget):
         layout.addRow(label, row)
         self.rows[name] = row
 
-    def add_to_group(self, key: str, widget: QWidget) -> None:
-        """Put a widget (the block tree, the memory box) at the end of a group, across both columns."""
+    def add_to_group(self, key: str, widget: QWidget, first: bool = False) -> None:
+        """Put a widget (the block tree, the memory box) at the end of a group, or with ``first`` at its
+        top, across both columns."""
         layout = self.groups[key].layout()
         assert isinstance(layout, QFormLayout)
-        layout.addRow(widget)
+        if first:
+            layout.insertRow(0, widget)
+        else:
+            layout.addRow(widget)
+
+    def hide_fields(self, names: frozenset[str]) -> None:
+        """Hide these fields' rows whatever the mode (another widget on the page shows them); their
+        problems are then listed in the summary at the top."""
+        if names != self.hidden:
+            self.hidden = names
+            self._update_sections()
+
+    def shows(self, name: str) -> bool:
+        """Is the field's row shown (for the current mode and architecture, and not shown elsewhere)?"""
+        architecture = str(self.model.value("model.architecture"))
+        return name not in self.hidden and field_visible(name, self.model.mode, architecture)
 
     def editor(self, name: str) -> FieldEditor:
         return self.rows[name].editor
@@ -161,17 +178,16 @@ class HyperparametersPanel(QWidget):
         for name, row in self.rows.items():
             layout = row.parentWidget().layout() if row.parentWidget() is not None else None
             if isinstance(layout, QFormLayout):
-                layout.setRowVisible(row, field_visible(name, mode, architecture))
+                layout.setRowVisible(row, self.shows(name))
         self._show_errors()
 
     def _show_errors(self) -> None:
         errors = self.model.errors()
-        mode, architecture = self.model.mode, str(self.model.value("model.architecture"))
         marked, elsewhere = [], []
         for name, row in self.rows.items():
             row.show_error(errors.get(name))
         for name, message in errors.items():
-            if name not in self.rows or not field_visible(name, mode, architecture):
+            if name not in self.rows or not self.shows(name):
                 elsewhere.append(f"{name}: {message}" if name else message)
             else:
                 marked.append(meta_for(name).label)

@@ -1,5 +1,5 @@
-"""Fits the training extras into the main window: the block tree and memory box in the form, the
-preset and settings-file commands, the run queue and the Runs page.
+"""Fits the training extras into the main window: the concept list, block tree and memory box in the
+form, the preset and settings-file commands, the run queue and the Runs page.
 
 Kept out of ``main_window.py`` so that the window stays a frame that rooms add to: the window calls
 :func:`install` once, :meth:`Extras.set_project` when another project opens and
@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QLabel
 
 from desktop_app.block_tree import BlockTree
+from desktop_app.concept_summary import ConceptSummary
 from desktop_app.config_files import ask_save_preset, load_config_file, save_config_file
+from desktop_app.form_groups import FIRST_CONCEPT_FIELDS
 from desktop_app.memory_box import MemoryBox
 from desktop_app.queue_view import QueueView
 from desktop_app.run_queue import QUEUE_FILE, QueueRunner, RunQueue
@@ -29,6 +32,17 @@ class Extras:
     def __init__(self, window: MainWindow) -> None:
         self.window = window
         panel = window.hyperparameters_panel
+        # Every concept at the top of the Dataset group, from the Dataset page's store.
+        self.concepts = ConceptSummary(window.dataset_panel.store, window.project.root)
+        panel.add_to_group("dataset", self.concepts, first=True)
+        self.concepts.editRequested.connect(self.show_concept)
+        self.class_sets_note = QLabel("Each concept has its own class set: see the concepts under Dataset.")
+        self.class_sets_note.setObjectName("classSetsNote")
+        self.class_sets_note.setProperty("role", "subtle")
+        self.class_sets_note.setWordWrap(True)
+        panel.add_to_group("dreambooth", self.class_sets_note)
+        window.dataset_panel.store.conceptsChanged.connect(self._follow_concept_count)
+        self._follow_concept_count()
         self.block_tree = BlockTree(window.config_model)
         panel.add_to_group("frozen", self.block_tree)
         self.memory_box = MemoryBox(window.config_model, window.session)
@@ -67,6 +81,16 @@ class Extras:
         run_menu.addAction(queue)  # type: ignore[union-attr]
         window.menu_actions["queue"] = queue
 
+    def show_concept(self, index: int) -> None:
+        """Open the Dataset page on one concept (a card's name was clicked on the Train page)."""
+        self.window.dataset_panel.store.select(index)
+        self.window.show_page(self.window.dataset_panel)
+
+    def _follow_concept_count(self) -> None:
+        several = self.window.dataset_panel.store.count() > 1
+        self.window.hyperparameters_panel.hide_fields(FIRST_CONCEPT_FIELDS if several else frozenset())
+        self.class_sets_note.setVisible(several)  # where the DreamBooth group's class fields went
+
     def queue_current(self) -> None:
         config = self.window.config_model.config
         if config is None:
@@ -86,6 +110,7 @@ class Extras:
         window.show_page(window.splitter)
 
     def set_project(self, project: Project) -> None:
+        self.concepts.set_project_root(project.root)
         self.queue.load(project.root / QUEUE_FILE)
         self.runs_page.refresh()
 

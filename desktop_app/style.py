@@ -24,6 +24,9 @@ QGroupBox QLabel, QGroupBox QCheckBox { font-weight: normal; }
 QLineEdit[invalid="true"], QSpinBox[invalid="true"], QDoubleSpinBox[invalid="true"],
 QPlainTextEdit[invalid="true"], QComboBox[invalid="true"] { border: 1px solid #d92d20; border-radius: 3px;
                                                              background: #fff5f5; padding: 2px; }
+#conceptCard { background: #f8fafc; border: 1px solid #d9e2ec; border-radius: 5px; }
+#conceptCardTitle { font-weight: 600; }
+#conceptCardImages { color: #323f4b; }
 #controlBar { border-bottom: 1px solid #d9e2ec; }
 #noticeBanner { border-radius: 6px; }
 #noticeBanner[level="error"] { background: #fef3f2; border: 1px solid #f97066; }

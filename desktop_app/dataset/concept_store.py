@@ -5,6 +5,8 @@ The first concept lives in ``dataset.*`` (subject) and ``dreambooth.class_*`` (c
 projects and presets stay as they are; further concepts are the ``concepts`` list (one value of
 ``ConfigModel``: a list of tables).  Widgets ask ``value("repeats")`` of the selected concept and
 never need to know which.  Removing a concept only edits the config: its folder stays on disk.
+``counts`` holds each concept's image count once the Dataset page has counted it (on a worker
+thread), for the strip and the Train page's list of concepts.
 
 GUI thread only.
 """
@@ -28,11 +30,13 @@ class ConceptStore(QObject):
     currentChanged = Signal(int)  # a concept was selected (or the list changed under the selection)
     conceptsChanged = Signal()  # added, removed or renamed: titles and counts to redraw
     fieldsChanged = Signal()  # a field of the selected concept changed (typed here or loaded)
+    countsChanged = Signal()  # an image count arrived, or the counts were cleared
 
     def __init__(self, config: ConfigModel, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.config = config
         self.current = 0
+        self.counts: dict[int, int] = {}  # concept index → usable images, for the concepts counted so far
         config.valueChanged.connect(self._config_changed)
 
     # ---------------------------------------------------------------- reading
@@ -74,6 +78,21 @@ class ConceptStore(QObject):
         message = self.config.error_for("concepts") or ""
         wanted = self.field_name(key)
         return next((part for part in message.split("; ") if part.startswith(wanted + ":")), None)
+
+    def set_count(self, index: int, count: int | None) -> None:
+        """Record a concept's image count (``None``: unknown, e.g. its folder is missing)."""
+        if count is None:
+            changed = self.counts.pop(index, None) is not None
+        else:
+            changed = self.counts.get(index) != count
+            self.counts[index] = count
+        if changed:
+            self.countsChanged.emit()
+
+    def clear_counts(self) -> None:
+        if self.counts:
+            self.counts.clear()
+            self.countsChanged.emit()
 
     # ---------------------------------------------------------------- writing
 

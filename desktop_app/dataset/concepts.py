@@ -59,7 +59,6 @@ class ConceptTabs(QWidget):
         super().__init__(parent)
         self.setObjectName("conceptTabs")
         self.store = store
-        self.counts: dict[int, int] = {}
         self.tabs = QTabBar()
         self.tabs.setObjectName("conceptTabBar")
         self.tabs.setExpanding(False)
@@ -85,22 +84,16 @@ class ConceptTabs(QWidget):
         self.tabs.currentChanged.connect(self._tab_selected)
         store.conceptsChanged.connect(self.refresh)
         store.currentChanged.connect(self.refresh)
-        self.refresh()
-
-    def set_count(self, index: int, count: int | None) -> None:
-        if count is None:
-            self.counts.pop(index, None)
-        else:
-            self.counts[index] = count
+        store.countsChanged.connect(self.refresh)
         self.refresh()
 
     def refresh(self) -> None:
-        titles = self.store.titles()
+        titles, counts = self.store.titles(), self.store.counts
         self.tabs.blockSignals(True)
         while self.tabs.count() > len(titles):
             self.tabs.removeTab(self.tabs.count() - 1)
         for index, title in enumerate(titles):
-            text = f"{title}  ·  {self.counts[index]:,}" if index in self.counts else title
+            text = f"{title}  ·  {counts[index]:,}" if index in counts else title
             if index >= self.tabs.count():
                 self.tabs.addTab(text)
             elif self.tabs.tabText(index) != text:

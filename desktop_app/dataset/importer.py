@@ -5,8 +5,9 @@ job on a worker thread (the copying itself, and why a project owns copies, is
 Where: the selected concept's folder when it is already inside the project; otherwise a new folder
 ``PROJECT/datasets/<name>`` (``subject`` for a first import, the outside folder's name when a
 read-only folder is copied in); a new concept gets a new folder named after the imported one
-(never another concept's).  ``imported(relative_folder, message, new_concept)`` tells the panel
-which folder to show.  GUI thread, except the copy job (``Background``, one thread).
+(never another concept's).  A folder that is already inside the project (one whose concept was
+removed, say) becomes a concept where it is, without a copy.  ``imported(relative_folder, message,
+new_concept)`` tells the panel which folder to show.  GUI thread, except the copy job (``Background``, one thread).
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ class Importer(QObject):
         self.files = Background(self, threads=1)
 
     def configured_folder(self) -> Path | None:
-        value = str(self.store.value("path") or "")
+        """The selected concept's folder (relative ones are in the project), or None while it has none."""
+        return self.folder_of(self.store.current)
+
+    def folder_of(self, index: int) -> Path | None:
+        value = str(self.store.value("path", index) or "")
         if not value:
             return None
         path = Path(value).expanduser()
@@ -91,6 +96,8 @@ class Importer(QObject):
     def start(self, paths: list[Path], new_concept: bool = False) -> bool:
         """Copy images (files or folders) into the destination on a worker thread; with ``new_concept``,
         into a new folder that becomes a new concept (the first one, while it has no folder)."""
+        if new_concept and len(paths) == 1 and self._project_folder(paths[0]):
+            return self._add_in_place(paths[0])
         if new_concept and paths and (self.store.count() > 1 or self.store.value("path", 0)):
             destination = self.new_concept_destination(paths[0])
         else:
@@ -107,6 +114,23 @@ class Importer(QObject):
         self.progress.show()
         self.files.run(work, lambda result: self._done(destination, result, new_concept), self._failed,
                        self._progressed)
+        return True
+
+    def _project_folder(self, path: Path) -> bool:
+        """A folder inside the project (not the project itself): a concept can use it where it is."""
+        root = self.project_root
+        return root is not None and path.is_dir() and self.inside_project(path) and path.resolve() != root.resolve()
+
+    def _add_in_place(self, folder: Path) -> bool:
+        """Make a folder already in the project a concept, without copying it (refused when it is one)."""
+        assert self.project_root is not None
+        relative = folder.resolve().relative_to(self.project_root.resolve()).as_posix()
+        for index in range(self.store.count()):
+            known = self.folder_of(index)
+            if known is not None and known.resolve() == folder.resolve():
+                self.failed.emit(f"“{relative}” is already the concept “{self.store.title(index)}”")
+                return False
+        self.imported.emit(relative, f"Added {relative} (already in the project: nothing copied)", True)
         return True
 
     def _progressed(self, done: int, total: int) -> None:

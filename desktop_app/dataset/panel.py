@@ -272,28 +272,21 @@ class DatasetPanel(QWidget):
 
         Only when the folders changed (a concept added, removed or moved), not for every edit of a
         concept's token or repeats; the selected concept's count also follows the grid."""
-        folders = tuple(self._concept_folder(index) for index in range(self.store.count()))
+        folders = tuple(self.importer.folder_of(index) for index in range(self.store.count()))
         if folders == self._counted_folders and not force:
             return
         self._counted_folders = folders
-        self.concept_tabs.counts.clear()
+        self.store.clear_counts()
         for index in range(self.store.count()):
-            folder = self._concept_folder(index)
+            folder = self.importer.folder_of(index)
             if folder is not None:
                 self.dataset.background.run(lambda _r, _c, folder=folder: count_usable(folder),
                                             lambda n, index=index, folder=folder: self._counted(index, folder, n),
                                             lambda _e: None)
 
-    def _concept_folder(self, index: int) -> Path | None:
-        value = str(self.store.value("path", index) or "")
-        if not value:
-            return None
-        path = Path(value).expanduser()
-        return path if path.is_absolute() or self.project_root is None else self.project_root / path
-
     def _counted(self, index: int, folder: Path, count: int | None) -> None:
-        if index < self.store.count() and self._concept_folder(index) == folder:
-            self.concept_tabs.set_count(index, count)
+        if index < self.store.count() and self.importer.folder_of(index) == folder:
+            self.store.set_count(index, count)
 
     def add_concept(self, folder: Path) -> bool:
         """Import ``folder`` as a new concept (copied into the project, then selected)."""
@@ -320,7 +313,7 @@ class DatasetPanel(QWidget):
             text = f"{self.notice} · {text}"
         self.toolbar.counts.setText(text if d.folder is not None else self.notice)
         if d.folder is not None:
-            self.concept_tabs.set_count(self.store.current, len(d.entries))
+            self.store.set_count(self.store.current, len(d.entries))
         self.toolbar.set_editable(d.editable, bool(self.selected_rows()), d.removed_count)
         self.bulk.update_selection()
 
