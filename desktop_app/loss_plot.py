@@ -122,6 +122,10 @@ class LossPlot(QWidget):
         self.raw_curve.setData(x, y)
         self.train_curve.setData(x, np.exp(smoothed(np.log(y))) if len(y) else y)  # smooth in log space
         self.lr_curve.setData(curves.lr.x, curves.lr.y)
+        # From 0 up: autorange would centre a constant learning rate in ±0.5 and it would read as 0.
+        rates = curves.lr.y[np.isfinite(curves.lr.y)]
+        if rates.size and rates.max() > 0:
+            self.lr_widget.getPlotItem().setYRange(0, float(rates.max()), padding=0.08)
         self.heldout_curve.setData(*positive(curves.heldout))
         empty = not len(curves.train)
         self.empty_hint.setVisible(empty)

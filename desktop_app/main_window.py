@@ -3,8 +3,8 @@
 Layout: tabs in the order the work goes — the Dataset page (curation needs the full width), then
 the Train page, a splitter with how to learn (the form, in a scroll area) beside what is happening
 (the live preview, the widest, because it is what a person watches while a run goes).  Starting a
-run shows the Train page.  The status bar keeps the run's state, step, speed and time left in view
-whichever page is open.
+run shows the Train page, and so does opening a toy project (it has no images to curate).  The
+status bar keeps the run's state, step, speed and time left in view whichever page is open.
 
 Objects: ``session`` (the trainer process bridge), ``config_model`` (the settings being edited,
 autosaved to the project), ``run_model`` (what the views show about the run).  Widgets only
@@ -130,6 +130,8 @@ class MainWindow(QMainWindow):
         self.status_bar.show_project(self.project.name, self.project.root)
         self.run_model.plan(int(self.config_model.value("training.steps")))
         self._show_mode()
+        if self.config_model.value("model.architecture") == "toy":
+            self.show_page(self.splitter)  # nothing to curate: the settings and the preview are the work
         if self.settings is not None:
             self.settings.setValue("lastProject", str(self.project.root))
 

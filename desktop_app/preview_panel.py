@@ -16,7 +16,7 @@ from desktop_app.notice_banner import NoticeBanner
 from desktop_app.run_model import RunModel
 from desktop_app.sample_grid import SampleGrid
 from desktop_app.session import SessionState
-from desktop_app.status_bar import format_bytes, format_duration
+from desktop_app.status_bar import format_bytes, format_duration, format_speed
 from desktop_app.weights_view import WeightsView
 
 LOG_LINES_KEPT = 5000
@@ -80,7 +80,7 @@ class PreviewPanel(QWidget):
             return
         parts = [f"Step {model.step:,} of {model.total_steps:,}"]
         if model.state in (SessionState.TRAINING, SessionState.PAUSED) and model.it_per_s > 0:
-            parts += [f"{model.it_per_s:,.2f} it/s", f"{format_duration(model.eta_s)} left"]
+            parts += [format_speed(model.it_per_s), f"{format_duration(model.eta_s)} left"]
         if model.memory_bytes:
             parts.append(f"{'GPU' if model.memory_kind == 'cuda' else 'RAM'} {format_bytes(model.memory_bytes)}")
         if model.state == SessionState.PAUSED:

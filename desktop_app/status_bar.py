@@ -30,6 +30,12 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def format_speed(it_per_s: float) -> str:
+    """Steps per second with the digits that matter: '205 it/s', '3.4 it/s', '0.27 it/s' (slow diffusion runs)."""
+    digits = 0 if it_per_s >= 100 else 1 if it_per_s >= 1 else 2
+    return f"{it_per_s:,.{digits}f} it/s"
+
+
 def format_bytes(count: int) -> str:
     size = float(count)
     for unit in ("B", "KB", "MB", "GB"):
@@ -76,7 +82,7 @@ class RunStatusBar(QStatusBar):
         self.step_label.setVisible(has_run)
         self.step_label.setText(f"Step {model.step:,} / {model.total_steps:,}")
         self.speed_label.setVisible(running and model.it_per_s > 0)
-        self.speed_label.setText(f"{model.it_per_s:,.1f} it/s")
+        self.speed_label.setText(format_speed(model.it_per_s))
         self.eta_label.setVisible(running and model.it_per_s > 0)
         self.eta_label.setText(f"ETA {format_duration(model.eta_s)}")
         self.memory_label.setVisible(running and model.memory_bytes > 0)

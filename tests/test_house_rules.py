@@ -1,7 +1,10 @@
-"""DESIGN.md §1: the trainer never imports Qt; the GUI's light trainer modules never import torch."""
+"""DESIGN.md §1: the trainer never imports Qt; the GUI's light trainer modules never import torch.
+DESIGN.md §2: in the GUI, only the bridges talk to trainer processes (the opening of the window and its
+heavy libraries are checked in tests/gui/test_launcher.py)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
 import subprocess
@@ -36,3 +39,22 @@ def test_trainer_never_imports_qt():
 def test_light_trainer_modules_stay_light():
     loaded = loaded_after_import(LIGHT_TRAINER_MODULES)
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+# The GUI modules that may hold a trainer process and its queues: the session bridge (training runs),
+# the task bridge (short tasks) and the self-test (headless, no widgets).  Widgets see only their signals.
+PROCESS_OWNERS = {"desktop_app/session.py", "desktop_app/tasks.py", "desktop_app/self_test.py"}
+
+
+def test_only_the_bridges_touch_trainer_processes():
+    owners = set()
+    for path in sorted((REPO / "desktop_app").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name == "trainer.process" or name.startswith("multiprocessing") for name in names):
+                owners.add(path.relative_to(REPO).as_posix())
+    owners.discard("desktop_app/launcher.py")  # multiprocessing.freeze_support() only: a frozen child starts there
+    assert "desktop_app/session.py" in owners  # the scan sees the one that must be there
+    assert owners <= PROCESS_OWNERS, owners - PROCESS_OWNERS

@@ -95,7 +95,7 @@ def test_demo_without_display_trains_headless_through_the_cli(monkeypatch, capsy
     out = capsys.readouterr().out
     assert "no display" in out
     [argv] = calls
-    assert argv[0] == "train" and Path(argv[1]) == paths.preset_path("toy") and argv[2] == "--run-dir"
+    assert argv[0] == "train" and Path(argv[1]) == paths.preset_path(paths.DEMO_PRESET) and argv[2] == "--run-dir"
     run_dir = Path(argv[3])
     assert run_dir.parent == settings_in_tmp / "projects" / "demo" / "runs"
     assert str(run_dir) in out

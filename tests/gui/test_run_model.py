@@ -8,7 +8,7 @@ import time
 from desktop_app.loss_plot import positive
 from desktop_app.run_model import Curves, RunModel, Series
 from desktop_app.session import TrainingSession
-from desktop_app.status_bar import format_bytes, format_duration
+from desktop_app.status_bar import format_bytes, format_duration, format_speed
 from trainer.protocol import Finished, LayerWeights, Progress
 
 
@@ -34,6 +34,8 @@ def test_status_formats():
     assert format_duration(65) == "1:05" and format_duration(3725) == "1:02:05"
     assert format_duration(math.nan) == "–" and format_duration(math.inf) == "–"
     assert format_bytes(512) == "512 B" and format_bytes(3 * 1024**2) == "3.0 MB"
+    assert format_speed(205.08) == "205 it/s" and format_speed(3.44) == "3.4 it/s"
+    assert format_speed(0.268) == "0.27 it/s"
 
 
 def progress(step: int) -> Progress:
@@ -77,3 +79,40 @@ def test_the_end_of_a_run_shows_the_final_curve_at_once(qtbot):
     assert curves == [1]
     session.finished.emit(Finished(run_dir="", step=2, stopped=False))
     assert curves == [1, 2]
+
+
+def test_the_heatmaps_say_which_layers_are_frozen(qtbot):
+    """A frozen toy run's snapshots mark its frozen layers (tests/trainer/test_toy_training.py); the view says so."""
+    from desktop_app.weights_view import WeightsView
+    from trainer.protocol import LayerSnapshot
+
+    def layer(name: str, rows: int, cols: int, frozen: bool) -> LayerSnapshot:
+        return LayerSnapshot(name, (rows, cols), tuple(0.01 * i for i in range(rows * cols)), (0.0,) * rows, frozen)
+
+    session = TrainingSession()
+    model = RunModel(session)
+    view = WeightsView(model)
+    qtbot.addWidget(view)
+    snapshot = LayerWeights(step=50, layers=(layer("input_layer", 50, 10, True), layer("hidden_layer", 50, 50, True),
+                                             layer("output_layer", 1, 50, False)))
+    session.weights.emit(snapshot)
+    session.eventsDrained.emit()
+    qtbot.waitUntil(lambda: len(view.views) == 3, timeout=2000)
+    assert view.frozen_layers == ["input_layer", "hidden_layer"]
+    assert ["frozen" in v.title.text for v in view.views] == [True, True, False]
+    assert "step 50" in view.header.text
+
+
+def test_a_constant_learning_rate_is_drawn_from_zero_up(qtbot):
+    """Left to autorange, a constant rate sat in the middle of ±0.5 and read as 0."""
+    from desktop_app.loss_plot import LossPlot
+
+    session = TrainingSession()
+    model = RunModel(session)
+    plot = LossPlot(model)
+    qtbot.addWidget(plot)
+    for step in range(1, 6):
+        session.progress.emit(progress(step))  # lr 1e-3 throughout
+    session.finished.emit(Finished(run_dir="", step=5, stopped=False))  # the final state, drawn at once
+    low, high = plot.lr_widget.getPlotItem().viewRange()[1]
+    assert low <= 0 < 1e-3 < high < 2e-3, (low, high)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import numpy as np
 import psutil
 from PySide6.QtCore import Qt
 
@@ -32,6 +33,12 @@ def start_and_wait_for_training(qtbot, window) -> None:
         click(qtbot, window.controls.start_button)
 
 
+def plotted(curve) -> int:
+    """How many points a pyqtgraph curve shows."""
+    x, _ = curve.getData()
+    return 0 if x is None else len(x)
+
+
 def child_gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -51,11 +58,17 @@ def test_start_pause_resume_stop_from_the_window(qtbot, make_window):
     assert not window.hyperparameters_panel.form.isEnabled()  # the run uses its snapshot
     qtbot.waitUntil(lambda: len(window.run_model.curves.steps) >= 2)
     # The plot and heatmaps catch up within RunModel.VIEW_INTERVAL_MS (they are not redrawn per event).
-    qtbot.waitUntil(lambda: window.preview_panel.loss_plot.train_curve.getData()[0] is not None
-                    and len(window.preview_panel.loss_plot.train_curve.getData()[0]) >= 2, timeout=2000)
-    assert window.preview_panel.weights_view.views, "the weights heatmaps were not drawn"
+    loss_plot = window.preview_panel.loss_plot
+    qtbot.waitUntil(lambda: plotted(loss_plot.train_curve) >= 2 and plotted(loss_plot.heldout_curve) >= 1,
+                    timeout=2000)
+    weights_view = window.preview_panel.weights_view
+    assert [view.title.text for view in weights_view.views] == ["<b>input_layer</b>", "<b>hidden_layer</b>",
+                                                                  "<b>output_layer</b>"]
+    first_weights = weights_view.views[1].weight_image.image.copy()
     assert "Training" in window.status_bar.state_label.text()
     assert "Step" in window.status_bar.step_label.text()
+    qtbot.waitUntil(lambda: not window.status_bar.speed_label.isHidden(), timeout=2000)
+    assert "it/s" in window.status_bar.speed_label.text()
 
     with qtbot.waitSignal(session.paused, timeout=STOP_TIMEOUT_MS) as paused:
         click(qtbot, controls.pause_button)
@@ -70,6 +83,9 @@ def test_start_pause_resume_stop_from_the_window(qtbot, make_window):
     with qtbot.waitSignal(session.weights, timeout=STOP_TIMEOUT_MS) as weights:
         pass  # it trains on after resuming
     assert weights.args[0].step >= paused.args[0].step
+    # The heatmaps follow the learning: the hidden layer's picture is not the one first drawn.
+    qtbot.waitUntil(lambda: not np.array_equal(weights_view.views[1].weight_image.image, first_weights),
+                    timeout=2000)
 
     with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS) as finished:
         click(qtbot, controls.stop_button)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from tests.conftest import PRESETS, REPO
 from trainer.runfolder import RunFolder
@@ -35,6 +39,21 @@ def test_presets_run_as_they_are(tmp_path, preset):
     assert (run.output_dir / f"{run.load_config().output.run_name}.safetensors").is_file()
     assert run.latest_checkpoint()[0] == 40
     assert "Finished at step 40" in run.log_path.read_text()
+    assert "40/40" in result.stderr  # the terminal progress bar ran to the end
+
+
+# The Stable Diffusion presets are templates for the user's own base model (Kamaal ships none but the
+# tiny demo one): as they are, the only thing missing is model.path, and training says so — exit 2, no traceback.
+NEEDS_A_MODEL = sorted(p for p in PRESETS.glob("*.toml") if not p.stem.startswith(("toy", "demo")))
+
+
+@pytest.mark.parametrize("preset", NEEDS_A_MODEL, ids=lambda p: p.stem)
+def test_presets_for_your_own_model_ask_for_it_by_name(tmp_path, preset):
+    result = kamaal_train("train", str(preset), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: model.path: choose the base model"), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -63,14 +82,19 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
                          "--set", "training.warmup_steps=0",
                          "--set", "output.checkpoint_every=10", "--set", "toy.step_delay_ms=0")
     assert first.returncode == 0, first.stderr
-    # Pretend the run was interrupted at step 20: drop the newest checkpoint.
-    import shutil
-
+    output = RunFolder(run_dir).output_dir / "toy.safetensors"
+    uninterrupted = load_file(output)
+    # Pretend the run was interrupted at step 20: drop the newest checkpoint and the outputs.
     shutil.rmtree(RunFolder(run_dir).checkpoint_dir(30))
+    output.unlink()
     second = kamaal_train("resume", str(run_dir))
     assert second.returncode == 0, second.stderr
     assert "Resumed from step-000020 at step 20" in second.stderr
     assert [row["step"] for row in RunFolder(run_dir).read_metrics()] == [0, *range(5, 31, 5)]
+    resumed = load_file(output)
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:  # the resumed run ends with the very weights of the uninterrupted one
+        assert torch.equal(resumed[name], uninterrupted[name]), name
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):
@@ -102,10 +126,11 @@ def test_ctrl_c_stops_cleanly_with_a_save(tmp_path):
             process.wait()
     assert process.returncode == 0, stderr
     assert "Stopping after this step and saving" in stderr
-    assert "Stopped at step" in stdout
+    stopped_at = int(re.search(r"Stopped at step (\d+)\.", stdout).group(1))
     run = RunFolder(run_dir)
     step, _ = run.latest_checkpoint()
-    assert step > 0 and (run.output_dir / "toy.safetensors").is_file()
+    assert step == stopped_at > 0  # saved at the step it stopped at: resume loses nothing
+    assert (run.output_dir / "toy.safetensors").is_file()
     assert run.read_metrics()[-1]["step"] <= step
 
 

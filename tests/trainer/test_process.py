@@ -15,6 +15,7 @@ from tests.conftest import REPO
 from tests.trainer.helpers import toy_config
 from trainer.process import TrainerProcess, describe_exit
 from trainer.protocol import (
+    EXIT_ERROR,
     Failed,
     Finished,
     LayerWeights,
@@ -113,12 +114,19 @@ def test_unreadable_checkpoint_on_resume_fails_cleanly(tmp_path, trainer_factory
     assert again.exitcode == 2 and "step-000020" in failed.message
 
 
+def still_running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # reaped between the two questions
+        return False
+
+
 def test_trainer_exits_when_its_parent_dies(tmp_path):
     parent = subprocess.Popen([sys.executable, "-m", "tests.trainer.orphan_parent", str(tmp_path / "run")],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = None
     try:
-        child_pid = int(parent.stdout.readline())
-        child = psutil.Process(child_pid)
+        child = psutil.Process(int(parent.stdout.readline()))
         metrics = tmp_path / "run" / "metrics.jsonl"
         deadline = time.monotonic() + 60
         while not (metrics.exists() and metrics.stat().st_size > 0):  # the trainer is really training
@@ -127,13 +135,38 @@ def test_trainer_exits_when_its_parent_dies(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         killed_at = time.monotonic()
-        while child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+        while still_running(child):
             assert time.monotonic() - killed_at < 5, "orphaned trainer still running after 5 s"
             time.sleep(0.05)
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+        if child is not None and still_running(child):
+            child.kill()  # a failed test must not leave an orphaned trainer (no longer our child) behind
+
+
+@pytest.mark.parametrize(("where", "function"), [("in_the_loop", "broken_step"),
+                                                  ("outside_the_worker", "broken_worker")])
+def test_an_exception_in_the_child_becomes_failed_with_its_traceback_then_exit_1(tmp_path, where, function):
+    from tests.trainer.broken_child import train_with_a_bug
+    from trainer.process import SPAWN
+
+    run = RunFolder.create(toy_config(), tmp_path / "run")
+    trainer = TrainerProcess(run.root)
+    trainer._process = SPAWN.Process(target=train_with_a_bug,
+                                     args=(where, str(run.root), trainer._commands, trainer._events))
+    try:
+        trainer.start()
+        events: list = []
+        failed = wait_for(trainer, Failed, events)
+        trainer.join(30)
+        assert trainer.exitcode == EXIT_ERROR
+        assert failed.kind == "error" and failed.message == "RuntimeError: disk on fire"
+        assert "Traceback" in failed.traceback and function in failed.traceback
+        assert not [e for e in events if isinstance(e, Finished)]
+    finally:
+        trainer.close()
 
 
 @pytest.mark.parametrize(("code", "words"), [(-9, "killed by signal SIGKILL"), (1, "exited with code 1"),
