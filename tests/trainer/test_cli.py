@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import PRESETS, REPO
+from trainer.config import load_config
 from trainer.runfolder import RunFolder
 
 
@@ -150,5 +151,7 @@ def test_demo_preset_trains_the_tiny_model_as_shipped(tmp_path):
     run = RunFolder(tmp_path / "run")
     assert (run.output_dir / "demo.safetensors").is_file()
     assert (run.output_dir / "diffusers" / "pytorch_lora_weights.safetensors").is_file()
-    assert len(list(run.sample_dir(4).glob("*.png"))) == 4  # 2 prompts × 2 seeds, at the end
+    demo = load_config(PRESETS / "demo.toml")
+    pictures = len(demo.sampling.prompts) * len(demo.sampling.seeds)
+    assert len(list(run.sample_dir(4).glob("*.png"))) == pictures  # every prompt × seed, at the end
     assert [row["step"] for row in run.read_metrics() if "heldout_loss" in row] == [0, 2, 4]
