@@ -23,10 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("project", nargs="?", type=Path,
                         help="project folder to open (created from --preset if it holds no project yet)")
     parser.add_argument("--demo", action="store_true",
-                        help="open the demo project (the toy network); with no display, run it headless instead")
+                        help="open the demo project (DreamBooth-LoRA on the bundled shapes model, a few minutes "
+                             "on a CPU); with no display, train it headless instead")
     parser.add_argument("--preset", metavar="NAME", default=None,
-                        help="preset for a new project (a file in resources/presets, e.g. toy or toy-frozen); "
-                             "default: toy")
+                        help="preset for a new project (a file in resources/presets, e.g. demo, toy or toy-frozen); "
+                             f"default: {paths.DEMO_PRESET}")
     parser.add_argument("--screenshot", metavar="PNG", type=Path, default=None,
                         help="open the main window offscreen at 1280×800, save it as PNG and exit")
     parser.add_argument("--self-test", action="store_true",
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             return run_headless_demo(preset)
         print("kamaal: no display found (DISPLAY and WAYLAND_DISPLAY are not set). Use 'kamaal --demo' to "
-              "train the toy network in the terminal, 'kamaal-train' for headless training, or set "
+              "train the demo in the terminal, 'kamaal-train' for headless training, or set "
               "QT_QPA_PLATFORM=offscreen.", file=sys.stderr)
         return 1
 
@@ -86,6 +87,8 @@ def run_headless_demo(preset: Path) -> int:
         print(f"kamaal: cannot open the demo project: {exc}", file=sys.stderr)
         return 2
     run_dir = project.new_run_dir()
-    code = cli_main(["train", str(preset), "--run-dir", str(run_dir)])
+    # The project's own settings: the preset's, with its pictures copied into the project (or what the
+    # user changed since in the app).
+    code = cli_main(["train", str(project.config_path), "--run-dir", str(run_dir)])
     print(f"kamaal: the demo run folder is {run_dir}", flush=True)
     return code

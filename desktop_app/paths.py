@@ -28,12 +28,13 @@ def presets_dir() -> Path:
     return resources_dir() / "presets"
 
 
-DEMO_PRESET = "toy"
+DEMO_PRESET = "demo"  # what `make run` opens: DreamBooth-LoRA on the bundled shapes model
 
 
 def list_presets() -> list[Path]:
-    """Every bundled preset: the toy ones first (where a newcomer starts), then by name."""
-    return sorted(presets_dir().glob("*.toml"), key=lambda path: (not path.stem.startswith(DEMO_PRESET), path.stem))
+    """Every bundled preset: the demo, then the toy ones (where a newcomer starts), then by name."""
+    return sorted(presets_dir().glob("*.toml"),
+                  key=lambda path: (path.stem != DEMO_PRESET, not path.stem.startswith("toy"), path.stem))
 
 
 def user_presets_dir() -> Path:

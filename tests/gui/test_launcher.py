@@ -13,6 +13,7 @@ import pytest
 
 from desktop_app import launcher, paths
 from tests.conftest import REPO
+from trainer.config import load_config
 
 HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors")
 
@@ -95,9 +96,14 @@ def test_demo_without_display_trains_headless_through_the_cli(monkeypatch, capsy
     out = capsys.readouterr().out
     assert "no display" in out
     [argv] = calls
-    assert argv[0] == "train" and Path(argv[1]) == paths.preset_path(paths.DEMO_PRESET) and argv[2] == "--run-dir"
+    project = settings_in_tmp / "projects" / "demo"
+    assert argv[0] == "train" and argv[2] == "--run-dir"
+    trained = load_config(Path(argv[1]))  # the demo project's settings, made from the demo preset
+    assert Path(argv[1]).parent == project
+    assert trained.mode == load_config(paths.preset_path(paths.DEMO_PRESET)).mode
+    assert Path(trained.dataset.path).resolve().is_relative_to(project.resolve())  # its pictures, copied
     run_dir = Path(argv[3])
-    assert run_dir.parent == settings_in_tmp / "projects" / "demo" / "runs"
+    assert run_dir.parent == project / "runs"
     assert str(run_dir) in out
 
 
