@@ -10,7 +10,7 @@ Threads: GUI thread only; the pixels come from :class:`~desktop_app.thumbnails.T
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QMouseEvent, QPixmap
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
@@ -69,12 +69,30 @@ class SampleGrid(QWidget):
         self.header.setWordWrap(True)
         self.header.setProperty("role", "hint")
         # Column headers (prompt, seed) stay in view above the scrolling rows; tiles have fixed widths,
-        # so a plain row of fixed-width labels lines up with the grid's columns.
+        # so a plain row of fixed-width labels lines up with the grid's columns.  The row sits in its
+        # own bar-less scroll area that follows the grid's horizontal scrolling: with more columns
+        # than fit, the headers scroll with the tiles instead of being squeezed out of line.
         self.column_bar = QWidget()
         self.column_bar.setObjectName("sampleColumns")
         self.column_layout = QHBoxLayout(self.column_bar)
         self.column_layout.setContentsMargins(0, 0, 0, 0)
         self.column_layout.setSpacing(SPACING)
+        self.column_scroll = QScrollArea()
+        self.column_scroll.setWidgetResizable(True)
+        self.column_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.column_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.column_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.column_scroll.setWidget(self.column_bar)
+        # Same viewport width as the grid's (a gap where its vertical bar is) and same content width:
+        # then both scroll ranges are equal and the headers stay over their columns at any offset.
+        self.column_gap = QWidget()
+        self.column_gap.setFixedWidth(0)
+        self.column_row = QWidget()
+        row_layout = QHBoxLayout(self.column_row)
+        row_layout.setContentsMargins(0, 0, 0, 0)
+        row_layout.setSpacing(0)
+        row_layout.addWidget(self.column_scroll, 1)
+        row_layout.addWidget(self.column_gap)
         self.canvas = QWidget()
         self.grid = QGridLayout(self.canvas)
         self.grid.setContentsMargins(0, 0, 0, 0)
@@ -84,14 +102,31 @@ class SampleGrid(QWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setWidget(self.canvas)
+        self.scroll.horizontalScrollBar().valueChanged.connect(self.column_scroll.horizontalScrollBar().setValue)
+        self.canvas.installEventFilter(self)
+        self.scroll.verticalScrollBar().installEventFilter(self)
+        # A new row grows the canvas only once Qt has laid it out (and a horizontal bar may appear
+        # after that, shrinking the view): stay at the bottom through every range change until the
+        # person scrolls.
+        self._stick_to_newest = False
+        self.scroll.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
+        self.scroll.verticalScrollBar().actionTriggered.connect(self._on_user_scroll)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.header)
-        layout.addWidget(self.column_bar)
+        layout.addWidget(self.column_row)
         layout.addWidget(self.scroll, 1)
         history.added.connect(self._on_added)
         history.cleared.connect(self._rebuild)
         self._rebuild()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.canvas and event.type() == QEvent.Type.Resize:
+            self.column_bar.setMinimumWidth(self.canvas.width())
+        elif watched is self.scroll.verticalScrollBar() and event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
+            bar = self.scroll.verticalScrollBar()
+            self.column_gap.setFixedWidth(bar.sizeHint().width() if bar.isVisibleTo(self.scroll) else 0)
+        return super().eventFilter(watched, event)
 
     def row_count(self) -> int:
         return len(self.rows)
@@ -122,7 +157,8 @@ class SampleGrid(QWidget):
             label.setToolTip(prompt)
             self.column_layout.addWidget(label)
         self.column_layout.addStretch(1)
-        self.column_bar.setVisible(bool(self.columns))
+        self.column_row.setVisible(bool(self.columns))
+        self.column_scroll.setFixedHeight(self.column_bar.sizeHint().height())
         for sample in self.history.samples():
             self._add_row(sample)
         self._update_header()
@@ -135,6 +171,7 @@ class SampleGrid(QWidget):
             self._add_row(sample)
             self._update_header()
         if self.follow_newest:
+            self._stick_to_newest = True
             QTimer.singleShot(0, self._scroll_to_newest)
 
     def _add_row(self, sample: Sample) -> None:
@@ -176,6 +213,13 @@ class SampleGrid(QWidget):
     def _scroll_to_newest(self) -> None:
         bar = self.scroll.verticalScrollBar()
         bar.setValue(bar.maximum())
+
+    def _on_range_changed(self, _minimum: int, maximum: int) -> None:
+        if self._stick_to_newest:
+            self.scroll.verticalScrollBar().setValue(maximum)
+
+    def _on_user_scroll(self, _action: int) -> None:
+        self._stick_to_newest = False
 
     def _on_loaded(self, path: str, size: int, image: QImage) -> None:
         if size != TILE:

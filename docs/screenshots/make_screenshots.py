@@ -64,7 +64,7 @@ def render(out_dir: Path, preset: str) -> int:
                and run.layers.step >= total * 0.4)
         name = "main-training.png"
     else:  # Stable Diffusion: wait for samples from a trained model, not just the base model's
-        settle(600, until=lambda: run.samples is not None and run.samples.step >= total // 2)
+        settle(600, until=lambda: run.samples is not None and run.samples.step >= total * 3 // 4)
         name = f"main-{preset}.png"
     settle(0.2)
     window.grab().save(str(out_dir / name))

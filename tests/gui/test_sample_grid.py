@@ -7,6 +7,7 @@ import threading
 import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
 
 from desktop_app.run_model import RunModel
 from desktop_app.sample_grid import PLACEHOLDER, SampleGrid
@@ -20,13 +21,13 @@ PROMPTS = ("a sks emblem", "an emblem")
 SEEDS = (1, 2)
 
 
-def write_step(root, step: int, shade: int) -> Sample:
+def write_step(root, step: int, shade: int, all_seeds: tuple[int, ...] = SEEDS) -> Sample:
     """Samples as the trainer writes them: samples/step-NNNNNN/pII-seedS.png, one per prompt × seed."""
     folder = root / "samples" / f"step-{step:06d}"
     folder.mkdir(parents=True, exist_ok=True)
     paths, prompts, seeds = [], [], []
     for p_index, prompt in enumerate(PROMPTS):
-        for seed in SEEDS:
+        for seed in all_seeds:
             path = folder / f"p{p_index:02d}-seed{seed}.png"
             Image.new("RGB", (64, 64), (shade, 40 * seed, 100 * p_index)).save(path)
             paths.append(str(path))
@@ -66,6 +67,39 @@ def test_the_grid_grows_one_row_per_sampling_step(qtbot, tmp_path):
     model.begin(tmp_path / "next-run", 100, "lora")  # a new run starts an empty grid
     assert grid.row_count() == 0 and grid.header.text() == PLACEHOLDER
     grid.shutdown()
+
+
+def test_headers_stay_over_their_columns_and_the_newest_row_is_in_view(qtbot, tmp_path):
+    """Eight columns do not fit in 600 px: the headers scroll sideways with the tiles rather than
+    being squeezed out of line, and each new row is scrolled into view once it is laid out."""
+    session, _model, grid = make_grid(qtbot)
+    grid.resize(600, 320)
+    grid.show()
+    qtbot.waitExposed(grid)
+    for count, step in enumerate(range(0, 350, 50), start=1):
+        session.sample.emit(write_step(tmp_path, step, 30 * count, all_seeds=(0, 1, 2, 3)))
+    qtbot.waitUntil(lambda: grid.scroll.verticalScrollBar().maximum() > 0)
+    qtbot.wait(50)
+    vertical = grid.scroll.verticalScrollBar()
+    assert vertical.value() == vertical.maximum()  # the newest row (step 300) is the one in view
+    newest = grid.tiles[(300, 0)]
+    top = newest.mapTo(grid.scroll.viewport(), newest.rect().topLeft()).y()
+    assert 0 <= top and top + newest.height() <= grid.scroll.viewport().height()
+
+    headers = grid.column_bar.findChildren(QLabel, "sampleColumnHeader")
+    assert len(headers) == 8
+
+    def lined_up() -> bool:
+        return all(abs(header.mapToGlobal(header.rect().topLeft()).x()
+                       - grid.tiles[(300, column)].mapToGlobal(grid.tiles[(300, column)].rect().topLeft()).x()) <= 1
+                   for column, header in enumerate(headers))
+
+    assert lined_up()
+    horizontal = grid.scroll.horizontalScrollBar()
+    assert horizontal.maximum() > 0  # it really is too wide for the widget
+    horizontal.setValue(horizontal.maximum())
+    qtbot.wait(20)
+    assert lined_up()
 
 
 def test_loading_runs_on_a_pool_thread(qtbot, tmp_path):
