@@ -79,7 +79,7 @@ def assert_teal_learned(run_dir, steps: int, ratio: float) -> None:
     assert min(score.shape for score in after) >= 0.5, after
 
 
-@pytest.mark.slow  # 120 frozen-layer steps plus 2×4 preview pictures, three times (~40 s)
+@pytest.mark.slow  # 120 frozen-layer steps plus 2×4 preview pictures, twice (~40 s)
 def test_frozen_cross_attention_learns_a_new_colour_word(tmp_path, shapes_model, teal_dataset):
     config = shapes_config(shapes_model, teal_dataset, mode="frozen", frozen={"trainable": ["*attn2*"]},
                            training={"steps": FROZEN_TEAL_STEPS, "learning_rate": 2e-3},
