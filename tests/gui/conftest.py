@@ -97,3 +97,32 @@ def make_window(qtbot, answers: Answers, make_project):
     for window in windows:
         window.session.shutdown(timeout_s=20)  # a failing test must not leave a trainer behind
         assert not window.session._timer.isActive(), "the session's drain timer is still running"
+
+
+@pytest.fixture
+def make_panel(qtbot, make_project):
+    """``make(overrides, images=0)``: a Dataset page on a new DreamBooth project whose subject folder
+    holds ``images`` captioned photos; the fake class-image task; every panel shut down afterwards."""
+    from desktop_app.config_model import ConfigModel
+    from desktop_app.dataset import DatasetPanel
+    from tests.gui.dataset_helpers import FAKE_TASK, photos
+
+    panels: list[DatasetPanel] = []
+
+    def make(overrides: list[str] | None = None, images: int = 0) -> DatasetPanel:
+        project = make_project(["dataset.path=datasets/subject", "dreambooth.num_class_images=3",
+                                *(overrides or [])], "sd15-dreambooth")
+        if images:
+            photos(project.root / "datasets" / "subject", images)
+        panel = DatasetPanel(ConfigModel(project.config), project.root)
+        panel.class_images.task_name = FAKE_TASK
+        panel.project = project  # type: ignore[attr-defined]
+        qtbot.addWidget(panel)
+        panel.resize(1280, 760)
+        panels.append(panel)
+        return panel
+
+    yield make
+    for panel in panels:
+        panel.shutdown()
+        assert not panel.class_images.runner.is_busy()

@@ -11,33 +11,21 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QDialogButtonBox, QFileDialog, QLineEdit, QMessageBox, QWidget
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.dataset import DatasetPanel
-from tests.gui.test_dataset_panel import FAKE_TASK, loaded, photos
+from tests.gui.dataset_helpers import loaded, photos
 from trainer.config import load_config
 
 
 @pytest.fixture
-def panel_with_subject(qtbot, make_project):
-    panels: list[DatasetPanel] = []
+def panel_with_subject(qtbot, make_panel):
+    """A Dataset page whose one concept holds two photos (loaded), wanting two class images."""
 
     def make(overrides: list[str] | None = None) -> DatasetPanel:
-        project = make_project(["dataset.path=datasets/subject", "dreambooth.num_class_images=2",
-                                *(overrides or [])], "sd15-dreambooth")
-        photos(project.root / "datasets" / "subject", 2)
-        panel = DatasetPanel(ConfigModel(project.config), project.root)
-        panel.class_images.task_name = FAKE_TASK
-        panel.project = project  # type: ignore[attr-defined]
-        qtbot.addWidget(panel)
-        panel.resize(1280, 800)
-        panels.append(panel)
+        panel = make_panel(["dreambooth.num_class_images=2", *(overrides or [])], images=2)
         loaded(qtbot, panel, 2)
         return panel
 
-    yield make
-    for panel in panels:
-        panel.shutdown()
-        assert not panel.class_images.runner.is_busy()
+    return make
 
 
 def add_cats(qtbot, panel: DatasetPanel, tmp_path, count: int = 3) -> None:

@@ -7,54 +7,14 @@ on it; the fixture shuts each panel down, so no worker thread or task process ou
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.dataset import DatasetPanel
-from tests.dataset.conftest import BAD, picture, write_corpus
+from tests.dataset.conftest import BAD, write_corpus
+from tests.gui.dataset_helpers import loaded, photos
 from trainer.dataset import CLIP_USABLE_TOKENS, DatasetCache
-
-FAKE_TASK = "tests.gui.dataset_tasks:fake_class_images"
-
-
-def photos(folder: Path, count: int, captions: bool = True, seed: int = 200) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        picture(seed + i, 320 + 16 * (i % 3), 256).save(folder / f"photo {i:02d}.jpg", quality=85)
-        if captions:
-            (folder / f"photo {i:02d}.txt").write_text(f"a photo of sks dog, shot {i}", encoding="utf-8")
-    return folder
-
-
-@pytest.fixture
-def make_panel(qtbot, make_project):
-    panels: list[DatasetPanel] = []
-
-    def make(overrides: list[str] | None = None, images: int = 0) -> DatasetPanel:
-        project = make_project(["dataset.path=datasets/subject", "dreambooth.num_class_images=3",
-                                *(overrides or [])], "sd15-dreambooth")
-        if images:
-            photos(project.root / "datasets" / "subject", images)
-        panel = DatasetPanel(ConfigModel(project.config), project.root)
-        panel.class_images.task_name = FAKE_TASK
-        panel.project = project  # type: ignore[attr-defined]
-        qtbot.addWidget(panel)
-        panel.resize(1280, 760)
-        panels.append(panel)
-        return panel
-
-    yield make
-    for panel in panels:
-        panel.shutdown()
-        assert not panel.class_images.runner.is_busy()
-
-
-def loaded(qtbot, panel: DatasetPanel, count: int) -> None:
-    qtbot.waitUntil(lambda: len(panel.dataset.entries) == count, timeout=10_000)
 
 
 def checked(qtbot, panel: DatasetPanel) -> None:

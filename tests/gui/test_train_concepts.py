@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QFormLayout, QScrollArea
 from desktop_app.concept_summary import ConceptCard, ConceptSummary
 from desktop_app.form_groups import FIRST_CONCEPT_FIELDS
 from desktop_app.hyperparameters_panel import HyperparametersPanel
-from tests.gui.test_dataset_panel import loaded, photos
+from tests.gui.dataset_helpers import loaded, photos
 from trainer.config import config_from_dict
 
 
