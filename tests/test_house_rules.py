@@ -41,9 +41,18 @@ def test_light_trainer_modules_stay_light():
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
+def test_the_dataset_worker_processes_load_neither_qt_nor_ml_libraries():
+    """What a Dataset-page worker process imports before and for its jobs (spawn children start light)."""
+    loaded = loaded_after_import(["desktop_app.dataset.worker", "desktop_app.dataset.jobs"])
+    assert "PIL" in loaded  # the scan sees what the jobs need
+    assert not loaded & {"PySide6", "pyqtgraph", *HEAVY}, loaded & {"PySide6", "pyqtgraph", *HEAVY}
+
+
 # The GUI modules that may hold a trainer process and its queues: the session bridge (training runs),
 # the task bridge (short tasks) and the self-test (headless, no widgets).  Widgets see only their signals.
-PROCESS_OWNERS = {"desktop_app/session.py", "desktop_app/tasks.py", "desktop_app/self_test.py"}
+# Besides them, the Dataset page's own worker pool (Pillow work, never a trainer): its parent and child halves.
+PROCESS_OWNERS = {"desktop_app/session.py", "desktop_app/tasks.py", "desktop_app/self_test.py",
+                  "desktop_app/dataset/processes.py", "desktop_app/dataset/worker.py"}
 
 
 def test_only_the_bridges_touch_trainer_processes():

@@ -3,8 +3,10 @@
     model.DatasetModel     the state: entries, captions, crops, removals, findings (one source of truth)
     entries                one image's facts and the concept's settings; the worker-thread reads
     importer               file dialogs and the copy-into-the-project job
-    background.Background  the one helper for worker-thread jobs, callbacks on the GUI thread
-    thumbnails             lazy thumbnail loading (worker threads) with a disk cache in the project
+    processes.Processes    the heavy reads (listing, sizes, health check, thumbnails, import) in worker
+                           processes, callbacks on the GUI thread; worker: the child's loop; jobs: the work
+    background.Background  the same for light in-process work on threads (caption writes, the tokenizer)
+    thumbnails             lazy thumbnail loading (worker processes) with a disk cache in the project
     grid                   list model, problems filter, tile painter, the QListView (drops too)
     caption_editor         autosaving caption editor with the CLIP token counter
     bulk_bar               bulk caption edits on a selection
@@ -16,10 +18,27 @@
     toolbar, toy_note      the grid's buttons; the toy mode note
     panel.DatasetPanel     puts them together (the main window's "Dataset" page)
 
-The Qt-free half (listing, reading, captions, health, buckets, edits, imports) is
-``trainer.dataset``: the trainer and ``kamaal-train dataset check`` use the very same code.
+``worker``, ``jobs`` and ``entries`` are Qt-free, and this ``__init__`` imports nothing at module
+level, so a worker process can import them.  The Qt-free half (listing, reading, captions, health,
+buckets, edits, imports) is ``trainer.dataset``: the trainer and ``kamaal-train dataset check``
+use the very same code.
 """
 
-from desktop_app.dataset.panel import DatasetPanel
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from desktop_app.dataset.panel import DatasetPanel
 
 __all__ = ["DatasetPanel"]
+
+
+def __getattr__(name: str) -> Any:
+    """``DatasetPanel`` on first use: a worker process imports ``desktop_app.dataset.worker`` and ``jobs``
+    through this package and must not load Qt."""
+    if name == "DatasetPanel":
+        from desktop_app.dataset.panel import DatasetPanel
+
+        return DatasetPanel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,10 @@
-"""One typed helper for the panel's background work: run a function on a worker thread, get the
-result back on the GUI thread (the Anki ``taskman`` pattern).
+"""One typed helper for the panel's light background work: run a function on a worker thread, get
+the result back on the GUI thread (the Anki ``taskman`` pattern).
+
+Used for what must happen in this process: the edits written in order (``DatasetModel.writer``)
+and the CLIP tokenizer the caption editor counts with.  The heavy reads (listing, headers,
+thumbnails, the health check, imports) run in worker processes (``processes.Processes``, the same
+``run`` shape), because a busy Python thread here makes the GUI thread wait for the GIL.
 
 Threads:
   * worker threads (plain Python threads of this ``Background``): ``work(report, cancelled)``
@@ -109,15 +114,6 @@ class Background(QObject):
                 self._threads.append(thread)
                 thread.start()
         return job
-
-    def prestart(self) -> None:
-        """Start every worker now (a thread's start waits for the OS to run it: on a busy machine that can
-        take tens of milliseconds, better spent while a page is built than while it is scrolled)."""
-        with self._lock:
-            while not self._closed and len(self._threads) < self.max_threads:
-                thread = threading.Thread(target=self._worker, name="kamaal-dataset", daemon=True)
-                self._threads.append(thread)
-                thread.start()
 
     def _on_finished(self, number: int, succeeded: bool, value: Any) -> None:
         entry = self._jobs.pop(number, None)

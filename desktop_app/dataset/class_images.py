@@ -4,42 +4,37 @@ progress and Cancel.  A further concept may have no class set (it then trains wi
 
 Generation needs torch, so it runs as the ``generate-class-images`` task (``trainer.tasks``) in
 a spawn child through ``desktop_app.tasks.TaskRunner``; this widget only sends the resolved
-config and shows the runner's signals.  Counting the folder runs on a worker thread.
+config and shows the runner's signals.  Counting the folder runs in a worker process (``jobs.count_images``).
 
 GUI thread only (the runner's signals arrive on it).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
-from desktop_app.dataset.background import Background
+from desktop_app.dataset import jobs
 from desktop_app.dataset.concept_store import ConceptStore
+from desktop_app.dataset.processes import Processes
 from desktop_app.tasks import TaskRunner
 from trainer.config import resolve_paths
-from trainer.dataset import list_images
 from trainer.protocol import Failed, TaskDone, TaskProgress
 
 TASK = "generate-class-images"
 DEFAULT_CLASS_DIR = "datasets/class"
 
 
-def count_images(folder: Path | None) -> int:
-    if folder is None or not folder.is_dir():
-        return 0
-    return len(list_images(folder).items)
-
-
 class ClassImagesBox(QWidget):
-    def __init__(self, store: ConceptStore, background: Background, project_root: Path | None,
+    def __init__(self, store: ConceptStore, processes: Processes, project_root: Path | None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("classImages")
         self.store = store
         self.config = store.config
-        self.background = background
+        self.processes = processes
         self.project_root = project_root
         self.task_name = TASK  # tests swap in a light fake task
         self.have = 0
@@ -91,7 +86,10 @@ class ClassImagesBox(QWidget):
 
     def recount(self) -> None:
         folder = self.folder()
-        self.background.run(lambda _r, _c: count_images(folder), lambda n: self._counted(folder, n), lambda _e: None)
+        if folder is None:
+            self._counted(folder, 0)  # nothing to count: no worker process started for it
+            return
+        self.processes.run(partial(jobs.count_images, folder), lambda n: self._counted(folder, n), lambda _e: None)
 
     def _counted(self, folder: Path | None, count: int) -> None:
         if folder == self.folder():

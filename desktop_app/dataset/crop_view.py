@@ -6,19 +6,21 @@ release the box (in the oriented image's pixels) goes to ``DatasetModel.set_crop
 of the crop's aspect ratio is then centre-cropped in turn, and the dashed outline shows that too.
 "Reset" removes the crop record.  Nothing here writes files.
 
-GUI thread; the large preview is decoded on a worker thread (``Background``).
+GUI thread; the large preview is decoded in a worker process (``jobs.thumbnail``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
+from desktop_app.dataset.jobs import thumbnail
 from desktop_app.dataset.model import DatasetModel, Entry
-from desktop_app.dataset.thumbnails import load_or_make
+from desktop_app.dataset.thumbnails import PRIORITY, rgb_qimage
 from trainer.dataset import assign_bucket, make_buckets, resize_and_crop
 
 PREVIEW_SIZE = 768
@@ -175,8 +177,9 @@ class CropView(QWidget):
             self._describe()
             return
         path = entry.path
-        self.dataset.background.run(lambda _r, _c: load_or_make(Path(path), None, PREVIEW_SIZE),
-                                    lambda image: self._loaded(row, image), lambda _error: None, priority=2)
+        self.dataset.processes.run(partial(thumbnail, Path(path), None, PREVIEW_SIZE),
+                                   lambda image: self._loaded(row, rgb_qimage(image)), lambda _error: None,
+                                   priority=PRIORITY)
         self._describe()
 
     def _loaded(self, row: int | None, image: QImage) -> None:

@@ -1,7 +1,7 @@
 """What the Dataset page knows about each image (``Entry``), the concept's settings, and the two
-reads that fill them on a worker thread: the listing (captions and edits) and the image sizes.
+reads that fill them in a worker process: the listing (captions and edits) and the image sizes.
 
-No Qt: ``list_entries`` and ``read_sizes`` run on worker threads of ``DatasetModel``.
+No Qt: ``list_entries`` and ``read_sizes`` run in the worker processes of ``DatasetModel`` (``jobs``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Importing into the project from the Dataset page: the file dialogs, where copies go, and the copy
-job on a worker thread (the copying itself, and why a project owns copies, is
+job in a worker process (the copying itself, and why a project owns copies, is
 ``trainer.dataset.importing``).
 
 Where: the selected concept's folder when it is already inside the project; otherwise a new folder
@@ -7,20 +7,23 @@ Where: the selected concept's folder when it is already inside the project; othe
 read-only folder is copied in); a new concept gets a new folder named after the imported one
 (never another concept's).  A folder that is already inside the project (one whose concept was
 removed, say) becomes a concept where it is, without a copy.  ``imported(relative_folder, message,
-new_concept)`` tells the panel which folder to show.  GUI thread, except the copy job (``Background``, one thread).
+new_concept)`` tells the panel which folder to show.  GUI thread, except the copy job (``jobs.copy_in`` in
+one of the page's worker processes, ``Processes``).
 """
 
 from __future__ import annotations
 
-import threading
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog, QProgressBar, QWidget
 
-from desktop_app.dataset.background import Background, Report
+from desktop_app.dataset import jobs
+from desktop_app.dataset.background import Job
 from desktop_app.dataset.concept_store import ConceptStore
-from trainer.dataset.importing import ImportResult, import_images
+from desktop_app.dataset.processes import Processes
+from trainer.dataset.importing import ImportResult
 
 DATASETS_FOLDER = "datasets"
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.webp *.bmp *.gif *.tif *.tiff)"
@@ -30,14 +33,15 @@ class Importer(QObject):
     imported = Signal(str, str, bool)  # destination relative to the project (POSIX), what happened, new concept?
     failed = Signal(str)
 
-    def __init__(self, store: ConceptStore, progress: QProgressBar, project_root: Path | None,
+    def __init__(self, store: ConceptStore, processes: Processes, progress: QProgressBar, project_root: Path | None,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.store = store
         self.config = store.config
         self.progress = progress
         self.project_root = project_root
-        self.files = Background(self, threads=1)
+        self.processes = processes  # the page's worker processes, shared
+        self._copying: Job | None = None  # one import at a time
 
     def configured_folder(self) -> Path | None:
         """The selected concept's folder (relative ones are in the project), or None while it has none."""
@@ -94,7 +98,7 @@ class Importer(QObject):
             self.start([Path(f) for f in files])
 
     def start(self, paths: list[Path], new_concept: bool = False) -> bool:
-        """Copy images (files or folders) into the destination on a worker thread; with ``new_concept``,
+        """Copy images (files or folders) into the destination in a worker process; with ``new_concept``,
         into a new folder that becomes a new concept (the first one, while it has no folder)."""
         if new_concept and len(paths) == 1 and self._project_folder(paths[0]):
             return self._add_in_place(paths[0])
@@ -103,18 +107,19 @@ class Importer(QObject):
         else:
             new_concept = False
             destination = self.destination()
-        if destination is None or not paths or self.files.busy():
+        if destination is None or not paths or self.busy():
             return False
         extension = str(self.config.value("dataset.caption_extension"))
-
-        def work(report: Report, cancelled: threading.Event) -> ImportResult:
-            return import_images(paths, destination, caption_extension=extension, progress=report, cancel=cancelled)
-
         self.progress.setRange(0, 0)
         self.progress.show()
-        self.files.run(work, lambda result: self._done(destination, result, new_concept), self._failed,
-                       self._progressed)
+        self._copying = self.processes.run(partial(jobs.copy_in, list(paths), destination, extension),
+                                           lambda result: self._done(destination, result, new_concept),
+                                           self._failed, self._progressed)
         return True
+
+    def busy(self) -> bool:
+        """An import is copying (a second one is refused until it is done)."""
+        return self._copying is not None
 
     def _project_folder(self, path: Path) -> bool:
         """A folder inside the project (not the project itself): a concept can use it where it is."""
@@ -138,6 +143,7 @@ class Importer(QObject):
         self.progress.setValue(done)
 
     def _done(self, destination: Path, result: ImportResult, new_concept: bool) -> None:
+        self._copying = None
         self.progress.hide()
         assert self.project_root is not None
         skipped = f", {len(result.skipped)} skipped (already there or not images)" if result.skipped else ""
@@ -145,8 +151,12 @@ class Importer(QObject):
         self.imported.emit(relative, f"Imported {len(result.copied)} images{skipped}", new_concept)
 
     def _failed(self, error: BaseException) -> None:
+        self._copying = None
         self.progress.hide()
         self.failed.emit(f"Import failed: {error}")
 
     def shutdown(self) -> None:
-        self.files.shutdown()
+        """Stop a running import between two files (what was copied stays; the originals are untouched)."""
+        if self._copying is not None:
+            self._copying.cancel()
+            self._copying = None

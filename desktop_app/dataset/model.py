@@ -10,40 +10,31 @@ a folder outside the project is shown read-only.  In memory the model changes at
 writes are queued on a one-thread ``Background`` (so they land in order) and ``pendingWrites``
 says how many are left.
 
-Threads: listing, header reading and the health check run on worker threads (``Background``);
-every method, slot and signal of this class is on the GUI thread.
+Processes and threads: listing, header reading and the health check run in the page's worker
+processes (``processes``, shared with the thumbnails and the import); the queued writes and the
+tokenizer's loading run on threads of this process (``writer``, ``background``); every method,
+slot and signal of this class is on the GUI thread.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from desktop_app.dataset.background import Background, Job, Report
-from desktop_app.dataset.entries import DatasetSettings, Entry, list_entries, read_sizes
-from trainer.dataset import CheckCancelled, CropRecord, DatasetCache, Finding, check_dataset
+from desktop_app.dataset import jobs
+from desktop_app.dataset.background import Background, Job
+from desktop_app.dataset.entries import DatasetSettings, Entry
+from desktop_app.dataset.processes import Processes
+from trainer.dataset import CheckCancelled, CropRecord, DatasetCache, Finding
 from trainer.dataset import Report as HealthReport
 from trainer.dataset.caption_ops import BulkEdit
 from trainer.dataset.captions import Tokenizer
 
 __all__ = ["DatasetModel", "DatasetSettings", "Entry"]
-
-
-def throttled(report: Report, every_s: float = 0.1) -> Report:
-    """Pass on at most one progress report per ``every_s`` (and the last): each one costs the GUI thread a slot."""
-    last = [0.0]
-
-    def throttle(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done >= total or now - last[0] >= every_s:
-            last[0] = now
-            report(done, total)
-
-    return throttle
+SIZES_CHUNK = 100  # image headers read per job (about 12 ms of a worker)
 
 
 class DatasetModel(QObject):
@@ -59,7 +50,8 @@ class DatasetModel(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.background = Background(self, threads=2)
+        self.processes = Processes(self, processes=2)  # the heavy reads; the panel shares them
+        self.background = Background(self, threads=1)  # light work whose answer lives here (the tokenizer)
         self.writer = Background(self, threads=1)  # one thread: writes land in the order they were made
         self.folder: Path | None = None
         self.edits: DatasetCache | None = None
@@ -71,14 +63,19 @@ class DatasetModel(QObject):
         self.tokenizer: Tokenizer | None = None
         self._rows: dict[Path, int] = {}
         self._pending = 0
+        self._sizing = 0  # pieces of the header reading still to come
+        self._reads: list[Job] = []  # listing and header reads of the open folder (cancelled by the next open)
         self._check: Job | None = None
         self.findings: list[Finding] = []
 
     # ---------------------------------------------------------------- opening
 
     def open(self, folder: Path | None, *, editable: bool, settings: DatasetSettings | None = None) -> None:
-        """Show ``folder`` (``None``: nothing); listing happens on a worker thread, then ``reset``."""
+        """Show ``folder`` (``None``: nothing); listing happens in a worker process, then ``reset``."""
         self.cancel_check()
+        for job in self._reads:  # the listing and header reads of what was open before
+            job.cancel()
+        self._reads = []
         self.folder = Path(folder) if folder is not None else None
         self.editable = editable and self.folder is not None
         self.settings = settings or self.settings
@@ -89,30 +86,34 @@ class DatasetModel(QObject):
             return
         folder, edits, extension = self.folder, self.edits, self.settings.caption_extension
         self.loadingChanged.emit(True)
-        self.background.run(lambda _r, _c: list_entries(folder, edits, extension),
-                            lambda result: self._listed(folder, result), self._open_failed, priority=1)
+        self._reads.append(self.processes.run(partial(jobs.listing, folder, edits, extension), self._listed,
+                                              self._open_failed, priority=1))
 
     def reload(self) -> None:
         self.open(self.folder, editable=self.editable)
 
-    def _listed(self, folder: Path, result: tuple[list[Entry], int]) -> None:
-        if folder != self.folder:
-            return  # an older folder's answer
+    def _listed(self, result: tuple[list[Entry], int]) -> None:
+        """The listing of the folder open now (``open`` cancels older reads: their answers never arrive)."""
         self.loadingChanged.emit(False)
         self._set_entries(*result)
         paths = [entry.path for entry in self.entries]
-        self.background.run(lambda _r, _c: read_sizes(paths), lambda sizes: self._sized(folder, sizes))
+        chunks = [paths[start:start + SIZES_CHUNK] for start in range(0, len(paths), SIZES_CHUNK)]
+        self._sizing = len(chunks)
+        for chunk in chunks:  # in pieces: a thumbnail asked for meanwhile waits for one piece at most
+            self._reads.append(self.processes.run(partial(jobs.sizes, chunk), self._sized))
 
-    def _open_failed(self, error: BaseException) -> None:
+    def _open_failed(self, error: BaseException) -> None:  # cancelled jobs never fail: it is the open folder
         self.loadingChanged.emit(False)
         self.failed.emit(f"Cannot read the folder: {getattr(error, 'strerror', None) or error}")
 
-    def _sized(self, folder: Path, sizes: dict[Path, tuple[int, int]]) -> None:
-        if folder != self.folder:
-            return
-        for entry in self.entries:
-            entry.size = sizes.get(entry.path, entry.size)
-        self.sizesChanged.emit()
+    def _sized(self, sizes: dict[Path, tuple[int, int]]) -> None:
+        for path, size in sizes.items():
+            row = self._rows.get(path)
+            if row is not None:
+                self.entries[row].size = size
+        self._sizing -= 1
+        if self._sizing == 0:
+            self.sizesChanged.emit()
 
     def _set_entries(self, entries: list[Entry], removed: int) -> None:
         self.entries, self.removed_count = entries, removed
@@ -208,21 +209,23 @@ class DatasetModel(QObject):
     # ---------------------------------------------------------------- health
 
     def check(self) -> None:
-        """Run the health check on a worker thread; ``reportChanged`` when done."""
+        """Run the health check in a worker process, on what is on disk once the queued edits are written;
+        ``checkProgress`` meanwhile, ``reportChanged`` when done."""
         if self.folder is None:
             return
         self.cancel_check()
-        folder, settings, tokenizer = self.folder, self.settings, self.tokenizer
+        folder, settings, exact = self.folder, self.settings, self.tokenizer is not None
         edits = self.edits if self.editable else None
+        work = partial(jobs.check, folder, settings, edits, exact)
 
-        def work(report: Report, cancelled: threading.Event) -> HealthReport:
-            self.writer.wait()  # check what is on disk after the edits already made
-            return check_dataset(folder, settings.resolution, token=settings.token, template=settings.template,
-                                 caption_extension=settings.caption_extension, tokenizer=tokenizer, cache=edits,
-                                 progress=throttled(report), cancel=cancelled)
+        def start(_written: object = None) -> None:
+            self._check = self.processes.run(work, lambda result: self._checked(folder, result),
+                                             self._check_failed, self.checkProgress.emit)
 
-        self._check = self.background.run(work, lambda result: self._checked(folder, result), self._check_failed,
-                                          self.checkProgress.emit)
+        if self._pending:  # after the writes queued so far: a no-op behind them on the one writer thread
+            self._check = self.writer.run(lambda _r, _c: None, start)
+        else:
+            start()
 
     def cancel_check(self) -> None:
         if self._check is not None:
@@ -250,8 +253,9 @@ class DatasetModel(QObject):
     # ---------------------------------------------------------------- closing
 
     def shutdown(self) -> None:
-        """Cancel the check, finish the queued writes (edits are never dropped), stop the threads."""
+        """Cancel the check, finish the queued writes (edits are never dropped), stop the threads and processes."""
         self.cancel_check()
         self.writer.wait()
+        self.processes.shutdown()
         self.background.shutdown()
         self.writer.shutdown()

@@ -9,11 +9,12 @@ importing`` explains why a project owns copies).  In toy mode the page says no i
 
 Objects: ``store`` (``ConceptStore``: the concepts and which is selected), ``dataset``
 (``DatasetModel``, the selected concept's images), ``loader`` (thumbnails), the widgets that
-subscribe to them.  GUI thread only; files are read and written on worker threads.
+subscribe to them.  GUI thread only; files are read in worker processes and written on a worker thread.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QItemSelectionModel, QTimer
@@ -31,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.config_model import ConfigModel
-from desktop_app.dataset.background import Background
+from desktop_app.dataset import jobs
 from desktop_app.dataset.buckets_view import BucketsView
 from desktop_app.dataset.bulk_bar import BulkBar
 from desktop_app.dataset.caption_editor import CaptionEditor
@@ -46,17 +47,8 @@ from desktop_app.dataset.model import DatasetModel, DatasetSettings
 from desktop_app.dataset.thumbnails import ThumbnailLoader
 from desktop_app.dataset.toolbar import DatasetToolbar
 from desktop_app.dataset.toy_note import ToyNote
-from trainer.dataset import DatasetCache, list_images
 
 SETTINGS_FIELDS = {"dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing"}
-
-
-def count_usable(folder: Path) -> int | None:
-    """Images a concept's folder holds, less the ones removed on this page (worker thread)."""
-    if not folder.is_dir():
-        return None
-    removed = DatasetCache.for_folder(folder).removed()
-    return sum(1 for item in list_images(folder).items if item.image not in removed)
 
 
 def ask_to_remove(parent: QWidget, title: str) -> bool:
@@ -77,17 +69,16 @@ class DatasetPanel(QWidget):
         self._opened_path: object = None  # the selected concept's folder as configured when it was opened
         self._counted_folders: tuple[Path | None, ...] = ()  # the folders the strip's counts are for
         self.dataset = DatasetModel(self)
-        self.thumbs = Background(self, threads=2)
-        self.loader = ThumbnailLoader(self.thumbs, self._thumbnail_dir(), parent=self)
+        self.loader = ThumbnailLoader(self.dataset.processes, self._thumbnail_dir(), parent=self)
         self.toy_note = ToyNote(model)
 
         self.store = ConceptStore(model, self)
         self.ask_remove = ask_to_remove
-        self.class_images = ClassImagesBox(self.store, self.dataset.background, project_root)
+        self.class_images = ClassImagesBox(self.store, self.dataset.processes, project_root)
         self.concept_tabs = ConceptTabs(self.store)
         self.concepts = ConceptBar(self.store, self.class_images)
         self.toolbar = DatasetToolbar()
-        self.importer = Importer(self.store, self.toolbar.progress, project_root, self)
+        self.importer = Importer(self.store, self.dataset.processes, self.toolbar.progress, project_root, self)
         self.outside = QLabel()
         self.outside.setObjectName("outsideNote")
         self.outside.setProperty("role", "note")
@@ -232,8 +223,7 @@ class DatasetPanel(QWidget):
         if folder is not None and not exists:
             self.toolbar.counts.setText(f"Folder not found: {folder}")
         if exists:
-            self.dataset.background.prestart()  # listing, sizes and the check start within a second
-            self.thumbs.prestart()
+            self.dataset.processes.prestart()  # listing, sizes and the check start within a second
         self.dataset.open(folder if exists else None, editable=editable, settings=self._settings())
         self.bulk.token_changed()
         self.toolbar.add_files.setEnabled(self.project_root is not None)
@@ -268,7 +258,7 @@ class DatasetPanel(QWidget):
             self._settings_changed()
 
     def _count_concepts(self, force: bool = False) -> None:
-        """Image counts for the strip's tabs, every concept's folder listed on a worker thread.
+        """Image counts for the strip's tabs, every concept's folder listed in a worker process.
 
         Only when the folders changed (a concept added, removed or moved), not for every edit of a
         concept's token or repeats; the selected concept's count also follows the grid."""
@@ -280,9 +270,9 @@ class DatasetPanel(QWidget):
         for index in range(self.store.count()):
             folder = self.importer.folder_of(index)
             if folder is not None:
-                self.dataset.background.run(lambda _r, _c, folder=folder: count_usable(folder),
-                                            lambda n, index=index, folder=folder: self._counted(index, folder, n),
-                                            lambda _e: None)
+                self.dataset.processes.run(partial(jobs.count_usable, folder),
+                                           lambda n, index=index, folder=folder: self._counted(index, folder, n),
+                                           lambda _e: None)
 
     def _counted(self, index: int, folder: Path, count: int | None) -> None:
         if index < self.store.count() and self.importer.folder_of(index) == folder:
@@ -387,5 +377,4 @@ class DatasetPanel(QWidget):
         self.editor.save_now()
         self.class_images.shutdown()
         self.importer.shutdown()
-        self.thumbs.shutdown()
         self.dataset.shutdown()

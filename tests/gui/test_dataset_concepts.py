@@ -234,7 +234,7 @@ def test_cancelling_the_add_concept_dialog_changes_nothing(qtbot, panel_with_sub
     assert (panel.model.value("concepts"), panel.model.value("dataset.path")) == before
     assert panel.store.count() == 1 and panel.concept_tabs.tabs.count() == 1
     assert sorted(p.name for p in (panel.project.root / "datasets").iterdir()) == datasets
-    assert not panel.importer.files.busy()
+    assert not panel.importer.busy()
 
 
 def test_remove_concept_dialog_asks_then_takes_it_out_of_the_config_only(qtbot, panel_with_subject, tmp_path):

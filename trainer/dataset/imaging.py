@@ -37,6 +37,9 @@ class DatasetImageError(Exception):
         self.code = code
         self.reason = reason
 
+    def __reduce__(self) -> tuple[object, ...]:  # pickles (the GUI's worker processes send it back)
+        return type(self), (self.path, self.code, self.reason), self.__dict__
+
 
 class DecompressionBomb(DatasetImageError):
     """An image whose header claims more pixels than the limit; refused without decoding."""
@@ -47,6 +50,9 @@ class DecompressionBomb(DatasetImageError):
                          f"its header claims {width}×{height} pixels ({megapixels:,.0f} megapixels), "
                          f"over the {limit / 1e6:,.0f} megapixel limit")
         self.width, self.height, self.limit = width, height, limit
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.path, self.width, self.height, self.limit), self.__dict__
 
 
 def default_max_pixels() -> int:

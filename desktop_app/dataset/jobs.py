@@ -1,0 +1,150 @@
+"""The work the Dataset page sends to its worker processes (:class:`~desktop_app.dataset.processes.Processes`).
+
+No Qt: every function here runs in a worker process.  Each takes its own arguments first and
+``(report, cancelled)`` last, so the panel sends ``functools.partial(function, *arguments)``,
+which pickles; and each returns something that pickles (entries, a report, a Pillow image).
+
+Thumbnail disk cache: ``CACHE/ab/<sha1>.png``, the hash covering the image's path, size and
+modification time and the thumbnail size, so a changed file gets a new thumbnail and nothing
+goes stale.  Written through a temp file and a rename, without fsync: it is only a cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from desktop_app.dataset.entries import DatasetSettings, Entry, list_entries, read_sizes
+from trainer.dataset import DatasetCache, check_dataset, list_images, load_thumbnail
+from trainer.dataset import Report as HealthReport
+from trainer.dataset.importing import ImportResult, import_images
+from trainer.dataset.tokens import load_clip_tokenizer
+
+Report = Callable[[int, int], None]
+THUMB_SIZE = 128
+
+
+def throttled(report: Report, every_s: float = 0.1) -> Report:
+    """Pass on at most one progress report per ``every_s`` (and the last): each one costs the GUI thread a slot."""
+    last = [0.0]
+
+    def throttle(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - last[0] >= every_s:
+            last[0] = now
+            report(done, total)
+
+    return throttle
+
+
+# ---------------------------------------------------------------- listing and checking
+
+
+def listing(folder: Path, edits: DatasetCache, extension: str, _report: Report,
+            _cancelled: threading.Event) -> tuple[list[Entry], int]:
+    return list_entries(folder, edits, extension)
+
+
+def sizes(paths: list[Path], _report: Report, _cancelled: threading.Event) -> dict[Path, tuple[int, int]]:
+    return read_sizes(paths)
+
+
+@functools.cache
+def _clip_tokenizer() -> Callable[[str], list[int]] | None:
+    return load_clip_tokenizer()  # once per worker process
+
+
+def check_threads() -> int:
+    """Decoding threads for the panel's health check: one CPU fewer than there are, so the other worker
+    process (thumbnails) and the GUI keep one; ``kamaal-train dataset check`` uses them all."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def check(folder: Path, settings: DatasetSettings, edits: DatasetCache | None, exact_tokens: bool,
+          report: Report, cancelled: threading.Event) -> HealthReport:
+    """The health check of ``folder`` with the concept's settings; CLIP's own tokenizer when ``exact_tokens``."""
+    return check_dataset(folder, settings.resolution, token=settings.token, template=settings.template,
+                         caption_extension=settings.caption_extension,
+                         tokenizer=_clip_tokenizer() if exact_tokens else None, cache=edits,
+                         workers=check_threads(), progress=throttled(report), cancel=cancelled)
+
+
+def count_usable(folder: Path, _report: Report, _cancelled: threading.Event) -> int | None:
+    """Images a concept's folder holds, less the ones removed on the Dataset page (``None``: no folder)."""
+    if not folder.is_dir():
+        return None
+    removed = DatasetCache.for_folder(folder).removed()
+    return sum(1 for item in list_images(folder).items if item.image not in removed)
+
+
+def count_images(folder: Path | None, _report: Report, _cancelled: threading.Event) -> int:
+    """Images in a class-image folder (0 when it does not exist yet)."""
+    if folder is None or not folder.is_dir():
+        return 0
+    return len(list_images(folder).items)
+
+
+def copy_in(paths: list[Path], destination: Path, extension: str, report: Report,
+            cancelled: threading.Event) -> ImportResult:
+    """Copy images (files or folders) into the project: :func:`trainer.dataset.importing.import_images`."""
+    return import_images(paths, destination, caption_extension=extension, progress=throttled(report),
+                         cancel=cancelled)
+
+
+# ---------------------------------------------------------------- thumbnails
+
+
+def cache_file(cache_dir: Path, image: Path, size: int = THUMB_SIZE) -> Path:
+    stat = image.stat()
+    key = hashlib.sha1(f"{image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}".encode()).hexdigest()
+    return cache_dir / key[:2] / f"{key}.png"
+
+
+def _write_cache(path: Path, data: bytes) -> None:
+    """Temp file + rename, so a reader never sees half a PNG; no fsync: it is a cache, a lost file is remade."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cached(path: Path) -> Image.Image | None:
+    try:
+        with Image.open(path) as cached:
+            return cached.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None  # half-written by a crash, or not ours: made again
+
+
+def thumbnail(image: Path, cache_dir: Path | None, size: int, _report: Report,
+              _cancelled: threading.Event) -> Image.Image:
+    """The RGB thumbnail of ``image`` (longest side ``size``), from the disk cache when it is there;
+    raises ``DatasetImageError``/``OSError`` for an image that cannot be shown."""
+    cached = cache_file(cache_dir, image, size) if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        loaded = _cached(cached)
+        if loaded is not None:
+            return loaded
+    thumb = load_thumbnail(image, size)
+    if cached is not None:
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="PNG", compress_level=1)
+        try:
+            _write_cache(cached, buffer.getvalue())
+        except OSError:
+            pass  # a read-only or full disk costs speed next time, nothing else
+    return thumb if thumb.mode == "RGB" else thumb.convert("RGB")
