@@ -10,8 +10,9 @@ window would, and the main window is drawn offscreen with the app's own start-up
 
 Checks, in order: the trainer process starts and reports its torch build (task ``device-info``); the toy
 training; a few steps of the diffusion demo (``resources/presets/demo.toml`` on the bundled shapes
-model: load, DreamBooth-LoRA steps with prior preservation, samples, export); the main window; and that
-this (the app's) process never loaded an ML library.  A training check passes when its child exits 0
+model: load, DreamBooth-LoRA steps with prior preservation, samples, export); the main window; the
+Dataset page's worker processes (a thumbnail and a health check through them); and that this (the
+app's) process never loaded an ML library.  A training check passes when its child exits 0
 with ``Finished``, every expected output exists and is not empty, and every logged loss is finite.
 
 Nothing is written into the user's data folder nor into the bundle: run folders, the window's project and
@@ -130,6 +131,7 @@ def _run_checks(checks: Sequence[TrainingCheck], window: bool, work: Path, out: 
             record(check_training(check, work / "runs"))
         if window:
             record(check_window(work))
+            record(check_dataset_workers(work))
     record(check_process_stays_light())
 
     failed = [result.name for result in results if not result.ok]
@@ -198,6 +200,48 @@ def check_window(work: Path) -> CheckResult:
         said = captured.getvalue().strip().splitlines()
         return CheckResult("main window", False, f"could not draw it: {said[-1] if said else f'exit {code}'}", seconds)
     return CheckResult("main window", True, "drawn offscreen", seconds)
+
+
+def check_dataset_workers(work: Path, timeout_s: float = 60.0) -> CheckResult:
+    """The Dataset page's worker processes start (spawn, from inside the bundle when packaged) and send a
+    thumbnail and a health check back, through the page's own ``Processes``."""
+    from functools import partial
+
+    from PIL import Image
+    from PySide6.QtCore import QCoreApplication
+
+    from desktop_app.dataset import jobs
+    from desktop_app.dataset.entries import DatasetSettings
+    from desktop_app.dataset.processes import Processes
+
+    started = time.monotonic()
+    folder = work / "dataset-check"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (640, 512), (200, 60, 40)).save(folder / "red.jpg")
+    app = QCoreApplication.instance() or QCoreApplication([sys.argv[0]])
+    pool = Processes(processes=1)
+    answers: dict[str, object] = {}
+    try:
+        for name, work_ in (("thumbnail", partial(jobs.thumbnail, folder / "red.jpg", None, jobs.THUMB_SIZE)),
+                            ("check", partial(jobs.check, folder, DatasetSettings(), None, False))):
+            pool.run(work_, lambda value, name=name: answers.setdefault(name, value),
+                     lambda error, name=name: answers.setdefault(name, error))
+        while len(answers) < 2 and time.monotonic() - started < timeout_s:
+            app.processEvents()
+            time.sleep(0.01)
+    finally:
+        pool.shutdown()
+    seconds = time.monotonic() - started
+    thumb, report = answers.get("thumbnail"), answers.get("check")
+    failure = next((value for value in (thumb, report) if isinstance(value, BaseException)), None)
+    if failure is not None or thumb is None or report is None:
+        why = f"{type(failure).__name__}: {failure}" if failure is not None else f"no answer in {timeout_s:.0f} s"
+        return CheckResult("dataset workers", False, why, seconds)
+    size, usable = getattr(thumb, "size", None), len(getattr(report, "usable_images", ()))
+    if size is None or max(size) != jobs.THUMB_SIZE or usable != 1:
+        return CheckResult("dataset workers", False, f"wrong answers: thumbnail {size}, {usable} usable images",
+                           seconds)
+    return CheckResult("dataset workers", True, "a thumbnail and a health check came back", seconds)
 
 
 def check_process_stays_light() -> CheckResult:

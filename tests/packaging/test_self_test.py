@@ -53,7 +53,7 @@ def test_self_test_passes_from_source_and_leaves_nothing_behind(tmp_path):
                             env=clean_env(**{paths.DATA_DIR_ENV: str(user_data), "TMPDIR": str(temp)}))
     report = result.stdout
     assert result.returncode == 0, report + result.stderr
-    for name in ("trainer process", "toy training", "diffusion demo", "main window", "app process"):
+    for name in ("trainer process", "toy training", "diffusion demo", "main window", "dataset workers", "app process"):
         assert f"ok      {name}" in report, report
     assert "torch " in report and "source checkout" in report
     assert "Self-test passed" in report
