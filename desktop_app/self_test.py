@@ -237,7 +237,7 @@ def check_dataset_workers(work: Path, timeout_s: float = 60.0) -> CheckResult:
     if failure is not None or thumb is None or report is None:
         why = f"{type(failure).__name__}: {failure}" if failure is not None else f"no answer in {timeout_s:.0f} s"
         return CheckResult("dataset workers", False, why, seconds)
-    size, usable = getattr(thumb, "size", None), len(getattr(report, "usable_images", ()))
+    size, usable = getattr(thumb, "size", None), getattr(report, "usable", 0)
     if size is None or max(size) != jobs.THUMB_SIZE or usable != 1:
         return CheckResult("dataset workers", False, f"wrong answers: thumbnail {size}, {usable} usable images",
                            seconds)

@@ -19,13 +19,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from desktop_app.dataset.entries import DatasetSettings, Entry, list_entries, read_sizes
-from trainer.dataset import DatasetCache, check_dataset, list_images, load_thumbnail
-from trainer.dataset import Report as HealthReport
+from trainer.dataset import DatasetCache, Finding, check_dataset, list_images, load_thumbnail
 from trainer.dataset.importing import ImportResult, import_images
 from trainer.dataset.tokens import load_clip_tokenizer
 
@@ -69,13 +69,27 @@ def check_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What the page shows of a health check: the findings (errors first) and the summary line.
+
+    Not the whole report: its per-image facts for 1,000 images take ~25 ms to unpickle, and the C
+    unpickler holds the GIL all along, a stall of the GUI thread for nothing it would show."""
+
+    findings: list[Finding]
+    summary: str
+    images: int
+    usable: int
+
+
 def check(folder: Path, settings: DatasetSettings, edits: DatasetCache | None, exact_tokens: bool,
-          report: Report, cancelled: threading.Event) -> HealthReport:
+          report: Report, cancelled: threading.Event) -> Checked:
     """The health check of ``folder`` with the concept's settings; CLIP's own tokenizer when ``exact_tokens``."""
-    return check_dataset(folder, settings.resolution, token=settings.token, template=settings.template,
-                         caption_extension=settings.caption_extension,
-                         tokenizer=_clip_tokenizer() if exact_tokens else None, cache=edits,
-                         workers=check_threads(), progress=throttled(report), cancel=cancelled)
+    result = check_dataset(folder, settings.resolution, token=settings.token, template=settings.template,
+                           caption_extension=settings.caption_extension,
+                           tokenizer=_clip_tokenizer() if exact_tokens else None, cache=edits,
+                           workers=check_threads(), progress=throttled(report), cancel=cancelled)
+    return Checked(result.sorted_findings(), result.summary(), len(result.images), len(result.usable_images))
 
 
 def count_usable(folder: Path, _report: Report, _cancelled: threading.Event) -> int | None:

@@ -29,7 +29,6 @@ from desktop_app.dataset.background import Background, Job
 from desktop_app.dataset.entries import DatasetSettings, Entry
 from desktop_app.dataset.processes import Processes
 from trainer.dataset import CheckCancelled, CropRecord, DatasetCache, Finding
-from trainer.dataset import Report as HealthReport
 from trainer.dataset.caption_ops import BulkEdit
 from trainer.dataset.captions import Tokenizer
 
@@ -232,17 +231,17 @@ class DatasetModel(QObject):
             self._check.cancel()
             self._check = None
 
-    def _checked(self, folder: Path, report: HealthReport) -> None:
+    def _checked(self, folder: Path, result: jobs.Checked) -> None:
         self._check = None
         if folder != self.folder:
             return
         by_file: dict[Path, list[Finding]] = {}
-        for finding in report.sorted_findings():
+        for finding in result.findings:
             by_file.setdefault(finding.file, []).append(finding)
         for entry in self.entries:
             entry.findings = by_file.get(entry.path, [])
-        self.findings = report.sorted_findings()
-        self.report_summary = report.summary()
+        self.findings = result.findings
+        self.report_summary = result.summary
         self.reportChanged.emit()
 
     def _check_failed(self, error: BaseException) -> None:
