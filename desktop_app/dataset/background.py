@@ -72,48 +72,23 @@ class Job:
         self.cancelled.set()
 
 
-Callbacks = tuple[Job, Callable[[Any], None], Callable[[BaseException], None] | None, Callable[[int, int], None] | None]
+JobCallbacks = tuple[Job, Callable[[Any], None], Callable[[BaseException], None] | None,
+                     Callable[[int, int], None] | None]
 
 
-class Background(QObject):
-    """Runs work on worker threads and calls back on the GUI thread (see the module docstring)."""
+class Callbacks(QObject):
+    """The GUI-thread half that ``Background`` and ``processes.Processes`` share: the jobs' callbacks by
+    number, and the two signals their workers emit (from any thread; Qt queues them to this object's)."""
 
-    finished = Signal(int, bool, object)  # job number, succeeded, result or exception (emitted by workers)
-    progressed = Signal(int, int, int)  # job number, done, total (emitted by workers)
+    finished = Signal(int, bool, object)  # job number, succeeded, result or exception
+    progressed = Signal(int, int, int)  # job number, done, total
 
-    def __init__(self, parent: QObject | None = None, *, threads: int = 2) -> None:
+    def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        _share_the_gil()
-        self.max_threads = threads
-        self._queue: queue.PriorityQueue[tuple[int, int, Job | None]] = queue.PriorityQueue()
         self._numbers = itertools.count(1)
-        self._jobs: dict[int, Callbacks] = {}  # GUI thread only
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._threads: list[threading.Thread] = []
-        self._unfinished = 0  # queued or running, guarded by _lock
-        self._closed = False
+        self._jobs: dict[int, JobCallbacks] = {}  # GUI thread only
         self.finished.connect(self._on_finished)
         self.progressed.connect(self._on_progressed)
-
-    # ---------------------------------------------------------------- GUI thread
-
-    def run(self, work: Work, on_done: Callable[[Any], None], on_failed: Callable[[BaseException], None] | None = None,
-            on_progress: Callable[[int, int], None] | None = None, *, priority: int = 0) -> Job:
-        """Start ``work(report, cancelled)`` on a worker thread; the callbacks run on the GUI thread."""
-        job = Job(next(self._numbers), work)
-        if self._closed:
-            job.cancel()
-            return job
-        self._jobs[job.number] = (job, on_done, on_failed, on_progress)
-        with self._lock:  # queued under the lock: an idle worker decides to exit under it too
-            self._unfinished += 1
-            self._queue.put((-priority, job.number, job))
-            if len(self._threads) < self.max_threads and self._unfinished > len(self._threads):
-                thread = threading.Thread(target=self._worker, name="kamaal-dataset", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-        return job
 
     def _on_finished(self, number: int, succeeded: bool, value: Any) -> None:
         entry = self._jobs.pop(number, None)
@@ -138,6 +113,40 @@ class Background(QObject):
     def cancel_all(self) -> None:
         for job, *_ in list(self._jobs.values()):
             job.cancel()
+
+
+class Background(Callbacks):
+    """Runs work on worker threads and calls back on the GUI thread (see the module docstring)."""
+
+    def __init__(self, parent: QObject | None = None, *, threads: int = 2) -> None:
+        super().__init__(parent)
+        _share_the_gil()
+        self.max_threads = threads
+        self._queue: queue.PriorityQueue[tuple[int, int, Job | None]] = queue.PriorityQueue()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._threads: list[threading.Thread] = []
+        self._unfinished = 0  # queued or running, guarded by _lock
+        self._closed = False
+
+    # ---------------------------------------------------------------- GUI thread
+
+    def run(self, work: Work, on_done: Callable[[Any], None], on_failed: Callable[[BaseException], None] | None = None,
+            on_progress: Callable[[int, int], None] | None = None, *, priority: int = 0) -> Job:
+        """Start ``work(report, cancelled)`` on a worker thread; the callbacks run on the GUI thread."""
+        job = Job(next(self._numbers), work)
+        if self._closed:
+            job.cancel()
+            return job
+        self._jobs[job.number] = (job, on_done, on_failed, on_progress)
+        with self._lock:  # queued under the lock: an idle worker decides to exit under it too
+            self._unfinished += 1
+            self._queue.put((-priority, job.number, job))
+            if len(self._threads) < self.max_threads and self._unfinished > len(self._threads):
+                thread = threading.Thread(target=self._worker, name="kamaal-dataset", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return job
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until every started job has finished (any thread).  Callbacks arrive later, on the GUI thread."""

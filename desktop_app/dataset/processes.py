@@ -30,7 +30,6 @@ for them (``STOP_TIMEOUT_S``, then terminates) and joins the reader thread: no c
 from __future__ import annotations
 
 import heapq
-import itertools
 import multiprocessing
 import pickle
 import threading
@@ -38,7 +37,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject
 
 from desktop_app.dataset.background import Callbacks, Job, Work
 from desktop_app.dataset.worker import child_main
@@ -77,17 +76,13 @@ class _ProcessJob(Job):
         self._pool._cancel_running(self)
 
 
-class Processes(QObject):
-    """Runs picklable work in worker processes, callbacks on the GUI thread (see the module docstring)."""
-
-    finished = Signal(int, bool, object)  # job number, succeeded, result or exception (emitted by the reader)
-    progressed = Signal(int, int, int)  # job number, done, total (emitted by the reader)
+class Processes(Callbacks):
+    """Runs picklable work in worker processes, callbacks on the GUI thread (see the module docstring).
+    ``finished`` and ``progressed`` (from ``Callbacks``) are emitted by the reader thread."""
 
     def __init__(self, parent: QObject | None = None, *, processes: int = 2) -> None:
         super().__init__(parent)
         self.max_processes = max(1, processes)
-        self._numbers = itertools.count(1)
-        self._jobs: dict[int, Callbacks] = {}  # GUI thread only
         self._lock = threading.Lock()  # guards everything below
         self._idle = threading.Condition(self._lock)
         self._queue: list[tuple[int, int, _ProcessJob]] = []  # a heap: (-priority, number, job)
@@ -96,8 +91,6 @@ class Processes(QObject):
         self._closed = False
         self._reader: threading.Thread | None = None
         self._wake_read, self._wake = SPAWN.Pipe(duplex=False)  # tells the reader the worker list changed
-        self.finished.connect(self._on_finished)
-        self.progressed.connect(self._on_progressed)
 
     # ---------------------------------------------------------------- GUI thread
 
@@ -126,34 +119,10 @@ class Processes(QObject):
             while not self._closed and len(self._workers) < self.max_processes:
                 self._start_worker_locked()
 
-    def _on_finished(self, number: int, succeeded: bool, value: Any) -> None:
-        entry = self._jobs.pop(number, None)
-        if entry is None or entry[0].cancelled.is_set():
-            return  # nobody waits for a cancelled job's answer any more
-        _job, on_done, on_failed, _progress = entry
-        if succeeded:
-            on_done(value)
-        elif on_failed is not None:
-            on_failed(value)
-        else:
-            raise value  # no failure handler: let it surface (tests fail, the app's excepthook logs it)
-
-    def _on_progressed(self, number: int, done: int, total: int) -> None:
-        entry = self._jobs.get(number)
-        if entry is not None and entry[3] is not None and not entry[0].cancelled.is_set():
-            entry[3](done, total)
-
-    def busy(self) -> bool:
-        return bool(self._jobs)
-
     def processes(self) -> list[multiprocessing.process.BaseProcess]:
         """The worker processes running now (tests; the bench)."""
         with self._lock:
             return [worker.process for worker in self._workers]
-
-    def cancel_all(self) -> None:
-        for job, *_ in list(self._jobs.values()):
-            job.cancel()
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until every job has finished in its worker (any thread).  Callbacks arrive later, on the GUI thread."""
