@@ -99,7 +99,7 @@ class DatasetModel(QObject):
         chunks = [paths[start:start + SIZES_CHUNK] for start in range(0, len(paths), SIZES_CHUNK)]
         self._sizing = len(chunks)
         for chunk in chunks:  # in pieces: a thumbnail asked for meanwhile waits for one piece at most
-            self._reads.append(self.processes.run(partial(jobs.sizes, chunk), self._sized))
+            self._reads.append(self.processes.run(partial(jobs.sizes, chunk), self._sized, lambda _e: self._sized({})))
 
     def _open_failed(self, error: BaseException) -> None:  # cancelled jobs never fail: it is the open folder
         self.loadingChanged.emit(False)

@@ -160,6 +160,8 @@ class Processes(Callbacks):
         for worker in workers:
             worker.jobs.close()
             worker.results.close()
+        self._wake.close()
+        self._wake_read.close()
         self._jobs.clear()
 
     # ---------------------------------------------------------------- any thread, under the lock
