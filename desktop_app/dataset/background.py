@@ -53,10 +53,12 @@ def _yield_to_the_gui() -> None:
 
 
 def _share_the_gil() -> None:
-    """Hand the GIL over sooner while workers run Python.  Every return of the GUI thread from Qt's C++
-    code into Python (a slot, a delegate's paint, a model's ``data``) waits for the GIL, up to the
-    switch interval (5 ms by default) each time a worker holds it: a screenful of tiles painted during
-    the health check added up to 50–100 ms.  1 ms bounds each wait at a small cost in throughput."""
+    """Hand the GIL over sooner while other threads of this process run Python.  Every return of the GUI
+    thread from Qt's C++ code into Python (a slot, a delegate's paint, a model's ``data``) waits for the
+    GIL, up to the switch interval (5 ms by default) each time another thread holds it: here the
+    tokenizer's build and the worker pool's reader thread unpickling an answer.  1 ms bounds each wait
+    at a small cost in throughput (when the page's heavy reads were threads, a screenful of tiles
+    painted during the health check added up to 50–100 ms of such waits)."""
     if sys.getswitchinterval() > SWITCH_INTERVAL_S:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
 

@@ -15,7 +15,6 @@ import functools
 import hashlib
 import io
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from desktop_app.dataset.entries import DatasetSettings, Entry, list_entries, re
 from trainer.dataset import DatasetCache, Finding, check_dataset, list_images, load_thumbnail
 from trainer.dataset.importing import ImportResult, import_images
 from trainer.dataset.tokens import load_clip_tokenizer
+from trainer.fsutil import atomic_write_bytes
 
 Report = Callable[[int, int], None]
 THUMB_SIZE = 128
@@ -123,19 +123,6 @@ def cache_file(cache_dir: Path, image: Path, size: int = THUMB_SIZE) -> Path:
     return cache_dir / key[:2] / f"{key}.png"
 
 
-def _write_cache(path: Path, data: bytes) -> None:
-    """Temp file + rename, so a reader never sees half a PNG; no fsync: it is a cache, a lost file is remade."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cached(path: Path) -> Image.Image | None:
     try:
         with Image.open(path) as cached:
@@ -158,7 +145,7 @@ def thumbnail(image: Path, cache_dir: Path | None, size: int, _report: Report,
         buffer = io.BytesIO()
         thumb.save(buffer, format="PNG", compress_level=1)
         try:
-            _write_cache(cached, buffer.getvalue())
+            atomic_write_bytes(cached, buffer.getvalue(), durable=False)
         except OSError:
             pass  # a read-only or full disk costs speed next time, nothing else
     return thumb if thumb.mode == "RGB" else thumb.convert("RGB")
