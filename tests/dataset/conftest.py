@@ -1,6 +1,6 @@
 """A corpus of good, broken and awkward dataset files, generated once per test session.
 
-Nothing binary is committed: every file is drawn here with Pillow and numpy.  ``GOOD`` lists
+Nothing binary is committed: every file is drawn here with Pillow and numpy (HEIC: pillow-heif).  ``GOOD`` lists
 the images training must accept, ``BAD`` the ones it must refuse, and ``EXPECTED`` the finding
 codes each file must get.
 """
@@ -75,6 +75,15 @@ def jpeg_bytes(image: Image.Image, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=90, **options)
     return buffer.getvalue()
+
+
+def save_heic(image: Image.Image, path: Path) -> None:
+    """Write a real HEIC file (HEVC-coded, as an iPhone does) with pillow-heif, a test-only dependency: Kamaal
+    itself reads HEIC through pi-heif, which has no encoder.  Not registered with Pillow, so it cannot stand
+    in for pi-heif's reader."""
+    import pillow_heif
+
+    pillow_heif.from_pillow(image).save(path, quality=90)
 
 
 def write_corpus(folder: Path) -> Path:

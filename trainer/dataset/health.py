@@ -196,7 +196,8 @@ def _compare(results: list[_Checked]) -> list[Finding]:
     first_user: dict[Path, Path] = {}
     for r in results:
         caption_path = r.info.caption_path
-        if caption_path is None:
+        # A camera's RAW beside its JPEG is never trained, so it shares no caption with it.
+        if caption_path is None or any(f.code is Code.UNSUPPORTED_FORMAT for f in r.findings):
             continue
         if caption_path in first_user:
             findings.append(Finding(r.info.path, Code.SHARED_CAPTION, Severity.WARNING,

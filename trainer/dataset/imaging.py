@@ -6,11 +6,20 @@ EXIF rotation applied, CMYK / palette / alpha / 16-bit / grayscale converted) an
 ``load_thumbnail`` (the same, fast and small, for the GUI).  Every failure becomes a
 ``DatasetImageError`` that names the file and says what kind of failure it was.
 
-Pillow + numpy only: the GUI process imports this.
+Formats, by suffix: ``READABLE_SUFFIXES`` are read (Pillow's own decoders; AVIF through the libavif
+in Pillow's wheels; HEIC/HEIF, the iPhone's default, through pi-heif, registered with Pillow the
+first time ``open_image`` runs in a process, so every reader — scan, check, training, the GUI's
+worker processes — gets it).  ``NAMED_SUFFIXES`` are the other image files people bring (JPEG XL,
+camera RAW, editor documents, ...): they are listed like images and refused with an
+``unsupported_format`` error that says how to convert them, so no picture in a folder is skipped
+without a word.
+
+Pillow + numpy (+ pi-heif, a Pillow plugin) only: the GUI process imports this.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Iterator
@@ -18,11 +27,32 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 # Only the formats a dataset folder may hold.  Without this list Pillow would also identify,
-# say, an EPS file renamed .png and run Ghostscript on it when loading.
-PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG includes MPO (camera multi-picture)
+# say, an EPS file renamed .png and run Ghostscript on it when loading.  AVIF goes before HEIF:
+# both containers may say "mif1", and only Pillow's AVIF decoder gives up at open() (then HEIF gets
+# its turn), where pi-heif would accept an AV1 file and fail later, in load().
+PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "HEIF", "BMP", "GIF", "TIFF")  # JPEG includes MPO
+# The suffixes Kamaal reads, most common first (the health check shows them in this order).
+READABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".gif", ".tif",
+                     ".tiff", ".jpe", ".jfif", ".hif")  # .jpe/.jfif: JPEG; .hif: Canon's and Fujifilm's HEIF
+_CAMERA_RAW = ("a camera RAW file", "Export it as JPEG or PNG from your photo software (Lightroom, darktable, the "
+               "camera maker's app); if the camera also saved a JPEG of this shot, use that and remove this file")
+_DOCUMENT = ("an image editor's document", "Export it from that editor as PNG or JPEG (flattened)")
+# Image files Kamaal cannot read: suffix -> (what the file is, what to do), for the health check's message.
+NAMED_SUFFIXES: dict[str, tuple[str, str]] = {
+    ".jxl": ("a JPEG XL image", "Convert it to PNG or JPEG (libjxl's `djxl photo.jxl photo.png`, or an image "
+                                "editor that opens JPEG XL, such as GIMP or Krita)"),
+    ".jp2": ("a JPEG 2000 image", "Convert it to PNG or JPEG in an image editor"),
+    ".j2k": ("a JPEG 2000 image", "Convert it to PNG or JPEG in an image editor"),
+    ".svg": ("a vector drawing", "Render it to a PNG at the size you train at (Inkscape: Export PNG Image)"),
+    ".exr": ("an HDR image", "Tone-map it to an 8-bit PNG or JPEG in an image editor"),
+    ".hdr": ("an HDR image", "Tone-map it to an 8-bit PNG or JPEG in an image editor"),
+    ".psd": _DOCUMENT, ".psb": _DOCUMENT, ".xcf": _DOCUMENT, ".kra": _DOCUMENT,
+    **{suffix: _CAMERA_RAW for suffix in (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf",
+                                          ".sr2", ".orf", ".rw2", ".raf", ".pef", ".srw", ".x3f", ".3fr", ".iiq")},
+}
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 FALLBACK_MAX_PIXELS = 89_478_485  # Pillow's default, for when an application switched its check off
@@ -53,6 +83,49 @@ class DecompressionBomb(DatasetImageError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return type(self), (self.path, self.width, self.height, self.limit), self.__dict__
+
+
+_HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
+_NO_AVIF = ("an AVIF image", "This installation's Pillow has no AVIF decoder: install Pillow 11.3 or newer "
+                             "(its wheels read AVIF), or convert the image to PNG or JPEG")
+_NO_HEIF = ("a HEIC/HEIF photo", "This installation cannot load its HEIF decoder (the pi-heif package): "
+                                 "reinstall Kamaal, or convert the photo to JPEG or PNG (on an iPhone: "
+                                 "Settings > Camera > Formats > Most Compatible takes JPEGs)")
+
+
+@functools.cache
+def heif_available() -> bool:
+    """Teach Pillow HEIC/HEIF through pi-heif, once per process; ``False`` when pi-heif cannot load.
+
+    Called by ``open_image`` rather than at import: the GUI process imports this module but never
+    decodes an image itself (its worker processes do), so it never loads libheif.  A broken install
+    (or a packaged app without libheif) costs the HEIC files only, each named by the health check,
+    rather than making every image unreadable.  Registering twice is harmless, so a race is too.
+    """
+    try:
+        from pi_heif import register_heif_opener
+
+        # Training wants the main picture only: skip the thumbnails, depth maps and other auxiliary
+        # images an iPhone stores beside it.  libheif applies the rotation (irot/imir) and pi-heif
+        # resets the EXIF orientation to 1 to match, so nothing is rotated twice.
+        register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    except ImportError:
+        return False
+    return True
+
+
+def named_format(suffix: str) -> tuple[str, str] | None:
+    """(what the file is, what to do) for an image suffix Kamaal cannot read; ``None`` when it can."""
+    suffix = suffix.lower()
+    if suffix == ".avif" and not features.check_module("avif"):
+        return _NO_AVIF
+    if suffix in _HEIF_SUFFIXES and not heif_available():
+        return _NO_HEIF
+    return NAMED_SUFFIXES.get(suffix)
+
+
+def _formats() -> tuple[str, ...]:
+    return PILLOW_FORMATS if heif_available() else tuple(f for f in PILLOW_FORMATS if f != "HEIF")
 
 
 def default_max_pixels() -> int:
@@ -88,10 +161,15 @@ def open_image(path: Path, *, max_pixels: int | None = None) -> Iterator[Image.I
         raise DatasetImageError(path, "unreadable", f"it cannot be read ({error.strerror or error})") from error
     if size == 0:
         raise DatasetImageError(path, "zero_byte", "the file is empty (0 bytes)")
+    named = named_format(path.suffix)
+    if named is not None:
+        kind, advice = named
+        raise DatasetImageError(path, "unsupported_format", f"it is {kind} ({path.suffix}), which Kamaal "
+                                                            f"cannot read; {advice[0].lower()}{advice[1:]}")
     # A max_pixels above twice Pillow's limit changes nothing: Pillow refuses those itself, in open().
     limit = max_pixels or default_max_pixels()
     try:
-        image = Image.open(path, formats=PILLOW_FORMATS)
+        image = Image.open(path, formats=_formats())
     except Image.DecompressionBombError as error:
         # Pillow's own refusal (over twice its limit) happens inside open(), also before decoding.
         raise DatasetImageError(path, "decompression_bomb", _pillow_bomb_reason(error)) from error

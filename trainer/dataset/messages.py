@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.dataset.captions import CLIP_MAX_TOKENS, CLIP_USABLE_TOKENS
-from trainer.dataset.imaging import DatasetImageError
+from trainer.dataset.imaging import READABLE_SUFFIXES, DatasetImageError, named_format
 
-_SHOWN_EXTENSIONS = ".jpg, .jpeg, .png, .webp, .bmp, .gif, .tif, .tiff"
+_SHOWN_EXTENSIONS = ", ".join(READABLE_SUFFIXES)
 
 NO_IMAGES = (f"No images found (looked for {_SHOWN_EXTENSIONS}). Put the training images in this folder, "
              "each with its caption in a .txt file of the same name.")
@@ -48,6 +48,9 @@ def image_error(path: Path, error: DatasetImageError) -> str:
         kind = "a text file" if _looks_like_text(path) else "not an image"
         return (f"The file is {kind}, although its name ends in {path.suffix}. "
                 "Remove it from the dataset folder, or replace it with the real image.")
+    if error.code == "unsupported_format":
+        kind, advice = named_format(path.suffix) or ("a kind of image", "Convert it to PNG or JPEG")
+        return f"The file is {kind} ({path.suffix}), which Kamaal cannot read; training leaves it out. {advice}."
     if error.code == "truncated":
         return ("The image is cut off: the file ends before all its pixels (an interrupted download or copy). "
                 "Copy it again from the original, or remove it.")

@@ -33,6 +33,7 @@ class Code(enum.StrEnum):
     NO_IMAGES = "no_images"
     ZERO_BYTE = "zero_byte"
     NOT_AN_IMAGE = "not_an_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"  # an image format Kamaal cannot read (JPEG XL, camera RAW, ...)
     UNREADABLE = "unreadable"
     TRUNCATED = "truncated"
     DECOMPRESSION_BOMB = "decompression_bomb"

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from trainer.dataset.imaging import DatasetImageError, has_alpha, open_image
+from trainer.dataset.imaging import NAMED_SUFFIXES, READABLE_SUFFIXES, DatasetImageError, has_alpha, open_image
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+# Listed as images: the suffixes Kamaal reads and those it names as unreadable (with what to do), so
+# the check and the grid show a JPEG XL or a camera RAW file instead of skipping it without a word.
+IMAGE_EXTENSIONS = frozenset(READABLE_SUFFIXES) | frozenset(NAMED_SUFFIXES)
 CAPTION_EXTENSION = ".txt"
 EXIF_ORIENTATION_TAG = 0x0112
 
