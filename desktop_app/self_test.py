@@ -204,7 +204,8 @@ def check_window(work: Path) -> CheckResult:
 
 def check_dataset_workers(work: Path, timeout_s: float = 60.0) -> CheckResult:
     """The Dataset page's worker processes start (spawn, from inside the bundle when packaged) and send a
-    thumbnail and a health check back, through the page's own ``Processes``."""
+    thumbnail and a health check back, through the page's own ``Processes``; and they can decode HEIC and
+    AVIF (libheif and libavif are binaries a bundle could miss)."""
     from functools import partial
 
     from PIL import Image
@@ -223,25 +224,31 @@ def check_dataset_workers(work: Path, timeout_s: float = 60.0) -> CheckResult:
     answers: dict[str, object] = {}
     try:
         for name, work_ in (("thumbnail", partial(jobs.thumbnail, folder / "red.jpg", None, jobs.THUMB_SIZE)),
-                            ("check", partial(jobs.check, folder, DatasetSettings(), None, False))):
+                            ("check", partial(jobs.check, folder, DatasetSettings(), None, False)),
+                            ("decoders", jobs.decoders)):
             pool.run(work_, lambda value, name=name: answers.setdefault(name, value),
                      lambda error, name=name: answers.setdefault(name, error))
-        while len(answers) < 2 and time.monotonic() - started < timeout_s:
+        while len(answers) < 3 and time.monotonic() - started < timeout_s:
             app.processEvents()
             time.sleep(0.01)
     finally:
         pool.shutdown()
     seconds = time.monotonic() - started
-    thumb, report = answers.get("thumbnail"), answers.get("check")
-    failure = next((value for value in (thumb, report) if isinstance(value, BaseException)), None)
-    if failure is not None or thumb is None or report is None:
+    thumb, report, decoders = answers.get("thumbnail"), answers.get("check"), answers.get("decoders")
+    failure = next((value for value in (thumb, report, decoders) if isinstance(value, BaseException)), None)
+    if failure is not None or thumb is None or report is None or not isinstance(decoders, dict):
         why = f"{type(failure).__name__}: {failure}" if failure is not None else f"no answer in {timeout_s:.0f} s"
         return CheckResult("dataset workers", False, why, seconds)
     size, usable = getattr(thumb, "size", None), getattr(report, "usable", 0)
     if size is None or max(size) != jobs.THUMB_SIZE or usable != 1:
         return CheckResult("dataset workers", False, f"wrong answers: thumbnail {size}, {usable} usable images",
                            seconds)
-    return CheckResult("dataset workers", True, "a thumbnail and a health check came back", seconds)
+    missing = [name for name, loaded in decoders.items() if not loaded]
+    if missing:
+        return CheckResult("dataset workers", False, f"cannot decode {' or '.join(missing)} images: "
+                                                     "its library is missing from this installation", seconds)
+    return CheckResult("dataset workers", True, "a thumbnail and a health check came back; HEIC and AVIF decode",
+                       seconds)
 
 
 def check_process_stays_light() -> CheckResult:

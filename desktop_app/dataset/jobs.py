@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, features
 
 from desktop_app.dataset.entries import DatasetSettings, Entry, list_entries, read_sizes
 from trainer.dataset import DatasetCache, Finding, check_dataset, list_images, load_thumbnail
+from trainer.dataset.imaging import heif_available
 from trainer.dataset.importing import ImportResult, import_images
 from trainer.dataset.tokens import load_clip_tokenizer
 from trainer.fsutil import atomic_write_bytes
@@ -105,6 +106,11 @@ def count_images(folder: Path | None, _report: Report, _cancelled: threading.Eve
     if folder is None or not folder.is_dir():
         return 0
     return len(list_images(folder).items)
+
+
+def decoders(_report: Report, _cancelled: threading.Event) -> dict[str, bool]:
+    """Whether this worker process can decode HEIC and AVIF (the self-test asks: a bundle may lack the libraries)."""
+    return {"HEIC": heif_available(), "AVIF": features.check_module("avif")}
 
 
 def copy_in(paths: list[Path], destination: Path, extension: str, report: Report,

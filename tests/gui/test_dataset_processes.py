@@ -14,8 +14,11 @@ import pytest
 from PySide6.QtCore import QThread
 from PySide6.QtWidgets import QApplication
 
+from desktop_app.dataset import jobs
 from desktop_app.dataset.processes import Processes, WorkerDied
+from desktop_app.dataset.thumbnails import ThumbnailLoader
 from desktop_app.dataset.worker import child_main
+from tests.dataset.conftest import picture, save_heic
 from tests.gui import process_jobs
 from trainer.dataset import DatasetImageError
 
@@ -92,6 +95,26 @@ def test_a_failure_keeps_its_type_and_says_it_happened_in_the_worker(qtbot, pool
     assert type(odd) is RuntimeError and "Odd: a/b" in str(odd)
     assert type(answers.failed["lock"]) is RuntimeError and "cannot be sent" in str(answers.failed["lock"])
     assert not answers.done
+
+
+def test_heic_thumbnails_come_from_the_workers_and_an_unreadable_format_says_what_to_do(qtbot, pool, tmp_path):
+    """A spawned worker knows HEIC by itself (the opener is registered by the dataset library, not by a test)."""
+    heic, jxl = tmp_path / "IMG_0001.HEIC", tmp_path / "drawing.jxl"
+    save_heic(picture(1, 320, 240), heic)
+    jxl.write_bytes(b"\xff\x0a" + bytes(64))
+    workers, answers = pool(processes=1), Answers()
+    workers.run(jobs.decoders, answers.on_done("decoders"))
+    loader = ThumbnailLoader(workers)
+    ready: dict[str, tuple[int, int]] = {}
+    failed: dict[str, str] = {}
+    loader.ready.connect(lambda path, image: ready.setdefault(path, (image.width(), image.height())))
+    loader.failed.connect(failed.setdefault)
+    loader.request(str(heic))
+    loader.request(str(jxl))
+    qtbot.waitUntil(lambda: len(ready) + len(failed) == 2 and bool(answers.done), timeout=30_000)
+    assert ready == {str(heic): (jobs.THUMB_SIZE, jobs.THUMB_SIZE * 3 // 4)}
+    assert "JPEG XL" in failed[str(jxl)] and "convert it to PNG or JPEG" in failed[str(jxl)]
+    assert answers.done["decoders"] == {"HEIC": True, "AVIF": True}  # what the packaged app's self-test asks
 
 
 def test_work_that_cannot_be_pickled_is_refused_at_once(pool):
