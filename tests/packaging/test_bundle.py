@@ -62,6 +62,8 @@ def test_the_bundle_holds_what_the_app_needs_and_not_more(bundle):
         assert (internal / needed).exists(), needed
     assert list(internal.glob("torch/lib/libtorch_cpu*")), "torch's libraries are missing"
     assert list(internal.glob("PySide6/Qt/plugins/platforms/*offscreen*")), "Qt's offscreen platform plugin"
+    assert list(internal.glob("**/libheif*")) and list(internal.glob("_pi_heif*")), "pi-heif (HEIC photos)"
+    assert not list(internal.glob("**/*x265*")), "pillow-heif's GPL encoder (x265) must not ship"
     for unwanted in ("torch/test", "tensorboard", "pytest", "tkinter", "hf_xet"):
         assert not (internal / unwanted).exists(), f"{unwanted} should not be in the bundle"
     assert [path.name for path in (internal / "torch" / "bin").iterdir()] == ["torch_shm_manager"]
