@@ -3,8 +3,9 @@
 * LoRA runs: ``RUN_NAME.safetensors`` in the kohya format (Automatic1111, ComfyUI, kohya) and
   ``diffusers/pytorch_lora_weights.safetensors`` for ``pipe.load_lora_weights``; both carry the
   resolved config in their metadata.
-* Full and frozen-layer runs: a diffusers folder ``diffusers/`` and, where the single-file
-  writer is available, a ``RUN_NAME.safetensors`` checkpoint.
+* Full and frozen-layer runs: a diffusers folder ``diffusers/`` (stored by the rule in
+  ``trainer.models.folder_dtypes``: all fp32 here, so a plain ``from_pretrained`` loads it) and, where
+  the single-file writer is available, a ``RUN_NAME.safetensors`` checkpoint.
 
 Folders are written under a temporary name and renamed into place.
 """
@@ -63,11 +64,13 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
 
 def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:
     from trainer.diffusion.sampling import build_pipeline
+    from trainer.models.folder_dtypes import save_diffusers_folder
 
     cfg = job.config
     pipe = build_pipeline(job.parts, job.accelerator.unwrap_model(job.parts.unet))
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
-    pipe.save_pretrained(staging, safe_serialization=True)
+    # In the trained UNet's fp32; the text encoders, held in bf16/fp16 under mixed precision, in fp32 too.
+    save_diffusers_folder(pipe, staging)
     _replace_dir(staging, output_dir / "diffusers")
     single = output_dir / f"{cfg.output.run_name}.safetensors"
     _save_single_file(pipe, cfg.model.architecture, single, {"kamaal.config": cfg.to_toml()})

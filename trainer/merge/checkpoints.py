@@ -2,7 +2,9 @@
 
 Inputs are opened lazily (``sources``) and the output is streamed (``stream``): one tensor of each
 input is in memory at a time, so three SDXL checkpoints merge in a few hundred megabytes.  The
-arithmetic is done in float32 and stored in A's dtype (or the one asked for).  Per-block weights
+arithmetic is done in float32 and stored in A's dtype (or the one asked for), except that a merged
+diffusers folder keeps its text encoders in fp32 (``trainer.models.folder_dtypes``: so that a plain
+``from_pretrained`` loads matching parts).  Per-block weights
 (``blocks``) replace α for the UNet blocks they name.
 
 Compatibility is checked before anything is written, each refusal naming its reason: the same family
@@ -38,6 +40,7 @@ from trainer.merge.outputs import (
 )
 from trainer.merge.sources import ModelTensors, open_model
 from trainer.merge.stream import TensorSpec, write_streaming
+from trainer.models.folder_dtypes import component_libraries, record_stored_dtype, stored_dtype
 from trainer.models.info import DISPLAY_NAME
 
 Method = Literal["weighted_sum", "add_difference"]
@@ -147,7 +150,9 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
                               {"modelspec.title": out.stem,
                                # so an SD 2.x v-prediction merge is recognised as one when loaded
                                "modelspec.prediction_type": first.info.prediction_type})
-        specs = [TensorSpec(k, _out_dtype(d, target), s) for k, (d, s) in first.specs.items()]
+        libraries = component_libraries(first.path) if first.is_folder else {}
+        specs = [TensorSpec(k, _out_dtype(d, target, libraries.get(k.split("/", 1)[0])), s)
+                 for k, (d, s) in first.specs.items()]
         _write(first, out, specs, combine, metadata, reporter)
         reporter.progress(1, 1, "Done")
         return summary
@@ -156,8 +161,13 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
             model.close()
 
 
-def _out_dtype(dtype: torch.dtype, target: torch.dtype | None) -> torch.dtype:
-    return target if target is not None and dtype.is_floating_point else dtype
+def _out_dtype(dtype: torch.dtype, target: torch.dtype | None, library: str | None) -> torch.dtype:
+    """A tensor's stored dtype: integers as they are; floats in the asked dtype (else A's), by the
+    folder rule when the output is a folder (``library`` is the component's: diffusers, transformers)."""
+    if not dtype.is_floating_point:
+        return dtype
+    wanted = target if target is not None else dtype
+    return stored_dtype(library, wanted) if library is not None else wanted
 
 
 def _write(first: ModelTensors, out: Path, specs: list[TensorSpec], produce: Callable[[TensorSpec], torch.Tensor],
@@ -180,6 +190,7 @@ def _write(first: ModelTensors, out: Path, specs: list[TensorSpec], produce: Cal
         shutil.copytree(first.path, staging, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json", "*.bin",
                                                       MERGE_INFO_FILE))
+        libraries = component_libraries(first.path)
         by_component: dict[str, list[TensorSpec]] = {}
         first_file: dict[str, str] = {}
         for spec in specs:
@@ -194,6 +205,10 @@ def _write(first: ModelTensors, out: Path, specs: list[TensorSpec], produce: Cal
                             lambda spec, component=component: produce(
                                 TensorSpec(f"{component}/{spec.name}", spec.dtype, spec.shape)),
                             {"format": "pt", **metadata}, tick)
+            floating = {s.dtype for s in component_specs if s.dtype.is_floating_point}
+            if libraries.get(component) == "transformers" and len(floating) == 1:
+                # A's config.json names A's dtype, which transformers would load these weights in.
+                record_stored_dtype(staging / component, floating.pop())
         (staging / MERGE_INFO_FILE).write_text(json.dumps(json.loads(metadata[MERGE_METADATA_KEY]), indent=2),
                                                encoding="utf-8")
         publish_folder(staging, out)

@@ -29,6 +29,7 @@ from trainer.merge.outputs import (
     staging_folder,
 )
 from trainer.merge.stream import TensorSpec, write_streaming
+from trainer.models.folder_dtypes import save_diffusers_folder
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -53,10 +54,12 @@ def pick_dtype(name: str, path: Path) -> torch.dtype:
 
 
 def save_pipeline_folder(pipeline: Any, target: Path, metadata: dict[str, str]) -> Path:
-    """A diffusers folder, written aside and renamed into place; provenance in ``kamaal_merge.json``."""
+    """A diffusers folder, written aside and renamed into place; provenance in ``kamaal_merge.json``.
+    Stored as ``trainer.models.folder_dtypes`` says: UNet and VAE in the pipeline's dtype, text encoders
+    in fp32, so that a plain ``from_pretrained`` loads matching parts."""
     staging = staging_folder(target)
     try:
-        pipeline.save_pretrained(staging, safe_serialization=True)
+        save_diffusers_folder(pipeline, staging)
         if MERGE_METADATA_KEY in metadata:
             record = json.loads(metadata[MERGE_METADATA_KEY])
             (staging / MERGE_INFO_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")

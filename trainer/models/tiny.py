@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from trainer.models.clip_vocab import END_TOKEN, OPEN_CLIP_PAD_TOKEN, write_tiny_tokenizer
+from trainer.models.folder_dtypes import save_diffusers_folder
 from trainer.models.info import Architecture
 
 TINY_ARCHITECTURES: tuple[Architecture, ...] = ("sd15", "sd2", "sdxl")
@@ -112,7 +113,7 @@ def build_tiny_model(out_dir: Path | str, arch: Architecture = "sd15", seed: int
     out = Path(out_dir)
     pipeline = tiny_pipeline(arch, seed)
     out.mkdir(parents=True, exist_ok=True)
-    pipeline.save_pretrained(out, safe_serialization=True)
+    save_diffusers_folder(pipeline, out)
     return out
 
 

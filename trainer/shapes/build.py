@@ -80,7 +80,9 @@ class BuildSettings:
     # One thread: on a machine whose cores are busy with other work, two OpenMP threads wait on each
     # other at every barrier; a UNet step measured 2 s with one thread and 2–20 s with two.
     threads: int = 1
-    save_fp16: bool = True  # halves the shipped size; the engine loads it as fp32
+    # UNet and VAE in fp16 (halves the shipped size; the engine loads them as fp32); the text encoder is
+    # stored in fp32 either way (the folder rule in trainer.models.folder_dtypes).
+    save_fp16: bool = True
     # > 0: also save the EMA weights every this many UNet steps as OUT_DIR/snapshots/step-N (a whole
     # pipeline folder), to judge a long build while it runs.  Does not change the result.
     snapshot_every: int = 0
@@ -259,22 +261,17 @@ def _snapshot(step: int, modules: torch.nn.ModuleList, ema: list[torch.Tensor], 
 
 
 def _save_pipeline(out: Path, vae: Any, text_encoder: Any, tokenizer: Any, unet: Any, fp16: bool) -> None:
+    """The caller's modules are not touched (a snapshot's VAE is still in use): fp16 parts are written
+    from copies."""
     import diffusers
+
+    from trainer.models.folder_dtypes import save_diffusers_folder
 
     pipeline = diffusers.StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
         scheduler=diffusers.DDIMScheduler(**SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
-    if fp16:
-        pipeline = copy_to_half(pipeline)
-    pipeline.save_pretrained(out, safe_serialization=True)
-
-
-def copy_to_half(pipeline: Any) -> Any:
-    """The pipeline in fp16 without touching the caller's modules (a snapshot's VAE is still in use)."""
-    import copy
-
-    return copy.deepcopy(pipeline).to(dtype=torch.float16)
+    save_diffusers_folder(pipeline, out, torch.float16 if fp16 else torch.float32)
 
 
 def total_progress_steps(settings: BuildSettings) -> int:
