@@ -1,63 +1,75 @@
-"""LoRA files that other tools load: the kohya format (Automatic1111, ComfyUI, kohya) and diffusers'.
+"""LoRA in training: the adapters put on the model, and the two files they become.
 
-The adapters are trained with peft; ``get_peft_model_state_dict`` gives keys such as
-``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight``.  The kohya
-format names the same module ``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``
-with ``.lora_down.weight`` (A), ``.lora_up.weight`` (B) and a scalar ``.alpha``.  Text encoder
-modules use ``lora_te_`` (SD 1.x/2.x) or ``lora_te1_``/``lora_te2_`` (SDXL's two encoders).
+Adapters are peft's (``add_adapter``): on the UNet modules named in ``lora.target_modules`` and, with
+``lora.train_text_encoder``, on the text encoders' attention projections.  At the end of a run they are
+read module by module (down, up and the scale peft really applies) into the merge room's in-memory form,
+``trainer.merge.lora_files.LoraSet``, and written by the same writers that convert and merge LoRAs:
 
-We write the alpha the user trained with (diffusers' own converter writes alpha = rank, which
-changes the strength of any LoRA trained with alpha ≠ rank) and use ``lora_te_`` for single
-text-encoder models, which is what Automatic1111 expects.
+* ``RUN_NAME.safetensors`` in the kohya format (Automatic1111, ComfyUI, kohya).  It keeps the alpha the
+  user trained with (diffusers' converter writes alpha = rank), ``lora_te_`` for one text encoder, and for
+  SDXL the original-layout (SAI) UNet names kohya itself uses, so ``--network_weights`` continues it.
+* ``diffusers/pytorch_lora_weights.safetensors``, which diffusers' ``load_lora_weights`` and ComfyUI
+  both apply whole (the key spellings are in ``trainer.lora_names``).
+
+Both carry the resolved config in their metadata.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-# Prefixes by model family: which text encoder gets which kohya prefix.
-TEXT_ENCODER_PREFIXES: dict[str, tuple[str, ...]] = {
-    "sd15": ("lora_te",),
-    "sd2": ("lora_te",),
-    "sdxl": ("lora_te1", "lora_te2"),
-}
-UNET_PREFIX = "lora_unet"
+from trainer.lora_names import UnetLayout, kohya_name
+from trainer.merge.lora_files import BASE_MODEL_VERSION, LoraModule, LoraSet, save_lora
 
-# Metadata that kohya-based tools read to show and sort LoRAs.
-BASE_MODEL_VERSION = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+ADAPTER = "default"
 MODELSPEC_ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sd2": "stable-diffusion-v2-768-v/lora",
                           "sdxl": "stable-diffusion-xl-v1-base/lora"}
+DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 
 
-def canonical_text_encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Text-encoder LoRA keys under ``text_model.``, as every tool expects.
+def add_lora_adapters(unet: Any, text_encoders: Sequence[Any], lora: Any, train_text: bool) -> None:
+    """peft adapters with ``lora`` (the config's ``lora`` section) on the UNet, and on the text encoders
+    when ``train_text``; B starts at zero, so the model draws what it drew before."""
+    from peft import LoraConfig
 
-    transformers 5 flattened ``CLIPTextModel`` (``encoder.layers.0…`` instead of
-    ``text_model.encoder.layers.0…``); files named that way load in diffusers but not in
-    Automatic1111 or ComfyUI, so we always write the long-standing layout.
-    """
-    return {key if key.startswith("text_model.") else f"text_model.{key}": value for key, value in state.items()}
+    def config(targets: list[str]) -> LoraConfig:
+        return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          init_lora_weights="gaussian", target_modules=targets)
+
+    unet.add_adapter(config(list(lora.target_modules)))
+    if train_text:
+        for encoder in text_encoders:
+            encoder.add_adapter(config(TEXT_ENCODER_TARGETS))
 
 
-def peft_to_kohya(state: dict[str, torch.Tensor], prefix: str, alpha: float) -> dict[str, torch.Tensor]:
-    """Rename one model's peft LoRA state dict to kohya keys and add an ``.alpha`` per module."""
-    converted: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        for peft_part, kohya_part in ((".lora_A.weight", ".lora_down.weight"), (".lora_B.weight", ".lora_up.weight")):
-            if key.endswith(peft_part):
-                module = key[: -len(peft_part)]
-                name = f"{prefix}_{module.replace('.', '_')}"
-                converted[name + kohya_part] = tensor.detach().to("cpu", torch.float32).contiguous()
-                converted[name + ".alpha"] = torch.tensor(float(alpha))
-                break
-        else:
-            raise ValueError(f"unexpected key in a LoRA state dict: {key!r}")
-    return converted
+def adapter_modules(model: Any) -> dict[str, LoraModule]:
+    """The model's peft LoRA layers by module path: down, up (float32, on the CPU) and the alpha that gives
+    the scale peft applies (``scaling · r``, so rank/alpha patterns and rsLoRA come out right)."""
+    from peft.tuners.lora import LoraLayer
+
+    found: dict[str, LoraModule] = {}
+    for name, layer in model.named_modules():
+        if isinstance(layer, LoraLayer) and ADAPTER in layer.lora_A:
+            down = layer.lora_A[ADAPTER].weight.detach().to("cpu", torch.float32).contiguous()
+            up = layer.lora_B[ADAPTER].weight.detach().to("cpu", torch.float32).contiguous()
+            found[name] = LoraModule(down, up, float(layer.scaling[ADAPTER]) * int(down.shape[0]))
+    return found
+
+
+def lora_set(architecture: str, unet: Any, text_encoders: Sequence[Any]) -> LoraSet:
+    """Everything the adapters learned, keyed by canonical kohya names."""
+    two_encoders = architecture == "sdxl"
+    modules = {kohya_name("unet", path, two_encoders): module for path, module in adapter_modules(unet).items()}
+    for component, encoder in zip(("text_encoder", "text_encoder_2"), text_encoders, strict=False):
+        modules |= {kohya_name(component, path, two_encoders): module
+                    for path, module in adapter_modules(encoder).items()}
+    return LoraSet(modules, {"ss_base_model_version": BASE_MODEL_VERSION[architecture]}, "kohya")
 
 
 def kohya_metadata(architecture: str, rank: int, alpha: float, run_name: str, config: dict[str, Any]) -> dict[str, str]:
@@ -77,22 +89,12 @@ def kohya_metadata(architecture: str, rank: int, alpha: float, run_name: str, co
     }
 
 
-def save_kohya_lora(path: Path, architecture: str, unet_state: dict[str, torch.Tensor],
-                    text_encoder_states: list[dict[str, torch.Tensor]], alpha: float, rank: int, run_name: str,
-                    config: dict[str, Any]) -> Path:
-    """Write ``path`` atomically in the kohya format; ``text_encoder_states`` may be empty."""
-    tensors = peft_to_kohya(unet_state, UNET_PREFIX, alpha)
-    prefixes = TEXT_ENCODER_PREFIXES[architecture]
-    if len(text_encoder_states) > len(prefixes):
-        raise ValueError(f"{architecture} has {len(prefixes)} text encoder(s), got {len(text_encoder_states)} states")
-    for prefix, state in zip(prefixes, text_encoder_states, strict=False):
-        tensors.update(peft_to_kohya(canonical_text_encoder_state(state), prefix, alpha))
-    _atomic_save(tensors, path, kohya_metadata(architecture, rank, alpha, run_name, config))
-    return path
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, staging, metadata=metadata)
-    staging.replace(path)
+def export_lora_files(kohya_path: Path, diffusers_path: Path, architecture: str, unet: Any,
+                      text_encoders: Sequence[Any], rank: int, alpha: float, run_name: str,
+                      config: dict[str, Any]) -> list[Path]:
+    """Write both files atomically; ``text_encoders`` are those that carry adapters (may be empty)."""
+    lora = lora_set(architecture, unet, text_encoders)
+    save_lora(lora, kohya_path, "kohya", kohya_metadata(architecture, rank, alpha, run_name, config),
+              layout=UnetLayout.from_config(unet.config))
+    save_lora(lora, diffusers_path, "diffusers", {"format": "pt", "kamaal.config": json.dumps(config)})
+    return [kohya_path, diffusers_path]

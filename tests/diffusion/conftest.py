@@ -22,6 +22,13 @@ def tiny_sd15(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd2(tmp_path_factory) -> Path:
+    from trainer.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd2", "sd2", seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory) -> Path:
     from trainer.models.tiny import build_tiny_model
 

@@ -61,8 +61,10 @@ def test_lora_learns_and_both_files_reproduce_the_trained_adapter(tmp_path, requ
     prefixes = {key.split("_")[0] + "_" + key.split("_")[1] for key in keys}
     expected_te = {"lora_te"} if arch == "sd15" else {"lora_te1", "lora_te2"}
     assert prefixes == {"lora_unet"} | expected_te
-    assert any(re.fullmatch(r"lora_unet_(down|up)_blocks_\d_attentions_\d_transformer_blocks_\d_attn1_to_q"
-                            r"\.lora_down\.weight", k) for k in keys)
+    # kohya's names: diffusers-style for SD 1.x, the original (SAI) layout for SDXL.
+    block = r"(down|up)_blocks_\d_attentions_\d" if arch == "sd15" else r"(input|output)_blocks_\d+_1"
+    assert any(re.fullmatch(rf"lora_unet_{block}_transformer_blocks_\d_attn1_to_q\.lora_down\.weight", k)
+               for k in keys)
     # Text-encoder keys in the layout Automatic1111 and ComfyUI look up (text_model_…), whatever
     # layout the installed transformers uses internally.
     te_keys = [k for k in keys if k.startswith("lora_te")]

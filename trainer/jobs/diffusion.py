@@ -95,18 +95,11 @@ class DiffusionJob(TrainingJob):
         # The VAE stays in fp32: SDXL's VAE overflows in fp16, and it is not what we train.
         parts.vae.to(self.device, torch.float32)
         if self.uses_lora:
-            from peft import LoraConfig
+            from trainer.lora_formats import add_lora_adapters
 
-            parts.unet.to(self.device, frozen_dtype)
-            parts.unet.add_adapter(LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
-                                              lora_dropout=cfg.lora.dropout, init_lora_weights="gaussian",
-                                              target_modules=list(cfg.lora.target_modules)))
-            for encoder in parts.text_encoders:
-                encoder.to(self.device, frozen_dtype)
-                if self.trains_text:
-                    encoder.add_adapter(LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
-                                                   lora_dropout=cfg.lora.dropout, init_lora_weights="gaussian",
-                                                   target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+            for module in [parts.unet, *parts.text_encoders]:
+                module.to(self.device, frozen_dtype)
+            add_lora_adapters(parts.unet, parts.text_encoders, cfg.lora, self.trains_text)
         else:
             # Full or frozen-layer training: the trained weights need fp32 master copies, so the
             # whole UNet stays fp32 and autocast does the mixed precision.

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.lora_formats import canonical_text_encoder_state, save_kohya_lora
+from trainer.lora_formats import DIFFUSERS_FILE, export_lora_files
 
 if TYPE_CHECKING:
     from trainer.jobs.diffusion import DiffusionJob
@@ -37,29 +37,19 @@ def export_outputs(job: DiffusionJob, output_dir: Path) -> list[Path]:
 
 
 def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
-    import diffusers
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
     cfg = job.config
     unet = job.accelerator.unwrap_model(job.parts.unet)
-    unet_state = get_peft_model_state_dict(unet)
-    encoder_states = [get_peft_model_state_dict(e) for e in job.parts.text_encoders] if job.trains_text else []
-    kohya = save_kohya_lora(output_dir / f"{cfg.output.run_name}.safetensors", cfg.model.architecture, unet_state,
-                            encoder_states, cfg.lora.alpha, cfg.lora.rank, cfg.output.run_name, cfg.to_dict())
-
-    pipeline_class = (diffusers.StableDiffusionXLPipeline if cfg.model.architecture == "sdxl"
-                      else diffusers.StableDiffusionPipeline)
-    layers = {"unet_lora_layers": convert_state_dict_to_diffusers(unet_state),
-              "unet_lora_adapter_metadata": unet.peft_config["default"].to_dict()}
-    for i, (state, encoder) in enumerate(zip(encoder_states, job.parts.text_encoders, strict=False)):
-        name = "text_encoder" if i == 0 else "text_encoder_2"
-        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(canonical_text_encoder_state(state))
-        layers[f"{name}_lora_adapter_metadata"] = encoder.peft_config["default"].to_dict()
+    encoders = list(job.parts.text_encoders) if job.trains_text else []
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
-    pipeline_class.save_lora_weights(staging, **layers)
+    try:
+        kohya, _ = export_lora_files(output_dir / f"{cfg.output.run_name}.safetensors", staging / DIFFUSERS_FILE,
+                                     cfg.model.architecture, unet, encoders, cfg.lora.rank, cfg.lora.alpha,
+                                     cfg.output.run_name, cfg.to_dict())
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     _replace_dir(staging, output_dir / "diffusers")
-    return [kohya, output_dir / "diffusers" / "pytorch_lora_weights.safetensors"]
+    return [kohya, output_dir / "diffusers" / DIFFUSERS_FILE]
 
 
 def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from trainer.errors import InputError
+from trainer.lora_names import kohya_name
 from trainer.merge.convert import pick_dtype, require_safetensors_name, save_pipeline_file, save_pipeline_folder
-from trainer.merge.lora_files import LoraSet, kohya_name, read_lora
+from trainer.merge.lora_files import LoraSet, read_lora
 from trainer.merge.outputs import NullReporter, Reporter, guard_output, provenance, require_input
 from trainer.models.info import DISPLAY_NAME
 

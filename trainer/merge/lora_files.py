@@ -2,17 +2,18 @@
 
 A LoRA is a set of modules, each ``ΔW = up @ down · alpha / rank``:
 
-* kohya (Automatic1111, ComfyUI): ``lora_unet_<module_with_underscores>.lora_down.weight`` / ``.lora_up.weight``
-  / ``.alpha``; text encoders ``lora_te_`` (SD 1.x/2.x) or ``lora_te1_``/``lora_te2_`` (SDXL), always with
-  the ``text_model`` level (``lora_te_text_model_encoder_layers_0_self_attn_q_proj``).
-* diffusers (peft names): ``unet.<module.with.dots>.lora_A.weight`` (down) / ``.lora_B.weight`` (up), text
+* kohya (Automatic1111, ComfyUI, kohya): ``lora_unet_<module_with_underscores>.lora_down.weight`` /
+  ``.lora_up.weight`` / ``.alpha``; SDXL UNet modules named in the original (SAI) layout, as kohya does;
+  text encoders ``lora_te_`` (SD 1.x/2.x) or ``lora_te1_``/``lora_te2_`` (SDXL), with the ``text_model`` level.
+* diffusers: ``unet.<module.with.dots>`` plus one of the spellings diffusers reads (peft's ``lora_A``/``lora_B``,
+  ``.lora.down``/``.lora.up``, the attention-processor ``to_q_lora.down``, ``lora_linear_layer``), text
   encoders under ``text_encoder.``/``text_encoder_2.``.  The scale is ``lora_alpha / r`` from the
-  ``lora_adapter_metadata`` JSON when present, else 1 (diffusers' own convention for files without it).
+  ``lora_adapter_metadata`` JSON or an ``.alpha`` key when present, else 1 (diffusers' own convention).
 
-Modules are keyed by their kohya name.  Kohya → diffusers has to put the dots back; the module names of
-Stable Diffusion's UNet and CLIP are made of a known set of words, some containing underscores
-(``down_blocks``, ``to_q``, ``self_attn``…), so the underscores are split and those words re-joined.
-Fusing into a model does not rely on this: it matches against the model's own module names.
+Modules are keyed by their canonical kohya name (``trainer.lora_names``: diffusers-style for every
+family; SDXL's SAI names are translated when read and written back when an SDXL kohya file is saved), so
+old Kamaal SDXL files with diffusers-style names and kohya's own read the same.  Fusing into a model
+matches against the model's own module names.
 """
 
 from __future__ import annotations
@@ -25,19 +26,19 @@ import torch
 
 from trainer.errors import InputError
 from trainer.fsutil import atomic_write_bytes
+from trainer.lora_names import (
+    DIFFUSERS_DOWN_SUFFIXES,
+    SDXL_LAYOUT,
+    TEXT_ENCODER_PREFIXES,
+    UnetLayout,
+    canonical_name,
+    diffusers_file_keys,
+    kohya_name,
+    parse_diffusers_key,
+    sai_name,
+)
 
 KOHYA_PARTS = {"down": ".lora_down.weight", "up": ".lora_up.weight"}
-DIFFUSERS_PARTS = {"down": ".lora_A.weight", "up": ".lora_B.weight"}
-# diffusers component prefix → kohya prefix, per family of text encoders.
-_TE_PREFIXES = {False: {"text_encoder": "lora_te"}, True: {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}}
-# Words in SD's UNet and CLIP module names that contain an underscore, longest first when matching.
-_COMPOUNDS = {
-    "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "to_q", "to_k", "to_v", "to_out",
-    "proj_in", "proj_out", "conv_in", "conv_out", "conv_shortcut", "time_emb_proj", "time_embedding",
-    "linear_1", "linear_2", "add_embedding", "conv_norm_out", "text_model", "self_attn", "q_proj", "k_proj",
-    "v_proj", "out_proj", "layer_norm1", "layer_norm2", "final_layer_norm", "token_embedding",
-    "position_embedding", "text_projection", "add_k_proj", "add_v_proj",
-}
 BASE_MODEL_VERSION = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 
 
@@ -90,7 +91,7 @@ class LoraSet:
 def detect_lora_format(keys: list[str]) -> str:
     if any(k.endswith(KOHYA_PARTS["down"]) for k in keys):
         return "kohya"
-    if any(k.endswith(DIFFUSERS_PARTS["down"]) for k in keys):
+    if any(k.endswith(DIFFUSERS_DOWN_SUFFIXES) for k in keys):
         return "diffusers"
     return "unknown"
 
@@ -129,6 +130,18 @@ def _pair(down: torch.Tensor | None, up: torch.Tensor | None, name: str, path: P
         raise InputError(f"{what}: {path} module {name} has mismatched ranks ({down.shape[0]} vs {up.shape[1]})")
 
 
+def _refuse_unknown(unknown: list[str], path: Path, what: str) -> None:
+    if unknown:
+        raise InputError(f"{what}: {path} holds {len(unknown)} tensor(s) that are not plain LoRA weights "
+                         f"(first: {unknown[0]}); LoHa/LoKr and DoRA files are not supported")
+
+
+def _add(modules: dict[str, LoraModule], name: str, module: LoraModule, path: Path, what: str) -> None:
+    if name in modules:  # the same module under two spellings (SAI and diffusers-style)
+        raise InputError(f"{what}: {path} holds module {name} twice, under two names")
+    modules[name] = module
+
+
 def _kohya_modules(tensors: dict[str, torch.Tensor], path: Path, what: str) -> dict[str, LoraModule]:
     names = sorted({k[: -len(KOHYA_PARTS["down"])] for k in tensors if k.endswith(KOHYA_PARTS["down"])})
     modules: dict[str, LoraModule] = {}
@@ -136,11 +149,10 @@ def _kohya_modules(tensors: dict[str, torch.Tensor], path: Path, what: str) -> d
         down, up = tensors.get(name + KOHYA_PARTS["down"]), tensors.get(name + KOHYA_PARTS["up"])
         _pair(down, up, name, path, what)
         alpha = tensors.get(name + ".alpha")
-        modules[name] = LoraModule(down, up, float(alpha) if alpha is not None else float(down.shape[0]))
-    unknown = [k for k in tensors if not k.endswith((KOHYA_PARTS["down"], KOHYA_PARTS["up"], ".alpha"))]
-    if unknown:
-        raise InputError(f"{what}: {path} holds {len(unknown)} tensor(s) that are not plain LoRA weights "
-                         f"(first: {unknown[0]}); LoHa/LoKr and DoRA files are not supported")
+        _add(modules, canonical_name(name),
+             LoraModule(down, up, float(alpha) if alpha is not None else float(down.shape[0])), path, what)
+    _refuse_unknown([k for k in tensors if not k.endswith((KOHYA_PARTS["down"], KOHYA_PARTS["up"], ".alpha"))],
+                    path, what)
     return modules
 
 
@@ -165,83 +177,62 @@ def _diffusers_alphas(metadata: dict[str, str]) -> dict[str, tuple[int, float, d
 
 def _diffusers_modules(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path,
                        what: str) -> dict[str, LoraModule]:
-    keys = [k for k in tensors if k.endswith(DIFFUSERS_PARTS["down"])]
-    two_encoders = any(k.startswith("text_encoder_2.") for k in tensors)
-    prefixes = {"unet": "lora_unet", **_TE_PREFIXES[two_encoders]}
+    """Every diffusers spelling, mixed or not; alphas from ``.alpha`` keys, adapter metadata, or 1."""
+    parts: dict[tuple[str, str], dict[str, tuple[str, torch.Tensor]]] = {}
+    unknown: list[str] = []
+    for key, tensor in tensors.items():
+        parsed = parse_diffusers_key(key)
+        if parsed is None:
+            if not key.endswith(".alpha"):
+                unknown.append(key)
+            continue
+        component, module, part = parsed
+        parts.setdefault((component, module), {})[part] = (key, tensor)
+    _refuse_unknown(unknown, path, what)
+    two_encoders = any(component == "text_encoder_2" for component, _ in parts)
     scales = _diffusers_alphas(metadata)
     modules: dict[str, LoraModule] = {}
-    for key in keys:
-        full = key[: -len(DIFFUSERS_PARTS["down"])]
-        component, _, module = full.partition(".")
-        if component not in prefixes:
+    for (component, module), found in sorted(parts.items()):
+        if component not in ("unet", *TEXT_ENCODER_PREFIXES[two_encoders]):
             raise InputError(f"{what}: {path} has LoRA weights for {component!r}; expected unet, text_encoder "
                              "or text_encoder_2")
-        down, up = tensors[key], tensors.get(full + DIFFUSERS_PARTS["up"])
-        _pair(down, up, full, path, what)
-        rank = int(down.shape[0])
-        if (explicit := tensors.get(full + ".alpha")) is not None:
+        down, up = found.get("down", ("", None))[1], found.get("up", ("", None))[1]
+        _pair(down, up, f"{component}.{module}", path, what)
+        assert down is not None and up is not None
+        explicit = tensors.get(f"{component}.{module}.alpha")
+        if explicit is not None:
             alpha = float(explicit)
         elif component in scales:
             _, default_alpha, _, alpha_pattern = scales[component]
             alpha = float(alpha_pattern.get(module, default_alpha))
         else:
-            alpha = float(rank)  # no alpha recorded: scale 1, as diffusers loads it
-        modules[kohya_name(component, module, two_encoders)] = LoraModule(down, up, alpha)  # type: ignore[arg-type]
+            alpha = float(down.shape[0])  # no alpha recorded: scale 1, as diffusers loads it
+        _add(modules, kohya_name(component, module, two_encoders), LoraModule(down, up, alpha), path, what)
     return modules
 
 
-def kohya_name(component: str, module: str, two_encoders: bool) -> str:
-    """``("text_encoder", "encoder.layers.0.self_attn.q_proj")`` → ``lora_te_text_model_encoder_…``"""
-    if component == "unet":
-        return "lora_unet_" + module.replace(".", "_")
-    if not module.startswith("text_model.") and not module.startswith("text_projection"):
-        module = "text_model." + module  # transformers 5 flattened CLIP; files keep the classic names
-    return f"{_TE_PREFIXES[two_encoders][component]}_{module.replace('.', '_')}"
-
-
-def diffusers_key(name: str) -> str:
-    """``lora_unet_down_blocks_0_attentions_0_…_to_q`` → ``unet.down_blocks.0.attentions.0.….to_q``"""
-    for prefix, component in (("lora_unet_", "unet"), ("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2"),
-                              ("lora_te_", "text_encoder")):
-        if name.startswith(prefix):
-            return f"{component}.{_dotted(name[len(prefix):])}"
-    raise InputError(f"LoRA module {name} has no known prefix (lora_unet_, lora_te_, lora_te1_, lora_te2_)")
-
-
-def _dotted(underscored: str) -> str:
-    words = underscored.split("_")
-    parts: list[str] = []
-    i = 0
-    while i < len(words):
-        for width in (3, 2):
-            joined = "_".join(words[i: i + width])
-            if i + width <= len(words) and joined in _COMPOUNDS:
-                parts.append(joined)
-                i += width
-                break
-        else:
-            parts.append(words[i])
-            i += 1
-    return ".".join(parts)
-
-
-def kohya_tensors(lora: LoraSet) -> dict[str, torch.Tensor]:
+def kohya_tensors(lora: LoraSet, layout: UnetLayout | None = None) -> dict[str, torch.Tensor]:
+    """Kohya keys; an SDXL LoRA's UNet modules in the SAI layout kohya itself uses (``layout`` of the model
+    it was trained on, else the standard SDXL one)."""
+    sdxl = lora.family() == "sdxl"
     tensors: dict[str, torch.Tensor] = {}
     for name, module in sorted(lora.modules.items()):
-        tensors[name + KOHYA_PARTS["down"]] = module.down.contiguous()
-        tensors[name + KOHYA_PARTS["up"]] = module.up.contiguous()
-        tensors[name + ".alpha"] = torch.tensor(float(module.alpha), dtype=torch.float32)
+        key = sai_name(name, layout or SDXL_LAYOUT) if sdxl else name
+        tensors[key + KOHYA_PARTS["down"]] = module.down.contiguous()
+        tensors[key + KOHYA_PARTS["up"]] = module.up.contiguous()
+        tensors[key + ".alpha"] = torch.tensor(float(module.alpha), dtype=torch.float32)
     return tensors
 
 
 def diffusers_tensors(lora: LoraSet) -> dict[str, torch.Tensor]:
-    """Diffusers' format has no per-module alpha: the scale is folded into ``up`` (scale 1 on load)."""
+    """The diffusers file that diffusers and ComfyUI both apply whole (``trainer.lora_names``); it has no
+    per-module alpha, so the scale is folded into ``up`` (scale 1 on load)."""
     tensors: dict[str, torch.Tensor] = {}
     for name, module in sorted(lora.modules.items()):
-        key = diffusers_key(name)
+        down_key, up_key = diffusers_file_keys(name)
         up = module.up.float() * module.scale
-        tensors[key + DIFFUSERS_PARTS["down"]] = module.down.contiguous()
-        tensors[key + DIFFUSERS_PARTS["up"]] = up.to(module.up.dtype).contiguous()
+        tensors[down_key] = module.down.contiguous()
+        tensors[up_key] = up.to(module.up.dtype).contiguous()
     return tensors
 
 
@@ -258,12 +249,12 @@ def kohya_metadata(lora: LoraSet, architecture: str | None, title: str) -> dict[
     return metadata
 
 
-def save_lora(lora: LoraSet, path: Path, fmt: str, metadata: dict[str, str]) -> Path:
+def save_lora(lora: LoraSet, path: Path, fmt: str, metadata: dict[str, str], layout: UnetLayout | None = None) -> Path:
     """Write ``lora`` to ``path`` atomically in ``fmt`` ('kohya' or 'diffusers')."""
     from safetensors.torch import save
 
     if fmt not in ("kohya", "diffusers"):
         raise InputError(f"format must be kohya or diffusers, got {fmt!r}")
-    tensors = kohya_tensors(lora) if fmt == "kohya" else diffusers_tensors(lora)
+    tensors = kohya_tensors(lora, layout) if fmt == "kohya" else diffusers_tensors(lora)
     atomic_write_bytes(path, save(tensors, metadata={k: str(v) for k, v in metadata.items()}))
     return path

@@ -45,38 +45,41 @@ def _rename_resnet(rest: str) -> str:
     return f"{_RESNET_NAMES.get(name, name)}.{tail}"
 
 
+def unet_key_to_original(key: str, layers_per_block: int, attention_levels: set[int]) -> str:
+    """One UNet weight's original-layout name, without the ``model.diffusion_model.`` prefix
+    (``down_blocks.1.attentions.0.proj_in.weight`` → ``input_blocks.4.1.proj_in.weight``).
+    ``attention_levels`` = indices of the up blocks that have cross-attention."""
+    per_level = layers_per_block + 1
+    module, _, param = key.rpartition(".")
+    if module in _UNET_TOP:
+        return f"{_UNET_TOP[module]}.{param}"
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = 1 + level * per_level + j
+        return f"input_blocks.{index}.0.{_rename_resnet(rest)}" if kind == "resnets" else \
+            f"input_blocks.{index}.1.{rest}"
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"input_blocks.{(int(m[1]) + 1) * per_level}.0.op.{m[2]}"
+    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
+        return f"middle_block.{2 * int(m[1])}.{_rename_resnet(m[2])}"
+    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
+        return f"middle_block.1.{m[1]}"
+    if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = level * per_level + j
+        return f"output_blocks.{index}.0.{_rename_resnet(rest)}" if kind == "resnets" else \
+            f"output_blocks.{index}.1.{rest}"
+    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+        level = int(m[1])
+        slot = 2 if level in attention_levels else 1
+        return f"output_blocks.{level * per_level + layers_per_block}.{slot}.conv.{m[2]}"
+    raise ValueError(f"no original-layout name for UNet weight {key}")
+
+
 def unet_to_original(unet: Tensors, layers_per_block: int, attention_levels: set[int]) -> dict[str, torch.Tensor]:
     """UNet weights; ``attention_levels`` = indices of the up blocks that have cross-attention."""
-    out: dict[str, torch.Tensor] = {}
-    per_level = layers_per_block + 1
-    for key, value in unet.items():
-        module, _, param = key.rpartition(".")
-        if module in _UNET_TOP:
-            new = f"{_UNET_TOP[module]}.{param}"
-        elif m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-            index = 1 + level * per_level + j
-            new = f"input_blocks.{index}.0.{_rename_resnet(rest)}" if kind == "resnets" else \
-                f"input_blocks.{index}.1.{rest}"
-        elif m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-            new = f"input_blocks.{(int(m[1]) + 1) * per_level}.0.op.{m[2]}"
-        elif m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
-            new = f"middle_block.{2 * int(m[1])}.{_rename_resnet(m[2])}"
-        elif m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
-            new = f"middle_block.1.{m[1]}"
-        elif m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-            index = level * per_level + j
-            new = f"output_blocks.{index}.0.{_rename_resnet(rest)}" if kind == "resnets" else \
-                f"output_blocks.{index}.1.{rest}"
-        elif m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-            level = int(m[1])
-            slot = 2 if level in attention_levels else 1
-            new = f"output_blocks.{level * per_level + layers_per_block}.{slot}.conv.{m[2]}"
-        else:
-            raise ValueError(f"no original-layout name for UNet weight {key}")
-        out[UNET_PREFIX + new] = value
-    return out
+    return {UNET_PREFIX + unet_key_to_original(key, layers_per_block, attention_levels): value
+            for key, value in unet.items()}
 
 
 def vae_to_original(vae: Tensors, levels: int) -> dict[str, torch.Tensor]:
