@@ -17,19 +17,23 @@ class PreviewGrid(QScrollArea):
         self.setObjectName("mergePreviewGrid")
         self.setWidgetResizable(True)
         self.images: list[QLabel] = []
-        self._empty = QLabel("Run an operation, then press Preview: the same prompts and seeds drawn by the "
-                             "inputs and by the result, side by side.")
-        self._empty.setWordWrap(True)
-        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._empty.setProperty("role", "hint")
         self.clear()
+
+    # Each page (the hint, or a grid) is a new widget with everything on it as its children:
+    # setWidget deletes the page it replaces, so nothing on a page may outlive it (a hint label kept
+    # across pages was deleted with the first preview, and the next clear() raised on it).
 
     def clear(self) -> None:
         self.images = []
         holder = QWidget()
         layout = QVBoxLayout(holder)
-        self._empty.setParent(None)
-        layout.addWidget(self._empty, 1)
+        hint = QLabel("Run an operation, then press Preview: the same prompts and seeds drawn by the "
+                      "inputs and by the result, side by side.")
+        hint.setObjectName("mergePreviewHint")
+        hint.setWordWrap(True)
+        hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        hint.setProperty("role", "hint")
+        layout.addWidget(hint, 1)
         self.setWidget(holder)
 
     def show_result(self, result: dict[str, Any]) -> None:

@@ -66,3 +66,45 @@ def test_incompatible_models_show_the_reason(qtbot, panel, tmp_path, sd15_a, sdx
     run_and_wait(qtbot, panel, panel.run_button)
     assert "Cannot do this" in panel.result_note.text() and "is SDXL but model A is" in panel.result_note.text()
     assert not (tmp_path / "never").exists() and not panel.preview_button.isEnabled()
+
+
+def _write_png(path, color) -> str:
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), color).save(path)
+    return str(path)
+
+
+def finish(panel: MergePanel, event) -> None:
+    """What the runner signals when its task is done (the task itself is not run here)."""
+    panel.runner.done.emit(event)
+    panel.runner.busyChanged.emit(False)
+
+
+def test_merge_works_after_two_previews(qtbot, panel, tmp_path, monkeypatch):
+    """Showing a preview used to delete the grid's hint label with the old page, so the next Merge click
+    (which clears the grid) raised "Internal C++ object (QLabel) already deleted" and did nothing."""
+    from trainer.protocol import TaskDone
+
+    started: list[str] = []
+    monkeypatch.setattr(panel.runner, "start", lambda task, args: started.append(task))
+    choose_checkpoints(panel, tmp_path / "a", tmp_path / "b", tmp_path / "merged")
+    panel.run_button.click()
+    assert started == ["merge-checkpoints"]
+    finish(panel, TaskDone("merge-checkpoints", {"outputs": [str(tmp_path / "merged")]}))
+    assert panel.preview_button.isEnabled()
+
+    for n, color in enumerate(("red", "blue")):
+        images = [_write_png(tmp_path / f"{n}-{row}.png", color) for row in range(3)]
+        panel.preview_button.click()
+        assert started[-1] == "merge-preview"
+        rows = [{"label": label, "images": [path]} for label, path in zip("ABM", images, strict=True)]
+        finish(panel, TaskDone("merge-preview", {"out_dir": str(tmp_path), "columns": ["p"], "rows": rows}))
+        assert len(panel.grid.images) == 3 and all(not image.pixmap().isNull() for image in panel.grid.images)
+
+    panel.run_button.click()  # the old code raised here (in the slot) and never started the task
+    assert started[-1] == "merge-checkpoints" and len(started) == 4
+    from PySide6.QtWidgets import QLabel
+
+    assert panel.grid.images == [] and panel.grid.widget().findChild(QLabel, "mergePreviewHint") is not None
+    panel.grid.clear()  # clearing twice is fine too
