@@ -37,11 +37,28 @@ from desktop_app.run_model import Curves
 from desktop_app.sample_grid import SampleGrid
 from desktop_app.sample_history import SampleHistory, read_sample_history
 from desktop_app.session import SessionState, TrainingSession
+from trainer.config import Config
 from trainer.runfolder import RunFolder
 
 STATUS_TEXT = {"finished": "✔ finished", "stopped": "■ stopped", "interrupted": "⚠ interrupted",
                "failed": "✖ failed", "broken": "✖ unreadable", "running": "● running"}
 
+
+
+def output_purpose(relative: Path, config: Config | None) -> str:
+    """Which tool each output file is for (the Outputs tab says it beside the name)."""
+    if config is None or config.mode == "toy":
+        return ""
+    lora = config.mode == "lora" or (config.mode == "dreambooth" and not config.dreambooth.train_full_unet)
+    if relative.parts[0] == "diffusers":
+        if lora:
+            return "LoRA for diffusers (pipe.load_lora_weights) and ComfyUI"
+        return ("the diffusers model folder, for Pipeline.from_pretrained"
+                if relative.as_posix() == "diffusers/model_index.json" else "")
+    if relative.suffix == ".safetensors" and len(relative.parts) == 1:
+        return ("LoRA, kohya format: Automatic1111, Forge, ComfyUI, kohya (continue with --network_weights)" if lora
+                else "single-file checkpoint: Automatic1111, Forge, ComfyUI")
+    return ""
 
 class CurvesSource(QObject):
     """What :class:`LossPlot` reads, for a finished run (the live plot reads the run model)."""
@@ -211,7 +228,9 @@ class RunsPage(QWidget):
                                         if run.config_path.is_file() else "")
         self.outputs_view.clear()
         for path in summary.outputs:
-            self.outputs_view.addItem(str(path.relative_to(run.output_dir)))
+            relative = path.relative_to(run.output_dir)
+            purpose = output_purpose(relative, summary.config)
+            self.outputs_view.addItem(f"{relative}  —  {purpose}" if purpose else str(relative))
         if not summary.outputs:
             self.outputs_view.addItem("(no outputs: the run did not finish or was stopped without saving)")
         self.log_view.setPlainText(_tail(run.log_path))

@@ -118,3 +118,22 @@ def test_sample_now_and_save_now_beside_pause_and_stop(qtbot, make_window):
         click(qtbot, controls.stop_button)
     assert finished.args[0].stopped and finished.args[0].outputs  # Stop saves the outputs
     qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)
+
+
+def test_outputs_say_which_tool_each_file_is_for(tmp_path):
+    from pathlib import Path
+
+    from desktop_app.runs_page import output_purpose
+    from trainer.config import config_from_dict
+
+    def config(mode: str, **sections):
+        return config_from_dict({"mode": mode, "model": {"architecture": "sd15", "path": str(tmp_path)},
+                                 "dataset": {"path": str(tmp_path)}, **sections})
+
+    lora, full = config("lora"), config("dreambooth", dreambooth={"train_full_unet": True})
+    assert "kohya" in output_purpose(Path("run.safetensors"), lora)
+    assert "ComfyUI" in output_purpose(Path("diffusers/pytorch_lora_weights.safetensors"), lora)
+    assert "single-file checkpoint" in output_purpose(Path("run.safetensors"), full)
+    assert "from_pretrained" in output_purpose(Path("diffusers/model_index.json"), full)
+    assert output_purpose(Path("diffusers/unet/diffusion_pytorch_model.safetensors"), full) == ""
+    assert output_purpose(Path("toy.safetensors"), None) == ""
