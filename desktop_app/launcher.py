@@ -59,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               "QT_QPA_PLATFORM=offscreen.", file=sys.stderr)
         return 1
 
+    if args.screenshot is None:
+        from desktop_app.platform_check import check_window_platform
+
+        if (problem := check_window_platform()) is not None:
+            print(problem, file=sys.stderr)
+            return 1
+
     from desktop_app.app import run_app  # Qt from here on
 
     return run_app(project_dir=args.project, demo=args.demo, preset=preset, screenshot=args.screenshot)
