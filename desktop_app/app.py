@@ -29,8 +29,13 @@ def run_app(*, project_dir: Path | None, demo: bool, preset: Path, screenshot: P
     if folder is None and not demo:
         last = settings.value("lastProject")
         folder = Path(str(last)) if last and Project.is_project(Path(str(last))) else None
+    note = None
     try:
-        project = Project.open_or_create(folder or paths.demo_project_dir(), preset)
+        demo_dir = paths.demo_project_dir()
+        if folder is None or Path(folder).expanduser().resolve() == demo_dir.resolve():
+            project, note = Project.open_demo(demo_dir, preset)
+        else:
+            project = Project.open_or_create(folder, preset)
     except (ConfigError, OSError) as exc:
         message = f"Cannot open the project: {exc}"
         print(f"kamaal: {message}", file=sys.stderr)
@@ -39,6 +44,9 @@ def run_app(*, project_dir: Path | None, demo: bool, preset: Path, screenshot: P
         return 2
 
     window = MainWindow(project, settings=None if screenshot else settings)
+    if note:
+        print(f"kamaal: {note}", file=sys.stderr)
+        window.statusBar().showMessage(note, 30_000)
     if screenshot is not None:
         return save_screenshot(window, screenshot)
     window.show()

@@ -89,10 +89,12 @@ def run_headless_demo(preset: Path) -> int:
     print("kamaal: no display found (DISPLAY and WAYLAND_DISPLAY are not set), so the demo runs headless "
           "in this terminal. Ctrl-C stops it and saves.", flush=True)
     try:
-        project = Project.open_or_create(paths.demo_project_dir(), preset)
+        project, note = Project.open_demo(paths.demo_project_dir(), preset)
     except (ConfigError, OSError) as exc:
         print(f"kamaal: cannot open the demo project: {exc}", file=sys.stderr)
         return 2
+    if note:
+        print(f"kamaal: {note}", flush=True)
     run_dir = project.new_run_dir()
     # The project's own settings: the preset's, with its pictures copied into the project (or what the
     # user changed since in the app).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,60 @@ def test_a_user_preset_keeps_its_folders(tmp_path):
         update={"path": str(tmp_path / "mine")})}), preset)
     project = Project.create(tmp_path / "p", preset)
     assert Path(project.config.dataset.path) == tmp_path / "mine"
+
+
+def fake_resources(root: Path, picture: bytes = b"red") -> Path:
+    """A miniature of the app's resources/: a preset naming a bundled model and a bundled dataset."""
+    (root / "models" / "m").mkdir(parents=True)
+    (root / "models" / "m" / "weights.bin").write_bytes(b"model")
+    (root / "demo" / "dataset").mkdir(parents=True)
+    (root / "demo" / "dataset" / "a.png").write_bytes(picture)
+    (root / "demo" / "dataset" / "a.txt").write_text("a sks shape")
+    (root / "presets").mkdir()
+    (root / "presets" / "demo.toml").write_text(
+        'mode = "lora"\n[model]\narchitecture = "sd15"\npath = "../models/m"\n'
+        '[dataset]\npath = "../demo/dataset"\n[training]\nsteps = 7\n')
+    return root
+
+
+def test_the_demo_project_follows_its_bundled_inputs_when_they_move_or_change(tmp_path):
+    first = fake_resources(tmp_path / "clone-1" / "resources")
+    demo_dir = tmp_path / "data" / "projects" / "demo"
+    project, note = Project.open_demo(demo_dir, first / "presets" / "demo.toml", bundled=first)
+    assert note is None and Path(project.config.model.path) == (first / "models" / "m").resolve()
+    dataset = Path(project.config.dataset.path)
+    assert dataset.parent == demo_dir / "datasets"
+    project.save(project.config.model_copy(update={"training": project.config.training.model_copy(
+        update={"steps": 9})}))  # the person's own change
+    (project.runs_dir / "run-1").mkdir()
+
+    again, note = Project.open_demo(demo_dir, first / "presets" / "demo.toml", bundled=first)
+    assert note is None and again.config.training.steps == 9  # same install: nothing to refresh
+
+    # A second checkout: the same resources somewhere else.  The settings follow them, edits kept.
+    second = tmp_path / "clone-2" / "resources"
+    shutil.copytree(first, second)
+    moved, note = Project.open_demo(demo_dir, second / "presets" / "demo.toml", bundled=second)
+    assert note and "moved" in note and (demo_dir / "project.toml.before-refresh").is_file()
+    assert Path(moved.config.model.path) == (second / "models" / "m").resolve()
+    assert moved.config.training.steps == 9 and Path(moved.config.dataset.path) == dataset
+    assert (moved.runs_dir / "run-1").is_dir()
+
+    # An upgrade changed a shipped picture: settings from the new preset, the new pictures copied beside.
+    (second / "demo" / "dataset" / "a.png").write_bytes(b"blue")
+    upgraded, note = Project.open_demo(demo_dir, second / "presets" / "demo.toml", bundled=second)
+    assert note and "changed" in note
+    assert (Path(upgraded.config.dataset.path) / "a.png").read_bytes() == b"blue"
+    assert (dataset / "a.png").read_bytes() == b"red"  # the old copy (and any edits in it) is kept
+    assert (upgraded.runs_dir / "run-1").is_dir()
+    assert Project.open_demo(demo_dir, second / "presets" / "demo.toml", bundled=second)[1] is None
+
+
+def test_a_demo_project_from_before_the_record_is_refreshed_once(tmp_path):
+    resources = fake_resources(tmp_path / "resources")
+    demo_dir = tmp_path / "demo"
+    Project.create(demo_dir, resources / "presets" / "demo.toml", resources)  # what earlier versions made
+    _, note = Project.open_demo(demo_dir, resources / "presets" / "demo.toml", bundled=resources)
+    assert note and (demo_dir / "bundled.json").is_file()
+    assert sorted(p.name for p in (demo_dir / "datasets").iterdir()) == ["dataset"]  # unchanged copy reused
+    assert Project.open_demo(demo_dir, resources / "presets" / "demo.toml", bundled=resources)[1] is None
