@@ -22,6 +22,7 @@ from trainer.process import QueueCommands
 from trainer.protocol import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
+    Activity,
     CheckpointSaved,
     Event,
     Failed,
@@ -40,6 +41,7 @@ class TerminalEvents:
 
     def __init__(self) -> None:
         self._bar = None
+        self._mode = ""
         self.failed: Failed | None = None
         self.finished: Finished | None = None
 
@@ -48,9 +50,15 @@ class TerminalEvents:
 
         if isinstance(event, Started):
             print(f"Run folder: {event.run_dir}", flush=True)
+            self._mode = event.mode
             self._bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True,
                              desc=event.mode, file=sys.stderr)
+        elif isinstance(event, Activity) and self._bar is not None:  # the bar says what the trainer is doing
+            count = f" {event.done}/{event.total}" if event.total else ""
+            self._bar.set_description_str(f"{self._mode}: {event.text}{count}")
         elif isinstance(event, Progress) and self._bar is not None:
+            if self._bar.desc != self._mode:
+                self._bar.set_description_str(self._mode, refresh=False)
             self._bar.update(event.step - self._bar.n)
             postfix = {"loss": f"{event.loss:.4g}", "lr": f"{event.lr:.2e}"}
             if event.heldout_loss is not None:
@@ -74,6 +82,8 @@ class TerminalEvents:
             print(f"{'Stopped' if event.stopped else 'Finished'} at step {event.step}.")
             for path in event.outputs:
                 print(f"Output: {path}")
+            for warning in event.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
             print(f"Run folder: {event.run_dir}", flush=True)
 
     def _write(self, text: str) -> None:
@@ -89,11 +99,15 @@ class TerminalEvents:
 
 
 class InterruptCommands(QueueCommands):
-    """Commands from the keyboard: the first Ctrl-C asks for a Stop with save, a second aborts."""
+    """Commands from the keyboard: the first Ctrl-C asks for a Stop with save; a second only says that it is
+    still saving (people press it again out of impatience, and the save may take minutes); the third aborts
+    without saving."""
+
+    ABORT_AT = 3
 
     def __init__(self) -> None:
         super().__init__(queue.SimpleQueue())
-        self._interrupted = False
+        self._interrupts = 0
         self._previous = None
 
     def __enter__(self) -> InterruptCommands:
@@ -104,12 +118,16 @@ class InterruptCommands(QueueCommands):
         signal.signal(signal.SIGINT, self._previous)
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
-        if self._interrupted:
+        self._interrupts += 1
+        if self._interrupts >= self.ABORT_AT:
             raise KeyboardInterrupt
-        self._interrupted = True
-        print("\nStopping after this step and saving… (Ctrl-C again to abort without saving)",
-              file=sys.stderr, flush=True)
-        self._queue.put(Stop(save=True))
+        if self._interrupts == 1:
+            print("\nStopping after this step and saving a checkpoint and the outputs…",
+                  file=sys.stderr, flush=True)
+            self._queue.put(Stop(save=True))
+        else:
+            print("\nStill stopping: the checkpoint and the outputs are being saved. Press Ctrl-C once more to "
+                  "abort without saving (what is not saved yet is lost).", file=sys.stderr, flush=True)
 
 
 def _run(run_dir: Path, resume: bool) -> int:

@@ -114,6 +114,20 @@ class Resumed:
 
 
 @dataclass(frozen=True)
+class Activity:
+    """What the trainer is busy with outside the training steps: "saving checkpoint", "writing outputs",
+    "drawing final samples" (``done`` of ``total``; ``total`` 0 when it is one piece).
+
+    Sent before each piece of long work and after each part of a loop, so a silence means "one piece
+    is taking long", never "finished": the GUI keeps waiting for a Stop as long as these arrive.
+    """
+
+    text: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
 class Log:
     level: str  # "info", "warning", "error"
     message: str
@@ -135,6 +149,7 @@ class Finished:
     step: int
     stopped: bool  # True when a Stop command ended the run early
     outputs: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)  # what went wrong after the save (final samples)
 
 
 @dataclass(frozen=True)
@@ -154,7 +169,7 @@ class TaskDone:
     result: dict = field(default_factory=dict)
 
 
-Event = (Started | Progress | LayerWeights | Sample | CheckpointSaved | Paused | Resumed
+Event = (Started | Progress | LayerWeights | Sample | CheckpointSaved | Paused | Resumed | Activity
          | Log | Failed | Finished | TaskProgress | TaskDone)
 
 # Exit codes of the CLI and of the trainer process.

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from trainer import distributed
@@ -25,6 +27,7 @@ from trainer.protocol import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_OK,
+    Activity,
     CheckpointSaved,
     Event,
     Failed,
@@ -44,6 +47,7 @@ from trainer.runlog import CommandSource, EventSink, MetricsWriter, close_logger
 from trainer.telemetry import MemoryMeter, Speedometer
 
 PAUSE_POLL_S = 0.1
+SLOW_SAVE_ENV = "KAMAAL_TEST_SLOW_SAVE"  # test hook, see _slow_save_for_tests
 
 
 def go_offline() -> None:
@@ -84,6 +88,21 @@ def run_worker(run_dir: Path, commands: CommandSource, sink: EventSink, resume: 
         return EXIT_ERROR
     finally:
         close_logger(logger)
+
+
+def _slow_save_for_tests(report: Callable[[str, int, int], None], text: str) -> None:
+    """Test hook: with ``KAMAAL_TEST_SLOW_SAVE="SECONDS[/EVERY]"`` in the environment each part of the end-of-run
+    save takes SECONDS longer, announcing ``text`` every EVERY seconds (default: once, then silence).  GUI tests
+    play a save of many minutes in seconds this way, against session timeouts scaled the same way."""
+    spec = os.environ.get(SLOW_SAVE_ENV, "")
+    if not spec:
+        return
+    seconds_text, _, every_text = spec.partition("/")
+    seconds = float(seconds_text)
+    parts = max(1, math.ceil(seconds / float(every_text))) if every_text else 1
+    for done in range(parts):
+        report(text, done, parts)
+        time.sleep(seconds / parts)
 
 
 class FailuresOnly:
@@ -170,16 +189,35 @@ class _Loop:
         stopped = self.stop_requested is not None
         save = not stopped or self.stop_requested.save  # type: ignore[union-attr]
         outputs: list[Path] = []
+        warnings: list[str] = []
         if save:
-            job.preview(step)
+            # Save first, then sample: the checkpoint and the outputs never hang on the final samples
+            # (a sampler failure used to lose the whole run).  Each part is announced (Activity), so a
+            # Stop in the GUI waits for as long as this takes.
             if self.last_checkpoint_step != step:
+                _slow_save_for_tests(self._activity, "saving checkpoint")
                 self._checkpoint(job, step, speed)
+            _slow_save_for_tests(self._activity, "writing outputs")
+            self._activity("writing outputs")
             outputs = job.export(self.run_folder.output_dir) if self.dist.is_main else []
             self.log.info("Wrote %s", ", ".join(str(p) for p in outputs))
+            warnings += self._final_samples(job, step)
         self.dist.barrier()  # the others wait until the main process has written everything
         self.log.info("%s at step %d of %d", "Stopped" if stopped else "Finished", step, total)
-        self.sink.emit(Finished(str(self.run_folder.root), step, stopped, tuple(str(p) for p in outputs)))
+        self.sink.emit(Finished(str(self.run_folder.root), step, stopped, tuple(str(p) for p in outputs),
+                                tuple(warnings)))
         return EXIT_OK
+
+    def _final_samples(self, job: TrainingJob, step: int) -> list[str]:
+        """Draw the finished model's samples; everything is saved by now, so a failure costs only the pictures."""
+        try:
+            job.preview(step, final=True)
+        except Exception as exc:  # any failure here: the saved run stays
+            self.log.error("The final samples failed (the checkpoint and outputs are saved):\n%s",
+                           traceback.format_exc())
+            return [f"The final samples failed: {type(exc).__name__}: {exc}. "
+                    "The checkpoint and the outputs were saved before them."]
+        return []
 
     # ------------------------------------------------------------------ commands
 
@@ -224,7 +262,12 @@ class _Loop:
                                 eta_s=speed.eta_s(step), elapsed_s=speed.elapsed_s, memory_bytes=used,
                                 memory_kind=memory.kind, peak_memory_bytes=peak, heldout_loss=heldout))
 
+    def _activity(self, text: str, done: int = 0, total: int = 0) -> None:
+        if self.dist.is_main:
+            self.sink.emit(Activity(text, done, total))
+
     def _checkpoint(self, job: TrainingJob, step: int, speed: Speedometer) -> None:
+        self._activity("saving checkpoint")
         info = {"mode": self.config.mode, "total_steps": self.config.training.steps, "elapsed_s": speed.elapsed_s,
                 "processes": self.dist.world_size}
         weights, training_state = job.checkpoint_weights(), job.training_state()  # collective: every process

@@ -135,6 +135,39 @@ def test_ctrl_c_stops_cleanly_with_a_save(tmp_path):
     assert run.read_metrics()[-1]["step"] <= step
 
 
+def test_a_second_ctrl_c_says_it_is_still_saving_and_the_save_finishes(tmp_path):
+    """Pressing Ctrl-C again while the save runs (here stretched to 3 s by the worker's test hook) must not
+    throw the save away: only a third Ctrl-C aborts."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KAMAAL_TEST_SLOW_SAVE": "1.5/0.5"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "train", str(PRESETS / "toy.toml"), "--run-dir", str(run_dir),
+         "--set", "training.steps=1000000"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        deadline = time.monotonic() + 60
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and metrics.stat().st_size > 0):
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        while not (run_dir / "log.txt").read_text(encoding="utf-8").count("Stop requested"):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)  # impatient: the save has just begun
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "Still stopping" in stderr and "Aborted" not in stderr
+    stopped_at = int(re.search(r"Stopped at step (\d+)\.", stdout).group(1))
+    run = RunFolder(run_dir)
+    assert run.latest_checkpoint()[0] == stopped_at
+    assert (run.output_dir / "toy.safetensors").is_file()
+
+
 def test_help_explains_every_flag():
     result = kamaal_train("train", "--help")
     assert result.returncode == 0

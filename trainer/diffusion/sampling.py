@@ -6,6 +6,7 @@ Written as PNGs to ``samples/step-NNNNNN/`` (atomically) and announced with a ``
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,10 +38,16 @@ def build_pipeline(components: Components, unet: torch.nn.Module):
 
 @torch.no_grad()
 def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, steps: int, guidance: float,
-         out_dir: Path) -> tuple[list[str], list[str], list[int]]:
-    """One image per (prompt, seed); returns (paths, prompts, seeds) in file order."""
+         out_dir: Path, progress: Callable[[int, int], None] | None = None) -> tuple[list[str], list[str], list[int]]:
+    """One image per (prompt, seed); returns (paths, prompts, seeds) in file order.
+
+    ``progress(done, total)`` is called before the first image and after each one (SDXL samples take
+    tens of seconds each on a GPU, minutes on a CPU: the GUI shows how far it is and keeps waiting)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, used_prompts, used_seeds = [], [], []
+    total = len(prompts) * len(seeds)
+    if progress is not None:
+        progress(0, total)
     for p_index, prompt in enumerate(prompts):
         for seed in seeds:
             generator = torch.Generator("cpu").manual_seed(seed)
@@ -53,4 +60,6 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
             paths.append(str(path))
             used_prompts.append(prompt)
             used_seeds.append(seed)
+            if progress is not None:
+                progress(len(paths), total)
     return paths, used_prompts, used_seeds

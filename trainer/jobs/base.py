@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from trainer.config import Config
+from trainer.protocol import Activity
 from trainer.runfolder import RunFolder
 from trainer.runlog import EventSink
 
@@ -61,8 +62,16 @@ class TrainingJob(ABC):
         return True
 
     @abstractmethod
-    def preview(self, step: int) -> None:
-        """Emit what the preview shows at this step (weights, or sample images on disk)."""
+    def preview(self, step: int, final: bool = False) -> None:
+        """Emit what the preview shows at this step (weights, or sample images on disk).
+
+        ``final``: the samples at the end of the run, drawn after the final checkpoint and outputs.
+        A preview that takes long reports each part through :meth:`report_activity`.
+        """
+
+    def report_activity(self, text: str, done: int = 0, total: int = 0) -> None:
+        """Say what long work is under way ("drawing final samples", 3, 8): a Stop waits while these come."""
+        self.sink.emit(Activity(text, done, total))
 
     @abstractmethod
     def checkpoint_weights(self) -> dict[str, torch.Tensor]:

@@ -400,7 +400,7 @@ class DiffusionJob(TrainingJob):
                            else concept.default_prompt)
         return list(dict.fromkeys(prompts))
 
-    def preview(self, step: int) -> None:
+    def preview(self, step: int, final: bool = False) -> None:
         cfg = self.config
         if not self.dist.is_main:
             return
@@ -409,9 +409,11 @@ class DiffusionJob(TrainingJob):
         height = cfg.sampling.height or cfg.dataset.resolution
         for module in self._trained_modules():
             module.eval()
+        what = "drawing final samples" if final else "drawing samples"
         paths, prompts, seeds = draw(pipe, self.sample_prompts(), list(cfg.sampling.seeds), width, height,
                                      cfg.sampling.inference_steps, cfg.sampling.guidance_scale,
-                                     self.run.samples_dir / step_dirname(step))
+                                     self.run.samples_dir / step_dirname(step),
+                                     progress=lambda done, total: self.report_activity(what, done, total))
         self.sink.emit(Sample(step, tuple(paths), tuple(prompts), tuple(seeds)))
 
     # ------------------------------------------------------------------ state

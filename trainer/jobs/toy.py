@@ -146,7 +146,7 @@ class ToyJob(TrainingJob):
         return self.config.toy.weights_every
 
     @torch.no_grad()
-    def preview(self, step: int) -> None:
+    def preview(self, step: int, final: bool = False) -> None:
         snapshots = tuple(
             LayerSnapshot(
                 name=name,

@@ -1,0 +1,55 @@
+"""The end of a run saves before it samples: the final checkpoint and outputs are written first, and a
+failure while drawing the final samples leaves them in place (reported as a warning, not a lost run)."""
+
+from __future__ import annotations
+
+from tests.diffusion.conftest import diffusion_config
+from tests.trainer.helpers import run_in_process
+from trainer.protocol import EXIT_OK, Activity, CheckpointSaved, Failed, Finished, Sample
+from trainer.runfolder import RunFolder
+
+
+def test_final_samples_that_fail_leave_the_checkpoint_and_outputs(tmp_path, tiny_sd15, shapes_dataset,
+                                                                  monkeypatch):
+    from trainer.jobs.diffusion import DiffusionJob
+
+    steps = 3
+    real_preview = DiffusionJob.preview
+
+    def preview_that_fails_at_the_end(self, step, *args, **kwargs):
+        if step == steps:
+            raise RuntimeError("the sampler ran out of luck")
+        return real_preview(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionJob, "preview", preview_that_fails_at_the_end)
+    config = diffusion_config(tiny_sd15, shapes_dataset, training={"steps": steps},
+                              output={"checkpoint_every": 0})
+    code, recorder = run_in_process(config, tmp_path / "run")
+
+    assert code == EXIT_OK and not recorder.of(Failed)
+    run = RunFolder(tmp_path / "run")
+    assert run.latest_checkpoint() is not None and run.latest_checkpoint()[0] == steps
+    assert (run.output_dir / "tiny.safetensors").is_file()
+    [finished] = recorder.of(Finished)
+    assert finished.outputs and all(path.startswith(str(run.output_dir)) for path in finished.outputs)
+    assert finished.warnings and "final samples" in finished.warnings[0] and "out of luck" in finished.warnings[0]
+    assert "out of luck" in run.log_path.read_text(encoding="utf-8")  # the traceback is in log.txt
+
+
+def test_the_end_of_a_run_saves_first_then_draws_and_says_so(tmp_path, tiny_sd15, shapes_dataset):
+    config = diffusion_config(tiny_sd15, shapes_dataset, training={"steps": 2},
+                              sampling={"prompts": ["a red circle", "a blue circle"], "seeds": [7],
+                                        "inference_steps": 2, "at_start": False},
+                              output={"checkpoint_every": 0})
+    code, recorder = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK
+
+    after_training = recorder.events[max(i for i, e in enumerate(recorder.events)
+                                         if type(e).__name__ == "Progress"):]
+    story = [(e.text, e.done, e.total) if isinstance(e, Activity) else type(e).__name__ for e in after_training
+             if isinstance(e, Activity | CheckpointSaved | Sample | Finished)]
+    assert story == [("saving checkpoint", 0, 0), "CheckpointSaved", ("writing outputs", 0, 0),
+                     ("drawing final samples", 0, 2), ("drawing final samples", 1, 2),
+                     ("drawing final samples", 2, 2), "Sample", "Finished"]
+    [finished] = recorder.of(Finished)
+    assert not finished.warnings
