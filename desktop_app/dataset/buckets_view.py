@@ -12,7 +12,7 @@ from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from desktop_app.dataset.model import DatasetModel, Entry
-from trainer.dataset import assign_bucket
+from trainer.dataset import Severity, assign_bucket
 
 Bucket = tuple[int, int]
 
@@ -93,6 +93,8 @@ class BucketsView(QWidget):
         buckets = self.dataset.settings.buckets()
         found: dict[Bucket, int] = {}
         for entry in self.dataset.entries:
+            if entry.worst is Severity.ERROR:
+                continue  # training skips it, so it takes no place in a bucket
             bucket = bucket_of(entry, buckets)
             if bucket is not None:
                 found[bucket] = found.get(bucket, 0) + 1
@@ -106,7 +108,7 @@ class BucketsView(QWidget):
         self.histogram.set_counts(counts, mine)
         sized = sum(counts.values())
         plural = "s" if len(counts) != 1 else ""
-        text = (f"{sized:,} images in {len(counts)} bucket{plural} at {self.dataset.settings.resolution} px "
+        text = (f"{sized:,} usable images in {len(counts)} bucket{plural} at {self.dataset.settings.resolution} px "
                 "(tall at the top, wide at the bottom).")
         if mine is not None and entry is not None:
             text += f" <b>{entry.path.name}</b> → {mine[0]}×{mine[1]}."

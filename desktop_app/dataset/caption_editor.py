@@ -86,12 +86,8 @@ class CaptionEditor(QWidget):
             self.title.setText(f"{len(rows)} images selected: use the bulk edits below." if rows
                                else "Select an image to edit its caption.")
         else:
-            entry = self.dataset.entries[self.row]
-            self.text.setPlainText(entry.caption)
-            source = ("edited in Kamaal" if entry.edited is not None else
-                      "from " + entry.original.path.name if entry.original.status is CaptionStatus.OK and
-                      entry.original.path else "no caption file")
-            self.title.setText(f"<b>{entry.path.name}</b> — {source}")
+            self.text.setPlainText(self.dataset.entries[self.row].caption)
+            self._show_source()
         self._loading = False
         editable = self.row is not None and self.dataset.editable
         self.text.setVisible(self.row is not None)  # several selected: the bulk edits below are the tool
@@ -99,6 +95,16 @@ class CaptionEditor(QWidget):
         self.text.setReadOnly(not editable)
         self.revert.setVisible(editable and self.dataset.entries[self.row].edited is not None)  # type: ignore[index]
         self._count()
+
+    def _show_source(self) -> None:
+        """The title: the image and where its caption comes from now (an edit, its .txt file, nowhere)."""
+        if self.row is None:
+            return
+        entry = self.dataset.entries[self.row]
+        source = ("edited in Kamaal (kept in the project; the .txt file is untouched)" if entry.edited is not None
+                  else "from " + entry.original.path.name if entry.original.status is CaptionStatus.OK and
+                  entry.original.path else "no caption file")
+        self.title.setText(f"<b>{entry.path.name}</b> — {source}")
 
     # ---------------------------------------------------------------- editing
 
@@ -131,6 +137,7 @@ class CaptionEditor(QWidget):
             if current != self.text.toPlainText().strip():
                 self.show_rows([self.row])  # changed by a bulk edit or a revert
             self.revert.setVisible(self.dataset.editable and self.dataset.entries[self.row].edited is not None)
+            self._show_source()
 
     def _pending(self, count: int) -> None:
         if not self._dirty:

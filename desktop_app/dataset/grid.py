@@ -202,6 +202,7 @@ class ThumbnailListModel(QAbstractListModel):
 _EDGE, _SELECTED_EDGE = QColor("#e4e7eb"), QColor("#2e90fa")
 _FILL, _SELECTED_FILL, _PLACEHOLDER = QColor("#ffffff"), QColor("#e8f1fd"), QColor("#f0f4f8")
 _TEXT, _WHITE, _EDITED = QColor("#323f4b"), QColor("white"), QColor("#7c5cff")
+_BADGE_RIM = QColor(0, 0, 0, 140)
 
 
 class TileDelegate(QStyledItemDelegate):
@@ -237,9 +238,13 @@ class TileDelegate(QStyledItemDelegate):
         painter.setPen(_TEXT)
         painter.drawText(name_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, name)
         if tile.severity in BADGE:
-            painter.setPen(_WHITE)
+            # A white ring with a dark rim around the coloured dot: visible on red, white and black pictures alike.
+            painter.setPen(_BADGE_RIM)
+            painter.setBrush(_WHITE)
+            painter.drawEllipse(QRect(square.right() - 17, square.top() + 1, 17, 17))
+            painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(BADGE[tile.severity])
-            painter.drawEllipse(QRect(square.right() - 14, square.top() + 2, 14, 14))
+            painter.drawEllipse(QRect(square.right() - 14, square.top() + 4, 11, 11))
         if tile.edited:
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(_EDITED)

@@ -42,6 +42,7 @@ class Importer(QObject):
         self.project_root = project_root
         self.processes = processes  # the page's worker processes, shared
         self._copying: Job | None = None  # one import at a time
+        self.last_folder: Path | None = None  # where the person last picked images from
 
     def configured_folder(self) -> Path | None:
         """The selected concept's folder (relative ones are in the project), or None while it has none."""
@@ -88,14 +89,24 @@ class Importer(QObject):
 
     def choose_folder(self, parent: QWidget, new_concept: bool = False) -> None:
         title = "Import a folder of images as a new concept" if new_concept else "Import a folder of images"
-        folder = QFileDialog.getExistingDirectory(parent, title)
+        folder = QFileDialog.getExistingDirectory(parent, title, self.start_folder())
         if folder:
+            self.last_folder = Path(folder).parent
             self.start([Path(folder)], new_concept=new_concept)
 
     def choose_files(self, parent: QWidget) -> None:
-        files, _ = QFileDialog.getOpenFileNames(parent, "Add images", "", IMAGE_FILTER)
+        files, _ = QFileDialog.getOpenFileNames(parent, "Add images", self.start_folder(), IMAGE_FILTER)
         if files:
+            self.last_folder = Path(files[0]).parent
             self.start([Path(f) for f in files])
+
+    def start_folder(self) -> str:
+        """Where the file dialogs open: where the person last picked from, else their Pictures (or home)
+        folder — never the folder the app happened to be started in."""
+        if self.last_folder is not None and self.last_folder.is_dir():
+            return str(self.last_folder)
+        home = Path.home()
+        return str(home / "Pictures" if (home / "Pictures").is_dir() else home)
 
     def start(self, paths: list[Path], new_concept: bool = False) -> bool:
         """Copy images (files or folders) into the destination in a worker process; with ``new_concept``,

@@ -158,7 +158,7 @@ class DatasetPanel(QWidget):
         self.importer.failed.connect(self._import_failed)
         bar.remove.clicked.connect(self.remove_selected)
         bar.restore.clicked.connect(self.dataset.restore_removed)
-        bar.problems.toggled.connect(self.grid_model.set_problems_only)
+        bar.problems.toggled.connect(self._problems_only)
         bar.check.clicked.connect(self.dataset.check)
         self.copy_in.clicked.connect(lambda: self.import_paths([self.dataset.folder] if self.dataset.folder else []))
         QShortcut(QKeySequence.StandardKey.Delete, self.grid, self.remove_selected)
@@ -364,6 +364,10 @@ class DatasetPanel(QWidget):
         if not self.grid_model.view_index(row).isValid():
             self.toolbar.problems.setChecked(False)
         self.select_rows([row])
+
+    def _problems_only(self, on: bool) -> None:
+        self.grid_model.set_problems_only(on)
+        self.grid.scrollToTop()  # the old offset would leave the shorter list half a row down
 
     def remove_selected(self) -> None:
         self.editor.save_now()

@@ -96,9 +96,11 @@ def test_a_caption_edit_is_saved_automatically_to_the_project_not_beside_the_ima
     assert image.with_suffix(".txt").read_text(encoding="utf-8") == "a photo of sks dog, shot 1"
     qtbot.waitUntil(lambda: panel.editor.status.text() == "saved", timeout=5_000)
     assert panel.editor.revert.isVisibleTo(panel)
+    assert "edited in Kamaal" in panel.editor.title.text()  # no longer "from photo 01.txt"
     panel.editor.revert.click()
     panel.dataset.flush()
     assert not edited.exists() and panel.editor.text.toPlainText() == "a photo of sks dog, shot 1"
+    assert "from photo 01.txt" in panel.editor.title.text()
 
 
 def test_switching_images_saves_the_pending_edit_at_once(qtbot, make_panel):
@@ -288,4 +290,11 @@ def test_the_bucket_preview_follows_the_training_settings(qtbot, make_panel):
     assert sum(counts.values()) == 3 and all(w > h for w, h in counts)
     panel.model.set_value("dataset.bucketing", False)
     assert panel.buckets.counts() == {(512, 512): 3}
-    assert "3 images in 1 bucket at 512 px" in panel.buckets.summary.text()
+    assert "3 usable images in 1 bucket at 512 px" in panel.buckets.summary.text()
+    # An image the check found unusable takes no place in a bucket: training skips it.
+    from trainer.dataset.report import Code, Finding, Severity
+
+    first = panel.dataset.entries[0]
+    first.findings = [Finding(first.path, Code.UNREADABLE, Severity.ERROR, "cannot be read")]
+    panel.buckets.refresh()
+    assert panel.buckets.counts() == {(512, 512): 2} and "2 usable images" in panel.buckets.summary.text()
