@@ -56,8 +56,8 @@ def output_purpose(relative: Path, config: Config | None) -> str:
         return ("the diffusers model folder, for Pipeline.from_pretrained"
                 if relative.as_posix() == "diffusers/model_index.json" else "")
     if relative.suffix == ".safetensors" and len(relative.parts) == 1:
-        return ("LoRA, kohya format: Automatic1111, Forge, ComfyUI, kohya (continue with --network_weights)" if lora
-                else "single-file checkpoint: Automatic1111, Forge, ComfyUI")
+        return ("LoRA, kohya format: Automatic1111, ComfyUI, kohya (continue with --network_weights)" if lora
+                else "single-file checkpoint: Automatic1111, ComfyUI")
     return ""
 
 class CurvesSource(QObject):
