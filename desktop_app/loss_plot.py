@@ -48,6 +48,14 @@ def positive(series: Series) -> tuple[np.ndarray, np.ndarray]:
     return series.x[keep], series.y[keep]
 
 
+def _css(colour: object) -> str:
+    """A pyqtgraph colour (name, hex or RGB(A) tuple) as a CSS colour for the legend's rich text; a
+    translucent one as it looks over the plot's white background."""
+    c = pg.mkColor(colour)
+    a = c.alphaF()
+    return "#{:02x}{:02x}{:02x}".format(*(round(v * a + 255 * (1 - a)) for v in (c.red(), c.green(), c.blue())))
+
+
 class LossPlot(QWidget):
     def __init__(self, model: RunModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -66,13 +74,19 @@ class LossPlot(QWidget):
         for axis in ("left", "bottom"):
             plot.getAxis(axis).setTextPen("#444")
             plot.getAxis(axis).setPen("#999")
-        legend = plot.addLegend(offset=(-10, 10), labelTextColor="#333", brush=pg.mkBrush(255, 255, 255, 220))
-        self.raw_curve = plot.plot([], [], pen=pg.mkPen(RAW_COLOR, width=1), name="training loss (raw)")
-        self.train_curve = plot.plot([], [], pen=pg.mkPen(TRAIN_COLOR, width=2), name="training loss (smoothed)")
-        self.heldout_curve = plot.plot(
-            [], [], pen=pg.mkPen(HELDOUT_COLOR, width=2), symbol="o", symbolSize=5,
-            symbolBrush=HELDOUT_COLOR, symbolPen=None, name="held-out loss")
-        self.legend = legend
+        self.raw_curve = plot.plot([], [], pen=pg.mkPen(RAW_COLOR, width=1))
+        self.train_curve = plot.plot([], [], pen=pg.mkPen(TRAIN_COLOR, width=2))
+        self.heldout_curve = plot.plot([], [], pen=pg.mkPen(HELDOUT_COLOR, width=2), symbol="o", symbolSize=5,
+                                       symbolBrush=HELDOUT_COLOR, symbolPen=None)
+        # The legend is a strip above the plot, not a box inside it: a box in a corner hid the newest
+        # fifth of the curves, which is the part a person watches.
+        self.legend = QLabel("   ".join(
+            f'<span style="color:{colour}; font-weight:700">{glyph}</span> {name}'
+            for colour, glyph, name in ((_css(RAW_COLOR), "━", "training loss (raw)"),
+                                        (_css(TRAIN_COLOR), "━", "training loss (smoothed)"),
+                                        (_css(HELDOUT_COLOR), "●", "held-out loss"))))
+        self.legend.setObjectName("lossLegend")
+        self.legend.setContentsMargins(8, 2, 8, 2)
 
         self.lr_widget = pg.PlotWidget(background="w")
         self.lr_widget.setObjectName("lrPlot")
@@ -105,6 +119,7 @@ class LossPlot(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
+        layout.addWidget(self.legend)
         layout.addWidget(loss_box, 1)
         layout.addWidget(self.lr_widget)
 
@@ -129,7 +144,6 @@ class LossPlot(QWidget):
         self.heldout_curve.setData(*positive(curves.heldout))
         empty = not len(curves.train)
         self.empty_hint.setVisible(empty)
-        self.legend.setVisible(not empty)
         plot = self.plot_widget.getPlotItem()
         if empty:  # an empty plot still reads as one: the run's steps across, decades of loss up
             plot.setXRange(0, max(self.model.total_steps, 1), padding=0.02)

@@ -1,8 +1,10 @@
 """The sample grid: one row per sampling step, one column per prompt × seed; it grows while a run goes.
 
 Step 0 (the base model) is the first row, so every later row reads as "what training changed".
-Click a tile to enlarge it beside the same prompt and seed at step 0 (:class:`CompareDialog`, where
-any two steps can be compared).  The newest row is scrolled into view as it arrives.
+Tiles scale with the space (every column fits the width down to ``MIN_TILE``; past that the grid
+scrolls sideways), and the view keeps two rows in sight when it can.  Click a tile, or a column's
+header, to enlarge it beside the same prompt and seed at step 0 (:class:`CompareDialog`, where any two
+steps can be compared).  The newest row is scrolled into view as it arrives.
 
 Threads: GUI thread only; the pixels come from :class:`~desktop_app.thumbnails.ThumbnailLoader`
 (decoded and scaled in its pool), so a grid of hundreds of tiles never stalls the window.
@@ -19,7 +21,9 @@ from desktop_app.sample_history import SampleHistory
 from desktop_app.thumbnails import ThumbnailLoader
 from trainer.protocol import Sample
 
-TILE = 136  # px: four prompt×seed columns fit beside the form at 1280 px
+TILE = 136  # px: the tile size a new grid starts with, before it knows its width
+MIN_TILE, MAX_TILE = 72, 256  # px: tiles scale between these to fit the columns into the width
+DECODE = MAX_TILE  # images are decoded once at the largest tile size and scaled down in the tile
 ROW_LABEL_WIDTH = 84
 SPACING = 6
 PLACEHOLDER = "Sample images appear here while a Stable Diffusion model trains: one row per sampling step."
@@ -28,11 +32,12 @@ PLACEHOLDER = "Sample images appear here while a Stable Diffusion model trains: 
 class Tile(QLabel):
     clicked = Signal()
 
-    def __init__(self, path: str, tooltip: str) -> None:
+    def __init__(self, path: str, tooltip: str, size: int = TILE) -> None:
         super().__init__("…")
         self.path = path
+        self.image: QImage | None = None
         self.setObjectName("sampleTile")
-        self.setFixedSize(TILE, TILE)
+        self.setFixedSize(size, size)
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setToolTip(tooltip)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -42,7 +47,19 @@ class Tile(QLabel):
         if image.isNull():
             self.setText("(unreadable)")
         else:
-            self.setPixmap(QPixmap.fromImage(image))
+            self.image = image
+            self._draw()
+
+    def set_size(self, size: int) -> None:
+        if size != self.width():
+            self.setFixedSize(size, size)
+            self._draw()
+
+    def _draw(self) -> None:
+        if self.image is not None:
+            inner = self.width() - 2  # inside the 1 px border
+            self.setPixmap(QPixmap.fromImage(self.image.scaled(
+                inner, inner, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)))
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton:
@@ -60,6 +77,8 @@ class SampleGrid(QWidget):
         self.loader = ThumbnailLoader(self)
         self.loader.loaded.connect(self._on_loaded)
         self.tiles: dict[tuple[int, int], Tile] = {}  # (step, column) → tile
+        self.tile_size = TILE
+        self.headers: list[QLabel] = []
         self.columns: list[tuple[str, int]] = []
         self.rows: list[int] = []
         self.dialog: CompareDialog | None = None
@@ -104,6 +123,7 @@ class SampleGrid(QWidget):
         self.scroll.setWidget(self.canvas)
         self.scroll.horizontalScrollBar().valueChanged.connect(self.column_scroll.horizontalScrollBar().setValue)
         self.canvas.installEventFilter(self)
+        self.scroll.viewport().installEventFilter(self)
         self.scroll.verticalScrollBar().installEventFilter(self)
         # A new row grows the canvas only once Qt has laid it out (and a horizontal bar may appear
         # after that, shrinking the view): stay at the bottom through every range change until the
@@ -123,6 +143,8 @@ class SampleGrid(QWidget):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if watched is self.canvas and event.type() == QEvent.Type.Resize:
             self.column_bar.setMinimumWidth(self.canvas.width())
+        elif watched is self.scroll.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_tiles()
         elif watched is self.scroll.verticalScrollBar() and event.type() in (QEvent.Type.Show, QEvent.Type.Hide):
             bar = self.scroll.verticalScrollBar()
             self.column_gap.setFixedWidth(bar.sizeHint().width() if bar.isVisibleTo(self.scroll) else 0)
@@ -147,14 +169,19 @@ class SampleGrid(QWidget):
         self.tiles.clear()
         self.rows = []
         self.columns = self.history.columns()
+        self.headers = []
+        self.tile_size = self._fitting_size()
         self.column_layout.addSpacing(ROW_LABEL_WIDTH)
-        for prompt, seed in self.columns:
+        for column, (prompt, seed) in enumerate(self.columns):
             label = QLabel(f"<b>{prompt}</b><br>seed {seed}")
             label.setObjectName("sampleColumnHeader")
             label.setWordWrap(True)
-            label.setFixedWidth(TILE)
+            label.setFixedWidth(self.tile_size)
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            label.setToolTip(prompt)
+            label.setToolTip(f"{prompt}\nClick to compare this prompt and seed step by step")
+            label.setCursor(Qt.CursorShape.PointingHandCursor)
+            label.mouseReleaseEvent = lambda _event, column=column: self._compare_column(column)  # type: ignore
+            self.headers.append(label)
             self.column_layout.addWidget(label)
         self.column_layout.addStretch(1)
         self.column_row.setVisible(bool(self.columns))
@@ -193,14 +220,40 @@ class SampleGrid(QWidget):
         self.grid.addWidget(label, row, 0)
         for path, prompt, seed in zip(sample.paths, sample.prompts, sample.seeds, strict=True):
             column = self.columns.index((prompt, seed))
-            tile = Tile(path, f"{prompt} · seed {seed} · step {sample.step:,}\nClick to enlarge and compare")
+            tile = Tile(path, f"{prompt} · seed {seed} · step {sample.step:,}\nClick to enlarge and compare",
+                        self.tile_size)
             tile.clicked.connect(lambda step=sample.step, column=column: self.open_compare(step, column))
             self.tiles[(sample.step, column)] = tile
             self.grid.addWidget(tile, row, column + 1)
-            self.loader.request(path, TILE)
+            self.loader.request(path, DECODE)
 
     def _relayout(self) -> None:
         self._rebuild()
+
+    def _fitting_size(self) -> int:
+        """The tile size that fits every column into the view's width, between MIN_TILE and MAX_TILE,
+        and no taller than leaves two rows in sight."""
+        columns = max(1, len(self.columns))
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        width = self.scroll.viewport().width() + (0 if self.scroll.verticalScrollBar().isVisible() else -bar)
+        across = (width - ROW_LABEL_WIDTH - SPACING * columns) // columns
+        down = (self.scroll.viewport().height() - SPACING) // 2
+        return int(max(MIN_TILE, min(MAX_TILE, across, max(down, MIN_TILE))))
+
+    def _fit_tiles(self) -> None:
+        size = self._fitting_size()
+        if size == self.tile_size:
+            return
+        self.tile_size = size
+        for label in self.headers:
+            label.setFixedWidth(size)
+        for tile in self.tiles.values():
+            tile.set_size(size)
+        self.column_scroll.setFixedHeight(self.column_bar.sizeHint().height())
+
+    def _compare_column(self, column: int) -> None:
+        if self.rows:
+            self.open_compare(self.rows[-1], column)
 
     def _update_header(self) -> None:
         if not self.rows:
@@ -208,7 +261,7 @@ class SampleGrid(QWidget):
             return
         last = self.rows[-1]
         self.header.setText(f"{len(self.rows)} sampling point{'s' if len(self.rows) > 1 else ''}, newest at "
-                            f"step {last:,}. Click an image to enlarge it and compare it with step 0.")
+                            f"step {last:,}. Click an image or a column's title to compare it step by step.")
 
     def _scroll_to_newest(self) -> None:
         bar = self.scroll.verticalScrollBar()
@@ -222,7 +275,7 @@ class SampleGrid(QWidget):
         self._stick_to_newest = False
 
     def _on_loaded(self, path: str, size: int, image: QImage) -> None:
-        if size != TILE:
+        if size != DECODE:
             return
         for tile in self.tiles.values():
             if tile.path == path:

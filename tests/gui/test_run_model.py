@@ -116,3 +116,23 @@ def test_a_constant_learning_rate_is_drawn_from_zero_up(qtbot):
     session.finished.emit(Finished(run_dir="", step=5, stopped=False))  # the final state, drawn at once
     low, high = plot.lr_widget.getPlotItem().viewRange()[1]
     assert low <= 0 < 1e-3 < high < 2e-3, (low, high)
+
+
+def test_the_legend_sits_above_the_plot_and_hides_no_curve(qtbot):
+    """A legend box in the plot's corner hid the newest fifth of the curves: it is a strip above them."""
+    from desktop_app.loss_plot import LossPlot
+
+    session = TrainingSession()
+    model = RunModel(session)
+    plot = LossPlot(model)
+    qtbot.addWidget(plot)
+    plot.resize(800, 400)
+    plot.show()
+    for step in range(1, 6):
+        session.progress.emit(progress(step))
+    session.finished.emit(Finished(run_dir="", step=5, stopped=False))
+    assert plot.plot_widget.getPlotItem().legend is None  # nothing drawn over the view box
+    top_of_plot = plot.plot_widget.mapTo(plot, plot.plot_widget.rect().topLeft()).y()
+    assert plot.legend.isVisible() and plot.legend.geometry().bottom() <= top_of_plot
+    for name in ("training loss (raw)", "training loss (smoothed)", "held-out loss"):
+        assert name in plot.legend.text()

@@ -175,3 +175,31 @@ def test_a_real_short_run_grows_the_grid_in_the_window(qtbot, make_window, tmp_p
     qtbot.waitUntil(lambda: grid.loader.pending() == 0, timeout=10_000)
     assert all(not tile.pixmap().isNull() for tile in grid.tiles.values())
     assert "step 6" in grid.header.text() and "Step 6 of 6" in window.preview_panel.stats.text()
+
+
+def test_eight_columns_fit_the_width_and_tiles_scale_with_the_space(qtbot, tmp_path):
+    """The demo's 4 prompts × 2 seeds: every column in view beside the form, no sideways scrolling, and at
+    least two rows in sight; a wider window gets bigger tiles, and a column title opens the comparison."""
+    from desktop_app.sample_grid import MIN_TILE
+
+    session, _model, grid = make_grid(qtbot)
+    grid.resize(820, 420)
+    grid.show()
+    seeds = (1, 2, 3, 4)
+    for step, shade in ((0, 40), (100, 120), (200, 200)):
+        session.sample.emit(write_step(tmp_path, step, shade, seeds))
+    qtbot.waitUntil(lambda: all(t.pixmap() is not None and not t.pixmap().isNull() for t in grid.tiles.values()),
+                    timeout=10_000)
+    assert len(grid.columns) == 8
+    assert grid.scroll.horizontalScrollBar().maximum() == 0  # nothing off to the side
+    small = grid.tile_size
+    assert small >= MIN_TILE and all(t.width() == small for t in grid.tiles.values())
+    assert 2 * small <= grid.scroll.viewport().height()  # two rows in sight
+    assert [h.width() for h in grid.headers] == [small] * 8  # titles stay over their columns
+    grid.resize(1500, 700)
+    qtbot.waitUntil(lambda: grid.tile_size > small, timeout=5_000)
+    assert all(t.width() == grid.tile_size for t in grid.tiles.values())
+    assert grid.scroll.horizontalScrollBar().maximum() == 0
+    qtbot.mouseClick(grid.headers[5], Qt.MouseButton.LeftButton)
+    assert grid.dialog is not None and grid.dialog.isVisible()
+    grid.dialog.close()
