@@ -57,6 +57,11 @@ class Extras:
         self.runs_page.resumeRequested.connect(window.resume_run)
         window.add_page(self.runs_page, "Runs")
 
+        # The Merge page previews with the project's sample prompts ("a sks shape" for the shapes demo).
+        window.merge_panel.suggest_prompts(list(window.config_model.config.sampling.prompts))
+        window.config_model.configChanged.connect(
+            lambda config: window.merge_panel.suggest_prompts(list(config.sampling.prompts)))
+
         window.controls.savePresetRequested.connect(lambda: ask_save_preset(window))
         window.controls.queueRequested.connect(self.queue_current)
         self._add_menu_actions()

@@ -128,6 +128,13 @@ class MergePanel(QWidget):
         self.runner.busyChanged.connect(lambda _busy: self._update_buttons())
         self._show_form(0)
 
+    def suggest_prompts(self, prompts: list[str]) -> None:
+        """Preview with the project's own sample prompts (what its model knows how to draw), unless the
+        person has typed prompts of their own."""
+        if prompts and not self.prompts.document().isModified():
+            self.prompts.setPlainText("\n".join(prompts[:4]))
+            self.prompts.document().setModified(False)
+
     def _build_preview(self) -> QWidget:
         box = QGroupBox("Preview")
         self.prompts = QPlainTextEdit(DEFAULT_PROMPTS)

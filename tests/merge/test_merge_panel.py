@@ -108,3 +108,12 @@ def test_merge_works_after_two_previews(qtbot, panel, tmp_path, monkeypatch):
 
     assert panel.grid.images == [] and panel.grid.widget().findChild(QLabel, "mergePreviewHint") is not None
     panel.grid.clear()  # clearing twice is fine too
+
+
+def test_the_preview_uses_the_projects_sample_prompts_unless_the_person_typed_some(panel):
+    panel.suggest_prompts(["a sks shape", "a shape"])
+    assert panel.prompts.toPlainText() == "a sks shape\na shape"
+    panel.prompts.selectAll()
+    panel.prompts.insertPlainText("my own prompt")  # typed, as a person would
+    panel.suggest_prompts(["a red star"])
+    assert panel.prompts.toPlainText() == "my own prompt"
