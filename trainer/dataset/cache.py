@@ -49,9 +49,12 @@ class DatasetCache:
         return cls(Path(folder) / EDITS_FOLDER, Path(folder))
 
     def _key(self, image: Path) -> Path:
+        # The image's own name in the folder, not where a symbolic link leads: a linked image (even one
+        # outside the folder, or a dangling link) has its edits under the name the folder shows.
+        image = Path(image)
         try:
-            return Path(image).resolve().relative_to(Path(self.dataset).resolve())
-        except ValueError:
+            return (image.parent.resolve() / image.name).relative_to(Path(self.dataset).resolve())
+        except (ValueError, RuntimeError, OSError):
             raise ValueError(f"{image} is not inside the dataset folder {self.dataset}") from None
 
     def caption_path(self, image: Path) -> Path:

@@ -4,7 +4,9 @@ A caption lives in ``photo.txt`` beside ``photo.jpg`` (kohya_ss / OneTrainer).  
 hold captions written by every editor there is, so reading never fails: UTF-8 (with or without
 a byte-order mark), UTF-16 (Windows Notepad's "Unicode"), then Windows-1252 and Latin-1, and
 the caller is told when a fallback was used.  Whitespace, newlines included, collapses to
-single spaces: CLIP sees one line of text.
+single spaces: CLIP sees one line of text.  Only regular files are read, and at most
+``MAX_CAPTION_BYTES`` of them (``safe_files``): a caption that is a FIFO, a device or a huge file
+gets a status saying so, and training uses the template instead.
 
 Token counts: Stable Diffusion's text encoder reads 77 tokens, of which 75 are the caption
 (plus start and end).  Without a tokenizer the count is a deliberate over-estimate of CLIP's
@@ -22,10 +24,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.dataset.safe_files import FileTooLarge, NotARegularFile, broken_link_reason, format_size, read_limited
+
 CLIP_MAX_TOKENS = 77
 CLIP_USABLE_TOKENS = CLIP_MAX_TOKENS - 2  # start-of-text and end-of-text take two
 DEFAULT_TOKEN = "sks"
 DEFAULT_TEMPLATE = "a photo of {token}"
+# CLIP reads 75 tokens, a few hundred bytes; a caption of more than this is not a caption (a log, a
+# misnamed dump) and reading it whole cost a run 8.9 GB of memory once.
+MAX_CAPTION_BYTES = 64 * 1024
 
 # Returns the token ids of a caption WITHOUT start/end tokens, for example
 # ``lambda text: clip_tokenizer(text, add_special_tokens=False).input_ids``.
@@ -38,6 +45,8 @@ class CaptionStatus(enum.StrEnum):
     EMPTY = "empty"
     DIRECTORY = "directory"
     UNREADABLE = "unreadable"
+    NOT_A_FILE = "not_a_file"  # a FIFO, device or socket: never opened for reading
+    TOO_LARGE = "too_large"  # over MAX_CAPTION_BYTES: not read
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,21 @@ class Caption:
     status: CaptionStatus
     text: str = ""
     encoding: str | None = None  # "utf-8", "utf-16", "cp1252" or "latin-1"
-    error: str | None = None
+    error: str | None = None  # why it was not read: "Permission denied", "a named pipe (FIFO)", "200.0 MB"
+
+    @property
+    def problem(self) -> str | None:
+        """Why this caption file is not used, for a log line after its path; ``None`` when nothing is wrong."""
+        if self.status is CaptionStatus.DIRECTORY:
+            return "is a folder, not a caption file"
+        if self.status is CaptionStatus.UNREADABLE:
+            return f"cannot be read ({self.error})"
+        if self.status is CaptionStatus.NOT_A_FILE:
+            return f"is {self.error}, not a regular file, so it was not read"
+        if self.status is CaptionStatus.TOO_LARGE:
+            return (f"is {self.error}, over the {format_size(MAX_CAPTION_BYTES)} limit for a caption, "
+                    "so it was not read")
+        return None
 
     @property
     def fallback_encoding(self) -> bool:
@@ -77,18 +100,29 @@ def normalise_caption(text: str) -> str:
 
 
 def read_caption(path: Path | None) -> Caption:
-    """Read a caption file; a missing, empty, directory or unreadable caption is a status, not an error."""
+    """Read a caption file; a missing, empty, directory, special, huge or unreadable caption is a status,
+    not an error.  Never blocks (a FIFO is not opened for reading) and never reads more than
+    ``MAX_CAPTION_BYTES``."""
     if path is None:
         return Caption(None, CaptionStatus.MISSING)
     path = Path(path)
-    if path.is_dir():
-        return Caption(path, CaptionStatus.DIRECTORY)
     try:
-        data = path.read_bytes()
+        data = read_limited(path, MAX_CAPTION_BYTES)
+    except NotARegularFile as error:
+        if error.kind == "a folder":
+            return Caption(path, CaptionStatus.DIRECTORY)
+        return Caption(path, CaptionStatus.NOT_A_FILE, error=error.kind)
+    except FileTooLarge as error:
+        return Caption(path, CaptionStatus.TOO_LARGE, error=format_size(error.size))
     except FileNotFoundError:
+        link = broken_link_reason(path)
+        if link is not None:
+            return Caption(path, CaptionStatus.UNREADABLE, error=link)
         return Caption(path, CaptionStatus.MISSING)
-    except OSError as error:
-        return Caption(path, CaptionStatus.UNREADABLE, error=error.strerror or str(error))
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        link = broken_link_reason(path)
+        return Caption(path, CaptionStatus.UNREADABLE,
+                       error=link or (error.strerror if isinstance(error, OSError) else None) or str(error))
     text, encoding = decode_caption_bytes(data)
     text = normalise_caption(text)
     return Caption(path, CaptionStatus.OK if text else CaptionStatus.EMPTY, text, encoding)

@@ -64,6 +64,7 @@ class CheckCancelled(Exception):
 
 @dataclass(frozen=True)
 class _Options:
+    folder: Path  # resolved: links that lead out of it are named
     resolution: int
     buckets: list[Bucket]
     template: str
@@ -128,6 +129,9 @@ def _check_image(item: DatasetItem, options: _Options) -> _Checked:
         add(Code.TOO_SMALL, Severity.WARNING, messages.too_small(width, height, bucket, options.resolution))
     if max(width, height) / min(width, height) > options.max_aspect:
         add(Code.EXTREME_ASPECT, Severity.WARNING, messages.extreme_aspect(width, height, bucket, options.max_aspect))
+    outside = _link_outside(path, options.folder)
+    if outside is not None:
+        add(Code.LINK_OUTSIDE, Severity.WARNING, messages.link_outside(outside))
     if orientation != 1:
         add(Code.EXIF_ORIENTATION, Severity.INFO, messages.exif_orientation(orientation, width, height))
     if mode == "CMYK":
@@ -146,12 +150,29 @@ def _check_image(item: DatasetItem, options: _Options) -> _Checked:
     return checked
 
 
+def _link_outside(path: Path, folder: Path) -> Path | None:
+    """Where a symbolically linked image really is, when that is outside the dataset folder."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a loop never gets here: opening it failed first
+        return None
+    return None if target.is_relative_to(folder) else target
+
+
 def _caption_findings(checked: _Checked, options: _Options) -> None:
     caption, path = checked.caption, checked.info.path
     template = checked.info.caption if caption.status is not CaptionStatus.OK else ""
     if caption.status is CaptionStatus.DIRECTORY and caption.path is not None:
         checked.findings.append(Finding(path, Code.CAPTION_IS_DIRECTORY, Severity.WARNING,
                                         messages.caption_is_directory(caption.path, template)))
+    elif caption.status is CaptionStatus.NOT_A_FILE and caption.path is not None:
+        checked.findings.append(Finding(path, Code.CAPTION_NOT_A_FILE, Severity.WARNING,
+                                        messages.caption_not_a_file(caption.path, caption.error or "", template)))
+    elif caption.status is CaptionStatus.TOO_LARGE and caption.path is not None:
+        checked.findings.append(Finding(path, Code.CAPTION_TOO_LARGE, Severity.WARNING,
+                                        messages.caption_too_large(caption.path, caption.error or "", template)))
     elif caption.status is CaptionStatus.UNREADABLE:
         checked.findings.append(Finding(path, Code.CAPTION_UNREADABLE, Severity.WARNING,
                                         messages.caption_unreadable(caption.error or "", template)))
@@ -232,7 +253,8 @@ def check_dataset(
     started = time.perf_counter()
     folder = Path(folder)
     listing = list_images(folder, recursive=recursive, caption_extension=caption_extension)
-    options = _Options(resolution, make_buckets(resolution), template, token, max_aspect, max_pixels, tokenizer, cache)
+    options = _Options(folder.resolve(), resolution, make_buckets(resolution), template, token, max_aspect,
+                       max_pixels, tokenizer, cache)
     removed = cache.removed() if cache is not None else set()
     items = tuple(item for item in listing.items if item.image not in removed)  # removed by the user: not checked
     results: list[_Checked | None] = [None] * len(items)

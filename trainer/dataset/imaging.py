@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from trainer.dataset.safe_files import broken_link_reason, special_kind
+
 # Only the formats a dataset folder may hold.  Without this list Pillow would also identify,
 # say, an EPS file renamed .png and run Ghostscript on it when loading.  AVIF goes before HEIF:
 # both containers may say "mif1", and only Pillow's AVIF decoder gives up at open() (then HEIF gets
@@ -156,9 +158,20 @@ def open_image(path: Path, *, max_pixels: int | None = None) -> Iterator[Image.I
     """Open lazily (header only) and refuse empty files, non-images and decompression bombs."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise DatasetImageError(path, "unreadable", f"it cannot be read ({error.strerror or error})") from error
+        info = path.stat()
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        link = broken_link_reason(path)
+        if link is not None:
+            raise DatasetImageError(path, "broken_link", link) from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise DatasetImageError(path, "unreadable", f"it cannot be read ({reason})") from error
+    # Regular files only, decided before opening: Pillow's open() of a FIFO waits for a writer forever,
+    # and a link to /dev/zero never ends.  (A file swapped for a FIFO between here and open() is not
+    # guarded against; that needs someone racing the check on purpose.)
+    kind = special_kind(info.st_mode)
+    if kind is not None:
+        raise DatasetImageError(path, "not_a_file", f"it is {kind}, not a regular file")
+    size = info.st_size
     if size == 0:
         raise DatasetImageError(path, "zero_byte", "the file is empty (0 bytes)")
     named = named_format(path.suffix)

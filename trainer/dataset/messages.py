@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.dataset.captions import CLIP_MAX_TOKENS, CLIP_USABLE_TOKENS
+from trainer.dataset.captions import CLIP_MAX_TOKENS, CLIP_USABLE_TOKENS, MAX_CAPTION_BYTES
 from trainer.dataset.imaging import READABLE_SUFFIXES, DatasetImageError, named_format
+from trainer.dataset.safe_files import format_size
 
 _SHOWN_EXTENSIONS = ", ".join(READABLE_SUFFIXES)
 
@@ -51,6 +52,12 @@ def image_error(path: Path, error: DatasetImageError) -> str:
     if error.code == "unsupported_format":
         kind, advice = named_format(path.suffix) or ("a kind of image", "Convert it to PNG or JPEG")
         return f"The file is {kind} ({path.suffix}), which Kamaal cannot read; training leaves it out. {advice}."
+    if error.code == "not_a_file":
+        return (f"Not an image file: {error.reason}, so it was not opened; training leaves it out. "
+                "Remove it from the dataset folder, or put the real image in its place.")
+    if error.code == "broken_link":
+        return (f"The image cannot be found: {error.reason}; training leaves it out. "
+                "Remove the link, or point it at the image.")
     if error.code == "truncated":
         return ("The image is cut off: the file ends before all its pixels (an interrupted download or copy). "
                 "Copy it again from the original, or remove it.")
@@ -107,6 +114,23 @@ def caption_is_directory(caption: Path, used: str) -> str:
 def caption_unreadable(reason: str, used: str) -> str:
     return (f"The caption file cannot be read ({reason}); the template caption \"{used}\" is used. "
             "Check the file's permissions.")
+
+
+def caption_not_a_file(caption: Path, kind: str, used: str) -> str:
+    return (f"\"{caption.name}\" is {kind}, not a caption file, so it was not read; the template caption "
+            f"\"{used}\" is used. Remove it and put the caption in a text file.")
+
+
+def caption_too_large(caption: Path, size: str, used: str) -> str:
+    return (f"\"{caption.name}\" is {size}, over the {format_size(MAX_CAPTION_BYTES)} limit for a caption (the "
+            f"text encoder reads only {CLIP_USABLE_TOKENS} tokens), so it was not read; the template caption "
+            f"\"{used}\" is used. Shorten it to a sentence or two, or move the file out of the dataset folder "
+            "if it is not a caption.")
+
+
+def link_outside(target: Path) -> str:
+    return (f"This is a link to {target}, outside the dataset folder. It is trained on, but the dataset is not "
+            "self-contained: moving or deleting that file breaks it. Copy the image into the folder to keep it.")
 
 
 def caption_encoding(encoding: str, text: str) -> str:

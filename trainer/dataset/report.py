@@ -35,6 +35,9 @@ class Code(enum.StrEnum):
     NOT_AN_IMAGE = "not_an_image"
     UNSUPPORTED_FORMAT = "unsupported_format"  # an image format Kamaal cannot read (JPEG XL, camera RAW, ...)
     UNREADABLE = "unreadable"
+    NOT_A_FILE = "not_a_file"  # a FIFO, device or socket named like an image: never opened
+    BROKEN_LINK = "broken_link"  # a symbolic link to nothing, or a link loop
+    LINK_OUTSIDE = "link_outside"  # a symbolic link to an image outside the dataset folder
     TRUNCATED = "truncated"
     DECOMPRESSION_BOMB = "decompression_bomb"
     TINY = "tiny"
@@ -54,6 +57,8 @@ class Code(enum.StrEnum):
     CAPTION_ENCODING = "caption_encoding"
     CAPTION_IS_DIRECTORY = "caption_is_directory"
     CAPTION_UNREADABLE = "caption_unreadable"
+    CAPTION_NOT_A_FILE = "caption_not_a_file"  # a FIFO, device or socket: never read
+    CAPTION_TOO_LARGE = "caption_too_large"  # over captions.MAX_CAPTION_BYTES: not read
     CAPTION_TOO_LONG = "caption_too_long"
     SHARED_CAPTION = "shared_caption"
     ORPHAN_CAPTION = "orphan_caption"

@@ -87,6 +87,13 @@ def _walk(folder: Path, recursive: bool) -> Iterator[list[os.DirEntry[str]]]:
                 yield from _walk(Path(entry.path), recursive)
 
 
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symbolic link loop: not a folder; the check names it as a broken link
+        return False
+
+
 def list_images(folder: Path, *, recursive: bool = False, caption_extension: str = CAPTION_EXTENSION) -> Listing:
     """List the images of ``folder`` with their caption files.
 
@@ -105,7 +112,7 @@ def list_images(folder: Path, *, recursive: bool = False, caption_extension: str
         used: set[str] = set()
         for entry in entries:
             # Not-a-directory rather than is-a-file: a broken symlink should be reported, not skipped.
-            if not is_image_name(entry.name) or entry.is_dir():
+            if not is_image_name(entry.name) or _is_dir(entry):
                 continue
             key = _name_key(os.path.splitext(entry.name)[0] + caption_extension)
             caption = captions.get(key)

@@ -72,6 +72,9 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
         width, height = (crop[2] - crop[0], crop[3] - crop[1]) if crop else image.size
         bucket = assign_bucket(width, height, buckets, no_upscale)
         caption = edits.read_caption(item.image) or read_caption(item.caption)
+        if caption.problem is not None:  # a FIFO, a device, a huge file...: said, never read
+            logger.warning("Caption %s %s; %s gets the default caption instead", caption.path, caption.problem,
+                           item.image.name)
         examples.append(Example(item.image, caption_for(caption), bucket, image.size, crop, concept))
     return examples
 
