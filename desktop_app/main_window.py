@@ -90,8 +90,8 @@ class MainWindow(QMainWindow):
         self.status_bar = RunStatusBar(self.run_model)
         self.setStatusBar(self.status_bar)
         self.menu_actions = build_menus(self)
+        self.merge_panel = MergePanel()  # before the extras: they feed it the project's sample prompts
         self.extras = install_extras(self)  # block tree, memory box, presets, queue, Runs page
-        self.merge_panel = MergePanel()
         self.add_page(self.merge_panel, "Merge")  # runs trainer/merge through the merge-* tasks
 
         self._autosave_timer = QTimer(self)
