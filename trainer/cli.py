@@ -8,6 +8,7 @@ model file — the message names it), 1 anything else.
 from __future__ import annotations
 
 import argparse
+import math
 import queue
 import signal
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from trainer import threads
 from trainer.config import load_config
 from trainer.errors import BAD_INPUT_ERRORS
 from trainer.merge.cli import add_merge_parser
@@ -60,14 +62,17 @@ class TerminalEvents:
             if self._bar.desc != self._mode:
                 self._bar.set_description_str(self._mode, refresh=False)
             self._bar.update(event.step - self._bar.n)
-            postfix = {"loss": f"{event.loss:.4g}", "lr": f"{event.lr:.2e}"}
+            postfix = {"loss": f"{event.loss:.4g}", "lr": f"{event.lr:.2e}"} if math.isfinite(event.loss) \
+                else {"lr": f"{event.lr:.2e}"}  # no loss yet (the first logged step can have none): say nothing
             if event.heldout_loss is not None:
                 postfix["held-out"] = f"{event.heldout_loss:.4g}"
             self._bar.set_postfix(postfix, refresh=False)
         elif isinstance(event, Log):
             self._write(f"[{event.level}] {event.message}")
         elif isinstance(event, Sample):
-            self._write(f"samples at step {event.step}: {', '.join(event.paths)}")
+            folder = Path(event.paths[0]).parent if event.paths else None
+            self._write(f"samples at step {event.step}: {len(event.paths)} image{'s' if len(event.paths) != 1 else ''}"
+                        + (f" in {folder}" if folder else ""))
         elif isinstance(event, CheckpointSaved):
             pass  # already logged by the worker
         elif isinstance(event, Failed):
@@ -130,9 +135,21 @@ class InterruptCommands(QueueCommands):
                   "abort without saving (what is not saved yet is lost).", file=sys.stderr, flush=True)
 
 
+def quiet_libraries() -> None:
+    """The terminal shows Kamaal's own lines: diffusers' and transformers' info chatter and loading bars
+    (several per model load) would bury the progress bar; their errors still show."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers.utils.logging, transformers.utils.logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
 def _run(run_dir: Path, resume: bool) -> int:
     from trainer.worker import run_worker  # heavy import only when training
 
+    quiet_libraries()
     with InterruptCommands() as commands:
         try:
             return run_worker(run_dir, commands, TerminalEvents(), resume=resume)
@@ -145,6 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer import distributed
 
     config = load_config(Path(args.config), args.set or [])
+    threads.apply_policy()  # before torch loads (distributed.current() may load it): see trainer/threads.py
     dist = distributed.current()  # several processes under `accelerate launch`: only the main one creates
     created: str | None = None
     if dist.is_main:
@@ -161,6 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     run = RunFolder.open(Path(args.run_dir))
+    threads.apply_policy()  # before torch loads: see trainer/threads.py
     return _run(run.root, resume=True)
 
 
@@ -276,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dataset"]:  # its own parser, help included (argparse's REMAINDER would swallow --help)
+        from trainer.dataset.cli import dataset_main
+
+        return dataset_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

@@ -410,8 +410,28 @@ def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
     path = Path(path)
     data = read_toml(path)
     data = apply_overrides(data, overrides)
-    config = config_from_dict(data, str(path))
+    try:
+        config = config_from_dict(data, str(path))
+    except ConfigError as error:
+        raise _blame_overrides(error, list(overrides), path) from None
     return resolve_paths(config, path.parent.resolve(), skip=_override_keys(overrides))
+
+
+def _blame_overrides(error: ConfigError, overrides: list[str], path: Path) -> ConfigError:
+    """A problem with a value given as ``--set KEY=VALUE`` names the ``--set``, not the file; one that
+    only arises with the overrides (``--set training.steps=60`` under the file's ``warmup_steps = 100``)
+    says which overrides were applied."""
+    if not overrides:
+        return error
+    given = {override.partition("=")[0].strip(): override for override in overrides}
+    problems = []
+    for problem in error.problems:
+        name, sep, message = problem.partition(": ")
+        if sep and name in given:
+            problems.append(f"--set {given[name]}: {message}")
+        else:
+            problems.append(f"{path}: {problem} (with --set {', --set '.join(overrides)})")
+    return ConfigError(problems)
 
 
 def save_config(config: Config, path: Path) -> None:

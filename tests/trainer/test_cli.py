@@ -58,18 +58,48 @@ def test_presets_for_your_own_model_ask_for_it_by_name(tmp_path, preset):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("training.steps=0", "training.steps: must be ≥ 1, got 0"),
-    ("training.learning_rate=fast", "training.learning_rate: must be a number, got 'fast'"),
-    ("training.stepz=5", "training.stepz: unknown key"),
-    ("mode=lora", "mode: 'lora' does not work with model.architecture 'toy'"),
+    ("training.steps=0", "--set training.steps=0: must be ≥ 1, got 0"),
+    ("training.learning_rate=fast", "--set training.learning_rate=fast: must be a number, got 'fast'"),
+    ("training.stepz=5", "--set training.stepz=5: unknown key"),
+    ("mode=lora", "--set mode=lora: 'lora' does not work with model.architecture 'toy'"),
     ("training", "expected KEY=VALUE"),
 ])
-def test_bad_overrides_exit_2_naming_the_field(tmp_path, override, message):
+def test_bad_overrides_exit_2_naming_the_set_not_the_file(tmp_path, override, message):
     result = kamaal_train("train", str(PRESETS / "toy.toml"), "--run-dir", str(tmp_path / "run"), "--set", override)
     assert result.returncode == 2
     assert message in result.stderr
+    assert "toy.toml" not in result.stderr  # the preset file is fine: the --set is what to fix
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # nothing is created for a refused config
+
+
+def test_a_problem_that_only_the_overrides_cause_names_them(tmp_path):
+    result = kamaal_train("train", str(PRESETS / "toy.toml"), "--run-dir", str(tmp_path / "run"),
+                          "--set", "training.steps=60")  # the preset warms up for 100 steps
+    assert result.returncode == 2
+    assert "toy.toml: training.warmup_steps" in result.stderr and "(with --set training.steps=60)" in result.stderr
+
+
+def test_dataset_help_is_the_dataset_tools_help(capsys):
+    from trainer.cli import main
+
+    assert main(["dataset", "--help"]) == 0 and "kamaal-train dataset" in capsys.readouterr().out
+
+
+def test_the_terminal_shows_no_nan_loss_and_short_sample_lines(capsys):
+    from trainer.cli import TerminalEvents
+    from trainer.protocol import Progress, Sample, Started
+
+    events = TerminalEvents()
+    events.emit(Started(run_dir="/r", mode="lora", start_step=0, total_steps=10, device="cpu", pid=1))
+    events.emit(Progress(step=0, total_steps=10, loss=float("nan"), lr=1e-4, it_per_s=0.0, eta_s=0.0,
+                         elapsed_s=0.0, memory_bytes=0, memory_kind="rss", heldout_loss=1.2))
+    events.emit(Sample(1, tuple(f"/r/samples/step-000001/p{i:02d}-seed1.png" for i in range(8)), ("a",) * 8,
+                       (1,) * 8))
+    events._close()
+    err = capsys.readouterr().err
+    assert "nan" not in err and "lr=1.00e-04" in err
+    assert "samples at step 1: 8 images in /r/samples/step-000001" in err and "p07-seed1.png" not in err
 
 
 def test_missing_config_file_exits_2(tmp_path):
