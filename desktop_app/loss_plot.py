@@ -149,4 +149,9 @@ class LossPlot(QWidget):
             plot.setXRange(0, max(self.model.total_steps, 1), padding=0.02)
             plot.setYRange(-3, 1, padding=0)  # log10 units: 0.001 … 10
         else:
-            plot.enableAutoRange()
+            # x from 0 to the newest point, set outright: autorange with clip-to-view can keep a previous,
+            # shorter run's range when a long run's curves arrive at once (the Runs page).
+            last = max(float(x[-1]) if len(x) else 0.0,
+                       float(curves.heldout.x[-1]) if len(curves.heldout.x) else 0.0, 1.0)
+            plot.enableAutoRange(axis="y")
+            plot.setXRange(0, last, padding=0.02)

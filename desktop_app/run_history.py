@@ -45,7 +45,8 @@ class RunSummary:
     def mode(self) -> str:
         if self.config is None:
             return "?"
-        return f"{self.config.mode} · {self.config.model.architecture}"
+        mode, architecture = self.config.mode, self.config.model.architecture
+        return mode if mode == architecture else f"{mode} · {architecture}"
 
     @property
     def started_text(self) -> str:

@@ -12,6 +12,7 @@ thread pool.  The list refreshes when the page is shown and whenever a run ends.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QUrl, Signal
@@ -59,6 +60,13 @@ def output_purpose(relative: Path, config: Config | None) -> str:
         return ("LoRA, kohya format: Automatic1111, ComfyUI, kohya (continue with --network_weights)" if lora
                 else "single-file checkpoint: Automatic1111, ComfyUI")
     return ""
+
+
+def list_name(folder_name: str) -> str:
+    """A run's name in the list: its folder name without the ``-YYYYmmdd-HHMMSS`` stamp (the Started column
+    has the date), so the part that tells runs apart is what fits."""
+    return re.sub(r"-\d{8}-\d{6}(-\d+)?$", "", folder_name) or folder_name
+
 
 class CurvesSource(QObject):
     """What :class:`LossPlot` reads, for a finished run (the live plot reads the run model)."""
@@ -176,9 +184,10 @@ class RunsPage(QWidget):
         for summary in self.summaries:
             status = "running" if running is not None and Path(running) == summary.root else summary.status
             steps = f"{summary.last_step:,} / {summary.total_steps:,}"
-            item = QTreeWidgetItem([summary.name, summary.mode, steps, STATUS_TEXT.get(status, status),
+            item = QTreeWidgetItem([list_name(summary.name), summary.mode, steps, STATUS_TEXT.get(status, status),
                                     summary.started_text])
             item.setData(0, Qt.ItemDataRole.UserRole, str(summary.root))
+            item.setToolTip(0, summary.name)
             item.setToolTip(3, summary.problem or status)
             self.list.addTopLevelItem(item)
             if chosen is not None and summary.root == chosen.root:

@@ -136,3 +136,33 @@ def test_the_legend_sits_above_the_plot_and_hides_no_curve(qtbot):
     assert plot.legend.isVisible() and plot.legend.geometry().bottom() <= top_of_plot
     for name in ("training loss (raw)", "training loss (smoothed)", "held-out loss"):
         assert name in plot.legend.text()
+
+
+def test_a_long_runs_curves_are_shown_whole_after_a_short_one(qtbot):
+    """The Runs page hands the plot a whole run at once: its x range must cover every step."""
+    from desktop_app.loss_plot import LossPlot
+    from desktop_app.runs_page import CurvesSource
+
+    source = CurvesSource()
+    plot = LossPlot(source)  # type: ignore[arg-type]
+    qtbot.addWidget(plot)
+    plot.resize(700, 400)
+    plot.show()
+
+    def run(steps: int) -> Curves:
+        return Curves.from_metrics([{"step": s, "loss": 1.0 / (1 + s), "lr": 1e-3,
+                                     **({"heldout_loss": 0.5} if s % 100 == 0 else {})} for s in range(1, steps + 1)])
+
+    source.show(run(25), 25)
+    source.show(run(1500), 1500)
+    low, high = plot.plot_widget.getPlotItem().viewRange()[0]
+    assert low <= 0 and high >= 1500, (low, high)
+
+
+def test_run_names_in_the_history_drop_the_timestamp():
+    from desktop_app.runs_page import list_name
+
+    assert list_name("demo-20261206-002631") == "demo"
+    assert list_name("my-style-lora-20261206-002631-2") == "my-style-lora"
+    assert list_name("20261206-002631") == "20261206-002631"
+    assert list_name("custom folder") == "custom folder"
