@@ -22,6 +22,7 @@ CUSTOM = "Custom settings"
 
 class ControlBar(QWidget):
     startRequested = Signal()
+    stopNowRequested = Signal()  # Stop pressed again while stopping: the window warns, then may stop at once
     queueRequested = Signal()
     savePresetRequested = Signal()
     presetChosen = Signal(object)  # (name, Config)
@@ -155,9 +156,9 @@ class ControlBar(QWidget):
                                      "Hold training after this step; the model stays in memory")
         stopping = state == SessionState.STOPPING
         self.stop_button.setEnabled(not idle)
-        self.stop_button.setText("Force stop" if stopping else "Stop")
-        self.stop_button.setToolTip("Stop now, without saving" if stopping else
-                                    "Stop after this step, saving a checkpoint and the outputs")
+        self.stop_button.setText("Stop now…" if stopping else "Stop")
+        self.stop_button.setToolTip("The trainer is saving. Stop it at once, without saving (asks first)"
+                                    if stopping else "Stop after this step, saving a checkpoint and the outputs")
 
     def _on_pause_clicked(self) -> None:
         if self.session.state == SessionState.PAUSED:
@@ -167,6 +168,6 @@ class ControlBar(QWidget):
 
     def _on_stop_clicked(self) -> None:
         if self.session.state == SessionState.STOPPING:
-            self.session.kill()
+            self.stopNowRequested.emit()  # never a kill without the person's confirmation
         else:
             self.session.stop(save=True)

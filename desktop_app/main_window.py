@@ -32,6 +32,7 @@ from desktop_app.preview_panel import PreviewPanel
 from desktop_app.run_model import Notice, RunModel
 from desktop_app.session import SessionState, TrainingSession
 from desktop_app.status_bar import RunStatusBar
+from desktop_app.stop_control import ChooseFn, StopControl, ask_choice
 from trainer.config import Config, ConfigError, resolve_paths
 from trainer.project import Project
 from trainer.runfolder import RunFolder, unique_run_dir
@@ -48,15 +49,18 @@ def ask_yes_no(parent: QWidget, title: str, question: str) -> bool:
 
 class MainWindow(QMainWindow):
     def __init__(self, project: Project, presets: list[Path] | None = None, *, ask: AskFn = ask_yes_no,
-                 settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+                 choose: ChooseFn = ask_choice, settings: QSettings | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("mainWindow")
         self.project = project
         self.ask = ask  # injectable: tests answer the questions
         self.settings = settings
-        self._closing = False
 
         self.session = TrainingSession(self)
+        # Stop / Stop now without saving / closing during a run: the questions, never a kill on its own.
+        self.stop_control = StopControl(self, self.session, ask, choose, self)
+        self.stop_control.closeNow.connect(self.close)
         self.config_model = ConfigModel(project.config, self)
         self.run_model = RunModel(self.session, self)
 
@@ -101,6 +105,7 @@ class MainWindow(QMainWindow):
         self.config_model.configChanged.connect(lambda _config: self._autosave_timer.start())
         self.config_model.valueChanged.connect(self._on_value_changed)
         self.controls.startRequested.connect(self.start_training)
+        self.controls.stopNowRequested.connect(self.stop_control.stop_now)
         self.controls.presetChosen.connect(self._on_preset_chosen)
         self.session.stateChanged.connect(self._on_state_changed)
         self.run_model.noticeChanged.connect(self._on_notice)
@@ -199,8 +204,6 @@ class MainWindow(QMainWindow):
         if state == SessionState.STARTING:
             self.show_page(self.splitter)
             self.preview_panel.tabs.setCurrentIndex(0)
-        if self._closing and idle:
-            QTimer.singleShot(0, self.close)
 
     def _on_notice(self) -> None:
         notice = self.run_model.notice
@@ -211,16 +214,10 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.session.is_active():
-            if not self._closing:
-                question = ("A training run is in progress.\n\nStop it — saving a checkpoint and the outputs — "
-                            "and close Kamaal?")
-                if not self.ask(self, "Stop training and close?", question):
-                    event.ignore()
-                    return
-                self._closing = True
-                self.session.stop(save=True)
-                self.statusBar().showMessage("Stopping the trainer and saving before closing…")
-            event.ignore()  # closes again once the trainer has exited (see _on_state_changed)
+            # Asks (stop with a save and close / wait / stop now without saving / cancel); the window stays
+            # open and responsive while the trainer saves, and closes once it has exited (closeNow).
+            event.ignore()
+            self.stop_control.close_requested()
             return
         self.save_settings()
         if self.settings is not None:

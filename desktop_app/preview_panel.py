@@ -16,7 +16,7 @@ from desktop_app.notice_banner import NoticeBanner
 from desktop_app.run_model import RunModel
 from desktop_app.sample_grid import SampleGrid
 from desktop_app.session import SessionState
-from desktop_app.status_bar import format_bytes, format_duration, format_speed
+from desktop_app.status_bar import activity_text, format_bytes, format_duration, format_speed
 from desktop_app.weights_view import WeightsView
 
 LOG_LINES_KEPT = 5000
@@ -79,8 +79,13 @@ class PreviewPanel(QWidget):
                                "No run yet: press Start, or queue runs on the Runs page.")
             return
         parts = [f"Step {model.step:,} of {model.total_steps:,}"]
-        if model.state in (SessionState.TRAINING, SessionState.PAUSED) and model.it_per_s > 0:
+        doing = activity_text(model)
+        if model.state == SessionState.STOPPING:
+            parts.append(f"Stopping: {doing}")  # the save can take minutes: say what it is at
+        elif model.state in (SessionState.TRAINING, SessionState.PAUSED) and model.it_per_s > 0:
             parts += [format_speed(model.it_per_s), f"{format_duration(model.eta_s)} left"]
+        if doing and model.state != SessionState.STOPPING:
+            parts.append(doing)
         if model.memory_bytes:
             parts.append(f"{'GPU' if model.memory_kind == 'cuda' else 'RAM'} {format_bytes(model.memory_bytes)}")
         if model.state == SessionState.PAUSED:

@@ -23,7 +23,17 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.sample_history import SampleHistory, read_sample_history
 from desktop_app.session import SessionState, TrainingSession
-from trainer.protocol import CheckpointSaved, Failed, Finished, LayerWeights, Log, Progress, Sample, Started
+from trainer.protocol import (
+    Activity,
+    CheckpointSaved,
+    Failed,
+    Finished,
+    LayerWeights,
+    Log,
+    Progress,
+    Sample,
+    Started,
+)
 from trainer.runfolder import RunFolder
 
 
@@ -100,11 +110,12 @@ class Curves:
 
 
 FAILURE_TITLES = {"input": "The trainer refused these settings", "crash": "The trainer stopped unexpectedly",
-                  "error": "Training failed"}
+                  "error": "Training failed", "killed": "Stopped without saving"}
 
 
 class RunModel(QObject):
     VIEW_INTERVAL_MS = 250  # the plot and heatmaps redraw at most 4 times a second
+    STOPPING_REFRESH_MS = 1000  # while stopping, the status counts the seconds even when the trainer is quiet
 
     statusChanged = Signal()
     curvesChanged = Signal()
@@ -131,13 +142,18 @@ class RunModel(QObject):
         self.samples: Sample | None = None
         self.sample_history = SampleHistory(self)  # every sampling point of the run: the grid's rows
         self.notice: Notice | None = None
+        self.activity: Activity | None = None  # what the trainer is busy with outside the steps (saving, sampling)
         self._curves_dirty = False
         self._weights_dirty = False
         self._last_view_update = -math.inf  # time.monotonic() of the last curves/weights signal
         self._view_timer = QTimer(self)
         self._view_timer.setSingleShot(True)
         self._view_timer.timeout.connect(self._update_views)
+        self._stopping_timer = QTimer(self)
+        self._stopping_timer.setInterval(self.STOPPING_REFRESH_MS)
+        self._stopping_timer.timeout.connect(self.statusChanged)
         session.stateChanged.connect(self._on_state)
+        session.activity.connect(self._on_activity)
         session.started.connect(self._on_started)
         session.progress.connect(self._on_progress)
         session.weights.connect(self._on_weights)
@@ -153,6 +169,7 @@ class RunModel(QObject):
         self.run_dir, self.total_steps, self.mode = Path(run_dir), total_steps, mode
         self.step, self.it_per_s, self.eta_s = 0, 0.0, math.nan
         self.has_started = False
+        self.activity = None
         self.curves = Curves()
         self.layers = None
         self.samples = None
@@ -181,9 +198,28 @@ class RunModel(QObject):
 
     # ------------------------------------------------------------------ session events
 
+    @property
+    def stopping_for_s(self) -> float:
+        """Seconds since Stop was asked for (0 unless stopping)."""
+        return self.session.stopping_for_s
+
+    @property
+    def silent_for_s(self) -> float:
+        """Seconds since the trainer last said anything."""
+        return self.session.silent_for_s
+
     def _on_state(self, state: str) -> None:
         self.state = SessionState(state)
+        if self.state == SessionState.STOPPING:
+            self._stopping_timer.start()
+        else:
+            self._stopping_timer.stop()
+        if self.state not in (SessionState.TRAINING, SessionState.PAUSED, SessionState.STOPPING):
+            self.activity = None
         self.statusChanged.emit()
+
+    def _on_activity(self, event: Activity) -> None:
+        self.activity = event  # shown with the next batch's status refresh
 
     def _on_started(self, event: Started) -> None:
         self.run_dir, self.mode, self.has_started = Path(event.run_dir), event.mode, True
@@ -192,6 +228,7 @@ class RunModel(QObject):
         self.statusChanged.emit()
 
     def _on_progress(self, event: Progress) -> None:
+        self.activity = None  # training steps again
         self.step, self.total_steps = event.step, event.total_steps
         self.it_per_s, self.eta_s = event.it_per_s, event.eta_s
         self.memory_bytes, self.memory_kind = event.memory_bytes, event.memory_kind
@@ -237,7 +274,8 @@ class RunModel(QObject):
         self._flush(now=True)
         field_name, sep, _ = event.message.partition(": ")
         named = field_name if event.kind == "input" and sep and " " not in field_name and "." in field_name else ""
-        self.set_notice(Notice("error", FAILURE_TITLES.get(event.kind, "Training failed"), event.message,
+        level = "warning" if event.kind == "killed" else "error"  # the person chose it: not an error
+        self.set_notice(Notice(level, FAILURE_TITLES.get(event.kind, "Training failed"), event.message,
                                details=event.traceback, run_dir=str(self.run_dir or ""), field=named))
         self.logAdded.emit(f"[error] {event.message}")
 
@@ -249,5 +287,6 @@ class RunModel(QObject):
             text = "Saved " + ", ".join(Path(path).name for path in event.outputs) + " in the run folder."
         else:
             text = "Stopped without saving." if event.stopped else "Done."
-        self.set_notice(Notice("info", title, text, run_dir=event.run_dir))
+        text = " ".join([text, *event.warnings])  # e.g. the final samples failed after everything was saved
+        self.set_notice(Notice("warning" if event.warnings else "info", title, text, run_dir=event.run_dir))
         self.statusChanged.emit()

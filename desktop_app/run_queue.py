@@ -4,7 +4,9 @@
 watches the session and starts the next entry whenever the trainer falls idle while the queue runs.
 The queue stays editable while a run goes: the running entry has already left the queue, so
 reordering or removing the waiting ones never touches it.  A run the person *stopped* pauses the
-queue (they meant to intervene); a run that failed does not (an overnight queue goes on).
+queue (they meant to intervene), and so does one they stopped at once without saving; a run that failed
+does not (an overnight queue goes on).  A queued run's Stop waits for its save like any other
+(:class:`~desktop_app.session.TrainingSession`): the next entry starts only once the trainer has exited.
 
 Threads: GUI thread only.
 """
@@ -23,7 +25,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from desktop_app.session import TrainingSession
 from trainer.config import Config, ConfigError, config_from_dict
 from trainer.fsutil import atomic_write_text
-from trainer.protocol import Finished
+from trainer.protocol import Failed, Finished
 
 QUEUE_FILE = "queue.toml"
 _ids = itertools.count(1)
@@ -133,6 +135,7 @@ class QueueRunner(QObject):
         self.current: QueueEntry | None = None
         session.stateChanged.connect(self._on_state)
         session.finished.connect(self._on_finished)
+        session.failed.connect(self._on_failed)
         queue.runningChanged.connect(lambda running: running and self._schedule())
 
     def start(self) -> None:
@@ -145,6 +148,10 @@ class QueueRunner(QObject):
     def _on_finished(self, event: Finished) -> None:
         if event.stopped and self.current is not None:
             self.queue.set_running(False)  # the person stopped it: wait for them
+
+    def _on_failed(self, event: Failed) -> None:
+        if event.kind == "killed" and self.current is not None:
+            self.queue.set_running(False)  # "Stop now without saving" was the person's choice: wait for them
 
     def _on_state(self, _state: str) -> None:
         if not self.session.is_active():

@@ -2,7 +2,8 @@
 
 Threads and processes:
   * GUI thread: every method and slot of :class:`TrainingSession`, including the drain timer's
-    ``_tick``.  Nothing here blocks for long; ``shutdown`` is the one deliberate, bounded wait.
+    ``_tick``.  Nothing here blocks; ``shutdown`` (the end of the app, test teardown) waits, but runs
+    the event loop while it does.
   * Trainer process (spawn): ``trainer.process.child_main`` → ``trainer.worker.run_worker``.
   * multiprocessing's queue feeder threads (one per queue that has been written to) move pickled
     messages through the pipes; they never touch Qt objects.
@@ -10,6 +11,13 @@ Threads and processes:
 Widgets never see the queues: they connect to the typed signals below, which are always emitted
 on the GUI thread.  An exit of the child without ``Finished`` or ``Failed`` (SIGKILL, a crash,
 out of memory) becomes a ``failed`` signal with ``kind == "crash"`` within one drain interval.
+
+Stopping: ``stop(save=True)`` asks the trainer to stop, and then waits for as long as it takes — the
+trainer reports each part of its save (``Activity``: saving checkpoint, writing outputs, drawing final
+samples 3/8), and the session never ends it by itself.  Only a long silence (``silence_timeout_s``
+without any event) is reported, as ``stalled``, for the window to *ask* the person.  ``kill`` (stop
+now without saving) is only ever the person's explicit choice, after a warning; its failure has
+``kind == "killed"``.
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, Signal
 
 from trainer.config import Config, ConfigError
 from trainer.process import TrainerProcess, describe_exit
 from trainer.protocol import (
+    Activity,
     CheckpointSaved,
     Event,
     Failed,
@@ -56,6 +65,11 @@ class SessionState(StrEnum):
 ACTIVE_STATES = frozenset({SessionState.STARTING, SessionState.TRAINING, SessionState.PAUSED, SessionState.STOPPING})
 
 
+def describe_activity(activity: Activity) -> str:
+    """'drawing final samples 3/8', 'saving checkpoint': the trainer's words, for labels and messages."""
+    return f"{activity.text} {activity.done}/{activity.total}" if activity.total else activity.text
+
+
 class TrainingSession(QObject):
     """Starts, steers and watches one trainer process at a time; re-emits its events as Qt signals."""
 
@@ -69,19 +83,27 @@ class TrainingSession(QObject):
     log = Signal(object)  # Log
     failed = Signal(object)  # Failed; kind is "input", "error", or "crash" for an unexpected exit
     finished = Signal(object)  # Finished
+    activity = Signal(object)  # Activity: what the trainer is busy with outside the steps (saving, sampling)
+    stalled = Signal(float)  # seconds without any event while stopping: ask the person (never kill by itself)
     stateChanged = Signal(str)  # a SessionState value
     eventsDrained = Signal()  # after each timer tick that delivered events (lets views repaint once per batch)
 
     POLL_INTERVAL_MS = 50
+    SILENCE_TIMEOUT_S = 300.0  # minutes of silence, not seconds: one big checkpoint can take that long
 
-    def __init__(self, parent: QObject | None = None, *, stop_timeout_s: float = 120.0) -> None:
+    def __init__(self, parent: QObject | None = None, *, silence_timeout_s: float = SILENCE_TIMEOUT_S) -> None:
         super().__init__(parent)
-        self.stop_timeout_s = stop_timeout_s  # silence after Stop before the child is killed
+        # While stopping: how long without any event before ``stalled`` asks the person (again after each
+        # further such silence).  Injectable, so tests play minutes in seconds.
+        self.silence_timeout_s = silence_timeout_s
         self._process: TrainerProcess | None = None
         self._state = SessionState.IDLE
         self._run_dir: Path | None = None
         self._outcome_reported = False
-        self._stop_deadline: float | None = None
+        self._stop_requested_at: float | None = None
+        self._last_word_at = 0.0  # time.monotonic() of the last event (or of the Stop)
+        self._silence_from = 0.0  # the silence that ``stalled`` measures starts here (re-armed after each report)
+        self._activity: Activity | None = None
         self._forced = False
         self._timer = QTimer(self)
         self._timer.setInterval(self.POLL_INTERVAL_MS)
@@ -103,6 +125,23 @@ class TrainingSession(QObject):
 
     def is_active(self) -> bool:
         return self._state in ACTIVE_STATES
+
+    @property
+    def last_activity(self) -> Activity | None:
+        """What the trainer last said it was busy with (None while it trains steps, or before it said)."""
+        return self._activity
+
+    @property
+    def stopping_for_s(self) -> float:
+        """Seconds since Stop was asked for (0 when not stopping)."""
+        if self._state != SessionState.STOPPING or self._stop_requested_at is None:
+            return 0.0
+        return time.monotonic() - self._stop_requested_at
+
+    @property
+    def silent_for_s(self) -> float:
+        """Seconds since the trainer's last event (0 when no trainer runs)."""
+        return time.monotonic() - self._last_word_at if self._process is not None else 0.0
 
     def _set_state(self, state: SessionState) -> None:
         if state != self._state:
@@ -137,7 +176,9 @@ class TrainingSession(QObject):
     def _launch(self, run_dir: Path, *, resume: bool) -> bool:
         self._run_dir = run_dir
         self._outcome_reported = False
-        self._stop_deadline = None
+        self._stop_requested_at = None
+        self._last_word_at = self._silence_from = time.monotonic()
+        self._activity = None
         self._forced = False
         self._process = TrainerProcess(run_dir, resume=resume)
         try:
@@ -175,33 +216,39 @@ class TrainingSession(QObject):
             self._process.send(SaveNow())
 
     def stop(self, save: bool = True) -> None:
-        """Ask the trainer to stop at the next step boundary (saving a checkpoint and the outputs first)."""
+        """Ask the trainer to stop at the next step boundary (with ``save``: a checkpoint and the outputs
+        first, then the final samples).  It is then waited for as long as it takes; see ``stalled``."""
         if self._state in (SessionState.STARTING, SessionState.TRAINING, SessionState.PAUSED) and self._process:
             self._process.send(Stop(save=save))
-            self._stop_deadline = time.monotonic() + self.stop_timeout_s
+            self._stop_requested_at = self._last_word_at = self._silence_from = time.monotonic()
             self._set_state(SessionState.STOPPING)
 
     def kill(self) -> None:
-        """Stop the trainer at once, without saving (for a stop that takes too long)."""
+        """Stop now without saving: end the trainer process at once.  Only ever the person's explicit choice,
+        after a warning (the window asks); what the trainer was writing is lost, earlier checkpoints stay."""
         if self._process is not None and self._process.is_alive():
             self._forced = True
             self._process.kill()
             self._tick()
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Blocking: stop a running trainer with a save and wait for it to exit; kill it after ``timeout_s``."""
+    def shutdown(self, *, kill_after_s: float | None = None) -> None:
+        """Blocking, for the end of the app: stop a running trainer with a save and wait until it has exited,
+        for as long as it takes.  The event loop keeps running meanwhile (windows repaint, and a long silence
+        is reported through ``stalled``, so the window can ask).  ``kill_after_s`` is a hard limit for test
+        teardown only; the app never passes it."""
         if self._process is None:
             return
         if self._state in (SessionState.STARTING, SessionState.TRAINING, SessionState.PAUSED):
             self.stop(save=True)
-        deadline = time.monotonic() + timeout_s
-        while self._process is not None and self._process.is_alive() and time.monotonic() < deadline:
-            self._drain()  # keep the pipe empty, or the child blocks flushing its last events
-            self._process.join(0.05)
-        if self._process is not None and self._process.is_alive():
-            self._forced = True
-            self._process.kill()
-        self._tick()
+        began = time.monotonic()
+        while self._process is not None:
+            if kill_after_s is not None and time.monotonic() - began > kill_after_s:
+                self.kill()
+                break
+            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+            if self._process is not None:
+                self._process.join(0.02)
+                self._tick()  # also without a running drain timer: keeps the pipe empty, notices the exit
 
     def close(self) -> None:
         """Release everything now (kills a child that still runs).  For teardown; prefer ``shutdown``."""
@@ -218,9 +265,10 @@ class TrainingSession(QObject):
         alive = process.is_alive()  # asked before draining: a dead child's events are all in the pipe by now
         self._drain()
         if alive:
-            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
-                self._forced = True
-                process.kill()
+            now = time.monotonic()
+            if self._state == SessionState.STOPPING and now - self._silence_from > self.silence_timeout_s:
+                self._silence_from = now  # ask again only after another whole silence
+                self.stalled.emit(now - self._last_word_at)
             return
         while self._drain():
             pass
@@ -233,6 +281,8 @@ class TrainingSession(QObject):
         if self._process is None:
             return False
         events = self._process.poll_events()
+        if events:
+            self._last_word_at = self._silence_from = time.monotonic()
         for event in events:
             self._dispatch(event)
         if events:
@@ -242,7 +292,11 @@ class TrainingSession(QObject):
     def _dispatch(self, event: Event) -> None:
         stopping = self._state == SessionState.STOPPING
         if isinstance(event, Progress):
+            self._activity = None  # training steps again
             self.progress.emit(event)
+        elif isinstance(event, Activity):
+            self._activity = event
+            self.activity.emit(event)
         elif isinstance(event, LayerWeights):
             self.weights.emit(event)
         elif isinstance(event, Log):
@@ -265,26 +319,33 @@ class TrainingSession(QObject):
             self.resumed.emit(event)
         elif isinstance(event, Finished):
             self._outcome_reported = True
+            self._activity = None
             self._set_state(SessionState.FINISHED)
             self.finished.emit(event)
         elif isinstance(event, Failed):
             self._outcome_reported = True
+            self._activity = None
             self._set_state(SessionState.FAILED)
             self.failed.emit(event)
 
     def _report_unexpected_exit(self, code: int | None) -> None:
         how = describe_exit(code)
         if self._forced:
-            message = f"The trainer was stopped by force ({how}) and could not save."
+            kind, doing = "killed", self._activity
+            message = "Stopped at once without saving, as you chose"
+            message += f", while the trainer was {describe_activity(doing)}." if doing is not None else "."
+            message += (" What was saved before stays in the run folder; "
+                        "Run ▸ Resume a run… continues from its last checkpoint.")
         else:
+            kind = "crash"
             message = f"The trainer process stopped unexpectedly ({how})."
             if code is not None and code < 0:
                 message += " It was killed from outside the app, or the system ran out of memory."
-        message += (" Checkpoints saved before this are kept in the run folder; "
-                    "Run ▸ Resume a run… continues from the last one.")
+            message += (" Checkpoints saved before this are kept in the run folder; "
+                        "Run ▸ Resume a run… continues from the last one.")
         self._outcome_reported = True
         self._set_state(SessionState.FAILED)
-        self.failed.emit(Failed("crash", message))
+        self.failed.emit(Failed(kind, message))
 
     def _release(self) -> None:
         """Let go of the finished child: wait briefly for a clean exit, then close its queues."""

@@ -1,14 +1,15 @@
-"""The status bar: the run's state, step / total, speed, time left and memory, always in view."""
+"""The status bar: the run's state, what the trainer is busy with (saving, sampling: with progress), step /
+total, speed, time left and memory, always in view."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
+from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QWidget
 
 from desktop_app.run_model import RunModel
-from desktop_app.session import SessionState
+from desktop_app.session import SessionState, describe_activity
 
 STATE_TEXT = {
     SessionState.IDLE: "Ready", SessionState.STARTING: "Starting…", SessionState.TRAINING: "Training",
@@ -20,6 +21,26 @@ STATE_COLOR = {
     SessionState.PAUSED: "#d97706", SessionState.STOPPING: "#d97706", SessionState.FINISHED: "#2563eb",
     SessionState.FAILED: "#dc2626",
 }
+
+
+QUIET_NOTE_S = 30.0  # while stopping, a silence this long is mentioned ("no word for 0:45")
+
+
+def activity_text(model: RunModel) -> str:
+    """What the trainer is doing besides training steps, for the status bar and the stats line:
+    'drawing final samples 3/8', and while stopping also for how long ('saving checkpoint · 1:12'), or
+    '' while it just trains."""
+    if model.activity is not None:
+        text = describe_activity(model.activity)
+    elif model.state == SessionState.STOPPING:
+        text = "finishing the current step"
+    else:
+        return ""
+    if model.state == SessionState.STOPPING:
+        text += f" · {format_duration(model.stopping_for_s)} since Stop"
+        if model.silent_for_s >= QUIET_NOTE_S:
+            text += f" · no word from the trainer for {format_duration(model.silent_for_s)}"
+    return text
 
 
 def format_duration(seconds: float) -> str:
@@ -55,6 +76,12 @@ class RunStatusBar(QStatusBar):
         self.project_label.setContentsMargins(8, 0, 8, 0)
         self.addWidget(self.project_label)
         self.state_label = self._add("statusState")
+        self.activity_label = self._add("statusActivity")
+        self.activity_bar = QProgressBar()
+        self.activity_bar.setObjectName("statusActivityBar")
+        self.activity_bar.setTextVisible(False)
+        self.activity_bar.setFixedSize(110, 12)
+        self.addPermanentWidget(self.activity_bar)
         self.step_label = self._add("statusStep")
         self.speed_label = self._add("statusSpeed")
         self.eta_label = self._add("statusEta")
@@ -77,13 +104,22 @@ class RunStatusBar(QStatusBar):
         model = self.model
         color = STATE_COLOR[model.state]
         self.state_label.setText(f"<span style='color:{color}'>●</span> {STATE_TEXT[model.state]}")
+        doing = activity_text(model)
+        self.activity_label.setVisible(bool(doing))
+        self.activity_label.setText(doing[:1].upper() + doing[1:])
+        counted = model.activity is not None and model.activity.total > 0
+        self.activity_bar.setVisible(counted)
+        if counted:
+            self.activity_bar.setRange(0, model.activity.total)
+            self.activity_bar.setValue(model.activity.done)
         running = model.state in (SessionState.TRAINING, SessionState.PAUSED, SessionState.STOPPING)
         has_run = model.has_started and model.total_steps > 0
         self.step_label.setVisible(has_run)
         self.step_label.setText(f"Step {model.step:,} / {model.total_steps:,}")
-        self.speed_label.setVisible(running and model.it_per_s > 0)
+        stepping = model.state in (SessionState.TRAINING, SessionState.PAUSED)  # no speed or ETA while it stops
+        self.speed_label.setVisible(stepping and model.it_per_s > 0)
         self.speed_label.setText(format_speed(model.it_per_s))
-        self.eta_label.setVisible(running and model.it_per_s > 0)
+        self.eta_label.setVisible(stepping and model.it_per_s > 0)
         self.eta_label.setText(f"ETA {format_duration(model.eta_s)}")
         self.memory_label.setVisible(running and model.memory_bytes > 0)
         kind = "GPU" if model.memory_kind == "cuda" else "RAM"

@@ -60,15 +60,25 @@ def make_project(tmp_path: Path) -> Callable[..., Project]:
 
 
 class Answers:
-    """Stands in for the window's question boxes: records each question, answers with ``reply``."""
+    """Stands in for the window's question boxes: records each question; yes/no questions are answered
+    with ``reply``, questions with several choices with the next of ``choices`` (else the first, safe one)."""
 
     def __init__(self, reply: bool = True) -> None:
         self.reply = reply
         self.questions: list[str] = []
+        self.choices: list[str] = []  # answers for ``choose``, used up in order
+        self.offered: list[tuple[str, ...]] = []  # the choices each such question offered
 
     def __call__(self, _parent: object, title: str, question: str) -> bool:
         self.questions.append(f"{title}: {question}")
         return self.reply
+
+    def choose(self, _parent: object, title: str, question: str, choices) -> str | None:
+        self.questions.append(f"{title}: {question}")
+        self.offered.append(tuple(choices))
+        answer = self.choices.pop(0) if self.choices else choices[0]
+        assert answer in choices, f"{answer!r} is not one of {choices}"
+        return answer
 
 
 @pytest.fixture
@@ -87,7 +97,7 @@ def make_window(qtbot, answers: Answers, make_project):
         from PySide6.QtWidgets import QApplication
 
         apply_style(QApplication.instance())
-        window = MainWindow(project or make_project(overrides, preset), ask=answers)
+        window = MainWindow(project or make_project(overrides, preset), ask=answers, choose=answers.choose)
         qtbot.addWidget(window)
         window.resize(1280, 800)
         windows.append(window)
@@ -95,7 +105,7 @@ def make_window(qtbot, answers: Answers, make_project):
 
     yield make
     for window in windows:
-        window.session.shutdown(timeout_s=20)  # a failing test must not leave a trainer behind
+        window.session.shutdown(kill_after_s=20)  # a failing test must not leave a trainer behind
         assert not window.session._timer.isActive(), "the session's drain timer is still running"
 
 

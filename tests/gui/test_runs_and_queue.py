@@ -3,11 +3,16 @@ real toy runs one after another and can be edited while one trains."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 from PySide6.QtCore import Qt
 
 from desktop_app.run_history import summarize
 from desktop_app.run_queue import QUEUE_FILE, RunQueue
+from desktop_app.stop_control import KEEP_WAITING, STOP_NOW
 from tests.gui.conftest import LONG_RUN, SHORT_RUN, configured
+from trainer.runfolder import RunFolder
 
 START_TIMEOUT_MS = 120_000
 STOP_TIMEOUT_MS = 60_000
@@ -24,7 +29,7 @@ def test_history_lists_runs_reopens_settings_and_resumes_an_interrupted_run(qtbo
     with qtbot.waitSignal(session.checkpointSaved, timeout=START_TIMEOUT_MS):
         window.start_training()
     with qtbot.waitSignal(session.failed, timeout=STOP_TIMEOUT_MS) as failed:
-        session.kill()  # a crash: no outputs, a checkpoint to go on from
+        os.kill(session.pid, signal.SIGKILL)  # a crash: no outputs, a checkpoint to go on from
     assert failed.args[0].kind == "crash"
     qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)
 
@@ -100,6 +105,42 @@ def test_stopping_a_queued_run_pauses_the_queue(qtbot, make_window):
     qtbot.wait(200)
     assert not queue.running and [e.label for e in queue.entries] == ["later"]  # waits for the person
     assert not session.is_active()
+
+
+def test_a_queued_runs_stop_waits_for_its_save_and_stop_now_pauses_the_queue(qtbot, make_window, answers,
+                                                                              monkeypatch):
+    monkeypatch.setenv("KAMAAL_TEST_SLOW_SAVE", "3/0.5")  # each part of the save: 3 s, a word every 0.5 s
+    window = make_window(SHORT_RUN)
+    session, queue = window.session, window.extras.queue
+    session.silence_timeout_s = 1.0  # scaled: a save three times longer than this, reporting all along
+    for name in ("first", "second"):
+        queue.add(configured("toy", [*LONG_RUN, f"output.run_name={name}"]))
+    queue.add(configured("toy", [*SHORT_RUN, "output.run_name=later"]))
+
+    with qtbot.waitSignal(session.progress, timeout=START_TIMEOUT_MS):
+        window.extras.queue_runner.start()
+    with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS) as finished:
+        session.stop(save=True)
+    run = RunFolder.open(finished.args[0].run_dir)
+    assert run.root.name.startswith("first-") and run.latest_checkpoint()[0] == finished.args[0].step
+    assert (run.output_dir / "first.safetensors").is_file() and not answers.offered
+    qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)
+    assert not queue.running and [e.label for e in queue.entries] == ["second", "later"]
+
+    with qtbot.waitSignal(session.progress, timeout=START_TIMEOUT_MS):
+        window.extras.queue_runner.start()
+    session.stop(save=True)
+    qtbot.waitUntil(lambda: session.last_activity is not None, timeout=STOP_TIMEOUT_MS)  # it is saving
+    answers.choices = [STOP_NOW]  # the person's explicit choice, after the warning
+    with qtbot.waitSignal(session.failed, timeout=STOP_TIMEOUT_MS) as failed:
+        window.menu_actions["stop_now"].trigger()
+    assert answers.offered == [(KEEP_WAITING, STOP_NOW)] and "not finished writing is lost" in answers.questions[-1]
+    assert failed.args[0].kind == "killed" and "as you chose" in failed.args[0].message
+    qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)
+    qtbot.wait(200)
+    assert not queue.running and [e.label for e in queue.entries] == ["later"]  # waits for the person
+    assert not session.is_active()
+    assert window.preview_panel.banner.title.text() == "Stopped without saving"
 
 
 def test_sample_now_and_save_now_beside_pause_and_stop(qtbot, make_window):

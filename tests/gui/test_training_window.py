@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 import numpy as np
 import psutil
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 
 from desktop_app.session import SessionState
+from desktop_app.stop_control import CANCEL, KEEP_WAITING, STOP_NOW, WAIT_THEN_CLOSE
 from tests.gui.conftest import LONG_RUN, SHORT_RUN
 from trainer.runfolder import RunFolder
 
@@ -159,10 +162,105 @@ def test_settings_the_worker_refuses_are_named_in_the_window(qtbot, make_window,
     assert field_error.isHidden()
 
 
-def test_closing_during_a_run_asks_then_stops_with_a_save(qtbot, make_window, answers):
+class LoopWatch:
+    """The event loop's longest gap, from a 20 ms timer: a window that stops answering shows as a long gap."""
+
+    def __init__(self) -> None:
+        self.longest_s = 0.0
+        self._last = time.monotonic()
+        self.timer = QTimer()
+        self.timer.setInterval(20)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.longest_s = max(self.longest_s, now - self._last)
+        self._last = now
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return self.longest_s
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    """Where the tests' screenshots go: KAMAAL_TEST_SHOTS to keep and look at them, else the test's folder."""
+    folder = Path(os.environ.get("KAMAAL_TEST_SHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def saved_everything(run_dir: str, step: int) -> bool:
+    run = RunFolder.open(run_dir)
+    latest = run.latest_checkpoint()
+    return latest is not None and latest[0] == step and (run.output_dir / "toy.safetensors").is_file()
+
+
+def test_a_stop_whose_save_outlasts_two_minutes_waits_for_it_and_says_what_it_does(
+        qtbot, make_window, answers, monkeypatch, tmp_path):
+    """Simulated time: a second here stands for a minute.  The old session killed the trainer two "minutes"
+    after Stop however busy it was; this save takes six (the worker's test hook stretches the checkpoint
+    and the outputs to three each, reporting every half "minute"), and the session would only ask after
+    two "minutes" of silence, which never come."""
+    monkeypatch.setenv("KAMAAL_TEST_SLOW_SAVE", "3/0.5")
+    window = make_window(LONG_RUN)
+    window.show()
+    session, controls, bar = window.session, window.controls, window.status_bar
+    session.silence_timeout_s = 2.0
+    stalls: list[float] = []
+    session.stalled.connect(stalls.append)
+    start_and_wait_for_training(qtbot, window)
+
+    watch = LoopWatch()
+    with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS) as finished:
+        click(qtbot, controls.stop_button)
+        clicked = time.monotonic()
+        # Meanwhile the window says what the trainer is doing, with how far it is.
+        qtbot.waitUntil(lambda: "Saving checkpoint" in bar.activity_label.text(), timeout=STOP_TIMEOUT_MS)
+        assert bar.activity_label.isVisible() and bar.activity_bar.isVisible()
+        assert "Stopping" in bar.state_label.text()
+        assert "Stopping: saving checkpoint" in window.preview_panel.stats.text()
+        qtbot.waitUntil(lambda: bar.activity_bar.value() >= 2, timeout=5000)
+        window.grab().save(str(shots_dir(tmp_path) / "stopping-while-saving.png"))
+        # Stop pressed again is "Stop now…", which only asks (here the answer is: keep waiting).
+        assert controls.stop_button.text() == "Stop now…" and controls.stop_button.isEnabled()
+        click(qtbot, controls.stop_button)
+        assert answers.offered == [(KEEP_WAITING, STOP_NOW)]
+        assert "is stopping: saving checkpoint" in answers.questions[0]
+        qtbot.waitUntil(lambda: "Writing outputs" in bar.activity_label.text(), timeout=STOP_TIMEOUT_MS)
+    took = time.monotonic() - clicked
+    longest_gap = watch.stop()
+
+    assert finished.args[0].stopped and finished.args[0].outputs
+    assert took > 3 * session.silence_timeout_s  # longer than the old fixed deadline, many times over
+    assert saved_everything(finished.args[0].run_dir, finished.args[0].step)
+    assert not stalls and len(answers.questions) == 1  # reported progress all along: nothing to ask about
+    assert longest_gap < 1.0, f"the window stopped answering for {longest_gap:.2f} s"
+    qtbot.waitUntil(lambda: session.pid is None, timeout=10_000)
+    assert bar.activity_label.isHidden() and bar.activity_bar.isHidden()
+
+
+def test_a_trainer_quiet_while_stopping_is_asked_about_never_killed(qtbot, make_window, answers, monkeypatch):
+    monkeypatch.setenv("KAMAAL_TEST_SLOW_SAVE", "2.5")  # each part: one word, then 2.5 s of silence
+    window = make_window(LONG_RUN)
+    session = window.session
+    session.silence_timeout_s = 1.0
+    start_and_wait_for_training(qtbot, window)
+
+    with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS) as finished:
+        session.stop(save=True)
+    assert answers.offered and set(answers.offered) == {(KEEP_WAITING, STOP_NOW)}  # answered: keep waiting
+    assert "said nothing for" in answers.questions[0] and "may be stuck" in answers.questions[0]
+    assert saved_everything(finished.args[0].run_dir, finished.args[0].step)
+
+
+def test_closing_during_a_run_asks_then_waits_for_the_save(qtbot, make_window, answers, monkeypatch):
+    monkeypatch.setenv("KAMAAL_TEST_SLOW_SAVE", "2/0.25")
     window = make_window(LONG_RUN)
     window.show()
     session = window.session
+    ended = []
+    session.finished.connect(ended.append)
     start_and_wait_for_training(qtbot, window)
     pid = session.pid
 
@@ -171,14 +269,22 @@ def test_closing_during_a_run_asks_then_stops_with_a_save(qtbot, make_window, an
     assert len(answers.questions) == 1 and "in progress" in answers.questions[0]
     assert window.isVisible() and session.state == SessionState.TRAINING
 
-    answers.reply = True
-    with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS) as finished:
-        window.close()
-    assert finished.args[0].stopped
-    qtbot.waitUntil(lambda: not window.isVisible() and session.pid is None, timeout=10_000)
-    assert len(answers.questions) == 2
-    assert child_gone(pid)
-    assert RunFolder.open(finished.args[0].run_dir).latest_checkpoint() is not None
+    answers.reply = True  # stop, save, then close
+    window.close()
+    assert window.isVisible() and session.state == SessionState.STOPPING
+    qtbot.waitUntil(lambda: session.last_activity is not None, timeout=STOP_TIMEOUT_MS)
+    answers.choices = [CANCEL]  # closing again while it saves asks; Cancel: stay open after all
+    window.close()
+    assert answers.offered == [(WAIT_THEN_CLOSE, STOP_NOW, CANCEL)]
+    assert "while the trainer saves" in answers.questions[-1]
+    assert window.isVisible() and not window.stop_control.closing
+    answers.choices = [WAIT_THEN_CLOSE]
+    window.close()
+    assert window.isVisible() and window.stop_control.closing  # open (and answering) until the save is done
+
+    qtbot.waitUntil(lambda: not window.isVisible() and session.pid is None, timeout=STOP_TIMEOUT_MS)
+    assert len(answers.questions) == 4 and child_gone(pid)
+    assert ended and ended[0].stopped and saved_everything(ended[0].run_dir, ended[0].step)
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint(qtbot, make_window):
