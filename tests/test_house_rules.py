@@ -17,7 +17,7 @@ HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensor
 QT = ("PySide6", "pyqtgraph", "desktop_app")
 # The trainer modules the GUI process may import: they must stay free of the heavy libraries.
 LIGHT_TRAINER_MODULES = ["trainer.config", "trainer.protocol", "trainer.runfolder", "trainer.process",
-                         "trainer.fsutil", "trainer.lora_names"]
+                         "trainer.fsutil", "trainer.lora_names", "trainer.preflight"]
 
 
 def loaded_after_import(modules: list[str]) -> set[str]:
