@@ -68,7 +68,7 @@ def render(out_dir: Path, preset: str) -> int:
         name = f"main-{preset}.png"
     settle(0.2)
     window.grab().save(str(out_dir / name))
-    window.session.shutdown(timeout_s=600)  # stop with a save, and wait for the trainer to exit
+    window.session.shutdown(kill_after_s=600)  # stop with a save, and wait for the trainer to exit
     settle(0.2, until=lambda: window.session.state in (SessionState.FINISHED, SessionState.FAILED))
     if preset != "toy":  # the Runs page: the run just stopped, its samples, and a run waiting in the queue
         window.extras.queue.add(window.config_model.config, "demo-longer")

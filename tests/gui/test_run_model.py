@@ -166,3 +166,19 @@ def test_run_names_in_the_history_drop_the_timestamp():
     assert list_name("my-style-lora-20261206-002631-2") == "my-style-lora"
     assert list_name("20261206-002631") == "20261206-002631"
     assert list_name("custom folder") == "custom folder"
+
+
+def test_a_run_whose_final_samples_failed_ends_with_a_warning_not_an_error(qtbot):
+    """The worker saves before it samples (tests/diffusion/test_end_of_run.py); the banner says both."""
+    from desktop_app.notice_banner import NoticeBanner
+
+    session = TrainingSession()
+    model = RunModel(session)
+    banner = NoticeBanner(model)
+    qtbot.addWidget(banner)
+    warning = "The final samples failed: ValueError: seed too large. The checkpoint and the outputs were saved."
+    session.finished.emit(Finished(run_dir="", step=30, stopped=False, outputs=("/run/output/toy.safetensors",),
+                                   warnings=(warning,)))
+    assert model.notice.level == "warning" and model.notice.title == "Finished: 30 steps"
+    assert "Saved toy.safetensors" in model.notice.text and "final samples failed" in model.notice.text
+    assert "final samples failed" in banner.text.text()
