@@ -43,6 +43,7 @@ from trainer.protocol import (
     Stop,
 )
 from trainer.runfolder import RunFolder
+from trainer.runlock import RunLock, lock_run_folder
 from trainer.runlog import CommandSource, EventSink, MetricsWriter, close_logger, run_logger
 from trainer.telemetry import MemoryMeter, Speedometer
 
@@ -72,7 +73,13 @@ def run_worker(run_dir: Path, commands: CommandSource, sink: EventSink, resume: 
     except BAD_INPUT_ERRORS as exc:
         sink.emit(Failed("input", str(exc)))
         return EXIT_BAD_INPUT
+    lock, refusal, notes = _claim_run_folder(run, dist)  # one trainer per run folder, before anything is written
+    if refusal is not None:
+        sink.emit(Failed("input", refusal))
+        return EXIT_BAD_INPUT
     logger = run_logger(run.log_path if dist.is_main else None, sink)
+    for note in notes:
+        logger.warning(note)
     if dist.world_size > 1:
         commands = SyncedCommands(commands, dist)
     try:
@@ -88,6 +95,28 @@ def run_worker(run_dir: Path, commands: CommandSource, sink: EventSink, resume: 
         return EXIT_ERROR
     finally:
         close_logger(logger)
+        if lock is not None:
+            lock.release()
+
+
+def _claim_run_folder(run: RunFolder, dist: distributed.Distributed) -> tuple[RunLock | None, str | None, list[str]]:
+    """The main process takes the folder's lock (trainer.runlock); every process learns whether that
+    worked, so a refused main leaves no one waiting.  Returns (the lock, the refusal or None, notes for the log)."""
+    lock, refusal, notes = None, None, []
+    if dist.is_main:
+        try:
+            lock = lock_run_folder(run.root)
+            if lock.unsupported:
+                notes.append(f"{lock.unsupported}: make sure no other trainer uses {run.root}")
+        except BAD_INPUT_ERRORS as exc:
+            refusal = str(exc)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+    if dist.world_size > 1:
+        refusal = dist.broadcast(refusal)
+    return lock, refusal, notes
 
 
 def _slow_save_for_tests(report: Callable[[str, int, int], None], text: str) -> None:
