@@ -19,6 +19,7 @@ from types import FrameType
 from trainer import threads
 from trainer.config import load_config
 from trainer.errors import BAD_INPUT_ERRORS
+from trainer.fsutil import is_disk_full
 from trainer.merge.cli import add_merge_parser
 from trainer.process import QueueCommands
 from trainer.protocol import (
@@ -250,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = commands.add_parser("resume", help="continue a run from its last checkpoint",
                                  description="Continue a run from its newest complete checkpoint, with its own "
-                                             "config.toml; the step count, optimizer, scheduler and RNG carry on.")
+                                             "config.toml; the step count, optimizer, scheduler and RNG carry on. "
+                                             "Refused (exit 2) while another trainer uses RUN_DIR, and when its "
+                                             "checkpoints/ holds step folders but none is complete.")
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to continue")
     resume.set_defaults(handler=cmd_resume)
 
@@ -308,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_BAD_INPUT if is_disk_full(exc) else EXIT_ERROR  # a full disk is the user's to fix
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Layout (DESIGN.md §4)::
       metrics.jsonl          one JSON object per logged step
       samples/step-000000/   preview images
       checkpoints/step-000500/  resumable state; complete once its state.json exists
+      .trainer.lock          held (flock/msvcrt) by the one trainer using the folder (trainer.runlock)
       output/                final results
       log.txt
 
@@ -16,16 +17,24 @@ Light (standard library + config): the GUI uses it to create and list runs.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainer.config import Config, ConfigError, config_from_dict, read_toml, save_config
+from trainer.errors import refuse_full_disk
+from trainer.fsutil import ASIDE_PREFIX
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{6,})$")
 CHECKPOINT_DONE_MARKER = "state.json"  # written last: a checkpoint without it is incomplete
+# A checkpoint being replaced (Save now at a step that has one) waits as ASIDE_PREFIX + its name until
+# the new one is in place (trainer.fsutil.replace_dir); found beside a missing or incomplete step
+# folder, it is the one whole copy of that step.
 
 
 def step_dirname(step: int) -> str:
@@ -99,13 +108,63 @@ class RunFolder:
 
     # -------------------------------------------------------------------- checkpoints
 
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """Complete checkpoints, oldest first."""
+    def checkpoint_folders(self) -> list[tuple[int, Path]]:
+        """Every ``step-N`` folder, complete or not, oldest first."""
         found = []
         if self.checkpoints_dir.is_dir():
             for child in self.checkpoints_dir.iterdir():
                 match = CHECKPOINT_PATTERN.match(child.name)
-                if match and (child / CHECKPOINT_DONE_MARKER).is_file():
+                if match and child.is_dir():
+                    found.append((int(match.group(1)), child))
+        return sorted(found)
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints, oldest first.
+
+        A step whose replacement was interrupted (its folder missing or incomplete, the old copy
+        still aside) is listed at the aside copy: reading never renames, the trainer's
+        :meth:`recover_interrupted_saves` puts it back.
+        """
+        found = {step: path for step, path in self.checkpoint_folders() if is_complete(path)}
+        for step, aside in self._asides():
+            if step not in found and is_complete(aside):
+                found[step] = aside
+        return sorted(found.items())
+
+    def recover_interrupted_saves(self) -> list[str]:
+        """Finish what a killed checkpoint replacement left: the whole copy of each step goes back to
+        ``step-N``, stale aside copies go.  Only the trainer that holds the folder's lock calls this.
+        Returns what it did, for the log."""
+        done = []
+        for step, aside in self._asides():
+            final = self.checkpoint_dir(step)
+            if is_complete(final):
+                shutil.rmtree(aside, ignore_errors=True)  # the new copy made it in; the old one was going
+            elif is_complete(aside):
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(aside, final)
+                done.append(f"recovered checkpoint {final.name} (its replacement was interrupted)")
+        return done
+
+    def disk_full_advice(self, then: str = "resume the run") -> str:
+        """What a full-disk refusal adds: which checkpoint is safe, and how to carry on."""
+        latest = self.latest_checkpoint()
+        kept = f"The last checkpoint, {latest[1].name}, is kept" if latest else "No checkpoint has been saved yet"
+        return f"{kept}; free some space there, then {then} (kamaal-train resume {self.root})."
+
+    def writing_outputs(self, needed: int | None) -> AbstractContextManager[None]:
+        """Around an export into ``output/``: a full disk becomes a DiskFullError naming the folder and
+        about how much the outputs need (the writer removes its own staging files first)."""
+        return refuse_full_disk(self.output_dir, "the outputs", needed,
+                                self.disk_full_advice("resume the run to write the outputs"))
+
+    def _asides(self) -> list[tuple[int, Path]]:
+        found = []
+        if self.checkpoints_dir.is_dir():
+            for child in self.checkpoints_dir.glob(f"{ASIDE_PREFIX}step-*"):
+                match = CHECKPOINT_PATTERN.match(child.name[len(ASIDE_PREFIX):])
+                if match and child.is_dir():
                     found.append((int(match.group(1)), child))
         return sorted(found)
 
@@ -125,6 +184,11 @@ class RunFolder:
                 except json.JSONDecodeError:
                     continue
         return rows
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """A checkpoint folder is complete once its state.json (written last) is a regular file."""
+    return (checkpoint / CHECKPOINT_DONE_MARKER).is_file()
 
 
 def unique_run_dir(runs_dir: Path, run_name: str) -> Path:

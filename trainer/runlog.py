@@ -45,13 +45,33 @@ class _SinkHandler(logging.Handler):
         self._sink.emit(Log(record.levelname.lower(), record.getMessage()))
 
 
+class _LogFileHandler(logging.FileHandler):
+    """log.txt; a line it cannot write (a full disk) is dropped quietly instead of printing logging's own
+    traceback: the same line still reaches the sink, and the full disk is reported by name."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the buffered tail could not be written (full disk): the file is closed all the same
+            pass
+
+
 def run_logger(log_path: Path | None, sink: EventSink) -> logging.Logger:
     """A logger that writes to the run's log.txt (unless None) and forwards to the sink (one per run)."""
     logger = logging.getLogger(f"kamaal.run.{id(sink)}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     if log_path is not None:
-        file_handler = logging.FileHandler(log_path, encoding="utf-8")
+        file_handler = _LogFileHandler(log_path, encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(file_handler)
     logger.addHandler(_SinkHandler(sink))

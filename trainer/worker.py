@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainer import distributed
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import restore_checkpoint, resume_point, save_checkpoint
 from trainer.distributed import SyncedCommands
-from trainer.errors import BAD_INPUT_ERRORS, InputError
+from trainer.errors import BAD_INPUT_ERRORS, InputError, disk_full_refusal
 from trainer.jobs import create_job
 from trainer.jobs.base import TrainingJob
 from trainer.protocol import (
@@ -89,6 +89,11 @@ def run_worker(run_dir: Path, commands: CommandSource, sink: EventSink, resume: 
         sink.emit(Failed("input", str(exc)))
         return EXIT_BAD_INPUT
     except Exception as exc:
+        full = disk_full_refusal(exc, run.root)  # a full disk met outside the checkpoint and output writers
+        if full is not None:
+            logger.error("Refused: %s", full)
+            sink.emit(Failed("input", str(full)))
+            return EXIT_BAD_INPUT
         details = traceback.format_exc()
         logger.error("Training failed:\n%s", details)
         sink.emit(Failed("error", f"{type(exc).__name__}: {exc}", details))
@@ -100,14 +105,16 @@ def run_worker(run_dir: Path, commands: CommandSource, sink: EventSink, resume: 
 
 
 def _claim_run_folder(run: RunFolder, dist: distributed.Distributed) -> tuple[RunLock | None, str | None, list[str]]:
-    """The main process takes the folder's lock (trainer.runlock); every process learns whether that
-    worked, so a refused main leaves no one waiting.  Returns (the lock, the refusal or None, notes for the log)."""
+    """The main process takes the folder's lock (trainer.runlock) and finishes any checkpoint replacement a
+    kill interrupted; every process learns whether that worked, so a refused main leaves no one waiting.
+    Returns (the lock, the refusal or None, notes for the log)."""
     lock, refusal, notes = None, None, []
     if dist.is_main:
         try:
             lock = lock_run_folder(run.root)
             if lock.unsupported:
                 notes.append(f"{lock.unsupported}: make sure no other trainer uses {run.root}")
+            notes += run.recover_interrupted_saves()
         except BAD_INPUT_ERRORS as exc:
             refusal = str(exc)
         except BaseException:
@@ -172,13 +179,12 @@ class _Loop:
 
         step, elapsed = 0, 0.0
         if resume:
-            latest = self.run_folder.latest_checkpoint()
+            latest = resume_point(self.run_folder, self.log)  # step folders but none complete: refused
             if latest is None:
                 self.log.warning("No checkpoint to resume from yet; starting at step 0")
             else:
-                state, weights, training_state = load_checkpoint(latest[1])
-                job.load_state(weights, training_state)
-                step, elapsed = int(state["step"]), float(state.get("elapsed_s", 0.0))
+                state = restore_checkpoint(job, latest[1])  # state.json and training_state.pt checked by name
+                step, elapsed = state["step"], float(state.get("elapsed_s", 0.0))
                 self.last_checkpoint_step = step
                 self.log.info("Resumed from %s at step %d", latest[1].name, step)
         metrics = (MetricsWriter(self.run_folder.metrics_path, resume_from_step=step if resume else None)

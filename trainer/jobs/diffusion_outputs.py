@@ -7,7 +7,10 @@
   ``trainer.models.folder_dtypes``: all fp32 here, so a plain ``from_pretrained`` loads it) and, where
   the single-file writer is available, a ``RUN_NAME.safetensors`` checkpoint.
 
-Folders are written under a temporary name and renamed into place.
+Files and folders are written under a temporary name and renamed into place (an existing
+``diffusers/`` is renamed aside until the new one is in: :func:`trainer.fsutil.replace_dir`); a
+failed export removes its staging files.  A full disk is refused naming ``output/`` and about how
+much the outputs need; the final checkpoint, saved before the export, stays, and a resume writes them.
 """
 
 from __future__ import annotations
@@ -17,23 +20,36 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainer.fsutil import replace_dir
 from trainer.lora_formats import DIFFUSERS_FILE, export_lora_files
 
 if TYPE_CHECKING:
     from trainer.jobs.diffusion import DiffusionJob
 
 
-def _replace_dir(staging: Path, target: Path) -> None:
-    if target.exists():
-        shutil.rmtree(target)
-    staging.replace(target)
+_FLOAT32_BYTES = 4
+_FILE_OVERHEAD = 1_000_000  # configs, tokenizer files, headers
 
 
 def export_outputs(job: DiffusionJob, output_dir: Path) -> list[Path]:
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with job.run.writing_outputs(output_size(job)):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if job.uses_lora:
+            return _export_lora(job, output_dir)
+        return _export_full(job, output_dir)
+
+
+def output_size(job: DiffusionJob) -> int:
+    """About how many bytes the outputs take: two LoRA files, or a diffusers folder and a single file,
+    each with every tensor in fp32 (the larger of the dtypes they are stored in)."""
+    parts = job.parts
     if job.uses_lora:
-        return _export_lora(job, output_dir)
-    return _export_full(job, output_dir)
+        modules = [parts.unet, *(parts.text_encoders if job.trains_text else [])]
+        count = sum(p.numel() for m in modules for name, p in m.named_parameters() if "lora_" in name)
+    else:
+        modules = [parts.unet, parts.vae, *parts.text_encoders]
+        count = sum(p.numel() for m in modules for p in m.parameters())
+    return 2 * count * _FLOAT32_BYTES + _FILE_OVERHEAD
 
 
 def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
@@ -45,10 +61,10 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
         kohya, _ = export_lora_files(output_dir / f"{cfg.output.run_name}.safetensors", staging / DIFFUSERS_FILE,
                                      cfg.model.architecture, unet, encoders, cfg.lora.rank, cfg.lora.alpha,
                                      cfg.output.run_name, cfg.to_dict())
+        replace_dir(staging, output_dir / "diffusers")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _replace_dir(staging, output_dir / "diffusers")
     return [kohya, output_dir / "diffusers" / DIFFUSERS_FILE]
 
 
@@ -59,9 +75,13 @@ def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:
     cfg = job.config
     pipe = build_pipeline(job.parts, job.accelerator.unwrap_model(job.parts.unet))
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
-    # In the trained UNet's fp32; the text encoders, held in bf16/fp16 under mixed precision, in fp32 too.
-    save_diffusers_folder(pipe, staging)
-    _replace_dir(staging, output_dir / "diffusers")
+    try:
+        # In the trained UNet's fp32; the text encoders, held in bf16/fp16 under mixed precision, in fp32 too.
+        save_diffusers_folder(pipe, staging)
+        replace_dir(staging, output_dir / "diffusers")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     single = output_dir / f"{cfg.output.run_name}.safetensors"
     _save_single_file(pipe, cfg.model.architecture, single, {"kamaal.config": cfg.to_toml()})
     return [output_dir / "diffusers", single]
@@ -75,5 +95,9 @@ def _save_single_file(pipe, architecture: str, path: Path, metadata: dict[str, s
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in pipeline_to_original(pipe, architecture).items()}
     staging = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, staging, metadata=metadata)
-    staging.replace(path)
+    try:
+        save_file(tensors, staging, metadata=metadata)
+        staging.replace(path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise

@@ -182,10 +182,16 @@ class ToyJob(TrainingJob):
         self.cursor = int(training_state["cursor"])
 
     def export(self, output_dir: Path) -> list[Path]:
-        output_dir.mkdir(parents=True, exist_ok=True)
         target = output_dir / f"{self.config.output.run_name}.safetensors"
         staging = target.with_name(f".{target.name}.tmp")
         metadata = {"kamaal.architecture": "toy", "kamaal.config": json.dumps(self.config.to_dict())}
-        save_file(self.checkpoint_weights(), staging, metadata=metadata)
-        staging.replace(target)
+        weights = self.checkpoint_weights()
+        with self.run.writing_outputs(sum(t.nbytes for t in weights.values()) + 64 * 1024):  # full disk: refused
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                save_file(weights, staging, metadata=metadata)
+                staging.replace(target)
+            except BaseException:
+                staging.unlink(missing_ok=True)
+                raise
         return [target]
