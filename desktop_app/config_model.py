@@ -3,8 +3,11 @@
 Editors write raw values in (whatever the person typed, parsed as far as it goes); the model
 validates the whole config with trainer.config after each change and publishes the problems by
 field, so the form can mark exactly the fields that are wrong and Start can stay disabled while
-anything is.  A message from the trainer that names a field (a refused model path) is shown as
-that field's error until the field is edited or the next run starts.
+anything is.  The files and folders a valid config names are checked too (``trainer.preflight``: a
+missing base model, an image folder that is not there), again every few seconds, since a person may
+fix them outside the window; such a config is still saved, but cannot start.  A message from the
+trainer that names a field is shown as that field's error until the field is edited or the next run
+starts.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.field_meta import all_field_names
 from trainer.config import Config, ConfigError, config_from_dict
+from trainer.preflight import input_problems
 
 FIELDS = all_field_names()
+INPUT_RECHECK_MS = 2000
 
 
 class ConfigModel(QObject):
@@ -31,7 +36,12 @@ class ConfigModel(QObject):
         self._values: dict[str, Any] = flatten(config)
         self._config: Config | None = config
         self._errors: dict[str, str] = {}
+        self._inputs = _input_errors(config)
         self._external: dict[str, str] = {}
+        self._recheck = QTimer(self)
+        self._recheck.setInterval(INPUT_RECHECK_MS)
+        self._recheck.timeout.connect(self.recheck_inputs)
+        self._recheck.start()
 
     # ------------------------------------------------------------------ reading
 
@@ -40,8 +50,9 @@ class ConfigModel(QObject):
 
     @property
     def config(self) -> Config | None:
-        """The current settings as a Config, or None while any field is invalid."""
-        return self._config if self.is_valid() else None
+        """The current settings as a Config, or None while any field is invalid (a config whose files are
+        missing is still a config: it is saved, but :meth:`is_valid` keeps Start disabled)."""
+        return self._config if not self._errors else None
 
     @property
     def mode(self) -> str:
@@ -50,7 +61,7 @@ class ConfigModel(QObject):
     def errors(self) -> dict[str, str]:
         """``{field: message}`` for every problem (``""`` for ones that name no field)."""
         merged = dict(self._errors)
-        for name, message in self._external.items():
+        for name, message in [*self._inputs.items(), *self._external.items()]:
             merged[name] = f"{merged[name]}; {message}" if name in merged else message
         return merged
 
@@ -58,9 +69,17 @@ class ConfigModel(QObject):
         return self.errors().get(name)
 
     def is_valid(self) -> bool:
-        """True when the settings validate.  A trainer's complaint marks its field but does not block
-        Start: the person may have fixed the cause outside the form (copied the missing file in)."""
-        return not self._errors
+        """True when the settings validate and the files they name are there: a run could start.  A
+        trainer's complaint marks its field but does not block Start: the person may have fixed the cause
+        outside the form."""
+        return not self._errors and not self._inputs
+
+    def recheck_inputs(self) -> None:
+        """Look at the disk again (a timer does, every few seconds); tell the form only when it changed."""
+        found = _input_errors(self._config) if self._config is not None and not self._errors else {}
+        if found != self._inputs:
+            self._inputs = found
+            self.errorsChanged.emit()
 
     def has_trainer_errors(self) -> bool:
         return bool(self._external)
@@ -111,9 +130,11 @@ class ConfigModel(QObject):
             config = config_from_dict(unflatten(self._values))
         except ConfigError as exc:
             self._errors = _errors_by_field(exc)
+            self._inputs = {}
         else:
             self._errors = {}
             self._config = config
+            self._inputs = _input_errors(config)
         self.errorsChanged.emit()
         if not self._errors and self._config != previous:
             self.configChanged.emit(self._config)
@@ -155,3 +176,10 @@ def _errors_by_field(error: ConfigError) -> dict[str, str]:
             message = f"{location}: {message}"
         result[name] = f"{result[name]}; {message}" if name in result else message
     return result
+
+
+def _input_errors(config: Config) -> dict[str, str]:
+    """``trainer.preflight``'s findings, by the field that owns them (as the config's own errors are)."""
+    problems = input_problems(config)
+    return _errors_by_field(ConfigError([f"{name}: {message}" for name, message in problems.items()])) \
+        if problems else {}

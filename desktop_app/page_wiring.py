@@ -85,6 +85,9 @@ class Extras:
         run_menu = window.menu_actions["start"].associatedObjects()[-1]
         run_menu.addAction(queue)  # type: ignore[union-attr]
         window.menu_actions["queue"] = queue
+        # Like the Queue button: only settings that could start can be queued.
+        window.config_model.errorsChanged.connect(lambda: queue.setEnabled(window.config_model.is_valid()))
+        queue.setEnabled(window.config_model.is_valid())
 
     def show_concept(self, index: int) -> None:
         """Open the Dataset page on one concept (a card's name was clicked on the Train page)."""
@@ -98,7 +101,7 @@ class Extras:
 
     def queue_current(self) -> None:
         config = self.window.config_model.config
-        if config is None:
+        if config is None or not self.window.config_model.is_valid():
             return
         entry = self.queue.add(config)
         self.window.statusBar().showMessage(f"Queued “{entry.label}” ({len(self.queue.entries)} waiting): "

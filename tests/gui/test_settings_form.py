@@ -123,3 +123,26 @@ def test_wheel_does_not_change_an_unfocused_spin_box(qtbot):
                         Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
     QApplication.sendEvent(spin, event)
     assert model.value("training.batch_size") == 1
+
+
+def test_a_config_the_trainer_would_refuse_cannot_start_and_is_still_saved(qtbot, make_window, tmp_path):
+    """An SD preset without its base model: Start and Run ▸ Start stay disabled and the field says why,
+    before any trainer is spawned; the settings are still saved, and fixing the file outside the window
+    is noticed."""
+    window = make_window(["dataset.path=" + str(tmp_path)], preset="sd15-lora-8gb")
+    panel, start = window.hyperparameters_panel, window.controls.start_button
+    assert not start.isEnabled() and not window.menu_actions["start"].isEnabled()
+    assert not window.controls.queue_button.isEnabled() and not window.menu_actions["queue"].isEnabled()
+    error = panel.rows["model.path"].error
+    assert not error.isHidden() and "choose the base model" in error.text()
+    assert "to fix before training can start" in panel.summary.text()
+    assert window.config_model.config is not None  # still a config: autosave keeps the other edits
+
+    model = tmp_path / "model"
+    window.config_model.set_value("model.path", str(model))
+    assert "not found" in panel.rows["model.path"].error.text() and not start.isEnabled()
+    model.mkdir()
+    (model / "model_index.json").write_text("{}")  # the person fixes it outside the window
+    qtbot.waitUntil(start.isEnabled, timeout=5_000)
+    assert panel.rows["model.path"].error.isHidden() and window.menu_actions["queue"].isEnabled()
+    assert not window.session.is_active() and not list(window.project.runs())  # nothing was spawned
