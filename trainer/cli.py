@@ -21,6 +21,7 @@ from trainer.config import load_config
 from trainer.errors import BAD_INPUT_ERRORS
 from trainer.fsutil import is_disk_full
 from trainer.merge.cli import add_merge_parser
+from trainer.preflight import check_inputs
 from trainer.process import QueueCommands
 from trainer.protocol import (
     EXIT_BAD_INPUT,
@@ -163,6 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer import distributed
 
     config = load_config(Path(args.config), args.set or [])
+    check_inputs(config, str(args.config))  # a missing model or image folder: refused before a run folder exists
     threads.apply_policy()  # before torch loads (distributed.current() may load it): see trainer/threads.py
     dist = distributed.current()  # several processes under `accelerate launch`: only the main one creates
     created: str | None = None
