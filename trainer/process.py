@@ -6,7 +6,8 @@ The child imports :mod:`trainer.worker` (torch and friends) only once it is runn
 Thread/process map:
   * GUI process, GUI thread: :class:`TrainerProcess` methods (``start``, ``send``, ``poll_events``).
   * Trainer process, main thread: :func:`child_main` → ``worker.run_worker`` (a training run), or
-    :func:`task_child_main` → ``tasks.runner.run_task`` (a short task: inspect a model, merge, …).
+    :func:`task_child_main` → ``tasks.runner.run_task`` (a short task: inspect a model, merge, …);
+    both first apply the CPU thread policy (:func:`trainer.threads.apply_policy`), before torch loads.
   * Trainer process, watchdog thread: waits on the parent's sentinel and hard-exits if the
     parent dies, so an orphaned trainer never keeps a GPU busy.
 """
@@ -24,6 +25,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from trainer import threads
 from trainer.protocol import EXIT_ERROR, Command, Event, Failed
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -93,6 +95,9 @@ def _run_in_child(body: Callable[[QueueEvents], int], events: Any) -> None:
     _watch_parent()
     sink = QueueEvents(events)
     try:
+        # Before torch is imported: the thread count and OpenMP wait policy that keep a run from collapsing
+        # when the GUI, the dataset workers or other programs share the CPU (trainer/threads.py).
+        threads.apply_policy()
         code = body(sink)
     except BaseException as exc:  # an import failure or a bug outside the worker's own guard
         sink.emit(Failed("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer import distributed
+from trainer import distributed, threads
 from trainer.checkpoint import restore_checkpoint, resume_point, save_checkpoint
 from trainer.distributed import SyncedCommands
 from trainer.errors import BAD_INPUT_ERRORS, InputError, disk_full_refusal
@@ -176,6 +176,7 @@ class _Loop:
             raise InputError(f"mode: {config.mode} training runs in one process; start it without accelerate launch")
         self.log.info("Setting up %s training (%s) in %s", config.mode, config.model.architecture, self.run_folder.root)
         job.setup()
+        self.log.info(threads.describe())
 
         step, elapsed = 0, 0.0
         if resume:
