@@ -21,6 +21,7 @@ from trainer.errors import InputError
 from trainer.merge.stream import _DTYPE_NAMES
 from trainer.models import ModelInfo, inspect_model
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
+from trainer.models.safetensors_header import read_header, refuse_dtypes
 
 _DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 
@@ -81,22 +82,30 @@ def open_model(path: Path, what: str) -> ModelTensors:
         specs = {k: (v.dtype, tuple(v.shape)) for k, v in checkpoint._tensors.items()}
         return ModelTensors(path, info, dict(sorted(specs.items())), _checkpoint=checkpoint)
     model = ModelTensors(path, info, {})
-    handle = model._handle("")
-    model.specs = {key: _spec(handle, key) for key in sorted(handle.keys())}
+    model.specs = dict(sorted(_specs(path, what).items()))
     return model
 
 
-def _spec(handle: Any, key: str) -> tuple[torch.dtype, tuple[int, ...]]:
-    piece = handle.get_slice(key)
-    return _DTYPES_BY_NAME[piece.get_dtype()], tuple(int(n) for n in piece.get_shape())
+def _specs(file: Path, what: str) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """Names, dtypes and shapes from the file's checked header (``safetensors_header``): a damaged or odd
+    file is refused here, naming it, before any tensor is read."""
+    header = read_header(file, what)
+    refuse_dtypes(header, what)
+    return {name: (_DTYPES_BY_NAME[entry.dtype], entry.shape) for name, entry in header.tensors.items()}
 
 
-def weight_files(component: Path) -> list[Path]:
+def weight_files(component: Path, what: str = "model") -> list[Path]:
     """A component folder's safetensors files: the sharded set if indexed, else the one plain file."""
     indexes = sorted(component.glob("*.safetensors.index.json"))
     if indexes:
-        weight_map = json.loads(indexes[0].read_text(encoding="utf-8")).get("weight_map", {})
-        return [component / name for name in sorted(set(weight_map.values()))]
+        try:
+            weight_map = json.loads(indexes[0].read_text(encoding="utf-8")).get("weight_map", {})
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, AttributeError):
+            raise InputError(f"{what}: {indexes[0]} is not a readable safetensors index") from None
+        names = set(weight_map.values()) if isinstance(weight_map, dict) else {None}
+        if not all(isinstance(n, str) and n and Path(n).name == n and n not in (".", "..") for n in names):
+            raise InputError(f"{what}: {indexes[0]} has a weight_map that does not name files of its folder")
+        return [component / name for name in sorted(names)]
     files = sorted(component.glob("*.safetensors"))
     plain = [f for f in files if f.name.count(".") == 1]  # model.safetensors, not model.fp16.safetensors
     return plain[:1] or files[:1]
@@ -105,16 +114,15 @@ def weight_files(component: Path) -> list[Path]:
 def _open_folder(path: Path, info: ModelInfo, what: str) -> ModelTensors:
     model = ModelTensors(path, info, {})
     for component in sorted(p for p in path.iterdir() if p.is_dir()):
-        files = weight_files(component)
+        files = weight_files(component, what)
         if not files and any(component.glob("*.bin")):
             raise InputError(f"{what}: {path} keeps its {component.name} weights in .bin files; only "
                              "safetensors folders are merged (re-save it with safe_serialization=True)")
         for file in files:
             relative = str(file.relative_to(path))
-            handle = model._handle(relative)
-            for key in sorted(handle.keys()):
+            for key, spec in sorted(_specs(file, what).items()):
                 name = f"{component.name}/{key}"
-                model.specs[name] = _spec(handle, key)
+                model.specs[name] = spec
                 model.file_of[name] = relative
     if not model.specs:
         raise InputError(f"{what}: {path} holds no safetensors weights")

@@ -8,7 +8,6 @@ is untrusted input.  Every failure becomes an ``InputError`` saying what is wron
 
 from __future__ import annotations
 
-import json
 import pickle
 import warnings
 import zipfile
@@ -18,10 +17,10 @@ from pathlib import Path
 import torch
 
 from trainer.errors import InputError
+from trainer.models.safetensors_header import read_header, refuse_dtypes
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-_MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -74,7 +73,11 @@ class _reading:
 
 def open_checkpoint(path: Path) -> CheckpointFile:
     """Open a single-file checkpoint for inspection; refuses anything that is not plainly tensors."""
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        raise InputError(f"model.path: {path!r} is not a usable path") from None
+    if not exists:
         raise InputError(f"model.path: {path} does not exist")
     if not path.is_file():
         raise InputError(f"model.path: {path} is not a file")
@@ -87,37 +90,13 @@ def open_checkpoint(path: Path) -> CheckpointFile:
 
 
 def _open_safetensors(path: Path) -> CheckpointFile:
-    # Parse the header ourselves: it is cheap, and it lets us tell "truncated" from "not safetensors".
-    size = path.stat().st_size
-    not_safetensors = InputError(f"model.path: {path} is truncated or not a safetensors file")
-    with path.open("rb") as stream:
-        prefix = stream.read(8)
-        if len(prefix) < 8:
-            raise not_safetensors
-        header_size = int.from_bytes(prefix, "little")
-        if header_size <= 1 or header_size > min(_MAX_HEADER_BYTES, size - 8):
-            raise not_safetensors
-        try:
-            header = json.loads(stream.read(header_size))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise not_safetensors from None
-    if not isinstance(header, dict):
-        raise not_safetensors
-    metadata = header.pop("__metadata__", None) or {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    data_end = 0
-    try:
-        for name, entry in header.items():
-            shapes[name] = tuple(int(n) for n in entry["shape"])
-            data_end = max(data_end, int(entry["data_offsets"][1]))
-    except (TypeError, KeyError, IndexError, ValueError):
-        raise not_safetensors from None
-    if 8 + header_size + data_end > size:
-        raise InputError(f"model.path: {path} is truncated (the header promises {8 + header_size + data_end} bytes, "
-                         f"the file has {size}); download it again")
-    if not shapes:
+    # Parse the header ourselves (safetensors_header checks it whole): it is cheap, and it lets us say what
+    # is wrong — truncated, not safetensors, a tensor with a bad shape or dtype — naming the file.
+    header = read_header(path, "model.path")
+    refuse_dtypes(header, "model.path")
+    if not header.tensors:
         raise InputError(f"model.path: {path} contains no tensors")
-    return CheckpointFile(path, shapes, {str(k): str(v) for k, v in metadata.items()})
+    return CheckpointFile(path, {name: entry.shape for name, entry in header.tensors.items()}, header.metadata)
 
 
 def _open_pickle(path: Path) -> CheckpointFile:

@@ -74,8 +74,8 @@ def detect_architecture(shapes: Shapes, name: str | Path) -> Architecture:
 def cross_attention_width(shapes: Shapes) -> int | None:
     """The text-embedding width the UNet attends to (input dim of its first ``attn2.to_k``)."""
     for key in sorted(shapes):
-        if key.startswith(UNET_PREFIX) and key.endswith("attn2.to_k.weight"):
-            return int(shapes[key][-1])
+        if key.startswith(UNET_PREFIX) and key.endswith("attn2.to_k.weight") and len(shapes[key]) == 2:
+            return int(shapes[key][-1])  # a weight that is not a matrix says nothing (the load refuses it)
     return None
 
 
@@ -130,7 +130,8 @@ def detect_diffusers_folder(folder: Path,
         width = unet.get("cross_attention_dim")
         encoder = read_json(folder / "text_encoder" / "config.json", folder)
         # OpenAI CLIP (SD 1.x) uses quick_gelu, OpenCLIP (SD 2.x) plain gelu: decides for tiny widths.
-        architecture = _CROSS_ATTENTION_WIDTH.get(width) or (
+        by_width = _CROSS_ATTENTION_WIDTH.get(width) if isinstance(width, int) else None
+        architecture = by_width or (
             "sd15" if encoder.get("hidden_act") == "quick_gelu" else "sd2")
     else:
         raise InputError(f"model.path: {folder} holds a {pipeline or 'unknown'} pipeline; expected "
@@ -150,6 +151,10 @@ def read_json(path: Path, folder: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"model.path: {path} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise InputError(f"model.path: {path} is not valid JSON (nested too deeply)") from None
+    except OSError as error:
+        raise InputError(f"model.path: {path} cannot be read ({error.strerror or error})") from None
     if not isinstance(data, dict):
         raise InputError(f"model.path: {path} is not a JSON object")
     return data
