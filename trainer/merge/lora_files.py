@@ -19,6 +19,7 @@ matches against the model's own module names.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from trainer.lora_names import (
     parse_diffusers_key,
     sai_name,
 )
+from trainer.models.safetensors_header import read_header, refuse_dtypes
 
 KOHYA_PARTS = {"down": ".lora_down.weight", "up": ".lora_up.weight"}
 BASE_MODEL_VERSION = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
@@ -105,12 +107,16 @@ def read_lora(path: Path | str, what: str = "LoRA") -> LoraSet:
         raise InputError(f"{what}: {path} does not exist" if not path.exists() else f"{what}: {path} is not a file")
     if path.suffix.lower() != ".safetensors":
         raise InputError(f"{what}: {path} is not a .safetensors file (LoRAs are read from safetensors only)")
+    # The header first (safetensors_header): a damaged or odd file is refused naming the file and tensor,
+    # before safetensors reads a byte of it.
+    refuse_dtypes(read_header(path, what), what, kind="LoRA weights")
     try:
         with safe_open(str(path), framework="pt") as handle:
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
             metadata = dict(handle.metadata() or {})
     except Exception as error:  # safetensors raises its own types on damaged files
         raise InputError(f"{what}: {path} could not be read as safetensors ({error})") from None
+    _refuse_non_finite(tensors, path, what)
     kind = detect_lora_format(list(tensors))
     if kind == "kohya":
         modules = _kohya_modules(tensors, path, what)
@@ -123,11 +129,41 @@ def read_lora(path: Path | str, what: str = "LoRA") -> LoraSet:
     return LoraSet(modules, metadata, kind)
 
 
+def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """NaN or infinite weights (a run that diverged) would make every fused or merged weight NaN, and break
+    the SVD merge: refused, naming the tensor."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InputError(f"{what}: {path} tensor {key} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                             "the LoRA is broken (a training run that diverged?) and cannot be used")
+
+
 def _pair(down: torch.Tensor | None, up: torch.Tensor | None, name: str, path: Path, what: str) -> None:
     if down is None or up is None:
         raise InputError(f"{what}: {path} has an incomplete module {name} (needs both down and up weights)")
+    module = f"{what}: {path} module {name}"
+    if not (down.is_floating_point() and up.is_floating_point()):
+        raise InputError(f"{module} has {down.dtype}/{up.dtype} weights; LoRA weights are floating point")
+    if down.dim() not in (2, 4) or up.dim() not in (2, 4):
+        raise InputError(f"{module} has a {list(down.shape)} down and a {list(up.shape)} up weight; LoRA weights "
+                         "are matrices (rank × in, out × rank) or 1×1-kernel convolutions")
     if up.shape[1] != down.shape[0]:
-        raise InputError(f"{what}: {path} module {name} has mismatched ranks ({down.shape[0]} vs {up.shape[1]})")
+        raise InputError(f"{module} has mismatched ranks ({down.shape[0]} vs {up.shape[1]})")
+    if down.shape[0] == 0:
+        raise InputError(f"{module} has rank 0 (no weights)")
+    if 0 in down.shape or 0 in up.shape:
+        raise InputError(f"{module} has an empty weight ({list(down.shape)} down, {list(up.shape)} up)")
+    if up.dim() == 4 and tuple(up.shape[2:]) != (1, 1):
+        raise InputError(f"{module} has a {list(up.shape)} up weight; a convolution's up weight has a 1×1 kernel")
+
+
+def _alpha(value: torch.Tensor, name: str, path: Path, what: str) -> float:
+    """A module's ``.alpha`` tensor as a number; one number, not a vector."""
+    if value.numel() != 1:
+        raise InputError(f"{what}: {path} module {name} has an alpha of shape {list(value.shape)}; alpha is "
+                         "one number")
+    return float(value)
 
 
 def _refuse_unknown(unknown: list[str], path: Path, what: str) -> None:
@@ -150,7 +186,8 @@ def _kohya_modules(tensors: dict[str, torch.Tensor], path: Path, what: str) -> d
         _pair(down, up, name, path, what)
         alpha = tensors.get(name + ".alpha")
         _add(modules, canonical_name(name),
-             LoraModule(down, up, float(alpha) if alpha is not None else float(down.shape[0])), path, what)
+             LoraModule(down, up, _alpha(alpha, name, path, what) if alpha is not None else float(down.shape[0])),
+             path, what)
     _refuse_unknown([k for k in tensors if not k.endswith((KOHYA_PARTS["down"], KOHYA_PARTS["up"], ".alpha"))],
                     path, what)
     return modules
@@ -163,16 +200,29 @@ def _diffusers_alphas(metadata: dict[str, str]) -> dict[str, tuple[int, float, d
         return {}
     try:
         flat = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return {}
     found: dict[str, tuple[int, float, dict, dict]] = {}
+    if not isinstance(flat, dict):
+        raise ValueError("it is not a table")
     for component in ("unet", "text_encoder", "text_encoder_2"):
         if f"{component}.r" in flat:
-            r = int(flat[f"{component}.r"])
-            found[component] = (r, float(flat.get(f"{component}.lora_alpha", r)),
-                                flat.get(f"{component}.rank_pattern") or {},
-                                flat.get(f"{component}.alpha_pattern") or {})
+            r = _number(flat[f"{component}.r"], f"{component}.r")
+            alpha = _number(flat.get(f"{component}.lora_alpha", r), f"{component}.lora_alpha")
+            rank_pattern = flat.get(f"{component}.rank_pattern") or {}
+            alpha_pattern = flat.get(f"{component}.alpha_pattern") or {}
+            if not isinstance(rank_pattern, dict) or not isinstance(alpha_pattern, dict):
+                raise ValueError(f"{component}.rank_pattern and alpha_pattern must be tables")
+            for key, value in alpha_pattern.items():
+                _number(value, f"{component}.alpha_pattern[{key!r}]")
+            found[component] = (int(r), alpha, rank_pattern, alpha_pattern)
     return found
+
+
+def _number(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{field} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _diffusers_modules(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path,
@@ -190,7 +240,10 @@ def _diffusers_modules(tensors: dict[str, torch.Tensor], metadata: dict[str, str
         parts.setdefault((component, module), {})[part] = (key, tensor)
     _refuse_unknown(unknown, path, what)
     two_encoders = any(component == "text_encoder_2" for component, _ in parts)
-    scales = _diffusers_alphas(metadata)
+    try:
+        scales = _diffusers_alphas(metadata)
+    except ValueError as error:
+        raise InputError(f"{what}: {path} has lora_adapter_metadata that cannot be used ({error})") from None
     modules: dict[str, LoraModule] = {}
     for (component, module), found in sorted(parts.items()):
         if component not in ("unet", *TEXT_ENCODER_PREFIXES[two_encoders]):
@@ -201,7 +254,7 @@ def _diffusers_modules(tensors: dict[str, torch.Tensor], metadata: dict[str, str
         assert down is not None and up is not None
         explicit = tensors.get(f"{component}.{module}.alpha")
         if explicit is not None:
-            alpha = float(explicit)
+            alpha = _alpha(explicit, f"{component}.{module}", path, what)
         elif component in scales:
             _, default_alpha, _, alpha_pattern = scales[component]
             alpha = float(alpha_pattern.get(module, default_alpha))
