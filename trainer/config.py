@@ -11,6 +11,7 @@ message names the field, e.g. ``training.steps: must be ≥ 1, got 0``.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -18,11 +19,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
+# The largest seed: torch.Generator.manual_seed takes up to 2^64 − 1, TOML and JSON readers up to 2^63 − 1.
+MAX_SEED = 2**63 - 1
+# How deep tables and lists may nest: a config has three levels (concepts[0].path); a file nested hundreds
+# deep is refused before anything walks it (recursion in the TOML reader, the copy, the messages).
+MAX_NESTING = 16
 
 Mode = Literal["toy", "frozen", "lora", "dreambooth"]
 Architecture = Literal["toy", "sd15", "sd2", "sdxl"]
@@ -213,6 +219,16 @@ class SamplingConfig(Section):
     prompts: list[str] = Field(default_factory=list, description="Prompts drawn at every sampling point.")
     seeds: list[int] = Field(default_factory=lambda: [0],
                              description="Seeds for the sample images (fixed across steps).")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_in_range(cls, seeds: list[int]) -> list[int]:
+        # Checked here, not after training: a seed torch cannot take used to crash the final samples.
+        for seed in seeds:
+            if not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"each seed must be a whole number from 0 to 2^63 − 1 "
+                                 f"({MAX_SEED}), got {seed}")
+        return seeds
     every_n_steps: int = Field(0, ge=0, description="Draw samples every N steps; 0 = only at start and end.")
     at_start: bool = Field(True, description="Draw samples before training (step 0 = the base model).")
     inference_steps: int = Field(20, ge=1, le=1000, description="Denoising steps per sample image.")
@@ -266,6 +282,7 @@ class Config(Section):
         if self.dataset.min_bucket_side > self.dataset.max_bucket_side:
             problems.append(f"dataset.min_bucket_side: must be ≤ dataset.max_bucket_side "
                             f"({self.dataset.max_bucket_side}), got {self.dataset.min_bucket_side}")
+        problems += _path_problems(self)
         for index, concept in enumerate(self.concepts):
             if 0 < concept.resolution < 64:
                 problems.append(f"concepts[{index}].resolution: must be 0 (= dataset.resolution) or ≥ 64, "
@@ -286,6 +303,51 @@ class Config(Section):
 
     def sections_for_mode(self) -> tuple[str, ...]:
         return SECTIONS_BY_MODE[self.mode]
+
+
+def _path_problem(value: str) -> str | None:
+    """Why a path field's text can never name a file (checked before anything opens or resolves it)."""
+    if "\x00" in value:
+        return "contains a NUL character, which no file name can hold"
+    if value.startswith("~") and os.path.expanduser(value).startswith("~"):
+        user = value[1:].split("/", 1)[0].split("\\", 1)[0]
+        return (f"'~{user}' is not a known user's home folder" if user
+                else "'~' cannot be expanded (no home folder is known)")
+    return None
+
+
+def _path_problems(config: Config) -> list[str]:
+    problems = []
+    fields = [(dotted, getattr(getattr(config, dotted.split(".")[0]), dotted.split(".")[1]))
+              for dotted in path_fields()]
+    fields += [(f"concepts[{index}].{name}", getattr(concept, name))
+               for index, concept in enumerate(config.concepts) for name in CONCEPT_PATH_FIELDS]
+    for dotted, value in fields:
+        problem = _path_problem(value)
+        if problem is not None:
+            problems.append(f"{dotted}: {problem}, got {_shown(value)}")
+    return problems
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, shortened: a message stays one readable line whatever the file held."""
+    text = repr(value) if not isinstance(value, Mapping) else "a table"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def nesting_depth(data: Any) -> int:
+    """How deeply tables and lists nest in ``data`` (a plain value: 0); iterative, so any depth is safe."""
+    deepest, stack = 0, [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_NESTING:
+            return deepest  # deep enough to refuse; no need to walk the rest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 # ----------------------------------------------------------------------------- migrations
@@ -322,7 +384,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     got = error.get("input")
-    shown = repr(got) if not isinstance(got, Mapping) else "a table"
+    shown = _shown(got)
     messages = {
         "greater_than_equal": lambda: f"must be ≥ {ctx.get('ge')}, got {shown}",
         "greater_than": lambda: f"must be > {ctx.get('gt')}, got {shown}",
@@ -377,6 +439,9 @@ def config_from_dict(data: Any, source: str | None = None) -> Config:
     """Validate a raw dict (as read from TOML) into a Config, migrating old layouts first."""
     if not isinstance(data, Mapping):
         raise ConfigError([f"the config must be a table of settings, got {type(data).__name__}"], source)
+    if nesting_depth(data) > MAX_NESTING:
+        raise ConfigError([f"tables or lists are nested more than {MAX_NESTING} deep; a config has at most "
+                           "three levels (e.g. concepts[0].path)"], source)
     try:
         return Config.model_validate(migrate(data, source))
     except ValidationError as exc:
@@ -396,9 +461,16 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError([f"cannot be read ({exc.strerror})"], str(path)) from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"is not valid TOML ({exc})"], str(path)) from None
+    except RecursionError:  # inline tables or arrays hundreds deep
+        raise ConfigError([f"is nested too deeply to read (a config has at most {MAX_NESTING} levels)"],
+                          str(path)) from None
+    if nesting_depth(data) > MAX_NESTING:
+        raise ConfigError([f"tables or lists are nested more than {MAX_NESTING} deep; a config has at most "
+                           "three levels (e.g. concepts[0].path)"], str(path))
+    return data
 
 
 def load_config(path: Path, overrides: Iterable[str] = ()) -> Config:
@@ -470,7 +542,8 @@ def resolve_paths(config: Config, base: Path, skip: Iterable[str] = ()) -> Confi
 
     def resolved(dotted: str, value: str) -> str:
         root = Path.cwd() if dotted in skipped else base
-        return str((root / Path(value).expanduser()).resolve()) if value else value
+        # os.path.expanduser: the same expansion the validator checked (Path.expanduser raises on '~nobody').
+        return str((root / os.path.expanduser(value)).resolve()) if value else value
 
     for dotted in path_fields():
         section, name = dotted.split(".")
@@ -506,6 +579,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except RecursionError:
+        raise ConfigError([f"--set {_shown(text)}: the value is nested too deeply"]) from None
     return parts, value
 
 
