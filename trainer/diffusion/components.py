@@ -63,6 +63,11 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
     if not config.model.path:
         raise InputError(f"model.path: choose the base model to train (a diffusers folder or a .safetensors "
                          f"file of an {config.model.architecture} model)")
+    if config.mode in ("lora", "dreambooth") and not (config.mode == "dreambooth"
+                                                       and config.dreambooth.train_full_unet):
+        from trainer.models.lora_targets import check_lora_targets
+
+        check_lora_targets(Path(config.model.path), list(config.lora.target_modules))  # before the slow load
     override = None if config.model.prediction_type == "auto" else config.model.prediction_type
     loaded = load_model(Path(config.model.path), prediction_type=override,
                         expected_architecture=config.model.architecture)  # type: ignore[arg-type]
