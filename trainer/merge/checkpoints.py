@@ -16,6 +16,7 @@ from A; tensors only the others have are dropped; both are reported.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
         raise InputError("model C: add-difference needs a third model C (A + (B − C)·α)")
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if not math.isfinite(float(alpha)):  # NaN would make every merged weight NaN, and exit 0
+        raise InputError(f"alpha must be a finite number, got {alpha}")
     paths = {"A": require_input(a, "model A"), "B": require_input(b, "model B")}
     if method == "add_difference":
         paths["C"] = require_input(c, "model C")  # type: ignore[arg-type]
@@ -134,7 +137,11 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
         target = DTYPES[dtype] if dtype else None
 
         def combine(spec: TensorSpec) -> torch.Tensor:
+            # Every tensor is checked before it is written: a NaN or infinity in an input (or one the merge
+            # makes, overflowing fp16) stops the merge, naming it, and the output is never created.
             values = {role: m.get(spec.name) for role, m in models.items() if spec.name in m.specs}
+            for role, value in values.items():
+                refuse_non_finite(value, f"model {role}: {models[role].path}", spec.name)
             if len(values) < len(models) or not values["A"].is_floating_point():
                 return values["A"].to(spec.dtype)
             weight = weights[block_of(spec.name, lpb)]
@@ -143,7 +150,11 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
                 merged = x * (1 - weight) + values["B"].float() * weight
             else:
                 merged = x + (values["B"].float() - values["C"].float()) * weight
-            return merged.to(spec.dtype)
+            stored = merged.to(spec.dtype)
+            if not bool(torch.isfinite(stored).all()):
+                raise InputError(f"output: merged tensor {spec.name} overflows {spec.dtype} to infinity; check alpha "
+                                 "and the block weights, or store the merge in fp32 (--dtype fp32)")
+            return stored
 
         metadata = provenance(method, {r: p.resolve() for r, p in paths.items()},
                               {"alpha": alpha, "blocks": weights, "dtype": dtype or "as model A"},
@@ -159,6 +170,14 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
     finally:
         for model in models.values():
             model.close()
+
+
+def refuse_non_finite(tensor: torch.Tensor, source: str, name: str) -> None:
+    """``InputError`` naming ``source`` and tensor ``name`` when a floating-point tensor holds NaN or infinity."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise InputError(f"{source}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                         "a merge with it would be broken, so nothing was written")
 
 
 def _out_dtype(dtype: torch.dtype, target: torch.dtype | None, library: str | None) -> torch.dtype:

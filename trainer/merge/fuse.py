@@ -72,6 +72,24 @@ def apply_lora(targets: dict[str, torch.nn.Module], lora: LoraSet, strength: flo
         weight.copy_((weight.float() + module.delta().to(weight.device) * strength).to(weight.dtype))
 
 
+def refuse_non_finite_fused(pipeline: Any, lora_modules: set[str], base: Path) -> None:
+    """Refuse (before anything is written) a fused model holding NaN or infinity: the base model's own weights
+    were broken, or a LoRA's sum overflowed the dtype.  The LoRAs' own tensors were checked when read."""
+    for component in ("unet", "text_encoder", "text_encoder_2", "vae"):
+        model = getattr(pipeline, component, None)
+        if not isinstance(model, torch.nn.Module):
+            continue
+        for name, weight in model.named_parameters():
+            if weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
+                bad = int((~torch.isfinite(weight)).sum())
+                module = kohya_name(component, name.rsplit(".", 1)[0], component == "text_encoder_2" or
+                                    getattr(pipeline, "text_encoder_2", None) is not None)
+                why = (f"the LoRA's change overflows {weight.dtype}, or the base weight was already broken"
+                       if module in lora_modules else "the base model's weight is broken")
+                raise InputError(f"base model: {base}: {component} tensor {name} holds {bad} NaN or infinite "
+                                 f"value(s) after fusing ({why}); nothing was written")
+
+
 def fuse_lora(model: Path | str, loras: list[tuple[Path | str, float]], *, output_dir: Path | str | None = None,
               output_file: Path | str | None = None, dtype: str = "auto", config_dir: Path | str | None = None,
               reporter: Reporter | None = None) -> FuseSummary:
@@ -111,6 +129,7 @@ def fuse_lora(model: Path | str, loras: list[tuple[Path | str, float]], *, outpu
         reporter.progress(step, total, f"Fusing {label} ({len(lora.modules)} modules, strength {strength:g})…")
         apply_lora(targets, lora, strength)
         reporter.check_cancelled()
+    refuse_non_finite_fused(loaded.pipeline, {name for lora in sets for name in lora.modules}, base)
     metadata = provenance("fuse_lora", {"base": base.resolve(), **{lb: p.resolve() for lb, p in
                                                                     zip(labels, lora_paths, strict=True)}},
                           {"strengths": strengths, "dtype": dtype})
