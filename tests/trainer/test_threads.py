@@ -43,15 +43,19 @@ def test_cpu_threads_leave_room_for_the_app_and_other_work(cores, busy, expected
     assert f"{cores} physical cores" in choice.reason
 
 
+def chosen(environ: dict[str, str], *, cuda: bool = False, cores: int = 8) -> threads.ThreadChoice:
+    return threads.choose_threads(environ, cuda=cuda, cores=cores, busy=must_not_sample)
+
+
 def test_the_users_choice_wins_and_cuda_keeps_torchs_count():
-    assert threads.choose_threads({"KAMAAL_THREADS": "3"}, cuda=True, cores=2, busy=must_not_sample).threads == 3
-    assert threads.choose_threads({"KAMAAL_THREADS": "torch"}, cuda=False, cores=8, busy=must_not_sample).threads is None
-    assert threads.choose_threads({"OMP_NUM_THREADS": "6"}, cuda=False, cores=8, busy=must_not_sample).threads is None
-    assert threads.choose_threads({}, cuda=True, cores=8, busy=must_not_sample).threads is None
-    bad = threads.choose_threads({"KAMAAL_THREADS": "lots"}, cuda=False, cores=2, busy=must_not_sample)
+    assert chosen({"KAMAAL_THREADS": "3"}, cuda=True, cores=2).threads == 3
+    assert chosen({"KAMAAL_THREADS": "torch"}).threads is None
+    assert chosen({"OMP_NUM_THREADS": "6"}).threads is None
+    assert chosen({}, cuda=True).threads is None
+    bad = chosen({"KAMAAL_THREADS": "lots"}, cores=2)
     assert bad.threads == 1 and "KAMAAL_THREADS='lots' ignored" in bad.reason
     # Under a launcher each local process gets its share; the siblings' start-up is not "other work".
-    assert threads.choose_threads({"LOCAL_WORLD_SIZE": "2"}, cuda=False, cores=8, busy=must_not_sample).threads == 3
+    assert chosen({"LOCAL_WORLD_SIZE": "2"}).threads == 3
 
 
 def test_the_wait_policy_is_passive_unless_the_user_chose():
