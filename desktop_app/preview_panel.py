@@ -74,7 +74,9 @@ class PreviewPanel(QWidget):
         """Step, speed, time left and memory of the run, above the curves where the eye already is."""
         model = self.model
         if not model.has_started:
-            self.stats.setText("Starting the trainer…" if model.state == SessionState.STARTING else
+            doing = activity_text(model)
+            self.stats.setText(f"Starting: {doing}…" if model.state == SessionState.STARTING and doing else
+                               "Starting the trainer…" if model.state == SessionState.STARTING else
                                "The run did not start." if model.state == SessionState.FAILED else
                                "No run yet: press Start, or queue runs on the Runs page.")
             return

@@ -222,6 +222,8 @@ class RunModel(QObject):
         self.activity = event  # shown with the next batch's status refresh
 
     def _on_started(self, event: Started) -> None:
+        if self.state != SessionState.STOPPING:
+            self.activity = None  # set-up is over
         self.run_dir, self.mode, self.has_started = Path(event.run_dir), event.mode, True
         self.step, self.total_steps = event.start_step, event.total_steps
         self.logAdded.emit(f"Training started on {event.device} (process {event.pid}) in {event.run_dir}")
@@ -240,11 +242,15 @@ class RunModel(QObject):
         self._weights_dirty = True
 
     def _on_sample(self, event: Sample) -> None:
+        if self.state != SessionState.STOPPING:
+            self.activity = None  # the samples are drawn
         self.samples = event
         self.sample_history.add(event)
         self.samplesChanged.emit(event)
 
     def _on_checkpoint(self, event: CheckpointSaved) -> None:
+        if self.state != SessionState.STOPPING:
+            self.activity = None
         self.logAdded.emit(f"Checkpoint saved at step {event.step:,}: {event.path}")
 
     def _on_log(self, event: Log) -> None:

@@ -85,6 +85,7 @@ class TrainingSession(QObject):
     finished = Signal(object)  # Finished
     activity = Signal(object)  # Activity: what the trainer is busy with outside the steps (saving, sampling)
     stalled = Signal(float)  # seconds without any event while stopping: ask the person (never kill by itself)
+    notice = Signal(str)  # a sentence about a command that was sent, when it has to wait ("after drawing …")
     stateChanged = Signal(str)  # a SessionState value
     eventsDrained = Signal()  # after each timer tick that delivered events (lets views repaint once per batch)
 
@@ -202,18 +203,31 @@ class TrainingSession(QObject):
     def pause(self) -> None:
         if self._state == SessionState.TRAINING and self._process is not None:
             self._process.send(Pause())
+            self._say_when("Pausing", "after this step")
 
     def resume_training(self) -> None:
         if self._state == SessionState.PAUSED and self._process is not None:
             self._process.send(Resume())
+            self._say_when("Resuming", "now")
 
     def sample_now(self) -> None:
         if self._state in (SessionState.TRAINING, SessionState.PAUSED) and self._process is not None:
             self._process.send(SampleNow())
+            self._say_when("Drawing a preview", "now" if self._state == SessionState.PAUSED else "after this step")
 
     def save_now(self) -> None:
         if self._state in (SessionState.TRAINING, SessionState.PAUSED) and self._process is not None:
             self._process.send(SaveNow())
+            self._say_when("Saving a checkpoint", "now" if self._state == SessionState.PAUSED else "after this step")
+
+    def _say_when(self, what: str, when: str) -> None:
+        """Commands are obeyed between steps and between parts of longer work: say when this one will be,
+        so a click that has to wait is never silently held."""
+        busy = self._activity
+        if busy is not None and (not busy.total or busy.done < busy.total):
+            self.notice.emit(f"{what} once the trainer has finished {describe_activity(busy)}…")
+        else:
+            self.notice.emit(f"{what} {when}…")
 
     def stop(self, save: bool = True) -> None:
         """Ask the trainer to stop at the next step boundary (with ``save``: a checkpoint and the outputs
@@ -302,11 +316,16 @@ class TrainingSession(QObject):
         elif isinstance(event, Log):
             self.log.emit(event)
         elif isinstance(event, Sample):
+            if not stopping:
+                self._activity = None  # the samples are drawn
             self.sample.emit(event)
         elif isinstance(event, CheckpointSaved):
+            if not stopping:
+                self._activity = None
             self.checkpointSaved.emit(event)
         elif isinstance(event, Started):
             if not stopping:
+                self._activity = None  # set-up is over
                 self._set_state(SessionState.TRAINING)
             self.started.emit(event)
         elif isinstance(event, Paused):

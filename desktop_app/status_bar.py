@@ -71,6 +71,7 @@ class RunStatusBar(QStatusBar):
         super().__init__(parent)
         self.setObjectName("statusBar")
         self.model = model
+        model.session.notice.connect(lambda text: self.showMessage(text, 8000))  # "Resuming once … has finished"
         self.project_label = QLabel()
         self.project_label.setObjectName("statusProject")
         self.project_label.setContentsMargins(8, 0, 8, 0)

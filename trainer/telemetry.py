@@ -23,11 +23,15 @@ class Speedometer:
         self._paused_at: float | None = None
         self._paused_total = 0.0
         self._step_time: float | None = None
+        self._ticks = 0
 
     def tick(self) -> None:
         now = time.perf_counter()
         duration = now - self._last
         self._last = now
+        self._ticks += 1
+        if self._ticks == 1:
+            return  # the first step after a start includes warm-up (first kernels, caches): not a speed
         self._step_time = duration if self._step_time is None else (
             (1 - SMOOTHING) * self._step_time + SMOOTHING * duration)
 

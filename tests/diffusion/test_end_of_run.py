@@ -53,3 +53,16 @@ def test_the_end_of_a_run_saves_first_then_draws_and_says_so(tmp_path, tiny_sd15
                      ("drawing final samples", 2, 2), "Sample", "Finished"]
     [finished] = recorder.of(Finished)
     assert not finished.warnings
+
+
+def test_set_up_says_what_it_is_doing_before_the_first_step(tmp_path, tiny_sd15, shapes_dataset):
+    """Loading the model and the rest of set-up used to be a silent 'Starting the trainer…'."""
+    config = diffusion_config(tiny_sd15, shapes_dataset, training={"steps": 1},
+                              sampling={"prompts": ["a red circle"], "seeds": [7], "inference_steps": 2,
+                                        "at_start": True}, output={"checkpoint_every": 0})
+    code, recorder = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK
+    names = [e.text if isinstance(e, Activity) else type(e).__name__ for e in recorder.events]
+    started = names.index("Started")
+    assert names.index("loading the base model") < names.index("encoding the evaluation images") < started
+    assert "drawing samples" in names[started:]  # the step-0 samples, counted

@@ -139,9 +139,10 @@ def test_a_killed_trainer_is_reported_and_a_new_run_can_start(qtbot, make_window
 
 
 def test_settings_the_worker_refuses_are_named_in_the_window(qtbot, make_window, tmp_path):
-    missing = tmp_path / "nowhere" / "toy.safetensors"
-    window = make_window([*SHORT_RUN, f'model.path="{missing}"'], preset="toy-frozen")
-    assert window.controls.start_button.isEnabled()  # only the trainer can tell the file is missing
+    broken = tmp_path / "toy.safetensors"
+    broken.write_bytes(b"not a safetensors file")  # there, and named right: only the trainer can tell
+    window = make_window([*SHORT_RUN, f'model.path="{broken}"'], preset="toy-frozen")
+    assert window.controls.start_button.isEnabled()
 
     with qtbot.waitSignal(window.session.failed, timeout=START_TIMEOUT_MS) as failed:
         click(qtbot, window.controls.start_button)
@@ -151,9 +152,9 @@ def test_settings_the_worker_refuses_are_named_in_the_window(qtbot, make_window,
     banner = window.preview_panel.banner
     assert not banner.isHidden()
     assert "refused" in banner.title.text()
-    assert "model.path" in banner.text.text() and "file not found" in banner.text.text()
+    assert "model.path" in banner.text.text() and "not a readable .safetensors file" in banner.text.text()
     field_error = window.hyperparameters_panel.rows["model.path"].error
-    assert not field_error.isHidden() and "file not found" in field_error.text()
+    assert not field_error.isHidden() and "not a readable" in field_error.text()
     qtbot.waitUntil(lambda: window.session.pid is None, timeout=10_000)
     assert buttons(window) == (True, False, False)
 

@@ -62,6 +62,7 @@ class DiffusionJob(TrainingJob):
                                        gradient_accumulation_steps=cfg.training.gradient_accumulation_steps)
         self.device = str(self.accelerator.device)  # this process's GPU under a launcher
         torch.manual_seed(cfg.training.seed)
+        self.report_activity("loading the base model")
         self.parts: Components = load_components(cfg, self.log)
         if self.prior:
             from trainer.diffusion.class_images import ensure_class_images
@@ -69,8 +70,11 @@ class DiffusionJob(TrainingJob):
             if self.dist.is_main:  # one writer; the others wait, then read the same folder
                 for concept in concepts_of(cfg):
                     if concept.has_class_set(cfg):
-                        ensure_class_images(cfg, self.parts, self.device, self.log, concept=concept.index)
+                        ensure_class_images(cfg, self.parts, self.device, self.log, concept=concept.index,
+                                            on_image=lambda done, total: self.report_activity(
+                                                "generating class images", done, total))
             self.dist.barrier()
+        self.report_activity("preparing the adapters and the data")
         self._prepare_trainable()
         self._prepare_data()
         parameters = [p for m in self._trained_modules() for p in m.parameters() if p.requires_grad]
@@ -82,6 +86,7 @@ class DiffusionJob(TrainingJob):
         self.trained_text_encoders = ([self.accelerator.prepare(e) for e in self.parts.text_encoders]
                                       if self.trains_text else list(self.parts.text_encoders))
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
+        self.report_activity("encoding the evaluation images")
         self._eval_set = self._make_eval_set()
 
     def _trained_modules(self) -> list[torch.nn.Module]:

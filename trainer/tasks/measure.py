@@ -154,7 +154,10 @@ def measure(args: dict, context: TaskContext) -> dict:
     if len(timed) >= 2:
         it_per_s = (timed[-1].step - timed[0].step) / max(timed[-1].elapsed_s - timed[0].elapsed_s, 1e-9)
     else:
-        it_per_s = readings.progress[-1].it_per_s if readings.progress else math.nan
+        # Too few steps for a difference: the one speed there is (warm-up included, so a low estimate).
+        last_reading = readings.progress[-1] if readings.progress else None
+        it_per_s = (last_reading.it_per_s or last_reading.step / max(last_reading.elapsed_s, 1e-9)
+                    if last_reading is not None else math.nan)
     last = readings.progress[-1] if readings.progress else None
     return {"steps": last.step if last else 0, "it_per_s": it_per_s, "seconds": seconds,
             "peak_memory_bytes": max((p.peak_memory_bytes for p in readings.progress), default=0),
