@@ -47,6 +47,17 @@ def no_leftover_children(resource_tracker):
     assert not left, f"test left child processes behind: {[(c.pid, c.name()) for c in left]}"
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """accelerate keeps one AcceleratorState per process (a real run has its own process): reset it after a
+    test that trained in this one, so a later in-process run in another precision is not refused."""
+    yield
+    import sys
+
+    if "accelerate.state" in sys.modules:  # only tests that trained: never import accelerate for the rest
+        sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture
 def toy_preset() -> Path:
     return PRESETS / "toy.toml"

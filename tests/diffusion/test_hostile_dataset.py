@@ -17,19 +17,9 @@ from tests.trainer.helpers import run_in_process
 from trainer.protocol import EXIT_OK, Failed
 
 
-@pytest.fixture
-def fresh_accelerator():
-    """accelerate keeps one AcceleratorState per process: reset it afterwards, so a later test's run in
-    another precision (tests/models/test_plain_loading.py trains in bf16) is not refused."""
-    yield
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="FIFOs are POSIX")
-def test_training_names_hostile_captions_and_images_in_the_log(tmp_path, tiny_sd15, fresh_accelerator):
+def test_training_names_hostile_captions_and_images_in_the_log(tmp_path, tiny_sd15):
     folder = draw_shapes(tmp_path / "data", 3)
     fifo = folder / "shape-00.txt"
     fifo.unlink()

@@ -35,17 +35,8 @@ def test_targets_that_match_nothing_adaptable_are_refused_naming_what_exists(tin
     assert "\n" not in message and "layers end in: conv, conv1, conv2, conv_in" in message and "to_out.0" in message
 
 
-@pytest.fixture
-def fresh_accelerator():
-    """accelerate keeps one AcceleratorState per process: reset it afterwards, so a later test's run in
-    another precision (tests/models/test_plain_loading.py trains in bf16) is not refused."""
-    yield
-    from accelerate.state import AcceleratorState
 
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def test_the_run_is_refused_before_the_model_loads(tmp_path, tiny_models, monkeypatch, fresh_accelerator):
+def test_the_run_is_refused_before_the_model_loads(tmp_path, tiny_models, monkeypatch):
     import trainer.models
 
     def never(*args, **kwargs):
