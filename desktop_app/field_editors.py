@@ -11,6 +11,7 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QApplication,
     QCheckBox,
     QComboBox,
@@ -94,13 +95,33 @@ def _guard_wheel(widget: QWidget) -> None:
     widget.installEventFilter(_wheel_guard)
 
 
+class _TypedSpinBox(QSpinBox):
+    """A spin box that takes whatever whole number is typed (the config then says what is wrong with it, in
+    red, instead of the box silently putting the old value back), while its arrows stay in the allowed range."""
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+        self.setRange(-INT32_MAX, INT32_MAX)
+
+    def stepBy(self, steps: int) -> None:
+        self.setValue(min(max(self.value() + steps * self.singleStep(), self.low), self.high))
+
+    def stepEnabled(self) -> QAbstractSpinBox.StepEnabledFlag:
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        if self.value() < self.high:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        if self.value() > self.low:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        return flags
+
+
 class IntEditor(FieldEditor):
     def __init__(self, meta: FieldMeta, parent: QWidget | None = None) -> None:
         super().__init__(meta, parent)
-        self.spin = QSpinBox()
         low = int(meta.minimum) + (1 if meta.min_exclusive else 0) if meta.minimum is not None else 0
         high = int(meta.maximum) - (1 if meta.max_exclusive else 0) if meta.maximum is not None else INT32_MAX
-        self.spin.setRange(max(low, -INT32_MAX), min(high, INT32_MAX))
+        self.spin = _TypedSpinBox(max(low, -INT32_MAX), min(high, INT32_MAX))
         self.spin.setSingleStep(meta.multiple_of or 1)
         self.spin.setSuffix(meta.suffix)
         self.spin.setGroupSeparatorShown(True)

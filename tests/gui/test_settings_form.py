@@ -66,7 +66,7 @@ def test_form_comes_from_the_config_declarations(qtbot):
     panel = HyperparametersPanel(model)
     qtbot.addWidget(panel)
     steps = panel.editor("training.steps")
-    assert steps.spin.minimum() == 1 and steps.spin.maximum() == 10_000_000
+    assert steps.spin.low == 1 and steps.spin.high == 10_000_000  # the arrows' range (typing is validated)
     assert "Number of optimizer steps" in steps.toolTip() and "Default: 1,000" in steps.toolTip()
     assert "Range: ≥ 1 and ≤ 10,000,000" in steps.toolTip()
     scheduler = panel.editor("training.scheduler").combo
@@ -146,3 +146,17 @@ def test_a_config_the_trainer_would_refuse_cannot_start_and_is_still_saved(qtbot
     qtbot.waitUntil(start.isEnabled, timeout=5_000)
     assert panel.rows["model.path"].error.isHidden() and window.menu_actions["queue"].isEnabled()
     assert not window.session.is_active() and not list(window.project.runs())  # nothing was spawned
+
+
+def test_an_out_of_range_number_is_kept_and_explained_not_snapped_back(qtbot, make_window):
+    window = make_window()
+    panel, start = window.hyperparameters_panel, window.controls.start_button
+    steps = panel.editor("training.steps").spin
+    steps.selectAll()
+    qtbot.keyClicks(steps.lineEdit(), "0")
+    steps.interpretText()
+    steps.editingFinished.emit()  # what leaving the field does
+    assert steps.value() == 0 and window.config_model.value("training.steps") == 0
+    assert "must be ≥ 1, got 0" in panel.rows["training.steps"].error.text() and not start.isEnabled()
+    steps.stepBy(-3)  # the arrows stay in the allowed range
+    assert steps.value() == 1 and "must be ≥ 1" not in panel.rows["training.steps"].error.text()
