@@ -18,7 +18,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.field_meta import all_field_names
-from trainer.config import Config, ConfigError, config_from_dict
+from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, config_from_dict
 from trainer.preflight import input_problems
 
 FIELDS = all_field_names()
@@ -38,6 +38,8 @@ class ConfigModel(QObject):
         self._errors: dict[str, str] = {}
         self._inputs = _input_errors(config)
         self._external: dict[str, str] = {}
+        architecture = config.model.architecture
+        self._last_sd_architecture = architecture if architecture != "toy" else "sd15"
         self._recheck = QTimer(self)
         self._recheck.setInterval(INPUT_RECHECK_MS)
         self._recheck.timeout.connect(self.recheck_inputs)
@@ -96,9 +98,26 @@ class ConfigModel(QObject):
         self._values[name] = value
         self._external.pop(name, None)
         self.valueChanged.emit(name, value)
+        if name == "mode":
+            self._follow_mode(str(value))
         if self.mode != old_mode:
             self.modeChanged.emit(self.mode)
         self._validate()
+
+    def _follow_mode(self, mode: str) -> None:
+        """Choosing what to train picks an architecture it works with: the toy network is its own
+        architecture; a Stable Diffusion mode chosen while the toy is set goes back to the last SD one."""
+        architecture = str(self._values["model.architecture"])
+        if mode in MODES_BY_ARCHITECTURE.get(architecture, ()):
+            if architecture != "toy":
+                self._last_sd_architecture = architecture
+            return
+        target = "toy" if mode == "toy" else self._last_sd_architecture
+        if architecture != "toy":
+            self._last_sd_architecture = architecture
+        self._values["model.architecture"] = target
+        self._external.pop("model.architecture", None)
+        self.valueChanged.emit("model.architecture", target)
 
     def load(self, config: Config) -> None:
         """Replace every value (a preset was chosen, or the project was reopened)."""

@@ -73,7 +73,6 @@ class HyperparametersPanel(QWidget):
         form_layout = QVBoxLayout(self.form)
         form_layout.setContentsMargins(0, 0, 6, 0)
         form_layout.setSpacing(10)
-        form_layout.addWidget(self.summary)
         self.mode_hint = QLabel()
         self.mode_hint.setObjectName("modeHint")
         self.mode_hint.setWordWrap(True)
@@ -113,6 +112,8 @@ class HyperparametersPanel(QWidget):
         layout.addWidget(title)
         layout.addWidget(self.locked_note)
         layout.addWidget(scroll, 1)
+        # Below the form, not above it: appearing and going, it must not move the fields under the mouse.
+        layout.addWidget(self.summary)
 
         model.valueChanged.connect(self._on_value_changed)
         model.errorsChanged.connect(self._show_errors)
@@ -145,7 +146,7 @@ class HyperparametersPanel(QWidget):
 
     def hide_fields(self, names: frozenset[str]) -> None:
         """Hide these fields' rows whatever the mode (another widget on the page shows them); their
-        problems are then listed in the summary at the top."""
+        problems are then listed in the summary below the form."""
         if names != self.hidden:
             self.hidden = names
             self._update_sections()

@@ -80,13 +80,18 @@ def test_form_comes_from_the_config_declarations(qtbot):
 
     assert shown() == {"basics", "toy", "optimizer", "output"}  # the toy network: no images, no samples
     mode = panel.editor("mode").combo
-    mode.setCurrentIndex(mode.findData("lora"))
-    assert model.mode == "lora"
-    assert "mode" in model.errors()  # lora does not work with the toy architecture
     architecture = panel.editor("model.architecture").combo
-    architecture.setCurrentIndex(architecture.findData("sd15"))
+    mode.setCurrentIndex(mode.findData("lora"))  # LoRA needs Stable Diffusion: the architecture follows
+    assert model.mode == "lora" and model.value("model.architecture") == "sd15"
+    assert architecture.currentData() == "sd15" and "mode" not in model.errors()
     assert shown() == {"basics", "model", "dataset", "lora", "optimizer", "memory", "sampling", "output"}
-    assert "mode" not in model.errors()
+    architecture.setCurrentIndex(architecture.findData("sdxl"))
+    mode.setCurrentIndex(mode.findData("toy"))  # the toy network is its own architecture
+    assert model.value("model.architecture") == "toy" and "mode" not in model.errors()
+    mode.setCurrentIndex(mode.findData("dreambooth"))  # back to the SD architecture chosen before
+    assert model.value("model.architecture") == "sdxl" and "mode" not in model.errors()
+    mode.setCurrentIndex(mode.findData("frozen"))  # frozen works with both: nothing to switch
+    assert model.value("model.architecture") == "sdxl"
 
 
 def test_preset_chooser_lists_presets_and_applies_one(qtbot, make_window, answers):
@@ -160,3 +165,19 @@ def test_an_out_of_range_number_is_kept_and_explained_not_snapped_back(qtbot, ma
     assert "must be ≥ 1, got 0" in panel.rows["training.steps"].error.text() and not start.isEnabled()
     steps.stepBy(-3)  # the arrows stay in the allowed range
     assert steps.value() == 1 and "must be ≥ 1" not in panel.rows["training.steps"].error.text()
+
+
+def test_an_error_appearing_does_not_move_the_fields_under_the_mouse(qtbot, make_window):
+    window = make_window()
+    panel = window.hyperparameters_panel
+    window.show()
+    steps = panel.editor("training.steps")  # above the field that goes wrong
+
+    def top_of_steps() -> int:
+        return steps.mapTo(panel, steps.rect().topLeft()).y()
+
+    before = top_of_steps()
+    type_into(qtbot, panel.editor("training.learning_rate").line, "abc")
+    assert not panel.summary.isHidden()
+    qtbot.wait(50)  # let the layout settle
+    assert top_of_steps() == before
