@@ -16,6 +16,7 @@ from desktop_app.config_model import ConfigModel
 from desktop_app.paths import preset_summary, user_presets_dir
 from desktop_app.session import SessionState, TrainingSession
 from trainer.config import Config, ConfigError, load_config
+from trainer.project import same_settings
 
 CUSTOM = "Custom settings"
 
@@ -119,7 +120,8 @@ class ControlBar(QWidget):
     def show_matching_preset(self) -> None:
         """Select the preset the settings equal, or "Custom settings" once they were edited."""
         config = self.model.config
-        match = next((name for name, preset in self.presets.items() if preset == config), None)
+        match = next((name for name, preset in self.presets.items()
+                      if config is not None and same_settings(preset, config)), None)
         custom = self.preset_combo.findData(None)
         if match is None and custom < 0:
             self.preset_combo.insertItem(0, CUSTOM, None)
@@ -129,7 +131,8 @@ class ControlBar(QWidget):
 
     def _on_preset_activated(self, index: int) -> None:
         name = self.preset_combo.itemData(index)
-        if name is not None and self.presets.get(name) != self.model.config:
+        config = self.model.config
+        if name is not None and not (config is not None and same_settings(self.presets[name], config)):
             self.presetChosen.emit((name, self.presets[name]))
         self.show_matching_preset()
 

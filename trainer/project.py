@@ -156,6 +156,21 @@ class Project:
         return sorted(found, key=lambda run: (run.config_path.stat().st_mtime, run.root.name))
 
 
+def same_settings(preset: Config, config: Config) -> bool:
+    """Whether ``config`` is ``preset`` as a project holds it: equal, except that the project may keep its
+    own copies of the preset's image folders (a project made from a bundled preset does)."""
+    if preset == config:
+        return True
+
+    def by_folder_name(settings: Config) -> dict[str, Any]:
+        data = settings.to_dict()
+        for table, key in _data_folders(data):
+            table[key] = Path(table[key]).name if table[key] else ""
+        return data
+
+    return by_folder_name(preset) == by_folder_name(config)
+
+
 def _data_folders(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
     """(table, key) of every image folder a config names: the dataset, class sets, concepts."""
     places = [(data["dataset"], "path"), (data["dreambooth"], "class_dir")]

@@ -181,3 +181,15 @@ def test_an_error_appearing_does_not_move_the_fields_under_the_mouse(qtbot, make
     assert not panel.summary.isHidden()
     qtbot.wait(50)  # let the layout settle
     assert top_of_steps() == before
+
+
+def test_the_demo_project_shows_the_demo_preset(qtbot, make_window, tmp_path):
+    """A project made from a bundled preset keeps copies of its pictures: it is still that preset."""
+    from tests.conftest import PRESETS
+
+    project = Project.create(tmp_path / "demo", PRESETS / "demo.toml")
+    assert project.config.dataset.path != load_config(PRESETS / "demo.toml").dataset.path  # its own copy
+    window = make_window(project=project)
+    assert window.controls.current_preset() == "demo" and window.controls.preset_combo.currentText() == "demo"
+    window.config_model.set_value("training.steps", 401)
+    assert window.controls.current_preset() is None  # edited: custom settings
