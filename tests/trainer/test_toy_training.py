@@ -172,3 +172,22 @@ def test_unexpected_exception_becomes_failed_event(tmp_path, monkeypatch):
     assert failed.kind == "error" and failed.message == "RuntimeError: disk on fire"
     assert "broken_step" in failed.traceback
     assert "disk on fire" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_the_toy_frozen_preset_fine_tunes_a_trained_network(tmp_path):
+    """The guide's lesson as shipped: the output layer alone learns a new task on top of a trained network's
+    frozen features; on frozen *random* features the same run barely moves (which once had no explanation)."""
+    from tests.conftest import PRESETS
+    from trainer.config import load_config
+
+    def heldout(run_dir, **model) -> list[float]:
+        overrides = ["training.steps=600", "toy.step_delay_ms=0"] + [f"model.{k}={v}" for k, v in model.items()]
+        code, rec = run_in_process(load_config(PRESETS / "toy-frozen.toml", overrides), run_dir)
+        assert code == EXIT_OK, rec.of(Failed)
+        return [row["heldout_loss"] for row in RunFolder(run_dir).read_metrics() if "heldout_loss" in row]
+
+    trained = heldout(tmp_path / "trained")
+    fresh = heldout(tmp_path / "fresh", path="")
+    # Measured: 2.98 → 0.43 from the shipped network, 0.93 → 0.90 from fresh weights (600 steps).
+    assert trained[-1] < 0.25 * trained[0] and trained[-1] < 0.6 * fresh[-1], (trained[-1], fresh[-1])
+    assert fresh[-1] > 0.9 * fresh[0]
