@@ -134,6 +134,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{self.project.name} — Kamaal")
         self.status_bar.show_project(self.project.name, self.project.root)
         self.run_model.plan(int(self.config_model.value("training.steps")))
+        self.run_model.set_earlier_runs(len(self.project.runs()))
         self._show_mode()
         if self.config_model.value("model.architecture") == "toy":
             self.show_page(self.splitter)  # nothing to curate: the settings and the preview are the work

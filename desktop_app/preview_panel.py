@@ -78,7 +78,10 @@ class PreviewPanel(QWidget):
             self.stats.setText(f"Starting: {doing}…" if model.state == SessionState.STARTING and doing else
                                "Starting the trainer…" if model.state == SessionState.STARTING else
                                "The run did not start." if model.state == SessionState.FAILED else
-                               "No run yet: press Start, or queue runs on the Runs page.")
+                               "No run yet: press Start, or queue runs on the Runs page." if not model.earlier_runs else
+                               f"No run in this window yet; the project's {model.earlier_runs:,} earlier "
+                               f"run{'s are' if model.earlier_runs > 1 else ' is'} on the Runs page. Press Start "
+                               "for a new one.")
             return
         parts = [f"Step {model.step:,} of {model.total_steps:,}"]
         doing = activity_text(model)

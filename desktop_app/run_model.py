@@ -136,6 +136,8 @@ class RunModel(QObject):
         self.memory_kind = ""
         self.mode = ""
         self.has_started = False  # the trainer said Started for the current run
+        self.stopped = False  # the last run ended by a Stop (it "finished" early)
+        self.earlier_runs = 0  # runs of this project before this window's (the Runs page lists them)
         self.run_dir: Path | None = None
         self.curves = Curves()
         self.layers: LayerWeights | None = None
@@ -169,6 +171,7 @@ class RunModel(QObject):
         self.run_dir, self.total_steps, self.mode = Path(run_dir), total_steps, mode
         self.step, self.it_per_s, self.eta_s = 0, 0.0, math.nan
         self.has_started = False
+        self.stopped = False
         self.activity = None
         self.curves = Curves()
         self.layers = None
@@ -185,6 +188,12 @@ class RunModel(QObject):
         self.weightsChanged.emit(None)
         self.samplesChanged.emit(None)
         self.statusChanged.emit()
+
+    def set_earlier_runs(self, count: int) -> None:
+        """How many runs the project already has (the stats line says where they are instead of "No run yet")."""
+        if count != self.earlier_runs:
+            self.earlier_runs = count
+            self.statusChanged.emit()
 
     def plan(self, total_steps: int) -> None:
         """Before any run: how long the next one will be (the empty loss plot spans it)."""
@@ -287,7 +296,7 @@ class RunModel(QObject):
 
     def _on_finished(self, event: Finished) -> None:
         self._flush(now=True)
-        self.step = event.step
+        self.step, self.stopped = event.step, event.stopped
         title = (f"Stopped at step {event.step:,}" if event.stopped else f"Finished: {event.step:,} steps")
         if event.outputs:
             text = "Saved " + ", ".join(Path(path).name for path in event.outputs) + " in the run folder."

@@ -104,7 +104,8 @@ class RunStatusBar(QStatusBar):
     def refresh(self) -> None:
         model = self.model
         color = STATE_COLOR[model.state]
-        self.state_label.setText(f"<span style='color:{color}'>●</span> {STATE_TEXT[model.state]}")
+        state = "Stopped" if model.state == SessionState.FINISHED and model.stopped else STATE_TEXT[model.state]
+        self.state_label.setText(f"<span style='color:{color}'>●</span> {state}")
         doing = activity_text(model)
         self.activity_label.setVisible(bool(doing))
         self.activity_label.setText(doing[:1].upper() + doing[1:])

@@ -66,3 +66,22 @@ def test_a_command_that_has_to_wait_says_so_and_the_activity_ends_with_its_resul
         session.sample_now()
     assert notice.args[0] == "Drawing a preview now…"
     session._process = None
+
+
+def test_a_stopped_run_says_stopped_and_earlier_runs_are_pointed_to(qtbot):
+    from trainer.protocol import Finished
+
+    session = TrainingSession()
+    model = RunModel(session)
+    panel = PreviewPanel(model)
+    bar = RunStatusBar(model)
+    qtbot.addWidget(panel)
+    qtbot.addWidget(bar)
+    model.set_earlier_runs(3)
+    assert "3 earlier runs are on the Runs page" in panel.stats.text() and "No run yet" not in panel.stats.text()
+    session._set_state(SessionState.TRAINING)
+    session._dispatch(Finished(run_dir="/r", step=40, stopped=True))
+    assert "Stopped" in bar.state_label.text() and "Finished" not in bar.state_label.text()
+    session._set_state(SessionState.TRAINING)
+    session._dispatch(Finished(run_dir="/r", step=400, stopped=False))
+    assert "Finished" in bar.state_label.text()
