@@ -140,3 +140,12 @@ def test_lower_pixel_limit_refuses_large_images(corpus: Path) -> None:
     report = check_dataset(corpus, max_pixels=500 * 500)
     assert "decompression_bomb" in report.codes_for(corpus / "good one.jpg")
     assert "small.png" in {p.name for p in report.usable_images}  # 300×300 is under the limit
+
+
+def test_too_small_says_which_side_falls_short():
+    from trainer.dataset import messages
+
+    wide = messages.too_small(2000, 200, (1024, 256), 512)
+    assert "(height 200 < 256)" in wide and "width" not in wide.split("(")[1].split(")")[0]
+    both = messages.too_small(300, 200, (512, 512), 512)
+    assert "(width 300 < 512 and height 200 < 512)" in both

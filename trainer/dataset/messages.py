@@ -71,9 +71,12 @@ def tiny(width: int, height: int, minimum: int) -> str:
 
 
 def too_small(width: int, height: int, bucket: tuple[int, int], resolution: int) -> str:
+    # Say which side falls short: "2000×200" against a 1024×256 bucket is wide enough but not tall enough.
+    short = [f"{side} {have} < {need}" for side, have, need in (("width", width, bucket[0]),
+                                                               ("height", height, bucket[1])) if have < need]
     return (f"The image is {width}×{height}, smaller than its {bucket[0]}×{bucket[1]} training bucket at "
-            f"resolution {resolution}; it will be upscaled and look soft. Use a larger version if you have one, "
-            "or lower the resolution.")
+            f"resolution {resolution} ({' and '.join(short) or 'after cropping'}); it will be upscaled and look "
+            "soft. Use a larger version if you have one, or lower the resolution.")
 
 
 def extreme_aspect(width: int, height: int, bucket: tuple[int, int], limit: float) -> str:
