@@ -149,3 +149,12 @@ def test_too_small_says_which_side_falls_short():
     assert "(height 200 < 256)" in wide and "width" not in wide.split("(")[1].split(")")[0]
     both = messages.too_small(300, 200, (512, 512), 512)
     assert "(width 300 < 512 and height 200 < 512)" in both
+
+
+def test_the_summary_counts_in_words():
+    from pathlib import Path
+
+    from trainer.dataset.report import Code, Finding, Report, Severity
+
+    finding = Finding(Path("a.png"), Code.UNREADABLE, Severity.ERROR, "cannot be read")
+    assert Report(Path("."), 512, (), (finding,)).summary() == "0 images, 0 usable: 1 error, 0 warnings, 0 notes"

@@ -130,9 +130,12 @@ class Report:
         return sorted(self.findings, key=lambda f: (f.severity.rank, str(f.file), f.code.value))
 
     def summary(self) -> str:
-        return (f"{len(self.images)} images, {len(self.usable_images)} usable: "
-                f"{self.count(Severity.ERROR)} errors, {self.count(Severity.WARNING)} warnings, "
-                f"{self.count(Severity.INFO)} notes")
+        def counted(number: int, word: str) -> str:
+            return f"{number} {word}{'' if number == 1 else 's'}"
+
+        return (f"{counted(len(self.images), 'image')}, {len(self.usable_images)} usable: "
+                f"{counted(self.count(Severity.ERROR), 'error')}, {counted(self.count(Severity.WARNING), 'warning')}, "
+                f"{counted(self.count(Severity.INFO), 'note')}")
 
     def to_dict(self) -> dict[str, Any]:
         """Paths relative to the folder (POSIX slashes), so the JSON is the same on every OS."""
