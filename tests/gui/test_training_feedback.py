@@ -33,13 +33,18 @@ def test_the_first_step_is_warm_up_not_a_speed():
     assert speed.it_per_s > 20 and speed.eta_s(4) < 396 * 0.1
 
 
-def test_set_up_work_is_shown_while_starting(qtbot):
+def views(qtbot) -> tuple[TrainingSession, RunModel, PreviewPanel, RunStatusBar]:
+    """A session, its run model, and the two places that show the run's status: the stats line and the bar."""
     session = TrainingSession()
     model = RunModel(session)
-    panel = PreviewPanel(model)
-    bar = RunStatusBar(model)
+    panel, bar = PreviewPanel(model), RunStatusBar(model)
     qtbot.addWidget(panel)
     qtbot.addWidget(bar)
+    return session, model, panel, bar
+
+
+def test_set_up_work_is_shown_while_starting(qtbot):
+    session, _model, panel, bar = views(qtbot)
     session._set_state(SessionState.STARTING)
     session._dispatch(Activity("loading the base model", 0, 0))
     session.eventsDrained.emit()
@@ -71,12 +76,7 @@ def test_a_command_that_has_to_wait_says_so_and_the_activity_ends_with_its_resul
 def test_a_stopped_run_says_stopped_and_earlier_runs_are_pointed_to(qtbot):
     from trainer.protocol import Finished
 
-    session = TrainingSession()
-    model = RunModel(session)
-    panel = PreviewPanel(model)
-    bar = RunStatusBar(model)
-    qtbot.addWidget(panel)
-    qtbot.addWidget(bar)
+    session, model, panel, bar = views(qtbot)
     model.set_earlier_runs(3)
     assert "3 earlier runs are on the Runs page" in panel.stats.text() and "No run yet" not in panel.stats.text()
     session._set_state(SessionState.TRAINING)

@@ -135,19 +135,27 @@ def test_refuses_to_overwrite_a_run(tmp_path):
     assert again.returncode == 2 and "already holds a run" in again.stderr
 
 
-def test_ctrl_c_stops_cleanly_with_a_save(tmp_path):
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def endless_toy_run(run_dir: Path, **env: str) -> tuple[subprocess.Popen, float]:
+    """``kamaal-train train`` on the toy preset with no end in sight, once it has logged a step; returns the
+    process and the deadline (60 s from now) for what the test waits for next."""
     process = subprocess.Popen(
         [sys.executable, "-m", "trainer", "train", str(PRESETS / "toy.toml"), "--run-dir", str(run_dir),
-         "--set", "training.steps=1000000"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+         "--set", "training.steps=1000000"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    metrics = run_dir / "metrics.jsonl"
+    while not (metrics.exists() and metrics.stat().st_size > 0):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise AssertionError(process.communicate()[1])
+        time.sleep(0.05)
+    return process, deadline
+
+
+def test_ctrl_c_stops_cleanly_with_a_save(tmp_path):
+    run_dir = tmp_path / "run"
+    process, _ = endless_toy_run(run_dir)
     try:
-        deadline = time.monotonic() + 60
-        metrics = run_dir / "metrics.jsonl"
-        while not (metrics.exists() and metrics.stat().st_size > 0):
-            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
-            time.sleep(0.05)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
     finally:
@@ -168,17 +176,8 @@ def test_a_second_ctrl_c_says_it_is_still_saving_and_the_save_finishes(tmp_path)
     """Pressing Ctrl-C again while the save runs (here stretched to 3 s by the worker's test hook) must not
     throw the save away: only a third Ctrl-C aborts."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "KAMAAL_TEST_SLOW_SAVE": "1.5/0.5"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "train", str(PRESETS / "toy.toml"), "--run-dir", str(run_dir),
-         "--set", "training.steps=1000000"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    process, deadline = endless_toy_run(run_dir, KAMAAL_TEST_SLOW_SAVE="1.5/0.5")
     try:
-        deadline = time.monotonic() + 60
-        metrics = run_dir / "metrics.jsonl"
-        while not (metrics.exists() and metrics.stat().st_size > 0):
-            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
-            time.sleep(0.05)
         process.send_signal(signal.SIGINT)
         while not (run_dir / "log.txt").read_text(encoding="utf-8").count("Stop requested"):
             assert time.monotonic() < deadline and process.poll() is None
