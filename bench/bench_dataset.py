@@ -142,9 +142,9 @@ def _panel_numbers(project: Path, dataset: str, screenful: int, *, import_from: 
     from PySide6.QtWidgets import QApplication
 
     from bench.stalls import StallMeter, wait_until
-    from desktop_app.config_model import ConfigModel
     from desktop_app.dataset import DatasetPanel
     from desktop_app.style import apply_style
+    from desktop_app.train.config_model import ConfigModel
     from trainer.config import apply_overrides, config_from_dict, load_config
 
     app = QApplication.instance() or QApplication([])

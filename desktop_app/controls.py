@@ -12,9 +12,9 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QStyle, QToolButton, QWidget
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.paths import preset_summary, user_presets_dir
 from desktop_app.session import SessionState, TrainingSession
+from desktop_app.train.config_model import ConfigModel
 from trainer.config import Config, ConfigError, load_config
 from trainer.project import same_settings
 

@@ -20,19 +20,19 @@ from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.controls import ControlBar
 from desktop_app.dataset_panel import DatasetPanel
-from desktop_app.hyperparameters_panel import HyperparametersPanel
 from desktop_app.menus import build_menus
 from desktop_app.merge import MergePanel
 from desktop_app.page_wiring import install as install_extras
 from desktop_app.paths import all_presets
-from desktop_app.preview_panel import PreviewPanel
-from desktop_app.run_model import Notice, RunModel
+from desktop_app.preview.preview_panel import PreviewPanel
+from desktop_app.preview.run_model import Notice, RunModel
 from desktop_app.session import SessionState, TrainingSession
 from desktop_app.status_bar import RunStatusBar
 from desktop_app.stop_control import ChooseFn, StopControl, ask_choice
+from desktop_app.train.config_model import ConfigModel
+from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from trainer.config import Config, ConfigError, resolve_paths
 from trainer.project import Project
 from trainer.runfolder import RunFolder, unique_run_dir

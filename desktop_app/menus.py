@@ -16,10 +16,10 @@ from trainer.config import ConfigError
 from trainer.project import Project
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.window_api import Window
 
 
-def build_menus(window: MainWindow) -> dict[str, QAction]:
+def build_menus(window: Window) -> dict[str, QAction]:
     session, controls = window.session, window.controls
     actions: dict[str, QAction] = {}
 
@@ -70,7 +70,7 @@ def build_menus(window: MainWindow) -> dict[str, QAction]:
     return actions
 
 
-def open_project(window: MainWindow) -> None:
+def open_project(window: Window) -> None:
     start_in = str(window.project.root.parent)
     folder = QFileDialog.getExistingDirectory(window, "Open or create a project folder", start_in)
     if not folder:
@@ -90,7 +90,7 @@ def open_project(window: MainWindow) -> None:
     window.set_project(project)
 
 
-def choose_run_to_resume(window: MainWindow) -> None:
+def choose_run_to_resume(window: Window) -> None:
     folder = QFileDialog.getExistingDirectory(window, "Choose a run folder to resume", str(window.project.runs_dir))
     if folder:
         window.resume_run(Path(folder))

@@ -13,23 +13,23 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QLabel
 
-from desktop_app.block_tree import BlockTree
-from desktop_app.concept_summary import ConceptSummary
-from desktop_app.config_files import ask_save_preset, load_config_file, save_config_file
-from desktop_app.form_groups import FIRST_CONCEPT_FIELDS
-from desktop_app.memory_box import MemoryBox
-from desktop_app.queue_view import QueueView
-from desktop_app.run_queue import QUEUE_FILE, QueueRunner, RunQueue
-from desktop_app.runs_page import RunsPage
+from desktop_app.runs.queue_view import QueueView
+from desktop_app.runs.run_queue import QUEUE_FILE, QueueRunner, RunQueue
+from desktop_app.runs.runs_page import RunsPage
+from desktop_app.train.block_tree import BlockTree
+from desktop_app.train.concept_summary import ConceptSummary
+from desktop_app.train.config_files import ask_save_preset, load_config_file, save_config_file
+from desktop_app.train.form_groups import FIRST_CONCEPT_FIELDS
+from desktop_app.train.memory_box import MemoryBox
 from trainer.config import Config
 from trainer.project import Project
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.window_api import Window
 
 
 class Extras:
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: Window) -> None:
         self.window = window
         panel = window.hyperparameters_panel
         # Every concept at the top of the Dataset group, from the Dataset page's store.
@@ -130,5 +130,5 @@ class Extras:
         self.window.preview_panel.sample_grid.shutdown()
 
 
-def install(window: MainWindow) -> Extras:
+def install(window: Window) -> Extras:
     return Extras(window)

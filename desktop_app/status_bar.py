@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QWidget
 
-from desktop_app.run_model import RunModel
+from desktop_app.preview.run_model import RunModel
 from desktop_app.session import SessionState, describe_activity
 
 STATE_TEXT = {

@@ -18,7 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from desktop_app.config_model import ConfigModel
+from desktop_app.train.config_model import ConfigModel
 from trainer.config import ConceptConfig
 
 CLASS_KEYS = ("class_dir", "class_prompt", "num_class_images")

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.dataset.concept_store import ConceptStore
-from desktop_app.field_meta import meta_for
+from desktop_app.train.field_meta import meta_for
 
 
 class _Binding:

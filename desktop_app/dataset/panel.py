@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.dataset import jobs
 from desktop_app.dataset.buckets_view import BucketsView
 from desktop_app.dataset.bulk_bar import BulkBar
@@ -47,6 +46,7 @@ from desktop_app.dataset.model import DatasetModel, DatasetSettings
 from desktop_app.dataset.thumbnails import ThumbnailLoader
 from desktop_app.dataset.toolbar import DatasetToolbar
 from desktop_app.dataset.toy_note import ToyNote
+from desktop_app.train.config_model import ConfigModel
 
 SETTINGS_FIELDS = {"dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from desktop_app.config_model import ConfigModel
+from desktop_app.train.config_model import ConfigModel
 
 
 class ToyNote(QWidget):

@@ -113,8 +113,8 @@ def make_window(qtbot, answers: Answers, make_project):
 def make_panel(qtbot, make_project):
     """``make(overrides, images=0)``: a Dataset page on a new DreamBooth project whose subject folder
     holds ``images`` captioned photos; the fake class-image task; every panel shut down afterwards."""
-    from desktop_app.config_model import ConfigModel
     from desktop_app.dataset import DatasetPanel
+    from desktop_app.train.config_model import ConfigModel
     from tests.gui.dataset_helpers import FAKE_TASK, photos
 
     panels: list[DatasetPanel] = []

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from desktop_app.config_files import load_config_file, save_config_file, save_user_preset
-from desktop_app.config_model import ConfigModel
-from desktop_app.form_groups import GROUPS, ungrouped_fields
-from desktop_app.hyperparameters_panel import HyperparametersPanel
 from desktop_app.paths import user_presets_dir
+from desktop_app.train.config_files import load_config_file, save_config_file, save_user_preset
+from desktop_app.train.config_model import ConfigModel
+from desktop_app.train.form_groups import GROUPS, ungrouped_fields
+from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from tests.gui.conftest import configured
 from trainer.config import Config, load_config
 

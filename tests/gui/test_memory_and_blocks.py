@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
-from desktop_app.block_tree import BlockTree
-from desktop_app.config_model import ConfigModel
-from desktop_app.memory_box import MemoryBox
 from desktop_app.tasks import TaskRunner
+from desktop_app.train.block_tree import BlockTree
+from desktop_app.train.config_model import ConfigModel
+from desktop_app.train.memory_box import MemoryBox
 from tests.gui.conftest import configured
 from tests.gui.tiny_sd import tiny_sd_overrides
 from trainer.memory_estimate import estimate_memory

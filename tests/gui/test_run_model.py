@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import time
 
-from desktop_app.loss_plot import positive
-from desktop_app.run_model import Curves, RunModel, Series
+from desktop_app.preview.loss_plot import positive
+from desktop_app.preview.run_model import Curves, RunModel, Series
 from desktop_app.session import TrainingSession
 from desktop_app.status_bar import format_bytes, format_duration, format_speed
 from trainer.protocol import Finished, LayerWeights, Progress
@@ -83,7 +83,7 @@ def test_the_end_of_a_run_shows_the_final_curve_at_once(qtbot):
 
 def test_the_heatmaps_say_which_layers_are_frozen(qtbot):
     """A frozen toy run's snapshots mark its frozen layers (tests/trainer/test_toy_training.py); the view says so."""
-    from desktop_app.weights_view import WeightsView
+    from desktop_app.preview.weights_view import WeightsView
     from trainer.protocol import LayerSnapshot
 
     def layer(name: str, rows: int, cols: int, frozen: bool) -> LayerSnapshot:
@@ -105,7 +105,7 @@ def test_the_heatmaps_say_which_layers_are_frozen(qtbot):
 
 def test_a_constant_learning_rate_is_drawn_from_zero_up(qtbot):
     """Left to autorange, a constant rate sat in the middle of ±0.5 and read as 0."""
-    from desktop_app.loss_plot import LossPlot
+    from desktop_app.preview.loss_plot import LossPlot
 
     session = TrainingSession()
     model = RunModel(session)
@@ -120,7 +120,7 @@ def test_a_constant_learning_rate_is_drawn_from_zero_up(qtbot):
 
 def test_the_legend_sits_above_the_plot_and_hides_no_curve(qtbot):
     """A legend box in the plot's corner hid the newest fifth of the curves: it is a strip above them."""
-    from desktop_app.loss_plot import LossPlot
+    from desktop_app.preview.loss_plot import LossPlot
 
     session = TrainingSession()
     model = RunModel(session)
@@ -140,8 +140,8 @@ def test_the_legend_sits_above_the_plot_and_hides_no_curve(qtbot):
 
 def test_a_long_runs_curves_are_shown_whole_after_a_short_one(qtbot):
     """The Runs page hands the plot a whole run at once: its x range must cover every step."""
-    from desktop_app.loss_plot import LossPlot
-    from desktop_app.runs_page import CurvesSource
+    from desktop_app.preview.loss_plot import LossPlot
+    from desktop_app.runs.runs_page import CurvesSource
 
     source = CurvesSource()
     plot = LossPlot(source)  # type: ignore[arg-type]
@@ -160,7 +160,7 @@ def test_a_long_runs_curves_are_shown_whole_after_a_short_one(qtbot):
 
 
 def test_run_names_in_the_history_drop_the_timestamp():
-    from desktop_app.runs_page import list_name
+    from desktop_app.runs.runs_page import list_name
 
     assert list_name("demo-20261206-002631") == "demo"
     assert list_name("my-style-lora-20261206-002631-2") == "my-style-lora"
@@ -170,7 +170,7 @@ def test_run_names_in_the_history_drop_the_timestamp():
 
 def test_a_run_whose_final_samples_failed_ends_with_a_warning_not_an_error(qtbot):
     """The worker saves before it samples (tests/diffusion/test_end_of_run.py); the banner says both."""
-    from desktop_app.notice_banner import NoticeBanner
+    from desktop_app.preview.notice_banner import NoticeBanner
 
     session = TrainingSession()
     model = RunModel(session)

@@ -8,8 +8,8 @@ import signal
 
 from PySide6.QtCore import Qt
 
-from desktop_app.run_history import summarize
-from desktop_app.run_queue import QUEUE_FILE, RunQueue
+from desktop_app.runs.run_history import summarize
+from desktop_app.runs.run_queue import QUEUE_FILE, RunQueue
 from desktop_app.stop_control import KEEP_WAITING, STOP_NOW
 from tests.gui.conftest import LONG_RUN, SHORT_RUN, configured
 from trainer.runfolder import RunFolder
@@ -164,7 +164,7 @@ def test_sample_now_and_save_now_beside_pause_and_stop(qtbot, make_window):
 def test_outputs_say_which_tool_each_file_is_for(tmp_path):
     from pathlib import Path
 
-    from desktop_app.runs_page import output_purpose
+    from desktop_app.runs.runs_page import output_purpose
     from trainer.config import config_from_dict
 
     def config(mode: str, **sections):

@@ -9,11 +9,11 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
-from desktop_app.run_model import RunModel
-from desktop_app.sample_grid import PLACEHOLDER, SampleGrid
-from desktop_app.sample_history import read_sample_history
+from desktop_app.preview.run_model import RunModel
+from desktop_app.preview.sample_grid import PLACEHOLDER, SampleGrid
+from desktop_app.preview.sample_history import read_sample_history
+from desktop_app.preview.thumbnails import ThumbnailLoader
 from desktop_app.session import TrainingSession
-from desktop_app.thumbnails import ThumbnailLoader
 from tests.gui.tiny_sd import tiny_sd_overrides
 from trainer.protocol import Sample
 
@@ -105,7 +105,7 @@ def test_headers_stay_over_their_columns_and_the_newest_row_is_in_view(qtbot, tm
 def test_loading_runs_on_a_pool_thread(qtbot, tmp_path):
     sample = write_step(tmp_path, 0, 10)
     loader = ThumbnailLoader()
-    from desktop_app import thumbnails
+    from desktop_app.preview import thumbnails
 
     loads: list[int] = []
     run = thumbnails._Load.run
@@ -180,7 +180,7 @@ def test_a_real_short_run_grows_the_grid_in_the_window(qtbot, make_window, tmp_p
 def test_eight_columns_fit_the_width_and_tiles_scale_with_the_space(qtbot, tmp_path):
     """The demo's 4 prompts × 2 seeds: every column in view beside the form, no sideways scrolling, and at
     least two rows in sight; a wider window gets bigger tiles, and a column title opens the comparison."""
-    from desktop_app.sample_grid import MIN_TILE
+    from desktop_app.preview.sample_grid import MIN_TILE
 
     session, _model, grid = make_grid(qtbot)
     grid.resize(820, 420)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
-from desktop_app.config_model import ConfigModel
-from desktop_app.field_meta import meta_for
-from desktop_app.hyperparameters_panel import HyperparametersPanel
+from desktop_app.train.config_model import ConfigModel
+from desktop_app.train.field_meta import meta_for
+from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from trainer.config import Config, load_config
 from trainer.project import Project
 

@@ -10,9 +10,9 @@ import re
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QFormLayout, QScrollArea
 
-from desktop_app.concept_summary import ConceptCard, ConceptSummary
-from desktop_app.form_groups import FIRST_CONCEPT_FIELDS
-from desktop_app.hyperparameters_panel import HyperparametersPanel
+from desktop_app.train.concept_summary import ConceptCard, ConceptSummary
+from desktop_app.train.form_groups import FIRST_CONCEPT_FIELDS
+from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from tests.gui.dataset_helpers import loaded, photos
 from trainer.config import config_from_dict
 

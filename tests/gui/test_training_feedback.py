@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from desktop_app.preview_panel import PreviewPanel
-from desktop_app.run_model import RunModel
+from desktop_app.preview.preview_panel import PreviewPanel
+from desktop_app.preview.run_model import RunModel
 from desktop_app.session import SessionState, TrainingSession
 from desktop_app.status_bar import RunStatusBar
 from trainer.protocol import Activity, Paused, Sample

@@ -18,13 +18,27 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trainer.fsutil import replace_dir
 from trainer.lora_formats import DIFFUSERS_FILE, export_lora_files
 
 if TYPE_CHECKING:
-    from trainer.jobs.diffusion import DiffusionJob
+    from trainer.config import Config
+    from trainer.diffusion.components import Components
+    from trainer.runfolder import RunFolder
+
+
+class DiffusionJob(Protocol):
+    """What the exports read of a diffusion job (``trainer.jobs.diffusion.DiffusionJob`` is one); a protocol,
+    so this module does not import the job that imports it."""
+
+    config: Config
+    run: RunFolder
+    parts: Components
+    accelerator: Any
+    uses_lora: bool
+    trains_text: bool
 
 
 _FLOAT32_BYTES = 4

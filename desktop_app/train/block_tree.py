@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.tasks import TaskRunner
+from desktop_app.train.config_model import ConfigModel
 from trainer.memory_estimate import parameters_from_blocks
 from trainer.protocol import Failed, TaskDone
 

@@ -8,7 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QStackedLayout, QVBoxLayout, QWidget
 
-from desktop_app.run_model import RunModel, Series
+from desktop_app.preview.run_model import RunModel, Series
 
 TRAIN_COLOR = "#1f77b4"
 RAW_COLOR = (31, 119, 180, 70)

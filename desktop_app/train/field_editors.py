@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.field_meta import INT32_MAX, MODE_TITLES, FieldMeta
+from desktop_app.train.field_meta import INT32_MAX, MODE_TITLES, FieldMeta
 
 
 class FieldEditor(QWidget):

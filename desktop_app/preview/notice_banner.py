@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton, QToolButton, QVBoxLayout, QWidget
 
-from desktop_app.run_model import Notice, RunModel
+from desktop_app.preview.run_model import Notice, RunModel
 
 
 class NoticeBanner(QFrame):

@@ -20,10 +20,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from desktop_app.config_model import ConfigModel
 from desktop_app.session import TrainingSession
 from desktop_app.status_bar import format_bytes
 from desktop_app.tasks import TaskRunner
+from desktop_app.train.config_model import ConfigModel
 from trainer.memory_estimate import MemoryEstimate, estimate_memory
 from trainer.protocol import Failed, TaskDone, TaskProgress
 

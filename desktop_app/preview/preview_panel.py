@@ -11,13 +11,13 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
-from desktop_app.loss_plot import LossPlot
-from desktop_app.notice_banner import NoticeBanner
-from desktop_app.run_model import RunModel
-from desktop_app.sample_grid import SampleGrid
+from desktop_app.preview.loss_plot import LossPlot
+from desktop_app.preview.notice_banner import NoticeBanner
+from desktop_app.preview.run_model import RunModel
+from desktop_app.preview.sample_grid import SampleGrid
+from desktop_app.preview.weights_view import WeightsView
 from desktop_app.session import SessionState
 from desktop_app.status_bar import activity_text, format_bytes, format_duration, format_speed
-from desktop_app.weights_view import WeightsView
 
 LOG_LINES_KEPT = 5000
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from desktop_app.field_meta import all_field_names
+from desktop_app.train.field_meta import all_field_names
 from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, config_from_dict
 from trainer.preflight import input_problems
 

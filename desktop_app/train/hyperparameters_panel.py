@@ -1,7 +1,7 @@
 """The hyperparameter form, built from the config's own field declarations.
 
 Groups for people (Basics, Model, Dataset, LoRA, DreamBooth, Optimizer, Memory & speed, Sampling,
-Output; see :mod:`desktop_app.form_groups`); only the groups and fields that matter for the chosen
+Output; see :mod:`desktop_app.train.form_groups`); only the groups and fields that matter for the chosen
 mode are shown.  Every editor's tooltip gives the description, range and default; a field with a
 bad value gets a red frame and the config's own message for it, right under the field.  Two groups
 carry more than fields: *Frozen layers* the block tree, *Memory & speed* the device, the memory
@@ -15,10 +15,10 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from desktop_app.config_model import ConfigModel
-from desktop_app.field_editors import FieldEditor, make_editor
-from desktop_app.field_meta import MODE_HINTS, meta_for
-from desktop_app.form_groups import GROUPS, NOT_IN_FORM, field_visible, visible_groups
+from desktop_app.train.config_model import ConfigModel
+from desktop_app.train.field_editors import FieldEditor, make_editor
+from desktop_app.train.field_meta import MODE_HINTS, meta_for
+from desktop_app.train.form_groups import GROUPS, NOT_IN_FORM, field_visible, visible_groups
 
 LABEL_WIDTH_MAX = 150
 

@@ -18,7 +18,7 @@ from trainer.config import Config, ConfigError, load_config, save_config
 from trainer.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.window_api import Window
 
 PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 
@@ -36,7 +36,7 @@ def save_user_preset(config: Config, name: str) -> Path:
     return path
 
 
-def ask_save_preset(window: MainWindow) -> Path | None:
+def ask_save_preset(window: Window) -> Path | None:
     config = window.config_model.config
     if config is None:
         QMessageBox.information(window, "Save preset", "Fix the settings marked in red first.")
@@ -58,7 +58,7 @@ def ask_save_preset(window: MainWindow) -> Path | None:
     return path
 
 
-def load_config_file(window: MainWindow, path: str | Path | None = None) -> bool:
+def load_config_file(window: Window, path: str | Path | None = None) -> bool:
     """Replace the settings with a TOML config file (asks for the file when ``path`` is None)."""
     if path is None:
         path, _ = QFileDialog.getOpenFileName(window, "Load settings", str(window.project.root),
@@ -75,7 +75,7 @@ def load_config_file(window: MainWindow, path: str | Path | None = None) -> bool
     return True
 
 
-def save_config_file(window: MainWindow, path: str | Path | None = None) -> bool:
+def save_config_file(window: Window, path: str | Path | None = None) -> bool:
     """Write the settings as a TOML config (``kamaal-train train`` accepts it as it is)."""
     config = window.config_model.config
     if config is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from desktop_app.field_meta import all_field_names
+from desktop_app.train.field_meta import all_field_names
 from trainer.config import SECTIONS_BY_MODE, diffusion_only_fields
 
 

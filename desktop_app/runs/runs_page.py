@@ -5,7 +5,7 @@ the project, newest first, with how it ended).  Right: the chosen run — its cu
 settings, output files and log — and what can be done with it: open its output folder, start a new
 run from its settings, or resume it when it was stopped or interrupted.
 
-Threads: GUI thread.  The list reads only small things per run (see :mod:`desktop_app.run_history`);
+Threads: GUI thread.  The list reads only small things per run (see :mod:`desktop_app.runs.run_history`);
 a run's metrics, settings and log are read when it is chosen; its sample images through the grid's
 thread pool.  The list refreshes when the page is shown and whenever a run ends.
 """
@@ -32,11 +32,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.loss_plot import LossPlot
-from desktop_app.run_history import RunSummary, summarize
-from desktop_app.run_model import Curves
-from desktop_app.sample_grid import SampleGrid
-from desktop_app.sample_history import SampleHistory, read_sample_history
+from desktop_app.preview.loss_plot import LossPlot
+from desktop_app.runs.run_history import RunSummary, summarize
+from desktop_app.preview.run_model import Curves
+from desktop_app.preview.sample_grid import SampleGrid
+from desktop_app.preview.sample_history import SampleHistory, read_sample_history
 from desktop_app.session import SessionState, TrainingSession
 from trainer.config import Config
 from trainer.runfolder import RunFolder

@@ -6,7 +6,7 @@ scrolls sideways), and the view keeps two rows in sight when it can.  Click a ti
 header, to enlarge it beside the same prompt and seed at step 0 (:class:`CompareDialog`, where any two
 steps can be compared).  The newest row is scrolled into view as it arrives.
 
-Threads: GUI thread only; the pixels come from :class:`~desktop_app.thumbnails.ThumbnailLoader`
+Threads: GUI thread only; the pixels come from :class:`~desktop_app.preview.thumbnails.ThumbnailLoader`
 (decoded and scaled in its pool), so a grid of hundreds of tiles never stalls the window.
 """
 
@@ -16,9 +16,9 @@ from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QMouseEvent, QPixmap
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from desktop_app.image_compare import CompareDialog
-from desktop_app.sample_history import SampleHistory
-from desktop_app.thumbnails import ThumbnailLoader
+from desktop_app.preview.image_compare import CompareDialog
+from desktop_app.preview.sample_history import SampleHistory
+from desktop_app.preview.thumbnails import ThumbnailLoader
 from trainer.protocol import Sample
 
 TILE = 136  # px: the tile size a new grid starts with, before it knows its width

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.sample_history import SampleHistory
-from desktop_app.thumbnails import ThumbnailLoader
+from desktop_app.preview.sample_history import SampleHistory
+from desktop_app.preview.thumbnails import ThumbnailLoader
 
 VIEW = 384  # px per image in the dialog
 

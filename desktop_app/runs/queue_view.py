@@ -1,6 +1,6 @@
 """The queue on the Runs page: the runs waiting to train, reorderable and removable while one runs.
 
-Model-first: a view of :class:`~desktop_app.run_queue.RunQueue`; the buttons edit the model and
+Model-first: a view of :class:`~desktop_app.runs.run_queue.RunQueue`; the buttons edit the model and
 the list redraws on ``changed``.  GUI thread only.
 """
 
@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.run_queue import QueueRunner, RunQueue
+from desktop_app.runs.run_queue import QueueRunner, RunQueue
 
 
 class QueueView(QGroupBox):

@@ -14,7 +14,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QStackedLayout, QWidget
 
-from desktop_app.run_model import RunModel
+from desktop_app.preview.run_model import RunModel
 from trainer.protocol import LayerSnapshot, LayerWeights
 
 TRAINABLE_MAP = pg.colormap.get("CET-D1A")

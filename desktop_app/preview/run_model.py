@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from desktop_app.sample_history import SampleHistory, read_sample_history
+from desktop_app.preview.sample_history import SampleHistory, read_sample_history
 from desktop_app.session import SessionState, TrainingSession
 from trainer.protocol import (
     Activity,
