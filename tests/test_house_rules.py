@@ -67,3 +67,14 @@ def test_only_the_bridges_touch_trainer_processes():
     owners.discard("desktop_app/launcher.py")  # multiprocessing.freeze_support() only: a frozen child starts there
     assert "desktop_app/session.py" in owners  # the scan sees the one that must be there
     assert owners <= PROCESS_OWNERS, owners - PROCESS_OWNERS
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """The GUI's frame and rooms, and the trainer, import one way: no cycles (type-only imports count too)."""
+    import grimp
+
+    graph = grimp.build_graph("desktop_app", "trainer", include_external_packages=False)
+    cycles = sorted({tuple(sorted((module, imported))) for module in graph.modules
+                     for imported in graph.find_modules_directly_imported_by(module)
+                     if graph.chain_exists(importer=imported, imported=module)})
+    assert not cycles, cycles
