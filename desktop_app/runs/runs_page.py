@@ -33,10 +33,10 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.preview.loss_plot import LossPlot
-from desktop_app.runs.run_history import RunSummary, summarize
 from desktop_app.preview.run_model import Curves
 from desktop_app.preview.sample_grid import SampleGrid
 from desktop_app.preview.sample_history import SampleHistory, read_sample_history
+from desktop_app.runs.run_history import RunSummary, summarize
 from desktop_app.session import SessionState, TrainingSession
 from trainer.config import Config
 from trainer.runfolder import RunFolder
