@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from trainer.lora_names import UnetLayout, kohya_name
-from trainer.merge.lora_files import BASE_MODEL_VERSION, LoraModule, LoraSet, save_lora
+from trainer.merge.lora_files import BASE_MODEL_VERSION, LoraModule, LoraSet, kohya_metadata, save_lora
 
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 ADAPTER = "default"
@@ -72,29 +72,22 @@ def lora_set(architecture: str, unet: Any, text_encoders: Sequence[Any]) -> Lora
     return LoraSet(modules, {"ss_base_model_version": BASE_MODEL_VERSION[architecture]}, "kohya")
 
 
-def kohya_metadata(architecture: str, rank: int, alpha: float, run_name: str, config: dict[str, Any]) -> dict[str, str]:
-    return {
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(rank),
-        "ss_network_alpha": str(alpha),
-        "ss_base_model_version": BASE_MODEL_VERSION[architecture],
-        "ss_v2": str(architecture == "sd2"),
-        "ss_output_name": run_name,
+def training_metadata(lora: LoraSet, architecture: str, run_name: str, config: dict[str, Any]) -> dict[str, str]:
+    """The merge room's kohya fields (network, rank, alpha, base model) plus the model spec and the config."""
+    return kohya_metadata(lora, architecture, run_name) | {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": MODELSPEC_ARCHITECTURE[architecture],
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if architecture == "sdxl"
         else "diffusers",
-        "modelspec.title": run_name,
         "kamaal.config": json.dumps(config),
     }
 
 
 def export_lora_files(kohya_path: Path, diffusers_path: Path, architecture: str, unet: Any,
-                      text_encoders: Sequence[Any], rank: int, alpha: float, run_name: str,
-                      config: dict[str, Any]) -> list[Path]:
+                      text_encoders: Sequence[Any], run_name: str, config: dict[str, Any]) -> list[Path]:
     """Write both files atomically; ``text_encoders`` are those that carry adapters (may be empty)."""
     lora = lora_set(architecture, unet, text_encoders)
-    save_lora(lora, kohya_path, "kohya", kohya_metadata(architecture, rank, alpha, run_name, config),
+    save_lora(lora, kohya_path, "kohya", training_metadata(lora, architecture, run_name, config),
               layout=UnetLayout.from_config(unet.config))
     save_lora(lora, diffusers_path, "diffusers", {"format": "pt", "kamaal.config": json.dumps(config)})
     return [kohya_path, diffusers_path]

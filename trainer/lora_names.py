@@ -158,10 +158,6 @@ def canonical_name(name: str, layers_per_block: int = 2) -> str:
     return UNET_PREFIX + translated if translated else name
 
 
-def _resnet(tail: str) -> str | None:
-    return _RESNET_FROM_SAI.get(tail)
-
-
 def _from_sai(rest: str, per_level: int) -> str | None:
     if rest in _TOP_FROM_SAI:
         return _TOP_FROM_SAI[rest]
@@ -171,14 +167,14 @@ def _from_sai(rest: str, per_level: int) -> str | None:
             return f"down_blocks_{index // per_level - 1}_downsamplers_0_conv" if (slot, tail) == (0, "op") else None
         level, j = divmod(index - 1, per_level)
         if slot == 0:
-            part = _resnet(tail)
+            part = _RESNET_FROM_SAI.get(tail)
             return f"down_blocks_{level}_resnets_{j}_{part}" if part else None
         return f"down_blocks_{level}_attentions_{j}_{tail}" if slot == 1 else None
     if m := re.fullmatch(r"middle_block_(\d)_(.+)", rest):
         index, tail = int(m[1]), m[2]
         if index == 1:
             return f"mid_block_attentions_0_{tail}"
-        part = _resnet(tail)
+        part = _RESNET_FROM_SAI.get(tail)
         return f"mid_block_resnets_{index // 2}_{part}" if part and index in (0, 2) else None
     if m := re.fullmatch(r"output_blocks_(\d+)_(\d+)_(.+)", rest):
         index, slot, tail = int(m[1]), int(m[2]), m[3]
@@ -186,7 +182,7 @@ def _from_sai(rest: str, per_level: int) -> str | None:
         if tail == "conv" and slot in (1, 2):
             return f"up_blocks_{level}_upsamplers_0_conv"
         if slot == 0:
-            part = _resnet(tail)
+            part = _RESNET_FROM_SAI.get(tail)
             return f"up_blocks_{level}_resnets_{j}_{part}" if part else None
         return f"up_blocks_{level}_attentions_{j}_{tail}" if slot == 1 else None
     return None

@@ -118,7 +118,7 @@ def check_files(tmp_path: Path, model: Path, arch: str, lora: LoraConfig, text: 
     encoders = [e for e in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if e is not None] if text else []
     kohya_file, diffusers_file = export_lora_files(
         tmp_path / "run.safetensors", tmp_path / "diffusers" / DIFFUSERS_FILE, arch, pipe.unet, encoders,
-        lora.rank, lora.alpha, "run", {"mode": "lora"})
+        "run", {"mode": "lora"})
 
     # 1. diffusers applies every module of both files with the trained ΔW, and draws the trained picture.
     for path in (kohya_file, diffusers_file):

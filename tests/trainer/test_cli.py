@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,33 +137,32 @@ def test_refuses_to_overwrite_a_run(tmp_path):
     assert again.returncode == 2 and "already holds a run" in again.stderr
 
 
-def endless_toy_run(run_dir: Path, **env: str) -> tuple[subprocess.Popen, float]:
-    """``kamaal-train train`` on the toy preset with no end in sight, once it has logged a step; returns the
-    process and the deadline (60 s from now) for what the test waits for next."""
+@contextlib.contextmanager
+def endless_toy_run(run_dir: Path, **env: str) -> Iterator[tuple[subprocess.Popen, float]]:
+    """``kamaal-train train`` on the toy preset with no end in sight, once it has logged a step: yields the
+    process and the deadline (60 s from then) for what the test waits for next; killed if still running."""
     process = subprocess.Popen(
         [sys.executable, "-m", "trainer", "train", str(PRESETS / "toy.toml"), "--run-dir", str(run_dir),
          "--set", "training.steps=1000000"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    metrics = run_dir / "metrics.jsonl"
-    while not (metrics.exists() and metrics.stat().st_size > 0):
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise AssertionError(process.communicate()[1])
-        time.sleep(0.05)
-    return process, deadline
-
-
-def test_ctrl_c_stops_cleanly_with_a_save(tmp_path):
-    run_dir = tmp_path / "run"
-    process, _ = endless_toy_run(run_dir)
     try:
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+        deadline = time.monotonic() + 60
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and metrics.stat().st_size > 0):
+            assert time.monotonic() < deadline and process.poll() is None, "the run never logged a step"
+            time.sleep(0.05)
+        yield process, time.monotonic() + 60
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_ctrl_c_stops_cleanly_with_a_save(tmp_path):
+    run_dir = tmp_path / "run"
+    with endless_toy_run(run_dir) as (process, _):
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "Stopping after this step and saving" in stderr
     stopped_at = int(re.search(r"Stopped at step (\d+)\.", stdout).group(1))
@@ -176,18 +177,13 @@ def test_a_second_ctrl_c_says_it_is_still_saving_and_the_save_finishes(tmp_path)
     """Pressing Ctrl-C again while the save runs (here stretched to 3 s by the worker's test hook) must not
     throw the save away: only a third Ctrl-C aborts."""
     run_dir = tmp_path / "run"
-    process, deadline = endless_toy_run(run_dir, KAMAAL_TEST_SLOW_SAVE="1.5/0.5")
-    try:
+    with endless_toy_run(run_dir, KAMAAL_TEST_SLOW_SAVE="1.5/0.5") as (process, deadline):
         process.send_signal(signal.SIGINT)
         while not (run_dir / "log.txt").read_text(encoding="utf-8").count("Stop requested"):
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.05)
         process.send_signal(signal.SIGINT)  # impatient: the save has just begun
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, stderr
     assert "Still stopping" in stderr and "Aborted" not in stderr
     stopped_at = int(re.search(r"Stopped at step (\d+)\.", stdout).group(1))

@@ -73,8 +73,7 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
     try:
         kohya, _ = export_lora_files(output_dir / f"{cfg.output.run_name}.safetensors", staging / DIFFUSERS_FILE,
-                                     cfg.model.architecture, unet, encoders, cfg.lora.rank, cfg.lora.alpha,
-                                     cfg.output.run_name, cfg.to_dict())
+                                     cfg.model.architecture, unet, encoders, cfg.output.run_name, cfg.to_dict())
         replace_dir(staging, output_dir / "diffusers")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
