@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from desktop_app.controls import ControlBar
-from desktop_app.dataset_panel import DatasetPanel
+from desktop_app.dataset.concept_store import ConceptStore
+from desktop_app.lazy_page import LazyPage
 from desktop_app.menus import build_menus
-from desktop_app.merge import MergePanel
 from desktop_app.page_wiring import install as install_extras
 from desktop_app.paths import all_presets
 from desktop_app.preview.preview_panel import PreviewPanel
@@ -36,6 +37,10 @@ from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from trainer.config import Config, ConfigError, resolve_paths
 from trainer.project import Project
 from trainer.runfolder import RunFolder, unique_run_dir
+
+if TYPE_CHECKING:
+    from desktop_app.dataset import DatasetPanel
+    from desktop_app.merge import MergePanel
 
 AskFn = Callable[[QWidget, str, str], bool]
 AUTOSAVE_DELAY_MS = 400
@@ -65,7 +70,10 @@ class MainWindow(QMainWindow):
         self.run_model = RunModel(self.session, self)
 
         self.controls = ControlBar(self.session, self.config_model, all_presets() if presets is None else presets)
-        self.dataset_panel = DatasetPanel(self.config_model, project.root)
+        # The concepts outlive the Dataset page's widgets: the Train page's concept cards read them at once,
+        # while the Dataset page (and the Runs and Merge pages) are built the first time they are shown.
+        self.concept_store = ConceptStore(self.config_model, self)
+        self.dataset_page = LazyPage(self._build_dataset_panel)
         self.hyperparameters_panel = HyperparametersPanel(self.config_model)
         self.preview_panel = PreviewPanel(self.run_model)
         # The Train page: how to learn (the form) beside what is happening (the live preview).
@@ -82,7 +90,7 @@ class MainWindow(QMainWindow):
         self.pages = QTabWidget()
         self.pages.setObjectName("pages")
         self.pages.setDocumentMode(True)
-        self.add_page(self.dataset_panel, "Dataset")
+        self.add_page(self.dataset_page, "Dataset")
         self.train_page = self.add_page(self.splitter, "Train")
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -94,9 +102,10 @@ class MainWindow(QMainWindow):
         self.status_bar = RunStatusBar(self.run_model)
         self.setStatusBar(self.status_bar)
         self.menu_actions = build_menus(self)
-        self.merge_panel = MergePanel()  # before the extras: they feed it the project's sample prompts
         self.extras = install_extras(self)  # block tree, memory box, presets, queue, Runs page
-        self.add_page(self.merge_panel, "Merge")  # runs trainer/merge through the merge-* tasks
+        self.merge_page = LazyPage(self._build_merge_panel)
+        self.add_page(self.merge_page, "Merge")  # runs trainer/merge through the merge-* tasks
+        self.config_model.configChanged.connect(self._suggest_merge_prompts)
 
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
@@ -117,14 +126,53 @@ class MainWindow(QMainWindow):
         return self.pages.addTab(widget, title)
 
     def show_page(self, widget: QWidget) -> None:
-        self.pages.setCurrentWidget(widget)
+        """Open the page ``widget`` is (or is on: a page built late sits in its LazyPage frame)."""
+        page: QWidget | None = widget
+        while page is not None and self.pages.indexOf(page) < 0:
+            page = page.parentWidget()
+        if page is not None:
+            self.pages.setCurrentWidget(page)
+
+    # ------------------------------------------------------------------ pages built when first shown
+
+    @property
+    def dataset_panel(self) -> DatasetPanel:
+        return self.dataset_page.page()  # type: ignore[return-value]
+
+    @property
+    def merge_panel(self) -> MergePanel:
+        return self.merge_page.page()  # type: ignore[return-value]
+
+    def _build_dataset_panel(self) -> QWidget:
+        from desktop_app.dataset import DatasetPanel
+
+        panel = DatasetPanel(self.config_model, self.project.root, store=self.concept_store)
+        panel.setEnabled(not self.session.is_active())
+        return panel
+
+    def _build_merge_panel(self) -> QWidget:
+        from desktop_app.merge import MergePanel
+
+        panel = MergePanel()
+        # The Merge page previews with the project's sample prompts ("a sks shape" for the shapes demo).
+        panel.suggest_prompts(list(self.config_model.config.sampling.prompts))
+        return panel
+
+    def _suggest_merge_prompts(self, config: Config) -> None:
+        panel = self.merge_page.built_page()
+        if panel is not None:
+            panel.suggest_prompts(list(config.sampling.prompts))  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ project and settings
 
     def set_project(self, project: Project) -> None:
         self.save_settings()
         self.project = project
-        self.dataset_panel.set_project_root(project.root)
+        dataset_panel = self.dataset_page.built_page()
+        if dataset_panel is not None:
+            dataset_panel.set_project_root(project.root)  # type: ignore[attr-defined]
+        else:
+            self.concept_store.select(0)  # another project: its first concept, when the page is opened
         self.config_model.load(project.config)
         self.run_model.set_notice(None)
         self.extras.set_project(project)
@@ -201,7 +249,9 @@ class MainWindow(QMainWindow):
     def _on_state_changed(self, state: str) -> None:
         idle = not self.session.is_active()
         self.hyperparameters_panel.set_editable(idle)
-        self.dataset_panel.setEnabled(idle)
+        dataset_panel = self.dataset_page.built_page()
+        if dataset_panel is not None:
+            dataset_panel.setEnabled(idle)
         if state == SessionState.STARTING:
             self.show_page(self.splitter)
             self.preview_panel.tabs.setCurrentIndex(0)
@@ -225,7 +275,9 @@ class MainWindow(QMainWindow):
             self.settings.setValue("window/geometry", self.saveGeometry())
             self.settings.setValue("window/trainSplitter", self.splitter.saveState())
             self.settings.setValue("window/page", self.pages.currentIndex())
-        self.dataset_panel.shutdown()
+        dataset_panel = self.dataset_page.built_page()
+        if dataset_panel is not None:
+            dataset_panel.shutdown()  # type: ignore[attr-defined]
         self.extras.shutdown()
         self.session.close()
         event.accept()

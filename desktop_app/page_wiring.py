@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QLabel
 
-from desktop_app.runs.queue_view import QueueView
+from desktop_app.lazy_page import LazyPage
 from desktop_app.runs.run_queue import QUEUE_FILE, QueueRunner, RunQueue
-from desktop_app.runs.runs_page import RunsPage
 from desktop_app.train.block_tree import BlockTree
 from desktop_app.train.concept_summary import ConceptSummary
 from desktop_app.train.config_files import ask_save_preset, load_config_file, save_config_file
@@ -25,6 +24,8 @@ from trainer.config import Config
 from trainer.project import Project
 
 if TYPE_CHECKING:
+    from desktop_app.runs.queue_view import QueueView
+    from desktop_app.runs.runs_page import RunsPage
     from desktop_app.window_api import Window
 
 
@@ -33,7 +34,7 @@ class Extras:
         self.window = window
         panel = window.hyperparameters_panel
         # Every concept at the top of the Dataset group, from the Dataset page's store.
-        self.concepts = ConceptSummary(window.dataset_panel.store, window.project.root)
+        self.concepts = ConceptSummary(window.concept_store, window.project.root)
         panel.add_to_group("dataset", self.concepts, first=True)
         self.concepts.editRequested.connect(self.show_concept)
         self.class_sets_note = QLabel("Each concept has its own class set: see the concepts under Dataset.")
@@ -41,7 +42,7 @@ class Extras:
         self.class_sets_note.setProperty("role", "subtle")
         self.class_sets_note.setWordWrap(True)
         panel.add_to_group("dreambooth", self.class_sets_note)
-        window.dataset_panel.store.conceptsChanged.connect(self._follow_concept_count)
+        window.concept_store.conceptsChanged.connect(self._follow_concept_count)
         self._follow_concept_count()
         self.block_tree = BlockTree(window.config_model)
         panel.add_to_group("frozen", self.block_tree)
@@ -51,16 +52,9 @@ class Extras:
 
         self.queue = RunQueue(window.project.root / QUEUE_FILE, window)
         self.queue_runner = QueueRunner(self.queue, window.session, window.start_run, window)
-        self.queue_view = QueueView(self.queue, self.queue_runner)
-        self.runs_page = RunsPage(lambda: self.window.project.runs(), window.session, self.queue_view)
-        self.runs_page.useConfigRequested.connect(self.use_config)
-        self.runs_page.resumeRequested.connect(window.resume_run)
-        window.add_page(self.runs_page, "Runs")
-
-        # The Merge page previews with the project's sample prompts ("a sks shape" for the shapes demo).
-        window.merge_panel.suggest_prompts(list(window.config_model.config.sampling.prompts))
-        window.config_model.configChanged.connect(
-            lambda config: window.merge_panel.suggest_prompts(list(config.sampling.prompts)))
+        # The Runs page (history and the queue's list) is built the first time it is shown.
+        self.runs_frame = LazyPage(self._build_runs_page)
+        window.add_page(self.runs_frame, "Runs")
 
         window.controls.savePresetRequested.connect(lambda: ask_save_preset(window))
         window.controls.queueRequested.connect(self.queue_current)
@@ -89,13 +83,31 @@ class Extras:
         window.config_model.errorsChanged.connect(lambda: queue.setEnabled(window.config_model.is_valid()))
         queue.setEnabled(window.config_model.is_valid())
 
+    @property
+    def runs_page(self) -> RunsPage:
+        return self.runs_frame.page()  # type: ignore[return-value]
+
+    @property
+    def queue_view(self) -> QueueView:
+        return self.runs_page.queue_view
+
+    def _build_runs_page(self) -> RunsPage:
+        from desktop_app.runs.queue_view import QueueView
+        from desktop_app.runs.runs_page import RunsPage
+
+        page = RunsPage(lambda: self.window.project.runs(), self.window.session,
+                        QueueView(self.queue, self.queue_runner))
+        page.useConfigRequested.connect(self.use_config)
+        page.resumeRequested.connect(self.window.resume_run)
+        return page
+
     def show_concept(self, index: int) -> None:
         """Open the Dataset page on one concept (a card's name was clicked on the Train page)."""
-        self.window.dataset_panel.store.select(index)
+        self.window.concept_store.select(index)
         self.window.show_page(self.window.dataset_panel)
 
     def _follow_concept_count(self) -> None:
-        several = self.window.dataset_panel.store.count() > 1
+        several = self.window.concept_store.count() > 1
         self.window.hyperparameters_panel.hide_fields(FIRST_CONCEPT_FIELDS if several else frozenset())
         self.class_sets_note.setVisible(several)  # where the DreamBooth group's class fields went
 
@@ -120,13 +132,17 @@ class Extras:
     def set_project(self, project: Project) -> None:
         self.concepts.set_project_root(project.root)
         self.queue.load(project.root / QUEUE_FILE)
-        self.runs_page.refresh()
+        runs_page = self.runs_frame.built_page()
+        if runs_page is not None:
+            runs_page.refresh()  # type: ignore[attr-defined]
 
     def shutdown(self) -> None:
         self.queue_runner.pause()
         self.block_tree.shutdown()
         self.memory_box.shutdown()
-        self.runs_page.sample_grid.shutdown()
+        runs_page = self.runs_frame.built_page()
+        if runs_page is not None:
+            runs_page.sample_grid.shutdown()  # type: ignore[attr-defined]
         self.window.preview_panel.sample_grid.shutdown()
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from desktop_app.controls import ControlBar
     from desktop_app.dataset import DatasetPanel
+    from desktop_app.dataset.concept_store import ConceptStore
     from desktop_app.merge import MergePanel
     from desktop_app.preview.preview_panel import PreviewPanel
     from desktop_app.session import TrainingSession
@@ -33,13 +34,18 @@ class Window(Protocol):
     session: TrainingSession
     menu_actions: dict[str, QAction]
     controls: ControlBar
-    dataset_panel: DatasetPanel
+    concept_store: ConceptStore
     hyperparameters_panel: HyperparametersPanel
     preview_panel: PreviewPanel
-    merge_panel: MergePanel
     splitter: QSplitter
     stop_control: StopControl
     ask: Callable[..., bool]
+
+    @property
+    def dataset_panel(self) -> DatasetPanel: ...  # built when first asked for
+
+    @property
+    def merge_panel(self) -> MergePanel: ...
 
     def statusBar(self) -> QStatusBar: ...
 

@@ -60,7 +60,8 @@ def ask_to_remove(parent: QWidget, title: str) -> bool:
 
 
 class DatasetPanel(QWidget):
-    def __init__(self, model: ConfigModel, project_root: Path | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, model: ConfigModel, project_root: Path | None = None, parent: QWidget | None = None,
+                 store: ConceptStore | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("datasetPanel")
         self.model = model
@@ -72,7 +73,8 @@ class DatasetPanel(QWidget):
         self.loader = ThumbnailLoader(self.dataset.processes, self._thumbnail_dir(), parent=self)
         self.toy_note = ToyNote(model)
 
-        self.store = ConceptStore(model, self)
+        # The window owns the store when it builds this page late (the Train page's concept cards use it first).
+        self.store = store if store is not None else ConceptStore(model, self)
         self.ask_remove = ask_to_remove
         self.class_images = ClassImagesBox(self.store, self.dataset.processes, project_root)
         self.concept_tabs = ConceptTabs(self.store)

@@ -113,6 +113,7 @@ class RunsPage(QWidget):
         history_layout.addWidget(title)
         history_layout.addWidget(self.list, 1)
         left = QSplitter(Qt.Orientation.Vertical)
+        self.queue_view = queue_view
         left.addWidget(queue_view)
         left.addWidget(history)
         left.setSizes([260, 540])

@@ -275,7 +275,8 @@ def test_the_main_window_shows_the_dataset_page_of_its_project(qtbot, make_windo
     photos(project.root / "datasets" / "subject", 2)
     window = make_window(project=project)
     panel = window.dataset_panel
-    assert window.pages.widget(0) is panel and panel.objectName() == "datasetPanel"
+    assert window.pages.widget(0) is window.dataset_page and window.dataset_page.page() is panel
+    assert panel.objectName() == "datasetPanel"
     loaded(qtbot, panel, 2)
     assert panel.dataset.editable
     window.close()

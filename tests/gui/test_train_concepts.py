@@ -130,6 +130,6 @@ def test_clicking_a_concepts_name_opens_it_on_the_dataset_page(qtbot, make_windo
     window.hyperparameters_panel.findChild(QScrollArea).ensureWidgetVisible(title)
     qtbot.waitExposed(window)
     qtbot.mouseClick(title, Qt.MouseButton.LeftButton, pos=QPoint(6, title.height() // 2))
-    assert window.pages.currentWidget() is dataset and dataset.store.current == 1
+    assert window.pages.currentWidget() is window.dataset_page and dataset.store.current == 1
     loaded(qtbot, dataset, 3)
     window.close()
