@@ -29,10 +29,12 @@ def device_info(args: dict, context: TaskContext) -> dict:
     use and, given ``args["model"]``, the model's parameter counts by component (from file headers)."""
     import torch
 
+    from trainer.models import pick_device
+
     # str(): torch.__version__ is a TorchVersion, and unpickling one would import torch into the GUI process.
     result = {"cuda": False, "name": "CPU", "total_bytes": 0, "free_bytes": 0, "torch": str(torch.__version__),
               "cpu_threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
+    if pick_device().type == "cuda":  # the device training would pick (one rule for both)
         free, total = torch.cuda.mem_get_info(0)
         result.update(cuda=True, name=torch.cuda.get_device_name(0), total_bytes=int(total), free_bytes=int(free))
     else:
@@ -119,12 +121,16 @@ class _Readings:
 def measure(args: dict, context: TaskContext) -> dict:
     """Train ``args["config"]`` (a resolved config dict) for ``args["steps"]`` steps; report speed and memory.
 
-    Result: ``{"steps", "it_per_s", "peak_memory_bytes", "memory_kind", "device", "seconds"}``; it/s leaves
-    out the first step (it pays for warm-up: allocations, kernel selection).
+    Result: ``{"steps", "it_per_s", "peak_memory_bytes", "peak_reserved_bytes", "memory_kind", "device",
+    "seconds", "losses"}``; it/s leaves out the first ``args["warmup"]`` steps (default 1: they pay for warm-up —
+    allocations, kernel selection).  On CUDA ``peak_memory_bytes`` is the peak *allocated* and
+    ``peak_reserved_bytes`` the peak held by PyTorch's caching allocator (nearer what nvidia-smi shows); on
+    the CPU both are the peak resident set size.  ``losses`` are the training losses of every step.
     """
     from trainer.worker import run_worker  # heavy, and only in the child
 
-    steps = max(2, int(args.get("steps", MEASURE_STEPS_DEFAULT)))
+    warmup = max(1, int(args.get("warmup", 1)))
+    steps = max(warmup + 1, int(args.get("steps", MEASURE_STEPS_DEFAULT)))
     data = dict(args["config"])
     # Measure training only: no samples, checkpoints or held-out passes in the way; every step logged.
     data["training"] = {**data.get("training", {}), "steps": max(steps, int(data.get("training", {})
@@ -150,7 +156,7 @@ def measure(args: dict, context: TaskContext) -> dict:
         if readings.failure.kind == "input":
             raise InputError(readings.failure.message)
         raise RuntimeError(readings.failure.message)
-    timed = [p for p in readings.progress if p.step > 1]
+    timed = [p for p in readings.progress if p.step >= warmup]  # from the end of the last warm-up step
     if len(timed) >= 2:
         it_per_s = (timed[-1].step - timed[0].step) / max(timed[-1].elapsed_s - timed[0].elapsed_s, 1e-9)
     else:
@@ -159,9 +165,21 @@ def measure(args: dict, context: TaskContext) -> dict:
         it_per_s = (last_reading.it_per_s or last_reading.step / max(last_reading.elapsed_s, 1e-9)
                     if last_reading is not None else math.nan)
     last = readings.progress[-1] if readings.progress else None
+    peak = max((p.peak_memory_bytes for p in readings.progress), default=0)
     return {"steps": last.step if last else 0, "it_per_s": it_per_s, "seconds": seconds,
-            "peak_memory_bytes": max((p.peak_memory_bytes for p in readings.progress), default=0),
-            "memory_kind": last.memory_kind if last else "", "device": readings.device}
+            "peak_memory_bytes": peak, "peak_reserved_bytes": _peak_reserved(readings.device, peak),
+            "memory_kind": last.memory_kind if last else "", "device": readings.device,
+            "losses": [p.loss for p in readings.progress]}
+
+
+def _peak_reserved(device: str, peak_allocated: int) -> int:
+    """The caching allocator's peak on CUDA (of the whole process: a task child measures nothing else);
+    elsewhere the peak itself."""
+    if not device.startswith("cuda"):
+        return peak_allocated
+    import torch
+
+    return int(torch.cuda.max_memory_reserved())
 
 
 def model_blocks(args: dict, context: TaskContext) -> dict:
