@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench package clean-venv
+.PHONY: run test lint bench gpu-check package clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ lint: $(STAMP)
 ## bench: every benchmark side by side with its reference; table + bench/results/latest.json
 bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m bench
+
+## gpu-check: on a CUDA GPU, within 8 minutes: Kamaal's trainer on full-size SD 1.5 / SDXL (bf16, fp16, checkpointing,
+## 8-bit AdamW) vs the diffusers-style loop, the memory estimate's error, then pytest -m cuda; bench/results/gpu-*.json.
+## Without CUDA it says so; GPU_CHECK_ARGS=--dry-run runs it on the CPU with tiny models. 8-bit AdamW: pip install -e '.[cuda]'
+gpu-check: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 ## package: the double-click app dist/Kamaal/ (PyInstaller, build.spec), its self-test, then the download:
 ## dist/Kamaal-VERSION-linux-ARCH.tar.gz on Linux, dist/Kamaal-VERSION-macos-ARCH.dmg on macOS (Windows: see README)

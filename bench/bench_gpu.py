@@ -1,76 +1,47 @@
-"""LoRA on an SD1.5-architecture UNet at 512 px, batch 1, on CUDA: it/s and peak VRAM, with and without
-gradient checkpointing.  Random weights from ``resources/model_configs/sd15/unet`` (nothing downloaded).
+"""The GPU rows of ``make bench``: read from the newest ``make gpu-check`` results (``bench/results/gpu-*.json``).
 
-Only where CUDA exists; elsewhere it returns one ``skipped: no CUDA`` row.
+The GPU check trains Kamaal's real trainer on full-size SD 1.5 and SDXL for up to 8 minutes
+(``bench/gpu_check.py``), too long to repeat inside ``make bench``; its JSON file is the measurement,
+and these rows show it beside the others (its date and GPU in the note).  Without such a file: one
+``skipped`` row saying how to make one.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "resources" / "model_configs" / "sd15" / "unet"
-WARMUP, STEPS = 3, 10
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _measure(checkpointing: bool) -> tuple[float, int]:
-    import torch
-    from diffusers import UNet2DConditionModel
-    from peft import LoraConfig
-
-    torch.manual_seed(0)
-    device = torch.device("cuda")
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(CONFIG_DIR))
-    unet.requires_grad_(False)
-    unet.to(device, dtype=torch.float16)
-    unet.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    params = [p for p in unet.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()
-    if checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
-    latents = torch.randn(1, 4, 64, 64, device=device, dtype=torch.float16)
-    text = torch.randn(1, 77, 768, device=device, dtype=torch.float16)
-    torch.cuda.reset_peak_memory_stats()
-
-    def step() -> None:
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, 1000, (1,), device=device)
-        with torch.autocast("cuda", dtype=torch.float16):
-            pred = unet(latents + noise, t, text).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(WARMUP):
-        step()
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(STEPS):
-        step()
-    torch.cuda.synchronize()
-    rate = STEPS / (time.perf_counter() - started)
-    return rate, torch.cuda.max_memory_allocated()
+def newest_result(folder: Path | None = None) -> Path | None:
+    """The newest real (not dry-run) GPU check; the names sort by their UTC time."""
+    files = sorted(p for p in (folder or RESULTS).glob("gpu-*.json") if not p.name.startswith("gpu-dry-run-"))
+    return files[-1] if files else None
 
 
-def rows() -> list[dict[str, str]]:
-    import torch
+def rows(folder: Path | None = None) -> list[dict[str, str]]:
+    from bench.gpu_check import table_cells
 
-    if not torch.cuda.is_available():
-        return [{"name": "gpu: SD1.5 UNet LoRA 512 px", "note": "skipped: no CUDA"}]
-    plain_rate, plain_peak = _measure(False)
-    torch.cuda.empty_cache()  # the first model is gone with its frame: start the second from a clean pool
-    ckpt_rate, ckpt_peak = _measure(True)
-    gpu = torch.cuda.get_device_name(0)
-    return [
-        {"name": "gpu: LoRA 512px b1, it/s (ckpt vs none)", "kamaal": f"{ckpt_rate:.2f} it/s",
-         "reference": f"{plain_rate:.2f} it/s", "ratio": f"{ckpt_rate / plain_rate:.2f}",
-         "note": f"{gpu}; fp16 UNet, fp32 LoRA; speed cost of gradient checkpointing"},
-        {"name": "gpu: LoRA 512px b1, peak VRAM (ckpt vs none)", "kamaal": f"{ckpt_peak / 2**30:.2f} GiB",
-         "reference": f"{plain_peak / 2**30:.2f} GiB", "ratio": f"{ckpt_peak / plain_peak:.2f}",
-         "note": "lower is better"},
-    ]
+    path = newest_result(folder)
+    if path is None:
+        return [{"name": "gpu: Kamaal's trainer on CUDA", "note": "skipped: no bench/results/gpu-*.json yet; "
+                 "run make gpu-check on a CUDA GPU"}]
+    result = json.loads(path.read_text(encoding="utf-8"))
+    gpu = (result.get("machine", {}).get("device") or {}).get("name", "GPU")
+    rows = []
+    for row in result["rows"]:
+        cells = table_cells(row)
+        if not cells["it/s"]:
+            rows.append({"name": f"gpu: {row['case']}", "note": f"{cells['status']} ({path.name})"})
+            continue
+        rows.append({"name": f"gpu: {row['case']}, it/s", "kamaal": f"{cells['it/s']} it/s",
+                     "reference": f"{cells['ref it/s']} it/s" if cells["ref it/s"] else "",
+                     "ratio": cells["ratio"],
+                     "note": f"{gpu}, {result['when']}; peak {cells['peak GiB']} GiB allocated, "
+                             f"{cells['reserved GiB']} reserved; estimate {cells['estimate GiB']} GiB "
+                             f"({cells['est. error']}); loss {cells['loss']}"})
+    pytest_result = result.get("pytest", {})
+    rows.append({"name": "gpu: pytest -m cuda", "note": f"{pytest_result.get('status', '')} "
+                 f"{pytest_result.get('summary', '')}".strip()})
+    return rows

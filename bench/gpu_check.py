@@ -1,0 +1,338 @@
+"""``make gpu-check``: Kamaal's CUDA paths run for real, and the GPU rows get numbers.
+
+    python -m bench.gpu_check [--dry-run] [--budget-s 480] [--only TEXT ...] [--references base|all]
+                              [--keep-models DIR] [--no-pytest] [--out FILE]
+
+On a CUDA GPU, within ``--budget-s`` (8 minutes) in all, with random-weight models built from the bundled
+configs (``resources/model_configs``; nothing is downloaded):
+
+1. Kamaal's real trainer — the **Measure** task, i.e. ``run_worker``, the app's own code path — on full-size
+   SD 1.5 at 512 px and SDXL at 1024 px, LoRA rank 16, batch 1, latent + text caching on, for each case of
+   ``CASES`` (bf16; fp16 with a GradScaler; gradient checkpointing; 8-bit AdamW): it/s over ``STEPS`` steps
+   after ``WARMUP``, peak allocated and reserved VRAM, every loss finite.  Each case in its own process
+   (clean peaks; an out-of-memory case is a row, not the end).
+2. The diffusers-style reference loop (``bench/reference_loop.py``: VAE and text encoders every step) with the
+   same model, images and settings, for the speed ratio Kamaal ÷ reference (``--references all``: for every
+   case; by default for each architecture's first case).
+3. The memory estimate (``trainer/memory_estimate.py``) of each case against its measured peak allocated:
+   the estimate's error in % (positive: the estimate is too high).
+4. ``pytest -m cuda`` on ``CUDA_TESTS`` with the time kept for it.
+
+Results: ``bench/results/gpu-<UTC time>.json`` and a table (``make bench`` shows the newest file's rows).
+A case the budget cannot fit is skipped with the reason; a case that needs what this machine lacks
+(bitsandbytes for 8-bit AdamW) likewise.  Without CUDA it says so in one line and exits 0.
+``--dry-run`` runs the same script on the CPU with tiny models and a few steps (cases that need CUDA are
+skipped, saying why); ``make test`` runs it (``tests/bench/test_gpu_check.py``).
+
+``make gpu-check`` is ``python -m bench.gpu_check`` in the project's venv (``GPU_CHECK_ARGS=...`` passes options).
+A session lent one of the GPU machines (Python 3.12 with CUDA torch, no registry) first runs
+``bench/gpu_wheels.sh`` here, then one device run, carrying ``.whl``, with ``timeout_s`` 510 (it leaves time
+for a second try within 15 minutes of device time)::
+
+    set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site
+    .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1; export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; python3 -m
+    bench.gpu_check --budget-s 450 --keep-models /tmp/kamaal-gpu-models --out $OUT/gpu-check.json 2>&1 | tee
+    $OUT/gpu-check.txt; tar czf $OUT/gpu-check-logs.tgz -C $OUT gpu-check.logs && rm -rf $OUT/gpu-check.logs
+
+(one line).  Its ``gpu-check.json`` is committed as ``bench/results/gpu-<when>.json`` (``make bench`` then shows
+it) and its table goes to README ▸ Performance ▸ GPU check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.__main__ import write_json
+from bench.reference_loop import draw_shapes
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+BUDGET_S = 480
+PYTEST_RESERVE_S = 120  # kept for step 4 while the cases run
+CUDA_TESTS = ("tests/diffusion/test_devices.py",)  # where the tests marked cuda live (Qt-free: no GUI needed)
+RANK = 16
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Real size on CUDA, or the dry run's tiny models on the CPU."""
+
+    device: str
+    tiny: bool
+    resolution: dict[str, int]
+    warmup: int
+    steps: int
+    seconds: dict[str, int]  # rough time one case (or reference) takes, model load included: budget planning only
+
+
+CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024}, warmup=3, steps=20, seconds={"sd15": 40, "sdxl": 90})
+DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64}, warmup=1, steps=3, seconds={"sd15": 15, "sdxl": 15})
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str  # "sd15" or "sdxl"
+    precision: str = "bf16"  # or "fp16": autocast + GradScaler
+    checkpointing: bool = False
+    optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes)
+    with_reference: bool = False  # run the reference loop beside it by default
+
+    def name(self, scale: Scale) -> str:
+        extras = [self.precision] + (["ckpt"] if self.checkpointing else []) + [self.optimizer]
+        return f"{self.arch} {scale.resolution[self.arch]}px " + " ".join(extras)
+
+    def missing_on(self, scale: Scale) -> str | None:
+        """Why this machine cannot run the case, or None."""
+        if scale.device == "cpu" and self.precision == "fp16":
+            return "needs CUDA: the CPU has no fp16 autocast (Kamaal trains fp32 there)"
+        if scale.device == "cpu" and self.optimizer == "adamw8bit":
+            return "needs CUDA: 8-bit AdamW (bitsandbytes) is refused on the CPU"
+        if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+            return "bitsandbytes is not installed (pip install -e '.[cuda]')"
+        return None
+
+
+# In order of importance: what runs first survives a short budget.
+CASES = (
+    Case("sd15", with_reference=True),
+    Case("sdxl", with_reference=True),
+    Case("sd15", precision="fp16"),
+    Case("sd15", checkpointing=True),
+    Case("sd15", optimizer="adamw8bit"),
+    Case("sdxl", precision="fp16"),
+    Case("sdxl", checkpointing=True),
+    Case("sdxl", optimizer="adamw8bit"),
+)
+
+
+class Clock:
+    def __init__(self, budget_s: float, reserve_s: float) -> None:
+        self.started, self.budget_s, self.reserve_s = time.monotonic(), budget_s, reserve_s
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def left(self, keep_reserve: bool = True) -> float:
+        return self.budget_s - self.elapsed() - (self.reserve_s if keep_reserve else 0)
+
+
+def run_piece(kind: str, spec: dict[str, Any], work: Path, name: str, timeout_s: float) -> dict[str, Any]:
+    """One piece of work in its own process (``bench.gpu_cases``); its output goes to ``work/<name>.log``
+    (kept beside the results JSON; ``"log"`` names the file there)."""
+    slug = "".join(c if c.isalnum() else "-" for c in name)
+    spec_path, result_path, log_path = (work / f"{slug}.{ext}" for ext in ("spec.json", "result.json", "log"))
+    spec_path.write_text(json.dumps({"kind": kind, **spec}), encoding="utf-8")
+    result_path.unlink(missing_ok=True)
+    started = time.monotonic()
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            code = subprocess.run([sys.executable, "-m", "bench.gpu_cases", str(spec_path), str(result_path)],
+                                  cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=max(timeout_s, 1),
+                                  check=False).returncode
+        except subprocess.TimeoutExpired:
+            return {"status": f"timed out after {timeout_s:.0f} s (budget)", "wall_s": round(timeout_s, 1),
+                    "log": log_path.name}
+    wall = round(time.monotonic() - started, 1)
+    if not result_path.is_file():  # killed (the OOM killer, a crash in native code): no result written
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
+        return {"status": f"failed: exit {code}; {tail[0][:200]}", "wall_s": wall, "log": log_path.name}
+    return {**json.loads(result_path.read_text(encoding="utf-8")), "wall_s": wall, "log": log_path.name}
+
+
+def case_rows(scale: Scale, cases: list[Case], references: str, clock: Clock, work: Path,
+              models: dict[str, str], datasets: dict[str, Path]) -> list[dict[str, Any]]:
+    rows = []
+    for case in cases:
+        name = case.name(scale)
+        row: dict[str, Any] = {"case": name, **asdict(case), "resolution": scale.resolution[case.arch],
+                               "warmup": scale.warmup, "steps": scale.steps, "rank": RANK, "batch": 1}
+        need = scale.seconds[case.arch]
+        missing = case.missing_on(scale)
+        if missing:
+            row["status"] = f"skipped: {missing}"
+        elif clock.left() < need:
+            row["status"] = (f"skipped: time budget ({max(clock.left(), 0):.0f} s left of {clock.budget_s:.0f}, "
+                             f"~{need} s needed, {clock.reserve_s:.0f} s kept for pytest)")
+        elif case.arch not in models:
+            row["status"] = "skipped: its model could not be built"
+        else:
+            spec = {"arch": case.arch, "precision": case.precision, "checkpointing": case.checkpointing,
+                    "optimizer": case.optimizer, "resolution": scale.resolution[case.arch], "rank": RANK,
+                    "warmup": scale.warmup, "steps": scale.steps, "device": scale.device,
+                    "model_dir": models[case.arch], "dataset_dir": str(datasets[case.arch])}
+            row["kamaal"] = run_piece("case", spec, work, name, clock.left())
+            row["status"] = row["kamaal"]["status"]
+            if references == "all" or case.with_reference:
+                if clock.left() < need:
+                    row["reference"] = {"status": "skipped: time budget"}
+                else:
+                    row["reference"] = run_piece("reference", spec, work, f"{name} reference", clock.left())
+            _derive(row)
+        print(f"  {summary_line(row)}  [{clock.elapsed():.0f} s]", flush=True)
+        rows.append(row)
+    return rows
+
+
+def _derive(row: dict[str, Any]) -> None:
+    """The numbers the table shows, from the two runs: speed ratio and the estimate's error."""
+    kamaal, reference = row.get("kamaal", {}), row.get("reference", {})
+    if kamaal.get("status") == "ok" and reference.get("status") == "ok":
+        row["ratio"] = kamaal["it_per_s"] / reference["it_per_s"]
+    if kamaal.get("status") == "ok" and kamaal.get("peak_allocated_bytes"):
+        row["estimate_error_pct"] = 100 * (kamaal["estimate_bytes"] / kamaal["peak_allocated_bytes"] - 1)
+    if kamaal.get("status") == "ok" and not kamaal.get("loss_finite"):
+        row["status"] = "failed: a loss was not finite"
+
+
+def gib(value: Any) -> str:
+    return f"{value / 2**30:.2f}" if isinstance(value, (int, float)) and value else ""
+
+
+def table_cells(row: dict[str, Any]) -> dict[str, str]:
+    kamaal, reference = row.get("kamaal", {}), row.get("reference", {})
+    ok = kamaal.get("status") == "ok"
+    losses = [x for x in kamaal.get("losses", []) if x is not None]
+    return {
+        "case": row["case"],
+        "it/s": f"{kamaal['it_per_s']:.2f}" if ok else "",
+        "ref it/s": f"{reference['it_per_s']:.2f}" if reference.get("status") == "ok" else "",
+        "ratio": f"{row['ratio']:.2f}" if "ratio" in row else "",
+        "peak GiB": gib(kamaal.get("peak_allocated_bytes")) if ok else "",
+        "reserved GiB": gib(kamaal.get("peak_reserved_bytes")) if ok else "",
+        "estimate GiB": gib(kamaal.get("estimate_bytes")) if ok else "",
+        "est. error": f"{row['estimate_error_pct']:+.0f}%" if "estimate_error_pct" in row else "",
+        "loss": f"{losses[0]:.3f}→{losses[-1]:.3f}" if ok and losses else "",
+        "status": row["status"],
+    }
+
+
+def summary_line(row: dict[str, Any]) -> str:
+    cells = table_cells(row)
+    if not cells["it/s"]:
+        return f"{cells['case']}: {cells['status']}"
+    ratio = f", {cells['ratio']}× the reference" if cells["ratio"] else ""
+    return (f"{cells['case']}: {cells['it/s']} it/s{ratio}, peak {cells['peak GiB']} GiB (estimate "
+            f"{cells['estimate GiB']}, {cells['est. error']}), loss {cells['loss']}: {cells['status']}")
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    cells = [table_cells(row) for row in rows]
+    columns = list(cells[0]) if cells else []
+    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
+    print("  ".join(f"{c:<{widths[c]}}" for c in columns))
+    print("  ".join("-" * widths[c] for c in columns))
+    for row in cells:
+        print("  ".join(f"{row[c]:<{widths[c]}}" for c in columns).rstrip())
+
+
+def run_pytest(clock: Clock, work: Path) -> dict[str, Any]:
+    """Step 4: ``pytest -m cuda`` with what is left of the budget."""
+    left = clock.left(keep_reserve=False)
+    if left < 30:
+        return {"status": f"skipped: time budget ({max(left, 0):.0f} s left)"}
+    log_path = work / "pytest-cuda.log"
+    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", *CUDA_TESTS]
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=left,
+                                  check=False).returncode
+        except subprocess.TimeoutExpired:
+            return {"status": f"timed out after {left:.0f} s (budget)", "log": log_path.name}
+    lines = [line for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    summary = lines[-1].strip("= ") if lines else ""
+    return {"status": "ok" if code == 0 else f"failed: exit {code}", "summary": summary, "exit": code,
+            "log": log_path.name}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="the same script on the CPU with tiny models")
+    parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="the whole check's time (default 480 s)")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="cases whose name holds one of these words or phrases: sdxl, fp16, 'sd15 512px bf16'")
+    parser.add_argument("--references", choices=("base", "all"), default="base",
+                        help="reference loop for each architecture's first case (base) or for every case (all)")
+    parser.add_argument("--keep-models", type=Path, help="build the models here and keep them (reused next time)")
+    parser.add_argument("--no-pytest", action="store_true", help="leave out step 4 (pytest -m cuda)")
+    parser.add_argument("--out", type=Path, help="JSON file to write (default bench/results/gpu-<time>.json)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if not args.dry_run and not torch.cuda.is_available():
+        print(f"gpu-check: no CUDA GPU here (torch {torch.__version__}), nothing to measure; "
+              "--dry-run runs the same script on the CPU with tiny models.")
+        return 0
+    scale = DRY_RUN if args.dry_run else CUDA
+    with_pytest = not (args.no_pytest or args.dry_run)
+    clock = Clock(args.budget_s, PYTEST_RESERVE_S if with_pytest else 0)
+    cases = [c for c in CASES if not args.only or any(f" {text} " in f" {c.name(scale)} " for text in args.only)]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or RESULTS / f"gpu-{'dry-run-' if args.dry_run else ''}{stamp}.json"
+    print(f"gpu-check{' (dry run: CPU, tiny models)' if args.dry_run else ''}: {len(cases)} cases, "
+          f"budget {args.budget_s:.0f} s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="kamaal-gpu-check-") as tmp:
+        work = Path(tmp)
+        models_dir = args.keep_models or work / "models"
+        models_dir.mkdir(parents=True, exist_ok=True)
+        archs = sorted({c.arch for c in cases if not c.missing_on(scale)})
+        if not archs or clock.left() < min(scale.seconds.values()):
+            built = {"status": "skipped: time budget" if archs else "ok", "models": {}}
+        else:
+            built = run_piece("models", {"models_dir": str(models_dir), "tiny": scale.tiny, "device": scale.device,
+                                         "archs": archs}, work, "models", clock.left())
+        models = {arch: entry["path"] for arch, entry in built.get("models", {}).items()}
+        print(f"  models: {built.get('status', 'ok')} "
+              + ", ".join(f"{a} {e['seconds']} s{' (reused)' if e['reused'] else ''}"
+                          for a, e in built.get("models", {}).items()) + f"  [{clock.elapsed():.0f} s]", flush=True)
+        datasets = {arch: draw_shapes(work / f"images-{arch}", count=scale.warmup, size=scale.resolution[arch])
+                    for arch in archs}
+        rows = case_rows(scale, cases, args.references, clock, work, models, datasets)
+        pytest_result = run_pytest(clock, work) if with_pytest else {"status": "skipped: dry run" if args.dry_run
+                                                                     else "skipped: --no-pytest"}
+        if with_pytest:
+            print(f"  pytest -m cuda: {pytest_result['status']} {pytest_result.get('summary', '')}", flush=True)
+        logs = _keep_logs(work, out)
+
+    payload = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "dry_run": args.dry_run,
+               "budget_s": args.budget_s, "elapsed_s": round(clock.elapsed(), 1),
+               "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                           "torch": str(torch.__version__), "cpus": os.cpu_count(), "device": built.get("device")},
+               "models": built.get("models", {}), "models_status": built.get("status", "ok"),
+               "rows": rows, "pytest": pytest_result, "logs": logs}
+    print()
+    print_table(rows)
+    device = built.get("device") or {}
+    print(f"\n{device.get('name', scale.device)}, torch {torch.__version__}; {clock.elapsed():.0f} s of "
+          f"{args.budget_s:.0f}; pytest -m cuda: {pytest_result['status']} {pytest_result.get('summary', '')}")
+    write_json(out, payload)
+    print(f"written to {out}")
+    return 0
+
+
+def _keep_logs(work: Path, out: Path) -> str:
+    """The pieces' logs beside the JSON (``gpu-….logs/``): the temporary folder is about to go."""
+    import shutil
+
+    folder = out.with_suffix(".logs")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in work.glob("*.log"):
+        shutil.copy2(log, folder / log.name)
+    return str(folder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""``make gpu-check``'s script in ``make test``: ``--dry-run`` runs every step of it on the CPU with tiny models
+(models built the way the GPU run builds the real ones, Kamaal's trainer through Measure, the reference loop,
+the memory estimate), and without CUDA and without ``--dry-run`` it only says so."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.gpu_check", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.mark.slow  # about 30 s on 2 cores: seven short processes
+def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_others(tmp_path):
+    out = tmp_path / "gpu-dry-run-20260101T000000Z.json"
+    done = run_script("--dry-run", "--out", str(out), timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["dry_run"] and result["models_status"] == "ok"
+    assert {arch for arch, model in result["models"].items() if not model["reused"]} == {"sd15", "sdxl"}
+    rows = {row["case"]: row for row in result["rows"]}
+    trained = [row for row in rows.values() if row["status"] == "ok"]
+    # bf16 with and without gradient checkpointing, on both architectures; fp16 and 8-bit AdamW need CUDA.
+    assert {(row["arch"], row["checkpointing"]) for row in trained} == {(a, c) for a in ("sd15", "sdxl")
+                                                                       for c in (False, True)}
+    for row in trained:
+        kamaal = row["kamaal"]
+        assert kamaal["device"] == "cpu" and kamaal["memory_kind"] == "rss"
+        assert kamaal["loss_finite"] and len(kamaal["losses"]) == row["warmup"] + row["steps"]
+        assert all(math.isfinite(x) for x in kamaal["losses"])
+        assert kamaal["it_per_s"] > 0 and kamaal["peak_allocated_bytes"] > 0 and kamaal["estimate_bytes"] > 0
+        assert row["estimate_error_pct"] == pytest.approx(
+            100 * (kamaal["estimate_bytes"] / kamaal["peak_allocated_bytes"] - 1))
+    for arch in ("sd15", "sdxl"):  # each architecture's first case has the reference loop beside it
+        first = rows[f"{arch} 64px bf16 adamw"]
+        assert first["reference"]["status"] == "ok" and first["reference"]["it_per_s"] > 0
+        assert first["ratio"] == pytest.approx(first["kamaal"]["it_per_s"] / first["reference"]["it_per_s"])
+    skipped = {name: row["status"] for name, row in rows.items() if row["status"] != "ok"}
+    assert set(skipped) == {f"{arch} 64px {what}" for arch in ("sd15", "sdxl")
+                            for what in ("fp16 adamw", "bf16 adamw8bit")}
+    assert all(status.startswith("skipped: needs CUDA") for status in skipped.values())
+    assert result["pytest"]["status"] == "skipped: dry run"
+    assert "ratio" in done.stdout and "est. error" in done.stdout  # the table
+
+    # make bench shows the newest real check's rows (a dry run's file never counts as one).
+    from bench.bench_gpu import rows as bench_rows
+
+    assert bench_rows(tmp_path)[0]["note"].startswith("skipped: no bench/results/gpu-*.json")
+    out.rename(tmp_path / "gpu-20260101T000000Z.json")
+    shown = {row["name"]: row for row in bench_rows(tmp_path)}
+    first = shown["gpu: sd15 64px bf16 adamw, it/s"]
+    assert first["ratio"] == f"{rows['sd15 64px bf16 adamw']['ratio']:.2f}" and "estimate" in first["note"]
+    assert shown["gpu: sd15 64px fp16 adamw"]["note"].startswith("skipped: needs CUDA")
+
+
+def test_a_budget_too_short_skips_cases_saying_so(tmp_path):
+    """The budget is honoured: what cannot fit is a row that says why, not an overrun."""
+    out = tmp_path / "short.json"
+    done = run_script("--dry-run", "--budget-s", "1", "--only", "sd15 64px bf16 adamw", "--out", str(out),
+                      timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert [row["case"] for row in rows] == ["sd15 64px bf16 adamw"]
+    assert rows[0]["status"].startswith("skipped: time budget") and "kamaal" not in rows[0]
+
+
+def test_without_cuda_it_says_so_in_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check would run")
+    done = run_script(timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.strip().count("\n") == 0 and "no CUDA GPU here" in done.stdout
