@@ -20,6 +20,19 @@ REPO = Path(__file__).resolve().parent.parent
 PRESETS = REPO / "resources" / "presets"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip where there is no CUDA GPU (torch is imported only when such a test is collected)."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (make gpu-check runs these on one)")
+        for item in marked:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def resource_tracker():
     """Start multiprocessing's resource tracker up front: it lives as long as the test session
