@@ -108,6 +108,8 @@ def kamaal_config(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_case(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
     from trainer.config import config_from_dict
     from trainer.memory_estimate import estimate_memory
     from trainer.tasks.measure import count_parameters, measure
@@ -122,7 +124,8 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
             "peak_reserved_bytes": measured["peak_reserved_bytes"], "memory_kind": measured["memory_kind"],
             "device": measured["device"], "seconds": measured["seconds"], "losses": _finite_or_none(losses),
             "loss_finite": bool(losses) and all(math.isfinite(x) for x in losses),
-            "estimate_bytes": estimate.total, "estimate_parts": estimate.parts()}
+            "estimate_bytes": estimate.total, "estimate_parts": estimate.parts(),
+            "tf32": bool(torch.backends.cuda.matmul.allow_tf32)}  # the job turns it on for CUDA runs
 
 
 def run_reference_case(spec: dict[str, Any]) -> dict[str, Any]:
