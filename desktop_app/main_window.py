@@ -35,6 +35,7 @@ from desktop_app.stop_control import ChooseFn, StopControl, ask_choice
 from desktop_app.train.config_model import ConfigModel
 from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from trainer.config import Config, ConfigError, resolve_paths
+from trainer.families import is_toy
 from trainer.project import Project
 from trainer.runfolder import RunFolder, unique_run_dir
 
@@ -184,7 +185,7 @@ class MainWindow(QMainWindow):
         self.run_model.plan(int(self.config_model.value("training.steps")))
         self.run_model.set_earlier_runs(len(self.project.runs()))
         self._show_mode()
-        if self.config_model.value("model.architecture") == "toy":
+        if is_toy(self.config_model.value("model.architecture")):
             self.show_page(self.splitter)  # nothing to curate: the settings and the preview are the work
         if self.settings is not None:
             self.settings.setValue("lastProject", str(self.project.root))

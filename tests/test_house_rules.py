@@ -17,7 +17,7 @@ HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensor
 QT = ("PySide6", "pyqtgraph", "desktop_app")
 # The trainer modules the GUI process may import: they must stay free of the heavy libraries.
 LIGHT_TRAINER_MODULES = ["trainer.config", "trainer.protocol", "trainer.runfolder", "trainer.process",
-                         "trainer.fsutil", "trainer.lora_names", "trainer.preflight"]
+                         "trainer.fsutil", "trainer.lora_names", "trainer.preflight", "trainer.families"]
 
 
 def loaded_after_import(modules: list[str]) -> set[str]:
@@ -78,3 +78,51 @@ def test_no_module_imports_one_that_imports_it_back():
                      for imported in graph.find_modules_directly_imported_by(module)
                      if graph.chain_exists(importer=imported, imported=module)})
     assert not cycles, cycles
+
+
+# Files that still name model families outside the registry, and how often (issue 19 moves them into
+# trainer/families slice by slice): the counts may only go down, and no other file may start.
+NOT_YET_IN_THE_REGISTRY: dict[str, int] = {}  # none left: every file asks the registry
+
+
+def family_branches(path) -> int:
+    """How often ``path`` names a diffusion family ("sd15", "sdxl" …) or compares an architecture with a
+    family's name (``architecture == "toy"``): what the registry is for.  Docstrings do not count."""
+    from trainer.families import MODEL_FAMILIES, NAMES
+
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    count = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and node.value in MODEL_FAMILIES and id(node) not in docstrings:
+            count += 1
+        elif isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            names = [o for o in operands if isinstance(o, ast.Constant) and o.value in NAMES
+                     and o.value not in MODEL_FAMILIES]
+            if names and "arch" in (ast.get_source_segment(source, node) or ""):
+                count += 1
+    return count
+
+
+def test_family_knowledge_lives_in_the_registry():
+    """No `if architecture == "sdxl"` outside trainer/families: the engine, exports, merges and the GUI ask
+    the registry (issue 19), so a new family is a new module there, not branches everywhere."""
+    found = {}
+    for root in ("trainer", "desktop_app"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            relative = path.relative_to(REPO).as_posix()
+            if relative.startswith("trainer/families/"):
+                continue
+            count = family_branches(path)
+            if count:
+                found[relative] = count
+    grown = {name: count for name, count in found.items() if count > NOT_YET_IN_THE_REGISTRY.get(name, 0)}
+    assert not grown, f"family names outside trainer/families (ask the registry instead): {grown}"
+    assert found.keys() <= NOT_YET_IN_THE_REGISTRY.keys()
+    moved = {name for name in NOT_YET_IN_THE_REGISTRY if found.get(name, 0) < NOT_YET_IN_THE_REGISTRY[name]}
+    assert not moved, f"fewer family names left in {sorted(moved)}: lower NOT_YET_IN_THE_REGISTRY to match"

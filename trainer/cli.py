@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from trainer import threads
+from trainer import families, threads
 from trainer.config import load_config
 from trainer.errors import BAD_INPUT_ERRORS
 from trainer.fsutil import is_disk_full
@@ -263,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Write a tiny, randomly initialised diffusers model, the same bytes for "
                                            "the same seed. It trains in seconds on a CPU; its samples are noise.")
     tiny.add_argument("out_dir", metavar="OUT_DIR", help="folder to write the diffusers model into")
-    tiny.add_argument("--arch", choices=["sd15", "sd2", "sdxl"], default="sd15",
-                      help="model family (default: sd15; sd2 is a v-prediction model)")
+    tiny.add_argument("--arch", choices=families.TINY_FAMILIES, default=families.TINY_FAMILIES[0],
+                      help=f"model family (default: {families.TINY_FAMILIES[0]}; " + ", ".join(
+                          f"{name}: {families.family(name).display_name}" for name in families.TINY_FAMILIES) + ")")
     tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     tiny.set_defaults(handler=cmd_tiny_model)
 

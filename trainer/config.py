@@ -21,6 +21,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainer import families
 from trainer.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -31,15 +32,11 @@ MAX_SEED = 2**63 - 1
 MAX_NESTING = 16
 
 Mode = Literal["toy", "frozen", "lora", "dreambooth"]
-Architecture = Literal["toy", "sd15", "sd2", "sdxl"]
+# The model families of the registry (trainer/families), in the order people see them.
+Architecture = Literal[families.NAMES]  # type: ignore[valid-type]
 
-# Which training modes each model architecture supports (a registry, not if/elif chains).
-MODES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {
-    "toy": ("toy", "frozen"),
-    "sd15": ("frozen", "lora", "dreambooth"),
-    "sd2": ("frozen", "lora", "dreambooth"),
-    "sdxl": ("frozen", "lora", "dreambooth"),
-}
+# Which training modes each model architecture supports, as its family declares.
+MODES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {name: f.modes for name, f in families.FAMILIES.items()}
 
 # Which config sections matter for each mode (the GUI shows only these).
 SECTIONS_BY_MODE: dict[str, tuple[str, ...]] = {

@@ -23,13 +23,12 @@ from typing import Any
 
 import torch
 
+from trainer.families import family, kohya_facts
 from trainer.lora_names import UnetLayout, kohya_name
-from trainer.merge.lora_files import BASE_MODEL_VERSION, LoraModule, LoraSet, kohya_metadata, save_lora
+from trainer.merge.lora_files import LoraModule, LoraSet, kohya_metadata, save_lora
 
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 ADAPTER = "default"
-MODELSPEC_ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sd2": "stable-diffusion-v2-768-v/lora",
-                          "sdxl": "stable-diffusion-xl-v1-base/lora"}
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 
 
@@ -64,21 +63,22 @@ def adapter_modules(model: Any) -> dict[str, LoraModule]:
 
 def lora_set(architecture: str, unet: Any, text_encoders: Sequence[Any]) -> LoraSet:
     """Everything the adapters learned, keyed by canonical kohya names."""
-    two_encoders = architecture == "sdxl"
+    model = family(architecture)
+    two_encoders = len(model.text_encoders) > 1
     modules = {kohya_name("unet", path, two_encoders): module for path, module in adapter_modules(unet).items()}
-    for component, encoder in zip(("text_encoder", "text_encoder_2"), text_encoders, strict=False):
-        modules |= {kohya_name(component, path, two_encoders): module
+    for spec, encoder in zip(model.text_encoders, text_encoders, strict=False):
+        modules |= {kohya_name(spec.component, path, two_encoders): module
                     for path, module in adapter_modules(encoder).items()}
-    return LoraSet(modules, {"ss_base_model_version": BASE_MODEL_VERSION[architecture]}, "kohya")
+    return LoraSet(modules, {"ss_base_model_version": kohya_facts(architecture).base_model_version}, "kohya")
 
 
 def training_metadata(lora: LoraSet, architecture: str, run_name: str, config: dict[str, Any]) -> dict[str, str]:
     """The merge room's kohya fields (network, rank, alpha, base model) plus the model spec and the config."""
+    kohya = kohya_facts(architecture)
     return kohya_metadata(lora, architecture, run_name) | {
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": MODELSPEC_ARCHITECTURE[architecture],
-        "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if architecture == "sdxl"
-        else "diffusers",
+        "modelspec.architecture": kohya.modelspec_architecture,
+        "modelspec.implementation": kohya.implementation,
         "kamaal.config": json.dumps(config),
     }
 

@@ -31,24 +31,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trainer import families
 from trainer.config import Config
 
 GB = 1024**3
 MB = 1024**2
 
-# Parameter counts of the real models, by component (diffusers' reference checkpoints).
+# Each family's constants (reference parameter counts by component, LoRA parameters per rank, activation
+# bytes per latent pixel) are declared by the family: trainer/families, ``Family.memory``.
 REFERENCE_PARAMETERS: dict[str, dict[str, int]] = {
-    "sd15": {"unet": 859_520_964, "text_encoder": 123_060_480, "vae": 83_653_863},
-    "sd2": {"unet": 865_910_724, "text_encoder": 340_387_840, "vae": 83_653_863},
-    "sdxl": {"unet": 2_567_463_684, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840,
-             "vae": 83_653_863},
-    "toy": {"network": 10 * 50 + 50 + 50 * 50 + 50 + 50 + 1},
-}
-# LoRA parameters per unit of rank with the four attention projections as targets.
-LORA_PER_RANK = {"sd15": 199_000, "sd2": 220_000, "sdxl": 1_400_000}
-TEXT_LORA_PER_RANK = {"sd15": 73_700, "sd2": 245_000, "sdxl": 73_700 + 327_000}
-# Activation bytes per latent pixel per sample, fp16, no gradient checkpointing, reference model.
-ACTIVATION_BYTES_PER_LATENT_PIXEL = {"sd15": 3.5 * GB / 64**2, "sd2": 3.5 * GB / 64**2, "sdxl": 16 * GB / 128**2}
+    name: f.memory.reference_parameters for name, f in families.FAMILIES.items()}
 CHECKPOINTING_FACTOR = 0.2
 CPU_PROCESS_OVERHEAD = 400 * MB
 FROZEN_SHARE_UNCOUNTED = 0.25
@@ -82,9 +74,10 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
     overrides the trainable count (a frozen-layer run whose blocks were counted).
     """
     architecture = config.model.architecture
-    counts = dict(parameters or REFERENCE_PARAMETERS[architecture])
+    facts = families.family(architecture).memory
+    counts = dict(parameters or facts.reference_parameters)
     overhead = CPU_PROCESS_OVERHEAD if device == "cpu" else 0
-    if architecture == "toy":
+    if families.family(architecture).is_toy:
         total = sum(counts.values())
         trainable = trainable_parameters if trainable_parameters is not None else total
         return MemoryEstimate(weights=total * 4, gradients=trainable * 4, optimizer=trainable * 8,
@@ -95,7 +88,7 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
     weight_bytes = 2 if mixed else 4
     unet = counts.get("unet", 0)
     text = sum(n for name, n in counts.items() if name.startswith("text_encoder"))
-    reference = REFERENCE_PARAMETERS[architecture]
+    reference = facts.reference_parameters
     vae = counts.get("vae", int(unet * reference["vae"] / reference["unet"]))  # the block tree has no VAE
     full_unet = config.mode == "frozen" or (config.mode == "dreambooth" and config.dreambooth.train_full_unet)
     weights = (unet * (4 if full_unet else weight_bytes)) + text * weight_bytes + vae * 4
@@ -108,16 +101,16 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
         trainable = unet
     else:
         scale = _size_scale(architecture, unet)
-        per_rank = LORA_PER_RANK[architecture] * len(config.lora.target_modules) / 4
+        per_rank = facts.lora_per_rank * len(config.lora.target_modules) / 4
         if config.lora.train_text_encoder:
-            per_rank += TEXT_LORA_PER_RANK[architecture]
+            per_rank += facts.text_lora_per_rank
         trainable = int(config.lora.rank * per_rank * scale)  # LoRA grows with width
         weights += trainable * 4  # the adapters themselves, fp32
     optimizer_bytes = 2 if config.training.optimizer == "adamw8bit" else 8
 
     resolution = max([config.dataset.resolution] + [c.resolution for c in config.concepts])  # the largest batch
     latent_pixels = (resolution // 8) ** 2
-    per_pixel = ACTIVATION_BYTES_PER_LATENT_PIXEL[architecture] * _size_scale(architecture, unet)
+    per_pixel = facts.activation_bytes_per_latent_pixel * _size_scale(architecture, unet)
     activations = config.training.batch_size * latent_pixels * per_pixel * (1 if mixed else 2)
     if config.training.gradient_checkpointing:
         activations *= CHECKPOINTING_FACTOR
@@ -130,7 +123,7 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
 
 def _size_scale(architecture: str, unet_parameters: int) -> float:
     """How much wider than the reference UNet this one is: (parameters / reference)^½."""
-    reference = REFERENCE_PARAMETERS[architecture]["unet"]
+    reference = families.family(architecture).memory.reference_parameters["unet"]
     return (max(unet_parameters, 1) / reference) ** 0.5
 
 

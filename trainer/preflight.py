@@ -15,6 +15,7 @@ from pathlib import Path
 
 from trainer.concepts import concepts_of
 from trainer.config import Config, ConfigError
+from trainer.families import is_toy
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -23,7 +24,7 @@ def input_problems(config: Config) -> dict[str, str]:
     """``{field: message}`` for every input the trainer would refuse; empty when all is well."""
     problems: dict[str, str] = {}
     model = config.model.path
-    if config.model.architecture == "toy":
+    if is_toy(config.model.architecture):
         if model:  # frozen/fine-tuning from an earlier toy run's weights
             path = Path(model)
             if not path.exists():

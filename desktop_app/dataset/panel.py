@@ -47,6 +47,7 @@ from desktop_app.dataset.thumbnails import ThumbnailLoader
 from desktop_app.dataset.toolbar import DatasetToolbar
 from desktop_app.dataset.toy_note import ToyNote
 from desktop_app.train.config_model import ConfigModel
+from trainer.families import is_toy
 
 SETTINGS_FIELDS = {"dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing"}
 
@@ -294,7 +295,7 @@ class DatasetPanel(QWidget):
         self.store.remove(index)
 
     def _refresh_mode(self) -> None:
-        self.pages.setCurrentIndex(0 if self.model.value("model.architecture") == "toy" else 1)
+        self.pages.setCurrentIndex(0 if is_toy(self.model.value("model.architecture")) else 1)
 
     def _show_counts(self) -> None:
         d = self.dataset

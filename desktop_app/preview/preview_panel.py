@@ -18,6 +18,7 @@ from desktop_app.preview.sample_grid import SampleGrid
 from desktop_app.preview.weights_view import WeightsView
 from desktop_app.session import SessionState
 from desktop_app.status_bar import activity_text, format_bytes, format_duration, format_speed
+from trainer.families import is_toy
 
 LOG_LINES_KEPT = 5000
 
@@ -98,4 +99,4 @@ class PreviewPanel(QWidget):
         self.stats.setText("  ·  ".join(parts))
     def show_mode(self, mode: str, architecture: str) -> None:
         """Weights for the toy network, samples for Stable Diffusion."""
-        self.lower.setCurrentWidget(self.weights_view if architecture == "toy" else self.sample_grid)
+        self.lower.setCurrentWidget(self.weights_view if is_toy(architecture) else self.sample_grid)

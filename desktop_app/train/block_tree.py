@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from desktop_app.tasks import TaskRunner
 from desktop_app.train.config_model import ConfigModel
+from trainer.families import is_toy
 from trainer.memory_estimate import parameters_from_blocks
 from trainer.protocol import Failed, TaskDone
 
@@ -92,7 +93,7 @@ class BlockTree(QWidget):
             return False
         architecture = str(self.model.value("model.architecture"))
         path = str(self.model.value("model.path"))
-        if architecture != "toy" and not path:
+        if not is_toy(architecture) and not path:
             self.summary.setText("Choose the base weights (Model) first.")
             return False
         self.summary.setText("Reading the model's blocks…")

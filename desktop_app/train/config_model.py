@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.train.field_meta import all_field_names
 from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, config_from_dict
+from trainer.families import MODEL_FAMILIES, is_toy
 from trainer.preflight import input_problems
 
 FIELDS = all_field_names()
@@ -39,7 +40,8 @@ class ConfigModel(QObject):
         self._inputs = _input_errors(config)
         self._external: dict[str, str] = {}
         architecture = config.model.architecture
-        self._last_sd_architecture = architecture if architecture != "toy" else "sd15"
+        # The diffusion family a LoRA/DreamBooth mode goes back to after the toy: the project's, else the first.
+        self._last_sd_architecture = architecture if not is_toy(architecture) else MODEL_FAMILIES[0]
         self._recheck = QTimer(self)
         self._recheck.setInterval(INPUT_RECHECK_MS)
         self._recheck.timeout.connect(self.recheck_inputs)
@@ -108,13 +110,12 @@ class ConfigModel(QObject):
         """Choosing what to train picks an architecture it works with: the toy network is its own
         architecture; a Stable Diffusion mode chosen while the toy is set goes back to the last SD one."""
         architecture = str(self._values["model.architecture"])
-        if mode in MODES_BY_ARCHITECTURE.get(architecture, ()):
-            if architecture != "toy":
-                self._last_sd_architecture = architecture
-            return
-        target = "toy" if mode == "toy" else self._last_sd_architecture
-        if architecture != "toy":
+        if not is_toy(architecture):
             self._last_sd_architecture = architecture
+        if mode in MODES_BY_ARCHITECTURE.get(architecture, ()):
+            return
+        fitting = [name for name, modes in MODES_BY_ARCHITECTURE.items() if mode in modes]
+        target = self._last_sd_architecture if self._last_sd_architecture in fitting else fitting[0]
         self._values["model.architecture"] = target
         self._external.pop("model.architecture", None)
         self.valueChanged.emit("model.architecture", target)

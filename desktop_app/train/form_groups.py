@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from desktop_app.train.field_meta import all_field_names
 from trainer.config import SECTIONS_BY_MODE, diffusion_only_fields
+from trainer.families import is_toy
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,14 @@ ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})
 
 def visible_sections(mode: str, architecture: str) -> tuple[str, ...]:
     sections = SECTIONS_BY_MODE.get(mode, ())
-    hidden = NOT_FOR_TOY if architecture == "toy" else TOY_ONLY
+    hidden = NOT_FOR_TOY if is_toy(architecture) else TOY_ONLY
     return tuple(section for section in sections if section not in hidden)
 
 
 def field_visible(name: str, mode: str, architecture: str) -> bool:
     if name in ALWAYS_SHOWN:
         return True
-    if name in DIFFUSION_ONLY and architecture == "toy":
+    if name in DIFFUSION_ONLY and is_toy(architecture):
         return False
     return name.partition(".")[0] in visible_sections(mode, architecture)
 

@@ -14,6 +14,7 @@ import torch
 
 from trainer.config import Config
 from trainer.errors import InputError
+from trainer.families import family
 
 
 @dataclass
@@ -77,9 +78,9 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
     warning = cpu_warning(pipe.unet, pick_device())
     if warning:
         logger.warning(warning)
-    sdxl = info.architecture == "sdxl"
-    tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if sdxl else [])
-    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl else [])
+    text_encoders = family(info.architecture).text_encoders
+    tokenizers = [getattr(pipe, encoder.tokenizer) for encoder in text_encoders]
+    encoders = [getattr(pipe, encoder.component) for encoder in text_encoders]
     logger.info("Loaded %s (%s)", config.model.path, info.describe())
     return Components(info.architecture, info.prediction_type, tokenizers, encoders, pipe.vae, pipe.unet,
                       noise_scheduler, dict(pipe.scheduler.config))

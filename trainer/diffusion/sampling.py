@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from trainer.diffusion.components import Components
+from trainer.families import family
 from trainer.fsutil import atomic_write_bytes
 
 
@@ -22,16 +23,12 @@ def build_pipeline(components: Components, unet: torch.nn.Module):
 
     scheduler = DDIMScheduler.from_config(components.sample_scheduler_config)
     scheduler.register_to_config(prediction_type=components.prediction_type)
-    if components.architecture == "sdxl":
-        pipe = diffusers.StableDiffusionXLPipeline(
-            vae=components.vae, text_encoder=components.text_encoders[0], text_encoder_2=components.text_encoders[1],
-            tokenizer=components.tokenizers[0], tokenizer_2=components.tokenizers[1], unet=unet,
-            scheduler=scheduler)
-    else:
-        pipe = diffusers.StableDiffusionPipeline(
-            vae=components.vae, text_encoder=components.text_encoders[0], tokenizer=components.tokenizers[0],
-            unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False)
+    model = family(components.architecture)
+    parts: dict = {"vae": components.vae, "unet": unet, "scheduler": scheduler}
+    for encoder, module, tokenizer in zip(model.text_encoders, components.text_encoders, components.tokenizers,
+                                          strict=True):
+        parts[encoder.component], parts[encoder.tokenizer] = module, tokenizer
+    pipe = getattr(diffusers, model.pipeline_class)(**parts, **model.pipeline_args)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

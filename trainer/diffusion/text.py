@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from trainer.families import family
+
 
 @dataclass
 class TextConditioning:
@@ -38,7 +40,9 @@ def tokenize(tokenizer, prompts: list[str], device: str | torch.device) -> torch
 
 def encode_prompts(architecture: str, tokenizers: list, encoders: list[torch.nn.Module], prompts: list[str],
                    device: str | torch.device) -> TextConditioning:
-    if architecture != "sdxl":
+    """What the UNet attends to for ``prompts``: the hidden state the family declares, every encoder's side by
+    side, and the pooled projection where an encoder has one."""
+    if family(architecture).prompt_hidden_state == "last":
         return TextConditioning(encoders[0](tokenize(tokenizers[0], prompts, device))[0])
     hidden, pooled = [], None
     for tokenizer, encoder in zip(tokenizers, encoders, strict=True):

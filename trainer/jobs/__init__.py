@@ -9,19 +9,16 @@ from __future__ import annotations
 import importlib
 import logging
 
+from trainer import families
 from trainer.config import Config
 from trainer.jobs.base import TrainingJob
 from trainer.runfolder import RunFolder
 from trainer.runlog import EventSink
 
-# (architecture, mode) → "module:Class".  Imported lazily so a job's heavy dependencies load
-# only when that job runs.
+# (architecture, mode) → "module:Class", as each family declares (trainer/families).  Imported lazily so
+# a job's heavy dependencies load only when that job runs.
 JOBS: dict[tuple[str, str], str] = {
-    ("toy", "toy"): "trainer.jobs.toy:ToyJob",
-    ("toy", "frozen"): "trainer.jobs.toy:ToyJob",
-    **{(arch, mode): "trainer.jobs.diffusion:DiffusionJob"
-       for arch in ("sd15", "sd2", "sdxl") for mode in ("lora", "dreambooth", "frozen")},
-}
+    (name, mode): family.job for name, family in families.FAMILIES.items() for mode in family.modes}
 
 
 def create_job(config: Config, run: RunFolder, sink: EventSink, logger: logging.Logger) -> TrainingJob:

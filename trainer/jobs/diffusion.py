@@ -23,6 +23,7 @@ from trainer.diffusion.loss import denoising_loss, draw_noise
 from trainer.diffusion.sampling import build_pipeline, draw
 from trainer.diffusion.text import TextConditioning, encode_prompts, sdxl_time_ids
 from trainer.errors import InputError
+from trainer.families import family
 from trainer.freezing import apply_trainable_patterns
 from trainer.jobs.base import StepResult, TrainingJob
 from trainer.jobs.diffusion_outputs import export_outputs
@@ -295,7 +296,7 @@ class DiffusionJob(TrainingJob):
         noise, timesteps = noise_and_t
         dtype = weight_dtype(self.precision)
         time_ids = None
-        if self.parts.architecture == "sdxl":
+        if family(self.parts.architecture).size_conditioning:
             time_ids = torch.cat([sdxl_time_ids(e.size, crop, e.bucket, 1, self.device, dtype)
                                   for e, crop in zip(batch, crops, strict=True)])
         with self.accelerator.autocast():

@@ -18,14 +18,13 @@ from typing import Any
 
 import torch
 
+from trainer import families
 from trainer.errors import InputError
 from trainer.lora_names import kohya_name
 from trainer.merge.convert import pick_dtype, require_safetensors_name, save_pipeline_file, save_pipeline_folder
 from trainer.merge.lora_files import LoraSet, read_lora
 from trainer.merge.outputs import NullReporter, Reporter, guard_output, provenance, require_input
 from trainer.models.info import DISPLAY_NAME
-
-_FAMILY = {"sd15": "sd1/2", "sd2": "sd1/2", "sdxl": "sdxl"}
 
 
 @dataclass
@@ -39,8 +38,8 @@ class FuseSummary:
 def lora_targets(pipeline: Any, architecture: str) -> dict[str, torch.nn.Module]:
     """Kohya module name → the model's module with that name (every module that has a weight)."""
     targets: dict[str, torch.nn.Module] = {}
-    two_encoders = architecture == "sdxl"
-    for component in ("unet", "text_encoder", "text_encoder_2"):
+    two_encoders = len(families.family(architecture).text_encoders) > 1
+    for component in families.family(architecture).component_names:
         model = getattr(pipeline, component, None)
         if model is None:
             continue
@@ -52,8 +51,8 @@ def lora_targets(pipeline: Any, architecture: str) -> dict[str, torch.nn.Module]
 
 def check_lora_fits(lora: LoraSet, label: str, architecture: str, targets: dict[str, torch.nn.Module]) -> None:
     family = lora.family()
-    if family is not None and family != _FAMILY[architecture]:
-        which = "SDXL" if family == "sdxl" else "Stable Diffusion 1.x/2.x"
+    if family is not None and family != families.kohya_facts(architecture).lora_family:
+        which = families.lora_family_facts(family).lora_family_label
         raise InputError(f"{label} is a LoRA for {which}, but the base model is {DISPLAY_NAME[architecture]}")
     for name, module in lora.modules.items():
         target = targets.get(name)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from trainer import families
 from trainer.errors import InputError
 from trainer.fsutil import atomic_write_bytes
 from trainer.lora_names import (
@@ -41,7 +42,6 @@ from trainer.lora_names import (
 from trainer.models.safetensors_header import read_header, refuse_dtypes
 
 KOHYA_PARTS = {"down": ".lora_down.weight", "up": ".lora_up.weight"}
-BASE_MODEL_VERSION = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
 
 
 @dataclass
@@ -78,15 +78,24 @@ class LoraSet:
         return any(name.startswith(("lora_te1_", "lora_te2_")) for name in self.modules)
 
     def family(self) -> str | None:
-        """'sdxl', 'sd1/2' or None (unknown), from names and kohya metadata."""
-        version = self.metadata.get("ss_base_model_version", "") + self.metadata.get("modelspec.architecture", "")
-        if "sdxl" in version or "xl" in version.lower() or self.two_text_encoders:
-            return "sdxl"
+        """The LoRA family (``KohyaFacts.lora_family``: 'sdxl', 'sd1/2') or None (unknown), from the kohya
+        metadata, the number of text encoders and the module names, by the markers the families declare."""
+        version = (self.metadata.get("ss_base_model_version", "")
+                   + self.metadata.get("modelspec.architecture", "")).lower()
+        lora_families = {f.kohya.lora_family: f for f in families.FAMILIES.values() if f.kohya is not None}
+        for name, member in lora_families.items():
+            if any(marker in version for marker in member.kohya.version_markers):  # type: ignore[union-attr]
+                return name
+        if self.two_text_encoders:
+            return next((f.kohya.lora_family for f in families.FAMILIES.values()
+                         if f.kohya is not None and len(f.text_encoders) > 1), None)
         names = " ".join(self.modules)
-        if "down_blocks_0_attentions" in names or self.metadata.get("ss_v2") is not None:
-            return "sd1/2"
-        if "transformer_blocks_1_" in names:
-            return "sdxl"
+        kohya_v2 = self.metadata.get("ss_v2") is not None  # kohya writes it for SD 1.x/2.x LoRAs
+        for name in lora_families:
+            members = families.by_lora_family(name)
+            if (any(marker in names for f in members for marker in f.kohya.name_markers)  # type: ignore[union-attr]
+                    or (kohya_v2 and any(f.kohya.v2 for f in members))):  # type: ignore[union-attr]
+                return name
         return None
 
 
@@ -267,10 +276,11 @@ def _diffusers_modules(tensors: dict[str, torch.Tensor], metadata: dict[str, str
 def kohya_tensors(lora: LoraSet, layout: UnetLayout | None = None) -> dict[str, torch.Tensor]:
     """Kohya keys; an SDXL LoRA's UNet modules in the SAI layout kohya itself uses (``layout`` of the model
     it was trained on, else the standard SDXL one)."""
-    sdxl = lora.family() == "sdxl"
+    lora_family = lora.family()
+    original = lora_family is not None and families.lora_family_facts(lora_family).original_unet_names
     tensors: dict[str, torch.Tensor] = {}
     for name, module in sorted(lora.modules.items()):
-        key = sai_name(name, layout or SDXL_LAYOUT) if sdxl else name
+        key = sai_name(name, layout or SDXL_LAYOUT) if original else name
         tensors[key + KOHYA_PARTS["down"]] = module.down.contiguous()
         tensors[key + KOHYA_PARTS["up"]] = module.up.contiguous()
         tensors[key + ".alpha"] = torch.tensor(float(module.alpha), dtype=torch.float32)
@@ -296,9 +306,10 @@ def kohya_metadata(lora: LoraSet, architecture: str | None, title: str) -> dict[
     metadata = {"ss_network_module": "networks.lora", "ss_network_dim": str(ranks[-1] if ranks else 0),
                 "ss_network_alpha": str(alphas[-1] if alphas else 0), "ss_output_name": title,
                 "modelspec.title": title}
-    if architecture in BASE_MODEL_VERSION:
-        metadata["ss_base_model_version"] = BASE_MODEL_VERSION[architecture]
-        metadata["ss_v2"] = str(architecture == "sd2")
+    kohya = families.family(architecture).kohya if architecture in families.FAMILIES else None
+    if kohya is not None:
+        metadata["ss_base_model_version"] = kohya.base_model_version
+        metadata["ss_v2"] = str(kohya.v2)
     return metadata
 
 

@@ -20,12 +20,12 @@ from typing import Literal
 
 import torch
 
+from trainer import families
 from trainer.errors import InputError
 from trainer.merge.lora_files import LoraModule, LoraSet, kohya_metadata, read_lora, save_lora
 from trainer.merge.outputs import NullReporter, Reporter, guard_output, provenance, require_input
 
 Mode = Literal["exact", "svd"]
-_FAMILY_NAMES = {"sdxl": "SDXL", "sd1/2": "Stable Diffusion 1.x/2.x"}
 
 
 @dataclass
@@ -41,13 +41,14 @@ class LoraMergeSummary:
 
 def check_loras_compatible(loras: list[LoraSet], labels: list[str]) -> str | None:
     """Refuse LoRAs made for different models (``InputError`` naming the reason); return the family."""
-    families = {label: lora.family() for label, lora in zip(labels, loras, strict=True)}
-    known = {label: f for label, f in families.items() if f is not None}
+    found = {label: lora.family() for label, lora in zip(labels, loras, strict=True)}
+    known = {label: f for label, f in found.items() if f is not None}
     if len(set(known.values())) > 1:
         (l1, f1), (l2, f2) = list(known.items())[:2]
         if f1 == f2:
             l2, f2 = next((label, f) for label, f in known.items() if f != f1)
-        raise InputError(f"{l2} is a LoRA for {_FAMILY_NAMES[f2]} but {l1} is for {_FAMILY_NAMES[f1]}; "
+        label1, label2 = (families.lora_family_facts(f).lora_family_label for f in (f1, f2))
+        raise InputError(f"{l2} is a LoRA for {label2} but {l1} is for {label1}; "
                          "LoRAs for different base models cannot be merged")
     shapes: dict[str, tuple[str, tuple[int, ...]]] = {}
     for label, lora in zip(labels, loras, strict=True):
@@ -130,7 +131,9 @@ def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, m
         summary.relative_error = math.sqrt(discarded / total) if total > 0 else 0.0
         summary.module_errors = {n: math.sqrt(d / t) if t > 0 else 0.0 for n, (d, t) in energies.items()}
         summary.worst_module, summary.worst_error = max(summary.module_errors.items(), key=lambda item: item[1])
-    architecture = {"sdxl": "sdxl"}.get(family or "")
+    # The base model a merged LoRA records: known when its LoRA family is one family (SDXL), not for "sd1/2".
+    members = families.by_lora_family(family) if family else []
+    architecture = members[0].name if len(members) == 1 else None
     metadata = kohya_metadata(merged, architecture, out.stem) if fmt == "kohya" else {"format": "pt"}
     metadata |= provenance(f"lora_{mode}", {label: p.resolve() for label, p in zip(labels, paths, strict=True)},
                            {"weights": weights, "rank": rank, "relative_error": summary.relative_error})

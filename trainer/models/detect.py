@@ -24,19 +24,23 @@ from pathlib import Path
 
 import torch
 
+from trainer import families
 from trainer.errors import InputError
 from trainer.models.checkpoint_io import Shapes
 from trainer.models.info import PREDICTION_TYPES, Architecture, PredictionType
 
 UNET_PREFIX = "model.diffusion_model."
-SD1_TEXT_PREFIX = "cond_stage_model.transformer."
 SD2_TEXT_PREFIX = "cond_stage_model.model."
-SDXL_TEXT_PREFIXES = ("conditioner.embedders.0.transformer.", "conditioner.embedders.1.model.")
 VAE_PREFIXES = ("first_stage_model.", "vae.")
 V_PRED_STAT_KEY = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 V_PRED_STD_THRESHOLD = 0.09
 
-_CROSS_ATTENTION_WIDTH: dict[int, Architecture] = {768: "sd15", 1024: "sd2"}
+# The UNet's cross-attention width of each family's real models (tells SD 1.x from 2.x files).
+_CROSS_ATTENTION_WIDTH: dict[int, Architecture] = {
+    f.cross_attention_width: f.name for f in families.FAMILIES.values() if f.cross_attention_width}
+# The families with micro-conditioning (SDXL): their UNet has a label_emb, their file a second encoder.
+_SIZE_CONDITIONED = [f for f in families.FAMILIES.values() if f.size_conditioning]
+_ONE_ENCODER = [f for f in families.FAMILIES.values() if len(f.text_encoders) == 1]
 
 
 def _has_prefix(shapes: Shapes, prefix: str) -> bool:
@@ -54,13 +58,13 @@ def detect_architecture(shapes: Shapes, name: str | Path) -> Architecture:
     if _has_prefix(shapes, "conditioner.embedders.1.") or _has_prefix(shapes, UNET_PREFIX + "label_emb."):
         if _has_prefix(shapes, SD2_TEXT_PREFIX):
             raise InputError(f"model.path: {name} looks like a Stable Diffusion 2 unCLIP model, which is not supported")
-        return "sdxl"
+        return _SIZE_CONDITIONED[0].name
     if _has_prefix(shapes, "conditioner.embedders.0.model."):
         raise InputError(f"model.path: {name} is an SDXL refiner; use the SDXL base model to train on")
     width = cross_attention_width(shapes)
     by_width = _CROSS_ATTENTION_WIDTH.get(width) if width is not None else None
-    by_encoder: Architecture | None = ("sd15" if _has_prefix(shapes, SD1_TEXT_PREFIX)
-                                       else "sd2" if _has_prefix(shapes, SD2_TEXT_PREFIX) else None)
+    by_encoder: Architecture | None = next(
+        (f.name for f in _ONE_ENCODER if _has_prefix(shapes, f.text_encoders[0].single_file_prefix)), None)
     if by_width and by_encoder and by_width != by_encoder:
         raise InputError(f"model.path: {name} mixes parts of different models (a {width}-wide UNet with a "
                          f"{by_encoder} text encoder); this architecture is not recognised")
@@ -103,7 +107,7 @@ def detect_prediction_type(architecture: Architecture, shapes: Shapes, metadata:
         return "epsilon"
     if "v_pred" in shapes:
         return "v_prediction"
-    if architecture == "sd2":
+    if families.family(architecture).v_prediction_by_weights:
         bias = read_tensor(V_PRED_STAT_KEY)
         if bias is not None and float(torch.std(bias.float(), unbiased=False)) > V_PRED_STD_THRESHOLD:
             return "v_prediction"
@@ -122,20 +126,22 @@ def detect_diffusers_folder(folder: Path,
     index = read_json(folder / "model_index.json", folder)
     pipeline = index.get("_class_name", "")
     unet = read_json(folder / "unet" / "config.json", folder)
-    if pipeline == "StableDiffusionXLPipeline":
-        architecture: Architecture = "sdxl"
-    elif pipeline == "StableDiffusionPipeline":
-        if unet.get("in_channels", 4) != 4:
-            raise InputError(f"model.path: {folder} is an inpainting model; only text-to-image models are supported")
+    candidates = families.by_pipeline_class(pipeline)
+    if not candidates:
+        expected = sorted({f.pipeline_class for f in families.FAMILIES.values() if f.pipeline_class})
+        raise InputError(f"model.path: {folder} holds a {pipeline or 'unknown'} pipeline; expected "
+                         f"{' or '.join(expected)}")
+    if unet.get("in_channels", 4) != 4:
+        raise InputError(f"model.path: {folder} is an inpainting model; only text-to-image models are supported")
+    if len(candidates) == 1:
+        architecture: Architecture = candidates[0].name
+    else:  # one pipeline class, several families (SD 1.x and 2.x): the text encoder decides
         width = unet.get("cross_attention_dim")
         encoder = read_json(folder / "text_encoder" / "config.json", folder)
         # OpenAI CLIP (SD 1.x) uses quick_gelu, OpenCLIP (SD 2.x) plain gelu: decides for tiny widths.
         by_width = _CROSS_ATTENTION_WIDTH.get(width) if isinstance(width, int) else None
-        architecture = by_width or (
-            "sd15" if encoder.get("hidden_act") == "quick_gelu" else "sd2")
-    else:
-        raise InputError(f"model.path: {folder} holds a {pipeline or 'unknown'} pipeline; expected "
-                         "StableDiffusionPipeline or StableDiffusionXLPipeline")
+        open_clip = encoder.get("hidden_act") != "quick_gelu"
+        architecture = by_width or next(f.name for f in candidates if f.text_encoders[0].open_clip == open_clip)
     if override is not None:
         return architecture, validate_prediction_type(override)
     scheduler = read_json(folder / "scheduler" / "scheduler_config.json", folder)

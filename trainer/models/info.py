@@ -10,30 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Architecture = Literal["sd15", "sd2", "sdxl"]
+from trainer import families
+
+# The diffusion families of the registry (trainer/families); the toy network is not a base model.
+Architecture = Literal[families.MODEL_FAMILIES]  # type: ignore[valid-type]
 PredictionType = Literal["epsilon", "v_prediction"]
 SourceKind = Literal["diffusers", "single_file"]
 
-ARCHITECTURES: tuple[Architecture, ...] = ("sd15", "sd2", "sdxl")
+ARCHITECTURES: tuple[Architecture, ...] = families.MODEL_FAMILIES
 PREDICTION_TYPES: tuple[PredictionType, ...] = ("epsilon", "v_prediction")
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 MODEL_CONFIGS = RESOURCES / "model_configs"
 
-# Which shipped diffusers config folder describes a full-size single-file checkpoint. SD 2.x comes in
-# two published shapes (768 px v-prediction, 512 px epsilon) that share weights' layout.
-CONFIG_FOLDER: dict[tuple[Architecture, PredictionType], str] = {
-    ("sd15", "epsilon"): "sd15",
-    ("sd15", "v_prediction"): "sd15",
-    ("sd2", "v_prediction"): "sd2-v",
-    ("sd2", "epsilon"): "sd2-base",
-    ("sdxl", "epsilon"): "sdxl-base",
-    ("sdxl", "v_prediction"): "sdxl-base",
-}
-
 # Human names, for messages.
-DISPLAY_NAME: dict[Architecture, str] = {"sd15": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x",
-                                         "sdxl": "SDXL"}
+DISPLAY_NAME: dict[str, str] = {name: families.family(name).display_name for name in families.MODEL_FAMILIES}
 
 
 @dataclass(frozen=True)
@@ -51,4 +42,4 @@ class ModelInfo:
 
 def default_config_dir(info: ModelInfo) -> Path:
     """The shipped real-size diffusers configs for a single-file checkpoint of this kind."""
-    return MODEL_CONFIGS / CONFIG_FOLDER[(info.architecture, info.prediction_type)]
+    return MODEL_CONFIGS / families.family(info.architecture).config_folders[info.prediction_type]

@@ -16,24 +16,12 @@ from typing import Any
 import torch
 
 from trainer.errors import InputError
+from trainer.families import family
 from trainer.models import detect
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.clip_vocab import CLIP_TOKENIZER_DIR, OPEN_CLIP_PAD_TOKEN
 from trainer.models.info import DISPLAY_NAME, Architecture, ModelInfo, PredictionType, default_config_dir
 from trainer.models.offline import force_offline
-
-# Each architecture's text encoders: (component name, transformers class, pads with "!" like OpenCLIP).
-_TEXT_ENCODERS: dict[Architecture, tuple[tuple[str, str, bool], ...]] = {
-    "sd15": (("text_encoder", "CLIPTextModel", False),),
-    "sd2": (("text_encoder", "CLIPTextModel", True),),
-    "sdxl": (("text_encoder", "CLIPTextModel", False), ("text_encoder_2", "CLIPTextModelWithProjection", True)),
-}
-_REQUIRED_PREFIXES: dict[Architecture, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "sd15": (("VAE", detect.VAE_PREFIXES), ("text encoder", (detect.SD1_TEXT_PREFIX,))),
-    "sd2": (("VAE", detect.VAE_PREFIXES), ("text encoder", (detect.SD2_TEXT_PREFIX,))),
-    "sdxl": (("VAE", detect.VAE_PREFIXES), ("first text encoder", (detect.SDXL_TEXT_PREFIXES[0],)),
-             ("second text encoder", (detect.SDXL_TEXT_PREFIXES[1],))),
-}
 
 
 @dataclass
@@ -87,14 +75,11 @@ def load_model(path: Path | str, *, prediction_type: PredictionType | None = Non
 def _pipeline_class(architecture: Architecture) -> Any:
     import diffusers
 
-    return diffusers.StableDiffusionXLPipeline if architecture == "sdxl" else diffusers.StableDiffusionPipeline
+    return getattr(diffusers, family(architecture).pipeline_class)
 
 
 def _extra_pipeline_args(architecture: Architecture) -> dict[str, Any]:
-    # No NSFW checker (a trainer previews its own samples) and no invisible watermark dependency.
-    if architecture == "sdxl":
-        return {"add_watermarker": False}
-    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    return dict(family(architecture).pipeline_args)
 
 
 def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:
@@ -116,7 +101,9 @@ def _load_single_file(checkpoint: CheckpointFile, info: ModelInfo, config_dir: P
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
     path, architecture = checkpoint.path, info.architecture
-    for what, prefixes in _REQUIRED_PREFIXES[architecture]:
+    encoders = family(architecture).text_encoders
+    required = [("VAE", detect.VAE_PREFIXES), *((e.label, (e.single_file_prefix,)) for e in encoders)]
+    for what, prefixes in required:
         if not any(key.startswith(prefixes) for key in checkpoint.shapes):
             raise InputError(f"model.path: {path} has no {what} weights ({' or '.join(p + '*' for p in prefixes)}); "
                              "a full checkpoint with UNet, VAE and text encoder is needed")
@@ -128,9 +115,10 @@ def _load_single_file(checkpoint: CheckpointFile, info: ModelInfo, config_dir: P
         "unet": lambda: diffusers.UNet2DConditionModel.from_single_file(state, subfolder="unet", dtype=dtype, **common),
         "vae": lambda: diffusers.AutoencoderKL.from_single_file(state, subfolder="vae", dtype=dtype, **common),
     }
-    for name, class_name, _ in _TEXT_ENCODERS[architecture]:
-        loaders[name] = lambda name=name, class_name=class_name: create_diffusers_clip_model_from_ldm(
-            getattr(transformers, class_name), state, subfolder=name, torch_dtype=dtype, **common)
+    for encoder in encoders:
+        loaders[encoder.component] = lambda encoder=encoder: create_diffusers_clip_model_from_ldm(
+            getattr(transformers, encoder.transformers_class), state, subfolder=encoder.component,
+            torch_dtype=dtype, **common)
     components: dict[str, Any] = {}
     for name, load in loaders.items():
         try:
@@ -142,9 +130,8 @@ def _load_single_file(checkpoint: CheckpointFile, info: ModelInfo, config_dir: P
                                  f"the {DISPLAY_NAME[architecture]} {name} needs)") from None
             raise InputError(f"model.path: {path} does not fit the {DISPLAY_NAME[architecture]} {name} config in "
                              f"{config_dir} ({detail})") from None
-    for name, _, open_clip in _TEXT_ENCODERS[architecture]:
-        tokenizer_name = name.replace("text_encoder", "tokenizer")
-        components[tokenizer_name] = _tokenizer(config_dir / tokenizer_name, open_clip)
+    for encoder in encoders:
+        components[encoder.tokenizer] = _tokenizer(config_dir / encoder.tokenizer, encoder.open_clip)
     scheduler_class = getattr(diffusers, index.get("scheduler", [None, "DDIMScheduler"])[1])
     components["scheduler"] = scheduler_class.from_pretrained(
         config_dir, subfolder="scheduler", local_files_only=True, prediction_type=info.prediction_type)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import torch
 
+from trainer.families import family
 from trainer.models.info import Architecture
 
 Tensors = Mapping[str, torch.Tensor]
@@ -33,11 +34,6 @@ _OPEN_CLIP_LAYER_NAMES = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-TEXT_PREFIXES: dict[Architecture, tuple[str, ...]] = {
-    "sd15": ("cond_stage_model.transformer.",),
-    "sd2": ("cond_stage_model.model.",),
-    "sdxl": ("conditioner.embedders.0.transformer.", "conditioner.embedders.1.model."),
-}
 
 
 def _rename_resnet(rest: str) -> str:
@@ -151,12 +147,7 @@ def pipeline_to_original(pipeline: object, architecture: Architecture) -> dict[s
     out = unet_to_original(unet.state_dict(), config.layers_per_block, attention_levels)
     vae = pipeline.vae  # type: ignore[attr-defined]
     out |= vae_to_original(vae.state_dict(), len(vae.config.block_out_channels))
-    prefixes = TEXT_PREFIXES[architecture]
-    if architecture == "sd15":
-        out |= clip_to_original(pipeline.text_encoder.state_dict(), prefixes[0])  # type: ignore[attr-defined]
-    elif architecture == "sd2":
-        out |= open_clip_to_original(pipeline.text_encoder.state_dict(), prefixes[0])  # type: ignore[attr-defined]
-    else:
-        out |= clip_to_original(pipeline.text_encoder.state_dict(), prefixes[0])  # type: ignore[attr-defined]
-        out |= open_clip_to_original(pipeline.text_encoder_2.state_dict(), prefixes[1])  # type: ignore[attr-defined]
+    for encoder in family(architecture).text_encoders:
+        convert = open_clip_to_original if encoder.open_clip else clip_to_original
+        out |= convert(getattr(pipeline, encoder.component).state_dict(), encoder.single_file_prefix)
     return out

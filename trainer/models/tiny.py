@@ -15,11 +15,14 @@ from typing import Any
 
 import torch
 
+from trainer import families
 from trainer.models.clip_vocab import END_TOKEN, OPEN_CLIP_PAD_TOKEN, write_tiny_tokenizer
 from trainer.models.folder_dtypes import save_diffusers_folder
 from trainer.models.info import Architecture
 
-TINY_ARCHITECTURES: tuple[Architecture, ...] = ("sd15", "sd2", "sdxl")
+# Every diffusion family declares its tiny model (``Family.tiny``): UNet extras, text encoders as
+# (class name, hidden width, activation), prediction type.
+TINY_ARCHITECTURES: tuple[Architecture, ...] = families.TINY_FAMILIES
 TINY_MERGES = 500  # → 1014 tokens; common English words still come out whole
 TINY_IMAGE_SIZE = 64
 
@@ -32,30 +35,6 @@ _VAE: dict[str, Any] = {"in_channels": 3, "out_channels": 3, "latent_channels": 
                         "sample_size": TINY_IMAGE_SIZE}
 _UNET: dict[str, Any] = {"sample_size": TINY_IMAGE_SIZE // 8, "in_channels": 4, "out_channels": 4,
                          "layers_per_block": 2, "block_out_channels": (32, 64), "norm_num_groups": 32}
-# Per architecture: UNet extras, text encoders as (class name, hidden width, activation, pad token).
-_ARCH: dict[str, dict[str, Any]] = {
-    "sd15": {"unet": {"down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-                      "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-                      "cross_attention_dim": 32, "attention_head_dim": 8},
-             "encoders": [("CLIPTextModel", 32, "quick_gelu", END_TOKEN)], "prediction_type": "epsilon"},
-    "sd2": {"unet": {"down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-                     "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-                     "cross_attention_dim": 32, "attention_head_dim": (2, 4), "use_linear_projection": True},
-            "encoders": [("CLIPTextModel", 32, "gelu", OPEN_CLIP_PAD_TOKEN)], "prediction_type": "v_prediction"},
-    "sdxl": {"unet": {"down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-                      "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
-                      "transformer_layers_per_block": (1, 2), "attention_head_dim": (2, 4),
-                      "use_linear_projection": True, "addition_embed_type": "text_time",
-                      "addition_time_embed_dim": 8,
-                      # pooled text (projection 32) + six size/crop numbers × 8
-                      "projection_class_embeddings_input_dim": 32 + 6 * 8,
-                      # both encoders' hidden states side by side; widths differ, like 768/1280 in SDXL
-                      "cross_attention_dim": 32 + 64},
-             "encoders": [("CLIPTextModel", 32, "quick_gelu", END_TOKEN),
-                          ("CLIPTextModelWithProjection", 64, "gelu", OPEN_CLIP_PAD_TOKEN)],
-             "prediction_type": "epsilon"},
-}
-
 
 def _text_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
     import transformers
@@ -73,7 +52,7 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
     import diffusers
     from transformers import CLIPTokenizer
 
-    spec = _ARCH[arch]
+    spec = families.family(arch).tiny
     components: dict[str, Any] = {}
     # fork_rng: seeding must not disturb the caller's random state (the training loop's, say).
     with torch.random.fork_rng(devices=[]):
@@ -81,34 +60,33 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
         components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
         torch.manual_seed(seed + 1)
         components["vae"] = diffusers.AutoencoderKL(**_VAE)
-        for index, (class_name, width, activation, pad) in enumerate(spec["encoders"]):
-            suffix = "" if index == 0 else f"_{index + 1}"
-            folder = tokenizer_root / f"tokenizer{suffix}"
+        encoders = zip(families.family(arch).text_encoders, spec["encoders"], strict=True)
+        for index, (encoder, (class_name, width, activation)) in enumerate(encoders):
+            folder = tokenizer_root / encoder.tokenizer
+            pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
             vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
             tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
             torch.manual_seed(seed + 2 + index)
-            components[f"text_encoder{suffix}"] = _text_encoder(
+            components[encoder.component] = _text_encoder(
                 class_name, width, activation, vocab_size, tokenizer.pad_token_id)
-            components[f"tokenizer{suffix}"] = tokenizer
+            components[encoder.tokenizer] = tokenizer
     components["scheduler"] = diffusers.DDIMScheduler(**_SCHEDULER, prediction_type=spec["prediction_type"])
     return components
 
 
-def tiny_pipeline(arch: Architecture = "sd15", seed: int = 0) -> Any:
+def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:
     """A tiny pipeline in memory (not saved)."""
     import diffusers
 
-    if arch not in _ARCH:
+    if arch not in TINY_ARCHITECTURES:
         raise ValueError(f"tiny model arch must be one of {', '.join(TINY_ARCHITECTURES)}, got {arch!r}")
     with tempfile.TemporaryDirectory(prefix="kamaal-tiny-tokenizer-") as scratch:
         components = tiny_components(arch, seed, Path(scratch))
-    if arch == "sdxl":
-        return diffusers.StableDiffusionXLPipeline(**components, add_watermarker=False)
-    return diffusers.StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False)
+    family = families.family(arch)
+    return getattr(diffusers, family.pipeline_class)(**components, **family.pipeline_args)
 
 
-def build_tiny_model(out_dir: Path | str, arch: Architecture = "sd15", seed: int = 0) -> Path:
+def build_tiny_model(out_dir: Path | str, arch: Architecture, seed: int = 0) -> Path:
     """Write a tiny diffusers model folder that ``StableDiffusion(XL)Pipeline.from_pretrained`` loads offline."""
     out = Path(out_dir)
     pipeline = tiny_pipeline(arch, seed)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trainer.config import config_from_dict
 from trainer.errors import InputError
+from trainer.families import is_toy
 from trainer.protocol import Command, Event, Failed, Progress, Started, Stop
 from trainer.runfolder import RunFolder
 from trainer.tasks.runner import TaskCancelled, TaskContext
@@ -185,7 +186,7 @@ def _peak_reserved(device: str, peak_allocated: int) -> int:
 def model_blocks(args: dict, context: TaskContext) -> dict:
     """The block tree for the frozen-layer panel: the toy network's layers, or a Stable Diffusion model's
     UNet and text encoders (as ``inspect-blocks``).  Arguments: ``architecture``, ``model``, ``depth``."""
-    if args.get("architecture") != "toy":
+    if not is_toy(args.get("architecture")):
         from trainer.tasks.builtin import inspect_blocks
 
         return inspect_blocks(args, context)

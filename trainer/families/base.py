@@ -1,0 +1,88 @@
+"""What a model family declares: the types of the registry (light — no torch, no diffusers).
+
+A :class:`Family` is data: names, the diffusers classes to build, where each component sits in a single
+file, the text encoders, the LoRA file conventions, the memory estimate's constants, the tiny test model.
+The engine reads these facts instead of asking "is this SDXL?"; a family whose training differs in kind
+(flow matching, other conditioning) adds its behaviour next to its facts in its own module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PredictionType = Literal["epsilon", "v_prediction"]
+Kind = Literal["toy", "unet"]
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """One text encoder of a family, as the pipeline names it and as a single file stores it."""
+
+    component: str  # the pipeline's attribute: "text_encoder", "text_encoder_2"
+    transformers_class: str  # "CLIPTextModel", "CLIPTextModelWithProjection"
+    open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
+    single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
+    label: str = "text encoder"  # for messages: "first text encoder"
+
+    @property
+    def tokenizer(self) -> str:
+        return self.component.replace("text_encoder", "tokenizer")
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    """The memory estimate's constants for a family (``trainer/memory_estimate.py`` says what each means)."""
+
+    reference_parameters: dict[str, int]  # by component, of the real reference checkpoint
+    lora_per_rank: int = 0  # LoRA parameters per unit of rank, the four attention projections targeted
+    text_lora_per_rank: int = 0  # the same for the text encoders together
+    activation_bytes_per_latent_pixel: float = 0.0  # fp16, no checkpointing, reference model, per sample
+
+
+@dataclass(frozen=True)
+class KohyaFacts:
+    """How kohya's scripts (and A1111, ComfyUI reading kohya files) describe a family's LoRA."""
+
+    modelspec_architecture: str  # "modelspec.architecture" in a LoRA file's metadata
+    base_model_version: str  # kohya's "ss_base_model_version"
+    lora_family: str  # which LoRAs fit: families sharing a layout share it ("sd1/2")
+    lora_family_label: str  # that, for people: "Stable Diffusion 1.x/2.x"
+    original_unet_names: bool  # kohya names the UNet's modules in the original (SAI) layout
+    v2: bool = False  # kohya's "ss_v2"
+    # How a LoRA file of unknown origin shows it is for this LoRA family: a marker (lower case) in its
+    # "ss_base_model_version" + "modelspec.architecture", and fragments of its module names.
+    version_markers: tuple[str, ...] = ()
+    name_markers: tuple[str, ...] = ()
+    implementation: str = "diffusers"  # "modelspec.implementation"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the config's model.architecture
+    display_name: str  # for people: "Stable Diffusion 1.x"
+    modes: tuple[str, ...]  # the training modes it supports
+    kind: Kind = "unet"
+    job: str = "trainer.jobs.diffusion:DiffusionJob"  # "module:Class" that trains it, imported when it runs
+    pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
+    pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
+    text_encoders: tuple[TextEncoder, ...] = ()
+    size_conditioning: bool = False  # SDXL's micro-conditioning: original size, crop, target size
+    # Which hidden state of the text encoders conditions the UNet: the last (SD 1.x/2.x as diffusers runs them)
+    # or the penultimate, every encoder's side by side, plus the pooled projection (SDXL).
+    prompt_hidden_state: Literal["last", "penultimate"] = "last"
+    config_folders: dict[str, str] = field(default_factory=dict)  # prediction type → resources/model_configs/
+    default_prediction: PredictionType = "epsilon"
+    cross_attention_width: int | None = None  # of the real model's UNet, which tells 1.x from 2.x files
+    v_prediction_by_weights: bool = False  # ε and v models share a layout: a weight statistic tells them apart
+    memory: MemoryFacts = field(default_factory=lambda: MemoryFacts({}))
+    kohya: KohyaFacts | None = None
+    tiny: dict[str, Any] = field(default_factory=dict)  # the tiny test model's UNet and text encoders
+
+    @property
+    def is_toy(self) -> bool:
+        return self.kind == "toy"
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        return ("unet", *(encoder.component for encoder in self.text_encoders))

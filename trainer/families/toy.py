@@ -1,0 +1,13 @@
+"""The guide's toy network: three dense layers learning a synthetic task, trained from scratch or by freezing
+layers of a pretrained one.  Not a diffusion model: no pipeline, no text encoders."""
+
+from trainer.families.base import Family, MemoryFacts
+
+FAMILY = Family(
+    name="toy",
+    display_name="Toy network",
+    modes=("toy", "frozen"),
+    kind="toy",
+    job="trainer.jobs.toy:ToyJob",
+    memory=MemoryFacts(reference_parameters={"network": 10 * 50 + 50 + 50 * 50 + 50 + 50 + 1}),
+)
