@@ -19,7 +19,7 @@ from desktop_app import paths
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kamaal", description="Kamaal: offline, local fine-tuning of Stable Diffusion (desktop app).")
+        prog="kamaal", description="Kamaal: offline, local fine-tuning of diffusion models (desktop app).")
     parser.add_argument("project", nargs="?", type=Path,
                         help="project folder to open (created from --preset if it holds no project yet)")
     parser.add_argument("--demo", action="store_true",

@@ -48,7 +48,7 @@ def build_menus(window: Window) -> dict[str, QAction]:
     menus["run"].addSeparator()
     add("run", "resume_run", "&Resume a run…", lambda: choose_run_to_resume(window))
     add("help", "about", "&About Kamaal", lambda: QMessageBox.about(
-        window, "About Kamaal", f"<b>Kamaal {__version__}</b><p>Offline, local fine-tuning of Stable Diffusion: "
+        window, "About Kamaal", f"<b>Kamaal {__version__}</b><p>Offline, local fine-tuning of diffusion models: "
         "the toy network, frozen layers, LoRA and DreamBooth.</p>"))
 
     def update(*_: object) -> None:

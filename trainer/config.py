@@ -85,7 +85,7 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     architecture: Architecture = Field(
-        "toy", description="Model family: the guide's toy network, or Stable Diffusion 1.x, 2.x or SDXL.")
+        "toy", description="Model family: " + ", ".join(f.display_name for f in families.FAMILIES.values()) + ".")
     path: str = _path_field(
         "", "Base weights to start from: a diffusers folder or a .safetensors file "
             "(for the toy network, a toy.safetensors from an earlier run). Empty = fresh weights (toy only).")

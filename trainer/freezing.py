@@ -56,15 +56,15 @@ def model_blocks(model_path: Path, depth: int = 2, trainable: list[str] | tuple[
     ``trainable`` patterns (as in ``frozen.trainable``) apply to the UNet and mark what a frozen-layer run would
     train.  Shared by ``kamaal-train blocks`` and the GUI's block tree (through the ``inspect-blocks`` task).
     """
+    from trainer.families import family
     from trainer.models import load_model
 
-    pipe = load_model(Path(model_path)).pipeline
-    modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
-    if getattr(pipe, "text_encoder_2", None) is not None:
-        modules["text_encoder_2"] = pipe.text_encoder_2
+    loaded = load_model(Path(model_path))
+    denoiser = family(loaded.info.architecture).denoiser
+    modules = {name: getattr(loaded.pipeline, name) for name in family(loaded.info.architecture).component_names}
     report: dict[str, list[dict]] = {}
     for name, module in modules.items():
-        if name == "unet" and trainable:
+        if name == denoiser and trainable:
             apply_trainable_patterns(module, list(trainable))
         else:
             module.requires_grad_(False)

@@ -44,7 +44,12 @@ def add_lora_adapters(unet: Any, text_encoders: Sequence[Any], lora: Any, train_
     unet.add_adapter(config(list(lora.target_modules)))
     if train_text:
         for encoder in text_encoders:
-            encoder.add_adapter(config(TEXT_ENCODER_TARGETS))
+            if has_clip_attention(encoder):  # CLIP encoders; T5 (SD 3.5, Flux) stays frozen, as kohya does
+                encoder.add_adapter(config(TEXT_ENCODER_TARGETS))
+
+
+def has_clip_attention(encoder: Any) -> bool:
+    return any(name.endswith(".q_proj") for name, _ in encoder.named_modules())
 
 
 def adapter_modules(model: Any) -> dict[str, LoraModule]:
@@ -81,6 +86,27 @@ def training_metadata(lora: LoraSet, architecture: str, run_name: str, config: d
         "modelspec.implementation": kohya.implementation,
         "kamaal.config": json.dumps(config),
     }
+
+
+def export_transformer_lora(path: Path, architecture: str, denoiser: Any, text_encoders: Sequence[Any],
+                            config: dict[str, Any]) -> Path:
+    """The diffusers/peft LoRA file of a transformer family (SD 3.5, Flux): ``transformer.<module>.lora_A/B``
+    and ``text_encoder.<module>.lora_A/B``, as the pipeline's ``save_lora_weights`` names them, so
+    ``load_lora_weights`` and ComfyUI apply it; the scale alpha/rank is folded into B (both assume 1)."""
+    from safetensors.torch import save
+
+    from trainer.fsutil import atomic_write_bytes
+
+    model = family(architecture)
+    tensors: dict[str, torch.Tensor] = {}
+    named = [(model.denoiser, denoiser), *((spec.component, encoder)
+                                           for spec, encoder in zip(model.text_encoders, text_encoders, strict=False))]
+    for prefix, module in named:
+        for name, lora in adapter_modules(module).items():
+            tensors[f"{prefix}.{name}.lora_A.weight"] = lora.down
+            tensors[f"{prefix}.{name}.lora_B.weight"] = (lora.up * lora.scale).contiguous()
+    atomic_write_bytes(path, save(tensors, metadata={"format": "pt", "kamaal.config": json.dumps(config)}))
+    return path
 
 
 def export_lora_files(kohya_path: Path, diffusers_path: Path, architecture: str, unet: Any,

@@ -86,10 +86,11 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
 
     mixed = device == "cuda" and config.model.precision != "fp32"
     weight_bytes = 2 if mixed else 4
-    unet = counts.get("unet", 0)
+    denoiser = families.family(architecture).denoiser  # the UNet, or a transformer family's transformer
+    unet = counts.get(denoiser, 0)
     text = sum(n for name, n in counts.items() if name.startswith("text_encoder"))
     reference = facts.reference_parameters
-    vae = counts.get("vae", int(unet * reference["vae"] / reference["unet"]))  # the block tree has no VAE
+    vae = counts.get("vae", int(unet * reference["vae"] / reference[denoiser]))  # the block tree has no VAE
     full_unet = config.mode == "frozen" or (config.mode == "dreambooth" and config.dreambooth.train_full_unet)
     weights = (unet * (4 if full_unet else weight_bytes)) + text * weight_bytes + vae * 4
 
@@ -123,7 +124,8 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
 
 def _size_scale(architecture: str, unet_parameters: int) -> float:
     """How much wider than the reference UNet this one is: (parameters / reference)^½."""
-    reference = families.family(architecture).memory.reference_parameters["unet"]
+    model = families.family(architecture)
+    reference = model.memory.reference_parameters[model.denoiser]
     return (max(unet_parameters, 1) / reference) ** 0.5
 
 

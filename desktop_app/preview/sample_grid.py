@@ -26,7 +26,7 @@ MIN_TILE, MAX_TILE = 72, 256  # px: tiles scale between these to fit the columns
 DECODE = MAX_TILE  # images are decoded once at the largest tile size and scaled down in the tile
 ROW_LABEL_WIDTH = 84
 SPACING = 6
-PLACEHOLDER = "Sample images appear here while a Stable Diffusion model trains: one row per sampling step."
+PLACEHOLDER = "Sample images appear here while a diffusion model trains: one row per sampling step."
 
 
 class Tile(QLabel):

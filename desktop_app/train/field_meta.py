@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic_core import PydanticUndefined
 
 from trainer.config import Config, Section
+from trainer.families import FAMILIES
 
 INT32_MAX = 2**31 - 1  # QSpinBox holds a C int
 
@@ -36,12 +37,14 @@ LABELS = {
 
 SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}
 
+# The architecture list shows the registry's names for people ("Stable Diffusion 1.x", "Flux.1").
+ARCHITECTURE_TITLES = {name: f.display_name for name, f in FAMILIES.items()}
 MODE_TITLES = {"toy": "Toy network", "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth"}
 MODE_HINTS = {
     "toy": "The guide's three-layer network learns a synthetic task from scratch. Quick on any CPU.",
     "frozen": "Start from trained weights and train only the layers you name; the rest stay frozen.",
-    "lora": "Train a small low-rank adapter on top of Stable Diffusion and export it as a LoRA file.",
-    "dreambooth": "Teach Stable Diffusion a new subject from a few photos, named by a rare token.",
+    "lora": "Train a small low-rank adapter on top of a diffusion model and export it as a LoRA file.",
+    "dreambooth": "Teach a diffusion model a new subject from a few photos, named by a rare token.",
 }
 
 EditorKind = Literal["int", "float", "scientific", "choice", "bool", "text", "path", "list_str", "list_int"]

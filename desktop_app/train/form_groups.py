@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from desktop_app.train.field_meta import all_field_names
 from trainer.config import SECTIONS_BY_MODE, diffusion_only_fields
-from trainer.families import is_toy
+from trainer.families import FAMILIES, is_toy
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ FIRST_CONCEPT_FIELDS = frozenset({"dataset.instance_token", "dataset.caption_tem
 TOY_ONLY, NOT_FOR_TOY = frozenset({"toy"}), frozenset({"dataset", "sampling"})
 DIFFUSION_ONLY = frozenset(diffusion_only_fields())
 ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})
+# Fields that mean something only for DDPM families (ε/v prediction); flow-matching families hide them.
+DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma"})
 
 
 def visible_sections(mode: str, architecture: str) -> tuple[str, ...]:
@@ -79,6 +81,8 @@ def field_visible(name: str, mode: str, architecture: str) -> bool:
     if name in ALWAYS_SHOWN:
         return True
     if name in DIFFUSION_ONLY and is_toy(architecture):
+        return False
+    if name in DDPM_ONLY and architecture in FAMILIES and FAMILIES[architecture].flow is not None:
         return False
     return name.partition(".")[0] in visible_sections(mode, architecture)
 

@@ -24,7 +24,7 @@ def test_every_family_module_is_registered_and_the_config_offers_exactly_them():
     assert {(name, mode) for name, f in families.FAMILIES.items() for mode in f.modes} == set(JOBS)
 
 
-@pytest.mark.parametrize("name", families.MODEL_FAMILIES)
+@pytest.mark.parametrize("name", [n for n in families.MODEL_FAMILIES if families.family(n).config_folders])
 def test_a_familys_shipped_configs_are_what_it_declares(name):
     """The single-file loader builds the family from these folders: the pipeline class, the text encoders and
     their tokenizers the family declares must be there."""
@@ -42,13 +42,50 @@ def test_a_familys_shipped_configs_are_what_it_declares(name):
             # OpenCLIP encoders run plain gelu, OpenAI CLIP quick_gelu (how detection tells them apart).
             assert (config["hidden_act"] != "quick_gelu") == encoder.open_clip, (folder, encoder.component)
     assert len(family.tiny["encoders"]) == len(family.text_encoders)
-    assert family.kohya is not None and family.memory.reference_parameters["unet"] > 0
+    assert family.kohya is not None and family.memory.reference_parameters[family.denoiser] > 0
+
+
+@pytest.mark.parametrize("name", families.TINY_FAMILIES)
+def test_every_familys_tiny_model_is_built_from_what_it_declares(name, tmp_path):
+    """The tiny model is a real folder of the family's pipeline: the registry's component names, classes and
+    detection agree with it (what the loader, the trainer and the exports rely on)."""
+    from trainer.models import inspect_model
+    from trainer.models.tiny import build_tiny_model
+
+    family = families.family(name)
+    folder = build_tiny_model(tmp_path / name, name, seed=0)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    assert index["_class_name"] == family.pipeline_class
+    assert index[family.denoiser][1] == (family.tiny["denoiser"][0] if "denoiser" in family.tiny
+                                         else "UNet2DConditionModel")
+    for encoder in family.text_encoders:
+        assert index[encoder.component][1] == encoder.transformers_class
+        assert (folder / encoder.tokenizer).is_dir()
+    info = inspect_model(folder)
+    assert info.architecture == name
+    assert (info.prediction_type == "flow_matching") == (family.flow is not None)
+
+
+@pytest.mark.parametrize("name", [n for n in families.MODEL_FAMILIES if families.family(n).file_markers])
+def test_single_files_of_families_read_from_folders_only_are_refused_by_name(name, tmp_path):
+    from safetensors.torch import save_file
+
+    from trainer.errors import InputError
+    from trainer.models import inspect_model
+
+    family = families.family(name)
+    path = tmp_path / f"{name}.safetensors"
+    import torch
+
+    save_file({f"model.diffusion_model.{family.file_markers[0]}0.x.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(InputError, match=f"{path} is a {family.display_name} checkpoint.*diffusers folder"):
+        inspect_model(path)
 
 
 def test_lookups_name_what_is_known():
     assert families.is_toy("toy") and not families.is_toy("sdxl") and not families.is_toy("nonsense")
     with pytest.raises(KeyError, match="known: toy, sd15"):
-        families.family("sd3")
+        families.family("sd4")
     assert [f.name for f in families.by_lora_family("sd1/2")] == ["sd15", "sd2"]
     assert families.lora_family_facts("sdxl").lora_family_label == "SDXL"
 

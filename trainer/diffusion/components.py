@@ -24,9 +24,10 @@ class Components:
     tokenizers: list
     text_encoders: list[torch.nn.Module]
     vae: torch.nn.Module
-    unet: torch.nn.Module
+    unet: torch.nn.Module  # the denoiser: a UNet, or the transformer of a transformer family
     noise_scheduler: object
     sample_scheduler_config: dict = field(default_factory=dict)
+    sample_scheduler_class: str = ""  # the model's own scheduler, for families that sample with it
 
     @property
     def vae_scale(self) -> float:
@@ -57,6 +58,8 @@ def weight_dtype(precision: str) -> torch.dtype:
 
 def load_components(config: Config, logger: logging.Logger) -> Components:
     """Load the base model named by ``model.path`` (a diffusers folder or a single file), offline."""
+    import copy
+
     from diffusers import DDPMScheduler
 
     from trainer.models import cpu_warning, load_model
@@ -73,14 +76,19 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
     loaded = load_model(Path(config.model.path), prediction_type=override,
                         expected_architecture=config.model.architecture)  # type: ignore[arg-type]
     pipe, info = loaded.pipeline, loaded.info
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    noise_scheduler.register_to_config(prediction_type=info.prediction_type)
-    warning = cpu_warning(pipe.unet, pick_device())
+    model = family(info.architecture)
+    if model.flow is None:
+        noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        noise_scheduler.register_to_config(prediction_type=info.prediction_type)
+    else:  # flow matching: the engine draws σ itself; the scheduler is kept for its config
+        noise_scheduler = copy.deepcopy(pipe.scheduler)
+    denoiser = getattr(pipe, model.denoiser)
+    warning = cpu_warning(denoiser, pick_device())
     if warning:
         logger.warning(warning)
-    text_encoders = family(info.architecture).text_encoders
+    text_encoders = model.text_encoders
     tokenizers = [getattr(pipe, encoder.tokenizer) for encoder in text_encoders]
     encoders = [getattr(pipe, encoder.component) for encoder in text_encoders]
     logger.info("Loaded %s (%s)", config.model.path, info.describe())
-    return Components(info.architecture, info.prediction_type, tokenizers, encoders, pipe.vae, pipe.unet,
-                      noise_scheduler, dict(pipe.scheduler.config))
+    return Components(info.architecture, info.prediction_type, tokenizers, encoders, pipe.vae, denoiser,
+                      noise_scheduler, dict(pipe.scheduler.config), type(pipe.scheduler).__name__)

@@ -19,12 +19,15 @@ from trainer.fsutil import atomic_write_bytes
 def build_pipeline(components: Components, unet: torch.nn.Module):
     """A diffusers pipeline sharing the training modules (no copies); ``unet`` is the unwrapped UNet."""
     import diffusers
-    from diffusers import DDIMScheduler
 
-    scheduler = DDIMScheduler.from_config(components.sample_scheduler_config)
-    scheduler.register_to_config(prediction_type=components.prediction_type)
     model = family(components.architecture)
-    parts: dict = {"vae": components.vae, "unet": unet, "scheduler": scheduler}
+    if model.sample_scheduler is not None:
+        scheduler = getattr(diffusers, model.sample_scheduler).from_config(components.sample_scheduler_config)
+        scheduler.register_to_config(prediction_type=components.prediction_type)
+    else:  # the model's own scheduler (flow matching: its shift, its dynamic shifting)
+        scheduler = getattr(diffusers, components.sample_scheduler_class).from_config(
+            components.sample_scheduler_config)
+    parts: dict = {"vae": components.vae, model.denoiser: unet, "scheduler": scheduler}
     for encoder, module, tokenizer in zip(model.text_encoders, components.text_encoders, components.tokenizers,
                                           strict=True):
         parts[encoder.component], parts[encoder.tokenizer] = module, tokenizer

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import importlib
 
-from trainer.families.base import Family, Kind, KohyaFacts, MemoryFacts, PredictionType, TextEncoder
+from trainer.families.base import Family, FlowFacts, Kind, KohyaFacts, MemoryFacts, PredictionType, TextEncoder
 
 # Order is the order people see them in (the form's architecture list).
-_MODULES = ("toy", "sd15", "sd2", "sdxl")
+_MODULES = ("toy", "sd15", "sd2", "sdxl", "sd3", "flux")
 
 FAMILIES: dict[str, Family] = {}
 for _module in _MODULES:
@@ -69,6 +69,6 @@ def lora_family_facts(lora_family: str) -> KohyaFacts:
     return members[0].kohya
 
 
-__all__ = ["FAMILIES", "MODEL_FAMILIES", "NAMES", "TINY_FAMILIES", "Family", "Kind", "KohyaFacts", "MemoryFacts",
-           "PredictionType", "TextEncoder", "by_lora_family", "by_pipeline_class", "family", "is_toy", "kohya_facts",
-           "lora_family_facts"]
+__all__ = ["FAMILIES", "MODEL_FAMILIES", "NAMES", "TINY_FAMILIES", "Family", "FlowFacts", "Kind", "KohyaFacts",
+           "MemoryFacts", "PredictionType", "TextEncoder", "by_lora_family", "by_pipeline_class", "family", "is_toy",
+           "kohya_facts", "lora_family_facts"]

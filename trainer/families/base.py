@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PredictionType = Literal["epsilon", "v_prediction"]
-Kind = Literal["toy", "unet"]
+PredictionType = Literal["epsilon", "v_prediction", "flow_matching"]
+Kind = Literal["toy", "unet", "transformer"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class TextEncoder:
     open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
+    tokenizer_kind: Literal["clip", "t5"] = "clip"  # the shipped vocabulary it uses (resources/tokenizers)
 
     @property
     def tokenizer(self) -> str:
@@ -58,12 +59,40 @@ class KohyaFacts:
 
 
 @dataclass(frozen=True)
+class FlowFacts:
+    """Flow matching (rectified flow, SD 3 and Flux): x_t = (1 − σ)·x₀ + σ·ε, the model predicts ε − x₀.
+
+    Timesteps are drawn as in the SD3 paper and the Flux trainers: ``sampling`` "logit_normal" (σ =
+    sigmoid(N(mean, std))), "mode" or "uniform", then shifted, σ' = s·σ / (1 + (s − 1)·σ), by ``shift`` or,
+    with ``resolution_shift`` (Flux), by s = exp(μ) with μ interpolated in the image's token count between
+    (``base_seq_len``, ``base_shift``) and (``max_seq_len``, ``max_shift``).
+    """
+
+    sampling: str = "logit_normal"
+    shift: float = 1.0
+    resolution_shift: bool = False
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    base_seq_len: int = 256
+    max_seq_len: int = 4096
+
+
+@dataclass(frozen=True)
 class Family:
     name: str  # the config's model.architecture
     display_name: str  # for people: "Stable Diffusion 1.x"
     modes: tuple[str, ...]  # the training modes it supports
     kind: Kind = "unet"
     job: str = "trainer.jobs.diffusion:DiffusionJob"  # "module:Class" that trains it, imported when it runs
+    # "module:Class" of the engine: noise, targets and loss, prompt encoding, the denoiser's call (heavy).
+    engine: str = "trainer.diffusion.engines:UnetEngine"
+    denoiser: str = "unet"  # the pipeline component that is trained: "unet" or "transformer"
+    flow: FlowFacts | None = None  # flow matching, or None for DDPM (ε / v prediction)
+    sample_scheduler: str | None = "DDIMScheduler"  # for previews; None: the model's own scheduler
+    max_sequence_length: int | None = None  # T5 tokens, where the family has T5 (training = sampling)
+    single_file: bool = True  # Kamaal reads and writes its full models as original-layout single files
+    # Key fragments that show a single file holds this family (to name it where its single files are refused).
+    file_markers: tuple[str, ...] = ()
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
     text_encoders: tuple[TextEncoder, ...] = ()
@@ -85,4 +114,4 @@ class Family:
 
     @property
     def component_names(self) -> tuple[str, ...]:
-        return ("unet", *(encoder.component for encoder in self.text_encoders))
+        return (self.denoiser, *(encoder.component for encoder in self.text_encoders))

@@ -19,9 +19,9 @@ from trainer.concepts import concepts_of
 from trainer.config import Config
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
-from trainer.diffusion.loss import denoising_loss, draw_noise
+from trainer.diffusion.engines import Engine, engine_for
 from trainer.diffusion.sampling import build_pipeline, draw
-from trainer.diffusion.text import TextConditioning, encode_prompts, sdxl_time_ids
+from trainer.diffusion.text import TextConditioning
 from trainer.errors import InputError
 from trainer.families import family
 from trainer.freezing import apply_trainable_patterns
@@ -65,6 +65,10 @@ class DiffusionJob(TrainingJob):
         torch.manual_seed(cfg.training.seed)
         self.report_activity("loading the base model")
         self.parts: Components = load_components(cfg, self.log)
+        self.engine: Engine = engine_for(self.parts)
+        if family(cfg.model.architecture).flow is not None and cfg.training.min_snr_gamma:
+            self.log.warning("training.min_snr_gamma weights DDPM timesteps; %s trains by flow matching, so it is "
+                             "not used", family(cfg.model.architecture).display_name)
         if self.prior:
             from trainer.diffusion.class_images import ensure_class_images
 
@@ -211,7 +215,7 @@ class DiffusionJob(TrainingJob):
         pixels, crop = ds.load_pixels(example, self.config.dataset.crop, self.config.dataset.flip, generator)
         moments = self.parts.vae.encode(pixels[None].to(self.device, torch.float32)).latent_dist
         # The distribution's mean: deterministic, so cached and uncached runs see the same latents.
-        return moments.mean[0] * self.parts.vae_scale, crop
+        return self.engine.latents(moments.mean[0]), crop
 
     def _latents_for(self, examples: list[ds.Example], is_class: bool, indices: list[int], first_draw: int):
         out, crops = [], []
@@ -262,12 +266,15 @@ class DiffusionJob(TrainingJob):
         if not self.cache_text:
             # Evaluation runs on the main process only, so it must not use the wrapped (collective) encoders.
             encoders = self.trained_text_encoders if training else parts.text_encoders
-            return encode_prompts(parts.architecture, parts.tokenizers, encoders, captions, self.device)
+            return self.engine.encode_prompts(encoders, captions, self.device)
         missing = [c for c in dict.fromkeys(captions) if c not in self._texts]
         if missing:
             with torch.no_grad():
-                encoded = encode_prompts(parts.architecture, parts.tokenizers, parts.text_encoders, missing,
-                                         self.device)
+                if self.engine.encode_captions_alone:
+                    encoded = TextConditioning.cat([self.engine.encode_prompts(parts.text_encoders, [caption],
+                                                                               self.device) for caption in missing])
+                else:
+                    encoded = self.engine.encode_prompts(parts.text_encoders, missing, self.device)
             for i, caption in enumerate(missing):
                 self._texts[caption] = encoded.select(slice(i, i + 1)).to("cpu")
         return TextConditioning.cat([self._texts[c] for c in captions]).to(self.device)
@@ -283,9 +290,8 @@ class DiffusionJob(TrainingJob):
         first_draw = self.pixel_draws + start
         self.pixel_draws += padded
         latents, crops = self._latents_for(examples, is_class, indices, first_draw)
-        noise, timesteps = draw_noise((padded, *latents.shape[1:]), self.noise_generator,
-                                      self.config.training.noise_offset,
-                                      self.parts.noise_scheduler.config.num_train_timesteps)
+        noise, timesteps = self.engine.draw_noise((padded, *latents.shape[1:]), self.noise_generator,
+                                                  self.config.training.noise_offset)
         noise_and_t = noise[start:stop].to(self.device, latents.dtype), timesteps[start:stop].to(self.device)
         return self._loss(latents, crops, [examples[i] for i in indices], noise_and_t)
 
@@ -295,15 +301,12 @@ class DiffusionJob(TrainingJob):
         text = self._text_for([example.caption for example in batch], training=unet is None)
         noise, timesteps = noise_and_t
         dtype = weight_dtype(self.precision)
-        time_ids = None
-        if family(self.parts.architecture).size_conditioning:
-            time_ids = torch.cat([sdxl_time_ids(e.size, crop, e.bucket, 1, self.device, dtype)
-                                  for e, crop in zip(batch, crops, strict=True)])
+        extras = self.engine.extras([(e.size, crop, e.bucket) for e, crop in zip(batch, crops, strict=True)],
+                                    self.device, dtype)
         with self.accelerator.autocast():
-            return denoising_loss(unet or self.trained_unet, self.parts.noise_scheduler, latents.to(dtype),
-                                  noise.to(dtype),
-                                  timesteps, text.to(self.device, dtype), time_ids,
-                                  self.config.training.min_snr_gamma if weighted else 0.0)
+            return self.engine.loss(unet or self.trained_unet, latents.to(dtype), noise.to(dtype), timesteps,
+                                    text.to(self.device, dtype), extras,
+                                    self.config.training.min_snr_gamma if weighted else 0.0)
 
     def train_step(self, step: int) -> StepResult:
         cfg = self.config
@@ -353,12 +356,11 @@ class DiffusionJob(TrainingJob):
         training RNGs — a resumed run stays identical to an uninterrupted one.
         """
         generator = torch.Generator().manual_seed(12345)
-        steps = self.parts.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.tensor([int(f * (steps - 1)) for f in EVAL_TIMESTEP_FRACTIONS])
+        timesteps = self.engine.eval_timesteps(EVAL_TIMESTEP_FRACTIONS)
         triples = []
         for example in self._eval_examples():
             pixels, crop = ds.load_pixels(example, "center", False, torch.Generator().manual_seed(0))
-            latent = self.parts.vae.encode(pixels[None].to(self.device)).latent_dist.mean * self.parts.vae_scale
+            latent = self.engine.latents(self.parts.vae.encode(pixels[None].to(self.device)).latent_dist.mean)
             noise = torch.randn((len(timesteps), *latent.shape[1:]), generator=generator)
             triples.append((latent.cpu(), crop, example, noise, timesteps))
         return triples

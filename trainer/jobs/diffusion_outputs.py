@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from trainer.families import family
 from trainer.fsutil import replace_dir
-from trainer.lora_formats import DIFFUSERS_FILE, export_lora_files
+from trainer.lora_formats import DIFFUSERS_FILE, export_lora_files, export_transformer_lora
 
 if TYPE_CHECKING:
     from trainer.config import Config
@@ -71,6 +72,15 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
     unet = job.accelerator.unwrap_model(job.parts.unet)
     encoders = list(job.parts.text_encoders) if job.trains_text else []
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
+    if family(cfg.model.architecture).kind == "transformer":
+        # The diffusers/peft file only, for now: the kohya/BFL-layout file of Flux and SD 3.5 comes next.
+        try:
+            export_transformer_lora(staging / DIFFUSERS_FILE, cfg.model.architecture, unet, encoders, cfg.to_dict())
+            replace_dir(staging, output_dir / "diffusers")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return [output_dir / "diffusers" / DIFFUSERS_FILE]
     try:
         kohya, _ = export_lora_files(output_dir / f"{cfg.output.run_name}.safetensors", staging / DIFFUSERS_FILE,
                                      cfg.model.architecture, unet, encoders, cfg.output.run_name, cfg.to_dict())
@@ -95,6 +105,8 @@ def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if not family(cfg.model.architecture).single_file:
+        return [output_dir / "diffusers"]  # the original-layout writer for transformer families comes next
     single = output_dir / f"{cfg.output.run_name}.safetensors"
     _save_single_file(pipe, cfg.model.architecture, single, {"kamaal.config": cfg.to_toml()})
     return [output_dir / "diffusers", single]

@@ -96,7 +96,8 @@ def convert_model(source: Path | str, output: Path | str, *, to: str | None = No
                   config_dir: Path | str | None = None, reporter: Reporter | None = None) -> Path:
     """Diffusers folder → single file, or single file → diffusers folder (``to``: 'single-file' or
     'diffusers'; by default the other form).  ``config_dir`` describes a non-standard single file."""
-    from trainer.models import load_model
+    from trainer.merge.sources import refuse_unmergeable
+    from trainer.models import inspect_model, load_model
 
     reporter = reporter or NullReporter()
     path = require_input(source, "model")
@@ -109,6 +110,8 @@ def convert_model(source: Path | str, output: Path | str, *, to: str | None = No
     elif out.suffix.lower() in (".safetensors", ".ckpt"):
         raise InputError(f"output: {out} looks like a file name; a diffusers model is a folder")
     reporter.progress(0, 2, f"Loading {path.name}…")
+    if config_dir is None:
+        refuse_unmergeable(inspect_model(path), path, "model")
     loaded = load_model(path, dtype=pick_dtype(dtype, path), config_dir=config_dir)
     reporter.check_cancelled()
     metadata = provenance("convert", {"model": path.resolve()}, {"to": target_form, "dtype": dtype})

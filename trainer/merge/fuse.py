@@ -93,7 +93,8 @@ def fuse_lora(model: Path | str, loras: list[tuple[Path | str, float]], *, outpu
               output_file: Path | str | None = None, dtype: str = "auto", config_dir: Path | str | None = None,
               reporter: Reporter | None = None) -> FuseSummary:
     """Fuse LoRAs (path, strength) into ``model``; write ``output_dir`` (diffusers) and/or ``output_file``."""
-    from trainer.models import load_model
+    from trainer.merge.sources import refuse_unmergeable
+    from trainer.models import inspect_model, load_model
 
     reporter = reporter or NullReporter()
     if not loras:
@@ -101,6 +102,8 @@ def fuse_lora(model: Path | str, loras: list[tuple[Path | str, float]], *, outpu
     if not (output_dir or output_file):
         raise InputError("output: give a diffusers folder, a single-file path, or both")
     base = require_input(model, "base model")
+    if config_dir is None:
+        refuse_unmergeable(inspect_model(base), base, "base")
     labels = [f"LoRA {i + 1}" if len(loras) > 1 else "LoRA" for i in range(len(loras))]
     lora_paths = [require_input(path, label) for (path, _), label in zip(loras, labels, strict=True)]
     inputs = [base, *lora_paths]

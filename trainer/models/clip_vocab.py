@@ -17,6 +17,7 @@ import gzip
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from trainer.dataset.tokens import CLIP_DIR, bytes_to_unicode  # light: shared with the GUI's counter
 
@@ -73,6 +74,17 @@ def shipped_merges(count: int = CLIP_MERGE_COUNT, source: Path = CLIP_TOKENIZER_
     """The first ``count`` merges of the shipped tokenizer (all of them by default)."""
     lines = (source / "merges.txt").read_text(encoding="utf-8").split("\n")[1:]
     return [line for line in lines if line][:count]
+
+
+T5_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tokenizers" / "t5"
+
+
+def t5_tokenizer() -> Any:
+    """The shipped T5 tokenizer (SD 3.x's ``tokenizer_3``, Flux's ``tokenizer_2``); see its README."""
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast(vocab_file=str(T5_TOKENIZER_DIR / "spiece.model"),
+                           tokenizer_file=str(T5_TOKENIZER_DIR / "tokenizer.json"))
 
 
 def write_tiny_tokenizer(out_dir: Path, *, merge_count: int, pad_token: str = END_TOKEN) -> int:

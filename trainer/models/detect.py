@@ -49,6 +49,11 @@ def _has_prefix(shapes: Shapes, prefix: str) -> bool:
 
 def detect_architecture(shapes: Shapes, name: str | Path) -> Architecture:
     """The family of an original-layout checkpoint; ``InputError`` (naming ``name``) if it is none of ours."""
+    for other in families.FAMILIES.values():
+        if other.file_markers and any(marker in key for key in shapes for marker in other.file_markers):
+            raise InputError(f"model.path: {name} is a {other.display_name} checkpoint; {other.display_name} loads "
+                             "from its diffusers folder for now (single files come later), so point model.path at "
+                             "the folder")
     if not _has_prefix(shapes, UNET_PREFIX):
         raise InputError(f"model.path: {name} is not a Stable Diffusion checkpoint ({_guess_what_it_is(shapes)})")
     conv_in = shapes.get(UNET_PREFIX + "input_blocks.0.0.weight")
@@ -125,12 +130,17 @@ def detect_diffusers_folder(folder: Path,
     """Architecture and prediction type of a diffusers folder, from its JSON configs only."""
     index = read_json(folder / "model_index.json", folder)
     pipeline = index.get("_class_name", "")
-    unet = read_json(folder / "unet" / "config.json", folder)
     candidates = families.by_pipeline_class(pipeline)
     if not candidates:
         expected = sorted({f.pipeline_class for f in families.FAMILIES.values() if f.pipeline_class})
         raise InputError(f"model.path: {folder} holds a {pipeline or 'unknown'} pipeline; expected "
                          f"{' or '.join(expected)}")
+    unet = read_json(folder / candidates[0].denoiser / "config.json", folder)
+    if candidates[0].flow is not None:  # flow matching: what it predicts is the family's, not an option
+        if override is not None:
+            raise InputError(f"model.prediction_type: {candidates[0].display_name} is trained by flow matching; "
+                             "leave it at auto")
+        return candidates[0].name, "flow_matching"
     if unet.get("in_channels", 4) != 4:
         raise InputError(f"model.path: {folder} is an inpainting model; only text-to-image models are supported")
     if len(candidates) == 1:

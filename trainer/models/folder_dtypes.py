@@ -79,7 +79,8 @@ def save_diffusers_folder(pipeline: Any, folder: Path, dtype: torch.dtype | None
     exact both ways) is widened in place on the CPU for the write and restored afterwards, without
     holding a second copy on the GPU; one that must be narrowed (fp32 → fp16, lossy) is written from a
     narrowed copy."""
-    output = dtype or pipeline.unet.dtype
+    denoiser = getattr(pipeline, "unet", None) or pipeline.transformer
+    output = dtype or denoiser.dtype
     libraries = {name: entry[0] for name, entry in pipeline.config.items()
                  if isinstance(entry, (list, tuple)) and len(entry) == 2}
     with ExitStack() as stack:

@@ -14,7 +14,9 @@ from trainer import families
 
 # The diffusion families of the registry (trainer/families); the toy network is not a base model.
 Architecture = Literal[families.MODEL_FAMILIES]  # type: ignore[valid-type]
-PredictionType = Literal["epsilon", "v_prediction"]
+# What the denoiser predicts: noise (ε) or velocity (v) for the DDPM families; flow matching's ε − x₀
+# for the flow families (its own kind, not an option).
+PredictionType = Literal["epsilon", "v_prediction", "flow_matching"]
 SourceKind = Literal["diffusers", "single_file"]
 
 ARCHITECTURES: tuple[Architecture, ...] = families.MODEL_FAMILIES

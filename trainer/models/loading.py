@@ -89,7 +89,8 @@ def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) ->
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise InputError(f"model.path: {folder} could not be loaded as a diffusers model ({error})") from None
     _refuse_missing_weights(pipeline, folder)
-    if pipeline.scheduler.config.get("prediction_type") != info.prediction_type:
+    ddpm = family(info.architecture).flow is None
+    if ddpm and pipeline.scheduler.config.get("prediction_type") != info.prediction_type:
         pipeline.scheduler = type(pipeline.scheduler).from_config(
             pipeline.scheduler.config, prediction_type=info.prediction_type)
     return pipeline

@@ -28,19 +28,20 @@ ADAPTABLE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
 def unet_layers(model_path: Path) -> dict[str, str] | None:
     """The UNet's module paths → their class names, from its config; ``None`` when they cannot be known
     cheaply (no config, an odd one): then loading the model reports what is wrong."""
-    from diffusers import UNet2DConditionModel
+    import diffusers
 
+    from trainer.families import family
     from trainer.models import inspect_model
     from trainer.models.info import default_config_dir
 
     try:
-        if model_path.is_dir():
-            config_file = model_path / "unet" / "config.json"
-        else:
-            config_file = default_config_dir(inspect_model(model_path)) / "unet" / "config.json"
-        config = json.loads(config_file.read_text(encoding="utf-8"))
+        info = inspect_model(model_path)
+        denoiser = family(info.architecture).denoiser
+        folder = model_path if model_path.is_dir() else default_config_dir(info)
+        config = json.loads((folder / denoiser / "config.json").read_text(encoding="utf-8"))
+        model_class = getattr(diffusers, config.get("_class_name", "UNet2DConditionModel"))
         with torch.device("meta"):
-            unet = UNet2DConditionModel.from_config(config)
+            unet = model_class.from_config(config)
     except (InputError, OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
     return {name: type(module).__name__ for name, module in unet.named_modules() if name}

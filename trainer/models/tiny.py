@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from trainer import families
-from trainer.models.clip_vocab import END_TOKEN, OPEN_CLIP_PAD_TOKEN, write_tiny_tokenizer
+from trainer.models.clip_vocab import END_TOKEN, OPEN_CLIP_PAD_TOKEN, t5_tokenizer, write_tiny_tokenizer
 from trainer.models.folder_dtypes import save_diffusers_folder
 from trainer.models.info import Architecture
 
@@ -52,26 +52,49 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
     import diffusers
     from transformers import CLIPTokenizer
 
-    spec = families.family(arch).tiny
+    family = families.family(arch)
+    spec = family.tiny
     components: dict[str, Any] = {}
     # fork_rng: seeding must not disturb the caller's random state (the training loop's, say).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
+        if "denoiser" in spec:  # a transformer family: its class and tiny config
+            class_name, config = spec["denoiser"]
+            components[family.denoiser] = getattr(diffusers, class_name)(**config)
+        else:
+            components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
         torch.manual_seed(seed + 1)
-        components["vae"] = diffusers.AutoencoderKL(**_VAE)
-        encoders = zip(families.family(arch).text_encoders, spec["encoders"], strict=True)
+        components["vae"] = diffusers.AutoencoderKL(**(_VAE | spec.get("vae", {})))
+        encoders = zip(family.text_encoders, spec["encoders"], strict=True)
         for index, (encoder, (class_name, width, activation)) in enumerate(encoders):
             folder = tokenizer_root / encoder.tokenizer
-            pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
-            vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
-            tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
             torch.manual_seed(seed + 2 + index)
-            components[encoder.component] = _text_encoder(
-                class_name, width, activation, vocab_size, tokenizer.pad_token_id)
+            if encoder.tokenizer_kind == "t5":
+                tokenizer = t5_tokenizer()
+                components[encoder.component] = _t5_encoder(width, activation, len(tokenizer))
+            else:
+                pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
+                vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
+                tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+                components[encoder.component] = _text_encoder(
+                    class_name, width, activation, vocab_size, tokenizer.pad_token_id)
             components[encoder.tokenizer] = tokenizer
-    components["scheduler"] = diffusers.DDIMScheduler(**_SCHEDULER, prediction_type=spec["prediction_type"])
+    if "scheduler" in spec:
+        class_name, config = spec["scheduler"]
+        components["scheduler"] = getattr(diffusers, class_name)(**config)
+    else:
+        components["scheduler"] = diffusers.DDIMScheduler(**_SCHEDULER, prediction_type=spec["prediction_type"])
     return components
+
+
+def _t5_encoder(width: int, activation: str, vocab_size: int) -> torch.nn.Module:
+    """A small T5 v1.1-style encoder (gated GELU, as T5-XXL), over the whole shipped vocabulary."""
+    import transformers
+
+    config = transformers.T5Config(vocab_size=vocab_size, d_model=width, d_kv=width // 4, d_ff=2 * width,
+                                   num_layers=2, num_heads=4, feed_forward_proj=f"gated-{activation}",
+                                   relative_attention_num_buckets=8, is_encoder_decoder=False, use_cache=False)
+    return transformers.T5EncoderModel(config)
 
 
 def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:

@@ -1,0 +1,215 @@
+"""How a model family trains, step by step: the heavy half of the registry (``Family.engine`` names one).
+
+An engine turns VAE moments into latents, prompts into conditioning, draws noise and timesteps from the
+job's CPU generator (so runs resume exactly), and computes the loss of the denoiser on a batch:
+
+* :class:`UnetEngine` — SD 1.x/2.x/SDXL: DDPM noise, ε or v targets, min-SNR weighting, SDXL's size
+  conditioning (the code paths the engine had before the registry, unchanged).
+* :class:`SD3Engine` — flow matching (rectified flow): x_t = (1 − σ)·x₀ + σ·ε and the target ε − x₀, with
+  σ drawn as the family's :class:`~trainer.families.base.FlowFacts` say; prompts are encoded by the
+  family's own diffusers pipeline (``encode_prompt``), so training sees exactly what sampling does.
+* :class:`FluxEngine` — the same objective on Flux's 2×2-packed latents, with its position ids and, for the
+  guidance-distilled dev model, the guidance input.
+
+The job owns the modules; an engine holds only the family and the components it reads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from trainer.diffusion.components import Components
+from trainer.diffusion.text import TextConditioning
+from trainer.families import Family, family
+
+# The guidance value Flux dev is trained with (as kohya's and ai-toolkit's Flux trainers): distilled guidance
+# is an input of the model, and LoRAs trained at 1.0 keep the base model's response to the sampling value.
+FLUX_TRAINING_GUIDANCE = 1.0
+
+
+def engine_for(parts: Components) -> Engine:
+    """The engine the family of ``parts`` declares."""
+    import importlib
+
+    module_name, class_name = family(parts.architecture).engine.split(":")
+    return getattr(importlib.import_module(module_name), class_name)(parts)
+
+
+class Engine:
+    # Cached captions are encoded one by one, not in whatever batch first needed them: a matrix product's
+    # rounding can depend on the batch's size, and a resumed run fills its cache from other batches.
+    encode_captions_alone = False
+
+    def __init__(self, parts: Components) -> None:
+        self.parts = parts
+        self.family: Family = family(parts.architecture)
+
+    # What every engine provides.
+    def latents(self, mean: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_prompts(self, encoders: list[torch.nn.Module], prompts: list[str],
+                       device: str | torch.device) -> TextConditioning:
+        raise NotImplementedError
+
+    def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator,
+                   noise_offset: float) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def eval_timesteps(self, fractions: tuple[float, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, denoiser: torch.nn.Module, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+             text: TextConditioning, extras: dict[str, Any], min_snr_gamma: float = 0.0) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extras(self, sizes: list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]],
+               device: str | torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        """Per-image conditioning beyond the text, from (original size, crop's top left, bucket) of each."""
+        return {}
+
+
+class UnetEngine(Engine):
+    """SD 1.x/2.x/SDXL."""
+
+    def latents(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean * self.parts.vae_scale
+
+    def encode_prompts(self, encoders, prompts, device):
+        from trainer.diffusion.text import encode_prompts
+
+        return encode_prompts(self.parts.architecture, self.parts.tokenizers, encoders, prompts, device)
+
+    def draw_noise(self, shape, generator, noise_offset):
+        from trainer.diffusion.loss import draw_noise
+
+        return draw_noise(shape, generator, noise_offset, self.parts.noise_scheduler.config.num_train_timesteps)
+
+    def eval_timesteps(self, fractions):
+        steps = self.parts.noise_scheduler.config.num_train_timesteps
+        return torch.tensor([int(f * (steps - 1)) for f in fractions])
+
+    def extras(self, sizes, device, dtype):
+        if not self.family.size_conditioning:
+            return {}
+        from trainer.diffusion.text import sdxl_time_ids
+
+        return {"time_ids": torch.cat([sdxl_time_ids(size, crop, bucket, 1, device, dtype)
+                                       for size, crop, bucket in sizes])}
+
+    def loss(self, denoiser, latents, noise, timesteps, text, extras, min_snr_gamma=0.0):
+        from trainer.diffusion.loss import denoising_loss
+
+        return denoising_loss(denoiser, self.parts.noise_scheduler, latents, noise, timesteps, text,
+                              extras.get("time_ids"), min_snr_gamma)
+
+
+class SD3Engine(Engine):
+    """Flow matching on an SD 3-style transformer (unpacked latents, joint text tokens, pooled text)."""
+
+    encode_captions_alone = True
+
+    def latents(self, mean: torch.Tensor) -> torch.Tensor:
+        config = self.parts.vae.config
+        return (mean - float(config.shift_factor or 0.0)) * float(config.scaling_factor)
+
+    def encode_prompts(self, encoders, prompts, device):
+        """The pipeline's own ``encode_prompt`` over the given encoders (the trained ones, with adapters)."""
+        pipe = self._text_pipeline(encoders)
+        extra = {"max_sequence_length": self.family.max_sequence_length} if self.family.max_sequence_length else {}
+        hidden, pooled = self._encode(pipe, prompts, device, extra)
+        return TextConditioning(hidden, pooled)
+
+    def _text_pipeline(self, encoders: list[torch.nn.Module]) -> Any:
+        import diffusers
+
+        parts: dict[str, Any] = {"transformer": None, "vae": None, "scheduler": None}
+        for spec, encoder, tokenizer in zip(self.family.text_encoders, encoders, self.parts.tokenizers, strict=True):
+            parts[spec.component], parts[spec.tokenizer] = _unwrapped(encoder), tokenizer
+        return getattr(diffusers, self.family.pipeline_class)(**parts)
+
+    def _encode(self, pipe: Any, prompts: list[str], device, extra: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, _, pooled, _ = pipe.encode_prompt(prompts, prompts, prompts, device=torch.device(device),
+                                                  do_classifier_free_guidance=False, **extra)
+        return hidden, pooled
+
+    def draw_noise(self, shape, generator, noise_offset):
+        """Noise, and σ *before* the shift (uniform in (0, 1) or as the family's scheme draws it): the shift
+        depends on the latents' size for Flux, and is applied in :meth:`loss`."""
+        noise = torch.randn(shape, generator=generator)
+        if noise_offset:
+            noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
+        flow = self.family.flow
+        scheme = flow.sampling if flow is not None else "uniform"
+        if scheme == "logit_normal":
+            u = torch.sigmoid(torch.randn((shape[0],), generator=generator))
+        elif scheme == "mode":  # SD3 paper, mode sampling with heavy tails (scale 1.29)
+            u = torch.rand((shape[0],), generator=generator)
+            u = 1 - u - 1.29 * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+        else:
+            u = torch.rand((shape[0],), generator=generator)
+        return noise, u
+
+    def eval_timesteps(self, fractions):
+        return torch.tensor(fractions, dtype=torch.float32)
+
+    def sigmas(self, u: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """σ from the drawn ``u``: shifted by the family's fixed shift or, for Flux, by the image's size."""
+        flow = self.family.flow
+        assert flow is not None
+        if flow.resolution_shift:
+            tokens = (latents.shape[-2] // 2) * (latents.shape[-1] // 2)
+            slope = (flow.max_shift - flow.base_shift) / (flow.max_seq_len - flow.base_seq_len)
+            shift = math.exp(flow.base_shift + slope * (tokens - flow.base_seq_len))
+        else:
+            shift = flow.shift
+        u = u.float()
+        return shift * u / (1 + (shift - 1) * u)
+
+    def loss(self, denoiser, latents, noise, timesteps, text, extras, min_snr_gamma=0.0):
+        sigma = self.sigmas(timesteps, latents).to(latents.device)
+        s = sigma.view(-1, *([1] * (latents.dim() - 1))).to(latents.dtype)
+        noisy = (1 - s) * latents + s * noise
+        target = noise - latents
+        predicted = self.predict(denoiser, noisy, sigma, text)
+        return F.mse_loss(predicted.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)).mean()
+
+    def predict(self, denoiser, noisy: torch.Tensor, sigma: torch.Tensor, text: TextConditioning) -> torch.Tensor:
+        return denoiser(hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=text.hidden,
+                        pooled_projections=text.pooled, return_dict=False)[0]
+
+
+class FluxEngine(SD3Engine):
+    """Flow matching on Flux: latents packed 2×2 into tokens, with image and text position ids."""
+
+    def _encode(self, pipe, prompts, device, extra):
+        hidden, pooled, _ = pipe.encode_prompt(prompts, prompts, device=torch.device(device), **extra)
+        return hidden, pooled
+
+    def predict(self, denoiser, noisy, sigma, text):
+        batch, channels, height, width = noisy.shape
+        packed = (noisy.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+                  .reshape(batch, (height // 2) * (width // 2), channels * 4))
+        rows = torch.arange(height // 2, device=noisy.device, dtype=noisy.dtype)
+        cols = torch.arange(width // 2, device=noisy.device, dtype=noisy.dtype)
+        image_ids = torch.zeros(height // 2, width // 2, 3, device=noisy.device, dtype=noisy.dtype)
+        image_ids[..., 1] = rows[:, None]
+        image_ids[..., 2] = cols[None, :]
+        text_ids = torch.zeros(text.hidden.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
+        guidance = None
+        if _unwrapped(denoiser).config.guidance_embeds:
+            guidance = torch.full((batch,), FLUX_TRAINING_GUIDANCE, device=noisy.device, dtype=torch.float32)
+        out = denoiser(hidden_states=packed, timestep=sigma.to(noisy.dtype), guidance=guidance,
+                       pooled_projections=text.pooled, encoder_hidden_states=text.hidden, txt_ids=text_ids,
+                       img_ids=image_ids.reshape(-1, 3), return_dict=False)[0]
+        return (out.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+                .reshape(batch, channels, height, width))
+
+
+def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (accelerate's ``prepare``), else itself."""
+    return getattr(module, "module", module)
