@@ -109,6 +109,71 @@ def export_transformer_lora(path: Path, architecture: str, denoiser: Any, text_e
     return path
 
 
+def export_kohya_transformer_lora(path: Path, architecture: str, denoiser: Any, text_encoders: Sequence[Any],
+                                  run_name: str, config: dict[str, Any]) -> Path | None:
+    """The kohya-format LoRA of a transformer family in the original layout kohya, ComfyUI and Forge use
+    (Flux: ``lora_unet_double_blocks_0_img_attn_qkv``, CLIP-L ``lora_te1_…``); ``None`` where the family has
+    no such layout yet.
+
+    A fused original layer (q, k, v in one ``qkv``; q, k, v and the MLP input in a single block's ``linear1``)
+    gets one LoRA whose down stacks every part's down and whose up is block-diagonal, each part's up in its
+    own rows — exactly the sum of the parts, as kohya writes it; a part not trained is a zero block.  Each
+    part's scale is folded into its up, and alpha is the rank (scale 1).
+    """
+    import importlib
+
+    from safetensors.torch import save
+
+    from trainer.fsutil import atomic_write_bytes
+
+    model = family(architecture)
+    facts = kohya_facts(architecture)
+    if facts.transformer_layout is None:
+        return None
+    module_name, function_name = facts.transformer_layout.split(":")
+    layout = getattr(importlib.import_module(module_name), function_name)(dict(denoiser.config))
+    trained = adapter_modules(denoiser)
+    tensors: dict[str, torch.Tensor] = {}
+    for original in dict.fromkeys(layout[name][0] for name in trained):
+        key = "lora_unet_" + original.replace(".", "_")
+        parts = sorted((spec[1], spec[2], spec[3], name) for name, spec in layout.items() if spec[0] == original)
+        if parts[0][1] == 0:  # a whole layer
+            (name,) = (name for *_, name in parts)
+            lora = trained[name]
+            up = lora.up * lora.scale
+            if layout[name][4]:  # (scale, shift) in diffusers, (shift, scale) in the original
+                up = torch.cat(up.chunk(2, dim=0)[::-1])
+            down = lora.down
+        else:
+            rank = max(trained[name].rank for *_, name in parts if name in trained)
+            width = next(trained[name].down.shape[1] for *_, name in parts if name in trained)
+            down = torch.zeros(rank * len(parts), width)
+            up = torch.zeros(parts[0][2], rank * len(parts))
+            for slot, (offset, rows, _, name) in enumerate(parts):
+                if name in trained:
+                    lora = trained[name]
+                    down[slot * rank: slot * rank + lora.rank] = lora.down
+                    up[offset: offset + rows, slot * rank: slot * rank + lora.rank] = lora.up * lora.scale
+        tensors[key + ".lora_down.weight"] = down.contiguous()
+        tensors[key + ".lora_up.weight"] = up.contiguous()
+        tensors[key + ".alpha"] = torch.tensor(float(down.shape[0]))
+    for encoder in text_encoders:
+        for name, lora in adapter_modules(encoder).items():
+            key = kohya_name("text_encoder", name, True)  # kohya's Flux names CLIP-L te1 (T5 would be te3)
+            tensors[key + ".lora_down.weight"] = lora.down
+            tensors[key + ".lora_up.weight"] = (lora.up * lora.scale).contiguous()
+            tensors[key + ".alpha"] = torch.tensor(float(lora.rank))
+    ranks = sorted({int(v.shape[0]) for k, v in tensors.items() if k.endswith(".lora_down.weight")})
+    metadata = {"ss_network_module": facts.network_module, "ss_network_dim": str(ranks[-1] if ranks else 0),
+                "ss_network_alpha": str(ranks[-1] if ranks else 0), "ss_output_name": run_name,
+                "ss_base_model_version": facts.base_model_version, "modelspec.sai_model_spec": "1.0.0",
+                "modelspec.architecture": facts.modelspec_architecture, "modelspec.title": run_name,
+                "modelspec.implementation": facts.implementation, "kamaal.config": json.dumps(config),
+                "kamaal.family": model.name}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    return path
+
+
 def export_lora_files(kohya_path: Path, diffusers_path: Path, architecture: str, unet: Any,
                       text_encoders: Sequence[Any], run_name: str, config: dict[str, Any]) -> list[Path]:
     """Write both files atomically; ``text_encoders`` are those that carry adapters (may be empty)."""

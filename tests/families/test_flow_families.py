@@ -58,7 +58,9 @@ def test_flow_matching_lora_learns_and_its_file_reproduces_the_trained_adapter(t
     # Measured (seed 1, 30 steps): sd3 1.66 → 1.38 (0.83×), flux 1.42 → 1.16 (0.82×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
-    (lora_file,) = (Path(p) for p in rec.of(Finished)[0].outputs)
+    outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
+    lora_file = outputs[-1]  # the diffusers file; Flux also has its kohya file first (tested below)
+    assert lora_file.name == "pytorch_lora_weights.safetensors" and len(outputs) == (2 if arch == "flux" else 1)
     with safe_open(lora_file, "pt") as handle:
         keys = set(handle.keys())
         assert json.loads(handle.metadata()["kamaal.config"])["model"]["architecture"] == arch
@@ -132,3 +134,88 @@ def test_the_memory_estimate_counts_the_transformer(arch):
     smaller = estimate_memory(config, "cuda", parameters=halved)
     assert reference.activations > 0 and reference.trainable_parameters > 0
     assert smaller.weights < reference.weights and smaller.activations < reference.activations
+
+
+def delta(tensors: dict, down_key: str, up_key: str, alpha_key: str | None = None) -> torch.Tensor:
+    down, up = tensors[down_key].float(), tensors[up_key].float()
+    scale = float(tensors[alpha_key]) / down.shape[0] if alpha_key else 1.0
+    return (up @ down) * scale
+
+
+@pytest.mark.slow
+def test_the_flux_kohya_file_names_blfs_layers_and_loads_in_diffusers(tmp_path, tiny_models, shapes_dataset):
+    """The kohya file in Black Forest Labs' layout (kohya, ComfyUI, Forge): fused ``qkv`` layers, CLIP-L as
+    ``lora_te1_``; diffusers' own kohya-Flux converter splits it back and draws the trained image.  Targets
+    leave out the single blocks' q, k, v (diffusers' converter assumes the real model's widths there: the
+    next test checks those against the model) and the final ``proj_out`` (the converter drops its prefix)."""
+    model = tiny_models["flux"]
+    targets = ["transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k", "transformer_blocks.0.attn.to_v",
+               "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out", "0.proj_out", "1.proj_out"]
+    config = diffusion_config(model, shapes_dataset, "flux", lora={"rank": 4, "alpha": 8.0, "train_text_encoder": True,
+                                                                   "target_modules": targets})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    kohya_file, diffusers_file = (Path(p) for p in rec.of(Finished)[0].outputs)
+    assert kohya_file.name == "tiny.safetensors"
+    tensors = load_file(kohya_file)
+    modules = {key.rsplit(".", 2)[0] if key.endswith(".weight") else key.rsplit(".", 1)[0] for key in tensors}
+    assert {"lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_double_blocks_0_txt_attn_qkv",
+            "lora_unet_double_blocks_0_img_attn_proj", "lora_unet_double_blocks_0_txt_attn_proj",
+            "lora_unet_single_blocks_0_linear2", "lora_unet_single_blocks_1_linear2"} <= modules
+    assert any(m.startswith("lora_te1_text_model_encoder_layers_0_self_attn_") for m in modules)
+    with safe_open(kohya_file, "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["ss_network_module"] == "networks.lora_flux" and metadata["ss_base_model_version"] == "flux1"
+
+    final = rec.of(Sample)[-1]
+    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    for lora_file in (kohya_file, diffusers_file):
+        pipe = pipeline(model, "flux")
+        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+        assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2, lora_file.name
+
+
+@pytest.mark.slow
+def test_the_flux_kohya_file_fuses_q_k_v_in_the_order_and_rows_of_blfs_layers(tmp_path, tiny_models, shapes_dataset):
+    """Every trained module of the default targets, module by module: a double block's to_q/to_k/to_v are the
+    three row blocks of ``img_attn.qkv``; a single block's are the first three of ``linear1``, whose MLP rows
+    (4× wide) stay zero; ``to_out.0`` is ``img_attn.proj``.  Widths come from the model's own layers."""
+    from trainer.models import load_model
+
+    model = tiny_models["flux"]
+    config = diffusion_config(model, shapes_dataset, "flux", training={"steps": 6, "eval_every": 3},
+                              sampling={"inference_steps": 2})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    kohya_file, diffusers_file = (Path(p) for p in rec.of(Finished)[0].outputs)
+    kohya, reference = load_file(kohya_file), load_file(diffusers_file)
+    transformer = load_model(model).pipeline.transformer
+    width = transformer.transformer_blocks[0].attn.to_q.out_features
+    mlp = transformer.single_transformer_blocks[0].proj_mlp.out_features
+
+    def kohya_delta(name: str) -> torch.Tensor:
+        return delta(kohya, f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha")
+
+    def trained(module: str) -> torch.Tensor:
+        return delta(reference, f"transformer.{module}.lora_A.weight", f"transformer.{module}.lora_B.weight")
+
+    checked = 0
+    for i in range(len(transformer.transformer_blocks)):
+        fused = kohya_delta(f"lora_unet_double_blocks_{i}_img_attn_qkv")
+        assert fused.shape == (3 * width, width)
+        for j, part in enumerate(("to_q", "to_k", "to_v")):
+            torch.testing.assert_close(fused[j * width:(j + 1) * width], trained(f"transformer_blocks.{i}.attn.{part}"))
+            checked += 1
+        torch.testing.assert_close(kohya_delta(f"lora_unet_double_blocks_{i}_img_attn_proj"),
+                                   trained(f"transformer_blocks.{i}.attn.to_out.0"))
+        checked += 1
+    for i in range(len(transformer.single_transformer_blocks)):
+        fused = kohya_delta(f"lora_unet_single_blocks_{i}_linear1")
+        assert fused.shape == (3 * width + mlp, width)
+        for j, part in enumerate(("to_q", "to_k", "to_v")):
+            torch.testing.assert_close(fused[j * width:(j + 1) * width],
+                                       trained(f"single_transformer_blocks.{i}.attn.{part}"))
+            checked += 1
+        assert torch.count_nonzero(fused[3 * width:]) == 0  # the MLP input was not trained
+    trained_modules = {key.rsplit(".lora_", 1)[0] for key in reference}
+    assert checked == len(trained_modules)  # nothing trained is missing from the kohya file

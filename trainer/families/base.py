@@ -56,6 +56,10 @@ class KohyaFacts:
     version_markers: tuple[str, ...] = ()
     name_markers: tuple[str, ...] = ()
     implementation: str = "diffusers"  # "modelspec.implementation"
+    # Transformer families: "module:function" giving, from the transformer's config, where each diffusers module
+    # sits in the original layout kohya names (fused layers too); None: no kohya file for this family yet.
+    transformer_layout: str | None = None
+    network_module: str = "networks.lora"  # kohya's "ss_network_module"
 
 
 @dataclass(frozen=True)

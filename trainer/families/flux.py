@@ -33,7 +33,8 @@ FAMILY = Family(
         lora_per_rank=1_167_000, text_lora_per_rank=73_700,
         activation_bytes_per_latent_pixel=18 * GB / 128**2),
     kohya=KohyaFacts(modelspec_architecture="flux-1-dev/lora", base_model_version="flux1",
-                     lora_family="flux", lora_family_label="Flux.1", original_unet_names=False),
+                     lora_family="flux", lora_family_label="Flux.1", original_unet_names=False,
+                     transformer_layout="trainer.families.flux:bfl_layout", network_module="networks.lora_flux"),
     tiny={"denoiser": ("FluxTransformer2DModel", {
               "patch_size": 1, "in_channels": 16, "num_layers": 1, "num_single_layers": 2,
               "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 64,
@@ -45,3 +46,49 @@ FAMILY = Family(
               "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
               "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096})},
 )
+
+
+def bfl_layout(config: dict) -> dict[str, tuple[str, int, int, int, bool]]:
+    """Where each module of diffusers' Flux transformer lives in Black Forest Labs' layout (what kohya's
+    LoRA names, ComfyUI and Forge use): diffusers path → (BFL path, first output row, rows, the BFL layer's
+    rows, halves swapped).  Facts from BFL's model and the diffusers/ComfyUI converters: a double block's
+    q, k, v are one ``qkv`` layer (in that order) for the image and for the text stream; a single block's
+    ``linear1`` is q, k, v and the MLP's input together (MLP 4× wide), ``linear2`` the attention output and
+    the MLP's output together (diffusers' ``proj_out``, whole); the final norm's linear holds (shift, scale)
+    where diffusers holds (scale, shift).  Sizes from the transformer's ``config``."""
+    inner = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    mlp = 4 * inner
+    layout: dict[str, tuple[str, int, int, int, bool]] = {}
+
+    def whole(diffusers: str, bfl: str) -> None:
+        layout[diffusers] = (bfl, 0, 0, 0, False)  # rows 0: the whole layer
+
+    for i in range(int(config["num_layers"])):
+        d, b = f"transformer_blocks.{i}", f"double_blocks.{i}"
+        for j, part in enumerate(("to_q", "to_k", "to_v")):
+            layout[f"{d}.attn.{part}"] = (f"{b}.img_attn.qkv", j * inner, inner, 3 * inner, False)
+        for j, part in enumerate(("add_q_proj", "add_k_proj", "add_v_proj")):
+            layout[f"{d}.attn.{part}"] = (f"{b}.txt_attn.qkv", j * inner, inner, 3 * inner, False)
+        for diffusers, bfl in (("attn.to_out.0", "img_attn.proj"), ("attn.to_add_out", "txt_attn.proj"),
+                               ("ff.net.0.proj", "img_mlp.0"), ("ff.net.2", "img_mlp.2"),
+                               ("ff_context.net.0.proj", "txt_mlp.0"), ("ff_context.net.2", "txt_mlp.2"),
+                               ("norm1.linear", "img_mod.lin"), ("norm1_context.linear", "txt_mod.lin")):
+            whole(f"{d}.{diffusers}", f"{b}.{bfl}")
+    for i in range(int(config["num_single_layers"])):
+        d, b = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
+        for j, part in enumerate(("attn.to_q", "attn.to_k", "attn.to_v")):
+            layout[f"{d}.{part}"] = (f"{b}.linear1", j * inner, inner, 3 * inner + mlp, False)
+        layout[f"{d}.proj_mlp"] = (f"{b}.linear1", 3 * inner, mlp, 3 * inner + mlp, False)
+        whole(f"{d}.proj_out", f"{b}.linear2")
+        whole(f"{d}.norm.linear", f"{b}.modulation.lin")
+    for diffusers, bfl in (("x_embedder", "img_in"), ("context_embedder", "txt_in"),
+                           ("time_text_embed.timestep_embedder.linear_1", "time_in.in_layer"),
+                           ("time_text_embed.timestep_embedder.linear_2", "time_in.out_layer"),
+                           ("time_text_embed.guidance_embedder.linear_1", "guidance_in.in_layer"),
+                           ("time_text_embed.guidance_embedder.linear_2", "guidance_in.out_layer"),
+                           ("time_text_embed.text_embedder.linear_1", "vector_in.in_layer"),
+                           ("time_text_embed.text_embedder.linear_2", "vector_in.out_layer"),
+                           ("proj_out", "final_layer.linear")):
+        whole(diffusers, bfl)
+    layout["norm_out.linear"] = ("final_layer.adaLN_modulation.1", 0, 0, 0, True)
+    return layout

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from trainer.families import family
 from trainer.fsutil import replace_dir
-from trainer.lora_formats import DIFFUSERS_FILE, export_lora_files, export_transformer_lora
+from trainer.lora_formats import (
+    DIFFUSERS_FILE,
+    export_kohya_transformer_lora,
+    export_lora_files,
+    export_transformer_lora,
+)
 
 if TYPE_CHECKING:
     from trainer.config import Config
@@ -73,14 +78,17 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
     encoders = list(job.parts.text_encoders) if job.trains_text else []
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
     if family(cfg.model.architecture).kind == "transformer":
-        # The diffusers/peft file only, for now: the kohya/BFL-layout file of Flux and SD 3.5 comes next.
+        # The diffusers/peft file, and the kohya file in the original layout where the family has one (Flux).
         try:
+            kohya = export_kohya_transformer_lora(output_dir / f"{cfg.output.run_name}.safetensors",
+                                                  cfg.model.architecture, unet, encoders, cfg.output.run_name,
+                                                  cfg.to_dict())
             export_transformer_lora(staging / DIFFUSERS_FILE, cfg.model.architecture, unet, encoders, cfg.to_dict())
             replace_dir(staging, output_dir / "diffusers")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return [output_dir / "diffusers" / DIFFUSERS_FILE]
+        return [*([kohya] if kohya else []), output_dir / "diffusers" / DIFFUSERS_FILE]
     try:
         kohya, _ = export_lora_files(output_dir / f"{cfg.output.run_name}.safetensors", staging / DIFFUSERS_FILE,
                                      cfg.model.architecture, unet, encoders, cfg.output.run_name, cfg.to_dict())
