@@ -120,8 +120,10 @@ class DatasetConfig(Section):
                        description="Randomly mirror images left-right (not for text or asymmetric subjects).")
     cache_latents: Literal["auto", "memory", "disk", "off"] = Field(
         "auto", description="Encode images with the VAE once and reuse; auto = memory when crop and flip are fixed.")
-    cache_text: Literal["auto", "on", "off"] = Field(
-        "auto", description="Encode captions once; auto = on unless the text encoder is trained.")
+    cache_text: Literal["auto", "on", "disk", "off"] = Field(
+        "auto", description="Encode captions once; auto = on (in memory) unless the text encoder is trained; disk "
+                            "= in the run folder, read back each step and kept for a resume (T5's embeddings are "
+                            "large and slow to make).")
 
 
 class TrainingConfig(Section):

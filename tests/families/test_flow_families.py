@@ -219,3 +219,37 @@ def test_the_flux_kohya_file_fuses_q_k_v_in_the_order_and_rows_of_blfs_layers(tm
         assert torch.count_nonzero(fused[3 * width:]) == 0  # the MLP input was not trained
     trained_modules = {key.rsplit(".lora_", 1)[0] for key in reference}
     assert checked == len(trained_modules)  # nothing trained is missing from the kohya file
+
+
+@pytest.mark.slow
+def test_captions_cached_on_disk_are_not_encoded_again_after_a_resume(tmp_path, tiny_models, shapes_dataset,
+                                                                       monkeypatch):
+    """dataset.cache_text = "disk": T5's embeddings go to RUN/cache/text once per caption; a resumed run reads
+    them instead of running the text encoders, and ends exactly where an uninterrupted one does."""
+    from tests.trainer.helpers import ScriptedCommands
+    from trainer.diffusion.engines import SD3Engine
+    from trainer.protocol import Stop
+
+    config = diffusion_config(tiny_models["flux"], shapes_dataset, "flux", dataset={"cache_text": "disk"},
+                              training={"steps": 8, "eval_every": 4}, sampling={"inference_steps": 2})
+    code, straight = run_in_process(config, tmp_path / "straight")
+    assert code == EXIT_OK, straight.of(Failed)
+    code, stopped = run_in_process(config, tmp_path / "split", ScriptedCommands({4: [Stop(save=True)]}))
+    assert code == EXIT_OK, stopped.of(Failed)
+    captions = {p.read_text(encoding="utf-8") for p in shapes_dataset.glob("*.txt")}
+    assert len(list((tmp_path / "split" / "cache" / "text").glob("*.safetensors"))) == len(captions)
+
+    calls: list[list[str]] = []
+    original = SD3Engine.encode_prompts
+
+    def counting(self, encoders, prompts, device):
+        calls.append(list(prompts))
+        return original(self, encoders, prompts, device)
+
+    monkeypatch.setattr(SD3Engine, "encode_prompts", counting)
+    code, resumed = run_in_process(config, tmp_path / "split", resume=True)
+    assert code == EXIT_OK, resumed.of(Failed)
+    assert calls == []  # every caption came from the disk
+    a = load_file(straight.of(Finished)[0].outputs[-1])
+    b = load_file(resumed.of(Finished)[0].outputs[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

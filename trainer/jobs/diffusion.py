@@ -190,7 +190,8 @@ class DiffusionJob(TrainingJob):
         self.latents_on_disk = d.cache_latents == "disk"  # frees memory for big datasets; survives resume
         if self.cache_latents and not cache_ok:
             self.log.warning("dataset.cache_latents is on with random crop or flip: every epoch sees the same crop")
-        self.cache_text = d.cache_text == "on" or (d.cache_text == "auto" and not self.trains_text)
+        self.cache_text = d.cache_text in ("on", "disk") or (d.cache_text == "auto" and not self.trains_text)
+        self.text_on_disk = d.cache_text == "disk"  # survives a resume; memory holds none of it
         if self.cache_text and self.trains_text:
             raise InputError("dataset.cache_text: cannot cache captions while the text encoder is trained")
         self._latents: dict[tuple[bool, int], tuple[torch.Tensor, tuple[int, int]]] = {}
@@ -199,7 +200,7 @@ class DiffusionJob(TrainingJob):
                       len({e.bucket for e in self.examples}),
                       f", {len(self.class_examples)} class images" if self.prior else "",
                       "on disk" if self.latents_on_disk else "in memory" if self.cache_latents else "off",
-                      "on" if self.cache_text else "off")
+                      "on disk" if self.text_on_disk else "on" if self.cache_text else "off")
         if len(self.concepts) > 1:
             for concept in self.concepts:
                 count = sum(1 for e in self.examples if e.concept == concept.index)
@@ -267,6 +268,8 @@ class DiffusionJob(TrainingJob):
             # Evaluation runs on the main process only, so it must not use the wrapped (collective) encoders.
             encoders = self.trained_text_encoders if training else parts.text_encoders
             return self.engine.encode_prompts(encoders, captions, self.device)
+        if self.text_on_disk:
+            return TextConditioning.cat([self._disk_text(caption) for caption in captions]).to(self.device)
         missing = [c for c in dict.fromkeys(captions) if c not in self._texts]
         if missing:
             with torch.no_grad():
@@ -278,6 +281,29 @@ class DiffusionJob(TrainingJob):
             for i, caption in enumerate(missing):
                 self._texts[caption] = encoded.select(slice(i, i + 1)).to("cpu")
         return TextConditioning.cat([self._texts[c] for c in captions]).to(self.device)
+
+    def _disk_text(self, caption: str) -> TextConditioning:
+        """A caption's conditioning from ``RUN/cache/text``, encoded (alone) and stored there the first time."""
+        import hashlib
+        import os
+
+        from safetensors.torch import load_file, save_file
+
+        key = f"{self.config.model.architecture}|{self.config.model.path}|{caption}"
+        path = self.run.root / "cache" / "text" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
+        if path.is_file():
+            tensors = load_file(path)
+            return TextConditioning(tensors["hidden"], tensors.get("pooled"))
+        with torch.no_grad():
+            encoded = self.engine.encode_prompts(self.parts.text_encoders, [caption], self.device).to("cpu")
+        tensors = {"hidden": encoded.hidden.contiguous()}
+        if encoded.pooled is not None:
+            tensors["pooled"] = encoded.pooled.contiguous()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes may meet on one caption
+        save_file(tensors, staging)
+        staging.replace(path)
+        return encoded
 
     # ------------------------------------------------------------------ training
 
