@@ -1,6 +1,6 @@
 """The GPU rows of ``make bench``: read from the newest ``make gpu-check`` results (``bench/results/gpu-*.json``).
 
-The GPU check trains Kamaal's real trainer on full-size SD 1.5 and SDXL for up to 8 minutes
+The GPU check trains Kamaal's real trainer on full-size SD 1.5, SDXL, SD 3.5 and Flux for up to 8 minutes
 (``bench/gpu_check.py``), too long to repeat inside ``make bench``; its JSON file is the measurement,
 and these rows show it beside the others (its date and GPU in the note).  Without such a file: one
 ``skipped`` row saying how to make one.

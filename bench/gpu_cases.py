@@ -5,9 +5,12 @@
 One process per piece keeps every peak-memory reading clean (CUDA's peaks are per process) and lets an
 out-of-memory case end as a row instead of ending the check.  Three kinds of ``SPEC["kind"]``:
 
-* ``models``: random-weight models, one diffusers folder per architecture, built from configs (the
-  bundled real-size ones in ``resources/model_configs``; for ``--dry-run`` the tiny models' own) on the
+* ``models``: random-weight models, one diffusers folder per architecture, built from configs on the
   device, stored with Kamaal's folder writer; plus the device as Kamaal's ``device-info`` task sees it.
+  SD 1.5 / SDXL from the bundled real-size configs (``resources/model_configs``); SD 3.5 Medium and
+  Flux.1-dev, which have no bundled folder, from the configs written out in ``REAL_SIZE`` below (their one
+  T5-XXL, 4.8 B parameters, is built once and hard-linked into both folders); for ``--dry-run`` the tiny
+  models (``trainer.models.tiny``).
 * ``case``: Kamaal's real trainer through the **Measure** task (``trainer.tasks.measure.measure``: the
   config snapshotted into a run folder, ``run_worker`` — the app's own path — for warm-up + timed steps,
   stopped without saving), and the memory estimate of the same config.
@@ -26,6 +29,45 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "kamaal-gpu-check.json"  # written last into a finished model folder: it can be reused (--keep-models)
+SHARED_T5 = ".t5xxl"  # beside the model folders: the T5-XXL the flow families' folders link to
+
+# The released models' configs (diffusers' config.json of black-forest-labs/FLUX.1-dev and
+# stabilityai/stable-diffusion-3.5-medium, and their text encoders'), written out: nothing is downloaded.
+_FLOW_VAE: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 1024, "use_quant_conv": False,
+    "use_post_quant_conv": False}
+_CLIP_IDS = {"vocab_size": 49408, "max_position_embeddings": 77, "bos_token_id": 49406, "eos_token_id": 49407}
+CLIP_L: dict[str, Any] = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                          "intermediate_size": 3072, "projection_dim": 768, "hidden_act": "quick_gelu",
+                          "pad_token_id": 49407, **_CLIP_IDS}
+CLIP_G: dict[str, Any] = {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 20,
+                          "intermediate_size": 5120, "projection_dim": 1280, "hidden_act": "gelu",
+                          "pad_token_id": 0, **_CLIP_IDS}  # OpenCLIP pads with "!", id 0
+T5_XXL: dict[str, Any] = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24,
+                          "num_heads": 64, "feed_forward_proj": "gated-gelu", "is_encoder_decoder": False,
+                          "use_cache": False}
+REAL_SIZE: dict[str, dict[str, Any]] = {
+    "flux": {  # Flux.1-dev, 11.9 B: FluxTransformer2DModel's defaults, guidance-distilled
+        "denoiser": ("FluxTransformer2DModel", {
+            "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38,
+            "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
+            "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": (16, 56, 56)}),
+        "vae": {**_FLOW_VAE, "shift_factor": 0.1159, "scaling_factor": 0.3611},
+        "encoders": (CLIP_L, T5_XXL),
+        "scheduler": {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+                      "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}},
+    "sd3": {  # SD 3.5 Medium, 2.5 B (MMDiT-X: dual attention in the first 13 layers)
+        "denoiser": ("SD3Transformer2DModel", {
+            "sample_size": 128, "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 24,
+            "attention_head_dim": 64, "num_attention_heads": 24, "joint_attention_dim": 4096,
+            "caption_projection_dim": 1536, "pooled_projection_dim": 2048, "pos_embed_max_size": 384,
+            "dual_attention_layers": tuple(range(13)), "qk_norm": "rms_norm"}),
+        "vae": {**_FLOW_VAE, "shift_factor": 0.0609, "scaling_factor": 1.5305},
+        "encoders": (CLIP_L, CLIP_G, T5_XXL),
+        "scheduler": {"num_train_timesteps": 1000, "shift": 3.0}},
+}
 
 
 def build_random_model(config_dir: Path, out: Path, arch: str, device: str) -> Path:
@@ -63,10 +105,141 @@ def build_random_model(config_dir: Path, out: Path, arch: str, device: str) -> P
     return out
 
 
+def build_flow_model(out: Path, arch: str, device: str, dtype: Any, t5_dir: Path,
+                     config_dir: Path | None = None) -> Path:
+    """A diffusers folder of a flow-matching family (``sd3``, ``flux``) with freshly initialised weights, of
+    the sizes in ``config_dir``'s configs (the dry run's tiny model) or else ``REAL_SIZE[arch]``, built on
+    ``device`` and stored by Kamaal's folder writer: transformer and VAE in ``dtype``, CLIP encoders in fp32,
+    and the T5 encoder — built once, in fp32, into ``t5_dir`` — hard-linked from there (19 GB at real size:
+    one copy on disk for both families).
+
+    One part at a time on the device (Flux's transformer is 48 GB in fp32 while it is initialised, 24 GB
+    once cast), so the peak stays under an 80 GB GPU's memory."""
+    import diffusers
+    import torch
+    import transformers
+
+    from trainer import families
+    from trainer.models.clip_vocab import t5_tokenizer
+    from trainer.models.folder_dtypes import save_diffusers_folder
+    from trainer.models.loading import _tokenizer
+    from trainer.models.offline import force_offline
+
+    force_offline()
+    family, real = families.family(arch), REAL_SIZE[arch]
+    denoiser_class = getattr(diffusers, real["denoiser"][0])
+
+    def config_of(name: str, default: dict[str, Any], loader: Any) -> Any:
+        return loader(config_dir / name) if config_dir else default
+
+    parts: dict[str, Any] = {}
+    for index, (encoder, default) in enumerate(zip(family.text_encoders, real["encoders"], strict=True)):
+        t5 = encoder.tokenizer_kind == "t5"
+        config_class = transformers.T5Config if t5 else transformers.CLIPTextConfig
+        config = (config_class.from_pretrained(config_dir / encoder.component, local_files_only=True)
+                  if config_dir else config_class(**default))
+        if t5:
+            parts[encoder.component] = _shared_t5(t5_dir, config, device)
+            parts[encoder.tokenizer] = t5_tokenizer()
+            continue
+        torch.manual_seed(2 + index)
+        with torch.device(device):
+            parts[encoder.component] = getattr(transformers, encoder.transformers_class)(config)
+        # the tiny model's own tokenizer, else the shipped CLIP vocabulary (OpenCLIP's pads with "!")
+        parts[encoder.tokenizer] = _tokenizer((config_dir or t5_dir / "none") / encoder.tokenizer, encoder.open_clip)
+    torch.manual_seed(0)
+    with torch.device(device):
+        parts[family.denoiser] = denoiser_class.from_config(
+            config_of(family.denoiser, real["denoiser"][1], denoiser_class.load_config)).to(dtype)
+        torch.manual_seed(1)
+        parts["vae"] = diffusers.AutoencoderKL.from_config(
+            config_of("vae", real["vae"], diffusers.AutoencoderKL.load_config)).to(dtype)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler
+    parts["scheduler"] = scheduler.from_config(config_of("scheduler", real["scheduler"], scheduler.load_config))
+    pipeline = getattr(diffusers, family.pipeline_class)(**parts, **family.pipeline_args)
+    _check_disk(out.parent, sum(_stored_bytes(module, dtype) for module in parts.values()
+                                if isinstance(module, torch.nn.Module) and not _on_meta(module)))
+    save_diffusers_folder(pipeline, out, dtype)
+    return out
+
+
+def _shared_t5(t5_dir: Path, config: Any, device: str) -> Any:
+    """A T5 encoder on the meta device (no memory) whose ``save_pretrained`` hard-links the files of the one
+    in ``t5_dir`` — built there first (seeded, on ``device``, saved in fp32) unless a finished one of the same
+    config is there."""
+    import gc
+    import os
+    import shutil
+
+    import torch
+    import transformers
+
+    wanted = {"t5": config.to_diff_dict(), "device": device}
+    wanted = json.loads(json.dumps(wanted, default=str))
+    marker = t5_dir / MARKER
+    t5_config = config
+    if not (marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == wanted):
+        # Removed, not overwritten: folders linked to an older build keep their files, and none of its are left.
+        shutil.rmtree(t5_dir, ignore_errors=True)
+        torch.manual_seed(5)
+        with torch.device(device):
+            model = transformers.T5EncoderModel(t5_config)
+        _check_disk(t5_dir.parent, _stored_bytes(model, torch.float32))
+        model.save_pretrained(t5_dir, safe_serialization=True)
+        marker.write_text(json.dumps(wanted), encoding="utf-8")
+        del model
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    with torch.device("meta"):
+        stand_in = transformers.T5EncoderModel(t5_config)
+
+    def link_files(save_directory: str, **_: Any) -> None:  # what the pipeline's save_pretrained calls
+        target = Path(save_directory)
+        target.mkdir(parents=True, exist_ok=True)
+        for file in t5_dir.iterdir():
+            if file.name == MARKER or not file.is_file():
+                continue
+            (target / file.name).unlink(missing_ok=True)
+            try:
+                os.link(file, target / file.name)
+            except OSError:  # another file system: a copy
+                shutil.copy2(file, target / file.name)
+
+    stand_in.save_pretrained = link_files  # type: ignore[method-assign]
+    return stand_in
+
+
+def _on_meta(module: Any) -> bool:
+    return any(p.is_meta for p in module.parameters())
+
+
+def _stored_bytes(module: Any, dtype: Any) -> int:
+    import torch
+
+    size = torch.finfo(dtype).bits // 8
+    return sum(p.numel() * (size if p.is_floating_point() else p.element_size()) for p in module.parameters())
+
+
+def _check_disk(folder: Path, needed: int) -> None:
+    """Refuse, saying so, a write the disk has no room for (Flux's folder and the T5 take 44 GB)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if needed + 2**30 > free:
+        raise OSError(f"not enough disk for the model: {needed / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free "
+                      f"at {folder}")
+
+
 def make_models(spec: dict[str, Any]) -> dict[str, Any]:
     """Every architecture's model folder (reused when a finished one of the same kind is there), and the device."""
+    import shutil
     import time
 
+    import torch
+
+    from trainer import families
     from trainer.models.info import ModelInfo, default_config_dir
     from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
     from trainer.tasks.measure import device_info
@@ -81,11 +254,18 @@ def make_models(spec: dict[str, Any]) -> dict[str, Any]:
             built[arch] = {"path": str(out), "seconds": 0.0, "reused": True}
             continue
         started = time.perf_counter()
+        shutil.rmtree(out, ignore_errors=True)  # nothing of an older build (another size's shards) stays
+        flow = families.family(arch).flow is not None  # sd3, flux: no bundled configs, a builder of their own
         if tiny:  # the tiny model's configs, then the same random build as the real size
             config_dir = write_tiny_config_dir(build_tiny_model(root / f".tiny-{arch}", arch), root / f".cfg-{arch}")
         else:
-            config_dir = default_config_dir(ModelInfo(arch, "epsilon", "single_file"))  # the bundled real size
-        build_random_model(config_dir, out, arch, device)
+            config_dir = None if flow else default_config_dir(ModelInfo(arch, "epsilon", "single_file"))
+        if flow:
+            build_flow_model(out, arch, device, torch.bfloat16 if device == "cuda" else torch.float32,
+                             root / SHARED_T5, config_dir)
+        else:
+            assert config_dir is not None
+            build_random_model(config_dir, out, arch, device)
         marker.write_text(json.dumps(wanted), encoding="utf-8")
         built[arch] = {"path": str(out), "seconds": round(time.perf_counter() - started, 1), "reused": False}
     return {"status": "ok", "models": built, "device": device_info({}, _quiet_context())}

@@ -3,17 +3,23 @@
     python -m bench.gpu_check [--dry-run] [--budget-s 480] [--only TEXT ...] [--references base|all]
                               [--keep-models DIR] [--no-pytest] [--out FILE]
 
-On a CUDA GPU, within ``--budget-s`` (8 minutes) in all, with random-weight models built from the bundled
-configs (``resources/model_configs``; nothing is downloaded):
+On a CUDA GPU, within ``--budget-s`` (8 minutes) in all, with random-weight models built from configs (SD's
+bundled in ``resources/model_configs``, SD 3.5's and Flux's written out in ``gpu_cases.REAL_SIZE``; nothing
+is downloaded):
 
 1. Kamaal's real trainer — the **Measure** task, i.e. ``run_worker``, the app's own code path — on full-size
    SD 1.5 at 512 px and SDXL at 1024 px, LoRA rank 16, batch 1, latent + text caching on, for each case of
    ``CASES`` (bf16; fp16 with a GradScaler; gradient checkpointing; 8-bit AdamW): it/s over ``STEPS`` steps
-   after ``WARMUP``, peak allocated and reserved VRAM, every loss finite.  Each case in its own process
-   (clean peaks; an out-of-memory case is a row, not the end).
+   after ``WARMUP``, peak allocated and reserved VRAM, every loss finite.  Then the flow-matching transformer
+   families, after every SD case so that a short budget keeps the SD paths: SD 3.5 Medium and Flux.1-dev
+   (12 B) at 1024 px, bf16, with and without gradient checkpointing, on random models built from the configs
+   written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL).
+   Each case in its own process (clean peaks; an out-of-memory case is a row, not the end); each family's
+   models are built when its first case comes, so a budget spent on SD builds no Flux.
 2. The diffusers-style reference loop (``bench/reference_loop.py``: VAE and text encoders every step) with the
    same model, images and settings, for the speed ratio Kamaal ÷ reference (``--references all``: for every
-   case; by default for each architecture's first case).
+   case; by default for each architecture's first case).  SD 1.x and SDXL only: the flow families' rows
+   say "no reference loop".
 3. The memory estimate (``trainer/memory_estimate.py``) of each case against its measured peak allocated:
    the estimate's error in % (positive: the estimate is too high).
 4. ``pytest -m cuda`` on ``CUDA_TESTS`` with the time kept for it.
@@ -22,13 +28,16 @@ Results: ``bench/results/gpu-<UTC time>.json`` and a table (``make bench`` shows
 A case the budget cannot fit is skipped with the reason; a case that needs what this machine lacks
 (bitsandbytes for 8-bit AdamW) likewise.  Without CUDA it says so in one line and exits 0.
 ``--dry-run`` runs the same script on the CPU with tiny models and a few steps (cases that need CUDA are
-skipped, saying why); ``make test`` runs it (``tests/bench/test_gpu_check.py``).
+skipped, saying why; tiny SD 3.5 and Flux are built by the same builder as the real ones); ``make test`` runs
+it (``tests/bench/test_gpu_check.py``).
 
 ``make gpu-check`` is ``python -m bench.gpu_check`` in the project's venv (``GPU_CHECK_ARGS=...`` passes options).
 A session lent one of the GPU machines (Python 3.12 with CUDA torch, no registry) first runs
 ``bench/gpu_wheels.sh`` here, then one device run, carrying ``.whl``, with ``timeout_s`` 540 (with the start,
 it leaves 4–5 minutes of the 15 minutes of device time for a second, shorter try on the warm machine, e.g.
-``--only sdxl --no-pytest --budget-s 200``: the models are kept)::
+``--only sdxl --no-pytest --budget-s 200``: the models are kept).  The default budget is spent on SD: the flow
+families need sessions of their own, e.g. ``--only flux --no-pytest`` (build + two cases planned at ~450 s),
+then ``--only sd3 --no-pytest``, added to the same command.  The command::
 
     set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site
     .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1; export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; python3 -m
@@ -63,6 +72,7 @@ BUDGET_S = 480
 PYTEST_RESERVE_S = 120  # kept for step 4 while the cases run
 CUDA_TESTS = ("tests/diffusion/test_devices.py",)  # where the tests marked cuda live (Qt-free: no GUI needed)
 RANK = 16
+REFERENCE_ARCHS = ("sd15", "sdxl")  # the families bench/reference_loop.py trains
 
 
 @dataclass(frozen=True)
@@ -75,16 +85,22 @@ class Scale:
     warmup: int
     steps: int
     seconds: dict[str, int]  # rough time one case (or reference) takes, model load included: budget planning only
+    build_seconds: dict[str, int]  # rough time building (and writing) one architecture's random model takes
 
 
-# CUDA's seconds are guesses (start + imports ~8 s, loading 2.4 / 8.6 GB of fp16 weights, 23 steps), not measured yet.
-CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024}, warmup=3, steps=20, seconds={"sd15": 30, "sdxl": 60})
-DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64}, warmup=1, steps=3, seconds={"sd15": 15, "sdxl": 15})
+# CUDA's seconds are guesses (start + imports ~8 s, loading 2.4 / 8.6 GB of fp16 weights, 23 steps; SD 3.5 Medium
+# 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px), not measured yet.
+CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}, warmup=3, steps=20,
+             seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150},
+             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150})
+DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64}, warmup=1, steps=3,
+                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15},
+                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5})
 
 
 @dataclass(frozen=True)
 class Case:
-    arch: str  # "sd15" or "sdxl"
+    arch: str  # "sd15", "sdxl", "sd3" (SD 3.5 Medium) or "flux" (Flux.1-dev)
     precision: str = "bf16"  # or "fp16": autocast + GradScaler
     checkpointing: bool = False
     optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes)
@@ -93,6 +109,11 @@ class Case:
     def name(self, scale: Scale) -> str:
         extras = [self.precision] + (["ckpt"] if self.checkpointing else []) + [self.optimizer]
         return f"{self.arch} {scale.resolution[self.arch]}px " + " ".join(extras)
+
+    @property
+    def flow(self) -> bool:
+        """A flow-matching transformer family: its own model builder, no reference loop."""
+        return self.arch not in REFERENCE_ARCHS
 
     def missing_on(self, scale: Scale) -> str | None:
         """Why this machine cannot run the case, or None."""
@@ -106,7 +127,8 @@ class Case:
 
 
 # In order of importance: what runs first survives a short budget.  Every code path on SD 1.5 first (cheap),
-# then SDXL's baseline with its reference, then SDXL's variants.
+# then SDXL's baseline with its reference, then SDXL's variants; then SD 3.5 and Flux (each family's
+# first case builds its model; Flux trains with gradient checkpointing first, as Flux LoRAs are trained).
 CASES = (
     Case("sd15", with_reference=True),
     Case("sd15", precision="fp16"),
@@ -116,6 +138,10 @@ CASES = (
     Case("sdxl", precision="fp16"),
     Case("sdxl", checkpointing=True),
     Case("sdxl", optimizer="adamw8bit"),
+    Case("sd3"),
+    Case("flux", checkpointing=True),
+    Case("sd3", checkpointing=True),
+    Case("flux"),
 )
 
 
@@ -153,30 +179,73 @@ def run_piece(kind: str, spec: dict[str, Any], work: Path, name: str, timeout_s:
     return {**json.loads(result_path.read_text(encoding="utf-8")), "wall_s": wall, "log": log_path.name}
 
 
+class Models:
+    """Each architecture's random model, built when its first case comes (a budget spent before then builds
+    nothing: Flux's 44 GB are never written for a check that only reaches SDXL).  On CUDA one ``models`` piece
+    per architecture; in the dry run (tiny models, cheap) one for all the selected ones of the same kind —
+    SD's UNets, the flow transformers — to start fewer processes."""
+
+    def __init__(self, scale: Scale, archs: list[str], clock: Clock, work: Path, root: Path) -> None:
+        self.scale, self.pending, self.clock, self.work, self.root = scale, list(archs), clock, work, root
+        self.entries: dict[str, Any] = {}  # arch → {"path", "seconds", "reused"}
+        self.failed: dict[str, str] = {}  # arch → the status of the piece that could not build it
+        self.statuses: list[str] = []
+        self.device: dict[str, Any] | None = None
+
+    def build_seconds(self, arch: str) -> int:
+        return self.scale.build_seconds[arch] if arch in self.pending else 0
+
+    def path(self, arch: str) -> str | None:
+        """The model folder for ``arch``, building it (and its group) now if it has not been tried."""
+        if arch in self.pending:
+            flow = arch not in REFERENCE_ARCHS
+            group = ([a for a in self.pending if (a not in REFERENCE_ARCHS) == flow] if self.scale.tiny else [arch])
+            self.pending = [a for a in self.pending if a not in group]
+            built = run_piece("models", {"models_dir": str(self.root), "tiny": self.scale.tiny,
+                                         "device": self.scale.device, "archs": group},
+                              self.work, "models-" + "-".join(group), self.clock.left())
+            self.statuses.append(built["status"])
+            self.device = self.device or built.get("device")
+            self.entries.update(built.get("models", {}))
+            self.failed.update({a: built["status"] for a in group if a not in built.get("models", {})})
+            print(f"  models: {built['status']} "
+                  + ", ".join(f"{a} {e['seconds']} s{' (reused)' if e['reused'] else ''}"
+                              for a, e in built.get("models", {}).items()) + f"  [{self.clock.elapsed():.0f} s]",
+                  flush=True)
+        entry = self.entries.get(arch)
+        return entry["path"] if entry else None
+
+    @property
+    def status(self) -> str:
+        return next((s for s in self.statuses if s != "ok"), "ok")
+
+
 def case_rows(scale: Scale, cases: list[Case], references: str, clock: Clock, work: Path,
-              models: dict[str, str], datasets: dict[str, Path]) -> list[dict[str, Any]]:
+              models: Models, datasets: dict[str, Path]) -> list[dict[str, Any]]:
     rows = []
     for case in cases:
         name = case.name(scale)
         row: dict[str, Any] = {"case": name, **asdict(case), "resolution": scale.resolution[case.arch],
                                "warmup": scale.warmup, "steps": scale.steps, "rank": RANK, "batch": 1}
-        need = scale.seconds[case.arch]
+        need = scale.seconds[case.arch] + models.build_seconds(case.arch)
         missing = case.missing_on(scale)
         if missing:
             row["status"] = f"skipped: {missing}"
         elif clock.left() < need:
             row["status"] = (f"skipped: time budget ({max(clock.left(), 0):.0f} s left of {clock.budget_s:.0f}, "
                              f"~{need} s needed, {clock.reserve_s:.0f} s kept for pytest)")
-        elif case.arch not in models:
-            row["status"] = "skipped: its model could not be built"
+        elif (model_dir := models.path(case.arch)) is None:
+            row["status"] = f"skipped: its model could not be built ({models.failed.get(case.arch, '')})"
         else:
             spec = {"arch": case.arch, "precision": case.precision, "checkpointing": case.checkpointing,
                     "optimizer": case.optimizer, "resolution": scale.resolution[case.arch], "rank": RANK,
                     "warmup": scale.warmup, "steps": scale.steps, "device": scale.device,
-                    "model_dir": models[case.arch], "dataset_dir": str(datasets[case.arch])}
+                    "model_dir": model_dir, "dataset_dir": str(datasets[case.arch])}
             row["kamaal"] = run_piece("case", spec, work, name, clock.left())
             row["status"] = row["kamaal"]["status"]
-            if references == "all" or case.with_reference:
+            if case.flow:
+                row["reference"] = {"status": "no reference loop: bench/reference_loop.py trains SD 1.x and SDXL"}
+            elif references == "all" or case.with_reference:
                 if clock.left() < need:
                     row["reference"] = {"status": "skipped: time budget"}
                 else:
@@ -210,7 +279,8 @@ def table_cells(row: dict[str, Any]) -> dict[str, str]:
         "case": row["case"],
         "it/s": f"{kamaal['it_per_s']:.2f}" if ok else "",
         "ref it/s": f"{reference['it_per_s']:.2f}" if reference.get("status") == "ok" else "",
-        "ratio": f"{row['ratio']:.2f}" if "ratio" in row else "",
+        "ratio": f"{row['ratio']:.2f}" if "ratio" in row else
+                 "no reference loop" if reference.get("status", "").startswith("no reference loop") else "",
         "peak GiB": gib(kamaal.get("peak_allocated_bytes")) if ok else "",
         "reserved GiB": gib(kamaal.get("peak_reserved_bytes")) if ok else "",
         "estimate GiB": gib(kamaal.get("estimate_bytes")) if ok else "",
@@ -224,7 +294,7 @@ def summary_line(row: dict[str, Any]) -> str:
     cells = table_cells(row)
     if not cells["it/s"]:
         return f"{cells['case']}: {cells['status']}"
-    ratio = f", {cells['ratio']}× the reference" if cells["ratio"] else ""
+    ratio = f", {cells['ratio']}" + ("× the reference" if "ratio" in row else "") if cells["ratio"] else ""
     return (f"{cells['case']}: {cells['it/s']} it/s{ratio}, peak {cells['peak GiB']} GiB (estimate "
             f"{cells['estimate GiB']}, {cells['est. error']}), loss {cells['loss']}: {cells['status']}")
 
@@ -263,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="the same script on the CPU with tiny models")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="the whole check's time (default 480 s)")
     parser.add_argument("--only", nargs="*", default=[],
-                        help="cases whose name holds one of these words or phrases: sdxl, fp16, 'sd15 512px bf16'")
+                        help="cases whose name holds one of these words or phrases: sdxl, fp16, 'sd15 512px bf16',"
+                             " flux, sd3")
     parser.add_argument("--references", choices=("base", "all"), default="base",
                         help="reference loop for each architecture's first case (base) or for every case (all)")
     parser.add_argument("--keep-models", type=Path, help="build the models here and keep them (reused next time)")
@@ -290,16 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         models_dir = args.keep_models or work / "models"
         models_dir.mkdir(parents=True, exist_ok=True)
-        archs = sorted({c.arch for c in cases if not c.missing_on(scale)})
-        if not archs or clock.left() < min(scale.seconds.values()):
-            built = {"status": "skipped: time budget" if archs else "ok", "models": {}}
-        else:
-            built = run_piece("models", {"models_dir": str(models_dir), "tiny": scale.tiny, "device": scale.device,
-                                         "archs": archs}, work, "models", clock.left())
-        models = {arch: entry["path"] for arch, entry in built.get("models", {}).items()}
-        print(f"  models: {built.get('status', 'ok')} "
-              + ", ".join(f"{a} {e['seconds']} s{' (reused)' if e['reused'] else ''}"
-                          for a, e in built.get("models", {}).items()) + f"  [{clock.elapsed():.0f} s]", flush=True)
+        archs = list(dict.fromkeys(c.arch for c in cases if not c.missing_on(scale)))  # in case order
+        models = Models(scale, archs, clock, work, models_dir)
         datasets = {arch: draw_shapes(work / f"images-{arch}", count=scale.warmup, size=scale.resolution[arch])
                     for arch in archs}
         rows = case_rows(scale, cases, args.references, clock, work, models, datasets)
@@ -312,12 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "dry_run": args.dry_run,
                "budget_s": args.budget_s, "elapsed_s": round(clock.elapsed(), 1),
                "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                           "torch": str(torch.__version__), "cpus": os.cpu_count(), "device": built.get("device")},
-               "models": built.get("models", {}), "models_status": built.get("status", "ok"),
+                           "torch": str(torch.__version__), "cpus": os.cpu_count(), "device": models.device},
+               "models": models.entries, "models_status": models.status,
                "rows": rows, "pytest": pytest_result, "logs": logs}
     print()
     print_table(rows)
-    device = built.get("device") or {}
+    device = models.device or {}
     print(f"\n{device.get('name', scale.device)}, torch {torch.__version__}; {clock.elapsed():.0f} s of "
           f"{args.budget_s:.0f}; pytest -m cuda: {pytest_result['status']} {pytest_result.get('summary', '')}")
     write_json(out, payload)

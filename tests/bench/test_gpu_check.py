@@ -1,6 +1,7 @@
 """``make gpu-check``'s script in ``make test``: ``--dry-run`` runs every step of it on the CPU with tiny models
-(models built the way the GPU run builds the real ones, Kamaal's trainer through Measure, the reference loop,
-the memory estimate), and without CUDA and without ``--dry-run`` it only says so."""
+(models built the way the GPU run builds the real ones — SD 1.5, SDXL, SD 3.5 and Flux —, Kamaal's trainer
+through Measure, the reference loop, the memory estimate), and without CUDA and without ``--dry-run`` it only
+says so."""
 
 from __future__ import annotations
 
@@ -19,18 +20,25 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
 
 
-@pytest.mark.slow  # about 30 s on 2 cores: seven short processes
+ARCHS = ("sd15", "sdxl", "sd3", "flux")
+FLOW = ("sd3", "flux")
+
+
+@pytest.mark.slow  # about 50 s on 2 cores: twelve short processes
 def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_others(tmp_path):
     out = tmp_path / "gpu-dry-run-20260101T000000Z.json"
-    done = run_script("--dry-run", "--out", str(out), timeout=240)
+    models = tmp_path / "models"
+    done = run_script("--dry-run", "--keep-models", str(models), "--out", str(out), timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["dry_run"] and result["models_status"] == "ok"
-    assert {arch for arch, model in result["models"].items() if not model["reused"]} == {"sd15", "sdxl"}
+    assert {arch for arch, model in result["models"].items() if not model["reused"]} == set(ARCHS)
     rows = {row["case"]: row for row in result["rows"]}
+    # The SD cases first, then the flow families' (a short budget keeps the SD paths).
+    assert [row["arch"] for row in result["rows"]][-4:] == ["sd3", "flux", "sd3", "flux"]
     trained = [row for row in rows.values() if row["status"] == "ok"]
-    # bf16 with and without gradient checkpointing, on both architectures; fp16 and 8-bit AdamW need CUDA.
-    assert {(row["arch"], row["checkpointing"]) for row in trained} == {(a, c) for a in ("sd15", "sdxl")
+    # bf16 with and without gradient checkpointing, on every architecture; fp16 and 8-bit AdamW need CUDA.
+    assert {(row["arch"], row["checkpointing"]) for row in trained} == {(a, c) for a in ARCHS
                                                                        for c in (False, True)}
     for row in trained:
         kamaal = row["kamaal"]
@@ -44,12 +52,22 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
         first = rows[f"{arch} 64px bf16 adamw"]
         assert first["reference"]["status"] == "ok" and first["reference"]["it_per_s"] > 0
         assert first["ratio"] == pytest.approx(first["kamaal"]["it_per_s"] / first["reference"]["it_per_s"])
+    for row in trained:  # the flow families have no reference loop, and say so where the ratio would be
+        if row["arch"] in FLOW:
+            assert "ratio" not in row and row["reference"]["status"].startswith("no reference loop")
+    # The flow folders come from the real-size builder (fed the tiny model's configs): one T5, hard-linked into
+    # both (at real size 19 GB on disk once, not twice).
+    t5_files = [models / "sd3" / "text_encoder_3" / "model.safetensors", models / "flux" / "text_encoder_2" /
+                "model.safetensors"]
+    assert t5_files[0].stat().st_ino == t5_files[1].stat().st_ino
+    assert {result["models"][arch]["path"] for arch in ARCHS} == {str(models / arch) for arch in ARCHS}
     skipped = {name: row["status"] for name, row in rows.items() if row["status"] != "ok"}
     assert set(skipped) == {f"{arch} 64px {what}" for arch in ("sd15", "sdxl")
                             for what in ("fp16 adamw", "bf16 adamw8bit")}
     assert all(status.startswith("skipped: needs CUDA") for status in skipped.values())
     assert result["pytest"]["status"] == "skipped: dry run"
     assert "ratio" in done.stdout and "est. error" in done.stdout  # the table
+    assert "flux 64px bf16 ckpt adamw" in done.stdout and "no reference loop" in done.stdout
 
     # make bench shows the newest real check's rows (a dry run's file never counts as one).
     from bench.bench_gpu import rows as bench_rows
@@ -68,9 +86,11 @@ def test_a_budget_too_short_skips_cases_saying_so(tmp_path):
     done = run_script("--dry-run", "--budget-s", "1", "--only", "sd15 64px bf16 adamw", "--out", str(out),
                       timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    rows = result["rows"]
     assert [row["case"] for row in rows] == ["sd15 64px bf16 adamw"]
     assert rows[0]["status"].startswith("skipped: time budget") and "kamaal" not in rows[0]
+    assert result["models"] == {}  # models are built when their first case runs: none here
 
 
 def test_without_cuda_it_says_so_in_one_line():
@@ -81,3 +101,33 @@ def test_without_cuda_it_says_so_in_one_line():
     done = run_script(timeout=60)
     assert done.returncode == 0
     assert done.stdout.strip().count("\n") == 0 and "no CUDA GPU here" in done.stdout
+
+
+def test_the_real_size_flow_configs_have_the_released_models_parameter_counts():
+    """What the GPU run builds for SD 3.5 Medium and Flux.1-dev (``gpu_cases.REAL_SIZE``), counted on the meta
+    device: Flux's parts and every SD 3.5 encoder and VAE match the registry's reference counts (the released
+    checkpoints'); SD 3.5 Medium's transformer is pinned at what its config gives, 2.24 B (the registry's figure
+    is Large's; not compared with the released Medium file here)."""
+    import diffusers
+    import torch
+    import transformers
+
+    from bench.gpu_cases import REAL_SIZE
+    from trainer import families
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    for arch, spec in REAL_SIZE.items():
+        family = families.family(arch)
+        with torch.device("meta"):
+            counts = {family.denoiser: count(getattr(diffusers, spec["denoiser"][0])(**spec["denoiser"][1])),
+                      "vae": count(diffusers.AutoencoderKL(**spec["vae"]))}
+            for encoder, config in zip(family.text_encoders, spec["encoders"], strict=True):
+                config_class = transformers.T5Config if encoder.tokenizer_kind == "t5" else transformers.CLIPTextConfig
+                counts[encoder.component] = count(getattr(transformers, encoder.transformers_class)(
+                    config_class(**config)))
+        expected = dict(family.memory.reference_parameters)
+        if arch == "sd3":
+            expected["transformer"] = 2_243_171_520  # SD 3.5 Medium, from its config
+        assert counts == expected, arch
