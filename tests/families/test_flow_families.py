@@ -99,7 +99,7 @@ def test_frozen_layers_of_a_flux_transformer_only_chosen_blocks_move(tmp_path, t
                               training={"steps": 12, "learning_rate": 1e-3, "eval_every": 6})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
-    (folder,) = (Path(p) for p in rec.of(Finished)[0].outputs)
+    folder = Path(rec.of(Finished)[0].outputs[0])  # the diffusers folder (then the BFL single file)
     part = Path("transformer") / "diffusion_pytorch_model.safetensors"
     before, after = load_file(model / part), load_file(folder / part)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
@@ -253,3 +253,49 @@ def test_captions_cached_on_disk_are_not_encoded_again_after_a_resume(tmp_path, 
     a = load_file(straight.of(Finished)[0].outputs[-1])
     b = load_file(resumed.of(Finished)[0].outputs[-1])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_flux_layouts_convert_both_ways_and_agree_with_diffusers_own_converter():
+    """diffusers → BFL → diffusers is exact on the tiny model; on the real Flux.1-dev shape (19 double, 38
+    single blocks, width 3072) diffusers' own BFL converter reads what Kamaal writes back into every key,
+    shape and value (rows of the true heights, one column each, so the check stays small)."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from trainer.models.flux_layout import to_diffusers, to_original
+    from trainer.models.tiny import tiny_pipeline
+
+    tiny = tiny_pipeline("flux").transformer
+    state = tiny.state_dict()
+    back = to_diffusers(to_original(state, dict(tiny.config)), dict(tiny.config))
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+
+    with torch.device("meta"):
+        real = diffusers.FluxTransformer2DModel()
+    generator = torch.Generator().manual_seed(0)
+    thin = {key: torch.randn((*value.shape[:1], *([1] if value.dim() > 1 else [])), generator=generator)
+            for key, value in real.state_dict().items()}
+    original = to_original(thin, dict(real.config))
+    assert "double_blocks.18.img_attn.qkv.weight" in original and "single_blocks.37.linear1.weight" in original
+    assert original["single_blocks.0.linear1.weight"].shape[0] == 3 * 3072 + 4 * 3072
+    converted = convert_flux_transformer_checkpoint_to_diffusers(dict(original))
+    assert converted.keys() == thin.keys()
+    assert all(torch.equal(converted[k], thin[k]) for k in thin)
+
+
+@pytest.mark.slow
+def test_a_frozen_flux_run_also_writes_the_bfl_transformer_file(tmp_path, tiny_models, shapes_dataset):
+    from trainer.models.flux_layout import to_diffusers
+
+    config = diffusion_config(tiny_models["flux"], shapes_dataset, "flux", mode="frozen",
+                              frozen={"trainable": ["transformer_blocks.0"]},
+                              training={"steps": 4, "eval_every": 2}, sampling={"inference_steps": 2})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
+    original = load_file(single)
+    assert any(key.startswith("double_blocks.0.img_attn.qkv") for key in original)
+    trained = load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+    config_json = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+    back = to_diffusers(original, config_json)
+    assert back.keys() == trained.keys() and all(torch.equal(back[k], trained[k]) for k in trained)

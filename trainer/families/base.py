@@ -95,6 +95,9 @@ class Family:
     sample_scheduler: str | None = "DDIMScheduler"  # for previews; None: the model's own scheduler
     max_sequence_length: int | None = None  # T5 tokens, where the family has T5 (training = sampling)
     single_file: bool = True  # Kamaal reads and writes its full models as original-layout single files
+    # Where a family is not read from single files yet: "module:function(pipeline) -> state dict" that writes a
+    # full/frozen run's single file in the layout the other tools load (Flux: the BFL transformer file).
+    single_file_writer: str | None = None
     # Key fragments that show a single file holds this family (to name it where its single files are refused).
     file_markers: tuple[str, ...] = ()
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it

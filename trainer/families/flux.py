@@ -26,6 +26,7 @@ FAMILY = Family(
     sample_scheduler=None,
     max_sequence_length=512,
     single_file=False,
+    single_file_writer="trainer.models.flux_layout:pipeline_to_original",
     file_markers=("double_blocks.", "single_blocks."),
     memory=MemoryFacts(
         reference_parameters={"transformer": 11_901_408_320, "text_encoder": 123_060_480,
@@ -92,3 +93,19 @@ def bfl_layout(config: dict) -> dict[str, tuple[str, int, int, int, bool]]:
         whole(diffusers, bfl)
     layout["norm_out.linear"] = ("final_layer.adaLN_modulation.1", 0, 0, 0, True)
     return layout
+
+
+def bfl_norms(config: dict) -> dict[str, str]:
+    """The RMS norms' scales: diffusers parameter → BFL parameter (the rest of the weights: ``bfl_layout``)."""
+    norms: dict[str, str] = {}
+    for i in range(int(config["num_layers"])):
+        d, b = f"transformer_blocks.{i}.attn", f"double_blocks.{i}"
+        norms |= {f"{d}.norm_q.weight": f"{b}.img_attn.norm.query_norm.scale",
+                  f"{d}.norm_k.weight": f"{b}.img_attn.norm.key_norm.scale",
+                  f"{d}.norm_added_q.weight": f"{b}.txt_attn.norm.query_norm.scale",
+                  f"{d}.norm_added_k.weight": f"{b}.txt_attn.norm.key_norm.scale"}
+    for i in range(int(config["num_single_layers"])):
+        d, b = f"single_transformer_blocks.{i}.attn", f"single_blocks.{i}"
+        norms |= {f"{d}.norm_q.weight": f"{b}.norm.query_norm.scale",
+                  f"{d}.norm_k.weight": f"{b}.norm.key_norm.scale"}
+    return norms

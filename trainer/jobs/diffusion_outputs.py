@@ -113,8 +113,9 @@ def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if not family(cfg.model.architecture).single_file:
-        return [output_dir / "diffusers"]  # the original-layout writer for transformer families comes next
+    model = family(cfg.model.architecture)
+    if not model.single_file and model.single_file_writer is None:
+        return [output_dir / "diffusers"]  # no original-layout writer for this family yet (SD 3.5)
     single = output_dir / f"{cfg.output.run_name}.safetensors"
     _save_single_file(pipe, cfg.model.architecture, single, {"kamaal.config": cfg.to_toml()})
     return [output_dir / "diffusers", single]
@@ -122,11 +123,19 @@ def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:
 
 def _save_single_file(pipe, architecture: str, path: Path, metadata: dict[str, str]) -> None:
     """The whole model in the original (CompVis/SGM) key layout that Automatic1111 and ComfyUI load."""
+    import importlib
+
     from safetensors.torch import save_file
 
     from trainer.models import pipeline_to_original
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in pipeline_to_original(pipe, architecture).items()}
+    writer = family(architecture).single_file_writer
+    if writer is not None:
+        module_name, function_name = writer.split(":")
+        original = getattr(importlib.import_module(module_name), function_name)(pipe)
+    else:
+        original = pipeline_to_original(pipe, architecture)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in original.items()}
     staging = path.with_name(f".{path.name}.tmp")
     try:
         save_file(tensors, staging, metadata=metadata)
