@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 PredictionType = Literal["epsilon", "v_prediction", "flow_matching"]
 Kind = Literal["toy", "unet", "transformer"]
+GB = 1024**3
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,7 @@
 latents, conditioned on T5-XXL's hidden states and CLIP-L's pooled output.  dev is guidance-distilled: the
 transformer takes the guidance scale as an input (``guidance_embeds``); schnell does not."""
 
-from trainer.families.base import Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
-
-GB = 1024**3
+from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
 
 FAMILY = Family(
     name="flux",

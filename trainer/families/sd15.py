@@ -1,8 +1,6 @@
 """Stable Diffusion 1.x: one OpenAI CLIP ViT-L text encoder (768 wide), an ε-prediction UNet."""
 
-from trainer.families.base import Family, KohyaFacts, MemoryFacts, TextEncoder
-
-GB = 1024**3
+from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncoder
 
 FAMILY = Family(
     name="sd15",

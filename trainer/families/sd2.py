@@ -1,8 +1,6 @@
 """Stable Diffusion 2.x: one OpenCLIP ViT-H text encoder (1024 wide); 768 px v-prediction and 512 px ε models."""
 
-from trainer.families.base import Family, KohyaFacts, MemoryFacts, TextEncoder
-
-GB = 1024**3
+from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncoder
 
 FAMILY = Family(
     name="sd2",

@@ -2,9 +2,7 @@
 encoders — CLIP-L and OpenCLIP bigG (penultimate hidden states side by side, padded to T5's width, and their
 pooled projections) and T5-XXL (optional in the pipeline; its hidden states follow the CLIP ones)."""
 
-from trainer.families.base import Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
-
-GB = 1024**3
+from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
 
 FAMILY = Family(
     name="sd3",

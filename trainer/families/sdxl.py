@@ -1,9 +1,7 @@
 """SDXL: two text encoders (OpenAI CLIP ViT-L and OpenCLIP ViT-bigG, hidden states side by side, the second's
 pooled output too) and micro-conditioning on the original size, crop and target size."""
 
-from trainer.families.base import Family, KohyaFacts, MemoryFacts, TextEncoder
-
-GB = 1024**3
+from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncoder
 
 FAMILY = Family(
     name="sdxl",
