@@ -89,6 +89,15 @@ class ModelConfig(Section):
     path: str = _path_field(
         "", "Base weights to start from: a diffusers folder or a .safetensors file "
             "(for the toy network, a toy.safetensors from an earlier run). Empty = fresh weights (toy only).")
+    text_encoder_files: list[str] = Field(
+        default_factory=list, json_schema_extra={"path": True, **DIFFUSION_ONLY},
+        description="For a single-file base whose text encoders are files of their own (Flux: clip_l and t5xxl "
+                    ".safetensors, in any order); empty = look beside it as ComfyUI keeps them (models/clip, "
+                    "models/text_encoders).")
+    vae_file: str = Field(
+        "", json_schema_extra={"path": True, **DIFFUSION_ONLY},
+        description="For a single-file base without its VAE (Flux: ae.safetensors); empty = look in models/vae "
+                    "beside it.")
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", json_schema_extra=DIFFUSION_ONLY,
         description="What the UNet predicts; auto = from the model (SD 2.x 768 models use v_prediction).")
@@ -322,9 +331,10 @@ def _path_problems(config: Config) -> list[str]:
     fields += [(f"concepts[{index}].{name}", getattr(concept, name))
                for index, concept in enumerate(config.concepts) for name in CONCEPT_PATH_FIELDS]
     for dotted, value in fields:
-        problem = _path_problem(value)
-        if problem is not None:
-            problems.append(f"{dotted}: {problem}, got {_shown(value)}")
+        for item in value if isinstance(value, list) else [value]:
+            problem = _path_problem(item)
+            if problem is not None:
+                problems.append(f"{dotted}: {problem}, got {_shown(item)}")
     return problems
 
 
@@ -546,7 +556,9 @@ def resolve_paths(config: Config, base: Path, skip: Iterable[str] = ()) -> Confi
 
     for dotted in path_fields():
         section, name = dotted.split(".")
-        data[section][name] = resolved(dotted, data[section][name])
+        value = data[section][name]
+        data[section][name] = [resolved(dotted, v) for v in value] if isinstance(value, list) \
+            else resolved(dotted, value)
     for index, concept in enumerate(data["concepts"]):
         for name in CONCEPT_PATH_FIELDS:
             concept[name] = resolved(f"concepts[{index}].{name}", concept[name])

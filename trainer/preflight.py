@@ -45,6 +45,12 @@ def input_problems(config: Config) -> dict[str, str]:
                                       "choose the model's folder itself, or a single .safetensors file")
         elif path.is_file() and path.suffix.lower() not in MODEL_FILE_SUFFIXES:
             problems["model.path"] = f"{path} is neither a .safetensors/.ckpt file nor a diffusers folder"
+    for index, file in enumerate(config.model.text_encoder_files):
+        if not Path(file).is_file():
+            problems[f"model.text_encoder_files[{index}]"] = (f"not found: {file}" if not Path(file).exists()
+                                                               else f"{file} is a folder; choose the .safetensors file")
+    if config.model.vae_file and not Path(config.model.vae_file).is_file():
+        problems["model.vae_file"] = f"not found: {config.model.vae_file}"
     for concept in concepts_of(config):
         field = f"{concept.prefix}.path"
         if not concept.path:

@@ -30,7 +30,7 @@ class Group:
 GROUPS: tuple[Group, ...] = (
     Group("basics", "Basics", ("mode", "model.architecture", "training.steps", "training.batch_size",
                                "training.learning_rate", "training.seed", "output.run_name")),
-    Group("model", "Model", ("model.path", "model.prediction_type")),
+    Group("model", "Model", ("model.path", "model.text_encoder_files", "model.vae_file", "model.prediction_type")),
     Group("frozen", "Frozen layers", ("frozen.trainable",),
           "Tick the blocks to train; everything else stays frozen."),
     Group("dataset", "Dataset", ("dataset.instance_token", "dataset.caption_template", "dataset.caption_extension",
@@ -69,6 +69,8 @@ DIFFUSION_ONLY = frozenset(diffusion_only_fields())
 ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})
 # Fields that mean something only for DDPM families (ε/v prediction); flow-matching families hide them.
 DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma"})
+# The separate files of a transformer family's single-file base (Flux: clip_l, t5xxl, ae); others hide them.
+TRANSFORMER_ONLY = frozenset({"model.text_encoder_files", "model.vae_file"})
 
 
 def visible_sections(mode: str, architecture: str) -> tuple[str, ...]:
@@ -83,6 +85,8 @@ def field_visible(name: str, mode: str, architecture: str) -> bool:
     if name in DIFFUSION_ONLY and is_toy(architecture):
         return False
     if name in DDPM_ONLY and architecture in FAMILIES and FAMILIES[architecture].flow is not None:
+        return False
+    if name in TRANSFORMER_ONLY and not (architecture in FAMILIES and FAMILIES[architecture].kind == "transformer"):
         return False
     return name.partition(".")[0] in visible_sections(mode, architecture)
 

@@ -99,7 +99,8 @@ def test_any_config_file_gives_a_usable_config_or_a_refusal_naming_it(drawn: tup
     for dotted in path_fields():
         section, name = dotted.split(".")
         value = getattr(getattr(config, section), name)
-        assert value == "" or Path(value).is_absolute(), (dotted, value)
+        for item in value if isinstance(value, list) else [value]:  # a list of paths resolves item by item
+            assert item == "" or Path(item).is_absolute(), (dotted, item)
     seed = config.training.seed
     for derived in [*config.sampling.seeds, seed, seed + 1, (seed + 3) * 1_000_003 + 10**9, seed * 100_003 + 10**6,
                     config.toy.task_seed]:

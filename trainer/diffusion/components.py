@@ -74,7 +74,8 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
         check_lora_targets(Path(config.model.path), list(config.lora.target_modules))  # before the slow load
     override = None if config.model.prediction_type == "auto" else config.model.prediction_type
     loaded = load_model(Path(config.model.path), prediction_type=override,
-                        expected_architecture=config.model.architecture)  # type: ignore[arg-type]
+                        expected_architecture=config.model.architecture,  # type: ignore[arg-type]
+                        text_encoder_files=list(config.model.text_encoder_files), vae_file=config.model.vae_file)
     pipe, info = loaded.pipeline, loaded.info
     model = family(info.architecture)
     if model.flow is None:

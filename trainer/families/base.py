@@ -99,6 +99,9 @@ class Family:
     # Where a family is not read from single files yet: "module:function(pipeline) -> state dict" that writes a
     # full/frozen run's single file in the layout the other tools load (Flux: the BFL transformer file).
     single_file_writer: str | None = None
+    # "module:function(checkpoint, config_dir, dtype, text_encoder_files, vae_file) -> pipeline" reading the
+    # family's own single files (Flux: the BFL transformer with clip_l, t5xxl and ae files beside it).
+    single_file_reader: str | None = None
     # Key fragments that show a single file holds this family (to name it where its single files are refused).
     file_markers: tuple[str, ...] = ()
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it

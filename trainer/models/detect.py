@@ -51,6 +51,8 @@ def detect_architecture(shapes: Shapes, name: str | Path) -> Architecture:
     """The family of an original-layout checkpoint; ``InputError`` (naming ``name``) if it is none of ours."""
     for other in families.FAMILIES.values():
         if other.file_markers and any(marker in key for key in shapes for marker in other.file_markers):
+            if other.single_file_reader is not None:
+                return other.name
             raise InputError(f"model.path: {name} is a {other.display_name} checkpoint; {other.display_name} loads "
                              "from its diffusers folder for now (single files come later), so point model.path at "
                              "the folder")

@@ -45,6 +45,8 @@ def _inspect(path: Path, prediction_type: PredictionType | None) -> tuple[ModelI
         return ModelInfo(architecture, prediction, "diffusers"), None
     checkpoint = open_checkpoint(path)
     architecture = detect.detect_architecture(checkpoint.shapes, path)
+    if family(architecture).flow is not None:
+        return ModelInfo(architecture, "flow_matching", "single_file"), checkpoint
     prediction = detect.detect_prediction_type(architecture, checkpoint.shapes, checkpoint.metadata,
                                                checkpoint.tensor, prediction_type)
     return ModelInfo(architecture, prediction, "single_file"), checkpoint
@@ -52,7 +54,8 @@ def _inspect(path: Path, prediction_type: PredictionType | None) -> tuple[ModelI
 
 def load_model(path: Path | str, *, prediction_type: PredictionType | None = None,
                expected_architecture: Architecture | None = None, config_dir: Path | str | None = None,
-               dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> LoadedModel:
+               dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+               text_encoder_files: list[str] | None = None, vae_file: str = "") -> LoadedModel:
     """Load a base model offline.  ``prediction_type`` overrides detection; ``expected_architecture``
     (the config's ``model.architecture``) must match what is found; ``config_dir`` replaces the shipped
     configs for single files.  Bad input raises ``InputError`` naming the file."""
@@ -62,8 +65,16 @@ def load_model(path: Path | str, *, prediction_type: PredictionType | None = Non
     if expected_architecture is not None and info.architecture != expected_architecture:
         raise InputError(f"model.path: {path} holds {DISPLAY_NAME[info.architecture]} weights, but model.architecture "
                          f"is '{expected_architecture}'; set it to '{info.architecture}'")
+    reader = family(info.architecture).single_file_reader
     if checkpoint is None:
         pipeline = _load_diffusers_folder(path, info, dtype)
+    elif reader is not None:  # the family reads its own single files (Flux: transformer + separate files)
+        import importlib
+
+        module_name, function_name = reader.split(":")
+        pipeline = getattr(importlib.import_module(module_name), function_name)(
+            checkpoint, Path(config_dir) if config_dir is not None else None, dtype, list(text_encoder_files or []),
+            vae_file)
     else:
         folder = Path(config_dir) if config_dir is not None else default_config_dir(info)
         pipeline = _load_single_file(checkpoint, info, folder, dtype)
