@@ -50,7 +50,8 @@ def block_tree(model: torch.nn.Module, depth: int = 2) -> OrderedDict[str, tuple
     return tree
 
 
-def model_blocks(model_path: Path, depth: int = 2, trainable: list[str] | tuple[str, ...] = ()) -> dict[str, list]:
+def model_blocks(model_path: Path, depth: int = 2, trainable: list[str] | tuple[str, ...] = (),
+                 text_encoder_files: list[str] | None = None, vae_file: str = "") -> dict[str, list]:
     """The block tree of a model's UNet and text encoder(s) with parameter counts, as plain data.
 
     ``trainable`` patterns (as in ``frozen.trainable``) apply to the UNet and mark what a frozen-layer run would
@@ -59,7 +60,7 @@ def model_blocks(model_path: Path, depth: int = 2, trainable: list[str] | tuple[
     from trainer.families import family
     from trainer.models import load_model
 
-    loaded = load_model(Path(model_path))
+    loaded = load_model(Path(model_path), text_encoder_files=text_encoder_files, vae_file=vae_file)
     denoiser = family(loaded.info.architecture).denoiser
     modules = {name: getattr(loaded.pipeline, name) for name in family(loaded.info.architecture).component_names}
     report: dict[str, list[dict]] = {}

@@ -99,7 +99,11 @@ class BlockTree(QWidget):
         self.summary.setText("Reading the model's blocks…")
         self.inspect_button.setEnabled(False)
         self.inspected = (architecture, path)
-        return self.runner.start("model-blocks", {"architecture": architecture, "model": path, "depth": 3})
+        # A single-file base whose text encoders and VAE are files of their own (Flux) needs those too.
+        return self.runner.start("model-blocks", {
+            "architecture": architecture, "model": path, "depth": 3,
+            "text_encoder_files": [str(p) for p in self.model.value("model.text_encoder_files") or []],
+            "vae_file": str(self.model.value("model.vae_file") or "")})
 
     def shutdown(self) -> None:
         self.runner.close()
@@ -227,7 +231,8 @@ class BlockTree(QWidget):
     def _on_value_changed(self, name: str, _value: object) -> None:
         if name == "frozen.trainable":
             self._show_patterns()
-        elif name in ("model.path", "model.architecture") and self.inspected is not None:
+        elif name in ("model.path", "model.architecture", "model.text_encoder_files", "model.vae_file") \
+                and self.inspected is not None:
             self.tree.clear()
             self.blocks, self.inspected = {}, None
             self.summary.setText("The base model changed: read its blocks again.")

@@ -123,3 +123,33 @@ def test_dev_and_schnell_files_are_told_apart_by_the_guidance_embedder(tmp_path)
                        ("schnell", ["double_blocks.0.img_attn.qkv.weight"])):
         save_file({key: torch.zeros(2, 2) for key in keys}, tmp_path / f"{name}.safetensors")
         assert transformer_variant(open_checkpoint(tmp_path / f"{name}.safetensors")) == f"flux-{name}"
+
+
+def test_the_block_tree_task_reads_a_flux_file_with_its_named_companions(comfy, tmp_path, monkeypatch):
+    """The Frozen-layers tree of a single-file Flux whose encoders and VAE are named in the settings (not in
+    ComfyUI's folders): the task passes them on, and lists the transformer's blocks and both encoders.  (The
+    tiny model's configs stand in for the shipped real-size ones.)"""
+    import shutil
+
+    import trainer.models.flux_single as flux_single
+    from trainer.tasks.builtin import inspect_blocks
+
+    shutil.copytree(comfy["config_dir"], tmp_path / "configs" / "flux-dev")
+    monkeypatch.setattr(flux_single, "MODEL_CONFIGS", tmp_path / "configs")
+
+    class Context:
+        def progress(self, *args) -> None:
+            pass
+
+    alone = tmp_path / "a" / "b"
+    alone.mkdir(parents=True)
+    shutil.copy(comfy["models"] / "unet" / "flux1-tiny.safetensors", alone / "flux.safetensors")
+    args = {"model": str(alone / "flux.safetensors"), "depth": 1,
+            "text_encoder_files": [str(comfy["models"] / "clip" / name)
+                                   for name in ("t5xxl_fp16.safetensors", "clip_l.safetensors")],
+            "vae_file": str(comfy["models"] / "vae" / "ae.safetensors")}
+    blocks = inspect_blocks(args, Context())["blocks"]
+    assert set(blocks) == {"transformer", "text_encoder", "text_encoder_2"}
+    assert {row["block"] for row in blocks["transformer"]} >= {"transformer_blocks", "single_transformer_blocks"}
+    with pytest.raises(InputError, match=r"model\.text_encoder_files"):
+        inspect_blocks({**args, "text_encoder_files": []}, Context())

@@ -11,7 +11,8 @@ from trainer.tasks.runner import TaskContext
 def inspect_blocks(args: dict, context: TaskContext) -> dict:
     """The UNet and text-encoder block tree of ``args["model"]`` (for the frozen-layer tree in the GUI).
 
-    Arguments: ``model`` (path), ``depth`` (default 2), ``trainable`` (patterns, default none).
+    Arguments: ``model`` (path), ``depth`` (default 2), ``trainable`` (patterns, default none), and for a
+    single-file base with separate text encoder and VAE files (Flux) ``text_encoder_files`` and ``vae_file``.
     Result: ``{"model": path, "blocks": {component: [{"block", "parameters", "trainable"}, ...]}}``.
     """
     from trainer.freezing import model_blocks
@@ -20,6 +21,8 @@ def inspect_blocks(args: dict, context: TaskContext) -> dict:
     if not model:
         raise InputError("model.path: no model chosen")
     context.progress(0, 1, f"Loading {Path(model).name}…")
-    blocks = model_blocks(Path(model), int(args.get("depth", 2)), list(args.get("trainable", ())))
+    blocks = model_blocks(Path(model), int(args.get("depth", 2)), list(args.get("trainable", ())),
+                          text_encoder_files=[str(p) for p in args.get("text_encoder_files") or []],
+                          vae_file=str(args.get("vae_file") or ""))
     context.progress(1, 1, "Done")
     return {"model": model, "blocks": blocks}
