@@ -89,7 +89,10 @@ def load_flux_single_file(checkpoint: CheckpointFile, config_dir: Path | None, d
     _load(clip, clip_state, clip_file, "CLIP-L text encoder", optional={"embeddings.position_ids"})
     t5 = transformers.T5EncoderModel(transformers.T5Config.from_pretrained(folder / "text_encoder_2"))
     t5_state = open_checkpoint(t5_file).state_dict()
-    t5_state.setdefault("encoder.embed_tokens.weight", t5_state.get("shared.weight"))  # tied: files keep one
+    pair = ("encoder.embed_tokens.weight", "shared.weight")
+    for tied, source in (pair, pair[::-1]):
+        if tied not in t5_state and source in t5_state:  # tied weights: a file may keep either copy
+            t5_state[tied] = t5_state[source]
     _load(t5, t5_state, t5_file, "T5-XXL text encoder")
     vae_state = {key.removeprefix("first_stage_model."): value
                  for key, value in open_checkpoint(vae_path).state_dict().items()}
