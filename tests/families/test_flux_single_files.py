@@ -153,3 +153,18 @@ def test_the_block_tree_task_reads_a_flux_file_with_its_named_companions(comfy, 
     assert {row["block"] for row in blocks["transformer"]} >= {"transformer_blocks", "single_transformer_blocks"}
     with pytest.raises(InputError, match=r"model\.text_encoder_files"):
         inspect_blocks({**args, "text_encoder_files": []}, Context())
+
+
+def test_the_memory_box_counts_a_flux_models_transformer_in_a_folder_and_in_a_file(comfy, tmp_path):
+    """device-info's parameter counts (which the memory estimate reads by the family's component names) see the
+    transformer and the T5 encoder of a Flux folder, and the transformer of a BFL file."""
+    from trainer.models.tiny import build_tiny_model
+    from trainer.tasks.measure import count_parameters
+
+    pipe = comfy["pipe"]
+    expected = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in COMPONENTS}
+    folder = count_parameters(build_tiny_model(tmp_path / "flux", "flux", seed=0))
+    assert folder["transformer"] == expected["transformer"] and "unet" not in folder
+    assert folder["text_encoder_2"] == expected["text_encoder_2"]  # T5: the tied embedding once
+    single = count_parameters(comfy["models"] / "unet" / "flux1-tiny.safetensors")
+    assert single == {"transformer": expected["transformer"]}

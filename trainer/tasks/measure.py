@@ -64,22 +64,39 @@ def count_parameters(model: Path) -> dict[str, int]:
             for key in handle.keys():
                 numel = math.prod(handle.get_slice(key).get_shape())
                 component = next((name for prefix, name in SINGLE_FILE_PREFIXES if key.startswith(prefix)),
-                                 None) if split else path.parent.name
-                if component is not None:
-                    totals[component] = totals.get(component, 0) + numel
+                                 "") if split else path.parent.name
+                totals[component] = totals.get(component, 0) + numel
         return totals
 
     try:
         if model.is_file() and model.suffix == ".safetensors":
-            return count(model, split=True)
+            return _single_file_components(model, count(model, split=True))
         totals: dict[str, int] = {}
-        for component in ("unet", "text_encoder", "text_encoder_2", "vae"):
-            for path in sorted((model / component).glob("*.safetensors")):
+        # Every component folder (unet or transformer, text_encoder … text_encoder_3, vae), whatever the family.
+        for folder in sorted(p for p in model.iterdir() if p.is_dir()):
+            for path in sorted(folder.glob("*.safetensors")):
                 for name, numel in count(path, split=False).items():
                     totals[name] = totals.get(name, 0) + numel
         return totals
     except (OSError, ValueError):
         return {}
+
+
+def _single_file_components(model: Path, totals: dict[str, int]) -> dict[str, int]:
+    """A single file's counts under its family's names: the denoiser's weights (``model.diffusion_model.``, or
+    every key of a transformer-only file such as Flux's) under ``transformer`` where the family says so."""
+    from trainer.errors import InputError
+    from trainer.families import family
+    from trainer.models import inspect_model
+
+    other = totals.pop("", 0)
+    try:
+        denoiser = family(inspect_model(model).architecture).denoiser
+    except InputError:
+        return totals
+    if denoiser != "unet":
+        totals[denoiser] = totals.pop("unet", 0) + other
+    return totals
 
 
 class _StopAfter:
