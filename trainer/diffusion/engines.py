@@ -113,6 +113,10 @@ class SD3Engine(Engine):
 
     encode_captions_alone = True
 
+    def __init__(self, parts: Components) -> None:
+        super().__init__(parts)
+        self._text_pipelines: dict[tuple[int, ...], Any] = {}  # by the encoders' identity
+
     def latents(self, mean: torch.Tensor) -> torch.Tensor:
         config = self.parts.vae.config
         return (mean - float(config.shift_factor or 0.0)) * float(config.scaling_factor)
@@ -125,12 +129,18 @@ class SD3Engine(Engine):
         return TextConditioning(hidden, pooled)
 
     def _text_pipeline(self, encoders: list[torch.nn.Module]) -> Any:
+        """A text-only pipeline over ``encoders`` (built once per set of encoders: training and evaluation)."""
         import diffusers
 
-        parts: dict[str, Any] = {"transformer": None, "vae": None, "scheduler": None}
-        for spec, encoder, tokenizer in zip(self.family.text_encoders, encoders, self.parts.tokenizers, strict=True):
-            parts[spec.component], parts[spec.tokenizer] = _unwrapped(encoder), tokenizer
-        return getattr(diffusers, self.family.pipeline_class)(**parts)
+        key = tuple(id(encoder) for encoder in encoders)
+        cache = self._text_pipelines
+        if key not in cache:
+            parts: dict[str, Any] = {"transformer": None, "vae": None, "scheduler": None}
+            for spec, encoder, tokenizer in zip(self.family.text_encoders, encoders, self.parts.tokenizers,
+                                                strict=True):
+                parts[spec.component], parts[spec.tokenizer] = _unwrapped(encoder), tokenizer
+            cache[key] = getattr(diffusers, self.family.pipeline_class)(**parts)
+        return cache[key]
 
     def _encode(self, pipe: Any, prompts: list[str], device, extra: dict) -> tuple[torch.Tensor, torch.Tensor]:
         hidden, _, pooled, _ = pipe.encode_prompt(prompts, prompts, prompts, device=torch.device(device),

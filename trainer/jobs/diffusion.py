@@ -285,9 +285,10 @@ class DiffusionJob(TrainingJob):
     def _disk_text(self, caption: str) -> TextConditioning:
         """A caption's conditioning from ``RUN/cache/text``, encoded (alone) and stored there the first time."""
         import hashlib
-        import os
 
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file, save
+
+        from trainer.fsutil import atomic_write_bytes
 
         key = f"{self.config.model.architecture}|{self.config.model.path}|{caption}"
         path = self.run.root / "cache" / "text" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
@@ -299,10 +300,7 @@ class DiffusionJob(TrainingJob):
         tensors = {"hidden": encoded.hidden.contiguous()}
         if encoded.pooled is not None:
             tensors["pooled"] = encoded.pooled.contiguous()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes may meet on one caption
-        save_file(tensors, staging)
-        staging.replace(path)
+        atomic_write_bytes(path, save(tensors), durable=False)  # a cache: a unique temp name per writer
         return encoded
 
     # ------------------------------------------------------------------ training
