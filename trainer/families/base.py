@@ -115,6 +115,9 @@ class Family:
     default_prediction: PredictionType = "epsilon"
     cross_attention_width: int | None = None  # of the real model's UNet, which tells 1.x from 2.x files
     v_prediction_by_weights: bool = False  # ε and v models share a layout: a weight statistic tells them apart
+    # The denoiser's containers of repeated blocks (its ModuleLists): the Linear layers inside them are what
+    # ``model.base_quantization`` stores in fewer bits; embedders and the final layer stay as they are.
+    blocks: tuple[str, ...] = ("down_blocks", "mid_block", "up_blocks")
     memory: MemoryFacts = field(default_factory=lambda: MemoryFacts({}))
     kohya: KohyaFacts | None = None
     tiny: dict[str, Any] = field(default_factory=dict)  # the tiny test model's UNet and text encoders

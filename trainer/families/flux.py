@@ -28,6 +28,7 @@ FAMILY = Family(
     single_file_reader="trainer.models.flux_single:load_flux_single_file",
     config_folders={"flow_matching": "flux-dev"},  # schnell files: flux-schnell (the reader tells them apart)
     file_markers=("double_blocks.", "single_blocks."),
+    blocks=("transformer_blocks", "single_transformer_blocks"),
     memory=MemoryFacts(
         reference_parameters={"transformer": 11_901_408_320, "text_encoder": 123_060_480,
                               "text_encoder_2": 4_762_310_656, "vae": 83_819_683},

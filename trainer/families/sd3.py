@@ -26,6 +26,7 @@ FAMILY = Family(
     max_sequence_length=256,
     single_file=False,
     file_markers=("joint_blocks.",),
+    blocks=("transformer_blocks",),
     memory=MemoryFacts(
         # SD 3.5 Large; Medium is 2.5 B (the block tree's counts replace these when the model is known).
         reference_parameters={"transformer": 8_056_500_000, "text_encoder": 123_650_304,
