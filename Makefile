@@ -36,7 +36,7 @@ bench: $(STAMP)
 
 ## gpu-check: on a CUDA GPU, within 8 minutes: Kamaal's trainer on full-size SD 1.5 / SDXL (bf16, fp16, checkpointing,
 ## 8-bit AdamW) vs the diffusers-style loop, the memory estimate's error, then pytest -m cuda; bench/results/gpu-*.json.
-## Without CUDA it says so; GPU_CHECK_ARGS=--dry-run runs it on the CPU with tiny models. 8-bit AdamW: pip install -e '.[cuda]'
+## Without CUDA it says so; GPU_CHECK_ARGS=--dry-run runs it on the CPU with tiny models.
 gpu-check: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.gpu_check $(GPU_CHECK_ARGS)
 

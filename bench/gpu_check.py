@@ -122,7 +122,7 @@ class Case:
         if scale.device == "cpu" and self.optimizer == "adamw8bit":
             return "needs CUDA: 8-bit AdamW (bitsandbytes) is refused on the CPU"
         if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
-            return "bitsandbytes is not installed (pip install -e '.[cuda]')"
+            return "bitsandbytes is not installed (make test or pip install -c constraints.txt -e . installs it)"
         return None
 
 

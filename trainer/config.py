@@ -104,6 +104,16 @@ class ModelConfig(Section):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", json_schema_extra=DIFFUSION_ONLY,
         description="Mixed precision: auto = bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU.")
+    base_quantization: Literal["none", "fp8", "int8", "nf4"] = Field(
+        "none", json_schema_extra=DIFFUSION_ONLY,
+        description="Store the frozen base model's block weights in fewer bits while LoRA trains (LoRA and "
+                    "DreamBooth-LoRA runs): fp8 or int8 (torchao) half of bf16's memory, nf4 (bitsandbytes, as "
+                    "QLoRA) about a quarter, at a small cost in fidelity. The LoRA itself trains in full precision.")
+    text_encoder_device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", json_schema_extra=DIFFUSION_ONLY,
+        description="Where the text encoders wait once every caption is encoded: auto = in the computer's memory "
+                    "(off the GPU) when captions are cached and the encoders are not trained; gpu = stay on the "
+                    "GPU; cpu = move off the GPU (needs dataset.cache_text).")
 
 
 class DatasetConfig(Section):
@@ -287,6 +297,18 @@ class Config(Section):
                             f"got {self.training.warmup_steps}")
         if self.mode == "frozen" and not self.frozen.trainable:
             problems.append("frozen.trainable: name at least one block to train in frozen mode")
+        lora_base = self.mode == "lora" or (self.mode == "dreambooth" and not self.dreambooth.train_full_unet)
+        if self.model.base_quantization != "none" and not lora_base:
+            problems.append(f"model.base_quantization: {self.model.base_quantization} stores frozen base weights; "
+                            f"this {self.mode} run trains them (use none, or LoRA / DreamBooth without "
+                            "train_full_unet)")
+        if self.model.text_encoder_device == "cpu":
+            if lora_base and self.lora.train_text_encoder:
+                problems.append("model.text_encoder_device: cpu cannot hold text encoders that LoRA trains "
+                                "(turn off lora.train_text_encoder, or choose auto)")
+            elif self.dataset.cache_text == "off":
+                problems.append("model.text_encoder_device: cpu needs the captions cached (dataset.cache_text "
+                                "auto, on or disk)")
         if self.dataset.min_bucket_side > self.dataset.max_bucket_side:
             problems.append(f"dataset.min_bucket_side: must be ≤ dataset.max_bucket_side "
                             f"({self.dataset.max_bucket_side}), got {self.dataset.min_bucket_side}")

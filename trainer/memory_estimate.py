@@ -8,7 +8,11 @@ The formula, in bytes, for one training process::
 
     weights      Σ component parameters × bytes per weight
                    (fp16/bf16 = 2 under mixed precision on CUDA, else 4; the VAE is always fp32;
-                    full and frozen-layer runs keep the whole UNet in fp32 — see architecture.md)
+                    full and frozen-layer runs keep the whole UNet in fp32 — see architecture.md;
+                    a quantized base: the family's quantizable share of the denoiser at the kind's
+                    bytes per weight — nf4 ≈ 0.52, int8/fp8 1 — the rest as above;
+                    text encoders off the GPU: not counted while training, but the captions are
+                    encoded first with them alone on the GPU, so the peak is at least their weights)
     trainable    LoRA: rank × per-rank parameters of the architecture × (target modules / 4)
                    (+ the text encoders' per-rank count when they are trained) — kept in fp32;
                  frozen: the counted trainable parameters (the block tree) or, uncounted, ¼ of the UNet;
@@ -41,6 +45,9 @@ MB = 1024**2
 # bytes per latent pixel) are declared by the family: trainer/families, ``Family.memory``.
 REFERENCE_PARAMETERS: dict[str, dict[str, int]] = {
     name: f.memory.reference_parameters for name, f in families.FAMILIES.items()}
+# Bytes per weight of a quantized base, scales included (nf4: 4 bits + one absmax per 64 weights, itself
+# quantized to 8 bits per 256 blocks: 0.5 + ~0.016; int8/fp8: 1 + one scale per row, negligible).
+QUANTIZED_BYTES: dict[str, float] = {"nf4": 0.5157, "int8": 1.0, "fp8": 1.0}
 CHECKPOINTING_FACTOR = 0.2
 CPU_PROCESS_OVERHEAD = 400 * MB
 FROZEN_SHARE_UNCOUNTED = 0.25
@@ -55,10 +62,12 @@ class MemoryEstimate:
     overhead: int
     trainable_parameters: int
     device: str  # "cuda" or "cpu"
+    encoding: int = 0  # the text encoders alone on the GPU while the captions are encoded (when they leave it)
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+        training = self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+        return max(training, self.encoding + self.overhead)
 
     def parts(self) -> dict[str, int]:
         return {"weights": self.weights, "gradients": self.gradients, "optimizer": self.optimizer,
@@ -92,7 +101,15 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
     reference = facts.reference_parameters
     vae = counts.get("vae", int(unet * reference["vae"] / reference[denoiser]))  # the block tree has no VAE
     full_unet = config.mode == "frozen" or (config.mode == "dreambooth" and config.dreambooth.train_full_unet)
-    weights = (unet * (4 if full_unet else weight_bytes)) + text * weight_bytes + vae * 4
+    quantization = config.model.base_quantization if not full_unet else "none"
+    if quantization != "none":
+        share = facts.quantizable_share
+        unet_bytes = unet * (share * QUANTIZED_BYTES[quantization] + (1 - share) * weight_bytes)
+    else:
+        unet_bytes = unet * (4 if full_unet else weight_bytes)
+    text_off = device == "cuda" and text_encoders_leave_gpu(config, device)
+    encoding = text * weight_bytes if text_off else 0
+    weights = unet_bytes + (0 if text_off else text * weight_bytes) + vae * 4
 
     if trainable_parameters is not None:
         trainable = trainable_parameters
@@ -119,7 +136,18 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
         activations *= 2  # each step also runs a class-image batch
     return MemoryEstimate(weights=int(weights), gradients=trainable * 4, optimizer=trainable * optimizer_bytes,
                           activations=int(activations), overhead=overhead, trainable_parameters=trainable,
-                          device=device)
+                          device=device, encoding=int(encoding))
+
+
+def text_encoders_leave_gpu(config: Config, device: str) -> bool:
+    """``model.text_encoder_device`` resolved: do the text encoders wait off the GPU once the captions are
+    encoded?  auto: on CUDA, when the captions are cached and no text encoder is trained."""
+    lora = config.mode == "lora" or (config.mode == "dreambooth" and not config.dreambooth.train_full_unet)
+    trains_text = lora and config.lora.train_text_encoder
+    cached = config.dataset.cache_text in ("on", "disk") or (config.dataset.cache_text == "auto" and not trains_text)
+    if config.model.text_encoder_device == "auto":
+        return device == "cuda" and cached and not trains_text
+    return config.model.text_encoder_device == "cpu"
 
 
 def _size_scale(architecture: str, unet_parameters: int) -> float:

@@ -48,7 +48,8 @@ GROUPS: tuple[Group, ...] = (
     Group("optimizer", "Optimizer", ("training.optimizer", "training.scheduler", "training.warmup_steps",
                                      "training.weight_decay", "training.max_grad_norm", "training.min_snr_gamma",
                                      "training.noise_offset")),
-    Group("memory", "Memory && speed", ("model.precision", "training.gradient_accumulation_steps",
+    Group("memory", "Memory && speed", ("model.precision", "model.base_quantization", "model.text_encoder_device",
+                                       "training.gradient_accumulation_steps",
                                        "training.gradient_checkpointing", "dataset.cache_latents",
                                        "dataset.cache_text")),
     Group("sampling", "Sampling", ("sampling.prompts", "sampling.seeds", "sampling.every_n_steps",
@@ -71,6 +72,8 @@ ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})
 DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma"})
 # The separate files of a transformer family's single-file base (Flux: clip_l, t5xxl, ae); others hide them.
 TRANSFORMER_ONLY = frozenset({"model.text_encoder_files", "model.vae_file"})
+# A quantized base is frozen: a frozen-layer run trains base weights, so it hides the choice.
+NOT_FOR_FROZEN = frozenset({"model.base_quantization"})
 
 
 def visible_sections(mode: str, architecture: str) -> tuple[str, ...]:
@@ -87,6 +90,8 @@ def field_visible(name: str, mode: str, architecture: str) -> bool:
     if name in DDPM_ONLY and architecture in FAMILIES and FAMILIES[architecture].flow is not None:
         return False
     if name in TRANSFORMER_ONLY and not (architecture in FAMILIES and FAMILIES[architecture].kind == "transformer"):
+        return False
+    if name in NOT_FOR_FROZEN and mode == "frozen":
         return False
     return name.partition(".")[0] in visible_sections(mode, architecture)
 

@@ -37,12 +37,35 @@ def build_pipeline(components: Components, unet: torch.nn.Module):
 
 
 @torch.no_grad()
+def encode_sample_prompts(pipe, architecture: str, prompts: list[str], guidance: float,
+                          device: str | torch.device) -> dict[str, dict[str, torch.Tensor]]:
+    """Each prompt as the pipeline's own ``encode_prompt`` conditions on it (the negative side too, where the
+    pipeline guides), on the CPU: previews can then run while the text encoders wait off the GPU.  The same
+    call the pipeline makes for a prompt string, so an image drawn from these is the image drawn from the text."""
+    import inspect
+
+    accepted = inspect.signature(pipe.encode_prompt).parameters
+    options = {"prompt_2": None, "prompt_3": None,  # None: the same prompt for every encoder, as the call does
+               "device": device, "num_images_per_prompt": 1, "do_classifier_free_guidance": guidance > 1}
+    names = family(architecture).prompt_outputs
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for prompt in dict.fromkeys(prompts):
+        outputs = pipe.encode_prompt(prompt, **{k: v for k, v in options.items() if k in accepted})
+        out[prompt] = {name: value.to("cpu") for name, value in zip(names, outputs, strict=True)
+                       if name is not None and value is not None}
+    return out
+
+
+@torch.no_grad()
 def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, steps: int, guidance: float,
-         out_dir: Path, progress: Callable[[int, int], None] | None = None) -> tuple[list[str], list[str], list[int]]:
+         out_dir: Path, progress: Callable[[int, int], None] | None = None,
+         conditioning: dict[str, dict[str, torch.Tensor]] | None = None) -> tuple[list[str], list[str], list[int]]:
     """One image per (prompt, seed); returns (paths, prompts, seeds) in file order.
 
     ``progress(done, total)`` is called before the first image and after each one (SDXL samples take
-    tens of seconds each on a GPU, minutes on a CPU: the GUI shows how far it is and keeps waiting)."""
+    tens of seconds each on a GPU, minutes on a CPU: the GUI shows how far it is and keeps waiting).
+    ``conditioning``: the prompts already encoded (:func:`encode_sample_prompts`), for text encoders that are
+    off the GPU."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, used_prompts, used_seeds = [], [], []
     total = len(prompts) * len(seeds)
@@ -51,7 +74,11 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
     for p_index, prompt in enumerate(prompts):
         for seed in seeds:
             generator = torch.Generator("cpu").manual_seed(seed)
-            image = pipe(prompt, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+            text: dict = {"prompt": prompt}
+            if conditioning is not None:
+                device = pipe._execution_device
+                text = {name: value.to(device) for name, value in conditioning[prompt].items()}
+            image = pipe(**text, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
                          generator=generator, output_type="pil").images[0]
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

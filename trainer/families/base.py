@@ -40,6 +40,9 @@ class MemoryFacts:
     lora_per_rank: int = 0  # LoRA parameters per unit of rank, the four attention projections targeted
     text_lora_per_rank: int = 0  # the same for the text encoders together
     activation_bytes_per_latent_pixel: float = 0.0  # fp16, no checkpointing, reference model, per sample
+    # Share of the denoiser's parameters in the Linear layers of its blocks: what base quantization stores in
+    # fewer bits (a UNet's convolutions stay; a transformer is nearly all Linear).  Checked against the configs.
+    quantizable_share: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ class Family:
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
     text_encoders: tuple[TextEncoder, ...] = ()
+    # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
+    # previews run from prompts encoded once, while the text encoders wait off the GPU.
+    prompt_outputs: tuple[str | None, ...] = ("prompt_embeds", "negative_prompt_embeds")
     size_conditioning: bool = False  # SDXL's micro-conditioning: original size, crop, target size
     # Which hidden state of the text encoders conditions the UNet: the last (SD 1.x/2.x as diffusers runs them)
     # or the penultimate, every encoder's side by side, plus the pooled projection (SDXL).

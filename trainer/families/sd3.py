@@ -12,6 +12,8 @@ FAMILY = Family(
     engine="trainer.diffusion.engines:SD3Engine",
     denoiser="transformer",
     pipeline_class="StableDiffusion3Pipeline",
+    prompt_outputs=("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                    "negative_pooled_prompt_embeds"),
     text_encoders=(
         TextEncoder("text_encoder", "CLIPTextModelWithProjection", open_clip=False,
                     single_file_prefix="text_encoders.clip_l.transformer.", label="CLIP-L text encoder"),

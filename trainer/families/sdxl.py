@@ -9,6 +9,8 @@ FAMILY = Family(
     modes=("frozen", "lora", "dreambooth"),
     pipeline_class="StableDiffusionXLPipeline",
     pipeline_args={"add_watermarker": False},  # no invisible-watermark dependency
+    prompt_outputs=("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                    "negative_pooled_prompt_embeds"),
     text_encoders=(
         TextEncoder("text_encoder", "CLIPTextModel", open_clip=False,
                     single_file_prefix="conditioner.embedders.0.transformer.", label="first text encoder"),
@@ -22,7 +24,8 @@ FAMILY = Family(
         reference_parameters={"unet": 2_567_463_684, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840,
                               "vae": 83_653_863},
         lora_per_rank=1_400_000, text_lora_per_rank=73_700 + 327_000,
-        activation_bytes_per_latent_pixel=16 * GB / 128**2),
+        activation_bytes_per_latent_pixel=16 * GB / 128**2,
+        quantizable_share=0.87),
     kohya=KohyaFacts(modelspec_architecture="stable-diffusion-xl-v1-base/lora", base_model_version="sdxl_base_v1-0",
                      lora_family="sdxl", lora_family_label="SDXL", original_unet_names=True,
                      version_markers=("xl",), name_markers=("transformer_blocks_1_",),

@@ -20,7 +20,7 @@ from trainer.config import Config
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
 from trainer.diffusion.engines import Engine, engine_for
-from trainer.diffusion.sampling import build_pipeline, draw
+from trainer.diffusion.sampling import build_pipeline, draw, encode_sample_prompts
 from trainer.diffusion.text import TextConditioning
 from trainer.errors import InputError
 from trainer.families import family
@@ -80,8 +80,13 @@ class DiffusionJob(TrainingJob):
                                                 "generating class images", done, total))
             self.dist.barrier()
         self.report_activity("preparing the adapters and the data")
-        self._prepare_trainable()
         self._prepare_data()
+        self.text_device = self.device
+        self._sample_text: dict[str, dict[str, torch.Tensor]] | None = None
+        if self._text_encoders_leave_gpu():
+            self._encode_text_up_front()
+            self.text_device = "cpu"
+        self._prepare_trainable()
         parameters = [p for m in self._trained_modules() for p in m.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer(parameters)
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.training)
@@ -93,6 +98,40 @@ class DiffusionJob(TrainingJob):
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
         self.report_activity("encoding the evaluation images")
         self._eval_set = self._make_eval_set()
+
+    def _text_encoders_leave_gpu(self) -> bool:
+        """model.text_encoder_device: off the GPU once every caption is encoded (auto: on CUDA, when captions
+        are cached and no text encoder is trained — they would only wait there)."""
+        from trainer.memory_estimate import text_encoders_leave_gpu
+
+        return text_encoders_leave_gpu(self.config, self.device_type)
+
+    @torch.no_grad()
+    def _encode_text_up_front(self) -> None:
+        """Every caption (and the sample prompts) encoded before step 1, with the text encoders alone on the
+        GPU (the denoiser is not there yet), then the encoders go to the computer's memory.  Each caption is
+        encoded alone, so the result does not depend on which captions share a batch."""
+        parts, dtype = self.parts, weight_dtype(self.precision)
+        for encoder in parts.text_encoders:
+            encoder.to(self.device, dtype)
+        captions = list(dict.fromkeys(e.caption for e in [*self.examples, *self.class_examples]))
+        for done, caption in enumerate(captions):
+            self.report_activity("encoding captions", done, len(captions))
+            if self.text_on_disk:
+                self._disk_text(caption)
+            elif caption not in self._texts:
+                self._texts[caption] = self.engine.encode_prompts(parts.text_encoders, [caption], self.device).to("cpu")
+        self.report_activity("encoding captions", len(captions), len(captions))
+        if self.dist.is_main:
+            pipe = build_pipeline(parts, parts.unet)
+            self._sample_text = encode_sample_prompts(pipe, self.config.model.architecture, self.sample_prompts(),
+                                                      self.config.sampling.guidance_scale, self.device)
+        for encoder in parts.text_encoders:
+            encoder.to("cpu")
+        if self.device_type == "cuda":
+            torch.cuda.empty_cache()
+        self.log.info("Encoded %d caption(s) and the sample prompts; the text encoders wait in the computer's "
+                      "memory, off the GPU", len(captions))
 
     def _trained_modules(self) -> list[torch.nn.Module]:
         return [self.parts.unet] + (self.parts.text_encoders if self.trains_text else [])
@@ -106,9 +145,12 @@ class DiffusionJob(TrainingJob):
         parts.vae.to(self.device, torch.float32)
         if self.uses_lora:
             from trainer.lora_formats import add_lora_adapters
+            from trainer.models.quantize import quantize_denoiser
 
-            for module in [parts.unet, *parts.text_encoders]:
-                module.to(self.device, frozen_dtype)
+            quantize_denoiser(parts.unet, family(cfg.model.architecture).blocks, cfg.model.base_quantization,
+                              self.device, frozen_dtype, self.log)
+            for module in parts.text_encoders:
+                module.to(self.text_device, frozen_dtype)
             add_lora_adapters(parts.unet, parts.text_encoders, cfg.lora, self.trains_text)
         else:
             # Full or frozen-layer training: the trained weights need fp32 master copies, so the
@@ -120,7 +162,7 @@ class DiffusionJob(TrainingJob):
             else:
                 parts.unet.requires_grad_(True)
             for encoder in parts.text_encoders:
-                encoder.to(self.device, frozen_dtype)
+                encoder.to(self.text_device, frozen_dtype)
         for module in self._trained_modules():  # LoRA weights (and any trained weight) in fp32
             for parameter in module.parameters():
                 if parameter.requires_grad:
@@ -445,7 +487,8 @@ class DiffusionJob(TrainingJob):
         paths, prompts, seeds = draw(pipe, self.sample_prompts(), list(cfg.sampling.seeds), width, height,
                                      cfg.sampling.inference_steps, cfg.sampling.guidance_scale,
                                      self.run.samples_dir / step_dirname(step),
-                                     progress=lambda done, total: self.report_activity(what, done, total))
+                                     progress=lambda done, total: self.report_activity(what, done, total),
+                                     conditioning=self._sample_text)
         self.sink.emit(Sample(step, tuple(paths), tuple(prompts), tuple(seeds)))
 
     # ------------------------------------------------------------------ state

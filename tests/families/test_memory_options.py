@@ -1,0 +1,245 @@
+"""What makes a big family fit a consumer GPU, on tiny models: the frozen base stored in nf4 / int8 / fp8
+(``model.base_quantization``) still trains a LoRA that loads on the full-precision base, and the text encoders
+waiting off the GPU (``model.text_encoder_device``) change nothing but where they wait — the previews drawn
+from prompts encoded once are the images drawn from the text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.diffusion.conftest import diffusion_config
+from tests.trainer.helpers import run_in_process
+from trainer.config import ConfigError, config_from_dict
+from trainer.families import TINY_FAMILIES, family
+from trainer.protocol import EXIT_OK, Failed, Finished, Sample
+from trainer.runfolder import RunFolder
+
+KINDS = ["nf4", "int8", "fp8"]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    from trainer.models.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("memory-models")
+    return {arch: build_tiny_model(root / f"tiny-{arch}", arch, seed=0) for arch in TINY_FAMILIES}
+
+
+def flux_transformer(seed: int = 0) -> torch.nn.Module:
+    import diffusers
+
+    name, config = family("flux").tiny["denoiser"]
+    torch.manual_seed(seed)  # widths of 64 and more: the layers bitsandbytes and torchao see in real models
+    return getattr(diffusers, name).from_config({**config, "attention_head_dim": 32, "num_attention_heads": 2,
+                                                 "axes_dims_rope": (8, 12, 12)}).eval()
+
+
+def flux_inputs(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    tokens, text = 16, 8
+    return {"hidden_states": torch.randn(1, tokens, model.config.in_channels, generator=generator),
+            "encoder_hidden_states": torch.randn(1, text, model.config.joint_attention_dim, generator=generator),
+            "pooled_projections": torch.randn(1, model.config.pooled_projection_dim, generator=generator),
+            "timestep": torch.tensor([0.5]), "guidance": torch.tensor([3.5]),
+            "img_ids": torch.zeros(tokens, 3), "txt_ids": torch.zeros(text, 3)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_quantized_base_stores_its_blocks_in_fewer_bytes_and_computes_nearly_what_it_did(kind):
+    from trainer.models.quantize import BYTES_PER_WEIGHT, quantize_denoiser, quantized_linears, weight_bytes
+
+    model = flux_transformer()
+    inputs = flux_inputs(model)
+    blocks = family("flux").blocks
+    with torch.no_grad():
+        reference = model(**inputs).sample
+    block_weights = sum(linear.weight.numel() for _, linear in quantized_linears(model, blocks))
+    others = {name: value.clone() for name, value in model.state_dict().items() if not name.startswith(blocks)}
+    before = weight_bytes(model)
+
+    count = quantize_denoiser(model, blocks, kind, "cpu", torch.float32)
+
+    assert count == block_weights > 0
+    assert not list(quantized_linears(model, blocks))  # no plain Linear left inside the blocks
+    saved = before - weight_bytes(model)
+    expected = block_weights * (4 - BYTES_PER_WEIGHT[kind])  # fp32 → the kind's bytes per weight
+    assert 0.9 * expected < saved < 1.1 * expected, (saved, expected)
+    after = model.state_dict()
+    for name, value in others.items():  # embedders, norms and the final layer: untouched, bit for bit
+        assert torch.equal(after[name], value), name
+    with torch.no_grad():
+        output = model(**inputs).sample
+    error = ((output - reference).norm() / reference.norm()).item()
+    # Measured: nf4 0.07, int8 0.004, fp8 0.03; a broken layer (wrong rows, no scale) gives ~1.
+    assert error < {"nf4": 0.2, "int8": 0.02, "fp8": 0.1}[kind], error
+
+
+@pytest.mark.slow
+def test_lora_learns_on_an_nf4_base_and_its_file_loads_on_the_full_precision_one(tmp_path, tiny_models,
+                                                                                shapes_dataset):
+    import shutil
+
+    import diffusers
+
+    model = tmp_path / "tiny-flux-64"  # the tiny model with a transformer 64 wide: nf4's blocks of 64 fit
+    shutil.copytree(tiny_models["flux"], model)
+    flux_transformer().save_pretrained(model / "transformer")
+    config = diffusion_config(model, shapes_dataset, "flux", model={"architecture": "flux", "path": str(model),
+                                                                    "base_quantization": "nf4"})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    run = RunFolder(tmp_path / "run")
+    curve = [row["heldout_loss"] for row in run.read_metrics() if "heldout_loss" in row]
+    assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
+    assert "in nf4 (bitsandbytes)" in run.log_path.read_text(encoding="utf-8")
+
+    lora_file = Path(rec.of(Finished)[0].outputs[-1])
+    pipe = diffusers.FluxPipeline.from_pretrained(model, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+
+    def picture() -> np.ndarray:
+        image = pipe("a red circle", width=64, height=64, num_inference_steps=3,
+                     generator=torch.Generator("cpu").manual_seed(7)).images[0]
+        return np.asarray(image, dtype=np.int16)
+
+    plain = picture()
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+    adapted = picture()
+    trained = np.asarray(Image.open(rec.of(Sample)[-1].paths[0]).convert("RGB"), dtype=np.int16)
+    # The adapter moves the full-precision base's picture the way it moved the nf4 base's during training.
+    assert np.abs(adapted - plain).max() > 10
+    assert np.abs(adapted - trained).mean() < np.abs(plain - trained).mean()
+
+
+@pytest.mark.slow
+def test_text_encoders_off_the_gpu_change_nothing_but_where_they_wait(tmp_path, tiny_models, shapes_dataset):
+    model = tiny_models["flux"]
+    results = {}
+    for placement in ("gpu", "cpu"):
+        config = diffusion_config(model, shapes_dataset, "flux", training={
+            "steps": 6, "batch_size": 2, "learning_rate": 3e-3, "eval_every": 3, "seed": 1},
+            model={"architecture": "flux", "path": str(model), "text_encoder_device": placement},
+            sampling={"prompts": ["a red circle"], "seeds": [7], "inference_steps": 2, "every_n_steps": 3})
+        code, rec = run_in_process(config, tmp_path / placement)
+        assert code == EXIT_OK, rec.of(Failed)
+        results[placement] = (load_file(rec.of(Finished)[0].outputs[-1]),
+                              [Path(p).read_bytes() for sample in rec.of(Sample) for p in sample.paths],
+                              RunFolder(tmp_path / placement).log_path.read_text(encoding="utf-8"))
+    (gpu_lora, gpu_samples, gpu_log), (cpu_lora, cpu_samples, cpu_log) = results["gpu"], results["cpu"]
+    assert gpu_lora.keys() == cpu_lora.keys()
+    assert all(torch.equal(gpu_lora[key], cpu_lora[key]) for key in gpu_lora)
+    assert len(gpu_samples) == 2 and gpu_samples == cpu_samples  # steps 3 and 6
+    assert "off the GPU" in cpu_log and "off the GPU" not in gpu_log
+
+
+@pytest.mark.parametrize("arch", TINY_FAMILIES)
+def test_a_preview_from_prompts_encoded_once_is_the_preview_from_the_text(arch, tiny_models, tmp_path):
+    import diffusers
+
+    from trainer.diffusion.sampling import draw, encode_sample_prompts
+
+    pipe = getattr(diffusers, family(arch).pipeline_class).from_pretrained(tiny_models[arch], local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a red circle", ""]  # the empty prompt too: SDXL zeroes an empty negative prompt
+    encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu")
+    assert all(value.device.type == "cpu" for entry in encoded.values() for value in entry.values())
+    from_text, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "text")
+    from_embeds, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "embeds", conditioning=encoded)
+    for a, b in zip(from_text, from_embeds, strict=True):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), (arch, a)
+
+
+def test_the_config_refuses_what_these_options_cannot_do():
+    base = {"mode": "frozen", "model": {"architecture": "sd15", "base_quantization": "nf4"}}
+    with pytest.raises(ConfigError, match=r"model\.base_quantization: nf4 stores frozen base weights"):
+        config_from_dict(base)
+    full = {"mode": "dreambooth", "model": {"architecture": "sd15", "base_quantization": "int8"},
+            "dreambooth": {"train_full_unet": True}}
+    with pytest.raises(ConfigError, match=r"model\.base_quantization"):
+        config_from_dict(full)
+    trained = {"mode": "lora", "model": {"architecture": "sd15", "text_encoder_device": "cpu"},
+               "lora": {"train_text_encoder": True}}
+    with pytest.raises(ConfigError, match=r"model\.text_encoder_device: cpu cannot hold text encoders that LoRA"):
+        config_from_dict(trained)
+    uncached = {"mode": "lora", "model": {"architecture": "sd15", "text_encoder_device": "cpu"},
+                "dataset": {"cache_text": "off"}}
+    with pytest.raises(ConfigError, match=r"model\.text_encoder_device: cpu needs the captions cached"):
+        config_from_dict(uncached)
+    assert config_from_dict({"mode": "lora", "model": {"architecture": "flux", "base_quantization": "fp8",
+                                                       "text_encoder_device": "cpu"}}).model.base_quantization == "fp8"
+
+
+def test_each_familys_quantizable_share_is_what_its_real_denoiser_holds():
+    import json
+
+    import diffusers
+
+    from trainer.families import FAMILIES
+    from trainer.models.info import MODEL_CONFIGS
+    from trainer.models.quantize import quantized_linears
+
+    checked = 0
+    for name, model in FAMILIES.items():
+        for folder in sorted(set(model.config_folders.values())):
+            path = MODEL_CONFIGS / folder / model.denoiser / "config.json"
+            if not path.is_file():
+                continue
+            config = json.loads(path.read_text(encoding="utf-8"))
+            with torch.device("meta"):
+                denoiser = getattr(diffusers, config["_class_name"]).from_config(config)
+            total = sum(p.numel() for p in denoiser.parameters())
+            share = sum(layer.weight.numel() for _, layer in quantized_linears(denoiser, model.blocks)) / total
+            assert abs(share - model.memory.quantizable_share) < 0.01, (name, folder, share)
+            checked += 1
+    assert checked >= 5
+
+
+def test_the_estimate_counts_a_quantized_base_and_text_encoders_off_the_gpu():
+    from trainer.memory_estimate import QUANTIZED_BYTES, estimate_memory
+
+    def estimate(**model):
+        config = config_from_dict({"mode": "lora", "model": {"architecture": "flux", **model},
+                                   "dataset": {"resolution": 1024}, "training": {"gradient_checkpointing": True}})
+        return estimate_memory(config, "cuda")
+
+    facts = family("flux").memory
+    transformer = facts.reference_parameters["transformer"]
+    text = sum(n for key, n in facts.reference_parameters.items() if key.startswith("text_encoder"))
+    full = estimate(text_encoder_device="gpu")
+    for kind in KINDS:
+        quantized = estimate(base_quantization=kind, text_encoder_device="gpu")
+        saved = full.weights - quantized.weights
+        assert saved == pytest.approx(transformer * facts.quantizable_share * (2 - QUANTIZED_BYTES[kind]), rel=1e-3)
+    off = estimate(base_quantization="nf4", text_encoder_device="cpu")
+    on = estimate(base_quantization="nf4", text_encoder_device="gpu")
+    assert on.weights - off.weights == text * 2  # bf16 text encoders no longer on the GPU while training
+    assert off.encoding == text * 2 and off.total >= off.encoding
+    assert estimate(base_quantization="nf4").total == off.total  # auto on CUDA: cached captions, encoders leave
+    # A Flux.1-dev LoRA at 1024 px with checkpointing: no longer fits 24 GB in bf16 with T5 resident, fits
+    # 16 GB in nf4 with the encoders off the GPU.
+    assert full.total > 24 * 1024**3 > 16 * 1024**3 > off.total
+
+
+def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
+    import re
+
+    from tests.conftest import PRESETS
+    from trainer.config import load_config
+    from trainer.memory_estimate import GB, estimate_memory
+
+    sized = {}
+    for path in sorted(PRESETS.glob("*.toml")):
+        match = re.search(r"-(\d+)gb$", path.stem)
+        if match:
+            sized[path.stem] = estimate_memory(load_config(path), "cuda").total, int(match.group(1))
+    assert {"flux-lora-24gb", "flux-lora-16gb", "flux-lora-12gb", "sd35-lora-24gb", "sd35-lora-16gb",
+            "sd35-lora-12gb"} <= set(sized)
+    for name, (estimate, card) in sized.items():
+        # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
+        assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)
