@@ -23,11 +23,20 @@ import torch
 
 from trainer.errors import InputError
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
+from trainer.models.component_files import (
+    COMFY_TEXT_FOLDERS,
+    FILE_SUFFIXES,
+    clip_layout,
+    clip_state,
+    comfy_models_folder,
+    is_t5,
+    load_exact,
+    prefer_wide,
+    t5_state,
+)
 from trainer.models.info import MODEL_CONFIGS
 
 PREFIX = "model.diffusion_model."
-COMFY_TEXT_FOLDERS = ("clip", "text_encoders")
-FILE_SUFFIXES = (".safetensors", ".sft")
 VAE_STEMS = ("ae", "flux_vae", "flux-vae", "flux1_vae", "flux1-vae")  # what the VAE file is called
 
 
@@ -36,25 +45,20 @@ def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -
     transformer's (``models/unet/flux1-dev.safetensors`` → ``models/clip/*``, ``models/vae/*``)."""
     encoders = [Path(p) for p in text_encoder_files]
     vae = Path(vae_file) if vae_file else None
-    models = model_path.resolve().parent.parent
+    models = comfy_models_folder(model_path)
     if not encoders:
         for folder in COMFY_TEXT_FOLDERS:
             found = sorted(p for p in (models / folder).glob("*") if p.suffix in FILE_SUFFIXES)
             clip = [p for p in found if "clip_l" in p.name.lower()]
             t5 = [p for p in found if "t5" in p.name.lower()]
             if clip and t5:
-                encoders = [clip[0], _prefer_wide(t5)]
+                encoders = [clip[0], prefer_wide(t5)]
                 break
     if vae is None:
         found = sorted(p for p in (models / "vae").glob("*") if p.suffix in FILE_SUFFIXES)
         named = [p for p in found if p.stem.lower() in VAE_STEMS]
         vae = (named or [None])[0]
     return encoders, vae
-
-
-def _prefer_wide(paths: list[Path]) -> Path:
-    """Of several T5 files, the fp16/fp32 one before an fp8 one (training wants the full weights)."""
-    return sorted(paths, key=lambda p: ("fp8" in p.name.lower(), p.name))[0]
 
 
 def transformer_variant(checkpoint: CheckpointFile) -> str:
@@ -66,6 +70,7 @@ def load_flux_single_file(checkpoint: CheckpointFile, config_dir: Path | None, d
                           text_encoder_files: list[str], vae_file: str) -> Any:
     import diffusers
     import transformers
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     from trainer.models.flux_layout import to_diffusers
     from trainer.models.loading import _tokenizer
@@ -82,24 +87,18 @@ def load_flux_single_file(checkpoint: CheckpointFile, config_dir: Path | None, d
     config = diffusers.FluxTransformer2DModel.load_config(folder / "transformer")
     with torch.device("meta"):
         transformer = diffusers.FluxTransformer2DModel.from_config(config)
-    _load(transformer, to_diffusers(state, dict(transformer.config)), path, "Flux transformer")
+    load_exact(transformer, to_diffusers(state, dict(transformer.config)), path, "Flux transformer")
 
     clip = transformers.CLIPTextModel(transformers.CLIPTextConfig.from_pretrained(folder / "text_encoder"))
-    clip_state = _strip_text_model(open_checkpoint(clip_file).state_dict(), clip)
-    _load(clip, clip_state, clip_file, "CLIP-L text encoder", optional={"embeddings.position_ids"})
+    load_exact(clip, clip_state(open_checkpoint(clip_file).state_dict(), clip), clip_file, "CLIP-L text encoder")
     t5 = transformers.T5EncoderModel(transformers.T5Config.from_pretrained(folder / "text_encoder_2"))
-    t5_state = open_checkpoint(t5_file).state_dict()
-    pair = ("encoder.embed_tokens.weight", "shared.weight")
-    for tied, source in (pair, pair[::-1]):
-        if tied not in t5_state and source in t5_state:  # tied weights: a file may keep either copy
-            t5_state[tied] = t5_state[source]
-    _load(t5, t5_state, t5_file, "T5-XXL text encoder")
+    load_exact(t5, t5_state(open_checkpoint(t5_file).state_dict()), t5_file, "T5-XXL text encoder")
     vae_state = {key.removeprefix("first_stage_model."): value
                  for key, value in open_checkpoint(vae_path).state_dict().items()}
     try:
         vae = diffusers.AutoencoderKL.from_single_file(vae_state, config=str(folder), subfolder="vae",
                                                        local_files_only=True)
-    except (ValueError, RuntimeError, KeyError, OSError) as error:
+    except (ValueError, RuntimeError, KeyError, OSError, SingleFileComponentError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputError(f"model.vae_file: {vae_path} is not a Flux VAE ({detail})") from None
 
@@ -125,9 +124,9 @@ def _sort_encoders(files: list[Path]) -> tuple[Path, Path]:
     clip = t5 = None
     for file in files:
         keys = open_checkpoint(file).shapes
-        if any(key.startswith(("encoder.block.", "shared.")) for key in keys):
+        if is_t5(keys):
             t5 = file
-        elif any("self_attn.q_proj" in key for key in keys):
+        elif clip_layout(keys) is not None:
             clip = file
         else:
             raise InputError(f"model.text_encoder_files: {file} is neither a CLIP nor a T5 text encoder")
@@ -137,24 +136,3 @@ def _sort_encoders(files: list[Path]) -> tuple[Path, Path]:
                          f"{'s' if len(missing) > 1 else ''} (.safetensors); choose them, or keep them in "
                          "models/clip or models/text_encoders beside the transformer's folder as ComfyUI does")
     return clip, t5  # type: ignore[return-value]
-
-
-def _strip_text_model(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """CLIP files keep the ``text_model.`` level that transformers 5 no longer has (or the other way round)."""
-    own = set(model.state_dict())
-    if any(key.startswith("text_model.") for key in own):
-        return {key if key.startswith("text_model.") else f"text_model.{key}": value for key, value in state.items()}
-    return {key.removeprefix("text_model."): value for key, value in state.items()}
-
-
-def _load(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str,
-          optional: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state) - optional)
-    unexpected = sorted(set(state) - set(own) - optional)
-    wrong = sorted(key for key in set(own) & set(state) if tuple(own[key].shape) != tuple(state[key].shape))
-    if missing or unexpected or wrong:
-        shown = (missing or unexpected or wrong)[:3]
-        kind = "lacks" if missing else "has unknown" if unexpected else "has wrongly shaped"
-        raise InputError(f"model: {path} does not hold a {what} of this shape: it {kind} {', '.join(shown)}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=True)

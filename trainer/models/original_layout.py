@@ -140,6 +140,33 @@ def open_clip_to_original(encoder: Tensors, prefix: str) -> dict[str, torch.Tens
     return out
 
 
+def open_clip_to_hf(encoder: Tensors) -> dict[str, torch.Tensor]:
+    """OpenCLIP's layout (no prefix: ``transformer.resblocks.N.…``, ``token_embedding.weight``…) → Hugging
+    Face's, with the ``text_model.`` level: the inverse of :func:`open_clip_to_original`, for any width (q, k
+    and v are the three equal row blocks of ``in_proj``).  Keys it has no place for are left out."""
+    fixed = {"token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+             "positional_embedding": "text_model.embeddings.position_embedding.weight",
+             "ln_final.weight": "text_model.final_layer_norm.weight",
+             "ln_final.bias": "text_model.final_layer_norm.bias"}
+    layer_names = {original: hf for hf, original in _OPEN_CLIP_LAYER_NAMES.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in encoder.items():
+        if key in fixed:
+            out[fixed[key]] = value
+        elif key == "text_projection":
+            out["text_projection.weight"] = value.T.contiguous()
+        elif m := re.fullmatch(r"transformer\.resblocks\.(\d+)\.(.+)\.(weight|bias)", key):
+            layer, module, param = m[1], m[2], m[3]
+            base = f"text_model.encoder.layers.{layer}."
+            if module in layer_names:
+                out[f"{base}{layer_names[module]}.{param}"] = value
+        elif m := re.fullmatch(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)", key):
+            base = f"text_model.encoder.layers.{m[1]}.self_attn."
+            for part, tensor in zip("qkv", value.chunk(3, dim=0), strict=True):
+                out[f"{base}{part}_proj.{m[2]}"] = tensor.clone()  # its own storage: saved on its own later
+    return out
+
+
 def pipeline_to_original(pipeline: object, architecture: Architecture) -> dict[str, torch.Tensor]:
     """A whole StableDiffusion(XL)Pipeline as one original-layout state dict."""
     unet, config = pipeline.unet, pipeline.unet.config  # type: ignore[attr-defined]

@@ -1,0 +1,108 @@
+"""A model's parts kept as files of their own, as ComfyUI users keep them (``models/clip``,
+``models/text_encoders``, ``models/vae`` beside ``models/checkpoints`` or ``models/unet``): found there, told
+apart by their keys and shapes, and loaded exactly into the modules built for them (Flux and SD 3.5 readers).
+
+Text encoder files come in Hugging Face's layout (with or without transformers' old ``text_model.`` level) or,
+for CLIP, in OpenCLIP's own (``transformer.resblocks.N.…``, maybe under a prefix); T5 files keep either copy
+of their tied embedding.  Every file is read as safetensors (``checkpoint_io``); nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from trainer.errors import InputError
+
+COMFY_TEXT_FOLDERS = ("clip", "text_encoders")
+FILE_SUFFIXES = (".safetensors", ".sft")
+T5_TIED = ("encoder.embed_tokens.weight", "shared.weight")
+_CLIP_EXTRAS = ("position_ids", "logit_scale")  # buffers and training leftovers no text model needs
+
+
+def comfy_models_folder(model_path: Path) -> Path:
+    """ComfyUI's ``models/`` folder for a file kept in one of its subfolders (``models/checkpoints/x``)."""
+    return model_path.resolve().parent.parent
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files directly in ``folder`` (none if it does not exist), sorted by name."""
+    return sorted(p for p in folder.glob("*") if p.suffix in FILE_SUFFIXES and p.is_file())
+
+
+def prefer_wide(paths: list[Path]) -> Path:
+    """Of several files of one encoder, the fp16/fp32 one before an fp8 one (training wants the full weights)."""
+    return sorted(paths, key=lambda p: ("fp8" in p.name.lower(), p.name))[0]
+
+
+def is_t5(keys: Iterable[str]) -> bool:
+    return any(key.startswith(("encoder.block.", "shared.")) for key in keys)
+
+
+def clip_layout(keys: Iterable[str]) -> tuple[str, str] | None:
+    """``("hf" | "open_clip", prefix)`` of a CLIP text encoder's keys, or None when they are not one."""
+    for key in keys:
+        if key.endswith("transformer.resblocks.0.attn.in_proj_weight"):
+            return "open_clip", key.removesuffix("transformer.resblocks.0.attn.in_proj_weight")
+        if key.endswith("embeddings.token_embedding.weight"):
+            base = key.removesuffix("embeddings.token_embedding.weight")
+            return "hf", base.removesuffix("text_model.")
+    return None
+
+
+def clip_shape(shapes: dict[str, tuple[int, ...]]) -> tuple[int, int]:
+    """(width, layers) of a CLIP text encoder file, from its header (either layout)."""
+    width = next((shape[-1] for key, shape in shapes.items() if key.endswith("token_embedding.weight")), 0)
+    layers = {int(m[1]) for key in shapes if (m := re.search(r"(?:layers|resblocks)\.(\d+)\.", key))}
+    return int(width), len(layers)
+
+
+def clip_state(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CLIP text encoder's weights (either layout, any prefix) in the key layout of ``model``, a transformers
+    CLIP text model: with or without the ``text_model.`` level that transformers 5.6 dropped."""
+    from trainer.models.original_layout import open_clip_to_hf
+
+    found = clip_layout(state)
+    if found is not None:
+        layout, prefix = found
+        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+        if layout == "open_clip":
+            state = open_clip_to_hf(state)
+    state = {key: value for key, value in state.items() if not key.endswith(_CLIP_EXTRAS)}
+    if any(key.startswith("text_model.") for key in model.state_dict()):
+        return {key if key.startswith(("text_model.", "text_projection")) else f"text_model.{key}": value
+                for key, value in state.items()}
+    return {key.removeprefix("text_model."): value for key, value in state.items()}
+
+
+def t5_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A T5 encoder's weights with both names of its tied embedding (a file may keep either copy)."""
+    state = dict(state)
+    for tied, source in (T5_TIED, T5_TIED[::-1]):
+        if tied not in state and source in state:
+            state[tied] = state[source]
+    return state
+
+
+def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str,
+               field: str = "model", optional: Iterable[str] = ()) -> None:
+    """Fill ``model`` (built on the meta device, or not) in place with ``state``; ``InputError`` naming ``field``
+    and the file when a tensor is missing, unknown or of another shape (a file of another model or size)."""
+    skip = set(optional)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state) - skip)
+    unexpected = sorted(set(state) - set(own) - skip)
+    wrong = sorted(key for key in set(own) & set(state) if tuple(own[key].shape) != tuple(state[key].shape))
+    if missing or unexpected or wrong:
+        shown = (missing or unexpected or wrong)[:3]
+        kind = "lacks" if missing else "has unknown" if unexpected else "has wrongly shaped"
+        detail = ""
+        if wrong and not (missing or unexpected):
+            key = wrong[0]
+            detail = f" ({key}: {tuple(state[key].shape)} in the file, {tuple(own[key].shape)} expected)"
+        raise InputError(f"{field}: {path} does not hold a {what} of this shape: it {kind} "
+                         f"{', '.join(shown)}{detail}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=True)
