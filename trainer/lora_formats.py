@@ -58,6 +58,8 @@ def adapter_modules(model: Any) -> dict[str, LoraModule]:
     from peft.tuners.lora import LoraLayer
 
     found: dict[str, LoraModule] = {}
+    if model is None:  # an optional encoder the model runs without (SD 3.5's T5)
+        return found
     for name, layer in model.named_modules():
         if isinstance(layer, LoraLayer) and ADAPTER in layer.lora_A:
             down = layer.lora_A[ADAPTER].weight.detach().to("cpu", torch.float32).contiguous()
@@ -112,8 +114,10 @@ def export_transformer_lora(path: Path, architecture: str, denoiser: Any, text_e
 def export_kohya_transformer_lora(path: Path, architecture: str, denoiser: Any, text_encoders: Sequence[Any],
                                   run_name: str, config: dict[str, Any]) -> Path | None:
     """The kohya-format LoRA of a transformer family in the original layout kohya, ComfyUI and Forge use
-    (Flux: ``lora_unet_double_blocks_0_img_attn_qkv``, CLIP-L ``lora_te1_…``); ``None`` where the family has
-    no such layout yet.
+    (Flux: ``lora_unet_double_blocks_0_img_attn_qkv``, SD 3.5: ``lora_unet_joint_blocks_0_x_block_attn_qkv``;
+    the text encoders ``lora_te1_…``, ``lora_te2_…`` in the pipeline's order, as kohya's ``lora_flux`` and
+    ``lora_sd3`` name them); ``None`` where the family has no such layout yet.  ``text_encoders`` are all the
+    family's encoders in order, or none (a T5 without adapters writes nothing).
 
     A fused original layer (q, k, v in one ``qkv``; q, k, v and the MLP input in a single block's ``linear1``)
     gets one LoRA whose down stacks every part's down and whose up is block-diagonal, each part's up in its
@@ -157,9 +161,11 @@ def export_kohya_transformer_lora(path: Path, architecture: str, denoiser: Any, 
         tensors[key + ".lora_down.weight"] = down.contiguous()
         tensors[key + ".lora_up.weight"] = up.contiguous()
         tensors[key + ".alpha"] = torch.tensor(float(down.shape[0]))
-    for encoder in text_encoders:
+    for index, encoder in enumerate(text_encoders, start=1):
         for name, lora in adapter_modules(encoder).items():
-            key = kohya_name("text_encoder", name, True)  # kohya's Flux names CLIP-L te1 (T5 would be te3)
+            # kohya numbers the encoders in the pipeline's order: Flux's CLIP-L te1 (T5 would be te3), SD 3.5's
+            # CLIP-L te1, CLIP-G te2 (T5 te3); the module path as kohya_name spells it (with text_model.)
+            key = f"lora_te{index}_" + kohya_name("text_encoder", name, False).removeprefix("lora_te_")
             tensors[key + ".lora_down.weight"] = lora.down
             tensors[key + ".lora_up.weight"] = (lora.up * lora.scale).contiguous()
             tensors[key + ".alpha"] = torch.tensor(float(lora.rank))

@@ -59,8 +59,8 @@ def test_flow_matching_lora_learns_and_its_file_reproduces_the_trained_adapter(t
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
-    lora_file = outputs[-1]  # the diffusers file; Flux also has its kohya file first (tested below)
-    assert lora_file.name == "pytorch_lora_weights.safetensors" and len(outputs) == (2 if arch == "flux" else 1)
+    lora_file = outputs[-1]  # the diffusers file; the kohya file comes first (tested below)
+    assert lora_file.name == "pytorch_lora_weights.safetensors" and len(outputs) == 2
     with safe_open(lora_file, "pt") as handle:
         keys = set(handle.keys())
         assert json.loads(handle.metadata()["kamaal.config"])["model"]["architecture"] == arch
@@ -303,3 +303,99 @@ def test_a_frozen_flux_run_also_writes_the_bfl_transformer_file(tmp_path, tiny_m
     config_json = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
     back = to_diffusers(original, config_json)
     assert back.keys() == trained.keys() and all(torch.equal(back[k], trained[k]) for k in trained)
+
+
+def test_the_sd3_kohya_file_fuses_q_k_v_into_stabilitys_layers_as_comfyui_applies_them(tmp_path):
+    """SD 3.5's kohya file (kohya's ``networks/lora_sd3.py`` names), module by module, on a Medium-style tiny
+    MMDiT (MMDiT-X's ``attn2`` in block 0) with adapters on every kind of layer and random ups: q, k and v of the
+    image stream, the text stream and the second attention are the three row blocks of ``x_block.attn.qkv``,
+    ``context_block.attn.qkv`` and ``x_block.attn2.qkv``; the last text modulation and the final layer's hold
+    their halves swapped; CLIP-L is ``lora_te1_``, CLIP-G ``lora_te2_``.  Then applied as ComfyUI does (every
+    ``lora_unet_`` name is a ``diffusion_model.`` weight with dots as underscores; W += alpha/rank · up @ down)
+    to Stability's layout and read back by diffusers' own SD3 converter: the very weights the diffusers/peft file
+    gives."""
+    from types import SimpleNamespace
+
+    import diffusers
+    from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
+
+    from trainer.families.sd3 import sai_layout
+    from trainer.lora_formats import add_lora_adapters, export_kohya_transformer_lora, export_transformer_lora
+    from trainer.models.sd3_layout import to_original
+    from trainer.models.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline("sd3")
+    config = {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    transformer = diffusers.SD3Transformer2DModel(**config | {"dual_attention_layers": [0], "qk_norm": "rms_norm"})
+    base = to_original(transformer.state_dict(), dict(transformer.config))
+    targets = ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out",
+               "norm1_context.linear", "norm_out.linear", "ff.net.0.proj", "proj_out"]
+    encoders = [pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3]
+    add_lora_adapters(transformer, encoders, SimpleNamespace(rank=2, alpha=3.0, dropout=0.0, target_modules=targets),
+                      True)
+    generator = torch.Generator().manual_seed(1)
+    for module in (transformer, *encoders):
+        for name, parameter in module.named_parameters():
+            if "lora_B" in name:  # trained adapters: B is no longer zero
+                parameter.data = torch.randn(parameter.shape, generator=generator)
+    kohya_file = export_kohya_transformer_lora(tmp_path / "sd3.safetensors", "sd3", transformer, encoders, "sd3", {})
+    diffusers_file = export_transformer_lora(tmp_path / "peft.safetensors", "sd3", transformer, encoders, {})
+    kohya, reference = load_file(kohya_file), load_file(diffusers_file)
+    with safe_open(kohya_file, "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["ss_network_module"] == "networks.lora_sd3" and metadata["ss_base_model_version"] == "sd3"
+
+    def trained(key_prefix: str) -> torch.Tensor:
+        return delta(reference, f"{key_prefix}.lora_A.weight", f"{key_prefix}.lora_B.weight")
+
+    def kohya_delta(name: str) -> torch.Tensor:
+        return delta(kohya, f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha")
+
+    layout = sai_layout(dict(transformer.config))
+    modules = {key.rsplit(".", 2)[0] if key.endswith(".weight") else key.rsplit(".", 1)[0] for key in kohya}
+    trained_modules = {key.rsplit(".lora_", 1)[0] for key in reference}
+    unet = {m.removeprefix("transformer.") for m in trained_modules if m.startswith("transformer.")}
+    assert {m for m in modules if m.startswith("lora_unet_")} == {"lora_unet_" + layout[m][0].replace(".", "_")
+                                                                   for m in unet}
+    assert {"lora_unet_joint_blocks_0_x_block_attn_qkv", "lora_unet_joint_blocks_0_context_block_attn_qkv",
+            "lora_unet_joint_blocks_0_x_block_attn2_qkv", "lora_unet_joint_blocks_0_x_block_attn2_proj",
+            "lora_unet_joint_blocks_1_context_block_adaLN_modulation_1", "lora_unet_final_layer_adaLN_modulation_1",
+            "lora_unet_final_layer_linear", "lora_unet_joint_blocks_0_x_block_mlp_fc1"} <= modules
+    checked = 0
+    for module in sorted(unet):
+        original, offset, rows, total, swap = layout[module]
+        fused = kohya_delta("lora_unet_" + original.replace(".", "_"))
+        part = fused[offset: offset + rows] if rows else fused
+        if swap:
+            part = torch.cat(part.chunk(2, dim=0)[::-1])
+        assert fused.shape[0] == (total or part.shape[0])
+        torch.testing.assert_close(part, trained(f"transformer.{module}"))
+        checked += 1
+    for index, component in ((1, "text_encoder"), (2, "text_encoder_2")):
+        ours = sorted(m for m in trained_modules if m.startswith(f"{component}."))
+        assert ours and not any(m.startswith("text_encoder_3.") for m in trained_modules)  # T5 stays frozen
+        for module in ours:
+            name = f"lora_te{index}_" + module.removeprefix(f"{component}.").replace(".", "_")
+            torch.testing.assert_close(kohya_delta(name), trained(module))
+            checked += 1
+    assert "lora_te1_text_model_encoder_layers_0_self_attn_q_proj" in modules
+    assert "lora_te2_text_model_encoder_layers_0_self_attn_q_proj" in modules
+    assert checked == len(trained_modules)  # nothing trained is missing from the kohya file
+
+    # ComfyUI's way: every lora_unet_ name is a diffusion_model. weight, dots as underscores.
+    key_map = {"lora_unet_" + key.removesuffix(".weight").replace(".", "_"): key for key in base
+               if key.endswith(".weight")}
+    applied = dict(base)
+    for name in (m for m in modules if m.startswith("lora_unet_")):
+        key = key_map[name]  # no kohya module that ComfyUI would drop as "lora key not loaded"
+        applied[key] = applied[key] + kohya_delta(name)
+    converted = convert_sd3_transformer_checkpoint_to_diffusers(dict(applied))
+    expected = {key: value.detach().clone() for key, value in transformer.state_dict().items()
+                if "lora_" not in key}
+    expected = {key.replace(".base_layer.", "."): value for key, value in expected.items()}
+    for module in unet:
+        expected[f"{module}.weight"] = expected[f"{module}.weight"] + trained(f"transformer.{module}")
+    assert converted.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(converted[key], expected[key], msg=key)

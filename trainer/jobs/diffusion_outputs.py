@@ -5,7 +5,9 @@
   resolved config in their metadata.
 * Full and frozen-layer runs: a diffusers folder ``diffusers/`` (stored by the rule in
   ``trainer.models.folder_dtypes``: all fp32 here, so a plain ``from_pretrained`` loads it) and, where
-  the single-file writer is available, a ``RUN_NAME.safetensors`` checkpoint.
+  the family has a single-file writer, a ``RUN_NAME.safetensors`` checkpoint: SD 1.x/2.x/SDXL in the
+  CompVis/SGM layout, SD 3.5 as Stability's file (MMDiT, VAE and its three text encoders), Flux's
+  transformer in Black Forest Labs' layout.
 
 Files and folders are written under a temporary name and renamed into place (an existing
 ``diffusers/`` is renamed aside until the new one is in: :func:`trainer.fsutil.replace_dir`); a
@@ -64,10 +66,10 @@ def output_size(job: DiffusionJob) -> int:
     each with every tensor in fp32 (the larger of the dtypes they are stored in)."""
     parts = job.parts
     if job.uses_lora:
-        modules = [parts.unet, *(parts.text_encoders if job.trains_text else [])]
+        modules = [parts.unet, *(e for e in (parts.text_encoders if job.trains_text else []) if e is not None)]
         count = sum(p.numel() for m in modules for name, p in m.named_parameters() if "lora_" in name)
     else:
-        modules = [parts.unet, parts.vae, *parts.text_encoders]
+        modules = [parts.unet, parts.vae, *(e for e in parts.text_encoders if e is not None)]  # T5 may be absent
         count = sum(p.numel() for m in modules for p in m.parameters())
     return 2 * count * _FLOAT32_BYTES + _FILE_OVERHEAD
 
@@ -78,7 +80,8 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
     encoders = list(job.parts.text_encoders) if job.trains_text else []
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
     if family(cfg.model.architecture).kind == "transformer":
-        # The diffusers/peft file, and the kohya file in the original layout where the family has one (Flux).
+        # The diffusers/peft file, and the kohya file in the original layout where the family has one (SD 3.5's
+        # MMDiT, Flux's BFL layout).
         try:
             kohya = export_kohya_transformer_lora(output_dir / f"{cfg.output.run_name}.safetensors",
                                                   cfg.model.architecture, unet, encoders, cfg.output.run_name,
@@ -115,7 +118,7 @@ def _export_full(job: DiffusionJob, output_dir: Path) -> list[Path]:
         raise
     model = family(cfg.model.architecture)
     if not model.single_file and model.single_file_writer is None:
-        return [output_dir / "diffusers"]  # no original-layout writer for this family yet (SD 3.5)
+        return [output_dir / "diffusers"]  # no original-layout writer for this family
     single = output_dir / f"{cfg.output.run_name}.safetensors"
     _save_single_file(pipe, cfg.model.architecture, single, {"kamaal.config": cfg.to_toml()})
     return [output_dir / "diffusers", single]

@@ -80,7 +80,17 @@ def load_model(path: Path | str, *, prediction_type: PredictionType | None = Non
         pipeline = _load_single_file(checkpoint, info, folder, dtype)
     if device is not None:
         pipeline.to(torch.device(device))
-    return LoadedModel(pipeline, info)
+    return LoadedModel(pipeline, info, _absent_encoders(pipeline, info, path))
+
+
+def _absent_encoders(pipeline: Any, info: ModelInfo, path: Path) -> list[str]:
+    """What to tell about a text encoder the pipeline runs without (SD 3.5's T5, optional as in diffusers)."""
+    model = family(info.architecture)
+    return [f"{model.display_name} is loaded without its {spec.label}: neither {path.name}, "
+            "model.text_encoder_files nor ComfyUI's text encoder folders beside it hold it, so prompts are encoded "
+            f"without it (its part of the conditioning is zeros, as diffusers' pipeline does without "
+            f"{spec.component}); choose its file in model.text_encoder_files to use it"
+            for spec in model.text_encoders if getattr(pipeline, spec.component, "") is None]
 
 
 def _pipeline_class(architecture: Architecture) -> Any:

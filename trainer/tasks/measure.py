@@ -51,7 +51,10 @@ def device_info(args: dict, context: TaskContext) -> dict:
 # Key prefixes of the original (single-file) checkpoint layout, by component.
 SINGLE_FILE_PREFIXES = (("model.diffusion_model.", "unet"), ("first_stage_model.", "vae"),
                         ("cond_stage_model.", "text_encoder"), ("conditioner.embedders.0.", "text_encoder"),
-                        ("conditioner.embedders.1.", "text_encoder_2"))
+                        ("conditioner.embedders.1.", "text_encoder_2"),
+                        # SD 3.5 (Stability's files): its three encoders under text_encoders.
+                        ("text_encoders.clip_l.", "text_encoder"), ("text_encoders.clip_g.", "text_encoder_2"),
+                        ("text_encoders.t5xxl.", "text_encoder_3"))
 
 
 def count_parameters(model: Path) -> dict[str, int]:
