@@ -109,6 +109,11 @@ class ModelConfig(Section):
         description="Store the frozen base model's block weights in fewer bits while LoRA trains (LoRA and "
                     "DreamBooth-LoRA runs): fp8 or int8 (torchao) half of bf16's memory, nf4 (bitsandbytes, as "
                     "QLoRA) about a quarter, at a small cost in fidelity. The LoRA itself trains in full precision.")
+    blocks_to_swap: int = Field(
+        0, ge=0, le=1000, json_schema_extra=DIFFUSION_ONLY,
+        description="How many of the denoiser's blocks keep their frozen weights in the computer's memory and come "
+                    "to the GPU only while they run (Flux.1 has 57, SD 3.5 Large 38): for cards too small even "
+                    "with an nf4 base; slower. Needs gradient checkpointing. 0 = none.")
     text_encoder_device: Literal["auto", "gpu", "cpu"] = Field(
         "auto", json_schema_extra=DIFFUSION_ONLY,
         description="Where the text encoders wait once every caption is encoded: auto = in the computer's memory "
@@ -302,6 +307,9 @@ class Config(Section):
             problems.append(f"model.base_quantization: {self.model.base_quantization} stores frozen base weights; "
                             f"this {self.mode} run trains them (use none, or LoRA / DreamBooth without "
                             "train_full_unet)")
+        if self.model.blocks_to_swap and not self.training.gradient_checkpointing:
+            problems.append("model.blocks_to_swap: swapping blocks saves memory only with "
+                            "training.gradient_checkpointing on (turn it on, or swap 0 blocks)")
         if self.model.text_encoder_device == "cpu":
             if lora_base and self.lora.train_text_encoder:
                 problems.append("model.text_encoder_device: cpu cannot hold text encoders that LoRA trains "

@@ -11,6 +11,8 @@ The formula, in bytes, for one training process::
                     full and frozen-layer runs keep the whole UNet in fp32 — see architecture.md;
                     a quantized base: the family's quantizable share of the denoiser at the kind's
                     bytes per weight — nf4 ≈ 0.52, int8/fp8 1 — the rest as above;
+                    block swap: the swapped share of the blocks (N / the family's block count) is
+                    not counted, but for the one block on the GPU while it runs;
                     text encoders off the GPU: not counted while training, but the captions are
                     encoded first with them alone on the GPU, so the peak is at least their weights)
     trainable    LoRA: rank × per-rank parameters of the architecture × (target modules / 4)
@@ -107,6 +109,9 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
         unet_bytes = unet * (share * QUANTIZED_BYTES[quantization] + (1 - share) * weight_bytes)
     else:
         unet_bytes = unet * (4 if full_unet else weight_bytes)
+    swapped = min(config.model.blocks_to_swap, facts.block_count)
+    if swapped and facts.block_count:  # the swapped blocks leave the GPU but one (the block running)
+        unet_bytes *= 1 - (swapped - 1) / facts.block_count
     text_off = device == "cuda" and text_encoders_leave_gpu(config, device)
     encoding = text * weight_bytes if text_off else 0
     weights = unet_bytes + (0 if text_off else text * weight_bytes) + vae * 4

@@ -52,7 +52,7 @@ def on_device(monkeypatch):
 
 def bitsandbytes_or_skip(optimizer: str) -> None:
     if optimizer == "adamw8bit":
-        pytest.importorskip("bitsandbytes", reason="8-bit AdamW needs bitsandbytes (pip install -e '.[cuda]')")
+        pytest.importorskip("bitsandbytes", reason="8-bit AdamW needs bitsandbytes (installed with Kamaal)")
 
 
 def assert_same(straight: torch.Tensor, resumed: torch.Tensor, device: str, what: str) -> None:

@@ -221,6 +221,9 @@ def test_the_estimate_counts_a_quantized_base_and_text_encoders_off_the_gpu():
     assert on.weights - off.weights == text * 2  # bf16 text encoders no longer on the GPU while training
     assert off.encoding == text * 2 and off.total >= off.encoding
     assert estimate(base_quantization="nf4").total == off.total  # auto on CUDA: cached captions, encoders leave
+    swapped = estimate(base_quantization="nf4", blocks_to_swap=29)  # about half of Flux's 57 blocks
+    assert off.weights - swapped.weights == pytest.approx(
+        transformer * facts.quantizable_share * QUANTIZED_BYTES["nf4"] * 28 / 57, rel=0.05)
     # A Flux.1-dev LoRA at 1024 px with checkpointing: no longer fits 24 GB in bf16 with T5 resident, fits
     # 16 GB in nf4 with the encoders off the GPU.
     assert full.total > 24 * 1024**3 > 16 * 1024**3 > off.total
@@ -243,3 +246,129 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)
+
+
+def test_swapped_blocks_come_to_the_device_only_while_they_run_in_forward_and_in_recomputation():
+    """The swapper's schedule, seen through its copy function: a block's frozen layers are brought in right
+    before it runs and sent back right after — in the forward pass and again when gradient checkpointing
+    recomputes it during backward — and trainable weights (LoRA) never move."""
+    import peft
+
+    from trainer.models.offload import BlockSwapper, swappable_blocks
+
+    model = flux_transformer()
+    model.requires_grad_(False)
+    model.add_adapter(peft.LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v"],
+                                      init_lora_weights="gaussian"))
+    model.enable_gradient_checkpointing()
+    model.train()
+    blocks = swappable_blocks(model, family("flux").blocks)
+    assert len(blocks) == model.config.num_layers + model.config.num_single_layers
+
+    where: dict[int, str] = {}
+    events: list[tuple[int, str]] = []
+    running: list[int] = []
+    index_of = {id(leaf): i for i, block in enumerate(blocks) for leaf in block.modules()}
+
+    def move(module, device):
+        assert not any(p.requires_grad for p in module.parameters(recurse=False)), "a trained weight moved"
+        where[id(module)] = str(device)
+        events.append((index_of[id(module)], str(device)))
+        if events_counted:
+            resident = {index_of[id(leaf)] for leaf in leaves if where.get(id(leaf)) == "gpu"}
+            most[0] = max(most[0], len(resident))
+
+    events_counted, most, leaves = [], [0], []
+
+    swapper = BlockSwapper(blocks, 2, onload="gpu", offload="host", move=move)
+    for i, block in enumerate(blocks):  # a hook after the swapper's: sees where the block's layers are as it runs
+        block.register_forward_pre_hook(lambda _m, _a, i=i: running.append(i))
+    leaves += [leaf for block_leaves in swapper.leaves for leaf in block_leaves]
+    assert leaves and all(where[id(leaf)] == "host" for leaf in leaves)  # they start off the device
+    events.clear()
+    events_counted.append(True)
+
+    def check_running(_module, _args):
+        i = running[-1]
+        if i < 2:
+            assert all(where[id(leaf)] == "gpu" for leaf in swapper.leaves[i]), f"block {i} ran off the device"
+    for block in blocks:
+        block.register_forward_pre_hook(check_running)
+
+    model(**flux_inputs(model)).sample.pow(2).mean().backward()
+    on_device = {i for i, block_leaves in enumerate(swapper.leaves)
+                 if any(where[id(leaf)] == "gpu" for leaf in block_leaves)}
+    assert len(on_device) <= 1, on_device  # at most the block recomputed last waits on the device
+    assert most[0] == 1  # never two swapped blocks on the device at once, forward or backward
+    brought = [i for i, device in events if device == "gpu"]
+    # Each swapped block came in twice: its forward, and its recomputation in backward.
+    assert sorted(set(brought)) == [0, 1] and running.count(0) == 2
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    swapper.remove()
+    assert all(where[id(leaf)] == "gpu" for leaf in leaves)
+
+
+@pytest.mark.slow
+def test_a_run_with_swapped_blocks_trains_what_a_run_without_them_does(tmp_path, tiny_models, shapes_dataset):
+    model = tiny_models["flux"]
+    results = {}
+    for swap in (0, 3):
+        config = diffusion_config(model, shapes_dataset, "flux", training={
+            "steps": 4, "batch_size": 2, "learning_rate": 3e-3, "eval_every": 2, "seed": 1,
+            "gradient_checkpointing": True}, model={"architecture": "flux", "path": str(model),
+                                                    "blocks_to_swap": swap, "base_quantization": "int8"})
+        code, rec = run_in_process(config, tmp_path / f"swap{swap}")
+        assert code == EXIT_OK, rec.of(Failed)
+        results[swap] = load_file(rec.of(Finished)[0].outputs[-1])
+        log = RunFolder(tmp_path / f"swap{swap}").log_path.read_text(encoding="utf-8")
+        assert ("Block swap: 3 of 3 blocks" in log) == bool(swap)
+    assert all(torch.equal(results[0][key], results[3][key]) for key in results[0])
+
+
+def test_each_familys_block_count_is_what_its_real_denoiser_has():
+    import json
+
+    import diffusers
+
+    from trainer.families import FAMILIES
+    from trainer.models.info import MODEL_CONFIGS
+    from trainer.models.offload import swappable_blocks
+
+    for name, model in FAMILIES.items():
+        folder = model.config_folders.get(model.default_prediction) or next(iter(model.config_folders.values()), None)
+        if folder is None or not (MODEL_CONFIGS / folder / model.denoiser / "config.json").is_file():
+            continue
+        config = json.loads((MODEL_CONFIGS / folder / model.denoiser / "config.json").read_text(encoding="utf-8"))
+        with torch.device("meta"):
+            denoiser = getattr(diffusers, config["_class_name"]).from_config(config)
+        assert len(swappable_blocks(denoiser, model.blocks)) == model.memory.block_count, name
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_each_memory_option_lowers_the_peak_and_the_lora_still_learns(tmp_path, tiny_models,
+                                                                               shapes_dataset):
+    """``make gpu-check`` runs this (pytest -m cuda): the same tiny Flux LoRA run with everything resident, then
+    nf4 with the text encoders off the GPU, then that and two of three blocks swapped; each peak below the last."""
+    import shutil
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    model = tmp_path / "tiny-flux-64"
+    shutil.copytree(tiny_models["flux"], model)
+    flux_transformer().save_pretrained(model / "transformer")
+    peaks = []
+    for options in ({"text_encoder_device": "gpu"}, {"base_quantization": "nf4"},
+                    {"base_quantization": "nf4", "blocks_to_swap": 2}):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        config = diffusion_config(model, shapes_dataset, "flux", model={"architecture": "flux", "path": str(model),
+                                                                        **options},
+                                  training={"steps": 30, "batch_size": 2, "learning_rate": 3e-3, "eval_every": 10,
+                                            "seed": 1, "gradient_checkpointing": True})
+        run = tmp_path / f"run{len(peaks)}"
+        code, rec = run_in_process(config, run)
+        assert code == EXIT_OK, rec.of(Failed)
+        curve = [row["heldout_loss"] for row in RunFolder(run).read_metrics() if "heldout_loss" in row]
+        assert curve[-1] < 0.95 * curve[0], (options, curve)
+        peaks.append(torch.cuda.max_memory_allocated())
+    assert peaks[0] > peaks[1] and peaks[0] > peaks[2], peaks

@@ -43,6 +43,8 @@ class MemoryFacts:
     # Share of the denoiser's parameters in the Linear layers of its blocks: what base quantization stores in
     # fewer bits (a UNet's convolutions stay; a transformer is nearly all Linear).  Checked against the configs.
     quantizable_share: float = 0.99
+    # How many blocks ``model.blocks_to_swap`` chooses from in the reference model (checked against the configs).
+    block_count: int = 0
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ FAMILY = Family(
         reference_parameters={"transformer": 11_901_408_320, "text_encoder": 123_060_480,
                               "text_encoder_2": 4_762_310_656, "vae": 83_819_683},
         lora_per_rank=1_167_000, text_lora_per_rank=73_700,
-        activation_bytes_per_latent_pixel=18 * GB / 128**2),
+        activation_bytes_per_latent_pixel=18 * GB / 128**2, block_count=57),
     kohya=KohyaFacts(modelspec_architecture="flux-1-dev/lora", base_model_version="flux1",
                      lora_family="flux", lora_family_label="Flux.1", original_unet_names=False,
                      transformer_layout="trainer.families.flux:bfl_layout", network_module="networks.lora_flux"),

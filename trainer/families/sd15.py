@@ -16,7 +16,7 @@ FAMILY = Family(
     memory=MemoryFacts(
         reference_parameters={"unet": 859_520_964, "text_encoder": 123_060_480, "vae": 83_653_863},
         lora_per_rank=199_000, text_lora_per_rank=73_700, activation_bytes_per_latent_pixel=3.5 * GB / 64**2,
-        quantizable_share=0.31),
+        quantizable_share=0.31, block_count=9),
     kohya=KohyaFacts(modelspec_architecture="stable-diffusion-v1/lora", base_model_version="sd_v1",
                      lora_family="sd1/2", lora_family_label="Stable Diffusion 1.x/2.x",
                      original_unet_names=False, name_markers=("down_blocks_0_attentions",)),

@@ -17,7 +17,7 @@ FAMILY = Family(
     memory=MemoryFacts(
         reference_parameters={"unet": 865_910_724, "text_encoder": 340_387_840, "vae": 83_653_863},
         lora_per_rank=220_000, text_lora_per_rank=245_000, activation_bytes_per_latent_pixel=3.5 * GB / 64**2,
-        quantizable_share=0.35),
+        quantizable_share=0.35, block_count=9),
     kohya=KohyaFacts(modelspec_architecture="stable-diffusion-v2-768-v/lora", base_model_version="sd_v2",
                      lora_family="sd1/2", lora_family_label="Stable Diffusion 1.x/2.x",
                      original_unet_names=False, v2=True, name_markers=("down_blocks_0_attentions",)),

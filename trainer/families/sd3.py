@@ -42,7 +42,7 @@ FAMILY = Family(
         reference_parameters={"transformer": 8_056_627_520, "text_encoder": 123_650_304,
                               "text_encoder_2": 694_659_840, "text_encoder_3": 4_762_310_656, "vae": 83_819_683},
         lora_per_rank=739_000, text_lora_per_rank=73_700 + 327_000,
-        activation_bytes_per_latent_pixel=12 * GB / 128**2),
+        activation_bytes_per_latent_pixel=12 * GB / 128**2, block_count=38),
     kohya=KohyaFacts(modelspec_architecture="stable-diffusion-v3.5-large/lora", base_model_version="sd3",
                      lora_family="sd3", lora_family_label="Stable Diffusion 3.5", original_unet_names=False,
                      transformer_layout="trainer.families.sd3:sai_layout", network_module="networks.lora_sd3"),

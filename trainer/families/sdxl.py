@@ -25,7 +25,7 @@ FAMILY = Family(
                               "vae": 83_653_863},
         lora_per_rank=1_400_000, text_lora_per_rank=73_700 + 327_000,
         activation_bytes_per_latent_pixel=16 * GB / 128**2,
-        quantizable_share=0.87),
+        quantizable_share=0.87, block_count=7),
     kohya=KohyaFacts(modelspec_architecture="stable-diffusion-xl-v1-base/lora", base_model_version="sdxl_base_v1-0",
                      lora_family="sdxl", lora_family_label="SDXL", original_unet_names=True,
                      version_markers=("xl",), name_markers=("transformer_blocks_1_",),

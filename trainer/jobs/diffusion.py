@@ -95,9 +95,24 @@ class DiffusionJob(TrainingJob):
         self.trained_unet, self.optimizer = self.accelerator.prepare(self.parts.unet, self.optimizer)
         self.trained_text_encoders = ([self.accelerator.prepare(e) for e in self.parts.text_encoders]
                                       if self.trains_text else list(self.parts.text_encoders))
+        self._swap_blocks()  # after prepare(), which would move every weight to the GPU
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
         self.report_activity("encoding the evaluation images")
         self._eval_set = self._make_eval_set()
+
+    def _swap_blocks(self) -> None:
+        count = self.config.model.blocks_to_swap
+        if not count:
+            return
+        from trainer.models.offload import BlockSwapper, swappable_blocks
+
+        blocks = swappable_blocks(self.parts.unet, family(self.config.model.architecture).blocks)
+        if count > len(blocks):
+            self.log.warning("model.blocks_to_swap: the model has %d blocks; swapping all of them", len(blocks))
+        self.swapper = BlockSwapper(blocks, count, self.device)
+        self.log.info("Block swap: %d of %d blocks (%.1f M frozen weights) wait in the computer's memory and come "
+                      "to the GPU while they run", len(self.swapper.blocks), len(blocks),
+                      self.swapper.swapped_parameters / 1e6)
 
     def _text_encoders_leave_gpu(self) -> bool:
         """model.text_encoder_device: off the GPU once every caption is encoded (auto: on CUDA, when captions
