@@ -65,6 +65,8 @@ def model_blocks(model_path: Path, depth: int = 2, trainable: list[str] | tuple[
     modules = {name: getattr(loaded.pipeline, name) for name in family(loaded.info.architecture).component_names}
     report: dict[str, list[dict]] = {}
     for name, module in modules.items():
+        if module is None:  # an optional encoder the model is loaded without (SD 3.5's T5)
+            continue
         if name == denoiser and trainable:
             apply_trainable_patterns(module, list(trainable))
         else:

@@ -124,6 +124,24 @@ def test_named_encoder_files_load_in_any_order_and_t5_may_be_left_out(stability,
     assert image.size == (64, 64)  # T5's part of the conditioning is zeros, as in diffusers' own pipeline
 
 
+def test_the_block_tree_reads_an_sd3_file_with_named_clips_and_no_t5(stability, tmp_path, monkeypatch):
+    """The Frozen-layers tree of a bare file with its two CLIP files named (the tiny configs stand in for the
+    shipped ones): the MMDiT's blocks and both CLIPs are listed, the absent T5 is not."""
+    import trainer.models.sd3_single as sd3_single
+    from trainer.freezing import model_blocks
+
+    shutil.copytree(stability["config_dir"], tmp_path / "configs" / "sd3.5-large")
+    monkeypatch.setattr(sd3_single, "MODEL_CONFIGS", tmp_path / "configs")
+    alone = tmp_path / "a" / "b"
+    alone.mkdir(parents=True)
+    bare = shutil.copy(stability["models"] / "checkpoints" / "sd3.5-tiny-bare.safetensors", alone / "sd3.safetensors")
+    clip = stability["models"] / "clip"
+    blocks = model_blocks(bare, 1, ["transformer_blocks.0"],
+                          text_encoder_files=[str(clip / "clip_g.safetensors"), str(clip / "clip_l.safetensors")])
+    assert set(blocks) == {"transformer", "text_encoder", "text_encoder_2"}
+    assert {row["block"] for row in blocks["transformer"]} >= {"transformer_blocks"}
+
+
 def test_missing_and_wrong_companions_are_refused_naming_the_field(stability, tmp_path):
     clip = stability["models"] / "clip"
     config = stability["config_dir"]
