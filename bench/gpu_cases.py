@@ -276,7 +276,8 @@ def kamaal_config(spec: dict[str, Any]) -> dict[str, Any]:
     resolution = int(spec["resolution"])
     return {
         "mode": "lora",
-        "model": {"architecture": spec["arch"], "path": spec["model_dir"], "precision": spec["precision"]},
+        "model": {"architecture": spec["arch"], "path": spec["model_dir"], "precision": spec["precision"],
+                  "base_quantization": spec.get("quantization", "none"), "blocks_to_swap": spec.get("swap", 0)},
         "dataset": {"path": spec["dataset_dir"], "resolution": resolution, "min_bucket_side": resolution,
                     "max_bucket_side": resolution, "cache_latents": "memory", "cache_text": "on"},
         "training": {"steps": spec["warmup"] + spec["steps"], "batch_size": 1, "learning_rate": 1e-4,

@@ -12,7 +12,8 @@ is downloaded):
    ``CASES`` (bf16; fp16 with a GradScaler; gradient checkpointing; 8-bit AdamW): it/s over ``STEPS`` steps
    after ``WARMUP``, peak allocated and reserved VRAM, every loss finite.  Then the flow-matching transformer
    families, after every SD case so that a short budget keeps the SD paths: SD 3.5 Medium and Flux.1-dev
-   (12 B) at 1024 px, bf16, with and without gradient checkpointing, on random models built from the configs
+   (12 B) at 1024 px, bf16, with and without gradient checkpointing, and Flux as its 24/16/12 GB presets train
+   it (fp8 and nf4 bases, text encoders off the GPU, block swap on nf4), on random models built from the configs
    written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL).
    Each case in its own process (clean peaks; an out-of-memory case is a row, not the end); each family's
    models are built when its first case comes, so a budget spent on SD builds no Flux.
@@ -105,9 +106,13 @@ class Case:
     checkpointing: bool = False
     optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes)
     with_reference: bool = False  # run the reference loop beside it by default
+    quantization: str = "none"  # model.base_quantization: "nf4", "int8", "fp8"
+    swap: int = 0  # model.blocks_to_swap
 
     def name(self, scale: Scale) -> str:
         extras = [self.precision] + (["ckpt"] if self.checkpointing else []) + [self.optimizer]
+        extras += [self.quantization] if self.quantization != "none" else []
+        extras += [f"swap{self.swap}"] if self.swap else []
         return f"{self.arch} {scale.resolution[self.arch]}px " + " ".join(extras)
 
     @property
@@ -128,7 +133,8 @@ class Case:
 
 # In order of importance: what runs first survives a short budget.  Every code path on SD 1.5 first (cheap),
 # then SDXL's baseline with its reference, then SDXL's variants; then SD 3.5 and Flux (each family's
-# first case builds its model; Flux trains with gradient checkpointing first, as Flux LoRAs are trained).
+# first case builds its model; Flux trains with gradient checkpointing first, as Flux LoRAs are trained, then
+# as the 16/12 GB presets do — an nf4 base — then the 24 GB preset's fp8 base and block swap).
 CASES = (
     Case("sd15", with_reference=True),
     Case("sd15", precision="fp16"),
@@ -140,7 +146,10 @@ CASES = (
     Case("sdxl", optimizer="adamw8bit"),
     Case("sd3"),
     Case("flux", checkpointing=True),
+    Case("flux", checkpointing=True, quantization="nf4"),
     Case("sd3", checkpointing=True),
+    Case("flux", checkpointing=True, quantization="fp8"),
+    Case("flux", checkpointing=True, quantization="nf4", swap=20),
     Case("flux"),
 )
 
@@ -238,7 +247,8 @@ def case_rows(scale: Scale, cases: list[Case], references: str, clock: Clock, wo
             row["status"] = f"skipped: its model could not be built ({models.failed.get(case.arch, '')})"
         else:
             spec = {"arch": case.arch, "precision": case.precision, "checkpointing": case.checkpointing,
-                    "optimizer": case.optimizer, "resolution": scale.resolution[case.arch], "rank": RANK,
+                    "optimizer": case.optimizer, "quantization": case.quantization, "swap": case.swap,
+                    "resolution": scale.resolution[case.arch], "rank": RANK,
                     "warmup": scale.warmup, "steps": scale.steps, "device": scale.device,
                     "model_dir": model_dir, "dataset_dir": str(datasets[case.arch])}
             row["kamaal"] = run_piece("case", spec, work, name, clock.left())
