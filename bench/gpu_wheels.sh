@@ -15,10 +15,11 @@ DEST=.whl
 CUDA_LIB=${CUDA_LIB:-cuda130}  # the bitsandbytes library for the machine's torch.version.cuda (13.0)
 
 pinned() { grep -i -m1 "^$1==" constraints.txt || { echo "$1 is not pinned in constraints.txt" >&2; exit 1; }; }
-# Kamaal's own needs that the machine lacks (pinned), their small dependencies, and the `cuda` extra.
+# Kamaal's own needs that the machine lacks (pinned) and their small dependencies (bitsandbytes, torchao: base
+# quantization and 8-bit AdamW).
 PACKAGES=("$(pinned diffusers)" "$(pinned transformers)" "$(pinned peft)" "$(pinned pydantic)"
           "$(pinned pydantic_core)" "$(pinned tomli_w)" annotated-types==0.8.0 typing-inspection==0.4.5
-          importlib_metadata==10.2.0 bitsandbytes==0.50.2)
+          importlib_metadata==10.2.0 "$(pinned bitsandbytes)" "$(pinned torchao)")
 
 rm -rf "$DEST" && mkdir -p "$DEST"
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
