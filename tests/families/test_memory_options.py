@@ -372,3 +372,21 @@ def test_on_a_gpu_each_memory_option_lowers_the_peak_and_the_lora_still_learns(t
         assert curve[-1] < 0.95 * curve[0], (options, curve)
         peaks.append(torch.cuda.max_memory_allocated())
     assert peaks[0] > peaks[1] and peaks[0] > peaks[2], peaks
+
+
+@pytest.mark.slow
+def test_a_run_on_an_nf4_base_resumes_where_it_stopped(tmp_path, tiny_models, shapes_dataset):
+    import shutil
+
+    from tests.diffusion.conftest import straight_and_resumed
+
+    model = tmp_path / "tiny-flux-64"
+    shutil.copytree(tiny_models["flux"], model)
+    flux_transformer().save_pretrained(model / "transformer")
+    config = diffusion_config(model, shapes_dataset, "flux", model={"architecture": "flux", "path": str(model),
+                                                                    "base_quantization": "nf4"},
+                              training={"steps": 8, "batch_size": 2, "learning_rate": 3e-3, "eval_every": 4,
+                                        "seed": 1})
+    _, _, (straight, resumed) = straight_and_resumed(config, tmp_path / "runs", stop_at=4)
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
