@@ -24,6 +24,7 @@ from desktop_app.session import TrainingSession
 from desktop_app.status_bar import format_bytes
 from desktop_app.tasks import TaskRunner
 from desktop_app.train.config_model import ConfigModel
+from trainer.families import family
 from trainer.memory_estimate import MemoryEstimate, estimate_memory
 from trainer.protocol import Failed, TaskDone, TaskProgress
 
@@ -175,10 +176,20 @@ class MemoryBox(QFrame):
                 verdict = " <span style='color:#2b8a3e'>— fits</span>"
         where = "GPU" if device == "cuda" else "RAM"
         basis = ("model size read from its files" if parameters else
-                 f"assuming a standard {config.model.architecture} model until its files are read")
+                 f"assuming a standard {family(config.model.architecture).display_name} model until its files "
+                 "are read")
+        notes = []
+        if self.estimate.encoding:
+            notes.append(f"the text encoders ({format_bytes(self.estimate.encoding)}) leave the GPU once the "
+                         "captions are encoded")
+        if config.model.base_quantization != "none":
+            notes.append(f"base blocks in {config.model.base_quantization}")
+        if config.model.blocks_to_swap:
+            notes.append(f"{config.model.blocks_to_swap} blocks swapped in from RAM as they run")
+        extra = "".join(f"; {note}" for note in notes)
         self.estimate_label.setText(f"Estimate: <b>~{format_bytes(self.estimate.total)}</b> {where}{verdict}"
                                     f"<br><small>{parts}; {self.estimate.trainable_parameters:,} trainable "
-                                    f"parameters; {basis}</small>")
+                                    f"parameters{extra}; {basis}</small>")
         self._relayout()
         self.estimate_label.setToolTip("From trainer/memory_estimate.py: weights, gradients and optimizer states "
                                        "from parameter counts, activations from resolution² × batch size. "

@@ -42,7 +42,7 @@ def test_memory_box_shows_the_device_the_estimate_and_a_measurement(qtbot, tmp_p
                                                      "training.batch_size=2"]))
     box = MemoryBox(model)
     qtbot.addWidget(box)
-    assert "standard sd15 model" in box.estimate_label.text()  # before the model's files are read
+    assert "standard Stable Diffusion 1.x model" in box.estimate_label.text()  # before the model's files are read
     reference = box.estimate.total
     with qtbot.waitSignal(box.device_runner.done, timeout=TASK_TIMEOUT_MS):
         box.show()  # the first look asks the trainer which device it would use
