@@ -307,6 +307,13 @@ class Config(Section):
             problems.append(f"model.base_quantization: {self.model.base_quantization} stores frozen base weights; "
                             f"this {self.mode} run trains them (use none, or LoRA / DreamBooth without "
                             "train_full_unet)")
+        model_family = families.family(self.model.architecture)
+        encoders = model_family.text_encoders
+        if lora_base and self.lora.train_text_encoder and encoders and not any(e.lora for e in encoders):
+            labels = " and ".join(e.label for e in encoders)
+            problems.append(f"lora.train_text_encoder: {model_family.display_name}'s {labels} "
+                            f"{'takes' if len(encoders) == 1 else 'take'} no LoRA (the LoRA loaders of its pipeline "
+                            "and ComfyUI apply the transformer's only); turn it off")
         if self.model.blocks_to_swap and not self.training.gradient_checkpointing:
             problems.append("model.blocks_to_swap: swapping blocks saves memory only with "
                             "training.gradient_checkpointing on (turn it on, or swap 0 blocks)")

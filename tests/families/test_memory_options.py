@@ -148,7 +148,9 @@ def test_a_preview_from_prompts_encoded_once_is_the_preview_from_the_text(arch, 
     pipe.set_progress_bar_config(disable=True)
     prompts = ["a red circle", ""]  # the empty prompt too: SDXL zeroes an empty negative prompt
     encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu")
-    assert all(value.device.type == "cpu" for entry in encoded.values() for value in entry.values())
+    values = [v for entry in encoded.values() for value in entry.values()  # Z-Image: a list per prompt
+              for v in (value if isinstance(value, list) else [value])]
+    assert values and all(value.device.type == "cpu" for value in values)
     from_text, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "text")
     from_embeds, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "embeds", conditioning=encoded)
     for a, b in zip(from_text, from_embeds, strict=True):
@@ -242,7 +244,7 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
         if match:
             sized[path.stem] = estimate_memory(load_config(path), "cuda").total, int(match.group(1))
     assert {"flux-lora-24gb", "flux-lora-16gb", "flux-lora-12gb", "sd35-lora-24gb", "sd35-lora-16gb",
-            "sd35-lora-12gb"} <= set(sized)
+            "sd35-lora-12gb", "zimage-lora-24gb", "zimage-lora-16gb", "zimage-lora-12gb"} <= set(sized)
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)

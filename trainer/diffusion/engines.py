@@ -10,6 +10,8 @@ job's CPU generator (so runs resume exactly), and computes the loss of the denoi
   family's own diffusers pipeline (``encode_prompt``), so training sees exactly what sampling does.
 * :class:`FluxEngine` — the same objective on Flux's 2×2-packed latents, with its position ids and, for the
   guidance-distilled dev model, the guidance input.
+* :class:`ZImageEngine` — the same objective on Z-Image, whose transformer takes each latent and each prompt's
+  variable-length embedding as lists, runs its time the other way (t = 1 − σ) and predicts x₀ − ε.
 
 The job owns the modules; an engine holds only the family and the components it reads.
 """
@@ -218,6 +220,28 @@ class FluxEngine(SD3Engine):
                        img_ids=image_ids.reshape(-1, 3), return_dict=False)[0]
         return (out.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
                 .reshape(batch, channels, height, width))
+
+
+class ZImageEngine(SD3Engine):
+    """Flow matching on Z-Image: the pipeline's own prompt encoding (Qwen3's chat template, the penultimate hidden
+    state of each prompt's real tokens: one length per prompt, kept as a padded batch with its mask), and the
+    transformer called as ``ZImagePipeline`` calls it — latents as a list of (channels, 1, height, width), the
+    prompts as a list of (tokens, width), the time 1 − σ — with its output negated: x₀ − ε → ε − x₀, SD 3's
+    velocity, so σ, the noisy latents and the loss are :class:`SD3Engine`'s."""
+
+    def encode_prompts(self, encoders, prompts, device):
+        pipe = self._text_pipeline(encoders)
+        # A copy: the pipeline writes the chat template into the list it is given.
+        embeddings, _ = pipe.encode_prompt(list(prompts), device=torch.device(device),
+                                           do_classifier_free_guidance=False,
+                                           max_sequence_length=self.family.max_sequence_length or 512)
+        return TextConditioning.from_sequences(embeddings)
+
+    def predict(self, denoiser, noisy, sigma, text):
+        images = list(noisy.unsqueeze(2).unbind(0))
+        time = (1 - sigma.float()).to(noisy.device)
+        out = denoiser(images, time, [tokens.to(noisy.dtype) for tokens in text.sequences()], return_dict=False)[0]
+        return -torch.stack(out).squeeze(2)
 
 
 def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:

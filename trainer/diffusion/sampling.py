@@ -45,15 +45,24 @@ def encode_sample_prompts(pipe, architecture: str, prompts: list[str], guidance:
     import inspect
 
     accepted = inspect.signature(pipe.encode_prompt).parameters
+    model = family(architecture)
     options = {"prompt_2": None, "prompt_3": None,  # None: the same prompt for every encoder, as the call does
-               "device": device, "num_images_per_prompt": 1, "do_classifier_free_guidance": guidance > 1}
-    names = family(architecture).prompt_outputs
+               "device": device, "num_images_per_prompt": 1,
+               "do_classifier_free_guidance": guidance > model.guided_above}
     out: dict[str, dict[str, torch.Tensor]] = {}
     for prompt in dict.fromkeys(prompts):
         outputs = pipe.encode_prompt(prompt, **{k: v for k, v in options.items() if k in accepted})
-        out[prompt] = {name: value.to("cpu") for name, value in zip(names, outputs, strict=True)
+        out[prompt] = {name: _moved(value, "cpu") for name, value in zip(model.prompt_outputs, outputs, strict=True)
                        if name is not None and value is not None}
     return out
+
+
+def _moved(value, device):
+    """A tensor, or a pipeline's list of them (Z-Image: one embedding per prompt, each its own length), on
+    ``device``."""
+    if isinstance(value, list | tuple):
+        return [item.to(device) for item in value]
+    return value.to(device)
 
 
 @torch.no_grad()
@@ -77,7 +86,7 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
             text: dict = {"prompt": prompt}
             if conditioning is not None:
                 device = pipe._execution_device
-                text = {name: value.to(device) for name, value in conditioning[prompt].items()}
+                text = {name: _moved(value, device) for name, value in conditioning[prompt].items()}
             image = pipe(**text, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
                          generator=generator, output_type="pil").images[0]
             buffer = io.BytesIO()

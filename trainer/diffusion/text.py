@@ -18,19 +18,50 @@ from trainer.families import family
 class TextConditioning:
     hidden: torch.Tensor  # (batch, tokens, dim)
     pooled: torch.Tensor | None = None  # SDXL only: (batch, dim)
+    # Prompts of different lengths (Z-Image: each prompt's real tokens only): (batch, tokens), True where a
+    # token is the prompt's; the rest of ``hidden`` is padding.  None: every row is whole.
+    mask: torch.Tensor | None = None
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> TextConditioning:
         return TextConditioning(self.hidden.to(device, dtype),
-                                None if self.pooled is None else self.pooled.to(device, dtype))
+                                None if self.pooled is None else self.pooled.to(device, dtype),
+                                None if self.mask is None else self.mask.to(device))
 
     def select(self, index: torch.Tensor | slice) -> TextConditioning:
-        return TextConditioning(self.hidden[index], None if self.pooled is None else self.pooled[index])
+        """Some rows; padding no row of them needs is cut off (one prompt alone is stored whole, unpadded)."""
+        hidden, mask = self.hidden[index], None if self.mask is None else self.mask[index]
+        if mask is not None:
+            length = int(mask.sum(dim=1).max()) if len(mask) else 0
+            hidden, mask = hidden[:, :length], mask[:, :length]
+            if bool(mask.all()):
+                mask = None
+        return TextConditioning(hidden, None if self.pooled is None else self.pooled[index], mask)
+
+    def sequences(self) -> list[torch.Tensor]:
+        """Each row's real tokens, (tokens, dim) each: what a transformer taking variable-length prompts reads."""
+        if self.mask is None:
+            return list(self.hidden.unbind(0))
+        return [row[keep] for row, keep in zip(self.hidden, self.mask, strict=True)]
+
+    @staticmethod
+    def from_sequences(sequences: list[torch.Tensor]) -> TextConditioning:
+        """Rows of different lengths, (tokens, dim) each, padded with zeros to the longest, with their mask."""
+        hidden = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)
+        lengths = [len(sequence) for sequence in sequences]
+        if len(set(lengths)) <= 1:
+            return TextConditioning(hidden)
+        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < torch.tensor(
+            lengths, device=hidden.device)[:, None]
+        return TextConditioning(hidden, mask=mask)
 
     @staticmethod
     def cat(parts: list[TextConditioning]) -> TextConditioning:
         pooled = [p.pooled for p in parts]
-        return TextConditioning(torch.cat([p.hidden for p in parts]),
-                                None if pooled[0] is None else torch.cat(pooled))  # type: ignore[arg-type]
+        pooled_cat = None if pooled[0] is None else torch.cat(pooled)  # type: ignore[arg-type]
+        if all(p.mask is None for p in parts) and len({p.hidden.shape[1] for p in parts}) <= 1:
+            return TextConditioning(torch.cat([p.hidden for p in parts]), pooled_cat)
+        joined = TextConditioning.from_sequences([row for p in parts for row in p.sequences()])
+        return TextConditioning(joined.hidden, pooled_cat, joined.mask)
 
 
 def tokenize(tokenizer, prompts: list[str], device: str | torch.device) -> torch.Tensor:

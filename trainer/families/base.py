@@ -25,7 +25,10 @@ class TextEncoder:
     open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
-    tokenizer_kind: Literal["clip", "t5"] = "clip"  # the shipped vocabulary it uses (resources/tokenizers)
+    tokenizer_kind: Literal["clip", "t5", "qwen3"] = "clip"  # the shipped vocabulary it uses (resources/tokenizers)
+    # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
+    # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
+    lora: bool = True
 
     @property
     def tokenizer(self) -> str:
@@ -115,6 +118,9 @@ class Family:
     # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
     # previews run from prompts encoded once, while the text encoders wait off the GPU.
     prompt_outputs: tuple[str | None, ...] = ("prompt_embeds", "negative_prompt_embeds")
+    # The pipeline runs classifier-free guidance (a second pass on the negative prompt) when its
+    # ``guidance_scale`` is above this: 1 for Stable Diffusion's pipelines, 0 for Z-Image's.
+    guided_above: float = 1.0
     size_conditioning: bool = False  # SDXL's micro-conditioning: original size, crop, target size
     # Which hidden state of the text encoders conditions the UNet: the last (SD 1.x/2.x as diffusers runs them)
     # or the penultimate, every encoder's side by side, plus the pooled projection (SDXL).

@@ -87,6 +87,16 @@ def t5_tokenizer() -> Any:
                            tokenizer_file=str(T5_TOKENIZER_DIR / "tokenizer.json"))
 
 
+QWEN3_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tokenizers" / "qwen3"
+
+
+def qwen3_tokenizer() -> Any:
+    """The shipped Qwen3 tokenizer (Z-Image's ``tokenizer``, with Qwen3's chat template); see its README."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(QWEN3_TOKENIZER_DIR), local_files_only=True)
+
+
 def write_tiny_tokenizer(out_dir: Path, *, merge_count: int, pad_token: str = END_TOKEN) -> int:
     """A smaller but genuine CLIP tokenizer (the first ``merge_count`` merges); returns its vocabulary size."""
     merges = shipped_merges(merge_count)

@@ -16,7 +16,13 @@ from typing import Any
 import torch
 
 from trainer import families
-from trainer.models.clip_vocab import END_TOKEN, OPEN_CLIP_PAD_TOKEN, t5_tokenizer, write_tiny_tokenizer
+from trainer.models.clip_vocab import (
+    END_TOKEN,
+    OPEN_CLIP_PAD_TOKEN,
+    qwen3_tokenizer,
+    t5_tokenizer,
+    write_tiny_tokenizer,
+)
 from trainer.models.folder_dtypes import save_diffusers_folder
 from trainer.models.info import Architecture
 
@@ -72,6 +78,10 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
             if encoder.tokenizer_kind == "t5":
                 tokenizer = t5_tokenizer()
                 components[encoder.component] = _t5_encoder(width, activation, len(tokenizer))
+            elif encoder.tokenizer_kind == "qwen3":
+                tokenizer = qwen3_tokenizer()
+                components[encoder.component] = _qwen3_encoder(width, activation, len(tokenizer),
+                                                                tokenizer.pad_token_id)
             else:
                 pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
                 vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
@@ -95,6 +105,18 @@ def _t5_encoder(width: int, activation: str, vocab_size: int) -> torch.nn.Module
                                    num_layers=2, num_heads=4, feed_forward_proj=f"gated-{activation}",
                                    relative_attention_num_buckets=8, is_encoder_decoder=False, use_cache=False)
     return transformers.T5EncoderModel(config)
+
+
+def _qwen3_encoder(width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
+    """A small Qwen3 (grouped-query attention, q/k norms, SwiGLU, as Qwen3-4B), over the whole shipped vocabulary;
+    three layers, so the penultimate hidden state Z-Image reads is a layer's output."""
+    import transformers
+
+    config = transformers.Qwen3Config(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width,
+                                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                      head_dim=width // 4, hidden_act=activation, max_position_embeddings=1024,
+                                      tie_word_embeddings=True, pad_token_id=pad_id, use_cache=False)
+    return transformers.Qwen3Model(config)
 
 
 def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:
