@@ -154,13 +154,19 @@ class TrainingConfig(Section):
     steps: int = Field(1000, ge=1, le=10_000_000, description="Number of optimizer steps to train.")
     batch_size: int = Field(1, ge=1, le=4096, description="Samples per step.")
     learning_rate: float = Field(1e-4, gt=0, le=10.0, description="Peak learning rate of the optimizer.")
-    scheduler: Literal["constant", "linear", "cosine"] = Field(
-        "constant", description="How the learning rate changes after warm-up.")
+    scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
+                       "polynomial"] = Field(
+        "constant", description="How the learning rate changes after warm-up (diffusers' schedules): constant, "
+                                "linear or cosine to 0, cosine with restarts (lr_cycles), polynomial (lr_power).")
+    lr_cycles: int = Field(1, ge=1, le=1000, description="Hard restarts of the cosine_with_restarts schedule.")
+    lr_power: float = Field(1.0, gt=0, le=10, description="Power of the polynomial schedule (1 = linear).")
     warmup_steps: int = Field(0, ge=0, description="Steps over which the learning rate rises linearly from 0.")
     weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay.")
-    optimizer: Literal["adamw", "adamw8bit"] = Field(
+    optimizer: Literal["adamw", "adamw8bit", "prodigy", "adafactor", "lion", "came", "adamw_schedulefree"] = Field(
         "adamw", json_schema_extra=DIFFUSION_ONLY,
-        description="AdamW, or 8-bit AdamW from bitsandbytes (CUDA only; saves memory).")
+        description="AdamW; 8-bit AdamW (bitsandbytes, CUDA: less memory); Prodigy (sets its own step size: "
+                    "learning rate 1.0); Adafactor or CAME (little optimizer memory); Lion (learning rate 3–10× "
+                    "lower than AdamW's); schedule-free AdamW (no schedule; samples and saves its averaged weights).")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024,
                                              json_schema_extra=DIFFUSION_ONLY,
                                              description="Add up gradients over N batches before each step.")

@@ -1,35 +1,116 @@
-"""Learning-rate schedules shared by every training mode.
+"""Optimizers and learning-rate schedules, from well-kept packages.
 
-Warm-up rises linearly from 0 to the peak over ``warmup_steps``; after it the rate stays
-(constant), falls linearly to 0 (linear) or follows half a cosine to 0 (cosine).
+Optimizers (``training.optimizer``):
+
+* ``adamw`` — torch's AdamW;
+* ``adamw8bit`` — bitsandbytes' 8-bit AdamW (CUDA; its states in 8 bits);
+* ``prodigy`` — Prodigy (``prodigyopt``, its authors' package): finds the step size itself, so
+  ``learning_rate`` is a multiplier (1.0, as its authors advise);
+* ``adafactor`` — torch's Adafactor (factored second moments: little state);
+* ``lion`` — Lion (``pytorch_optimizer``): sign updates, one state; wants a learning rate 3–10× smaller
+  than AdamW's;
+* ``came`` — CAME (``pytorch_optimizer``): Adafactor's memory with a confidence-guided update;
+* ``adamw_schedulefree`` — schedule-free AdamW (``schedulefree``, Meta's package): no schedule; its
+  weights are an average (``x``) kept apart from where gradients are taken (``y``): ``optimizer.eval()``
+  puts the average in the model for evaluation, samples and saving, ``optimizer.train()`` takes it back
+  (:func:`averaged_weights`).  Its warm-up is its own (``warmup_steps``); the schedule stays constant.
+
+Schedules (``training.scheduler``) are diffusers' (``diffusers.optimization``): constant (with the warm-up
+when ``warmup_steps`` > 0), constant_with_warmup, linear, cosine, cosine_with_restarts (``lr_cycles``),
+polynomial (``lr_power``, to 0).  Warm-up rises linearly from 0 over ``warmup_steps``.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from trainer.config import TrainingConfig
+from trainer.errors import InputError
+
+SCHEDULE_FREE = ("adamw_schedulefree",)
 
 
-def lr_factor(step: int, kind: str, warmup_steps: int, total_steps: int) -> float:
-    """Multiplier of the peak learning rate for the step about to be taken (0-based)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if kind == "constant":
-        return 1.0
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    if kind == "linear":
-        return 1.0 - progress
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown scheduler {kind!r}")
+def build_optimizer(parameters: list[torch.nn.Parameter], training: TrainingConfig,
+                    device_type: str) -> torch.optim.Optimizer:
+    kind, lr, decay = training.optimizer, training.learning_rate, training.weight_decay
+    if kind == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
+    if kind == "adamw8bit":
+        if device_type != "cuda":
+            raise InputError("training.optimizer: adamw8bit needs a CUDA GPU; use adamw on this machine")
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(parameters, lr=lr, weight_decay=decay)
+    if kind == "prodigy":
+        from prodigyopt import Prodigy
+
+        # Bias correction and the warm-up safeguard, as the diffusion trainers run it (kohya's and
+        # OneTrainer's recommended settings for Prodigy).
+        return Prodigy(parameters, lr=lr, weight_decay=decay, use_bias_correction=True,
+                       safeguard_warmup=training.warmup_steps > 0)
+    if kind == "adafactor":
+        return torch.optim.Adafactor(parameters, lr=lr, weight_decay=decay)
+    if kind == "lion":
+        from pytorch_optimizer import Lion
+
+        return Lion(parameters, lr=lr, weight_decay=decay)
+    if kind == "came":
+        from pytorch_optimizer import CAME
+
+        return CAME(parameters, lr=lr, weight_decay=decay)
+    if kind == "adamw_schedulefree":
+        from schedulefree import AdamWScheduleFree
+
+        optimizer = AdamWScheduleFree(parameters, lr=lr, weight_decay=decay, warmup_steps=training.warmup_steps)
+        optimizer.train()
+        return optimizer
+    raise ValueError(f"unknown optimizer {kind!r}")
+
+
+def is_schedule_free(optimizer: torch.optim.Optimizer) -> bool:
+    return hasattr(optimizer, "train") and hasattr(optimizer, "eval") and any(
+        "train_mode" in group for group in optimizer.param_groups)
+
+
+@contextlib.contextmanager
+def averaged_weights(optimizer: torch.optim.Optimizer | None) -> Iterator[None]:
+    """The weights to evaluate, sample and save with: a schedule-free optimizer's average, put in the model for
+    the duration (and taken back after, so training goes on from where it was); any other optimizer's, as
+    they are."""
+    if optimizer is None or not is_schedule_free(optimizer):
+        yield
+        return
+    # train() undoes eval() only up to rounding: the weights training goes on from are kept aside and put back
+    # exactly, so a run that evaluated, sampled or saved goes on bit for bit as one that did not.
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    kept = [p.detach().to("cpu", copy=True) for p in parameters]
+    optimizer.eval()
+    try:
+        yield
+    finally:
+        optimizer.train()
+        with torch.no_grad():
+            for parameter, value in zip(parameters, kept, strict=True):
+                parameter.copy_(value)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, training.scheduler, training.warmup_steps, training.steps),
-    )
+    kind = training.scheduler
+    if is_schedule_free(optimizer):
+        kind = "constant"  # schedule-free: no schedule, the optimizer warms up itself
+    elif kind == "constant" and training.warmup_steps > 0:
+        kind = "constant_with_warmup"
+    if kind == "constant":  # diffusers' constant schedule, without importing diffusers (the toy network's)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    from diffusers.optimization import get_scheduler
+
+    options: dict[str, Any] = {"num_warmup_steps": training.warmup_steps, "num_training_steps": training.steps}
+    if kind == "cosine_with_restarts":
+        options["num_cycles"] = training.lr_cycles
+    if kind == "polynomial":
+        options["power"] = training.lr_power
+    return get_scheduler(kind, optimizer, **options)

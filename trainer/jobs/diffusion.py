@@ -27,7 +27,7 @@ from trainer.families import family
 from trainer.freezing import apply_trainable_patterns
 from trainer.jobs.base import StepResult, TrainingJob
 from trainer.jobs.diffusion_outputs import export_outputs
-from trainer.optim import build_scheduler
+from trainer.optim import averaged_weights, build_optimizer, build_scheduler
 from trainer.protocol import Sample
 from trainer.runfolder import RunFolder, step_dirname
 from trainer.runlog import EventSink
@@ -88,7 +88,8 @@ class DiffusionJob(TrainingJob):
             self.text_device = "cpu"
         self._prepare_trainable()
         parameters = [p for m in self._trained_modules() for p in m.parameters() if p.requires_grad]
-        self.optimizer = self._make_optimizer(parameters)
+        self.optimizer = build_optimizer(parameters, cfg.training, self.device_type)
+        self._optimizer_hints()
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.training)
         # prepare() wraps the trained modules for gradient averaging when several processes train;
         # self.parts keeps the plain modules (saving, sampling, evaluation), these are for training.
@@ -99,6 +100,16 @@ class DiffusionJob(TrainingJob):
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
         self.report_activity("encoding the evaluation images")
         self._eval_set = self._make_eval_set()
+
+    def _optimizer_hints(self) -> None:
+        training = self.config.training
+        if training.optimizer == "prodigy" and training.learning_rate < 0.1:
+            self.log.warning("training.optimizer: Prodigy finds its own step size and multiplies it by "
+                             "training.learning_rate (%g): its authors advise 1.0", training.learning_rate)
+        if training.optimizer == "adamw_schedulefree" and training.scheduler not in ("constant",
+                                                                                    "constant_with_warmup"):
+            self.log.warning("training.scheduler: schedule-free AdamW needs no schedule; %s is not used (its "
+                             "warm-up of %d steps is)", training.scheduler, training.warmup_steps)
 
     def _swap_blocks(self) -> None:
         count = self.config.model.blocks_to_swap
@@ -187,19 +198,6 @@ class DiffusionJob(TrainingJob):
             if self.trains_text:
                 for encoder in parts.text_encoders:
                     encoder.gradient_checkpointing_enable()
-
-    def _make_optimizer(self, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        training = self.config.training
-        if training.optimizer == "adamw8bit":
-            if self.device_type != "cuda":
-                raise InputError("training.optimizer: adamw8bit needs a CUDA GPU; use adamw on this machine")
-            try:
-                import bitsandbytes as bnb
-            except ImportError:
-                raise InputError("training.optimizer: adamw8bit needs the bitsandbytes package "
-                                 "(pip install bitsandbytes), or choose adamw") from None
-            return bnb.optim.AdamW8bit(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
-        return torch.optim.AdamW(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
 
     # ------------------------------------------------------------------ data
 
@@ -461,6 +459,10 @@ class DiffusionJob(TrainingJob):
         """Unweighted loss on the fixed evaluation set (shown as the held-out curve); main process only."""
         if not self.dist.is_main:
             return None
+        with averaged_weights(self.optimizer):
+            return self._evaluate()
+
+    def _evaluate(self) -> float | None:
         for module in self._trained_modules():
             module.eval()
         losses = []
@@ -490,9 +492,13 @@ class DiffusionJob(TrainingJob):
         return list(dict.fromkeys(prompts))
 
     def preview(self, step: int, final: bool = False) -> None:
-        cfg = self.config
         if not self.dist.is_main:
             return
+        with averaged_weights(self.optimizer):
+            self._preview(step, final)
+
+    def _preview(self, step: int, final: bool) -> None:
+        cfg = self.config
         pipe = build_pipeline(self.parts, self.parts.unet)
         width = cfg.sampling.width or cfg.dataset.resolution
         height = cfg.sampling.height or cfg.dataset.resolution
@@ -565,4 +571,5 @@ class DiffusionJob(TrainingJob):
     def export(self, output_dir: Path) -> list[Path]:
         if not self.dist.is_main:
             return []
-        return export_outputs(self, output_dir)
+        with averaged_weights(self.optimizer):
+            return export_outputs(self, output_dir)
