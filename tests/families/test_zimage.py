@@ -158,11 +158,18 @@ def test_zimage_frozen_layers_move_only_the_chosen_block(tmp_path, tiny_zimage, 
                               sampling={"inference_steps": 2})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
-    folder = Path(rec.of(Finished)[0].outputs[0])
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
     part = Path("transformer") / "diffusion_pytorch_model.safetensors"
     before, after = load_file(tiny_zimage / part), load_file(folder / part)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved and all(name.startswith("layers.1.") for name in moved)
+    # RUN_NAME.safetensors: the transformer in the original layout ComfyUI's Load Diffusion Model takes
+    from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers
+
+    original = load_file(single)
+    assert single.name == "tiny.safetensors" and "layers.1.attention.qkv.weight" in original
+    back = convert_z_image_transformer_checkpoint_to_diffusers(dict(original))
+    assert back.keys() == after.keys() and all(torch.equal(back[k], after[k]) for k in after)
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     image = pipeline(folder)(final.prompts[0], width=64, height=64, num_inference_steps=2, guidance_scale=7.5,

@@ -33,10 +33,13 @@ FAMILY = Family(
     flow=FlowFacts(sampling="logit_normal", shift=3.0),
     sample_scheduler=None,
     max_sequence_length=512,  # the pipeline's default; a prompt's chat-template tokens beyond it are cut
+    # ComfyUI's z_image_turbo_bf16.safetensors (the original layout: fused attention.qkv, attention.out,
+    # x_embedder, final_layer; its refiners name it) with qwen_3_4b and ae files beside it: models/zimage_single
+    # reads them and writes a full/frozen run's transformer so; merges stay with the UNet families.
     single_file=False,
+    single_file_writer="trainer.models.zimage_single:pipeline_to_original",
+    single_file_reader="trainer.models.zimage_single:load_zimage_single_file",
     config_folders={"flow_matching": "z-image-turbo"},
-    # ComfyUI's z_image_turbo_bf16.safetensors: the original layout (fused attention.qkv, attention.out,
-    # x_embedder, final_layer); its refiners name it.
     file_markers=("noise_refiner.", "context_refiner."),
     blocks=("layers", "noise_refiner", "context_refiner"),
     memory=MemoryFacts(
@@ -61,3 +64,52 @@ FAMILY = Family(
           "scheduler": ("FlowMatchEulerDiscreteScheduler", {
               "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False})},
 )
+
+
+def original_layout(config: dict) -> dict[str, tuple[str, int, int, int, bool]]:
+    """Where each module of diffusers' Z-Image transformer lives in the original layout (Tongyi's release, the
+    ``z_image_turbo_bf16.safetensors`` ComfyUI loads): diffusers path → (original path, first output row, rows,
+    the original layer's rows, halves swapped), as ``flux.bfl_layout``.  Facts from diffusers' single-file
+    converter and ComfyUI's ``z_image_to_diffusers``: a block's q, k, v are one ``attention.qkv`` (in that order,
+    ``dim`` rows each), its output ``attention.out``; the feed-forward and modulation keep their names; the
+    embedder and final layer of the one patch size (2, frame 1) drop diffusers' ``all_…2-1`` level."""
+    dim = int(config["dim"])
+    layout: dict[str, tuple[str, int, int, int, bool]] = {}
+
+    def whole(diffusers: str, original: str) -> None:
+        layout[diffusers] = (original, 0, 0, 0, False)
+
+    groups = (("layers", int(config["n_layers"])), ("noise_refiner", int(config["n_refiner_layers"])),
+              ("context_refiner", int(config["n_refiner_layers"])))
+    for group, count in groups:
+        for i in range(count):
+            block = f"{group}.{i}"
+            for j, part in enumerate(("to_q", "to_k", "to_v")):
+                layout[f"{block}.attention.{part}"] = (f"{block}.attention.qkv", j * dim, dim, 3 * dim, False)
+            whole(f"{block}.attention.to_out.0", f"{block}.attention.out")
+            for name in ("feed_forward.w1", "feed_forward.w2", "feed_forward.w3", "adaLN_modulation.0"):
+                whole(f"{block}.{name}", f"{block}.{name}")  # the context refiner has no modulation
+    patch = f"{config['all_patch_size'][0]}-{config['all_f_patch_size'][0]}"
+    for diffusers, original in ((f"all_x_embedder.{patch}", "x_embedder"),
+                                (f"all_final_layer.{patch}.linear", "final_layer.linear"),
+                                (f"all_final_layer.{patch}.adaLN_modulation.1", "final_layer.adaLN_modulation.1"),
+                                ("cap_embedder.1", "cap_embedder.1"), ("t_embedder.mlp.0", "t_embedder.mlp.0"),
+                                ("t_embedder.mlp.2", "t_embedder.mlp.2")):
+        whole(diffusers, original)
+    return layout
+
+
+def original_parameters(config: dict) -> dict[str, str]:
+    """Single parameters renamed as they are (the rest: ``original_layout``): the attention's q/k RMS norms
+    (``norm_q`` → ``q_norm``), the blocks' four RMS norms, the caption embedder's norm and the two pad tokens."""
+    renamed = {"cap_embedder.0.weight": "cap_embedder.0.weight", "x_pad_token": "x_pad_token",
+               "cap_pad_token": "cap_pad_token"}
+    for group, count in (("layers", int(config["n_layers"])), ("noise_refiner", int(config["n_refiner_layers"])),
+                         ("context_refiner", int(config["n_refiner_layers"]))):
+        for i in range(count):
+            block = f"{group}.{i}"
+            renamed[f"{block}.attention.norm_q.weight"] = f"{block}.attention.q_norm.weight"
+            renamed[f"{block}.attention.norm_k.weight"] = f"{block}.attention.k_norm.weight"
+            for norm in ("attention_norm1", "attention_norm2", "ffn_norm1", "ffn_norm2"):
+                renamed[f"{block}.{norm}.weight"] = f"{block}.{norm}.weight"
+    return renamed
