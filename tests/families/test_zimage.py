@@ -143,8 +143,15 @@ def test_zimage_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path
 
 @pytest.mark.slow
 def test_zimage_resume_equals_uninterrupted(tmp_path, tiny_zimage, shapes_dataset):
-    config = diffusion_config(tiny_zimage, shapes_dataset, "zimage", training={"steps": 6, "eval_every": 3},
-                              sampling={"inference_steps": 2})
+    """Captions of different lengths in one batch (padded, masked), their Qwen3 embeddings cached on disk each at
+    its own length: the resumed run reads them back and ends where the uninterrupted one does."""
+    import shutil
+
+    data = shutil.copytree(shapes_dataset, tmp_path / "data")
+    for i, caption in enumerate(sorted(data.glob("*.txt"))):
+        caption.write_text(caption.read_text(encoding="utf-8") + ", drawn on a white page" * (i % 3), encoding="utf-8")
+    config = diffusion_config(tiny_zimage, data, "zimage", training={"steps": 6, "eval_every": 3},
+                              sampling={"inference_steps": 2}, dataset={"cache_text": "disk"})
     _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=3)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     losses = [row["loss"] for row in RunFolder(tmp_path / "straight").read_metrics() if "loss" in row]
