@@ -16,13 +16,16 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer import families
 from trainer.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from trainer.dataset.caption_ops import CaptionVariation
 
 SCHEMA_VERSION = 1
 # The largest seed: torch.Generator.manual_seed takes up to 2^64 − 1, TOML and JSON readers up to 2^63 − 1.
@@ -142,6 +145,17 @@ class DatasetConfig(Section):
     crop: Literal["center", "random"] = Field("center", description="Where to crop an image that overhangs its bucket.")
     flip: bool = Field(False,
                        description="Randomly mirror images left-right (not for text or asymmetric subjects).")
+    caption_dropout: float = Field(0.0, ge=0, le=0.5,
+                                   description="Share of draws whose caption is left empty (the model learns the "
+                                               "image unconditioned; 0.05–0.1 is usual).")
+    tag_dropout: float = Field(0.0, ge=0, le=0.9,
+                               description="Chance each tag (after the kept ones) is left out of a draw's caption.")
+    shuffle_tags: bool = Field(False, description="Shuffle the tags (after the kept ones) every time an image is "
+                                                  "drawn, so no tag order is learned.")
+    keep_tags: int = Field(0, ge=0, le=100, description="How many first tags stay in place and are never dropped "
+                                                        "(e.g. 1 to keep the instance token first).")
+    tag_separator: str = Field(",", min_length=1, max_length=8,
+                               description="What separates tags in a caption (a comma for booru-style tags).")
     cache_latents: Literal["auto", "memory", "disk", "off"] = Field(
         "auto", description="Encode images with the VAE once and reuse; auto = memory when crop and flip are fixed.")
     cache_text: Literal["auto", "on", "disk", "off"] = Field(
@@ -323,13 +337,16 @@ class Config(Section):
         if self.model.blocks_to_swap and not self.training.gradient_checkpointing:
             problems.append("model.blocks_to_swap: swapping blocks saves memory only with "
                             "training.gradient_checkpointing on (turn it on, or swap 0 blocks)")
+        if self.dataset.cache_text in ("on", "disk") and self.caption_variation().varies_text:
+            problems.append(f"dataset.cache_text: {self.dataset.cache_text} cannot cache captions whose tags are "
+                            "shuffled or dropped every draw (choose auto or off)")
         if self.model.text_encoder_device == "cpu":
             if lora_base and self.lora.train_text_encoder:
                 problems.append("model.text_encoder_device: cpu cannot hold text encoders that LoRA trains "
                                 "(turn off lora.train_text_encoder, or choose auto)")
-            elif self.dataset.cache_text == "off":
+            elif self.dataset.cache_text == "off" or self.caption_variation().varies_text:
                 problems.append("model.text_encoder_device: cpu needs the captions cached (dataset.cache_text "
-                                "auto, on or disk)")
+                                "auto, on or disk, and tags neither shuffled nor dropped)")
         if self.dataset.min_bucket_side > self.dataset.max_bucket_side:
             problems.append(f"dataset.min_bucket_side: must be ≤ dataset.max_bucket_side "
                             f"({self.dataset.max_bucket_side}), got {self.dataset.min_bucket_side}")
@@ -345,6 +362,12 @@ class Config(Section):
             # Raised as ValueError so pydantic reports it; _format_errors unwraps the text.
             raise ValueError("\n".join(problems))
         return self
+
+    def caption_variation(self) -> CaptionVariation:
+        from trainer.dataset.caption_ops import CaptionVariation  # here: the config stays light for the GUI
+
+        d = self.dataset
+        return CaptionVariation(d.caption_dropout, d.tag_dropout, d.shuffle_tags, d.keep_tags, d.tag_separator)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

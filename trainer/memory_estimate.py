@@ -149,7 +149,8 @@ def text_encoders_leave_gpu(config: Config, device: str) -> bool:
     encoded?  auto: on CUDA, when the captions are cached and no text encoder is trained."""
     lora = config.mode == "lora" or (config.mode == "dreambooth" and not config.dreambooth.train_full_unet)
     trains_text = lora and config.lora.train_text_encoder
-    cached = config.dataset.cache_text in ("on", "disk") or (config.dataset.cache_text == "auto" and not trains_text)
+    cached = config.dataset.cache_text in ("on", "disk") or (
+        config.dataset.cache_text == "auto" and not trains_text and not config.caption_variation().varies_text)
     if config.model.text_encoder_device == "auto":
         return device == "cuda" and cached and not trains_text
     return config.model.text_encoder_device == "cpu"
@@ -166,3 +167,4 @@ def parameters_from_blocks(blocks: dict[str, list[dict]]) -> dict[str, int]:
     """Component totals from an ``inspect-blocks`` result (top-level blocks only, so nothing counts twice)."""
     return {component: sum(row["parameters"] for row in rows if "." not in row["block"])
             for component, rows in blocks.items()}
+

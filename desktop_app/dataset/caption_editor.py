@@ -11,6 +11,9 @@ GUI thread only; the tokenizer is built once on a worker thread (``Background``)
 
 from __future__ import annotations
 
+import html
+import random
+
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
@@ -51,11 +54,26 @@ class CaptionEditor(QWidget):
         row.addWidget(self.tokens, 1)
         row.addWidget(self.status)
         row.addWidget(self.revert)
+        # What training sees when captions are varied (dataset.caption_dropout, shuffle_tags, …): one draw.
+        self.training_view = QLabel()
+        self.training_view.setObjectName("trainingCaption")
+        self.training_view.setWordWrap(True)
+        self.training_view.setProperty("role", "subtle")
+        self.another_draw = QPushButton("Another draw")
+        self.another_draw.setObjectName("anotherDraw")
+        self.another_draw.setToolTip("Training varies this caption every time it draws the image "
+                                     "(Train ▸ Dataset: caption dropout, tag dropout, shuffled tags); show another.")
+        self.another_draw.clicked.connect(self._another_draw)
+        self._draw = 0
+        drawn = QHBoxLayout()
+        drawn.addWidget(self.training_view, 1)
+        drawn.addWidget(self.another_draw)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
         layout.addWidget(self.text)
         layout.addLayout(row)
+        layout.addLayout(drawn)
 
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
@@ -143,11 +161,30 @@ class CaptionEditor(QWidget):
         if not self._dirty:
             self.status.setText("saving…" if count else "saved")
 
+    def settings_changed(self) -> None:
+        self._count()
+
+    def _another_draw(self) -> None:
+        self._draw += 1
+        self._count()
+
+    def _show_training_view(self, caption: str) -> None:
+        variation = self.dataset.settings.variation
+        shown = self.row is not None and variation.active
+        self.training_view.setVisible(shown)
+        self.another_draw.setVisible(shown)
+        if not shown:
+            return
+        drawn = variation.apply(caption, random.Random(self._draw))
+        self.training_view.setText("Training sees, in one draw: " + (
+            f"<i>{html.escape(drawn)}</i>" if drawn else "<i>(no caption — the image unconditioned)</i>"))
+
     def _count(self) -> None:
         text = self.text.toPlainText().strip()
         if self.row is not None and not text:
             settings = self.dataset.settings
             text = fill_template(settings.template, settings.token)
+        self._show_training_view(text)
         count, exact = count_clip_tokens(text, self.dataset.tokenizer)
         over = count > CLIP_USABLE_TOKENS
         approx = "" if exact else "≈"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from trainer.dataset import Caption, CropRecord, DatasetCache, Finding, Severity, list_images, read_caption, read_header
 from trainer.dataset.buckets import training_buckets
+from trainer.dataset.caption_ops import CaptionVariation
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class DatasetSettings:
     min_bucket_side: int = 256
     max_bucket_side: int = 1024
     bucketing: bool = True
+    variation: CaptionVariation = field(default_factory=CaptionVariation)  # how training varies each caption
 
     def buckets(self) -> list[tuple[int, int]]:
         """Exactly the buckets training will use (``trainer.dataset.buckets.training_buckets``)."""

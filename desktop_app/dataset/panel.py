@@ -47,9 +47,12 @@ from desktop_app.dataset.thumbnails import ThumbnailLoader
 from desktop_app.dataset.toolbar import DatasetToolbar
 from desktop_app.dataset.toy_note import ToyNote
 from desktop_app.train.config_model import ConfigModel
+from trainer.dataset.caption_ops import CaptionVariation
 from trainer.families import is_toy
 
-SETTINGS_FIELDS = {"dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing"}
+SETTINGS_FIELDS = {"dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing",
+                   "dataset.caption_dropout", "dataset.tag_dropout", "dataset.shuffle_tags", "dataset.keep_tags",
+                   "dataset.tag_separator"}
 
 
 def ask_to_remove(parent: QWidget, title: str) -> bool:
@@ -203,7 +206,10 @@ class DatasetPanel(QWidget):
         return DatasetSettings(self.store.resolution(), str(concept("instance_token")),
                                str(concept("caption_template")), str(value("dataset.caption_extension")),
                                int(value("dataset.min_bucket_side")), int(value("dataset.max_bucket_side")),
-                               bool(value("dataset.bucketing")))
+                               bool(value("dataset.bucketing")), CaptionVariation(
+                                   float(value("dataset.caption_dropout")), float(value("dataset.tag_dropout")),
+                                   bool(value("dataset.shuffle_tags")), int(value("dataset.keep_tags")),
+                                   str(value("dataset.tag_separator")) or ","))
 
     def refresh(self) -> None:
         """Read the selected concept's folder again (files changed outside Kamaal), and count them all."""
@@ -243,6 +249,7 @@ class DatasetPanel(QWidget):
 
     def _settings_changed(self) -> None:
         self.dataset.settings = self._settings()
+        self.editor.settings_changed()
         self.bulk.token_changed()
         self.crop.settings_changed()
         self.buckets.refresh()

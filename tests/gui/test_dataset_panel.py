@@ -299,3 +299,30 @@ def test_the_bucket_preview_follows_the_training_settings(qtbot, make_panel):
     first.findings = [Finding(first.path, Code.UNREADABLE, Severity.ERROR, "cannot be read")]
     panel.buckets.refresh()
     assert panel.buckets.counts() == {(512, 512): 2} and "2 usable images" in panel.buckets.summary.text()
+
+
+def test_the_caption_editor_shows_what_training_sees_when_captions_are_varied(qtbot, make_panel):
+    panel = make_panel(images=1)
+    loaded(qtbot, panel, 1)
+    panel.select_rows([0])
+    assert not panel.editor.training_view.isVisibleTo(panel)  # nothing varied: the caption is what training sees
+    panel.model.set_value("dataset.shuffle_tags", True)
+    panel.model.set_value("dataset.keep_tags", 1)
+    panel.editor.text.setPlainText("sks, dog, red collar, grass, sunny")
+    caption = panel.editor.text.toPlainText()
+    assert panel.editor.training_view.isVisibleTo(panel) and panel.editor.another_draw.isVisibleTo(panel)
+    draws = set()
+    for _ in range(12):
+        shown = panel.editor.training_view.text()
+        drawn = shown.split("<i>")[1].split("</i>")[0]
+        assert drawn.split(", ")[0] == caption.split(", ")[0]  # the kept tag stays first
+        assert sorted(drawn.split(", ")) == sorted(caption.split(", "))  # the same tags, reordered
+        draws.add(drawn)
+        panel.editor.another_draw.click()
+    assert len(draws) > 1
+    panel.model.set_value("dataset.caption_dropout", 0.5)
+    texts = set()
+    for _ in range(12):
+        texts.add(panel.editor.training_view.text())
+        panel.editor.another_draw.click()
+    assert any("no caption" in text for text in texts)

@@ -70,7 +70,8 @@ def test_form_comes_from_the_config_declarations(qtbot):
     assert "Number of optimizer steps" in steps.toolTip() and "Default: 1,000" in steps.toolTip()
     assert "Range: ≥ 1 and ≤ 10,000,000" in steps.toolTip()
     scheduler = panel.editor("training.scheduler").combo
-    assert [scheduler.itemData(i) for i in range(scheduler.count())] == ["constant", "linear", "cosine"]
+    assert [scheduler.itemData(i) for i in range(scheduler.count())] == [
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
     assert type(panel.editor("lora.train_text_encoder")).__name__ == "BoolEditor"
     assert meta_for("training.learning_rate").kind == "scientific"
     assert panel.editor("dataset.resolution").spin.singleStep() == 8  # multiple_of

@@ -28,7 +28,8 @@ REFUSALS = [
     ({"training": {"steps": True}}, "training.steps: must be a whole number, got True"),
     ({"training": {"learning_rate": 0}}, "training.learning_rate: must be > 0"),
     ({"training": {"learning_rate": float("nan")}}, "training.learning_rate: must be a finite number"),
-    ({"training": {"scheduler": "cosin"}}, "training.scheduler: must be one of 'constant', 'constant_with_warmup', 'linear', 'cosine', 'cosine_with_restarts' or 'polynomial'"),
+    ({"training": {"scheduler": "cosin"}}, "training.scheduler: must be one of 'constant', 'constant_with_warmup', "
+                                           "'linear', 'cosine', 'cosine_with_restarts' or 'polynomial'"),
     ({"training": {"warmup_steps": 50, "steps": 10}}, "training.warmup_steps: must be ≤ training.steps (10), got 50"),
     ({"lora": {"rank": 0}}, "lora.rank: must be ≥ 1, got 0"),
     ({"lora": {"target_modules": "to_q"}}, "lora.target_modules: must be a list, got 'to_q'"),

@@ -85,3 +85,45 @@ class BulkEdit:
             "replace": lambda t: replace(t, self.value, self.with_text),
         }
         return functions[self.operation](text)
+
+
+@dataclass(frozen=True)
+class CaptionVariation:
+    """How training varies a caption each time it draws the image (``dataset.caption_dropout`` …), as kohya's
+    and OneTrainer's trainers do: the whole caption dropped (the model then learns the image unconditioned,
+    which keeps classifier-free guidance working), tags after the first ``keep_tags`` shuffled and each dropped
+    with ``tag_dropout``.  Tags are the parts between ``separator``s."""
+
+    caption_dropout: float = 0.0
+    tag_dropout: float = 0.0
+    shuffle_tags: bool = False
+    keep_tags: int = 0
+    separator: str = ","
+
+    @property
+    def active(self) -> bool:
+        return self.caption_dropout > 0 or self.varies_text
+
+    @property
+    def varies_text(self) -> bool:
+        """Captions take more forms than "as written" and "empty": they cannot be encoded once and cached."""
+        return self.shuffle_tags or self.tag_dropout > 0
+
+    def apply(self, caption: str, rng) -> str:
+        """One draw of ``caption`` as training sees it; ``rng`` a ``random.Random`` (its draws, in a fixed order,
+        make a run and its resume see the same captions)."""
+        if not self.active:
+            return caption
+        if self.caption_dropout > 0 and rng.random() < self.caption_dropout:
+            return ""
+        if not self.varies_text:
+            return caption
+        tags = [tag.strip() for tag in caption.split(self.separator)]
+        tags = [tag for tag in tags if tag]
+        kept, rest = tags[: self.keep_tags], tags[self.keep_tags:]
+        if self.shuffle_tags:
+            rng.shuffle(rest)
+        if self.tag_dropout > 0:
+            rest = [tag for tag in rest if rng.random() >= self.tag_dropout]
+        joiner = self.separator + " " if self.separator.strip() else self.separator
+        return joiner.join(kept + rest)

@@ -141,6 +141,8 @@ class DiffusionJob(TrainingJob):
         for encoder in parts.text_encoders:
             encoder.to(self.device, dtype)
         captions = list(dict.fromkeys(e.caption for e in [*self.examples, *self.class_examples]))
+        if self.variation.caption_dropout > 0:
+            captions.append("")  # a dropped caption: the empty prompt
         for done, caption in enumerate(captions):
             self.report_activity("encoding captions", done, len(captions))
             if self.text_on_disk:
@@ -245,7 +247,9 @@ class DiffusionJob(TrainingJob):
         self.latents_on_disk = d.cache_latents == "disk"  # frees memory for big datasets; survives resume
         if self.cache_latents and not cache_ok:
             self.log.warning("dataset.cache_latents is on with random crop or flip: every epoch sees the same crop")
-        self.cache_text = d.cache_text in ("on", "disk") or (d.cache_text == "auto" and not self.trains_text)
+        self.variation = cfg.caption_variation()
+        self.cache_text = d.cache_text in ("on", "disk") or (
+            d.cache_text == "auto" and not self.trains_text and not self.variation.varies_text)
         self.text_on_disk = d.cache_text == "disk"  # survives a resume; memory holds none of it
         if self.cache_text and self.trains_text:
             raise InputError("dataset.cache_text: cannot cache captions while the text encoder is trained")
@@ -372,12 +376,22 @@ class DiffusionJob(TrainingJob):
         noise, timesteps = self.engine.draw_noise((padded, *latents.shape[1:]), self.noise_generator,
                                                   self.config.training.noise_offset)
         noise_and_t = noise[start:stop].to(self.device, latents.dtype), timesteps[start:stop].to(self.device)
-        return self._loss(latents, crops, [examples[i] for i in indices], noise_and_t)
+        captions = None
+        if self.variation.active and not is_class:  # class prompts stay as they are: they keep the class
+            import random
+
+            # Each draw's variation from its own seed, like its crop: the same whichever process draws it.
+            seed = (self.config.training.seed + 5) * 1_000_003
+            captions = [self.variation.apply(examples[i].caption, random.Random(seed + draw))
+                        for draw, i in enumerate(indices, start=first_draw)]
+        return self._loss(latents, crops, [examples[i] for i in indices], noise_and_t, captions=captions)
 
     def _loss(self, latents: torch.Tensor, crops: list[tuple[int, int]], batch: list[ds.Example],
               noise_and_t: tuple[torch.Tensor, torch.Tensor], weighted: bool = True,
-              unet: torch.nn.Module | None = None) -> torch.Tensor:
-        text = self._text_for([example.caption for example in batch], training=unet is None)
+              unet: torch.nn.Module | None = None, captions: list[str] | None = None) -> torch.Tensor:
+        """``captions``: this draw's (varied) captions; the examples' own where None (evaluation, class images)."""
+        text = self._text_for(captions if captions is not None else [example.caption for example in batch],
+                              training=unet is None)
         noise, timesteps = noise_and_t
         dtype = weight_dtype(self.precision)
         extras = self.engine.extras([(e.size, crop, e.bucket) for e, crop in zip(batch, crops, strict=True)],
