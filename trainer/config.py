@@ -290,6 +290,8 @@ class OutputConfig(Section):
     checkpoint_every: int = Field(0, ge=0,
                                   description="Save a resumable checkpoint every N steps; 0 = only at the end.")
     keep_checkpoints: int = Field(3, ge=1, le=1000, description="How many of the newest checkpoints to keep.")
+    tensorboard: bool = Field(True, description="Also write TensorBoard event files (losses, learning rate, sample "
+                                                "images) to the run's tensorboard folder.")
 
 
 class Config(Section):

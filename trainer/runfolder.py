@@ -5,6 +5,7 @@ Layout (DESIGN.md §4)::
     RUN_DIR/
       config.toml            resolved config, as run
       metrics.jsonl          one JSON object per logged step
+      tensorboard/           the same, and the previews, as TensorBoard event files (output.tensorboard)
       samples/step-000000/   preview images
       checkpoints/step-000500/  resumable state; complete once its state.json exists
       .trainer.lock          held (flock/msvcrt) by the one trainer using the folder (trainer.runlock)
@@ -52,6 +53,10 @@ class RunFolder:
     @property
     def metrics_path(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "tensorboard"
 
     @property
     def log_path(self) -> Path:

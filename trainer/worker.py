@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from trainer import distributed, threads
 from trainer.checkpoint import restore_checkpoint, resume_point, save_checkpoint
@@ -37,6 +38,7 @@ from trainer.protocol import (
     Progress,
     Resume,
     Resumed,
+    Sample,
     SampleNow,
     SaveNow,
     Started,
@@ -152,6 +154,19 @@ class FailuresOnly:
             self._sink.emit(event)
 
 
+class _SampleTap:
+    """The job's event sink: every event goes on to the run's sink; previews are also logged to TensorBoard."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+        self.tensorboard: Any = None
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, Sample) and self.tensorboard is not None:
+            self.tensorboard.images(event.step, event.paths, event.prompts, event.seeds)
+        self._sink.emit(event)
+
+
 class _NoMetrics:
     def write(self, row: dict) -> None:
         pass
@@ -171,7 +186,8 @@ class _Loop:
         config = self.run_folder.load_config()
         self.config = config
         total = config.training.steps
-        job = create_job(config, self.run_folder, self.sink, self.log)
+        self.samples_tap = _SampleTap(self.sink)  # the previews reach TensorBoard too, once it is open
+        job = create_job(config, self.run_folder, self.samples_tap, self.log)
         if self.dist.world_size > 1 and not job.supports_distributed:
             raise InputError(f"mode: {config.mode} training runs in one process; start it without accelerate launch")
         self.log.info("Setting up %s training (%s) in %s", config.mode, config.model.architecture, self.run_folder.root)
@@ -190,6 +206,13 @@ class _Loop:
                 self.log.info("Resumed from %s at step %d", latest[1].name, step)
         metrics = (MetricsWriter(self.run_folder.metrics_path, resume_from_step=step if resume else None)
                    if self.dist.is_main else _NoMetrics())
+        self.tensorboard = None
+        if self.dist.is_main and config.output.tensorboard:
+            from trainer.tensorboard_log import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(self.run_folder.tensorboard_dir, self.log,
+                                              resume_from_step=step if resume else None)
+            self.samples_tap.tensorboard = self.tensorboard
         speed = Speedometer(total_steps=total, start_step=step, elapsed_s=elapsed)
         memory = MemoryMeter(job.device)
         device = job.device if self.dist.world_size == 1 else f"{job.device} × {self.dist.world_size} processes"
@@ -221,6 +244,8 @@ class _Loop:
                     self._checkpoint(job, step, speed)
         finally:
             metrics.close()
+            if self.tensorboard is not None:
+                self.tensorboard.flush()
 
         stopped = self.stop_requested is not None
         save = not stopped or self.stop_requested.save  # type: ignore[union-attr]
@@ -240,6 +265,8 @@ class _Loop:
             warnings += self._final_samples(job, step)
         self.dist.barrier()  # the others wait until the main process has written everything
         self.log.info("%s at step %d of %d", "Stopped" if stopped else "Finished", step, total)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self.sink.emit(Finished(str(self.run_folder.root), step, stopped, tuple(str(p) for p in outputs),
                                 tuple(warnings)))
         return EXIT_OK
@@ -294,6 +321,8 @@ class _Loop:
         if heldout is not None:
             row["heldout_loss"] = heldout
         metrics.write(row)
+        if self.tensorboard is not None:
+            self.tensorboard.write(row)
         self.sink.emit(Progress(step=step, total_steps=speed.total_steps, loss=loss, lr=lr, it_per_s=speed.it_per_s,
                                 eta_s=speed.eta_s(step), elapsed_s=speed.elapsed_s, memory_bytes=used,
                                 memory_kind=memory.kind, peak_memory_bytes=peak, heldout_loss=heldout))

@@ -59,6 +59,7 @@ GROUPS: tuple[Group, ...] = (
                                    "sampling.at_start", "sampling.inference_steps", "sampling.guidance_scale",
                                    "sampling.width", "sampling.height")),
     Group("output", "Output", ("output.runs_dir", "output.checkpoint_every", "output.keep_checkpoints",
+                               "output.tensorboard",
                                "training.log_every", "training.eval_every")),
 )
 GROUP_OF = {name: group.key for group in GROUPS for name in group.fields}
