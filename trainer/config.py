@@ -192,6 +192,12 @@ class TrainingConfig(Section):
                                  description="Min-SNR loss weighting (5 is typical); 0 = off.")
     noise_offset: float = Field(0.0, ge=0, le=1, json_schema_extra=DIFFUSION_ONLY,
                                 description="Noise offset (0.05–0.1 helps very dark/bright images).")
+    ema_decay: float = Field(0.0, ge=0, lt=1, json_schema_extra=DIFFUSION_ONLY,
+                             description="Keep an exponential moving average of the trained weights (0.999 is "
+                                         "usual; 0 = off): samples use it, and its files are written beside the "
+                                         "raw ones (output/ema).")
+    ema_on_cpu: bool = Field(False, json_schema_extra=DIFFUSION_ONLY,
+                             description="Keep the EMA in the computer's memory instead of the GPU's (slower).")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed: same seed, same run.")
     log_every: int = Field(1, ge=1, description="Write metrics and send progress every N steps.")
     eval_every: int = Field(10, ge=1, description="Measure the held-out loss every N steps.")

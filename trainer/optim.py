@@ -114,3 +114,54 @@ def build_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig) 
     if kind == "polynomial":
         options["power"] = training.lr_power
     return get_scheduler(kind, optimizer, **options)
+
+
+class Ema:
+    """An exponential moving average of the trained weights (``training.ema_decay``), by diffusers' ``EMAModel``
+    (its decay warms up as (1 + n) / (10 + n) until it reaches ``ema_decay``).  ``ema_on_cpu`` keeps the average
+    in the computer's memory: each update then averages a CPU copy of the weights in (the GPU keeps one set)."""
+
+    def __init__(self, parameters: list[torch.nn.Parameter], decay: float, on_cpu: bool) -> None:
+        from diffusers.training_utils import EMAModel
+
+        self.parameters, self.on_cpu = parameters, on_cpu
+        self.model = EMAModel(self._sources(), decay=decay)
+
+    def _sources(self) -> list[torch.nn.Parameter]:
+        if not self.on_cpu:
+            return self.parameters
+        # EMAModel averages parameters that require grad, on their own device: CPU copies that do.
+        return [torch.nn.Parameter(p.detach().to("cpu", copy=True)) for p in self.parameters]
+
+    def update(self) -> None:
+        self.model.step(self._sources())
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state)
+
+
+def make_ema(parameters: list[torch.nn.Parameter], training: TrainingConfig, logger: Any = None) -> Ema | None:
+    if not training.ema_decay:
+        return None
+    if logger is not None:
+        logger.info("EMA of the trained weights, decay %g, kept %s; samples use it, and its files are written to "
+                    "output/ema beside the raw ones", training.ema_decay,
+                    "in the computer's memory" if training.ema_on_cpu else "beside them")
+    return Ema(parameters, training.ema_decay, training.ema_on_cpu)
+
+
+@contextlib.contextmanager
+def ema_weights(ema: Ema | None) -> Iterator[None]:
+    """The EMA in the model for the duration; the trained weights put back exactly after."""
+    if ema is None:
+        yield
+        return
+    ema.model.store(ema.parameters)
+    ema.model.copy_to(ema.parameters)
+    try:
+        yield
+    finally:
+        ema.model.restore(ema.parameters)

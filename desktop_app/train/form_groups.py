@@ -49,7 +49,7 @@ GROUPS: tuple[Group, ...] = (
     Group("optimizer", "Optimizer", ("training.optimizer", "training.scheduler", "training.lr_cycles",
                                      "training.lr_power", "training.warmup_steps",
                                      "training.weight_decay", "training.max_grad_norm", "training.min_snr_gamma",
-                                     "training.noise_offset")),
+                                     "training.noise_offset", "training.ema_decay", "training.ema_on_cpu")),
     Group("memory", "Memory && speed", ("model.precision", "model.base_quantization", "model.blocks_to_swap",
                                        "model.text_encoder_device",
                                        "training.gradient_accumulation_steps",

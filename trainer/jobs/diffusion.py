@@ -27,7 +27,7 @@ from trainer.families import family
 from trainer.freezing import apply_trainable_patterns
 from trainer.jobs.base import StepResult, TrainingJob
 from trainer.jobs.diffusion_outputs import export_outputs
-from trainer.optim import averaged_weights, build_optimizer, build_scheduler
+from trainer.optim import averaged_weights, build_optimizer, build_scheduler, ema_weights, make_ema
 from trainer.protocol import Sample
 from trainer.runfolder import RunFolder, step_dirname
 from trainer.runlog import EventSink
@@ -90,6 +90,7 @@ class DiffusionJob(TrainingJob):
         parameters = [p for m in self._trained_modules() for p in m.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(parameters, cfg.training, self.device_type)
         self._optimizer_hints()
+        self.ema = make_ema(parameters, cfg.training, self.log)
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.training)
         # prepare() wraps the trained modules for gradient averaging when several processes train;
         # self.parts keeps the plain modules (saving, sampling, evaluation), these are for training.
@@ -420,6 +421,8 @@ class DiffusionJob(TrainingJob):
                     self.optimizer.step()
                     self.lr_scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    if self.ema is not None:
+                        self.ema.update()
             total += float(loss.detach())
         return StepResult(loss=self.dist.mean(total / cfg.training.gradient_accumulation_steps))
 
@@ -508,7 +511,7 @@ class DiffusionJob(TrainingJob):
     def preview(self, step: int, final: bool = False) -> None:
         if not self.dist.is_main:
             return
-        with averaged_weights(self.optimizer):
+        with averaged_weights(self.optimizer), ema_weights(self.ema):  # previews show the EMA, when there is one
             self._preview(step, final)
 
     def _preview(self, step: int, final: bool) -> None:
@@ -553,6 +556,8 @@ class DiffusionJob(TrainingJob):
             state["class_batches"] = streams[0] if len(streams) == 1 else streams
         if self.accelerator.scaler is not None:
             state["grad_scaler"] = self.accelerator.scaler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         return state
 
     def load_state(self, weights: dict[str, torch.Tensor], training_state: dict[str, Any]) -> None:
@@ -581,9 +586,18 @@ class DiffusionJob(TrainingJob):
                 stream.load(state)
         if "grad_scaler" in training_state and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(training_state["grad_scaler"])
+        if self.ema is not None:
+            if "ema" not in training_state:
+                raise InputError("training.ema_decay: this checkpoint was saved without an EMA (was the config "
+                                 "changed?)")
+            self.ema.load_state_dict(training_state["ema"])
 
     def export(self, output_dir: Path) -> list[Path]:
         if not self.dist.is_main:
             return []
         with averaged_weights(self.optimizer):
-            return export_outputs(self, output_dir)
+            outputs = export_outputs(self, output_dir)
+            if self.ema is not None:  # the EMA's files beside the raw weights', named as they are
+                with ema_weights(self.ema):
+                    outputs += export_outputs(self, output_dir / "ema")
+            return outputs
