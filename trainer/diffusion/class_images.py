@@ -19,7 +19,7 @@ from trainer.concepts import concepts_of
 from trainer.config import Config
 from trainer.dataset import list_images
 from trainer.diffusion.components import Components
-from trainer.diffusion.sampling import build_pipeline
+from trainer.diffusion.sampling import build_pipeline, guidance_arguments
 from trainer.errors import InputError
 from trainer.fsutil import atomic_write_bytes
 
@@ -61,7 +61,7 @@ def ensure_class_images(config: Config, parts: Components, device: str, logger: 
         generator = torch.Generator("cpu").manual_seed(config.training.seed * 100_003 + start + n)
         image = pipe(chosen.class_prompt, width=size, height=size,
                      num_inference_steps=config.sampling.inference_steps,
-                     guidance_scale=config.sampling.guidance_scale, generator=generator).images[0]
+                     **guidance_arguments(pipe, config.sampling.guidance_scale), generator=generator).images[0]
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         atomic_write_bytes(folder / f"class-{start + n:05d}.png", buffer.getvalue())

@@ -12,6 +12,8 @@ job's CPU generator (so runs resume exactly), and computes the loss of the denoi
   guidance-distilled dev model, the guidance input.
 * :class:`ZImageEngine` — the same objective on Z-Image, whose transformer takes each latent and each prompt's
   variable-length embedding as lists, runs its time the other way (t = 1 − σ) and predicts x₀ − ε.
+* :class:`QwenImageEngine` — the same objective on Qwen-Image: its video VAE's latents normalised per channel,
+  2×2-packed, prompts of different lengths with their mask.
 
 The job owns the modules; an engine holds only the family and the components it reads.
 """
@@ -53,6 +55,11 @@ class Engine:
     # What every engine provides.
     def latents(self, mean: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def image_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Latents of images (batch, 3, height, width) in [−1, 1]: the mean of the VAE's distribution (deterministic,
+        so cached and uncached runs agree), as the family's denoiser reads them."""
+        return self.latents(self.parts.vae.encode(pixels).latent_dist.mean)
 
     def encode_prompts(self, encoders: list[torch.nn.Module], prompts: list[str],
                        device: str | torch.device) -> TextConditioning:
@@ -242,6 +249,40 @@ class ZImageEngine(SD3Engine):
         time = (1 - sigma.float()).to(noisy.device)
         out = denoiser(images, time, [tokens.to(noisy.dtype) for tokens in text.sequences()], return_dict=False)[0]
         return -torch.stack(out).squeeze(2)
+
+
+class QwenImageEngine(SD3Engine):
+    """Flow matching on Qwen-Image: latents from its video VAE (one frame) normalised by the VAE's per-channel
+    ``latents_mean``/``latents_std`` (the inverse of what the pipeline does before decoding), packed 2×2 as the
+    pipeline packs them, with ``img_shapes``; the prompt's hidden states and mask from the pipeline's own
+    ``encode_prompt``; the time σ (the pipeline gives t / 1000) and the velocity ε − x₀ as its output."""
+
+    def image_latents(self, pixels):
+        config = self.parts.vae.config
+        mean = self.parts.vae.encode(pixels.unsqueeze(2)).latent_dist.mean  # (batch, channels, 1 frame, h, w)
+        shape = (1, -1, 1, 1, 1)
+        average = torch.tensor(config.latents_mean, device=mean.device, dtype=mean.dtype).view(shape)
+        spread = torch.tensor(config.latents_std, device=mean.device, dtype=mean.dtype).view(shape)
+        return ((mean - average) / spread).squeeze(2)
+
+    def encode_prompts(self, encoders, prompts, device):
+        pipe = self._text_pipeline(encoders)
+        hidden, mask = pipe.encode_prompt(list(prompts), device=torch.device(device),
+                                          max_sequence_length=self.family.max_sequence_length or 1024)
+        if mask is None:  # every prompt as long as the longest
+            return TextConditioning(hidden)
+        return TextConditioning.from_sequences([row[keep.bool()] for row, keep in zip(hidden, mask, strict=True)])
+
+    def predict(self, denoiser, noisy, sigma, text):
+        batch, channels, height, width = noisy.shape
+        packed = (noisy.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+                  .reshape(batch, (height // 2) * (width // 2), channels * 4))
+        mask = None if text.mask is None else text.mask.long()
+        out = denoiser(hidden_states=packed, timestep=sigma.to(noisy.dtype), encoder_hidden_states=text.hidden,
+                       encoder_hidden_states_mask=mask, img_shapes=[[(1, height // 2, width // 2)]] * batch,
+                       return_dict=False)[0]
+        return (out.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+                .reshape(batch, channels, height, width))
 
 
 def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:

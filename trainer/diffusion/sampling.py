@@ -49,12 +49,17 @@ def encode_sample_prompts(pipe, architecture: str, prompts: list[str], guidance:
     options = {"prompt_2": None, "prompt_3": None,  # None: the same prompt for every encoder, as the call does
                "device": device, "num_images_per_prompt": 1,
                "do_classifier_free_guidance": guidance > model.guided_above}
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    for prompt in dict.fromkeys(prompts):
-        outputs = pipe.encode_prompt(prompt, **{k: v for k, v in options.items() if k in accepted})
-        out[prompt] = {name: _moved(value, "cpu") for name, value in zip(model.prompt_outputs, outputs, strict=True)
-                       if name is not None and value is not None}
-    return out
+    options = {k: v for k, v in options.items() if k in accepted}
+
+    def encoded(prompt: str, names: tuple[str | None, ...]) -> dict[str, torch.Tensor]:
+        outputs = pipe.encode_prompt(prompt, **options)
+        return {name: _moved(value, "cpu") for name, value in zip(names, outputs, strict=True)
+                if name is not None and value is not None}
+
+    negative = {}
+    if model.negative_outputs and guidance > model.guided_above:  # the pipeline encodes its negative prompt alone
+        negative = encoded(model.negative_prompt or "", model.negative_outputs)
+    return {prompt: encoded(prompt, model.prompt_outputs) | negative for prompt in dict.fromkeys(prompts)}
 
 
 def _moved(value, device):
@@ -63,6 +68,21 @@ def _moved(value, device):
     if isinstance(value, list | tuple):
         return [item.to(device) for item in value]
     return value.to(device)
+
+
+def guidance_arguments(pipe, guidance: float, encoded: bool = False) -> dict:
+    """The pipeline call's guidance: ``guidance_scale``, or the argument its family names (Qwen-Image:
+    ``true_cfg_scale``, with the negative prompt it needs to guide at all, unless the prompts come encoded)."""
+    from trainer.families import by_pipeline_class
+
+    found = by_pipeline_class(type(pipe).__name__)
+    if not found:
+        return {"guidance_scale": guidance}
+    model = found[0]
+    arguments: dict = {model.guidance_argument: guidance}
+    if model.negative_prompt is not None and guidance > model.guided_above and not encoded:
+        arguments["negative_prompt"] = model.negative_prompt
+    return arguments
 
 
 @torch.no_grad()
@@ -80,6 +100,7 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
     total = len(prompts) * len(seeds)
     if progress is not None:
         progress(0, total)
+    guiding = guidance_arguments(pipe, guidance, conditioning is not None)
     for p_index, prompt in enumerate(prompts):
         for seed in seeds:
             generator = torch.Generator("cpu").manual_seed(seed)
@@ -87,7 +108,7 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
             if conditioning is not None:
                 device = pipe._execution_device
                 text = {name: _moved(value, device) for name, value in conditioning[prompt].items()}
-            image = pipe(**text, width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+            image = pipe(**text, **guiding, width=width, height=height, num_inference_steps=steps,
                          generator=generator, output_type="pil").images[0]
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

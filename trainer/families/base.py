@@ -121,6 +121,13 @@ class Family:
     # The pipeline runs classifier-free guidance (a second pass on the negative prompt) when its
     # ``guidance_scale`` is above this: 1 for Stable Diffusion's pipelines, 0 for Z-Image's.
     guided_above: float = 1.0
+    # The pipeline's argument for that scale (Qwen-Image's is ``true_cfg_scale``; its ``guidance_scale`` is for
+    # guidance-distilled models), and the negative prompt it needs to guide at all (None: guides without one).
+    guidance_argument: str = "guidance_scale"
+    negative_prompt: str | None = None
+    # Where ``encode_prompt`` encodes the prompt alone (Qwen-Image): the names the pipeline's call takes for the
+    # same outputs of the negative prompt, encoded by a second call.  Empty: ``prompt_outputs`` has both sides.
+    negative_outputs: tuple[str | None, ...] = ()
     size_conditioning: bool = False  # SDXL's micro-conditioning: original size, crop, target size
     # Which hidden state of the text encoders conditions the UNet: the last (SD 1.x/2.x as diffusers runs them)
     # or the penultimate, every encoder's side by side, plus the pooled projection (SDXL).

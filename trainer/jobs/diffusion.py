@@ -274,9 +274,8 @@ class DiffusionJob(TrainingJob):
         # is the same whichever process loads the image and however many processes there are.
         generator = torch.Generator().manual_seed((self.config.training.seed + 3) * 1_000_003 + draw)
         pixels, crop = ds.load_pixels(example, self.config.dataset.crop, self.config.dataset.flip, generator)
-        moments = self.parts.vae.encode(pixels[None].to(self.device, torch.float32)).latent_dist
         # The distribution's mean: deterministic, so cached and uncached runs see the same latents.
-        return self.engine.latents(moments.mean[0]), crop
+        return self.engine.image_latents(pixels[None].to(self.device, torch.float32))[0], crop
 
     def _latents_for(self, examples: list[ds.Example], is_class: bool, indices: list[int], first_draw: int):
         out, crops = [], []
@@ -456,7 +455,7 @@ class DiffusionJob(TrainingJob):
         triples = []
         for example in self._eval_examples():
             pixels, crop = ds.load_pixels(example, "center", False, torch.Generator().manual_seed(0))
-            latent = self.engine.latents(self.parts.vae.encode(pixels[None].to(self.device)).latent_dist.mean)
+            latent = self.engine.image_latents(pixels[None].to(self.device))
             noise = torch.randn((len(timesteps), *latent.shape[1:]), generator=generator)
             triples.append((latent.cpu(), crop, example, noise, timesteps))
         return triples

@@ -70,7 +70,10 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
         else:
             components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
         torch.manual_seed(seed + 1)
-        components["vae"] = diffusers.AutoencoderKL(**(_VAE | spec.get("vae", {})))
+        if "vae_class" in spec:  # another autoencoder (Qwen-Image's video VAE): its tiny config whole
+            components["vae"] = getattr(diffusers, spec["vae_class"])(**spec["vae"])
+        else:
+            components["vae"] = diffusers.AutoencoderKL(**(_VAE | spec.get("vae", {})))
         encoders = zip(family.text_encoders, spec["encoders"], strict=True)
         for index, (encoder, (class_name, width, activation)) in enumerate(encoders):
             folder = tokenizer_root / encoder.tokenizer
@@ -80,8 +83,8 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 components[encoder.component] = _t5_encoder(width, activation, len(tokenizer))
             elif encoder.tokenizer_kind == "qwen3":
                 tokenizer = qwen3_tokenizer()
-                components[encoder.component] = _qwen3_encoder(width, activation, len(tokenizer),
-                                                                tokenizer.pad_token_id)
+                components[encoder.component] = _qwen_encoder(class_name, width, activation, len(tokenizer),
+                                                               tokenizer.pad_token_id)
             else:
                 pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
                 vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
@@ -107,16 +110,26 @@ def _t5_encoder(width: int, activation: str, vocab_size: int) -> torch.nn.Module
     return transformers.T5EncoderModel(config)
 
 
-def _qwen3_encoder(width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
-    """A small Qwen3 (grouped-query attention, q/k norms, SwiGLU, as Qwen3-4B), over the whole shipped vocabulary;
-    three layers, so the penultimate hidden state Z-Image reads is a layer's output."""
+def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
+    """A small Qwen language model over the whole shipped vocabulary: Qwen3 (grouped-query attention, q/k norms,
+    SwiGLU, as Qwen3-4B; three layers, so the penultimate hidden state Z-Image reads is a layer's output), or
+    Qwen2.5-VL (Qwen-Image's encoder: the same text stack with multimodal rotary sections, and a two-block vision
+    tower it does not use for text)."""
     import transformers
 
-    config = transformers.Qwen3Config(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width,
-                                      num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                                      head_dim=width // 4, hidden_act=activation, max_position_embeddings=1024,
-                                      tie_word_embeddings=True, pad_token_id=pad_id, use_cache=False)
-    return transformers.Qwen3Model(config)
+    text = {"vocab_size": vocab_size, "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": 3,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": activation,
+            "max_position_embeddings": 1024, "pad_token_id": pad_id, "use_cache": False}
+    if class_name == "Qwen3Model":
+        return transformers.Qwen3Model(transformers.Qwen3Config(**text, head_dim=width // 4, tie_word_embeddings=True))
+    config = transformers.Qwen2_5_VLConfig(
+        text_config={**text, "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                     "rope_theta": 1000000.0},
+        vision_config={"depth": 2, "hidden_size": width, "intermediate_size": width, "num_heads": 2,
+                       "out_hidden_size": width},
+        vocab_size=vocab_size, vision_start_token_id=151652, vision_end_token_id=151653, vision_token_id=151654,
+        image_token_id=151655, video_token_id=151656)
+    return getattr(transformers, class_name)(config)
 
 
 def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:
