@@ -223,6 +223,10 @@ class FrozenConfig(Section):
 
 
 class LoraConfig(Section):
+    adapter: Literal["lora", "loha", "lokr"] = Field(
+        "lora", description="The adapter: LoRA (a low-rank update), LoHa (the Hadamard product of two, more "
+                            "expressive at the same size) or LoKr (a Kronecker product: very small files), as "
+                            "LyCORIS makes them; LoHa and LoKr for Stable Diffusion 1.x/2.x/SDXL.")
     rank: int = Field(16, ge=1, le=1024, description="LoRA rank: size of the low-rank update.")
     alpha: float = Field(16.0, gt=0, le=4096, description="LoRA alpha: the update is scaled by alpha / rank.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
@@ -342,6 +346,10 @@ class Config(Section):
             problems.append(f"lora.train_text_encoder: {model_family.display_name}'s {labels} "
                             f"{'takes' if len(encoders) == 1 else 'take'} no LoRA (the LoRA loaders of its pipeline "
                             "and ComfyUI apply the transformer's only); turn it off")
+        if lora_base and self.lora.adapter != "lora" and families.family(self.model.architecture).kind != "unet":
+            problems.append(f"lora.adapter: {self.lora.adapter} is written in the kohya/LyCORIS format of the "
+                            "UNet families (Stable Diffusion 1.x/2.x/SDXL) only; choose lora for "
+                            f"{families.family(self.model.architecture).display_name}")
         if self.model.blocks_to_swap and not self.training.gradient_checkpointing:
             problems.append("model.blocks_to_swap: swapping blocks saves memory only with "
                             "training.gradient_checkpointing on (turn it on, or swap 0 blocks)")

@@ -35,9 +35,14 @@ DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 def add_lora_adapters(unet: Any, text_encoders: Sequence[Any], lora: Any, train_text: bool) -> None:
     """peft adapters with ``lora`` (the config's ``lora`` section) on the UNet, and on the text encoders
     when ``train_text``; B starts at zero, so the model draws what it drew before."""
-    from peft import LoraConfig
+    from peft import LoHaConfig, LoKrConfig, LoraConfig
 
-    def config(targets: list[str]) -> LoraConfig:
+    def config(targets: list[str]) -> Any:
+        adapter = getattr(lora, "adapter", "lora")
+        if adapter == "loha":  # one factor pair starts at zero, so the product does (peft's default init)
+            return LoHaConfig(r=lora.rank, alpha=lora.alpha, module_dropout=lora.dropout, target_modules=targets)
+        if adapter == "lokr":
+            return LoKrConfig(r=lora.rank, alpha=lora.alpha, module_dropout=lora.dropout, target_modules=targets)
         return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                           init_lora_weights="gaussian", target_modules=targets)
 
@@ -188,3 +193,78 @@ def export_lora_files(kohya_path: Path, diffusers_path: Path, architecture: str,
               layout=UnetLayout.from_config(unet.config))
     save_lora(lora, diffusers_path, "diffusers", {"format": "pt", "kamaal.config": json.dumps(config)})
     return [kohya_path, diffusers_path]
+
+
+LYCORIS_PARTS = {"loha": ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"),
+                 "lokr": ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")}
+
+
+def lycoris_tensors(architecture: str, unet: Any, text_encoders: Sequence[Any],
+                    layout: UnetLayout | None = None) -> dict[str, torch.Tensor]:
+    """A LoHa or LoKr run's adapters under LyCORIS' keys, as kohya's ``lycoris.kohya`` network writes them and
+    Automatic1111 and ComfyUI apply them: ``lora_unet_…_to_q.hada_w1_a`` …, ``….lokr_w1`` …, and ``….alpha``.
+
+    The scale a loader applies is alpha ÷ the rank it reads from the file (LoHa: ``hada_w1_b``'s rows; LoKr: the
+    rank of a decomposed factor, or 1 when neither factor is decomposed) — peft's is alpha ÷ r; where a LoKr has
+    no decomposed factor, peft's scale is folded into ``lokr_w2`` and no alpha is written."""
+    from trainer.lora_names import SDXL_LAYOUT, sai_name
+
+    model = family(architecture)
+    two_encoders = len(model.text_encoders) > 1
+    original = kohya_facts(architecture).original_unet_names
+    components = [("unet", unet)] + [(spec.component, encoder)
+                                     for spec, encoder in zip(model.text_encoders, text_encoders, strict=False)]
+    tensors: dict[str, torch.Tensor] = {}
+    for component, module in components:
+        for path, layer in module.named_modules():
+            kind = next((k for k, parts in LYCORIS_PARTS.items() if hasattr(layer, parts[0])), None)
+            if kind is None or ADAPTER not in getattr(layer, "r", {}):
+                continue
+            name = kohya_name(component, path, two_encoders)
+            if component == "unet" and original:
+                name = sai_name(name, layout or SDXL_LAYOUT)
+            found = {part: getattr(layer, part)[ADAPTER].detach().to("cpu", torch.float32).contiguous()
+                     for part in LYCORIS_PARTS[kind] if ADAPTER in getattr(layer, part)}
+            scale = float(layer.scaling[ADAPTER])
+            decomposed = kind == "loha" or "lokr_w1_a" in found or "lokr_w2_a" in found
+            if not decomposed:
+                found["lokr_w2"] = found["lokr_w2"] * scale
+            for part, value in found.items():
+                tensors[f"{name}.{part}"] = value
+            if decomposed:
+                tensors[f"{name}.alpha"] = torch.tensor(float(layer.alpha[ADAPTER]), dtype=torch.float32)
+    return tensors
+
+
+def export_lycoris_files(kohya_path: Path, peft_dir: Path, architecture: str, unet: Any,
+                         text_encoders: Sequence[Any], lora: Any, run_name: str, config: dict[str, Any]) -> list[Path]:
+    """A LoHa/LoKr run's two outputs: the kohya/LyCORIS file (A1111, ComfyUI, kohya) and peft's own adapter
+    folders (``peft_dir/unet``, ``peft_dir/text_encoder``…: ``adapter_model.safetensors`` + ``adapter_config.json``,
+    which ``peft.inject_adapter_in_model`` and ``set_peft_model_state_dict`` load — diffusers' own loader reads
+    LoRA only)."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save
+
+    from trainer.fsutil import atomic_write_bytes, atomic_write_text
+
+    facts = kohya_facts(architecture)
+    tensors = lycoris_tensors(architecture, unet, text_encoders, UnetLayout.from_config(unet.config))
+    metadata = {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps({"algo": lora.adapter}),
+                "ss_network_dim": str(lora.rank), "ss_network_alpha": str(lora.alpha),
+                "ss_base_model_version": facts.base_model_version, "ss_output_name": run_name,
+                "modelspec.architecture": facts.modelspec_architecture.replace("/lora", f"/lora-{lora.adapter}"),
+                "modelspec.implementation": facts.implementation, "kamaal.config": json.dumps(config)}
+    atomic_write_bytes(kohya_path, save(tensors, metadata=metadata))
+    model = family(architecture)
+    for component, module in [("unet", unet)] + [(spec.component, encoder) for spec, encoder
+                                                 in zip(model.text_encoders, text_encoders, strict=False)]:
+        config_of = getattr(module, "peft_config", {}).get(ADAPTER)
+        if config_of is None:
+            continue
+        folder = peft_dir / component
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in
+                 get_peft_model_state_dict(module, adapter_name=ADAPTER).items()}
+        atomic_write_bytes(folder / "adapter_model.safetensors", save(state, metadata={"format": "pt"}))
+        atomic_write_text(folder / "adapter_config.json", json.dumps(config_of.to_dict(), indent=2, default=list))
+    return [kohya_path, peft_dir]

@@ -38,7 +38,7 @@ GROUPS: tuple[Group, ...] = (
                                  "dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.no_upscale",
                                  "dataset.crop", "dataset.flip", "dataset.caption_dropout", "dataset.tag_dropout",
                                  "dataset.shuffle_tags", "dataset.keep_tags", "dataset.tag_separator")),
-    Group("lora", "LoRA", ("lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules",
+    Group("lora", "LoRA", ("lora.adapter", "lora.rank", "lora.alpha", "lora.dropout", "lora.target_modules",
                            "lora.train_text_encoder")),
     Group("dreambooth", "DreamBooth", ("dreambooth.instance_prompt", "dreambooth.class_prompt",
                                        "dreambooth.prior_preservation", "dreambooth.class_dir",

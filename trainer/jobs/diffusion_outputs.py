@@ -28,6 +28,7 @@ from trainer.lora_formats import (
     DIFFUSERS_FILE,
     export_kohya_transformer_lora,
     export_lora_files,
+    export_lycoris_files,
     export_transformer_lora,
 )
 
@@ -67,7 +68,8 @@ def output_size(job: DiffusionJob) -> int:
     parts = job.parts
     if job.uses_lora:
         modules = [parts.unet, *(e for e in (parts.text_encoders if job.trains_text else []) if e is not None)]
-        count = sum(p.numel() for m in modules for name, p in m.named_parameters() if "lora_" in name)
+        count = sum(p.numel() for m in modules for name, p in m.named_parameters()
+                    if any(part in name for part in ("lora_", "hada_", "lokr_")))  # LoRA, LoHa, LoKr
     else:
         modules = [parts.unet, parts.vae, *(e for e in parts.text_encoders if e is not None)]  # T5 may be absent
         count = sum(p.numel() for m in modules for p in m.parameters())
@@ -92,6 +94,15 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return [*([kohya] if kohya else []), output_dir / "diffusers" / DIFFUSERS_FILE]
+    if cfg.lora.adapter != "lora":  # LoHa, LoKr: the LyCORIS file and peft's folders
+        try:
+            export_lycoris_files(output_dir / f"{cfg.output.run_name}.safetensors", staging, cfg.model.architecture,
+                                 unet, encoders, cfg.lora, cfg.output.run_name, cfg.to_dict())
+            replace_dir(staging, output_dir / "peft")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return [output_dir / f"{cfg.output.run_name}.safetensors", output_dir / "peft"]
     try:
         kohya, _ = export_lora_files(output_dir / f"{cfg.output.run_name}.safetensors", staging / DIFFUSERS_FILE,
                                      cfg.model.architecture, unet, encoders, cfg.output.run_name, cfg.to_dict())
