@@ -104,3 +104,17 @@ def test_lycoris_adapters_are_refused_by_name_where_no_file_format_holds_them():
         config_from_dict({"mode": "lora", "model": {"architecture": "flux"}, "lora": {"adapter": "loha"}})
     assert config_from_dict({"mode": "lora", "model": {"architecture": "sdxl"},
                              "lora": {"adapter": "lokr"}}).lora.adapter == "lokr"
+
+
+def test_the_merge_room_names_a_lycoris_file_it_cannot_fuse_yet(tmp_path):
+    from safetensors.torch import save_file
+
+    from trainer.errors import InputError
+    from trainer.merge.lora_files import read_lora
+
+    path = tmp_path / "style-loha.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a": torch.zeros(4, 2),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_b": torch.zeros(2, 4),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(2.0)}, path)
+    with pytest.raises(InputError, match=r"is a LoHa \(LyCORIS\) file: the Merge page fuses and merges LoRA files"):
+        read_lora(path, "merge.lora")

@@ -131,6 +131,9 @@ def read_lora(path: Path | str, what: str = "LoRA") -> LoraSet:
         modules = _kohya_modules(tensors, path, what)
     elif kind == "diffusers":
         modules = _diffusers_modules(tensors, metadata, path, what)
+    elif lycoris := sorted({"LoHa" if ".hada_" in k else "LoKr" for k in tensors if ".hada_" in k or ".lokr_" in k}):
+        raise InputError(f"{what}: {path} is a {'/'.join(lycoris)} (LyCORIS) file: the Merge page fuses and merges "
+                         "LoRA files only so far; Automatic1111 and ComfyUI load it as it is")
     else:
         hint = "a full model, not a LoRA" if any(".diffusion_model." in k or k.startswith("down_blocks.")
                                                  for k in tensors) else "no lora_down/lora_A weights"
