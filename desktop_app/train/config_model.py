@@ -18,12 +18,14 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.train.field_meta import all_field_names
-from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, config_from_dict
-from trainer.families import MODEL_FAMILIES, is_toy
+from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, SamplingConfig, config_from_dict
+from trainer.families import FAMILIES, MODEL_FAMILIES, is_toy
 from trainer.preflight import input_problems
 
 FIELDS = all_field_names()
 INPUT_RECHECK_MS = 2000
+# The sampling settings a family may run differently (Family.sample_defaults), with the config's defaults.
+SAMPLING_DEFAULTS = {key: SamplingConfig.model_fields[key].default for key in ("guidance_scale", "inference_steps")}
 
 
 class ConfigModel(QObject):
@@ -97,14 +99,30 @@ class ConfigModel(QObject):
         if self._values[name] == value and type(self._values[name]) is type(value):
             return
         old_mode = self.mode
+        old_architecture = str(self._values["model.architecture"])
         self._values[name] = value
         self._external.pop(name, None)
         self.valueChanged.emit(name, value)
         if name == "mode":
             self._follow_mode(str(value))
+        if str(self._values["model.architecture"]) != old_architecture:
+            self._follow_family(old_architecture, str(self._values["model.architecture"]))
         if self.mode != old_mode:
             self.modeChanged.emit(self.mode)
         self._validate()
+
+    def _follow_family(self, old: str, new: str) -> None:
+        """A sampling setting still at the old family's usual value takes the new family's (Flux draws at guidance
+        3.5, Stable Diffusion 1.5 at 7.5); one the person chose stays."""
+        defaults = {f"sampling.{key}": default for key, default in SAMPLING_DEFAULTS.items()}
+        for name, config_default in defaults.items():
+            key = name.removeprefix("sampling.")
+            before = FAMILIES[old].sample_defaults.get(key, config_default) if old in FAMILIES else config_default
+            after = FAMILIES[new].sample_defaults.get(key, config_default) if new in FAMILIES else config_default
+            if before != after and self._values.get(name) == before:
+                self._values[name] = type(config_default)(after)
+                self._external.pop(name, None)
+                self.valueChanged.emit(name, self._values[name])
 
     def _follow_mode(self, mode: str) -> None:
         """Choosing what to train picks an architecture it works with: the toy network is its own

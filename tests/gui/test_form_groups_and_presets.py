@@ -93,3 +93,19 @@ def test_the_whole_config_saves_and_loads_as_toml(qtbot, make_window, tmp_path):
     assert load_config_file(window, target)
     assert window.config_model.config.training.steps == 4321 and window.config_model.config.toy.noise == 0.5
     assert {"load_config", "save_config", "save_preset", "queue"} <= window.menu_actions.keys()
+
+
+def test_switching_family_moves_the_sampling_settings_left_at_the_old_familys_usual_values(qtbot):
+    model = ConfigModel(configured("sd15-lora-8gb"))
+    assert model.value("sampling.guidance_scale") == 7.5
+    steps = model.value("sampling.inference_steps")
+    model.set_value("model.architecture", "flux")
+    assert model.value("sampling.guidance_scale") == 3.5  # Flux.1-dev draws at its distilled guidance
+    assert model.value("sampling.inference_steps") == (28 if steps == 20 else steps)
+    model.set_value("sampling.guidance_scale", 2.0)  # the person's own choice stays
+    model.set_value("model.architecture", "sd3")
+    assert model.value("sampling.guidance_scale") == 2.0
+    model.set_value("sampling.guidance_scale", 4.5)
+    model.set_value("model.architecture", "sdxl")
+    assert model.value("sampling.guidance_scale") == 7.5  # at SD 3.5's usual value: back to SDXL's
+    assert model.config is not None

@@ -121,6 +121,9 @@ class Family:
     # The pipeline runs classifier-free guidance (a second pass on the negative prompt) when its
     # ``guidance_scale`` is above this: 1 for Stable Diffusion's pipelines, 0 for Z-Image's.
     guided_above: float = 1.0
+    # How its pipeline is usually run, where that differs from the config's defaults (sampling.guidance_scale,
+    # sampling.inference_steps): the form follows them when a person switches family.
+    sample_defaults: dict[str, float] = field(default_factory=dict)
     # The pipeline's argument for that scale (Qwen-Image's is ``true_cfg_scale``; its ``guidance_scale`` is for
     # guidance-distilled models), and the negative prompt it needs to guide at all (None: guides without one).
     guidance_argument: str = "guidance_scale"

@@ -16,6 +16,7 @@ FAMILY = Family(
     pipeline_class="StableDiffusion3Pipeline",
     prompt_outputs=("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                     "negative_pooled_prompt_embeds"),
+    sample_defaults={"guidance_scale": 4.5, "inference_steps": 28},
     text_encoders=(
         TextEncoder("text_encoder", "CLIPTextModelWithProjection", open_clip=False,
                     single_file_prefix="text_encoders.clip_l.transformer.", label="CLIP-L text encoder"),
