@@ -40,7 +40,10 @@ _CROSS_ATTENTION_WIDTH: dict[int, Architecture] = {
     f.cross_attention_width: f.name for f in families.FAMILIES.values() if f.cross_attention_width}
 # The families with micro-conditioning (SDXL): their UNet has a label_emb, their file a second encoder.
 _SIZE_CONDITIONED = [f for f in families.FAMILIES.values() if f.size_conditioning]
-_ONE_ENCODER = [f for f in families.FAMILIES.values() if len(f.text_encoders) == 1]
+# The one-encoder families whose single files keep that encoder under a prefix of its own (SD 1.x/2.x); a family
+# whose encoder is a file apart (Z-Image's Qwen3) has no prefix, which every key would match.
+_ONE_ENCODER = [f for f in families.FAMILIES.values()
+                if len(f.text_encoders) == 1 and f.text_encoders[0].single_file_prefix]
 
 
 def _has_prefix(shapes: Shapes, prefix: str) -> bool:
