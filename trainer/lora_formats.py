@@ -49,7 +49,7 @@ def add_lora_adapters(unet: Any, text_encoders: Sequence[Any], lora: Any, train_
     unet.add_adapter(config(list(lora.target_modules)))
     if train_text:
         for encoder in text_encoders:
-            if has_clip_attention(encoder):  # CLIP encoders; T5 (SD 3.5, Flux) stays frozen, as kohya does
+            if encoder is not None and has_clip_attention(encoder):  # CLIP; T5 (SD 3.5, Flux) stays frozen
                 encoder.add_adapter(config(TEXT_ENCODER_TARGETS))
 
 

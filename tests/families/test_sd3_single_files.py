@@ -301,3 +301,32 @@ def test_a_frozen_run_from_a_stability_file_writes_one_that_loads_back_bit_for_b
     moved = [key for key, value in trained.transformer.state_dict().items()
              if not torch.equal(value, stability["pipe"].transformer.state_dict()[key])]
     assert moved and all(key.startswith("transformer_blocks.0.") for key in moved)
+
+
+def test_a_lora_run_trains_on_a_file_without_t5_and_says_so(tmp_path, stability, shapes_dataset, monkeypatch):
+    """SD 3.5 runs without T5 as diffusers' pipeline does (its part of the prompt is zeros): a LoRA run, the CLIP
+    text encoders trained too, from the bare file with only the two CLIP files named."""
+    import trainer.models.sd3_single as sd3_single
+    from tests.diffusion.conftest import diffusion_config
+    from tests.trainer.helpers import run_in_process
+    from trainer.protocol import EXIT_OK, Failed, Finished
+    from trainer.runfolder import RunFolder
+
+    shutil.copytree(stability["config_dir"], tmp_path / "configs" / "sd3.5-large")
+    monkeypatch.setattr(sd3_single, "MODEL_CONFIGS", tmp_path / "configs")
+    clip = stability["models"] / "clip"
+    alone = tmp_path / "elsewhere" / "x"  # no ComfyUI folders beside it: T5 is not found
+    alone.mkdir(parents=True)
+    bare = shutil.copy(stability["models"] / "checkpoints" / "sd3.5-tiny-bare.safetensors", alone / "sd3.safetensors")
+    config = diffusion_config(bare, shapes_dataset, "sd3", model={
+        "architecture": "sd3", "path": str(bare),
+        "text_encoder_files": [str(clip / "clip_l.safetensors"), str(clip / "clip_g.safetensors")]},
+        lora={"rank": 4, "alpha": 8.0, "train_text_encoder": True},
+        training={"steps": 4, "batch_size": 2, "learning_rate": 3e-3, "eval_every": 2, "seed": 1},
+        sampling={"prompts": ["a red circle"], "seeds": [7], "inference_steps": 2, "at_start": False})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    assert "loaded without its T5-XXL text encoder" in RunFolder(tmp_path / "run").log_path.read_text(encoding="utf-8")
+    keys = set(load_file(Path(rec.of(Finished)[0].outputs[-1])))
+    assert any(key.startswith("transformer.") for key in keys) and any(key.startswith("text_encoder_2.")
+                                                                          for key in keys)

@@ -77,6 +77,8 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
                         expected_architecture=config.model.architecture,  # type: ignore[arg-type]
                         text_encoder_files=list(config.model.text_encoder_files), vae_file=config.model.vae_file)
     pipe, info = loaded.pipeline, loaded.info
+    for warning in loaded.warnings:  # e.g. an SD 3.5 file loaded without T5
+        logger.warning(warning)
     model = family(info.architecture)
     if model.flow is None:
         noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

@@ -145,9 +145,12 @@ class SD3Engine(Engine):
         cache = self._text_pipelines
         if key not in cache:
             parts: dict[str, Any] = {"transformer": None, "vae": None, "scheduler": None}
+            if any(encoder is None for encoder in encoders):  # SD 3.5 without T5: the pipeline sizes T5's zeros
+                parts["transformer"] = self.parts.unet        # from the transformer's config
             for spec, encoder, tokenizer in zip(self.family.text_encoders, encoders, self.parts.tokenizers,
                                                 strict=True):
-                parts[spec.component], parts[spec.tokenizer] = _unwrapped(encoder), tokenizer
+                parts[spec.component] = None if encoder is None else _unwrapped(encoder)
+                parts[spec.tokenizer] = tokenizer
             cache[key] = getattr(diffusers, self.family.pipeline_class)(**parts)
         return cache[key]
 

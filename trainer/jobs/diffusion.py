@@ -95,8 +95,9 @@ class DiffusionJob(TrainingJob):
         # prepare() wraps the trained modules for gradient averaging when several processes train;
         # self.parts keeps the plain modules (saving, sampling, evaluation), these are for training.
         self.trained_unet, self.optimizer = self.accelerator.prepare(self.parts.unet, self.optimizer)
-        self.trained_text_encoders = ([self.accelerator.prepare(e) for e in self.parts.text_encoders]
-                                      if self.trains_text else list(self.parts.text_encoders))
+        encoders = self.parts.text_encoders
+        self.trained_text_encoders = ([e if e is None else self.accelerator.prepare(e) for e in encoders]
+                                      if self.trains_text else list(encoders))
         self._swap_blocks()  # after prepare(), which would move every weight to the GPU
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
         self.report_activity("encoding the evaluation images")
@@ -139,7 +140,7 @@ class DiffusionJob(TrainingJob):
         GPU (the denoiser is not there yet), then the encoders go to the computer's memory.  Each caption is
         encoded alone, so the result does not depend on which captions share a batch."""
         parts, dtype = self.parts, weight_dtype(self.precision)
-        for encoder in parts.text_encoders:
+        for encoder in self._encoders():
             encoder.to(self.device, dtype)
         captions = list(dict.fromkeys(e.caption for e in [*self.examples, *self.class_examples]))
         if self.variation.caption_dropout > 0:
@@ -155,20 +156,24 @@ class DiffusionJob(TrainingJob):
             pipe = build_pipeline(parts, parts.unet)
             self._sample_text = encode_sample_prompts(pipe, self.config.model.architecture, self.sample_prompts(),
                                                       self.config.sampling.guidance_scale, self.device)
-        for encoder in parts.text_encoders:
+        for encoder in self._encoders():
             encoder.to("cpu")
         if self.device_type == "cuda":
             torch.cuda.empty_cache()
         self.log.info("Encoded %d caption(s) and the sample prompts; the text encoders wait in the computer's "
                       "memory, off the GPU", len(captions))
 
+    def _encoders(self) -> list[torch.nn.Module]:
+        """The text encoders the model has (SD 3.5 may run without T5: its place in the list is None)."""
+        return [encoder for encoder in self.parts.text_encoders if encoder is not None]
+
     def _trained_modules(self) -> list[torch.nn.Module]:
-        return [self.parts.unet] + (self.parts.text_encoders if self.trains_text else [])
+        return [self.parts.unet] + (self._encoders() if self.trains_text else [])
 
     def _prepare_trainable(self) -> None:
         cfg, parts = self.config, self.parts
         frozen_dtype = weight_dtype(self.precision)
-        for module in [parts.vae, parts.unet, *parts.text_encoders]:
+        for module in [parts.vae, parts.unet, *self._encoders()]:
             module.requires_grad_(False)
         # The VAE stays in fp32: SDXL's VAE overflows in fp16, and it is not what we train.
         parts.vae.to(self.device, torch.float32)
@@ -178,7 +183,7 @@ class DiffusionJob(TrainingJob):
 
             quantize_denoiser(parts.unet, family(cfg.model.architecture).blocks, cfg.model.base_quantization,
                               self.device, frozen_dtype, self.log)
-            for module in parts.text_encoders:
+            for module in self._encoders():
                 module.to(self.text_device, frozen_dtype)
             add_lora_adapters(parts.unet, parts.text_encoders, cfg.lora, self.trains_text)
         else:
@@ -190,7 +195,7 @@ class DiffusionJob(TrainingJob):
                 self.log.info("Training %d UNet parameters in %s", count, ", ".join(cfg.frozen.trainable))
             else:
                 parts.unet.requires_grad_(True)
-            for encoder in parts.text_encoders:
+            for encoder in self._encoders():
                 encoder.to(self.text_device, frozen_dtype)
         for module in self._trained_modules():  # LoRA weights (and any trained weight) in fp32
             for parameter in module.parameters():
@@ -199,7 +204,7 @@ class DiffusionJob(TrainingJob):
         if cfg.training.gradient_checkpointing:
             parts.unet.enable_gradient_checkpointing()
             if self.trains_text:
-                for encoder in parts.text_encoders:
+                for encoder in self._encoders():
                     encoder.gradient_checkpointing_enable()
 
     # ------------------------------------------------------------------ data
@@ -407,7 +412,7 @@ class DiffusionJob(TrainingJob):
             module.train()
         total = 0.0
         for _ in range(cfg.training.gradient_accumulation_steps):
-            with self.accelerator.accumulate(self.trained_unet, *self.trained_text_encoders):
+            with self.accelerator.accumulate(self.trained_unet, *(e for e in self.trained_text_encoders if e)):
                 batch = self.batches.next()
                 loss = self._batch_loss(self.examples, False, batch)
                 if self.class_streams:
@@ -534,6 +539,8 @@ class DiffusionJob(TrainingJob):
         named = {f"unet.{n}": p for n, p in self.parts.unet.named_parameters() if p.requires_grad}
         if self.trains_text:
             for i, encoder in enumerate(self.parts.text_encoders):
+                if encoder is None:
+                    continue
                 named.update({f"text_encoder_{i}.{n}": p for n, p in encoder.named_parameters() if p.requires_grad})
         return named
 
