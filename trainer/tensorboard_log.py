@@ -27,8 +27,8 @@ class TensorBoardLog:
             # TensorBoard purges the events at purge_step and after: those after the checkpoint's step.
             purge = None if resume_from_step is None else resume_from_step + 1
             self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge, flush_secs=30)
-        except (ImportError, OSError) as error:
-            self._give_up(error)
+        except Exception as error:  # any failure of an optional log (a protobuf clash, a
+            self._give_up(error)      # read-only folder) turns it off; the run goes on
 
     def _give_up(self, error: BaseException) -> None:
         self.log.warning("TensorBoard logging is off for this run (%s); metrics.jsonl has everything",
@@ -48,7 +48,7 @@ class TensorBoardLog:
                 value = row.get(key)
                 if value is not None:
                     self.writer.add_scalar(tag, float(value), int(row["step"]))
-        except OSError as error:
+        except Exception as error:  # see __init__
             self._give_up(error)
 
     def images(self, step: int, paths: tuple[str, ...], prompts: tuple[str, ...], seeds: tuple[int, ...]) -> None:
@@ -63,7 +63,7 @@ class TensorBoardLog:
                     pixels = np.asarray(image.convert("RGB"))
                 self.writer.add_image(f"samples/{Path(path).stem}", pixels, step, dataformats="HWC")
                 self.writer.add_text(f"samples/{Path(path).stem}", f"{prompt} (seed {seed})", step)
-        except OSError as error:
+        except Exception as error:  # see __init__ (an unreadable image too)
             self._give_up(error)
 
     def flush(self) -> None:

@@ -59,3 +59,18 @@ def test_the_previews_are_logged_as_images(tmp_path, tiny_sd15, shapes_dataset):
     images = events.Images("samples/p00-seed7")
     assert [image.step for image in images] == [0, 2, 4]
     assert images[0].width == 64 and images[0].height == 64
+
+
+def test_a_tensorboard_writer_that_breaks_turns_itself_off_and_the_run_goes_on(tmp_path, monkeypatch):
+    import torch.utils.tensorboard
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise TypeError("Descriptors cannot be created directly (a protobuf clash)")
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", Broken)
+    code, rec = run_in_process(toy_config(training={"steps": 5, "learning_rate": 0.01}), tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    log = RunFolder(tmp_path / "run").log_path.read_text(encoding="utf-8")
+    assert "TensorBoard logging is off for this run (Descriptors cannot be created directly" in log
+    assert [row["step"] for row in RunFolder(tmp_path / "run").read_metrics()] == [0, 1, 2, 3, 4, 5]  # all of it
