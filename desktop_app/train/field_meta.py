@@ -34,6 +34,11 @@ LABELS = {
     "dreambooth.class_dir": "Class images", "sampling.every_n_steps": "Sample every",
     "output.checkpoint_every": "Checkpoint every", "output.keep_checkpoints": "Keep checkpoints",
     "dreambooth.num_class_images": "Class image count", "sampling.at_start": "Sample at start",
+    "training.lr_cycles": "Restarts (cosine)", "training.lr_power": "Power (polynomial)",
+    "training.ema_decay": "EMA decay", "training.ema_on_cpu": "EMA in RAM", "training.min_snr_gamma": "Min-SNR γ",
+    "model.base_quantization": "Base weights in", "model.blocks_to_swap": "Blocks swapped to RAM",
+    "model.text_encoder_device": "Text encoders wait on", "output.tensorboard": "TensorBoard files",
+    "dataset.keep_tags": "Keep first tags", "lora.adapter": "Adapter",
 }
 
 SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}
