@@ -412,7 +412,8 @@ class DiffusionJob(TrainingJob):
             module.train()
         total = 0.0
         for _ in range(cfg.training.gradient_accumulation_steps):
-            with self.accelerator.accumulate(self.trained_unet, *(e for e in self.trained_text_encoders if e)):
+            with self.accelerator.accumulate(self.trained_unet,
+                                             *(e for e in self.trained_text_encoders if e is not None)):
                 batch = self.batches.next()
                 loss = self._batch_loss(self.examples, False, batch)
                 if self.class_streams:
