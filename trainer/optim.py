@@ -31,8 +31,6 @@ import torch
 from trainer.config import TrainingConfig
 from trainer.errors import InputError
 
-SCHEDULE_FREE = ("adamw_schedulefree",)
-
 
 def build_optimizer(parameters: list[torch.nn.Parameter], training: TrainingConfig,
                     device_type: str) -> torch.optim.Optimizer:

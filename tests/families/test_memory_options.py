@@ -52,7 +52,8 @@ def flux_inputs(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_quantized_base_stores_its_blocks_in_fewer_bytes_and_computes_nearly_what_it_did(kind):
-    from trainer.models.quantize import BYTES_PER_WEIGHT, quantize_denoiser, quantized_linears, weight_bytes
+    from trainer.memory_estimate import QUANTIZED_BYTES
+    from trainer.models.quantize import quantize_denoiser, quantized_linears, weight_bytes
 
     model = flux_transformer()
     inputs = flux_inputs(model)
@@ -68,7 +69,7 @@ def test_a_quantized_base_stores_its_blocks_in_fewer_bytes_and_computes_nearly_w
     assert count == block_weights > 0
     assert not list(quantized_linears(model, blocks))  # no plain Linear left inside the blocks
     saved = before - weight_bytes(model)
-    expected = block_weights * (4 - BYTES_PER_WEIGHT[kind])  # fp32 → the kind's bytes per weight
+    expected = block_weights * (4 - QUANTIZED_BYTES[kind])  # fp32 → the kind's bytes per weight
     assert 0.9 * expected < saved < 1.1 * expected, (saved, expected)
     after = model.state_dict()
     for name, value in others.items():  # embedders, norms and the final layer: untouched, bit for bit

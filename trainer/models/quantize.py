@@ -21,14 +21,9 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
-from typing import Literal
 
 import torch
 
-from trainer.memory_estimate import QUANTIZED_BYTES
-
-Quantization = Literal["none", "fp8", "int8", "nf4"]
-BYTES_PER_WEIGHT = QUANTIZED_BYTES  # what the memory estimate assumes; the tests measure it
 LIBRARY = {"nf4": "bitsandbytes", "int8": "torchao", "fp8": "torchao"}
 # nf4's block of weights sharing a scale; a layer whose inputs are not a whole number of blocks (none in the real
 # models, whose widths are multiples of 64) stays in the frozen precision.
