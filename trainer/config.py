@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trainer import families
 from trainer.fsutil import atomic_write_text
+from trainer.sample_prompt import SAMPLER_NAMES, parse_sample_prompt
 
 if TYPE_CHECKING:
     from trainer.dataset.caption_ops import CaptionVariation
@@ -37,6 +38,7 @@ MAX_NESTING = 16
 Mode = Literal["toy", "frozen", "lora", "dreambooth"]
 # The model families of the registry (trainer/families), in the order people see them.
 Architecture = Literal[families.NAMES]  # type: ignore[valid-type]
+Sampler = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]
 
 # Which training modes each model architecture supports, as its family declares.
 MODES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {name: f.modes for name, f in families.FAMILIES.items()}
@@ -269,7 +271,25 @@ class ConceptConfig(Section):
 
 
 class SamplingConfig(Section):
-    prompts: list[str] = Field(default_factory=list, description="Prompts drawn at every sampling point.")
+    prompts: list[str] = Field(
+        default_factory=list,
+        description="Prompts drawn at every sampling point. A prompt may end in kohya's options for itself alone: "
+                    "--n negative prompt, --l guidance scale, --s steps, --d seed(s), --w/--h size, --ss sampler.")
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_parse(cls, prompts: list[str]) -> list[str]:
+        problems = []
+        for index, line in enumerate(prompts):
+            try:
+                parse_sample_prompt(line)
+            except ValueError as exc:
+                problems.append(f"prompt {index + 1} ({line.strip()[:40]!r}): {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return prompts
+    negative_prompt: str = Field("", description="What the sample images should not show (for the families whose "
+                                                 "previews guide with a negative prompt); a prompt's --n replaces it.")
     seeds: list[int] = Field(default_factory=lambda: [0],
                              description="Seeds for the sample images (fixed across steps).")
 
@@ -286,6 +306,9 @@ class SamplingConfig(Section):
     at_start: bool = Field(True, description="Draw samples before training (step 0 = the base model).")
     inference_steps: int = Field(20, ge=1, le=1000, description="Denoising steps per sample image.")
     guidance_scale: float = Field(7.5, ge=0, le=50, description="Classifier-free guidance scale for samples.")
+    sampler: Sampler = Field(
+        "default", description="Scheduler the samples are drawn with (Stable Diffusion 1.x/2.x/SDXL); default = DDIM. "
+                               "Flow-matching families draw with their model's own scheduler.")
     width: int = Field(0, ge=0, le=4096, multiple_of=8,
                        description="Sample width in pixels; 0 = the training resolution.")
     height: int = Field(0, ge=0, le=4096, multiple_of=8,
@@ -350,6 +373,7 @@ class Config(Section):
             problems.append(f"lora.adapter: {self.lora.adapter} is written in the kohya/LyCORIS format of the "
                             "UNet families (Stable Diffusion 1.x/2.x/SDXL) only; choose lora for "
                             f"{families.family(self.model.architecture).display_name}")
+        problems += _sampling_problems(self.sampling, model_family)
         if self.model.blocks_to_swap and not self.training.gradient_checkpointing:
             problems.append("model.blocks_to_swap: swapping blocks saves memory only with "
                             "training.gradient_checkpointing on (turn it on, or swap 0 blocks)")
@@ -393,6 +417,30 @@ class Config(Section):
 
     def sections_for_mode(self) -> tuple[str, ...]:
         return SECTIONS_BY_MODE[self.mode]
+
+
+def _sampling_problems(sampling: SamplingConfig, model_family: families.Family) -> list[str]:
+    """Sample options the family's previews cannot honour (a parse error is the prompts' own validator's)."""
+    if model_family.is_toy:
+        return []
+    problems = []
+    name = model_family.display_name
+    if sampling.sampler != "default" and model_family.sample_scheduler is None:
+        problems.append(f"sampling.sampler: {name} draws with its model's own scheduler (its shift is part of the "
+                        f"model); choose default")
+    if sampling.negative_prompt.strip() and not model_family.negative_prompts:
+        problems.append(f"sampling.negative_prompt: {name}'s previews take no negative prompt; leave it empty")
+    for index, line in enumerate(sampling.prompts):
+        try:
+            prompt = parse_sample_prompt(line)
+        except ValueError:
+            continue
+        if prompt.sampler not in (None, "default") and model_family.sample_scheduler is None:
+            problems.append(f"sampling.prompts: prompt {index + 1}: --ss {prompt.sampler}: {name} draws with its "
+                            "model's own scheduler")
+        if prompt.negative and not model_family.negative_prompts:
+            problems.append(f"sampling.prompts: prompt {index + 1}: --n: {name}'s previews take no negative prompt")
+    return problems
 
 
 def _path_problem(value: str) -> str | None:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.train.field_meta import ARCHITECTURE_TITLES, INT32_MAX, MODE_TITLES, FieldMeta
+from desktop_app.train.field_meta import ARCHITECTURE_TITLES, INT32_MAX, MODE_TITLES, SAMPLER_TITLES, FieldMeta
 
 
 class FieldEditor(QWidget):
@@ -183,7 +183,8 @@ class ChoiceEditor(FieldEditor):
     def __init__(self, meta: FieldMeta, parent: QWidget | None = None) -> None:
         super().__init__(meta, parent)
         self.combo = QComboBox()
-        titles = {"mode": MODE_TITLES, "model.architecture": ARCHITECTURE_TITLES}.get(meta.name, {})
+        titles = {"mode": MODE_TITLES, "model.architecture": ARCHITECTURE_TITLES,
+                  "sampling.sampler": SAMPLER_TITLES}.get(meta.name, {})
         for choice in meta.choices:
             self.combo.addItem(titles.get(choice, choice), choice)
         _guard_wheel(self.combo)

@@ -38,13 +38,16 @@ LABELS = {
     "training.ema_decay": "EMA decay", "training.ema_on_cpu": "EMA in RAM", "training.min_snr_gamma": "Min-SNR γ",
     "model.base_quantization": "Base weights in", "model.blocks_to_swap": "Blocks swapped to RAM",
     "model.text_encoder_device": "Text encoders wait on", "output.tensorboard": "TensorBoard files",
-    "dataset.keep_tags": "Keep first tags", "lora.adapter": "Adapter",
+    "dataset.keep_tags": "Keep first tags", "lora.adapter": "Adapter", "sampling.sampler": "Sampler",
 }
 
 SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}
 
 # The architecture list shows the registry's names for people ("Stable Diffusion 1.x", "Flux.1").
 ARCHITECTURE_TITLES = {name: f.display_name for name, f in FAMILIES.items()}
+# The names the samplers have in A1111 and ComfyUI.
+SAMPLER_TITLES = {"default": "Default (DDIM)", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "heun": "Heun",
+                  "dpm++_2m": "DPM++ 2M", "dpm++_2m_karras": "DPM++ 2M Karras", "unipc": "UniPC", "pndm": "PNDM"}
 MODE_TITLES = {"toy": "Toy network", "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth"}
 MODE_HINTS = {
     "toy": "The guide's three-layer network learns a synthetic task from scratch. Quick on any CPU.",

@@ -55,9 +55,10 @@ GROUPS: tuple[Group, ...] = (
                                        "training.gradient_accumulation_steps",
                                        "training.gradient_checkpointing", "dataset.cache_latents",
                                        "dataset.cache_text")),
-    Group("sampling", "Sampling", ("sampling.prompts", "sampling.seeds", "sampling.every_n_steps",
-                                   "sampling.at_start", "sampling.inference_steps", "sampling.guidance_scale",
-                                   "sampling.width", "sampling.height")),
+    Group("sampling", "Sampling", ("sampling.prompts", "sampling.negative_prompt", "sampling.seeds",
+                                   "sampling.every_n_steps", "sampling.at_start", "sampling.inference_steps",
+                                   "sampling.guidance_scale", "sampling.sampler", "sampling.width",
+                                   "sampling.height")),
     Group("output", "Output", ("output.runs_dir", "output.checkpoint_every", "output.keep_checkpoints",
                                "output.tensorboard",
                                "training.log_every", "training.eval_every")),
@@ -73,7 +74,9 @@ TOY_ONLY, NOT_FOR_TOY = frozenset({"toy"}), frozenset({"dataset", "sampling"})
 DIFFUSION_ONLY = frozenset(diffusion_only_fields())
 ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})
 # Fields that mean something only for DDPM families (ε/v prediction); flow-matching families hide them.
-DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma"})
+DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma", "sampling.sampler"})
+# Hidden where the family's previews take no negative prompt (Flux.1 dev's guidance is distilled).
+NEGATIVE_PROMPT = "sampling.negative_prompt"
 # The separate files of a transformer family's single-file base (Flux: clip_l, t5xxl, ae); others hide them.
 TRANSFORMER_ONLY = frozenset({"model.text_encoder_files", "model.vae_file"})
 # A quantized base is frozen: a frozen-layer run trains base weights, so it hides the choice.
@@ -92,6 +95,8 @@ def field_visible(name: str, mode: str, architecture: str) -> bool:
     if name in DIFFUSION_ONLY and is_toy(architecture):
         return False
     if name in DDPM_ONLY and architecture in FAMILIES and FAMILIES[architecture].flow is not None:
+        return False
+    if name == NEGATIVE_PROMPT and architecture in FAMILIES and not FAMILIES[architecture].negative_prompts:
         return False
     if name in TRANSFORMER_ONLY and not (architecture in FAMILIES and FAMILIES[architecture].kind == "transformer"):
         return False

@@ -19,7 +19,7 @@ from trainer.concepts import concepts_of
 from trainer.config import Config
 from trainer.dataset import list_images
 from trainer.diffusion.components import Components
-from trainer.diffusion.sampling import build_pipeline, guidance_arguments
+from trainer.diffusion.sampling import build_pipeline, guidance_arguments, sample_scheduler
 from trainer.errors import InputError
 from trainer.fsutil import atomic_write_bytes
 
@@ -55,13 +55,15 @@ def ensure_class_images(config: Config, parts: Components, device: str, logger: 
     for module in (parts.vae, parts.unet, *parts.text_encoders):
         module.to(device)
     pipe = build_pipeline(parts, parts.unet)
+    pipe.scheduler = sample_scheduler(pipe, pipe.scheduler, config.sampling.sampler)  # drawn as the samples are
+    guiding = guidance_arguments(pipe, config.sampling.guidance_scale, negative=config.sampling.negative_prompt)
     size = chosen.resolution
     start = _next_index(folder)
     for n in range(missing):
         generator = torch.Generator("cpu").manual_seed(config.training.seed * 100_003 + start + n)
         image = pipe(chosen.class_prompt, width=size, height=size,
                      num_inference_steps=config.sampling.inference_steps,
-                     **guidance_arguments(pipe, config.sampling.guidance_scale), generator=generator).images[0]
+                     **guiding, generator=generator).images[0]
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         atomic_write_bytes(folder / f"class-{start + n:05d}.png", buffer.getvalue())

@@ -14,6 +14,7 @@ import torch
 from trainer.diffusion.components import Components
 from trainer.families import family
 from trainer.fsutil import atomic_write_bytes
+from trainer.sample_prompt import SAMPLERS, SamplePrompt, parse_sample_prompt
 
 
 def build_pipeline(components: Components, unet: torch.nn.Module):
@@ -36,30 +37,42 @@ def build_pipeline(components: Components, unet: torch.nn.Module):
     return pipe
 
 
+def plan_prompts(lines: list[str], seeds: list[int], width: int, height: int, steps: int, guidance: float,
+                 negative: str = "", sampler: str = "default") -> list[SamplePrompt]:
+    """Each prompt line with every option filled: the line's own (``--n``, ``--l``, ``--s`` … as in kohya's
+    sample-prompt files), else the Sampling section's."""
+    return [parse_sample_prompt(line).resolved(negative=negative, guidance=guidance, steps=steps, seeds=tuple(seeds),
+                                               width=width, height=height, sampler=sampler) for line in lines]
+
+
 @torch.no_grad()
 def encode_sample_prompts(pipe, architecture: str, prompts: list[str], guidance: float,
-                          device: str | torch.device) -> dict[str, dict[str, torch.Tensor]]:
-    """Each prompt as the pipeline's own ``encode_prompt`` conditions on it (the negative side too, where the
-    pipeline guides), on the CPU: previews can then run while the text encoders wait off the GPU.  The same
-    call the pipeline makes for a prompt string, so an image drawn from these is the image drawn from the text."""
+                          device: str | torch.device, negative: str = "") -> dict[str, dict[str, torch.Tensor]]:
+    """Each prompt line as the pipeline's own ``encode_prompt`` conditions on it (its negative prompt too, where
+    the pipeline guides), on the CPU: previews can then run while the text encoders wait off the GPU.  The same
+    call the pipeline makes for a prompt string, so an image drawn from these is the image drawn from the text.
+    ``guidance`` and ``negative``: the Sampling section's, for the lines that do not set their own."""
     import inspect
 
     accepted = inspect.signature(pipe.encode_prompt).parameters
     model = family(architecture)
-    options = {"prompt_2": None, "prompt_3": None,  # None: the same prompt for every encoder, as the call does
-               "device": device, "num_images_per_prompt": 1,
-               "do_classifier_free_guidance": guidance > model.guided_above}
-    options = {k: v for k, v in options.items() if k in accepted}
 
-    def encoded(prompt: str, names: tuple[str | None, ...]) -> dict[str, torch.Tensor]:
-        outputs = pipe.encode_prompt(prompt, **options)
+    def encoded(text: str, names: tuple[str | None, ...], guided: bool, negative_text: str | None) -> dict:
+        options = {"prompt_2": None, "prompt_3": None,  # None: the same prompt for every encoder, as the call does
+                   "device": device, "num_images_per_prompt": 1, "do_classifier_free_guidance": guided,
+                   "negative_prompt": negative_text or None}
+        outputs = pipe.encode_prompt(text, **{k: v for k, v in options.items() if k in accepted})
         return {name: _moved(value, "cpu") for name, value in zip(names, outputs, strict=True)
                 if name is not None and value is not None}
 
-    negative = {}
-    if model.negative_outputs and guidance > model.guided_above:  # the pipeline encodes its negative prompt alone
-        negative = encoded(model.negative_prompt or "", model.negative_outputs)
-    return {prompt: encoded(prompt, model.prompt_outputs) | negative for prompt in dict.fromkeys(prompts)}
+    result = {}
+    for prompt in plan_prompts(list(dict.fromkeys(prompts)), [0], 64, 64, 1, guidance, negative):
+        guided = prompt.guidance > model.guided_above
+        entry = encoded(prompt.text, model.prompt_outputs, guided, prompt.negative)
+        if model.negative_outputs and guided:  # the pipeline encodes its negative prompt alone
+            entry |= encoded(prompt.negative or model.negative_prompt or "", model.negative_outputs, False, None)
+        result[prompt.line] = entry
+    return result
 
 
 def _moved(value, device):
@@ -70,53 +83,76 @@ def _moved(value, device):
     return value.to(device)
 
 
-def guidance_arguments(pipe, guidance: float, encoded: bool = False) -> dict:
+def guidance_arguments(pipe, guidance: float, encoded: bool = False, negative: str = "") -> dict:
     """The pipeline call's guidance: ``guidance_scale``, or the argument its family names (Qwen-Image:
-    ``true_cfg_scale``, with the negative prompt it needs to guide at all, unless the prompts come encoded)."""
+    ``true_cfg_scale``), with the negative prompt (a person's, else the one the family needs to guide at all)
+    unless the prompts come encoded."""
     from trainer.families import by_pipeline_class
 
     found = by_pipeline_class(type(pipe).__name__)
-    if not found:
-        return {"guidance_scale": guidance}
-    model = found[0]
-    arguments: dict = {model.guidance_argument: guidance}
-    if model.negative_prompt is not None and guidance > model.guided_above and not encoded:
+    model = found[0] if found else None
+    arguments: dict = {model.guidance_argument if model else "guidance_scale": guidance}
+    if encoded or model is None or guidance <= model.guided_above:
+        return arguments
+    if negative and model.negative_prompts:
+        arguments["negative_prompt"] = negative
+    elif model.negative_prompt is not None:
         arguments["negative_prompt"] = model.negative_prompt
     return arguments
+
+
+def sample_scheduler(pipe, default, sampler: str):
+    """The scheduler a preview is drawn with: the family's own (``default``), or the named one built from its
+    configuration (same betas, prediction type and timestep spacing)."""
+    if sampler == "default":
+        return default
+    import diffusers
+
+    class_name, options = SAMPLERS[sampler]
+    return getattr(diffusers, class_name).from_config(default.config, **options)
 
 
 @torch.no_grad()
 def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, steps: int, guidance: float,
          out_dir: Path, progress: Callable[[int, int], None] | None = None,
-         conditioning: dict[str, dict[str, torch.Tensor]] | None = None) -> tuple[list[str], list[str], list[int]]:
-    """One image per (prompt, seed); returns (paths, prompts, seeds) in file order.
+         conditioning: dict[str, dict[str, torch.Tensor]] | None = None, negative: str = "",
+         sampler: str = "default") -> tuple[list[str], list[str], list[int]]:
+    """One image per (prompt line, seed); returns (paths, prompt lines, seeds) in file order.
 
+    ``seeds`` … ``guidance``, ``negative`` and ``sampler`` are the Sampling section's, for the lines that do not set
+    their own (``--d``, ``--w``, ``--h``, ``--s``, ``--l``, ``--n``, ``--ss``).
     ``progress(done, total)`` is called before the first image and after each one (SDXL samples take
     tens of seconds each on a GPU, minutes on a CPU: the GUI shows how far it is and keeps waiting).
-    ``conditioning``: the prompts already encoded (:func:`encode_sample_prompts`), for text encoders that are
-    off the GPU."""
+    ``conditioning``: the prompts already encoded (:func:`encode_sample_prompts`, with the same ``guidance`` and
+    ``negative``), for text encoders that are off the GPU."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_prompts(prompts, seeds, width, height, steps, guidance, negative, sampler)
     paths, used_prompts, used_seeds = [], [], []
-    total = len(prompts) * len(seeds)
+    total = sum(len(prompt.seeds) for prompt in plan)
     if progress is not None:
         progress(0, total)
-    guiding = guidance_arguments(pipe, guidance, conditioning is not None)
-    for p_index, prompt in enumerate(prompts):
-        for seed in seeds:
-            generator = torch.Generator("cpu").manual_seed(seed)
-            text: dict = {"prompt": prompt}
-            if conditioning is not None:
-                device = pipe._execution_device
-                text = {name: _moved(value, device) for name, value in conditioning[prompt].items()}
-            image = pipe(**text, **guiding, width=width, height=height, num_inference_steps=steps,
-                         generator=generator, output_type="pil").images[0]
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            path = out_dir / f"p{p_index:02d}-seed{seed}.png"
-            atomic_write_bytes(path, buffer.getvalue())
-            paths.append(str(path))
-            used_prompts.append(prompt)
-            used_seeds.append(seed)
-            if progress is not None:
-                progress(len(paths), total)
+    own_scheduler = pipe.scheduler
+    try:
+        for p_index, prompt in enumerate(plan):
+            pipe.scheduler = sample_scheduler(pipe, own_scheduler, prompt.sampler)
+            guiding = guidance_arguments(pipe, prompt.guidance, conditioning is not None, prompt.negative)
+            for seed in prompt.seeds:
+                generator = torch.Generator("cpu").manual_seed(seed)
+                text: dict = {"prompt": prompt.text}
+                if conditioning is not None:
+                    device = pipe._execution_device
+                    text = {name: _moved(value, device) for name, value in conditioning[prompt.line].items()}
+                image = pipe(**text, **guiding, width=prompt.width, height=prompt.height,
+                             num_inference_steps=prompt.steps, generator=generator, output_type="pil").images[0]
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                path = out_dir / f"p{p_index:02d}-seed{seed}.png"
+                atomic_write_bytes(path, buffer.getvalue())
+                paths.append(str(path))
+                used_prompts.append(prompt.line)
+                used_seeds.append(seed)
+                if progress is not None:
+                    progress(len(paths), total)
+    finally:
+        pipe.scheduler = own_scheduler
     return paths, used_prompts, used_seeds

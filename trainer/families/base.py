@@ -128,6 +128,9 @@ class Family:
     # guidance-distilled models), and the negative prompt it needs to guide at all (None: guides without one).
     guidance_argument: str = "guidance_scale"
     negative_prompt: str | None = None
+    # Whether its previews take a person's negative prompt (``sampling.negative_prompt``, a prompt's --n): not
+    # where the pipeline does not guide with one (Flux.1 dev is guidance-distilled).
+    negative_prompts: bool = True
     # Where ``encode_prompt`` encodes the prompt alone (Qwen-Image): the names the pipeline's call takes for the
     # same outputs of the negative prompt, encoded by a second call.  Empty: ``prompt_outputs`` has both sides.
     negative_outputs: tuple[str | None, ...] = ()

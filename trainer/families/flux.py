@@ -14,6 +14,7 @@ FAMILY = Family(
     pipeline_class="FluxPipeline",
     prompt_outputs=("prompt_embeds", "pooled_prompt_embeds", None),  # text ids: the pipeline makes them
     sample_defaults={"guidance_scale": 3.5, "inference_steps": 28},  # dev's distilled guidance
+    negative_prompts=False,  # dev's guidance is distilled into the transformer: no second pass to steer
     text_encoders=(
         # BFL's files hold the transformer only; the encoders come as their own files (clip_l, t5xxl).
         TextEncoder("text_encoder", "CLIPTextModel", open_clip=False, single_file_prefix="",

@@ -155,7 +155,8 @@ class DiffusionJob(TrainingJob):
         if self.dist.is_main:
             pipe = build_pipeline(parts, parts.unet)
             self._sample_text = encode_sample_prompts(pipe, self.config.model.architecture, self.sample_prompts(),
-                                                      self.config.sampling.guidance_scale, self.device)
+                                                      self.config.sampling.guidance_scale, self.device,
+                                                      self.config.sampling.negative_prompt)
         for encoder in self._encoders():
             encoder.to("cpu")
         if self.device_type == "cuda":
@@ -531,7 +532,8 @@ class DiffusionJob(TrainingJob):
                                      cfg.sampling.inference_steps, cfg.sampling.guidance_scale,
                                      self.run.samples_dir / step_dirname(step),
                                      progress=lambda done, total: self.report_activity(what, done, total),
-                                     conditioning=self._sample_text)
+                                     conditioning=self._sample_text, negative=cfg.sampling.negative_prompt,
+                                     sampler=cfg.sampling.sampler)
         self.sink.emit(Sample(step, tuple(paths), tuple(prompts), tuple(seeds)))
 
     # ------------------------------------------------------------------ state
