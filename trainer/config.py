@@ -35,7 +35,7 @@ MAX_SEED = 2**63 - 1
 # deep is refused before anything walks it (recursion in the TOML reader, the copy, the messages).
 MAX_NESTING = 16
 
-Mode = Literal["toy", "frozen", "lora", "dreambooth"]
+Mode = Literal["toy", "frozen", "lora", "dreambooth", "embedding"]
 # The model families of the registry (trainer/families), in the order people see them.
 Architecture = Literal[families.NAMES]  # type: ignore[valid-type]
 Sampler = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]
@@ -47,8 +47,9 @@ MODES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {name: f.modes for name, f i
 SECTIONS_BY_MODE: dict[str, tuple[str, ...]] = {
     "toy": ("training", "toy", "output"),
     "frozen": ("model", "dataset", "training", "frozen", "toy", "sampling", "output"),
-    "lora": ("model", "dataset", "training", "lora", "sampling", "output"),
-    "dreambooth": ("model", "dataset", "training", "dreambooth", "lora", "sampling", "output"),
+    "lora": ("model", "dataset", "training", "lora", "embedding", "sampling", "output"),
+    "dreambooth": ("model", "dataset", "training", "dreambooth", "lora", "embedding", "sampling", "output"),
+    "embedding": ("model", "dataset", "training", "embedding", "sampling", "output"),
 }
 
 
@@ -249,6 +250,32 @@ class DreamBoothConfig(Section):
                                   description="Train every UNet weight instead of a LoRA (needs much more memory).")
 
 
+class EmbeddingConfig(Section):
+    """Textual inversion: a new word whose embedding is trained (alone, or beside a LoRA: pivotal tuning)."""
+
+    token: str = Field(
+        "", max_length=60,
+        description="The new word to train, as captions and prompts write it (e.g. <my-dog>); empty = none. "
+                    "Textual inversion needs one; with LoRA it is trained beside the adapter (pivotal tuning).")
+
+    @field_validator("token")
+    @classmethod
+    def _one_lower_case_word(cls, token: str) -> str:
+        # CLIP's tokenizers lower-case prompts, so a word with capitals would never be found again in one.
+        if any(c.isspace() or c == "," for c in token) or token != token.lower():
+            raise ValueError(f"write the new word in lower case, without spaces or commas (e.g. <my-dog>), got "
+                             f"{token!r}")
+        return token
+    init_text: str = Field("*", max_length=200,
+                           description="Words whose embeddings the new word starts from (e.g. dog); their tokens "
+                                       "are repeated to fill the vectors.")
+    vectors: int = Field(1, ge=1, le=32, description="Vectors (tokens) the new word takes in a prompt; more learn "
+                                                     "more, and leave less room in the 75-token prompt.")
+    learning_rate: float = Field(0.0, ge=0, le=1,
+                                 description="Learning rate of the new word's vectors; 0 = training.learning_rate. "
+                                             "Textual inversion usually runs at 5e-3, pivotal tuning at 1e-3 to 5e-4.")
+
+
 class ConceptConfig(Section):
     """One more concept: a folder of subject images with its own captions, repeats, resolution and
     (optionally) class set.  The first concept is ``dataset.*`` + ``dreambooth.class_*``; these are
@@ -332,7 +359,8 @@ class Config(Section):
 
     schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's layout.")
     mode: Mode = Field("toy",
-                       description="What to train: the toy network, frozen-layer fine-tuning, LoRA or DreamBooth.")
+                       description="What to train: the toy network, frozen-layer fine-tuning, LoRA, DreamBooth or "
+                                   "a new word's embedding (textual inversion).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -340,6 +368,7 @@ class Config(Section):
     frozen: FrozenConfig = Field(default_factory=FrozenConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     dreambooth: DreamBoothConfig = Field(default_factory=DreamBoothConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     concepts: list[ConceptConfig] = Field(
@@ -357,8 +386,8 @@ class Config(Section):
                             f"got {self.training.warmup_steps}")
         if self.mode == "frozen" and not self.frozen.trainable:
             problems.append("frozen.trainable: name at least one block to train in frozen mode")
-        lora_base = self.mode == "lora" or (self.mode == "dreambooth" and not self.dreambooth.train_full_unet)
-        if self.model.base_quantization != "none" and not lora_base:
+        lora_base = self.trains_adapter()
+        if self.model.base_quantization != "none" and not (lora_base or self.mode == "embedding"):
             problems.append(f"model.base_quantization: {self.model.base_quantization} stores frozen base weights; "
                             f"this {self.mode} run trains them (use none, or LoRA / DreamBooth without "
                             "train_full_unet)")
@@ -374,9 +403,17 @@ class Config(Section):
                             "UNet families (Stable Diffusion 1.x/2.x/SDXL) only; choose lora for "
                             f"{families.family(self.model.architecture).display_name}")
         problems += _sampling_problems(self.sampling, model_family)
+        if self.mode == "embedding" and not self.embedding.token:
+            problems.append("embedding.token: textual inversion trains a new word; name it (e.g. <my-dog>)")
+        if lora_base and self.embedding.token and "embedding" not in model_family.modes:
+            problems.append(f"embedding.token: {model_family.display_name} trains no new words (textual inversion "
+                            "is for the CLIP text encoders of Stable Diffusion 1.x/2.x/SDXL); leave it empty")
         if self.model.blocks_to_swap and not self.training.gradient_checkpointing:
             problems.append("model.blocks_to_swap: swapping blocks saves memory only with "
                             "training.gradient_checkpointing on (turn it on, or swap 0 blocks)")
+        if self.dataset.cache_text in ("on", "disk") and self.trains_token():
+            problems.append(f"dataset.cache_text: {self.dataset.cache_text} cannot cache captions while a new "
+                            "word's embedding trains (choose auto or off)")
         if self.dataset.cache_text in ("on", "disk") and self.caption_variation().varies_text:
             problems.append(f"dataset.cache_text: {self.dataset.cache_text} cannot cache captions whose tags are "
                             "shuffled or dropped every draw (choose auto or off)")
@@ -384,6 +421,9 @@ class Config(Section):
             if lora_base and self.lora.train_text_encoder:
                 problems.append("model.text_encoder_device: cpu cannot hold text encoders that LoRA trains "
                                 "(turn off lora.train_text_encoder, or choose auto)")
+            elif self.trains_token():
+                problems.append("model.text_encoder_device: cpu cannot hold text encoders while a new word's "
+                                "embedding trains (choose auto)")
             elif self.dataset.cache_text == "off" or self.caption_variation().varies_text:
                 problems.append("model.text_encoder_device: cpu needs the captions cached (dataset.cache_text "
                                 "auto, on or disk, and tags neither shuffled nor dropped)")
@@ -402,6 +442,18 @@ class Config(Section):
             # Raised as ValueError so pydantic reports it; _format_errors unwraps the text.
             raise ValueError("\n".join(problems))
         return self
+
+    def trains_adapter(self) -> bool:
+        """A LoRA (or LoHa/LoKr) run: LoRA mode, or DreamBooth without train_full_unet."""
+        return self.mode == "lora" or (self.mode == "dreambooth" and not self.dreambooth.train_full_unet)
+
+    def trains_token(self) -> bool:
+        """A new word's embedding is trained: textual inversion, or pivotal tuning beside a LoRA."""
+        return self.mode == "embedding" or (self.trains_adapter() and bool(self.embedding.token))
+
+    def trains_text(self) -> bool:
+        """Something in the text encoders is trained (their LoRA, or a new word): captions cannot be cached."""
+        return (self.trains_adapter() and self.lora.train_text_encoder) or self.trains_token()
 
     def caption_variation(self) -> CaptionVariation:
         from trainer.dataset.caption_ops import CaptionVariation  # here: the config stays light for the GUI

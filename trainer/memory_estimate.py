@@ -122,6 +122,8 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
         trainable = int(unet * FROZEN_SHARE_UNCOUNTED)
     elif full_unet:
         trainable = unet
+    elif config.mode == "embedding":  # a new word's vectors only (the widest text encoders: 2048 wide together)
+        trainable = config.embedding.vectors * 2048
     else:
         scale = _size_scale(architecture, unet)
         per_rank = facts.lora_per_rank * len(config.lora.target_modules) / 4
@@ -147,8 +149,7 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
 def text_encoders_leave_gpu(config: Config, device: str) -> bool:
     """``model.text_encoder_device`` resolved: do the text encoders wait off the GPU once the captions are
     encoded?  auto: on CUDA, when the captions are cached and no text encoder is trained."""
-    lora = config.mode == "lora" or (config.mode == "dreambooth" and not config.dreambooth.train_full_unet)
-    trains_text = lora and config.lora.train_text_encoder
+    trains_text = config.trains_text()
     cached = config.dataset.cache_text in ("on", "disk") or (
         config.dataset.cache_text == "auto" and not trains_text and not config.caption_variation().varies_text)
     if config.model.text_encoder_device == "auto":

@@ -32,8 +32,9 @@ from trainer.config import TrainingConfig
 from trainer.errors import InputError
 
 
-def build_optimizer(parameters: list[torch.nn.Parameter], training: TrainingConfig,
+def build_optimizer(parameters: list[torch.nn.Parameter] | list[dict[str, Any]], training: TrainingConfig,
                     device_type: str) -> torch.optim.Optimizer:
+    """``parameters``: the trained parameters, or torch's parameter groups (a group may set its own ``lr``)."""
     kind, lr, decay = training.optimizer, training.learning_rate, training.weight_decay
     if kind == "adamw":
         return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)

@@ -21,6 +21,7 @@ INT32_MAX = 2**31 - 1  # QSpinBox holds a C int
 SECTION_TITLES = {
     "model": "Base model", "dataset": "Dataset", "training": "Training", "toy": "Toy network",
     "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth", "sampling": "Samples",
+    "embedding": "New word (textual inversion)",
     "output": "Output",
 }
 
@@ -39,6 +40,8 @@ LABELS = {
     "model.base_quantization": "Base weights in", "model.blocks_to_swap": "Blocks swapped to RAM",
     "model.text_encoder_device": "Text encoders wait on", "output.tensorboard": "TensorBoard files",
     "dataset.keep_tags": "Keep first tags", "lora.adapter": "Adapter", "sampling.sampler": "Sampler",
+    "embedding.token": "New word", "embedding.init_text": "Starts from", "embedding.vectors": "Vectors",
+    "embedding.learning_rate": "Word learning rate",
 }
 
 SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}
@@ -48,12 +51,15 @@ ARCHITECTURE_TITLES = {name: f.display_name for name, f in FAMILIES.items()}
 # The names the samplers have in A1111 and ComfyUI.
 SAMPLER_TITLES = {"default": "Default (DDIM)", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "heun": "Heun",
                   "dpm++_2m": "DPM++ 2M", "dpm++_2m_karras": "DPM++ 2M Karras", "unipc": "UniPC", "pndm": "PNDM"}
-MODE_TITLES = {"toy": "Toy network", "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth"}
+MODE_TITLES = {"toy": "Toy network", "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth",
+               "embedding": "Textual inversion"}
 MODE_HINTS = {
     "toy": "The guide's three-layer network learns a synthetic task from scratch. Quick on any CPU.",
     "frozen": "Start from trained weights and train only the layers you name; the rest stay frozen.",
     "lora": "Train a small low-rank adapter on top of a diffusion model and export it as a LoRA file.",
     "dreambooth": "Teach a diffusion model a new subject from a few photos, named by a rare token.",
+    "embedding": "Teach the text encoder a new word for your subject or style; the model itself stays as it is. "
+                 "The file is a few kilobytes and works with any checkpoint of the same family.",
 }
 
 EditorKind = Literal["int", "float", "scientific", "choice", "bool", "text", "path", "list_str", "list_int"]

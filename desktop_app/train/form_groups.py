@@ -44,6 +44,9 @@ GROUPS: tuple[Group, ...] = (
                                        "dreambooth.prior_preservation", "dreambooth.class_dir",
                                        "dreambooth.num_class_images", "dreambooth.prior_loss_weight",
                                        "dreambooth.train_full_unet")),
+    Group("embedding", "New word", ("embedding.token", "embedding.init_text", "embedding.vectors",
+                                    "embedding.learning_rate"),
+          "Textual inversion: a new word whose embedding learns your subject. With LoRA, an empty word trains none."),
     Group("toy", "Toy network", ("toy.samples", "toy.holdout_fraction", "toy.task_seed", "toy.noise",
                                  "toy.weights_every", "toy.step_delay_ms")),
     Group("optimizer", "Optimizer", ("training.optimizer", "training.scheduler", "training.lr_cycles",
@@ -96,6 +99,8 @@ def field_visible(name: str, mode: str, architecture: str) -> bool:
         return False
     if name in DDPM_ONLY and architecture in FAMILIES and FAMILIES[architecture].flow is not None:
         return False
+    if name.startswith("embedding.") and architecture in FAMILIES and "embedding" not in FAMILIES[architecture].modes:
+        return False  # new words are for the CLIP text encoders of SD 1.x/2.x/SDXL
     if name == NEGATIVE_PROMPT and architecture in FAMILIES and not FAMILIES[architecture].negative_prompts:
         return False
     if name in TRANSFORMER_ONLY and not (architecture in FAMILIES and FAMILIES[architecture].kind == "transformer"):

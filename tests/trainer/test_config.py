@@ -35,7 +35,7 @@ REFUSALS = [
     ({"lora": {"target_modules": "to_q"}}, "lora.target_modules: must be a list, got 'to_q'"),
     ({"dataset": {"resolution": 500}}, "dataset.resolution: must be a multiple of 8, got 500"),
     ({"mode": "dreambooth"}, "mode: 'dreambooth' does not work with model.architecture 'toy'"),
-    ({"mode": "paint"}, "mode: must be one of 'toy', 'frozen', 'lora' or 'dreambooth', got 'paint'"),
+    ({"mode": "paint"}, "mode: must be one of 'toy', 'frozen', 'lora', 'dreambooth' or 'embedding', got 'paint'"),
     ({"mode": "frozen", "frozen": {"trainable": []}}, "frozen.trainable: name at least one block"),
     ({"output": {"run_name": "../escape"}}, "output.run_name: has characters that are not allowed"),
     ({"output": {"run_name": ""}}, "output.run_name: must not be empty"),

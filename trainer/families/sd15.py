@@ -5,7 +5,7 @@ from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncod
 FAMILY = Family(
     name="sd15",
     display_name="Stable Diffusion 1.x",
-    modes=("frozen", "lora", "dreambooth"),
+    modes=("frozen", "lora", "dreambooth", "embedding"),
     pipeline_class="StableDiffusionPipeline",
     # No NSFW checker (a trainer previews its own samples).
     pipeline_args={"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},

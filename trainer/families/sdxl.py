@@ -6,7 +6,7 @@ from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncod
 FAMILY = Family(
     name="sdxl",
     display_name="SDXL",
-    modes=("frozen", "lora", "dreambooth"),
+    modes=("frozen", "lora", "dreambooth", "embedding"),
     pipeline_class="StableDiffusionXLPipeline",
     pipeline_args={"add_watermarker": False},  # no invisible-watermark dependency
     prompt_outputs=("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",

@@ -20,6 +20,7 @@ from trainer.config import Config
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
 from trainer.diffusion.engines import Engine, engine_for
+from trainer.diffusion.new_word import NewWord
 from trainer.diffusion.sampling import build_pipeline, draw, encode_sample_prompts
 from trainer.diffusion.text import TextConditioning
 from trainer.errors import InputError
@@ -45,9 +46,11 @@ class DiffusionJob(TrainingJob):
         self.device = self.device_type
         self.precision = pick_precision(config.model.precision, self.device_type)
         self.dist = distributed.current()
-        full_dreambooth = config.mode == "dreambooth" and config.dreambooth.train_full_unet
-        self.uses_lora = config.mode in ("lora", "dreambooth") and not full_dreambooth
-        self.trains_text = self.uses_lora and config.lora.train_text_encoder
+        self.uses_lora = config.trains_adapter()
+        self.trains_text = self.uses_lora and config.lora.train_text_encoder  # LoRA on the text encoders
+        self.word: NewWord | None = None  # textual inversion's new word (embedding mode, or beside a LoRA)
+        # Gradients flow through the text encoders (their LoRA, or a new word's vectors): no cached captions.
+        self.text_in_graph = config.trains_text()
         self.prior = config.mode == "dreambooth" and config.dreambooth.prior_preservation
 
     # ------------------------------------------------------------------ setup
@@ -81,6 +84,8 @@ class DiffusionJob(TrainingJob):
             self.dist.barrier()
         self.report_activity("preparing the adapters and the data")
         self._prepare_data()
+        if cfg.trains_token():
+            self._check_word_in_captions()
         self.text_device = self.device
         self._sample_text: dict[str, dict[str, torch.Tensor]] | None = None
         if self._text_encoders_leave_gpu():
@@ -88,20 +93,35 @@ class DiffusionJob(TrainingJob):
             self.text_device = "cpu"
         self._prepare_trainable()
         parameters = [p for m in self._trained_modules() for p in m.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(parameters, cfg.training, self.device_type)
+        self.optimizer = build_optimizer(self._parameter_groups(parameters), cfg.training, self.device_type)
         self._optimizer_hints()
         self.ema = make_ema(parameters, cfg.training, self.log)
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.training)
         # prepare() wraps the trained modules for gradient averaging when several processes train;
         # self.parts keeps the plain modules (saving, sampling, evaluation), these are for training.
-        self.trained_unet, self.optimizer = self.accelerator.prepare(self.parts.unet, self.optimizer)
+        if any(p.requires_grad for p in self.parts.unet.parameters()):
+            self.trained_unet, self.optimizer = self.accelerator.prepare(self.parts.unet, self.optimizer)
+        else:  # textual inversion trains nothing in the UNet: it is not wrapped for gradient averaging
+            self.trained_unet, self.optimizer = self.parts.unet, self.accelerator.prepare(self.optimizer)
         encoders = self.parts.text_encoders
         self.trained_text_encoders = ([e if e is None else self.accelerator.prepare(e) for e in encoders]
-                                      if self.trains_text else list(encoders))
+                                      if self.text_in_graph else list(encoders))
         self._swap_blocks()  # after prepare(), which would move every weight to the GPU
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
         self.report_activity("encoding the evaluation images")
         self._eval_set = self._make_eval_set()
+
+    def _check_word_in_captions(self) -> None:
+        """A new word learns only from the captions that write it: none is refused, some are reported."""
+        token = self.config.embedding.token
+        without = [e for e in self.examples if token not in e.caption]
+        if len(without) == len(self.examples):
+            raise InputError(f"embedding.token: no caption writes {token}, so it would learn nothing; put it in the "
+                             f"captions or in dataset.caption_template (e.g. 'a photo of {token}') with "
+                             f"dataset.instance_token = {token}")
+        if without:
+            self.log.warning("embedding.token: %d of %d captions do not write %s; those images train the rest only",
+                             len(without), len(self.examples), token)
 
     def _optimizer_hints(self) -> None:
         training = self.config.training
@@ -169,7 +189,18 @@ class DiffusionJob(TrainingJob):
         return [encoder for encoder in self.parts.text_encoders if encoder is not None]
 
     def _trained_modules(self) -> list[torch.nn.Module]:
-        return [self.parts.unet] + (self._encoders() if self.trains_text else [])
+        return [self.parts.unet] + (self._encoders() if self.text_in_graph else [])
+
+    def _parameter_groups(self, parameters: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+        """The trained parameters for the optimizer: the new word's vectors in a group of their own when they
+        have their own learning rate (embedding.learning_rate)."""
+        rate = self.config.embedding.learning_rate
+        if self.word is None or not rate:
+            return [{"params": parameters}]
+        vectors = {id(p) for p in self.word.parameters()}
+        rest = [p for p in parameters if id(p) not in vectors]
+        return [group for group in ({"params": rest}, {"params": self.word.parameters(), "lr": rate})
+                if group["params"]]
 
     def _prepare_trainable(self) -> None:
         cfg, parts = self.config, self.parts
@@ -178,15 +209,17 @@ class DiffusionJob(TrainingJob):
             module.requires_grad_(False)
         # The VAE stays in fp32: SDXL's VAE overflows in fp16, and it is not what we train.
         parts.vae.to(self.device, torch.float32)
-        if self.uses_lora:
-            from trainer.lora_formats import add_lora_adapters
+        if self.uses_lora or cfg.mode == "embedding":  # the base stays frozen: it may be quantized
             from trainer.models.quantize import quantize_denoiser
 
             quantize_denoiser(parts.unet, family(cfg.model.architecture).blocks, cfg.model.base_quantization,
                               self.device, frozen_dtype, self.log)
             for module in self._encoders():
                 module.to(self.text_device, frozen_dtype)
-            add_lora_adapters(parts.unet, parts.text_encoders, cfg.lora, self.trains_text)
+            if self.uses_lora:
+                from trainer.lora_formats import add_lora_adapters
+
+                add_lora_adapters(parts.unet, parts.text_encoders, cfg.lora, self.trains_text)
         else:
             # Full or frozen-layer training: the trained weights need fp32 master copies, so the
             # whole UNet stays fp32 and autocast does the mixed precision.
@@ -198,6 +231,14 @@ class DiffusionJob(TrainingJob):
                 parts.unet.requires_grad_(True)
             for encoder in self._encoders():
                 encoder.to(self.text_device, frozen_dtype)
+        if cfg.trains_token():
+            from trainer.diffusion.new_word import add_new_word
+
+            emb = cfg.embedding
+            self.word = add_new_word(parts.tokenizers, self._encoders(), emb.token, emb.init_text, emb.vectors,
+                                     [e.label for e in family(cfg.model.architecture).text_encoders])
+            self.log.info("Training the new word %s: %d vector(s) in each text encoder, starting from %r",
+                          emb.token, emb.vectors, emb.init_text)
         for module in self._trained_modules():  # LoRA weights (and any trained weight) in fp32
             for parameter in module.parameters():
                 if parameter.requires_grad:
@@ -256,9 +297,9 @@ class DiffusionJob(TrainingJob):
             self.log.warning("dataset.cache_latents is on with random crop or flip: every epoch sees the same crop")
         self.variation = cfg.caption_variation()
         self.cache_text = d.cache_text in ("on", "disk") or (
-            d.cache_text == "auto" and not self.trains_text and not self.variation.varies_text)
+            d.cache_text == "auto" and not self.text_in_graph and not self.variation.varies_text)
         self.text_on_disk = d.cache_text == "disk"  # survives a resume; memory holds none of it
-        if self.cache_text and self.trains_text:
+        if self.cache_text and self.text_in_graph:
             raise InputError("dataset.cache_text: cannot cache captions while the text encoder is trained")
         self._latents: dict[tuple[bool, int], tuple[torch.Tensor, tuple[int, int]]] = {}
         self._texts: dict[str, TextConditioning] = {}
@@ -329,6 +370,8 @@ class DiffusionJob(TrainingJob):
 
     def _text_for(self, captions: list[str], training: bool = True) -> TextConditioning:
         parts = self.parts
+        if self.word is not None:  # a multi-vector word takes all its tokens, as the pipeline expands it
+            captions = [self.word.expand(caption) for caption in captions]
         if not self.cache_text:
             # Evaluation runs on the main process only, so it must not use the wrapped (collective) encoders.
             encoders = self.trained_text_encoders if training else parts.text_encoders
@@ -540,7 +583,7 @@ class DiffusionJob(TrainingJob):
 
     def _named_trainables(self) -> dict[str, torch.nn.Parameter]:
         named = {f"unet.{n}": p for n, p in self.parts.unet.named_parameters() if p.requires_grad}
-        if self.trains_text:
+        if self.text_in_graph:
             for i, encoder in enumerate(self.parts.text_encoders):
                 if encoder is None:
                     continue

@@ -3,6 +3,8 @@
 * LoRA runs: ``RUN_NAME.safetensors`` in the kohya format (Automatic1111, ComfyUI, kohya) and
   ``diffusers/pytorch_lora_weights.safetensors`` for ``pipe.load_lora_weights``; both carry the
   resolved config in their metadata.
+* Textual inversion (and pivotal tuning beside a LoRA): ``embeddings/WORD.safetensors``, the new word's
+  vectors (``emb_params``; SDXL's ``clip_l`` and ``clip_g``).
 * Full and frozen-layer runs: a diffusers folder ``diffusers/`` (stored by the rule in
   ``trainer.models.folder_dtypes``: all fp32 here, so a plain ``from_pretrained`` loads it) and, where
   the family has a single-file writer, a ``RUN_NAME.safetensors`` checkpoint: SD 1.x/2.x/SDXL in the
@@ -48,6 +50,7 @@ class DiffusionJob(Protocol):
     accelerator: Any
     uses_lora: bool
     trains_text: bool
+    word: Any  # textual inversion's new word (trainer.diffusion.new_word.NewWord), or None
 
 
 _FLOAT32_BYTES = 4
@@ -57,9 +60,25 @@ _FILE_OVERHEAD = 1_000_000  # configs, tokenizer files, headers
 def export_outputs(job: DiffusionJob, output_dir: Path) -> list[Path]:
     with job.run.writing_outputs(output_size(job)):
         output_dir.mkdir(parents=True, exist_ok=True)
+        files = [_export_word(job, output_dir)] if job.word is not None else []
         if job.uses_lora:
-            return _export_lora(job, output_dir)
-        return _export_full(job, output_dir)
+            return files + _export_lora(job, output_dir)
+        if job.config.mode == "embedding":
+            return files
+        return files + _export_full(job, output_dir)
+
+
+def _export_word(job: DiffusionJob, output_dir: Path) -> Path:
+    """``output/embeddings/WORD.safetensors``: the new word's vectors, for Automatic1111's and ComfyUI's embeddings
+    folder and diffusers' ``load_textual_inversion`` (a folder of its own: a LoRA run's file keeps RUN_NAME)."""
+    from trainer.diffusion.new_word import embedding_file_name, export_embedding
+
+    cfg = job.config
+    folder = output_dir / "embeddings"
+    folder.mkdir(exist_ok=True)
+    open_clip = [encoder.open_clip for encoder in family(cfg.model.architecture).text_encoders]
+    return export_embedding(folder / embedding_file_name(cfg.embedding.token), job.word, open_clip,
+                            {"kamaal.architecture": cfg.model.architecture, "kamaal.run": cfg.output.run_name})
 
 
 def output_size(job: DiffusionJob) -> int:
