@@ -39,6 +39,7 @@ LABELS = {
     "model.base_quantization": "Base weights in", "model.blocks_to_swap": "Blocks swapped to RAM",
     "model.text_encoder_device": "Text encoders wait on", "output.tensorboard": "TensorBoard files",
     "dataset.keep_tags": "Keep first tags", "lora.adapter": "Adapter",
+    "dataset.masked_loss": "Masked loss", "dataset.unmasked_weight": "Unmasked weight",
 }
 
 SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}
