@@ -40,6 +40,7 @@ class Entry:
     size: tuple[int, int] | None = None  # oriented size, once the headers are read
     crop: CropRecord | None = None
     findings: list[Finding] = field(default_factory=list)
+    mask: Path | None = None  # its loss mask, NAME.mask.png beside it (``trainer.dataset.masks``)
 
     @property
     def caption(self) -> str:
@@ -60,7 +61,7 @@ def list_entries(folder: Path, edits: DatasetCache, extension: str) -> tuple[lis
             continue
         edited = captions.get(item.image)
         entries.append(Entry(item.image, read_caption(item.caption), edited.text if edited else None,
-                             crop=crops.get(item.image)))
+                             crop=crops.get(item.image), mask=item.mask))
     return entries, len(removed)
 
 

@@ -5,7 +5,8 @@ grid, the caption editor, the crop view, the bucket preview and the findings lis
 call its methods; none of them touches files.
 
 Files: the folder's originals are read, never written.  Edits (captions, crops, removals) go to
-the folder's ``DatasetCache`` (``.kamaal`` inside a project folder) — only when ``editable``;
+the folder's ``DatasetCache`` (``.kamaal`` inside a project folder), painted loss masks to
+``NAME.mask.png`` beside the image (the file training reads) — only when ``editable``;
 a folder outside the project is shown read-only.  In memory the model changes at once; the
 writes are queued on a one-thread ``Background`` (so they land in order) and ``pendingWrites``
 says how many are left.
@@ -31,6 +32,8 @@ from desktop_app.dataset.processes import Processes
 from trainer.dataset import CheckCancelled, CropRecord, DatasetCache, Finding
 from trainer.dataset.caption_ops import BulkEdit
 from trainer.dataset.captions import Tokenizer
+from trainer.dataset.masks import mask_path_for
+from trainer.fsutil import atomic_write_bytes
 
 __all__ = ["DatasetModel", "DatasetSettings", "Entry"]
 SIZES_CHUNK = 100  # image headers read per job (about 12 ms of a worker)
@@ -40,6 +43,7 @@ class DatasetModel(QObject):
     reset = Signal()  # a new folder, or images removed / restored: rows changed
     captionsChanged = Signal(list)  # rows whose caption changed
     cropChanged = Signal(int)
+    maskChanged = Signal(int)
     sizesChanged = Signal()
     reportChanged = Signal()  # findings changed (after a health check)
     checkProgress = Signal(int, int)
@@ -181,6 +185,21 @@ class DatasetModel(QObject):
             entry.crop = record
             self._write(lambda: edits.write_crop(entry.path, record))
         self.cropChanged.emit(row)
+
+    def set_mask(self, row: int, png: bytes | None) -> None:
+        """The row's loss mask: PNG bytes written atomically as ``NAME.mask.png`` beside the image (a new file:
+        the image is never written), or None to delete it (the whole image trains)."""
+        entry = self.entries[row]
+        if not self.editable or entry.size is None:
+            return
+        path = mask_path_for(entry.path)
+        if png is None:
+            entry.mask = None
+            self._write(lambda: path.unlink(missing_ok=True))
+        else:
+            entry.mask = path
+            self._write(lambda: atomic_write_bytes(path, png))
+        self.maskChanged.emit(row)
 
     def remove(self, rows: list[int]) -> None:
         """Leave images out of the dataset (the files stay on disk)."""

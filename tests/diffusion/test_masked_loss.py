@@ -183,3 +183,28 @@ def test_the_disk_latent_cache_entry_changes_with_the_mask(tmp_path):
     stat = mask_file.stat()
     os.utime(mask_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a new version of the file
     assert len({unmasked, first, DiffusionJob._disk_latent_path(job, masked)}) == 3
+
+
+def test_masked_runs_end_alike_with_the_latent_cache_off_and_on_disk(tiny_sd15, tmp_path):
+    """The weights travel with the cached latents: the disk cache gives the uncached run's LoRA, bit for bit."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from trainer.protocol import Finished
+
+    folder = _masked_dataset(tmp_path / "masked")
+    results = {}
+    for where in ("off", "disk"):
+        config = diffusion_config(tiny_sd15, folder, dataset={"path": str(folder), "resolution": 64,
+                                                              "masked_loss": True, "unmasked_weight": 0.1,
+                                                              "cache_latents": where},
+                                  training={"steps": 4, "eval_every": 4, "seed": 1, "learning_rate": 1e-2},
+                                  sampling={"prompts": ["a red circle"], "seeds": [7], "inference_steps": 1,
+                                            "at_start": False})
+        code, rec = run_in_process(config, tmp_path / where)
+        assert code == EXIT_OK, rec.of(Failed)
+        results[where] = load_file(rec.of(Finished)[0].outputs[0])
+    cached = sorted((tmp_path / "disk" / "cache" / "latents").glob("*.safetensors"))
+    with_weights = [path for path in cached if "weight" in safe_open(path, "pt").keys()]
+    assert len(cached) == 4 and len(with_weights) == 3  # the image without a mask stores no weights
+    assert all(torch.equal(results["off"][k], results["disk"][k]) for k in results["off"])
