@@ -41,6 +41,7 @@ def test_painting_erasing_undo_and_clear_write_the_mask_file_beside_the_image(qt
     assert mask.getpixel((160, 128)) == 255 and mask.getpixel((160, 10)) == 0 and mask.getpixel((5, 128)) == 0
     assert panel.dataset.entries[0].mask == mask_file and image.read_bytes() == before
     assert "Mask photo 00.mask.png" in view.info.text()
+    assert panel.grid_model.tile(0).masked and not panel.grid_model.tile(1).masked  # the tile's mask disc
 
     view.findChild(type(view.reset), "eraseTool").click()
     _stroke(qtbot, canvas, (0.5, 0.3), (0.5, 0.7))  # a vertical cut through the band is ignored again
@@ -53,6 +54,7 @@ def test_painting_erasing_undo_and_clear_write_the_mask_file_beside_the_image(qt
     view.clear.click()
     panel.dataset.flush()
     assert not mask_file.exists() and panel.dataset.entries[0].mask is None
+    assert not panel.grid_model.tile(0).masked
     assert "No mask: all of it trains" in view.info.text()
     view.undo.click()
     panel.dataset.flush()

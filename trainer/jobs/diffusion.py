@@ -17,6 +17,7 @@ import torch
 from trainer import distributed
 from trainer.concepts import concepts_of
 from trainer.config import Config
+from trainer.dataset.masks import mask_path_for
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
 from trainer.diffusion.engines import Engine, engine_for
@@ -268,17 +269,27 @@ class DiffusionJob(TrainingJob):
                       f", {len(self.class_examples)} class images" if self.prior else "",
                       "on disk" if self.latents_on_disk else "in memory" if self.cache_latents else "off",
                       "on disk" if self.text_on_disk else "on" if self.cache_text else "off")
-        if d.masked_loss:
-            masked = sum(1 for e in self.examples if e.mask is not None)
-            self.log.info("Masked loss: %d of %d training images have a mask (the others train everywhere; class "
-                          "images are never masked); unmasked weight %g", masked, len(self.examples),
-                          d.unmasked_weight)
+        self._say_masks()
         if len(self.concepts) > 1:
             for concept in self.concepts:
                 count = sum(1 for e in self.examples if e.concept == concept.index)
                 classes = sum(1 for e in self.class_examples if e.concept == concept.index)
                 self.log.info("Concept '%s': %d image(s) × %d repeat(s) at %d px%s", concept.title, count,
                               concept.repeats, concept.resolution, f", {classes} class image(s)" if classes else "")
+
+    def _say_masks(self) -> None:
+        """How many images masked loss weights, or that masks lie unused beside images."""
+        d = self.config.dataset
+        if d.masked_loss:
+            masked = sum(1 for e in self.examples if e.mask is not None)
+            log = self.log.info if masked else self.log.warning
+            log("Masked loss: %d of %d training images have a mask (the others train everywhere; class images are "
+                "never masked); unmasked weight %g", masked, len(self.examples), d.unmasked_weight)
+            return
+        unused = sum(1 for e in self.examples if mask_path_for(e.image).is_file())
+        if unused:
+            self.log.info("%d training image(s) have a loss mask (NAME.mask.png) that is not used: dataset.masked_loss "
+                          "is off", unused)
 
     @torch.no_grad()
     def _encode_image(self, example: ds.Example, draw: int
