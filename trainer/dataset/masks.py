@@ -16,15 +16,13 @@ Pillow + numpy only: the GUI process imports this.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from trainer.dataset.imaging import DatasetImageError, apply_orientation, decode_error, open_image
-from trainer.fsutil import atomic_write_bytes
+from trainer.dataset.imaging import SIXTEEN_BIT_MODES, DatasetImageError, apply_orientation, decode_error, open_image
 
 MASK_SUFFIX = ".mask.png"
 ASPECT_TOLERANCE = 0.01  # a mask scaled from a copy of another size keeps its aspect within 1 %
@@ -69,7 +67,7 @@ def _read_gray(path: Path) -> tuple[Image.Image, bool]:
             if image.mode in ("RGB", "RGBA", "P", "PA", "CMYK"):
                 rgb = np.asarray(image.convert("RGB"))
                 coloured = bool((rgb.max(axis=2) != rgb.min(axis=2)).any())
-            if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+            if image.mode in SIXTEEN_BIT_MODES:
                 gray = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255)
                                        .astype(np.uint8))
             else:
@@ -117,15 +115,3 @@ def mask_facts(path: Path, image_size: tuple[int, int]) -> MaskFacts:
         raise MaskError(path, "mask_unreadable", error.reason) from None
     lit = float((np.asarray(gray) > 0).mean())
     return MaskFacts(gray.size, _fits(gray.size, image_size), coloured, lit)
-
-
-def wrong_shape_message(path: Path, facts: MaskFacts, image_size: tuple[int, int]) -> str:
-    """What the health check says of a mask whose facts do not fit its image."""
-    return _wrong_shape(path, facts.size, image_size)
-
-
-def save_mask(path: Path, mask: Image.Image) -> None:
-    """Write ``mask`` (mode ``L``) as a PNG, atomically: a crash leaves the old mask or the new one."""
-    buffer = io.BytesIO()
-    mask.convert("L").save(buffer, format="PNG", optimize=False)
-    atomic_write_bytes(Path(path), buffer.getvalue())
