@@ -374,8 +374,10 @@ class CropView(QWidget):
         tip = next(tip for key, _title, tip in TOOLS if key == self.canvas.tool)
         if self._mask_problem:
             mask = f"Its mask cannot be used: {self._mask_problem} Painting replaces it."
+        elif entry.mask is not None and not self.dataset.settings.masked_loss:
+            mask = f"Mask {entry.mask.name}: not used while Masked loss is off (Train page, Dataset group)."
         elif entry.mask is not None:
-            mask = f"Mask {entry.mask.name}: tinted parts are ignored (with Masked loss on)."
+            mask = f"Mask {entry.mask.name}: training ignores the tinted parts."
         else:
             mask = "No mask: all of it trains."
-        self.info.setText(f"{what} → bucket {bucket[0]}×{bucket[1]}; dashed: what training sees. {mask}<br>{tip}")
+        self.info.setText(f"{what} → bucket {bucket[0]}×{bucket[1]}; dashed: what training sees.<br>{mask} {tip}")

@@ -26,6 +26,7 @@ class DatasetSettings:
     max_bucket_side: int = 1024
     bucketing: bool = True
     variation: CaptionVariation = field(default_factory=CaptionVariation)  # how training varies each caption
+    masked_loss: bool = False  # whether training reads the loss masks
 
     def buckets(self) -> list[tuple[int, int]]:
         """Exactly the buckets training will use (``trainer.dataset.buckets.training_buckets``)."""

@@ -40,7 +40,9 @@ def test_painting_erasing_undo_and_clear_write_the_mask_file_beside_the_image(qt
     assert mask.mode == "L" and mask.size == (320, 256)  # the image's own size
     assert mask.getpixel((160, 128)) == 255 and mask.getpixel((160, 10)) == 0 and mask.getpixel((5, 128)) == 0
     assert panel.dataset.entries[0].mask == mask_file and image.read_bytes() == before
-    assert "Mask photo 00.mask.png" in view.info.text()
+    assert "not used while Masked loss is off" in view.info.text()
+    panel.model.set_value("dataset.masked_loss", True)
+    assert "Mask photo 00.mask.png: training ignores the tinted parts" in view.info.text()
     assert panel.grid_model.tile(0).masked and not panel.grid_model.tile(1).masked  # the tile's mask disc
 
     view.findChild(type(view.reset), "eraseTool").click()
