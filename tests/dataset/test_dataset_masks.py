@@ -84,6 +84,11 @@ def test_load_mask_scales_a_smaller_copy_and_refuses_another_shape(tmp_path):
     loaded = load_mask(tmp_path / "s.mask.png", (96, 64))
     assert loaded.mode == "L" and loaded.size == (96, 64)
     assert loaded.getpixel((10, 30)) == 255 and loaded.getpixel((80, 30)) == 0
+    layer = Image.new("RGBA", (96, 64), (255, 255, 255, 0))  # an editor's layer: white where painted, else clear
+    layer.paste((255, 255, 255, 255), (48, 0, 96, 64))
+    layer.save(tmp_path / "layer.mask.png")
+    read = load_mask(tmp_path / "layer.mask.png", (96, 64))
+    assert read.getpixel((10, 30)) == 0 and read.getpixel((80, 30)) == 255
     with pytest.raises(MaskError, match=r"s\.mask\.png: the mask is 48×32 but its image is 64×64"):
         load_mask(tmp_path / "s.mask.png", (64, 64))
 

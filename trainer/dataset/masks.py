@@ -8,7 +8,8 @@ is a second folder to keep in step with the first; one file beside the image mov
 the mask is never listed as an image of its own.
 
 A mask must have its image's shape: the same size, or the same aspect ratio at another size (a
-mask drawn on a smaller copy is scaled to the image).  Colour masks are read by their brightness.
+mask drawn on a smaller copy is scaled to the image).  Colour masks are read by their brightness;
+transparent parts count as black (a layer exported from an editor is white only where painted).
 Sizes here are as trained, after the image's EXIF rotation.
 
 Pillow + numpy only: the GUI process imports this.
@@ -22,7 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainer.dataset.imaging import SIXTEEN_BIT_MODES, DatasetImageError, apply_orientation, decode_error, open_image
+from trainer.dataset.imaging import (
+    SIXTEEN_BIT_MODES,
+    DatasetImageError,
+    apply_orientation,
+    decode_error,
+    has_alpha,
+    open_image,
+)
 
 MASK_SUFFIX = ".mask.png"
 ASPECT_TOLERANCE = 0.01  # a mask scaled from a copy of another size keeps its aspect within 1 %
@@ -70,6 +78,9 @@ def _read_gray(path: Path) -> tuple[Image.Image, bool]:
             if image.mode in SIXTEEN_BIT_MODES:
                 gray = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255)
                                        .astype(np.uint8))
+            elif has_alpha(image):  # transparent = nothing painted there = ignored: as if on black
+                pair = np.asarray(image.convert("LA"), dtype=np.uint16)
+                gray = Image.fromarray(((pair[..., 0] * pair[..., 1] + 127) // 255).astype(np.uint8))
             else:
                 gray = image.convert("L")
             return gray, coloured
