@@ -210,3 +210,26 @@ def test_masked_runs_end_alike_with_the_latent_cache_off_and_on_disk(tiny_sd15, 
     with_weights = [path for path in cached if "weight" in safe_open(path, "pt").keys()]
     assert len(cached) == 4 and len(with_weights) == 3  # the image without a mask stores no weights
     assert all(torch.equal(results["off"][k], results["disk"][k]) for k in results["off"])
+
+
+def test_class_images_are_never_masked_and_the_log_says_what_is_used(tiny_sd15, tmp_path, caplog):
+    from trainer.jobs.diffusion import DiffusionJob
+
+    folder = _masked_dataset(tmp_path / "masked")
+    class_dir = draw_shapes(tmp_path / "class", 2, with_captions=False)
+    for image in class_dir.glob("*.png"):
+        Image.new("L", (64, 64), 0).save(class_dir / f"{image.stem}.mask.png")  # would silence them entirely
+    dreambooth = {"class_dir": str(class_dir), "class_prompt": "a circle", "num_class_images": 2}
+    logger = logging.getLogger("masked-job")
+    for masked_loss in (True, False):
+        config = diffusion_config(tiny_sd15, folder, mode="dreambooth", dreambooth=dreambooth,
+                                  dataset={"path": str(folder), "resolution": 64, "masked_loss": masked_loss})
+        job = DiffusionJob(config, SimpleNamespace(root=tmp_path / "run"), None, logger)  # type: ignore[arg-type]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="masked-job"):
+            job._prepare_data()  # the data alone: no model is loaded
+        assert len(job.class_examples) == 2 and all(e.mask is None for e in job.class_examples)
+        assert sum(e.mask is not None for e in job.examples) == (3 if masked_loss else 0)
+        expected = ("Masked loss: 3 of 4 training images have a mask" if masked_loss
+                    else "3 training image(s) have a loss mask (NAME.mask.png) that is not used")
+        assert expected in caplog.text
