@@ -323,7 +323,7 @@ class CropView(QWidget):
     def _save_mask(self) -> None:
         if self.row is not None:
             self._mask_problem = ""
-            self.dataset.set_mask(self.row, self.canvas.layer.png())
+            self.dataset.set_mask(self.row, self.canvas.layer.snapshot())
             self._describe()
 
     def _undo(self) -> None:

@@ -12,7 +12,8 @@ stroke does not: *Paint* (paint what to train) starts from all black, *Erase* (r
 from all white.  Undo goes back one stroke or clear at a time (the whole mask is kept per step: a few
 full-size grayscale images, at most ``UNDO_STEPS``).
 
-GUI thread only; no files (the crop view hands the PNG bytes to ``DatasetModel.set_mask``).
+GUI thread only (but :func:`png_bytes`); no files (the crop view hands a copy of the mask to
+``DatasetModel.set_mask``, which encodes and writes it on its writer thread).
 """
 
 from __future__ import annotations
@@ -76,16 +77,9 @@ class MaskLayer:
         if self._undo:
             self._show(self._undo.pop())
 
-    def png(self) -> bytes | None:
-        """The mask as PNG bytes (8-bit grayscale), or None when there is no mask."""
-        if self.mask is None:
-            return None
-        data = QByteArray()
-        buffer = QBuffer(data)
-        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        self.mask.save(buffer, "PNG")
-        buffer.close()
-        return bytes(data.data())
+    def snapshot(self) -> QImage | None:
+        """A copy of the mask to save (later strokes do not reach it), or None when there is no mask."""
+        return None if self.mask is None else self.mask.copy()
 
     def _remember(self) -> None:
         self._undo.append(None if self.mask is None else self.mask.copy())
@@ -101,6 +95,17 @@ class MaskLayer:
             painter.setPen(QPen(colour, self._width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
             painter.drawLine(start, end)
             painter.end()
+
+
+def png_bytes(mask: QImage) -> bytes:
+    """The mask as an 8-bit grayscale PNG.  Any thread (the model's writer encodes there: a 12-megapixel mask
+    takes ~0.1 s), on an image no other thread changes."""
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    mask.save(buffer, "PNG")
+    buffer.close()
+    return bytes(data.data())
 
 
 def _overlay_of(mask: QImage) -> QImage:

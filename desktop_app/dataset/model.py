@@ -24,10 +24,12 @@ from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
 
 from desktop_app.dataset import jobs
 from desktop_app.dataset.background import Background, Job
 from desktop_app.dataset.entries import DatasetSettings, Entry
+from desktop_app.dataset.mask_layer import png_bytes
 from desktop_app.dataset.processes import Processes
 from trainer.dataset import CheckCancelled, CropRecord, DatasetCache, Finding
 from trainer.dataset.caption_ops import BulkEdit
@@ -186,19 +188,20 @@ class DatasetModel(QObject):
             self._write(lambda: edits.write_crop(entry.path, record))
         self.cropChanged.emit(row)
 
-    def set_mask(self, row: int, png: bytes | None) -> None:
-        """The row's loss mask: PNG bytes written atomically as ``NAME.mask.png`` beside the image (a new file:
-        the image is never written), or None to delete it (the whole image trains)."""
+    def set_mask(self, row: int, mask: QImage | None) -> None:
+        """The row's loss mask (grayscale, the image's size; no one else may change it), encoded and written
+        atomically as ``NAME.mask.png`` beside the image on the writer thread (a new file: the image is never
+        written); None deletes it (the whole image trains)."""
         entry = self.entries[row]
         if not self.editable or entry.size is None:
             return
         path = mask_path_for(entry.path)
-        if png is None:
+        if mask is None:
             entry.mask = None
             self._write(lambda: path.unlink(missing_ok=True))
         else:
             entry.mask = path
-            self._write(lambda: atomic_write_bytes(path, png))
+            self._write(lambda: atomic_write_bytes(path, png_bytes(mask)))
         self.maskChanged.emit(row)
 
     def remove(self, rows: list[int]) -> None:
