@@ -261,6 +261,7 @@ class CropView(QWidget):
         self.canvas.boxChanged.connect(self._box_changed)
         self.canvas.maskPainted.connect(self._save_mask)
         self._mask_problem = ""
+        self._mask_of: Path | None = None  # the image whose mask the layer holds
         dataset.cropChanged.connect(lambda row: self._describe() if row == self.row else None)
         dataset.sizesChanged.connect(lambda: self.show_row(self.row))
         dataset.reset.connect(self.settings_changed)
@@ -277,6 +278,7 @@ class CropView(QWidget):
         entry = self._entry()
         if entry is None or entry.size is None:
             self.canvas.set_image(None, None, None)
+            self._mask_of = None
             self._describe()
             return
         path = entry.path
@@ -287,7 +289,12 @@ class CropView(QWidget):
         self._describe()
 
     def _load_mask(self, row: int, entry: Entry) -> None:
-        """The image's mask, read in a worker process; painting waits for it (it would paint over a stale one)."""
+        """The image's mask, read in a worker process; painting waits for it (it would paint over a stale one).
+        Shown again (sizes announced while a folder loads), the layer stays: it is newer than the file, whose
+        writes may still be queued."""
+        if entry.path == self._mask_of:
+            return
+        self._mask_of = entry.path
         self.canvas.layer.set_mask(None)
         self.canvas.mask_ready, self._mask_problem = entry.mask is None, ""
         if entry.mask is not None and entry.size is not None:

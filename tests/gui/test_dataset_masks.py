@@ -70,3 +70,19 @@ def test_painting_erasing_undo_and_clear_write_the_mask_file_beside_the_image(qt
     assert canvas.layer.mask.pixelColor(160, 128).value() == 255 and canvas.layer.mask.pixelColor(160, 10).value() == 0
     assert not view.undo.isEnabled()  # the history belonged to the visit before
     assert image.read_bytes() == before
+
+
+def test_sizes_announced_again_keep_the_mask_being_painted(qtbot, make_panel):
+    panel = make_panel(images=1)
+    panel.show()
+    loaded(qtbot, panel, 1)
+    qtbot.waitUntil(lambda: panel.dataset.entries[0].size is not None, timeout=10_000)
+    panel.tabs.setCurrentWidget(panel.crop)
+    panel.select_rows([0])
+    view, canvas = panel.crop, panel.crop.canvas
+    qtbot.waitUntil(lambda: canvas.pixmap is not None and canvas.mask_ready, timeout=10_000)
+    view.findChild(type(view.reset), "eraseTool").click()
+    _stroke(qtbot, canvas, (0.2, 0.5), (0.8, 0.5))
+    painted = canvas.layer.mask
+    panel.dataset.sizesChanged.emit()  # as while a big folder's headers arrive; the write may not have landed
+    assert canvas.layer.mask is painted and view.undo.isEnabled()
