@@ -285,10 +285,10 @@ class CropView(QWidget):
         self.dataset.processes.run(partial(thumbnail, Path(path), None, PREVIEW_SIZE),
                                    lambda image: self._loaded(row, rgb_qimage(image)), lambda _error: None,
                                    priority=PRIORITY)
-        self._load_mask(row, entry)
+        self._load_mask(entry)
         self._describe()
 
-    def _load_mask(self, row: int, entry: Entry) -> None:
+    def _load_mask(self, entry: Entry) -> None:
         """The image's mask, read in a worker process; painting waits for it (it would paint over a stale one).
         Shown again (sizes announced while a folder loads), the layer stays: it is newer than the file, whose
         writes may still be queued."""
@@ -298,12 +298,14 @@ class CropView(QWidget):
         self.canvas.layer.set_mask(None)
         self.canvas.mask_ready, self._mask_problem = entry.mask is None, ""
         if entry.mask is not None and entry.size is not None:
-            self.dataset.processes.run(partial(mask_image, entry.mask, entry.size),
-                                       lambda image: self._mask_loaded(row, image),
-                                       lambda error: self._mask_failed(row, error), priority=PRIORITY)
+            work, path = partial(mask_image, entry.mask, entry.size), entry.path
+            # Read once its last strokes are written (painted, then another image and back at once).
+            self.dataset.after_writes(lambda: self.dataset.processes.run(
+                work, lambda image: self._mask_loaded(path, image), lambda error: self._mask_failed(path, error),
+                priority=PRIORITY))
 
-    def _mask_loaded(self, row: int, image: Image.Image) -> None:
-        if row != self.row:
+    def _mask_loaded(self, path: Path, image: Image.Image) -> None:
+        if path != self._mask_of:  # another image is shown by now
             return
         width, height = image.size
         self.canvas.layer.set_mask(QImage(image.tobytes(), width, height, width,
@@ -312,8 +314,8 @@ class CropView(QWidget):
         self.canvas.update()
         self._describe()
 
-    def _mask_failed(self, row: int, error: BaseException) -> None:
-        if row != self.row:
+    def _mask_failed(self, path: Path, error: BaseException) -> None:
+        if path != self._mask_of:
             return
         self.canvas.mask_ready = True  # painting makes a new mask in its place
         self._mask_problem = getattr(error, "reason", str(error))

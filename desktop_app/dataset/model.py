@@ -248,6 +248,13 @@ class DatasetModel(QObject):
         else:
             start()
 
+    def after_writes(self, then: Callable[[], object]) -> None:
+        """Call ``then`` (on the GUI thread) once the edits queued so far are on disk: at once when none are."""
+        if self._pending:
+            self.writer.run(lambda _r, _c: None, lambda _written: then())
+        else:
+            then()
+
     def cancel_check(self) -> None:
         if self._check is not None:
             self._check.cancel()
