@@ -3,9 +3,9 @@
 Images are listed and checked with the Qt-free ``trainer.dataset`` library; unreadable files
 are skipped with a message naming each.  The edits the dataset panel keeps beside a folder
 (``DatasetCache.for_folder``: removed images, edited captions, crops) apply here, so a run
-trains on what the panel shows; the image files themselves are never written.  With masked loss,
-each image's mask (``NAME.mask.png``) goes through the same crop, resize and flip as its image.  Every image
-goes to its aspect-ratio bucket; a batch holds images of one bucket.  The batch order comes
+trains on what the panel shows; the image files themselves are never written.  With masked
+loss, each image's mask (``NAME.mask.png``) goes through the same crop, resize and flip as its
+image.  Every image goes to its aspect-ratio bucket; a batch holds images of one bucket.  The batch order comes
 from a seeded generator whose state is saved in checkpoints, so a resumed run
 sees the same batches as an uninterrupted one.
 """
