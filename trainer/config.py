@@ -165,6 +165,12 @@ class DatasetConfig(Section):
         "auto", description="Encode captions once; auto = on (in memory) unless the text encoder is trained; disk "
                             "= in the run folder, read back each step and kept for a resume (T5's embeddings are "
                             "large and slow to make).")
+    masked_loss: bool = Field(False, description="Weight the loss by each image's mask, NAME.mask.png beside it "
+                                                 "(white = train, black = ignore; painted on the Dataset page). "
+                                                 "Images without a mask train everywhere.")
+    unmasked_weight: float = Field(0.0, ge=0, le=1, description="With masked loss: the least weight any pixel "
+                                                                "gets, so the background still teaches a little "
+                                                                "(OneTrainer's unmasked weight; 0 = none).")
 
 
 class TrainingConfig(Section):

@@ -1,12 +1,18 @@
-"""The crop view: the selected image large, its training crop, and a rectangle the user drags.
+"""The crop view: the selected image large, its training crop, and a rectangle the user drags;
+and the image's loss mask, painted on the same picture.
 
 Without a crop record the image is centre-cropped to its bucket (dashed outline: exactly what
 training sees).  Dragging outside the rectangle draws a new one; dragging inside moves it.  On
 release the box (in the oriented image's pixels) goes to ``DatasetModel.set_crop``; the bucket
 of the crop's aspect ratio is then centre-cropped in turn, and the dashed outline shows that too.
-"Reset" removes the crop record.  Nothing here writes files.
+"Reset" removes the crop record.
 
-GUI thread; the large preview is decoded in a worker process (``jobs.thumbnail``).
+With the *Paint* or *Erase* tool a drag paints the loss mask instead (``mask_layer``: white trains,
+black is ignored, shown as a tint over what training ignores); each stroke, *Undo* and *Clear mask*
+goes to ``DatasetModel.set_mask``, which writes ``NAME.mask.png``.  Nothing here writes files.
+
+GUI thread; the large preview and the mask are decoded in a worker process (``jobs.thumbnail``,
+``jobs.mask_image``).
 """
 
 from __future__ import annotations
@@ -14,17 +20,32 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from PIL import Image
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
-from desktop_app.dataset.jobs import thumbnail
+from desktop_app.dataset.jobs import mask_image, thumbnail
+from desktop_app.dataset.mask_layer import MaskLayer
 from desktop_app.dataset.model import DatasetModel, Entry
 from desktop_app.dataset.thumbnails import PRIORITY, rgb_qimage
 from trainer.dataset import assign_bucket, make_buckets, resize_and_crop
 
 PREVIEW_SIZE = 768
 MIN_SIDE = 16  # image pixels: smaller drags are taken as clicks
+OVERLAY_OPACITY = 0.55
+TOOLS = (("crop", "Crop", "Drag to draw the crop; drag inside it to move it."),
+         ("paint", "Paint mask", "Paint what training should learn (white in the mask)."),
+         ("erase", "Erase mask", "Rub out what training should ignore (black in the mask)."))
 
 
 def training_box(box: tuple[int, int, int, int], buckets: list[tuple[int, int]]) -> tuple[float, ...]:
@@ -39,6 +60,7 @@ def training_box(box: tuple[int, int, int, int], buckets: list[tuple[int, int]])
 
 class CropCanvas(QWidget):
     boxChanged = Signal(object)  # (left, top, right, bottom) in image pixels, on release
+    maskPainted = Signal()  # a mask stroke ended
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,6 +73,17 @@ class CropCanvas(QWidget):
         self.box: tuple[int, int, int, int] | None = None  # the user's crop (None: whole image)
         self.buckets = make_buckets(512)
         self._drag: tuple[str, QPointF, tuple[int, int, int, int] | None] | None = None
+        self.tool = "crop"
+        self.brush = 40  # the brush's diameter on the screen, in pixels
+        self.layer = MaskLayer()
+        self.mask_ready = False  # the image's mask (or its absence) is known: painting may start
+        self._hover: QPointF | None = None
+
+    def set_tool(self, tool: str) -> None:
+        self.tool = tool
+        self.setMouseTracking(tool != "crop")  # the brush outline follows the pointer
+        self.setCursor(Qt.CursorShape.CrossCursor if tool != "crop" else Qt.CursorShape.ArrowCursor)
+        self.update()
 
     def set_image(self, pixmap: QPixmap | None, size: tuple[int, int] | None, box: tuple[int, int, int, int] | None
                   ) -> None:
@@ -86,6 +119,11 @@ class CropCanvas(QWidget):
             return
         frame = self._frame()
         painter.drawPixmap(frame.toRect(), self.pixmap)
+        if self.layer.overlay is not None:
+            painter.setOpacity(OVERLAY_OPACITY)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+            painter.drawImage(frame, self.layer.overlay)
+            painter.setOpacity(1.0)
         w, h = self.image_size
         box = self.box or (0, 0, w, h)
         crop = self._to_widget(box)
@@ -99,9 +137,25 @@ class CropCanvas(QWidget):
         painter.drawRect(crop)
         painter.setPen(QPen(QColor("#fdb022"), 1.5, Qt.PenStyle.DashLine))
         painter.drawRect(self._to_widget(training_box(box, self.buckets)))
+        if self.tool != "crop" and self._hover is not None and self.underMouse():
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.setPen(QPen(QColor("#ffffff"), 1.5))
+            painter.drawEllipse(self._hover, self.brush / 2, self.brush / 2)
+
+    def _image_brush(self) -> float:
+        """The brush's diameter in image pixels (it is set on the screen)."""
+        frame, (w, _h) = self._frame(), self.image_size or (1, 1)
+        return self.brush * w / max(frame.width(), 1.0)
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         if self.image_size is None or event.button() != Qt.MouseButton.LeftButton:
+            return
+        if self.tool != "crop":
+            if self.mask_ready:
+                self._drag = ("mask", event.position(), None)
+                self.layer.begin(self._to_image(event.position()), self.tool == "paint", self._image_brush(),
+                                 self.image_size)
+                self.update()
             return
         w, h = self.image_size
         box = self.box or (0, 0, w, h)
@@ -109,10 +163,17 @@ class CropCanvas(QWidget):
         self._drag = ("move" if inside else "draw", self._to_image(event.position()), box)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        self._hover = event.position()
+        if self.tool != "crop" and self._drag is None:
+            self.update()  # the brush outline
         # Buttons are not checked: the drag state is enough (and QTest's moves carry no buttons).
         if self._drag is None or self.image_size is None:
             return
         kind, start, original = self._drag
+        if kind == "mask":
+            self.layer.extend(self._to_image(event.position()))
+            self.update()
+            return
         here = self._to_image(event.position())
         w, h = self.image_size
         if kind == "draw":
@@ -130,9 +191,16 @@ class CropCanvas(QWidget):
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if self._drag is not None:
             self.mouseMoveEvent(event)
-            self._drag = None
-            if self.box is not None:
+            kind, self._drag = self._drag[0], None
+            if kind == "mask":
+                self.layer.end()
+                self.maskPainted.emit()
+            elif self.box is not None:
                 self.boxChanged.emit(self.box)
+
+    def leaveEvent(self, _event: object) -> None:
+        self._hover = None
+        self.update()
 
 
 class CropView(QWidget):
@@ -149,15 +217,51 @@ class CropView(QWidget):
         self.reset = QPushButton("Reset to centre crop")
         self.reset.setObjectName("resetCrop")
         self.reset.clicked.connect(self._reset)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.info, 1)
-        buttons.addWidget(self.reset)
+        self.tools = QButtonGroup(self)
+        tools = QHBoxLayout()
+        for key, title, tip in TOOLS:
+            button = QPushButton(title)
+            button.setObjectName(f"{key}Tool")
+            button.setCheckable(True)
+            button.setToolTip(tip)
+            button.setChecked(key == "crop")
+            self.tools.addButton(button)
+            tools.addWidget(button)
+            button.toggled.connect(lambda on, key=key: self._tool(key) if on else None)
+        self.brush = QSpinBox()
+        self.brush.setObjectName("brushSize")
+        self.brush.setRange(4, 300)
+        self.brush.setValue(self.canvas.brush)
+        self.brush.setSuffix(" px")
+        self.brush.setToolTip("Brush diameter on the screen")
+        self.brush.valueChanged.connect(self._brush_changed)
+        self.undo = QPushButton("Undo")
+        self.undo.setObjectName("undoMask")
+        self.undo.setToolTip("Take back the last stroke or clear of this image's mask")
+        self.undo.clicked.connect(self._undo)
+        self.clear = QPushButton("Clear mask")
+        self.clear.setObjectName("clearMask")
+        self.clear.setToolTip("Delete the mask: the whole image trains")
+        self.clear.clicked.connect(self._clear)
+        brush_label = QLabel("Brush")
+        brush_label.setProperty("role", "subtle")
+        tools.addSpacing(12)
+        tools.addWidget(brush_label)
+        tools.addWidget(self.brush)
+        tools.addStretch(1)
+        tools.addWidget(self.undo)
+        tools.addWidget(self.clear)
+        tools.addWidget(self.reset)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
+        layout.addLayout(tools)
         layout.addWidget(self.canvas, 1)
-        layout.addLayout(buttons)
+        layout.addWidget(self.info)
         self.canvas.buckets = dataset.settings.buckets()
         self.canvas.boxChanged.connect(self._box_changed)
+        self.canvas.maskPainted.connect(self._save_mask)
+        self._mask_problem = ""
+        self._mask_of: Path | None = None  # the image whose mask the layer holds
         dataset.cropChanged.connect(lambda row: self._describe() if row == self.row else None)
         dataset.sizesChanged.connect(lambda: self.show_row(self.row))
         dataset.reset.connect(self.settings_changed)
@@ -174,13 +278,72 @@ class CropView(QWidget):
         entry = self._entry()
         if entry is None or entry.size is None:
             self.canvas.set_image(None, None, None)
+            self._mask_of = None
             self._describe()
             return
         path = entry.path
         self.dataset.processes.run(partial(thumbnail, Path(path), None, PREVIEW_SIZE),
                                    lambda image: self._loaded(row, rgb_qimage(image)), lambda _error: None,
                                    priority=PRIORITY)
+        self._load_mask(entry)
         self._describe()
+
+    def _load_mask(self, entry: Entry) -> None:
+        """The image's mask, read in a worker process; painting waits for it (it would paint over a stale one).
+        Shown again (sizes announced while a folder loads), the layer stays: it is newer than the file, whose
+        writes may still be queued."""
+        if entry.path == self._mask_of:
+            return
+        self._mask_of = entry.path
+        self.canvas.layer.set_mask(None)
+        self.canvas.mask_ready, self._mask_problem = entry.mask is None, ""
+        if entry.mask is not None and entry.size is not None:
+            work, path = partial(mask_image, entry.mask, entry.size), entry.path
+            # Read once its last strokes are written (painted, then another image and back at once).
+            self.dataset.after_writes(lambda: self.dataset.processes.run(
+                work, lambda image: self._mask_loaded(path, image), lambda error: self._mask_failed(path, error),
+                priority=PRIORITY))
+
+    def _mask_loaded(self, path: Path, image: Image.Image) -> None:
+        if path != self._mask_of:  # another image is shown by now
+            return
+        width, height = image.size
+        self.canvas.layer.set_mask(QImage(image.tobytes(), width, height, width,
+                                          QImage.Format.Format_Grayscale8).copy())
+        self.canvas.mask_ready = True
+        self.canvas.update()
+        self._describe()
+
+    def _mask_failed(self, path: Path, error: BaseException) -> None:
+        if path != self._mask_of:
+            return
+        self.canvas.mask_ready = True  # painting makes a new mask in its place
+        self._mask_problem = getattr(error, "reason", str(error))
+        self._describe()
+
+    def _tool(self, key: str) -> None:
+        self.canvas.set_tool(key)
+        self._describe()
+
+    def _brush_changed(self, value: int) -> None:
+        self.canvas.brush = value
+        self.canvas.update()
+
+    def _save_mask(self) -> None:
+        if self.row is not None:
+            self._mask_problem = ""
+            self.dataset.set_mask(self.row, self.canvas.layer.snapshot())
+            self._describe()
+
+    def _undo(self) -> None:
+        self.canvas.layer.undo()
+        self.canvas.update()
+        self._save_mask()
+
+    def _clear(self) -> None:
+        self.canvas.layer.clear()
+        self.canvas.update()
+        self._save_mask()
 
     def _loaded(self, row: int | None, image: QImage) -> None:
         if row != self.row or row is None or row >= len(self.dataset.entries):
@@ -206,6 +369,8 @@ class CropView(QWidget):
         entry = self._entry()
         editable = entry is not None and self.dataset.editable
         self.reset.setEnabled(editable and entry is not None and entry.crop is not None)
+        self.undo.setEnabled(editable and self.canvas.layer.can_undo)
+        self.clear.setEnabled(editable and entry is not None and entry.mask is not None)
         self.canvas.setEnabled(editable)
         if entry is None or entry.size is None:
             self.info.setText("Drag on the image to choose what training sees." if entry is None else "Reading…")
@@ -215,5 +380,13 @@ class CropView(QWidget):
         bw, bh = box[2] - box[0], box[3] - box[1]
         bucket = assign_bucket(bw, bh, self.canvas.buckets)
         what = f"Crop {bw}×{bh}" if entry.crop else f"Whole image {w}×{h}"
-        self.info.setText(f"{what} → bucket {bucket[0]}×{bucket[1]}; dashed: what training sees.<br>"
-                          "Drag to draw a crop, drag inside it to move it.")
+        tip = next(tip for key, _title, tip in TOOLS if key == self.canvas.tool)
+        if self._mask_problem:
+            mask = f"Its mask cannot be used: {self._mask_problem} Painting replaces it."
+        elif entry.mask is not None and not self.dataset.settings.masked_loss:
+            mask = f"Mask {entry.mask.name}: not used while Masked loss is off (Train page, Dataset group)."
+        elif entry.mask is not None:
+            mask = f"Mask {entry.mask.name}: training ignores the tinted parts."
+        else:
+            mask = "No mask: all of it trains."
+        self.info.setText(f"{what} → bucket {bucket[0]}×{bucket[1]}; dashed: what training sees.<br>{mask} {tip}")

@@ -26,6 +26,7 @@ class DatasetSettings:
     max_bucket_side: int = 1024
     bucketing: bool = True
     variation: CaptionVariation = field(default_factory=CaptionVariation)  # how training varies each caption
+    masked_loss: bool = False  # whether training reads the loss masks
 
     def buckets(self) -> list[tuple[int, int]]:
         """Exactly the buckets training will use (``trainer.dataset.buckets.training_buckets``)."""
@@ -40,6 +41,7 @@ class Entry:
     size: tuple[int, int] | None = None  # oriented size, once the headers are read
     crop: CropRecord | None = None
     findings: list[Finding] = field(default_factory=list)
+    mask: Path | None = None  # its loss mask, NAME.mask.png beside it (``trainer.dataset.masks``)
 
     @property
     def caption(self) -> str:
@@ -60,7 +62,7 @@ def list_entries(folder: Path, edits: DatasetCache, extension: str) -> tuple[lis
             continue
         edited = captions.get(item.image)
         entries.append(Entry(item.image, read_caption(item.caption), edited.text if edited else None,
-                             crop=crops.get(item.image)))
+                             crop=crops.get(item.image), mask=item.mask))
     return entries, len(removed)
 
 

@@ -43,6 +43,7 @@ from trainer.dataset import Severity
 PathRole = Qt.ItemDataRole.UserRole + 1
 SeverityRole = Qt.ItemDataRole.UserRole + 2
 EditedRole = Qt.ItemDataRole.UserRole + 3
+MaskedRole = Qt.ItemDataRole.UserRole + 4
 TILE = QSize(THUMB_SIZE + 20, THUMB_SIZE + 40)
 BADGE = {Severity.ERROR: QColor("#d92d20"), Severity.WARNING: QColor("#f79009"), Severity.INFO: QColor("#2e90fa")}
 Index = QModelIndex | QPersistentModelIndex
@@ -57,6 +58,7 @@ class Tile(NamedTuple):
     pixmap: QPixmap | None
     severity: Severity | None
     edited: bool
+    masked: bool = False  # a loss mask lies beside the image
 
 
 class ThumbnailListModel(QAbstractListModel):
@@ -85,6 +87,7 @@ class ThumbnailListModel(QAbstractListModel):
         dataset.reportChanged.connect(self._report_changed)
         dataset.captionsChanged.connect(lambda rows: [self._row_changed(row) for row in rows])
         dataset.cropChanged.connect(self._row_changed)
+        dataset.maskChanged.connect(self._row_changed)
         loader.ready.connect(self._thumbnail_ready)
         loader.failed.connect(self._thumbnail_failed)
 
@@ -102,6 +105,7 @@ class ThumbnailListModel(QAbstractListModel):
             return self._pixmap(key)
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [entry.path.name, entry.caption or "(no caption: the template is used)"]
+            lines += [f"Loss mask: {entry.mask.name}"] if entry.mask is not None else []
             lines += [f"• {finding.message}" for finding in entry.findings]
             return "\n".join(lines)
         if role == PathRole:
@@ -110,6 +114,8 @@ class ThumbnailListModel(QAbstractListModel):
             return entry.worst
         if role == EditedRole:
             return entry.edited is not None or entry.crop is not None
+        if role == MaskedRole:
+            return entry.mask is not None
         return None
 
     def tile(self, view_row: int) -> Tile | None:
@@ -118,7 +124,7 @@ class ThumbnailListModel(QAbstractListModel):
             return None
         entry = self.dataset.entries[self.rows[view_row]]
         return Tile(entry.path.name, self._pixmap(str(entry.path)), entry.worst,
-                    entry.edited is not None or entry.crop is not None)
+                    entry.edited is not None or entry.crop is not None, entry.mask is not None)
 
     def _pixmap(self, key: str) -> QPixmap | None:
         held = self._pixmaps.get(key)
@@ -202,11 +208,12 @@ class ThumbnailListModel(QAbstractListModel):
 _EDGE, _SELECTED_EDGE = QColor("#e4e7eb"), QColor("#2e90fa")
 _FILL, _SELECTED_FILL, _PLACEHOLDER = QColor("#ffffff"), QColor("#e8f1fd"), QColor("#f0f4f8")
 _TEXT, _WHITE, _EDITED = QColor("#323f4b"), QColor("white"), QColor("#7c5cff")
-_BADGE_RIM = QColor(0, 0, 0, 140)
+_BADGE_RIM, _MASK_DARK = QColor(0, 0, 0, 140), QColor("#323f4b")
 
 
 class TileDelegate(QStyledItemDelegate):
-    """A tile: the thumbnail centred in a square, the file name under it, a dot for the worst finding."""
+    """A tile: the thumbnail centred in a square, the file name under it, a dot for the worst finding, a violet
+    dot for the user's edits, a half-dark disc for a loss mask."""
 
     def sizeHint(self, _option: QStyleOptionViewItem, _index: Index) -> QSize:
         return TILE
@@ -216,7 +223,7 @@ class TileDelegate(QStyledItemDelegate):
         tile = model.tile(index.row()) if isinstance(model, ThumbnailListModel) else None
         if tile is None:  # another model (never in the app): read it through the roles
             tile = Tile(str(index.data()), index.data(Qt.ItemDataRole.DecorationRole), index.data(SeverityRole),
-                        bool(index.data(EditedRole)))
+                        bool(index.data(EditedRole)), bool(index.data(MaskedRole)))
         painter.save()
         rect: QRect = option.rect.adjusted(4, 4, -4, -4)
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
@@ -249,6 +256,14 @@ class TileDelegate(QStyledItemDelegate):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(_EDITED)
             painter.drawEllipse(QRect(square.left() + 2, square.top() + 2, 10, 10))
+        if tile.masked:  # white = trained, dark = ignored: the mask's own two colours
+            disc = QRect(square.left() + 2, square.bottom() - 13, 12, 12)
+            painter.setPen(_BADGE_RIM)
+            painter.setBrush(_WHITE)
+            painter.drawEllipse(disc)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(_MASK_DARK)
+            painter.drawPie(disc.adjusted(1, 1, -1, -1), 90 * 16, 180 * 16)
         painter.restore()
 
 

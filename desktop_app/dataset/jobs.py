@@ -27,6 +27,7 @@ from desktop_app.dataset.entries import DatasetSettings, Entry, list_entries, re
 from trainer.dataset import DatasetCache, Finding, check_dataset, list_images, load_thumbnail
 from trainer.dataset.imaging import heif_available
 from trainer.dataset.importing import ImportResult, import_images
+from trainer.dataset.masks import load_mask
 from trainer.dataset.tokens import load_clip_tokenizer
 from trainer.fsutil import atomic_write_bytes
 
@@ -135,6 +136,12 @@ def _cached(path: Path) -> Image.Image | None:
             return cached.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None  # half-written by a crash, or not ours: made again
+
+
+def mask_image(mask: Path, size: tuple[int, int], _report: Report, _cancelled: threading.Event) -> Image.Image:
+    """The loss mask of an image of ``size`` (as trained), grayscale at that size; raises ``MaskError`` naming
+    the file when it cannot be read or has another shape."""
+    return load_mask(mask, size)
 
 
 def thumbnail(image: Path, cache_dir: Path | None, size: int, _report: Report,

@@ -5,7 +5,8 @@ grid, the caption editor, the crop view, the bucket preview and the findings lis
 call its methods; none of them touches files.
 
 Files: the folder's originals are read, never written.  Edits (captions, crops, removals) go to
-the folder's ``DatasetCache`` (``.kamaal`` inside a project folder) — only when ``editable``;
+the folder's ``DatasetCache`` (``.kamaal`` inside a project folder), painted loss masks to
+``NAME.mask.png`` beside the image (the file training reads) — only when ``editable``;
 a folder outside the project is shown read-only.  In memory the model changes at once; the
 writes are queued on a one-thread ``Background`` (so they land in order) and ``pendingWrites``
 says how many are left.
@@ -23,14 +24,18 @@ from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
 
 from desktop_app.dataset import jobs
 from desktop_app.dataset.background import Background, Job
 from desktop_app.dataset.entries import DatasetSettings, Entry
+from desktop_app.dataset.mask_layer import png_bytes
 from desktop_app.dataset.processes import Processes
 from trainer.dataset import CheckCancelled, CropRecord, DatasetCache, Finding
 from trainer.dataset.caption_ops import BulkEdit
 from trainer.dataset.captions import Tokenizer
+from trainer.dataset.masks import mask_path_for
+from trainer.fsutil import atomic_write_bytes
 
 __all__ = ["DatasetModel", "DatasetSettings", "Entry"]
 SIZES_CHUNK = 100  # image headers read per job (about 12 ms of a worker)
@@ -40,6 +45,7 @@ class DatasetModel(QObject):
     reset = Signal()  # a new folder, or images removed / restored: rows changed
     captionsChanged = Signal(list)  # rows whose caption changed
     cropChanged = Signal(int)
+    maskChanged = Signal(int)
     sizesChanged = Signal()
     reportChanged = Signal()  # findings changed (after a health check)
     checkProgress = Signal(int, int)
@@ -182,6 +188,22 @@ class DatasetModel(QObject):
             self._write(lambda: edits.write_crop(entry.path, record))
         self.cropChanged.emit(row)
 
+    def set_mask(self, row: int, mask: QImage | None) -> None:
+        """The row's loss mask (grayscale, the image's size; no one else may change it), encoded and written
+        atomically as ``NAME.mask.png`` beside the image on the writer thread (a new file: the image is never
+        written); None deletes it (the whole image trains)."""
+        entry = self.entries[row]
+        if not self.editable or entry.size is None:
+            return
+        path = mask_path_for(entry.path)
+        if mask is None:
+            entry.mask = None
+            self._write(lambda: path.unlink(missing_ok=True))
+        else:
+            entry.mask = path
+            self._write(lambda: atomic_write_bytes(path, png_bytes(mask)))
+        self.maskChanged.emit(row)
+
     def remove(self, rows: list[int]) -> None:
         """Leave images out of the dataset (the files stay on disk)."""
         edits = self.edits
@@ -225,6 +247,13 @@ class DatasetModel(QObject):
             self._check = self.writer.run(lambda _r, _c: None, start)
         else:
             start()
+
+    def after_writes(self, then: Callable[[], object]) -> None:
+        """Call ``then`` (on the GUI thread) once the edits queued so far are on disk: at once when none are."""
+        if self._pending:
+            self.writer.run(lambda _r, _c: None, lambda _written: then())
+        else:
+            then()
 
     def cancel_check(self) -> None:
         if self._check is not None:

@@ -52,7 +52,7 @@ from trainer.families import is_toy
 
 SETTINGS_FIELDS = {"dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing",
                    "dataset.caption_dropout", "dataset.tag_dropout", "dataset.shuffle_tags", "dataset.keep_tags",
-                   "dataset.tag_separator"}
+                   "dataset.tag_separator", "dataset.masked_loss"}
 
 
 def ask_to_remove(parent: QWidget, title: str) -> bool:
@@ -209,7 +209,8 @@ class DatasetPanel(QWidget):
                                bool(value("dataset.bucketing")), CaptionVariation(
                                    float(value("dataset.caption_dropout")), float(value("dataset.tag_dropout")),
                                    bool(value("dataset.shuffle_tags")), int(value("dataset.keep_tags")),
-                                   str(value("dataset.tag_separator")) or ","))
+                                   str(value("dataset.tag_separator")) or ","),
+                               masked_loss=bool(value("dataset.masked_loss")))
 
     def refresh(self) -> None:
         """Read the selected concept's folder again (files changed outside Kamaal), and count them all."""

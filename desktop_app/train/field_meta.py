@@ -42,6 +42,7 @@ LABELS = {
     "dataset.keep_tags": "Keep first tags", "lora.adapter": "Adapter", "sampling.sampler": "Sampler",
     "embedding.token": "New word", "embedding.init_text": "Starts from", "embedding.vectors": "Vectors",
     "embedding.learning_rate": "Word learning rate",
+    "dataset.masked_loss": "Masked loss", "dataset.unmasked_weight": "Unmasked weight",
 }
 
 SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}

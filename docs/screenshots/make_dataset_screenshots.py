@@ -1,12 +1,12 @@
-"""Render docs/screenshots/dataset-20.png, dataset-concepts.png and dataset-500.png: the Dataset page
-on drawn images.
+"""Render docs/screenshots/dataset-20.png, dataset-concepts.png, dataset-500.png and dataset-mask.png: the
+Dataset page on drawn images.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_dataset_screenshots.py [OUT_DIR]
 
 20 images (plus a few awkward files from the test corpus) in a DreamBooth project with a second
 concept (a cat, its own token, repeats and class set), showing the health findings; the same
 project with the second concept selected; 500 images in a LoRA project with a multi-selection
-for bulk edits.  Everything
+for bulk edits; the crop view with a loss mask painted around the dog.  Everything
 happens in a throwaway folder; the pictures are drawn here (a dog-ish shape in a landscape).
 """
 
@@ -29,7 +29,8 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 WORDS = ["on the beach", "in the park", "sitting on grass", "at sunset", "running", "in the snow", "close-up"]
 
 
-def scene(seed: int, width: int, height: int) -> Image.Image:
+def scene(seed: int, width: int, height: int) -> tuple[Image.Image, tuple[int, int]]:
+    """The picture, and where the dog's body is centred."""
     rnd = random.Random(seed)
     top = (rnd.randint(90, 160), rnd.randint(140, 200), rnd.randint(200, 255))
     bottom = (rnd.randint(230, 255), rnd.randint(180, 230), rnd.randint(150, 210))
@@ -52,14 +53,14 @@ def scene(seed: int, width: int, height: int) -> Image.Image:
     draw.ellipse((cx + 70, cy - 45, cx + 78, cy - 37), fill=(20, 20, 20))
     for leg in (-45, -20, 20, 45):
         draw.rectangle((cx + leg - 6, cy + 15, cx + leg + 6, cy + 55), fill=fur)
-    return image.filter(ImageFilter.SMOOTH)
+    return image.filter(ImageFilter.SMOOTH), (cx, cy)
 
 
 def make_images(folder: Path, count: int, awkward: bool) -> None:
     folder.mkdir(parents=True)
     for i in range(count):
         width, height = random.Random(i).choice([(640, 512), (512, 640), (576, 576), (768, 512), (512, 768)])
-        scene(i, width, height).save(folder / f"dog_{i:03d}.jpg", quality=88)
+        scene(i, width, height)[0].save(folder / f"dog_{i:03d}.jpg", quality=88)
         if i % 7 != 3:  # some without a caption, as in real folders
             (folder / f"dog_{i:03d}.txt").write_text(f"a photo of sks dog {WORDS[i % len(WORDS)]}", encoding="utf-8")
     if awkward:
@@ -144,6 +145,47 @@ def render(scratch: Path, count: int, preset: str, out: Path, concepts_out: Path
     print(f"wrote {out}: {panel.dataset.report_summary}")
 
 
+def render_mask(scratch: Path, out: Path) -> None:
+    """The crop view of an image whose loss mask keeps the dog (an ellipse around it) and ignores the landscape."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from desktop_app.dataset import DatasetPanel
+    from desktop_app.train.config_model import ConfigModel
+    from trainer.config import apply_overrides, config_from_dict, load_config
+
+    root = scratch / "my-dog-masked"
+    folder = root / "datasets" / "subject"
+    make_images(folder, 6, awkward=False)
+    first = Image.open(folder / "dog_000.jpg")
+    _, (cx, cy) = scene(0, *first.size)  # make_images drew image 0 with seed 0
+    mask = Image.new("L", first.size, 0)
+    ImageDraw.Draw(mask).ellipse((cx - 85, cy - 80, cx + 110, cy + 75), fill=255)
+    mask.filter(ImageFilter.GaussianBlur(6)).save(folder / "dog_000.mask.png")
+    data = apply_overrides(load_config(REPO / "resources" / "presets" / "sd15-lora-8gb.toml").to_dict(),
+                           ["dataset.path=datasets/subject", "dataset.name=my dog", "dataset.masked_loss=true"])
+    panel = DatasetPanel(ConfigModel(config_from_dict(data)), root)
+    panel.resize(1280, 800)
+    panel.show()
+
+    def spin(ms: int) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < 30 and not (len(panel.dataset.entries) == 6
+                                                     and all(e.size for e in panel.dataset.entries)):
+        spin(100)
+    panel.tabs.setCurrentWidget(panel.crop)
+    panel.select_rows([0])
+    spin(1500)
+    panel.crop.findChild(type(panel.crop.reset), "paintTool").click()
+    spin(300)
+    panel.grab().save(str(out))
+    panel.shutdown()
+    print(f"wrote {out}")
+
+
 def main() -> int:
     from PySide6.QtWidgets import QApplication
 
@@ -155,6 +197,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kamaal-dataset-shot-") as scratch:
         render(Path(scratch), 20, "sd15-dreambooth", out_dir / "dataset-20.png", out_dir / "dataset-concepts.png")
         render(Path(scratch), 500, "sd15-lora-8gb", out_dir / "dataset-500.png")
+        render_mask(Path(scratch), out_dir / "dataset-mask.png")
     return 0
 
 

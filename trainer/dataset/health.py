@@ -48,6 +48,7 @@ from trainer.dataset.imaging import (
     open_image,
     to_rgb8,
 )
+from trainer.dataset.masks import MaskError, image_stem_of, mask_facts
 from trainer.dataset.report import Code, Finding, ImageInfo, Report, Severity
 from trainer.dataset.scan import CAPTION_EXTENSION, DatasetItem, list_images, orientation_of
 
@@ -147,7 +148,27 @@ def _check_image(item: DatasetItem, options: _Options) -> _Checked:
     if frames > 1 and fmt != "MPO":  # MPO "frames" are a camera's embedded previews, not animation
         add(Code.ANIMATED, Severity.INFO, messages.animated(frames))
     _caption_findings(checked, options)
+    if item.mask is not None:
+        _mask_findings(item.mask, (width, height), add)
     return checked
+
+
+def _mask_findings(mask: Path, size: tuple[int, int], add: Callable[[Code, Severity, str], None]) -> None:
+    """The loss mask beside an image: readable, of the image's shape, not black everywhere."""
+    try:
+        facts = mask_facts(mask, size)
+    except MaskError as error:
+        add(Code.MASK_UNREADABLE, Severity.WARNING, messages.mask_unreadable(mask, error.reason))
+        return
+    if not facts.fits:
+        add(Code.MASK_SIZE, Severity.WARNING, messages.mask_size(mask, facts.size, size))
+        return
+    if facts.size != size:
+        add(Code.MASK_SCALED, Severity.INFO, messages.mask_scaled(mask, facts.size, size))
+    if facts.lit_share == 0.0:
+        add(Code.MASK_EMPTY, Severity.WARNING, messages.mask_empty(mask))
+    if facts.coloured:
+        add(Code.MASK_COLOUR, Severity.INFO, messages.mask_colour(mask))
 
 
 def _link_outside(path: Path, folder: Path) -> Path | None:
@@ -279,6 +300,8 @@ def check_dataset(
     findings = [f for r in checked for f in r.findings] + _compare(checked)
     findings += [Finding(p, Code.ORPHAN_CAPTION, Severity.INFO, messages.orphan_caption(p))
                  for p in listing.orphan_captions]
+    findings += [Finding(p, Code.ORPHAN_MASK, Severity.WARNING, messages.orphan_mask(p, image_stem_of(p)))
+                 for p in listing.orphan_masks]
     if not items:
         findings.append(Finding(folder, Code.NO_IMAGES, Severity.ERROR, messages.NO_IMAGES))
     settings = {"token": token, "template": template, "max_aspect": max_aspect, "recursive": recursive,

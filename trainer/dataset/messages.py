@@ -167,3 +167,38 @@ def shared_caption(other: Path, caption: Path) -> str:
 def orphan_caption(caption: Path) -> str:
     return (f"Caption file with no image of the same name ({caption.stem}.jpg, .png, ...). "
             "Add the image, or delete the caption if the image was removed on purpose.")
+
+
+# Loss masks (``trainer.dataset.masks``).  They matter only with dataset.masked_loss on; the check says so.
+_MASKED_ONLY = "It matters only with masked loss on (dataset.masked_loss)"
+
+
+def mask_unreadable(mask: Path, reason: str) -> str:
+    return (f"The loss mask {mask.name} cannot be read: {reason}. {_MASKED_ONLY}, and then training leaves this "
+            "image out. Save the mask again as a grayscale PNG (white = train), or delete it.")
+
+
+def mask_size(mask: Path, mask_size: tuple[int, int], image_size: tuple[int, int]) -> str:
+    return (f"The loss mask {mask.name} is {mask_size[0]}×{mask_size[1]} but the image is "
+            f"{image_size[0]}×{image_size[1]}, another aspect ratio, so it cannot line up. {_MASKED_ONLY}, and then "
+            "training leaves this image out. Paint the mask again on the image, or delete it.")
+
+
+def mask_scaled(mask: Path, mask_size: tuple[int, int], image_size: tuple[int, int]) -> str:
+    return (f"The loss mask {mask.name} is {mask_size[0]}×{mask_size[1]}, the image {image_size[0]}×"
+            f"{image_size[1]}: same shape, so it is scaled to the image. Nothing to do.")
+
+
+def mask_empty(mask: Path) -> str:
+    return (f"The loss mask {mask.name} is black everywhere: with masked loss this image teaches nothing (only "
+            "dataset.unmasked_weight of it). Paint the part to learn white, or delete the mask to train all of it.")
+
+
+def mask_colour(mask: Path) -> str:
+    return (f"The loss mask {mask.name} has colours; its brightness is used (white = train, black = not). "
+            "Nothing to do if that is what you meant.")
+
+
+def orphan_mask(mask: Path, stem: str) -> str:
+    return (f"Loss mask with no image named {stem} beside it ({stem}.jpg, .png, ...): it is not used. "
+            "Add the image, or delete the mask.")

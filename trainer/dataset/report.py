@@ -62,6 +62,12 @@ class Code(enum.StrEnum):
     CAPTION_TOO_LONG = "caption_too_long"
     SHARED_CAPTION = "shared_caption"
     ORPHAN_CAPTION = "orphan_caption"
+    MASK_UNREADABLE = "mask_unreadable"  # NAME.mask.png cannot be decoded
+    MASK_SIZE = "mask_size"  # the mask's aspect ratio is not its image's
+    MASK_SCALED = "mask_scaled"  # same aspect, another size: scaled to the image
+    MASK_EMPTY = "mask_empty"  # black everywhere: with masked loss the image teaches nothing
+    MASK_COLOUR = "mask_colour"  # a colour mask: read by its brightness
+    ORPHAN_MASK = "orphan_mask"  # NAME.mask.png with no image NAME.*
 
 
 @dataclass(frozen=True)

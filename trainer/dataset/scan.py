@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from trainer.dataset.imaging import NAMED_SUFFIXES, READABLE_SUFFIXES, DatasetImageError, has_alpha, open_image
+from trainer.dataset.masks import MASK_SUFFIX, is_mask_name
 
 # Listed as images: the suffixes Kamaal reads and those it names as unreadable (with what to do), so
 # the check and the grid show a JPEG XL or a camera RAW file instead of skipping it without a word.
@@ -30,19 +31,21 @@ EXIF_ORIENTATION_TAG = 0x0112
 
 @dataclass(frozen=True)
 class DatasetItem:
-    """One image file and the caption file that belongs to it (``None`` when there is none)."""
+    """One image file, the caption file and the loss mask that belong to it (``None`` when there is none)."""
 
     image: Path
     caption: Path | None
+    mask: Path | None = None  # ``NAME.mask.png`` beside it (``trainer.dataset.masks``)
 
 
 @dataclass(frozen=True)
 class Listing:
-    """What a folder holds: images (sorted by path) and caption files that belong to no image."""
+    """What a folder holds: images (sorted by path), and caption files and masks that belong to no image."""
 
     folder: Path
     items: tuple[DatasetItem, ...]
     orphan_captions: tuple[Path, ...]
+    orphan_masks: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,9 @@ class ImageHeader:
 def is_image_name(name: str) -> bool:
     # Dot files are skipped: macOS writes "._photo.jpg" resource forks beside real images,
     # and our own atomic writes use ".name.tmp" temporary files.
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    # A loss mask (photo.mask.png) is read with its image, never trained as an image of its own.
+    return (not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+            and not is_mask_name(name))
 
 
 def _name_key(name: str) -> str:
@@ -106,22 +111,32 @@ def list_images(folder: Path, *, recursive: bool = False, caption_extension: str
         raise (NotADirectoryError if folder.exists() else FileNotFoundError)(f"not a folder: {folder}")
     items: list[DatasetItem] = []
     orphans: list[Path] = []
+    orphan_masks: list[Path] = []
     for entries in _walk(folder, recursive):
         captions = {_name_key(e.name): Path(e.path) for e in entries
                     if e.name.lower().endswith(caption_extension.lower()) and not e.name.startswith(".")}
+        masks = {_name_key(e.name): Path(e.path) for e in entries
+                 if is_mask_name(e.name) and not e.name.startswith(".") and not _is_dir(e)}
         used: set[str] = set()
+        used_masks: set[str] = set()
         for entry in entries:
             # Not-a-directory rather than is-a-file: a broken symlink should be reported, not skipped.
             if not is_image_name(entry.name) or _is_dir(entry):
                 continue
-            key = _name_key(os.path.splitext(entry.name)[0] + caption_extension)
+            stem = os.path.splitext(entry.name)[0]
+            key = _name_key(stem + caption_extension)
             caption = captions.get(key)
             if caption is not None:
                 used.add(key)
-            items.append(DatasetItem(Path(entry.path), caption))
+            mask_key = _name_key(stem + MASK_SUFFIX)
+            mask = masks.get(mask_key)
+            if mask is not None:
+                used_masks.add(mask_key)
+            items.append(DatasetItem(Path(entry.path), caption, mask))
         orphans.extend(path for key, path in sorted(captions.items()) if key not in used and path.is_file())
+        orphan_masks.extend(path for key, path in sorted(masks.items()) if key not in used_masks)
     items.sort(key=lambda item: item.image)
-    return Listing(folder, tuple(items), tuple(sorted(orphans)))
+    return Listing(folder, tuple(items), tuple(sorted(orphans)), tuple(sorted(orphan_masks)))
 
 
 def orientation_of(image: Image.Image) -> int:

@@ -3,8 +3,9 @@
 Images are listed and checked with the Qt-free ``trainer.dataset`` library; unreadable files
 are skipped with a message naming each.  The edits the dataset panel keeps beside a folder
 (``DatasetCache.for_folder``: removed images, edited captions, crops) apply here, so a run
-trains on what the panel shows; the image files themselves are never written.  Every image
-goes to its aspect-ratio bucket; a batch holds images of one bucket.  The batch order comes
+trains on what the panel shows; the image files themselves are never written.  With masked
+loss, each image's mask (``NAME.mask.png``) goes through the same crop, resize and flip as its
+image.  Every image goes to its aspect-ratio bucket; a batch holds images of one bucket.  The batch order comes
 from a seeded generator whose state is saved in checkpoints, so a resumed run
 sees the same batches as an uninterrupted one.
 """
@@ -30,6 +31,7 @@ from trainer.dataset import (
     read_caption,
 )
 from trainer.dataset.buckets import training_buckets as buckets_for_training
+from trainer.dataset.masks import MaskError, load_mask
 from trainer.errors import InputError
 
 Bucket = tuple[int, int]
@@ -43,11 +45,18 @@ class Example:
     size: tuple[int, int]  # original (width, height) after EXIF rotation
     crop: tuple[int, int, int, int] | None = None  # the user's crop (left, top, right, bottom), before bucketing
     concept: int = 0  # which concept it belongs to (``trainer.concepts``): its repeats and class set
+    mask: Path | None = None  # its loss mask (``trainer.dataset.masks``), read when masked loss is on
 
 
 def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bucket], no_upscale: bool,
-                     caption_extension: str, logger: logging.Logger, concept: int = 0) -> list[Example]:
-    """Every usable image of ``folder``; ``caption_for(caption)`` gives the training caption."""
+                     caption_extension: str, logger: logging.Logger, concept: int = 0,
+                     masks: bool = False) -> list[Example]:
+    """Every usable image of ``folder``; ``caption_for(caption)`` gives the training caption.
+
+    With ``masks`` (masked loss), each image's mask is read now, like the image: one that cannot be
+    used (unreadable, another aspect ratio) leaves its image out, named in the log, because training
+    that image everywhere is what its mask was drawn to prevent.
+    """
     if not folder:
         raise InputError(f"{field}: no folder given")
     try:
@@ -71,11 +80,18 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
         crop = record.box if record is not None and record.size == image.size else None  # stale for a changed image
         width, height = (crop[2] - crop[0], crop[3] - crop[1]) if crop else image.size
         bucket = assign_bucket(width, height, buckets, no_upscale)
+        mask = item.mask if masks else None
+        if mask is not None:
+            try:
+                load_mask(mask, image.size)
+            except MaskError as exc:
+                logger.warning("Skipping %s: its mask %s", item.image, exc.reason)
+                continue
         caption = edits.read_caption(item.image) or read_caption(item.caption)
         if caption.problem is not None:  # a FIFO, a device, a huge file...: said, never read
             logger.warning("Caption %s %s; %s gets the default caption instead", caption.path, caption.problem,
                            item.image.name)
-        examples.append(Example(item.image, caption_for(caption), bucket, image.size, crop, concept))
+        examples.append(Example(item.image, caption_for(caption), bucket, image.size, crop, concept, mask))
     return examples
 
 
@@ -97,26 +113,44 @@ def load_pixels(example: Example, crop: str, flip: bool, generator: torch.Genera
 
     Returns the tensor and the crop's (left, top) offset (SDXL conditions on it).
     """
+    pixels, _, offset = load_pixels_and_mask(example, crop, flip, generator)
+    return pixels, offset
+
+
+def load_pixels_and_mask(example: Example, crop: str, flip: bool, generator: torch.Generator
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+    """:func:`load_pixels`, with the example's mask taken through the same steps: (1, H, W) in [0, 1], or None.
+
+    The mask is cut by the user's crop, resized to the same size with the same filter, cut by the same
+    bucket crop and mirrored by the same draw as the image, so each mask pixel stays on its image pixel.
+    """
     from PIL import Image
 
     image = load_rgb(example.image)
+    mask = load_mask(example.mask, image.size) if example.mask is not None else None
     if example.crop is not None:
         image = image.crop(example.crop)
+        mask = mask.crop(example.crop) if mask is not None else None
     width, height = example.bucket
     scale = max(width / image.width, height / image.height)
-    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                           Image.Resampling.LANCZOS)
+    covering = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    resized = image.resize(covering, Image.Resampling.LANCZOS)
     spare_x, spare_y = resized.width - width, resized.height - height
     if crop == "random":
         left = int(torch.randint(0, spare_x + 1, (1,), generator=generator))
         top = int(torch.randint(0, spare_y + 1, (1,), generator=generator))
     else:
         left, top = spare_x // 2, spare_y // 2
-    cropped = resized.crop((left, top, left + width, top + height))
-    pixels = torch.from_numpy(np.asarray(cropped, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    box = (left, top, left + width, top + height)
+    pixels = torch.from_numpy(np.asarray(resized.crop(box), dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    weights = None
+    if mask is not None:
+        fitted = mask.resize(covering, Image.Resampling.LANCZOS).crop(box)
+        weights = torch.from_numpy(np.asarray(fitted, dtype=np.float32))[None] / 255.0
     if flip and bool(torch.rand((), generator=generator) < 0.5):
         pixels = pixels.flip(-1)
-    return pixels, (left, top)
+        weights = weights.flip(-1) if weights is not None else None
+    return pixels, weights, (left, top)
 
 
 class BucketBatches:

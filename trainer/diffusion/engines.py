@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.diffusion.components import Components
+from trainer.diffusion.loss_weights import LOSS_WEIGHT, per_image_loss
 from trainer.diffusion.text import TextConditioning
 from trainer.families import Family, family
 
@@ -78,7 +79,9 @@ class Engine:
 
     def extras(self, sizes: list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]],
                device: str | torch.device, dtype: torch.dtype) -> dict[str, Any]:
-        """Per-image conditioning beyond the text, from (original size, crop's top left, bucket) of each."""
+        """Per-image conditioning beyond the text, from (original size, crop's top left, bucket) of each.
+
+        The job adds the masked loss's weights under ``loss_weights.LOSS_WEIGHT``; every engine's loss reads them."""
         return {}
 
 
@@ -114,7 +117,7 @@ class UnetEngine(Engine):
         from trainer.diffusion.loss import denoising_loss
 
         return denoising_loss(denoiser, self.parts.noise_scheduler, latents, noise, timesteps, text,
-                              extras.get("time_ids"), min_snr_gamma)
+                              extras.get("time_ids"), min_snr_gamma, extras.get(LOSS_WEIGHT))
 
 
 class SD3Engine(Engine):
@@ -197,8 +200,9 @@ class SD3Engine(Engine):
         s = sigma.view(-1, *([1] * (latents.dim() - 1))).to(latents.dtype)
         noisy = (1 - s) * latents + s * noise
         target = noise - latents
-        predicted = self.predict(denoiser, noisy, sigma, text)
-        return F.mse_loss(predicted.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)).mean()
+        predicted = self.predict(denoiser, noisy, sigma, text)  # unpacked, as the latents: weights line up
+        return per_image_loss(F.mse_loss(predicted.float(), target.float(), reduction="none"),
+                              extras.get(LOSS_WEIGHT)).mean()
 
     def predict(self, denoiser, noisy: torch.Tensor, sigma: torch.Tensor, text: TextConditioning) -> torch.Tensor:
         return denoiser(hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=text.hidden,

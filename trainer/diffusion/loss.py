@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from trainer.diffusion.loss_weights import per_image_loss
 from trainer.diffusion.text import TextConditioning
 
 
@@ -38,14 +39,14 @@ def unet_prediction(unet, noisy: torch.Tensor, timesteps: torch.Tensor, text: Te
 
 
 def denoising_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                   text: TextConditioning, time_ids: torch.Tensor | None, min_snr_gamma: float = 0.0
-                   ) -> torch.Tensor:
-    """Mean loss over the batch (a scalar)."""
+                   text: TextConditioning, time_ids: torch.Tensor | None, min_snr_gamma: float = 0.0,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean loss over the batch (a scalar); ``weights``: masked loss (``loss_weights``), per latent cell."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     prediction_type = noise_scheduler.config.prediction_type
     target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
     predicted = unet_prediction(unet, noisy, timesteps, text, time_ids)
-    loss = F.mse_loss(predicted.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    loss = per_image_loss(F.mse_loss(predicted.float(), target.float(), reduction="none"), weights)
     if min_snr_gamma:
         ratio = snr(noise_scheduler, timesteps)
         clipped = torch.clamp(ratio, max=min_snr_gamma)

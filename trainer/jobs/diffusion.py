@@ -17,9 +17,11 @@ import torch
 from trainer import distributed
 from trainer.concepts import concepts_of
 from trainer.config import Config
+from trainer.dataset.masks import mask_path_for
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
 from trainer.diffusion.engines import Engine, engine_for
+from trainer.diffusion.loss_weights import LOSS_WEIGHT, floored, latent_weights
 from trainer.diffusion.new_word import NewWord
 from trainer.diffusion.sampling import build_pipeline, draw, encode_sample_prompts
 from trainer.diffusion.text import TextConditioning
@@ -274,7 +276,7 @@ class DiffusionJob(TrainingJob):
             fixed = cfg.dreambooth.instance_prompt if cfg.mode == "dreambooth" and concept.index == 0 else None
             found = ds.collect_examples(concept.path, concept.field("path"), ds.caption_maker(
                 concept.caption_template, concept.instance_token, fixed), buckets, d.no_upscale,
-                d.caption_extension, self.log, concept.index)
+                d.caption_extension, self.log, concept.index, masks=d.masked_loss)
             if not found:
                 raise InputError(f"{concept.field('path')}: {concept.path} holds no usable image")
             self.examples += found
@@ -301,13 +303,15 @@ class DiffusionJob(TrainingJob):
         self.text_on_disk = d.cache_text == "disk"  # survives a resume; memory holds none of it
         if self.cache_text and self.text_in_graph:
             raise InputError("dataset.cache_text: cannot cache captions while the text encoder is trained")
-        self._latents: dict[tuple[bool, int], tuple[torch.Tensor, tuple[int, int]]] = {}
+        # (latent, crop, masked-loss weights or None) by (class image?, index)
+        self._latents: dict[tuple[bool, int], tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]] = {}
         self._texts: dict[str, TextConditioning] = {}
         self.log.info("%d training images in %d bucket(s)%s; latent cache %s, caption cache %s", len(self.examples),
                       len({e.bucket for e in self.examples}),
                       f", {len(self.class_examples)} class images" if self.prior else "",
                       "on disk" if self.latents_on_disk else "in memory" if self.cache_latents else "off",
                       "on disk" if self.text_on_disk else "on" if self.cache_text else "off")
+        self._say_masks()
         if len(self.concepts) > 1:
             for concept in self.concepts:
                 count = sum(1 for e in self.examples if e.concept == concept.index)
@@ -315,57 +319,86 @@ class DiffusionJob(TrainingJob):
                 self.log.info("Concept '%s': %d image(s) × %d repeat(s) at %d px%s", concept.title, count,
                               concept.repeats, concept.resolution, f", {classes} class image(s)" if classes else "")
 
+    def _say_masks(self) -> None:
+        """How many images masked loss weights, or that masks lie unused beside images."""
+        d = self.config.dataset
+        if d.masked_loss:
+            masked = sum(1 for e in self.examples if e.mask is not None)
+            log = self.log.info if masked else self.log.warning
+            log("Masked loss: %d of %d training images have a mask (the others train everywhere; class images are "
+                "never masked); unmasked weight %g", masked, len(self.examples), d.unmasked_weight)
+            return
+        unused = sum(1 for e in self.examples if mask_path_for(e.image).is_file())
+        if unused:
+            self.log.info("%d training image(s) have a loss mask (NAME.mask.png) that is not used: dataset.masked_loss "
+                          "is off", unused)
+
     @torch.no_grad()
-    def _encode_image(self, example: ds.Example, draw: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _encode_image(self, example: ds.Example, draw: int
+                      ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """(latent, crop offset, the mask's weights per latent cell or None) of the ``draw``-th image."""
         # The crop/flip of the ``draw``-th image comes from its own seed, not a running stream, so it
         # is the same whichever process loads the image and however many processes there are.
         generator = torch.Generator().manual_seed((self.config.training.seed + 3) * 1_000_003 + draw)
-        pixels, crop = ds.load_pixels(example, self.config.dataset.crop, self.config.dataset.flip, generator)
+        pixels, mask, crop = ds.load_pixels_and_mask(example, self.config.dataset.crop, self.config.dataset.flip,
+                                                     generator)
         # The distribution's mean: deterministic, so cached and uncached runs see the same latents.
-        return self.engine.image_latents(pixels[None].to(self.device, torch.float32))[0], crop
+        latent = self.engine.image_latents(pixels[None].to(self.device, torch.float32))[0]
+        weights = None if mask is None else latent_weights(mask[None], tuple(latent.shape[-2:]))[0]
+        return latent, crop, weights
 
     def _latents_for(self, examples: list[ds.Example], is_class: bool, indices: list[int], first_draw: int):
-        out, crops = [], []
+        """(latents, crop offsets, masked-loss weights or None) of a batch; None when no image in it has a mask."""
+        out, crops, weights = [], [], []
         for draw_index, index in enumerate(indices, start=first_draw):
             key = (is_class, index)
             if key in self._latents:
-                latent, crop = self._latents[key]
+                latent, crop, weight = self._latents[key]
             elif self.latents_on_disk and (cached := self._disk_latent(examples[index])) is not None:
-                latent, crop = cached
+                latent, crop, weight = cached
             else:
-                latent, crop = self._encode_image(examples[index], draw_index)
+                latent, crop, weight = self._encode_image(examples[index], draw_index)
                 if self.latents_on_disk:
-                    self._store_disk_latent(examples[index], latent, crop)
+                    self._store_disk_latent(examples[index], latent, crop, weight)
                 elif self.cache_latents:
-                    self._latents[key] = (latent.cpu(), crop)
+                    self._latents[key] = (latent.cpu(), crop, None if weight is None else weight.cpu())
             out.append(latent.to(self.device))
             crops.append(crop)
-        return torch.stack(out), crops
+            weights.append(weight)
+        return torch.stack(out), crops, _batch_weights(weights, out[0].shape[-2:], self.device)
 
     def _disk_latent_path(self, example: ds.Example) -> Path:
-        """One file per (image file version, user crop, bucket): an edited or replaced image gets a new entry."""
+        """One file per (image file version, user crop, bucket, mask file version): an edited or replaced image,
+        or a mask painted, changed or deleted, gets a new entry."""
         import hashlib
 
         stat = example.image.stat()
         key = f"{example.image.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{example.bucket}|{example.crop}"
+        if example.mask is not None:  # the file holds the mask's weights too
+            mask = example.mask.stat()
+            key += f"|mask:{example.mask.resolve()}|{mask.st_size}|{mask.st_mtime_ns}"
         return self.run.root / "cache" / "latents" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
 
-    def _disk_latent(self, example: ds.Example) -> tuple[torch.Tensor, tuple[int, int]] | None:
+    def _disk_latent(self, example: ds.Example) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None] | None:
         from safetensors.torch import load_file
 
         path = self._disk_latent_path(example)
         if not path.is_file():
             return None
         tensors = load_file(path)
-        return tensors["latent"], (int(tensors["crop"][0]), int(tensors["crop"][1]))
+        return tensors["latent"], (int(tensors["crop"][0]), int(tensors["crop"][1])), tensors.get("weight")
 
-    def _store_disk_latent(self, example: ds.Example, latent: torch.Tensor, crop: tuple[int, int]) -> None:
+    def _store_disk_latent(self, example: ds.Example, latent: torch.Tensor, crop: tuple[int, int],
+                           weight: torch.Tensor | None) -> None:
         from safetensors.torch import save_file
 
         path = self._disk_latent_path(example)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.tmp")
-        save_file({"latent": latent.detach().cpu().contiguous(), "crop": torch.tensor(crop)}, staging)
+        tensors = {"latent": latent.detach().cpu().contiguous(), "crop": torch.tensor(crop)}
+        if weight is not None:
+            tensors["weight"] = weight.detach().cpu().contiguous()
+        save_file(tensors, staging)
         staging.replace(path)
 
     def _text_for(self, captions: list[str], training: bool = True) -> TextConditioning:
@@ -421,7 +454,7 @@ class DiffusionJob(TrainingJob):
         indices = (global_indices * self.dist.world_size)[start:stop]  # a short bucket batch wraps around
         first_draw = self.pixel_draws + start
         self.pixel_draws += padded
-        latents, crops = self._latents_for(examples, is_class, indices, first_draw)
+        latents, crops, weights = self._latents_for(examples, is_class, indices, first_draw)
         noise, timesteps = self.engine.draw_noise((padded, *latents.shape[1:]), self.noise_generator,
                                                   self.config.training.noise_offset)
         noise_and_t = noise[start:stop].to(self.device, latents.dtype), timesteps[start:stop].to(self.device)
@@ -433,18 +466,23 @@ class DiffusionJob(TrainingJob):
             seed = (self.config.training.seed + 5) * 1_000_003
             captions = [self.variation.apply(examples[i].caption, random.Random(seed + draw))
                         for draw, i in enumerate(indices, start=first_draw)]
-        return self._loss(latents, crops, [examples[i] for i in indices], noise_and_t, captions=captions)
+        return self._loss(latents, crops, [examples[i] for i in indices], noise_and_t, captions=captions,
+                          mask_weights=weights)
 
     def _loss(self, latents: torch.Tensor, crops: list[tuple[int, int]], batch: list[ds.Example],
               noise_and_t: tuple[torch.Tensor, torch.Tensor], weighted: bool = True,
-              unet: torch.nn.Module | None = None, captions: list[str] | None = None) -> torch.Tensor:
-        """``captions``: this draw's (varied) captions; the examples' own where None (evaluation, class images)."""
+              unet: torch.nn.Module | None = None, captions: list[str] | None = None,
+              mask_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``captions``: this draw's (varied) captions; the examples' own where None (evaluation, class images).
+        ``mask_weights``: the masked loss's (batch, 1, h, w) weights, None where no image of the batch has a mask."""
         text = self._text_for(captions if captions is not None else [example.caption for example in batch],
                               training=unet is None)
         noise, timesteps = noise_and_t
         dtype = weight_dtype(self.precision)
         extras = self.engine.extras([(e.size, crop, e.bucket) for e, crop in zip(batch, crops, strict=True)],
                                     self.device, dtype)
+        if mask_weights is not None:
+            extras[LOSS_WEIGHT] = floored(mask_weights, self.config.dataset.unmasked_weight)
         with self.accelerator.autocast():
             return self.engine.loss(unet or self.trained_unet, latents.to(dtype), noise.to(dtype), timesteps,
                                     text.to(self.device, dtype), extras,
@@ -494,8 +532,10 @@ class DiffusionJob(TrainingJob):
         return float(self.lr_scheduler.get_last_lr()[0])
 
     @torch.no_grad()
-    def _make_eval_set(self) -> list[tuple[torch.Tensor, tuple[int, int], ds.Example, torch.Tensor, torch.Tensor]]:
-        """Fixed (latents, crop, example, noise, timesteps): the same every evaluation, so the curve is smooth.
+    def _make_eval_set(self) -> list[tuple[torch.Tensor, tuple[int, int], ds.Example, torch.Tensor, torch.Tensor,
+                                           torch.Tensor | None]]:
+        """Fixed (latents, crop, example, noise, timesteps, mask weights): the same every evaluation, so the curve
+        is smooth.  With masked loss the held-out loss is masked too: it measures what training aims at.
 
         Built from its own generators (center crop, no flip), so evaluating never shifts the
         training RNGs — a resumed run stays identical to an uninterrupted one.
@@ -504,10 +544,11 @@ class DiffusionJob(TrainingJob):
         timesteps = self.engine.eval_timesteps(EVAL_TIMESTEP_FRACTIONS)
         triples = []
         for example in self._eval_examples():
-            pixels, crop = ds.load_pixels(example, "center", False, torch.Generator().manual_seed(0))
+            pixels, mask, crop = ds.load_pixels_and_mask(example, "center", False, torch.Generator().manual_seed(0))
             latent = self.engine.image_latents(pixels[None].to(self.device))
             noise = torch.randn((len(timesteps), *latent.shape[1:]), generator=generator)
-            triples.append((latent.cpu(), crop, example, noise, timesteps))
+            weights = None if mask is None else latent_weights(mask[None], tuple(latent.shape[-2:]))
+            triples.append((latent.cpu(), crop, example, noise, timesteps, weights))
         return triples
 
     def _eval_examples(self) -> list[ds.Example]:
@@ -532,12 +573,13 @@ class DiffusionJob(TrainingJob):
         for module in self._trained_modules():
             module.eval()
         losses = []
-        for latent, crop, example, noise, timesteps in self._eval_set:
+        for latent, crop, example, noise, timesteps, weights in self._eval_set:
             count = len(timesteps)
             latents = latent.to(self.device).repeat(count, 1, 1, 1)
+            mask_weights = None if weights is None else weights.to(self.device).repeat(count, 1, 1, 1)
             losses.append(float(self._loss(latents, [crop] * count, [example] * count,
                                            (noise.to(self.device), timesteps.to(self.device)), weighted=False,
-                                           unet=self.parts.unet)))
+                                           unet=self.parts.unet, mask_weights=mask_weights)))
         return sum(losses) / len(losses)
 
     # ------------------------------------------------------------------ previews
@@ -653,3 +695,11 @@ class DiffusionJob(TrainingJob):
                 with ema_weights(self.ema):
                     outputs += export_outputs(self, output_dir / "ema")
             return outputs
+
+
+def _batch_weights(weights: list[torch.Tensor | None], size: torch.Size, device: str) -> torch.Tensor | None:
+    """One (batch, 1, h, w) tensor of masked-loss weights, ones for the images without a mask; None when no image
+    of the batch has one, so an unmasked batch computes exactly the unmasked loss."""
+    if all(weight is None for weight in weights):
+        return None
+    return torch.stack([torch.ones((1, *size)) if weight is None else weight.cpu() for weight in weights]).to(device)
