@@ -12,7 +12,9 @@ when the model is Stable Diffusion.  A group is shown while any of its fields is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from desktop_app.train.field_meta import all_field_names
 from trainer.config import SECTIONS_BY_MODE, diffusion_only_fields
@@ -85,6 +87,31 @@ NEGATIVE_PROMPT = "sampling.negative_prompt"
 TRANSFORMER_ONLY = frozenset({"model.text_encoder_files", "model.vae_file"})
 # A quantized base is frozen: a frozen-layer run trains base weights, so it hides the choice.
 NOT_FOR_FROZEN = frozenset({"model.base_quantization"})
+
+
+# Fields that mean something only for some values of another field: hidden otherwise (a cosine schedule has no
+# power, an EMA of decay 0 no place).  Field → (the field it follows, whether that field's value shows it).
+FOLLOWS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "training.lr_cycles": ("training.scheduler", lambda value: value == "cosine_with_restarts"),
+    "training.lr_power": ("training.scheduler", lambda value: value == "polynomial"),
+    "training.ema_on_cpu": ("training.ema_decay", bool),
+    "dataset.keep_tags": ("dataset.shuffle_tags", bool),
+    "dataset.min_bucket_side": ("dataset.bucketing", bool),
+    "dataset.max_bucket_side": ("dataset.bucketing", bool),
+    "dataset.unmasked_weight": ("dataset.masked_loss", bool),
+    "embedding.init_text": ("embedding.token", bool),
+    "embedding.vectors": ("embedding.token", bool),
+    "embedding.learning_rate": ("embedding.token", bool),
+}
+LEADERS = frozenset(leader for leader, _ in FOLLOWS.values())
+
+
+def follows_value(name: str, value_of: Callable[[str], Any]) -> bool:
+    """Whether the field the ``name`` field follows (if any) has a value that shows it."""
+    if name not in FOLLOWS:
+        return True
+    leader, shows = FOLLOWS[name]
+    return shows(value_of(leader))
 
 
 def visible_sections(mode: str, architecture: str) -> tuple[str, ...]:

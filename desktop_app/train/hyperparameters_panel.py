@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QFormLayout, QFrame, QGroupBox, QLabel, QScrollAre
 from desktop_app.train.config_model import ConfigModel
 from desktop_app.train.field_editors import FieldEditor, make_editor
 from desktop_app.train.field_meta import MODE_HINTS, meta_for
-from desktop_app.train.form_groups import GROUPS, NOT_IN_FORM, field_visible, visible_groups
+from desktop_app.train.form_groups import GROUPS, LEADERS, NOT_IN_FORM, field_visible, follows_value, visible_groups
 
 LABEL_WIDTH_MAX = 150
 
@@ -154,7 +154,8 @@ class HyperparametersPanel(QWidget):
     def shows(self, name: str) -> bool:
         """Is the field's row shown (for the current mode and architecture, and not shown elsewhere)?"""
         architecture = str(self.model.value("model.architecture"))
-        return name not in self.hidden and field_visible(name, self.model.mode, architecture)
+        return (name not in self.hidden and field_visible(name, self.model.mode, architecture)
+                and follows_value(name, self.model.value))
 
     def editor(self, name: str) -> FieldEditor:
         return self.rows[name].editor
@@ -167,7 +168,7 @@ class HyperparametersPanel(QWidget):
     def _on_value_changed(self, name: str, value: object) -> None:
         if name in self.rows:
             self.rows[name].editor.set_value(value)
-        if name in ("mode", "model.architecture"):
+        if name in ("mode", "model.architecture") or name in LEADERS:
             self._update_sections()
 
     def _update_sections(self) -> None:

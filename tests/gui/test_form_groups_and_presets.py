@@ -39,6 +39,23 @@ def test_only_the_groups_of_the_mode_are_shown(qtbot, preset, expected):
     assert optimizer_layout.isRowVisible(panel.rows["training.min_snr_gamma"]) == ddpm
 
 
+def test_a_field_that_follows_another_shows_only_when_it_means_something(qtbot):
+    panel = HyperparametersPanel(ConfigModel(configured("sd15-lora-8gb")))
+    qtbot.addWidget(panel)
+    shown = panel.shows
+    assert panel.model.value("training.scheduler") == "cosine"
+    assert not shown("training.lr_cycles") and not shown("training.lr_power")  # cosine has neither
+    panel.editor("training.scheduler").combo.setCurrentIndex(
+        panel.editor("training.scheduler").combo.findData("cosine_with_restarts"))
+    assert shown("training.lr_cycles") and not shown("training.lr_power")
+    layout = panel.groups["optimizer"].layout()
+    assert layout.isRowVisible(panel.rows["training.lr_cycles"])  # the row itself, not only the rule
+    assert not shown("embedding.vectors") and shown("embedding.token")  # no new word: nothing else to set
+    panel.model.set_value("embedding.token", "<my-dog>")
+    assert shown("embedding.vectors") and panel.groups["embedding"].layout().isRowVisible(
+        panel.rows["embedding.vectors"])
+
+
 def test_every_field_has_a_group_and_a_tooltip_with_range_and_default(qtbot):
     assert ungrouped_fields() == []
     assert [g.key for g in GROUPS][:2] == ["basics", "model"]
