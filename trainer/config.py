@@ -95,12 +95,14 @@ class ModelConfig(Section):
     text_encoder_files: list[str] = Field(
         default_factory=list, json_schema_extra={"path": True, **DIFFUSION_ONLY},
         description="For a single-file base whose text encoders are files of their own (Flux: clip_l and t5xxl; "
-                    "SD 3.5: clip_l, clip_g and, optionally, t5xxl; Z-Image: its Qwen3 file — .safetensors, in any "
-                    "order); empty = look beside it as ComfyUI keeps them (models/clip, models/text_encoders).")
+                    "SD 3.5: clip_l, clip_g and, optionally, t5xxl; Z-Image: its Qwen3 file; Qwen-Image: "
+                    "qwen_2.5_vl_7b — .safetensors, in any order); empty = look beside it as ComfyUI keeps them "
+                    "(models/clip, models/text_encoders).")
     vae_file: str = Field(
         "", json_schema_extra={"path": True, **DIFFUSION_ONLY},
-        description="For a single-file base without its VAE: Flux and Z-Image (ae.safetensors; empty = look in "
-                    "models/vae beside it), or an SD 3.5 file that holds none.")
+        description="For a single-file base without its VAE: Flux and Z-Image (ae.safetensors), Qwen-Image "
+                    "(qwen_image_vae.safetensors) — empty = look in models/vae beside it —, or an SD 3.5 file that "
+                    "holds none.")
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", json_schema_extra=DIFFUSION_ONLY,
         description="What the UNet predicts; auto = from the model (SD 2.x 768 models use v_prediction).")

@@ -31,9 +31,14 @@ FAMILY = Family(
                    max_seq_len=8192),
     sample_scheduler=None,
     max_sequence_length=1024,  # the pipeline's limit, after the system prompt's 34 tokens
+    # ComfyUI's qwen_image_bf16 / _fp8_e4m3fn.safetensors (diffusers' keys; txt_norm names it) with the
+    # qwen_2.5_vl_7b and qwen_image_vae files beside it: models/qwenimage_single reads them and writes a full/frozen
+    # run's transformer so; merges stay with the UNet families.
     single_file=False,
+    single_file_writer="trainer.models.qwenimage_single:pipeline_to_comfy",
+    single_file_reader="trainer.models.qwenimage_single:load_qwenimage_single_file",
     config_folders={"flow_matching": "qwen-image"},
-    file_markers=("txt_norm.",),  # ComfyUI's qwen_image_*.safetensors (read from the diffusers folder for now)
+    file_markers=("txt_norm.",),
     blocks=("transformer_blocks",),
     memory=MemoryFacts(
         # Counted on the meta device from resources/model_configs/qwen-image: the transformer, Qwen2.5-VL-7B with

@@ -87,6 +87,22 @@ def t5_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+# ComfyUI's "scaled" fp8 files: a ``scaled_fp8`` marker and a ``scale_weight`` (and ``scale_input``) per layer, or,
+# in its newer quantized format, ``weight_scale``/``input_scale`` and a ``comfy_quant`` description per layer.
+_SCALED_FP8_MARKERS = ("scaled_fp8",)
+_SCALED_FP8_SUFFIXES = (".scale_weight", ".scale_input", ".weight_scale", ".input_scale", ".comfy_quant")
+
+
+def refuse_scaled_fp8(keys: Iterable[str], path: Path, field: str, plain_file: str) -> None:
+    """``InputError`` for one of ComfyUI's "scaled" fp8 files: their weights mean something only with the scales
+    stored beside them in ComfyUI's own format, which Kamaal does not read (plain fp8 files, cast as they are, load)."""
+    found = next((key for key in keys if key in _SCALED_FP8_MARKERS or key.endswith(_SCALED_FP8_SUFFIXES)), None)
+    if found is not None:
+        raise InputError(f"{field}: {path} is one of ComfyUI's \"scaled\" fp8 files (it holds {found}): its weights "
+                         "are stored with scales in ComfyUI's own format, which Kamaal does not read; use the "
+                         f"full-precision file ({plain_file}) instead")
+
+
 def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str,
                field: str = "model", optional: Iterable[str] = ()) -> None:
     """Fill ``model`` (built on the meta device, or not) in place with ``state``; ``InputError`` naming ``field``

@@ -1,0 +1,171 @@
+"""Qwen-Image as ComfyUI users keep it — ``qwen_image_bf16.safetensors`` (diffusers' keys, ComfyUI's prefix) in
+models/diffusion_models, ``qwen_2.5_vl_7b.safetensors`` (Hugging Face's original Qwen2.5-VL keys) in
+models/text_encoders, ``qwen_image_vae.safetensors`` (Wan 2.1's layout) in models/vae — loaded offline into the very
+model they came from; the fp8 transformer file and a text encoder file without its LM head; ComfyUI's "scaled" fp8
+files refused by name; the VAE's layout both ways, read by diffusers' own Wan converter at the real shape."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from trainer.errors import InputError
+from trainer.models import load_model
+
+COMPONENTS = ("transformer", "text_encoder", "vae")
+TRANSFORMER = "qwen_image_tiny_bf16.safetensors"
+ENCODER = "qwen_2.5_vl_7b.safetensors"
+
+
+def original_text_encoder(pipe) -> dict[str, torch.Tensor]:
+    """The tiny Qwen2.5-VL in Hugging Face's original keys, as ComfyUI's file holds them."""
+    state = {}
+    for key, value in pipe.text_encoder.state_dict().items():
+        key = key.replace("model.language_model.", "model.").replace("model.visual.", "visual.")
+        state[key] = value.contiguous()
+    return state
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    """A tiny Qwen-Image as ComfyUI keeps it, with Z-Image's Qwen3 file beside its text encoder (not to be taken
+    for it); the pipeline it came from; its config folder."""
+    from trainer.models import wan_vae_layout
+    from trainer.models.qwenimage_single import pipeline_to_comfy
+    from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
+
+    root = tmp_path_factory.mktemp("comfy-qwenimage")
+    model = build_tiny_model(root / "tiny-qwenimage", "qwenimage", seed=0)
+    pipe = load_model(model).pipeline
+    models = root / "models"
+    for folder in ("diffusion_models", "text_encoders", "vae"):
+        (models / folder).mkdir(parents=True)
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in pipeline_to_comfy(pipe).items()},
+              models / "diffusion_models" / TRANSFORMER)
+    save_file(original_text_encoder(pipe), models / "text_encoders" / ENCODER)
+    save_file({"model.embed_tokens.weight": torch.zeros(8, 4)}, models / "text_encoders" / "qwen_3_4b.safetensors")
+    vae = wan_vae_layout.to_original(pipe.vae.state_dict(), pipe.vae.config.num_res_blocks)
+    save_file({k: v.contiguous() for k, v in vae.items()}, models / "vae" / "qwen_image_vae.safetensors")
+    return {"pipe": pipe, "models": models, "model": model,
+            "config_dir": write_tiny_config_dir(model, root / "config")}
+
+
+def same_weights(a, b, names=COMPONENTS) -> None:
+    for name in names:
+        left, right = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert left.keys() == right.keys(), name
+        assert all(torch.equal(left[k], right[k]) for k in left), name
+
+
+def picture(pipe) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    return np.asarray(pipe("a red circle", negative_prompt=" ", true_cfg_scale=3.0, width=64, height=64,
+                           num_inference_steps=2, generator=torch.Generator().manual_seed(3)).images[0])
+
+
+def test_the_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy):
+    file = comfy["models"] / "diffusion_models" / TRANSFORMER
+    loaded = load_model(file, config_dir=comfy["config_dir"], expected_architecture="qwenimage")
+    assert (loaded.info.architecture, loaded.info.prediction_type, loaded.info.source_kind) == (
+        "qwenimage", "flow_matching", "single_file")
+    same_weights(comfy["pipe"], loaded.pipeline)
+    assert np.array_equal(picture(loaded.pipeline), picture(comfy["pipe"]))  # rotary tables and all
+
+
+def test_the_fp8_transformer_and_an_encoder_without_its_lm_head_load(comfy, tmp_path):
+    """``qwen_image_fp8_e4m3fn.safetensors`` (no prefix) holds plain e4m3 weights: loaded, they are the model's
+    weights rounded to fp8.  A Qwen2.5-VL file without ``lm_head`` encodes prompts exactly as the whole one."""
+    pipe = comfy["pipe"]
+    models = tmp_path / "models"
+    shutil.copytree(comfy["models"] / "vae", models / "vae")
+    (models / "diffusion_models").mkdir(parents=True)
+    (models / "text_encoders").mkdir()
+    fp8 = {k: (v.to(torch.float8_e4m3fn) if v.dim() == 2 else v).contiguous()
+           for k, v in pipe.transformer.state_dict().items()}
+    save_file(fp8, models / "diffusion_models" / "qwen_image_fp8_e4m3fn.safetensors")
+    headless = {k: v for k, v in original_text_encoder(pipe).items() if not k.startswith("lm_head.")}
+    save_file(headless, models / "text_encoders" / ENCODER)
+
+    loaded = load_model(models / "diffusion_models" / "qwen_image_fp8_e4m3fn.safetensors",
+                        config_dir=comfy["config_dir"]).pipeline
+    state = loaded.transformer.state_dict()
+    assert all(torch.equal(state[k], v.to(torch.float32)) for k, v in fp8.items())
+    assert any(not torch.equal(state[k], v) for k, v in pipe.transformer.state_dict().items())  # it did round
+    with torch.no_grad():
+        prompts = ["a red circle", "a small blue square on a green field"]  # of two lengths: a mask
+        ours, our_mask = loaded.encode_prompt(prompts, device=torch.device("cpu"))
+        theirs, their_mask = pipe.encode_prompt(prompts, device=torch.device("cpu"))
+    assert torch.equal(ours, theirs) and torch.equal(our_mask, their_mask)
+
+
+def test_comfyuis_scaled_fp8_files_are_refused_by_name(comfy, tmp_path):
+    encoder = dict(original_text_encoder(comfy["pipe"]))
+    weight = "model.layers.0.self_attn.q_proj.weight"
+    encoder[weight] = encoder[weight].to(torch.float8_e4m3fn)
+    encoder[weight.replace(".weight", ".scale_weight")] = torch.ones(())
+    encoder["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    scaled = tmp_path / "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+    save_file(encoder, scaled)
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .*qwen_2\.5_vl_7b_fp8_scaled\.safetensors is one "
+                                         r"of ComfyUI's \"scaled\" fp8 files .* use the full-precision file "
+                                         r"\(qwen_2\.5_vl_7b\.safetensors\)"):
+        load_model(comfy["models"] / "diffusion_models" / TRANSFORMER, config_dir=comfy["config_dir"],
+                   text_encoder_files=[str(scaled)])
+
+
+def test_named_files_load_from_anywhere_and_missing_ones_are_refused_naming_the_field(comfy, tmp_path):
+    alone = tmp_path / "elsewhere" / "x"
+    alone.mkdir(parents=True)
+    shutil.copy(comfy["models"] / "diffusion_models" / TRANSFORMER, alone / "q.safetensors")
+    encoder, vae = tmp_path / "my-encoder.safetensors", tmp_path / "my-vae.safetensors"
+    shutil.copy(comfy["models"] / "text_encoders" / ENCODER, encoder)
+    shutil.copy(comfy["models"] / "vae" / "qwen_image_vae.safetensors", vae)
+    loaded = load_model(alone / "q.safetensors", config_dir=comfy["config_dir"], text_encoder_files=[str(encoder)],
+                        vae_file=str(vae))
+    same_weights(comfy["pipe"], loaded.pipeline)
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .* holds the Qwen-Image transformer only; "
+                                         r"choose its Qwen2\.5-VL text encoder file \(qwen_2\.5_vl_7b\.safetensors\)"):
+        load_model(alone / "q.safetensors", config_dir=comfy["config_dir"], vae_file=str(vae))
+    with pytest.raises(InputError, match=r"model\.vae_file: .* choose its VAE file \(qwen_image_vae\.safetensors\)"):
+        load_model(alone / "q.safetensors", config_dir=comfy["config_dir"], text_encoder_files=[str(encoder)])
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .* does not hold a Qwen2\.5-VL text encoder"):
+        load_model(alone / "q.safetensors", config_dir=comfy["config_dir"], text_encoder_files=[str(vae)],
+                   vae_file=str(vae))
+    with pytest.raises(InputError, match=r"model\.vae_file: .* does not hold a Qwen-Image \(Wan 2\.1\) VAE"):
+        load_model(alone / "q.safetensors", config_dir=comfy["config_dir"], text_encoder_files=[str(encoder)],
+                   vae_file=str(encoder))
+
+
+def test_the_vae_layout_converts_both_ways_and_agrees_with_diffusers_own_wan_converter():
+    """diffusers → original → diffusers is exact on the tiny VAE (one resnet per level), and diffusers' Wan VAE
+    converter, which knows only the real shape, reads what Kamaal writes at that shape back into every key and
+    value (thin tensors of the true heights)."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from trainer.models import wan_vae_layout
+    from trainer.models.info import MODEL_CONFIGS
+    from trainer.models.tiny import tiny_pipeline
+
+    tiny = tiny_pipeline("qwenimage").vae
+    state = tiny.state_dict()
+    original = wan_vae_layout.to_original(state, tiny.config.num_res_blocks)
+    assert "decoder.upsamples.2.resample.1.weight" in original and "decoder.head.2.weight" in original
+    back = wan_vae_layout.to_diffusers(original, list(state), tiny.config.num_res_blocks)
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+
+    config = diffusers.AutoencoderKLQwenImage.load_config(MODEL_CONFIGS / "qwen-image" / "vae")
+    with torch.device("meta"):
+        real = diffusers.AutoencoderKLQwenImage.from_config(config)
+    generator = torch.Generator().manual_seed(0)
+    thin = {key: torch.randn((*value.shape[:1], *([1] if value.dim() > 1 else [])), generator=generator)
+            for key, value in real.state_dict().items()}
+    original = wan_vae_layout.to_original(thin, real.config.num_res_blocks)
+    assert {"decoder.upsamples.4.shortcut.weight", "decoder.upsamples.7.time_conv.weight", "conv2.bias",
+            "encoder.middle.2.residual.6.weight"} <= set(original)
+    converted = convert_wan_vae_to_diffusers(dict(original))
+    assert converted.keys() == thin.keys() and all(torch.equal(converted[k], thin[k]) for k in thin)
