@@ -1,8 +1,8 @@
 """Qwen-Image through the registry, on a tiny model built from its real classes (``QwenImageTransformer2DModel``,
 ``AutoencoderKLQwenImage``, Qwen2.5-VL): the engine's latents, prompts and prediction are the pipeline's; LoRA
-learns and its diffusers file loads with ``QwenImagePipeline.load_lora_weights`` and gives the image the trained
-adapter gave; a stopped and resumed run ends where an uninterrupted one does; previews guide as the pipeline does
-(``true_cfg_scale`` with a negative prompt) whether the prompts come as text or encoded once."""
+learns and its diffusers and kohya/musubi files load with ``QwenImagePipeline.load_lora_weights`` and give the
+image the trained adapter gave; a stopped and resumed run ends where an uninterrupted one does; previews guide as the
+pipeline does (``true_cfg_scale`` with a negative prompt) whether the prompts come as text or encoded once."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_p
     # Measured (seed 1, 30 steps): 1.44 → 1.21 (0.84×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
-    (lora_file,) = (Path(p) for p in rec.of(Finished)[0].outputs)
+    kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
     keys = set(load_file(lora_file))
     assert {key.split(".")[0] for key in keys} == {"transformer"}
     assert any(".attn.to_q." in key for key in keys) and any(".attn.to_out.0." in key for key in keys)
@@ -99,6 +99,11 @@ def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_p
     loaded = draw(pipe, final.prompts[0], final.seeds[0])
     assert np.abs(loaded - trained).max() <= 2
     assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
+    # RUN_NAME.safetensors, musubi-tuner's names (lora_unet_transformer_blocks_0_attn_to_q), through diffusers' reader
+    assert kohya_file.name == "tiny.safetensors" and all(k.startswith("lora_unet_") for k in load_file(kohya_file))
+    pipe = pipeline(tiny_qwen)
+    pipe.load_lora_weights(str(kohya_file.parent), weight_name=kohya_file.name)
+    assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
 
 @pytest.mark.slow

@@ -169,3 +169,86 @@ def test_the_vae_layout_converts_both_ways_and_agrees_with_diffusers_own_wan_con
             "encoder.middle.2.residual.6.weight"} <= set(original)
     converted = convert_wan_vae_to_diffusers(dict(original))
     assert converted.keys() == thin.keys() and all(torch.equal(converted[k], thin[k]) for k in thin)
+
+
+def comfy_key_map(model_keys) -> dict[str, str]:
+    """The LoRA module names ComfyUI's ``model_lora_keys_unet`` maps onto a Qwen-Image model's weights (facts from
+    ``comfy/lora.py``): for each ``diffusion_model.K.weight``, the generic ``lora_unet_<K with _>`` and ``K``, and
+    Qwen-Image's own ``transformer.K`` and ``lycoris_<K with _>`` (and ``diffusion_model.K``, the prefix its
+    ``load_lora`` strips)."""
+    key_map = {}
+    for key in model_keys:
+        if key.startswith("diffusion_model.") and key.endswith(".weight"):
+            name = key.removeprefix("diffusion_model.").removesuffix(".weight")
+            for alias in (f"lora_unet_{name.replace('.', '_')}", name, f"transformer.{name}",
+                          f"lycoris_{name.replace('.', '_')}", f"diffusion_model.{name}"):
+                key_map[alias] = key
+    return key_map
+
+
+def comfy_applies(tensors: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``base`` (ComfyUI's model weights, diffusers' keys) with the LoRA ``tensors`` added as ComfyUI's loader adds
+    them: each module found under one of the mapped names, ΔW = up @ down × alpha/rank (1 without an alpha); a
+    module with no mapped name fails the test, as ComfyUI would skip it ("lora key not loaded")."""
+    key_map = comfy_key_map(base)
+    patched = {k: v.clone() for k, v in base.items()}
+    modules = {key.rsplit(".lora_", 1)[0].removesuffix(".alpha") for key in tensors}
+    for module in sorted(modules):
+        assert module in key_map, f"ComfyUI would skip {module}"
+        if f"{module}.lora_B.weight" in tensors:
+            up, down = tensors[f"{module}.lora_B.weight"], tensors[f"{module}.lora_A.weight"]
+        else:
+            up, down = tensors[f"{module}.lora_up.weight"], tensors[f"{module}.lora_down.weight"]
+        alpha = tensors.get(f"{module}.alpha")
+        scale = float(alpha) / down.shape[0] if alpha is not None else 1.0
+        patched[key_map[module]] += scale * (up @ down)
+    return patched
+
+
+def test_comfyui_and_diffusers_apply_both_lora_files_module_by_module(comfy, tmp_path):
+    """ComfyUI's Qwen-Image LoRA mapping takes the diffusers file (``transformer.<module>.lora_A/B``) and the
+    kohya/musubi file (``lora_unet_transformer_blocks_0_attn_to_q.lora_down/up`` with alpha = rank) as they are:
+    every Linear LoRA can target has a place, and ΔW added there gives the transformer diffusers builds by fusing
+    the diffusers file.  diffusers' ``load_lora_weights`` reads the kohya file (its Qwen converter) to the same."""
+    import diffusers
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    from trainer.families.qwenimage import musubi_layout
+    from trainer.lora_formats import export_kohya_transformer_lora, export_transformer_lora
+    from trainer.models.qwenimage_single import pipeline_to_comfy
+
+    transformer = load_model(comfy["model"]).pipeline.transformer
+    base = {k: v.clone() for k, v in transformer.state_dict().items()}
+    linears = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
+    assert set(musubi_layout(dict(transformer.config))) == set(linears)  # the layout knows every Linear
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=linears, init_lora_weights="gaussian"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in transformer.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)  # B starts at zero; give every module a change
+    diffusers_file = export_transformer_lora(tmp_path / "d" / "lora.safetensors", "qwenimage", transformer, [], {})
+    kohya_file = export_kohya_transformer_lora(tmp_path / "kohya.safetensors", "qwenimage", transformer, [], "k", {})
+    assert kohya_file is not None
+    kohya = load_file(kohya_file)
+    assert "lora_unet_transformer_blocks_1_img_mlp_net_0_proj.lora_down.weight" in kohya
+    assert len({key.rsplit(".", 2)[0] for key in kohya}) == len(linears)
+
+    def fused(lora_file) -> dict[str, torch.Tensor]:
+        pipe = diffusers.QwenImagePipeline.from_pretrained(comfy["model"], local_files_only=True)
+        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+        pipe.fuse_lora()
+        return {k.replace(".base_layer", ""): v for k, v in pipe.transformer.state_dict().items() if "lora_" not in k}
+
+    expected = fused(diffusers_file)
+    assert any(not torch.equal(expected[key], base[key]) for key in base)
+    comfy_base = {f"diffusion_model.{k}": v for k, v in pipeline_to_comfy(comfy["pipe"]).items()}
+    for tensors in (load_file(diffusers_file), kohya):
+        by_comfy = comfy_applies(tensors, comfy_base)
+        assert by_comfy.keys() == {f"diffusion_model.{k}" for k in expected}
+        for key, value in expected.items():
+            torch.testing.assert_close(by_comfy[f"diffusion_model.{key}"], value, rtol=1e-5, atol=1e-6, msg=key)
+    from_kohya = fused(kohya_file)
+    for key, value in expected.items():
+        torch.testing.assert_close(from_kohya[key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -49,9 +49,12 @@ FAMILY = Family(
         # double-stream and 38 single-stream blocks as wide).
         activation_bytes_per_latent_pixel=28 * GB / 128**2,
         quantizable_share=0.998, block_count=60),
+    # musubi-tuner's Qwen-Image LoRA (networks.lora_qwen_image) names the modules as diffusers does, flattened:
+    # lora_unet_transformer_blocks_0_attn_to_q; ComfyUI and diffusers' load_lora_weights read that file too.
     kohya=KohyaFacts(modelspec_architecture="qwen-image/lora", base_model_version="qwen_image",
                      lora_family="qwen_image", lora_family_label="Qwen-Image", original_unet_names=False,
-                     network_module="networks.lora_qwen_image"),
+                     network_module="networks.lora_qwen_image",
+                     transformer_layout="trainer.families.qwenimage:musubi_layout"),
     tiny={"denoiser": ("QwenImageTransformer2DModel", {
               "patch_size": 2, "in_channels": 16, "out_channels": 4, "num_layers": 2, "attention_head_dim": 16,
               "num_attention_heads": 2, "joint_attention_dim": 32, "guidance_embeds": False,
@@ -66,3 +69,19 @@ FAMILY = Family(
               "max_shift": 0.9, "base_image_seq_len": 256, "max_image_seq_len": 8192, "shift_terminal": 0.02,
               "time_shift_type": "exponential"})},
 )
+
+
+BLOCK_LINEARS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj",
+                 "attn.to_out.0", "attn.to_add_out", "img_mod.1", "txt_mod.1", "img_mlp.net.0.proj", "img_mlp.net.2",
+                 "txt_mlp.net.0.proj", "txt_mlp.net.2")
+OUTER_LINEARS = ("img_in", "txt_in", "proj_out", "norm_out.linear", "time_text_embed.timestep_embedder.linear_1",
+                 "time_text_embed.timestep_embedder.linear_2")
+
+
+def musubi_layout(config: dict) -> dict[str, tuple[str, int, int, int, bool]]:
+    """Where each Linear of diffusers' Qwen-Image transformer sits in the layout its kohya-style LoRA names (as
+    ``flux.bfl_layout``: diffusers path → (original path, first row, rows, the layer's rows, halves swapped)): the
+    same path, whole.  ComfyUI's Qwen-Image model keeps diffusers' module names (``comfy/ldm/qwen_image``), and
+    musubi-tuner trains on that naming, so nothing is fused or reordered."""
+    blocks = [f"transformer_blocks.{i}.{name}" for i in range(int(config["num_layers"])) for name in BLOCK_LINEARS]
+    return {path: (path, 0, 0, 0, False) for path in (*blocks, *OUTER_LINEARS)}
