@@ -37,7 +37,8 @@ LABELS = {
     "training.lr_cycles": "Restarts (cosine)", "training.lr_power": "Power (polynomial)",
     "training.ema_decay": "EMA decay", "training.ema_on_cpu": "EMA in RAM", "training.min_snr_gamma": "Min-SNR γ",
     "model.base_quantization": "Base weights in", "model.blocks_to_swap": "Blocks swapped to RAM",
-    "model.text_encoder_device": "Text encoders wait on", "output.tensorboard": "TensorBoard files",
+    "model.text_encoder_device": "Text encoders wait on", "model.text_encoder_quantization": "Text encoders in",
+    "output.tensorboard": "TensorBoard files",
     "dataset.keep_tags": "Keep first tags", "lora.adapter": "Adapter",
 }
 

@@ -22,8 +22,11 @@ FAMILY = Family(
     negative_prompt=" ",  # guidance needs a negative prompt; diffusers' examples give " "
     text_encoders=(
         # Qwen2.5's byte-level BPE is Qwen3's (the shipped files); its special tokens are Qwen3's first 22.
+        # Its 15.5 GB in bf16 are more than a 16 GB card holds while it encodes: model.text_encoder_quantization
+        # stores its language model's layers (and the unused vision tower's) in fewer bits.
         TextEncoder("text_encoder", "Qwen2_5_VLForConditionalGeneration", open_clip=False, tokenizer_kind="qwen3",
-                    single_file_prefix="", label="Qwen2.5-VL text encoder", lora=False),
+                    single_file_prefix="", label="Qwen2.5-VL text encoder", lora=False,
+                    blocks=("model.language_model.layers", "model.visual.blocks")),
     ),
     # As musubi-tuner's qwen_shift: logit-normal σ shifted by exp(μ), μ from 0.5 at 256 image tokens to 0.9 at
     # 8192 — the constants of Qwen-Image's own scheduler (dynamic shifting).
@@ -48,7 +51,7 @@ FAMILY = Family(
         # 1024 px: 4096 image tokens and the prompt's through 60 double-stream blocks 3072 wide (Flux, 18 GB: 19
         # double-stream and 38 single-stream blocks as wide).
         activation_bytes_per_latent_pixel=28 * GB / 128**2,
-        quantizable_share=0.998, block_count=60),
+        quantizable_share=0.998, block_count=60, text_quantizable_share=0.846),
     # musubi-tuner's Qwen-Image LoRA (networks.lora_qwen_image) names the modules as diffusers does, flattened:
     # lora_unet_transformer_blocks_0_attn_to_q; ComfyUI and diffusers' load_lora_weights read that file too.
     kohya=KohyaFacts(modelspec_architecture="qwen-image/lora", base_model_version="qwen_image",
