@@ -76,6 +76,20 @@ def test_the_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy)
     assert np.array_equal(picture(loaded.pipeline), picture(comfy["pipe"]))  # rotary tables and all
 
 
+def test_the_encoder_files_layout_is_the_one_transformers_itself_reads(comfy, tmp_path):
+    """The Qwen2.5-VL layout the fixture writes (``model.layers…``, ``visual.…``: Hugging Face's original keys, what
+    ComfyUI's ``qwen_2.5_vl_7b`` holds) is the one transformers 5's own loader converts: it reads the file into the
+    model it came from, as Kamaal's reader does."""
+    import transformers
+
+    encoder = comfy["pipe"].text_encoder
+    encoder.config.save_pretrained(tmp_path)
+    shutil.copy(comfy["models"] / "text_encoders" / ENCODER, tmp_path / "model.safetensors")
+    read = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path, local_files_only=True)
+    ours, theirs = encoder.state_dict(), read.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 def test_the_fp8_transformer_and_an_encoder_without_its_lm_head_load(comfy, tmp_path):
     """``qwen_image_fp8_e4m3fn.safetensors`` (no prefix) holds plain e4m3 weights: loaded, they are the model's
     weights rounded to fp8.  A Qwen2.5-VL file without ``lm_head`` encodes prompts exactly as the whole one."""
