@@ -1,8 +1,9 @@
 """Qwen-Image as ComfyUI users keep it — ``qwen_image_bf16.safetensors`` (diffusers' keys, ComfyUI's prefix) in
 models/diffusion_models, ``qwen_2.5_vl_7b.safetensors`` (Hugging Face's original Qwen2.5-VL keys) in
 models/text_encoders, ``qwen_image_vae.safetensors`` (Wan 2.1's layout) in models/vae — loaded offline into the very
-model they came from; the fp8 transformer file and a text encoder file without its LM head; ComfyUI's "scaled" fp8
-files refused by name; the VAE's layout both ways, read by diffusers' own Wan converter at the real shape."""
+model they came from; the fp8 transformer file, a text encoder file without its LM head and ComfyUI's "scaled" fp8 one
+(its newer quantized format refused by name); the VAE's layout both ways, read by diffusers' own Wan converter at the
+real shape; both LoRA files as ComfyUI's mapping and diffusers apply them, module by module."""
 
 from __future__ import annotations
 
@@ -116,19 +117,42 @@ def test_the_fp8_transformer_and_an_encoder_without_its_lm_head_load(comfy, tmp_
     assert torch.equal(ours, theirs) and torch.equal(our_mask, their_mask)
 
 
-def test_comfyuis_scaled_fp8_files_are_refused_by_name(comfy, tmp_path):
-    encoder = dict(original_text_encoder(comfy["pipe"]))
-    weight = "model.layers.0.self_attn.q_proj.weight"
-    encoder[weight] = encoder[weight].to(torch.float8_e4m3fn)
-    encoder[weight.replace(".weight", ".scale_weight")] = torch.ones(())
-    encoder["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
-    scaled = tmp_path / "qwen_2.5_vl_7b_fp8_scaled.safetensors"
-    save_file(encoder, scaled)
-    with pytest.raises(InputError, match=r"model\.text_encoder_files: .*qwen_2\.5_vl_7b_fp8_scaled\.safetensors is one "
-                                         r"of ComfyUI's \"scaled\" fp8 files .* use the full-precision file "
-                                         r"\(qwen_2\.5_vl_7b\.safetensors\)"):
-        load_model(comfy["models"] / "diffusion_models" / TRANSFORMER, config_dir=comfy["config_dir"],
-                   text_encoder_files=[str(scaled)])
+def test_comfyuis_scaled_fp8_encoder_is_read_as_comfyui_computes_with_it(comfy, tmp_path):
+    """``qwen_2.5_vl_7b_fp8_scaled.safetensors``: fp8 weights, each with its ``scale_weight`` (and a ``scale_input``,
+    and the ``scaled_fp8`` marker).  Loaded, each weight is fp8 × scale, as ComfyUI's scaled-fp8 layers compute,
+    and the prompts encode close to the full-precision file's; ComfyUI's newer quantized format is refused by name."""
+    pipe = comfy["pipe"]
+    original = original_text_encoder(pipe)
+    scaled, expected = dict(original), {}
+    for key, weight in original.items():
+        if key.startswith("model.layers.") and weight.dim() == 2:
+            scale = weight.abs().max() / 448  # e4m3's largest value
+            scaled[key] = (weight / scale).to(torch.float8_e4m3fn)
+            scaled[key.replace(".weight", ".scale_weight")] = scale.to(torch.float32)
+            scaled[key.replace(".weight", ".scale_input")] = torch.ones(())
+            expected[key] = scaled[key].to(torch.float32) * scale
+    scaled["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    file = tmp_path / "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+    save_file(scaled, file)
+    transformer = comfy["models"] / "diffusion_models" / TRANSFORMER
+    loaded = load_model(transformer, config_dir=comfy["config_dir"], text_encoder_files=[str(file)]).pipeline
+    state = loaded.text_encoder.state_dict()
+    for key, weight in expected.items():
+        ours = state[key.replace("model.", "model.language_model.", 1)]
+        assert torch.equal(ours, weight) and not torch.equal(ours, original[key]), key
+    prompts = ["a red circle", "a small blue square on a green field"]
+    with torch.no_grad():
+        ours, _ = loaded.encode_prompt(prompts, device=torch.device("cpu"))
+        theirs, _ = pipe.encode_prompt(prompts, device=torch.device("cpu"))
+    assert ((ours - theirs).norm() / theirs.norm()).item() < 0.1
+
+    newer = {**original, "model.layers.0.mlp.up_proj.comfy_quant": torch.zeros(4, dtype=torch.uint8)}
+    save_file(newer, tmp_path / "quantized.safetensors")
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .*quantized\.safetensors is stored in ComfyUI's "
+                                         r"quantized format \(it holds model\.layers\.0\.mlp\.up_proj\.comfy_quant\)"
+                                         r".* use the full-precision file \(qwen_2\.5_vl_7b\.safetensors\)"):
+        load_model(transformer, config_dir=comfy["config_dir"],
+                   text_encoder_files=[str(tmp_path / "quantized.safetensors")])
 
 
 def test_named_files_load_from_anywhere_and_missing_ones_are_refused_naming_the_field(comfy, tmp_path):

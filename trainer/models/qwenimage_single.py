@@ -7,8 +7,9 @@
 * Qwen2.5-VL-7B (``qwen_2.5_vl_7b.safetensors`` in ``models/text_encoders``): Hugging Face's original keys —
   the language model under ``model.``, the vision tower under ``visual.``, maybe ``lm_head.`` — where transformers 5
   puts them under ``model.language_model.`` and ``model.visual.``; a file without the LM head gets the embedding
-  in its place (the pipeline reads hidden states, never the logits).  ComfyUI's ``…_fp8_scaled`` file stores
-  its weights with scales of its own format and is refused by name;
+  in its place (the pipeline reads hidden states, never the logits).  ComfyUI's ``…_fp8_scaled`` file (fp8
+  weights, each with its ``scale_weight``) is read as ComfyUI computes with it, weight × scale, and its newer
+  quantized format is refused by name (``component_files.read_scaled_fp8``, for every file here);
 * the VAE (``qwen_image_vae.safetensors`` in ``models/vae``): Wan 2.1's original layout (``wan_vae_layout``).
 
 Which files: ``model.text_encoder_files`` and ``model.vae_file``, or, when those are empty, ComfyUI's folders beside
@@ -34,7 +35,7 @@ from trainer.models.component_files import (
     comfy_models_folder,
     load_exact,
     prefer_wide,
-    refuse_scaled_fp8,
+    read_scaled_fp8,
     weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
@@ -117,28 +118,27 @@ def load_qwenimage_single_file(checkpoint: CheckpointFile, config_dir: Path | No
 
     # Built with empty parameters (init_empty_weights) and filled with the files' tensors: no second copy, and the
     # tensors a module makes for itself (the rotary tables) are real.
-    refuse_scaled_fp8(checkpoint.shapes, path, "model.path", "qwen_image_bf16.safetensors")
-    state = {key.removeprefix(PREFIX): value for key, value in checkpoint.state_dict().items()}
+    state = {key.removeprefix(PREFIX): value for key, value in read_scaled_fp8(
+        checkpoint.state_dict(), path, "model.path", "qwen_image_bf16.safetensors", dtype).items()}
     with init_empty_weights():
         transformer = diffusers.QwenImageTransformer2DModel.from_config(
             diffusers.QwenImageTransformer2DModel.load_config(folder / "transformer"))
     load_exact(transformer, state, path, "Qwen-Image transformer")
 
-    encoder_file = open_checkpoint(encoder_path)
-    refuse_scaled_fp8(encoder_file.shapes, encoder_path, "model.text_encoder_files", ENCODER_FILE)
+    encoder_state = read_scaled_fp8(open_checkpoint(encoder_path).state_dict(), encoder_path,
+                                    "model.text_encoder_files", ENCODER_FILE, dtype)
     text_config = transformers.Qwen2_5_VLConfig.from_pretrained(folder / "text_encoder")
     with init_empty_weights():
         text_encoder = transformers.Qwen2_5_VLForConditionalGeneration(text_config)
-    load_exact(text_encoder, qwen25_vl_state(encoder_file.state_dict()), encoder_path, "Qwen2.5-VL text encoder",
+    load_exact(text_encoder, qwen25_vl_state(encoder_state), encoder_path, "Qwen2.5-VL text encoder",
                field="model.text_encoder_files")
 
-    vae_checkpoint = open_checkpoint(vae_path)
-    refuse_scaled_fp8(vae_checkpoint.shapes, vae_path, "model.vae_file", VAE_FILE)
+    vae_state = read_scaled_fp8(open_checkpoint(vae_path).state_dict(), vae_path, "model.vae_file", VAE_FILE, dtype)
     with init_empty_weights():
         vae = diffusers.AutoencoderKLQwenImage.from_config(
             diffusers.AutoencoderKLQwenImage.load_config(folder / "vae"))
     original = {next((key.removeprefix(p) for p in VAE_PREFIXES if key.startswith(p)), key): value
-                for key, value in vae_checkpoint.state_dict().items()}
+                for key, value in vae_state.items()}
     load_exact(vae, wan_vae_layout.to_diffusers(original, list(vae.state_dict()), vae.config.num_res_blocks),
                vae_path, "Qwen-Image (Wan 2.1) VAE", field="model.vae_file")
 
