@@ -9,8 +9,9 @@ out-of-memory case end as a row instead of ending the check.  Three kinds of ``S
   device, stored with Kamaal's folder writer; plus the device as Kamaal's ``device-info`` task sees it.
   SD 1.5 / SDXL from the bundled real-size configs (``resources/model_configs``); SD 3.5 Medium and
   Flux.1-dev, which have no bundled folder, from the configs written out in ``REAL_SIZE`` below (their one
-  T5-XXL, 4.8 B parameters, is built once and hard-linked into both folders); for ``--dry-run`` the tiny
-  models (``trainer.models.tiny``).
+  T5-XXL, 4.8 B parameters, is built once and hard-linked into both folders); Z-Image and Qwen-Image from their
+  bundled configs by ``build_config_model`` (in bf16 throughout); for ``--dry-run`` the tiny models
+  (``trainer.models.tiny``).
 * ``case``: Kamaal's real trainer through the **Measure** task (``trainer.tasks.measure.measure``: the
   config snapshotted into a run folder, ``run_worker`` — the app's own path — for warm-up + timed steps,
   stopped without saving), and the memory estimate of the same config.
@@ -163,6 +164,69 @@ def build_flow_model(out: Path, arch: str, device: str, dtype: Any, t5_dir: Path
     return out
 
 
+def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtype: Any) -> Path:
+    """A diffusers folder of a family whose real configs ship in ``resources/model_configs`` (Z-Image, Qwen-Image;
+    ``config_dir`` is that folder, or the dry run's tiny model's), every part as ``model_index.json`` names it,
+    with freshly initialised weights, built in ``dtype`` on ``device`` one part at a time and kept on the CPU.
+
+    Built in ``dtype`` from the start (``torch.set_default_dtype``): Qwen-Image's 20.4 B transformer would be 82 GB
+    in fp32 while it is initialised.  Stored as built — text encoders too, not in the fp32 the folder writer keeps
+    them in: Qwen-Image's 8.3 B Qwen2.5-VL would be 33 GB, and with the 41 GB transformer the folder would not fit
+    the lent machine's 64 GB disk; Kamaal's loader reads every part in the run's dtype either way.  Tokenizers: the
+    folder's own (tiny models), else the shipped ones the family names."""
+    import diffusers
+    import torch
+    import transformers
+
+    from trainer import families
+    from trainer.models.clip_vocab import qwen3_tokenizer, t5_tokenizer
+    from trainer.models.loading import _tokenizer
+    from trainer.models.offline import force_offline
+
+    force_offline()
+    family = families.family(arch)
+    index = json.loads((config_dir / "model_index.json").read_text(encoding="utf-8"))
+    specs = {spec.tokenizer: spec for spec in family.text_encoders}
+    parts: dict[str, Any] = {}
+    default = torch.get_default_dtype()
+    for seed, (name, entry) in enumerate(sorted((k, v) for k, v in index.items() if not k.startswith("_"))):
+        library, class_name = entry
+        if name in specs:  # a tokenizer
+            spec = specs[name]
+            if (config_dir / name).is_dir():
+                parts[name] = transformers.AutoTokenizer.from_pretrained(config_dir / name, local_files_only=True)
+            elif spec.tokenizer_kind == "qwen3":
+                parts[name] = qwen3_tokenizer()
+            elif spec.tokenizer_kind == "t5":
+                parts[name] = t5_tokenizer()
+            else:
+                parts[name] = _tokenizer(config_dir / name, spec.open_clip)
+        elif name == "scheduler":
+            parts[name] = getattr(diffusers, class_name).from_pretrained(config_dir, subfolder=name,
+                                                                         local_files_only=True)
+        else:
+            torch.manual_seed(seed)
+            try:
+                torch.set_default_dtype(dtype)
+                with torch.device(device):
+                    if library == "diffusers":
+                        model_class = getattr(diffusers, class_name)
+                        module = model_class.from_config(model_class.load_config(config_dir / name))
+                    else:
+                        config = transformers.AutoConfig.from_pretrained(config_dir / name, local_files_only=True)
+                        module = getattr(transformers, class_name)(config)
+            finally:
+                torch.set_default_dtype(default)
+            parts[name] = module.to("cpu", dtype)
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    pipeline = getattr(diffusers, family.pipeline_class)(**parts, **family.pipeline_args)
+    _check_disk(out.parent, sum(_stored_bytes(module, dtype) for module in parts.values()
+                                if isinstance(module, torch.nn.Module)))
+    pipeline.save_pretrained(out, safe_serialization=True)
+    return out
+
+
 def _shared_t5(t5_dir: Path, config: Any, device: str) -> Any:
     """A T5 encoder on the meta device (no memory) whose ``save_pretrained`` hard-links the files of the one
     in ``t5_dir`` — built there first (seeded, on ``device``, saved in fp32) unless a finished one of the same
@@ -255,14 +319,19 @@ def make_models(spec: dict[str, Any]) -> dict[str, Any]:
             continue
         started = time.perf_counter()
         shutil.rmtree(out, ignore_errors=True)  # nothing of an older build (another size's shards) stays
-        flow = families.family(arch).flow is not None  # sd3, flux: no bundled configs, a builder of their own
+        flow = families.family(arch).flow is not None
+        written_out = arch in REAL_SIZE  # sd3, flux: no bundled configs, a builder of their own
+        prediction = "flow_matching" if flow else "epsilon"
         if tiny:  # the tiny model's configs, then the same random build as the real size
             config_dir = write_tiny_config_dir(build_tiny_model(root / f".tiny-{arch}", arch), root / f".cfg-{arch}")
         else:
-            config_dir = None if flow else default_config_dir(ModelInfo(arch, "epsilon", "single_file"))
-        if flow:
-            build_flow_model(out, arch, device, torch.bfloat16 if device == "cuda" else torch.float32,
-                             root / SHARED_T5, config_dir)
+            config_dir = None if written_out else default_config_dir(ModelInfo(arch, prediction, "single_file"))
+        flow_dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        if written_out:
+            build_flow_model(out, arch, device, flow_dtype, root / SHARED_T5, config_dir)
+        elif flow:  # zimage, qwenimage: their real configs ship
+            assert config_dir is not None
+            build_config_model(config_dir, out, arch, device, flow_dtype)
         else:
             assert config_dir is not None
             build_random_model(config_dir, out, arch, device)
@@ -277,7 +346,8 @@ def kamaal_config(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "mode": "lora",
         "model": {"architecture": spec["arch"], "path": spec["model_dir"], "precision": spec["precision"],
-                  "base_quantization": spec.get("quantization", "none"), "blocks_to_swap": spec.get("swap", 0)},
+                  "base_quantization": spec.get("quantization", "none"), "blocks_to_swap": spec.get("swap", 0),
+                  "text_encoder_quantization": spec.get("text_quantization", "none")},
         "dataset": {"path": spec["dataset_dir"], "resolution": resolution, "min_bucket_side": resolution,
                     "max_bucket_side": resolution, "cache_latents": "memory", "cache_text": "on"},
         "training": {"steps": spec["warmup"] + spec["steps"], "batch_size": 1, "learning_rate": 1e-4,

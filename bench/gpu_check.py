@@ -14,7 +14,9 @@ is downloaded):
    families, after every SD case so that a short budget keeps the SD paths: SD 3.5 Medium and Flux.1-dev
    (12 B) at 1024 px, bf16, with and without gradient checkpointing, and Flux as its 24/16/12 GB presets train
    it (fp8 and nf4 bases, text encoders off the GPU, block swap on nf4), on random models built from the configs
-   written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL).
+   written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL); then
+   Z-Image (6 B) and Qwen-Image (20 B) as their presets train them, from their bundled configs (20 GB and 58 GB of
+   folder, bf16 throughout).
    Each case in its own process (clean peaks; an out-of-memory case is a row, not the end); each family's
    models are built when its first case comes, so a budget spent on SD builds no Flux.
 2. The diffusers-style reference loop (``bench/reference_loop.py``: VAE and text encoders every step) with the
@@ -38,7 +40,8 @@ A session lent one of the GPU machines (Python 3.12 with CUDA torch, no registry
 it leaves 4–5 minutes of the 15 minutes of device time for a second, shorter try on the warm machine, e.g.
 ``--only sdxl --no-pytest --budget-s 200``: the models are kept).  The default budget is spent on SD: the flow
 families need sessions of their own, e.g. ``--only flux --no-pytest`` (build + two cases planned at ~450 s),
-then ``--only sd3 --no-pytest``, added to the same command.  The command::
+then ``--only sd3 --no-pytest``, ``--only zimage --no-pytest``, ``--only qwenimage --no-pytest`` (its folder needs
+58 GB of the machine's 64 GB disk: keep no other family's models there), added to the same command.  The command::
 
     set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site
     .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1; export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1; python3 -m
@@ -91,27 +94,33 @@ class Scale:
 
 # CUDA's seconds are guesses (start + imports ~8 s, loading 2.4 / 8.6 GB of fp16 weights, 23 steps; SD 3.5 Medium
 # 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px), not measured yet.
-CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}, warmup=3, steps=20,
-             seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150},
-             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150})
-DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64}, warmup=1, steps=3,
-                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15},
-                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5})
+# Z-Image: 12 GB of bf16 transformer + 8 GB Qwen3-4B; Qwen-Image: 41 GB + 16.6 GB Qwen2.5-VL, read and quantized on
+# the way (guesses too).
+CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "zimage": 1024,
+                             "qwenimage": 1024}, warmup=3, steps=20,
+             seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "zimage": 120, "qwenimage": 300},
+             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "zimage": 90, "qwenimage": 240})
+DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "zimage": 64, "qwenimage": 64},
+                warmup=1, steps=3,
+                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "zimage": 15, "qwenimage": 15},
+                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "zimage": 5, "qwenimage": 5})
 
 
 @dataclass(frozen=True)
 class Case:
-    arch: str  # "sd15", "sdxl", "sd3" (SD 3.5 Medium) or "flux" (Flux.1-dev)
+    arch: str  # "sd15", "sdxl", "sd3" (SD 3.5 Medium), "flux" (Flux.1-dev), "zimage" or "qwenimage"
     precision: str = "bf16"  # or "fp16": autocast + GradScaler
     checkpointing: bool = False
     optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes)
     with_reference: bool = False  # run the reference loop beside it by default
     quantization: str = "none"  # model.base_quantization: "nf4", "int8", "fp8"
     swap: int = 0  # model.blocks_to_swap
+    text_quantization: str = "none"  # model.text_encoder_quantization
 
     def name(self, scale: Scale) -> str:
         extras = [self.precision] + (["ckpt"] if self.checkpointing else []) + [self.optimizer]
         extras += [self.quantization] if self.quantization != "none" else []
+        extras += [f"te-{self.text_quantization}"] if self.text_quantization != "none" else []
         extras += [f"swap{self.swap}"] if self.swap else []
         return f"{self.arch} {scale.resolution[self.arch]}px " + " ".join(extras)
 
@@ -134,7 +143,9 @@ class Case:
 # In order of importance: what runs first survives a short budget.  Every code path on SD 1.5 first (cheap),
 # then SDXL's baseline with its reference, then SDXL's variants; then SD 3.5 and Flux (each family's
 # first case builds its model; Flux trains with gradient checkpointing first, as Flux LoRAs are trained, then
-# as the 16/12 GB presets do — an nf4 base — then the 24 GB preset's fp8 base and block swap).
+# as the 16/12 GB presets do — an nf4 base — then the 24 GB preset's fp8 base and block swap); last Z-Image and
+# Qwen-Image as their presets train them (Z-Image: bf16 for 24 GB, fp8 for 16; Qwen-Image: nf4 for 24 GB, and the
+# 16 GB preset's nf4 base, fp8 Qwen2.5-VL and 20 blocks swapped).
 CASES = (
     Case("sd15", with_reference=True),
     Case("sd15", precision="fp16"),
@@ -151,6 +162,10 @@ CASES = (
     Case("flux", checkpointing=True, quantization="fp8"),
     Case("flux", checkpointing=True, quantization="nf4", swap=20),
     Case("flux"),
+    Case("zimage", checkpointing=True),
+    Case("zimage", checkpointing=True, quantization="fp8"),
+    Case("qwenimage", checkpointing=True, quantization="nf4"),
+    Case("qwenimage", checkpointing=True, quantization="nf4", text_quantization="fp8", swap=20),
 )
 
 
@@ -248,6 +263,7 @@ def case_rows(scale: Scale, cases: list[Case], references: str, clock: Clock, wo
         else:
             spec = {"arch": case.arch, "precision": case.precision, "checkpointing": case.checkpointing,
                     "optimizer": case.optimizer, "quantization": case.quantization, "swap": case.swap,
+                    "text_quantization": case.text_quantization,
                     "resolution": scale.resolution[case.arch], "rank": RANK,
                     "warmup": scale.warmup, "steps": scale.steps, "device": scale.device,
                     "model_dir": model_dir, "dataset_dir": str(datasets[case.arch])}
@@ -344,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="the whole check's time (default 480 s)")
     parser.add_argument("--only", nargs="*", default=[],
                         help="cases whose name holds one of these words or phrases: sdxl, fp16, 'sd15 512px bf16',"
-                             " flux, sd3")
+                             " flux, sd3, zimage, qwenimage")
     parser.add_argument("--references", choices=("base", "all"), default="base",
                         help="reference loop for each architecture's first case (base) or for every case (all)")
     parser.add_argument("--keep-models", type=Path, help="build the models here and keep them (reused next time)")

@@ -98,12 +98,14 @@ class ModelConfig(Section):
     text_encoder_files: list[str] = Field(
         default_factory=list, json_schema_extra={"path": True, **DIFFUSION_ONLY},
         description="For a single-file base whose text encoders are files of their own (Flux: clip_l and t5xxl; "
-                    "SD 3.5: clip_l, clip_g and, optionally, t5xxl; Z-Image: its Qwen3 file — .safetensors, in any "
-                    "order); empty = look beside it as ComfyUI keeps them (models/clip, models/text_encoders).")
+                    "SD 3.5: clip_l, clip_g and, optionally, t5xxl; Z-Image: its Qwen3 file; Qwen-Image: "
+                    "qwen_2.5_vl_7b — .safetensors, in any order); empty = look beside it as ComfyUI keeps them "
+                    "(models/clip, models/text_encoders).")
     vae_file: str = Field(
         "", json_schema_extra={"path": True, **DIFFUSION_ONLY},
-        description="For a single-file base without its VAE: Flux and Z-Image (ae.safetensors; empty = look in "
-                    "models/vae beside it), or an SD 3.5 file that holds none.")
+        description="For a single-file base without its VAE: Flux and Z-Image (ae.safetensors), Qwen-Image "
+                    "(qwen_image_vae.safetensors) — empty = look in models/vae beside it —, or an SD 3.5 file that "
+                    "holds none.")
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", json_schema_extra=DIFFUSION_ONLY,
         description="What the UNet predicts; auto = from the model (SD 2.x 768 models use v_prediction).")
@@ -120,6 +122,12 @@ class ModelConfig(Section):
         description="How many of the denoiser's blocks keep their frozen weights in the computer's memory and come "
                     "to the GPU only while they run (Flux.1 has 57, SD 3.5 Large 38): for cards too small even "
                     "with an nf4 base; slower. Needs gradient checkpointing. 0 = none.")
+    text_encoder_quantization: Literal["none", "fp8", "int8", "nf4"] = Field(
+        "none", json_schema_extra=DIFFUSION_ONLY,
+        description="Store the text encoders' layer weights in fewer bits while they encode the captions and "
+                    "prompts (fp8/int8 torchao, nf4 bitsandbytes): for an encoder too large for the card (Qwen-Image's "
+                    "Qwen2.5-VL, 15.5 GB in bf16, 9.4 GB in fp8); the conditioning moves slightly. Families whose "
+                    "encoders declare their blocks only; not with lora.train_text_encoder.")
     text_encoder_device: Literal["auto", "gpu", "cpu"] = Field(
         "auto", json_schema_extra=DIFFUSION_ONLY,
         description="Where the text encoders wait once every caption is encoded: auto = in the computer's memory "
@@ -404,6 +412,15 @@ class Config(Section):
             problems.append(f"lora.train_text_encoder: {model_family.display_name}'s {labels} "
                             f"{'takes' if len(encoders) == 1 else 'take'} no LoRA (the LoRA loaders of its pipeline "
                             "and ComfyUI apply the transformer's only); turn it off")
+        if self.model.text_encoder_quantization != "none":
+            if not any(e.blocks for e in encoders):
+                able = ", ".join(f.display_name for f in families.FAMILIES.values()
+                                 if any(e.blocks for e in f.text_encoders))
+                problems.append(f"model.text_encoder_quantization: {model_family.display_name}'s text encoders keep "
+                                f"their precision (choose none; quantized encoders: {able})")
+            elif lora_base and self.lora.train_text_encoder:
+                problems.append("model.text_encoder_quantization: a quantized text encoder cannot be trained "
+                                "(turn off lora.train_text_encoder, or choose none)")
         if lora_base and self.lora.adapter != "lora" and families.family(self.model.architecture).kind != "unet":
             problems.append(f"lora.adapter: {self.lora.adapter} is written in the kohya/LyCORIS format of the "
                             "UNet families (Stable Diffusion 1.x/2.x/SDXL) only; choose lora for "

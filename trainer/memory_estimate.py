@@ -14,7 +14,8 @@ The formula, in bytes, for one training process::
                     block swap: the swapped share of the blocks (N / the family's block count) is
                     not counted, but for the one block on the GPU while it runs;
                     text encoders off the GPU: not counted while training, but the captions are
-                    encoded first with them alone on the GPU, so the peak is at least their weights)
+                    encoded first with them alone on the GPU, so the peak is at least their weights;
+                    quantized text encoders: their quantizable share at the kind's bytes, as the base)
     trainable    LoRA: rank × per-rank parameters of the architecture × (target modules / 4)
                    (+ the text encoders' per-rank count when they are trained) — kept in fp32;
                  frozen: the counted trainable parameters (the block tree) or, uncounted, ¼ of the UNet;
@@ -113,8 +114,14 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
     if swapped and facts.block_count:  # the swapped blocks leave the GPU but one (the block running)
         unet_bytes *= 1 - (swapped - 1) / facts.block_count
     text_off = device == "cuda" and text_encoders_leave_gpu(config, device)
-    encoding = text * weight_bytes if text_off else 0
-    weights = unet_bytes + (0 if text_off else text * weight_bytes) + vae * 4
+    text_quantization = config.model.text_encoder_quantization
+    if text_quantization != "none":
+        share = facts.text_quantizable_share
+        text_bytes = text * (share * QUANTIZED_BYTES[text_quantization] + (1 - share) * weight_bytes)
+    else:
+        text_bytes = text * weight_bytes
+    encoding = text_bytes if text_off else 0
+    weights = unet_bytes + (0 if text_off else text_bytes) + vae * 4
 
     if trainable_parameters is not None:
         trainable = trainable_parameters

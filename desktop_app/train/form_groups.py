@@ -57,7 +57,7 @@ GROUPS: tuple[Group, ...] = (
                                      "training.weight_decay", "training.max_grad_norm", "training.min_snr_gamma",
                                      "training.noise_offset", "training.ema_decay", "training.ema_on_cpu")),
     Group("memory", "Memory && speed", ("model.precision", "model.base_quantization", "model.blocks_to_swap",
-                                       "model.text_encoder_device",
+                                       "model.text_encoder_quantization", "model.text_encoder_device",
                                        "training.gradient_accumulation_steps",
                                        "training.gradient_checkpointing", "dataset.cache_latents",
                                        "dataset.cache_text")),
@@ -85,6 +85,8 @@ DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma", "sampl
 NEGATIVE_PROMPT = "sampling.negative_prompt"
 # The separate files of a transformer family's single-file base (Flux: clip_l, t5xxl, ae); others hide them.
 TRANSFORMER_ONLY = frozenset({"model.text_encoder_files", "model.vae_file"})
+# Only families whose text encoders declare their blocks (Qwen-Image's Qwen2.5-VL) can store them in fewer bits.
+QUANTIZABLE_TEXT_ONLY = frozenset({"model.text_encoder_quantization"})
 # A quantized base is frozen: a frozen-layer run trains base weights, so it hides the choice.
 NOT_FOR_FROZEN = frozenset({"model.base_quantization"})
 
@@ -132,6 +134,9 @@ def field_visible(name: str, mode: str, architecture: str) -> bool:
     if name == NEGATIVE_PROMPT and architecture in FAMILIES and not FAMILIES[architecture].negative_prompts:
         return False
     if name in TRANSFORMER_ONLY and not (architecture in FAMILIES and FAMILIES[architecture].kind == "transformer"):
+        return False
+    if name in QUANTIZABLE_TEXT_ONLY and not (
+            architecture in FAMILIES and any(spec.blocks for spec in FAMILIES[architecture].text_encoders)):
         return False
     if name in NOT_FOR_FROZEN and mode == "frozen":
         return False

@@ -184,6 +184,8 @@ class MemoryBox(QFrame):
                          "captions are encoded")
         if config.model.base_quantization != "none":
             notes.append(f"base blocks in {config.model.base_quantization}")
+        if config.model.text_encoder_quantization != "none":
+            notes.append(f"text encoders in {config.model.text_encoder_quantization}")
         if config.model.blocks_to_swap:
             notes.append(f"{config.model.blocks_to_swap} blocks swapped in from RAM as they run")
         extra = "".join(f"; {note}" for note in notes)

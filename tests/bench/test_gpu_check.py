@@ -1,7 +1,7 @@
 """``make gpu-check``'s script in ``make test``: ``--dry-run`` runs every step of it on the CPU with tiny models
-(models built the way the GPU run builds the real ones — SD 1.5, SDXL, SD 3.5 and Flux —, Kamaal's trainer
-through Measure, the reference loop, the memory estimate), and without CUDA and without ``--dry-run`` it only
-says so."""
+(models built the way the GPU run builds the real ones — SD 1.5, SDXL, SD 3.5, Flux, Z-Image and Qwen-Image —,
+Kamaal's trainer through Measure, the reference loop, the memory estimate), and without CUDA and without
+``--dry-run`` it only says so."""
 
 from __future__ import annotations
 
@@ -20,30 +20,36 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
 
 
-ARCHS = ("sd15", "sdxl", "sd3", "flux")
-FLOW = ("sd3", "flux")
+ARCHS = ("sd15", "sdxl", "sd3", "flux", "zimage", "qwenimage")
+FLOW = ("sd3", "flux", "zimage", "qwenimage")
+PRESET_ONLY = ("zimage", "qwenimage")  # trained as their presets train them: with gradient checkpointing only
 
 
-@pytest.mark.slow  # about 60 s on 2 cores: fifteen short processes
+@pytest.mark.slow  # about 80 s on 2 cores: nineteen short processes
 def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_others(tmp_path):
     out = tmp_path / "gpu-dry-run-20260101T000000Z.json"
     models = tmp_path / "models"
-    done = run_script("--dry-run", "--keep-models", str(models), "--out", str(out), timeout=240)
+    done = run_script("--dry-run", "--keep-models", str(models), "--out", str(out), timeout=420)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["dry_run"] and result["models_status"] == "ok"
     assert {arch for arch, model in result["models"].items() if not model["reused"]} == set(ARCHS)
     rows = {row["case"]: row for row in result["rows"]}
     # The SD cases first, then the flow families' (a short budget keeps the SD paths).
-    assert [row["arch"] for row in result["rows"]][-7:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux"]
-    # Flux as the presets train it: nf4 (16/12 GB) and fp8 (24 GB) bases, and block swap on top of nf4.
+    assert [row["arch"] for row in result["rows"]][-11:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
+                                                             "zimage", "zimage", "qwenimage", "qwenimage"]
+    # Flux as the presets train it: nf4 (16/12 GB) and fp8 (24 GB) bases, and block swap on top of nf4; Z-Image's
+    # bf16 (24 GB) and fp8 (16 GB); Qwen-Image's nf4 (24 GB) and its 16 GB preset's nf4, fp8 Qwen2.5-VL and swap.
     for name in ("flux 64px bf16 ckpt adamw nf4", "flux 64px bf16 ckpt adamw fp8",
-                 "flux 64px bf16 ckpt adamw nf4 swap20"):
+                 "flux 64px bf16 ckpt adamw nf4 swap20", "zimage 64px bf16 ckpt adamw",
+                 "zimage 64px bf16 ckpt adamw fp8", "qwenimage 64px bf16 ckpt adamw nf4",
+                 "qwenimage 64px bf16 ckpt adamw nf4 te-fp8 swap20"):
         assert rows[name]["status"] == "ok", rows[name]
     trained = [row for row in rows.values() if row["status"] == "ok"]
-    # bf16 with and without gradient checkpointing, on every architecture; fp16 and 8-bit AdamW need CUDA.
-    assert {(row["arch"], row["checkpointing"]) for row in trained} == {(a, c) for a in ARCHS
-                                                                       for c in (False, True)}
+    # bf16 with and without gradient checkpointing, on every architecture but the two trained only as their
+    # presets train them; fp16 and 8-bit AdamW need CUDA.
+    assert {(row["arch"], row["checkpointing"]) for row in trained} == {
+        (a, c) for a in ARCHS for c in (False, True) if c or a not in PRESET_ONLY}
     for row in trained:
         kamaal = row["kamaal"]
         assert kamaal["device"] == "cpu" and kamaal["memory_kind"] == "rss" and kamaal["tf32"] is False

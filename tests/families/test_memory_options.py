@@ -203,6 +203,32 @@ def test_each_familys_quantizable_share_is_what_its_real_denoiser_holds():
     assert checked >= 5
 
 
+def test_each_familys_text_quantizable_share_is_what_its_real_text_encoders_hold():
+    """``MemoryFacts.text_quantizable_share`` against the real text encoders built on the meta device from the shipped
+    configs (the families whose encoders declare blocks for ``model.text_encoder_quantization``)."""
+    import transformers
+
+    from trainer.families import FAMILIES
+    from trainer.models.info import MODEL_CONFIGS
+    from trainer.models.quantize import quantized_linears
+
+    checked = 0
+    for name, model in FAMILIES.items():
+        if not any(spec.blocks for spec in model.text_encoders):
+            continue
+        for folder in sorted(set(model.config_folders.values())):
+            total = quantized = 0
+            for spec in model.text_encoders:
+                config = transformers.AutoConfig.from_pretrained(MODEL_CONFIGS / folder / spec.component)
+                with torch.device("meta"):
+                    encoder = getattr(transformers, spec.transformers_class)(config)
+                total += sum(p.numel() for p in encoder.parameters())
+                quantized += sum(layer.weight.numel() for _, layer in quantized_linears(encoder, spec.blocks))
+            assert abs(quantized / total - model.memory.text_quantizable_share) < 0.01, (name, quantized / total)
+            checked += 1
+    assert checked >= 1
+
+
 def test_the_estimate_counts_a_quantized_base_and_text_encoders_off_the_gpu():
     from trainer.memory_estimate import QUANTIZED_BYTES, estimate_memory
 
@@ -246,7 +272,7 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
             sized[path.stem] = estimate_memory(load_config(path), "cuda").total, int(match.group(1))
     assert {"flux-lora-24gb", "flux-lora-16gb", "flux-lora-12gb", "sd35-lora-24gb", "sd35-lora-16gb",
             "sd35-lora-12gb", "zimage-lora-24gb", "zimage-lora-16gb", "zimage-lora-12gb",
-            "qwenimage-lora-24gb"} <= set(sized)
+            "qwenimage-lora-24gb", "qwenimage-lora-16gb", "qwenimage-lora-12gb"} <= set(sized)
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)

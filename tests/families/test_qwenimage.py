@@ -1,8 +1,8 @@
 """Qwen-Image through the registry, on a tiny model built from its real classes (``QwenImageTransformer2DModel``,
 ``AutoencoderKLQwenImage``, Qwen2.5-VL): the engine's latents, prompts and prediction are the pipeline's; LoRA
-learns and its diffusers file loads with ``QwenImagePipeline.load_lora_weights`` and gives the image the trained
-adapter gave; a stopped and resumed run ends where an uninterrupted one does; previews guide as the pipeline does
-(``true_cfg_scale`` with a negative prompt) whether the prompts come as text or encoded once."""
+learns and its diffusers and kohya/musubi files load with ``QwenImagePipeline.load_lora_weights`` and give the
+image the trained adapter gave; a stopped and resumed run ends where an uninterrupted one does; previews guide as the
+pipeline does (``true_cfg_scale`` with a negative prompt) whether the prompts come as text or encoded once."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_p
     # Measured (seed 1, 30 steps): 1.44 → 1.21 (0.84×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
-    (lora_file,) = (Path(p) for p in rec.of(Finished)[0].outputs)
+    kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
     keys = set(load_file(lora_file))
     assert {key.split(".")[0] for key in keys} == {"transformer"}
     assert any(".attn.to_q." in key for key in keys) and any(".attn.to_out.0." in key for key in keys)
@@ -99,6 +99,11 @@ def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_p
     loaded = draw(pipe, final.prompts[0], final.seeds[0])
     assert np.abs(loaded - trained).max() <= 2
     assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
+    # RUN_NAME.safetensors, musubi-tuner's names (lora_unet_transformer_blocks_0_attn_to_q), through diffusers' reader
+    assert kohya_file.name == "tiny.safetensors" and all(k.startswith("lora_unet_") for k in load_file(kohya_file))
+    pipe = pipeline(tiny_qwen)
+    pipe.load_lora_weights(str(kohya_file.parent), weight_name=kohya_file.name)
+    assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
 
 @pytest.mark.slow
@@ -120,11 +125,19 @@ def test_qwenimage_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_pa
                               sampling={"inference_steps": 2})
     code, rec = run_in_process(config, tmp_path / "frozen")
     assert code == EXIT_OK, rec.of(Failed)
-    (folder,) = (Path(p) for p in rec.of(Finished)[0].outputs)  # no single-file layout for Qwen-Image yet
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
     part = Path("transformer") / "diffusion_pytorch_model.safetensors"
     before, after = load_file(tiny_qwen / part), load_file(folder / part)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved and all(name.startswith("transformer_blocks.1.") for name in moved)
+    # RUN_NAME.safetensors: the transformer as ComfyUI's Load Diffusion Model takes it, read here by diffusers' own
+    # single-file loader for Qwen-Image (whose key mapping is ComfyUI's names as they are)
+    import diffusers
+
+    assert single.name == "tiny.safetensors"
+    read = diffusers.QwenImageTransformer2DModel.from_single_file(
+        str(single), config=str(folder), subfolder="transformer", local_files_only=True).state_dict()
+    assert read.keys() == after.keys() and all(torch.equal(read[k], after[k]) for k in after)
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
@@ -149,18 +162,79 @@ def test_previews_from_prompts_encoded_once_guide_as_the_pipeline_does(guidance,
 
 
 def test_what_qwenimage_cannot_do_is_refused_by_name(tmp_path, tiny_qwen):
-    from safetensors.torch import save_file
-
     from trainer.config import ConfigError, config_from_dict
     from trainer.errors import InputError
     from trainer.merge.fuse import fuse_lora
-    from trainer.models import load_model
 
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Qwen-Image's Qwen2\.5-VL text encoder takes no"):
         config_from_dict({"mode": "lora", "model": {"architecture": "qwenimage"}, "lora": {"train_text_encoder": True}})
+    with pytest.raises(ConfigError, match=r"model\.text_encoder_quantization: Flux\.1's text encoders keep their "
+                                          r"precision \(choose none; quantized encoders: Qwen-Image\)"):
+        config_from_dict({"mode": "lora", "model": {"architecture": "flux", "text_encoder_quantization": "fp8"}})
+    assert config_from_dict({"mode": "lora", "model": {"architecture": "qwenimage", "text_encoder_quantization": "nf4"}
+                             }).model.text_encoder_quantization == "nf4"
     with pytest.raises(InputError, match=r"is a Qwen-Image model; merging"):
         fuse_lora(tiny_qwen, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
-    single = tmp_path / "qwen_image_bf16.safetensors"
-    save_file({"txt_norm.weight": torch.ones(4), "transformer_blocks.0.attn.to_q.weight": torch.ones(4, 4)}, single)
-    with pytest.raises(InputError, match=r"is a Qwen-Image checkpoint; Qwen-Image loads from its diffusers folder"):
-        load_model(single)
+
+
+def wide_text_encoder(pipe, seed: int = 0):
+    """The tiny Qwen2.5-VL 64 wide (the layers bitsandbytes and torchao see in real models are multiples of 64)."""
+    import transformers
+
+    config = pipe.text_encoder.config.to_dict()
+    config["text_config"].update(hidden_size=64, intermediate_size=128, num_attention_heads=8)
+    config["vision_config"].update(hidden_size=64, intermediate_size=128, out_hidden_size=64)
+    torch.manual_seed(seed)
+    return transformers.Qwen2_5_VLForConditionalGeneration(transformers.Qwen2_5_VLConfig(**config)).eval()
+
+
+@pytest.mark.parametrize("kind", ["fp8", "nf4"])
+def test_a_quantized_text_encoder_stores_its_layers_in_fewer_bytes_and_encodes_nearly_what_it_did(kind, tiny_qwen):
+    """``model.text_encoder_quantization`` reaches Qwen2.5-VL's language model (and vision tower) through the paths the
+    family declares, and the prompts it encodes stay close to the full-precision ones."""
+    from trainer.families import family
+    from trainer.models.quantize import quantize_denoiser, quantized_linears, weight_bytes
+
+    pipe = pipeline(tiny_qwen)
+    encoder = wide_text_encoder(pipe)
+    (spec,) = family("qwenimage").text_encoders
+    layers = sum(linear.weight.numel() for _, linear in quantized_linears(encoder, spec.blocks))
+    language = sum(linear.weight.numel() for _, linear in quantized_linears(encoder, spec.blocks[:1]))
+    assert 0 < language < layers  # both containers are found
+    ids = pipe.tokenizer(["a red circle on a white page"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        reference = encoder(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    before = weight_bytes(encoder)
+    assert quantize_denoiser(encoder, spec.blocks, kind, "cpu", torch.float32) == layers
+    assert before - weight_bytes(encoder) > 0.5 * layers * 2  # fp32 → at most 1 byte per weight
+    with torch.no_grad():
+        hidden = encoder(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    error = ((hidden - reference).norm() / reference.norm()).item()
+    assert error < {"nf4": 0.2, "fp8": 0.1}[kind], error
+
+
+@pytest.mark.slow
+def test_a_lora_run_encodes_its_captions_with_the_quantized_text_encoder(tmp_path, tiny_qwen, shapes_dataset):
+    """The 16 and 12 GB presets' way: Qwen2.5-VL in fp8 encodes every caption, then leaves for the computer's memory;
+    the run trains, and its log says what was quantized."""
+    import shutil
+
+    import diffusers
+
+    model = shutil.copytree(tiny_qwen, tmp_path / "tiny-qwenimage-64")
+    pipe = pipeline(tiny_qwen)
+    wide_text_encoder(pipe).save_pretrained(model / "text_encoder")
+    config = {**dict(pipe.transformer.config), "joint_attention_dim": 64}
+    diffusers.QwenImageTransformer2DModel.from_config(config).save_pretrained(model / "transformer")
+    run_config = diffusion_config(model, shapes_dataset, "qwenimage",
+                                  model={"architecture": "qwenimage", "path": str(model),
+                                         "text_encoder_quantization": "fp8", "text_encoder_device": "cpu"},
+                                  training={"steps": 2, "eval_every": 2}, sampling={"inference_steps": 1},
+                                  dataset={"cache_text": "disk"})
+    code, rec = run_in_process(run_config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    log = RunFolder(tmp_path / "run").log_path.read_text(encoding="utf-8")
+    # 3 language-model layers × 7 Linears and 2 vision blocks × 5, all 64 wide or more
+    assert "Qwen2.5-VL text encoder: 31 Linear layers (0.2 M weights) in fp8 (torchao)" in log
+    losses = [row["loss"] for row in RunFolder(tmp_path / "run").read_metrics() if row.get("loss") is not None]
+    assert len(losses) == 2 and all(np.isfinite(losses))

@@ -29,6 +29,9 @@ class TextEncoder:
     # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
     # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
     lora: bool = True
+    # Its containers of repeated blocks (dotted module paths): the Linear layers inside them are what
+    # ``model.text_encoder_quantization`` stores in fewer bits.  Empty: the encoder is never quantized.
+    blocks: tuple[str, ...] = ()
 
     @property
     def tokenizer(self) -> str:
@@ -48,6 +51,9 @@ class MemoryFacts:
     quantizable_share: float = 0.99
     # How many blocks ``model.blocks_to_swap`` chooses from in the reference model (checked against the configs).
     block_count: int = 0
+    # Share of the text encoders' parameters in the Linear layers of their ``TextEncoder.blocks``: what
+    # ``model.text_encoder_quantization`` stores in fewer bits (checked against the configs).
+    text_quantizable_share: float = 0.0
 
 
 @dataclass(frozen=True)

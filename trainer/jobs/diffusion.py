@@ -88,6 +88,7 @@ class DiffusionJob(TrainingJob):
         self._prepare_data()
         if cfg.trains_token():
             self._check_word_in_captions()
+        self._quantize_text_encoders()
         self.text_device = self.device
         self._sample_text: dict[str, dict[str, torch.Tensor]] | None = None
         if self._text_encoders_leave_gpu():
@@ -185,6 +186,20 @@ class DiffusionJob(TrainingJob):
             torch.cuda.empty_cache()
         self.log.info("Encoded %d caption(s) and the sample prompts; the text encoders wait in the computer's "
                       "memory, off the GPU", len(captions))
+
+    def _quantize_text_encoders(self) -> None:
+        """model.text_encoder_quantization: each encoder's block Linears quantized on their way to the device, before
+        anything is encoded (the config refuses it for a trained encoder, and for families that declare no blocks)."""
+        kind = self.config.model.text_encoder_quantization
+        if kind == "none":
+            return
+        from trainer.models.quantize import quantize_denoiser
+
+        specs = family(self.config.model.architecture).text_encoders
+        for spec, encoder in zip(specs, self.parts.text_encoders, strict=False):
+            if encoder is not None and spec.blocks:
+                quantize_denoiser(encoder, spec.blocks, kind, self.device, weight_dtype(self.precision), self.log,
+                                  what=spec.label)
 
     def _encoders(self) -> list[torch.nn.Module]:
         """The text encoders the model has (SD 3.5 may run without T5: its place in the list is None)."""

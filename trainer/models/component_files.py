@@ -87,6 +87,34 @@ def t5_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+# ComfyUI's "scaled" fp8 files (``…_fp8_scaled.safetensors``): a ``scaled_fp8`` marker, and beside each fp8 weight a
+# ``scale_weight`` (its one float32 scale; ComfyUI's ``scaled_fp8_ops`` compute with weight × scale_weight) and a
+# ``scale_input`` (for fp8 matrix products; nothing to do with the weight's value).  ComfyUI's newer quantized
+# format keeps ``weight_scale``/``input_scale`` and a ``comfy_quant`` description (fp8, or nvfp4's block scales).
+SCALED_FP8_MARKER = "scaled_fp8"
+_NEWER_QUANT_SUFFIXES = (".weight_scale", ".input_scale", ".comfy_quant")
+
+
+def read_scaled_fp8(state: dict[str, torch.Tensor], path: Path, field: str, plain_file: str,
+                    dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A file's tensors with ComfyUI's "scaled" fp8 weights turned back into weights (fp8 × scale, in ``dtype``),
+    the marker and input scales dropped; a file of any other kind as it is.  ComfyUI's newer quantized format is
+    refused by name (its layouts include 4-bit block scales), pointing at the full-precision file."""
+    newer = next((key for key in state if key.endswith(_NEWER_QUANT_SUFFIXES)), None)
+    if newer is not None:
+        raise InputError(f"{field}: {path} is stored in ComfyUI's quantized format (it holds {newer}), which Kamaal "
+                         f"does not read; use the full-precision file ({plain_file}) or its fp8_scaled one instead")
+    if SCALED_FP8_MARKER not in state and not any(key.endswith(".scale_weight") for key in state):
+        return state
+    weights: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key == SCALED_FP8_MARKER or key.endswith((".scale_weight", ".scale_input")):
+            continue
+        scale = state.get(key.removesuffix(".weight") + ".scale_weight") if key.endswith(".weight") else None
+        weights[key] = (value.to(torch.float32) * scale.to(torch.float32)).to(dtype) if scale is not None else value
+    return weights
+
+
 def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str,
                field: str = "model", optional: Iterable[str] = ()) -> None:
     """Fill ``model`` (built on the meta device, or not) in place with ``state``; ``InputError`` naming ``field``
