@@ -39,6 +39,9 @@ LABELS = {
     "model.base_quantization": "Base weights in", "model.blocks_to_swap": "Blocks swapped to RAM",
     "model.text_encoder_device": "Text encoders wait on", "output.tensorboard": "TensorBoard files",
     "dataset.keep_tags": "Keep first tags", "lora.adapter": "Adapter",
+    "training.debiased_estimation": "Debiased estimation", "training.timestep_min": "Lowest timestep",
+    "training.timestep_max": "Highest timestep", "training.multires_noise_iterations": "Multires noise levels",
+    "training.multires_noise_discount": "Multires noise discount", "training.zero_terminal_snr": "Zero terminal SNR",
 }
 
 SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}

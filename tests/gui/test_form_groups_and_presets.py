@@ -20,10 +20,11 @@ def shown_groups(panel: HyperparametersPanel) -> list[str]:
 @pytest.mark.parametrize(("preset", "expected"), [
     ("toy", ["basics", "toy", "optimizer", "output"]),
     ("toy-frozen", ["basics", "model", "frozen", "toy", "optimizer", "output"]),
-    ("sd15-lora-8gb", ["basics", "model", "dataset", "lora", "optimizer", "memory", "sampling", "output"]),
-    ("sd15-dreambooth", ["basics", "model", "dataset", "lora", "dreambooth", "optimizer", "memory", "sampling",
-                         "output"]),
-    ("sd15-frozen", ["basics", "model", "frozen", "dataset", "optimizer", "memory", "sampling", "output"]),
+    ("sd15-lora-8gb", ["basics", "model", "dataset", "lora", "optimizer", "noise", "memory", "sampling",
+                       "output"]),
+    ("sd15-dreambooth", ["basics", "model", "dataset", "lora", "dreambooth", "optimizer", "noise", "memory",
+                         "sampling", "output"]),
+    ("sd15-frozen", ["basics", "model", "frozen", "dataset", "optimizer", "noise", "memory", "sampling", "output"]),
 ])
 def test_only_the_groups_of_the_mode_are_shown(qtbot, preset, expected):
     panel = HyperparametersPanel(ConfigModel(configured(preset)))
@@ -32,8 +33,8 @@ def test_only_the_groups_of_the_mode_are_shown(qtbot, preset, expected):
     titles = [panel.groups[key].title().replace("&&", "&") for key in expected]
     assert titles[0] == "Basics" and ("Memory & speed" in titles) == ("memory" in expected)
     # Diffusion-only knobs are hidden for the toy network, shown for Stable Diffusion.
-    optimizer_layout = panel.groups["optimizer"].layout()
-    assert optimizer_layout.isRowVisible(panel.rows["training.min_snr_gamma"]) == (not preset.startswith("toy"))
+    noise_layout = panel.groups["noise"].layout()
+    assert noise_layout.isRowVisible(panel.rows["training.min_snr_gamma"]) == (not preset.startswith("toy"))
 
 
 def test_every_field_has_a_group_and_a_tooltip_with_range_and_default(qtbot):

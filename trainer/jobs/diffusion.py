@@ -20,6 +20,7 @@ from trainer.config import Config
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
 from trainer.diffusion.engines import Engine, engine_for
+from trainer.diffusion.loss import NoiseOptions
 from trainer.diffusion.sampling import build_pipeline, draw, encode_sample_prompts
 from trainer.diffusion.text import TextConditioning
 from trainer.errors import InputError
@@ -379,7 +380,7 @@ class DiffusionJob(TrainingJob):
         self.pixel_draws += padded
         latents, crops = self._latents_for(examples, is_class, indices, first_draw)
         noise, timesteps = self.engine.draw_noise((padded, *latents.shape[1:]), self.noise_generator,
-                                                  self.config.training.noise_offset)
+                                                  NoiseOptions.of(self.config.training))
         noise_and_t = noise[start:stop].to(self.device, latents.dtype), timesteps[start:stop].to(self.device)
         captions = None
         if self.variation.active and not is_class:  # class prompts stay as they are: they keep the class
@@ -404,7 +405,8 @@ class DiffusionJob(TrainingJob):
         with self.accelerator.autocast():
             return self.engine.loss(unet or self.trained_unet, latents.to(dtype), noise.to(dtype), timesteps,
                                     text.to(self.device, dtype), extras,
-                                    self.config.training.min_snr_gamma if weighted else 0.0)
+                                    self.config.training.min_snr_gamma if weighted else 0.0,
+                                    weighted and self.config.training.debiased_estimation)
 
     def train_step(self, step: int) -> StepResult:
         cfg = self.config
