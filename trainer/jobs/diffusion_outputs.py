@@ -26,6 +26,7 @@ from trainer.families import family
 from trainer.fsutil import replace_dir
 from trainer.lora_formats import (
     DIFFUSERS_FILE,
+    export_dora_kohya_file,
     export_kohya_transformer_lora,
     export_lora_files,
     export_lycoris_files,
@@ -94,6 +95,16 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return [*([kohya] if kohya else []), output_dir / "diffusers" / DIFFUSERS_FILE]
+    if cfg.lora.adapter == "dora":  # the kohya file with dora_scale, and peft's spelling for diffusers
+        try:
+            kohya = export_dora_kohya_file(output_dir / f"{cfg.output.run_name}.safetensors", cfg.model.architecture,
+                                           unet, encoders, cfg.output.run_name, cfg.to_dict())
+            export_transformer_lora(staging / DIFFUSERS_FILE, cfg.model.architecture, unet, encoders, cfg.to_dict())
+            replace_dir(staging, output_dir / "diffusers")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return [kohya, output_dir / "diffusers" / DIFFUSERS_FILE]
     if cfg.lora.adapter != "lora":  # LoHa, LoKr: the LyCORIS file and peft's folders
         try:
             export_lycoris_files(output_dir / f"{cfg.output.run_name}.safetensors", staging, cfg.model.architecture,
