@@ -157,6 +157,50 @@ def test_the_sd3_dora_kohya_file_gives_pefts_weights_in_stabilitys_fused_layers(
     assert not names  # every module of the file is a layer of the model
 
 
+def test_an_sdxl_dora_kohya_file_in_kohyas_sai_names_gives_pefts_weights_convolutions_too(tmp_path):
+    """SDXL's kohya names are the original (SAI) layout's; DoRA on attention, feed-forward and 3×3 convolutions
+    (``dora_scale`` (out, 1, 1, 1)) gives, applied as ComfyUI does, peft's merged UNet in that layout."""
+    from trainer.lora_formats import add_lora_adapters, export_dora_kohya_file
+    from trainer.models.original_layout import unet_to_original
+    from trainer.models.tiny import tiny_pipeline
+
+    unet = tiny_pipeline("sdxl").unet
+    levels = {i for i, kind in enumerate(unet.config.up_block_types) if "CrossAttn" in kind}
+
+    def original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return unet_to_original(state, unet.config.layers_per_block, levels)
+
+    base = original({k: v.clone() for k, v in unet.state_dict().items()})
+    add_lora_adapters(unet, [], SimpleNamespace(adapter="dora", rank=2, alpha=3.0, dropout=0.0,
+                                                target_modules=["to_q", "proj_in", "ff.net.0.proj", "conv1"]), False)
+    generator = torch.Generator().manual_seed(1)
+    for name, parameter in unet.named_parameters():
+        if "lora_B" in name:
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.1
+        elif "lora_magnitude_vector" in name:
+            parameter.data = parameter.data * (1 + 0.2 * torch.rand(parameter.shape, generator=generator))
+    tensors = load_file(export_dora_kohya_file(tmp_path / "xl.safetensors", "sdxl", unet, [], "xl", {}))
+    for module in unet.modules():
+        if hasattr(module, "lora_magnitude_vector"):
+            module.merge()
+    expected = original({key.replace(".base_layer", ""): value for key, value in unet.state_dict().items()
+                         if "lora_" not in key})
+    names = {key.rsplit(".", 2)[0] if key.endswith(".weight") else key.rsplit(".", 1)[0] for key in tensors}
+    assert any(tensors[f"{name}.dora_scale"].dim() == 4 for name in names)  # a convolution's
+    assert all(name.startswith("lora_unet_input_blocks_") or name.startswith(("lora_unet_middle_block_",
+                                                                             "lora_unet_output_blocks_"))
+               for name in names)
+    for key, weight in base.items():
+        name = "lora_unet_" + key.removeprefix("model.diffusion_model.").removesuffix(".weight").replace(".", "_")
+        if key.endswith(".weight") and name in names:
+            torch.testing.assert_close(comfy_apply(weight.float(), tensors, name), expected[key].float(),
+                                       atol=2e-6, rtol=1e-5, msg=name)
+            names.discard(name)
+        else:
+            torch.testing.assert_close(expected[key], weight, msg=key)
+    assert not names
+
+
 def test_dora_is_offered_for_every_family_and_the_merge_page_refuses_its_files_by_name(tmp_path):
     from trainer.errors import InputError
     from trainer.merge.lora_files import read_lora
