@@ -55,11 +55,11 @@ def test_dora_learns_and_both_files_give_the_weights_peft_trained(tmp_path, tiny
 
     config = diffusion_config(tiny_sd15, shapes_dataset, lora={"adapter": "dora", "rank": 4, "alpha": 8.0,
                                                               "train_text_encoder": True},
-                              training={"steps": 20, "batch_size": 2, "learning_rate": 1e-2, "eval_every": 10})
+                              training={"steps": 10, "batch_size": 2, "learning_rate": 1e-2, "eval_every": 5})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
     curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
-    assert curve[-1] < 0.95 * curve[0], curve
+    assert curve == sorted(curve, reverse=True) and curve[-1] < 0.97 * curve[0], curve
 
     kohya_file, diffusers_file = (Path(p) for p in rec.of(Finished)[0].outputs)
     with safe_open(kohya_file, "pt") as handle:
