@@ -170,6 +170,8 @@ def test_a_zero_snr_run_with_every_noise_option_trains_and_previews_with_the_res
         "timestep_min": 100, "timestep_max": 1000, "eval_every": 3})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
+    assert "that step, which zero terminal SNR adds, is weighted 0" in (tmp_path / "run" / "log.txt").read_text(
+        encoding="utf-8")  # debiased estimation's weight at SNR 0, said once
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
 

@@ -70,6 +70,10 @@ class DiffusionJob(TrainingJob):
         if family(cfg.model.architecture).flow is not None and cfg.training.min_snr_gamma:
             self.log.warning("training.min_snr_gamma weights DDPM timesteps; %s trains by flow matching, so it is "
                              "not used", family(cfg.model.architecture).display_name)
+        if cfg.training.zero_terminal_snr and (cfg.training.min_snr_gamma or cfg.training.debiased_estimation):
+            self.log.warning("training.zero_terminal_snr: min-SNR and debiased estimation weigh a timestep by its SNR, "
+                             "which is 0 at the last (pure-noise) one: that step, which zero terminal SNR adds, is "
+                             "weighted 0 and the ones near it little")
         if self.prior:
             from trainer.diffusion.class_images import ensure_class_images
 
