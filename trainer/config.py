@@ -259,7 +259,8 @@ class LoraConfig(Section):
         "lora", description="The adapter: LoRA (a low-rank update); DoRA (LoRA plus a trained magnitude per output "
                             "channel: closer to full fine-tuning, a little slower); LoHa (the Hadamard product of "
                             "two, more expressive at the same size) or LoKr (a Kronecker product: very small "
-                            "files), as LyCORIS makes them; LoHa and LoKr for Stable Diffusion 1.x/2.x/SDXL.")
+                            "files), as LyCORIS makes them; LoHa and LoKr for Stable Diffusion 1.x/2.x/SDXL, "
+                            "SD 3.5 and Flux.1.")
     rank: int = Field(16, ge=1, le=1024, description="LoRA rank: size of the low-rank update.")
     alpha: float = Field(16.0, gt=0, le=4096, description="LoRA alpha: the update is scaled by alpha / rank.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
@@ -379,10 +380,11 @@ class Config(Section):
             problems.append(f"lora.train_text_encoder: {model_family.display_name}'s {labels} "
                             f"{'takes' if len(encoders) == 1 else 'take'} no LoRA (the LoRA loaders of its pipeline "
                             "and ComfyUI apply the transformer's only); turn it off")
-        if lora_base and self.lora.adapter in ("loha", "lokr") and model_family.kind != "unet":
-            problems.append(f"lora.adapter: {self.lora.adapter} is written in the kohya/LyCORIS format of the "
-                            "UNet families (Stable Diffusion 1.x/2.x/SDXL) only; choose lora for "
-                            f"{families.family(self.model.architecture).display_name}")
+        lycoris = model_family.kohya is not None and model_family.kohya.lycoris_names is not None
+        if lora_base and self.lora.adapter in ("loha", "lokr") and not lycoris:
+            problems.append(f"lora.adapter: {self.lora.adapter} is written in the kohya/LyCORIS format that ComfyUI "
+                            "reads for Stable Diffusion 1.x/2.x/SDXL, SD 3.5 and Flux.1 only; choose lora or dora for "
+                            f"{model_family.display_name}")
         problems += _noise_problems(self, model_family)
         if self.model.blocks_to_swap and not self.training.gradient_checkpointing:
             problems.append("model.blocks_to_swap: swapping blocks saves memory only with "

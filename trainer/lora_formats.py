@@ -307,6 +307,10 @@ def lycoris_tensors(architecture: str, unet: Any, text_encoders: Sequence[Any],
                     layout: UnetLayout | None = None) -> dict[str, torch.Tensor]:
     """A LoHa or LoKr run's adapters under LyCORIS' keys, as kohya's ``lycoris.kohya`` network writes them and
     Automatic1111 and ComfyUI apply them: ``lora_unet_…_to_q.hada_w1_a`` …, ``….lokr_w1`` …, and ``….alpha``.
+    SD 3.5's and Flux's transformer modules are named ``lycoris_`` + the diffusers module path
+    (``lycoris_transformer_blocks_0_attn_to_q``, SimpleTuner's spelling), which ComfyUI maps onto the rows of its
+    fused ``qkv`` layers (a product of factors does not fuse into one as LoRA's stacked downs do); their CLIP
+    encoders keep kohya's ``lora_te1_``/``lora_te2_`` names.
 
     The scale a loader applies is alpha ÷ the rank it reads from the file (LoHa: ``hada_w1_b``'s rows; LoKr: the
     rank of a decomposed factor, or 1 when neither factor is decomposed) — peft's is alpha ÷ r; where a LoKr has
@@ -315,7 +319,7 @@ def lycoris_tensors(architecture: str, unet: Any, text_encoders: Sequence[Any],
 
     model = family(architecture)
     two_encoders = len(model.text_encoders) > 1
-    original = kohya_facts(architecture).original_unet_names
+    facts = kohya_facts(architecture)
     components = [("unet", unet)] + [(spec.component, encoder)
                                      for spec, encoder in zip(model.text_encoders, text_encoders, strict=False)]
     tensors: dict[str, torch.Tensor] = {}
@@ -324,8 +328,11 @@ def lycoris_tensors(architecture: str, unet: Any, text_encoders: Sequence[Any],
             kind = next((k for k, parts in LYCORIS_PARTS.items() if hasattr(layer, parts[0])), None)
             if kind is None or ADAPTER not in getattr(layer, "r", {}):
                 continue
-            name = kohya_name(component, path, two_encoders)
-            if component == "unet" and original:
+            if component == "unet" and facts.lycoris_names == "diffusers":
+                name = "lycoris_" + path.replace(".", "_")
+            else:
+                name = kohya_name(component, path, two_encoders)
+            if component == "unet" and facts.original_unet_names:
                 name = sai_name(name, layout or SDXL_LAYOUT)
             found = {part: getattr(layer, part)[ADAPTER].detach().to("cpu", torch.float32).contiguous()
                      for part in LYCORIS_PARTS[kind] if ADAPTER in getattr(layer, part)}
@@ -343,16 +350,17 @@ def lycoris_tensors(architecture: str, unet: Any, text_encoders: Sequence[Any],
 def export_lycoris_files(kohya_path: Path, peft_dir: Path, architecture: str, unet: Any,
                          text_encoders: Sequence[Any], lora: Any, run_name: str, config: dict[str, Any]) -> list[Path]:
     """A LoHa/LoKr run's two outputs: the kohya/LyCORIS file (A1111, ComfyUI, kohya) and peft's own adapter
-    folders (``peft_dir/unet``, ``peft_dir/text_encoder``…: ``adapter_model.safetensors`` + ``adapter_config.json``,
-    which ``peft.inject_adapter_in_model`` and ``set_peft_model_state_dict`` load — diffusers' own loader reads
-    LoRA only)."""
+    folders (``peft_dir/unet`` or ``peft_dir/transformer``, ``peft_dir/text_encoder``…:
+    ``adapter_model.safetensors`` + ``adapter_config.json``, which ``peft.inject_adapter_in_model`` and
+    ``set_peft_model_state_dict`` load — diffusers' own loader reads LoRA only)."""
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save
 
     from trainer.fsutil import atomic_write_bytes, atomic_write_text
 
     facts = kohya_facts(architecture)
-    tensors = lycoris_tensors(architecture, unet, text_encoders, UnetLayout.from_config(unet.config))
+    layout = UnetLayout.from_config(unet.config) if facts.original_unet_names else None
+    tensors = lycoris_tensors(architecture, unet, text_encoders, layout)
     metadata = {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps({"algo": lora.adapter}),
                 "ss_network_dim": str(lora.rank), "ss_network_alpha": str(lora.alpha),
                 "ss_base_model_version": facts.base_model_version, "ss_output_name": run_name,
@@ -360,8 +368,8 @@ def export_lycoris_files(kohya_path: Path, peft_dir: Path, architecture: str, un
                 "modelspec.implementation": facts.implementation, "kamaal.config": json.dumps(config)}
     atomic_write_bytes(kohya_path, save(tensors, metadata=metadata))
     model = family(architecture)
-    for component, module in [("unet", unet)] + [(spec.component, encoder) for spec, encoder
-                                                 in zip(model.text_encoders, text_encoders, strict=False)]:
+    for component, module in [(model.denoiser, unet)] + [(spec.component, encoder) for spec, encoder
+                                                         in zip(model.text_encoders, text_encoders, strict=False)]:
         config_of = getattr(module, "peft_config", {}).get(ADAPTER)
         if config_of is None:
             continue

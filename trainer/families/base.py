@@ -69,6 +69,10 @@ class KohyaFacts:
     # sits in the original layout kohya names (fused layers too); None: no kohya file for this family yet.
     transformer_layout: str | None = None
     network_module: str = "networks.lora"  # kohya's "ss_network_module"
+    # How a LoHa/LoKr file names the denoiser's modules so that ComfyUI applies it: "kohya" (``lora_unet_…``, the
+    # UNet families), "diffusers" (``lycoris_`` + the diffusers module path, which ComfyUI maps onto the slices of
+    # SD 3.5's and Flux's fused layers), or None: no LyCORIS file for this family.
+    lycoris_names: Literal["kohya", "diffusers"] | None = "kohya"
 
 
 @dataclass(frozen=True)
