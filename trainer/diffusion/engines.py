@@ -117,7 +117,7 @@ class UnetEngine(Engine):
         from trainer.diffusion.loss import denoising_loss
 
         return denoising_loss(denoiser, self.parts.noise_scheduler, latents, noise, timesteps, text,
-                              extras.get("time_ids"), min_snr_gamma, debiased)
+                              extras.get("time_ids"), min_snr_gamma, debiased=debiased)
 
 
 class SD3Engine(Engine):

@@ -90,7 +90,7 @@ def unet_prediction(unet, noisy: torch.Tensor, timesteps: torch.Tensor, text: Te
 
 
 def denoising_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                   text: TextConditioning, time_ids: torch.Tensor | None, min_snr_gamma: float = 0.0,
+                   text: TextConditioning, time_ids: torch.Tensor | None, min_snr_gamma: float = 0.0, *,
                    debiased: bool = False) -> torch.Tensor:
     """Mean loss over the batch (a scalar), each image's weighted by :func:`loss_weights`."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
