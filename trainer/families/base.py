@@ -71,8 +71,9 @@ class KohyaFacts:
     network_module: str = "networks.lora"  # kohya's "ss_network_module"
     # How a LoHa/LoKr file names the denoiser's modules so that ComfyUI applies it: "kohya" (``lora_unet_…``, the
     # UNet families), "diffusers" (``lycoris_`` + the diffusers module path, which ComfyUI maps onto the slices of
-    # SD 3.5's and Flux's fused layers), or None: no LyCORIS file for this family.
-    lycoris_names: Literal["kohya", "diffusers"] | None = "kohya"
+    # SD 3.5's and Flux's fused layers), or None (a new family's default, until its ComfyUI mapping is checked):
+    # no LyCORIS file for this family, and LoHa/LoKr are refused by name.
+    lycoris_names: Literal["kohya", "diffusers"] | None = None
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,7 @@ FAMILY = Family(
         quantizable_share=0.998, block_count=60),
     kohya=KohyaFacts(modelspec_architecture="qwen-image/lora", base_model_version="qwen_image",
                      lora_family="qwen_image", lora_family_label="Qwen-Image", original_unet_names=False,
-                     network_module="networks.lora_qwen_image",
-                     lycoris_names=None),
+                     network_module="networks.lora_qwen_image"),
     tiny={"denoiser": ("QwenImageTransformer2DModel", {
               "patch_size": 2, "in_channels": 16, "out_channels": 4, "num_layers": 2, "attention_head_dim": 16,
               "num_attention_heads": 2, "joint_attention_dim": 32, "guidance_embeds": False,

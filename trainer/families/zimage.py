@@ -53,8 +53,7 @@ FAMILY = Family(
         quantizable_share=0.998, block_count=34),
     kohya=KohyaFacts(modelspec_architecture="z-image/lora", base_model_version="z_image",
                      lora_family="zimage", lora_family_label="Z-Image", original_unet_names=False,
-                     network_module="networks.lora_zimage",
-                     lycoris_names=None),
+                     network_module="networks.lora_zimage"),
     tiny={"denoiser": ("ZImageTransformer2DModel", {
               "all_patch_size": (2,), "all_f_patch_size": (1,), "in_channels": 4, "dim": 32, "n_layers": 2,
               "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 2, "qk_norm": True, "cap_feat_dim": 32,
