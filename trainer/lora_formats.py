@@ -288,8 +288,8 @@ def export_dora_kohya_file(path: Path, architecture: str, unet: Any, text_encode
     components = [("unet", unet)] + [(spec.component, encoder)
                                      for spec, encoder in zip(model.text_encoders, text_encoders, strict=False)]
     for component, module in components:
-        for path, (magnitude, base) in dora_magnitudes(module).items():
-            name = kohya_name(component, path, two_encoders)
+        for module_path, (magnitude, base) in dora_magnitudes(module).items():
+            name = kohya_name(component, module_path, two_encoders)
             delta = lora.modules[name].delta().reshape(base.shape)
             key = sai_name(name, layout) if component == "unet" and original else name
             tensors[f"{key}.dora_scale"] = comfy_dora_scale(magnitude, base, delta)

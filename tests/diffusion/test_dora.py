@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from tests.diffusion.conftest import diffusion_config
 from tests.trainer.helpers import run_in_process
 from trainer.config import config_from_dict
+from trainer.lora_formats import DIFFUSERS_FILE
 from trainer.lora_names import kohya_name
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
@@ -62,6 +63,8 @@ def test_dora_learns_and_both_files_give_the_weights_peft_trained(tmp_path, tiny
     assert curve == sorted(curve, reverse=True) and curve[-1] < 0.97 * curve[0], curve
 
     kohya_file, diffusers_file = (Path(p) for p in rec.of(Finished)[0].outputs)
+    output = tmp_path / "run" / "output"
+    assert (kohya_file, diffusers_file) == (output / "tiny.safetensors", output / "diffusers" / DIFFUSERS_FILE)
     with safe_open(kohya_file, "pt") as handle:
         assert json.loads(handle.metadata()["ss_network_args"])["dora_wd"] == "True"
     tensors = load_file(kohya_file)
@@ -179,7 +182,9 @@ def test_an_sdxl_dora_kohya_file_in_kohyas_sai_names_gives_pefts_weights_convolu
             parameter.data = torch.randn(parameter.shape, generator=generator) * 0.1
         elif "lora_magnitude_vector" in name:
             parameter.data = parameter.data * (1 + 0.2 * torch.rand(parameter.shape, generator=generator))
-    tensors = load_file(export_dora_kohya_file(tmp_path / "xl.safetensors", "sdxl", unet, [], "xl", {}))
+    written = export_dora_kohya_file(tmp_path / "xl.safetensors", "sdxl", unet, [], "xl", {})
+    assert written == tmp_path / "xl.safetensors" and sorted(tmp_path.iterdir()) == [written]
+    tensors = load_file(written)
     for module in unet.modules():
         if hasattr(module, "lora_magnitude_vector"):
             module.merge()
