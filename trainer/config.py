@@ -209,6 +209,38 @@ class TrainingConfig(Section):
                                  description="Min-SNR loss weighting (5 is typical); 0 = off.")
     noise_offset: float = Field(0.0, ge=0, le=1, json_schema_extra=DIFFUSION_ONLY,
                                 description="Noise offset (0.05–0.1 helps very dark/bright images).")
+    debiased_estimation: bool = Field(
+        False, json_schema_extra=DIFFUSION_ONLY,
+        description="Debiased estimation loss weighting (Yu et al., 2024): each timestep's noise error weighted "
+                    "by 1/√SNR, so the easy, nearly clean timesteps count less (v-prediction: the same weight on "
+                    "its equivalent noise error, √SNR/(SNR + 1) on the v error; SNR capped at 1000 as kohya "
+                    "does). With min-SNR γ, both weights apply. DDPM families (SD 1.x/2.x/SDXL) only.")
+    timestep_min: int = Field(
+        0, ge=0, le=999, json_schema_extra=DIFFUSION_ONLY,
+        description="Lowest timestep trained, on the 0–1000 scale every family shares: SD 1.x/2.x/SDXL draw "
+                    "their DDPM timestep t from [min, max); flow-matching families (SD 3.5, Flux, Z-Image, "
+                    "Qwen-Image) draw their σ (timestep ÷ 1000, after the family's shift) from [min, max] ÷ 1000. "
+                    "0 = from the cleanest.")
+    timestep_max: int = Field(
+        1000, ge=1, le=1000, json_schema_extra=DIFFUSION_ONLY,
+        description="Highest timestep trained, on the same 0–1000 scale (1000 = up to pure noise); with "
+                    "timestep_min it narrows training to the noise levels that carry what you teach (e.g. "
+                    "0–500 for detail and texture, 500–1000 for composition).")
+    multires_noise_iterations: int = Field(
+        0, ge=0, le=20, json_schema_extra=DIFFUSION_ONLY,
+        description="Multi-resolution (pyramid) noise: add this many levels of noise drawn at ever coarser "
+                    "sizes (each 2–4× smaller) and scaled up, as kohya's multires noise does, so the model "
+                    "also learns large areas of light and colour (6–10 is usual; 0 = off). SD 1.x/2.x/SDXL.")
+    multires_noise_discount: float = Field(
+        0.3, gt=0, le=1, json_schema_extra=DIFFUSION_ONLY,
+        description="How much each coarser level of multires noise counts: level i is scaled by discount^i "
+                    "(0.3 is usual; kohya's default 0.3).")
+    zero_terminal_snr: bool = Field(
+        False, json_schema_extra=DIFFUSION_ONLY,
+        description="Rescale the noise schedule so its last timestep is pure noise (zero terminal SNR, Lin et "
+                    "al., 2024): the model learns to draw from pure noise, so very dark and very bright images "
+                    "come out. Needs v-prediction (model.prediction_type v_prediction or a v model); samples and "
+                    "the saved model use the rescaled schedule with trailing timesteps. SD 1.x/2.x/SDXL.")
     ema_decay: float = Field(0.0, ge=0, lt=1, json_schema_extra=DIFFUSION_ONLY,
                              description="Keep an exponential moving average of the trained weights (0.999 is "
                                          "usual; 0 = off): samples use it, and its files are written beside the "
@@ -240,10 +272,12 @@ class FrozenConfig(Section):
 
 
 class LoraConfig(Section):
-    adapter: Literal["lora", "loha", "lokr"] = Field(
-        "lora", description="The adapter: LoRA (a low-rank update), LoHa (the Hadamard product of two, more "
-                            "expressive at the same size) or LoKr (a Kronecker product: very small files), as "
-                            "LyCORIS makes them; LoHa and LoKr for Stable Diffusion 1.x/2.x/SDXL.")
+    adapter: Literal["lora", "dora", "loha", "lokr"] = Field(
+        "lora", description="The adapter: LoRA (a low-rank update); DoRA (LoRA plus a trained magnitude per output "
+                            "channel: closer to full fine-tuning, a little slower); LoHa (the Hadamard product of "
+                            "two, more expressive at the same size) or LoKr (a Kronecker product: very small "
+                            "files), as LyCORIS makes them; LoHa and LoKr for Stable Diffusion 1.x/2.x/SDXL, "
+                            "SD 3.5 and Flux.1.")
     rank: int = Field(16, ge=1, le=1024, description="LoRA rank: size of the low-rank update.")
     alpha: float = Field(16.0, gt=0, le=4096, description="LoRA alpha: the update is scaled by alpha / rank.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
@@ -421,10 +455,12 @@ class Config(Section):
             elif lora_base and self.lora.train_text_encoder:
                 problems.append("model.text_encoder_quantization: a quantized text encoder cannot be trained "
                                 "(turn off lora.train_text_encoder, or choose none)")
-        if lora_base and self.lora.adapter != "lora" and families.family(self.model.architecture).kind != "unet":
-            problems.append(f"lora.adapter: {self.lora.adapter} is written in the kohya/LyCORIS format of the "
-                            "UNet families (Stable Diffusion 1.x/2.x/SDXL) only; choose lora for "
-                            f"{families.family(self.model.architecture).display_name}")
+        lycoris = model_family.kohya is not None and model_family.kohya.lycoris_names is not None
+        if lora_base and self.lora.adapter in ("loha", "lokr") and not lycoris:
+            problems.append(f"lora.adapter: {self.lora.adapter} is written in the kohya/LyCORIS format that ComfyUI "
+                            "reads for Stable Diffusion 1.x/2.x/SDXL, SD 3.5 and Flux.1 only; choose lora or dora for "
+                            f"{model_family.display_name}")
+        problems += _noise_problems(self, model_family)
         problems += _sampling_problems(self.sampling, model_family)
         if self.mode == "embedding" and not self.embedding.token:
             problems.append("embedding.token: textual inversion trains a new word; name it (e.g. <my-dog>)")
@@ -515,6 +551,27 @@ def _sampling_problems(sampling: SamplingConfig, model_family: families.Family) 
                             "model's own scheduler")
         if prompt.negative and not model_family.negative_prompts:
             problems.append(f"sampling.prompts: prompt {index + 1}: --n: {name}'s previews take no negative prompt")
+    return problems
+
+
+def _noise_problems(config: Config, model_family: families.Family) -> list[str]:
+    """The noise and timestep options a family cannot use, named with the family (flow matching has no DDPM
+    schedule to rescale, no SNR to weight by, and its own σ distribution instead of multires noise)."""
+    training, problems = config.training, []
+    if training.timestep_min >= training.timestep_max:
+        problems.append(f"training.timestep_min: must be < training.timestep_max ({training.timestep_max}), "
+                        f"got {training.timestep_min}")
+    if model_family.flow is not None:
+        why = {"multires_noise_iterations": "draws its own σ and noise for flow matching (set 0)",
+               "zero_terminal_snr": "trains by flow matching, whose last σ is already pure noise (turn it off)",
+               "debiased_estimation": "trains by flow matching: there is no DDPM SNR to weight by (turn it off)"}
+        for name, reason in why.items():
+            if getattr(training, name):
+                problems.append(f"training.{name}: {model_family.display_name} {reason}")
+    if training.zero_terminal_snr and config.model.prediction_type == "epsilon":
+        problems.append("training.zero_terminal_snr: needs v-prediction (at the last timestep the image is pure "
+                        "noise, so predicting the noise says nothing about the image); set model.prediction_type "
+                        "to v_prediction or auto with a v model")
     return problems
 
 

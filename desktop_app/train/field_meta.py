@@ -44,6 +44,9 @@ LABELS = {
     "embedding.token": "New word", "embedding.init_text": "Starts from", "embedding.vectors": "Vectors",
     "embedding.learning_rate": "Word learning rate",
     "dataset.masked_loss": "Masked loss", "dataset.unmasked_weight": "Unmasked weight",
+    "training.debiased_estimation": "Debiased estimation", "training.timestep_min": "Lowest timestep",
+    "training.timestep_max": "Highest timestep", "training.multires_noise_iterations": "Multires noise levels",
+    "training.multires_noise_discount": "Multires noise discount", "training.zero_terminal_snr": "Zero terminal SNR",
 }
 
 SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.repeats": "×"}

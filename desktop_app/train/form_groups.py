@@ -54,8 +54,13 @@ GROUPS: tuple[Group, ...] = (
                                  "toy.weights_every", "toy.step_delay_ms")),
     Group("optimizer", "Optimizer", ("training.optimizer", "training.scheduler", "training.lr_cycles",
                                      "training.lr_power", "training.warmup_steps",
-                                     "training.weight_decay", "training.max_grad_norm", "training.min_snr_gamma",
-                                     "training.noise_offset", "training.ema_decay", "training.ema_on_cpu")),
+                                     "training.weight_decay", "training.max_grad_norm",
+                                     "training.ema_decay", "training.ema_on_cpu")),
+    Group("noise", "Noise && timesteps", ("training.noise_offset", "training.multires_noise_iterations",
+                                          "training.multires_noise_discount", "training.timestep_min",
+                                          "training.timestep_max", "training.min_snr_gamma",
+                                          "training.debiased_estimation", "training.zero_terminal_snr"),
+          "How training noises the images, and which noise levels it weighs: kohya's options."),
     Group("memory", "Memory && speed", ("model.precision", "model.base_quantization", "model.blocks_to_swap",
                                        "model.text_encoder_quantization", "model.text_encoder_device",
                                        "training.gradient_accumulation_steps",
@@ -80,7 +85,9 @@ TOY_ONLY, NOT_FOR_TOY = frozenset({"toy"}), frozenset({"dataset", "sampling"})
 DIFFUSION_ONLY = frozenset(diffusion_only_fields())
 ALWAYS_SHOWN = frozenset({"mode", "model.architecture"})
 # Fields that mean something only for DDPM families (ε/v prediction); flow-matching families hide them.
-DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma", "sampling.sampler"})
+DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma", "training.debiased_estimation",
+                       "training.multires_noise_iterations", "training.multires_noise_discount",
+                       "training.zero_terminal_snr", "sampling.sampler"})
 # Hidden where the family's previews take no negative prompt (Flux.1 dev's guidance is distilled).
 NEGATIVE_PROMPT = "sampling.negative_prompt"
 # The separate files of a transformer family's single-file base (Flux: clip_l, t5xxl, ae); others hide them.

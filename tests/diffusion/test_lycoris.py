@@ -100,10 +100,13 @@ def test_lycoris_adapters_learn_and_both_files_give_what_was_trained(tmp_path, t
 
 
 def test_lycoris_adapters_are_refused_by_name_where_no_file_format_holds_them():
-    with pytest.raises(ConfigError, match=r"lora\.adapter: loha is written in the kohya/LyCORIS format of the UNet"):
-        config_from_dict({"mode": "lora", "model": {"architecture": "flux"}, "lora": {"adapter": "loha"}})
-    assert config_from_dict({"mode": "lora", "model": {"architecture": "sdxl"},
-                             "lora": {"adapter": "lokr"}}).lora.adapter == "lokr"
+    for architecture in ("zimage", "qwenimage"):
+        with pytest.raises(ConfigError, match=r"lora\.adapter: loha is written in the kohya/LyCORIS format that "
+                                              r"ComfyUI reads for .* only; choose lora or dora for (Z|Q)"):
+            config_from_dict({"mode": "lora", "model": {"architecture": architecture}, "lora": {"adapter": "loha"}})
+    for architecture in ("sdxl", "sd3", "flux"):
+        assert config_from_dict({"mode": "lora", "model": {"architecture": architecture},
+                                 "lora": {"adapter": "lokr"}}).lora.adapter == "lokr"
 
 
 def test_the_merge_room_names_a_lycoris_file_it_cannot_fuse_yet(tmp_path):
@@ -118,3 +121,59 @@ def test_the_merge_room_names_a_lycoris_file_it_cannot_fuse_yet(tmp_path):
                "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(2.0)}, path)
     with pytest.raises(InputError, match=r"is a LoHa \(LyCORIS\) file: the Merge page fuses and merges LoRA files"):
         read_lora(path, "merge.lora")
+
+
+@pytest.mark.parametrize(("architecture", "adapter"), [("flux", "loha"), ("sd3", "lokr")])
+def test_transformer_lycoris_files_give_pefts_weights_in_the_fused_original_layout(tmp_path, architecture, adapter):
+    """LoHa/LoKr on SD 3.5's and Flux's transformer (q, k, v among them) with every factor random: each module of the
+    file is ``lycoris_`` + its diffusers path, the name ComfyUI maps onto its slice of the fused original layer
+    (``comfy/lora.py``, ``model_lora_keys_unet``: "simpletuner lycoris format"), and placed there with ComfyUI's
+    rules every original-layout weight equals peft's own merge; the peft folder is named after the transformer."""
+    import importlib
+    from types import SimpleNamespace
+
+    from trainer.families import kohya_facts
+    from trainer.lora_formats import add_lora_adapters, export_lycoris_files
+    from trainer.models.tiny import tiny_pipeline
+
+    transformer = tiny_pipeline(architecture).transformer
+    config = dict(transformer.config)
+    layout_module, layout_function = kohya_facts(architecture).transformer_layout.split(":")
+    layout = getattr(importlib.import_module(layout_module), layout_function)(config)
+    to_original = importlib.import_module({"flux": "trainer.models.flux_layout",
+                                           "sd3": "trainer.models.sd3_layout"}[architecture]).to_original
+    base = to_original({k: v.clone() for k, v in transformer.state_dict().items()}, config)
+    lora = SimpleNamespace(adapter=adapter, rank=2, alpha=3.0, dropout=0.0,
+                           target_modules=["to_q", "to_k", "to_v", "norm_out.linear", "proj_out"])
+    add_lora_adapters(transformer, [], lora, False)
+    generator = torch.Generator().manual_seed(1)
+    for name, parameter in transformer.named_parameters():
+        if ".hada_" in name or ".lokr_" in name:  # trained: no factor is zero any more
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.3
+    kohya_file, peft_dir = export_lycoris_files(tmp_path / "x.safetensors", tmp_path / "peft", architecture,
+                                                transformer, [], lora, "x", {})
+    tensors = load_file(kohya_file)
+    assert (peft_dir / "transformer" / "adapter_model.safetensors").is_file()
+
+    deltas = {path: layer.get_delta_weight("default").float() for path, layer in transformer.named_modules()
+              if hasattr(layer, "get_delta_weight") and "default" in getattr(layer, "r", {})}
+    names = {key.rsplit(".", 1)[0] for key in tensors}
+    assert names == {"lycoris_" + path.replace(".", "_") for path in deltas}
+    assert any(layout[path][2] for path in deltas)  # some are rows of a fused layer
+    got = {key: value.clone() for key, value in base.items()}
+    for path in deltas:  # ComfyUI: the module's delta, by its rules, added to its slice of the original weight
+        original, offset, rows, _, swap = layout[path]
+        delta = comfy_delta(tensors, "lycoris_" + path.replace(".", "_"), transformer.get_submodule(path)
+                            .get_base_layer().weight.shape)
+        if swap:
+            delta = torch.cat(delta.chunk(2, dim=0)[::-1])
+        target = got[original + ".weight"]
+        (target[offset: offset + rows] if rows else target).add_(delta)
+    for module in transformer.modules():
+        if hasattr(module, "merge") and "default" in getattr(module, "r", {}):
+            module.merge()
+    expected = to_original({key.replace(".base_layer", ""): value for key, value in transformer.state_dict().items()
+                            if ".hada_" not in key and ".lokr_" not in key}, config)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=2e-6, rtol=1e-5, msg=key)

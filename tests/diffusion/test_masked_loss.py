@@ -18,6 +18,7 @@ from tests.diffusion.conftest import diffusion_config, draw_shapes
 from tests.trainer.helpers import run_in_process
 from trainer.dataset import CropRecord, DatasetCache
 from trainer.diffusion import data as ds
+from trainer.diffusion.loss import NoiseOptions
 from trainer.diffusion.loss_weights import LOSS_WEIGHT, floored, latent_weights, per_image_loss
 from trainer.protocol import EXIT_OK, Failed
 from trainer.runfolder import RunFolder
@@ -96,7 +97,7 @@ def test_masked_cells_give_the_denoiser_no_gradient(arch):
         latents = engine.image_latents(torch.rand(2, 3, 64, 64) * 2 - 1)
         text = engine.encode_prompts(parts.text_encoders, ["a red circle", "a blue square"], "cpu")
     height, width = latents.shape[-2:]
-    noise, timesteps = engine.draw_noise(tuple(latents.shape), torch.Generator().manual_seed(1), 0.0)
+    noise, timesteps = engine.draw_noise(tuple(latents.shape), torch.Generator().manual_seed(1), NoiseOptions())
     pixel_mask = torch.ones(2, 1, 64, 64)
     pixel_mask[..., : 32] = 0.0
     weights = latent_weights(pixel_mask, (height, width))

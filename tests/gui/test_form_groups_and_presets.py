@@ -20,12 +20,13 @@ def shown_groups(panel: HyperparametersPanel) -> list[str]:
 @pytest.mark.parametrize(("preset", "expected"), [
     ("toy", ["basics", "toy", "optimizer", "output"]),
     ("toy-frozen", ["basics", "model", "frozen", "toy", "optimizer", "output"]),
-    ("sd15-lora-8gb", ["basics", "model", "dataset", "lora", "embedding", "optimizer", "memory", "sampling",
-                       "output"]),
-    ("sd15-dreambooth", ["basics", "model", "dataset", "lora", "dreambooth", "embedding", "optimizer", "memory",
-                         "sampling", "output"]),
-    ("flux-lora-24gb", ["basics", "model", "dataset", "lora", "optimizer", "memory", "sampling", "output"]),
-    ("sd15-frozen", ["basics", "model", "frozen", "dataset", "optimizer", "memory", "sampling", "output"]),
+    ("sd15-lora-8gb", ["basics", "model", "dataset", "lora", "embedding", "optimizer", "noise", "memory",
+                       "sampling", "output"]),
+    ("sd15-dreambooth", ["basics", "model", "dataset", "lora", "dreambooth", "embedding", "optimizer", "noise",
+                         "memory", "sampling", "output"]),
+    ("flux-lora-24gb", ["basics", "model", "dataset", "lora", "optimizer", "noise", "memory", "sampling",
+                        "output"]),
+    ("sd15-frozen", ["basics", "model", "frozen", "dataset", "optimizer", "noise", "memory", "sampling", "output"]),
 ])
 def test_only_the_groups_of_the_mode_are_shown(qtbot, preset, expected):
     panel = HyperparametersPanel(ConfigModel(configured(preset)))
@@ -34,9 +35,9 @@ def test_only_the_groups_of_the_mode_are_shown(qtbot, preset, expected):
     titles = [panel.groups[key].title().replace("&&", "&") for key in expected]
     assert titles[0] == "Basics" and ("Memory & speed" in titles) == ("memory" in expected)
     # Diffusion-only knobs are hidden for the toy network, shown for Stable Diffusion.
-    optimizer_layout = panel.groups["optimizer"].layout()
+    noise_layout = panel.groups["noise"].layout()
     ddpm = not preset.startswith(("toy", "flux"))  # flow-matching families hide min-SNR
-    assert optimizer_layout.isRowVisible(panel.rows["training.min_snr_gamma"]) == ddpm
+    assert noise_layout.isRowVisible(panel.rows["training.min_snr_gamma"]) == ddpm
 
 
 def test_a_field_that_follows_another_shows_only_when_it_means_something(qtbot):

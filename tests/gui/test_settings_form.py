@@ -85,7 +85,8 @@ def test_form_comes_from_the_config_declarations(qtbot):
     mode.setCurrentIndex(mode.findData("lora"))  # LoRA needs Stable Diffusion: the architecture follows
     assert model.mode == "lora" and model.value("model.architecture") == "sd15"
     assert architecture.currentData() == "sd15" and "mode" not in model.errors()
-    assert shown() == {"basics", "model", "dataset", "lora", "embedding", "optimizer", "memory", "sampling",
+    assert shown() == {"basics", "model", "dataset", "lora", "embedding", "optimizer", "noise", "memory",
+                       "sampling",
                        "output"}
     architecture.setCurrentIndex(architecture.findData("sdxl"))
     mode.setCurrentIndex(mode.findData("toy"))  # the toy network is its own architecture

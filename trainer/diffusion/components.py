@@ -80,8 +80,18 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
     for warning in loaded.warnings:  # e.g. an SD 3.5 file loaded without T5
         logger.warning(warning)
     model = family(info.architecture)
+    sample_config = dict(pipe.scheduler.config)
     if model.flow is None:
-        noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        zero_snr = {}
+        if config.training.zero_terminal_snr:
+            if info.prediction_type != "v_prediction":
+                raise InputError(f"training.zero_terminal_snr: needs v-prediction, and {config.model.path} is an "
+                                 f"{info.prediction_type} model; set model.prediction_type = v_prediction to train "
+                                 "it to predict v (the paper's recipe), or turn zero_terminal_snr off")
+            # Lin et al.: the rescaled betas, and samples that start at the last (pure-noise) timestep.
+            zero_snr = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+            sample_config |= zero_snr
+        noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config, **zero_snr)
         noise_scheduler.register_to_config(prediction_type=info.prediction_type)
     else:  # flow matching: the engine draws σ itself; the scheduler is kept for its config
         noise_scheduler = copy.deepcopy(pipe.scheduler)
@@ -94,4 +104,4 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
     encoders = [getattr(pipe, encoder.component) for encoder in text_encoders]
     logger.info("Loaded %s (%s)", config.model.path, info.describe())
     return Components(info.architecture, info.prediction_type, tokenizers, encoders, pipe.vae, denoiser,
-                      noise_scheduler, dict(pipe.scheduler.config), type(pipe.scheduler).__name__)
+                      noise_scheduler, sample_config, type(pipe.scheduler).__name__)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.diffusion.components import Components
+from trainer.diffusion.loss import NoiseOptions
 from trainer.diffusion.loss_weights import LOSS_WEIGHT, per_image_loss
 from trainer.diffusion.text import TextConditioning
 from trainer.families import Family, family
@@ -67,14 +68,16 @@ class Engine:
         raise NotImplementedError
 
     def draw_noise(self, shape: tuple[int, ...], generator: torch.Generator,
-                   noise_offset: float) -> tuple[torch.Tensor, torch.Tensor]:
+                   options: NoiseOptions) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     def eval_timesteps(self, fractions: tuple[float, ...]) -> torch.Tensor:
         raise NotImplementedError
 
     def loss(self, denoiser: torch.nn.Module, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-             text: TextConditioning, extras: dict[str, Any], min_snr_gamma: float = 0.0) -> torch.Tensor:
+             text: TextConditioning, extras: dict[str, Any], min_snr_gamma: float = 0.0,
+             debiased: bool = False) -> torch.Tensor:
+        """The batch's mean loss; ``min_snr_gamma`` and ``debiased`` weigh DDPM timesteps (flow matching: unused)."""
         raise NotImplementedError
 
     def extras(self, sizes: list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]],
@@ -96,10 +99,10 @@ class UnetEngine(Engine):
 
         return encode_prompts(self.parts.architecture, self.parts.tokenizers, encoders, prompts, device)
 
-    def draw_noise(self, shape, generator, noise_offset):
+    def draw_noise(self, shape, generator, options):
         from trainer.diffusion.loss import draw_noise
 
-        return draw_noise(shape, generator, noise_offset, self.parts.noise_scheduler.config.num_train_timesteps)
+        return draw_noise(shape, generator, options, self.parts.noise_scheduler.config.num_train_timesteps)
 
     def eval_timesteps(self, fractions):
         steps = self.parts.noise_scheduler.config.num_train_timesteps
@@ -113,11 +116,11 @@ class UnetEngine(Engine):
         return {"time_ids": torch.cat([sdxl_time_ids(size, crop, bucket, 1, device, dtype)
                                        for size, crop, bucket in sizes])}
 
-    def loss(self, denoiser, latents, noise, timesteps, text, extras, min_snr_gamma=0.0):
+    def loss(self, denoiser, latents, noise, timesteps, text, extras, min_snr_gamma=0.0, debiased=False):
         from trainer.diffusion.loss import denoising_loss
 
         return denoising_loss(denoiser, self.parts.noise_scheduler, latents, noise, timesteps, text,
-                              extras.get("time_ids"), min_snr_gamma, extras.get(LOSS_WEIGHT))
+                              extras.get("time_ids"), min_snr_gamma, extras.get(LOSS_WEIGHT), debiased=debiased)
 
 
 class SD3Engine(Engine):
@@ -162,12 +165,16 @@ class SD3Engine(Engine):
                                                   do_classifier_free_guidance=False, **extra)
         return hidden, pooled
 
-    def draw_noise(self, shape, generator, noise_offset):
+    def draw_noise(self, shape, generator, options):
         """Noise, and σ *before* the shift (uniform in (0, 1) or as the family's scheme draws it): the shift
-        depends on the latents' size for Flux, and is applied in :meth:`loss`."""
-        noise = torch.randn(shape, generator=generator)
-        if noise_offset:
-            noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator)
+        depends on the latents' size for Flux, and is applied in :meth:`loss`.
+
+        A timestep range [a, b] is met by mapping the drawn u linearly onto [u(a), u(b)], the values whose
+        shifted σ are a and b (the shift is monotonic): every σ lies in the range and the scheme's shape is
+        kept within it."""
+        from trainer.diffusion.loss import base_noise
+
+        noise = base_noise(shape, generator, NoiseOptions(options.offset))  # no multires: refused by the config
         flow = self.family.flow
         scheme = flow.sampling if flow is not None else "uniform"
         if scheme == "logit_normal":
@@ -177,6 +184,10 @@ class SD3Engine(Engine):
             u = 1 - u - 1.29 * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
         else:
             u = torch.rand((shape[0],), generator=generator)
+        if options.timestep_range != (0.0, 1.0):
+            shift = self.shift(shape)
+            low, high = (sigma / (shift - (shift - 1) * sigma) for sigma in options.timestep_range)
+            u = low + u * (high - low)
         return noise, u
 
     def eval_timesteps(self, fractions):
@@ -184,18 +195,21 @@ class SD3Engine(Engine):
 
     def sigmas(self, u: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """σ from the drawn ``u``: shifted by the family's fixed shift or, for Flux, by the image's size."""
-        flow = self.family.flow
-        assert flow is not None
-        if flow.resolution_shift:
-            tokens = (latents.shape[-2] // 2) * (latents.shape[-1] // 2)
-            slope = (flow.max_shift - flow.base_shift) / (flow.max_seq_len - flow.base_seq_len)
-            shift = math.exp(flow.base_shift + slope * (tokens - flow.base_seq_len))
-        else:
-            shift = flow.shift
+        shift = self.shift(latents.shape)
         u = u.float()
         return shift * u / (1 + (shift - 1) * u)
 
-    def loss(self, denoiser, latents, noise, timesteps, text, extras, min_snr_gamma=0.0):
+    def shift(self, shape: tuple[int, ...] | torch.Size) -> float:
+        """The σ shift for latents of ``shape``: the family's fixed one or, for Flux, by the image's size."""
+        flow = self.family.flow
+        assert flow is not None
+        if not flow.resolution_shift:
+            return flow.shift
+        tokens = (shape[-2] // 2) * (shape[-1] // 2)
+        slope = (flow.max_shift - flow.base_shift) / (flow.max_seq_len - flow.base_seq_len)
+        return math.exp(flow.base_shift + slope * (tokens - flow.base_seq_len))
+
+    def loss(self, denoiser, latents, noise, timesteps, text, extras, min_snr_gamma=0.0, debiased=False):
         sigma = self.sigmas(timesteps, latents).to(latents.device)
         s = sigma.view(-1, *([1] * (latents.dim() - 1))).to(latents.dtype)
         noisy = (1 - s) * latents + s * noise

@@ -75,6 +75,11 @@ class KohyaFacts:
     # sits in the original layout kohya names (fused layers too); None: no kohya file for this family yet.
     transformer_layout: str | None = None
     network_module: str = "networks.lora"  # kohya's "ss_network_module"
+    # How a LoHa/LoKr file names the denoiser's modules so that ComfyUI applies it: "kohya" (``lora_unet_…``, the
+    # UNet families), "diffusers" (``lycoris_`` + the diffusers module path, which ComfyUI maps onto the slices of
+    # SD 3.5's and Flux's fused layers), or None (a new family's default, until its ComfyUI mapping is checked):
+    # no LyCORIS file for this family, and LoHa/LoKr are refused by name.
+    lycoris_names: Literal["kohya", "diffusers"] | None = None
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ FAMILY = Family(
         activation_bytes_per_latent_pixel=18 * GB / 128**2, block_count=57),
     kohya=KohyaFacts(modelspec_architecture="flux-1-dev/lora", base_model_version="flux1",
                      lora_family="flux", lora_family_label="Flux.1", original_unet_names=False,
-                     transformer_layout="trainer.families.flux:bfl_layout", network_module="networks.lora_flux"),
+                     transformer_layout="trainer.families.flux:bfl_layout", network_module="networks.lora_flux",
+                     lycoris_names="diffusers"),
     tiny={"denoiser": ("FluxTransformer2DModel", {
               "patch_size": 1, "in_channels": 16, "num_layers": 1, "num_single_layers": 2,
               "attention_head_dim": 16, "num_attention_heads": 2, "joint_attention_dim": 64,

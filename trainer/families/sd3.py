@@ -46,7 +46,8 @@ FAMILY = Family(
         activation_bytes_per_latent_pixel=12 * GB / 128**2, block_count=38),
     kohya=KohyaFacts(modelspec_architecture="stable-diffusion-v3.5-large/lora", base_model_version="sd3",
                      lora_family="sd3", lora_family_label="Stable Diffusion 3.5", original_unet_names=False,
-                     transformer_layout="trainer.families.sd3:sai_layout", network_module="networks.lora_sd3"),
+                     transformer_layout="trainer.families.sd3:sai_layout", network_module="networks.lora_sd3",
+                     lycoris_names="diffusers"),
     tiny={"denoiser": ("SD3Transformer2DModel", {
               "sample_size": 8, "patch_size": 2, "in_channels": 4, "out_channels": 4, "num_layers": 2,
               "attention_head_dim": 8, "num_attention_heads": 4, "joint_attention_dim": 64,

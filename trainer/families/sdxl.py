@@ -28,7 +28,7 @@ FAMILY = Family(
         quantizable_share=0.87, block_count=7),
     kohya=KohyaFacts(modelspec_architecture="stable-diffusion-xl-v1-base/lora", base_model_version="sdxl_base_v1-0",
                      lora_family="sdxl", lora_family_label="SDXL", original_unet_names=True,
-                     version_markers=("xl",), name_markers=("transformer_blocks_1_",),
+                     version_markers=("xl",), name_markers=("transformer_blocks_1_",), lycoris_names="kohya",
                      implementation="https://github.com/Stability-AI/generative-models"),
     tiny={"unet": {"down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
                    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),

@@ -21,6 +21,7 @@ from trainer.dataset.masks import mask_path_for
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
 from trainer.diffusion.engines import Engine, engine_for
+from trainer.diffusion.loss import NoiseOptions
 from trainer.diffusion.loss_weights import LOSS_WEIGHT, floored, latent_weights
 from trainer.diffusion.new_word import NewWord
 from trainer.diffusion.sampling import build_pipeline, draw, encode_sample_prompts
@@ -74,6 +75,10 @@ class DiffusionJob(TrainingJob):
         if family(cfg.model.architecture).flow is not None and cfg.training.min_snr_gamma:
             self.log.warning("training.min_snr_gamma weights DDPM timesteps; %s trains by flow matching, so it is "
                              "not used", family(cfg.model.architecture).display_name)
+        if cfg.training.zero_terminal_snr and (cfg.training.min_snr_gamma or cfg.training.debiased_estimation):
+            self.log.warning("training.zero_terminal_snr: min-SNR and debiased estimation weigh a timestep by its SNR, "
+                             "which is 0 at the last (pure-noise) one: that step, which zero terminal SNR adds, is "
+                             "weighted 0 and the ones near it little")
         if self.prior:
             from trainer.diffusion.class_images import ensure_class_images
 
@@ -471,7 +476,7 @@ class DiffusionJob(TrainingJob):
         self.pixel_draws += padded
         latents, crops, weights = self._latents_for(examples, is_class, indices, first_draw)
         noise, timesteps = self.engine.draw_noise((padded, *latents.shape[1:]), self.noise_generator,
-                                                  self.config.training.noise_offset)
+                                                  NoiseOptions.of(self.config.training))
         noise_and_t = noise[start:stop].to(self.device, latents.dtype), timesteps[start:stop].to(self.device)
         captions = None
         if self.variation.active and not is_class:  # class prompts stay as they are: they keep the class
@@ -501,7 +506,8 @@ class DiffusionJob(TrainingJob):
         with self.accelerator.autocast():
             return self.engine.loss(unet or self.trained_unet, latents.to(dtype), noise.to(dtype), timesteps,
                                     text.to(self.device, dtype), extras,
-                                    self.config.training.min_snr_gamma if weighted else 0.0)
+                                    self.config.training.min_snr_gamma if weighted else 0.0,
+                                    weighted and self.config.training.debiased_estimation)
 
     def train_step(self, step: int) -> StepResult:
         cfg = self.config

@@ -28,6 +28,7 @@ from trainer.families import family
 from trainer.fsutil import replace_dir
 from trainer.lora_formats import (
     DIFFUSERS_FILE,
+    export_dora_kohya_file,
     export_kohya_transformer_lora,
     export_lora_files,
     export_lycoris_files,
@@ -100,6 +101,15 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
     unet = job.accelerator.unwrap_model(job.parts.unet)
     encoders = list(job.parts.text_encoders) if job.trains_text else []
     staging = Path(tempfile.mkdtemp(prefix=".diffusers.", dir=output_dir))
+    if cfg.lora.adapter in ("loha", "lokr"):  # the LyCORIS file and peft's folders
+        try:
+            export_lycoris_files(output_dir / f"{cfg.output.run_name}.safetensors", staging, cfg.model.architecture,
+                                 unet, encoders, cfg.lora, cfg.output.run_name, cfg.to_dict())
+            replace_dir(staging, output_dir / "peft")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return [output_dir / f"{cfg.output.run_name}.safetensors", output_dir / "peft"]
     if family(cfg.model.architecture).kind == "transformer":
         # The diffusers/peft file, and the kohya file in the original layout where the family has one (SD 3.5's
         # MMDiT, Flux's BFL layout).
@@ -113,15 +123,16 @@ def _export_lora(job: DiffusionJob, output_dir: Path) -> list[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return [*([kohya] if kohya else []), output_dir / "diffusers" / DIFFUSERS_FILE]
-    if cfg.lora.adapter != "lora":  # LoHa, LoKr: the LyCORIS file and peft's folders
+    if cfg.lora.adapter == "dora":  # the kohya file with dora_scale, and peft's spelling for diffusers
         try:
-            export_lycoris_files(output_dir / f"{cfg.output.run_name}.safetensors", staging, cfg.model.architecture,
-                                 unet, encoders, cfg.lora, cfg.output.run_name, cfg.to_dict())
-            replace_dir(staging, output_dir / "peft")
+            kohya = export_dora_kohya_file(output_dir / f"{cfg.output.run_name}.safetensors", cfg.model.architecture,
+                                           unet, encoders, cfg.output.run_name, cfg.to_dict())
+            export_transformer_lora(staging / DIFFUSERS_FILE, cfg.model.architecture, unet, encoders, cfg.to_dict())
+            replace_dir(staging, output_dir / "diffusers")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return [output_dir / f"{cfg.output.run_name}.safetensors", output_dir / "peft"]
+        return [kohya, output_dir / "diffusers" / DIFFUSERS_FILE]
     try:
         kohya, _ = export_lora_files(output_dir / f"{cfg.output.run_name}.safetensors", staging / DIFFUSERS_FILE,
                                      cfg.model.architecture, unet, encoders, cfg.output.run_name, cfg.to_dict())

@@ -126,6 +126,11 @@ def read_lora(path: Path | str, what: str = "LoRA") -> LoraSet:
     except Exception as error:  # safetensors raises its own types on damaged files
         raise InputError(f"{what}: {path} could not be read as safetensors ({error})") from None
     _refuse_non_finite(tensors, path, what)
+    if any(key.endswith(".dora_scale") or ".lora_magnitude_vector" in key for key in tensors):
+        # A DoRA module rescales each row of the whole weight by a norm of the base it was trained on: not a
+        # low-rank difference that fuses, merges or converts as the other modules do.
+        raise InputError(f"{what}: {path} is a DoRA file: the Merge page fuses and merges LoRA files only so far; "
+                         "ComfyUI loads it as it is, and diffusers its diffusers/ file")
     kind = detect_lora_format(list(tensors))
     if kind == "kohya":
         modules = _kohya_modules(tensors, path, what)
