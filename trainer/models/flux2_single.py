@@ -81,8 +81,9 @@ def qwen3_state(state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.T
     the head (tied, or left out by ComfyUI) gets the embedding as its head."""
     prefixed = any(key.startswith(QWEN_PREFIX + "layers.") for key in state)
     out = {key if prefixed or key == "lm_head.weight" else QWEN_PREFIX + key: value for key, value in state.items()}
-    if "lm_head.weight" not in out or tied:
-        out["lm_head.weight"] = out[QWEN_PREFIX + "embed_tokens.weight"]
+    embedding = out.get(QWEN_PREFIX + "embed_tokens.weight")
+    if embedding is not None and ("lm_head.weight" not in out or tied):
+        out["lm_head.weight"] = embedding
     return out
 
 
