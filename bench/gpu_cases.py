@@ -163,6 +163,51 @@ def build_flow_model(out: Path, arch: str, device: str, dtype: Any, t5_dir: Path
     return out
 
 
+def build_bundled_model(config_dir: Path, out: Path, arch: str, device: str, dtype: Any) -> Path:
+    """A diffusers folder with freshly initialised weights of a family whose real configs ship in
+    ``resources/model_configs`` (Flux.2 klein 4B), or of the tiny model's configs in the dry run: every component
+    ``model_index.json`` names, built from its config on ``device`` one at a time and cast to ``dtype`` (text encoders
+    kept in fp32 by the folder writer), the tokenizer from the folder or the family's shipped one."""
+    import diffusers
+    import torch
+    import transformers
+
+    from trainer import families
+    from trainer.models.clip_vocab import qwen3_tokenizer
+    from trainer.models.folder_dtypes import save_diffusers_folder
+    from trainer.models.offline import force_offline
+
+    force_offline()
+    family = families.family(arch)
+    index = json.loads((config_dir / "model_index.json").read_text(encoding="utf-8"))
+    parts: dict[str, Any] = {}
+    for seed, (name, spec) in enumerate(sorted(index.items())):
+        if not (isinstance(spec, list) and len(spec) == 2) or name.startswith("_"):
+            continue
+        library, class_name = spec
+        torch.manual_seed(seed)
+        if name == "scheduler":
+            parts[name] = getattr(diffusers, class_name).from_pretrained(config_dir, subfolder=name,
+                                                                         local_files_only=True)
+        elif name.startswith("tokenizer"):
+            parts[name] = (transformers.AutoTokenizer.from_pretrained(config_dir / name, local_files_only=True)
+                           if (config_dir / name).is_dir() else qwen3_tokenizer())
+        elif library == "transformers":
+            model_class = getattr(transformers, class_name)
+            with torch.device(device):
+                parts[name] = model_class(model_class.config_class.from_pretrained(config_dir / name)).to(dtype)
+        else:
+            model_class = getattr(diffusers, class_name)
+            with torch.device(device):
+                parts[name] = model_class.from_config(model_class.load_config(config_dir / name)).to(dtype)
+    extras = {key: value for key, value in index.items() if not key.startswith("_") and key not in parts}
+    pipeline = getattr(diffusers, family.pipeline_class)(**parts, **extras, **family.pipeline_args)
+    _check_disk(out.parent, sum(_stored_bytes(module, dtype) for module in parts.values()
+                                if isinstance(module, torch.nn.Module)))
+    save_diffusers_folder(pipeline, out, dtype)
+    return out
+
+
 def _shared_t5(t5_dir: Path, config: Any, device: str) -> Any:
     """A T5 encoder on the meta device (no memory) whose ``save_pretrained`` hard-links the files of the one
     in ``t5_dir`` — built there first (seeded, on ``device``, saved in fp32) unless a finished one of the same
@@ -256,11 +301,17 @@ def make_models(spec: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         shutil.rmtree(out, ignore_errors=True)  # nothing of an older build (another size's shards) stays
         flow = families.family(arch).flow is not None  # sd3, flux: no bundled configs, a builder of their own
+        bundled = flow and arch not in REAL_SIZE  # flow families whose real configs ship (Flux.2 klein)
         if tiny:  # the tiny model's configs, then the same random build as the real size
             config_dir = write_tiny_config_dir(build_tiny_model(root / f".tiny-{arch}", arch), root / f".cfg-{arch}")
+        elif bundled:
+            config_dir = default_config_dir(ModelInfo(arch, "flow_matching", "single_file"))
         else:
             config_dir = None if flow else default_config_dir(ModelInfo(arch, "epsilon", "single_file"))
-        if flow:
+        if bundled:
+            assert config_dir is not None
+            build_bundled_model(config_dir, out, arch, device, torch.bfloat16 if device == "cuda" else torch.float32)
+        elif flow:
             build_flow_model(out, arch, device, torch.bfloat16 if device == "cuda" else torch.float32,
                              root / SHARED_T5, config_dir)
         else:

@@ -14,7 +14,8 @@ is downloaded):
    families, after every SD case so that a short budget keeps the SD paths: SD 3.5 Medium and Flux.1-dev
    (12 B) at 1024 px, bf16, with and without gradient checkpointing, and Flux as its 24/16/12 GB presets train
    it (fp8 and nf4 bases, text encoders off the GPU, block swap on nf4), on random models built from the configs
-   written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL).
+   written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL); last,
+   Flux.2 klein 4B as its 12 GB preset trains it (nf4 base), built from its bundled configs.
    Each case in its own process (clean peaks; an out-of-memory case is a row, not the end); each family's
    models are built when its first case comes, so a budget spent on SD builds no Flux.
 2. The diffusers-style reference loop (``bench/reference_loop.py``: VAE and text encoders every step) with the
@@ -91,17 +92,18 @@ class Scale:
 
 # CUDA's seconds are guesses (start + imports ~8 s, loading 2.4 / 8.6 GB of fp16 weights, 23 steps; SD 3.5 Medium
 # 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px), not measured yet.
-CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}, warmup=3, steps=20,
-             seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150},
-             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150})
-DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64}, warmup=1, steps=3,
-                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15},
-                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5})
+# Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B to build and load (guesses too).
+CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "flux2klein": 1024}, warmup=3,
+             steps=20, seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "flux2klein": 90},
+             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "flux2klein": 90})
+DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "flux2klein": 64}, warmup=1, steps=3,
+                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "flux2klein": 20},
+                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "flux2klein": 10})
 
 
 @dataclass(frozen=True)
 class Case:
-    arch: str  # "sd15", "sdxl", "sd3" (SD 3.5 Medium) or "flux" (Flux.1-dev)
+    arch: str  # "sd15", "sdxl", "sd3" (SD 3.5 Medium), "flux" (Flux.1-dev) or "flux2klein" (klein 4B)
     precision: str = "bf16"  # or "fp16": autocast + GradScaler
     checkpointing: bool = False
     optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes)
@@ -151,6 +153,8 @@ CASES = (
     Case("flux", checkpointing=True, quantization="fp8"),
     Case("flux", checkpointing=True, quantization="nf4", swap=20),
     Case("flux"),
+    # Flux.2 klein 4B as its 12 GB preset trains it: an nf4 base, with checkpointing.
+    Case("flux2klein", checkpointing=True, quantization="nf4"),
 )
 
 
