@@ -325,3 +325,24 @@ def test_previews_at_guidance_one_need_no_negative_prompt(tiny_klein, tmp_path):
     from_embeds, _, _ = draw_samples(pipe, ["a red circle"], [3], 64, 64, 2, guidance, tmp_path / "embeds",
                                      conditioning=encoded)
     assert np.array_equal(np.asarray(Image.open(from_text[0])), np.asarray(Image.open(from_embeds[0])))
+
+
+@pytest.mark.slow
+def test_klein_dreambooth_draws_its_missing_class_image_through_the_klein_pipeline(tmp_path, tiny_klein,
+                                                                                   shapes_dataset):
+    """DreamBooth with prior preservation: the one missing class image is drawn by ``Flux2KleinPipeline`` (whose
+    first argument is a reference image, so the prompt goes by name), and every step has a class term."""
+    from tests.diffusion.conftest import draw_shapes
+
+    class_dir = draw_shapes(tmp_path / "class", 2, with_captions=False)
+    config = diffusion_config(tiny_klein, shapes_dataset, ARCH, mode="dreambooth",
+                              dreambooth={"instance_prompt": "a sks circle", "class_prompt": "a circle",
+                                          "class_dir": str(class_dir), "num_class_images": 3},
+                              training={"steps": 4, "eval_every": 2},
+                              sampling={"inference_steps": 1, "guidance_scale": 1.0})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    assert sorted(p.name for p in class_dir.iterdir()) == ["class-00000.png", "shape-00.png", "shape-01.png"]
+    log = (tmp_path / "run" / "log.txt").read_text(encoding="utf-8")
+    assert "Generating 1 class image(s) for 'a circle'" in log and "3 class images" in log
+    assert Path(rec.of(Finished)[0].outputs[-1]).name == "pytorch_lora_weights.safetensors"

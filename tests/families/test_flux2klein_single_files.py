@@ -98,3 +98,28 @@ def test_a_flux2_file_of_another_size_is_refused_by_name_and_a_flux1_file_is_not
     flux1 = {"double_blocks.0.img_mod.lin.weight": (1, 1), "single_blocks.0.linear1.weight": (1, 1)}
     flux2 = {"double_blocks.0.img_attn.qkv.weight": (1, 1), "single_stream_modulation.lin.weight": (1, 1)}
     assert (detect_architecture(flux1, "a"), detect_architecture(flux2, "b")) == ("flux", "flux2klein")
+
+
+def test_the_shipped_configs_have_the_released_sizes_and_the_registry_counts_them():
+    """Built on the meta device from resources/model_configs: klein 4B's counts are the registry's memory facts;
+    9B's transformer and Qwen3-8B are the released sizes; both have the blocks the layout and presets assume."""
+    import diffusers
+    import transformers
+
+    from trainer.families import family
+    from trainer.models.info import MODEL_CONFIGS
+
+    def counts(folder):
+        with torch.device("meta"):
+            transformer = diffusers.Flux2Transformer2DModel.from_config(
+                diffusers.Flux2Transformer2DModel.load_config(folder / "transformer"))
+            encoder = transformers.Qwen3ForCausalLM(transformers.Qwen3Config.from_pretrained(folder / "text_encoder"))
+            vae = diffusers.AutoencoderKLFlux2.from_config(diffusers.AutoencoderKLFlux2.load_config(folder / "vae"))
+        blocks = len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
+        return {name: sum(p.numel() for p in module.parameters())
+                for name, module in (("transformer", transformer), ("text_encoder", encoder), ("vae", vae))}, blocks
+
+    facts = family("flux2klein").memory
+    assert counts(MODEL_CONFIGS / "flux2-klein-4b") == (facts.reference_parameters, facts.block_count)
+    assert counts(MODEL_CONFIGS / "flux2-klein-9b") == ({"transformer": 9_078_581_248, "text_encoder": 8_190_735_360,
+                                                         "vae": 84_046_115}, 32)
