@@ -21,7 +21,8 @@ NAME = "flux-2-klein-base-tiny.safetensors"
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
     """A tiny klein as ComfyUI keeps it (the transformer in BFL's keys with ComfyUI's prefix, Qwen3 under ``model.``
-    with its LM head, the VAE in diffusers' keys); the pipeline it came from; its config folder."""
+    with its LM head, the VAE in BFL's keys), the VAE in diffusers' keys too; the pipeline it came from; its config
+    folder."""
     from trainer.models.flux2_single import pipeline_to_original
     from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
 
@@ -35,8 +36,25 @@ def comfy(tmp_path_factory):
               models / "diffusion_models" / NAME)
     encoder = {k: v.contiguous().clone() for k, v in pipe.text_encoder.state_dict().items()}
     save_file(encoder, models / "text_encoders" / "qwen_3_4b.safetensors")
-    save_file({k: v.contiguous() for k, v in pipe.vae.state_dict().items()}, models / "vae" / "flux2-vae.safetensors")
-    return {"pipe": pipe, "models": models, "config_dir": write_tiny_config_dir(model, root / "config")}
+    save_file(bfl_vae(pipe.vae), models / "vae" / "flux2-vae.safetensors")
+    save_file({k: v.contiguous() for k, v in pipe.vae.state_dict().items()}, root / "diffusers-vae.safetensors")
+    return {"pipe": pipe, "models": models, "root": root,
+            "config_dir": write_tiny_config_dir(model, root / "config")}
+
+
+def bfl_vae(vae) -> dict[str, torch.Tensor]:
+    """The VAE as Black Forest Labs' autoencoder file holds it: Flux.1's encoder/decoder names (LDM), the quant
+    convolutions inside the encoder and decoder, the batch-norm statistics at the top (musubi-tuner's
+    ``flux2_models.AutoEncoder``)."""
+    from trainer.models.original_layout import vae_to_original
+
+    state = vae.state_dict()
+    original = vae_to_original({k: v for k, v in state.items() if not k.startswith("bn.")},
+                               len(vae.config.block_out_channels))
+    renamed = {key.removeprefix("first_stage_model.").replace("post_quant_conv.", "decoder.post_quant_conv.")
+               .replace("quant_conv.", "encoder.quant_conv.").replace("decoder.post_encoder.", "decoder.post_"): value
+               for key, value in original.items()}
+    return {k: v.contiguous() for k, v in (renamed | {k: v for k, v in state.items() if k.startswith("bn.")}).items()}
 
 
 def same_weights(a, b) -> None:
@@ -68,7 +86,7 @@ def test_named_files_load_from_anywhere_and_missing_ones_are_refused_naming_the_
     shutil.copy(comfy["models"] / "diffusion_models" / NAME, alone / "klein.safetensors")
     encoder, vae = tmp_path / "my-qwen.safetensors", tmp_path / "my-vae.safetensors"
     shutil.copy(comfy["models"] / "text_encoders" / "qwen_3_4b.safetensors", encoder)
-    shutil.copy(comfy["models"] / "vae" / "flux2-vae.safetensors", vae)
+    shutil.copy(comfy["root"] / "diffusers-vae.safetensors", vae)  # the klein folder's own VAE file, diffusers' keys
     loaded = load_model(alone / "klein.safetensors", config_dir=comfy["config_dir"],
                         text_encoder_files=[str(encoder)], vae_file=str(vae))
     same_weights(comfy["pipe"], loaded.pipeline)
@@ -81,7 +99,7 @@ def test_named_files_load_from_anywhere_and_missing_ones_are_refused_naming_the_
     with pytest.raises(InputError, match=r"model\.text_encoder_files: .* does not hold a Qwen3 text encoder"):
         load_model(alone / "klein.safetensors", config_dir=comfy["config_dir"], text_encoder_files=[str(vae)],
                    vae_file=str(vae))
-    with pytest.raises(InputError, match=r"model\.vae_file: .* is not Flux\.2's VAE in diffusers' layout"):
+    with pytest.raises(InputError, match=r"model\.vae_file: .* is not Flux\.2's VAE \(it has no batch-norm"):
         load_model(alone / "klein.safetensors", config_dir=comfy["config_dir"], text_encoder_files=[str(encoder)],
                    vae_file=str(encoder))
 

@@ -9,9 +9,11 @@
   ``models/text_encoders``): Hugging Face's keys under ``model.`` or not, read into ``Qwen3ForCausalLM`` (the
   pipeline's class) with the LM head taken from the file or tied to the embedding where the file has none — the
   pipeline reads hidden states only, so the head's values never reach an image;
-* the VAE as the klein folder's own ``vae/diffusion_pytorch_model.safetensors`` (diffusers' keys, with its
-  batch-norm statistics), named in ``model.vae_file`` or found as ``flux2-vae``/``flux2_vae`` in ``models/vae``.
-  A VAE in another layout is refused naming the file (diffusers has no single-file reader for Flux.2's VAE).
+* the VAE (``flux2-vae.safetensors`` in ``models/vae``, or named in ``model.vae_file``): Black Forest Labs' own
+  autoencoder file (Flux.1's encoder/decoder names, with ``encoder.quant_conv``, ``decoder.post_quant_conv`` and the
+  batch-norm statistics ``bn.*``, as musubi-tuner's ``flux2_models.AutoEncoder`` holds it), converted by diffusers'
+  LDM-VAE converter (it has no single-file reader for Flux.2's VAE), or the klein folder's own
+  ``vae/diffusion_pytorch_model.safetensors`` (diffusers' keys); anything else is refused naming the file.
 
 Distilled or base: from the file's name (BFL calls the base models ``…klein-base…``), since their keys are the same;
 the pipeline guides only the base models.  Every file is read as safetensors (``checkpoint_io``); nothing is
@@ -87,6 +89,28 @@ def qwen3_state(state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.T
     return out
 
 
+def vae_state(state: dict[str, torch.Tensor], path: Path, config: dict) -> dict[str, torch.Tensor]:
+    """A Flux.2 VAE file's tensors as ``AutoencoderKLFlux2`` names them: diffusers' keys as they are; BFL's (its
+    quant convolutions inside the encoder and decoder, the LDM names) through diffusers' LDM-VAE converter."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    state = {key.removeprefix("first_stage_model.").removeprefix("vae."): value for key, value in state.items()}
+    if "bn.running_mean" not in state:
+        raise InputError(f"model.vae_file: {path} is not Flux.2's VAE (it has no batch-norm statistics, "
+                         "bn.running_mean): choose flux2-vae.safetensors or the klein folder's "
+                         "vae/diffusion_pytorch_model.safetensors")
+    if not any(key.startswith("encoder.down.") for key in state):
+        return state  # diffusers' layout (load_exact names anything that does not fit)
+    norms = {key: value for key, value in state.items() if key.startswith("bn.")}
+    ldm = {key.replace("encoder.quant_conv.", "quant_conv.").replace("decoder.post_quant_conv.", "post_quant_conv."):
+           value for key, value in state.items() if not key.startswith("bn.")}
+    try:
+        converted = convert_ldm_vae_checkpoint(ldm, config)
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise InputError(f"model.vae_file: {path} is not a Flux.2 VAE of this shape ({error})") from None
+    return converted | norms
+
+
 def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,
                                 text_encoder_files: list[str], vae_file: str) -> Any:
     import diffusers
@@ -134,11 +158,8 @@ def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | N
     vae_config = diffusers.AutoencoderKLFlux2.load_config(folder / "vae")
     with torch.device("meta"):
         vae = diffusers.AutoencoderKLFlux2.from_config(vae_config)
-    vae_state = open_checkpoint(vae_path).state_dict()
-    if "bn.running_mean" not in vae_state:
-        raise InputError(f"model.vae_file: {vae_path} is not Flux.2's VAE in diffusers' layout (no bn.running_mean): "
-                         "choose the klein folder's vae/diffusion_pytorch_model.safetensors")
-    load_exact(vae, vae_state, vae_path, "Flux.2 VAE", field="model.vae_file", optional=("bn.num_batches_tracked",))
+    load_exact(vae, vae_state(open_checkpoint(vae_path).state_dict(), vae_path, dict(vae.config)), vae_path,
+               "Flux.2 VAE", field="model.vae_file", optional=("bn.num_batches_tracked",))
     if vae.bn.num_batches_tracked.is_meta:  # a count of training batches, which inference never reads
         vae.bn.num_batches_tracked = torch.zeros((), dtype=torch.long)
 
