@@ -165,8 +165,9 @@ def build_flow_model(out: Path, arch: str, device: str, dtype: Any, t5_dir: Path
 
 
 def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtype: Any) -> Path:
-    """A diffusers folder of a family whose real configs ship in ``resources/model_configs`` (Z-Image, Qwen-Image;
-    ``config_dir`` is that folder, or the dry run's tiny model's), every part as ``model_index.json`` names it,
+    """A diffusers folder of a family whose real configs ship in ``resources/model_configs`` (Z-Image, Qwen-Image,
+    Flux.2 klein; ``config_dir`` is that folder, or the dry run's tiny model's),
+    every part as ``model_index.json`` names it,
     with freshly initialised weights, built in ``dtype`` on ``device`` one part at a time and kept on the CPU.
 
     Built in ``dtype`` from the start (``torch.set_default_dtype``): Qwen-Image's 20.4 B transformer would be 82 GB
@@ -220,7 +221,9 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
             parts[name] = module.to("cpu", dtype)
             if device == "cuda":
                 torch.cuda.empty_cache()
-    pipeline = getattr(diffusers, family.pipeline_class)(**parts, **family.pipeline_args)
+    # The index's settings that are no component (Flux.2 klein's is_distilled) go to the pipeline as they are.
+    extras = {key: value for key, value in index.items() if not key.startswith("_") and key not in parts}
+    pipeline = getattr(diffusers, family.pipeline_class)(**parts, **extras, **family.pipeline_args)
     _check_disk(out.parent, sum(_stored_bytes(module, dtype) for module in parts.values()
                                 if isinstance(module, torch.nn.Module)))
     pipeline.save_pretrained(out, safe_serialization=True)
@@ -329,7 +332,7 @@ def make_models(spec: dict[str, Any]) -> dict[str, Any]:
         flow_dtype = torch.bfloat16 if device == "cuda" else torch.float32
         if written_out:
             build_flow_model(out, arch, device, flow_dtype, root / SHARED_T5, config_dir)
-        elif flow:  # zimage, qwenimage: their real configs ship
+        elif flow:  # zimage, qwenimage, flux2klein: their real configs ship
             assert config_dir is not None
             build_config_model(config_dir, out, arch, device, flow_dtype)
         else:

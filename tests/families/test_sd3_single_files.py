@@ -174,7 +174,8 @@ def test_files_that_are_not_sd35_are_refused_by_name(stability, tmp_path):
     with pytest.raises(InputError, match=r"model\.path: .* holds an SD 3 MMDiT of 2 blocks 32 wide, but the config "
                                          r"it is read with \(.*sd3\.5-large.*\) is 38 blocks 2432 wide"):
         load_model(tiny)
-    flux = save({"double_blocks.0.img_attn.qkv.weight": torch.zeros(6, 2)}, tmp_path / "flux1-dev.safetensors")
+    flux = save({"double_blocks.0.img_attn.qkv.weight": torch.zeros(6, 2),  # Flux.1's per-block modulation
+                 "double_blocks.0.img_mod.lin.weight": torch.zeros(6, 2)}, tmp_path / "flux1-dev.safetensors")
     with pytest.raises(InputError, match=r"holds Flux\.1 weights, but model\.architecture is 'sd3'"):
         load_model(flux, expected_architecture="sd3")
     clip_only = stability["models"] / "clip" / "clip_l.safetensors"

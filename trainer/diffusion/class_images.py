@@ -61,7 +61,8 @@ def ensure_class_images(config: Config, parts: Components, device: str, logger: 
     start = _next_index(folder)
     for n in range(missing):
         generator = torch.Generator("cpu").manual_seed(config.training.seed * 100_003 + start + n)
-        image = pipe(chosen.class_prompt, width=size, height=size,
+        # By name: Flux.2's pipelines take a reference image first.
+        image = pipe(prompt=chosen.class_prompt, width=size, height=size,
                      num_inference_steps=config.sampling.inference_steps,
                      **guiding, generator=generator).images[0]
         buffer = io.BytesIO()

@@ -30,7 +30,8 @@ FAMILY = Family(
     single_file_writer="trainer.models.flux_layout:pipeline_to_original",
     single_file_reader="trainer.models.flux_single:load_flux_single_file",
     config_folders={"flow_matching": "flux-dev"},  # schnell files: flux-schnell (the reader tells them apart)
-    file_markers=("double_blocks.", "single_blocks."),
+    # Per-block modulation: Flux.1's own (Flux.2's BFL files have double_blocks too, but shared modulations).
+    file_markers=("img_mod.lin.",),
     blocks=("transformer_blocks", "single_transformer_blocks"),
     memory=MemoryFacts(
         reference_parameters={"transformer": 11_901_408_320, "text_encoder": 123_060_480,

@@ -75,7 +75,7 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
         else:
             components["vae"] = diffusers.AutoencoderKL(**(_VAE | spec.get("vae", {})))
         encoders = zip(family.text_encoders, spec["encoders"], strict=True)
-        for index, (encoder, (class_name, width, activation)) in enumerate(encoders):
+        for index, (encoder, (class_name, width, activation, *depth)) in enumerate(encoders):
             folder = tokenizer_root / encoder.tokenizer
             torch.manual_seed(seed + 2 + index)
             if encoder.tokenizer_kind == "t5":
@@ -84,7 +84,7 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
             elif encoder.tokenizer_kind == "qwen3":
                 tokenizer = qwen3_tokenizer()
                 components[encoder.component] = _qwen_encoder(class_name, width, activation, len(tokenizer),
-                                                               tokenizer.pad_token_id)
+                                                               tokenizer.pad_token_id, *depth)
             else:
                 pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
                 vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
@@ -110,18 +110,21 @@ def _t5_encoder(width: int, activation: str, vocab_size: int) -> torch.nn.Module
     return transformers.T5EncoderModel(config)
 
 
-def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
+def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int,
+                  layers: int = 3) -> torch.nn.Module:
     """A small Qwen language model over the whole shipped vocabulary: Qwen3 (grouped-query attention, q/k norms,
-    SwiGLU, as Qwen3-4B; three layers, so the penultimate hidden state Z-Image reads is a layer's output), or
+    SwiGLU, as Qwen3-4B; three layers, so the penultimate hidden state Z-Image reads is a layer's output; as many as
+    the family reads from — Flux.2 klein's 27th — and with its LM head where the pipeline takes the causal LM), or
     Qwen2.5-VL (Qwen-Image's encoder: the same text stack with multimodal rotary sections, and a two-block vision
     tower it does not use for text)."""
     import transformers
 
-    text = {"vocab_size": vocab_size, "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": 3,
+    text = {"vocab_size": vocab_size, "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers,
             "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_act": activation,
             "max_position_embeddings": 1024, "pad_token_id": pad_id, "use_cache": False}
-    if class_name == "Qwen3Model":
-        return transformers.Qwen3Model(transformers.Qwen3Config(**text, head_dim=width // 4, tie_word_embeddings=True))
+    if class_name in ("Qwen3Model", "Qwen3ForCausalLM"):
+        config = transformers.Qwen3Config(**text, head_dim=width // 4, tie_word_embeddings=True)
+        return getattr(transformers, class_name)(config)
     config = transformers.Qwen2_5_VLConfig(
         text_config={**text, "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
                      "rope_theta": 1000000.0},

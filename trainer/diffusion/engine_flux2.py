@@ -1,0 +1,69 @@
+"""How Flux.2 trains (klein; dev later): :class:`Flux2Engine`, SD 3's flow matching with the latents, prompts and
+transformer call of diffusers' Flux.2 pipelines.
+
+* Latents: the VAE's mean (the pipeline encodes with ``argmax``), patchified 2×2 into 4× the channels, normalised by
+  the VAE's batch-norm running statistics (``vae.bn``, per patchified channel, ``batch_norm_eps``) — and unpatchified
+  again, so the job's latents keep the VAE's shape (32 channels at 1/8 of the image side): the token count
+  ``SD3Engine.sigmas`` derives the resolution shift from, (h/2)·(w/2), is then the transformer's sequence length,
+  as musubi-tuner's ``flux2_shift`` counts it.  Fresh Gaussian noise is the same in either arrangement.
+* Prompts: the pipeline's own ``encode_prompt`` (every prompt padded to 512 tokens, the layers the pipeline reads).
+* The transformer: patchified and packed as ``prepare_latents`` packs them, position ids (t, h, w, l) for the image
+  and (0, 0, 0, token) for the text, the time σ (the pipeline passes t / 1000), the guidance input only where the
+  model has one (dev; klein has none), and its output, the velocity ε − x₀, unpacked the other way.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trainer.diffusion.engines import FLUX_TRAINING_GUIDANCE, SD3Engine, _unwrapped
+from trainer.diffusion.text import TextConditioning
+
+
+def patchified(latents: torch.Tensor) -> torch.Tensor:
+    """(batch, c, h, w) → (batch, 4c, h/2, w/2), channel-major as ``Flux2KleinPipeline._patchify_latents``."""
+    batch, channels, height, width = latents.shape
+    return (latents.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 1, 3, 5, 2, 4)
+            .reshape(batch, channels * 4, height // 2, width // 2))
+
+
+def unpatchified(latents: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`patchified`."""
+    batch, channels, height, width = latents.shape
+    return (latents.reshape(batch, channels // 4, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
+            .reshape(batch, channels // 4, height * 2, width * 2))
+
+
+class Flux2Engine(SD3Engine):
+    """Flow matching on Flux.2 (see the module's docstring)."""
+
+    def latents(self, mean: torch.Tensor) -> torch.Tensor:
+        vae = self.parts.vae
+        patches = patchified(mean)
+        shape = (1, -1, 1, 1)
+        average = vae.bn.running_mean.view(shape).to(patches.device, patches.dtype)
+        spread = torch.sqrt(vae.bn.running_var.view(shape) + vae.config.batch_norm_eps).to(patches.device,
+                                                                                          patches.dtype)
+        return unpatchified((patches - average) / spread)
+
+    def encode_prompts(self, encoders, prompts, device):
+        pipe = self._text_pipeline(encoders)
+        embeddings, _ = pipe.encode_prompt(list(prompts), device=torch.device(device),
+                                           max_sequence_length=self.family.max_sequence_length or 512)
+        return TextConditioning(embeddings)
+
+    def predict(self, denoiser, noisy, sigma, text):
+        patches = patchified(noisy)
+        batch, channels, height, width = patches.shape
+        tokens = patches.reshape(batch, channels, height * width).permute(0, 2, 1)
+        image_ids = torch.cartesian_prod(torch.arange(1), torch.arange(height), torch.arange(width), torch.arange(1))
+        text_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1),
+                                        torch.arange(text.hidden.shape[1]))
+        guidance = None
+        if _unwrapped(denoiser).config.guidance_embeds:
+            guidance = torch.full((batch,), FLUX_TRAINING_GUIDANCE, device=noisy.device, dtype=torch.float32)
+        out = denoiser(hidden_states=tokens, timestep=sigma.to(noisy.device, noisy.dtype), guidance=guidance,
+                       encoder_hidden_states=text.hidden.to(noisy.dtype),
+                       txt_ids=text_ids.to(noisy.device)[None].expand(batch, -1, -1),
+                       img_ids=image_ids.to(noisy.device)[None].expand(batch, -1, -1), return_dict=False)[0]
+        return unpatchified(out.permute(0, 2, 1).reshape(batch, channels, height, width))

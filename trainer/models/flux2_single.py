@@ -1,0 +1,181 @@
+"""Flux.2 klein from the single files people keep for ComfyUI, offline, and back.
+
+* the transformer in Black Forest Labs' layout (``flux-2-klein-4b.safetensors`` or ``-9b``, base or distilled, in
+  ``models/diffusion_models``; ``model.diffusion_model.`` prefixed or not), converted by ``trainer.families.flux2``'s
+  layout through ``fused_layout`` — both ways, any width (diffusers' own converter reads what
+  :func:`pipeline_to_original` writes); 4B or 9B from the file's width (``img_in``), which picks the shipped config
+  folder ``flux2-klein-4b`` or ``flux2-klein-9b``;
+* Qwen3 as a file of its own (``qwen_3_4b.safetensors``, Z-Image's, for the 4B; ``qwen_3_8b…`` for the 9B; in
+  ``models/text_encoders``): Hugging Face's keys under ``model.`` or not, read into ``Qwen3ForCausalLM`` (the
+  pipeline's class) with the LM head taken from the file or tied to the embedding where the file has none — the
+  pipeline reads hidden states only, so the head's values never reach an image;
+* the VAE (``flux2-vae.safetensors`` in ``models/vae``, or named in ``model.vae_file``): Black Forest Labs' own
+  autoencoder file (Flux.1's encoder/decoder names, with ``encoder.quant_conv``, ``decoder.post_quant_conv`` and the
+  batch-norm statistics ``bn.*``, as musubi-tuner's ``flux2_models.AutoEncoder`` holds it), converted by diffusers'
+  LDM-VAE converter (it has no single-file reader for Flux.2's VAE), or the klein folder's own
+  ``vae/diffusion_pytorch_model.safetensors`` (diffusers' keys); anything else is refused naming the file.
+
+Distilled or base: from the file's name (BFL calls the base models ``…klein-base…``), since their keys are the same;
+the pipeline guides only the base models.  Every file is read as safetensors (``checkpoint_io``); nothing is
+unpickled.  Configs: ``resources/model_configs/flux2-klein-{4b,9b}`` (or the ``config_dir`` given, for tiny models);
+the tokenizer from there or the shipped Qwen3 one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.errors import InputError
+from trainer.families.flux2 import bfl_layout, bfl_norms
+from trainer.models import fused_layout
+from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
+from trainer.models.component_files import COMFY_TEXT_FOLDERS, comfy_models_folder, load_exact, weight_files
+from trainer.models.info import MODEL_CONFIGS
+
+PREFIX = "model.diffusion_model."
+QWEN_PREFIX = "model."
+# klein's width (img_in rows) → its shipped config folder and the Qwen3 file ComfyUI pairs with it.
+SIZES = {3072: ("flux2-klein-4b", "qwen_3_4b"), 4096: ("flux2-klein-9b", "qwen_3_8b")}
+VAE_STEMS = ("flux2-vae", "flux2_vae", "flux_2_vae", "flux-2-vae")
+
+
+def to_original(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """A diffusers ``Flux2Transformer2DModel`` state dict → BFL keys (no prefix)."""
+    return fused_layout.to_original(state, bfl_layout(config), bfl_norms(config), "original-layout (BFL Flux.2)")
+
+
+def to_diffusers(original: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """BFL keys (no prefix) → a diffusers state dict (the inverse of :func:`to_original`)."""
+    return fused_layout.to_diffusers(original, bfl_layout(config), bfl_norms(config))
+
+
+def pipeline_to_original(pipeline: Any) -> dict[str, torch.Tensor]:
+    """A full or frozen run's transformer as the file ComfyUI's Load Diffusion Model takes (BFL's keys)."""
+    transformer = pipeline.transformer
+    return to_original(transformer.state_dict(), dict(transformer.config))
+
+
+def companions(model_path: Path, text_encoder_files: list[str], vae_file: str,
+               qwen_stem: str) -> tuple[Path | None, Path | None]:
+    """The Qwen3 file and the VAE file: as configured, else found in ComfyUI's folders beside the transformer's."""
+    if len(text_encoder_files) > 1:
+        raise InputError(f"model.text_encoder_files: Flux.2 klein has one text encoder (its Qwen3 file, "
+                         f"{qwen_stem}.safetensors); {len(text_encoder_files)} files are named")
+    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
+    vae = Path(vae_file) if vae_file else None
+    models = comfy_models_folder(model_path)
+    if encoder is None:
+        for folder in COMFY_TEXT_FOLDERS[::-1]:
+            found = [p for p in weight_files(models / folder) if p.name.lower().startswith(qwen_stem)]
+            if found:
+                encoder = sorted(found, key=lambda p: ("fp8" in p.name.lower(), p.name))[0]
+                break
+    if vae is None:
+        vae = next((p for p in weight_files(models / "vae") if p.stem.lower() in VAE_STEMS), None)
+    return encoder, vae
+
+
+def qwen3_state(state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """A Qwen3 file's tensors as ``Qwen3ForCausalLM`` names them (``model.…``, ``lm_head.weight``); a file without
+    the head (tied, or left out by ComfyUI) gets the embedding as its head."""
+    prefixed = any(key.startswith(QWEN_PREFIX + "layers.") for key in state)
+    out = {key if prefixed or key == "lm_head.weight" else QWEN_PREFIX + key: value for key, value in state.items()}
+    embedding = out.get(QWEN_PREFIX + "embed_tokens.weight")
+    if embedding is not None and ("lm_head.weight" not in out or tied):
+        out["lm_head.weight"] = embedding
+    return out
+
+
+def vae_state(state: dict[str, torch.Tensor], path: Path, config: dict) -> dict[str, torch.Tensor]:
+    """A Flux.2 VAE file's tensors as ``AutoencoderKLFlux2`` names them: diffusers' keys as they are; BFL's (its
+    quant convolutions inside the encoder and decoder, the LDM names) through diffusers' LDM-VAE converter."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    state = {key.removeprefix("first_stage_model.").removeprefix("vae."): value for key, value in state.items()}
+    if "bn.running_mean" not in state:
+        raise InputError(f"model.vae_file: {path} is not Flux.2's VAE (it has no batch-norm statistics, "
+                         "bn.running_mean): choose flux2-vae.safetensors or the klein folder's "
+                         "vae/diffusion_pytorch_model.safetensors")
+    if not any(key.startswith("encoder.down.") for key in state):
+        return state  # diffusers' layout (load_exact names anything that does not fit)
+    norms = {key: value for key, value in state.items() if key.startswith("bn.")}
+    ldm = {key.replace("encoder.quant_conv.", "quant_conv.").replace("decoder.post_quant_conv.", "post_quant_conv."):
+           value for key, value in state.items() if not key.startswith("bn.")}
+    try:
+        converted = convert_ldm_vae_checkpoint(ldm, config)
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise InputError(f"model.vae_file: {path} is not a Flux.2 VAE of this shape ({error})") from None
+    return converted | norms
+
+
+def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,
+                                text_encoder_files: list[str], vae_file: str) -> Any:
+    import diffusers
+    import transformers
+
+    path = checkpoint.path
+    width_key = next((key for key in checkpoint.shapes if key.removeprefix(PREFIX) == "img_in.weight"), None)
+    width = checkpoint.shapes[width_key][0] if width_key else None
+    if config_dir is None and width not in SIZES:
+        raise InputError(f"model.path: {path} is not a Flux.2 klein transformer (its img_in is {width} wide; klein 4B "
+                         "is 3072, 9B 4096); Flux.2 dev files are not read yet")
+    folder_name, qwen_stem = SIZES.get(width, SIZES[3072])
+    folder = config_dir if config_dir is not None else MODEL_CONFIGS / folder_name
+    encoder_path, vae_path = companions(path, text_encoder_files, vae_file, qwen_stem)
+    if encoder_path is None:
+        raise InputError(f"model.text_encoder_files: {path} holds the Flux.2 klein transformer only; choose its Qwen3 "
+                         f"text encoder file ({qwen_stem}.safetensors), or keep it in models/text_encoders beside the "
+                         "transformer's folder as ComfyUI does")
+    if vae_path is None:
+        raise InputError(f"model.vae_file: {path} holds the Flux.2 klein transformer only; choose its VAE file (the "
+                         "klein folder's vae/diffusion_pytorch_model.safetensors), or keep it as flux2-vae.safetensors "
+                         "in models/vae beside the transformer's folder")
+
+    state = {key.removeprefix(PREFIX): value for key, value in checkpoint.state_dict().items()}
+    config = diffusers.Flux2Transformer2DModel.load_config(folder / "transformer")
+    with torch.device("meta"):
+        transformer = diffusers.Flux2Transformer2DModel.from_config(config)
+    layout, norms = bfl_layout(dict(transformer.config)), bfl_norms(dict(transformer.config))
+    unknown = fused_layout.unknown_keys(state, layout, norms)
+    if unknown:
+        raise InputError(f"model.path: {path} does not hold a Flux.2 klein transformer of this shape: it has unknown "
+                         f"{', '.join(unknown[:3])}")
+    load_exact(transformer, to_diffusers(state, dict(transformer.config)), path, "Flux.2 klein transformer")
+
+    text_config = transformers.Qwen3Config.from_pretrained(folder / "text_encoder")
+    with torch.device("meta"):
+        text_encoder = transformers.Qwen3ForCausalLM(text_config)
+    load_exact(text_encoder, qwen3_state(open_checkpoint(encoder_path).state_dict(), text_config.tie_word_embeddings),
+               encoder_path, "Qwen3 text encoder", field="model.text_encoder_files")
+    # Its rotary table is a buffer no file holds: made here, on the CPU, from the config.
+    text_encoder.model.rotary_emb = type(text_encoder.model.rotary_emb)(config=text_config)
+    if text_config.tie_word_embeddings:
+        text_encoder.tie_weights()
+
+    vae_config = diffusers.AutoencoderKLFlux2.load_config(folder / "vae")
+    with torch.device("meta"):
+        vae = diffusers.AutoencoderKLFlux2.from_config(vae_config)
+    load_exact(vae, vae_state(open_checkpoint(vae_path).state_dict(), vae_path, dict(vae.config)), vae_path,
+               "Flux.2 VAE", field="model.vae_file", optional=("bn.num_batches_tracked",))
+    if vae.bn.num_batches_tracked.is_meta:  # a count of training batches, which inference never reads
+        vae.bn.num_batches_tracked = torch.zeros((), dtype=torch.long)
+
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
+                                                                          local_files_only=True)
+    return diffusers.Flux2KleinPipeline(transformer=transformer.to(dtype), vae=vae.to(dtype),
+                                        text_encoder=text_encoder.to(dtype), tokenizer=_tokenizer(folder),
+                                        scheduler=scheduler, is_distilled="base" not in path.name.lower())
+
+
+def _tokenizer(folder: Path) -> Any:
+    """The config folder's own tokenizer (tiny models), else the shipped Qwen3 one."""
+    if (folder / "tokenizer").is_dir():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    from trainer.models.clip_vocab import qwen3_tokenizer
+
+    return qwen3_tokenizer()
