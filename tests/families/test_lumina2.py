@@ -142,21 +142,28 @@ def test_lumina2_lora_learns_and_both_files_reproduce_the_trained_adapter(tmp_pa
 
 
 def test_the_original_layout_is_the_one_diffusers_converts_from_at_the_real_shape():
-    """At Lumina-Image-2.0's shape (26 layers, 2304 wide, q 2304 rows, k and v 768 each), the weights written in the
-    original layout by ``original_layout`` are read back by diffusers' own ``convert_lumina2_to_diffusers`` into
+    """The shipped real-size folder counts the registry's parameters (transformer 2.61 B, Gemma-2-2B without its LM
+    head, Flux's VAE).  At that shape (26 layers, 2304 wide, q 2304 rows, k and v 768 each), the weights written in
+    the original layout by ``original_layout`` are read back by diffusers' own ``convert_lumina2_to_diffusers`` into
     every key, shape and value (thin tensors of the true heights keep it small): the layout kohya's and ComfyUI's
     Lumina 2 LoRA names refer to."""
-    import json
-
     import diffusers
+    import transformers
     from diffusers.loaders.single_file_utils import convert_lumina2_to_diffusers
 
+    from trainer.families import family
     from trainer.families.lumina2 import original_layout
     from trainer.models.info import MODEL_CONFIGS
 
-    config = json.loads((MODEL_CONFIGS / "lumina-image-2" / "transformer" / "config.json").read_text(encoding="utf-8"))
+    folder = MODEL_CONFIGS / family("lumina2").config_folders["flow_matching"]
     with torch.device("meta"):
-        real = diffusers.Lumina2Transformer2DModel.from_config(config)
+        real = diffusers.Lumina2Transformer2DModel.from_config(
+            diffusers.Lumina2Transformer2DModel.load_config(folder / "transformer"))
+        gemma = transformers.Gemma2Model(transformers.Gemma2Config.from_pretrained(folder / "text_encoder"))
+        vae = diffusers.AutoencoderKL.from_config(diffusers.AutoencoderKL.load_config(folder / "vae"))
+    counts = {name: sum(p.numel() for p in module.parameters())
+              for name, module in (("transformer", real), ("text_encoder", gemma), ("vae", vae))}
+    assert counts == family("lumina2").memory.reference_parameters
     generator = torch.Generator().manual_seed(0)
     thin = {key: torch.randn((*value.shape[:1], *([1] if value.dim() > 1 else [])), generator=generator)
             for key, value in real.state_dict().items()}
@@ -233,6 +240,38 @@ def test_lumina2_frozen_layers_move_only_the_chosen_block(tmp_path, tiny_lumina,
     image = pipeline(folder)(final.prompts[0], width=64, height=64, num_inference_steps=2, guidance_scale=1.0,
                              generator=torch.Generator("cpu").manual_seed(final.seeds[0])).images[0]
     assert np.abs(np.asarray(image, dtype=np.int16) - trained).max() <= 2
+
+
+@pytest.mark.slow
+def test_lumina2_dreambooth_draws_its_class_images_through_lumina2pipeline_and_uses_the_prior(
+        tmp_path, tiny_lumina, shapes_dataset, monkeypatch):
+    """DreamBooth with prior preservation: the missing class image is the base model's own picture of the class
+    prompt (``Lumina2Pipeline``, the seed the generator names), and every step adds the class term."""
+    from tests.diffusion.conftest import draw_shapes
+    from trainer.jobs.diffusion import DiffusionJob
+
+    class_dir = draw_shapes(tmp_path / "class", 2, with_captions=False)
+    seen: list[bool] = []
+    original = DiffusionJob._batch_loss
+
+    def spy(self, examples, is_class, indices):
+        seen.append(is_class)
+        return original(self, examples, is_class, indices)
+
+    monkeypatch.setattr(DiffusionJob, "_batch_loss", spy)
+    config = diffusion_config(tiny_lumina, shapes_dataset, "lumina2", mode="dreambooth",
+                              dreambooth={"instance_prompt": "a sks circle", "class_prompt": "a circle",
+                                          "class_dir": str(class_dir), "num_class_images": 3,
+                                          "prior_loss_weight": 1.0},
+                              training={"steps": 2, "eval_every": 2},
+                              sampling={"inference_steps": 2, "guidance_scale": 1.0})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    assert seen.count(True) == 2 and seen.count(False) == 2
+    generated = np.asarray(Image.open(class_dir / "class-00000.png").convert("RGB"), dtype=np.int16)
+    expected = pipeline(tiny_lumina)("a circle", width=64, height=64, num_inference_steps=2, guidance_scale=1.0,
+                                     generator=torch.Generator("cpu").manual_seed(1 * 100_003)).images[0]
+    assert np.abs(np.asarray(expected, dtype=np.int16) - generated).max() <= 2
 
 
 def test_what_lumina2_cannot_do_is_refused_by_name(tmp_path, tiny_lumina):

@@ -86,7 +86,7 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 components[encoder.component] = _qwen_encoder(class_name, width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id)
             elif encoder.tokenizer_kind == "gemma":
-                tokenizer = _tiny_gemma_tokenizer()
+                tokenizer = tiny_gemma_tokenizer()
                 components[encoder.component] = _gemma_encoder(width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id)
             else:
@@ -144,7 +144,7 @@ _GEMMA_WORDS = ("You are an assistant designed to generate superior images with 
                 "drawn page").split()
 
 
-def _tiny_gemma_tokenizer() -> Any:
+def tiny_gemma_tokenizer() -> Any:
     """A genuine Gemma tokenizer (transformers' ``GemmaTokenizer``: byte-fallback BPE on "▁"-joined words, Gemma's
     special tokens at Gemma's ids) over a tiny vocabulary: every byte, single characters, and the words above built
     up one character at a time.  Gemma's own 256,000-piece vocabulary is not shipped (a Lumina 2 folder brings it)."""
