@@ -93,6 +93,7 @@ def test_lumina2_lora_learns_and_both_files_reproduce_the_trained_adapter(tmp_pa
     its layer's rows.  (diffusers' Lumina 2 converter hard-codes the real widths: the layout is checked against it
     at the real shape below.)"""
     from trainer.families.lumina2 import original_layout
+    from trainer.models.lumina2_layout import to_original
 
     config = diffusion_config(tiny_lumina, shapes_dataset, "lumina2")
     code, rec = run_in_process(config, tmp_path / "run")
@@ -128,7 +129,7 @@ def test_lumina2_lora_learns_and_both_files_reproduce_the_trained_adapter(tmp_pa
             "lora_unet_noise_refiner_0_attention_qkv", "lora_unet_context_refiner_0_attention_qkv"} <= modules
     transformer = pipeline(tiny_lumina).transformer  # without the adapters just loaded
     layout = original_layout(dict(transformer.config))
-    original = _original_state(transformer.state_dict(), layout)
+    original = to_original(transformer.state_dict(), dict(transformer.config))
     assert modules <= {"lora_unet_" + key.removesuffix(".weight").replace(".", "_") for key in original}
     for module in trained_modules:
         target, offset, rows, _, _ = layout[module]
@@ -144,7 +145,8 @@ def test_lumina2_lora_learns_and_both_files_reproduce_the_trained_adapter(tmp_pa
 def test_the_original_layout_is_the_one_diffusers_converts_from_at_the_real_shape():
     """The shipped real-size folder counts the registry's parameters (transformer 2.61 B, Gemma-2-2B without its LM
     head, Flux's VAE).  At that shape (26 layers, 2304 wide, q 2304 rows, k and v 768 each), the weights written in
-    the original layout by ``original_layout`` are read back by diffusers' own ``convert_lumina2_to_diffusers`` into
+    the original layout by ``lumina2_layout.to_original`` (a frozen run's single file, the LoRA's layer names) are
+    read back by diffusers' own ``convert_lumina2_to_diffusers`` into
     every key, shape and value (thin tensors of the true heights keep it small): the layout kohya's and ComfyUI's
     Lumina 2 LoRA names refer to."""
     import diffusers
@@ -152,8 +154,8 @@ def test_the_original_layout_is_the_one_diffusers_converts_from_at_the_real_shap
     from diffusers.loaders.single_file_utils import convert_lumina2_to_diffusers
 
     from trainer.families import family
-    from trainer.families.lumina2 import original_layout
     from trainer.models.info import MODEL_CONFIGS
+    from trainer.models.lumina2_layout import to_original
 
     folder = MODEL_CONFIGS / family("lumina2").config_folders["flow_matching"]
     with torch.device("meta"):
@@ -167,42 +169,12 @@ def test_the_original_layout_is_the_one_diffusers_converts_from_at_the_real_shap
     generator = torch.Generator().manual_seed(0)
     thin = {key: torch.randn((*value.shape[:1], *([1] if value.dim() > 1 else [])), generator=generator)
             for key, value in real.state_dict().items()}
-    original = _original_state(thin, original_layout(dict(real.config)))
+    original = to_original(thin, dict(real.config))
     assert original["layers.25.attention.qkv.weight"].shape[0] == 2304 + 2 * 768
     assert "context_refiner.1.attention_norm1.weight" in original and "final_layer.linear.weight" in original
     converted = convert_lumina2_to_diffusers(dict(original))
     assert converted.keys() == thin.keys()
     assert all(torch.equal(converted[key], thin[key]) for key in thin)
-
-
-def _original_state(state: dict[str, torch.Tensor], layout: dict) -> dict[str, torch.Tensor]:
-    """The transformer's weights in the original layout, from ``layout`` (fused q/k/v stacked in their rows) and
-    the renames of the single parameters that ``convert_lumina2_to_diffusers`` undoes."""
-    original: dict[str, torch.Tensor] = {}
-    for name, (target, offset, rows, total, _) in layout.items():
-        for kind in ("weight", "bias"):
-            if f"{name}.{kind}" not in state:
-                continue
-            value = state[f"{name}.{kind}"]
-            if rows:
-                fused = original.setdefault(f"{target}.{kind}", torch.zeros(total, *value.shape[1:]))
-                fused[offset: offset + rows] = value
-            else:
-                original[f"{target}.{kind}"] = value
-    renames = {".attn.norm_q.": ".attention.q_norm.", ".attn.norm_k.": ".attention.k_norm.",
-               ".norm1.norm.": ".attention_norm1.", ".norm2.": ".attention_norm2.",
-               ".ffn_norm1.": ".ffn_norm1.", ".ffn_norm2.": ".ffn_norm2."}
-    for key, value in state.items():
-        module = key.rsplit(".", 1)[0]
-        if module in layout:
-            continue
-        new = key.replace("time_caption_embed.caption_embedder.", "cap_embedder.")
-        for old, replacement in renames.items():
-            new = new.replace(old, replacement)
-        if new.startswith("context_refiner."):  # its norms: norm1/norm2 in diffusers, attention_norm1/2 originally
-            new = new.replace(".norm1.", ".attention_norm1.")
-        original[new] = value
-    return original
 
 
 @pytest.mark.slow
@@ -224,17 +196,25 @@ def test_lumina2_resume_equals_uninterrupted(tmp_path, tiny_lumina, shapes_datas
 
 @pytest.mark.slow
 def test_lumina2_frozen_layers_move_only_the_chosen_block(tmp_path, tiny_lumina, shapes_dataset):
+    """Only the named block moves; the diffusers folder draws the run's final sample, and RUN_NAME.safetensors holds
+    the same transformer in the original layout (ComfyUI's Load Diffusion Model)."""
+    from trainer.models.lumina2_layout import to_diffusers
+
     config = diffusion_config(tiny_lumina, shapes_dataset, "lumina2", mode="frozen",
                               frozen={"trainable": ["layers.1"]},
                               training={"steps": 4, "learning_rate": 1e-3, "eval_every": 2},
                               sampling={"inference_steps": 2, "guidance_scale": 1.0})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
-    (folder,) = (Path(p) for p in rec.of(Finished)[0].outputs)  # no single-file layout for Lumina 2 yet
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
     part = Path("transformer") / "diffusion_pytorch_model.safetensors"
     before, after = load_file(tiny_lumina / part), load_file(folder / part)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved and all(name.startswith("layers.1.") for name in moved)
+    original = load_file(single)
+    assert single.name == "tiny.safetensors" and "layers.1.attention.qkv.weight" in original
+    back = to_diffusers(original, dict(pipeline(folder).transformer.config))
+    assert back.keys() == after.keys() and all(torch.equal(back[k], after[k]) for k in after)
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     image = pipeline(folder)(final.prompts[0], width=64, height=64, num_inference_steps=2, guidance_scale=1.0,

@@ -33,7 +33,10 @@ FAMILY = Family(
     flow=FlowFacts(sampling="logit_normal", shift=6.0),
     sample_scheduler=None,
     max_sequence_length=256,  # the pipeline's default: system prompt and prompt together, then cut
-    single_file=False,  # ComfyUI's lumina_2*.safetensors: not read yet (the diffusers folder only)
+    # ComfyUI's lumina_2*.safetensors are not read yet (the diffusers folder only); a full/frozen run's transformer
+    # is written in the original layout, for ComfyUI's Load Diffusion Model.
+    single_file=False,
+    single_file_writer="trainer.models.lumina2_layout:pipeline_to_original",
     config_folders={"flow_matching": "lumina-image-2"},
     blocks=("layers", "noise_refiner", "context_refiner"),
     memory=MemoryFacts(
@@ -100,3 +103,22 @@ def original_layout(config: dict) -> dict[str, tuple[str, int, int, int, bool]]:
                                 ("norm_out.linear_2", "final_layer.linear")):
         whole(diffusers, original)
     return layout
+
+
+def original_parameters(config: dict) -> dict[str, str]:
+    """Single parameters renamed as they are (the rest: ``original_layout``): the attention's q/k RMS norms
+    (``norm_q`` → ``q_norm``), the blocks' norms (``norm1.norm`` → ``attention_norm1`` where the block is modulated,
+    ``norm1`` where not: the context refiner), and the caption embedder's norm."""
+    renamed = {"time_caption_embed.caption_embedder.0.weight": "cap_embedder.0.weight"}
+    for group, count in (("layers", int(config["num_layers"])), ("noise_refiner", int(config["num_refiner_layers"])),
+                         ("context_refiner", int(config["num_refiner_layers"]))):
+        for i in range(count):
+            block = f"{group}.{i}"
+            renamed[f"{block}.attn.norm_q.weight"] = f"{block}.attention.q_norm.weight"
+            renamed[f"{block}.attn.norm_k.weight"] = f"{block}.attention.k_norm.weight"
+            norm1 = "norm1" if group == "context_refiner" else "norm1.norm"
+            renamed[f"{block}.{norm1}.weight"] = f"{block}.attention_norm1.weight"
+            renamed[f"{block}.norm2.weight"] = f"{block}.attention_norm2.weight"
+            renamed[f"{block}.ffn_norm1.weight"] = f"{block}.ffn_norm1.weight"
+            renamed[f"{block}.ffn_norm2.weight"] = f"{block}.ffn_norm2.weight"
+    return renamed
