@@ -14,7 +14,9 @@ is downloaded):
    families, after every SD case so that a short budget keeps the SD paths: SD 3.5 Medium and Flux.1-dev
    (12 B) at 1024 px, bf16, with and without gradient checkpointing, and Flux as its 24/16/12 GB presets train
    it (fp8 and nf4 bases, text encoders off the GPU, block swap on nf4), on random models built from the configs
-   written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL).
+   written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL); last,
+   Lumina 2 as its presets train it (bf16, with checkpointing and without), built from its shipped folder
+   ``resources/model_configs/lumina-image-2`` (about 16 GB), prompts tokenised by the tiny Gemma vocabulary.
    Each case in its own process (clean peaks; an out-of-memory case is a row, not the end); each family's
    models are built when its first case comes, so a budget spent on SD builds no Flux.
 2. The diffusers-style reference loop (``bench/reference_loop.py``: VAE and text encoders every step) with the
@@ -90,13 +92,15 @@ class Scale:
 
 
 # CUDA's seconds are guesses (start + imports ~8 s, loading 2.4 / 8.6 GB of fp16 weights, 23 steps; SD 3.5 Medium
-# 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px), not measured yet.
-CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}, warmup=3, steps=20,
-             seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150},
-             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150})
-DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64}, warmup=1, steps=3,
-                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15},
-                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5})
+# 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px; Lumina 2 5 GB + 10 GB
+# fp32 Gemma 2), not measured yet.
+CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "lumina2": 1024}, warmup=3,
+             steps=20,
+             seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "lumina2": 80},
+             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "lumina2": 90})
+DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "lumina2": 64}, warmup=1, steps=3,
+                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "lumina2": 15},
+                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "lumina2": 5})
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ CASES = (
     Case("flux", checkpointing=True, quantization="fp8"),
     Case("flux", checkpointing=True, quantization="nf4", swap=20),
     Case("flux"),
+    Case("lumina2", checkpointing=True),  # as its 16 and 12 GB presets train it
+    Case("lumina2"),  # its 24 GB preset: no checkpointing
 )
 
 

@@ -20,8 +20,8 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
 
 
-ARCHS = ("sd15", "sdxl", "sd3", "flux")
-FLOW = ("sd3", "flux")
+ARCHS = ("sd15", "sdxl", "sd3", "flux", "lumina2")
+FLOW = ("sd3", "flux", "lumina2")
 
 
 @pytest.mark.slow  # about 60 s on 2 cores: fifteen short processes
@@ -35,7 +35,8 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
     assert {arch for arch, model in result["models"].items() if not model["reused"]} == set(ARCHS)
     rows = {row["case"]: row for row in result["rows"]}
     # The SD cases first, then the flow families' (a short budget keeps the SD paths).
-    assert [row["arch"] for row in result["rows"]][-7:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux"]
+    assert [row["arch"] for row in result["rows"]][-9:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
+                                                            "lumina2", "lumina2"]
     # Flux as the presets train it: nf4 (16/12 GB) and fp8 (24 GB) bases, and block swap on top of nf4.
     for name in ("flux 64px bf16 ckpt adamw nf4", "flux 64px bf16 ckpt adamw fp8",
                  "flux 64px bf16 ckpt adamw nf4 swap20"):
