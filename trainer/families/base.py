@@ -113,6 +113,9 @@ class Family:
     single_file_reader: str | None = None
     # Key fragments that show a single file holds this family (to name it where its single files are refused).
     file_markers: tuple[str, ...] = ()
+    # Key fragments such a file never has, where a family shares its markers with another (Lumina 2's NextDiT keys
+    # are Z-Image's without its pad tokens): these families are asked first.
+    file_lacks: tuple[str, ...] = ()
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
     text_encoders: tuple[TextEncoder, ...] = ()
