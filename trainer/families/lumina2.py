@@ -33,12 +33,12 @@ FAMILY = Family(
     flow=FlowFacts(sampling="logit_normal", shift=6.0),
     sample_scheduler=None,
     max_sequence_length=256,  # the pipeline's default: system prompt and prompt together, then cut
-    # ComfyUI's lumina_2*.safetensors are not read yet (the diffusers folder only: such files are refused by name,
-    # below); a full/frozen run's transformer is written in the original layout, for ComfyUI's Load Diffusion Model.
+    # A full/frozen run's transformer is also written in the original layout, for ComfyUI's Load Diffusion Model.
     single_file=False,
     single_file_writer="trainer.models.lumina2_layout:pipeline_to_original",
     config_folders={"flow_matching": "lumina-image-2"},
-    # ComfyUI's lumina_2*.safetensors (refused by name for now): Z-Image's NextDiT keys without its pad tokens.
+    # ComfyUI's lumina_2*.safetensors are not read yet (refused by name; reading them will need a Gemma tokenizer
+    # folder named by the user): Z-Image's NextDiT keys without its pad tokens.
     file_markers=("context_refiner.",),
     file_lacks=("x_pad_token", "cap_pad_token"),
     blocks=("layers", "noise_refiner", "context_refiner"),
