@@ -108,8 +108,9 @@ def build_random_model(config_dir: Path, out: Path, arch: str, device: str) -> P
 
 def build_flow_model(out: Path, arch: str, device: str, dtype: Any, t5_dir: Path,
                      config_dir: Path | None = None) -> Path:
-    """A diffusers folder of a flow-matching family (``sd3``, ``flux``) with freshly initialised weights, of
-    the sizes in ``config_dir``'s configs (the dry run's tiny model) or else ``REAL_SIZE[arch]``, built on
+    """A diffusers folder of a flow-matching family (``sd3``, ``flux``, ``lumina2``) with freshly initialised
+    weights, of the sizes in ``config_dir``'s configs (the dry run's tiny model) or else ``REAL_SIZE[arch]`` (or,
+    for a family not there, its shipped folder in ``resources/model_configs``), built on
     ``device`` and stored by Kamaal's folder writer: transformer and VAE in ``dtype``, CLIP encoders in fp32,
     and the T5 encoder — built once, in fp32, into ``t5_dir`` — hard-linked from there (19 GB at real size:
     one copy on disk for both families).
@@ -123,22 +124,27 @@ def build_flow_model(out: Path, arch: str, device: str, dtype: Any, t5_dir: Path
     from trainer import families
     from trainer.models.clip_vocab import t5_tokenizer
     from trainer.models.folder_dtypes import save_diffusers_folder
+    from trainer.models.info import MODEL_CONFIGS
     from trainer.models.loading import _tokenizer
     from trainer.models.offline import force_offline
+    from trainer.models.tiny import tiny_gemma_tokenizer
 
     force_offline()
-    family, real = families.family(arch), REAL_SIZE[arch]
-    denoiser_class = getattr(diffusers, real["denoiser"][0])
+    family = families.family(arch)
+    real = REAL_SIZE.get(arch)
+    if config_dir is None and real is None:  # its real size is shipped: resources/model_configs
+        config_dir = MODEL_CONFIGS / family.config_folders["flow_matching"]
+    denoiser_class = getattr(diffusers, family.tiny["denoiser"][0])
 
-    def config_of(name: str, default: dict[str, Any], loader: Any) -> Any:
+    def config_of(name: str, default: Any, loader: Any) -> Any:
         return loader(config_dir / name) if config_dir else default
 
     parts: dict[str, Any] = {}
-    for index, (encoder, default) in enumerate(zip(family.text_encoders, real["encoders"], strict=True)):
+    for index, encoder in enumerate(family.text_encoders):
         t5 = encoder.tokenizer_kind == "t5"
-        config_class = transformers.T5Config if t5 else transformers.CLIPTextConfig
+        config_class = transformers.T5Config if t5 else getattr(transformers, encoder.transformers_class).config_class
         config = (config_class.from_pretrained(config_dir / encoder.component, local_files_only=True)
-                  if config_dir else config_class(**default))
+                  if config_dir else config_class(**real["encoders"][index]))
         if t5:
             parts[encoder.component] = _shared_t5(t5_dir, config, device)
             parts[encoder.tokenizer] = t5_tokenizer()
@@ -146,17 +152,23 @@ def build_flow_model(out: Path, arch: str, device: str, dtype: Any, t5_dir: Path
         torch.manual_seed(2 + index)
         with torch.device(device):
             parts[encoder.component] = getattr(transformers, encoder.transformers_class)(config)
-        # the tiny model's own tokenizer, else the shipped CLIP vocabulary (OpenCLIP's pads with "!")
-        parts[encoder.tokenizer] = _tokenizer((config_dir or t5_dir / "none") / encoder.tokenizer, encoder.open_clip)
+        folder = (config_dir or t5_dir / "none") / encoder.tokenizer
+        if encoder.tokenizer_kind == "gemma":  # the tiny model's own; Gemma's 256,000 pieces are not shipped, and
+            # the tiny vocabulary's ids are valid ones of the real embedding (prompts as long, within a few tokens)
+            parts[encoder.tokenizer] = (transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+                                        if folder.is_dir() else tiny_gemma_tokenizer())
+        else:  # the tiny model's own tokenizer, else the shipped CLIP vocabulary (OpenCLIP's pads with "!")
+            parts[encoder.tokenizer] = _tokenizer(folder, encoder.open_clip)
     torch.manual_seed(0)
     with torch.device(device):
         parts[family.denoiser] = denoiser_class.from_config(
-            config_of(family.denoiser, real["denoiser"][1], denoiser_class.load_config)).to(dtype)
+            config_of(family.denoiser, real and real["denoiser"][1], denoiser_class.load_config)).to(dtype)
         torch.manual_seed(1)
         parts["vae"] = diffusers.AutoencoderKL.from_config(
-            config_of("vae", real["vae"], diffusers.AutoencoderKL.load_config)).to(dtype)
+            config_of("vae", real and real["vae"], diffusers.AutoencoderKL.load_config)).to(dtype)
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler
-    parts["scheduler"] = scheduler.from_config(config_of("scheduler", real["scheduler"], scheduler.load_config))
+    parts["scheduler"] = scheduler.from_config(config_of("scheduler", real and real["scheduler"],
+                                                         scheduler.load_config))
     pipeline = getattr(diffusers, family.pipeline_class)(**parts, **family.pipeline_args)
     _check_disk(out.parent, sum(_stored_bytes(module, dtype) for module in parts.values()
                                 if isinstance(module, torch.nn.Module) and not _on_meta(module)))
@@ -183,6 +195,7 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
     from trainer.models.clip_vocab import qwen3_tokenizer, t5_tokenizer
     from trainer.models.loading import _tokenizer
     from trainer.models.offline import force_offline
+    from trainer.models.tiny import tiny_gemma_tokenizer
 
     force_offline()
     family = families.family(arch)
@@ -200,6 +213,8 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
                 parts[name] = qwen3_tokenizer()
             elif spec.tokenizer_kind == "t5":
                 parts[name] = t5_tokenizer()
+            elif spec.tokenizer_kind == "gemma":  # Gemma's 256,000 pieces are not shipped: the tiny vocabulary's
+                parts[name] = tiny_gemma_tokenizer()  # ids are valid ones of the real embedding
             else:
                 parts[name] = _tokenizer(config_dir / name, spec.open_clip)
         elif name == "scheduler":

@@ -20,8 +20,8 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
 
 
-ARCHS = ("sd15", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein")
-FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein")
+ARCHS = ("sd15", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein", "lumina2")
+FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein", "lumina2")
 # Trained as their presets train them: with gradient checkpointing only.
 PRESET_ONLY = ("zimage", "qwenimage", "flux2klein")
 
@@ -38,9 +38,9 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
     assert {arch for arch, model in result["models"].items() if not model["reused"]} == set(ARCHS)
     rows = {row["case"]: row for row in result["rows"]}
     # The SD cases first, then the flow families' (a short budget keeps the SD paths).
-    assert [row["arch"] for row in result["rows"]][-12:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
+    assert [row["arch"] for row in result["rows"]][-14:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
                                                              "zimage", "zimage", "qwenimage", "qwenimage",
-                                                             "flux2klein"]
+                                                             "flux2klein", "lumina2", "lumina2"]
     # Flux as the presets train it: nf4 (16/12 GB) and fp8 (24 GB) bases, and block swap on top of nf4; Z-Image's
     # bf16 (24 GB) and fp8 (16 GB); Qwen-Image's nf4 (24 GB) and its 16 GB preset's nf4, fp8 Qwen2.5-VL and swap;
     # Flux.2 klein's nf4 (12 GB).

@@ -1,6 +1,7 @@
 """``kamaal-train dataset ...``: the dataset library on the command line.
 
     kamaal-train dataset check DIR [--json] [--resolution N] [--token T] [--template TEXT] [--recursive]
+    kamaal-train dataset caption DIR --model FOLDER [--mode fill|replace|append] [--prefix P] [--suffix S] ...
 
 The main CLI hands everything after ``dataset`` to ``dataset_main``.  Exit codes follow
 DESIGN.md §4: 0 the dataset is usable (at least one usable image), 2 it is not, or the folder
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from trainer.captioning.batch import MODES
 from trainer.dataset.cache import DatasetCache
 from trainer.dataset.captions import DEFAULT_TEMPLATE, DEFAULT_TOKEN
 from trainer.dataset.health import DEFAULT_MAX_ASPECT, Progress, check_dataset
@@ -45,6 +47,29 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-aspect", type=float, default=DEFAULT_MAX_ASPECT, metavar="R",
                        help=f"report images more elongated than R:1 (default {DEFAULT_MAX_ASPECT:g})")
     check.add_argument("--recursive", action="store_true", help="also check images in subfolders")
+    caption = commands.add_parser(
+        "caption", help="caption the images with a local model (a tagger or an image-to-text model)",
+        description="Write a caption beside each image of DIR with the captioning model in FOLDER (nothing is "
+                    "downloaded). Exit code 0 when done, 2 for bad input.")
+    caption.add_argument("folder", metavar="DIR", type=Path, help="the dataset folder")
+    caption.add_argument("--model", required=True, type=Path, metavar="FOLDER",
+                         help="a WD14 tagger (.onnx + selected_tags.csv) or a transformers image-to-text model folder")
+    caption.add_argument("--mode", choices=MODES, default="fill",
+                         help="fill: only images without a caption (default); replace; append to the caption")
+    caption.add_argument("--prefix", default="", help="written before each caption as typed (e.g. 'sks dog, ')")
+    caption.add_argument("--suffix", default="", help="written after each caption as typed")
+    caption.add_argument("--prompt", default="",
+                         help="for a vision-language model the instruction; for BLIP-like models the start")
+    caption.add_argument("--max-tokens", type=int, default=75, metavar="N", help="longest caption, in tokens")
+    caption.add_argument("--threshold", type=float, default=0.35, help="taggers: general tags at or above this")
+    caption.add_argument("--character-threshold", type=float, default=0.85,
+                         help="taggers: character tags at or above this")
+    caption.add_argument("--blacklist", default="", help="taggers: tags never written, separated by commas")
+    caption.add_argument("--keep-underscores", action="store_true", help="taggers: keep tag_names as they are")
+    caption.add_argument("--preview", type=int, default=0, metavar="N",
+                         help="print the captions of the first N images without writing anything")
+    caption.add_argument("--recursive", action="store_true", help="also caption images in subfolders")
+    caption.add_argument("--caption-extension", default=".txt", help="caption files' extension (default .txt)")
     return parser
 
 
@@ -117,13 +142,68 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.usable else EXIT_BAD_INPUT
 
 
+def _caption(args: argparse.Namespace) -> int:
+    """``dataset caption``: the model loads only here (torch or onnxruntime), never for a check."""
+    from trainer.captioning.batch import UNREADABLE_IMAGE, CaptionJob, caption_images
+    from trainer.dataset.imaging import DatasetImageError, load_rgb
+    from trainer.dataset.scan import list_images
+    from trainer.errors import InputError
+
+    if not 0 < args.threshold <= 1 or not 0 < args.character_threshold <= 1:
+        return _bad_input("--threshold and --character-threshold must be above 0 and at most 1", False)
+    if args.max_tokens < 1 or args.preview < 0:
+        return _bad_input("--max-tokens must be at least 1 and --preview at least 0", False)
+    try:
+        images = [item.image for item in list_images(args.folder, recursive=args.recursive,
+                                                     caption_extension=args.caption_extension).items]
+    except OSError as error:
+        return _bad_input(f"cannot read the dataset folder {args.folder}: {error.strerror or error}", False)
+    if not images:
+        return _bad_input(f"no images in {args.folder}", False)
+    try:
+        from trainer.captioning.models import CaptionerOptions, open_captioner
+
+        captioner = open_captioner(args.model, CaptionerOptions(
+            prompt=args.prompt, max_new_tokens=args.max_tokens, general_threshold=args.threshold,
+            character_threshold=args.character_threshold, keep_underscores=args.keep_underscores,
+            blacklist=tuple(t for t in args.blacklist.split(",") if t.strip()), device=_device()))
+    except InputError as error:
+        return _bad_input(str(error), False)
+    job = CaptionJob(args.mode, args.prefix, args.suffix, args.caption_extension)
+
+    def caption(image: Path) -> str | None:
+        try:
+            return captioner.caption(load_rgb(image))
+        except (DatasetImageError, OSError) as error:
+            _write(sys.stderr, f"kamaal-train dataset: skipped {image}: {error}")
+            return None
+
+    def shown(done: int, total: int, image: Path, text: str) -> None:
+        _write(sys.stdout if args.preview else sys.stderr, f"[{done}/{total}] {image.name}: {text}")
+
+    chosen = images[:args.preview] if args.preview else images
+    journal = caption_images(chosen, caption, job, progress=shown, write=not args.preview)
+    for path, why in journal.skipped.items():
+        if why != UNREADABLE_IMAGE:  # those were named as they came
+            _write(sys.stderr, f"kamaal-train dataset: skipped {path}: it {why}")
+    verb = "would write" if args.preview else "wrote"
+    _write(sys.stderr, f"{captioner.name}: {verb} {len(journal.after)} caption(s) in {args.folder} ({args.mode})")
+    return EXIT_OK
+
+
+def _device() -> str:
+    from trainer.diffusion.components import pick_device
+
+    return pick_device()
+
+
 def dataset_main(argv: list[str]) -> int:
     """Run ``kamaal-train dataset ARGV...``; returns the exit code (never raises SystemExit)."""
     try:
         args = _build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage (or --help); keep its code
         return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
-    return _check(args)
+    return _caption(args) if args.command == "caption" else _check(args)
 
 
 if __name__ == "__main__":

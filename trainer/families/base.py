@@ -25,7 +25,8 @@ class TextEncoder:
     open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
-    tokenizer_kind: Literal["clip", "t5", "qwen3"] = "clip"  # the shipped vocabulary it uses (resources/tokenizers)
+    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma).
+    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma"] = "clip"
     # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
     # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
     lora: bool = True
@@ -123,6 +124,9 @@ class Family:
     single_file_reader: str | None = None
     # Key fragments that show a single file holds this family (to name it where its single files are refused).
     file_markers: tuple[str, ...] = ()
+    # Key fragments such a file never has, where a family shares its markers with another (Lumina 2's NextDiT keys
+    # are Z-Image's without its pad tokens): these families are asked first.
+    file_lacks: tuple[str, ...] = ()
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
     text_encoders: tuple[TextEncoder, ...] = ()

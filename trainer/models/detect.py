@@ -52,8 +52,9 @@ def _has_prefix(shapes: Shapes, prefix: str) -> bool:
 
 def detect_architecture(shapes: Shapes, name: str | Path) -> Architecture:
     """The family of an original-layout checkpoint; ``InputError`` (naming ``name``) if it is none of ours."""
-    for other in families.FAMILIES.values():
-        if other.file_markers and any(marker in key for key in shapes for marker in other.file_markers):
+    for other in sorted(families.FAMILIES.values(), key=lambda f: not f.file_lacks):  # the narrower first
+        if (other.file_markers and any(marker in key for key in shapes for marker in other.file_markers)
+                and not any(lack in key for key in shapes for lack in other.file_lacks)):
             if other.single_file_reader is not None:
                 return other.name
             raise InputError(f"model.path: {name} is a {other.display_name} checkpoint; {other.display_name} loads "

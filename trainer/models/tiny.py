@@ -85,6 +85,10 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 tokenizer = qwen3_tokenizer()
                 components[encoder.component] = _qwen_encoder(class_name, width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id, *depth)
+            elif encoder.tokenizer_kind == "gemma":
+                tokenizer = tiny_gemma_tokenizer()
+                components[encoder.component] = _gemma_encoder(width, activation, len(tokenizer),
+                                                               tokenizer.pad_token_id)
             else:
                 pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
                 vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
@@ -133,6 +137,48 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
         vocab_size=vocab_size, vision_start_token_id=151652, vision_end_token_id=151653, vision_token_id=151654,
         image_token_id=151655, video_token_id=151656)
     return getattr(transformers, class_name)(config)
+
+
+# Words the tiny Gemma tokenizer keeps whole: Lumina 2's system prompt and the shapes world's captions.  Anything
+# else falls back to single characters and bytes, as Gemma's own tokenizer does for what it has no piece for.
+_GEMMA_WORDS = ("You are an assistant designed to generate superior images with the degree of image-text alignment "
+                "based on textual prompts or user <Prompt Start> a photo of sks small large red green blue yellow "
+                "orange purple teal pink white gray black circle square triangle star cross diamond background "
+                "drawn page").split()
+
+
+def tiny_gemma_tokenizer() -> Any:
+    """A genuine Gemma tokenizer (transformers' ``GemmaTokenizer``: byte-fallback BPE on "▁"-joined words, Gemma's
+    special tokens at Gemma's ids) over a tiny vocabulary: every byte, single characters, and the words above built
+    up one character at a time.  Gemma's own 256,000-piece vocabulary is not shipped (a Lumina 2 folder brings it)."""
+    import string
+
+    from transformers import GemmaTokenizer
+
+    vocab = {token: index for index, token in enumerate(("<pad>", "<eos>", "<bos>", "<unk>", "<mask>"))}
+    vocab |= {f"<0x{byte:02X}>": len(vocab) + byte for byte in range(256)}
+    for character in "▁" + string.ascii_letters + string.digits + string.punctuation:
+        vocab.setdefault(character, len(vocab))
+    merges = []
+    for word in _GEMMA_WORDS:
+        pieces = "▁" + word
+        for end in range(2, len(pieces) + 1):
+            if pieces[:end] not in vocab:
+                vocab[pieces[:end]] = len(vocab)
+                merges.append((pieces[:end - 1], pieces[end - 1]))
+    return GemmaTokenizer(vocab=vocab, merges=merges)
+
+
+def _gemma_encoder(width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
+    """A small Gemma 2 (grouped-query attention, soft-capped logits, sandwich norms, as Gemma-2-2B; three layers, so
+    the penultimate hidden state Lumina 2 reads is a layer's output)."""
+    import transformers
+
+    config = transformers.Gemma2Config(
+        vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=width // 4, hidden_activation=activation,
+        max_position_embeddings=512, query_pre_attn_scalar=width // 4, pad_token_id=pad_id, use_cache=False)
+    return transformers.Gemma2Model(config)
 
 
 def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:

@@ -1,0 +1,171 @@
+"""The captioners, opened from a folder the user picks (heavy: transformers, onnxruntime).
+
+* **WD14-style taggers** (SmilingWolf's wd-*-tagger models and their kin): ``model.onnx`` (any one ``.onnx``) with
+  ``selected_tags.csv`` (``tag_id,name,category,count``; category 0 general, 4 character, 9 rating).  The
+  picture is padded to a white square, resized to the model's input side and fed as BGR 0–255 floats,
+  (1, side, side, 3), as those models were trained; the output is each tag's probability.  General tags at or
+  above ``general_threshold`` and character tags at or above ``character_threshold`` are kept, most likely
+  first, without the blacklisted ones; underscores become spaces unless ``keep_underscores`` (kaomoji such as
+  ``^_^`` keep theirs).
+* **transformers models**: any folder ``AutoModelForImageTextToText`` loads (BLIP, BLIP-2, GIT, Florence-2,
+  Qwen2.5-VL, LLaVA…).  A processor with a chat template is asked ``prompt`` as a chat turn with the image and
+  its answer is the caption; one without is given the image and ``prompt`` as a text start (BLIP's "a
+  photography of", Florence-2's ``<MORE_DETAILED_CAPTION>``), and the prompt is taken off what it returns.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from trainer.errors import InputError
+
+TAG_FILE = "selected_tags.csv"
+GENERAL, CHARACTER = 0, 4
+KAOMOJI = frozenset({"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o",
+                     "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||"})
+
+
+@dataclass(frozen=True)
+class CaptionerOptions:
+    prompt: str = ""  # VLMs: the instruction; image-to-text models: the text the caption starts with
+    max_new_tokens: int = 75
+    general_threshold: float = 0.35
+    character_threshold: float = 0.85
+    blacklist: tuple[str, ...] = ()
+    keep_underscores: bool = False
+    device: str = "cpu"
+
+
+class Captioner(Protocol):
+    name: str  # for messages and the log: "WD14 tagger (wd-vit-tagger-v3)", "BlipForConditionalGeneration"
+
+    def caption(self, image: Image.Image) -> str: ...
+
+
+def open_captioner(folder: Path, options: CaptionerOptions) -> Captioner:
+    """The captioner in ``folder``; ``InputError`` naming the folder when it holds none (or half of one)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--model: {folder} is not a folder (point to a captioning model's folder)")
+    onnx_files = sorted(folder.glob("*.onnx"))
+    if onnx_files:
+        if not (folder / TAG_FILE).is_file():
+            raise InputError(f"--model: {folder} has {onnx_files[0].name} but no {TAG_FILE} beside it: a WD14 "
+                             f"tagger needs its tag list (download both from the model's page)")
+        return OnnxTagger(onnx_files[0], folder / TAG_FILE, options)
+    if (folder / "config.json").is_file():
+        return TransformersCaptioner(folder, options)
+    raise InputError(f"--model: {folder} is not a captioner: it has neither a tagger (.onnx with {TAG_FILE}) nor a "
+                     "transformers model (config.json); point to the folder that holds one")
+
+
+class OnnxTagger:
+    def __init__(self, model: Path, tags: Path, options: CaptionerOptions) -> None:
+        import onnxruntime
+
+        self.options = options
+        self.name = f"WD14 tagger ({model.parent.name})"
+        self.tags, self.categories = read_tag_list(tags)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if options.device.startswith("cuda") \
+            else ["CPUExecutionProvider"]
+        available = set(onnxruntime.get_available_providers())
+        try:
+            self.session = onnxruntime.InferenceSession(str(model), providers=[p for p in providers if p in available])
+        except Exception as error:  # onnxruntime raises its own exception types for a bad file
+            raise InputError(f"--model: {model} is not an ONNX model onnxruntime can run ({error})") from None
+        model_input = self.session.get_inputs()[0]
+        shape = model_input.shape
+        if len(shape) != 4 or not isinstance(shape[1], int) or shape[1] != shape[2] or shape[3] != 3:
+            raise InputError(f"--model: {model} takes {shape}, not (batch, side, side, 3) images like a WD14 tagger")
+        self.side, self.input_name = int(shape[1]), model_input.name
+        outputs = self.session.get_outputs()[0].shape
+        if outputs[-1] != len(self.tags):
+            raise InputError(f"--model: {model} scores {outputs[-1]} tags but {tags.name} lists {len(self.tags)}; "
+                             "they are not from the same model")
+
+    def scores(self, image: Image.Image) -> list[float]:
+        import numpy as np
+
+        rgb = image.convert("RGB")
+        square = Image.new("RGB", (max(rgb.size),) * 2, (255, 255, 255))
+        square.paste(rgb, ((square.width - rgb.width) // 2, (square.height - rgb.height) // 2))
+        pixels = np.asarray(square.resize((self.side, self.side), Image.Resampling.BICUBIC), dtype=np.float32)
+        batch = np.ascontiguousarray(pixels[:, :, ::-1])[None]  # RGB → BGR, as the taggers were trained
+        return [float(v) for v in self.session.run(None, {self.input_name: batch})[0][0]]
+
+    def caption(self, image: Image.Image) -> str:
+        options = self.options
+        blacklist = {tag.strip().replace(" ", "_").lower() for tag in options.blacklist}
+        kept = []
+        for tag, category, score in zip(self.tags, self.categories, self.scores(image), strict=True):
+            threshold = {GENERAL: options.general_threshold, CHARACTER: options.character_threshold}.get(category)
+            if threshold is not None and score >= threshold and tag.lower() not in blacklist:
+                kept.append((score, tag))
+        kept.sort(key=lambda pair: -pair[0])
+        return ", ".join(tag if options.keep_underscores or tag in KAOMOJI else tag.replace("_", " ")
+                         for _, tag in kept)
+
+
+def read_tag_list(path: Path) -> tuple[list[str], list[int]]:
+    """The tags and their categories from a ``selected_tags.csv``, in the model's output order."""
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"--model: {path} cannot be read ({error})") from None
+    if not rows or not {"name", "category"} <= set(rows[0]):
+        raise InputError(f"--model: {path} is not a tagger's tag list (it needs name and category columns)")
+    try:
+        return [row["name"] for row in rows], [int(row["category"]) for row in rows]
+    except (TypeError, ValueError):
+        raise InputError(f"--model: {path} has a category that is not a number") from None
+
+
+class TransformersCaptioner:
+    def __init__(self, folder: Path, options: CaptionerOptions) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.options = options
+        try:
+            self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+            self.model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).eval()
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"--model: {folder} is not an image-to-text model transformers can load offline "
+                             f"({str(error).splitlines()[0]})") from None
+        except torch.OutOfMemoryError:
+            raise InputError(f"--model: {folder} needs more memory than this machine has free") from None
+        self.model.to(options.device)
+        self.name = type(self.model).__name__
+        self.chat = bool(getattr(self.processor, "chat_template", None))
+
+    def caption(self, image: Image.Image) -> str:
+        import torch
+
+        image = image.convert("RGB")
+        prompt = self.options.prompt
+        if self.chat:
+            messages = [{"role": "user", "content": [{"type": "image"},
+                                                      {"type": "text", "text": prompt or "Describe this image."}]}]
+            text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+            inputs = self.processor(images=[image], text=[text], return_tensors="pt")
+        else:
+            inputs = self.processor(images=image, text=prompt or None, return_tensors="pt")
+        inputs = inputs.to(self.options.device)
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=self.options.max_new_tokens, do_sample=False)
+        if self.chat or self.model.config.is_encoder_decoder:
+            start = inputs["input_ids"].shape[1] if self.chat else 0
+            return _clean(self.processor.batch_decode(out[:, start:], skip_special_tokens=True)[0])
+        text = _clean(self.processor.batch_decode(out, skip_special_tokens=True)[0])
+        prompt = _clean(prompt)
+        return _clean(text[len(prompt):]) if prompt and text.lower().startswith(prompt.lower()) else text
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
