@@ -112,6 +112,9 @@ class Family:
     single_file_reader: str | None = None
     # Key fragments that show a single file holds this family (to name it where its single files are refused).
     file_markers: tuple[str, ...] = ()
+    # The family this one is a variant of (Chroma of Flux.1): its files carry the other's markers too, so single
+    # files are tested for a variant's markers before its parent's.
+    variant_of: str | None = None
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
     text_encoders: tuple[TextEncoder, ...] = ()

@@ -52,7 +52,8 @@ def _has_prefix(shapes: Shapes, prefix: str) -> bool:
 
 def detect_architecture(shapes: Shapes, name: str | Path) -> Architecture:
     """The family of an original-layout checkpoint; ``InputError`` (naming ``name``) if it is none of ours."""
-    for other in families.FAMILIES.values():
+    # A variant's files hold its parent's markers too (a Chroma file has Flux's double_blocks): variants first.
+    for other in sorted(families.FAMILIES.values(), key=lambda f: f.variant_of is None):
         if other.file_markers and any(marker in key for key in shapes for marker in other.file_markers):
             if other.single_file_reader is not None:
                 return other.name
