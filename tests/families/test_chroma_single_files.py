@@ -7,15 +7,19 @@ the kohya LoRA file as ComfyUI applies it to that layout, module by module."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.diffusion.conftest import diffusion_config
+from tests.trainer.helpers import run_in_process
 from trainer.errors import InputError
 from trainer.families import family
 from trainer.models import load_model
+from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 
 COMPONENTS = ("transformer", "text_encoder", "vae")
 
@@ -41,7 +45,8 @@ def comfy(tmp_path_factory):
     vae = vae_to_original(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels))
     save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in vae.items()},
               models / "vae" / "ae.safetensors")
-    return {"pipe": pipe, "models": models, "config_dir": write_tiny_config_dir(model, root / "config")}
+    return {"pipe": pipe, "models": models, "model": model,
+            "config_dir": write_tiny_config_dir(model, root / "config")}
 
 
 def same_weights(a, b) -> None:
@@ -188,3 +193,40 @@ def test_comfyui_applies_the_kohya_file_module_by_module(tmp_path):
     assert got.keys() == expected.keys()
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], msg=key)
+
+
+@pytest.mark.slow
+def test_a_frozen_run_moves_only_its_block_and_writes_the_transformer_file_comfyui_loads(comfy, shapes_dataset,
+                                                                                          tmp_path):
+    """Frozen-layer training on Chroma moves only the chosen block; the run writes the diffusers folder and the
+    transformer in lodestones' layout, which — with the T5 and ae files beside it, as ComfyUI keeps them — loads
+    offline and draws the run's final sample."""
+    import shutil
+
+    from PIL import Image
+
+    block = "transformer_blocks.0"
+    config = diffusion_config(comfy["model"], shapes_dataset, "chroma", mode="frozen", frozen={"trainable": [block]},
+                              training={"steps": 4, "learning_rate": 1e-3, "eval_every": 2},
+                              sampling={"inference_steps": 2})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
+    part = Path("transformer") / "diffusion_pytorch_model.safetensors"
+    before, after = load_file(comfy["model"] / part), load_file(folder / part)
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith(f"{block}.") for name in moved)
+
+    models = tmp_path / "models"
+    (models / "diffusion_models").mkdir(parents=True)
+    shutil.copytree(comfy["models"] / "text_encoders", models / "text_encoders")
+    shutil.copytree(comfy["models"] / "vae", models / "vae")
+    shutil.copy(single, models / "diffusion_models" / single.name)
+    loaded = load_model(models / "diffusion_models" / single.name, config_dir=comfy["config_dir"]).pipeline
+    loaded.set_progress_bar_config(disable=True)
+    final = rec.of(Sample)[-1]
+    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    image = loaded(final.prompts[0], width=64, height=64, num_inference_steps=2,
+                   guidance_scale=config.sampling.guidance_scale,
+                   generator=torch.Generator("cpu").manual_seed(final.seeds[0])).images[0]
+    assert np.abs(np.asarray(image, dtype=np.int16) - trained).max() <= 2

@@ -245,8 +245,8 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
         if match:
             sized[path.stem] = estimate_memory(load_config(path), "cuda").total, int(match.group(1))
     assert {"flux-lora-24gb", "flux-lora-16gb", "flux-lora-12gb", "sd35-lora-24gb", "sd35-lora-16gb",
-            "sd35-lora-12gb", "zimage-lora-24gb", "zimage-lora-16gb", "zimage-lora-12gb",
-            "qwenimage-lora-24gb"} <= set(sized)
+            "sd35-lora-12gb", "zimage-lora-24gb", "zimage-lora-16gb", "zimage-lora-12gb", "qwenimage-lora-24gb",
+            "chroma-lora-24gb", "chroma-lora-16gb", "chroma-lora-12gb"} <= set(sized)
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)
