@@ -1,5 +1,5 @@
 """``make gpu-check``'s script in ``make test``: ``--dry-run`` runs every step of it on the CPU with tiny models
-(models built the way the GPU run builds the real ones — SD 1.5, SDXL, SD 3.5 and Flux —, Kamaal's trainer
+(models built the way the GPU run builds the real ones — SD 1.5, SDXL, SD 3.5, Flux and Chroma —, Kamaal's trainer
 through Measure, the reference loop, the memory estimate), and without CUDA and without ``--dry-run`` it only
 says so."""
 
@@ -20,8 +20,8 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
 
 
-ARCHS = ("sd15", "sdxl", "sd3", "flux")
-FLOW = ("sd3", "flux")
+ARCHS = ("sd15", "sdxl", "sd3", "flux", "chroma")
+FLOW = ("sd3", "flux", "chroma")
 
 
 @pytest.mark.slow  # about 60 s on 2 cores: fifteen short processes
@@ -35,15 +35,17 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
     assert {arch for arch, model in result["models"].items() if not model["reused"]} == set(ARCHS)
     rows = {row["case"]: row for row in result["rows"]}
     # The SD cases first, then the flow families' (a short budget keeps the SD paths).
-    assert [row["arch"] for row in result["rows"]][-7:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux"]
+    assert [row["arch"] for row in result["rows"]][-9:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
+                                                            "chroma", "chroma"]
     # Flux as the presets train it: nf4 (16/12 GB) and fp8 (24 GB) bases, and block swap on top of nf4.
     for name in ("flux 64px bf16 ckpt adamw nf4", "flux 64px bf16 ckpt adamw fp8",
-                 "flux 64px bf16 ckpt adamw nf4 swap20"):
+                 "flux 64px bf16 ckpt adamw nf4 swap20", "chroma 64px bf16 ckpt adamw fp8"):
         assert rows[name]["status"] == "ok", rows[name]
     trained = [row for row in rows.values() if row["status"] == "ok"]
-    # bf16 with and without gradient checkpointing, on every architecture; fp16 and 8-bit AdamW need CUDA.
-    assert {(row["arch"], row["checkpointing"]) for row in trained} == {(a, c) for a in ARCHS
-                                                                       for c in (False, True)}
+    # bf16 with and without gradient checkpointing, on every architecture (Chroma: with, as its presets train);
+    # fp16 and 8-bit AdamW need CUDA.
+    assert {(row["arch"], row["checkpointing"]) for row in trained} == {(a, c) for a in ARCHS for c in (False, True)
+                                                                       if (a, c) != ("chroma", False)}
     for row in trained:
         kamaal = row["kamaal"]
         assert kamaal["device"] == "cpu" and kamaal["memory_kind"] == "rss" and kamaal["tf32"] is False
@@ -60,10 +62,10 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
         if row["arch"] in FLOW:
             assert "ratio" not in row and row["reference"]["status"].startswith("no reference loop")
     # The flow folders come from the real-size builder (fed the tiny model's configs): one T5, hard-linked into
-    # both (at real size 19 GB on disk once, not twice).
+    # each (at real size 19 GB on disk once, not three times).
     t5_files = [models / "sd3" / "text_encoder_3" / "model.safetensors", models / "flux" / "text_encoder_2" /
-                "model.safetensors"]
-    assert t5_files[0].stat().st_ino == t5_files[1].stat().st_ino
+                "model.safetensors", models / "chroma" / "text_encoder" / "model.safetensors"]
+    assert len({file.stat().st_ino for file in t5_files}) == 1
     assert {result["models"][arch]["path"] for arch in ARCHS} == {str(models / arch) for arch in ARCHS}
     skipped = {name: row["status"] for name, row in rows.items() if row["status"] != "ok"}
     assert set(skipped) == {f"{arch} 64px {what}" for arch in ("sd15", "sdxl")

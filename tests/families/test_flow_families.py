@@ -115,6 +115,37 @@ def test_frozen_layers_of_a_transformer_only_chosen_blocks_move(tmp_path, tiny_m
     assert np.abs(draw(pipeline(folder, arch), final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["chroma"])
+def test_dreambooth_draws_missing_class_images_with_the_familys_pipeline_and_trains_the_prior_term(
+        tmp_path, tiny_models, shapes_dataset, arch, monkeypatch):
+    """DreamBooth with prior preservation on a flow family: the missing class images are drawn by the family's own
+    pipeline (Chroma's with real classifier-free guidance), every step has an instance and a class term, and the
+    LoRA files come out."""
+    from trainer.jobs.diffusion import DiffusionJob
+
+    seen: list[bool] = []
+    original = DiffusionJob._batch_loss
+
+    def spy(self, examples, is_class, indices):
+        seen.append(is_class)
+        return original(self, examples, is_class, indices)
+
+    monkeypatch.setattr(DiffusionJob, "_batch_loss", spy)
+    class_dir = tmp_path / "class"
+    config = diffusion_config(tiny_models[arch], shapes_dataset, arch, mode="dreambooth",
+                              dreambooth={"instance_prompt": "a sks circle", "class_prompt": "a circle",
+                                          "class_dir": str(class_dir), "num_class_images": 2},
+                              training={"steps": 4, "eval_every": 2}, sampling={"inference_steps": 2})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    drawn = sorted(class_dir.glob("class-*.png"))
+    assert len(drawn) == 2 and all(Image.open(p).size == (64, 64) for p in drawn)
+    assert seen.count(True) == 4 and seen.count(False) == 4
+    outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
+    assert outputs[-1].name == "pytorch_lora_weights.safetensors" and all(p.is_file() for p in outputs)
+
+
 def test_merges_and_conversions_of_flow_families_are_refused_by_name(tmp_path, tiny_models):
     from trainer.errors import InputError
     from trainer.merge.convert import convert_model
@@ -124,7 +155,9 @@ def test_merges_and_conversions_of_flow_families_are_refused_by_name(tmp_path, t
         convert_model(tiny_models["flux"], tmp_path / "flux.safetensors")
     with pytest.raises(InputError, match=r"is a Stable Diffusion 3\.5 model; merging"):
         fuse_lora(tiny_models["sd3"], [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
-    assert not (tmp_path / "flux.safetensors").exists() and not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match=r"is a Chroma model; merging and converting Chroma models is not available"):
+        convert_model(tiny_models["chroma"], tmp_path / "chroma.safetensors")
+    assert not any((tmp_path / name).exists() for name in ("flux.safetensors", "chroma.safetensors", "out"))
 
 
 @pytest.mark.parametrize("arch", FLOW_FAMILIES)
