@@ -146,6 +146,21 @@ def test_dreambooth_draws_missing_class_images_with_the_familys_pipeline_and_tra
     assert outputs[-1].name == "pytorch_lora_weights.safetensors" and all(p.is_file() for p in outputs)
 
 
+def test_chroma_draws_sigma_from_lodestones_training_density():
+    """Chroma's σ (ChromaEngine, from the job's uniform draws): the density −7.7·(σ − ½)² + 2 on [0, 1] that
+    lodestones' trainer samples, unshifted — symmetric about ½, every noise level reachable, and the share of σ in
+    [¼, ¾] its integral there, 0.9198 / 1.3583 = 0.677 (uniform: 0.5; logit-normal: 0.71)."""
+    from trainer.diffusion.engine_chroma import chroma_sigmas
+
+    u = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
+    sigma = chroma_sigmas(u)
+    assert 0.0 <= float(sigma.min()) < 0.01 and 0.99 < float(sigma.max()) <= 1.0
+    middle = float(((sigma >= 0.25) & (sigma <= 0.75)).float().mean())
+    assert abs(middle - (1 - 7.7 / 96) / (2 - 7.7 / 12)) < 0.005, middle
+    quantiles = chroma_sigmas(torch.tensor([0.1, 0.5, 0.9]))
+    assert abs(float(quantiles[1]) - 0.5) < 0.002 and abs(float(quantiles[0] + quantiles[2]) - 1) < 0.002
+
+
 def test_merges_and_conversions_of_flow_families_are_refused_by_name(tmp_path, tiny_models):
     from trainer.errors import InputError
     from trainer.merge.convert import convert_model
