@@ -56,6 +56,49 @@ def same_weights(a, b) -> None:
         assert all(torch.equal(left[k], right[k]) for k in left), name
 
 
+def masked_prompt(pipe, prompt: str, negative_prompt: str = "") -> dict:
+    """``ChromaPipeline``'s call arguments for ``prompt`` with its T5 masks as keep/drop (boolean): how Chroma was
+    trained and how Kamaal draws it (diffusers 0.42.1 hands the transformer a float mask, which attention adds:
+    issues #12116, #13619)."""
+    embeds, _, mask, negative, _, negative_mask = pipe.encode_prompt(prompt, negative_prompt=negative_prompt,
+                                                                     device="cpu", do_classifier_free_guidance=True)
+    return {"prompt_embeds": embeds, "prompt_attention_mask": mask.bool(), "negative_prompt_embeds": negative,
+            "negative_prompt_attention_mask": negative_mask.bool()}
+
+
+def test_the_transformer_reads_the_pipelines_masks_as_keep_drop_and_padding_then_counts_for_nothing():
+    """ChromaEngine's hook: the float 0/1 mask ChromaPipeline passes is read as keep/drop — the transformer then
+    gives what a boolean mask gives, and the padded rows of the prompt no longer move the output (without the
+    hook, diffusers adds the float mask to the attention scores and the padding is attended)."""
+    import copy
+
+    from trainer.diffusion.engine_chroma import keep_drop_masks
+    from trainer.models.tiny import tiny_pipeline
+
+    plain = tiny_pipeline("chroma").transformer.eval()
+    hooked = copy.deepcopy(plain)
+    keep_drop_masks(hooked)
+    keep_drop_masks(hooked)  # once is enough: a second engine adds nothing
+    generator = torch.Generator().manual_seed(0)
+    tokens, image = 8, 16
+    text = torch.randn(1, tokens, plain.config.joint_attention_dim, generator=generator)
+    padded = text.clone()
+    padded[:, 5:] = 5 * torch.randn(1, tokens - 5, text.shape[-1], generator=generator)  # rows past the first pad
+    keep = torch.tensor([[1.0] * 5 + [0.0] * (tokens - 5) + [1.0] * image])
+    ids = torch.zeros(image, 3)
+    ids[:, 1], ids[:, 2] = torch.arange(image) // 4, torch.arange(image) % 4
+
+    def run(model, hidden, mask):
+        return model(hidden_states=torch.ones(1, image, plain.config.in_channels), encoder_hidden_states=hidden,
+                     timestep=torch.tensor([0.5]), txt_ids=torch.zeros(tokens, 3), img_ids=ids, attention_mask=mask,
+                     return_dict=False)[0]
+
+    with torch.no_grad():
+        assert torch.equal(run(hooked, text, keep), run(plain, text, keep.bool()))
+        torch.testing.assert_close(run(hooked, padded, keep), run(hooked, text, keep))
+        assert not torch.allclose(run(plain, padded, keep), run(plain, text, keep), atol=1e-3)
+
+
 def picture(pipe) -> np.ndarray:
     pipe.set_progress_bar_config(disable=True)
     return np.asarray(pipe("a red circle", negative_prompt="blurry", width=64, height=64, num_inference_steps=2,
@@ -200,7 +243,7 @@ def test_a_frozen_run_moves_only_its_block_and_writes_the_transformer_file_comfy
                                                                                           tmp_path):
     """Frozen-layer training on Chroma moves only the chosen block; the run writes the diffusers folder and the
     transformer in lodestones' layout, which — with the T5 and ae files beside it, as ComfyUI keeps them — loads
-    offline and draws the run's final sample."""
+    offline and draws the run's final sample (with Chroma's keep/drop masks, as the run drew it)."""
     import shutil
 
     from PIL import Image
@@ -226,7 +269,7 @@ def test_a_frozen_run_moves_only_its_block_and_writes_the_transformer_file_comfy
     loaded.set_progress_bar_config(disable=True)
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
-    image = loaded(final.prompts[0], width=64, height=64, num_inference_steps=2,
+    image = loaded(**masked_prompt(loaded, final.prompts[0]), width=64, height=64, num_inference_steps=2,
                    guidance_scale=config.sampling.guidance_scale,
                    generator=torch.Generator("cpu").manual_seed(final.seeds[0])).images[0]
     assert np.abs(np.asarray(image, dtype=np.int16) - trained).max() <= 2

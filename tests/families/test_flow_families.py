@@ -41,7 +41,13 @@ def pipeline(model_dir: Path, arch: str):
 
 
 def draw(pipe, prompt: str, seed: int) -> np.ndarray:
-    image = pipe(prompt, width=64, height=64, num_inference_steps=3, guidance_scale=7.5,
+    import diffusers
+
+    from tests.families.test_chroma_single_files import masked_prompt
+
+    # Chroma as it was trained and as Kamaal draws it: its T5 masks as keep/drop (diffusers' own call adds them).
+    text = masked_prompt(pipe, prompt) if isinstance(pipe, diffusers.ChromaPipeline) else {"prompt": prompt}
+    image = pipe(**text, width=64, height=64, num_inference_steps=3, guidance_scale=7.5,
                  generator=torch.Generator("cpu").manual_seed(seed)).images[0]
     return np.asarray(image, dtype=np.int16)
 
@@ -57,7 +63,7 @@ def test_flow_matching_lora_learns_and_its_file_reproduces_the_trained_adapter(t
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
     curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
-    # Measured (seed 1, 30 steps): sd3 1.66 → 1.38 (0.83×), flux 1.42 → 1.16 (0.82×), chroma 1.43 → 1.10 (0.77×).
+    # Measured (seed 1, 30 steps): sd3 1.66 → 1.38 (0.83×), flux 1.42 → 1.16 (0.82×), chroma 1.45 → 1.13 (0.78×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     outputs = [Path(p) for p in rec.of(Finished)[0].outputs]

@@ -6,9 +6,13 @@ with the transformer called as ``ChromaPipeline`` calls it, and lodestones' time
   Chroma has no pooled text vector; its conditioning carries that mask in the ``pooled`` slot, a (batch, tokens)
   row per prompt, so batching, ``select`` and the disk cache keep the two together as they keep SDXL's pooled
   embedding with its hidden states.
-* The call: no guidance and no pooled input; ``attention_mask`` is the prompt mask followed by ones for the image
-  tokens, exactly what the pipeline builds (diffusers 0.42.1 passes it to attention as it is, a float 0/1 mask, so
-  training sees what sampling sees).
+* The mask drops the padding, as Chroma was trained (lodestones' ``flow``) and as SimpleTuner and ai-toolkit
+  train it.  diffusers 0.42.1's pipeline casts it to the embeddings' float dtype, which attention *adds*
+  to its scores: padding is then attended (diffusers issues #12116, #13619; short prompts suffer most).  The engine
+  passes a boolean mask, and installs on the transformer a pre-hook that reads any float mask it is given as
+  keep (> 0) / drop, so the previews and class images the pipeline draws condition as training does.  A diffusers
+  user gets the same by passing the pipeline boolean ``prompt_attention_mask`` / ``negative_prompt_attention_mask``.
+* The call: no guidance and no pooled input; ``attention_mask`` is the prompt mask followed by the image tokens.
 * σ: the density −7.7·(σ − ½)² + 2 on a 1000-point grid of [0, 1], as lodestones' ``flow`` trainer draws it, no
   shift.  The job's uniform draw u is mapped through that grid's inverse CDF, so the held-out set's fixed fractions
   are the same quantiles on every run.
@@ -34,8 +38,27 @@ def chroma_sigmas(u: torch.Tensor) -> torch.Tensor:
     return _GRID.to(u.device)[index.clamp(max=len(_GRID) - 1)].float()
 
 
+def keep_drop_masks(transformer: torch.nn.Module) -> None:
+    """Make ``transformer`` read a float ``attention_mask`` as keep (> 0) / drop, once (see the module docstring)."""
+    if getattr(transformer, "_kamaal_keep_drop_masks", False):
+        return
+
+    def as_keep_drop(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.is_floating_point():
+            kwargs["attention_mask"] = mask > 0
+        return args, kwargs
+
+    transformer.register_forward_pre_hook(as_keep_drop, with_kwargs=True)
+    transformer._kamaal_keep_drop_masks = True
+
+
 class ChromaEngine(FluxEngine):
     """Flow matching on Chroma (see the module docstring)."""
+
+    def __init__(self, parts) -> None:
+        super().__init__(parts)
+        keep_drop_masks(parts.unet)
 
     def encode_prompts(self, encoders, prompts, device):
         pipe = self._text_pipeline(encoders)
@@ -54,7 +77,7 @@ class ChromaEngine(FluxEngine):
 class _ChromaCall:
     """The transformer as FluxEngine calls it, turned into ChromaPipeline's call: the guidance and pooled inputs
     dropped (Chroma has neither: ``config.guidance_embeds`` is false here), the prompt mask extended over the
-    image tokens and passed as ``attention_mask``."""
+    image tokens and passed as a boolean ``attention_mask``."""
 
     def __init__(self, denoiser: torch.nn.Module, prompt_mask: torch.Tensor | None) -> None:
         self.denoiser = denoiser
@@ -65,6 +88,6 @@ class _ChromaCall:
         mask = None
         if self.prompt_mask is not None:
             batch, image_tokens = hidden_states.shape[:2]
-            ones = torch.ones(batch, image_tokens, device=hidden_states.device, dtype=hidden_states.dtype)
-            mask = torch.cat([self.prompt_mask.to(hidden_states.device, hidden_states.dtype), ones], dim=1)
+            ones = torch.ones(batch, image_tokens, device=hidden_states.device, dtype=torch.bool)
+            mask = torch.cat([self.prompt_mask.to(hidden_states.device) > 0, ones], dim=1)
         return self.denoiser(hidden_states=hidden_states, attention_mask=mask, **arguments)
