@@ -1,11 +1,10 @@
 """Chroma's engine: :class:`~trainer.diffusion.engines.FluxEngine` (packed latents, position ids, flow matching)
 with the transformer called as ``ChromaPipeline`` calls it, and lodestones' timestep density.
 
-* Prompts: the pipeline's own ``encode_prompt`` — T5 run with the tokenizer's mask, every prompt padded to
-  ``max_sequence_length``, and the mask the transformer gets (the prompt's tokens and the first padding token).
-  Chroma has no pooled text vector; its conditioning carries that mask in the ``pooled`` slot, a (batch, tokens)
-  row per prompt, so batching, ``select`` and the disk cache keep the two together as they keep SDXL's pooled
-  embedding with its hidden states.
+* Prompts: the pipeline's own ``encode_prompt`` — T5 run with the tokenizer's mask, and the mask the transformer
+  gets: the prompt's tokens and the first padding token.  Only those rows are kept (the rest of the 512 are dropped
+  from attention anyway), as a variable-length ``TextConditioning`` like Z-Image's: a caption is cached in a few
+  dozen rows instead of 512, and a step attends over that many text tokens.
 * The mask drops the padding, as Chroma was trained (lodestones' ``flow``) and as SimpleTuner and ai-toolkit
   train it.  diffusers 0.42.1's pipeline casts it to the embeddings' float dtype, which attention *adds*
   to its scores: padding is then attended (diffusers issues #12116, #13619; short prompts suffer most).  The engine
@@ -65,13 +64,13 @@ class ChromaEngine(FluxEngine):
         hidden, _, mask, *_ = pipe.encode_prompt(list(prompts), device=torch.device(device),
                                                  do_classifier_free_guidance=False,
                                                  max_sequence_length=self.family.max_sequence_length or 512)
-        return TextConditioning(hidden, mask)
+        return TextConditioning.from_sequences([row[keep > 0] for row, keep in zip(hidden, mask, strict=True)])
 
     def sigmas(self, u, latents):
         return chroma_sigmas(u)
 
     def predict(self, denoiser, noisy, sigma, text):
-        return super().predict(_ChromaCall(denoiser, text.pooled), noisy, sigma, text)
+        return super().predict(_ChromaCall(denoiser, text.mask), noisy, sigma, text)
 
 
 class _ChromaCall:
@@ -79,7 +78,7 @@ class _ChromaCall:
     dropped (Chroma has neither: ``config.guidance_embeds`` is false here), the prompt mask extended over the
     image tokens and passed as a boolean ``attention_mask``."""
 
-    def __init__(self, denoiser: torch.nn.Module, prompt_mask: torch.Tensor | None) -> None:
+    def __init__(self, denoiser: torch.nn.Module, prompt_mask: torch.Tensor | None) -> None:  # None: every token
         self.denoiser = denoiser
         self.prompt_mask = prompt_mask
         self.config = SimpleNamespace(guidance_embeds=False)
@@ -89,5 +88,5 @@ class _ChromaCall:
         if self.prompt_mask is not None:
             batch, image_tokens = hidden_states.shape[:2]
             ones = torch.ones(batch, image_tokens, device=hidden_states.device, dtype=torch.bool)
-            mask = torch.cat([self.prompt_mask.to(hidden_states.device) > 0, ones], dim=1)
+            mask = torch.cat([self.prompt_mask.to(hidden_states.device).bool(), ones], dim=1)
         return self.denoiser(hidden_states=hidden_states, attention_mask=mask, **arguments)
