@@ -59,6 +59,16 @@ REAL_SIZE: dict[str, dict[str, Any]] = {
         "encoders": (CLIP_L, T5_XXL),
         "scheduler": {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
                       "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}},
+    "chroma": {  # Chroma1-HD, 8.9 B: ChromaTransformer2DModel's defaults (resources/model_configs/chroma); T5 alone
+        "denoiser": ("ChromaTransformer2DModel", {
+            "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38,
+            "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
+            "axes_dims_rope": (16, 56, 56), "approximator_num_channels": 64, "approximator_hidden_dim": 5120,
+            "approximator_layers": 5}),
+        "vae": {**_FLOW_VAE, "shift_factor": 0.1159, "scaling_factor": 0.3611},
+        "encoders": (T5_XXL,),
+        "scheduler": {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+                      "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}},
     "sd3": {  # SD 3.5 Medium, 2.5 B (MMDiT-X: dual attention in the first 13 layers)
         "denoiser": ("SD3Transformer2DModel", {
             "sample_size": 128, "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 24,
@@ -108,9 +118,9 @@ def build_random_model(config_dir: Path, out: Path, arch: str, device: str) -> P
 
 def build_flow_model(out: Path, arch: str, device: str, dtype: Any, t5_dir: Path,
                      config_dir: Path | None = None) -> Path:
-    """A diffusers folder of a flow-matching family (``sd3``, ``flux``, ``lumina2``) with freshly initialised
-    weights, of the sizes in ``config_dir``'s configs (the dry run's tiny model) or else ``REAL_SIZE[arch]`` (or,
-    for a family not there, its shipped folder in ``resources/model_configs``), built on
+    """A diffusers folder of a flow-matching family (``sd3``, ``flux``, ``chroma``, ``lumina2``) with freshly
+    initialised weights, of the sizes in ``config_dir``'s configs (the dry run's tiny model) or else
+    ``REAL_SIZE[arch]`` (or, for a family not there, its shipped folder in ``resources/model_configs``), built on
     ``device`` and stored by Kamaal's folder writer: transformer and VAE in ``dtype``, CLIP encoders in fp32,
     and the T5 encoder — built once, in fp32, into ``t5_dir`` — hard-linked from there (19 GB at real size:
     one copy on disk for both families).

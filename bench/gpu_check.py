@@ -4,7 +4,7 @@
                               [--keep-models DIR] [--no-pytest] [--out FILE]
 
 On a CUDA GPU, within ``--budget-s`` (8 minutes) in all, with random-weight models built from configs (SD's
-bundled in ``resources/model_configs``, SD 3.5's and Flux's written out in ``gpu_cases.REAL_SIZE``; nothing
+bundled in ``resources/model_configs``, SD 3.5's, Flux's and Chroma's written out in ``gpu_cases.REAL_SIZE``; nothing
 is downloaded):
 
 1. Kamaal's real trainer — the **Measure** task, i.e. ``run_worker``, the app's own code path — on full-size
@@ -13,11 +13,12 @@ is downloaded):
    after ``WARMUP``, peak allocated and reserved VRAM, every loss finite.  Then the flow-matching transformer
    families, after every SD case so that a short budget keeps the SD paths: SD 3.5 Medium and Flux.1-dev
    (12 B) at 1024 px, bf16, with and without gradient checkpointing, and Flux as its 24/16/12 GB presets train
-   it (fp8 and nf4 bases, text encoders off the GPU, block swap on nf4), on random models built from the configs
-   written out in ``gpu_cases.REAL_SIZE`` (about 8 GB and 25 GB of folder, plus one shared 19 GB T5-XXL); then
+   it (fp8 and nf4 bases, text encoders off the GPU, block swap on nf4), then Chroma1-HD (8.9 B) as its 24 and
+   16 GB presets train it (bf16 and fp8 bases, checkpointing), on random models built from the configs written
+   out in ``gpu_cases.REAL_SIZE`` (about 8, 25 and 18 GB of folder, plus one shared 19 GB T5-XXL); then
    Z-Image (6 B) and Qwen-Image (20 B) as their presets train them, from their bundled configs (20 GB and 58 GB of
    folder, bf16 throughout); last,
-   Flux.2 klein 4B as its 12 GB preset trains it (nf4 base), built from its bundled configs.
+   Flux.2 klein 4B as its 12 GB preset trains it (nf4 base), built from its bundled configs; and
    Lumina 2 as its presets train it (bf16, with checkpointing and without), built from its shipped folder
    ``resources/model_configs/lumina-image-2`` (about 16 GB), prompts tokenised by the tiny Gemma vocabulary.
    Each case in its own process (clean peaks; an out-of-memory case is a row, not the end); each family's
@@ -34,7 +35,7 @@ Results: ``bench/results/gpu-<UTC time>.json`` and a table (``make bench`` shows
 A case the budget cannot fit is skipped with the reason; a case that needs what this machine lacks
 (bitsandbytes for 8-bit AdamW) likewise.  Without CUDA it says so in one line and exits 0.
 ``--dry-run`` runs the same script on the CPU with tiny models and a few steps (cases that need CUDA are
-skipped, saying why; tiny SD 3.5 and Flux are built by the same builder as the real ones); ``make test`` runs
+skipped, saying why; tiny SD 3.5, Flux and Chroma are built by the same builder as the real ones); ``make test`` runs
 it (``tests/bench/test_gpu_check.py``).
 
 ``make gpu-check`` is ``python -m bench.gpu_check`` in the project's venv (``GPU_CHECK_ARGS=...`` passes options).
@@ -43,7 +44,8 @@ A session lent one of the GPU machines (Python 3.12 with CUDA torch, no registry
 it leaves 4–5 minutes of the 15 minutes of device time for a second, shorter try on the warm machine, e.g.
 ``--only sdxl --no-pytest --budget-s 200``: the models are kept).  The default budget is spent on SD: the flow
 families need sessions of their own, e.g. ``--only flux --no-pytest`` (build + two cases planned at ~450 s),
-then ``--only sd3 --no-pytest``, ``--only zimage --no-pytest``, ``--only qwenimage --no-pytest`` (its folder needs
+then ``--only sd3 --no-pytest``, ``--only chroma --no-pytest``, ``--only zimage --no-pytest``,
+``--only qwenimage --no-pytest`` (its folder needs
 58 GB of the machine's 64 GB disk: keep no other family's models there), added to the same command.  The command::
 
     set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site
@@ -99,23 +101,23 @@ class Scale:
 # 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px), not measured yet.
 # Z-Image: 12 GB of bf16 transformer + 8 GB Qwen3-4B; Qwen-Image: 41 GB + 16.6 GB Qwen2.5-VL, read and quantized on
 # the way; Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B; Lumina 2: 5 GB + 5 GB Gemma 2 (guesses).
-CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "zimage": 1024,
+CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024, "zimage": 1024,
                              "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024}, warmup=3, steps=20,
-             seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "zimage": 120, "qwenimage": 300,
+             seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "chroma": 120, "zimage": 120, "qwenimage": 300,
                       "flux2klein": 90, "lumina2": 80},
-             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "zimage": 90, "qwenimage": 240,
-                            "flux2klein": 90, "lumina2": 90})
-DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "zimage": 64, "qwenimage": 64,
-                              "flux2klein": 64, "lumina2": 64}, warmup=1, steps=3,
-                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "zimage": 15, "qwenimage": 15,
+             build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "chroma": 110, "zimage": 90,
+                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90})
+DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "chroma": 64, "zimage": 64,
+                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64}, warmup=1, steps=3,
+                seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "chroma": 15, "zimage": 15, "qwenimage": 15,
                          "flux2klein": 20, "lumina2": 15},
-                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "zimage": 5, "qwenimage": 5,
+                build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "chroma": 5, "zimage": 5, "qwenimage": 5,
                                "flux2klein": 10, "lumina2": 5})
 
 
 @dataclass(frozen=True)
 class Case:
-    arch: str  # "sd15", "sdxl", "sd3" (SD 3.5 Medium), "flux" (Flux.1-dev), "zimage", "qwenimage" or "flux2klein"
+    arch: str  # "sd15", "sdxl", "sd3" (SD 3.5 Medium), "flux" (Flux.1-dev), "chroma" (Chroma1-HD), "zimage", …
     precision: str = "bf16"  # or "fp16": autocast + GradScaler
     checkpointing: bool = False
     optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes)
@@ -150,7 +152,8 @@ class Case:
 # In order of importance: what runs first survives a short budget.  Every code path on SD 1.5 first (cheap),
 # then SDXL's baseline with its reference, then SDXL's variants; then SD 3.5 and Flux (each family's
 # first case builds its model; Flux trains with gradient checkpointing first, as Flux LoRAs are trained, then
-# as the 16/12 GB presets do — an nf4 base — then the 24 GB preset's fp8 base and block swap); last Z-Image and
+# as the 16/12 GB presets do — an nf4 base — then the 24 GB preset's fp8 base and block swap; Chroma as its 24 GB
+# and 16 GB presets train it); last Z-Image and
 # Qwen-Image as their presets train them (Z-Image: bf16 for 24 GB, fp8 for 16; Qwen-Image: nf4 for 24 GB, and the
 # 16 GB preset's nf4 base, fp8 Qwen2.5-VL and 20 blocks swapped).
 CASES = (
@@ -169,6 +172,8 @@ CASES = (
     Case("flux", checkpointing=True, quantization="fp8"),
     Case("flux", checkpointing=True, quantization="nf4", swap=20),
     Case("flux"),
+    Case("chroma", checkpointing=True),  # the 24 GB preset: an unquantized bf16 base
+    Case("chroma", checkpointing=True, quantization="fp8"),  # the 16 GB preset
     Case("zimage", checkpointing=True),
     Case("zimage", checkpointing=True, quantization="fp8"),
     Case("qwenimage", checkpointing=True, quantization="nf4"),

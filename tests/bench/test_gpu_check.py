@@ -1,5 +1,5 @@
 """``make gpu-check``'s script in ``make test``: ``--dry-run`` runs every step of it on the CPU with tiny models
-(models built the way the GPU run builds the real ones — SD 1.5, SDXL, SD 3.5, Flux, Z-Image and Qwen-Image —,
+(models built the way the GPU run builds the real ones — SD 1.5, SDXL, SD 3.5, Flux, Chroma, Z-Image and Qwen-Image —,
 Kamaal's trainer through Measure, the reference loop, the memory estimate), and without CUDA and without
 ``--dry-run`` it only says so."""
 
@@ -20,10 +20,10 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
 
 
-ARCHS = ("sd15", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein", "lumina2")
-FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein", "lumina2")
+ARCHS = ("sd15", "sdxl", "sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2")
+FLOW = ("sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2")
 # Trained as their presets train them: with gradient checkpointing only.
-PRESET_ONLY = ("zimage", "qwenimage", "flux2klein")
+PRESET_ONLY = ("chroma", "zimage", "qwenimage", "flux2klein")
 
 
 @pytest.mark.slow  # about 80 s on 2 cores: twenty short processes
@@ -38,14 +38,16 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
     assert {arch for arch, model in result["models"].items() if not model["reused"]} == set(ARCHS)
     rows = {row["case"]: row for row in result["rows"]}
     # The SD cases first, then the flow families' (a short budget keeps the SD paths).
-    assert [row["arch"] for row in result["rows"]][-14:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
-                                                             "zimage", "zimage", "qwenimage", "qwenimage",
+    assert [row["arch"] for row in result["rows"]][-16:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
+                                                             "chroma", "chroma", "zimage", "zimage", "qwenimage",
+                                                             "qwenimage",
                                                              "flux2klein", "lumina2", "lumina2"]
     # Flux as the presets train it: nf4 (16/12 GB) and fp8 (24 GB) bases, and block swap on top of nf4; Z-Image's
     # bf16 (24 GB) and fp8 (16 GB); Qwen-Image's nf4 (24 GB) and its 16 GB preset's nf4, fp8 Qwen2.5-VL and swap;
     # Flux.2 klein's nf4 (12 GB).
     for name in ("flux 64px bf16 ckpt adamw nf4", "flux 64px bf16 ckpt adamw fp8",
-                 "flux 64px bf16 ckpt adamw nf4 swap20", "zimage 64px bf16 ckpt adamw",
+                 "flux 64px bf16 ckpt adamw nf4 swap20", "chroma 64px bf16 ckpt adamw fp8",
+                 "zimage 64px bf16 ckpt adamw",
                  "zimage 64px bf16 ckpt adamw fp8", "qwenimage 64px bf16 ckpt adamw nf4",
                  "qwenimage 64px bf16 ckpt adamw nf4 te-fp8 swap20", "flux2klein 64px bf16 ckpt adamw nf4"):
         assert rows[name]["status"] == "ok", rows[name]
@@ -70,10 +72,10 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
         if row["arch"] in FLOW:
             assert "ratio" not in row and row["reference"]["status"].startswith("no reference loop")
     # The flow folders come from the real-size builder (fed the tiny model's configs): one T5, hard-linked into
-    # both (at real size 19 GB on disk once, not twice).
+    # each (at real size 19 GB on disk once, not three times).
     t5_files = [models / "sd3" / "text_encoder_3" / "model.safetensors", models / "flux" / "text_encoder_2" /
-                "model.safetensors"]
-    assert t5_files[0].stat().st_ino == t5_files[1].stat().st_ino
+                "model.safetensors", models / "chroma" / "text_encoder" / "model.safetensors"]
+    assert len({file.stat().st_ino for file in t5_files}) == 1
     assert {result["models"][arch]["path"] for arch in ARCHS} == {str(models / arch) for arch in ARCHS}
     skipped = {name: row["status"] for name, row in rows.items() if row["status"] != "ok"}
     assert set(skipped) == {f"{arch} 64px {what}" for arch in ("sd15", "sdxl")

@@ -127,6 +127,9 @@ class Family:
     # Key fragments such a file never has, where a family shares its markers with another (Lumina 2's NextDiT keys
     # are Z-Image's without its pad tokens): these families are asked first.
     file_lacks: tuple[str, ...] = ()
+    # The family this one is a variant of (Chroma of Flux.1): its files carry the other's markers too, so single
+    # files are tested for a variant's markers before its parent's.
+    variant_of: str | None = None
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
     text_encoders: tuple[TextEncoder, ...] = ()

@@ -52,7 +52,9 @@ def _has_prefix(shapes: Shapes, prefix: str) -> bool:
 
 def detect_architecture(shapes: Shapes, name: str | Path) -> Architecture:
     """The family of an original-layout checkpoint; ``InputError`` (naming ``name``) if it is none of ours."""
-    for other in sorted(families.FAMILIES.values(), key=lambda f: not f.file_lacks):  # the narrower first
+    # Narrower families first: a variant's files hold its parent's markers too (a Chroma file has Flux's
+    # double_blocks), and a family sharing another's markers names what its files lack (Lumina 2's are Z-Image's).
+    for other in sorted(families.FAMILIES.values(), key=lambda f: f.variant_of is None and not f.file_lacks):
         if (other.file_markers and any(marker in key for key in shapes for marker in other.file_markers)
                 and not any(lack in key for key in shapes for lack in other.file_lacks)):
             if other.single_file_reader is not None:

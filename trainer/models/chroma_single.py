@@ -1,0 +1,146 @@
+"""Chroma from the single files people keep for ComfyUI, offline, and back.
+
+* the transformer in lodestones' layout (``Chroma1-HD.safetensors``, ``chroma-unlocked-v50.safetensors`` in
+  ``models/diffusion_models`` or ``models/unet``: Flux's BFL names without the modulation layers, with
+  ``distilled_guidance_layer.``; ``model.diffusion_model.`` prefixed or not), converted by the layout facts in
+  ``trainer.families.chroma`` through ``fused_layout`` — both ways, for any width;
+* T5-XXL as a file of its own (``t5xxl_fp16.safetensors`` in ``models/text_encoders`` or ``models/clip``;
+  Hugging Face's keys, either copy of the tied embedding); Chroma has no CLIP;
+* the VAE (``ae.safetensors``: Flux's autoencoder, the original keys), converted by diffusers' own reader.
+
+Which files: ``model.text_encoder_files`` and ``model.vae_file``, or, when those are empty, ComfyUI's folders
+beside the transformer's.  Configs: ``resources/model_configs/chroma`` (Chroma1-HD's; or the ``config_dir`` given,
+for tiny models); the T5 tokenizer from there or the shipped one.  Every file is read as safetensors
+(``checkpoint_io``); nothing is unpickled, nothing downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.errors import InputError
+from trainer.families.chroma import FAMILY, chroma_layout, chroma_norms
+from trainer.models import fused_layout
+from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
+from trainer.models.component_files import (
+    COMFY_TEXT_FOLDERS,
+    comfy_models_folder,
+    is_t5,
+    load_exact,
+    prefer_wide,
+    t5_state,
+    weight_files,
+)
+from trainer.models.flux_single import VAE_STEMS
+from trainer.models.info import MODEL_CONFIGS
+
+PREFIX = "model.diffusion_model."
+
+
+def to_original(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """A diffusers ``ChromaTransformer2DModel`` state dict → lodestones' keys (no prefix)."""
+    return fused_layout.to_original(state, chroma_layout(config), chroma_norms(config), "original-layout (Chroma)")
+
+
+def to_diffusers(original: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """lodestones' keys (no prefix) → a diffusers state dict (the inverse of :func:`to_original`)."""
+    return fused_layout.to_diffusers(original, chroma_layout(config), chroma_norms(config))
+
+
+def pipeline_to_original(pipeline: Any) -> dict[str, torch.Tensor]:
+    """A full or frozen run's transformer as the file ComfyUI's Load Diffusion Model takes (the transformer only:
+    T5 and the VAE are files of their own for Chroma, as for Flux.1)."""
+    transformer = pipeline.transformer
+    return to_original(transformer.state_dict(), dict(transformer.config))
+
+
+def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -> tuple[Path | None, Path | None]:
+    """The T5 file and the VAE file: as configured, else found in ComfyUI's folders beside the transformer's
+    (``models/diffusion_models/Chroma1-HD.safetensors`` → ``models/text_encoders/t5xxl…``, ``models/vae/ae…``)."""
+    if len(text_encoder_files) > 1:
+        raise InputError(f"model.text_encoder_files: {FAMILY.display_name} has one text encoder (T5-XXL, "
+                         f"t5xxl_fp16.safetensors); {len(text_encoder_files)} files are named")
+    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
+    vae = Path(vae_file) if vae_file else None
+    models = comfy_models_folder(model_path)
+    if encoder is None:
+        for folder in COMFY_TEXT_FOLDERS[::-1]:  # text_encoders is where ComfyUI keeps it now
+            found = [p for p in weight_files(models / folder) if "t5" in p.name.lower()]
+            if found:
+                encoder = prefer_wide(found)
+                break
+    if vae is None:
+        named = [p for p in weight_files(models / "vae") if p.stem.lower() in VAE_STEMS]
+        vae = (named or [None])[0]
+    return encoder, vae
+
+
+def load_chroma_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,
+                            text_encoder_files: list[str], vae_file: str) -> Any:
+    import diffusers
+    import transformers
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    path = checkpoint.path
+    name = FAMILY.display_name
+    folder = config_dir if config_dir is not None else MODEL_CONFIGS / FAMILY.config_folders["flow_matching"]
+    encoder_path, vae_path = companions(path, text_encoder_files, vae_file)
+    if encoder_path is None:
+        raise InputError(f"model.text_encoder_files: {path} holds the {name} transformer only; choose its T5-XXL "
+                         "text encoder file (t5xxl_fp16.safetensors), or keep it in models/text_encoders beside "
+                         "the transformer's folder as ComfyUI does")
+    if vae_path is None:
+        raise InputError(f"model.vae_file: {path} holds the {name} transformer only; choose its VAE file "
+                         "(ae.safetensors, Flux's), or keep it in models/vae beside the transformer's folder as "
+                         "ComfyUI does")
+    if not is_t5(open_checkpoint(encoder_path).shapes):
+        raise InputError(f"model.text_encoder_files: {encoder_path} is not a T5 text encoder ({name} reads T5-XXL "
+                         "only)")
+
+    state = {key.removeprefix(PREFIX): value for key, value in checkpoint.state_dict().items()}
+    config = diffusers.ChromaTransformer2DModel.load_config(folder / "transformer")
+    with torch.device("meta"):
+        transformer = diffusers.ChromaTransformer2DModel.from_config(config)
+    layout, norms = chroma_layout(dict(transformer.config)), chroma_norms(dict(transformer.config))
+    unknown = fused_layout.unknown_keys(state, layout, norms)
+    if unknown:
+        raise InputError(f"model.path: {path} does not hold a {name} transformer of this shape: it has unknown "
+                         f"{', '.join(unknown[:3])}")
+    load_exact(transformer, to_diffusers(state, dict(transformer.config)), path, f"{name} transformer")
+    # The approximator's frequency table is a buffer no file holds: made here, on the CPU, from the config.
+    transformer.time_text_embed = type(transformer.time_text_embed)(
+        num_channels=int(transformer.config.approximator_num_channels) // 4,
+        out_dim=3 * int(transformer.config.num_single_layers) + 2 * 6 * int(transformer.config.num_layers) + 2)
+
+    # In eval mode, as from_pretrained gives it: a module built by its constructor trains, and T5's dropout would
+    # then blur every prompt it encodes.
+    t5 = transformers.T5EncoderModel(transformers.T5Config.from_pretrained(folder / "text_encoder")).eval()
+    load_exact(t5, t5_state(open_checkpoint(encoder_path).state_dict()), encoder_path, "T5-XXL text encoder",
+               field="model.text_encoder_files")
+    vae_state = {key.removeprefix("first_stage_model."): value
+                 for key, value in open_checkpoint(vae_path).state_dict().items()}
+    try:
+        vae = diffusers.AutoencoderKL.from_single_file(vae_state, config=str(folder), subfolder="vae",
+                                                       local_files_only=True)
+    except (ValueError, RuntimeError, KeyError, OSError, SingleFileComponentError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"model.vae_file: {vae_path} is not a {name} (Flux) VAE ({detail})") from None
+
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
+                                                                          local_files_only=True)
+    return diffusers.ChromaPipeline(transformer=transformer.to(dtype), vae=vae.to(dtype), text_encoder=t5.to(dtype),
+                                    tokenizer=_tokenizer(folder), scheduler=scheduler)
+
+
+def _tokenizer(folder: Path) -> Any:
+    """The config folder's own T5 tokenizer (tiny models), else the shipped one."""
+    if (folder / "tokenizer").is_dir():
+        import transformers
+
+        return transformers.T5TokenizerFast.from_pretrained(folder / "tokenizer", local_files_only=True)
+    from trainer.models.clip_vocab import t5_tokenizer
+
+    return t5_tokenizer()
