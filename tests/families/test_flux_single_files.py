@@ -57,6 +57,12 @@ def test_the_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy)
                         expected_architecture="flux")
     assert loaded.info.architecture == "flux" and loaded.info.source_kind == "single_file"
     same_weights(comfy["pipe"], loaded.pipeline)
+    # Ready to encode as a folder is: no part left training (T5's dropout made every caption a random draw).
+    assert not any(module.training for name in COMPONENTS for module in getattr(loaded.pipeline, name).modules())
+    ids = torch.tensor([[5, 6, 7, 1]])
+    with torch.no_grad():
+        first, second = (loaded.pipeline.text_encoder_2(ids)[0] for _ in range(2))
+    assert torch.equal(first, second)
 
 
 def test_named_files_load_in_any_order_from_anywhere(comfy, tmp_path):

@@ -80,6 +80,11 @@ def load_model(path: Path | str, *, prediction_type: PredictionType | None = Non
         pipeline = _load_single_file(checkpoint, info, folder, dtype)
     if device is not None:
         pipeline.to(torch.device(device))
+    # In evaluation mode, as from_pretrained leaves a model: a single-file reader builds its parts with their
+    # constructors, which leave them training (T5's dropout 0.1 would make every caption's encoding a random draw).
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
     return LoadedModel(pipeline, info, _absent_encoders(pipeline, info, path))
 
 
