@@ -213,7 +213,9 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
     specs = {spec.tokenizer: spec for spec in family.text_encoders}
     parts: dict[str, Any] = {}
     default = torch.get_default_dtype()
-    for seed, (name, entry) in enumerate(sorted((k, v) for k, v in index.items() if not k.startswith("_"))):
+    components = sorted((k, v) for k, v in index.items()
+                        if not k.startswith("_") and isinstance(v, list) and len(v) == 2)  # not is_distilled
+    for seed, (name, entry) in enumerate(components):
         library, class_name = entry
         if name in specs:  # a tokenizer
             spec = specs[name]

@@ -34,10 +34,9 @@ class CaptionJob:
         return image.with_suffix(self.caption_extension)
 
     def wants(self, image: Path) -> bool:
-        """Whether ``image`` gets a caption in this mode (fill: only where there is none)."""
-        if self.mode != "fill":
-            return True
-        return read_caption(self.caption_file(image)).status in (CaptionStatus.MISSING, CaptionStatus.EMPTY)
+        """Whether ``image`` gets a caption in this mode (fill: only where there is none; a caption file that cannot
+        be read is wanted too, to be reported and left alone)."""
+        return self.mode != "fill" or read_caption(self.caption_file(image)).status is not CaptionStatus.OK
 
     def joined(self, old: str | None, new: str) -> str:
         text = f"{self.prefix}{new.strip()}{self.suffix}".strip()

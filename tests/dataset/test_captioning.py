@@ -1,0 +1,192 @@
+"""Auto-captioning with local models: a WD14-style tagger (a tiny ONNX model built here, run by onnxruntime) and a
+transformers image-to-text model (a tiny BLIP built from its config), the fill / replace / append modes with a
+prefix and suffix, one undo for a whole batch, cancel keeping what is done, and ``kamaal-train dataset caption``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from trainer.captioning.batch import CaptionJob, CaptionJournal, caption_images
+from trainer.dataset.cli import dataset_main
+from trainer.errors import InputError
+
+TAGS = [("red_shirt", 0), ("blue_sky", 0), ("^_^", 0), ("hatsune_miku", 4), ("general", 9)]
+
+
+def write_tagger(folder: Path, tags=TAGS, side: int = 32) -> Path:
+    """A tagger that sees colour: the mean of each BGR channel, through one linear layer and a sigmoid.  red_shirt
+    fires on red, blue_sky on blue, ^_^ always (0.90), the character at 0.60, the rating at 0.99."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = np.zeros((3, len(TAGS)), np.float32)
+    weights[2, 0] = weights[0, 1] = 1 / 20  # R (the last of B, G, R) → red_shirt; B → blue_sky
+    bias = np.array([-6.4, -6.4, 2.2, 0.4, 4.6], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input", "axes"], ["means"], keepdims=0),
+         helper.make_node("MatMul", ["means", "weights"], ["logits"]),
+         helper.make_node("Add", ["logits", "bias"], ["shifted"]),
+         helper.make_node("Sigmoid", ["shifted"], ["output"])],
+        "tiny-tagger",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", side, side, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", len(TAGS)])],
+        [numpy_helper.from_array(np.array([1, 2], np.int64), "axes"), numpy_helper.from_array(weights, "weights"),
+         numpy_helper.from_array(bias, "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, folder / "model.onnx")
+    with (folder / "selected_tags.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["tag_id", "name", "category", "count"])
+        for index, (name, category) in enumerate(tags):
+            writer.writerow([index, name, category, 100])
+    return folder
+
+
+def write_tiny_blip(folder: Path) -> Path:
+    """A tiny BLIP captioner built from its config, with a BERT vocabulary of a few words; it never ends a caption
+    early, so its caption is never empty."""
+    import torch
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "red", "circle", "blue", "square"]
+    tokenizer = BertTokenizerFast(vocab={word: index for index, word in enumerate(words)}, model_max_length=32)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    torch.manual_seed(0)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 64, "bos_token_id": tokenizer.bos_token_id,
+            "pad_token_id": tokenizer.pad_token_id, "sep_token_id": tokenizer.sep_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    model = BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
+    with torch.no_grad():  # a random model ends at once or says nothing: it writes words up to the token limit
+        model.text_decoder.cls.predictions.bias[:len(words)] = -1e4
+        model.text_decoder.cls.predictions.bias[5:len(words)] = 0.0
+    model.save_pretrained(folder)
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory) -> Path:
+    return write_tagger(tmp_path_factory.mktemp("tagger") / "wd-tiny-tagger")
+
+
+def colour_images(folder: Path, colours: dict[str, tuple[int, int, int]]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, rgb in colours.items():
+        paths[name] = folder / f"{name}.png"
+        Image.new("RGB", (48, 40), rgb).save(paths[name])
+    return paths
+
+
+def test_the_tagger_reads_the_picture_as_its_model_was_trained_and_keeps_tags_by_threshold(tagger, tmp_path):
+    from trainer.captioning.models import CaptionerOptions, open_captioner
+
+    images = colour_images(tmp_path, {"red": (250, 10, 10), "blue": (10, 10, 250)})
+    plain = open_captioner(tagger, CaptionerOptions())
+    # BGR fed as the taggers were trained: red fires red_shirt, blue fires blue_sky (swapped channels would not).
+    assert plain.caption(Image.open(images["red"])) == "red shirt, ^_^"  # most likely first; kaomoji kept
+    assert plain.caption(Image.open(images["blue"])) == "blue sky, ^_^"
+    every = open_captioner(tagger, CaptionerOptions(character_threshold=0.5, keep_underscores=True,
+                                                    blacklist=("^_^",)))
+    assert every.caption(Image.open(images["red"])) == "red_shirt, hatsune_miku"  # never the rating
+
+
+def test_a_folder_that_is_not_a_captioner_is_refused_naming_what_is_missing(tagger, tmp_path):
+    from trainer.captioning.models import CaptionerOptions, open_captioner
+
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "model.onnx").write_bytes((tagger / "model.onnx").read_bytes())
+    with pytest.raises(InputError, match=r"model\.onnx but no selected_tags\.csv"):
+        open_captioner(half, CaptionerOptions())
+    with pytest.raises(InputError, match=r"is not a captioner"):
+        open_captioner(tmp_path, CaptionerOptions())
+    wrong = write_tagger(tmp_path / "wrong", tags=TAGS[:3])
+    with pytest.raises(InputError, match=r"scores 5 tags but selected_tags\.csv lists 3"):
+        open_captioner(wrong, CaptionerOptions())
+
+
+def test_an_image_to_text_model_writes_what_its_own_generate_says(tmp_path):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from trainer.captioning.models import CaptionerOptions, open_captioner
+
+    blip = write_tiny_blip(tmp_path / "blip")
+    image = Image.new("RGB", (40, 30), (200, 30, 30))
+    caption = open_captioner(blip, CaptionerOptions(max_new_tokens=6)).caption(image)
+    processor = AutoProcessor.from_pretrained(blip)
+    model = AutoModelForImageTextToText.from_pretrained(blip).eval()
+    with torch.no_grad():
+        out = model.generate(**processor(images=image, return_tensors="pt"), max_new_tokens=6, do_sample=False)
+    expected = " ".join(processor.batch_decode(out, skip_special_tokens=True)[0].split())
+    assert caption == expected and len(caption.split()) >= 3
+
+
+def test_modes_prefix_suffix_and_one_undo_for_the_batch(tmp_path):
+    images = colour_images(tmp_path, {"a": (1, 2, 3), "b": (4, 5, 6), "c": (7, 8, 9), "d": (9, 9, 9)})
+    pixels = {name: path.read_bytes() for name, path in images.items()}
+    (tmp_path / "a.txt").write_text("an old caption", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("", encoding="utf-8")
+    (tmp_path / "d.txt").mkdir()  # a caption "file" that is a folder: never written over
+    order = [images[name] for name in "abcd"]
+
+    def model(image: Path) -> str:
+        return f"tags of {image.stem}"
+
+    fill = caption_images(order, model, CaptionJob("fill", prefix="sks, ", suffix=", photo"))
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "an old caption"  # it had one
+    assert (tmp_path / "b.txt").read_text(encoding="utf-8") == "sks, tags of b, photo"  # empty: filled
+    assert (tmp_path / "c.txt").read_text(encoding="utf-8") == "sks, tags of c, photo"  # none: filled
+    assert list(fill.skipped) == [str(tmp_path / "d.txt")]
+    append = caption_images(order[:1], model, CaptionJob("append"))
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "an old caption, tags of a"
+    replace = caption_images(order[:1], model, CaptionJob("replace"))
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "tags of a"
+    # Undo, newest batch first, puts every file back; a file the batch made is removed again.
+    for journal in (replace, append, CaptionJournal.from_json(fill.to_json())):
+        journal.undo()
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "an old caption"
+    assert (tmp_path / "b.txt").read_text(encoding="utf-8") == "" and not (tmp_path / "c.txt").exists()
+    assert {name: path.read_bytes() for name, path in images.items()} == pixels  # the pictures untouched
+
+
+def test_cancel_keeps_what_is_done_and_a_preview_writes_nothing(tmp_path):
+    images = list(colour_images(tmp_path, {f"i{n}": (n, n, n) for n in range(4)}).values())
+    seen: list[str] = []
+    journal = caption_images(images, lambda image: image.stem, CaptionJob("replace"),
+                             progress=lambda done, total, image, text: seen.append(text),
+                             cancelled=lambda: len(seen) >= 2)
+    assert seen == ["i0", "i1"] and sorted(p.name for p in tmp_path.glob("*.txt")) == ["i0.txt", "i1.txt"]
+    journal.undo()
+    preview = caption_images(images, lambda image: image.stem, CaptionJob("replace"), write=False)
+    assert list(preview.after.values()) == ["i0", "i1", "i2", "i3"] and not list(tmp_path.glob("*.txt"))
+
+
+def test_the_command_captions_a_folder_and_says_what_is_wrong_with_exit_code_2(tagger, tmp_path, capsys):
+    colour_images(tmp_path / "data", {"red": (250, 10, 10), "blue": (10, 10, 250)})
+    (tmp_path / "data" / "broken.png").write_bytes(b"not a png")
+    assert dataset_main(["caption", str(tmp_path / "data"), "--model", str(tagger), "--preview", "1"]) == 0
+    assert "blue.png: blue sky, ^_^" in capsys.readouterr().out and not list((tmp_path / "data").glob("*.txt"))
+    assert dataset_main(["caption", str(tmp_path / "data"), "--model", str(tagger), "--prefix", "sks, "]) == 0
+    err = capsys.readouterr().err
+    assert (tmp_path / "data" / "red.txt").read_text(encoding="utf-8") == "sks, red shirt, ^_^"
+    assert "skipped" in err and "broken.png" in err and not (tmp_path / "data" / "broken.txt").exists()
+    assert dataset_main(["caption", str(tmp_path / "data"), "--model", str(tmp_path)]) == 2
+    assert "is not a captioner" in capsys.readouterr().err
