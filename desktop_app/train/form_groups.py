@@ -104,6 +104,7 @@ FOLLOWS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "training.lr_cycles": ("training.scheduler", lambda value: value == "cosine_with_restarts"),
     "training.lr_power": ("training.scheduler", lambda value: value == "polynomial"),
     "training.ema_on_cpu": ("training.ema_decay", bool),
+    "training.multires_noise_discount": ("training.multires_noise_iterations", bool),
     "dataset.keep_tags": ("dataset.shuffle_tags", bool),
     "dataset.min_bucket_side": ("dataset.bucketing", bool),
     "dataset.max_bucket_side": ("dataset.bucketing", bool),

@@ -66,7 +66,7 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
 
     if not config.model.path:
         raise InputError(f"model.path: choose the base model to train (a diffusers folder or a .safetensors "
-                         f"file of an {config.model.architecture} model)")
+                         f"file of {family(config.model.architecture).display_name})")
     if config.mode in ("lora", "dreambooth") and not (config.mode == "dreambooth"
                                                        and config.dreambooth.train_full_unet):
         from trainer.models.lora_targets import check_lora_targets

@@ -14,6 +14,7 @@ The pipeline samples with its own empirical μ (``compute_empirical_mu``), which
 """
 
 from trainer.families.base import FlowFacts
+from trainer.families.flux import bfl_norms as bfl_norms  # q/k norms: named as Flux.1's (re-exported)
 
 FLOW = FlowFacts(sampling="logit_normal", resolution_shift=True, base_shift=0.5, max_shift=1.15, base_seq_len=256,
                  max_seq_len=4096)
@@ -64,18 +65,3 @@ def bfl_layout(config: dict) -> dict[str, tuple[str, int, int, int, bool]]:
         whole(diffusers, bfl)
     layout["norm_out.linear"] = ("final_layer.adaLN_modulation.1", 0, 0, 0, True)
     return layout
-
-
-def bfl_norms(config: dict) -> dict[str, str]:
-    """The q/k RMS norms' scales: diffusers parameter → BFL parameter (the rest of the weights: ``bfl_layout``)."""
-    norms: dict[str, str] = {}
-    for i in range(int(config["num_layers"])):
-        d, b = f"transformer_blocks.{i}.attn", f"double_blocks.{i}"
-        norms |= {f"{d}.norm_q.weight": f"{b}.img_attn.norm.query_norm.scale",
-                  f"{d}.norm_k.weight": f"{b}.img_attn.norm.key_norm.scale",
-                  f"{d}.norm_added_q.weight": f"{b}.txt_attn.norm.query_norm.scale",
-                  f"{d}.norm_added_k.weight": f"{b}.txt_attn.norm.key_norm.scale"}
-    for i in range(int(config["num_single_layers"])):
-        d, b = f"single_transformer_blocks.{i}.attn", f"single_blocks.{i}"
-        norms |= {f"{d}.norm_q.weight": f"{b}.norm.query_norm.scale", f"{d}.norm_k.weight": f"{b}.norm.key_norm.scale"}
-    return norms

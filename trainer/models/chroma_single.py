@@ -32,6 +32,7 @@ from trainer.models.component_files import (
     load_exact,
     prefer_wide,
     t5_state,
+    vae_from_state,
     weight_files,
 )
 from trainer.models.flux_single import VAE_STEMS
@@ -82,7 +83,6 @@ def load_chroma_single_file(checkpoint: CheckpointFile, config_dir: Path | None,
                             text_encoder_files: list[str], vae_file: str) -> Any:
     import diffusers
     import transformers
-    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     path = checkpoint.path
     name = FAMILY.display_name
@@ -120,14 +120,8 @@ def load_chroma_single_file(checkpoint: CheckpointFile, config_dir: Path | None,
     t5 = transformers.T5EncoderModel(transformers.T5Config.from_pretrained(folder / "text_encoder")).eval()
     load_exact(t5, t5_state(open_checkpoint(encoder_path).state_dict()), encoder_path, "T5-XXL text encoder",
                field="model.text_encoder_files")
-    vae_state = {key.removeprefix("first_stage_model."): value
-                 for key, value in open_checkpoint(vae_path).state_dict().items()}
-    try:
-        vae = diffusers.AutoencoderKL.from_single_file(vae_state, config=str(folder), subfolder="vae",
-                                                       local_files_only=True)
-    except (ValueError, RuntimeError, KeyError, OSError, SingleFileComponentError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"model.vae_file: {vae_path} is not a {name} (Flux) VAE ({detail})") from None
+    vae = vae_from_state(open_checkpoint(vae_path).state_dict(), folder, vae_path, "model.vae_file",
+                         f"is not a {name} (Flux) VAE")
 
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
                                                                           local_files_only=True)

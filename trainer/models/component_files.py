@@ -134,3 +134,19 @@ def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
         raise InputError(f"{field}: {path} does not hold a {what} of this shape: it {kind} "
                          f"{', '.join(shown)}{detail}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=True)
+
+
+def vae_from_state(state: dict[str, torch.Tensor], folder: Path, source: Path, field: str, problem: str):
+    """diffusers' ``AutoencoderKL`` from an original-layout VAE's weights (any ``first_stage_model.`` prefix
+    dropped), configured by ``folder/vae``; else ``InputError`` "``field``: ``source`` ``problem``" ("is not a Flux
+    VAE", "does not hold an SD 3.5 VAE") with diffusers' reason."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    state = {key.removeprefix("first_stage_model."): value for key, value in state.items()}
+    try:
+        return diffusers.AutoencoderKL.from_single_file(state, config=str(folder), subfolder="vae",
+                                                        local_files_only=True)
+    except (ValueError, RuntimeError, KeyError, OSError, SingleFileComponentError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{field}: {source} {problem} ({detail})") from None

@@ -33,6 +33,7 @@ from trainer.models.component_files import (
     load_exact,
     prefer_wide,
     t5_state,
+    vae_from_state,
 )
 from trainer.models.info import MODEL_CONFIGS
 
@@ -70,7 +71,6 @@ def load_flux_single_file(checkpoint: CheckpointFile, config_dir: Path | None, d
                           text_encoder_files: list[str], vae_file: str) -> Any:
     import diffusers
     import transformers
-    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     from trainer.models.flux_layout import to_diffusers
     from trainer.models.loading import _tokenizer
@@ -93,14 +93,8 @@ def load_flux_single_file(checkpoint: CheckpointFile, config_dir: Path | None, d
     load_exact(clip, clip_state(open_checkpoint(clip_file).state_dict(), clip), clip_file, "CLIP-L text encoder")
     t5 = transformers.T5EncoderModel(transformers.T5Config.from_pretrained(folder / "text_encoder_2"))
     load_exact(t5, t5_state(open_checkpoint(t5_file).state_dict()), t5_file, "T5-XXL text encoder")
-    vae_state = {key.removeprefix("first_stage_model."): value
-                 for key, value in open_checkpoint(vae_path).state_dict().items()}
-    try:
-        vae = diffusers.AutoencoderKL.from_single_file(vae_state, config=str(folder), subfolder="vae",
-                                                       local_files_only=True)
-    except (ValueError, RuntimeError, KeyError, OSError, SingleFileComponentError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"model.vae_file: {vae_path} is not a Flux VAE ({detail})") from None
+    vae = vae_from_state(open_checkpoint(vae_path).state_dict(), folder, vae_path, "model.vae_file",
+                         "is not a Flux VAE")
 
     tokenizer_2 = (transformers.T5TokenizerFast.from_pretrained(folder / "tokenizer_2", local_files_only=True)
                    if (folder / "tokenizer_2").is_dir() else _t5_tokenizer())

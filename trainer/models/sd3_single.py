@@ -38,6 +38,7 @@ from trainer.models.component_files import (
     load_exact,
     prefer_wide,
     t5_state,
+    vae_from_state,
     weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
@@ -123,8 +124,6 @@ def _size(blocks: int, width: int, dual: list[int]) -> str:
 
 
 def _vae(state: dict[str, torch.Tensor], path: Path, folder: Path, vae_file: str) -> torch.nn.Module:
-    import diffusers
-    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     if vae_file:  # named: it replaces the one inside (its keys with or without first_stage_model.)
         source, field = Path(vae_file), "model.vae_file"
@@ -134,12 +133,7 @@ def _vae(state: dict[str, torch.Tensor], path: Path, folder: Path, vae_file: str
         vae_state = {key[len(VAE_PREFIX):]: value for key, value in state.items() if key.startswith(VAE_PREFIX)}
     else:
         raise InputError(f"model.vae_file: {path} holds no VAE ({VAE_PREFIX}*); choose the SD 3.5 VAE file")
-    try:
-        return diffusers.AutoencoderKL.from_single_file(vae_state, config=str(folder), subfolder="vae",
-                                                        local_files_only=True)
-    except (ValueError, RuntimeError, KeyError, OSError, SingleFileComponentError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"{field}: {source} does not hold an SD 3.5 VAE ({detail})") from None
+    return vae_from_state(vae_state, folder, source, field, "does not hold an SD 3.5 VAE")
 
 
 def _text_encoders(state: dict[str, torch.Tensor], path: Path, folder: Path,

@@ -25,7 +25,13 @@ from trainer.errors import InputError
 from trainer.families.zimage import original_layout, original_parameters
 from trainer.models import fused_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
-from trainer.models.component_files import COMFY_TEXT_FOLDERS, comfy_models_folder, load_exact, weight_files
+from trainer.models.component_files import (
+    COMFY_TEXT_FOLDERS,
+    comfy_models_folder,
+    load_exact,
+    vae_from_state,
+    weight_files,
+)
 from trainer.models.info import MODEL_CONFIGS
 
 PREFIX = "model.diffusion_model."
@@ -85,7 +91,6 @@ def load_zimage_single_file(checkpoint: CheckpointFile, config_dir: Path | None,
                             text_encoder_files: list[str], vae_file: str) -> Any:
     import diffusers
     import transformers
-    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     path = checkpoint.path
     folder = config_dir if config_dir is not None else MODEL_CONFIGS / CONFIG_FOLDER
@@ -118,14 +123,8 @@ def load_zimage_single_file(checkpoint: CheckpointFile, config_dir: Path | None,
     # Its rotary table is a buffer no file holds: made here, on the CPU, from the config.
     text_encoder.rotary_emb = type(text_encoder.rotary_emb)(config=text_config)
 
-    vae_state = {key.removeprefix("first_stage_model."): value
-                 for key, value in open_checkpoint(vae_path).state_dict().items()}
-    try:
-        vae = diffusers.AutoencoderKL.from_single_file(vae_state, config=str(folder), subfolder="vae",
-                                                       local_files_only=True)
-    except (ValueError, RuntimeError, KeyError, OSError, SingleFileComponentError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"model.vae_file: {vae_path} is not a Z-Image (Flux) VAE ({detail})") from None
+    vae = vae_from_state(open_checkpoint(vae_path).state_dict(), folder, vae_path, "model.vae_file",
+                         "is not a Z-Image (Flux) VAE")
 
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
                                                                           local_files_only=True)
