@@ -7,8 +7,12 @@ tooltip — so the form never repeats a declaration.
 
 from __future__ import annotations
 
+import re
+import tomllib
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic_core import PydanticUndefined
@@ -53,6 +57,35 @@ SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.re
 
 # The architecture list shows the registry's names for people ("Stable Diffusion 1.x", "Flux.1").
 ARCHITECTURE_TITLES = {name: f.display_name for name, f in FAMILIES.items()}
+# A preset named for the card it fits: ``flux2klein-lora-12gb`` is made for a 12 GB GPU.
+_CARD_IN_NAME = re.compile(r"-(\d+)gb$")
+
+
+def architecture_groups() -> list[tuple[str, list[str]]]:
+    """The registry's families grouped by their ``generation``, in the registry's order: what the architecture
+    list shows under one header each (the toy, of no generation, comes first under none)."""
+    groups: list[tuple[str, list[str]]] = []
+    for name, family in FAMILIES.items():
+        if groups and groups[-1][0] == family.generation:
+            groups[-1][1].append(name)
+        else:
+            groups.append((family.generation, [name]))
+    return groups
+
+
+def smallest_cards(presets: Iterable[Path]) -> dict[str, tuple[int, str]]:
+    """For each architecture, the smallest GPU (in GB) one of ``presets`` is made for and that preset's name,
+    read from the presets themselves (their ``model.architecture`` and the ``-<N>gb`` of their name), so the
+    architecture list says what the shipped presets say.  Architectures without such a preset are absent."""
+    cards: dict[str, tuple[int, str]] = {}
+    for path in presets:
+        found = _CARD_IN_NAME.search(path.stem)
+        if found is None:
+            continue
+        architecture = tomllib.loads(path.read_text(encoding="utf-8")).get("model", {}).get("architecture")
+        if architecture in FAMILIES and (architecture not in cards or int(found[1]) < cards[architecture][0]):
+            cards[architecture] = (int(found[1]), path.stem)
+    return cards
 # The names the samplers have in A1111 and ComfyUI.
 SAMPLER_TITLES = {"default": "Default (DDIM)", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "heun": "Heun",
                   "dpm++_2m": "DPM++ 2M", "dpm++_2m_karras": "DPM++ 2M Karras", "unipc": "UniPC", "pndm": "PNDM"}
