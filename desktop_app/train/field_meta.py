@@ -57,6 +57,20 @@ SUFFIXES = {"toy.step_delay_ms": " ms", "dataset.resolution": " px", "dataset.re
 
 # The architecture list shows the registry's names for people ("Stable Diffusion 1.x", "Flux.1").
 ARCHITECTURE_TITLES = {name: f.display_name for name, f in FAMILIES.items()}
+# The names the samplers have in A1111 and ComfyUI.
+SAMPLER_TITLES = {"default": "Default (DDIM)", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "heun": "Heun",
+                  "dpm++_2m": "DPM++ 2M", "dpm++_2m_karras": "DPM++ 2M Karras", "unipc": "UniPC", "pndm": "PNDM"}
+MODE_TITLES = {"toy": "Toy network", "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth",
+               "embedding": "Textual inversion"}
+MODE_HINTS = {
+    "toy": "The guide's three-layer network learns a synthetic task from scratch. Quick on any CPU.",
+    "frozen": "Start from trained weights and train only the layers you name; the rest stay frozen.",
+    "lora": "Train a small low-rank adapter on top of a diffusion model and export it as a LoRA file.",
+    "dreambooth": "Teach a diffusion model a new subject from a few photos, named by a rare token.",
+    "embedding": "Teach the text encoder a new word for your subject or style; the model itself stays as it is. "
+                 "The file is a few kilobytes and works with any checkpoint of the same family.",
+}
+
 # A preset named for the card it fits: ``flux2klein-lora-12gb`` is made for a 12 GB GPU.
 _CARD_IN_NAME = re.compile(r"-(\d+)gb$")
 
@@ -74,7 +88,8 @@ def architecture_groups() -> list[tuple[str, list[str]]]:
 
 
 def smallest_cards(presets: Iterable[Path]) -> dict[str, tuple[int, str]]:
-    """For each architecture, the smallest GPU (in GB) one of ``presets`` is made for and that preset's name,
+    """For each architecture, the smallest GPU (in GB) one of ``presets`` is made for and that preset's name (the
+    shorter of two for the same card: ``sd15-lora-8gb``, not ``sd15-loha-style-8gb``),
     read from the presets themselves (their ``model.architecture`` and the ``-<N>gb`` of their name), so the
     architecture list says what the shipped presets say.  Architectures without such a preset are absent."""
     cards: dict[str, tuple[int, str]] = {}
@@ -83,22 +98,15 @@ def smallest_cards(presets: Iterable[Path]) -> dict[str, tuple[int, str]]:
         if found is None:
             continue
         architecture = tomllib.loads(path.read_text(encoding="utf-8")).get("model", {}).get("architecture")
-        if architecture in FAMILIES and (architecture not in cards or int(found[1]) < cards[architecture][0]):
-            cards[architecture] = (int(found[1]), path.stem)
+        card = (int(found[1]), path.stem)
+        if architecture in FAMILIES and (architecture not in cards or _rank(card) < _rank(cards[architecture])):
+            cards[architecture] = card
     return cards
-# The names the samplers have in A1111 and ComfyUI.
-SAMPLER_TITLES = {"default": "Default (DDIM)", "ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "heun": "Heun",
-                  "dpm++_2m": "DPM++ 2M", "dpm++_2m_karras": "DPM++ 2M Karras", "unipc": "UniPC", "pndm": "PNDM"}
-MODE_TITLES = {"toy": "Toy network", "frozen": "Frozen layers", "lora": "LoRA", "dreambooth": "DreamBooth",
-               "embedding": "Textual inversion"}
-MODE_HINTS = {
-    "toy": "The guide's three-layer network learns a synthetic task from scratch. Quick on any CPU.",
-    "frozen": "Start from trained weights and train only the layers you name; the rest stay frozen.",
-    "lora": "Train a small low-rank adapter on top of a diffusion model and export it as a LoRA file.",
-    "dreambooth": "Teach a diffusion model a new subject from a few photos, named by a rare token.",
-    "embedding": "Teach the text encoder a new word for your subject or style; the model itself stays as it is. "
-                 "The file is a few kilobytes and works with any checkpoint of the same family.",
-}
+
+
+def _rank(card: tuple[int, str]) -> tuple[int, int]:
+    return card[0], len(card[1])
+
 
 EditorKind = Literal["int", "float", "scientific", "choice", "bool", "text", "path", "list_str", "list_int"]
 

@@ -88,7 +88,8 @@ def write_preset(folder: Path, name: str, architecture: str) -> None:
 def test_each_family_shows_the_smallest_card_its_presets_are_made_for(qtbot, tmp_path, monkeypatch):
     shipped = smallest_cards(list_presets())
     assert shipped["flux2klein"] == (12, "flux2klein-lora-12gb") and shipped["sd3"] == (12, "sd35-lora-12gb")
-    assert shipped["sd15"][0] == 8 and "toy" not in shipped  # read from the preset, not its name's prefix
+    assert shipped["sd15"] == (8, "sd15-lora-8gb")  # of two 8 GB presets, the plainer name
+    assert "toy" not in shipped and "sd2" not in shipped
     editor = architecture_editor(qtbot)
     for text, family, _ in rows(editor):
         if family in shipped:
