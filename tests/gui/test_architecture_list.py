@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from desktop_app.paths import list_presets
 from desktop_app.train import field_editors
 from desktop_app.train.field_editors import ArchitectureEditor, make_editor
 from desktop_app.train.field_meta import meta_for, smallest_cards
-from trainer.families import FAMILIES
+from trainer.families import FAMILIES, NAMES
 
 
 def architecture_editor(qtbot) -> ArchitectureEditor:
@@ -57,13 +58,24 @@ def test_keys_and_the_mouse_step_over_the_headers(qtbot):
     combo.setFocus()
     for _ in range(combo.count() + 2):  # down through every header to the last family, and past it
         qtbot.keyClick(combo, Qt.Key.Key_Down)
-        assert combo.currentData() in FAMILIES
+        assert combo.currentData() in NAMES
     assert combo.currentData() == list(FAMILIES)[-1]
     for _ in range(combo.count() + 2):
         qtbot.keyClick(combo, Qt.Key.Key_Up)
-        assert combo.currentData() in FAMILIES
+        assert combo.currentData() in NAMES
     assert combo.currentData() == "toy"
     assert chosen and set(chosen) <= set(FAMILIES) and chosen[-1] == "toy"
+    editor.activateWindow()
+    combo.setFocus()
+    qtbot.waitUntil(combo.hasFocus, timeout=2000)  # the form's combos take the wheel only when focused
+    centre = QPointF(combo.rect().center())
+    for _ in range(combo.count() + 2):  # the wheel, on the focused list, steps over them too
+        QApplication.sendEvent(combo, QWheelEvent(centre, combo.mapToGlobal(centre), QPoint(), QPoint(0, -120),
+                                                  Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                                                  Qt.ScrollPhase.NoScrollPhase, False))
+        assert combo.currentData() in NAMES
+    assert combo.currentData() == list(FAMILIES)[-1]
+    combo.setCurrentIndex(combo.findData("toy"))
 
     view = combo.view()
 
