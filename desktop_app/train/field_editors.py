@@ -7,9 +7,10 @@ stays text) and the config model says what is wrong with it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QFontMetrics, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QApplication,
@@ -25,7 +26,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.train.field_meta import ARCHITECTURE_TITLES, INT32_MAX, MODE_TITLES, SAMPLER_TITLES, FieldMeta
+from desktop_app.paths import list_presets
+from desktop_app.train.field_meta import (
+    ARCHITECTURE_TITLES,
+    INT32_MAX,
+    MODE_TITLES,
+    SAMPLER_TITLES,
+    FieldMeta,
+    architecture_groups,
+    smallest_cards,
+)
 
 
 class FieldEditor(QWidget):
@@ -183,19 +193,49 @@ class ChoiceEditor(FieldEditor):
     def __init__(self, meta: FieldMeta, parent: QWidget | None = None) -> None:
         super().__init__(meta, parent)
         self.combo = QComboBox()
-        titles = {"mode": MODE_TITLES, "model.architecture": ARCHITECTURE_TITLES,
-                  "sampling.sampler": SAMPLER_TITLES}.get(meta.name, {})
-        for choice in meta.choices:
-            self.combo.addItem(titles.get(choice, choice), choice)
+        self._fill()
         _guard_wheel(self.combo)
         self.combo.currentIndexChanged.connect(self._emit)
         self._add(self.combo)
+
+    def _fill(self) -> None:
+        titles = {"mode": MODE_TITLES, "sampling.sampler": SAMPLER_TITLES}.get(self.meta.name, {})
+        for choice in self.meta.choices:
+            self.combo.addItem(titles.get(choice, choice), choice)
 
     def value(self) -> Any:
         return self.combo.currentData()
 
     def _show(self, value: Any) -> None:
         self.combo.setCurrentIndex(self.combo.findData(value))
+
+
+class ArchitectureEditor(ChoiceEditor):
+    """The families under a header per generation (bold, neither selectable nor reachable by keys or wheel), each
+    with the smallest GPU its shipped presets are made for; only families are ever chosen."""
+
+    def _fill(self) -> None:
+        cards = smallest_cards(list_presets())
+        items = cast(QStandardItemModel, self.combo.model())  # QComboBox's own model
+        bold = self.combo.font()
+        bold.setBold(True)
+        widest = 0
+        for generation, names in architecture_groups():
+            if generation:
+                header = QStandardItem(generation)
+                header.setFlags(Qt.ItemFlag.NoItemFlags)
+                header.setFont(bold)
+                items.appendRow(header)
+                widest = max(widest, QFontMetrics(bold).horizontalAdvance(generation))
+            for name in names:
+                title = ARCHITECTURE_TITLES[name]
+                card = cards.get(name)
+                self.combo.addItem(f"{title} · {card[0]} GB GPU" if card else title, name)
+                self.combo.setItemData(self.combo.count() - 1, (
+                    f"{title}: its smallest preset, {card[1]}, is made for a {card[0]} GB GPU." if card
+                    else f"{title}: no preset for a particular GPU ships for it."), Qt.ItemDataRole.ToolTipRole)
+        # The open list sizes itself by the items' plain text: room for the bold headers too, or they are elided.
+        self.combo.view().setMinimumWidth(widest + 32)
 
 
 class BoolEditor(FieldEditor):
@@ -301,4 +341,4 @@ EDITORS: dict[str, type[FieldEditor]] = {
 
 
 def make_editor(meta: FieldMeta, parent: QWidget | None = None) -> FieldEditor:
-    return EDITORS[meta.kind](meta, parent)
+    return (ArchitectureEditor if meta.name == "model.architecture" else EDITORS[meta.kind])(meta, parent)

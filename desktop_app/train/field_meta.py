@@ -7,8 +7,12 @@ tooltip — so the form never repeats a declaration.
 
 from __future__ import annotations
 
+import re
+import tomllib
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic_core import PydanticUndefined
@@ -66,6 +70,43 @@ MODE_HINTS = {
     "embedding": "Teach the text encoder a new word for your subject or style; the model itself stays as it is. "
                  "The file is a few kilobytes and works with any checkpoint of the same family.",
 }
+
+# A preset named for the card it fits: ``flux2klein-lora-12gb`` is made for a 12 GB GPU.
+_CARD_IN_NAME = re.compile(r"-(\d+)gb$")
+
+
+def architecture_groups() -> list[tuple[str, list[str]]]:
+    """The registry's families grouped by their ``generation``, in the registry's order: what the architecture
+    list shows under one header each (the toy, of no generation, comes first under none)."""
+    groups: list[tuple[str, list[str]]] = []
+    for name, family in FAMILIES.items():
+        if groups and groups[-1][0] == family.generation:
+            groups[-1][1].append(name)
+        else:
+            groups.append((family.generation, [name]))
+    return groups
+
+
+def smallest_cards(presets: Iterable[Path]) -> dict[str, tuple[int, str]]:
+    """For each architecture, the smallest GPU (in GB) one of ``presets`` is made for and that preset's name (the
+    shorter of two for the same card: ``sd15-lora-8gb``, not ``sd15-loha-style-8gb``),
+    read from the presets themselves (their ``model.architecture`` and the ``-<N>gb`` of their name), so the
+    architecture list says what the shipped presets say.  Architectures without such a preset are absent."""
+    cards: dict[str, tuple[int, str]] = {}
+    for path in presets:
+        found = _CARD_IN_NAME.search(path.stem)
+        if found is None:
+            continue
+        architecture = tomllib.loads(path.read_text(encoding="utf-8")).get("model", {}).get("architecture")
+        card = (int(found[1]), path.stem)
+        if architecture in FAMILIES and (architecture not in cards or _rank(card) < _rank(cards[architecture])):
+            cards[architecture] = card
+    return cards
+
+
+def _rank(card: tuple[int, str]) -> tuple[int, int]:
+    return card[0], len(card[1])
+
 
 EditorKind = Literal["int", "float", "scientific", "choice", "bool", "text", "path", "list_str", "list_int"]
 

@@ -73,19 +73,38 @@ def test_every_familys_tiny_model_is_built_from_what_it_declares(name, tmp_path)
     assert (info.prediction_type == "flow_matching") == (family.flow is not None)
 
 
-@pytest.mark.parametrize("name", [n for n in families.MODEL_FAMILIES
-                                  if families.family(n).file_markers and not families.family(n).single_file_reader])
-def test_single_files_of_families_read_from_folders_only_are_refused_by_name(name, tmp_path):
+def marked_file_keys(family: families.Family) -> set[str]:
+    """The keys that show a single file of ``family``: its markers, its parent's (a Chroma file holds Flux's
+    too), and what other families' files lack where they share its markers (a Z-Image file has the pad tokens
+    a Lumina 2 file lacks)."""
+    markers = set(family.file_markers)
+    if family.variant_of:
+        markers |= set(families.family(family.variant_of).file_markers)
+    for other in families.FAMILIES.values():
+        if other is not family and set(other.file_markers) & markers:
+            markers |= set(other.file_lacks)
+    return {f"model.diffusion_model.{marker}0.weight" for marker in markers}
+
+
+@pytest.mark.parametrize("name", [n for n in families.MODEL_FAMILIES if families.family(n).file_markers])
+def test_a_single_file_is_taken_for_the_family_its_keys_mark(name, tmp_path):
+    """Detection reads the registry's markers, variants and shared markers first: a file with a family's keys is
+    that family, and a family without a reader refuses it by name instead of letting another's reader fail."""
     from safetensors.torch import save_file
 
     from trainer.errors import InputError
     from trainer.models import inspect_model
+    from trainer.models.detect import detect_architecture
 
     family = families.family(name)
-    path = tmp_path / f"{name}.safetensors"
+    keys = marked_file_keys(family)
+    if family.single_file_reader is not None:
+        assert detect_architecture(dict.fromkeys(keys, (2, 2)), "x.safetensors") == name
+        return
     import torch
 
-    save_file({f"model.diffusion_model.{family.file_markers[0]}0.x.weight": torch.zeros(2, 2)}, path)
+    path = tmp_path / f"{name}.safetensors"
+    save_file({key: torch.zeros(2, 2) for key in keys}, path)
     with pytest.raises(InputError, match=f"{path} is a {family.display_name} checkpoint.*diffusers folder"):
         inspect_model(path)
 

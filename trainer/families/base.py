@@ -107,6 +107,9 @@ class Family:
     name: str  # the config's model.architecture
     display_name: str  # for people: "Stable Diffusion 1.x"
     modes: tuple[str, ...]  # the training modes it supports
+    # The generation it belongs to, as the form's architecture list groups families ("Stable Diffusion (2022–23)");
+    # families of one generation are neighbours in ``_MODULES``.  Empty: listed before every group (the toy).
+    generation: str = ""
     kind: Kind = "unet"
     job: str = "trainer.jobs.diffusion:DiffusionJob"  # "module:Class" that trains it, imported when it runs
     # "module:Class" of the engine: noise, targets and loss, prompt encoding, the denoiser's call (heavy).

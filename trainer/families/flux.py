@@ -7,6 +7,7 @@ from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts
 FAMILY = Family(
     name="flux",
     display_name="Flux.1",
+    generation="Transformers with T5 (2024–25)",
     modes=("frozen", "lora", "dreambooth"),
     kind="transformer",
     engine="trainer.diffusion.engines:FluxEngine",

@@ -15,6 +15,7 @@ from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncod
 FAMILY = Family(
     name="flux2klein",
     display_name="Flux.2 klein",
+    generation="Transformers with an LLM (2025–26)",
     modes=("frozen", "lora", "dreambooth"),
     kind="transformer",
     engine="trainer.diffusion.engine_flux2:Flux2Engine",

@@ -14,6 +14,7 @@ from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts
 FAMILY = Family(
     name="lumina2",
     display_name="Lumina 2",
+    generation="Transformers with an LLM (2025–26)",
     modes=("frozen", "lora", "dreambooth"),
     kind="transformer",
     engine="trainer.diffusion.engine_lumina2:Lumina2Engine",

@@ -11,6 +11,7 @@ from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts
 FAMILY = Family(
     name="qwenimage",
     display_name="Qwen-Image",
+    generation="Transformers with an LLM (2025–26)",
     modes=("frozen", "lora", "dreambooth"),
     kind="transformer",
     engine="trainer.diffusion.engines:QwenImageEngine",

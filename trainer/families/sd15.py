@@ -5,6 +5,7 @@ from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncod
 FAMILY = Family(
     name="sd15",
     display_name="Stable Diffusion 1.x",
+    generation="Stable Diffusion (2022–23)",
     modes=("frozen", "lora", "dreambooth", "embedding"),
     pipeline_class="StableDiffusionPipeline",
     # No NSFW checker (a trainer previews its own samples).

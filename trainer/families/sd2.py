@@ -5,6 +5,7 @@ from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncod
 FAMILY = Family(
     name="sd2",
     display_name="Stable Diffusion 2.x",
+    generation="Stable Diffusion (2022–23)",
     modes=("frozen", "lora", "dreambooth", "embedding"),
     pipeline_class="StableDiffusionPipeline",
     pipeline_args={"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False},

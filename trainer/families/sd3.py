@@ -9,6 +9,7 @@ from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts
 FAMILY = Family(
     name="sd3",
     display_name="Stable Diffusion 3.5",
+    generation="Transformers with T5 (2024–25)",
     modes=("frozen", "lora", "dreambooth"),
     kind="transformer",
     engine="trainer.diffusion.engines:SD3Engine",

@@ -6,6 +6,7 @@ from trainer.families.base import GB, Family, KohyaFacts, MemoryFacts, TextEncod
 FAMILY = Family(
     name="sdxl",
     display_name="SDXL",
+    generation="Stable Diffusion (2022–23)",
     modes=("frozen", "lora", "dreambooth", "embedding"),
     pipeline_class="StableDiffusionXLPipeline",
     pipeline_args={"add_watermarker": False},  # no invisible-watermark dependency

@@ -14,6 +14,7 @@ from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts
 FAMILY = Family(
     name="zimage",
     display_name="Z-Image",
+    generation="Transformers with an LLM (2025–26)",
     modes=("frozen", "lora", "dreambooth"),
     kind="transformer",
     engine="trainer.diffusion.engines:ZImageEngine",
