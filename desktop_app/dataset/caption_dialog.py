@@ -61,8 +61,10 @@ class CaptionDialog(QDialog):
         self.captioner = captioner
         self.selected_paths, self.concept_paths = selected, concept
         self.kind: str | None = None
+        self.wanted = 0  # how many images the mode would caption
 
-        self.only_selected = QRadioButton(f"The {len(selected)} selected image{'s' if len(selected) != 1 else ''}")
+        self.only_selected = QRadioButton(f"The {len(selected)} selected image{'s' if len(selected) != 1 else ''}"
+                                          if selected else "The selected images (none selected)")
         self.whole_concept = QRadioButton(f"All {len(concept)} images of “{concept_name}”")
         (self.only_selected if selected else self.whole_concept).setChecked(True)
         self.only_selected.setEnabled(bool(selected))
@@ -88,14 +90,16 @@ class CaptionDialog(QDialog):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
         model_row.addWidget(browse)
+        model_column = QVBoxLayout()  # the kind (or what is wrong) right under the folder it is about
+        model_column.addLayout(model_row)
+        model_column.addWidget(self.kind_label)
         which = QHBoxLayout()
         which.addWidget(self.only_selected)
         which.addWidget(self.whole_concept)
         which.addStretch(1)
         form = QFormLayout()
         form.addRow("Images", which)
-        form.addRow("Model folder", model_row)
-        form.addRow("", self.kind_label)
+        form.addRow("Model folder", model_column)
         form.addRow("Mode", self.mode)
         form.addRow("Prefix", self.prefix)
         form.addRow("Suffix", self.suffix)
@@ -194,6 +198,7 @@ class CaptionDialog(QDialog):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 1024)
         self.max_tokens.setValue(75)
+        self.max_tokens.setMaximumWidth(140)
         form = QFormLayout(box)
         form.addRow("Prompt", self.prompt)
         form.addRow("Longest caption", self.max_tokens)
@@ -239,13 +244,13 @@ class CaptionDialog(QDialog):
         return CaptionRequest(Path(self.model.text().strip()).expanduser(), job, options)
 
     def _count(self) -> None:
-        wanted = len(self.captioner.wanted(self.paths(), CaptionJob(self.mode.currentData())))
-        self.run_button.setText(f"Caption {wanted} image{'s' if wanted != 1 else ''}")
+        self.wanted = len(self.captioner.wanted(self.paths(), CaptionJob(self.mode.currentData())))
+        self.run_button.setText(f"Caption {self.wanted} image{'s' if self.wanted != 1 else ''}")
         self._enable()
 
     def _enable(self) -> None:
         busy = self.captioner.is_busy()
-        ready = self.kind is not None and not busy
+        ready = self.kind is not None and not busy and self.wanted > 0
         self.preview_button.setEnabled(ready)
         self.run_button.setEnabled(ready and self.captioner.dataset.editable)
         self.undo_button.setEnabled(self.captioner.can_undo())
