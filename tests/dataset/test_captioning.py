@@ -138,6 +138,16 @@ def test_an_image_to_text_model_writes_what_its_own_generate_says(tmp_path):
     expected = " ".join(processor.batch_decode(out, skip_special_tokens=True)[0].split())
     assert caption == expected and len(caption.split()) >= 3
 
+    # The Dataset page's task, with the options its dialog sends for such a model, gives the same caption.
+    from trainer.tasks.runner import run_task
+
+    image.save(tmp_path / "red.png")
+    events = Events()
+    assert run_task("caption-images", {"model": str(blip), "images": [str(tmp_path / "red.png")],
+                                       "options": {"prompt": "", "max_new_tokens": 6}}, events, events) == 0
+    assert [event.data for event in events.events if getattr(event, "data", None)] == [
+        {"image": str(tmp_path / "red.png"), "caption": expected}]
+
 
 def test_modes_prefix_suffix_and_one_undo_for_the_batch(tmp_path):
     images = colour_images(tmp_path, {"a": (1, 2, 3), "b": (4, 5, 6), "c": (7, 8, 9), "d": (9, 9, 9)})
