@@ -136,11 +136,11 @@ class AutoCaptioner(QObject):
             return
         if job.mode == "fill" and entry.caption.strip():
             return  # typed meanwhile: the person's caption wins
-        before = entry.edited
-        self.dataset.set_captions({row: new})
-        if entry.caption == new:
+        if new != entry.caption:
+            before = entry.edited
+            self.dataset.set_captions({row: new})
             self.undo_batch.record(image, before, new)
-            self.captioned.emit(image, new)
+        self.captioned.emit(image, new)
 
     def _done(self, event: TaskDone) -> None:
         captioner = str(event.result.get("captioner", "the model"))

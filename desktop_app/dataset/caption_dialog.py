@@ -155,12 +155,12 @@ class CaptionDialog(QDialog):
         self.cancel_button.clicked.connect(captioner.cancel)
         self.undo_button.clicked.connect(self.undo)
         self.close_button.clicked.connect(self.close)
-        captioner.previewed.connect(self._previewed)
-        captioner.captioned.connect(self._captioned)
-        captioner.progressed.connect(self._progressed)
-        captioner.finished.connect(self.status.setText)
-        captioner.busyChanged.connect(self._busy)
-        captioner.undoChanged.connect(self._undo_changed)
+        # The captioner outlives the dialog: these connections go when it closes.
+        self._connections = [(captioner.previewed, self._previewed), (captioner.captioned, self._captioned),
+                             (captioner.progressed, self._progressed), (captioner.finished, self.status.setText),
+                             (captioner.busyChanged, self._busy), (captioner.undoChanged, self._undo_changed)]
+        for signal, slot in self._connections:
+            signal.connect(slot)
         self._model_changed()
         self._undo_changed(len(captioner.undo_batch.changes) if captioner.can_undo() else 0)
 
@@ -311,9 +311,7 @@ class CaptionDialog(QDialog):
     def done(self, result: int) -> None:
         """Closing the dialog (Close, Escape, the window's X) cancels a run; the captions applied so far stay."""
         self.captioner.cancel()
-        for signal, slot in ((self.captioner.previewed, self._previewed), (self.captioner.captioned, self._captioned),
-                             (self.captioner.progressed, self._progressed),
-                             (self.captioner.finished, self.status.setText), (self.captioner.busyChanged, self._busy),
-                             (self.captioner.undoChanged, self._undo_changed)):
+        for signal, slot in self._connections:
             signal.disconnect(slot)
+        self._connections = []
         super().done(result)

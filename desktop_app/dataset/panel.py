@@ -190,7 +190,7 @@ class DatasetPanel(QWidget):
         self.grid.selectionModel().selectionChanged.connect(self._selection_changed)
         self.findings.jumpRequested.connect(self.jump_to)
         self.caption_images.clicked.connect(self.open_caption_dialog)
-        self.undo_captioning.clicked.connect(self.auto_captioner.undo)
+        self.undo_captioning.clicked.connect(self.undo_captioning_batch)
         self.auto_captioner.undoChanged.connect(self._undo_changed)
         self.dataset.reset.connect(self._show_counts)
         self.dataset.reportChanged.connect(self._show_counts)
@@ -401,6 +401,14 @@ class DatasetPanel(QWidget):
         dialog.setModal(True)
         dialog.open()
         return dialog
+
+    def undo_captioning_batch(self) -> None:
+        """The last auto-captioning batch undone (a caption edited since stays); said beside the counts."""
+        self.editor.save_now()  # a caption being typed counts as edited since
+        restored, kept = self.auto_captioner.undo()
+        self.notice = (f"Auto-captioning undone: {restored} caption{'s' if restored != 1 else ''} back"
+                       + (f", {kept} edited since kept" if kept else ""))
+        self._show_counts()
 
     def _undo_changed(self, count: int) -> None:
         self.undo_captioning.setText(f"Undo auto-captioning ({count})")

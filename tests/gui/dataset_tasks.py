@@ -37,7 +37,7 @@ def slow_captions(args: dict, context: TaskContext) -> dict:
         def progress(self, done: int, total: int, message: str = "", data: dict | None = None) -> None:
             context.progress(done, total, message, data)
             if data:
-                time.sleep(0.5)
+                time.sleep(0.8)  # time for the GUI to see it and send Stop, even on a busy machine
 
         def __getattr__(self, name: str) -> object:
             return getattr(context, name)

@@ -129,13 +129,16 @@ def test_cancel_keeps_what_is_done_and_undo_spares_a_caption_edited_since(qtbot,
     assert len(DatasetCache.for_folder(folder).all_captions()) == len(done)
     assert snapshot(folder) == files
 
+    dialog.close()  # the page keeps the undo
     panel.dataset.set_captions({0: "typed by hand"})  # edited after the batch: undo leaves it
-    dialog.undo()
+    assert panel.undo_captioning.isVisibleTo(panel)
+    panel.undo_captioning.click()
     panel.dataset.flush()
     assert panel.dataset.entries[0].caption == "typed by hand"
     assert [entry.caption for entry in panel.dataset.entries][1:] == captions[1:]
-    assert "1 edited since were kept" in dialog.status.text()
-    dialog.close()
+    assert f"{len(done) - 1} caption" in panel.toolbar.counts.text() and "1 edited since kept" in \
+        panel.toolbar.counts.text()
+    assert not panel.undo_captioning.isVisibleTo(panel)
 
 
 def test_a_folder_that_is_not_a_captioner_is_named_before_anything_runs(qtbot, panel, tmp_path):
