@@ -124,7 +124,7 @@ class CaptionDialog(QDialog):
         self.preview_button.setObjectName("captionPreviewButton")
         self.run_button = QPushButton("Caption")
         self.run_button.setObjectName("captionRun")
-        self.run_button.setDefault(True)
+        self.preview_button.setDefault(True)  # Enter previews: nothing is written before a look
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("captionCancel")
         self.cancel_button.hide()

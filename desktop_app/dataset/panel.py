@@ -2,7 +2,7 @@
 
 Layout: the concept strip (the project's concepts: select, add, remove) and the concept bar (the
 selected concept's subject and class sets) on top; under them the toolbar and the thumbnail grid
-of the selected concept beside a column of tabs — Caption (editor and bulk edits), Crop, Buckets,
+of the selected concept beside a column of tabs — Caption (editor, bulk edits, auto-captioning), Crop, Buckets,
 Health.  Folders
 outside the project are shown read-only with an offer to copy them in (``trainer.dataset.
 importing`` explains why a project owns copies).  In toy mode the page says no images are needed.
