@@ -154,11 +154,14 @@ class Finished:
 
 @dataclass(frozen=True)
 class TaskProgress:
-    """Progress of a short task (not a training run): ``done`` of ``total`` units; ``total`` 0 when unknown."""
+    """Progress of a short task (not a training run): ``done`` of ``total`` units; ``total`` 0 when unknown.
+    ``data``: plain data the task hands over with this unit (the captioning task: each image's caption), so
+    the GUI can use a unit's result as it arrives and keep it when the task is cancelled later."""
 
     done: int
     total: int
     message: str = ""
+    data: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@
     grid                   list model, problems filter, tile painter, the QListView (drops too)
     caption_editor         autosaving caption editor with the CLIP token counter
     bulk_bar               bulk caption edits on a selection
+    auto_caption, caption_dialog  "Caption images…": a local model's captions (the caption-images task) applied
+                           as edits, preview, cancel, one undo per batch; the dialog
     crop_view              the draggable crop rectangle and the training crop it leads to
     buckets_view           which bucket each image lands in (histogram)
     findings_view          health-check findings; a click jumps to the image

@@ -2,7 +2,7 @@
 
 Layout: the concept strip (the project's concepts: select, add, remove) and the concept bar (the
 selected concept's subject and class sets) on top; under them the toolbar and the thumbnail grid
-of the selected concept beside a column of tabs — Caption (editor and bulk edits), Crop, Buckets,
+of the selected concept beside a column of tabs — Caption (editor, bulk edits, auto-captioning), Crop, Buckets,
 Health.  Folders
 outside the project are shown read-only with an offer to copy them in (``trainer.dataset.
 importing`` explains why a project owns copies).  In toy mode the page says no images are needed.
@@ -20,6 +20,7 @@ from pathlib import Path
 from PySide6.QtCore import QItemSelectionModel, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -32,8 +33,10 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.dataset import jobs
+from desktop_app.dataset.auto_caption import AutoCaptioner
 from desktop_app.dataset.buckets_view import BucketsView
 from desktop_app.dataset.bulk_bar import BulkBar
+from desktop_app.dataset.caption_dialog import CaptionDialog
 from desktop_app.dataset.caption_editor import CaptionEditor
 from desktop_app.dataset.class_images import ClassImagesBox
 from desktop_app.dataset.concept_store import ConceptStore
@@ -96,6 +99,14 @@ class DatasetPanel(QWidget):
         self.grid.setModel(self.grid_model)
         self.editor = CaptionEditor(self.dataset)
         self.bulk = BulkBar(self.dataset, self.selected_rows)
+        self.auto_captioner = AutoCaptioner(self.dataset, self)
+        self.caption_images = QPushButton("Caption images…")
+        self.caption_images.setObjectName("captionImages")
+        self.caption_images.setToolTip("Caption the selected images, or the whole concept, with a local tagger or "
+                                       "image-to-text model (previewed first; one undo for the batch).")
+        self.undo_captioning = QPushButton("Undo auto-captioning")
+        self.undo_captioning.setObjectName("undoCaptioning")
+        self.undo_captioning.hide()
         self.crop = CropView(self.dataset)
         self.buckets = BucketsView(self.dataset)
         self.findings = FindingsView(self.dataset)
@@ -136,6 +147,13 @@ class DatasetPanel(QWidget):
         caption.addSpacing(8)
         caption.addWidget(bulk_title)
         caption.addWidget(self.bulk)
+        caption.addSpacing(8)
+        caption.addWidget(QLabel("<b>Auto-caption with a local model</b>"))
+        auto = QHBoxLayout()
+        auto.addWidget(self.caption_images)
+        auto.addWidget(self.undo_captioning)
+        auto.addStretch(1)
+        caption.addLayout(auto)
         tips = QLabel("Ctrl- or Shift-click selects several images, Ctrl+A all of them; Delete removes the "
                       "selection from the dataset (the files stay). Drop files or folders on the grid to import.")
         tips.setProperty("role", "subtle")
@@ -171,6 +189,9 @@ class DatasetPanel(QWidget):
         self.grid.pathsDropped.connect(self.import_paths)
         self.grid.selectionModel().selectionChanged.connect(self._selection_changed)
         self.findings.jumpRequested.connect(self.jump_to)
+        self.caption_images.clicked.connect(self.open_caption_dialog)
+        self.undo_captioning.clicked.connect(self.undo_captioning_batch)
+        self.auto_captioner.undoChanged.connect(self._undo_changed)
         self.dataset.reset.connect(self._show_counts)
         self.dataset.reportChanged.connect(self._show_counts)
         self.dataset.failed.connect(lambda message: self.toolbar.counts.setText(message))
@@ -317,6 +338,7 @@ class DatasetPanel(QWidget):
             self.store.set_count(self.store.current, len(d.entries))
         self.toolbar.set_editable(d.editable, bool(self.selected_rows()), d.removed_count)
         self.bulk.update_selection()
+        self.caption_images.setEnabled(d.editable and bool(d.entries))
 
     def _schedule_check(self) -> None:
         if self.dataset.entries and not self.dataset.report_summary:
@@ -367,6 +389,31 @@ class DatasetPanel(QWidget):
             selection.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.NoUpdate)
             self.grid.scrollTo(index)
 
+    # ---------------------------------------------------------------- auto-captioning
+
+    def open_caption_dialog(self) -> CaptionDialog:
+        """The "Caption images…" dialog for the selection or the whole concept (window-modal; returned for tests)."""
+        self.editor.save_now()  # the caption being typed counts for "fill empty captions only"
+        entries = self.dataset.entries
+        dialog = CaptionDialog(self.auto_captioner, [entries[row].path for row in self.selected_rows()],
+                               [entry.path for entry in entries], self.store.title(self.store.current),
+                               self.dataset.settings.token, self)
+        dialog.setModal(True)
+        dialog.open()
+        return dialog
+
+    def undo_captioning_batch(self) -> None:
+        """The last auto-captioning batch undone (a caption edited since stays); said beside the counts."""
+        self.editor.save_now()  # a caption being typed counts as edited since
+        restored, kept = self.auto_captioner.undo()
+        self.notice = (f"Auto-captioning undone: {restored} caption{'s' if restored != 1 else ''} back"
+                       + (f", {kept} edited since kept" if kept else ""))
+        self._show_counts()
+
+    def _undo_changed(self, count: int) -> None:
+        self.undo_captioning.setText(f"Undo auto-captioning ({count})")
+        self.undo_captioning.setVisible(count > 0 and self.auto_captioner.can_undo())
+
     def jump_to(self, path: Path) -> None:
         """Select and show the image a finding names (the problems filter is lifted if it hides it)."""
         row = self.dataset.row_of(path)
@@ -391,5 +438,6 @@ class DatasetPanel(QWidget):
         self._check_timer.stop()
         self.editor.save_now()
         self.class_images.shutdown()
+        self.auto_captioner.shutdown()
         self.importer.shutdown()
         self.dataset.shutdown()

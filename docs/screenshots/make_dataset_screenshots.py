@@ -1,12 +1,13 @@
-"""Render docs/screenshots/dataset-20.png, dataset-concepts.png, dataset-500.png and dataset-mask.png: the
-Dataset page on drawn images.
+"""Render docs/screenshots/dataset-20.png, dataset-concepts.png, dataset-500.png, dataset-mask.png and the
+captioning pair: the Dataset page on drawn images.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_dataset_screenshots.py [OUT_DIR]
 
 20 images (plus a few awkward files from the test corpus) in a DreamBooth project with a second
 concept (a cat, its own token, repeats and class set), showing the health findings; the same
 project with the second concept selected; 500 images in a LoRA project with a multi-selection
-for bulk edits; the crop view with a loss mask painted around the dog.  Everything
+for bulk edits; the crop view with a loss mask painted around the dog; the "Caption images…" dialog after a
+preview, and the page after the run (dataset-caption-dialog.png, dataset-captioned.png).  Everything
 happens in a throwaway folder; the pictures are drawn here (a dog-ish shape in a landscape).
 """
 
@@ -186,6 +187,56 @@ def render_mask(scratch: Path, out: Path) -> None:
     print(f"wrote {out}")
 
 
+def render_captioning(scratch: Path, out: Path, page_out: Path) -> None:
+    """The "Caption images…" dialog after a preview by a tiny WD14-style tagger (built here, the tests' own: its
+    tags follow the picture's colours), then the page after captioning the images that had none, Undo offered."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from desktop_app.dataset import DatasetPanel
+    from desktop_app.train.config_model import ConfigModel
+    from tests.dataset.test_captioning import write_tagger
+    from trainer.config import apply_overrides, config_from_dict, load_config
+
+    root = scratch / "my-dog-captioned"
+    make_images(root / "datasets" / "subject", 14, awkward=False)
+    tagger = write_tagger(scratch / "models" / "wd-vit-tagger-v3",
+                          [("brown_dog", 0), ("blue_sky", 0), ("outdoors", 0), ("sks_character", 4), ("safe", 9)])
+    data = apply_overrides(load_config(REPO / "resources" / "presets" / "sd15-dreambooth.toml").to_dict(),
+                           ["dataset.path=datasets/subject", "dataset.name=my dog"])
+    panel = DatasetPanel(ConfigModel(config_from_dict(data)), root)
+    panel.resize(1280, 800)
+    panel.show()
+
+    def spin(ms: int) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def wait(done, seconds: float = 60) -> None:
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds and not done():
+            spin(100)
+
+    wait(lambda: len(panel.dataset.entries) == 14)
+    spin(1500)
+    dialog = panel.open_caption_dialog()
+    dialog.model.setText(str(tagger))
+    dialog.preview()
+    wait(lambda: dialog.table.rowCount() > 0 and not panel.auto_captioner.is_busy())
+    spin(300)
+    dialog.grab().save(str(out))
+    print(f"wrote {out}")
+    dialog.run()
+    wait(lambda: not panel.auto_captioner.is_busy())
+    dialog.close()
+    panel.select_rows([3])
+    wait(lambda: bool(panel.dataset.report_summary))
+    spin(800)
+    panel.grab().save(str(page_out))
+    panel.shutdown()
+    print(f"wrote {page_out}")
+
+
 def main() -> int:
     from PySide6.QtWidgets import QApplication
 
@@ -198,6 +249,7 @@ def main() -> int:
         render(Path(scratch), 20, "sd15-dreambooth", out_dir / "dataset-20.png", out_dir / "dataset-concepts.png")
         render(Path(scratch), 500, "sd15-lora-8gb", out_dir / "dataset-500.png")
         render_mask(Path(scratch), out_dir / "dataset-mask.png")
+        render_captioning(Path(scratch), out_dir / "dataset-caption-dialog.png", out_dir / "dataset-captioned.png")
     return 0
 
 

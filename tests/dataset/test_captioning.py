@@ -138,6 +138,16 @@ def test_an_image_to_text_model_writes_what_its_own_generate_says(tmp_path):
     expected = " ".join(processor.batch_decode(out, skip_special_tokens=True)[0].split())
     assert caption == expected and len(caption.split()) >= 3
 
+    # The Dataset page's task, with the options its dialog sends for such a model, gives the same caption.
+    from trainer.tasks.runner import run_task
+
+    image.save(tmp_path / "red.png")
+    events = Events()
+    assert run_task("caption-images", {"model": str(blip), "images": [str(tmp_path / "red.png")],
+                                       "options": {"prompt": "", "max_new_tokens": 6}}, events, events) == 0
+    assert [event.data for event in events.events if getattr(event, "data", None)] == [
+        {"image": str(tmp_path / "red.png"), "caption": expected}]
+
 
 def test_modes_prefix_suffix_and_one_undo_for_the_batch(tmp_path):
     images = colour_images(tmp_path, {"a": (1, 2, 3), "b": (4, 5, 6), "c": (7, 8, 9), "d": (9, 9, 9)})
@@ -190,3 +200,50 @@ def test_the_command_captions_a_folder_and_says_what_is_wrong_with_exit_code_2(t
     assert "skipped" in err and "broken.png" in err and not (tmp_path / "data" / "broken.txt").exists()
     assert dataset_main(["caption", str(tmp_path / "data"), "--model", str(tmp_path)]) == 2
     assert "is not a captioner" in capsys.readouterr().err
+
+
+class Events:
+    """The event sink and command source of a task run in this process; ``stop_after`` units it sends Stop."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.events: list = []
+        self.stop_after = stop_after
+
+    def emit(self, event) -> None:
+        self.events.append(event)
+
+    def poll(self):
+        from trainer.protocol import Stop, TaskProgress
+
+        units = sum(1 for event in self.events if isinstance(event, TaskProgress) and event.data)
+        return Stop(save=False) if self.stop_after is not None and units >= self.stop_after else None
+
+
+def test_the_page_task_hands_each_caption_over_with_its_progress_and_writes_nothing(tagger, tmp_path):
+    from trainer.protocol import Failed, TaskDone
+    from trainer.tasks.runner import run_task
+
+    images = colour_images(tmp_path, {"red": (250, 10, 10), "blue": (10, 10, 250), "grey": (128, 128, 128)})
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    paths = [str(images["red"]), str(tmp_path / "broken.png"), str(images["blue"])]
+    events = Events()
+    options = {"blacklist": ["^_^"], "keep_underscores": True, "general_threshold": 0.35}
+    assert run_task("caption-images", {"model": str(tagger), "images": paths, "options": options},
+                    events, events) == 0
+    units = [event.data for event in events.events if getattr(event, "data", None)]
+    assert units[0] == {"image": paths[0], "caption": "red_shirt"} and units[2] == {"image": paths[2],
+                                                                                   "caption": "blue_sky"}
+    assert units[1]["image"] == paths[1] and "problem" in units[1]
+    assert events.events[-1].result == {"captioner": "WD14 tagger (wd-tiny-tagger)", "captioned": 2,
+                                        "skipped": [paths[1]]}
+    assert isinstance(events.events[-1], TaskDone) and not list(tmp_path.glob("*.txt"))
+
+    stopping = Events(stop_after=1)  # Stop after the first caption: the task ends there, cancelled
+    assert run_task("caption-images", {"model": str(tagger), "images": paths[::2]}, stopping, stopping) == 1
+    assert [event.data["image"] for event in stopping.events if getattr(event, "data", None)] == [paths[0]]
+    assert isinstance(stopping.events[-1], Failed) and stopping.events[-1].kind == "cancelled"
+
+    refused = Events()
+    assert run_task("caption-images", {"model": str(tmp_path), "images": paths}, refused, refused) == 2
+    assert refused.events[-1].message.startswith("Captioning model: ") and "is not a captioner" in \
+        refused.events[-1].message

@@ -1,4 +1,5 @@
-"""A stand-in for the generate-class-images task, for the panel's tests: writes small PNGs, no torch."""
+"""Stand-ins for the panel's tasks in tests: the generate-class-images task (writes small PNGs, no torch) and a
+captioning task slow enough to cancel."""
 
 from __future__ import annotations
 
@@ -26,3 +27,19 @@ def fake_class_images(args: dict, context: TaskContext) -> dict:
         Image.new("RGB", (64, 64), (n * 40 % 255, 90, 160)).save(folder / f"class-{have + n:05d}.png")
         context.progress(n + 1, missing, f"Class image {n + 1} of {missing}")
     return {"class_dir": str(folder), "generated": missing, "total": have + missing}
+
+
+def slow_captions(args: dict, context: TaskContext) -> dict:
+    """The real ``caption-images`` task, pausing after each caption so that a test can cancel it midway."""
+    from trainer.captioning.task import caption_images_task
+
+    class Pausing:
+        def progress(self, done: int, total: int, message: str = "", data: dict | None = None) -> None:
+            context.progress(done, total, message, data)
+            if data:
+                time.sleep(0.8)  # time for the GUI to see it and send Stop, even on a busy machine
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(context, name)
+
+    return caption_images_task(args, Pausing())  # type: ignore[arg-type]

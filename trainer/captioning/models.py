@@ -22,9 +22,9 @@ from typing import Protocol
 
 from PIL import Image
 
+from trainer.captioning.folder import TAG_FILE, captioner_kind
 from trainer.errors import InputError
 
-TAG_FILE = "selected_tags.csv"
 GENERAL, CHARACTER = 0, 4
 KAOMOJI = frozenset({"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o",
                      "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||"})
@@ -47,45 +47,37 @@ class Captioner(Protocol):
     def caption(self, image: Image.Image) -> str: ...
 
 
-def open_captioner(folder: Path, options: CaptionerOptions) -> Captioner:
-    """The captioner in ``folder``; ``InputError`` naming the folder when it holds none (or half of one)."""
+def open_captioner(folder: Path, options: CaptionerOptions, field: str = "--model") -> Captioner:
+    """The captioner in ``folder``; ``InputError`` starting with ``field`` (the option or setting that named the
+    folder) when it holds none, or half of one."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"--model: {folder} is not a folder (point to a captioning model's folder)")
-    onnx_files = sorted(folder.glob("*.onnx"))
-    if onnx_files:
-        if not (folder / TAG_FILE).is_file():
-            raise InputError(f"--model: {folder} has {onnx_files[0].name} but no {TAG_FILE} beside it: a WD14 "
-                             f"tagger needs its tag list (download both from the model's page)")
-        return OnnxTagger(onnx_files[0], folder / TAG_FILE, options)
-    if (folder / "config.json").is_file():
-        return TransformersCaptioner(folder, options)
-    raise InputError(f"--model: {folder} is not a captioner: it has neither a tagger (.onnx with {TAG_FILE}) nor a "
-                     "transformers model (config.json); point to the folder that holds one")
+    if captioner_kind(folder, field) == "tagger":
+        return OnnxTagger(sorted(folder.glob("*.onnx"))[0], folder / TAG_FILE, options, field)
+    return TransformersCaptioner(folder, options, field)
 
 
 class OnnxTagger:
-    def __init__(self, model: Path, tags: Path, options: CaptionerOptions) -> None:
+    def __init__(self, model: Path, tags: Path, options: CaptionerOptions, field: str = "--model") -> None:
         import onnxruntime
 
         self.options = options
         self.name = f"WD14 tagger ({model.parent.name})"
-        self.tags, self.categories = read_tag_list(tags)
+        self.tags, self.categories = read_tag_list(tags, field)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if options.device.startswith("cuda") \
             else ["CPUExecutionProvider"]
         available = set(onnxruntime.get_available_providers())
         try:
             self.session = onnxruntime.InferenceSession(str(model), providers=[p for p in providers if p in available])
         except Exception as error:  # onnxruntime raises its own exception types for a bad file
-            raise InputError(f"--model: {model} is not an ONNX model onnxruntime can run ({error})") from None
+            raise InputError(f"{field}: {model} is not an ONNX model onnxruntime can run ({error})") from None
         model_input = self.session.get_inputs()[0]
         shape = model_input.shape
         if len(shape) != 4 or not isinstance(shape[1], int) or shape[1] != shape[2] or shape[3] != 3:
-            raise InputError(f"--model: {model} takes {shape}, not (batch, side, side, 3) images like a WD14 tagger")
+            raise InputError(f"{field}: {model} takes {shape}, not (batch, side, side, 3) images like a WD14 tagger")
         self.side, self.input_name = int(shape[1]), model_input.name
         outputs = self.session.get_outputs()[0].shape
         if outputs[-1] != len(self.tags):
-            raise InputError(f"--model: {model} scores {outputs[-1]} tags but {tags.name} lists {len(self.tags)}; "
+            raise InputError(f"{field}: {model} scores {outputs[-1]} tags but {tags.name} lists {len(self.tags)}; "
                              "they are not from the same model")
 
     def scores(self, image: Image.Image) -> list[float]:
@@ -111,23 +103,23 @@ class OnnxTagger:
                          for _, tag in kept)
 
 
-def read_tag_list(path: Path) -> tuple[list[str], list[int]]:
+def read_tag_list(path: Path, field: str = "--model") -> tuple[list[str], list[int]]:
     """The tags and their categories from a ``selected_tags.csv``, in the model's output order."""
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"--model: {path} cannot be read ({error})") from None
+        raise InputError(f"{field}: {path} cannot be read ({error})") from None
     if not rows or not {"name", "category"} <= set(rows[0]):
-        raise InputError(f"--model: {path} is not a tagger's tag list (it needs name and category columns)")
+        raise InputError(f"{field}: {path} is not a tagger's tag list (it needs name and category columns)")
     try:
         return [row["name"] for row in rows], [int(row["category"]) for row in rows]
     except (TypeError, ValueError):
-        raise InputError(f"--model: {path} has a category that is not a number") from None
+        raise InputError(f"{field}: {path} has a category that is not a number") from None
 
 
 class TransformersCaptioner:
-    def __init__(self, folder: Path, options: CaptionerOptions) -> None:
+    def __init__(self, folder: Path, options: CaptionerOptions, field: str = "--model") -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -136,10 +128,10 @@ class TransformersCaptioner:
             self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
             self.model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).eval()
         except (OSError, ValueError, KeyError) as error:
-            raise InputError(f"--model: {folder} is not an image-to-text model transformers can load offline "
+            raise InputError(f"{field}: {folder} is not an image-to-text model transformers can load offline "
                              f"({str(error).splitlines()[0]})") from None
         except torch.OutOfMemoryError:
-            raise InputError(f"--model: {folder} needs more memory than this machine has free") from None
+            raise InputError(f"{field}: {folder} needs more memory than this machine has free") from None
         self.model.to(options.device)
         self.name = type(self.model).__name__
         self.chat = bool(getattr(self.processor, "chat_template", None))

@@ -19,6 +19,7 @@ TASKS: dict[str, str] = {
     "model-blocks": "trainer.tasks.measure:model_blocks",
     "device-info": "trainer.tasks.measure:device_info",
     "measure": "trainer.tasks.measure:measure",
+    "caption-images": "trainer.captioning.task:caption_images_task",
     # Model merging (trainer/merge/tasks.py)
     "merge-fuse-lora": "trainer.merge.tasks:fuse_lora_task",
     "merge-loras": "trainer.merge.tasks:merge_loras_task",

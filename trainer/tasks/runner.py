@@ -48,8 +48,8 @@ class TaskContext:
         self._events = events
         self._cancelled = False
 
-    def progress(self, done: int, total: int, message: str = "") -> None:
-        self._events.emit(TaskProgress(done, total, message))
+    def progress(self, done: int, total: int, message: str = "", data: dict | None = None) -> None:
+        self._events.emit(TaskProgress(done, total, message, data or {}))
 
     def log(self, message: str, level: str = "info") -> None:
         self._events.emit(Log(level, message))
