@@ -132,6 +132,12 @@ class TransformersCaptioner:
                              f"({str(error).splitlines()[0]})") from None
         except torch.OutOfMemoryError:
             raise InputError(f"{field}: {folder} needs more memory than this machine has free") from None
+        except ImportError as error:  # transformers 5's Qwen-VL processors need torchvision, which Kamaal lacks
+            text = str(error).strip()
+            needs = (f"the {text.split(' requires the ', 1)[1].split(' library', 1)[0]} library"
+                     if " requires the " in text else f"a library that is not installed ({text.splitlines()[0]})")
+            raise InputError(f"{field}: {folder} needs {needs}, which Kamaal does not install; use a tagger, BLIP "
+                             "or Florence-2 folder") from None
         self.model.to(options.device)
         self.name = type(self.model).__name__
         self.chat = bool(getattr(self.processor, "chat_template", None))
