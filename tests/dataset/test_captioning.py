@@ -149,6 +149,65 @@ def test_an_image_to_text_model_writes_what_its_own_generate_says(tmp_path):
         {"image": str(tmp_path / "red.png"), "caption": expected}]
 
 
+# A chat turn with an image, as LLaVA-style processors template it (reduced to what a caption needs).
+CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for part in message['content'] %}"
+                 "{% if part['type'] == 'image' %}<image>{% else %}{{ part['text'] }}{% endif %}{% endfor %}"
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def write_tiny_llava(folder: Path) -> Path:
+    """A tiny vision-language model (LLaVA: a CLIP vision tower, a Qwen2 language model, the shipped Qwen tokenizer
+    with an <image> token) whose processor has a chat template; it answers up to the token limit."""
+    import torch
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    from trainer.models.clip_vocab import qwen3_tokenizer
+
+    tokenizer = qwen3_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    torch.manual_seed(0)
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 37,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
+                       "projection_dim": 32},
+        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "max_position_embeddings": 512},
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+        vision_feature_select_strategy="default")
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = None  # a random model would end at once
+    model.save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
+                   chat_template=CHAT_TEMPLATE, num_additional_image_tokens=1).save_pretrained(folder)
+    return folder
+
+
+def test_a_vision_language_model_is_asked_the_prompt_and_its_answer_is_the_caption(tmp_path):
+    """A processor with a chat template gets the prompt as a chat turn with the image; the caption is the answer
+    alone: what the model's own generate adds after that turn, without the turn."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from trainer.captioning.models import CaptionerOptions, open_captioner
+
+    folder = write_tiny_llava(tmp_path / "tiny-llava")
+    image = Image.new("RGB", (64, 48), (30, 200, 30))
+    captioner = open_captioner(folder, CaptionerOptions(prompt="Describe the colours.", max_new_tokens=5))
+    assert captioner.chat
+    caption = captioner.caption(image)
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the colours."}]}]
+    inputs = processor(images=[image], text=[processor.apply_chat_template(turn, add_generation_prompt=True)],
+                       return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    answer = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+    assert caption == " ".join(answer.split()) and caption and "Describe" not in caption
+
+
 def test_modes_prefix_suffix_and_one_undo_for_the_batch(tmp_path):
     images = colour_images(tmp_path, {"a": (1, 2, 3), "b": (4, 5, 6), "c": (7, 8, 9), "d": (9, 9, 9)})
     pixels = {name: path.read_bytes() for name, path in images.items()}
