@@ -32,6 +32,7 @@ from trainer.models.component_files import (
     load_exact,
     prefer_wide,
     t5_state,
+    tokenizer_from,
     vae_from_state,
     weight_files,
 )
@@ -126,15 +127,4 @@ def load_chroma_single_file(checkpoint: CheckpointFile, config_dir: Path | None,
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
                                                                           local_files_only=True)
     return diffusers.ChromaPipeline(transformer=transformer.to(dtype), vae=vae.to(dtype), text_encoder=t5.to(dtype),
-                                    tokenizer=_tokenizer(folder), scheduler=scheduler)
-
-
-def _tokenizer(folder: Path) -> Any:
-    """The config folder's own T5 tokenizer (tiny models), else the shipped one."""
-    if (folder / "tokenizer").is_dir():
-        import transformers
-
-        return transformers.T5TokenizerFast.from_pretrained(folder / "tokenizer", local_files_only=True)
-    from trainer.models.clip_vocab import t5_tokenizer
-
-    return t5_tokenizer()
+                                    tokenizer=tokenizer_from(folder / "tokenizer", "t5"), scheduler=scheduler)

@@ -150,3 +150,15 @@ def vae_from_state(state: dict[str, torch.Tensor], folder: Path, source: Path, f
     except (ValueError, RuntimeError, KeyError, OSError, SingleFileComponentError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise InputError(f"{field}: {source} {problem} ({detail})") from None
+
+
+def tokenizer_from(folder: Path, kind: str):
+    """The tokenizer in ``folder`` (a config folder may bring its own: the tiny models' do), else the one Kamaal
+    ships for ``kind`` ("t5" or "qwen3", as ``TextEncoder.tokenizer_kind`` names them)."""
+    if folder.is_dir():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    from trainer.models.clip_vocab import qwen3_tokenizer, t5_tokenizer
+
+    return {"t5": t5_tokenizer, "qwen3": qwen3_tokenizer}[kind]()

@@ -32,7 +32,13 @@ from trainer.errors import InputError
 from trainer.families.flux2 import bfl_layout, bfl_norms
 from trainer.models import fused_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
-from trainer.models.component_files import COMFY_TEXT_FOLDERS, comfy_models_folder, load_exact, weight_files
+from trainer.models.component_files import (
+    COMFY_TEXT_FOLDERS,
+    comfy_models_folder,
+    load_exact,
+    tokenizer_from,
+    weight_files,
+)
 from trainer.models.info import MODEL_CONFIGS
 
 PREFIX = "model.diffusion_model."
@@ -166,16 +172,6 @@ def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | N
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
                                                                           local_files_only=True)
     return diffusers.Flux2KleinPipeline(transformer=transformer.to(dtype), vae=vae.to(dtype),
-                                        text_encoder=text_encoder.to(dtype), tokenizer=_tokenizer(folder),
+                                        text_encoder=text_encoder.to(dtype),
+                                        tokenizer=tokenizer_from(folder / "tokenizer", "qwen3"),
                                         scheduler=scheduler, is_distilled="base" not in path.name.lower())
-
-
-def _tokenizer(folder: Path) -> Any:
-    """The config folder's own tokenizer (tiny models), else the shipped Qwen3 one."""
-    if (folder / "tokenizer").is_dir():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    from trainer.models.clip_vocab import qwen3_tokenizer
-
-    return qwen3_tokenizer()

@@ -33,6 +33,7 @@ from trainer.models.component_files import (
     load_exact,
     prefer_wide,
     t5_state,
+    tokenizer_from,
     vae_from_state,
 )
 from trainer.models.info import MODEL_CONFIGS
@@ -96,8 +97,7 @@ def load_flux_single_file(checkpoint: CheckpointFile, config_dir: Path | None, d
     vae = vae_from_state(open_checkpoint(vae_path).state_dict(), folder, vae_path, "model.vae_file",
                          "is not a Flux VAE")
 
-    tokenizer_2 = (transformers.T5TokenizerFast.from_pretrained(folder / "tokenizer_2", local_files_only=True)
-                   if (folder / "tokenizer_2").is_dir() else _t5_tokenizer())
+    tokenizer_2 = tokenizer_from(folder / "tokenizer_2", "t5")
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
                                                                           local_files_only=True)
     pipeline = diffusers.FluxPipeline(transformer=transformer.to(dtype), vae=vae.to(dtype),
@@ -105,12 +105,6 @@ def load_flux_single_file(checkpoint: CheckpointFile, config_dir: Path | None, d
                                       tokenizer=_tokenizer(folder / "tokenizer", False), tokenizer_2=tokenizer_2,
                                       scheduler=scheduler)
     return pipeline
-
-
-def _t5_tokenizer() -> Any:
-    from trainer.models.clip_vocab import t5_tokenizer
-
-    return t5_tokenizer()
 
 
 def _sort_encoders(files: list[Path]) -> tuple[Path, Path]:

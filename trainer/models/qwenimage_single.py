@@ -36,6 +36,7 @@ from trainer.models.component_files import (
     load_exact,
     prefer_wide,
     read_scaled_fp8,
+    tokenizer_from,
     weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
@@ -145,16 +146,6 @@ def load_qwenimage_single_file(checkpoint: CheckpointFile, config_dir: Path | No
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
                                                                           local_files_only=True)
     return diffusers.QwenImagePipeline(transformer=transformer.to(dtype), vae=vae.to(dtype),
-                                       text_encoder=text_encoder.to(dtype), tokenizer=_tokenizer(folder),
+                                       text_encoder=text_encoder.to(dtype),
+                                       tokenizer=tokenizer_from(folder / "tokenizer", "qwen3"),
                                        scheduler=scheduler)
-
-
-def _tokenizer(folder: Path) -> Any:
-    """The config folder's own tokenizer (tiny models), else the shipped Qwen3 files (Qwen2.5's BPE)."""
-    if (folder / "tokenizer").is_dir():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    from trainer.models.clip_vocab import qwen3_tokenizer
-
-    return qwen3_tokenizer()

@@ -38,6 +38,7 @@ from trainer.models.component_files import (
     load_exact,
     prefer_wide,
     t5_state,
+    tokenizer_from,
     vae_from_state,
     weight_files,
 )
@@ -69,7 +70,7 @@ def load_sd3_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dt
         encoder = encoders[spec.component]
         parts[spec.component] = _as(encoder, dtype) if encoder is not None else None
         if spec.tokenizer_kind == "t5":
-            parts[spec.tokenizer] = _t5_tokenizer(folder / spec.tokenizer) if encoder is not None else None
+            parts[spec.tokenizer] = tokenizer_from(folder / spec.tokenizer, "t5") if encoder is not None else None
         else:
             parts[spec.tokenizer] = _tokenizer(folder / spec.tokenizer, spec.open_clip)
     parts["scheduler"] = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(
@@ -236,13 +237,3 @@ def _sort_files(files: list[Path], configs: dict[str, Any]) -> dict[str, Path]:
             raise InputError(f"model.text_encoder_files: {file} is one CLIP text encoder too many")
         chosen[slot] = file
     return chosen
-
-
-def _t5_tokenizer(folder: Path) -> Any:
-    from transformers import T5TokenizerFast
-
-    from trainer.models.clip_vocab import t5_tokenizer
-
-    if folder.is_dir():
-        return T5TokenizerFast.from_pretrained(folder, local_files_only=True)
-    return t5_tokenizer()

@@ -29,6 +29,7 @@ from trainer.models.component_files import (
     COMFY_TEXT_FOLDERS,
     comfy_models_folder,
     load_exact,
+    tokenizer_from,
     vae_from_state,
     weight_files,
 )
@@ -129,16 +130,6 @@ def load_zimage_single_file(checkpoint: CheckpointFile, config_dir: Path | None,
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
                                                                           local_files_only=True)
     return diffusers.ZImagePipeline(transformer=transformer.to(dtype), vae=vae.to(dtype),
-                                    text_encoder=text_encoder.to(dtype), tokenizer=_tokenizer(folder),
+                                    text_encoder=text_encoder.to(dtype),
+                                    tokenizer=tokenizer_from(folder / "tokenizer", "qwen3"),
                                     scheduler=scheduler)
-
-
-def _tokenizer(folder: Path) -> Any:
-    """The config folder's own tokenizer (tiny models), else the shipped Qwen3 one."""
-    if (folder / "tokenizer").is_dir():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    from trainer.models.clip_vocab import qwen3_tokenizer
-
-    return qwen3_tokenizer()
