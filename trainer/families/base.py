@@ -25,14 +25,19 @@ class TextEncoder:
     open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
-    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma).
-    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma"] = "clip"
+    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma,
+    # mistral: Mistral's Tekken BPE, which no package Kamaal may ship it from provides).
+    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma", "mistral"] = "clip"
     # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
     # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
     lora: bool = True
     # Its containers of repeated blocks (dotted module paths): the Linear layers inside them are what
     # ``model.text_encoder_quantization`` stores in fewer bits.  Empty: the encoder is never quantized.
     blocks: tuple[str, ...] = ()
+    # Its folder's tokenizer is a multimodal processor (Flux.2 dev's ``PixtralProcessor``) whose image half
+    # transformers 5 builds only with torchvision, which Kamaal does not install: the folder loader reads the text
+    # tokenizer alone (with its chat template), all that the pipeline's text-to-image path calls.
+    tokenizer_in_processor: bool = False
 
     @property
     def tokenizer(self) -> str:

@@ -39,6 +39,7 @@ FAMILY = Family(
     single_file_reader="trainer.models.flux2_single:load_flux2klein_single_file",
     config_folders={"flow_matching": "flux2-klein-4b"},  # 9B files: flux2-klein-9b (the reader tells them apart)
     file_markers=flux2.FILE_MARKERS,
+    file_lacks=("guidance_in.",),  # Flux.2 dev's file: the same markers, and the guidance embedder klein lacks
     blocks=flux2.BLOCKS,
     memory=MemoryFacts(
         # klein 4B, counted on the meta device from resources/model_configs/flux2-klein-4b: the transformer, Qwen3-4B

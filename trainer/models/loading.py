@@ -108,10 +108,24 @@ def _extra_pipeline_args(architecture: Architecture) -> dict[str, Any]:
     return dict(family(architecture).pipeline_args)
 
 
+def _text_tokenizers(folder: Path, architecture: Architecture) -> dict[str, Any]:
+    """The tokenizers read apart from ``from_pretrained``: where the folder keeps a multimodal processor whose
+    image half needs torchvision (``TextEncoder.tokenizer_in_processor``), its text tokenizer alone."""
+    from transformers import AutoTokenizer
+
+    return {spec.tokenizer: AutoTokenizer.from_pretrained(folder / spec.tokenizer, local_files_only=True)
+            for spec in family(architecture).text_encoders if spec.tokenizer_in_processor}
+
+
 def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:
     try:
+        tokenizers = _text_tokenizers(folder, info.architecture)
+        # Loaded as None and set after: diffusers checks a passed component against the class the folder names,
+        # which transformers only has as a placeholder here.
         pipeline = _pipeline_class(info.architecture).from_pretrained(
-            folder, local_files_only=True, dtype=dtype, **_extra_pipeline_args(info.architecture))
+            folder, local_files_only=True, dtype=dtype, **dict.fromkeys(tokenizers),
+            **_extra_pipeline_args(info.architecture))
+        pipeline.register_modules(**tokenizers)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise InputError(f"model.path: {folder} could not be loaded as a diffusers model ({error})") from None
     _refuse_missing_weights(pipeline, folder)

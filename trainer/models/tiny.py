@@ -85,6 +85,9 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 tokenizer = qwen3_tokenizer()
                 components[encoder.component] = _qwen_encoder(class_name, width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id, *depth)
+            elif encoder.tokenizer_kind == "mistral":
+                tokenizer = tiny_mistral_tokenizer()
+                components[encoder.component] = _mistral3_encoder(width, activation, tokenizer, *depth)
             elif encoder.tokenizer_kind == "gemma":
                 tokenizer = tiny_gemma_tokenizer()
                 components[encoder.component] = _gemma_encoder(width, activation, len(tokenizer),
@@ -179,6 +182,57 @@ def _gemma_encoder(width: int, activation: str, vocab_size: int, pad_id: int) ->
         num_attention_heads=4, num_key_value_heads=2, head_dim=width // 4, hidden_activation=activation,
         max_position_embeddings=512, query_pre_attn_scalar=width // 4, pad_token_id=pad_id, use_cache=False)
     return transformers.Gemma2Model(config)
+
+
+# Mistral's control tokens the chat template and the processor name (the real Tekken vocabulary has 1,000 of them
+# before its byte-level BPE, at other ids).
+_MISTRAL_SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<pad>", "[IMG]", "[IMG_BREAK]", "[IMG_END]",
+                     "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")
+# Mistral Small 3's chat layout for text turns: <s>[SYSTEM_PROMPT]…[/SYSTEM_PROMPT][INST]…[/INST] — content given
+# as a string or as a list of {"type": "text"} parts, as Flux2Pipeline's format_input gives it.
+_MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['content'] is string %}{% set text = message['content'] %}{% else %}"
+    "{% set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}"
+    "{% endif %}"
+    "{% if message['role'] == 'system' %}{{ '[SYSTEM_PROMPT]' + text + '[/SYSTEM_PROMPT]' }}"
+    "{% elif message['role'] == 'user' %}{{ '[INST]' + text + '[/INST]' }}"
+    "{% else %}{{ text + eos_token }}{% endif %}{% endfor %}")
+
+
+def tiny_mistral_tokenizer() -> Any:
+    """A byte-level BPE tokenizer in the shape of Mistral's Tekken (its control tokens, then the 256 bytes; no
+    merges, so every byte is a token) with Mistral Small 3's chat layout: what ``Flux2Pipeline`` calls
+    (``apply_chat_template`` with padding to 512).  The real vocabulary comes with a Flux.2 dev folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(_MISTRAL_SPECIALS)}
+    for character in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[character] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(list(_MISTRAL_SPECIALS))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", chat_template=_MISTRAL_CHAT_TEMPLATE)
+
+
+def _mistral3_encoder(width: int, activation: str, tokenizer: Any, layers: int = 30) -> torch.nn.Module:
+    """A small Mistral 3 (``Mistral3ForConditionalGeneration``, Flux.2 dev's class: a Mistral language model with
+    grouped-query attention, a one-layer Pixtral vision tower and its projector, which text never reaches), as many
+    layers as the family reads from (Flux.2 dev's 30th)."""
+    import transformers
+
+    config = transformers.Mistral3Config(
+        text_config={"model_type": "mistral", "vocab_size": len(tokenizer), "hidden_size": width,
+                     "intermediate_size": 2 * width, "num_hidden_layers": layers, "num_attention_heads": 4,
+                     "num_key_value_heads": 2, "head_dim": width // 4, "hidden_act": activation,
+                     "max_position_embeddings": 1024, "pad_token_id": tokenizer.pad_token_id, "use_cache": False},
+        vision_config={"model_type": "pixtral", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "head_dim": 8, "patch_size": 4, "image_size": 32},
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"), spatial_merge_size=2)
+    return transformers.Mistral3ForConditionalGeneration(config)
 
 
 def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:
