@@ -99,8 +99,9 @@ class ModelConfig(Section):
         default_factory=list, json_schema_extra={"path": True, **DIFFUSION_ONLY},
         description="For a single-file base whose text encoders are files of their own (Flux: clip_l and t5xxl; "
                     "SD 3.5: clip_l, clip_g and, optionally, t5xxl; Z-Image: its Qwen3 file; Qwen-Image: "
-                    "qwen_2.5_vl_7b — .safetensors, in any order); empty = look beside it as ComfyUI keeps them "
-                    "(models/clip, models/text_encoders).")
+                    "qwen_2.5_vl_7b; Flux.2 dev: mistral_3_small_flux2 and FLUX.2-dev's tokenizer folder — "
+                    ".safetensors, in any order); empty = look beside it as ComfyUI keeps them (models/clip, "
+                    "models/text_encoders).")
     vae_file: str = Field(
         "", json_schema_extra={"path": True, **DIFFUSION_ONLY},
         description="For a single-file base without its VAE: Flux and Z-Image (ae.safetensors), Qwen-Image "

@@ -206,3 +206,86 @@ def test_a_folder_whose_tokenizer_is_a_pixtral_processor_loads_without_torchvisi
         embeds, _ = loaded.pipeline.encode_prompt("a red circle", device=torch.device("cpu"))
         reference, _ = pipeline(tiny_dev).encode_prompt("a red circle", device=torch.device("cpu"))
     assert torch.equal(embeds, reference)
+
+
+@pytest.fixture(scope="module")
+def comfy_dev(tiny_dev, tmp_path_factory):
+    """The tiny dev as ComfyUI keeps it: BFL's transformer file (``model.diffusion_model.`` keys) in
+    models/diffusion_models, Mistral as ComfyUI's ``mistral_3_small_flux2_bf16`` holds it (the language model under
+    ``model.``, no LM head, no vision tower, the vocabulary as a ``tekken_model`` byte tensor) in
+    models/text_encoders, BFL's VAE file in models/vae; a config folder without a tokenizer (as the shipped one)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from tests.families.test_flux2klein_single_files import bfl_vae
+    from trainer.models.flux2_single import pipeline_to_original
+    from trainer.models.tiny import write_tiny_config_dir
+
+    root = tmp_path_factory.mktemp("comfy-dev")
+    pipe = pipeline(tiny_dev)
+    models = root / "models"
+    for folder in ("diffusion_models", "text_encoders", "vae"):
+        (models / folder).mkdir(parents=True)
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in pipeline_to_original(pipe).items()},
+              models / "diffusion_models" / "flux2-dev.safetensors")
+    language = {f"model.{k}": v.contiguous().clone()
+                for k, v in pipe.text_encoder.model.language_model.state_dict().items()}
+    tekken = torch.frombuffer(bytearray(b'{"vocab": []}'), dtype=torch.uint8)
+    save_file(language | {"tekken_model": tekken}, models / "text_encoders" / "mistral_3_small_flux2_bf16.safetensors")
+    save_file(bfl_vae(pipe.vae), models / "vae" / "flux2-vae.safetensors")
+    config_dir = write_tiny_config_dir(tiny_dev, root / "config")
+    shutil.rmtree(config_dir / "tokenizer")
+    return {"pipe": pipe, "models": models, "config_dir": config_dir, "tokenizer": tiny_dev / "tokenizer"}
+
+
+def test_the_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy_dev):
+    """With FLUX.2-dev's tokenizer folder named: the transformer, the VAE and Mistral's language model are the
+    very weights they came from, prompts encode as the folder's pipeline encodes them, and the picture is the same."""
+    from trainer.models import load_model
+
+    original = comfy_dev["pipe"]
+    loaded = load_model(comfy_dev["models"] / "diffusion_models" / "flux2-dev.safetensors",
+                        config_dir=comfy_dev["config_dir"], text_encoder_files=[str(comfy_dev["tokenizer"])])
+    assert loaded.info.architecture == ARCH and type(loaded.pipeline).__name__ == "Flux2Pipeline"
+    for part in ("transformer", "vae"):
+        mine, theirs = getattr(loaded.pipeline, part).state_dict(), getattr(original, part).state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), part
+    mine = loaded.pipeline.text_encoder.model.language_model.state_dict()
+    theirs = original.text_encoder.model.language_model.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    with torch.no_grad():
+        embeds, _ = loaded.pipeline.encode_prompt("a red circle", device=torch.device("cpu"))
+        reference, _ = original.encode_prompt("a red circle", device=torch.device("cpu"))
+    assert torch.equal(embeds, reference)
+    loaded.pipeline.set_progress_bar_config(disable=True)
+    assert np.array_equal(draw(loaded.pipeline, "a red circle", 3, steps=2), draw(original, "a red circle", 3, steps=2))
+
+
+def test_what_a_dev_file_lacks_or_cannot_be_is_refused_by_name(comfy_dev, tmp_path):
+    """No tokenizer: the folder to name; ComfyUI's scaled fp8 file: by name; a klein file stays klein's."""
+    from safetensors.torch import save_file
+
+    from trainer.errors import InputError
+    from trainer.models import load_model
+    from trainer.models.detect import detect_architecture
+
+    dev = comfy_dev["models"] / "diffusion_models" / "flux2-dev.safetensors"
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: Flux\.2 dev's tokenizer .* add the tokenizer "
+                                         r"folder of black-forest-labs/FLUX\.2-dev"):
+        load_model(dev, config_dir=comfy_dev["config_dir"])
+    scaled = tmp_path / "flux2_dev_fp8mixed.safetensors"
+    save_file({"guidance_in.in_layer.weight": torch.zeros(2, 2), "single_stream_modulation.lin.weight":
+               torch.zeros(2, 2), "single_blocks.0.linear1.scale_weight": torch.ones(1)}, scaled)
+    with pytest.raises(InputError, match=r"model\.path: .*flux2_dev_fp8mixed\.safetensors is a scaled fp8 file"):
+        load_model(scaled)
+    klein = {"double_blocks.0.img_attn.qkv.weight": (1, 1), "single_stream_modulation.lin.weight": (1, 1)}
+    assert detect_architecture(klein, "k") == "flux2klein"
+    assert detect_architecture(klein | {"guidance_in.in_layer.weight": (1, 1)}, "d") == ARCH
+    from trainer.config import config_from_dict
+    from trainer.preflight import input_problems
+
+    config = config_from_dict({"mode": "lora", "model": {"architecture": ARCH, "path": str(dev), "text_encoder_files": [
+        str(comfy_dev["tokenizer"]), str(tmp_path)]}})
+    problems = input_problems(config)  # the tokenizer folder is taken; a folder without one is not
+    assert "model.text_encoder_files[0]" not in problems and "is a folder" in problems["model.text_encoder_files[1]"]

@@ -105,13 +105,14 @@ def test_named_files_load_from_anywhere_and_missing_ones_are_refused_naming_the_
 
 
 def test_a_flux2_file_of_another_size_is_refused_by_name_and_a_flux1_file_is_not_taken_for_one(tmp_path):
-    """Flux.2 dev's width (6144) is no klein size; Flux.1's BFL files (per-block ``img_mod``) stay Flux.1's."""
+    """A Flux.2 file of neither klein width without dev's guidance embedder is refused; Flux.1's BFL files (per-block
+    ``img_mod``) stay Flux.1's."""
     from trainer.models.detect import detect_architecture
 
     dev = tmp_path / "flux2-dev.safetensors"
     save_file({"img_in.weight": torch.zeros(6144, 1), "single_stream_modulation.lin.weight": torch.zeros(1, 1)}, dev)
     with pytest.raises(InputError, match=r"model\.path: .* is not a Flux\.2 klein transformer \(its img_in is 6144 "
-                                         r"wide; klein 4B is 3072, 9B 4096\); Flux\.2 dev files are not read yet"):
+                                         r"wide; klein 4B is 3072, 9B 4096\)"):
         load_model(dev)
     flux1 = {"double_blocks.0.img_mod.lin.weight": (1, 1), "single_blocks.0.linear1.weight": (1, 1)}
     flux2 = {"double_blocks.0.img_attn.qkv.weight": (1, 1), "single_stream_modulation.lin.weight": (1, 1)}

@@ -1,4 +1,4 @@
-"""Flux.2 klein from the single files people keep for ComfyUI, offline, and back.
+"""Flux.2 (klein, dev) from the single files people keep for ComfyUI, offline, and back.
 
 * the transformer in Black Forest Labs' layout (``flux-2-klein-4b.safetensors`` or ``-9b``, base or distilled, in
   ``models/diffusion_models``; ``model.diffusion_model.`` prefixed or not), converted by ``trainer.families.flux2``'s
@@ -14,6 +14,15 @@
   batch-norm statistics ``bn.*``, as musubi-tuner's ``flux2_models.AutoEncoder`` holds it), converted by diffusers'
   LDM-VAE converter (it has no single-file reader for Flux.2's VAE), or the klein folder's own
   ``vae/diffusion_pytorch_model.safetensors`` (diffusers' keys); anything else is refused naming the file.
+
+Flux.2 dev (``flux2-dev.safetensors``, BFL's, 6144 wide with the guidance embedder ``guidance_in``) reads the same
+way, with Mistral Small 3.2 as ComfyUI keeps it (``mistral_3_small_flux2_bf16.safetensors``: the language model's
+Hugging Face names under ``model.``, no LM head, no vision tower, Mistral's Tekken vocabulary as a ``tekken_model``
+byte tensor) or as Hugging Face stores ``Mistral3ForConditionalGeneration``; what text-to-image never runs (the
+head, the vision tower and its projector) is left at zeros.  Mistral's tokenizer ships in no package Kamaal may take
+it from, and transformers reads ``tekken.json`` only through ``mistral_common``, which Kamaal lacks: the tokenizer
+folder of FLUX.2-dev (``tokenizer.json`` and its chat template) is named in ``model.text_encoder_files``.  Scaled or
+mixed fp8 files (ComfyUI's ``flux2_dev_fp8mixed``, weights with scales beside them) are refused by name.
 
 Distilled or base: from the file's name (BFL calls the base models ``…klein-base…``), since their keys are the same;
 the pipeline guides only the base models.  Every file is read as safetensors (``checkpoint_io``); nothing is
@@ -46,6 +55,17 @@ QWEN_PREFIX = "model."
 # klein's width (img_in rows) → its shipped config folder and the Qwen3 file ComfyUI pairs with it.
 SIZES = {3072: ("flux2-klein-4b", "qwen_3_4b"), 4096: ("flux2-klein-9b", "qwen_3_8b")}
 VAE_STEMS = ("flux2-vae", "flux2_vae", "flux_2_vae", "flux-2-vae")
+MISTRAL_STEM = "mistral_3_small_flux2"  # ComfyUI's _bf16 / _fp8 files of Flux.2 dev's encoder
+LANGUAGE_MODEL = "model.language_model."
+# Where a Mistral Small 3 file's language model starts → transformers 5's Mistral3ForConditionalGeneration names.
+MISTRAL_PREFIXES = (("language_model.model.", LANGUAGE_MODEL), ("language_model.lm_head.", "lm_head."),
+                    ("model.vision_tower.", "model.vision_tower."), ("vision_tower.", "model.vision_tower."),
+                    ("model.multi_modal_projector.", "model.multi_modal_projector."),
+                    ("multi_modal_projector.", "model.multi_modal_projector."), (LANGUAGE_MODEL, LANGUAGE_MODEL),
+                    ("lm_head.", "lm_head."), ("model.", LANGUAGE_MODEL), ("", LANGUAGE_MODEL))
+TOKENIZER_TENSORS = ("tekken_model", "spiece_model", "tokenizer_json")  # ComfyUI's tokenizers kept as bytes
+# Key endings of weights stored with scales (ComfyUI's scaled and mixed fp8 files).
+SCALE_SUFFIXES = ("scale_weight", "weight_scale", "input_scale", "scaled_fp8", "comfy_quant")
 
 
 def to_original(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
@@ -64,12 +84,13 @@ def pipeline_to_original(pipeline: Any) -> dict[str, torch.Tensor]:
     return to_original(transformer.state_dict(), dict(transformer.config))
 
 
-def companions(model_path: Path, text_encoder_files: list[str], vae_file: str,
-               qwen_stem: str) -> tuple[Path | None, Path | None]:
-    """The Qwen3 file and the VAE file: as configured, else found in ComfyUI's folders beside the transformer's."""
+def companions(model_path: Path, text_encoder_files: list[str], vae_file: str, qwen_stem: str,
+               what: str = "Flux.2 klein", encoder_name: str = "Qwen3") -> tuple[Path | None, Path | None]:
+    """The text encoder's file (klein's Qwen3, dev's Mistral) and the VAE file: as configured, else found in
+    ComfyUI's folders beside the transformer's."""
     if len(text_encoder_files) > 1:
-        raise InputError(f"model.text_encoder_files: Flux.2 klein has one text encoder (its Qwen3 file, "
-                         f"{qwen_stem}.safetensors); {len(text_encoder_files)} files are named")
+        raise InputError(f"model.text_encoder_files: {what} has one text encoder (its {encoder_name} file, "
+                         f"{qwen_stem}….safetensors); {len(text_encoder_files)} files are named")
     encoder = Path(text_encoder_files[0]) if text_encoder_files else None
     vae = Path(vae_file) if vae_file else None
     models = comfy_models_folder(model_path)
@@ -117,6 +138,53 @@ def vae_state(state: dict[str, torch.Tensor], path: Path, config: dict) -> dict[
     return converted | norms
 
 
+def refuse_scaled_fp8(shapes: dict, path: Path, field: str, plain: str) -> None:
+    """A file whose weights come with scales (ComfyUI's ``…fp8mixed`` / ``…fp8_scaled``) is refused by name: read as
+    plain weights it would give another model."""
+    scaled = next((key for key in shapes if key.endswith(SCALE_SUFFIXES)), None)
+    if scaled is not None:
+        raise InputError(f"{field}: {path} is a scaled fp8 file ({scaled}); Kamaal reads bf16/fp16 weights only: "
+                         f"choose {plain}")
+
+
+def load_transformer(checkpoint: CheckpointFile, folder: Path, what: str) -> Any:
+    """The BFL transformer file as diffusers' ``Flux2Transformer2DModel`` configured by ``folder/transformer``."""
+    import diffusers
+
+    path = checkpoint.path
+    state = {key.removeprefix(PREFIX): value for key, value in checkpoint.state_dict().items()}
+    config = diffusers.Flux2Transformer2DModel.load_config(folder / "transformer")
+    with torch.device("meta"):
+        transformer = diffusers.Flux2Transformer2DModel.from_config(config)
+    layout, norms = bfl_layout(dict(transformer.config)), bfl_norms(dict(transformer.config))
+    unknown = fused_layout.unknown_keys(state, layout, norms)
+    if unknown:
+        raise InputError(f"model.path: {path} does not hold a {what} transformer of this shape: it has unknown "
+                         f"{', '.join(unknown[:3])}")
+    load_exact(transformer, to_diffusers(state, dict(transformer.config)), path, f"{what} transformer")
+    return transformer
+
+
+def load_vae(vae_path: Path, folder: Path) -> Any:
+    import diffusers
+
+    vae_config = diffusers.AutoencoderKLFlux2.load_config(folder / "vae")
+    with torch.device("meta"):
+        vae = diffusers.AutoencoderKLFlux2.from_config(vae_config)
+    load_exact(vae, vae_state(open_checkpoint(vae_path).state_dict(), vae_path, dict(vae.config)), vae_path,
+               "Flux.2 VAE", field="model.vae_file", optional=("bn.num_batches_tracked",))
+    if vae.bn.num_batches_tracked.is_meta:  # a count of training batches, which inference never reads
+        vae.bn.num_batches_tracked = torch.zeros((), dtype=torch.long)
+    return vae
+
+
+def scheduler(folder: Path) -> Any:
+    import diffusers
+
+    return diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
+                                                                     local_files_only=True)
+
+
 def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,
                                 text_encoder_files: list[str], vae_file: str) -> Any:
     import diffusers
@@ -127,7 +195,7 @@ def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | N
     width = checkpoint.shapes[width_key][0] if width_key else None
     if config_dir is None and width not in SIZES:
         raise InputError(f"model.path: {path} is not a Flux.2 klein transformer (its img_in is {width} wide; klein 4B "
-                         "is 3072, 9B 4096); Flux.2 dev files are not read yet")
+                         "is 3072, 9B 4096)")
     folder_name, qwen_stem = SIZES.get(width, SIZES[3072])
     folder = config_dir if config_dir is not None else MODEL_CONFIGS / folder_name
     encoder_path, vae_path = companions(path, text_encoder_files, vae_file, qwen_stem)
@@ -139,17 +207,7 @@ def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | N
         raise InputError(f"model.vae_file: {path} holds the Flux.2 klein transformer only; choose its VAE file (the "
                          "klein folder's vae/diffusion_pytorch_model.safetensors), or keep it as flux2-vae.safetensors "
                          "in models/vae beside the transformer's folder")
-
-    state = {key.removeprefix(PREFIX): value for key, value in checkpoint.state_dict().items()}
-    config = diffusers.Flux2Transformer2DModel.load_config(folder / "transformer")
-    with torch.device("meta"):
-        transformer = diffusers.Flux2Transformer2DModel.from_config(config)
-    layout, norms = bfl_layout(dict(transformer.config)), bfl_norms(dict(transformer.config))
-    unknown = fused_layout.unknown_keys(state, layout, norms)
-    if unknown:
-        raise InputError(f"model.path: {path} does not hold a Flux.2 klein transformer of this shape: it has unknown "
-                         f"{', '.join(unknown[:3])}")
-    load_exact(transformer, to_diffusers(state, dict(transformer.config)), path, "Flux.2 klein transformer")
+    transformer = load_transformer(checkpoint, folder, "Flux.2 klein")
 
     text_config = transformers.Qwen3Config.from_pretrained(folder / "text_encoder")
     with torch.device("meta"):
@@ -161,17 +219,87 @@ def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | N
     if text_config.tie_word_embeddings:
         text_encoder.tie_weights()
 
-    vae_config = diffusers.AutoencoderKLFlux2.load_config(folder / "vae")
-    with torch.device("meta"):
-        vae = diffusers.AutoencoderKLFlux2.from_config(vae_config)
-    load_exact(vae, vae_state(open_checkpoint(vae_path).state_dict(), vae_path, dict(vae.config)), vae_path,
-               "Flux.2 VAE", field="model.vae_file", optional=("bn.num_batches_tracked",))
-    if vae.bn.num_batches_tracked.is_meta:  # a count of training batches, which inference never reads
-        vae.bn.num_batches_tracked = torch.zeros((), dtype=torch.long)
-
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
-                                                                          local_files_only=True)
-    return diffusers.Flux2KleinPipeline(transformer=transformer.to(dtype), vae=vae.to(dtype),
+    return diffusers.Flux2KleinPipeline(transformer=transformer.to(dtype), vae=load_vae(vae_path, folder).to(dtype),
                                         text_encoder=text_encoder.to(dtype),
                                         tokenizer=tokenizer_from(folder / "tokenizer", "qwen3"),
-                                        scheduler=scheduler, is_distilled="base" not in path.name.lower())
+                                        scheduler=scheduler(folder), is_distilled="base" not in path.name.lower())
+
+
+def mistral3_state(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """A Mistral Small 3 file's language model as ``Mistral3ForConditionalGeneration`` names it
+    (``model.language_model.…``): ComfyUI's (``model.layers.…``, or unprefixed), or Hugging Face's
+    (``language_model.model.…`` as the release stores it, or transformers 5's own names).  The Tekken vocabulary
+    ComfyUI keeps in the file (``tekken_model``) is no weight; a vision tower or LM head in the file is read."""
+    out = {}
+    for key, value in state.items():
+        if key in TOKENIZER_TENSORS:
+            continue
+        for old, new in MISTRAL_PREFIXES:
+            if key.startswith(old):
+                key = new + key.removeprefix(old)
+                break
+        out[key] = value
+    if not any(key.startswith(LANGUAGE_MODEL + "layers.") for key in out):
+        raise InputError(f"model.text_encoder_files: {path} is not a Mistral Small 3 text encoder (it has no "
+                         "model.layers.*): choose mistral_3_small_flux2_bf16.safetensors")
+    return out
+
+
+def tokenizer_folder(text_encoder_files: list[str], folder: Path) -> tuple[list[str], Path | None]:
+    """The weight files among ``model.text_encoder_files``, and the tokenizer folder: named there, else the config
+    folder's own (tiny models)."""
+    named = [Path(file) for file in text_encoder_files if Path(file).is_dir()]
+    files = [file for file in text_encoder_files if not Path(file).is_dir()]
+    found = named[0] if named else folder / "tokenizer" if (folder / "tokenizer").is_dir() else None
+    if found is not None and not (found / "tokenizer.json").is_file() and (found / "tokenizer").is_dir():
+        found = found / "tokenizer"  # the whole FLUX.2-dev folder was named
+    return files, found
+
+
+def load_flux2dev_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,
+                              text_encoder_files: list[str], vae_file: str) -> Any:
+    import diffusers
+    import transformers
+
+    path = checkpoint.path
+    refuse_scaled_fp8(checkpoint.shapes, path, "model.path", "flux2-dev.safetensors (bf16)")
+    folder = config_dir if config_dir is not None else MODEL_CONFIGS / "flux2-dev"
+    files, tokenizer_path = tokenizer_folder(text_encoder_files, folder)
+    if tokenizer_path is None or not (tokenizer_path / "tokenizer.json").is_file():
+        raise InputError("model.text_encoder_files: Flux.2 dev's tokenizer (Mistral's Tekken vocabulary) ships with no "
+                         "package Kamaal may take it from; add the tokenizer folder of black-forest-labs/FLUX.2-dev "
+                         "(tokenizer.json, tokenizer_config.json, chat_template.jinja) to model.text_encoder_files, "
+                         "beside the Mistral file")
+    encoder_path, vae_path = companions(path, files, vae_file, MISTRAL_STEM, "Flux.2 dev", "Mistral")
+    if encoder_path is None:
+        raise InputError(f"model.text_encoder_files: {path} holds the Flux.2 dev transformer only; choose its Mistral "
+                         f"text encoder file ({MISTRAL_STEM}_bf16.safetensors), or keep it in models/text_encoders "
+                         "beside the transformer's folder as ComfyUI does")
+    if vae_path is None:
+        raise InputError(f"model.vae_file: {path} holds the Flux.2 dev transformer only; choose its VAE file "
+                         "(flux2-vae.safetensors, or the FLUX.2-dev folder's vae/diffusion_pytorch_model.safetensors), "
+                         "or keep it as flux2-vae.safetensors in models/vae beside the transformer's folder")
+    transformer = load_transformer(checkpoint, folder, "Flux.2 dev")
+
+    encoder_file = open_checkpoint(encoder_path)
+    refuse_scaled_fp8(encoder_file.shapes, encoder_path, "model.text_encoder_files",
+                      f"{MISTRAL_STEM}_bf16.safetensors")
+    text_config = transformers.Mistral3Config.from_pretrained(folder / "text_encoder")
+    with torch.device("meta"):
+        text_encoder = transformers.Mistral3ForConditionalGeneration(text_config)
+    state = mistral3_state(encoder_file.state_dict(), encoder_path)
+    own = text_encoder.state_dict()
+    # The parts text never reaches (the LM head, the vision tower, its projector), where the file has none: zeros.
+    unused = {key: torch.zeros(own[key].shape, dtype=own[key].dtype) for key in own
+              if key not in state and not key.startswith(LANGUAGE_MODEL)}
+    load_exact(text_encoder, state | unused, encoder_path, "Mistral Small 3 text encoder",
+               field="model.text_encoder_files")
+    # Rotary tables are buffers no file holds: made here, on the CPU, from the configs.
+    language, vision = text_encoder.model.language_model, text_encoder.model.vision_tower
+    language.rotary_emb = type(language.rotary_emb)(config=text_config.text_config)
+    vision.patch_positional_embedding = type(vision.patch_positional_embedding)(config=text_config.vision_config)
+    return diffusers.Flux2Pipeline(transformer=transformer.to(dtype), vae=load_vae(vae_path, folder).to(dtype),
+                                   text_encoder=text_encoder.to(dtype),
+                                   tokenizer=transformers.AutoTokenizer.from_pretrained(tokenizer_path,
+                                                                                        local_files_only=True),
+                                   scheduler=scheduler(folder))
