@@ -177,12 +177,14 @@ def test_klein_lora_learns_and_both_its_files_reproduce_the_trained_adapter(tmp_
         assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2, lora_file.name
 
 
-def test_the_kohya_file_fuses_q_k_v_into_bfls_layers_as_comfyui_applies_them(tmp_path):
+@pytest.mark.parametrize("arch", [ARCH, "flux2dev"])
+def test_the_kohya_file_fuses_q_k_v_into_bfls_layers_as_comfyui_applies_them(tmp_path, arch):
     """Adapters on every kind of Linear with random ups, module by module: a double block's q, k, v (image and
     text stream) are the three row blocks of ``img_attn.qkv`` / ``txt_attn.qkv``; ``linear1``/``linear2`` and the
     shared modulations are whole; the final norm's halves are swapped.  Applied as ComfyUI does (every
     ``lora_unet_`` name is a ``diffusion_model.`` weight with dots as underscores; W += alpha/rank · up @ down) to
-    BFL's layout and read back by diffusers' own Flux.2 converter: the very weights the diffusers/peft file gives."""
+    BFL's layout and read back by diffusers' own Flux.2 converter: the very weights the diffusers/peft file gives.
+    Flux.2 dev the same way, its guidance embedder (``guidance_in``) too."""
     from types import SimpleNamespace
 
     from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkpoint_to_diffusers
@@ -192,11 +194,12 @@ def test_the_kohya_file_fuses_q_k_v_into_bfls_layers_as_comfyui_applies_them(tmp
     from trainer.models.flux2_single import to_original
     from trainer.models.tiny import tiny_pipeline
 
-    transformer = tiny_pipeline(ARCH).transformer
+    transformer = tiny_pipeline(arch).transformer
     base = to_original(transformer.state_dict(), dict(transformer.config))
     targets = ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out",
                "linear_in", "linear_out", "to_qkv_mlp_proj", "attn.to_out", "double_stream_modulation_img.linear",
-               "single_stream_modulation.linear", "norm_out.linear", "proj_out", "x_embedder", "context_embedder"]
+               "single_stream_modulation.linear", "norm_out.linear", "proj_out", "x_embedder", "context_embedder",
+               "guidance_embedder.linear_1"]
     targets = [t for t in targets if t != "attn.to_out"] + [f"single_transformer_blocks.{i}.attn.to_out"
                                                             for i in range(transformer.config.num_single_layers)]
     add_lora_adapters(transformer, [], SimpleNamespace(rank=2, alpha=3.0, dropout=0.0, target_modules=targets), False)
@@ -204,8 +207,8 @@ def test_the_kohya_file_fuses_q_k_v_into_bfls_layers_as_comfyui_applies_them(tmp
     for name, parameter in transformer.named_parameters():
         if "lora_B" in name:  # trained adapters: B is no longer zero
             parameter.data = torch.randn(parameter.shape, generator=generator)
-    kohya_file = export_kohya_transformer_lora(tmp_path / "k.safetensors", ARCH, transformer, [], "k", {})
-    diffusers_file = export_transformer_lora(tmp_path / "peft.safetensors", ARCH, transformer, [], {})
+    kohya_file = export_kohya_transformer_lora(tmp_path / "k.safetensors", arch, transformer, [], "k", {})
+    diffusers_file = export_transformer_lora(tmp_path / "peft.safetensors", arch, transformer, [], {})
     kohya, reference = load_file(kohya_file), load_file(diffusers_file)
 
     def trained(module: str) -> torch.Tensor:
@@ -222,6 +225,7 @@ def test_the_kohya_file_fuses_q_k_v_into_bfls_layers_as_comfyui_applies_them(tmp
             "lora_unet_double_blocks_0_img_mlp_0", "lora_unet_single_blocks_1_linear1",
             "lora_unet_single_blocks_1_linear2", "lora_unet_double_stream_modulation_img_lin",
             "lora_unet_final_layer_adaLN_modulation_1", "lora_unet_img_in", "lora_unet_txt_in"} <= modules
+    assert ("lora_unet_guidance_in_in_layer" in modules) == (arch == "flux2dev")
     for module in sorted(unet):
         original, offset, rows, total, swap = layout[module]
         fused = kohya_delta("lora_unet_" + original.replace(".", "_"))
@@ -248,8 +252,9 @@ def test_the_kohya_file_fuses_q_k_v_into_bfls_layers_as_comfyui_applies_them(tmp
 
 
 def test_klein_layouts_convert_both_ways_and_agree_with_diffusers_own_converter():
-    """diffusers → BFL → diffusers is exact on the tiny model; at the real klein 4B and 9B shapes (thin tensors of
-    the true heights) diffusers' own Flux.2 converter reads what Kamaal writes back into every key and value."""
+    """diffusers → BFL → diffusers is exact on the tiny model; at the real klein 4B and 9B shapes and dev's (thin
+    tensors of the true heights) diffusers' own Flux.2 converter reads what Kamaal writes back into every key and
+    value."""
     import diffusers
     from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkpoint_to_diffusers
 
@@ -261,8 +266,8 @@ def test_klein_layouts_convert_both_ways_and_agree_with_diffusers_own_converter(
     state = tiny.state_dict()
     back = to_diffusers(to_original(state, dict(tiny.config)), dict(tiny.config))
     assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
-    for size, last_single in (("4b", 19), ("9b", 23)):
-        config = diffusers.Flux2Transformer2DModel.load_config(MODEL_CONFIGS / f"flux2-klein-{size}" / "transformer")
+    for folder, last_single in (("flux2-klein-4b", 19), ("flux2-klein-9b", 23), ("flux2-dev", 47)):
+        config = diffusers.Flux2Transformer2DModel.load_config(MODEL_CONFIGS / folder / "transformer")
         with torch.device("meta"):
             real = diffusers.Flux2Transformer2DModel.from_config(config)
         generator = torch.Generator().manual_seed(0)
