@@ -185,7 +185,8 @@ def test_dev_dreambooth_draws_its_missing_class_image_through_the_dev_pipeline(t
 def test_a_folder_whose_tokenizer_is_a_pixtral_processor_loads_without_torchvision(tmp_path, tiny_dev):
     """The release names ``PixtralProcessor`` for its tokenizer, which transformers 5 builds only with torchvision:
     ``from_pretrained`` alone fails on such a folder here (diffusers meets transformers' placeholder class); Kamaal's
-    loader reads the text tokenizer (with its chat template) and encodes as the folder's own tokenizer does."""
+    loader reads the text tokenizer (with its chat template, here in the processor's ``chat_template.json``) and
+    encodes as the folder's own tokenizer does."""
     import shutil
 
     import diffusers
@@ -198,6 +199,10 @@ def test_a_folder_whose_tokenizer_is_a_pixtral_processor_loads_without_torchvisi
     (folder / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
     (folder / "tokenizer" / "processor_config.json").write_text(json.dumps(
         {"processor_class": "PixtralProcessor", "patch_size": 4, "spatial_merge_size": 2}), encoding="utf-8")
+    template = folder / "tokenizer" / "chat_template.jinja"  # kept as a processor keeps it: chat_template.json
+    (folder / "tokenizer" / "chat_template.json").write_text(json.dumps({"chat_template": template.read_text(
+        encoding="utf-8")}), encoding="utf-8")
+    template.unlink()
     with pytest.raises(ValueError, match="Placeholder"):  # transformers' stand-in for a class it cannot build
         diffusers.Flux2Pipeline.from_pretrained(folder, local_files_only=True)
     loaded = load_model(folder)

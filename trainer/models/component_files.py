@@ -152,6 +152,20 @@ def vae_from_state(state: dict[str, torch.Tensor], folder: Path, source: Path, f
         raise InputError(f"{field}: {source} {problem} ({detail})") from None
 
 
+def text_tokenizer(folder: Path):
+    """The text tokenizer in ``folder`` with its chat template, where a multimodal processor's folder keeps that
+    template in the processor's own ``chat_template.json`` (which a tokenizer does not read)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    legacy = folder / "chat_template.json"
+    if not tokenizer.chat_template and legacy.is_file():
+        tokenizer.chat_template = json.loads(legacy.read_text(encoding="utf-8"))["chat_template"]
+    return tokenizer
+
+
 def tokenizer_from(folder: Path, kind: str):
     """The tokenizer in ``folder`` (a config folder may bring its own: the tiny models' do), else the one Kamaal
     ships for ``kind`` ("t5" or "qwen3", as ``TextEncoder.tokenizer_kind`` names them)."""

@@ -45,6 +45,7 @@ from trainer.models.component_files import (
     COMFY_TEXT_FOLDERS,
     comfy_models_folder,
     load_exact,
+    text_tokenizer,
     tokenizer_from,
     weight_files,
 )
@@ -300,6 +301,5 @@ def load_flux2dev_single_file(checkpoint: CheckpointFile, config_dir: Path | Non
     vision.patch_positional_embedding = type(vision.patch_positional_embedding)(config=text_config.vision_config)
     return diffusers.Flux2Pipeline(transformer=transformer.to(dtype), vae=load_vae(vae_path, folder).to(dtype),
                                    text_encoder=text_encoder.to(dtype),
-                                   tokenizer=transformers.AutoTokenizer.from_pretrained(tokenizer_path,
-                                                                                        local_files_only=True),
+                                   tokenizer=text_tokenizer(tokenizer_path),
                                    scheduler=scheduler(folder))

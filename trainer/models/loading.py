@@ -111,9 +111,9 @@ def _extra_pipeline_args(architecture: Architecture) -> dict[str, Any]:
 def _text_tokenizers(folder: Path, architecture: Architecture) -> dict[str, Any]:
     """The tokenizers read apart from ``from_pretrained``: where the folder keeps a multimodal processor whose
     image half needs torchvision (``TextEncoder.tokenizer_in_processor``), its text tokenizer alone."""
-    from transformers import AutoTokenizer
+    from trainer.models.component_files import text_tokenizer
 
-    return {spec.tokenizer: AutoTokenizer.from_pretrained(folder / spec.tokenizer, local_files_only=True)
+    return {spec.tokenizer: text_tokenizer(folder / spec.tokenizer)
             for spec in family(architecture).text_encoders if spec.tokenizer_in_processor}
 
 
