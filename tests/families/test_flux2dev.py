@@ -310,3 +310,31 @@ def test_what_dev_cannot_do_is_refused_by_name(tmp_path, tiny_dev):
     with pytest.raises(InputError, match=r"is a Flux\.2 dev model; merging and converting Flux\.2 dev models"):
         convert_model(tiny_dev, tmp_path / "d.safetensors")
     assert not (tmp_path / "d.safetensors").exists()
+
+
+@pytest.mark.parametrize("layout", ["release", "transformers"])
+def test_mistral_in_hugging_faces_layouts_loads_whole(comfy_dev, tmp_path, layout):
+    """Mistral Small 3 as Hugging Face stores it — the release's names (``language_model.model.…``,
+    ``language_model.lm_head``, ``vision_tower.…``, ``multi_modal_projector.…``) or transformers 5's own — is read
+    whole: the vision tower and the head too, every weight the one it came from."""
+    from safetensors.torch import save_file
+
+    from trainer.models import load_model
+
+    own = {k: v.contiguous().clone() for k, v in comfy_dev["pipe"].text_encoder.state_dict().items()}
+    if layout == "release":
+        renames = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+                   ("model.vision_tower.", "vision_tower."), ("model.multi_modal_projector.", "multi_modal_projector."))
+        stored = {}
+        for key, value in own.items():
+            old, new = next(((o, n) for o, n in renames if key.startswith(o)), ("", ""))
+            stored[new + key.removeprefix(old)] = value
+    else:
+        stored = own
+    encoder = tmp_path / "mistral_3_small_flux2_bf16.safetensors"
+    save_file(stored, encoder)
+    loaded = load_model(comfy_dev["models"] / "diffusion_models" / "flux2-dev.safetensors",
+                        config_dir=comfy_dev["config_dir"],
+                        text_encoder_files=[str(encoder), str(comfy_dev["tokenizer"])])
+    mine = loaded.pipeline.text_encoder.state_dict()
+    assert mine.keys() == own.keys() and all(torch.equal(mine[k], own[k]) for k in own)
