@@ -1,4 +1,4 @@
-"""How Flux.2 trains (klein; dev later): :class:`Flux2Engine`, SD 3's flow matching with the latents, prompts and
+"""How Flux.2 trains (klein and dev): :class:`Flux2Engine`, SD 3's flow matching with the latents, prompts and
 transformer call of diffusers' Flux.2 pipelines.
 
 * Latents: the VAE's mean (the pipeline encodes with ``argmax``), patchified 2×2 into 4× the channels, normalised by
@@ -9,7 +9,8 @@ transformer call of diffusers' Flux.2 pipelines.
 * Prompts: the pipeline's own ``encode_prompt`` (every prompt padded to 512 tokens, the layers the pipeline reads).
 * The transformer: patchified and packed as ``prepare_latents`` packs them, position ids (t, h, w, l) for the image
   and (0, 0, 0, token) for the text, the time σ (the pipeline passes t / 1000), the guidance input only where the
-  model has one (dev; klein has none), and its output, the velocity ε − x₀, unpacked the other way.
+  model has one (dev, at 1.0 as musubi-tuner trains it; klein has none), and its output, the velocity ε − x₀,
+  unpacked the other way.
 """
 
 from __future__ import annotations

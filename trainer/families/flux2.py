@@ -1,4 +1,4 @@
-"""Flux.2's facts, shared by its variants (klein 4B/9B in ``flux2klein``; dev, 32 B, to come): a double- and
+"""Flux.2's facts, shared by its variants (klein 4B/9B in ``flux2klein``; dev, 32 B, in ``flux2dev``): a double- and
 single-stream transformer on 2×2-patchified latents of its 32-channel VAE, normalised by the VAE's batch-norm
 statistics, with 4-axis rotary positions (time, row, column, token), conditioned on three hidden states of a
 language model stacked side by side, trained by flow matching.
