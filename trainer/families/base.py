@@ -25,8 +25,9 @@ class TextEncoder:
     open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
-    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma).
-    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma"] = "clip"
+    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma,
+    # Mistral's tekken).
+    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma", "tekken"] = "clip"
     # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
     # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
     lora: bool = True
