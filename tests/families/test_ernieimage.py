@@ -170,7 +170,8 @@ def test_the_kohya_file_names_every_linear_as_musubi_and_comfyui_apply_it(tmp_pa
 
 def test_the_full_runs_transformer_file_is_what_diffusers_from_single_file_reads(tmp_path, tiny_ernie):
     """The transformer file of a full/frozen run (``Family.single_file_writer``): its own keys, which diffusers'
-    ``from_single_file`` (ERNIE's checkpoint mapping) and ComfyUI's ERNIE model take as they are."""
+    ``from_single_file`` (ERNIE's checkpoint mapping) and ComfyUI's ERNIE model take as they are; Kamaal itself
+    refuses such a file by name for now."""
     import diffusers
     from safetensors.torch import save_file
 
@@ -183,6 +184,12 @@ def test_the_full_runs_transformer_file_is_what_diffusers_from_single_file_reads
     ours = pipe.transformer.state_dict()
     assert all(torch.equal(value, ours[key]) for key, value in read.state_dict().items())
     assert read.state_dict().keys() == ours.keys()
+    # Reading such a file (ComfyUI's prefix or not) is not done yet: refused by name, pointing at the folder.
+    from trainer.errors import InputError
+    from trainer.models import load_model
+
+    with pytest.raises(InputError, match=r"is a ERNIE-Image checkpoint; ERNIE-Image loads from its diffusers folder"):
+        load_model(tmp_path / "ernie.safetensors")
 
 
 def test_previews_from_prompts_encoded_once_are_the_images_from_the_text(tiny_ernie, tmp_path):
@@ -200,3 +207,35 @@ def test_previews_from_prompts_encoded_once_are_the_images_from_the_text(tiny_er
     from_embeds, _, _ = draw_samples(pipe, ["a red circle"], [3], 64, 64, 2, 4.0, tmp_path / "embeds",
                                      conditioning=encoded)
     assert np.array_equal(np.asarray(Image.open(from_text[0])), np.asarray(Image.open(from_embeds[0])))
+
+
+def test_the_shipped_configs_have_the_registrys_parameter_counts_and_shares():
+    """``resources/model_configs/ernie-image`` built on the meta device: the memory estimate's reference counts, and
+    the shares of Linear weights inside the blocks that base and text-encoder quantization store in fewer bits."""
+    import diffusers
+    import transformers
+
+    from trainer.families import family
+    from trainer.models.info import MODEL_CONFIGS
+
+    folder, facts = MODEL_CONFIGS / "ernie-image", family(ARCH).memory
+    with torch.device("meta"):
+        transformer = diffusers.ErnieImageTransformer2DModel.from_config(
+            diffusers.ErnieImageTransformer2DModel.load_config(folder / "transformer"))
+        encoder = transformers.Mistral3Model(transformers.AutoConfig.from_pretrained(folder / "text_encoder"))
+        vae = diffusers.AutoencoderKLFlux2.from_config(diffusers.AutoencoderKLFlux2.load_config(folder / "vae"))
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    def linear_share(module: torch.nn.Module, blocks: tuple[str, ...]) -> float:
+        inside = sum(layer.weight.numel() for path in blocks for layer in module.get_submodule(path).modules()
+                     if isinstance(layer, torch.nn.Linear))
+        return inside / count(module)
+
+    assert {"transformer": count(transformer), "text_encoder": count(encoder), "vae": count(vae)} == \
+        facts.reference_parameters
+    assert len(transformer.layers) == facts.block_count
+    assert linear_share(transformer, family(ARCH).blocks) == pytest.approx(facts.quantizable_share, abs=0.001)
+    assert linear_share(encoder, family(ARCH).text_encoders[0].blocks) == pytest.approx(
+        facts.text_quantizable_share, abs=0.001)
