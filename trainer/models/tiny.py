@@ -190,7 +190,7 @@ def _draw_zero_initialised(denoiser: torch.nn.Module, prefixes: tuple[str, ...])
     trained model has: at zero they would block every gradient to the blocks before them."""
     for name, parameter in denoiser.named_parameters():
         if name.startswith(prefixes):
-            torch.nn.init.normal_(parameter, std=0.1)
+            torch.nn.init.normal_(parameter, std=0.15)
 
 
 # Mistral's special tokens at their ids in Tekken's vocabulary (<unk>, <s>, </s>, ..., [IMG] 10, <pad> 11): the ids
