@@ -15,9 +15,10 @@ logit-normal shifted by 4, the shift its sampler uses.  ComfyUI's ERNIE-Image mo
 every module as diffusers does, so the kohya file (musubi-tuner's names) is each Linear under its own path."""
 
 from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
-from trainer.families.flux2 import SCHEDULER as FLUX2_SCHEDULER
 
-SCHEDULER = (FLUX2_SCHEDULER[0], {"num_train_timesteps": 1000, "shift": 4.0, "use_dynamic_shifting": False})
+# The scheduler ERNIE-Image ships (a static shift; the pipeline passes its own linear σ, which it shifts).
+SCHEDULER = ("FlowMatchEulerDiscreteScheduler", {"num_train_timesteps": 1000, "shift": 4.0,
+                                                 "use_dynamic_shifting": False})
 
 FAMILY = Family(
     name="ernieimage",
