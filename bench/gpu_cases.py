@@ -205,7 +205,7 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
     from trainer.models.clip_vocab import qwen3_tokenizer, t5_tokenizer
     from trainer.models.loading import _tokenizer
     from trainer.models.offline import force_offline
-    from trainer.models.tiny import tiny_gemma_tokenizer
+    from trainer.models.tiny import tiny_gemma_tokenizer, tiny_tekken_tokenizer
 
     force_offline()
     family = families.family(arch)
@@ -214,7 +214,8 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
     parts: dict[str, Any] = {}
     default = torch.get_default_dtype()
     components = sorted((k, v) for k, v in index.items()
-                        if not k.startswith("_") and isinstance(v, list) and len(v) == 2)  # not is_distilled
+                        if not k.startswith("_") and isinstance(v, list) and len(v) == 2  # not is_distilled
+                        and v[0] is not None)  # nor a component the folder leaves out (ERNIE-Image's pe)
     for seed, (name, entry) in enumerate(components):
         library, class_name = entry
         if name in specs:  # a tokenizer
@@ -227,6 +228,8 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
                 parts[name] = t5_tokenizer()
             elif spec.tokenizer_kind == "gemma":  # Gemma's 256,000 pieces are not shipped: the tiny vocabulary's
                 parts[name] = tiny_gemma_tokenizer()  # ids are valid ones of the real embedding
+            elif spec.tokenizer_kind == "tekken":  # nor Tekken's 131,072: likewise
+                parts[name] = tiny_tekken_tokenizer()
             else:
                 parts[name] = _tokenizer(config_dir / name, spec.open_clip)
         elif name == "scheduler":

@@ -43,9 +43,12 @@ class Flux2Engine(SD3Engine):
         patches = patchified(mean)
         shape = (1, -1, 1, 1)
         average = vae.bn.running_mean.view(shape).to(patches.device, patches.dtype)
-        spread = torch.sqrt(vae.bn.running_var.view(shape) + vae.config.batch_norm_eps).to(patches.device,
-                                                                                          patches.dtype)
+        spread = torch.sqrt(vae.bn.running_var.view(shape) + self.batch_norm_eps()).to(patches.device, patches.dtype)
         return unpatchified((patches - average) / spread)
+
+    def batch_norm_eps(self) -> float:
+        """The ε under the statistics' square root: the VAE's own, as Flux.2's pipelines decode with it."""
+        return float(self.parts.vae.config.batch_norm_eps)
 
     def encode_prompts(self, encoders, prompts, device):
         pipe = self._text_pipeline(encoders)

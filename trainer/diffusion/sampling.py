@@ -62,6 +62,8 @@ def encode_sample_prompts(pipe, architecture: str, prompts: list[str], guidance:
                    "device": device, "num_images_per_prompt": 1, "do_classifier_free_guidance": guided,
                    "negative_prompt": negative_text or None}
         outputs = pipe.encode_prompt(text, **{k: v for k, v in options.items() if k in accepted})
+        if isinstance(outputs, list):  # one output, a list of embeddings (ERNIE-Image's), not a tuple of them
+            outputs = (outputs,)
         return {name: _moved(value, "cpu") for name, value in zip(names, outputs, strict=True)
                 if name is not None and value is not None}
 

@@ -26,8 +26,9 @@ class TextEncoder:
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
     # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma,
-    # mistral: Mistral's Tekken BPE, which no package Kamaal may ship it from provides).
-    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma", "mistral"] = "clip"
+    # Mistral's Tekken BPE, which no package Kamaal may ship it from provides: "mistral" with Mistral Small 3's chat
+    # template (Flux.2 dev), "tekken" as Ministral 3's plain tokenizer (ERNIE-Image)).
+    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma", "mistral", "tekken"] = "clip"
     # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
     # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
     lora: bool = True

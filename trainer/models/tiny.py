@@ -67,6 +67,7 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
         if "denoiser" in spec:  # a transformer family: its class and tiny config
             class_name, config = spec["denoiser"]
             components[family.denoiser] = getattr(diffusers, class_name)(**config)
+            _draw_zero_initialised(components[family.denoiser], spec.get("zero_initialised", ()))
         else:
             components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
         torch.manual_seed(seed + 1)
@@ -92,6 +93,9 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 tokenizer = tiny_gemma_tokenizer()
                 components[encoder.component] = _gemma_encoder(width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id)
+            elif encoder.tokenizer_kind == "tekken":
+                tokenizer = tiny_tekken_tokenizer()
+                components[encoder.component] = _ministral3_encoder(width, activation, len(tokenizer), *depth)
             else:
                 pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
                 vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
@@ -233,6 +237,65 @@ def _mistral3_encoder(width: int, activation: str, tokenizer: Any, layers: int =
                        "num_attention_heads": 2, "head_dim": 8, "patch_size": 4, "image_size": 32},
         image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"), spatial_merge_size=2)
     return transformers.Mistral3ForConditionalGeneration(config)
+def _draw_zero_initialised(denoiser: torch.nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Give the named layers (a DiT's zero-initialised modulation and output layer) small random weights, as a
+    trained model has: at zero they would block every gradient to the blocks before them."""
+    for name, parameter in denoiser.named_parameters():
+        if name.startswith(prefixes):
+            torch.nn.init.normal_(parameter, std=0.15)
+
+
+# Mistral's special tokens at their ids in Tekken's vocabulary (<unk>, <s>, </s>, ..., [IMG] 10, <pad> 11): the ids
+# Ministral 3's config names (bos 1, eos 2, pad 11, image 10).
+_TEKKEN_SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>")
+
+
+def tiny_tekken_tokenizer() -> Any:
+    """A fast tokenizer shaped as Mistral's Tekken is in a diffusers folder (``tokenizer.json``: byte-level BPE, the
+    prompt after ``<s>``, Mistral's special tokens at their ids) over a tiny vocabulary: every byte, and the
+    words of the shapes world's captions built up one character at a time.  Tekken's own 131,072 pieces are not
+    shipped (an ERNIE-Image folder brings them)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(_TEKKEN_SPECIALS)}
+    for symbol in pre_tokenizers.ByteLevel.alphabet():
+        vocab.setdefault(symbol, len(vocab))
+    merges = []
+    for word in _GEMMA_WORDS:
+        pieces = "Ġ" + word
+        for end in range(2, len(pieces) + 1):
+            if pieces[:end] not in vocab:
+                vocab[pieces[:end]] = len(vocab)
+                merges.append((pieces[:end - 1], pieces[end - 1]))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                           special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", model_max_length=512)
+
+
+def _ministral3_encoder(width: int, activation: str, vocab_size: int, layers: int = 3) -> torch.nn.Module:
+    """A small ``Mistral3Model`` as ERNIE-Image's text encoder is built: Ministral 3's text stack (grouped-query
+    attention, YaRN rotary positions, tied embeddings) and a one-layer Pixtral vision tower that text never uses."""
+    import transformers
+
+    text = {"model_type": "ministral3", "vocab_size": vocab_size, "hidden_size": width, "intermediate_size": 2 * width,
+            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+            "hidden_act": activation, "max_position_embeddings": 262144, "bos_token_id": 1, "eos_token_id": 2,
+            "pad_token_id": 11, "tie_word_embeddings": True, "use_cache": False,
+            "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0,
+                                "original_max_position_embeddings": 16384, "beta_fast": 32.0, "beta_slow": 1.0,
+                                "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.1}}
+    vision = {"model_type": "pixtral", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "head_dim": 8, "image_size": 64, "patch_size": 16}
+    config = transformers.Mistral3Config(text_config=text, vision_config=vision, image_token_index=10,
+                                         spatial_merge_size=2, projector_hidden_act="gelu",
+                                         multimodal_projector_bias=False)
+    return transformers.Mistral3Model(config)
 
 
 def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:
