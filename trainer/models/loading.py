@@ -108,10 +108,27 @@ def _extra_pipeline_args(architecture: Architecture) -> dict[str, Any]:
     return dict(family(architecture).pipeline_args)
 
 
+def _plain_tokenizers(folder: Path, architecture: Architecture) -> dict[str, Any]:
+    """The tokenizers a family reads with a class of its own (``TextEncoder.tokenizer_class``), from the folder's
+    tokenizer files: where the class the folder names needs a library Kamaal does not install."""
+    import transformers
+
+    found = {}
+    for encoder in family(architecture).text_encoders:
+        if encoder.tokenizer_class is not None and (folder / encoder.tokenizer).is_dir():
+            found[encoder.tokenizer] = getattr(transformers, encoder.tokenizer_class).from_pretrained(
+                folder / encoder.tokenizer, local_files_only=True)
+    return found
+
+
 def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:
     try:
+        plain = _plain_tokenizers(folder, info.architecture)
+        # Left out of from_pretrained (which insists on the class model_index.json names), registered after.
         pipeline = _pipeline_class(info.architecture).from_pretrained(
-            folder, local_files_only=True, dtype=dtype, **_extra_pipeline_args(info.architecture))
+            folder, local_files_only=True, dtype=dtype, **_extra_pipeline_args(info.architecture),
+            **dict.fromkeys(plain))
+        pipeline.register_modules(**plain)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise InputError(f"model.path: {folder} could not be loaded as a diffusers model ({error})") from None
     _refuse_missing_weights(pipeline, folder)

@@ -67,6 +67,11 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
         if "denoiser" in spec:  # a transformer family: its class and tiny config
             class_name, config = spec["denoiser"]
             components[family.denoiser] = getattr(diffusers, class_name)(**config)
+            # adaLN-Zero: modulations a constructor leaves at zero gate every block shut (a real model's are trained),
+            # so nothing upstream of the final layer would learn; the tiny model draws them.
+            for name, parameter in components[family.denoiser].named_parameters():
+                if any(fragment in name for fragment in spec.get("drawn", ())):
+                    torch.nn.init.normal_(parameter, std=0.1)
         else:
             components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
         torch.manual_seed(seed + 1)
