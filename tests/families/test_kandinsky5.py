@@ -150,9 +150,9 @@ def test_kandinsky5_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_p
     data = shutil.copytree(shapes_dataset, tmp_path / "data")
     for i, caption in enumerate(sorted(data.glob("*.txt"))):
         caption.write_text(caption.read_text(encoding="utf-8") + ", drawn on a white page" * (i % 3), encoding="utf-8")
-    config = diffusion_config(tiny_kandinsky, data, "kandinsky5", training={"steps": 6, "eval_every": 3},
-                              sampling={"inference_steps": 2}, dataset={"cache_text": "disk"})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=3)
+    config = diffusion_config(tiny_kandinsky, data, "kandinsky5", training={"steps": 4, "eval_every": 2},
+                              sampling={"inference_steps": 1}, dataset={"cache_text": "disk"})
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     block = "visual_transformer_blocks.1"
@@ -170,6 +170,41 @@ def test_kandinsky5_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_p
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     assert np.abs(draw(pipeline(folder), final.prompts[0], final.seeds[0]) - trained).max() <= 2
+
+
+@pytest.mark.slow
+def test_kandinsky5_dreambooth_draws_its_class_images_and_trains_the_prior_term(tmp_path, tiny_kandinsky,
+                                                                               shapes_dataset):
+    """DreamBooth with prior preservation: the missing class image is drawn by the family's own pipeline at the
+    size asked for (not snapped to a trained resolution), and the LoRA files come out."""
+    class_dir = tmp_path / "class"
+    config = diffusion_config(tiny_kandinsky, shapes_dataset, "kandinsky5", mode="dreambooth",
+                              dreambooth={"instance_prompt": "a sks circle", "class_prompt": "a circle",
+                                          "class_dir": str(class_dir), "num_class_images": 1},
+                              training={"steps": 2, "eval_every": 2}, sampling={"inference_steps": 1})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    drawn = sorted(class_dir.glob("class-*.png"))
+    assert len(drawn) == 1 and Image.open(drawn[0]).size == (64, 64)
+    outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
+    assert outputs[-1].name == "pytorch_lora_weights.safetensors" and all(p.is_file() for p in outputs)
+
+
+def test_previews_from_prompts_encoded_once_guide_as_the_pipeline_does(tiny_kandinsky, tmp_path):
+    """The pipeline encodes the negative prompt ("") by a second ``encode_prompt`` call: guided previews from text
+    and from prompts encoded once (the text encoders off the GPU) are the same image."""
+    from trainer.diffusion.sampling import draw as draw_samples
+    from trainer.diffusion.sampling import encode_sample_prompts
+
+    pipe = pipeline(tiny_kandinsky)
+    guidance = 3.5
+    encoded = encode_sample_prompts(pipe, "kandinsky5", ["a red circle"], guidance, "cpu")
+    assert "negative_prompt_embeds_qwen" in encoded["a red circle"]
+    from_text, _, _ = draw_samples(pipe, ["a red circle"], [3], 64, 64, 2, guidance, tmp_path / "text")
+    from_embeds, _, _ = draw_samples(pipe, ["a red circle"], [3], 64, 64, 2, guidance, tmp_path / "embeds",
+                                     conditioning=encoded)
+    image = np.asarray(Image.open(from_text[0]))
+    assert image.shape == (64, 64, 3) and np.array_equal(image, np.asarray(Image.open(from_embeds[0])))
 
 
 def test_a_folder_with_qwens_processor_loads_with_its_tokenizer_files(tmp_path, tiny_kandinsky):
