@@ -162,11 +162,15 @@ def test_kandinsky5_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_p
                               sampling={"inference_steps": 3, "guidance_scale": 7.5})
     code, rec = run_in_process(config, tmp_path / "frozen")
     assert code == EXIT_OK, rec.of(Failed)
-    folder = Path(rec.of(Finished)[0].outputs[0])
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
     part = Path("transformer") / "diffusion_pytorch_model.safetensors"
     before, after = load_file(tiny_kandinsky / part), load_file(folder / part)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved and all(name.startswith(f"{block}.") for name in moved)
+    # RUN_NAME.safetensors: the transformer under its original (= diffusers') names, every weight as trained
+    written = load_file(single)
+    assert single.name == "tiny.safetensors" and written.keys() == after.keys()
+    assert all(torch.equal(written[k], after[k]) for k in after)
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     assert np.abs(draw(pipeline(folder), final.prompts[0], final.seeds[0]) - trained).max() <= 2

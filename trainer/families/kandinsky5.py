@@ -12,6 +12,8 @@ each prompt as long as it is (the transformer attends to every text token it is 
 "" as the negative prompt when ``guidance_scale`` > 1, and snaps every size to one of seven trained resolutions
 (``draw_at_any_size`` lifts that for previews at the training size)."""
 
+from typing import Any
+
 from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
 
 # The transformer's Linear layers by the names diffusers and the original code (ComfyUI's ``comfy/ldm/kandinsky5``,
@@ -49,24 +51,30 @@ FAMILY = Family(
         TextEncoder("text_encoder_2", "CLIPTextModel", open_clip=False, single_file_prefix="",
                     label="CLIP text encoder", lora=False),
     ),
-    # Logit-normal σ with a fixed shift of 3 (Kandinsky-5's image configs' scheduler_scale; the diffusers folder's
-    # FlowMatchEulerDiscreteScheduler samples with its own shift).  Unverified against a real folder: see README.
-    flow=FlowFacts(sampling="logit_normal", shift=3.0),
+    # Logit-normal σ shifted by 5: the static shift of the published folder's FlowMatchEulerDiscreteScheduler, which
+    # the previews sample with (resources/model_configs/README.md says where the value comes from).
+    flow=FlowFacts(sampling="logit_normal", shift=5.0),
     sample_scheduler=None,
     max_sequence_length=512,  # the pipeline's default, after the system prompt's 40 tokens
+    # A full/frozen run's transformer is also written as one file under the original names (diffusers' own, which
+    # ComfyUI's Kandinsky 5 model uses); single files are not read (refused by name: point at the diffusers folder).
     single_file=False,
+    single_file_writer="trainer.families.kandinsky5:pipeline_to_original",
+    config_folders={"flow_matching": "kandinsky5-t2i-lite"},
     file_markers=("visual_transformer_blocks.0.visual_modulation.",),
     blocks=("text_transformer_blocks", "visual_transformer_blocks"),
     memory=MemoryFacts(
         # Counted on the meta device from resources/model_configs/kandinsky5-t2i-lite: the transformer, Qwen2.5-VL-7B
         # with its vision tower and LM head (loaded whole by the pipeline), CLIP ViT-L's text model, Flux's VAE.
-        reference_parameters={"transformer": 6_000_000_000, "text_encoder": 8_292_166_656,
+        reference_parameters={"transformer": 6_022_080_576, "text_encoder": 8_292_166_656,
                               "text_encoder_2": 123_060_480, "vae": 83_819_683},
-        lora_per_rank=1_024_000, text_lora_per_rank=0,
+        # Per four of the default targets (the estimate scales by the targets' count): q/k/v/out of both attentions
+        # of 52 blocks 2560 wide, 2,088,960 per rank for the five names.
+        lora_per_rank=1_671_168, text_lora_per_rank=0,
         # 1024 px: 4096 image tokens through 50 visual blocks 2560 wide with cross-attention to the prompt (Qwen-Image:
         # 60 double-stream blocks 3072 wide, 28 GB), scaled by blocks × width.
         activation_bytes_per_latent_pixel=19.5 * GB / 128**2,
-        quantizable_share=0.99, block_count=52, text_quantizable_share=0.846),
+        quantizable_share=0.997, block_count=52, text_quantizable_share=0.834),
     # The original module names are diffusers' (ComfyUI's Kandinsky 5 model keeps them), so the kohya-style file is
     # ``lora_unet_`` + the module path with "_" for ".", which ComfyUI maps onto every weight of its model.
     kohya=KohyaFacts(modelspec_architecture="kandinsky-5-image/lora", base_model_version="kandinsky5_image",
@@ -83,7 +91,7 @@ FAMILY = Family(
                   "use_post_quant_conv": False},
           "encoders": [("Qwen2_5_VLForConditionalGeneration", 32, "silu"), ("CLIPTextModel", 32, "quick_gelu")],
           "scheduler": ("FlowMatchEulerDiscreteScheduler", {
-              "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False})},
+              "num_train_timesteps": 1000, "shift": 5.0, "use_dynamic_shifting": False})},
 )
 
 
@@ -99,6 +107,12 @@ def draw_at_any_size(pipeline: object) -> None:
     of the nearest aspect ratio; Kamaal's previews show the model at the size it trains (its buckets), as every other
     family's do."""
     pipeline.resolutions = EverySize()  # type: ignore[attr-defined]
+
+
+def pipeline_to_original(pipeline: Any) -> dict[str, Any]:
+    """A full or frozen run's transformer as one file: diffusers' keys, which are the original code's names
+    (``comfy/ldm/kandinsky5/model.py`` builds its modules under the same ones)."""
+    return dict(pipeline.transformer.state_dict())
 
 
 def original_layout(config: dict) -> dict[str, tuple[str, int, int, int, bool]]:
