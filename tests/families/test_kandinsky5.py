@@ -3,7 +3,8 @@
 prediction are the pipeline's; LoRA learns, its diffusers file loads with ``Kandinsky5T2IPipeline.load_lora_weights``
 and gives the image the trained adapter gave, and its kohya file names every module as ComfyUI's model does; a stopped
 and resumed run ends where an uninterrupted one does; frozen-layer training moves only the chosen block; a folder whose
-tokenizer is a ``Qwen2VLProcessor`` (which needs torchvision) loads with the tokenizer files alone."""
+tokenizer is a ``Qwen2VLProcessor`` (which needs torchvision) loads with the tokenizer files alone; ComfyUI's single
+files load offline into the model they came from."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.diffusion.conftest import diffusion_config, straight_and_resumed
 from tests.trainer.helpers import run_in_process
@@ -245,3 +246,66 @@ def test_what_kandinsky5_cannot_do_is_refused_by_name(tmp_path, tiny_kandinsky):
     assert chosen.lora.target_modules == ["to_query"]  # a person's choice stays
     with pytest.raises(InputError, match=r"is a Kandinsky 5 Image model; merging"):
         fuse_lora(tiny_kandinsky, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory, tiny_kandinsky):
+    """The tiny model as ComfyUI keeps it: the transformer under its original names in models/diffusion_models,
+    Qwen2.5-VL (Hugging Face's original keys) and CLIP-L in models/text_encoders, Flux's ae.safetensors in
+    models/vae."""
+    from tests.families.test_qwenimage_single_files import original_text_encoder
+    from trainer.families.kandinsky5 import pipeline_to_original
+    from trainer.models import load_model
+    from trainer.models.original_layout import vae_to_original
+    from trainer.models.tiny import write_tiny_config_dir
+
+    root = tmp_path_factory.mktemp("comfy-kandinsky5")
+    model = tiny_kandinsky
+    pipe = load_model(model).pipeline
+    models = root / "models"
+    for folder in ("diffusion_models", "text_encoders", "vae"):
+        (models / folder).mkdir(parents=True)
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in pipeline_to_original(pipe).items()},
+              models / "diffusion_models" / "kandinsky5lite_t2i.safetensors")
+    save_file(original_text_encoder(pipe), models / "text_encoders" / "qwen_2.5_vl_7b.safetensors")
+    save_file({f"text_model.{k}": v.contiguous() for k, v in pipe.text_encoder_2.state_dict().items()},
+              models / "text_encoders" / "clip_l.safetensors")
+    vae = vae_to_original(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels))
+    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in vae.items()},
+              models / "vae" / "ae.safetensors")
+    return {"pipe": pipe, "models": models, "config_dir": write_tiny_config_dir(model, root / "config")}
+
+
+def test_the_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy, tmp_path):
+    """Loaded offline into the very model they came from; a file with visual conditioning is refused by name."""
+    from trainer.errors import InputError
+    from trainer.models import load_model
+
+    loaded = load_model(comfy["models"] / "diffusion_models" / "kandinsky5lite_t2i.safetensors",
+                        config_dir=comfy["config_dir"], expected_architecture="kandinsky5")
+    assert loaded.info.architecture == "kandinsky5" and loaded.info.source_kind == "single_file"
+    for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
+        left, right = getattr(comfy["pipe"], name).state_dict(), getattr(loaded.pipeline, name).state_dict()
+        assert left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left), name
+    with torch.no_grad():  # and it encodes as the folder does (tokenizers, RoPE tables and all)
+        ours = loaded.pipeline.encode_prompt("a red circle", device=torch.device("cpu"))
+        theirs = comfy["pipe"].encode_prompt("a red circle", device=torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+    # The image-editing and video models' transformer (visual conditioning: 2·c + 1 channels in) is refused by name.
+    state = dict(comfy["pipe"].transformer.state_dict())
+    weight = state["visual_embeddings.in_layer.weight"]
+    state["visual_embeddings.in_layer.weight"] = torch.zeros(weight.shape[0], weight.shape[1] // 4 * 9)
+    edit = comfy["models"] / "diffusion_models" / "kandinsky5lite_i2i.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, edit)
+    try:
+        with pytest.raises(InputError, match=r"kandinsky5lite_i2i\.safetensors is a Kandinsky 5 model with visual "
+                                             r"conditioning"):
+            load_model(edit, config_dir=comfy["config_dir"])
+    finally:
+        edit.unlink()
+    alone = tmp_path / "alone.safetensors"
+    alone.write_bytes((comfy["models"] / "diffusion_models" / "kandinsky5lite_t2i.safetensors").read_bytes())
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .*alone\.safetensors holds the Kandinsky 5 "
+                                         r"transformer only"):
+        load_model(alone, config_dir=comfy["config_dir"])

@@ -56,10 +56,11 @@ FAMILY = Family(
     flow=FlowFacts(sampling="logit_normal", shift=5.0),
     sample_scheduler=None,
     max_sequence_length=512,  # the pipeline's default, after the system prompt's 40 tokens
-    # A full/frozen run's transformer is also written as one file under the original names (diffusers' own, which
-    # ComfyUI's Kandinsky 5 model uses); single files are not read (refused by name: point at the diffusers folder).
+    # ComfyUI's kandinsky5lite_t2i.safetensors (the original names, which are diffusers') with qwen_2.5_vl_7b, clip_l
+    # and Flux's ae beside it: models/kandinsky5_single reads them; a full/frozen run's transformer is written so.
     single_file=False,
     single_file_writer="trainer.families.kandinsky5:pipeline_to_original",
+    single_file_reader="trainer.models.kandinsky5_single:load_kandinsky5_single_file",
     config_folders={"flow_matching": "kandinsky5-t2i-lite"},
     file_markers=("visual_transformer_blocks.0.visual_modulation.",),
     blocks=("text_transformer_blocks", "visual_transformer_blocks"),
