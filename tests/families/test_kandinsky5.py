@@ -177,6 +177,19 @@ def test_kandinsky5_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_p
     assert np.abs(draw(pipeline(folder), final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
 
+def test_a_bf16_run_draws_its_previews(tmp_path, tiny_kandinsky, shapes_dataset):
+    """The frozen base in bf16, as on a GPU: the transformer computes the time's sinusoids in fp32 and feeds them to
+    its time layers, which a plain bf16 cast leaves bf16 (diffusers keeps them in fp32 only through
+    ``from_pretrained``): the pipeline alone then stops with a dtype mismatch.  The job's transformer runs under
+    accelerate's autocast, previews included, so they draw."""
+    config = diffusion_config(tiny_kandinsky, shapes_dataset, "kandinsky5",
+                              model={"architecture": "kandinsky5", "path": str(tiny_kandinsky), "precision": "bf16"},
+                              training={"steps": 1, "eval_every": 1}, sampling={"inference_steps": 1})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    assert rec.of(Sample)
+
+
 @pytest.mark.slow
 def test_kandinsky5_dreambooth_draws_its_class_images_and_trains_the_prior_term(tmp_path, tiny_kandinsky,
                                                                                shapes_dataset):
