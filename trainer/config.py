@@ -430,7 +430,9 @@ class Config(Section):
             return data
         architecture = data.get("model", {}).get("architecture")
         lora = data.get("lora", {})
-        if architecture not in families.FAMILIES or not isinstance(lora, dict) or "target_modules" in lora:
+        # Anything odd is left as it is, for the field checks to name.
+        if (not isinstance(architecture, str) or architecture not in families.FAMILIES or not isinstance(lora, dict)
+                or "target_modules" in lora):
             return data
         targets = families.family(architecture).lora_target_modules
         return data if targets is None else {**data, "lora": {**lora, "target_modules": list(targets)}}
