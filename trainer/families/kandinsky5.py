@@ -52,7 +52,7 @@ FAMILY = Family(
                     label="CLIP text encoder", lora=False),
     ),
     # Logit-normal σ shifted by 5: the static shift of the published folder's FlowMatchEulerDiscreteScheduler, which
-    # the previews sample with (resources/model_configs/README.md says where the value comes from).
+    # the previews sample with, and musubi-tuner's (blissful-tuner's) Kandinsky 5 example (--discrete_flow_shift 5.0).
     flow=FlowFacts(sampling="logit_normal", shift=5.0),
     sample_scheduler=None,
     max_sequence_length=512,  # the pipeline's default, after the system prompt's 40 tokens
@@ -77,7 +77,8 @@ FAMILY = Family(
         activation_bytes_per_latent_pixel=19.5 * GB / 128**2,
         quantizable_share=0.997, block_count=52, text_quantizable_share=0.834),
     # The original module names are diffusers' (ComfyUI's Kandinsky 5 model keeps them), so the kohya-style file is
-    # ``lora_unet_`` + the module path with "_" for ".", which ComfyUI maps onto every weight of its model.
+    # ``lora_unet_`` + the module path with "_" for ".", which ComfyUI maps onto every weight of its model;
+    # musubi-tuner (blissful-tuner) trains Kandinsky 5 LoRAs as networks.lora_kandinsky.
     kohya=KohyaFacts(modelspec_architecture="kandinsky-5-image/lora", base_model_version="kandinsky5_image",
                      lora_family="kandinsky5_image", lora_family_label="Kandinsky 5 Image",
                      original_unet_names=False, network_module="networks.lora_kandinsky",
