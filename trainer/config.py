@@ -423,6 +423,21 @@ class Config(Section):
     concepts: list[ConceptConfig] = Field(
         default_factory=list, description="Concepts trained together with the first one (dataset.*).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _family_lora_targets(cls, data: Any) -> Any:
+        """``lora.target_modules`` left out: the family's own (``Family.lora_target_modules``), else the default."""
+        if not isinstance(data, dict) or not isinstance(data.get("model", {}), dict):
+            return data
+        architecture = data.get("model", {}).get("architecture")
+        lora = data.get("lora", {})
+        # Anything odd is left as it is, for the field checks to name.
+        if (not isinstance(architecture, str) or architecture not in families.FAMILIES or not isinstance(lora, dict)
+                or "target_modules" in lora):
+            return data
+        targets = families.family(architecture).lora_target_modules
+        return data if targets is None else {**data, "lora": {**lora, "target_modules": list(targets)}}
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Config:
         problems = []

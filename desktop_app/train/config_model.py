@@ -18,7 +18,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.train.field_meta import all_field_names
-from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, SamplingConfig, config_from_dict
+from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, LoraConfig, SamplingConfig, config_from_dict
 from trainer.families import FAMILIES, MODEL_FAMILIES, is_toy
 from trainer.preflight import input_problems
 
@@ -26,6 +26,14 @@ FIELDS = all_field_names()
 INPUT_RECHECK_MS = 2000
 # The sampling settings a family may run differently (Family.sample_defaults), with the config's defaults.
 SAMPLING_DEFAULTS = {key: SamplingConfig.model_fields[key].default for key in ("guidance_scale", "inference_steps")}
+
+
+def _lora_targets(architecture: str) -> list[str]:
+    """The LoRA target modules a config of ``architecture`` gets when it names none."""
+    family = FAMILIES.get(architecture)
+    if family is not None and family.lora_target_modules is not None:
+        return list(family.lora_target_modules)
+    return list(LoraConfig.model_fields["target_modules"].default_factory())  # type: ignore[misc]
 
 
 class ConfigModel(QObject):
@@ -123,6 +131,12 @@ class ConfigModel(QObject):
                 self._values[name] = type(config_default)(after)
                 self._external.pop(name, None)
                 self.valueChanged.emit(name, self._values[name])
+        # LoRA's target modules likewise: the family's own names (Family.lora_target_modules), else the config's.
+        before, after = _lora_targets(old), _lora_targets(new)
+        if before != after and list(self._values.get("lora.target_modules", [])) == before:
+            self._values["lora.target_modules"] = after
+            self._external.pop("lora.target_modules", None)
+            self.valueChanged.emit("lora.target_modules", after)
 
     def _follow_mode(self, mode: str) -> None:
         """Choosing what to train picks an architecture it works with: the toy network is its own

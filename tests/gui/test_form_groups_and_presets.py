@@ -130,3 +130,10 @@ def test_switching_family_moves_the_sampling_settings_left_at_the_old_familys_us
     model.set_value("model.architecture", "sdxl")
     assert model.value("sampling.guidance_scale") == 7.5  # at SD 3.5's usual value: back to SDXL's
     assert model.config is not None
+    # LoRA's targets follow too: Kandinsky 5's attention is named to_query/…/out_layer, not to_q/…/to_out.0
+    assert model.value("lora.target_modules") == ["to_q", "to_k", "to_v", "to_out.0"]
+    model.set_value("model.architecture", "kandinsky5")
+    assert model.value("lora.target_modules")[:3] == ["to_query", "to_key", "to_value"]
+    assert model.config is not None and model.config.lora.target_modules == model.value("lora.target_modules")
+    model.set_value("model.architecture", "sdxl")
+    assert model.value("lora.target_modules") == ["to_q", "to_k", "to_v", "to_out.0"]

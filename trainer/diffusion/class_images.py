@@ -64,7 +64,7 @@ def ensure_class_images(config: Config, parts: Components, device: str, logger: 
         # By name: Flux.2's pipelines take a reference image first.
         image = pipe(prompt=chosen.class_prompt, width=size, height=size,
                      num_inference_steps=config.sampling.inference_steps,
-                     **guiding, generator=generator).images[0]
+                     **guiding, generator=generator, return_dict=False)[0][0]  # as sampling.draw
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         atomic_write_bytes(folder / f"class-{start + n:05d}.png", buffer.getvalue())

@@ -34,7 +34,18 @@ def build_pipeline(components: Components, unet: torch.nn.Module):
         parts[encoder.component], parts[encoder.tokenizer] = module, tokenizer
     pipe = getattr(diffusers, model.pipeline_class)(**parts, **model.pipeline_args)
     pipe.set_progress_bar_config(disable=True)
+    set_up_pipeline(pipe, components.architecture)
     return pipe
+
+
+def set_up_pipeline(pipe, architecture: str) -> None:
+    """What the family sets on a pipeline beyond its constructor's arguments (``Family.pipeline_setup``)."""
+    import importlib
+
+    setup = family(architecture).pipeline_setup
+    if setup is not None:
+        module_name, function_name = setup.split(":")
+        getattr(importlib.import_module(module_name), function_name)(pipe)
 
 
 def plan_prompts(lines: list[str], seeds: list[int], width: int, height: int, steps: int, guidance: float,
@@ -144,8 +155,10 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
                 if conditioning is not None:
                     device = pipe._execution_device
                     text = {name: _moved(value, device) for name, value in conditioning[prompt.line].items()}
+                # The output as a tuple, images first: every pipeline's (Kandinsky 5 names its field ``image``).
                 image = pipe(**text, **guiding, width=prompt.width, height=prompt.height,
-                             num_inference_steps=prompt.steps, generator=generator, output_type="pil").images[0]
+                             num_inference_steps=prompt.steps, generator=generator, output_type="pil",
+                             return_dict=False)[0][0]
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 path = out_dir / f"p{p_index:02d}-seed{seed}.png"

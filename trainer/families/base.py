@@ -35,10 +35,11 @@ class TextEncoder:
     # Its containers of repeated blocks (dotted module paths): the Linear layers inside them are what
     # ``model.text_encoder_quantization`` stores in fewer bits.  Empty: the encoder is never quantized.
     blocks: tuple[str, ...] = ()
-    # Its folder's tokenizer is a multimodal processor (Flux.2 dev's ``PixtralProcessor``) whose image half
-    # transformers 5 builds only with torchvision, which Kamaal does not install: the folder loader reads the text
-    # tokenizer alone (with its chat template), all that the pipeline's text-to-image path calls.
-    tokenizer_in_processor: bool = False
+    # The transformers class its tokenizer folder is read with, where the class the folder names needs a library
+    # Kamaal does not install: a multimodal processor whose image or video half transformers 5 builds only with
+    # torchvision (Flux.2 dev's ``PixtralProcessor``, Kandinsky 5's ``Qwen2VLProcessor``).  The pipelines' text-to-image
+    # path calls the text tokenizer alone (its chat template kept: ``component_files.text_tokenizer``).
+    tokenizer_class: str | None = None
 
     @property
     def tokenizer(self) -> str:
@@ -141,6 +142,12 @@ class Family:
     variant_of: str | None = None
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
+    # "module:function(pipeline)" run on every pipeline Kamaal builds to sample, where the pipeline needs a setting its
+    # constructor does not take (Kandinsky 5: previews at any size, not snapped to its trained resolutions).
+    pipeline_setup: str | None = None
+    # The denoiser's modules ``lora.target_modules`` names when the config does not (None: the config's default,
+    # diffusers' attention names to_q/to_k/to_v/to_out.0); for transformers whose attention is named otherwise.
+    lora_target_modules: tuple[str, ...] | None = None
     text_encoders: tuple[TextEncoder, ...] = ()
     # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
     # previews run from prompts encoded once, while the text encoders wait off the GPU.

@@ -69,7 +69,7 @@ FAMILY = Family(
               "out_channels": 16, "text_in_dim": 24, "rope_axes_dim": (4, 6, 6)}),
           # The transformer starts its modulation and output layer at zero (for training from scratch); a tiny
           # model so built would predict nothing and no adapter could learn: they are drawn at random instead.
-          "zero_initialised": ("adaLN_modulation.1", "final_linear"),
+          "zero_initialised": (("adaLN_modulation.1", "final_linear"), 0.15),
           "vae_class": "AutoencoderKLFlux2",
           "vae": {"block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "latent_channels": 4,
                   "norm_num_groups": 8, "sample_size": 64},

@@ -7,7 +7,7 @@ template's system turn (BFL's system message) and the prompt's user turn, padded
 Trained as musubi-tuner's ``flux_2_train_network`` trains dev: the guidance input held at 1.0 (``Flux2Engine`` gives
 it wherever the transformer has a guidance embedder), σ by ``flux2_shift``; previews at the pipeline's guidance 4 in
 28 steps.  Its folder's tokenizer is a ``PixtralProcessor``, which transformers 5 builds only with torchvision: the
-loader reads its text tokenizer alone (``TextEncoder.tokenizer_in_processor``), all that text-to-image uses.  Mistral's
+loader reads its text tokenizer alone (``TextEncoder.tokenizer_class``), all that text-to-image uses.  Mistral's
 Tekken vocabulary ships in no package Kamaal may take it from: a single-file run names the folder that holds it."""
 
 from trainer.families import flux2
@@ -32,7 +32,7 @@ FAMILY = Family(
         TextEncoder("text_encoder", "Mistral3ForConditionalGeneration", open_clip=False, tokenizer_kind="mistral",
                     single_file_prefix="", label="Mistral Small 3.2 text encoder", lora=False,
                     blocks=("model.language_model.layers", "model.vision_tower.transformer.layers"),
-                    tokenizer_in_processor=True),
+                    tokenizer_class="AutoTokenizer"),
     ),
     flow=flux2.FLOW,
     sample_scheduler=None,

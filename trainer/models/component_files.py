@@ -152,14 +152,15 @@ def vae_from_state(state: dict[str, torch.Tensor], folder: Path, source: Path, f
         raise InputError(f"{field}: {source} {problem} ({detail})") from None
 
 
-def text_tokenizer(folder: Path):
-    """The text tokenizer in ``folder`` with its chat template, where a multimodal processor's folder keeps that
-    template in the processor's own ``chat_template.json`` (which a tokenizer does not read)."""
+def text_tokenizer(folder: Path, class_name: str = "AutoTokenizer"):
+    """The text tokenizer in ``folder`` (read as transformers' ``class_name``) with its chat template, where a
+    multimodal processor's folder keeps that template in the processor's own ``chat_template.json`` (which a
+    tokenizer does not read)."""
     import json
 
-    from transformers import AutoTokenizer
+    import transformers
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer = getattr(transformers, class_name).from_pretrained(folder, local_files_only=True)
     legacy = folder / "chat_template.json"
     if not tokenizer.chat_template and legacy.is_file():
         tokenizer.chat_template = json.loads(legacy.read_text(encoding="utf-8"))["chat_template"]

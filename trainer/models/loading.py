@@ -110,11 +110,12 @@ def _extra_pipeline_args(architecture: Architecture) -> dict[str, Any]:
 
 def _text_tokenizers(folder: Path, architecture: Architecture) -> dict[str, Any]:
     """The tokenizers read apart from ``from_pretrained``: where the folder keeps a multimodal processor whose
-    image half needs torchvision (``TextEncoder.tokenizer_in_processor``), its text tokenizer alone."""
+    image or video half needs torchvision (``TextEncoder.tokenizer_class``), its text tokenizer alone."""
     from trainer.models.component_files import text_tokenizer
 
-    return {spec.tokenizer: text_tokenizer(folder / spec.tokenizer)
-            for spec in family(architecture).text_encoders if spec.tokenizer_in_processor}
+    return {spec.tokenizer: text_tokenizer(folder / spec.tokenizer, spec.tokenizer_class)
+            for spec in family(architecture).text_encoders
+            if spec.tokenizer_class is not None and (folder / spec.tokenizer).is_dir()}
 
 
 def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:

@@ -67,7 +67,7 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
         if "denoiser" in spec:  # a transformer family: its class and tiny config
             class_name, config = spec["denoiser"]
             components[family.denoiser] = getattr(diffusers, class_name)(**config)
-            _draw_zero_initialised(components[family.denoiser], spec.get("zero_initialised", ()))
+            _draw_zero_initialised(components[family.denoiser], *spec.get("zero_initialised", ((), 0.0)))
         else:
             components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
         torch.manual_seed(seed + 1)
@@ -237,12 +237,13 @@ def _mistral3_encoder(width: int, activation: str, tokenizer: Any, layers: int =
                        "num_attention_heads": 2, "head_dim": 8, "patch_size": 4, "image_size": 32},
         image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"), spatial_merge_size=2)
     return transformers.Mistral3ForConditionalGeneration(config)
-def _draw_zero_initialised(denoiser: torch.nn.Module, prefixes: tuple[str, ...]) -> None:
-    """Give the named layers (a DiT's zero-initialised modulation and output layer) small random weights, as a
-    trained model has: at zero they would block every gradient to the blocks before them."""
+def _draw_zero_initialised(denoiser: torch.nn.Module, fragments: tuple[str, ...], std: float) -> None:
+    """Give the layers whose names hold one of ``fragments`` (a DiT's zero-initialised modulation and output layer:
+    adaLN-Zero) random weights of ``std``, as a trained model has: at zero they gate every block shut and block every
+    gradient to the blocks before them, so no LoRA could learn."""
     for name, parameter in denoiser.named_parameters():
-        if name.startswith(prefixes):
-            torch.nn.init.normal_(parameter, std=0.15)
+        if any(fragment in name for fragment in fragments):
+            torch.nn.init.normal_(parameter, std=std)
 
 
 # Mistral's special tokens at their ids in Tekken's vocabulary (<unk>, <s>, </s>, ..., [IMG] 10, <pad> 11): the ids
