@@ -208,6 +208,85 @@ def test_a_vision_language_model_is_asked_the_prompt_and_its_answer_is_the_capti
     assert caption == " ".join(answer.split()) and caption and "Describe" not in caption
 
 
+# Qwen2-VL's and Qwen2.5-VL's chat template (from their tokenizer_config.json), reduced to images and text.
+QWEN_VL_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a "
+    "helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == "
+    "'image' %}<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def write_tiny_qwen_vl(folder: Path, model_type: str) -> Path:
+    """A tiny Qwen-VL (``qwen2_5_vl`` or ``qwen3_vl``) laid out as Qwen's own folders are: weights,
+    ``preprocessor_config.json`` (a Qwen2VLImageProcessor), the tokenizer with its chat template, no video
+    processor config, so that ``AutoProcessor`` asks for torchvision as it does with the real ones.  The shipped
+    Qwen tokenizer has the vision tokens (<|vision_start|>, <|image_pad|>…)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from trainer.models.clip_vocab import qwen3_tokenizer
+
+    tokenizer = qwen3_tokenizer()
+    tokenizer.chat_template = QWEN_VL_TEMPLATE
+    ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(f"<|{token}|>") for name, token in
+           (("image", "image_pad"), ("video", "video_pad"), ("vision_start",) * 2, ("vision_end",) * 2)}
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 512,
+            "rope_parameters": rope | ({"mrope_interleaved": True} if model_type == "qwen3_vl" else {})}
+    patch = 16 if model_type == "qwen3_vl" else 14
+    vision = {"depth": 2, "hidden_size": 32, "num_heads": 2, "patch_size": patch, "spatial_merge_size": 2,
+              "temporal_patch_size": 2, **{
+                  "qwen2_5_vl": {"intermediate_size": 64, "out_hidden_size": 32, "window_size": 56,
+                                 "fullatt_block_indexes": [1]},
+                  "qwen3_vl": {"intermediate_size": 64, "out_hidden_size": 32, "num_position_embeddings": 16,
+                               "deepstack_visual_indexes": [0]}}[model_type]}
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, text_config=text, vision_config=vision, **ids)
+    model = AutoModelForImageTextToText.from_config(config).eval()
+    model.generation_config.eos_token_id = None  # a random model would end at once
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    side = patch * 2  # one merged patch: min 2×2 of them, max 4×4 (a real one allows up to 16 million pixels)
+    Qwen2VLImageProcessorPil(patch_size=patch, min_pixels=side * side * 4, max_pixels=side * side * 16
+                             ).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "qwen3_vl"])
+def test_a_qwen_vl_folder_captions_without_torchvision_as_its_own_generate_does(tmp_path, model_type):
+    """transformers 5 builds Qwen-VL processors with a video processor that needs torchvision (not installed):
+    the captioner builds one for images alone, and its caption is what the model's own generate gives on inputs
+    made here by hand — the image processor's patches, the chat turn with one <|image_pad|> per merged patch."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    from trainer.captioning.models import CaptionerOptions, open_captioner
+
+    folder = write_tiny_qwen_vl(tmp_path / model_type, model_type)
+    with pytest.raises(ImportError, match="Torchvision"):
+        AutoProcessor.from_pretrained(folder)  # what the captioner avoids
+    image = Image.new("RGB", (90, 60), (30, 60, 200))
+    captioner = open_captioner(folder, CaptionerOptions(prompt="Describe the colours.", max_new_tokens=5))
+    caption = captioner.caption(image)
+
+    images = AutoImageProcessor.from_pretrained(folder)(images=[image], return_tensors="pt")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the colours."}]}]
+    prompt = tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+    patches = int(images["image_grid_thw"].prod()) // 4  # 2×2 patches merge into one token
+    inputs = tokenizer(prompt.replace("<|image_pad|>", "<|image_pad|>" * patches), return_tensors="pt")
+    # Which tokens are the picture's: Qwen-VL places them in its 3-D rotary positions by this.
+    inputs["mm_token_type_ids"] = (inputs["input_ids"] == tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    with torch.no_grad():
+        out = model.generate(**inputs, **images, max_new_tokens=5, do_sample=False)
+    answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert patches > 1 and caption == " ".join(answer.split()) and caption
+
+
 def test_modes_prefix_suffix_and_one_undo_for_the_batch(tmp_path):
     images = colour_images(tmp_path, {"a": (1, 2, 3), "b": (4, 5, 6), "c": (7, 8, 9), "d": (9, 9, 9)})
     pixels = {name: path.read_bytes() for name, path in images.items()}

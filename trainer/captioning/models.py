@@ -8,9 +8,14 @@
   first, without the blacklisted ones; underscores become spaces unless ``keep_underscores`` (kaomoji such as
   ``^_^`` keep theirs).
 * **transformers models**: any folder ``AutoModelForImageTextToText`` loads (BLIP, BLIP-2, GIT, Florence-2,
-  Qwen2.5-VL, LLaVA…).  A processor with a chat template is asked ``prompt`` as a chat turn with the image and
-  its answer is the caption; one without is given the image and ``prompt`` as a text start (BLIP's "a
-  photography of", Florence-2's ``<MORE_DETAILED_CAPTION>``), and the prompt is taken off what it returns.
+  Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA…), with its weights in the dtype they are stored in.  A processor with a
+  chat template is asked ``prompt`` as a chat turn with the image and its answer is the caption; one without is
+  given the image and ``prompt`` as a text start (BLIP's "a photography of", Florence-2's
+  ``<MORE_DETAILED_CAPTION>``), and the prompt is taken off what it returns.  Processors that also take videos
+  (the Qwen-VL family) are built for images alone: transformers 5's video processors need torchvision, which
+  Kamaal does not install, and a caption never needs them.
+
+Both kinds are refused before loading when their weights would not fit in the free memory (``memory``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Protocol
 from PIL import Image
 
 from trainer.captioning.folder import TAG_FILE, captioner_kind
+from trainer.captioning.memory import check_fits
 from trainer.errors import InputError
 
 GENERAL, CHARACTER = 0, 4
@@ -51,7 +57,9 @@ def open_captioner(folder: Path, options: CaptionerOptions, field: str = "--mode
     """The captioner in ``folder``; ``InputError`` starting with ``field`` (the option or setting that named the
     folder) when it holds none, or half of one."""
     folder = Path(folder)
-    if captioner_kind(folder, field) == "tagger":
+    kind = captioner_kind(folder, field)
+    check_fits(folder, options.device, field)
+    if kind == "tagger":
         return OnnxTagger(sorted(folder.glob("*.onnx"))[0], folder / TAG_FILE, options, field)
     return TransformersCaptioner(folder, options, field)
 
@@ -121,24 +129,24 @@ def read_tag_list(path: Path, field: str = "--model") -> tuple[list[str], list[i
 class TransformersCaptioner:
     def __init__(self, folder: Path, options: CaptionerOptions, field: str = "--model") -> None:
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         self.options = options
         try:
-            self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-            self.model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).eval()
+            self.processor = load_processor(folder)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                folder, local_files_only=True, dtype="auto", device_map=options.device).eval()
         except (OSError, ValueError, KeyError) as error:
             raise InputError(f"{field}: {folder} is not an image-to-text model transformers can load offline "
                              f"({str(error).splitlines()[0]})") from None
         except torch.OutOfMemoryError:
             raise InputError(f"{field}: {folder} needs more memory than this machine has free") from None
-        except ImportError as error:  # transformers 5's Qwen-VL processors need torchvision, which Kamaal lacks
+        except ImportError as error:  # a processor that needs a library Kamaal does not install
             text = str(error).strip()
             needs = (f"the {text.split(' requires the ', 1)[1].split(' library', 1)[0]} library"
                      if " requires the " in text else f"a library that is not installed ({text.splitlines()[0]})")
             raise InputError(f"{field}: {folder} needs {needs}, which Kamaal does not install; use a tagger, BLIP "
                              "or Florence-2 folder") from None
-        self.model.to(options.device)
         self.name = type(self.model).__name__
         self.chat = bool(getattr(self.processor, "chat_template", None))
 
@@ -163,6 +171,37 @@ class TransformersCaptioner:
         text = _clean(self.processor.batch_decode(out, skip_special_tokens=True)[0])
         prompt = _clean(prompt)
         return _clean(text[len(prompt):]) if prompt and text.lower().startswith(prompt.lower()) else text
+
+
+def load_processor(folder: Path):
+    """The folder's processor; one that also takes videos is built without its video processor when that needs a
+    library that is not installed (transformers 5's Qwen-VL video processors need torchvision; their image
+    processors have a Pillow version, which ``AutoImageProcessor`` picks without it)."""
+    from transformers import AutoConfig, AutoProcessor
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    try:
+        return AutoProcessor.from_pretrained(folder, local_files_only=True)
+    except ImportError:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        processor_class = PROCESSOR_MAPPING.get(type(config), None)
+        if processor_class is None or "video_processor" not in processor_class.get_attributes():
+            raise
+    return images_only(processor_class).from_pretrained(folder, local_files_only=True)
+
+
+def images_only(processor_class: type) -> type:
+    """``processor_class`` without its video processor: ``ProcessorMixin`` loads, checks and saves the
+    sub-processors ``get_attributes`` names, and the Qwen-VL processors touch ``video_processor`` only for
+    videos."""
+
+    class ImagesOnlyProcessor(processor_class):
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [name for name in processor_class.get_attributes() if name != "video_processor"]
+
+    ImagesOnlyProcessor.__name__ = ImagesOnlyProcessor.__qualname__ = f"{processor_class.__name__}ForImages"
+    return ImagesOnlyProcessor
 
 
 def _clean(text: str) -> str:
