@@ -287,6 +287,95 @@ def test_a_qwen_vl_folder_captions_without_torchvision_as_its_own_generate_does(
     assert patches > 1 and caption == " ".join(answer.split()) and caption
 
 
+def write_tiny_florence2(folder: Path) -> Path:
+    """A tiny Florence-2 (transformers' own class: a two-stage DaViT, a one-layer BART) with a byte-level BPE of a few
+    words and the <image> token, saved with its processor as florence-community's folders are."""
+    import torch
+    from transformers import (
+        BartTokenizer,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    words = ["<s>", "<pad>", "</s>", "<unk>", "ĠA", "Ġred", "Ġcircle", "Ġon", "Ġblue", "Ġsquare"]
+    tokenizer = BartTokenizer(vocab={word: index for index, word in enumerate(words)}, merges=[],
+                              extra_special_tokens={"image_token": "<image>"})
+    torch.manual_seed(0)
+    config = Florence2Config(
+        vision_config={"depths": [1, 1], "patch_size": [7, 3], "patch_stride": [4, 2], "patch_padding": [3, 1],
+                       "patch_prenorm": [False, True], "embed_dim": [16, 32], "num_heads": [2, 4],
+                       "num_groups": [2, 4], "window_size": 2, "projection_dim": 32, "max_position_embeddings": 8,
+                       "max_temporal_embeddings": 4},
+        text_config={"vocab_size": len(tokenizer), "d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+                     "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                     "decoder_ffn_dim": 64, "max_position_embeddings": 128, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+                     "decoder_start_token_id": tokenizer.eos_token_id},
+        image_token_id=tokenizer.image_token_id)
+    model = Florence2ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # the output layer is the embedding: special tokens score 0, so words win (mostly)
+        model.model.language_model.shared.weight[:4] = 0.0
+    model.generation_config.eos_token_id = model.generation_config.forced_eos_token_id = None
+    model.save_pretrained(folder)
+    # 32×32 pixels → 8×8 after the first stage, 4×4 after the second, plus one pooled token: 17 image tokens.
+    images = CLIPImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False, image_seq_length=17)
+    Florence2Processor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_florence_2_is_given_its_task_prompt_and_writes_what_its_own_generate_says(tmp_path):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from trainer.captioning.models import FLORENCE_TASK, CaptionerOptions, open_captioner
+
+    folder = write_tiny_florence2(tmp_path / "florence-2")
+    image = Image.new("RGB", (40, 30), (200, 30, 30))
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    for prompt, task in (("<CAPTION>", "<CAPTION>"), ("", FLORENCE_TASK)):  # none given: a detailed caption
+        caption = open_captioner(folder, CaptionerOptions(prompt=prompt, max_new_tokens=6)).caption(image)
+        with torch.no_grad():
+            out = model.generate(**processor(images=image, text=task, return_tensors="pt"), max_new_tokens=6,
+                                 do_sample=False)
+        assert caption == " ".join(processor.batch_decode(out, skip_special_tokens=True)[0].split()) and caption
+
+    # The same folder with a weight renamed, as in a layout written for other code: refused, not run half-random.
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    renamed = next(key for key in weights if "vision_tower" in key)
+    save_file({(f"other.{key}" if key == renamed else key): value for key, value in weights.items()},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(InputError, match=r"lacks 1 of Florence2ForConditionalGeneration's weights .*laid out"):
+        open_captioner(folder, CaptionerOptions())
+
+
+def test_a_model_bigger_than_the_free_memory_is_refused_before_it_loads(tagger, tmp_path, monkeypatch):
+    """The estimate is the weights' files (loaded as stored) with headroom, against the device's free memory."""
+    from trainer.captioning import memory, models
+
+    blip = write_tiny_blip(tmp_path / "blip")
+    (blip / "pytorch_model.bin").write_bytes(b"0" * 10_000)  # beside .safetensors, transformers never reads it
+    weights = (blip / "model.safetensors").stat().st_size
+    assert memory.weight_bytes(blip) == weights
+    assert memory.weight_bytes(tagger) == (tagger / "model.onnx").stat().st_size
+
+    def never_loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models.TransformersCaptioner, "__init__", never_loaded)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: int(weights * 1.1))  # the weights, not the headroom
+    with pytest.raises(InputError, match=r"^--model: .*blip needs about 0\.0 GB of memory to caption and this "
+                                         r"machine has 0\.0 GB free"):
+        models.open_captioner(blip, models.CaptionerOptions())
+    monkeypatch.setattr(memory, "free_bytes", lambda device: weights * 2)
+    with pytest.raises(AssertionError, match="the model was loaded"):  # enough: it goes on to load
+        models.open_captioner(blip, models.CaptionerOptions())
+
+
 def test_modes_prefix_suffix_and_one_undo_for_the_batch(tmp_path):
     images = colour_images(tmp_path, {"a": (1, 2, 3), "b": (4, 5, 6), "c": (7, 8, 9), "d": (9, 9, 9)})
     pixels = {name: path.read_bytes() for name, path in images.items()}

@@ -10,8 +10,9 @@
 * **transformers models**: any folder ``AutoModelForImageTextToText`` loads (BLIP, BLIP-2, GIT, Florence-2,
   Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA…), with its weights in the dtype they are stored in.  A processor with a
   chat template is asked ``prompt`` as a chat turn with the image and its answer is the caption; one without is
-  given the image and ``prompt`` as a text start (BLIP's "a photography of", Florence-2's
-  ``<MORE_DETAILED_CAPTION>``), and the prompt is taken off what it returns.  Processors that also take videos
+  given the image and ``prompt`` as a text start (BLIP's "a photography of") or task (Florence-2's
+  ``<MORE_DETAILED_CAPTION>``; ``<DETAILED_CAPTION>`` when none is given), and the prompt is taken off what it
+  returns.  Processors that also take videos
   (the Qwen-VL family) are built for images alone: transformers 5's video processors need torchvision, which
   Kamaal does not install, and a caption never needs them.
 
@@ -32,6 +33,7 @@ from trainer.captioning.memory import check_fits
 from trainer.errors import InputError
 
 GENERAL, CHARACTER = 0, 4
+FLORENCE_TASK = "<DETAILED_CAPTION>"  # a few sentences: within CLIP's 75 tokens, unlike <MORE_DETAILED_CAPTION>
 KAOMOJI = frozenset({"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o",
                      "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||"})
 
@@ -134,8 +136,8 @@ class TransformersCaptioner:
         self.options = options
         try:
             self.processor = load_processor(folder)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                folder, local_files_only=True, dtype="auto", device_map=options.device).eval()
+            self.model, loading = AutoModelForImageTextToText.from_pretrained(
+                folder, local_files_only=True, dtype="auto", device_map=options.device, output_loading_info=True)
         except (OSError, ValueError, KeyError) as error:
             raise InputError(f"{field}: {folder} is not an image-to-text model transformers can load offline "
                              f"({str(error).splitlines()[0]})") from None
@@ -147,6 +149,14 @@ class TransformersCaptioner:
                      if " requires the " in text else f"a library that is not installed ({text.splitlines()[0]})")
             raise InputError(f"{field}: {folder} needs {needs}, which Kamaal does not install; use a tagger, BLIP "
                              "or Florence-2 folder") from None
+        # transformers starts weights it does not find from random values, with only a warning: a folder written
+        # for other code (Microsoft's own Florence-2 layout, which needs trust_remote_code) would caption noise.
+        missing = sorted(loading["missing_keys"])  # (weights of another shape are refused while loading)
+        if missing:
+            raise InputError(f"{field}: {folder} lacks {len(missing)} of {type(self.model).__name__}'s weights (such "
+                             f"as {missing[0]}): it is laid out for other code; use the transformers version of the "
+                             "model")
+        self.model.eval()
         self.name = type(self.model).__name__
         self.chat = bool(getattr(self.processor, "chat_template", None))
 
@@ -161,8 +171,10 @@ class TransformersCaptioner:
             text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
             inputs = self.processor(images=[image], text=[text], return_tensors="pt")
         else:
+            if not prompt and hasattr(self.processor, "task_prompts_without_inputs"):
+                prompt = FLORENCE_TASK  # Florence-2 answers task prompts; without one it is not asked to caption
             inputs = self.processor(images=image, text=prompt or None, return_tensors="pt")
-        inputs = inputs.to(self.options.device)
+        inputs = inputs.to(self.options.device, dtype=self.model.dtype)  # the pixels in the weights' dtype
         with torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=self.options.max_new_tokens, do_sample=False)
         if self.chat or self.model.config.is_encoder_decoder:
