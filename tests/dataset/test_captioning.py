@@ -4,7 +4,9 @@ prefix and suffix, one undo for a whole batch, cancel keeping what is done, and 
 
 from __future__ import annotations
 
+import ast
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,11 @@ def tagger(tmp_path_factory) -> Path:
     return write_tagger(tmp_path_factory.mktemp("tagger") / "wd-tiny-tagger")
 
 
+@pytest.fixture(scope="module")
+def blip(tmp_path_factory) -> Path:
+    return write_tiny_blip(tmp_path_factory.mktemp("blip") / "blip")
+
+
 def colour_images(folder: Path, colours: dict[str, tuple[int, int, int]]) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -122,13 +129,12 @@ def test_a_folder_that_is_not_a_captioner_is_refused_naming_what_is_missing(tagg
         open_captioner(wrong, CaptionerOptions())
 
 
-def test_an_image_to_text_model_writes_what_its_own_generate_says(tmp_path):
+def test_an_image_to_text_model_writes_what_its_own_generate_says(blip, tmp_path):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from trainer.captioning.models import CaptionerOptions, open_captioner
 
-    blip = write_tiny_blip(tmp_path / "blip")
     image = Image.new("RGB", (40, 30), (200, 30, 30))
     caption = open_captioner(blip, CaptionerOptions(max_new_tokens=6)).caption(image)
     processor = AutoProcessor.from_pretrained(blip)
@@ -184,7 +190,12 @@ def write_tiny_llava(folder: Path) -> Path:
     return folder
 
 
-def test_a_vision_language_model_is_asked_the_prompt_and_its_answer_is_the_caption(tmp_path):
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory) -> Path:
+    return write_tiny_llava(tmp_path_factory.mktemp("llava") / "tiny-llava")
+
+
+def test_a_vision_language_model_is_asked_the_prompt_and_its_answer_is_the_caption(llava):
     """A processor with a chat template gets the prompt as a chat turn with the image; the caption is the answer
     alone: what the model's own generate adds after that turn, without the turn."""
     import torch
@@ -192,7 +203,7 @@ def test_a_vision_language_model_is_asked_the_prompt_and_its_answer_is_the_capti
 
     from trainer.captioning.models import CaptionerOptions, open_captioner
 
-    folder = write_tiny_llava(tmp_path / "tiny-llava")
+    folder = llava
     image = Image.new("RGB", (64, 48), (30, 200, 30))
     captioner = open_captioner(folder, CaptionerOptions(prompt="Describe the colours.", max_new_tokens=5))
     assert captioner.chat
@@ -255,8 +266,18 @@ def write_tiny_qwen_vl(folder: Path, model_type: str) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def qwen2_5_vl(tmp_path_factory) -> Path:
+    return write_tiny_qwen_vl(tmp_path_factory.mktemp("qwen") / "qwen2_5_vl", "qwen2_5_vl")
+
+
+@pytest.fixture(scope="module")
+def qwen3_vl(tmp_path_factory) -> Path:
+    return write_tiny_qwen_vl(tmp_path_factory.mktemp("qwen") / "qwen3_vl", "qwen3_vl")
+
+
 @pytest.mark.parametrize("model_type", ["qwen2_5_vl", "qwen3_vl"])
-def test_a_qwen_vl_folder_captions_without_torchvision_as_its_own_generate_does(tmp_path, model_type):
+def test_a_qwen_vl_folder_captions_without_torchvision_as_its_own_generate_does(request, model_type):
     """transformers 5 builds Qwen-VL processors with a video processor that needs torchvision (not installed):
     the captioner builds one for images alone, and its caption is what the model's own generate gives on inputs
     made here by hand — the image processor's patches, the chat turn with one <|image_pad|> per merged patch."""
@@ -265,7 +286,7 @@ def test_a_qwen_vl_folder_captions_without_torchvision_as_its_own_generate_does(
 
     from trainer.captioning.models import CaptionerOptions, open_captioner
 
-    folder = write_tiny_qwen_vl(tmp_path / model_type, model_type)
+    folder = request.getfixturevalue(model_type)
     with pytest.raises(ImportError, match="Torchvision"):
         AutoProcessor.from_pretrained(folder)  # what the captioner avoids
     image = Image.new("RGB", (90, 60), (30, 60, 200))
@@ -325,13 +346,18 @@ def write_tiny_florence2(folder: Path) -> Path:
     return folder
 
 
-def test_florence_2_is_given_its_task_prompt_and_writes_what_its_own_generate_says(tmp_path):
+@pytest.fixture(scope="module")
+def florence2(tmp_path_factory) -> Path:
+    return write_tiny_florence2(tmp_path_factory.mktemp("florence") / "florence-2")
+
+
+def test_florence_2_is_given_its_task_prompt_and_writes_what_its_own_generate_says(florence2, tmp_path):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from trainer.captioning.models import FLORENCE_TASK, CaptionerOptions, open_captioner
 
-    folder = write_tiny_florence2(tmp_path / "florence-2")
+    folder = florence2
     image = Image.new("RGB", (40, 30), (200, 30, 30))
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(folder).eval()
@@ -345,6 +371,7 @@ def test_florence_2_is_given_its_task_prompt_and_writes_what_its_own_generate_sa
     # The same folder with a weight renamed, as in a layout written for other code: refused, not run half-random.
     from safetensors.torch import load_file, save_file
 
+    folder = Path(shutil.copytree(florence2, tmp_path / "renamed"))
     weights = load_file(folder / "model.safetensors")
     renamed = next(key for key in weights if "vision_tower" in key)
     save_file({(f"other.{key}" if key == renamed else key): value for key, value in weights.items()},
@@ -353,11 +380,11 @@ def test_florence_2_is_given_its_task_prompt_and_writes_what_its_own_generate_sa
         open_captioner(folder, CaptionerOptions())
 
 
-def test_a_model_bigger_than_the_free_memory_is_refused_before_it_loads(tagger, tmp_path, monkeypatch):
+def test_a_model_bigger_than_the_free_memory_is_refused_before_it_loads(tagger, blip, tmp_path, monkeypatch):
     """The estimate is the weights' files (loaded as stored) with headroom, against the device's free memory."""
     from trainer.captioning import memory, models
 
-    blip = write_tiny_blip(tmp_path / "blip")
+    blip = Path(shutil.copytree(blip, tmp_path / "blip"))
     (blip / "pytorch_model.bin").write_bytes(b"0" * 10_000)  # beside .safetensors, transformers never reads it
     weights = (blip / "model.safetensors").stat().st_size
     assert memory.weight_bytes(blip) == weights
@@ -374,6 +401,40 @@ def test_a_model_bigger_than_the_free_memory_is_refused_before_it_loads(tagger, 
     monkeypatch.setattr(memory, "free_bytes", lambda device: weights * 2)
     with pytest.raises(AssertionError, match="the model was loaded"):  # enough: it goes on to load
         models.open_captioner(blip, models.CaptionerOptions())
+
+
+def spec_assignment(name: str):
+    """The literal assigned to ``name`` in build.spec (the PyInstaller spec is Python; read, not run)."""
+    from tests.conftest import REPO
+
+    tree = ast.parse((REPO / "build.spec").read_text(encoding="utf-8"))
+    return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and any(isinstance(target, ast.Name) and target.id == name for target in node.targets))
+
+
+def test_the_packaged_app_collects_the_modules_of_every_class_a_captioner_uses(tagger, blip, llava, qwen2_5_vl,
+                                                                               qwen3_vl, florence2):
+    """The frozen app has only the modules build.spec collects: every transformers class a tested captioner uses
+    (model, processor, image processor, tokenizer) comes from a package in its CAPTIONER_PACKAGES, and the tagger
+    runs on onnxruntime, which the spec names too."""
+    from tests.conftest import REPO
+    from trainer.captioning.models import CaptionerOptions, open_captioner
+
+    packages = set(spec_assignment("CAPTIONER_PACKAGES"))
+    used = set()
+    for folder in (blip, llava, qwen2_5_vl, qwen3_vl, florence2):
+        captioner = open_captioner(folder, CaptionerOptions())
+        processor = captioner.processor
+        for part in (captioner.model, processor, processor.image_processor, processor.tokenizer):
+            module = next(cls.__module__ for cls in type(part).__mro__ if cls.__module__.startswith("transformers."))
+            if module.startswith("transformers.models."):
+                used.add(module.split(".")[2])
+    assert {"blip", "bert", "llava", "clip", "qwen2", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "florence2",
+            "roberta"} <= used  # the scan sees them
+    assert used <= packages, used - packages
+    assert type(open_captioner(tagger, CaptionerOptions()).session).__module__.startswith("onnxruntime.")
+    spec = (REPO / "build.spec").read_text(encoding="utf-8")
+    assert 'hiddenimports += ["onnxruntime"]' in spec and '"onnxruntime"):' in spec  # module and its metadata
 
 
 def test_modes_prefix_suffix_and_one_undo_for_the_batch(tmp_path):
