@@ -308,6 +308,16 @@ def test_a_qwen_vl_folder_captions_without_torchvision_as_its_own_generate_does(
     assert patches > 1 and caption == " ".join(answer.split()) and caption
 
 
+def test_a_large_photo_is_shrunk_to_a_megapixel_before_a_model_sees_it():
+    from trainer.captioning.models import MAX_PIXELS, at_most
+
+    photo = Image.new("RGB", (4000, 3000))
+    shrunk = at_most(photo, MAX_PIXELS)
+    assert shrunk.width * shrunk.height <= MAX_PIXELS and shrunk.size == (1182, 886)  # 4:3 kept
+    small = Image.new("RGB", (640, 480))
+    assert at_most(small, MAX_PIXELS) is small
+
+
 def write_tiny_florence2(folder: Path) -> Path:
     """A tiny Florence-2 (transformers' own class: a two-stage DaViT, a one-layer BART) with a byte-level BPE of a few
     words and the <image> token, saved with its processor as florence-community's folders are."""

@@ -33,6 +33,9 @@ from trainer.captioning.memory import check_fits
 from trainer.errors import InputError
 
 GENERAL, CHARACTER = 0, 4
+# Qwen-VL processors keep a picture's own size up to 12.8 megapixels (some 16,000 image tokens, many GB of
+# activations); a caption needs far less, and fixed-size processors (BLIP, Florence-2, LLaVA) shrink it anyway.
+MAX_PIXELS = 1024 * 1024
 FLORENCE_TASK = "<DETAILED_CAPTION>"  # a few sentences: within CLIP's 75 tokens, unlike <MORE_DETAILED_CAPTION>
 KAOMOJI = frozenset({"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o",
                      "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||"})
@@ -163,7 +166,7 @@ class TransformersCaptioner:
     def caption(self, image: Image.Image) -> str:
         import torch
 
-        image = image.convert("RGB")
+        image = at_most(image.convert("RGB"), MAX_PIXELS)
         prompt = self.options.prompt
         if self.chat:
             messages = [{"role": "user", "content": [{"type": "image"},
@@ -183,6 +186,15 @@ class TransformersCaptioner:
         text = _clean(self.processor.batch_decode(out, skip_special_tokens=True)[0])
         prompt = _clean(prompt)
         return _clean(text[len(prompt):]) if prompt and text.lower().startswith(prompt.lower()) else text
+
+
+def at_most(image: Image.Image, pixels: int) -> Image.Image:
+    """``image`` shrunk (aspect kept) to at most ``pixels`` pixels; as it is when it has no more."""
+    scale = (pixels / (image.width * image.height)) ** 0.5
+    if scale >= 1:
+        return image
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def load_processor(folder: Path):
