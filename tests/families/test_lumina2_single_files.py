@@ -101,3 +101,17 @@ def test_the_tokenizer_folder_and_missing_files_are_refused_naming_the_field(com
     with pytest.raises(InputError, match=r"^model\.text_encoder_files: .* does not hold a Gemma 2 text encoder"):
         load_model(alone / "l.safetensors", config_dir=comfy["config_dir"], text_encoder_files=[str(vae)],
                    vae_file=str(vae), tokenizer_folder=str(comfy["tokenizer"]))
+
+
+def test_the_tokenizer_folder_is_asked_only_where_a_family_needs_one_and_checked_before_a_run(comfy, tmp_path):
+    from desktop_app.train.form_groups import field_visible
+    from trainer.config import config_from_dict
+    from trainer.preflight import input_problems
+
+    assert field_visible("model.tokenizer_folder", "lora", "lumina2")
+    assert not any(field_visible("model.tokenizer_folder", "lora", name) for name in ("zimage", "flux", "sd15", "toy"))
+    model = {"architecture": "lumina2", "path": str(comfy["models"] / "checkpoints" / "lumina_2.safetensors")}
+    missing = config_from_dict({"mode": "lora", "model": {**model, "tokenizer_folder": str(tmp_path / "nowhere")}})
+    assert input_problems(missing)["model.tokenizer_folder"] == f"not a folder: {tmp_path / 'nowhere'}"
+    named = config_from_dict({"mode": "lora", "model": {**model, "tokenizer_folder": str(comfy["tokenizer"])}})
+    assert "model.tokenizer_folder" not in input_problems(named)
