@@ -51,7 +51,8 @@ def block_tree(model: torch.nn.Module, depth: int = 2) -> OrderedDict[str, tuple
 
 
 def model_blocks(model_path: Path, depth: int = 2, trainable: list[str] | tuple[str, ...] = (),
-                 text_encoder_files: list[str] | None = None, vae_file: str = "") -> dict[str, list]:
+                 text_encoder_files: list[str] | None = None, vae_file: str = "",
+                 tokenizer_folder: str = "") -> dict[str, list]:
     """The block tree of a model's UNet and text encoder(s) with parameter counts, as plain data.
 
     ``trainable`` patterns (as in ``frozen.trainable``) apply to the UNet and mark what a frozen-layer run would
@@ -60,7 +61,8 @@ def model_blocks(model_path: Path, depth: int = 2, trainable: list[str] | tuple[
     from trainer.families import family
     from trainer.models import load_model
 
-    loaded = load_model(Path(model_path), text_encoder_files=text_encoder_files, vae_file=vae_file)
+    loaded = load_model(Path(model_path), text_encoder_files=text_encoder_files, vae_file=vae_file,
+                        tokenizer_folder=tokenizer_folder)
     denoiser = family(loaded.info.architecture).denoiser
     modules = {name: getattr(loaded.pipeline, name) for name in family(loaded.info.architecture).component_names}
     report: dict[str, list[dict]] = {}

@@ -53,6 +53,8 @@ def input_problems(config: Config) -> dict[str, str]:
                                                                else f"{file} is a folder; choose the .safetensors file")
     if config.model.vae_file and not Path(config.model.vae_file).is_file():
         problems["model.vae_file"] = f"not found: {config.model.vae_file}"
+    if config.model.tokenizer_folder and not Path(config.model.tokenizer_folder).is_dir():
+        problems["model.tokenizer_folder"] = f"not a folder: {config.model.tokenizer_folder}"
     for concept in concepts_of(config):
         field = f"{concept.prefix}.path"
         if not concept.path:

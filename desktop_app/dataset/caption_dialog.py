@@ -194,7 +194,11 @@ class CaptionDialog(QDialog):
         box = QGroupBox("Image-to-text model")
         self.prompt = QLineEdit()
         self.prompt.setObjectName("captionPrompt")
-        self.prompt.setPlaceholderText("VLMs: the instruction (“Describe this image.”); BLIP: how the caption starts")
+        self.prompt.setPlaceholderText("VLM: “Describe this image.” · Florence-2: <CAPTION> · BLIP: “a photo of”")
+        self.prompt.setToolTip("A vision-language model (Qwen-VL, LLaVA) is asked this as a chat turn "
+                               "(empty: “Describe this image.”); Florence-2 is given a task such as <CAPTION>, "
+                               "<DETAILED_CAPTION> (when empty) or <MORE_DETAILED_CAPTION>; BLIP, GIT and other "
+                               "image-to-text models start their caption with it and it is taken off again.")
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 1024)
         self.max_tokens.setValue(75)

@@ -103,7 +103,8 @@ class BlockTree(QWidget):
         return self.runner.start("model-blocks", {
             "architecture": architecture, "model": path, "depth": 3,
             "text_encoder_files": [str(p) for p in self.model.value("model.text_encoder_files") or []],
-            "vae_file": str(self.model.value("model.vae_file") or "")})
+            "vae_file": str(self.model.value("model.vae_file") or ""),
+            "tokenizer_folder": str(self.model.value("model.tokenizer_folder") or "")})
 
     def shutdown(self) -> None:
         self.runner.close()
@@ -231,7 +232,8 @@ class BlockTree(QWidget):
     def _on_value_changed(self, name: str, _value: object) -> None:
         if name == "frozen.trainable":
             self._show_patterns()
-        elif name in ("model.path", "model.architecture", "model.text_encoder_files", "model.vae_file") \
+        elif name in ("model.path", "model.architecture", "model.text_encoder_files", "model.vae_file",
+                      "model.tokenizer_folder") \
                 and self.inspected is not None:
             self.tree.clear()
             self.blocks, self.inspected = {}, None

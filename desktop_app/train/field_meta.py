@@ -36,6 +36,7 @@ LABELS = {
     "toy.holdout_fraction": "Held-out share", "toy.task_seed": "Task seed", "output.runs_dir": "Runs folder",
     "lora.train_text_encoder": "Train text encoder", "model.path": "Base weights", "dataset.path": "Image folder",
     "model.vae_file": "VAE file", "model.text_encoder_files": "Text encoder files",
+    "model.tokenizer_folder": "Tokenizer folder",
     "dreambooth.class_dir": "Class images", "sampling.every_n_steps": "Sample every",
     "output.checkpoint_every": "Checkpoint every", "output.keep_checkpoints": "Keep checkpoints",
     "dreambooth.num_class_images": "Class image count", "sampling.at_start": "Sample at start",

@@ -32,7 +32,8 @@ class Group:
 GROUPS: tuple[Group, ...] = (
     Group("basics", "Basics", ("mode", "model.architecture", "training.steps", "training.batch_size",
                                "training.learning_rate", "training.seed", "output.run_name")),
-    Group("model", "Model", ("model.path", "model.text_encoder_files", "model.vae_file", "model.prediction_type")),
+    Group("model", "Model", ("model.path", "model.text_encoder_files", "model.vae_file", "model.tokenizer_folder",
+                             "model.prediction_type")),
     Group("frozen", "Frozen layers", ("frozen.trainable",),
           "Tick the blocks to train; everything else stays frozen."),
     Group("dataset", "Dataset", ("dataset.instance_token", "dataset.caption_template", "dataset.caption_extension",
@@ -92,6 +93,8 @@ DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma", "train
 NEGATIVE_PROMPT = "sampling.negative_prompt"
 # The separate files of a transformer family's single-file base (Flux: clip_l, t5xxl, ae); others hide them.
 TRANSFORMER_ONLY = frozenset({"model.text_encoder_files", "model.vae_file"})
+# Only families whose tokenizer is not shipped (Lumina 2's Gemma) read single files with a tokenizer folder.
+TOKENIZER_FOLDER = "model.tokenizer_folder"
 # Only families whose text encoders declare their blocks (Qwen-Image's Qwen2.5-VL) can store them in fewer bits.
 QUANTIZABLE_TEXT_ONLY = frozenset({"model.text_encoder_quantization"})
 # A quantized base is frozen: a frozen-layer run trains base weights, so it hides the choice.
@@ -142,6 +145,8 @@ def field_visible(name: str, mode: str, architecture: str) -> bool:
     if name == NEGATIVE_PROMPT and architecture in FAMILIES and not FAMILIES[architecture].negative_prompts:
         return False
     if name in TRANSFORMER_ONLY and not (architecture in FAMILIES and FAMILIES[architecture].kind == "transformer"):
+        return False
+    if name == TOKENIZER_FOLDER and not (architecture in FAMILIES and FAMILIES[architecture].needs_tokenizer_folder):
         return False
     if name in QUANTIZABLE_TEXT_ONLY and not (
             architecture in FAMILIES and any(spec.blocks for spec in FAMILIES[architecture].text_encoders)):

@@ -8,9 +8,15 @@
   first, without the blacklisted ones; underscores become spaces unless ``keep_underscores`` (kaomoji such as
   ``^_^`` keep theirs).
 * **transformers models**: any folder ``AutoModelForImageTextToText`` loads (BLIP, BLIP-2, GIT, Florence-2,
-  Qwen2.5-VL, LLaVA…).  A processor with a chat template is asked ``prompt`` as a chat turn with the image and
-  its answer is the caption; one without is given the image and ``prompt`` as a text start (BLIP's "a
-  photography of", Florence-2's ``<MORE_DETAILED_CAPTION>``), and the prompt is taken off what it returns.
+  Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA…), with its weights in the dtype they are stored in.  A processor with a
+  chat template is asked ``prompt`` as a chat turn with the image and its answer is the caption; one without is
+  given the image and ``prompt`` as a text start (BLIP's "a photography of") or task (Florence-2's
+  ``<MORE_DETAILED_CAPTION>``; ``<DETAILED_CAPTION>`` when none is given), and the prompt is taken off what it
+  returns.  Processors that also take videos
+  (the Qwen-VL family) are built for images alone: transformers 5's video processors need torchvision, which
+  Kamaal does not install, and a caption never needs them.
+
+Both kinds are refused before loading when their weights would not fit in the free memory (``memory``).
 """
 
 from __future__ import annotations
@@ -23,9 +29,14 @@ from typing import Protocol
 from PIL import Image
 
 from trainer.captioning.folder import TAG_FILE, captioner_kind
+from trainer.captioning.memory import check_fits
 from trainer.errors import InputError
 
 GENERAL, CHARACTER = 0, 4
+# Qwen-VL processors keep a picture's own size up to 12.8 megapixels (some 16,000 image tokens, many GB of
+# activations); a caption needs far less, and fixed-size processors (BLIP, Florence-2, LLaVA) shrink it anyway.
+MAX_PIXELS = 1024 * 1024
+FLORENCE_TASK = "<DETAILED_CAPTION>"  # a few sentences: within CLIP's 75 tokens, unlike <MORE_DETAILED_CAPTION>
 KAOMOJI = frozenset({"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o",
                      "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||"})
 
@@ -51,7 +62,9 @@ def open_captioner(folder: Path, options: CaptionerOptions, field: str = "--mode
     """The captioner in ``folder``; ``InputError`` starting with ``field`` (the option or setting that named the
     folder) when it holds none, or half of one."""
     folder = Path(folder)
-    if captioner_kind(folder, field) == "tagger":
+    kind = captioner_kind(folder, field)
+    check_fits(folder, options.device, field)
+    if kind == "tagger":
         return OnnxTagger(sorted(folder.glob("*.onnx"))[0], folder / TAG_FILE, options, field)
     return TransformersCaptioner(folder, options, field)
 
@@ -121,31 +134,39 @@ def read_tag_list(path: Path, field: str = "--model") -> tuple[list[str], list[i
 class TransformersCaptioner:
     def __init__(self, folder: Path, options: CaptionerOptions, field: str = "--model") -> None:
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         self.options = options
         try:
-            self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-            self.model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True).eval()
+            self.processor = load_processor(folder)
+            self.model, loading = AutoModelForImageTextToText.from_pretrained(
+                folder, local_files_only=True, dtype="auto", device_map=options.device, output_loading_info=True)
         except (OSError, ValueError, KeyError) as error:
             raise InputError(f"{field}: {folder} is not an image-to-text model transformers can load offline "
                              f"({str(error).splitlines()[0]})") from None
         except torch.OutOfMemoryError:
             raise InputError(f"{field}: {folder} needs more memory than this machine has free") from None
-        except ImportError as error:  # transformers 5's Qwen-VL processors need torchvision, which Kamaal lacks
+        except ImportError as error:  # a processor that needs a library Kamaal does not install
             text = str(error).strip()
             needs = (f"the {text.split(' requires the ', 1)[1].split(' library', 1)[0]} library"
                      if " requires the " in text else f"a library that is not installed ({text.splitlines()[0]})")
             raise InputError(f"{field}: {folder} needs {needs}, which Kamaal does not install; use a tagger, BLIP "
                              "or Florence-2 folder") from None
-        self.model.to(options.device)
+        # transformers starts weights it does not find from random values, with only a warning: a folder written
+        # for other code (Microsoft's own Florence-2 layout, which needs trust_remote_code) would caption noise.
+        missing = sorted(loading["missing_keys"])  # (weights of another shape are refused while loading)
+        if missing:
+            raise InputError(f"{field}: {folder} lacks {len(missing)} of {type(self.model).__name__}'s weights (such "
+                             f"as {missing[0]}): it is laid out for other code; use the transformers version of the "
+                             "model")
+        self.model.eval()
         self.name = type(self.model).__name__
         self.chat = bool(getattr(self.processor, "chat_template", None))
 
     def caption(self, image: Image.Image) -> str:
         import torch
 
-        image = image.convert("RGB")
+        image = at_most(image.convert("RGB"), MAX_PIXELS)
         prompt = self.options.prompt
         if self.chat:
             messages = [{"role": "user", "content": [{"type": "image"},
@@ -153,8 +174,10 @@ class TransformersCaptioner:
             text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
             inputs = self.processor(images=[image], text=[text], return_tensors="pt")
         else:
+            if not prompt and hasattr(self.processor, "task_prompts_without_inputs"):
+                prompt = FLORENCE_TASK  # Florence-2 answers task prompts; without one it is not asked to caption
             inputs = self.processor(images=image, text=prompt or None, return_tensors="pt")
-        inputs = inputs.to(self.options.device)
+        inputs = inputs.to(self.options.device, dtype=self.model.dtype)  # the pixels in the weights' dtype
         with torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=self.options.max_new_tokens, do_sample=False)
         if self.chat or self.model.config.is_encoder_decoder:
@@ -163,6 +186,46 @@ class TransformersCaptioner:
         text = _clean(self.processor.batch_decode(out, skip_special_tokens=True)[0])
         prompt = _clean(prompt)
         return _clean(text[len(prompt):]) if prompt and text.lower().startswith(prompt.lower()) else text
+
+
+def at_most(image: Image.Image, pixels: int) -> Image.Image:
+    """``image`` shrunk (aspect kept) to at most ``pixels`` pixels; as it is when it has no more."""
+    scale = (pixels / (image.width * image.height)) ** 0.5
+    if scale >= 1:
+        return image
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def load_processor(folder: Path):
+    """The folder's processor; one that also takes videos is built without its video processor when that needs a
+    library that is not installed (transformers 5's Qwen-VL video processors need torchvision; their image
+    processors have a Pillow version, which ``AutoImageProcessor`` picks without it)."""
+    from transformers import AutoConfig, AutoProcessor
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    try:
+        return AutoProcessor.from_pretrained(folder, local_files_only=True)
+    except ImportError:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        processor_class = PROCESSOR_MAPPING.get(type(config), None)
+        if processor_class is None or "video_processor" not in processor_class.get_attributes():
+            raise
+    return images_only(processor_class).from_pretrained(folder, local_files_only=True)
+
+
+def images_only(processor_class: type) -> type:
+    """``processor_class`` without its video processor: ``ProcessorMixin`` loads, checks and saves the
+    sub-processors ``get_attributes`` names, and the Qwen-VL processors touch ``video_processor`` only for
+    videos."""
+
+    class ImagesOnlyProcessor(processor_class):
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [name for name in processor_class.get_attributes() if name != "video_processor"]
+
+    ImagesOnlyProcessor.__name__ = ImagesOnlyProcessor.__qualname__ = f"{processor_class.__name__}ForImages"
+    return ImagesOnlyProcessor
 
 
 def _clean(text: str) -> str:

@@ -59,7 +59,9 @@ def _build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--prefix", default="", help="written before each caption as typed (e.g. 'sks dog, ')")
     caption.add_argument("--suffix", default="", help="written after each caption as typed")
     caption.add_argument("--prompt", default="",
-                         help="for a vision-language model the instruction; for BLIP-like models the start")
+                         help="for a vision-language model (Qwen-VL, LLaVA) the instruction (default 'Describe "
+                              "this image.'); for Florence-2 a task such as <CAPTION> (default <DETAILED_CAPTION>); "
+                              "for BLIP-like models the caption's start")
     caption.add_argument("--max-tokens", type=int, default=75, metavar="N", help="longest caption, in tokens")
     caption.add_argument("--threshold", type=float, default=0.35, help="taggers: general tags at or above this")
     caption.add_argument("--character-threshold", type=float, default=0.85,

@@ -75,7 +75,8 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
     override = None if config.model.prediction_type == "auto" else config.model.prediction_type
     loaded = load_model(Path(config.model.path), prediction_type=override,
                         expected_architecture=config.model.architecture,  # type: ignore[arg-type]
-                        text_encoder_files=list(config.model.text_encoder_files), vae_file=config.model.vae_file)
+                        text_encoder_files=list(config.model.text_encoder_files), vae_file=config.model.vae_file,
+                        tokenizer_folder=config.model.tokenizer_folder)
     pipe, info = loaded.pipeline, loaded.info
     for warning in loaded.warnings:  # e.g. an SD 3.5 file loaded without T5
         logger.warning(warning)

@@ -16,6 +16,9 @@ Kind = Literal["toy", "unet", "transformer"]
 GB = 1024**3
 
 
+SHIPPED_TOKENIZERS = ("clip", "t5", "qwen3")  # resources/tokenizers: what single files of a family can use
+
+
 @dataclass(frozen=True)
 class TextEncoder:
     """One text encoder of a family, as the pipeline names it and as a single file stores it."""
@@ -25,9 +28,10 @@ class TextEncoder:
     open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
-    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma,
-    # Mistral's Tekken BPE, which no package Kamaal may ship it from provides: "mistral" with Mistral Small 3's chat
-    # template (Flux.2 dev), "tekken" as Ministral 3's plain tokenizer (ERNIE-Image)).
+    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma:
+    # single files then need ``model.tokenizer_folder``; Mistral's Tekken BPE, which no package Kamaal may ship it
+    # from provides: "mistral" with Mistral Small 3's chat template (Flux.2 dev), "tekken" as Ministral 3's plain
+    # tokenizer (ERNIE-Image)).
     tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma", "mistral", "tekken"] = "clip"
     # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
     # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
@@ -130,7 +134,8 @@ class Family:
     # full/frozen run's single file in the layout the other tools load (Flux: the BFL transformer file).
     single_file_writer: str | None = None
     # "module:function(checkpoint, config_dir, dtype, text_encoder_files, vae_file) -> pipeline" reading the
-    # family's own single files (Flux: the BFL transformer with clip_l, t5xxl and ae files beside it).
+    # family's own single files (Flux: the BFL transformer with clip_l, t5xxl and ae files beside it); a family
+    # that ``needs_tokenizer_folder`` also gets ``tokenizer_folder=`` (the config's ``model.tokenizer_folder``).
     single_file_reader: str | None = None
     # Key fragments that show a single file holds this family (to name it where its single files are refused).
     file_markers: tuple[str, ...] = ()
@@ -186,6 +191,11 @@ class Family:
     @property
     def is_toy(self) -> bool:
         return self.kind == "toy"
+
+    @property
+    def needs_tokenizer_folder(self) -> bool:
+        """Its single files need ``model.tokenizer_folder``: a text encoder whose tokenizer Kamaal cannot ship."""
+        return any(encoder.tokenizer_kind not in SHIPPED_TOKENIZERS for encoder in self.text_encoders)
 
     @property
     def component_names(self) -> tuple[str, ...]:

@@ -25,7 +25,8 @@ FAMILY = Family(
     sample_defaults={"guidance_scale": 4.0, "inference_steps": 30},
     text_encoders=(
         # Gemma 2 is a language model used as an encoder: neither diffusers' Lumina2LoraLoaderMixin nor ComfyUI
-        # applies a LoRA to it.  Its tokenizer is not shipped (the diffusers folder brings its own).
+        # applies a LoRA to it.  Its tokenizer is not shipped (the diffusers folder brings its own; single files
+        # take the folder named by model.tokenizer_folder).
         TextEncoder("text_encoder", "Gemma2Model", open_clip=False, tokenizer_kind="gemma", single_file_prefix="",
                     label="Gemma 2 text encoder", lora=False),
     ),
@@ -34,12 +35,14 @@ FAMILY = Family(
     flow=FlowFacts(sampling="logit_normal", shift=6.0),
     sample_scheduler=None,
     max_sequence_length=256,  # the pipeline's default: system prompt and prompt together, then cut
-    # A full/frozen run's transformer is also written in the original layout, for ComfyUI's Load Diffusion Model.
+    # ComfyUI's lumina_2_model_bf16 (the original layout) with gemma_2_2b and ae files beside it, or its
+    # all-in-one lumina_2.safetensors: models/lumina2_single reads them (Gemma's tokenizer from
+    # model.tokenizer_folder); a full/frozen run's transformer is written in that layout too.
     single_file=False,
     single_file_writer="trainer.models.lumina2_layout:pipeline_to_original",
+    single_file_reader="trainer.models.lumina2_single:load_lumina2_single_file",
     config_folders={"flow_matching": "lumina-image-2"},
-    # ComfyUI's lumina_2*.safetensors are not read yet (refused by name; reading them will need a Gemma tokenizer
-    # folder named by the user): Z-Image's NextDiT keys without its pad tokens.
+    # Z-Image's NextDiT keys without its pad tokens.
     file_markers=("context_refiner.",),
     file_lacks=("x_pad_token", "cap_pad_token"),
     blocks=("layers", "noise_refiner", "context_refiner"),

@@ -55,7 +55,8 @@ def _inspect(path: Path, prediction_type: PredictionType | None) -> tuple[ModelI
 def load_model(path: Path | str, *, prediction_type: PredictionType | None = None,
                expected_architecture: Architecture | None = None, config_dir: Path | str | None = None,
                dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
-               text_encoder_files: list[str] | None = None, vae_file: str = "") -> LoadedModel:
+               text_encoder_files: list[str] | None = None, vae_file: str = "",
+               tokenizer_folder: str = "") -> LoadedModel:
     """Load a base model offline.  ``prediction_type`` overrides detection; ``expected_architecture``
     (the config's ``model.architecture``) must match what is found; ``config_dir`` replaces the shipped
     configs for single files.  Bad input raises ``InputError`` naming the file."""
@@ -72,9 +73,10 @@ def load_model(path: Path | str, *, prediction_type: PredictionType | None = Non
         import importlib
 
         module_name, function_name = reader.split(":")
+        tokenizer = {"tokenizer_folder": tokenizer_folder} if family(info.architecture).needs_tokenizer_folder else {}
         pipeline = getattr(importlib.import_module(module_name), function_name)(
             checkpoint, Path(config_dir) if config_dir is not None else None, dtype, list(text_encoder_files or []),
-            vae_file)
+            vae_file, **tokenizer)
     else:
         folder = Path(config_dir) if config_dir is not None else default_config_dir(info)
         pipeline = _load_single_file(checkpoint, info, folder, dtype)
