@@ -46,8 +46,6 @@ def input_problems(config: Config) -> dict[str, str]:
         elif path.is_file() and path.suffix.lower() not in MODEL_FILE_SUFFIXES:
             problems["model.path"] = f"{path} is neither a .safetensors/.ckpt file nor a diffusers folder"
     for index, file in enumerate(config.model.text_encoder_files):
-        if is_tokenizer_folder(Path(file)):  # a tokenizer no package ships (Flux.2 dev's Mistral), named beside it
-            continue
         if not Path(file).is_file():
             problems[f"model.text_encoder_files[{index}]"] = (f"not found: {file}" if not Path(file).exists()
                                                                else f"{file} is a folder; choose the .safetensors file")
@@ -63,11 +61,6 @@ def input_problems(config: Config) -> dict[str, str]:
             problems[field] = (f"not found: {concept.path}" if not Path(concept.path).exists()
                                else f"{concept.path} is a file; choose the folder that holds the images")
     return problems
-
-
-def is_tokenizer_folder(path: Path) -> bool:
-    """A folder holding a tokenizer (``tokenizer.json``), or a model folder whose ``tokenizer`` subfolder does."""
-    return any((folder / "tokenizer.json").is_file() for folder in (path, path / "tokenizer"))
 
 
 def check_inputs(config: Config, source: str | None = None) -> None:

@@ -251,7 +251,7 @@ def test_the_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy_
 
     original = comfy_dev["pipe"]
     loaded = load_model(comfy_dev["models"] / "diffusion_models" / "flux2-dev.safetensors",
-                        config_dir=comfy_dev["config_dir"], text_encoder_files=[str(comfy_dev["tokenizer"])])
+                        config_dir=comfy_dev["config_dir"], tokenizer_folder=str(comfy_dev["tokenizer"]))
     assert loaded.info.architecture == ARCH and type(loaded.pipeline).__name__ == "Flux2Pipeline"
     for part in ("transformer", "vae"):
         mine, theirs = getattr(loaded.pipeline, part).state_dict(), getattr(original, part).state_dict()
@@ -276,7 +276,7 @@ def test_what_a_dev_file_lacks_or_cannot_be_is_refused_by_name(comfy_dev, tmp_pa
     from trainer.models.detect import detect_architecture
 
     dev = comfy_dev["models"] / "diffusion_models" / "flux2-dev.safetensors"
-    with pytest.raises(InputError, match=r"model\.text_encoder_files: Flux\.2 dev's tokenizer .* add the tokenizer "
+    with pytest.raises(InputError, match=r"model\.tokenizer_folder: Flux\.2 dev's tokenizer .* choose the tokenizer "
                                          r"folder of black-forest-labs/FLUX\.2-dev"):
         load_model(dev, config_dir=comfy_dev["config_dir"])
     scaled = tmp_path / "flux2_dev_fp8mixed.safetensors"
@@ -290,10 +290,11 @@ def test_what_a_dev_file_lacks_or_cannot_be_is_refused_by_name(comfy_dev, tmp_pa
     from trainer.config import config_from_dict
     from trainer.preflight import input_problems
 
-    config = config_from_dict({"mode": "lora", "model": {"architecture": ARCH, "path": str(dev), "text_encoder_files": [
-        str(comfy_dev["tokenizer"]), str(tmp_path)]}})
-    problems = input_problems(config)  # the tokenizer folder is taken; a folder without one is not
-    assert "model.text_encoder_files[0]" not in problems and "is a folder" in problems["model.text_encoder_files[1]"]
+    model = {"architecture": ARCH, "path": str(dev), "tokenizer_folder": str(comfy_dev["tokenizer"]),
+             "text_encoder_files": [str(tmp_path)]}
+    config = config_from_dict({"mode": "lora", "model": model})
+    problems = input_problems(config)  # the tokenizer folder is taken; a folder among the weight files is not
+    assert "model.tokenizer_folder" not in problems and "is a folder" in problems["model.text_encoder_files[0]"]
 
 
 def test_what_dev_cannot_do_is_refused_by_name(tmp_path, tiny_dev):
@@ -335,6 +336,6 @@ def test_mistral_in_hugging_faces_layouts_loads_whole(comfy_dev, tmp_path, layou
     save_file(stored, encoder)
     loaded = load_model(comfy_dev["models"] / "diffusion_models" / "flux2-dev.safetensors",
                         config_dir=comfy_dev["config_dir"],
-                        text_encoder_files=[str(encoder), str(comfy_dev["tokenizer"])])
+                        text_encoder_files=[str(encoder)], tokenizer_folder=str(comfy_dev["tokenizer"]))
     mine = loaded.pipeline.text_encoder.state_dict()
     assert mine.keys() == own.keys() and all(torch.equal(mine[k], own[k]) for k in own)

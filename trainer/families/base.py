@@ -195,7 +195,8 @@ class Family:
     @property
     def needs_tokenizer_folder(self) -> bool:
         """Its single files need ``model.tokenizer_folder``: a text encoder whose tokenizer Kamaal cannot ship."""
-        return any(encoder.tokenizer_kind not in SHIPPED_TOKENIZERS for encoder in self.text_encoders)
+        return self.single_file_reader is not None and any(
+            encoder.tokenizer_kind not in SHIPPED_TOKENIZERS for encoder in self.text_encoders)
 
     @property
     def component_names(self) -> tuple[str, ...]:

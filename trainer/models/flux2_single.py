@@ -246,32 +246,30 @@ def mistral3_state(state: dict[str, torch.Tensor], path: Path) -> dict[str, torc
     return out
 
 
-def tokenizer_folder(text_encoder_files: list[str], folder: Path) -> tuple[list[str], Path | None]:
-    """The weight files among ``model.text_encoder_files``, and the tokenizer folder: named there, else the config
-    folder's own (tiny models)."""
-    named = [Path(file) for file in text_encoder_files if Path(file).is_dir()]
-    files = [file for file in text_encoder_files if not Path(file).is_dir()]
-    found = named[0] if named else folder / "tokenizer" if (folder / "tokenizer").is_dir() else None
+def mistral_tokenizer_folder(tokenizer_folder: str, folder: Path) -> Path | None:
+    """The tokenizer folder: ``model.tokenizer_folder`` (FLUX.2-dev's ``tokenizer``, or the whole FLUX.2-dev folder),
+    else the config folder's own (tiny models)."""
+    found = Path(tokenizer_folder) if tokenizer_folder else folder / "tokenizer" if (folder / "tokenizer").is_dir() \
+        else None
     if found is not None and not (found / "tokenizer.json").is_file() and (found / "tokenizer").is_dir():
         found = found / "tokenizer"  # the whole FLUX.2-dev folder was named
-    return files, found
+    return found
 
 
 def load_flux2dev_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,
-                              text_encoder_files: list[str], vae_file: str) -> Any:
+                              text_encoder_files: list[str], vae_file: str, tokenizer_folder: str = "") -> Any:
     import diffusers
     import transformers
 
     path = checkpoint.path
     refuse_scaled_fp8(checkpoint.shapes, path, "model.path", "flux2-dev.safetensors (bf16)")
     folder = config_dir if config_dir is not None else MODEL_CONFIGS / "flux2-dev"
-    files, tokenizer_path = tokenizer_folder(text_encoder_files, folder)
+    tokenizer_path = mistral_tokenizer_folder(tokenizer_folder, folder)
     if tokenizer_path is None or not (tokenizer_path / "tokenizer.json").is_file():
-        raise InputError("model.text_encoder_files: Flux.2 dev's tokenizer (Mistral's Tekken vocabulary) ships with no "
-                         "package Kamaal may take it from; add the tokenizer folder of black-forest-labs/FLUX.2-dev "
-                         "(tokenizer.json, tokenizer_config.json, chat_template.jinja) to model.text_encoder_files, "
-                         "beside the Mistral file")
-    encoder_path, vae_path = companions(path, files, vae_file, MISTRAL_STEM, "Flux.2 dev", "Mistral")
+        raise InputError("model.tokenizer_folder: Flux.2 dev's tokenizer (Mistral's Tekken vocabulary) ships with no "
+                         "package Kamaal may take it from; choose the tokenizer folder of black-forest-labs/FLUX.2-dev "
+                         "(tokenizer.json, tokenizer_config.json, chat_template.jinja)")
+    encoder_path, vae_path = companions(path, text_encoder_files, vae_file, MISTRAL_STEM, "Flux.2 dev", "Mistral")
     if encoder_path is None:
         raise InputError(f"model.text_encoder_files: {path} holds the Flux.2 dev transformer only; choose its Mistral "
                          f"text encoder file ({MISTRAL_STEM}_bf16.safetensors), or keep it in models/text_encoders "
