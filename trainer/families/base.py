@@ -33,10 +33,13 @@ class TextEncoder:
     # Its containers of repeated blocks (dotted module paths): the Linear layers inside them are what
     # ``model.text_encoder_quantization`` stores in fewer bits.  Empty: the encoder is never quantized.
     blocks: tuple[str, ...] = ()
+    # The pipeline's attribute for its tokenizer, where it is not the component's name with "tokenizer" for
+    # "text_encoder" (Qwen-Image 2.1's Qwen3-VL reads prompts through a ``processor``).
+    tokenizer_component: str = ""
 
     @property
     def tokenizer(self) -> str:
-        return self.component.replace("text_encoder", "tokenizer")
+        return self.tokenizer_component or self.component.replace("text_encoder", "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,10 @@ class Family:
     variant_of: str | None = None
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
+    # "module:function(folder) -> dict": components Kamaal builds for the pipeline's ``from_pretrained`` of a
+    # diffusers folder, where diffusers' own loader would need a library Kamaal does not install (Qwen-Image 2.1's
+    # Qwen3-VL processor, read as text).  None: diffusers loads every component.
+    pipeline_parts: str | None = None
     text_encoders: tuple[TextEncoder, ...] = ()
     # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
     # previews run from prompts encoded once, while the text encoders wait off the GPU.

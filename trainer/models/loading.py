@@ -108,10 +108,22 @@ def _extra_pipeline_args(architecture: Architecture) -> dict[str, Any]:
     return dict(family(architecture).pipeline_args)
 
 
+def _folder_parts(folder: Path, architecture: Architecture) -> dict[str, Any]:
+    """The components the family builds itself for ``from_pretrained`` of ``folder`` (``Family.pipeline_parts``)."""
+    import importlib
+
+    hook = family(architecture).pipeline_parts
+    if hook is None:
+        return {}
+    module_name, function_name = hook.split(":")
+    return getattr(importlib.import_module(module_name), function_name)(folder)
+
+
 def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:
     try:
         pipeline = _pipeline_class(info.architecture).from_pretrained(
-            folder, local_files_only=True, dtype=dtype, **_extra_pipeline_args(info.architecture))
+            folder, local_files_only=True, dtype=dtype, **_extra_pipeline_args(info.architecture),
+            **_folder_parts(folder, info.architecture))
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise InputError(f"model.path: {folder} could not be loaded as a diffusers model ({error})") from None
     _refuse_missing_weights(pipeline, folder)
