@@ -84,11 +84,26 @@ def test_the_engine_reads_images_prompts_and_predictions_as_the_pipeline_does(ti
     assert abs(engine.shift((1, 64, 64, 64)) - np.exp(1.15)) < 1e-6
 
 
+def lora_delta(tensors: dict, down: str, up: str, alpha: str | None = None) -> torch.Tensor:
+    scale = float(tensors[alpha]) / tensors[down].shape[0] if alpha else 1.0
+    return (tensors[up].float() @ tensors[down].float()) * scale
+
+
 @pytest.mark.slow
 def test_qwenimage21_lora_learns_and_its_files_reproduce_the_trained_adapter(tmp_path, tiny_qwen21, shapes_dataset):
+    """Attention and SwiGLU targets: the diffusers file through ``load_lora_weights``, and the kohya file module by
+    module (``img_mlp.gate_up`` = the gate's rows over the up projection's) and applied as ComfyUI applies it — each
+    ``lora_unet_`` name onto the weight of ComfyUI's layout it spells, the model then read back by diffusers' own
+    single-file converter for 2.1 — give the image the trained adapter gave."""
+    import diffusers
+
+    from trainer.models.qwenimage21_single import to_comfy
+
     # 1e-2: the blocks' tanh-gated residuals start small, so the tiny adapters move slowly at the suite's 3e-3
     # (measured, seed 1, 30 steps: 1.46 → 1.33 at 3e-3; 1.46 → 1.07 (0.73×) at 1e-2).
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "img_mlp.gate_layer", "img_mlp.proj", "img_mlp.out"]
     config = diffusion_config(tiny_qwen21, shapes_dataset, "qwenimage21", training={"learning_rate": 1e-2},
+                              lora={"rank": 4, "alpha": 8.0, "target_modules": targets},
                               sampling={"guidance_scale": 1.0})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
@@ -96,19 +111,43 @@ def test_qwenimage21_lora_learns_and_its_files_reproduce_the_trained_adapter(tmp
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
-    keys = set(load_file(lora_file))
-    assert {key.split(".")[0] for key in keys} == {"transformer"}
-    assert any(".attn.to_q." in key for key in keys) and any(".attn.to_out.0." in key for key in keys)
-
+    reference = load_file(lora_file)
+    assert {key.split(".")[0] for key in reference} == {"transformer"}
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     pipe = pipeline(tiny_qwen21)
     plain = draw(pipe, final.prompts[0], final.seeds[0])
     pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
-    loaded = draw(pipe, final.prompts[0], final.seeds[0])
-    assert np.abs(loaded - trained).max() <= 2
+    assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
     assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
-    assert kohya_file.name == "tiny.safetensors" and all(k.startswith("lora_unet_") for k in load_file(kohya_file))
+
+    kohya = load_file(kohya_file)
+    assert kohya_file.name == "tiny.safetensors" and all(k.startswith("lora_unet_") for k in kohya)
+    modules = {key.split(".")[0] for key in kohya}
+    trained_modules = {key.removeprefix("transformer.").rsplit(".lora_", 1)[0] for key in reference}
+    for module in trained_modules:
+        update = lora_delta(reference, f"transformer.{module}.lora_A.weight", f"transformer.{module}.lora_B.weight")
+        fused = module.endswith(("img_mlp.gate_layer", "img_mlp.proj"))
+        name = "lora_unet_" + (module.rsplit(".", 1)[0] + ".gate_up" if fused else module).replace(".", "_")
+        written = lora_delta(kohya, f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha")
+        if fused:
+            rows = update.shape[0]
+            written = written[:rows] if module.endswith("gate_layer") else written[rows:]
+        torch.testing.assert_close(written, update)
+    assert len(modules) == len(trained_modules) - len(pipe.transformer.transformer_blocks)  # gate + up: one
+
+    base = pipeline(tiny_qwen21)
+    comfy = {f"diffusion_model.{k}": v for k, v in to_comfy(base.transformer.state_dict()).items()}
+    spelled = {"lora_unet_" + key.removeprefix("diffusion_model.").removesuffix(".weight").replace(".", "_"): key
+               for key in comfy if key.endswith(".weight")}  # comfy/lora.py's lora_unet_ key map
+    for name in modules:
+        target = spelled[name]  # every module of the file is one ComfyUI knows
+        comfy[target] = comfy[target] + lora_delta(kohya, f"{name}.lora_down.weight", f"{name}.lora_up.weight",
+                                                   f"{name}.alpha")
+    base.transformer = diffusers.QwenImage21Transformer2DModel.from_single_file(
+        {f"model.{k}": v for k, v in comfy.items()}, config=str(tiny_qwen21), subfolder="transformer",
+        local_files_only=True)
+    assert np.abs(draw(base, final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
 
 @pytest.mark.slow
@@ -128,11 +167,70 @@ def test_qwenimage21_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_
                               sampling={"inference_steps": 2})
     code, rec = run_in_process(config, tmp_path / "frozen")
     assert code == EXIT_OK, rec.of(Failed)
-    folder = Path(rec.of(Finished)[0].outputs[0])
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
     part = Path("transformer") / "diffusion_pytorch_model.safetensors"
     before, after = load_file(tiny_qwen21 / part), load_file(folder / part)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved and all(name.startswith("transformer_blocks.1.") for name in moved)
+    # RUN_NAME.safetensors: the transformer in ComfyUI's layout (gate_up fused), read by diffusers' own converter
+    import diffusers
+
+    assert single.name == "tiny.safetensors" and any(k.endswith("img_mlp.gate_up.weight") for k in load_file(single))
+    read = diffusers.QwenImage21Transformer2DModel.from_single_file(
+        str(single), config=str(folder), subfolder="transformer", local_files_only=True).state_dict()
+    assert read.keys() == after.keys() and all(torch.equal(read[k], after[k]) for k in after)
+
+
+@pytest.mark.slow
+def test_qwenimage21_dreambooth_draws_class_images_and_trains_the_prior_term(tmp_path, tiny_qwen21, shapes_dataset):
+    class_dir = tmp_path / "class"
+    config = diffusion_config(tiny_qwen21, shapes_dataset, "qwenimage21", mode="dreambooth",
+                              dreambooth={"instance_prompt": "a sks circle", "class_prompt": "a circle",
+                                          "class_dir": str(class_dir), "num_class_images": 2},
+                              training={"steps": 2, "eval_every": 2}, sampling={"inference_steps": 1})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    drawn = sorted(class_dir.glob("class-*.png"))
+    assert len(drawn) == 2 and all(Image.open(p).size == (64, 64) for p in drawn)
+    outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
+    assert outputs[-1].name == "pytorch_lora_weights.safetensors" and all(p.is_file() for p in outputs)
+
+
+def test_comfyui_single_files_load_offline_as_the_folder_does(tmp_path, tiny_qwen21):
+    """A ComfyUI tree: the transformer in ComfyUI's layout (prefixed, gate_up fused), Qwen3-VL in Hugging Face's keys
+    in models/text_encoders, the VAE in diffusers' keys in models/vae: the same weights as the folder, found beside
+    the transformer; a VAE in another layout is refused naming the file."""
+    from safetensors.torch import save_file
+
+    from trainer.errors import InputError
+    from trainer.models.loading import load_model
+    from trainer.models.qwenimage21_single import from_comfy, pipeline_to_comfy
+    from trainer.models.tiny import write_tiny_config_dir
+
+    pipe = pipeline(tiny_qwen21)
+    models = tmp_path / "ComfyUI" / "models"
+    for sub in ("diffusion_models", "text_encoders", "vae"):
+        (models / sub).mkdir(parents=True)
+    comfy = pipeline_to_comfy(pipe)
+    assert from_comfy(comfy).keys() == pipe.transformer.state_dict().keys()
+    transformer = models / "diffusion_models" / "qwen_image_2.1_bf16.safetensors"
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in comfy.items()}, transformer)
+    save_file({k: v.contiguous() for k, v in pipe.text_encoder.state_dict().items()},
+              models / "text_encoders" / "qwen3vl_8b.safetensors")
+    save_file({k: v.contiguous() for k, v in pipe.vae.state_dict().items()},
+              models / "vae" / "qwen_image_2.1_vae.safetensors")
+    config_dir = write_tiny_config_dir(tiny_qwen21, tmp_path / "config")
+    loaded = load_model(transformer, config_dir=config_dir, expected_architecture="qwenimage21").pipeline
+    for name in ("transformer", "text_encoder", "vae"):
+        mine, theirs = getattr(loaded, name).state_dict(), getattr(pipe, name).state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs), name
+    assert np.array_equal(draw(loaded, "a red circle", 3), draw(pipe, "a red circle", 3))
+
+    odd = models / "vae" / "qwen_image_2.1_vae.safetensors"
+    save_file({"decoder.conv1.weight": torch.zeros(1)}, odd)
+    with pytest.raises(InputError, match=r"model\.vae_file: .*qwen_image_2\.1_vae\.safetensors does not hold a "
+                                         r"Qwen-Image 2\.1 VAE in diffusers' keys"):
+        load_model(transformer, config_dir=config_dir)
 
 
 def test_a_folder_naming_the_real_qwen3vl_processor_loads_offline_as_text(tmp_path, tiny_qwen21):

@@ -39,7 +39,11 @@ FAMILY = Family(
     flow=FlowFacts(sampling="logit_normal", resolution_shift=True, base_shift=0.5, max_shift=1.15, base_seq_len=256,
                    max_seq_len=4096),
     sample_scheduler=None,
+    # ComfyUI's transformer file (diffusers' names, the SwiGLU's gate_up fused) with the Qwen3-VL-8B and VAE files
+    # beside it: models/qwenimage21_single reads them and writes a full/frozen run's transformer so.
     single_file=False,
+    single_file_writer="trainer.models.qwenimage21_single:pipeline_to_comfy",
+    single_file_reader="trainer.models.qwenimage21_single:load_qwenimage21_single_file",
     config_folders={"flow_matching": "qwen-image-2.1"},
     # ComfyUI's and diffusers' single-file key for 2.1 (Qwen-Image's transformer has txt_norm, not txt_in.text_norm).
     file_markers=("txt_in.text_norm.",),

@@ -81,13 +81,13 @@ class Qwen3VLTextProcessor(ProcessorMixin):
         """From a ``processor/`` folder (``subfolder`` as diffusers passes it), offline."""
         path = Path(folder) / kwargs.get("subfolder", "")
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        return cls(tokenizer, _chat_template(path))
+        return cls(tokenizer, folder_chat_template(path))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(tokenizer={type(self.tokenizer).__name__}, {len(self.tokenizer)} tokens)"
 
 
-def _chat_template(folder: Path) -> str | None:
+def folder_chat_template(folder: Path) -> str | None:
     """The folder's own chat template: ``chat_template.jinja``, else ``chat_template.json``'s."""
     if (folder / "chat_template.jinja").is_file():
         return (folder / "chat_template.jinja").read_text(encoding="utf-8")
