@@ -102,17 +102,19 @@ class Scale:
 # Z-Image: 12 GB of bf16 transformer + 8 GB Qwen3-4B; Qwen-Image: 41 GB + 16.6 GB Qwen2.5-VL, read and quantized on
 # the way; Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B; Lumina 2: 5 GB + 5 GB Gemma 2 (guesses).
 CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024, "zimage": 1024,
-                             "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024}, warmup=3, steps=20,
+                             "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024, "qwenimage21": 1024}, warmup=3,
+             steps=20,
              seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "chroma": 120, "zimage": 120, "qwenimage": 300,
-                      "flux2klein": 90, "lumina2": 80},
+                      "flux2klein": 90, "lumina2": 80, "qwenimage21": 150},
              build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "chroma": 110, "zimage": 90,
-                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90})
+                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90, "qwenimage21": 150})
 DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "chroma": 64, "zimage": 64,
-                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64}, warmup=1, steps=3,
+                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64, "qwenimage21": 64}, warmup=1,
+                steps=3,
                 seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "chroma": 15, "zimage": 15, "qwenimage": 15,
-                         "flux2klein": 20, "lumina2": 15},
+                         "flux2klein": 20, "lumina2": 15, "qwenimage21": 15},
                 build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "chroma": 5, "zimage": 5, "qwenimage": 5,
-                               "flux2klein": 10, "lumina2": 5})
+                               "flux2klein": 10, "lumina2": 5, "qwenimage21": 5})
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ CASES = (
     Case("flux2klein", checkpointing=True, quantization="nf4"),
     Case("lumina2", checkpointing=True),  # as its 16 and 12 GB presets train it
     Case("lumina2"),  # its 24 GB preset: no checkpointing
+    # Qwen-Image 2.1 as its 16 GB preset trains it: fp8 base, Qwen3-VL in fp8 while it encodes, checkpointing.
+    Case("qwenimage21", checkpointing=True, quantization="fp8", text_quantization="fp8"),
 )
 
 

@@ -263,3 +263,22 @@ def test_what_qwenimage21_cannot_do_is_refused_by_name(tmp_path, tiny_qwen21):
     with pytest.raises(InputError, match=r"is a Qwen-Image 2\.1 model; merging"):
         fuse_lora(tiny_qwen21, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_guided_previews_from_prompts_encoded_once_are_the_pipelines_image(tiny_qwen21, tmp_path):
+    """2.1 samples unguided by default; asked to guide, the previews from prompts encoded once (the negative prompt
+    encoded apart, as ``encode_prompt`` does one side) are the image the pipeline draws from the text, and guided."""
+    from trainer.diffusion.sampling import draw as draw_samples
+    from trainer.diffusion.sampling import encode_sample_prompts
+
+    pipe = pipeline(tiny_qwen21)
+    encoded = encode_sample_prompts(pipe, "qwenimage21", ["a red circle"], 3.0, "cpu")
+    assert "negative_prompt_embeds" in encoded["a red circle"]
+    from_text, _, _ = draw_samples(pipe, ["a red circle"], [3], 64, 64, 2, 3.0, tmp_path / "text")
+    from_embeds, _, _ = draw_samples(pipe, ["a red circle"], [3], 64, 64, 2, 3.0, tmp_path / "embeds",
+                                     conditioning=encoded)
+    image = np.asarray(Image.open(from_text[0]))
+    assert np.array_equal(image, np.asarray(Image.open(from_embeds[0])))
+    plain = pipe("a red circle", width=64, height=64, num_inference_steps=2,
+                 generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert not np.array_equal(image, np.asarray(plain))

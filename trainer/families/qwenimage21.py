@@ -4,7 +4,7 @@ modulation shared by every block, text modulated at t = 0), on 64-channel latent
 (``AutoencoderKLQwenImage21``, per-channel latent mean and std; the transformer reads the latents unpatched, one
 token per latent pixel), conditioned on Qwen3-VL's last decoder layer before its final norm, the system prompt's
 tokens dropped.  What it shares with Qwen-Image is the flow-matching objective, σ as the time, the ``true_cfg_scale``
-guidance, the LoRA loader (``QwenImageLoraLoaderMixin``) and musubi-style kohya names.
+guidance, the LoRA loader (``QwenImageLoraLoaderMixin``) and kohya-style ``lora_unet_`` names.
 
 Its pipeline takes a Qwen3-VL ``processor``, whose video half needs torchvision: Kamaal gives it the text half
 (``models/qwen_vl_text``), which is all text-to-image reads.  2.1 is meant to be sampled unguided
@@ -58,8 +58,10 @@ FAMILY = Family(
         # per (1024 / 8)² pixels, as the estimate counts latent pixels whatever the VAE.
         activation_bytes_per_latent_pixel=20 * GB / 128**2,
         quantizable_share=0.981, block_count=32, text_quantizable_share=0.824),
-    # musubi-tuner style names (lora_unet_ + the module path, flattened) in ComfyUI's layout of 2.1, which keeps
-    # diffusers' names except the SwiGLU's gate and up projections, fused as img_mlp.gate_up (gate rows first).
+    # kohya-style names (lora_unet_ + the module path, flattened, as musubi-tuner names Qwen-Image's) in ComfyUI's
+    # layout of 2.1, which keeps diffusers' names except the SwiGLU's gate and up projections, fused as
+    # img_mlp.gate_up (gate rows first; diffusers' single-file converter says so).  Whether musubi-tuner or
+    # ai-toolkit train 2.1, and under which names, is not checked: their snapshots here predate it.
     kohya=KohyaFacts(modelspec_architecture="qwen-image-2.1/lora", base_model_version="qwen_image_2_1",
                      lora_family="qwen_image_2_1", lora_family_label="Qwen-Image 2.1", original_unet_names=False,
                      network_module="networks.lora_qwen_image",
