@@ -265,6 +265,28 @@ def test_what_qwenimage21_cannot_do_is_refused_by_name(tmp_path, tiny_qwen21):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_shipped_qwen3_vocabulary_has_qwen3_vls_vision_tokens_at_its_ids():
+    """Single files are read with the shipped Qwen3 tokenizer: Qwen3-VL's special tokens are at the ids its config
+    (``resources/model_configs/qwen-image-2.1``) gives them, and the system turn whose tokens the pipeline drops is
+    rendered as Qwen-VL's template renders it."""
+    import transformers
+
+    from trainer.models.info import MODEL_CONFIGS
+    from trainer.models.qwen_vl_text import text_processor
+    from trainer.models.clip_vocab import qwen3_tokenizer
+
+    config = transformers.Qwen3VLConfig.from_pretrained(MODEL_CONFIGS / "qwen-image-2.1" / "text_encoder")
+    processor = text_processor(qwen3_tokenizer())
+    tokens = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
+    assert processor.tokenizer.convert_tokens_to_ids(tokens) == [
+        config.vision_start_token_id, config.image_token_id, config.vision_end_token_id, config.video_token_id]
+    assert len(processor.tokenizer) <= config.text_config.vocab_size
+    system = [{"role": "system", "content": [{"type": "text", "text": "Comprehend and analyze the provided prompt."}]}]
+    (ids,) = processor.apply_chat_template(system, tokenize=True)
+    expected = "<|im_start|>system\nComprehend and analyze the provided prompt.<|im_end|>\n"
+    assert processor.tokenizer.decode(ids) == expected
+
+
 def test_guided_previews_from_prompts_encoded_once_are_the_pipelines_image(tiny_qwen21, tmp_path):
     """2.1 samples unguided by default; asked to guide, the previews from prompts encoded once (the negative prompt
     encoded apart, as ``encode_prompt`` does one side) are the image the pipeline draws from the text, and guided."""
