@@ -271,9 +271,9 @@ def test_the_shipped_qwen3_vocabulary_has_qwen3_vls_vision_tokens_at_its_ids():
     rendered as Qwen-VL's template renders it."""
     import transformers
 
+    from trainer.models.clip_vocab import qwen3_tokenizer
     from trainer.models.info import MODEL_CONFIGS
     from trainer.models.qwen_vl_text import text_processor
-    from trainer.models.clip_vocab import qwen3_tokenizer
 
     config = transformers.Qwen3VLConfig.from_pretrained(MODEL_CONFIGS / "qwen-image-2.1" / "text_encoder")
     processor = text_processor(qwen3_tokenizer())
