@@ -304,3 +304,32 @@ def test_guided_previews_from_prompts_encoded_once_are_the_pipelines_image(tiny_
     plain = pipe("a red circle", width=64, height=64, num_inference_steps=2,
                  generator=torch.Generator("cpu").manual_seed(3)).images[0]
     assert not np.array_equal(image, np.asarray(plain))
+
+
+@pytest.mark.parametrize("kind", ["fp8", "nf4"])
+def test_a_quantized_qwen3vl_stores_its_layers_in_fewer_bytes_and_encodes_nearly_what_it_did(kind):
+    """``model.text_encoder_quantization`` (the 16 and 12 GB presets) reaches Qwen3-VL's language model and vision
+    tower through the paths the family declares, and the hidden states the pipeline reads stay close."""
+    from trainer.families import family
+    from trainer.models.clip_vocab import qwen3_tokenizer
+    from trainer.models.quantize import quantize_denoiser, quantized_linears, weight_bytes
+    from trainer.models.tiny import _qwen_encoder
+
+    tokenizer = qwen3_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        encoder = _qwen_encoder("Qwen3VLForConditionalGeneration", 64, "silu", len(tokenizer), tokenizer.pad_token_id)
+    (spec,) = family("qwenimage21").text_encoders
+    layers = sum(linear.weight.numel() for _, linear in quantized_linears(encoder.eval(), spec.blocks))
+    language = sum(linear.weight.numel() for _, linear in quantized_linears(encoder, spec.blocks[:1]))
+    assert 0 < language < layers  # both containers are found
+    ids = tokenizer(["a red circle on a white page"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        reference = encoder(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    before = weight_bytes(encoder)
+    assert quantize_denoiser(encoder, spec.blocks, kind, "cpu", torch.float32) == layers
+    assert before - weight_bytes(encoder) > 0.5 * layers * 2  # fp32 → at most 1 byte per weight
+    with torch.no_grad():
+        hidden = encoder(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    error = ((hidden - reference).norm() / reference.norm()).item()
+    assert error < {"nf4": 0.2, "fp8": 0.1}[kind], error
