@@ -22,6 +22,7 @@ The result is plain JSON; an exception becomes ``{"status": "out of memory" | "f
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import sys
@@ -232,6 +233,9 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
                 parts[name] = tiny_tekken_tokenizer()
             else:
                 parts[name] = _tokenizer(config_dir / name, spec.open_clip)
+            if spec.tokenizer_component:  # the pipeline reads prompts through a processor made from the tokenizer
+                module_name, function_name = family.tiny["processor"].split(":")
+                parts[name] = getattr(importlib.import_module(module_name), function_name)(parts[name])
         elif name == "scheduler":
             parts[name] = getattr(diffusers, class_name).from_pretrained(config_dir, subfolder=name,
                                                                          local_files_only=True)

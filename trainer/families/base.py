@@ -44,10 +44,13 @@ class TextEncoder:
     # torchvision (Flux.2 dev's ``PixtralProcessor``, Kandinsky 5's ``Qwen2VLProcessor``).  The pipelines' text-to-image
     # path calls the text tokenizer alone (its chat template kept: ``component_files.text_tokenizer``).
     tokenizer_class: str | None = None
+    # The pipeline's attribute for its tokenizer, where it is not the component's name with "tokenizer" for
+    # "text_encoder" (Qwen-Image 2.1's Qwen3-VL reads prompts through a ``processor``).
+    tokenizer_component: str = ""
 
     @property
     def tokenizer(self) -> str:
-        return self.component.replace("text_encoder", "tokenizer")
+        return self.tokenizer_component or self.component.replace("text_encoder", "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,10 @@ class Family:
     # The denoiser's modules ``lora.target_modules`` names when the config does not (None: the config's default,
     # diffusers' attention names to_q/to_k/to_v/to_out.0); for transformers whose attention is named otherwise.
     lora_target_modules: tuple[str, ...] | None = None
+    # "module:function(folder) -> dict": components Kamaal builds for the pipeline's ``from_pretrained`` of a
+    # diffusers folder, where diffusers' own loader would need a library Kamaal does not install (Qwen-Image 2.1's
+    # Qwen3-VL processor, read as text).  None: diffusers loads every component.
+    pipeline_parts: str | None = None
     text_encoders: tuple[TextEncoder, ...] = ()
     # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
     # previews run from prompts encoded once, while the text encoders wait off the GPU.

@@ -120,6 +120,17 @@ def _text_tokenizers(folder: Path, architecture: Architecture) -> dict[str, Any]
             if spec.tokenizer_class is not None and (folder / spec.tokenizer).is_dir()}
 
 
+def _folder_parts(folder: Path, architecture: Architecture) -> dict[str, Any]:
+    """The components the family builds itself for ``from_pretrained`` of ``folder`` (``Family.pipeline_parts``)."""
+    import importlib
+
+    hook = family(architecture).pipeline_parts
+    if hook is None:
+        return {}
+    module_name, function_name = hook.split(":")
+    return getattr(importlib.import_module(module_name), function_name)(folder)
+
+
 def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:
     try:
         tokenizers = _text_tokenizers(folder, info.architecture)
@@ -127,7 +138,8 @@ def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) ->
         # which transformers only has as a placeholder here.
         pipeline = _pipeline_class(info.architecture).from_pretrained(
             folder, local_files_only=True, dtype=dtype, **dict.fromkeys(tokenizers),
-            **_extra_pipeline_args(info.architecture))
+            **_extra_pipeline_args(info.architecture),
+            **_folder_parts(folder, info.architecture))
         pipeline.register_modules(**tokenizers)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise InputError(f"model.path: {folder} could not be loaded as a diffusers model ({error})") from None

@@ -102,6 +102,11 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
                 components[encoder.component] = _text_encoder(
                     class_name, width, activation, vocab_size, tokenizer.pad_token_id)
+            if "processor" in spec:  # the pipeline reads prompts through a processor made from the tokenizer
+                import importlib
+
+                module_name, function_name = spec["processor"].split(":")
+                tokenizer = getattr(importlib.import_module(module_name), function_name)(tokenizer)
             components[encoder.tokenizer] = tokenizer
     if "scheduler" in spec:
         class_name, config = spec["scheduler"]
@@ -136,6 +141,14 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
     if class_name in ("Qwen3Model", "Qwen3ForCausalLM"):
         config = transformers.Qwen3Config(**text, head_dim=width // 4, tie_word_embeddings=True)
         return getattr(transformers, class_name)(config)
+    if class_name == "Qwen3VLForConditionalGeneration":  # Qwen3's text stack with interleaved multimodal rotary
+        config = transformers.Qwen3VLConfig(
+            text_config={**text, "head_dim": width // 4, "rope_parameters": {
+                "rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [1, 1, 2],
+                "mrope_interleaved": True}},
+            vision_config={"depth": 2, "hidden_size": width, "intermediate_size": width, "num_heads": 2,
+                           "out_hidden_size": width, "deepstack_visual_indexes": [1]})
+        return transformers.Qwen3VLForConditionalGeneration(config)
     config = transformers.Qwen2_5_VLConfig(
         text_config={**text, "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
                      "rope_theta": 1000000.0},
