@@ -2,8 +2,9 @@
 grouped-query attention and its text fusion, ``Qwen3VLModel`` 36 layers deep so the pipeline's own taps are read,
 Qwen-Image's VAE, the shipped Qwen3 tokenizer): the engine's latents, prompts and prediction are the pipeline's; LoRA
 learns and its diffusers file loads with ``Krea2Pipeline.load_lora_weights`` and gives the image the trained adapter
-gave; a stopped and resumed run ends where an uninterrupted one does; frozen-layer training moves only the chosen
-block; DreamBooth draws its class images through the pipeline; what Krea 2 cannot do is refused by name."""
+gave, and its kohya file names the original layers ComfyUI applies, module by module; a stopped and resumed run ends
+where an uninterrupted one does; frozen-layer training moves only the chosen block and writes the original layout;
+DreamBooth draws its class images through the pipeline; what Krea 2 cannot do is refused by name."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tests.diffusion.conftest import diffusion_config, straight_and_resumed
@@ -104,9 +106,8 @@ def test_krea2_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path,
     # Measured (seed 1, 30 steps): 1.45 → 1.23 (0.85×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
-    outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
-    lora_file = outputs[-1]
-    assert lora_file.name == "pytorch_lora_weights.safetensors"
+    kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
+    assert lora_file.name == "pytorch_lora_weights.safetensors" and kohya_file.name == "tiny.safetensors"
     reference = load_file(lora_file)
     assert {key.split(".")[0] for key in reference} == {"transformer"}
     trained_modules = {key.rsplit(".lora_", 1)[0].removeprefix("transformer.") for key in reference}
@@ -121,6 +122,71 @@ def test_krea2_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path,
     loaded = draw(pipe, final.prompts[0], final.seeds[0])
     assert np.abs(loaded - trained).max() <= 2
     assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
+
+    # The kohya file (musubi-tuner's names), module by module as ComfyUI applies it: each lora_unet_ name is an
+    # original-layout weight of the model with "." → "_", and its delta is the trained module's.
+    from trainer.families.krea2 import original_layout
+    from trainer.models.krea2_layout import to_original
+
+    kohya = load_file(kohya_file)
+    with safe_open(kohya_file, "pt") as handle:
+        assert handle.metadata()["ss_network_module"] == "networks.lora_krea2"
+    transformer = pipeline(tiny_krea2).transformer
+    comfy_names = {"lora_unet_" + key.removesuffix(".weight").replace(".", "_"): key
+                   for key in to_original(transformer.state_dict(), dict(transformer.config))}
+    modules = {key.split(".")[0] for key in kohya}
+    assert {"lora_unet_blocks_0_attn_wq", "lora_unet_txtfusion_refiner_blocks_0_attn_wo"} <= modules
+    assert modules <= comfy_names.keys()
+    layout = original_layout(dict(transformer.config))
+    for module in trained_modules:
+        name = "lora_unet_" + layout[module][0].replace(".", "_")
+        down, up = kohya[f"{name}.lora_down.weight"], kohya[f"{name}.lora_up.weight"]
+        torch.testing.assert_close(float(kohya[f"{name}.alpha"]) / down.shape[0] * (up @ down),
+                                   reference[f"transformer.{module}.lora_B.weight"]
+                                   @ reference[f"transformer.{module}.lora_A.weight"])
+
+
+def test_the_original_layout_is_the_one_diffusers_and_comfyui_read_at_the_real_shape():
+    """The shipped real-size folder counts the registry's parameters (transformer 12.8 B, Qwen3-VL-4B with its
+    vision tower, Qwen-Image's VAE).  At that shape (28 blocks 6144 wide, keys and values 1536 rows, 2 + 2 text
+    fusion blocks 2560 wide), the weights written in the original layout by ``krea2_layout.to_original`` (a frozen
+    run's single file, the kohya LoRA's layer names) are read back by diffusers' own
+    ``convert_krea2_transformer_checkpoint_to_diffusers`` into every key, shape and value (thin tensors of the true
+    heights keep it small), and hold every weight ComfyUI's ``SingleStreamDiT`` has, by its names."""
+    import diffusers
+    import transformers
+    from diffusers.loaders.single_file_utils import convert_krea2_transformer_checkpoint_to_diffusers
+
+    from trainer.families import family
+    from trainer.models.info import MODEL_CONFIGS
+    from trainer.models.krea2_layout import to_diffusers, to_original
+
+    folder = MODEL_CONFIGS / family("krea2").config_folders["flow_matching"]
+    with torch.device("meta"):
+        real = diffusers.Krea2Transformer2DModel.from_config(
+            diffusers.Krea2Transformer2DModel.load_config(folder / "transformer"))
+        encoder = transformers.Qwen3VLModel(transformers.Qwen3VLConfig.from_pretrained(folder / "text_encoder"))
+        vae = diffusers.AutoencoderKLQwenImage.from_config(diffusers.AutoencoderKLQwenImage.load_config(folder / "vae"))
+    counts = {name: sum(p.numel() for p in module.parameters())
+              for name, module in (("transformer", real), ("text_encoder", encoder), ("vae", vae))}
+    assert counts == family("krea2").memory.reference_parameters
+    generator = torch.Generator().manual_seed(0)
+    thin = {key: torch.randn(value.shape if value.numel() <= 100_000  # the modulation tables whole: they reshape
+                             else (*value.shape[:1], *([1] if value.dim() > 1 else [])), generator=generator)
+            for key, value in real.state_dict().items()}
+    original = to_original(thin, dict(real.config))
+    assert original["blocks.27.mod.lin"].shape == (6 * 6144,) and original["blocks.0.attn.wk.weight"].shape[0] == 1536
+    # ComfyUI's SingleStreamDiT (comfy/ldm/krea2/model.py), by its module names.
+    assert {"first.weight", "tmlp.0.weight", "tproj.1.weight", "txtmlp.0.scale", "txtmlp.3.weight",
+            "txtfusion.projector.weight", "txtfusion.refiner_blocks.1.attn.qknorm.knorm.scale",
+            "blocks.27.attn.gate.weight", "blocks.27.mlp.down.weight", "last.modulation.lin",
+            "last.linear.bias"} <= original.keys()
+    converted = convert_krea2_transformer_checkpoint_to_diffusers(
+        {f"model.diffusion_model.{key}": value for key, value in original.items()})
+    assert converted.keys() == thin.keys()
+    assert all(torch.equal(converted[key], thin[key]) for key in thin)
+    back = to_diffusers(original, dict(real.config))
+    assert back.keys() == thin.keys() and all(torch.equal(back[key], thin[key]) for key in thin)
 
 
 @pytest.mark.slow
@@ -149,11 +215,18 @@ def test_krea2_frozen_layers_move_only_the_chosen_block(tmp_path, tiny_krea2, sh
                               sampling={"inference_steps": 2, "guidance_scale": 0.0})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
-    folder = Path(rec.of(Finished)[0].outputs[0])
+    from diffusers.loaders.single_file_utils import convert_krea2_transformer_checkpoint_to_diffusers
+
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
     part = Path("transformer") / "diffusion_pytorch_model.safetensors"
     before, after = load_file(tiny_krea2 / part), load_file(folder / part)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved and all(name.startswith("transformer_blocks.1.") for name in moved)
+    # RUN_NAME.safetensors: the same transformer in the original layout, as diffusers' own converter reads it.
+    original = load_file(single)
+    assert single.name == "tiny.safetensors" and "blocks.1.attn.wq.weight" in original
+    back = convert_krea2_transformer_checkpoint_to_diffusers(dict(original))
+    assert back.keys() == after.keys() and all(torch.equal(back[k], after[k]) for k in after)
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     assert np.abs(draw(pipeline(folder), final.prompts[0], final.seeds[0], 0.0, 2) - trained).max() <= 2

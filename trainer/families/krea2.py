@@ -41,7 +41,9 @@ FAMILY = Family(
                    max_seq_len=6400),
     sample_scheduler=None,
     max_sequence_length=512,  # the pipeline pads every prompt to it (after the system prefix)
+    # A full/frozen run's transformer is also written in the original layout, for ComfyUI's Load Diffusion Model.
     single_file=False,
+    single_file_writer="trainer.models.krea2_layout:pipeline_to_original",
     config_folders={"flow_matching": "krea2"},
     # The original checkpoints (musubi-tuner's and ComfyUI's ``SingleStreamDiT``) name the text fusion so; they are
     # refused by name until a reader exists.
@@ -57,8 +59,12 @@ FAMILY = Family(
         # (Qwen-Image: 60 double-stream blocks 3072 wide, 28 GB), scaled by blocks × width.
         activation_bytes_per_latent_pixel=26 * GB / 128**2,
         quantizable_share=0.948, block_count=28, text_quantizable_share=0.887),
+    # musubi-tuner's networks.lora_krea2 names every Linear of the original SingleStreamDiT, whole
+    # (lora_unet_blocks_0_attn_wq): the names ComfyUI applies to its Krea 2 model (lora_unet_ + the diffusion_model
+    # key).  diffusers' Krea2LoraLoaderMixin reads the diffusers file.
     kohya=KohyaFacts(modelspec_architecture="krea-2/lora", base_model_version="krea2", lora_family="krea2",
-                     lora_family_label="Krea 2", original_unet_names=False),
+                     lora_family_label="Krea 2", original_unet_names=False, network_module="networks.lora_krea2",
+                     transformer_layout="trainer.families.krea2:original_layout"),
     tiny={"denoiser": ("Krea2Transformer2DModel", {
               "in_channels": 16, "num_layers": 2, "attention_head_dim": 16, "num_attention_heads": 2,
               "num_key_value_heads": 1, "intermediate_size": 64, "timestep_embed_dim": 16, "text_hidden_dim": 32,
@@ -76,3 +82,48 @@ FAMILY = Family(
               "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 6400,
               "time_shift_type": "exponential"})},
 )
+
+
+# Each Linear of a block (the main blocks and the text-fusion blocks alike): diffusers' name → the original's.
+BLOCK_LINEARS = {"attn.to_q": "attn.wq", "attn.to_k": "attn.wk", "attn.to_v": "attn.wv", "attn.to_gate": "attn.gate",
+                 "attn.to_out.0": "attn.wo", "ff.gate": "mlp.gate", "ff.up": "mlp.up", "ff.down": "mlp.down"}
+OUTER_LINEARS = {"img_in": "first", "time_embed.linear_1": "tmlp.0", "time_embed.linear_2": "tmlp.2",
+                 "time_mod_proj": "tproj.1", "txt_in.linear_1": "txtmlp.1", "txt_in.linear_2": "txtmlp.3",
+                 "text_fusion.projector": "txtfusion.projector", "final_layer.linear": "last.linear"}
+
+
+def _blocks(config: dict) -> list[tuple[str, str]]:
+    """(diffusers, original) path of every block: the main ones, then the text fusion's."""
+    pairs = [(f"transformer_blocks.{i}", f"blocks.{i}") for i in range(int(config["num_layers"]))]
+    for group, count in (("layerwise_blocks", config["num_layerwise_text_blocks"]),
+                         ("refiner_blocks", config["num_refiner_text_blocks"])):
+        pairs += [(f"text_fusion.{group}.{i}", f"txtfusion.{group}.{i}") for i in range(int(count))]
+    return pairs
+
+
+def original_layout(config: dict) -> dict[str, tuple[str, int, int, int, bool]]:
+    """Where each Linear of diffusers' ``Krea2Transformer2DModel`` lives in the original layout (krea-ai's
+    ``SingleStreamDiT``: the released ``raw``/``turbo`` files, ComfyUI's Krea 2 model, musubi-tuner's
+    ``networks.lora_krea2`` names): diffusers path → (original path, first row, rows, the layer's rows, halves
+    swapped), as ``flux.bfl_layout``.  Nothing is fused or reordered; facts from diffusers'
+    ``convert_krea2_transformer_checkpoint_to_diffusers`` and ComfyUI's ``krea2_to_diffusers``."""
+    layout = {f"{d}.{part}": (f"{o}.{original}", 0, 0, 0, False)
+              for d, o in _blocks(config) for part, original in BLOCK_LINEARS.items()}
+    layout |= {d: (o, 0, 0, 0, False) for d, o in OUTER_LINEARS.items()}
+    return layout
+
+
+def original_parameters(config: dict) -> dict[str, str]:
+    """Single parameters renamed as they are (the rest: ``original_layout``): the RMS norms' zero-centred scales
+    (``norm1.weight`` → ``prenorm.scale``, ``attn.norm_q.weight`` → ``attn.qknorm.qnorm.scale`` …) and the learned
+    modulation tables (a main block's (6, width) ``scale_shift_table`` is the original's flat ``mod.lin``: reshaped
+    by ``models.krea2_layout``; the final layer's (2, width) one is ``last.modulation.lin`` as it is)."""
+    renamed = {"txt_in.norm.weight": "txtmlp.0.scale", "final_layer.norm.weight": "last.norm.scale",
+               "final_layer.scale_shift_table": "last.modulation.lin"}
+    for d, o in _blocks(config):
+        renamed |= {f"{d}.norm1.weight": f"{o}.prenorm.scale", f"{d}.norm2.weight": f"{o}.postnorm.scale",
+                    f"{d}.attn.norm_q.weight": f"{o}.attn.qknorm.qnorm.scale",
+                    f"{d}.attn.norm_k.weight": f"{o}.attn.qknorm.knorm.scale"}
+        if d.startswith("transformer_blocks."):
+            renamed[f"{d}.scale_shift_table"] = f"{o}.mod.lin"
+    return renamed
