@@ -100,19 +100,20 @@ class Scale:
 # CUDA's seconds are guesses (start + imports ~8 s, loading 2.4 / 8.6 GB of fp16 weights, 23 steps; SD 3.5 Medium
 # 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px), not measured yet.
 # Z-Image: 12 GB of bf16 transformer + 8 GB Qwen3-4B; Qwen-Image: 41 GB + 16.6 GB Qwen2.5-VL, read and quantized on
-# the way; Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B; Lumina 2: 5 GB + 5 GB Gemma 2 (guesses).
+# the way; Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B; Lumina 2: 5 GB + 5 GB Gemma 2; Krea 2:
+# 25.6 GB of bf16 transformer quantized on the way + 8.9 GB Qwen3-VL-4B (guesses).
 CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024, "zimage": 1024,
-                             "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024}, warmup=3, steps=20,
+                             "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024, "krea2": 1024}, warmup=3, steps=20,
              seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "chroma": 120, "zimage": 120, "qwenimage": 300,
-                      "flux2klein": 90, "lumina2": 80},
+                      "flux2klein": 90, "lumina2": 80, "krea2": 200},
              build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "chroma": 110, "zimage": 90,
-                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90})
+                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90, "krea2": 160})
 DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "chroma": 64, "zimage": 64,
-                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64}, warmup=1, steps=3,
+                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64, "krea2": 64}, warmup=1, steps=3,
                 seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "chroma": 15, "zimage": 15, "qwenimage": 15,
-                         "flux2klein": 20, "lumina2": 15},
+                         "flux2klein": 20, "lumina2": 15, "krea2": 20},
                 build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "chroma": 5, "zimage": 5, "qwenimage": 5,
-                               "flux2klein": 10, "lumina2": 5})
+                               "flux2klein": 10, "lumina2": 5, "krea2": 10})
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ CASES = (
     Case("flux2klein", checkpointing=True, quantization="nf4"),
     Case("lumina2", checkpointing=True),  # as its 16 and 12 GB presets train it
     Case("lumina2"),  # its 24 GB preset: no checkpointing
+    Case("krea2", checkpointing=True, quantization="nf4"),  # Krea 2 Raw as its 16 GB preset trains it
 )
 
 
