@@ -266,18 +266,20 @@ def test_krea2_dreambooth_draws_its_class_images_through_krea2pipeline_and_uses_
 
 def test_what_krea2_cannot_do_is_refused_by_name(tmp_path, tiny_krea2):
     """Its Qwen3-VL encoder takes no LoRA (no loader applies one); merges are not available; an original-layout
-    checkpoint (musubi-tuner's and ComfyUI's ``txtfusion.`` keys) is named, and the folder asked for."""
+    transformer file without its companions is read as Krea 2's (``txtfusion.``) and the missing file named."""
     from trainer.config import ConfigError, config_from_dict
     from trainer.errors import InputError
     from trainer.merge.fuse import fuse_lora
-    from trainer.models import inspect_model
+    from trainer.models import inspect_model, load_model
 
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Krea 2's Qwen3-VL text encoder takes no LoRA"):
         config_from_dict({"mode": "lora", "model": {"architecture": "krea2"}, "lora": {"train_text_encoder": True}})
     with pytest.raises(InputError, match=r"is a Krea 2 model; merging"):
         fuse_lora(tiny_krea2, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    single = tmp_path / "krea2_raw.safetensors"
-    save_file({"txtfusion.projector.weight": torch.zeros(1, 12), "x_embedder.weight": torch.zeros(4, 4)}, single)
-    with pytest.raises(InputError, match=r"is a Krea 2 checkpoint; Krea 2 loads from its diffusers folder"):
-        inspect_model(single)
+    single = tmp_path / "raw.safetensors"
+    save_file({"txtfusion.projector.weight": torch.zeros(1, 12), "first.weight": torch.zeros(4, 4)}, single)
+    assert inspect_model(single).architecture == "krea2"
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .*raw\.safetensors holds the Krea 2 transformer "
+                                         r"only; choose its Qwen3-VL text encoder file \(qwen3vl_4b_bf16"):
+        load_model(single)

@@ -44,9 +44,10 @@ FAMILY = Family(
     # A full/frozen run's transformer is also written in the original layout, for ComfyUI's Load Diffusion Model.
     single_file=False,
     single_file_writer="trainer.models.krea2_layout:pipeline_to_original",
+    single_file_reader="trainer.models.krea2_single:load_krea2_single_file",
     config_folders={"flow_matching": "krea2"},
-    # The original checkpoints (musubi-tuner's and ComfyUI's ``SingleStreamDiT``) name the text fusion so; they are
-    # refused by name until a reader exists.
+    # The original checkpoints (krea-ai's raw/turbo files, ComfyUI's and musubi-tuner's SingleStreamDiT) name the text
+    # fusion so; models/krea2_single reads them with qwen3vl_4b and qwen_image_vae beside them.
     file_markers=("txtfusion.",),
     blocks=("transformer_blocks",),
     memory=MemoryFacts(

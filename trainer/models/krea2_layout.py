@@ -28,6 +28,11 @@ def to_diffusers(original: dict[str, torch.Tensor], config: dict) -> dict[str, t
     return fused_layout.to_diffusers(tables, original_layout(config), original_parameters(config))
 
 
+def unknown_keys(original: dict[str, torch.Tensor], config: dict) -> list[str]:
+    """The original keys the layout places nowhere (a file of another model or shape)."""
+    return fused_layout.unknown_keys(original, original_layout(config), original_parameters(config))
+
+
 def pipeline_to_original(pipeline: Any) -> dict[str, torch.Tensor]:
     """A full or frozen run's transformer as the file ComfyUI's Load Diffusion Model takes for Krea 2."""
     transformer = pipeline.transformer
