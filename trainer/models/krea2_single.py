@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from trainer.errors import InputError
+from trainer.families.krea2 import FAMILY
 from trainer.models import krea2_layout, wan_vae_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
@@ -44,7 +45,6 @@ from trainer.models.info import MODEL_CONFIGS
 from trainer.models.qwenimage_single import VAE_FILE, VAE_PREFIXES
 
 PREFIX = "model.diffusion_model."
-CONFIG_FOLDER = "krea2"
 ENCODER_FILE = "qwen3vl_4b_bf16.safetensors"
 VISION = "visual."
 
@@ -97,7 +97,7 @@ def load_krea2_single_file(checkpoint: CheckpointFile, config_dir: Path | None, 
     from accelerate import init_empty_weights
 
     path = checkpoint.path
-    folder = config_dir if config_dir is not None else MODEL_CONFIGS / CONFIG_FOLDER
+    folder = config_dir if config_dir is not None else MODEL_CONFIGS / FAMILY.config_folders["flow_matching"]
     encoder_path, vae_path = companions(path, text_encoder_files, vae_file)
     if encoder_path is None:
         raise InputError(f"model.text_encoder_files: {path} holds the Krea 2 transformer only; choose its Qwen3-VL "
