@@ -4,7 +4,10 @@ Qwen-Image's VAE, the shipped Qwen3 tokenizer): the engine's latents, prompts an
 learns and its diffusers file loads with ``Krea2Pipeline.load_lora_weights`` and gives the image the trained adapter
 gave, and its kohya file names the original layers ComfyUI applies, module by module; a stopped and resumed run ends
 where an uninterrupted one does; frozen-layer training moves only the chosen block and writes the original layout;
-DreamBooth draws its class images through the pipeline; what Krea 2 cannot do is refused by name."""
+DreamBooth draws its class images through the pipeline; what Krea 2 cannot do is refused by name.  The single files
+ComfyUI and musubi-tuner users keep load offline into the very model they came from (Turbo by its name), a Raw file
+without a prefix beside a Qwen3-VL file without its vision tower too, and a file of another shape is refused naming
+it."""
 
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from tests.diffusion.conftest import diffusion_config, straight_and_resumed
 from tests.trainer.helpers import run_in_process
+from trainer.errors import InputError
+from trainer.models import load_model
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
 
@@ -93,6 +98,20 @@ def test_the_engine_reads_images_prompts_and_predictions_as_the_pipeline_does(ti
         out = pipe.transformer(hidden_states=packed, encoder_hidden_states=hidden, timestep=sigma * 1000 / 1000,
                                position_ids=ids, encoder_attention_mask=mask, return_dict=False)[0]
     torch.testing.assert_close(predicted, pipe._unpack_latents(out, 64, 64)[:, :, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_norms_diffusers_keeps_in_float32_stay_so_when_the_base_is_moved_to_bf16(tiny_krea2):
+    """``Krea2Transformer2DModel`` keeps its zero-centred RMS norm scales in float32 (1 + w in bf16 keeps 3 digits):
+    moving the frozen base to bf16 (``quantize_denoiser``, with or without quantization) keeps them so, as
+    ``from_pretrained`` does."""
+    from trainer.models.quantize import quantize_denoiser
+
+    transformer = pipeline(tiny_krea2).transformer
+    quantize_denoiser(transformer, ("transformer_blocks",), "none", "cpu", torch.bfloat16)
+    dtypes = {name: p.dtype for name, p in transformer.named_parameters()}
+    assert dtypes["transformer_blocks.0.norm1.weight"] == dtypes["final_layer.norm.weight"] == torch.float32
+    assert dtypes["text_fusion.refiner_blocks.0.attn.norm_q.weight"] == torch.float32
+    assert dtypes["transformer_blocks.0.attn.to_q.weight"] == dtypes["img_in.weight"] == torch.bfloat16
 
 
 @pytest.mark.slow
@@ -268,9 +287,8 @@ def test_what_krea2_cannot_do_is_refused_by_name(tmp_path, tiny_krea2):
     """Its Qwen3-VL encoder takes no LoRA (no loader applies one); merges are not available; an original-layout
     transformer file without its companions is read as Krea 2's (``txtfusion.``) and the missing file named."""
     from trainer.config import ConfigError, config_from_dict
-    from trainer.errors import InputError
     from trainer.merge.fuse import fuse_lora
-    from trainer.models import inspect_model, load_model
+    from trainer.models import inspect_model
 
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Krea 2's Qwen3-VL text encoder takes no LoRA"):
         config_from_dict({"mode": "lora", "model": {"architecture": "krea2"}, "lora": {"train_text_encoder": True}})
@@ -283,3 +301,103 @@ def test_what_krea2_cannot_do_is_refused_by_name(tmp_path, tiny_krea2):
     with pytest.raises(InputError, match=r"model\.text_encoder_files: .*raw\.safetensors holds the Krea 2 transformer "
                                          r"only; choose its Qwen3-VL text encoder file \(qwen3vl_4b_bf16"):
         load_model(single)
+
+
+COMPONENTS = ("transformer", "text_encoder", "vae")
+
+
+def comfy_text_encoder(pipe) -> dict[str, torch.Tensor]:
+    """The tiny Qwen3-VL as ComfyUI's file holds it: the language model under ``model.``, the tower under
+    ``visual.``, with the tied LM head written out."""
+    state = {key.replace("language_model.", "model.", 1): value.contiguous()
+             for key, value in pipe.text_encoder.state_dict().items()}
+    state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
+    return state
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory, tiny_krea2):
+    """The tiny Krea 2 as ComfyUI keeps it — ``turbo.safetensors`` (krea-ai's original layout, ComfyUI's prefix) in
+    models/diffusion_models, ``qwen3vl_4b_bf16.safetensors`` (ComfyUI's ``model.``/``visual.`` keys) in
+    models/text_encoders, ``qwen_image_vae.safetensors`` (Wan 2.1's layout) in models/vae — with Z-Image's Qwen3 file
+    beside its text encoder (not to be taken for it); the pipeline it came from; its config folder."""
+    from trainer.models import wan_vae_layout
+    from trainer.models.krea2_layout import pipeline_to_original
+    from trainer.models.tiny import write_tiny_config_dir
+
+    root = tmp_path_factory.mktemp("comfy-krea2")
+    model = tiny_krea2
+    pipe = load_model(model).pipeline
+    models = root / "models"
+    for folder in ("diffusion_models", "text_encoders", "vae"):
+        (models / folder).mkdir(parents=True)
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in pipeline_to_original(pipe).items()},
+              models / "diffusion_models" / "turbo.safetensors")
+    save_file(comfy_text_encoder(pipe), models / "text_encoders" / "qwen3vl_4b_bf16.safetensors")
+    save_file({"model.embed_tokens.weight": torch.zeros(8, 4)}, models / "text_encoders" / "qwen_3_4b.safetensors")
+    vae = wan_vae_layout.to_original(pipe.vae.state_dict(), pipe.vae.config.num_res_blocks)
+    save_file({k: v.contiguous() for k, v in vae.items()}, models / "vae" / "qwen_image_vae.safetensors")
+    return {"pipe": pipe, "models": models, "config_dir": write_tiny_config_dir(model, root / "config")}
+
+
+def same_weights(a, b, names=COMPONENTS) -> None:
+    for name in names:
+        left, right = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert left.keys() == right.keys(), name
+        assert all(torch.equal(left[k], right[k]) for k in left), name
+
+
+def comfy_picture(pipe, guidance: float = 4.5) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    return np.asarray(pipe("a red circle", guidance_scale=guidance, width=64, height=64, num_inference_steps=2,
+                           generator=torch.Generator().manual_seed(3)).images[0])
+
+
+def test_the_single_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy):
+    file = comfy["models"] / "diffusion_models" / "turbo.safetensors"
+    loaded = load_model(file, config_dir=comfy["config_dir"], expected_architecture="krea2")
+    assert (loaded.info.architecture, loaded.info.prediction_type, loaded.info.source_kind) == (
+        "krea2", "flow_matching", "single_file")
+    same_weights(comfy["pipe"], loaded.pipeline)
+    assert loaded.pipeline.config.is_distilled and not comfy["pipe"].config.is_distilled  # Turbo, by its name
+    assert loaded.pipeline.text_encoder_select_layers == comfy["pipe"].text_encoder_select_layers
+    loaded.pipeline.register_to_config(is_distilled=False)  # drawn with the same schedule: the same picture
+    assert np.array_equal(comfy_picture(loaded.pipeline), comfy_picture(comfy["pipe"]))
+
+
+def test_a_raw_file_without_prefix_and_an_encoder_without_its_vision_tower_load(comfy, tmp_path):
+    """krea-ai's ``raw.safetensors`` keys have no prefix; a Qwen3-VL file with the language model alone encodes
+    prompts exactly as the whole one (the pipeline never reads the tower)."""
+    import shutil
+
+    from trainer.models.krea2_layout import pipeline_to_original
+
+    pipe = comfy["pipe"]
+    models = tmp_path / "models"
+    shutil.copytree(comfy["models"] / "vae", models / "vae")
+    (models / "diffusion_models").mkdir(parents=True)
+    (models / "text_encoders").mkdir()
+    save_file({k: v.contiguous() for k, v in pipeline_to_original(pipe).items()},
+              models / "diffusion_models" / "raw.safetensors")
+    text_only = {k: v for k, v in comfy_text_encoder(pipe).items() if not k.startswith("visual.")}
+    save_file(text_only, models / "text_encoders" / "qwen3vl_4b_bf16.safetensors")
+    loaded = load_model(models / "diffusion_models" / "raw.safetensors", config_dir=comfy["config_dir"]).pipeline
+    assert not loaded.config.is_distilled
+    same_weights(pipe, loaded, ("transformer", "vae"))
+    with torch.no_grad():
+        prompts = ["a red circle", "a small blue square on a green field"]
+        ours, our_mask = loaded.encode_prompt(prompts, device=torch.device("cpu"))
+        theirs, their_mask = pipe.encode_prompt(prompts, device=torch.device("cpu"))
+    assert torch.equal(ours, theirs) and torch.equal(our_mask, their_mask)
+
+
+def test_a_transformer_file_of_another_shape_is_refused_naming_it(comfy, tmp_path):
+    models = tmp_path / "models"
+    (models / "diffusion_models").mkdir(parents=True)
+    file = models / "diffusion_models" / "krea2_other.safetensors"
+    save_file({"txtfusion.projector.weight": torch.zeros(1, 12), "blocks.0.attn.wx.weight": torch.zeros(2, 2)}, file)
+    with pytest.raises(InputError, match=r"model\.path: .*krea2_other\.safetensors does not hold a Krea 2 transformer "
+                                         r"of this shape: it has unknown blocks\.0\.attn\.wx\.weight"):
+        load_model(file, config_dir=comfy["config_dir"],
+                   text_encoder_files=[str(comfy["models"] / "text_encoders" / "qwen3vl_4b_bf16.safetensors")],
+                   vae_file=str(comfy["models"] / "vae" / "qwen_image_vae.safetensors"))
