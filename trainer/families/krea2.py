@@ -49,6 +49,8 @@ FAMILY = Family(
     # The original checkpoints (krea-ai's raw/turbo files, ComfyUI's and musubi-tuner's SingleStreamDiT) name the text
     # fusion so; models/krea2_single reads them with qwen3vl_4b and qwen_image_vae beside them.
     file_markers=("txtfusion.",),
+    # The 28 main blocks are what quantization and block swap take; the small text fusion stays as it is (as
+    # musubi-tuner's fp8 keeps it).
     blocks=("transformer_blocks",),
     memory=MemoryFacts(
         # Counted on the meta device from resources/model_configs/krea2: the transformer, Qwen3-VL-4B (language model
