@@ -119,7 +119,8 @@ def test_the_norms_diffusers_keeps_in_float32_stay_so_when_the_base_is_moved_to_
 @pytest.mark.slow
 def test_krea2_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path, tiny_krea2, shapes_dataset):
     """The diffusers file through ``Krea2Pipeline.load_lora_weights`` draws the trained image (guided, the empty
-    prompt as the negative, as the previews draw it)."""
+    prompt as the negative, as the previews draw it); the kohya file's layers are the original ones ComfyUI names and
+    diffusers' own Krea 2 converter places back on the trained modules."""
     config = diffusion_config(tiny_krea2, shapes_dataset, "krea2", sampling={"guidance_scale": 4.5})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
@@ -165,6 +166,17 @@ def test_krea2_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path,
         torch.testing.assert_close(float(kohya[f"{name}.alpha"]) / down.shape[0] * (up @ down),
                                    reference[f"transformer.{module}.lora_B.weight"]
                                    @ reference[f"transformer.{module}.lora_A.weight"])
+    # The same layers under the reference trainer's names (diffusion_model.<original layer>, which ComfyUI maps too):
+    # diffusers' own Krea 2 converter puts each back on its module, and the pipeline draws the trained image.
+    renamed = {}
+    for name in modules:
+        layer = "diffusion_model." + comfy_names[name].removesuffix(".weight")
+        scale = float(kohya[f"{name}.alpha"]) / kohya[f"{name}.lora_down.weight"].shape[0]
+        renamed[f"{layer}.lora_A.weight"] = kohya[f"{name}.lora_down.weight"]
+        renamed[f"{layer}.lora_B.weight"] = kohya[f"{name}.lora_up.weight"] * scale
+    pipe = pipeline(tiny_krea2)
+    pipe.load_lora_weights(renamed)
+    assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
 
 def test_the_original_layout_is_the_one_diffusers_and_comfyui_read_at_the_real_shape():
