@@ -39,7 +39,9 @@ def test_a_familys_shipped_configs_are_what_it_declares(name):
         folder = MODEL_CONFIGS / folder_name
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         assert index["_class_name"] == family.pipeline_class, folder
-        encoders = sorted(key for key in index if key.startswith("text_encoder"))
+        # Components are [library, class] pairs; Krea 2's text_encoder_select_layers is a pipeline setting.
+        encoders = sorted(key for key, value in index.items() if key.startswith("text_encoder")
+                          and isinstance(value, list) and len(value) == 2 and isinstance(value[0], str))
         assert encoders == sorted(e.component for e in family.text_encoders), folder
         for encoder in family.text_encoders:
             config = json.loads((folder / encoder.component / "config.json").read_text(encoding="utf-8"))

@@ -278,7 +278,7 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
             "chroma-lora-16gb", "chroma-lora-12gb", "flux2dev-lora-24gb", "flux2dev-lora-16gb",
             "ernieimage-lora-24gb", "ernieimage-lora-16gb", "ernieimage-lora-12gb", "kandinsky5-lora-24gb",
             "kandinsky5-lora-16gb", "kandinsky5-lora-12gb", "qwenimage21-lora-24gb", "qwenimage21-lora-16gb",
-            "qwenimage21-lora-12gb"} <= set(sized)
+            "qwenimage21-lora-12gb", "krea2-lora-24gb", "krea2-lora-16gb", "krea2-lora-12gb"} <= set(sized)
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)

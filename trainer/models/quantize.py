@@ -47,12 +47,24 @@ def quantized_linears(denoiser: torch.nn.Module, blocks: tuple[str, ...]) -> Ite
                 yield f"{block}.{name}", module
 
 
+def _moved(denoiser: torch.nn.Module, device: str, dtype: torch.dtype) -> None:
+    """``denoiser`` on ``device`` in ``dtype``, but for the modules its diffusers class keeps in float32
+    (``_keep_in_fp32_modules``, matched by name as ``from_pretrained`` matches them): Krea 2's zero-centred RMS norm
+    scales, whose 1 + w would round to bf16's 3 digits."""
+    denoiser.to(device, dtype)
+    keep = set(getattr(denoiser, "_keep_in_fp32_modules", None) or ())
+    if keep and dtype != torch.float32:
+        for name, module in denoiser.named_modules():
+            if keep & set(name.split(".")):
+                module.to(torch.float32)
+
+
 def quantize_denoiser(denoiser: torch.nn.Module, blocks: tuple[str, ...], kind: str, device: str,
                       dtype: torch.dtype, logger: logging.Logger | None = None, what: str = "Base weights") -> int:
     """Replace the Linear layers inside ``blocks`` by quantized ones on ``device`` (the rest of the denoiser is
     moved there in ``dtype``); returns how many weights were quantized.  ``kind`` "none" only moves."""
     if kind == "none":
-        denoiser.to(device, dtype)
+        _moved(denoiser, device, dtype)
         return 0
     layers = list(quantized_linears(denoiser, blocks))
     count = 0
@@ -71,7 +83,7 @@ def quantize_denoiser(denoiser: torch.nn.Module, blocks: tuple[str, ...], kind: 
                 linear.to(device, dtype)
                 count += linear.weight.numel()
                 quantize_(linear, config)
-    denoiser.to(device, dtype)  # everything not quantized (quantized weights keep their storage)
+    _moved(denoiser, device, dtype)  # everything not quantized (quantized weights keep their storage)
     if logger is not None:
         size = f"{count / 1e9:.2f} B" if count >= 10**8 else f"{count / 1e6:.1f} M"
         logger.info("%s: %d Linear layers (%s weights) in %s (%s); the rest in %s", what, len(layers), size,

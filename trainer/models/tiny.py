@@ -132,7 +132,8 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
     SwiGLU, as Qwen3-4B; three layers, so the penultimate hidden state Z-Image reads is a layer's output; as many as
     the family reads from — Flux.2 klein's 27th — and with its LM head where the pipeline takes the causal LM), or
     Qwen2.5-VL (Qwen-Image's encoder: the same text stack with multimodal rotary sections, and a two-block vision
-    tower it does not use for text)."""
+    tower it does not use for text), or Qwen3-VL (Krea 2's: Qwen3's text stack with interleaved multimodal rotary
+    sections and a one-block vision tower, as many layers as the pipeline's taps reach)."""
     import transformers
 
     text = {"vocab_size": vocab_size, "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers,
@@ -149,6 +150,14 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
             vision_config={"depth": 2, "hidden_size": width, "intermediate_size": width, "num_heads": 2,
                            "out_hidden_size": width, "deepstack_visual_indexes": [1]})
         return transformers.Qwen3VLForConditionalGeneration(config)
+    if class_name == "Qwen3VLModel":  # Krea 2's: Qwen3's text stack with interleaved multimodal rotary sections
+        rope = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [1, 1, 2], "mrope_interleaved": True}
+        config = transformers.Qwen3VLConfig(
+            text_config={**text, "head_dim": width // 4, "rope_parameters": rope},
+            vision_config={"depth": 1, "hidden_size": width, "intermediate_size": width, "num_heads": 2,
+                           "out_hidden_size": width, "deepstack_visual_indexes": [0], "num_position_embeddings": 16},
+            tie_word_embeddings=True)
+        return transformers.Qwen3VLModel(config)
     config = transformers.Qwen2_5_VLConfig(
         text_config={**text, "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
                      "rope_theta": 1000000.0},
