@@ -94,6 +94,7 @@ class FlowFacts:
     """
 
     sampling: str = "logit_normal"
+    logit_std: float = 1.0  # the spread of "logit_normal": σ = sigmoid(logit_std · N(0, 1)) before the shift
     shift: float = 1.0
     resolution_shift: bool = False
     base_shift: float = 0.5
@@ -135,9 +136,16 @@ class Family:
     variant_of: str | None = None
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
+    # Pipeline components that are neither trained nor text encoders but take part in sampling (Ideogram 4's
+    # unconditional transformer): loaded with the model, frozen, on the device as the denoiser's frozen weights are.
+    frozen_components: tuple[str, ...] = ()
+    # Arguments every preview call of the pipeline gets (Ideogram 4: ``guidance_schedule=None``, so that its
+    # ``guidance_scale`` is the one used).
+    call_arguments: dict[str, Any] = field(default_factory=dict)
     text_encoders: tuple[TextEncoder, ...] = ()
     # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
-    # previews run from prompts encoded once, while the text encoders wait off the GPU.
+    # previews run from prompts encoded once, while the text encoders wait off the GPU.  Empty: the pipeline's call
+    # takes no encoded prompts (Ideogram 4) and encodes each preview's prompt itself, where the encoder waits.
     prompt_outputs: tuple[str | None, ...] = ("prompt_embeds", "negative_prompt_embeds")
     # The pipeline runs classifier-free guidance (a second pass on the negative prompt) when its
     # ``guidance_scale`` is above this: 1 for Stable Diffusion's pipelines, 0 for Z-Image's.

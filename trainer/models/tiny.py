@@ -67,6 +67,9 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
         if "denoiser" in spec:  # a transformer family: its class and tiny config
             class_name, config = spec["denoiser"]
             components[family.denoiser] = getattr(diffusers, class_name)(**config)
+            for offset, name in enumerate(spec.get("frozen", ()), start=1):  # sampling-only denoisers, same shape
+                torch.manual_seed(seed + 100 * offset)
+                components[name] = getattr(diffusers, class_name)(**config)
         else:
             components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
         torch.manual_seed(seed + 1)
@@ -83,6 +86,8 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 components[encoder.component] = _t5_encoder(width, activation, len(tokenizer))
             elif encoder.tokenizer_kind == "qwen3":
                 tokenizer = qwen3_tokenizer()
+                if "chat_template" in spec:  # the real model's tokenizer renders its chat turns another way
+                    tokenizer.chat_template = spec["chat_template"]
                 components[encoder.component] = _qwen_encoder(class_name, width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id, *depth)
             elif encoder.tokenizer_kind == "gemma":
@@ -120,7 +125,8 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
     SwiGLU, as Qwen3-4B; three layers, so the penultimate hidden state Z-Image reads is a layer's output; as many as
     the family reads from — Flux.2 klein's 27th — and with its LM head where the pipeline takes the causal LM), or
     Qwen2.5-VL (Qwen-Image's encoder: the same text stack with multimodal rotary sections, and a two-block vision
-    tower it does not use for text)."""
+    tower it does not use for text), or Qwen3-VL (Ideogram 4's: Qwen3's text stack, interleaved rotary sections, a
+    one-block vision tower)."""
     import transformers
 
     text = {"vocab_size": vocab_size, "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers,
@@ -129,6 +135,16 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
     if class_name in ("Qwen3Model", "Qwen3ForCausalLM"):
         config = transformers.Qwen3Config(**text, head_dim=width // 4, tie_word_embeddings=True)
         return getattr(transformers, class_name)(config)
+    if class_name == "Qwen3VLModel":  # Ideogram 4's: Qwen3's text stack with interleaved multimodal rotary sections
+        config = transformers.Qwen3VLConfig(
+            text_config={**text, "head_dim": width // 4, "rope_parameters": {
+                "rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [width // 8 - 2 * (width // 32),
+                                                                                   width // 32, width // 32],
+                "mrope_interleaved": True}},
+            vision_config={"depth": 1, "hidden_size": width, "intermediate_size": width, "num_heads": 2,
+                           "out_hidden_size": width, "deepstack_visual_indexes": [], "num_position_embeddings": 16,
+                           "patch_size": 2})
+        return transformers.Qwen3VLModel(config)
     config = transformers.Qwen2_5_VLConfig(
         text_config={**text, "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
                      "rope_theta": 1000000.0},

@@ -1,0 +1,127 @@
+"""Ideogram 4 through the registry, on a tiny model built from its real classes (two ``Ideogram4Transformer2DModel``
+— the conditional one trained, the unconditional one only guiding — a 36-layer Qwen3-VL, Flux.2's VAE): the engine's
+latents, prompts and prediction are the pipeline's; LoRA learns, its diffusers file loads with
+``Ideogram4Pipeline.load_lora_weights`` onto the conditional transformer and gives the image the trained adapter gave;
+a stopped and resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.trainer.helpers import run_in_process
+from trainer.protocol import EXIT_OK, Failed, Finished, Sample
+from trainer.runfolder import RunFolder
+
+
+@pytest.fixture(scope="module")
+def tiny_ideogram(tmp_path_factory) -> Path:
+    from trainer.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("ideogram4") / "tiny-ideogram4", "ideogram4", seed=0)
+
+
+def pipeline(model_dir: Path):
+    import diffusers
+
+    pipe = diffusers.Ideogram4Pipeline.from_pretrained(model_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def draw(pipe, prompt: str, seed: int, guidance: float = 4.0) -> np.ndarray:
+    image = pipe(prompt, width=64, height=64, num_inference_steps=3, guidance_scale=guidance, guidance_schedule=None,
+                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_the_engine_reads_images_prompts_and_predictions_as_the_pipeline_does(tiny_ideogram):
+    """Latents packed and normalised as the pipeline undoes before decoding; each prompt's real tokens as
+    ``encode_prompt`` gives them (left-padded further there); the prediction is the velocity the pipeline's sampler
+    steps with (the conditional transformer's output on the image tokens, negated, at time 1 − σ)."""
+    from diffusers.models.transformers.transformer_ideogram4 import LLM_TOKEN_INDICATOR
+
+    from trainer.diffusion.components import Components
+    from trainer.diffusion.engine_ideogram4 import packed
+    from trainer.diffusion.engines import engine_for
+
+    pipe = pipeline(tiny_ideogram)
+    parts = Components("ideogram4", "flow_matching", [pipe.tokenizer], [pipe.text_encoder], pipe.vae, pipe.transformer,
+                       pipe.scheduler)
+    engine = engine_for(parts)
+    pixels = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        latents = engine.image_latents(pixels)
+        # The pipeline's own decoding path: de-normalise the packed tokens, unpack, decode.
+        tokens = packed(latents)
+        std = torch.sqrt(pipe.vae.bn.running_var + pipe.vae.config.batch_norm_eps)
+        z = (tokens * std + pipe.vae.bn.running_mean).view(1, 4, 4, 2, 2, 4).permute(0, 5, 1, 3, 2, 4).reshape(
+            1, 4, 8, 8)
+        torch.testing.assert_close(z, pipe.vae.encode(pixels).latent_dist.mean)
+
+    prompts = ["a red circle", "a small blue square on a green field"]
+    with torch.no_grad():
+        text = engine.encode_prompts([pipe.text_encoder], prompts, "cpu")
+        embeds, positions, segments, indicator = pipe.encode_prompt(prompts, grid_h=4, grid_w=4,
+                                                                    max_sequence_length=256, device=torch.device("cpu"))
+    real = indicator == LLM_TOKEN_INDICATOR
+    lengths = real.sum(dim=1).tolist()
+    assert text.mask is not None and [len(row) for row in text.sequences()] == lengths and lengths[0] < lengths[1]
+    for row, full, keep in zip(text.sequences(), embeds, real, strict=True):
+        torch.testing.assert_close(row, full[keep])  # the same features, however far the pipeline pads
+
+    noisy = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.25, 0.8])
+    with torch.no_grad():
+        ours = engine.predict(pipe.transformer, noisy, sigma, text)
+        image = packed(noisy)
+        sequence = torch.cat([torch.zeros(2, 256, image.shape[-1]), image], dim=1)
+        out = pipe.transformer(hidden_states=sequence, timestep=1 - sigma, encoder_hidden_states=embeds,
+                               position_ids=positions, segment_ids=segments, indicator=indicator,
+                               return_dict=False)[0]
+    velocity = -out[:, 256:]  # what the pipeline steps with: scheduler.step(-v, …)
+    torch.testing.assert_close(packed(ours), velocity, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_ideogram4_lora_learns_and_its_file_loads_onto_the_conditional_transformer(tmp_path, tiny_ideogram,
+                                                                                  shapes_dataset):
+    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", lora={"rank": 4, "alpha": 8.0},
+                              sampling={"guidance_scale": 4.0})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
+    assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
+
+    outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
+    lora_file = outputs[-1]
+    assert lora_file.name == "pytorch_lora_weights.safetensors"
+    keys = set(load_file(lora_file))
+    assert {key.split(".")[0] for key in keys} == {"transformer"}
+    assert any(".attention.to_q.lora_A." in key for key in keys)
+
+    final = rec.of(Sample)[-1]
+    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    pipe = pipeline(tiny_ideogram)
+    unconditional = {k: v.clone() for k, v in pipe.unconditional_transformer.state_dict().items()}
+    plain = draw(pipe, final.prompts[0], final.seeds[0])
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+    loaded = draw(pipe, final.prompts[0], final.seeds[0])
+    assert np.abs(loaded - trained).max() <= 2
+    assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
+    after = pipe.unconditional_transformer.state_dict()
+    assert after.keys() == unconditional.keys() and all(torch.equal(after[k], unconditional[k]) for k in after)
+
+
+@pytest.mark.slow
+def test_ideogram4_resume_equals_uninterrupted(tmp_path, tiny_ideogram, shapes_dataset):
+    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", training={"steps": 8, "eval_every": 4},
+                              sampling={"inference_steps": 2})
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=4)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
