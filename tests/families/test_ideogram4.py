@@ -2,7 +2,8 @@
 — the conditional one trained, the unconditional one only guiding — a 36-layer Qwen3-VL, Flux.2's VAE): the engine's
 latents, prompts and prediction are the pipeline's; LoRA learns, its diffusers file loads with
 ``Ideogram4Pipeline.load_lora_weights`` onto the conditional transformer and gives the image the trained adapter gave;
-a stopped and resumed run ends where an uninterrupted one does."""
+a stopped and resumed run ends where an uninterrupted one does; frozen-layer training moves only the chosen block of
+the conditional transformer; DreamBooth draws its class images with both transformers."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def pipeline(model_dir: Path):
     return pipe
 
 
-def draw(pipe, prompt: str, seed: int, guidance: float = 4.0) -> np.ndarray:
-    image = pipe(prompt, width=64, height=64, num_inference_steps=3, guidance_scale=guidance, guidance_schedule=None,
+def draw(pipe, prompt: str, seed: int, steps: int = 3) -> np.ndarray:
+    image = pipe(prompt, width=64, height=64, num_inference_steps=steps, guidance_scale=4.0, guidance_schedule=None,
                  generator=torch.Generator("cpu").manual_seed(seed)).images[0]
     return np.asarray(image, dtype=np.int16)
 
@@ -125,3 +126,60 @@ def test_ideogram4_resume_equals_uninterrupted(tmp_path, tiny_ideogram, shapes_d
                               sampling={"inference_steps": 2})
     _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=4)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ideogram4_frozen_layers_move_only_the_chosen_block_of_the_conditional_transformer(tmp_path, tiny_ideogram,
+                                                                                          shapes_dataset):
+    """Only the named block of the conditional transformer moves; the unconditional one is written back bitwise as it
+    was, and the folder draws the run's final sample with ``Ideogram4Pipeline``."""
+    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", mode="frozen",
+                              frozen={"trainable": ["layers.1"]},
+                              training={"steps": 4, "learning_rate": 1e-3, "eval_every": 2},
+                              sampling={"inference_steps": 2, "guidance_scale": 4.0})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    folder = Path(rec.of(Finished)[0].outputs[0])
+    for component, moves in (("transformer", True), ("unconditional_transformer", False)):
+        part = Path(component) / "diffusion_pytorch_model.safetensors"
+        before, after = load_file(tiny_ideogram / part), load_file(folder / part)
+        assert before.keys() == after.keys()
+        moved = {name for name in before if not torch.equal(before[name], after[name])}
+        assert bool(moved) == moves and all(name.startswith("layers.1.") for name in moved)
+    final = rec.of(Sample)[-1]
+    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    image = pipeline(folder)(final.prompts[0], width=64, height=64, num_inference_steps=2, guidance_scale=4.0,
+                             guidance_schedule=None, generator=torch.Generator("cpu").manual_seed(final.seeds[0]))
+    assert np.abs(np.asarray(image.images[0], dtype=np.int16) - trained).max() <= 2
+
+
+@pytest.mark.slow
+def test_ideogram4_dreambooth_draws_its_class_images_through_its_pipeline_and_uses_the_prior(
+        tmp_path, tiny_ideogram, shapes_dataset, monkeypatch):
+    """DreamBooth with prior preservation: the missing class image is the base model's own picture of the class
+    prompt (``Ideogram4Pipeline`` with both transformers, at the Sampling section's guidance), and every step adds the
+    class term."""
+    from tests.diffusion.conftest import draw_shapes
+    from trainer.jobs.diffusion import DiffusionJob
+
+    class_dir = draw_shapes(tmp_path / "class", 2, with_captions=False)
+    seen: list[bool] = []
+    original = DiffusionJob._batch_loss
+
+    def spy(self, examples, is_class, indices):
+        seen.append(is_class)
+        return original(self, examples, is_class, indices)
+
+    monkeypatch.setattr(DiffusionJob, "_batch_loss", spy)
+    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", mode="dreambooth",
+                              dreambooth={"instance_prompt": "a sks circle", "class_prompt": "a circle",
+                                          "class_dir": str(class_dir), "num_class_images": 3,
+                                          "prior_loss_weight": 1.0},
+                              training={"steps": 2, "eval_every": 2},
+                              sampling={"inference_steps": 2, "guidance_scale": 4.0})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    assert seen.count(True) == 2 and seen.count(False) == 2
+    generated = np.asarray(Image.open(class_dir / "class-00000.png").convert("RGB"), dtype=np.int16)
+    expected = draw(pipeline(tiny_ideogram), "a circle", 1 * 100_003, steps=2)
+    assert np.abs(expected - generated).max() <= 2

@@ -52,7 +52,7 @@ def ensure_class_images(config: Config, parts: Components, device: str, logger: 
     if missing <= 0:
         return 0
     logger.info("Generating %d class image(s) for '%s' with the base model", missing, chosen.class_prompt)
-    for module in (parts.vae, parts.unet, *parts.text_encoders):
+    for module in (parts.vae, parts.unet, *parts.text_encoders, *parts.frozen.values()):
         module.to(device)
     pipe = build_pipeline(parts, parts.unet)
     pipe.scheduler = sample_scheduler(pipe, pipe.scheduler, config.sampling.sampler)  # drawn as the samples are
