@@ -1,9 +1,10 @@
 """Ideogram 4 through the registry, on a tiny model built from its real classes (two ``Ideogram4Transformer2DModel``
 — the conditional one trained, the unconditional one only guiding — a 36-layer Qwen3-VL, Flux.2's VAE): the engine's
-latents, prompts and prediction are the pipeline's; LoRA learns, its diffusers file loads with
-``Ideogram4Pipeline.load_lora_weights`` onto the conditional transformer and gives the image the trained adapter gave;
-a stopped and resumed run ends where an uninterrupted one does; frozen-layer training moves only the chosen block of
-the conditional transformer; DreamBooth draws its class images with both transformers."""
+latents, prompts and prediction are the pipeline's; LoRA learns, and both its files — diffusers' and the original
+layout's (``diffusion_model.`` + Ideogram's layers, q/k/v fused, as ai-toolkit writes and ComfyUI applies them) — load
+with ``Ideogram4Pipeline.load_lora_weights`` onto the conditional transformer and draw the trained adapter's image; a
+stopped and resumed run ends where an uninterrupted one does; frozen-layer training moves only the chosen block of the
+conditional transformer; DreamBooth draws its class images with both transformers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.diffusion.conftest import diffusion_config, straight_and_resumed
@@ -91,8 +93,10 @@ def test_the_engine_reads_images_prompts_and_predictions_as_the_pipeline_does(ti
 
 
 @pytest.mark.slow
-def test_ideogram4_lora_learns_and_its_file_loads_onto_the_conditional_transformer(tmp_path, tiny_ideogram,
-                                                                                  shapes_dataset):
+def test_ideogram4_lora_learns_and_both_files_load_onto_the_conditional_transformer(tmp_path, tiny_ideogram,
+                                                                                     shapes_dataset):
+    from trainer.families.ideogram4 import original_layout
+
     config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", lora={"rank": 4, "alpha": 8.0},
                               sampling={"guidance_scale": 4.0})
     code, rec = run_in_process(config, tmp_path / "run")
@@ -100,12 +104,12 @@ def test_ideogram4_lora_learns_and_its_file_loads_onto_the_conditional_transform
     curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
-    outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
-    lora_file = outputs[-1]
-    assert lora_file.name == "pytorch_lora_weights.safetensors"
-    keys = set(load_file(lora_file))
-    assert {key.split(".")[0] for key in keys} == {"transformer"}
-    assert any(".attention.to_q.lora_A." in key for key in keys)
+    original_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
+    assert lora_file.name == "pytorch_lora_weights.safetensors" and original_file.name == "tiny.safetensors"
+    reference = load_file(lora_file)
+    assert {key.split(".")[0] for key in reference} == {"transformer"}
+    trained_modules = {key.rsplit(".lora_", 1)[0].removeprefix("transformer.") for key in reference}
+    assert {"layers.0.attention.to_q", "layers.1.attention.to_out.0"} <= trained_modules
 
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
@@ -118,6 +122,29 @@ def test_ideogram4_lora_learns_and_its_file_loads_onto_the_conditional_transform
     assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
     after = pipe.unconditional_transformer.state_dict()
     assert after.keys() == unconditional.keys() and all(torch.equal(after[k], unconditional[k]) for k in after)
+
+    # The original-layout file (ai-toolkit's names): diffusion_model. + a layer of Ideogram's own model (ComfyUI's
+    # Ideogram 4 model names its layers so: q, k, v stacked in attention.qkv, the output attention.o), each trained
+    # module's delta in its layer's rows; and diffusers' own converter for these files draws the trained image.
+    original = load_file(original_file)
+    with safe_open(original_file, "pt") as handle:
+        assert handle.metadata()["modelspec.architecture"] == "ideogram-4/lora"
+    layout = original_layout(dict(pipe.transformer.config))
+    comfy_layers = {target for target, *_ in layout.values()}
+    modules = {key.rsplit(".", 2)[0] if key.endswith(".weight") else key.rsplit(".", 1)[0] for key in original}
+    assert {"diffusion_model.layers.0.attention.qkv", "diffusion_model.layers.1.attention.o"} <= modules
+    assert {module.removeprefix("diffusion_model.") for module in modules} <= comfy_layers
+    for module in trained_modules:
+        target, offset, rows, _, _ = layout[module]
+        name = f"diffusion_model.{target}"
+        down, up = original[f"{name}.lora_down.weight"], original[f"{name}.lora_up.weight"]
+        fused = float(original[f"{name}.alpha"]) / down.shape[0] * (up @ down)
+        part = fused[offset: offset + rows] if rows else fused
+        torch.testing.assert_close(part, reference[f"transformer.{module}.lora_B.weight"]
+                                   @ reference[f"transformer.{module}.lora_A.weight"])
+    fresh = pipeline(tiny_ideogram)
+    fresh.load_lora_weights(str(original_file.parent), weight_name=original_file.name)
+    assert np.abs(draw(fresh, final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
 
 @pytest.mark.slow

@@ -76,6 +76,10 @@ class KohyaFacts:
     # sits in the original layout kohya names (fused layers too); None: no kohya file for this family yet.
     transformer_layout: str | None = None
     network_module: str = "networks.lora"  # kohya's "ss_network_module"
+    # How the original-layout file names a denoiser module: "lora_unet_" + its path with dots → underscores (kohya's),
+    # or "diffusion_model." + its path as it is (ai-toolkit's for Ideogram 4: ComfyUI's generic names, and the only
+    # ones diffusers' converter for that family reads).
+    original_prefix: Literal["lora_unet_", "diffusion_model."] = "lora_unet_"
     # How a LoHa/LoKr file names the denoiser's modules so that ComfyUI applies it: "kohya" (``lora_unet_…``, the
     # UNet families), "diffusers" (``lycoris_`` + the diffusers module path, which ComfyUI maps onto the slices of
     # SD 3.5's and Flux's fused layers), or None (a new family's default, until its ComfyUI mapping is checked):

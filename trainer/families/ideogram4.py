@@ -64,10 +64,12 @@ FAMILY = Family(
         # 12 GB), scaled by width.
         activation_bytes_per_latent_pixel=14.5 * GB / 128**2,
         quantizable_share=0.968, block_count=34, text_quantizable_share=0.853),
-    # ai-toolkit's layout (diffusers' converter reads it): diffusion_model. + the original module names, q, k, v fused.
+    # ai-toolkit's layout: diffusion_model. + the original module names (ComfyUI's Ideogram 4 model's, which its
+    # generic LoRA names address), q, k, v fused in attention.qkv; diffusers' Ideogram 4 converter reads it too.
     kohya=KohyaFacts(modelspec_architecture="ideogram-4/lora", base_model_version="ideogram4",
                      lora_family="ideogram4", lora_family_label="Ideogram 4", original_unet_names=False,
-                     transformer_layout="trainer.families.ideogram4:original_layout"),
+                     transformer_layout="trainer.families.ideogram4:original_layout",
+                     original_prefix="diffusion_model."),
     tiny={"denoiser": ("Ideogram4Transformer2DModel", {
               "in_channels": 16, "num_layers": 2, "attention_head_dim": 16, "num_attention_heads": 2,
               "intermediate_size": 64, "adaln_dim": 16, "llm_features_dim": 13 * 32, "mrope_section": (2, 2, 2)}),
