@@ -210,3 +210,34 @@ def test_ideogram4_dreambooth_draws_its_class_images_through_its_pipeline_and_us
     generated = np.asarray(Image.open(class_dir / "class-00000.png").convert("RGB"), dtype=np.int16)
     expected = draw(pipeline(tiny_ideogram), "a circle", 1 * 100_003, steps=2)
     assert np.abs(expected - generated).max() <= 2
+
+
+def test_the_shipped_folder_counts_the_registrys_parameters_and_names_every_layer_in_the_original_layout():
+    """The real-size folder, built on the meta device, counts the registry's parameters (both transformers 9.28 B,
+    Qwen3-VL-8B without its LM head, Flux.2's VAE); at that shape every Linear of the transformer has its original
+    layer (the one ComfyUI's Ideogram 4 model holds), q, k and v the thirds of attention.qkv's 3 × 4608 rows."""
+    import diffusers
+    import transformers
+
+    from trainer.families import family
+    from trainer.families.ideogram4 import original_layout
+    from trainer.models.info import MODEL_CONFIGS
+
+    model = family("ideogram4")
+    folder = MODEL_CONFIGS / model.config_folders["flow_matching"]
+    with torch.device("meta"):
+        built = {name: diffusers.Ideogram4Transformer2DModel.from_config(
+                     diffusers.Ideogram4Transformer2DModel.load_config(folder / name))
+                 for name in ("transformer", "unconditional_transformer")}
+        text_config = transformers.AutoConfig.from_pretrained(folder / "text_encoder")
+        built["text_encoder"] = transformers.Qwen3VLModel(text_config)
+        vae = diffusers.AutoencoderKLFlux2
+        built["vae"] = vae.from_config(vae.load_config(folder / "vae"))
+    counts = {name: sum(p.numel() for p in module.parameters()) for name, module in built.items()}
+    assert counts == model.memory.reference_parameters
+    transformer = built["transformer"]
+    layout = original_layout(dict(transformer.config))
+    linears = {name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)}
+    assert linears == set(layout)
+    assert layout["layers.33.attention.to_v"] == ("layers.33.attention.qkv", 2 * 4608, 4608, 3 * 4608, False)
+    assert layout["layers.0.attention.to_out.0"][0] == "layers.0.attention.o"
