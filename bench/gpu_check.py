@@ -20,7 +20,9 @@ is downloaded):
    folder, bf16 throughout); last,
    Flux.2 klein 4B as its 12 GB preset trains it (nf4 base), built from its bundled configs; and
    Lumina 2 as its presets train it (bf16, with checkpointing and without), built from its shipped folder
-   ``resources/model_configs/lumina-image-2`` (about 16 GB), prompts tokenised by the tiny Gemma vocabulary.
+   ``resources/model_configs/lumina-image-2`` (about 16 GB), prompts tokenised by the tiny Gemma vocabulary; and
+   Ideogram 4 as its 24/16 GB presets train it (nf4 transformers), from ``resources/model_configs/ideogram-4``
+   (about 54 GB of folder: keep no other family's models there), the shipped Qwen3 vocabulary with Qwen3-VL's turns.
    Each case in its own process (clean peaks; an out-of-memory case is a row, not the end); each family's
    models are built when its first case comes, so a budget spent on SD builds no Flux.
 2. The diffusers-style reference loop (``bench/reference_loop.py``: VAE and text encoders every step) with the
@@ -100,19 +102,21 @@ class Scale:
 # CUDA's seconds are guesses (start + imports ~8 s, loading 2.4 / 8.6 GB of fp16 weights, 23 steps; SD 3.5 Medium
 # 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px), not measured yet.
 # Z-Image: 12 GB of bf16 transformer + 8 GB Qwen3-4B; Qwen-Image: 41 GB + 16.6 GB Qwen2.5-VL, read and quantized on
-# the way; Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B; Lumina 2: 5 GB + 5 GB Gemma 2 (guesses).
+# the way; Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B; Lumina 2: 5 GB + 5 GB Gemma 2; Ideogram 4:
+# two 18.6 GB bf16 transformers and 16.3 GB of Qwen3-VL-8B, quantized on the way (guesses).
 CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024, "zimage": 1024,
-                             "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024}, warmup=3, steps=20,
+                             "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024, "ideogram4": 1024},
+             warmup=3, steps=20,
              seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "chroma": 120, "zimage": 120, "qwenimage": 300,
-                      "flux2klein": 90, "lumina2": 80},
+                      "flux2klein": 90, "lumina2": 80, "ideogram4": 240},
              build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "chroma": 110, "zimage": 90,
-                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90})
+                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90, "ideogram4": 300})
 DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "chroma": 64, "zimage": 64,
-                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64}, warmup=1, steps=3,
+                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64, "ideogram4": 64}, warmup=1, steps=3,
                 seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "chroma": 15, "zimage": 15, "qwenimage": 15,
-                         "flux2klein": 20, "lumina2": 15},
+                         "flux2klein": 20, "lumina2": 15, "ideogram4": 20},
                 build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "chroma": 5, "zimage": 5, "qwenimage": 5,
-                               "flux2klein": 10, "lumina2": 5})
+                               "flux2klein": 10, "lumina2": 5, "ideogram4": 10})
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ CASES = (
     Case("flux2klein", checkpointing=True, quantization="nf4"),
     Case("lumina2", checkpointing=True),  # as its 16 and 12 GB presets train it
     Case("lumina2"),  # its 24 GB preset: no checkpointing
+    # Ideogram 4 as its 24/16 GB presets train it: both 9.3 B transformers in nf4, with checkpointing.
+    Case("ideogram4", checkpointing=True, quantization="nf4"),
 )
 
 

@@ -241,3 +241,26 @@ def test_the_shipped_folder_counts_the_registrys_parameters_and_names_every_laye
     assert linears == set(layout)
     assert layout["layers.33.attention.to_v"] == ("layers.33.attention.qkv", 2 * 4608, 4608, 3 * 4608, False)
     assert layout["layers.0.attention.to_out.0"][0] == "layers.0.attention.o"
+
+
+def test_what_ideogram4_cannot_do_is_refused_by_name(tmp_path, tiny_ideogram):
+    """Its Qwen3-VL encoder takes no LoRA (no loader applies one); Ideogram's own single files (ComfyUI's) are named and
+    refused (point model.path at the diffusers folder); merges are not available."""
+    from safetensors.torch import save_file
+
+    from trainer.config import ConfigError, config_from_dict
+    from trainer.errors import InputError
+    from trainer.merge.fuse import fuse_lora
+    from trainer.models import inspect_model
+
+    with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Ideogram 4's Qwen3-VL text encoder takes no"):
+        config_from_dict({"mode": "lora", "model": {"architecture": "ideogram4"}, "lora": {"train_text_encoder": True}})
+    single = tmp_path / "ideogram4_fp8_scaled.safetensors"
+    transformer = pipeline(tiny_ideogram).transformer
+    save_file({key.replace(".to_q.", ".qkv."): value.contiguous() for key, value in transformer.state_dict().items()
+               if ".to_k." not in key and ".to_v." not in key}, single)
+    with pytest.raises(InputError, match=r"is a Ideogram 4 checkpoint; Ideogram 4 loads from its diffusers folder"):
+        inspect_model(single)
+    with pytest.raises(InputError, match=r"is a Ideogram 4 model; merging"):
+        fuse_lora(tiny_ideogram, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -33,6 +33,9 @@ class TextEncoder:
     # Its containers of repeated blocks (dotted module paths): the Linear layers inside them are what
     # ``model.text_encoder_quantization`` stores in fewer bits.  Empty: the encoder is never quantized.
     blocks: tuple[str, ...] = ()
+    # The chat template its tokenizer renders prompts with where Kamaal supplies the vocabulary (the shipped Qwen3
+    # one, for a tiny or random model): the model's own, where it differs from the vocabulary's (Qwen3-VL's).
+    chat_template: str | None = None
 
     @property
     def tokenizer(self) -> str:

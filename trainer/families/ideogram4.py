@@ -15,8 +15,9 @@ encoder waits; no negative prompt (the unconditional side has no text)."""
 
 from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
 
-# The chat turn Qwen3-VL's tokenizer renders for a text-only user message (what the pipeline encodes): the tiny
-# model's tokenizer (the shipped Qwen3 vocabulary) gets it; a real model folder brings its own template.
+# The chat turn Qwen3-VL's tokenizer renders for a text-only user message (what the pipeline encodes), for the
+# shipped Qwen3 vocabulary of a tiny or random model (Qwen3's own template cannot render the pipeline's message); a
+# real model folder brings its own template.
 QWEN3_VL_TEXT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message.role }}\n{% if message.content is string %}"
     "{{ message.content }}{% else %}{% for item in message.content %}{% if item.type == 'text' %}{{ item.text }}"
@@ -42,7 +43,8 @@ FAMILY = Family(
     text_encoders=(
         # Qwen3-VL-8B without its LM head (the vision tower is unused for text); no loader applies a LoRA to it.
         TextEncoder("text_encoder", "Qwen3VLModel", open_clip=False, tokenizer_kind="qwen3", single_file_prefix="",
-                    label="Qwen3-VL text encoder", lora=False, blocks=("language_model.layers",)),
+                    label="Qwen3-VL text encoder", lora=False, blocks=("language_model.layers",),
+                    chat_template=QWEN3_VL_TEXT_TEMPLATE),
     ),
     # σ as the pipeline's schedule spreads it: logit-normal, spread 1.5, shifted by the image's size (the engine).
     flow=FlowFacts(sampling="logit_normal", logit_std=1.5),
@@ -50,8 +52,9 @@ FAMILY = Family(
     max_sequence_length=2048,  # the pipeline's: longer prompts are refused by it
     single_file=False,
     config_folders={"flow_matching": "ideogram-4"},
-    # Ideogram's own files (ComfyUI's ideogram4*.safetensors) fuse q, k, v in attention.qkv; not read yet.
-    file_markers=(".attention.qkv.", "embed_image_indicator."),
+    # Ideogram's own files (ComfyUI's ideogram4*.safetensors, q, k, v fused in attention.qkv) are refused by name:
+    # the text projection's name is theirs alone.
+    file_markers=("llm_cond_proj.",),
     blocks=("layers",),
     memory=MemoryFacts(
         # Counted on the meta device: the transformer from diffusers' defaults (Ideogram 4's config), Qwen3-VL-8B
@@ -79,7 +82,6 @@ FAMILY = Family(
                   "norm_num_groups": 8, "sample_size": 64},
           # 36 layers: the pipeline reads the hidden states of 13 of them, up to the 36th (13 × 32 wide).
           "encoders": [("Qwen3VLModel", 32, "silu", 36)],
-          "chat_template": QWEN3_VL_TEXT_TEMPLATE,
           "scheduler": ("FlowMatchEulerDiscreteScheduler", {"num_train_timesteps": 1000, "shift": 1.0})},
 )
 

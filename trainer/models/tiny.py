@@ -86,8 +86,8 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 components[encoder.component] = _t5_encoder(width, activation, len(tokenizer))
             elif encoder.tokenizer_kind == "qwen3":
                 tokenizer = qwen3_tokenizer()
-                if "chat_template" in spec:  # the real model's tokenizer renders its chat turns another way
-                    tokenizer.chat_template = spec["chat_template"]
+                if encoder.chat_template is not None:  # the real model's tokenizer renders its turns another way
+                    tokenizer.chat_template = encoder.chat_template
                 components[encoder.component] = _qwen_encoder(class_name, width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id, *depth)
             elif encoder.tokenizer_kind == "gemma":
