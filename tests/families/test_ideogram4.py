@@ -244,19 +244,24 @@ def test_the_shipped_folder_counts_the_registrys_parameters_and_names_every_laye
 
 
 def test_what_ideogram4_cannot_do_is_refused_by_name(tmp_path, tiny_ideogram):
-    """Its Qwen3-VL encoder takes no LoRA (no loader applies one); Ideogram's own single files (ComfyUI's) are named and
-    refused (point model.path at the diffusers folder); merges are not available."""
+    """Its Qwen3-VL encoder takes no LoRA (no loader applies one); a caption longer than the pipeline reads is named;
+    Ideogram's own single files (ComfyUI's) are named and refused (point model.path at the diffusers folder); merges are
+    not available."""
     from safetensors.torch import save_file
 
     from trainer.config import ConfigError, config_from_dict
+    from trainer.diffusion.engine_ideogram4 import prompt_tokens
     from trainer.errors import InputError
     from trainer.merge.fuse import fuse_lora
     from trainer.models import inspect_model
 
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Ideogram 4's Qwen3-VL text encoder takes no"):
         config_from_dict({"mode": "lora", "model": {"architecture": "ideogram4"}, "lora": {"train_text_encoder": True}})
+    pipe = pipeline(tiny_ideogram)
+    with pytest.raises(InputError, match=r"prompt 'a a a .*: 2\d{3} tokens; Ideogram 4 reads at most 2048"):
+        prompt_tokens(pipe.tokenizer, ["a red circle", "a " * 2100])  # a caption the pipeline would refuse
     single = tmp_path / "ideogram4_fp8_scaled.safetensors"
-    transformer = pipeline(tiny_ideogram).transformer
+    transformer = pipe.transformer
     save_file({key.replace(".to_q.", ".qkv."): value.contiguous() for key, value in transformer.state_dict().items()
                if ".to_k." not in key and ".to_v." not in key}, single)
     with pytest.raises(InputError, match=r"is a Ideogram 4 checkpoint; Ideogram 4 loads from its diffusers folder"):

@@ -24,6 +24,8 @@ from trainer.diffusion.engines import SD3Engine, _unwrapped
 from trainer.diffusion.text import TextConditioning
 
 PATCH = 2
+# The longest prompt the pipeline reads (its default max_sequence_length), chat template included.
+MAX_TOKENS = 2048
 # The image (512 px square, 1024 tokens) at which the pipeline's schedule is not shifted.
 BASE_TOKENS = (512 // 16) ** 2
 
@@ -43,6 +45,29 @@ def unpacked(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return grid.reshape(batch, channels, height, width)
 
 
+def prompt_tokens(tokenizer, prompts: list[str]) -> int:
+    """How many tokens the longest of ``prompts`` is as ``Ideogram4Pipeline.encode_prompt`` tokenises it (the user turn
+    of the chat template, with the assistant's turn opened); ``InputError`` naming a prompt longer than the pipeline
+    reads (it would refuse it with a bare ValueError)."""
+    from trainer.errors import InputError
+
+    longest = 0
+    for prompt in prompts:
+        turn = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        count = len(tokenizer(tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False),
+                              add_special_tokens=False)["input_ids"])
+        if count > MAX_TOKENS:
+            raise InputError(f"prompt {prompt[:60]!r}…: {count} tokens; Ideogram 4 reads at most {MAX_TOKENS}")
+        longest = max(longest, count)
+    return longest
+
+
+def preview_arguments(pipe, prompt: str) -> dict:
+    """A preview's text padded as far as its prompt needs (the pipeline pads to 2048 tokens by default and Qwen3-VL
+    then encodes them all, on the CPU where it waits off the GPU): the same image, as the padding is its own segment."""
+    return {"max_sequence_length": prompt_tokens(pipe.tokenizer, [prompt])}
+
+
 class Ideogram4Engine(SD3Engine):
     """Flow matching on Ideogram 4's conditional transformer (see the module's docstring)."""
 
@@ -57,13 +82,9 @@ class Ideogram4Engine(SD3Engine):
         from diffusers.models.transformers.transformer_ideogram4 import LLM_TOKEN_INDICATOR
 
         pipe = self._text_pipeline(encoders)
-        # Padded only as far as the longest prompt needs (the pipeline pads to 2048, and refuses longer prompts: so
-        # does this), on the smallest image grid: the text part of what it returns is the same either way.
-        turns = [[{"role": "user", "content": [{"type": "text", "text": prompt}]}] for prompt in prompts]
-        needed = max(len(pipe.tokenizer(pipe.tokenizer.apply_chat_template(turn, add_generation_prompt=True,
-                                                                           tokenize=False),
-                                        add_special_tokens=False)["input_ids"]) for turn in turns)
-        length = min(needed, self.family.max_sequence_length or 2048)
+        # Padded only as far as the longest prompt needs (the pipeline pads to 2048), on the smallest image grid: the
+        # text part of what it returns is the same either way.
+        length = prompt_tokens(pipe.tokenizer, list(prompts))
         embeddings, _, _, indicator = pipe.encode_prompt(list(prompts), grid_h=1, grid_w=1,
                                                          max_sequence_length=length, device=torch.device(device))
         text = indicator[:, :length] == LLM_TOKEN_INDICATOR

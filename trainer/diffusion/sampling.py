@@ -104,6 +104,19 @@ def guidance_arguments(pipe, guidance: float, encoded: bool = False, negative: s
     return arguments
 
 
+def prompt_arguments(pipe, prompt: str) -> dict:
+    """The call's arguments for ``prompt`` where the pipeline's family has its own (``Family.prompt_arguments``)."""
+    import importlib
+
+    from trainer.families import by_pipeline_class
+
+    found = by_pipeline_class(type(pipe).__name__)
+    if not found or found[0].prompt_arguments is None:
+        return {}
+    module_name, function_name = found[0].prompt_arguments.split(":")
+    return getattr(importlib.import_module(module_name), function_name)(pipe, prompt)
+
+
 def sample_scheduler(pipe, default, sampler: str):
     """The scheduler a preview is drawn with: the family's own (``default``), or the named one built from its
     configuration (same betas, prediction type and timestep spacing)."""
@@ -142,7 +155,7 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
             guiding = guidance_arguments(pipe, prompt.guidance, encoded, prompt.negative)
             for seed in prompt.seeds:
                 generator = torch.Generator("cpu").manual_seed(seed)
-                text: dict = {"prompt": prompt.text}
+                text: dict = {"prompt": prompt.text, **prompt_arguments(pipe, prompt.text)}
                 if encoded:
                     device = pipe._execution_device
                     text = {name: _moved(value, device) for name, value in conditioning[prompt.line].items()}

@@ -149,6 +149,9 @@ class Family:
     # Arguments every preview call of the pipeline gets (Ideogram 4: ``guidance_schedule=None``, so that its
     # ``guidance_scale`` is the one used).
     call_arguments: dict[str, Any] = field(default_factory=dict)
+    # "module:function(pipe, prompt) -> dict": the call's arguments for one prompt (Ideogram 4: its text padded only
+    # as far as the prompt needs, not to the pipeline's 2048 tokens — the image is the same, the encoding far cheaper).
+    prompt_arguments: str | None = None
     text_encoders: tuple[TextEncoder, ...] = ()
     # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
     # previews run from prompts encoded once, while the text encoders wait off the GPU.  Empty: the pipeline's call

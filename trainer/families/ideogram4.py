@@ -39,6 +39,7 @@ FAMILY = Family(
     guided_above=0.0,
     # A constant guidance_scale needs the default per-step schedule switched off (the pipeline refuses both).
     call_arguments={"guidance_schedule": None},
+    prompt_arguments="trainer.diffusion.engine_ideogram4:preview_arguments",
     sample_defaults={"guidance_scale": 7.0, "inference_steps": 48},
     text_encoders=(
         # Qwen3-VL-8B without its LM head (the vision tower is unused for text); no loader applies a LoRA to it.
