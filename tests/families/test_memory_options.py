@@ -151,7 +151,10 @@ def test_a_preview_from_prompts_encoded_once_is_the_preview_from_the_text(arch, 
     encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu")
     values = [v for entry in encoded.values() for value in entry.values()  # Z-Image: a list per prompt
               for v in (value if isinstance(value, list) else [value])]
-    assert values and all(value.device.type == "cpu" for value in values)
+    if family(arch).prompt_outputs:
+        assert values and all(value.device.type == "cpu" for value in values)
+    else:  # its pipeline takes no encoded prompts (Ideogram 4): each preview is drawn from its text
+        assert encoded == {}
     from_text, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "text")
     from_embeds, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "embeds", conditioning=encoded)
     for a, b in zip(from_text, from_embeds, strict=True):
