@@ -159,20 +159,36 @@ def test_ideogram4_resume_equals_uninterrupted(tmp_path, tiny_ideogram, shapes_d
 def test_ideogram4_frozen_layers_move_only_the_chosen_block_of_the_conditional_transformer(tmp_path, tiny_ideogram,
                                                                                           shapes_dataset):
     """Only the named block of the conditional transformer moves; the unconditional one is written back bitwise as it
-    was, and the folder draws the run's final sample with ``Ideogram4Pipeline``."""
+    was, and the folder draws the run's final sample with ``Ideogram4Pipeline``; RUN_NAME.safetensors holds the same
+    transformer in Ideogram's layout (bare keys, q/k/v fused: ComfyUI's Load Diffusion Model), refused as an input."""
+    from trainer.errors import InputError
+    from trainer.models import inspect_model
+    from trainer.models.ideogram4_layout import to_diffusers
+
     config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", mode="frozen",
                               frozen={"trainable": ["layers.1"]},
                               training={"steps": 4, "learning_rate": 1e-3, "eval_every": 2},
                               sampling={"inference_steps": 2, "guidance_scale": 4.0})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
-    folder = Path(rec.of(Finished)[0].outputs[0])
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
     for component, moves in (("transformer", True), ("unconditional_transformer", False)):
         part = Path(component) / "diffusion_pytorch_model.safetensors"
         before, after = load_file(tiny_ideogram / part), load_file(folder / part)
         assert before.keys() == after.keys()
         moved = {name for name in before if not torch.equal(before[name], after[name])}
         assert bool(moved) == moves and all(name.startswith("layers.1.") for name in moved)
+    original = load_file(single)
+    assert single.name == "tiny.safetensors" and {"llm_cond_proj.weight", "layers.1.attention.qkv.weight",
+                                                  "layers.1.attention.o.weight"} <= set(original)
+    assert not any(".to_q." in key or ".to_out." in key for key in original)
+    config = dict(pipeline(folder).transformer.config)
+    trained = load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+    back = to_diffusers(original, config)
+    assert set(back) ^ set(trained) == set(), sorted(set(back) ^ set(trained))[:5]
+    assert all(torch.equal(back[k], trained[k]) for k in trained)
+    with pytest.raises(InputError, match=r"is a Ideogram 4 checkpoint"):
+        inspect_model(single)
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     image = pipeline(folder)(final.prompts[0], width=64, height=64, num_inference_steps=2, guidance_scale=4.0,

@@ -52,6 +52,8 @@ FAMILY = Family(
     sample_scheduler=None,
     max_sequence_length=2048,  # the pipeline's: longer prompts are refused by it
     single_file=False,
+    # A full/frozen run's transformer is also written in Ideogram's layout, for ComfyUI's Load Diffusion Model.
+    single_file_writer="trainer.models.ideogram4_layout:pipeline_to_original",
     config_folders={"flow_matching": "ideogram-4"},
     # Ideogram's own files (ComfyUI's ideogram4*.safetensors, q, k, v fused in attention.qkv) are refused by name:
     # the text projection's name is theirs alone.
