@@ -22,10 +22,11 @@ import torch
 
 from trainer.diffusion.engines import SD3Engine, _unwrapped
 from trainer.diffusion.text import TextConditioning
+from trainer.families.ideogram4 import FAMILY
 
 PATCH = 2
 # The longest prompt the pipeline reads (its default max_sequence_length), chat template included.
-MAX_TOKENS = 2048
+MAX_TOKENS = FAMILY.max_sequence_length or 2048
 # The image (512 px square, 1024 tokens) at which the pipeline's schedule is not shifted.
 BASE_TOKENS = (512 // 16) ** 2
 

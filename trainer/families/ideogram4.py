@@ -50,7 +50,7 @@ FAMILY = Family(
     # σ as the pipeline's schedule spreads it: logit-normal, spread 1.5, shifted by the image's size (the engine).
     flow=FlowFacts(sampling="logit_normal", logit_std=1.5),
     sample_scheduler=None,
-    max_sequence_length=2048,  # the pipeline's: longer prompts are refused by it
+    max_sequence_length=2048,  # the pipeline's default: longer prompts are refused (by name, engine_ideogram4)
     single_file=False,
     # A full/frozen run's transformer is also written in Ideogram's layout, for ComfyUI's Load Diffusion Model.
     single_file_writer="trainer.models.ideogram4_layout:pipeline_to_original",
