@@ -102,6 +102,7 @@ def test_ideogram4_lora_learns_and_both_files_load_onto_the_conditional_transfor
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
     curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
+    # Measured (seed 1, 30 steps): 1.33 → 1.13 (0.85×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     original_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
