@@ -225,6 +225,8 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
                 parts[name] = transformers.AutoTokenizer.from_pretrained(config_dir / name, local_files_only=True)
             elif spec.tokenizer_kind == "qwen3":
                 parts[name] = qwen3_tokenizer()
+                if spec.chat_template is not None:  # the model's own turns (Qwen3-VL's)
+                    parts[name].chat_template = spec.chat_template
             elif spec.tokenizer_kind == "t5":
                 parts[name] = t5_tokenizer()
             elif spec.tokenizer_kind == "gemma":  # Gemma's 256,000 pieces are not shipped: the tiny vocabulary's
@@ -256,7 +258,8 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
             if device == "cuda":
                 torch.cuda.empty_cache()
     # The index's settings that are no component (Flux.2 klein's is_distilled) go to the pipeline as they are.
-    extras = {key: value for key, value in index.items() if not key.startswith("_") and key not in parts}
+    extras = {key: value for key, value in index.items()
+              if not key.startswith("_") and key not in parts and not isinstance(value, list)}
     pipeline = getattr(diffusers, family.pipeline_class)(**parts, **extras, **family.pipeline_args)
     _check_disk(out.parent, sum(_stored_bytes(module, dtype) for module in parts.values()
                                 if isinstance(module, torch.nn.Module)))

@@ -165,7 +165,8 @@ def export_kohya_transformer_lora(path: Path, architecture: str, denoiser: Any, 
     """The kohya-format LoRA of a transformer family in the original layout kohya, ComfyUI and Forge use
     (Flux: ``lora_unet_double_blocks_0_img_attn_qkv``, SD 3.5: ``lora_unet_joint_blocks_0_x_block_attn_qkv``;
     the text encoders ``lora_te1_…``, ``lora_te2_…`` in the pipeline's order, as kohya's ``lora_flux`` and
-    ``lora_sd3`` name them); ``None`` where the family has no such layout yet.  ``text_encoders`` are all the
+    ``lora_sd3`` name them; Ideogram 4: ``diffusion_model.layers.0.attention.qkv``, its ``KohyaFacts.original_prefix``);
+    ``None`` where the family has no such layout yet.  ``text_encoders`` are all the
     family's encoders in order, or none (a T5 without adapters writes nothing).
 
     A fused original layer (q, k, v in one ``qkv``; q, k, v and the MLP input in a single block's ``linear1``)
@@ -189,7 +190,7 @@ def export_kohya_transformer_lora(path: Path, architecture: str, denoiser: Any, 
     magnitudes = dora_magnitudes(denoiser)
     tensors: dict[str, torch.Tensor] = {}
     for original in dict.fromkeys(layout[name][0] for name in trained):
-        key = "lora_unet_" + original.replace(".", "_")
+        key = facts.original_prefix + (original if facts.original_prefix.endswith(".") else original.replace(".", "_"))
         parts = sorted((spec[1], spec[2], spec[3], name) for name, spec in layout.items() if spec[0] == original)
         if parts[0][1] == 0:  # a whole layer
             (name,) = (name for *_, name in parts)

@@ -110,6 +110,14 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
         unet_bytes = unet * (share * QUANTIZED_BYTES[quantization] + (1 - share) * weight_bytes)
     else:
         unet_bytes = unet * (4 if full_unet else weight_bytes)
+    # Sampling-only denoisers (Ideogram 4's unconditional transformer): frozen, stored as the base's frozen weights.
+    sampling_only = sum(counts.get(name, 0) for name in families.family(architecture).frozen_components)
+    if config.model.base_quantization != "none":
+        share = facts.quantizable_share
+        sampling_only_bytes = sampling_only * (share * QUANTIZED_BYTES[config.model.base_quantization]
+                                               + (1 - share) * weight_bytes)
+    else:
+        sampling_only_bytes = sampling_only * weight_bytes
     swapped = min(config.model.blocks_to_swap, facts.block_count)
     if swapped and facts.block_count:  # the swapped blocks leave the GPU but one (the block running)
         unet_bytes *= 1 - (swapped - 1) / facts.block_count
@@ -121,7 +129,7 @@ def estimate_memory(config: Config, device: str = "cuda", parameters: dict[str, 
     else:
         text_bytes = text * weight_bytes
     encoding = text_bytes if text_off else 0
-    weights = unet_bytes + (0 if text_off else text_bytes) + vae * 4
+    weights = unet_bytes + sampling_only_bytes + (0 if text_off else text_bytes) + vae * 4
 
     if trainable_parameters is not None:
         trainable = trainable_parameters

@@ -21,11 +21,12 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 ARCHS = ("sd15", "sdxl", "sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2", "ernieimage",
-         "kandinsky5", "qwenimage21", "krea2")
+         "kandinsky5", "qwenimage21", "krea2", "ideogram4")
 FLOW = ("sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2", "ernieimage", "kandinsky5",
-        "qwenimage21", "krea2")
+        "qwenimage21", "krea2", "ideogram4")
 # Trained as their presets train them: with gradient checkpointing only.
-PRESET_ONLY = ("chroma", "zimage", "qwenimage", "flux2klein", "ernieimage", "kandinsky5", "qwenimage21", "krea2")
+PRESET_ONLY = ("chroma", "zimage", "qwenimage", "flux2klein", "ernieimage", "kandinsky5", "qwenimage21", "krea2",
+               "ideogram4")
 
 
 @pytest.mark.slow  # about 100 s on 2 cores: a short process per case
@@ -42,9 +43,9 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
     assert {arch for arch, model in result["models"].items() if not model["reused"]} == set(ARCHS)
     rows = {row["case"]: row for row in result["rows"]}
     # The SD cases first, then the flow families' (a short budget keeps the SD paths).
-    flow_order = ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux", "chroma", "chroma", "zimage", "zimage",
-                  "qwenimage", "qwenimage", "flux2klein", "lumina2", "lumina2", "ernieimage", "kandinsky5",
-                  "qwenimage21", "krea2"]
+    from bench.gpu_check import CASES
+
+    flow_order = [case.arch for case in CASES if case.arch in FLOW]
     assert [row["arch"] for row in result["rows"]][-len(flow_order):] == flow_order
     # Flux as the presets train it: nf4 (16/12 GB) and fp8 (24 GB) bases, and block swap on top of nf4; Z-Image's
     # bf16 (24 GB) and fp8 (16 GB); Qwen-Image's nf4 (24 GB) and its 16 GB preset's nf4, fp8 Qwen2.5-VL and swap;
@@ -56,7 +57,8 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
                  "qwenimage 64px bf16 ckpt adamw nf4 te-fp8 swap20", "flux2klein 64px bf16 ckpt adamw nf4",
                  "ernieimage 64px bf16 ckpt adamw nf4", "kandinsky5 64px bf16 ckpt adamw",
                  "qwenimage21 64px bf16 ckpt adamw fp8 te-fp8",
-                 "krea2 64px bf16 ckpt adamw nf4"):
+                 "krea2 64px bf16 ckpt adamw nf4",
+                 "ideogram4 64px bf16 ckpt adamw nf4"):
         assert rows[name]["status"] == "ok", rows[name]
     trained = [row for row in rows.values() if row["status"] == "ok"]
     # bf16 with and without gradient checkpointing, on every architecture but those trained only as their

@@ -19,7 +19,7 @@ from trainer.concepts import concepts_of
 from trainer.config import Config
 from trainer.dataset import list_images
 from trainer.diffusion.components import Components
-from trainer.diffusion.sampling import build_pipeline, guidance_arguments, sample_scheduler
+from trainer.diffusion.sampling import build_pipeline, guidance_arguments, prompt_arguments, sample_scheduler
 from trainer.errors import InputError
 from trainer.fsutil import atomic_write_bytes
 
@@ -52,11 +52,12 @@ def ensure_class_images(config: Config, parts: Components, device: str, logger: 
     if missing <= 0:
         return 0
     logger.info("Generating %d class image(s) for '%s' with the base model", missing, chosen.class_prompt)
-    for module in (parts.vae, parts.unet, *parts.text_encoders):
+    for module in (parts.vae, parts.unet, *parts.text_encoders, *parts.frozen.values()):
         module.to(device)
     pipe = build_pipeline(parts, parts.unet)
     pipe.scheduler = sample_scheduler(pipe, pipe.scheduler, config.sampling.sampler)  # drawn as the samples are
     guiding = guidance_arguments(pipe, config.sampling.guidance_scale, negative=config.sampling.negative_prompt)
+    guiding |= prompt_arguments(pipe, chosen.class_prompt)
     size = chosen.resolution
     start = _next_index(folder)
     for n in range(missing):

@@ -28,6 +28,8 @@ class Components:
     noise_scheduler: object
     sample_scheduler_config: dict = field(default_factory=dict)
     sample_scheduler_class: str = ""  # the model's own scheduler, for families that sample with it
+    # The family's ``frozen_components`` by pipeline name (Ideogram 4's unconditional transformer): sampling only.
+    frozen: dict[str, torch.nn.Module] = field(default_factory=dict)
 
     @property
     def vae_scale(self) -> float:
@@ -105,4 +107,5 @@ def load_components(config: Config, logger: logging.Logger) -> Components:
     encoders = [getattr(pipe, encoder.component) for encoder in text_encoders]
     logger.info("Loaded %s (%s)", config.model.path, info.describe())
     return Components(info.architecture, info.prediction_type, tokenizers, encoders, pipe.vae, denoiser,
-                      noise_scheduler, sample_config, type(pipe.scheduler).__name__)
+                      noise_scheduler, sample_config, type(pipe.scheduler).__name__,
+                      {name: getattr(pipe, name) for name in model.frozen_components})

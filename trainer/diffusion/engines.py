@@ -176,9 +176,9 @@ class SD3Engine(Engine):
 
         noise = base_noise(shape, generator, NoiseOptions(options.offset))  # no multires: refused by the config
         flow = self.family.flow
-        scheme = flow.sampling if flow is not None else "uniform"
+        scheme, spread = (flow.sampling, flow.logit_std) if flow is not None else ("uniform", 1.0)
         if scheme == "logit_normal":
-            u = torch.sigmoid(torch.randn((shape[0],), generator=generator))
+            u = torch.sigmoid(spread * torch.randn((shape[0],), generator=generator))
         elif scheme == "mode":  # SD3 paper, mode sampling with heavy tails (scale 1.29)
             u = torch.rand((shape[0],), generator=generator)
             u = 1 - u - 1.29 * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)

@@ -28,7 +28,7 @@ def build_pipeline(components: Components, unet: torch.nn.Module):
     else:  # the model's own scheduler (flow matching: its shift, its dynamic shifting)
         scheduler = getattr(diffusers, components.sample_scheduler_class).from_config(
             components.sample_scheduler_config)
-    parts: dict = {"vae": components.vae, model.denoiser: unet, "scheduler": scheduler}
+    parts: dict = {"vae": components.vae, model.denoiser: unet, "scheduler": scheduler, **components.frozen}
     for encoder, module, tokenizer in zip(model.text_encoders, components.text_encoders, components.tokenizers,
                                           strict=True):
         parts[encoder.component], parts[encoder.tokenizer] = module, tokenizer
@@ -65,8 +65,10 @@ def encode_sample_prompts(pipe, architecture: str, prompts: list[str], guidance:
     ``guidance`` and ``negative``: the Sampling section's, for the lines that do not set their own."""
     import inspect
 
-    accepted = inspect.signature(pipe.encode_prompt).parameters
     model = family(architecture)
+    if not model.prompt_outputs:  # its call takes prompts as text only: it encodes each preview's itself
+        return {}
+    accepted = inspect.signature(pipe.encode_prompt).parameters
 
     def encoded(text: str, names: tuple[str | None, ...], guided: bool, negative_text: str | None) -> dict:
         options = {"prompt_2": None, "prompt_3": None,  # None: the same prompt for every encoder, as the call does
@@ -104,7 +106,8 @@ def guidance_arguments(pipe, guidance: float, encoded: bool = False, negative: s
 
     found = by_pipeline_class(type(pipe).__name__)
     model = found[0] if found else None
-    arguments: dict = {model.guidance_argument if model else "guidance_scale": guidance}
+    arguments: dict = {model.guidance_argument if model else "guidance_scale": guidance,
+                       **(model.call_arguments if model else {})}
     if encoded or model is None or guidance <= model.guided_above:
         return arguments
     if negative and model.negative_prompts:
@@ -112,6 +115,19 @@ def guidance_arguments(pipe, guidance: float, encoded: bool = False, negative: s
     elif model.negative_prompt is not None:
         arguments["negative_prompt"] = model.negative_prompt
     return arguments
+
+
+def prompt_arguments(pipe, prompt: str) -> dict:
+    """The call's arguments for ``prompt`` where the pipeline's family has its own (``Family.prompt_arguments``)."""
+    import importlib
+
+    from trainer.families import by_pipeline_class
+
+    found = by_pipeline_class(type(pipe).__name__)
+    if not found or found[0].prompt_arguments is None:
+        return {}
+    module_name, function_name = found[0].prompt_arguments.split(":")
+    return getattr(importlib.import_module(module_name), function_name)(pipe, prompt)
 
 
 def sample_scheduler(pipe, default, sampler: str):
@@ -137,7 +153,7 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
     ``progress(done, total)`` is called before the first image and after each one (SDXL samples take
     tens of seconds each on a GPU, minutes on a CPU: the GUI shows how far it is and keeps waiting).
     ``conditioning``: the prompts already encoded (:func:`encode_sample_prompts`, with the same ``guidance`` and
-    ``negative``), for text encoders that are off the GPU."""
+    ``negative``), for text encoders that are off the GPU; a line it lacks is drawn from its text."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_prompts(prompts, seeds, width, height, steps, guidance, negative, sampler)
     paths, used_prompts, used_seeds = [], [], []
@@ -148,11 +164,12 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
     try:
         for p_index, prompt in enumerate(plan):
             pipe.scheduler = sample_scheduler(pipe, own_scheduler, prompt.sampler)
-            guiding = guidance_arguments(pipe, prompt.guidance, conditioning is not None, prompt.negative)
+            encoded = conditioning is not None and prompt.line in conditioning
+            guiding = guidance_arguments(pipe, prompt.guidance, encoded, prompt.negative)
             for seed in prompt.seeds:
                 generator = torch.Generator("cpu").manual_seed(seed)
-                text: dict = {"prompt": prompt.text}
-                if conditioning is not None:
+                text: dict = {"prompt": prompt.text, **prompt_arguments(pipe, prompt.text)}
+                if encoded:
                     device = pipe._execution_device
                     text = {name: _moved(value, device) for name, value in conditioning[prompt.line].items()}
                 # The output as a tuple, images first: every pipeline's (Kandinsky 5 names its field ``image``).

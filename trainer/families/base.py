@@ -47,6 +47,9 @@ class TextEncoder:
     # The pipeline's attribute for its tokenizer, where it is not the component's name with "tokenizer" for
     # "text_encoder" (Qwen-Image 2.1's Qwen3-VL reads prompts through a ``processor``).
     tokenizer_component: str = ""
+    # The chat template its tokenizer renders prompts with where Kamaal supplies the vocabulary (the shipped Qwen3
+    # one, for a tiny or random model): the model's own, where it differs from the vocabulary's (Qwen3-VL's).
+    chat_template: str | None = None
 
     @property
     def tokenizer(self) -> str:
@@ -90,6 +93,10 @@ class KohyaFacts:
     # sits in the original layout kohya names (fused layers too); None: no kohya file for this family yet.
     transformer_layout: str | None = None
     network_module: str = "networks.lora"  # kohya's "ss_network_module"
+    # How the original-layout file names a denoiser module: "lora_unet_" + its path with dots → underscores (kohya's),
+    # or "diffusion_model." + its path as it is (ai-toolkit's for Ideogram 4: ComfyUI's generic names, and the only
+    # ones diffusers' converter for that family reads).
+    original_prefix: Literal["lora_unet_", "diffusion_model."] = "lora_unet_"
     # How a LoHa/LoKr file names the denoiser's modules so that ComfyUI applies it: "kohya" (``lora_unet_…``, the
     # UNet families), "diffusers" (``lycoris_`` + the diffusers module path, which ComfyUI maps onto the slices of
     # SD 3.5's and Flux's fused layers), or None (a new family's default, until its ComfyUI mapping is checked):
@@ -108,6 +115,7 @@ class FlowFacts:
     """
 
     sampling: str = "logit_normal"
+    logit_std: float = 1.0  # the spread of "logit_normal": σ = sigmoid(logit_std · N(0, 1)) before the shift
     shift: float = 1.0
     resolution_shift: bool = False
     base_shift: float = 0.5
@@ -160,9 +168,19 @@ class Family:
     # diffusers folder, where diffusers' own loader would need a library Kamaal does not install (Qwen-Image 2.1's
     # Qwen3-VL processor, read as text).  None: diffusers loads every component.
     pipeline_parts: str | None = None
+    # Pipeline components that are neither trained nor text encoders but take part in sampling (Ideogram 4's
+    # unconditional transformer): loaded with the model, frozen, on the device as the denoiser's frozen weights are.
+    frozen_components: tuple[str, ...] = ()
+    # Arguments every preview call of the pipeline gets (Ideogram 4: ``guidance_schedule=None``, so that its
+    # ``guidance_scale`` is the one used).
+    call_arguments: dict[str, Any] = field(default_factory=dict)
+    # "module:function(pipe, prompt) -> dict": the call's arguments for one prompt (Ideogram 4: its text padded only
+    # as far as the prompt needs, not to the pipeline's 2048 tokens — the image is the same, the encoding far cheaper).
+    prompt_arguments: str | None = None
     text_encoders: tuple[TextEncoder, ...] = ()
     # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
-    # previews run from prompts encoded once, while the text encoders wait off the GPU.
+    # previews run from prompts encoded once, while the text encoders wait off the GPU.  Empty: the pipeline's call
+    # takes no encoded prompts (Ideogram 4) and encodes each preview's prompt itself, where the encoder waits.
     prompt_outputs: tuple[str | None, ...] = ("prompt_embeds", "negative_prompt_embeds")
     # The pipeline runs classifier-free guidance (a second pass on the negative prompt) when its
     # ``guidance_scale`` is above this: 1 for Stable Diffusion's pipelines, 0 for Z-Image's.

@@ -227,15 +227,20 @@ class DiffusionJob(TrainingJob):
     def _prepare_trainable(self) -> None:
         cfg, parts = self.config, self.parts
         frozen_dtype = weight_dtype(self.precision)
-        for module in [parts.vae, parts.unet, *self._encoders()]:
+        for module in [parts.vae, parts.unet, *self._encoders(), *parts.frozen.values()]:
             module.requires_grad_(False)
         # The VAE stays in fp32: SDXL's VAE overflows in fp16, and it is not what we train.
         parts.vae.to(self.device, torch.float32)
-        if self.uses_lora or cfg.mode == "embedding":  # the base stays frozen: it may be quantized
-            from trainer.models.quantize import quantize_denoiser
+        # A second denoiser that only samples (Ideogram 4's unconditional transformer): stored as the base's frozen
+        # weights are (quantized too, where the base is), whatever the trained denoiser's mode.
+        from trainer.models.quantize import quantize_denoiser
 
-            quantize_denoiser(parts.unet, family(cfg.model.architecture).blocks, cfg.model.base_quantization,
-                              self.device, frozen_dtype, self.log)
+        blocks = family(cfg.model.architecture).blocks
+        for name, module in parts.frozen.items():
+            quantize_denoiser(module, blocks, cfg.model.base_quantization, self.device, frozen_dtype, self.log,
+                              what=name.replace("_", " ").capitalize())
+        if self.uses_lora or cfg.mode == "embedding":  # the base stays frozen: it may be quantized
+            quantize_denoiser(parts.unet, blocks, cfg.model.base_quantization, self.device, frozen_dtype, self.log)
             for module in self._encoders():
                 module.to(self.text_device, frozen_dtype)
             if self.uses_lora:

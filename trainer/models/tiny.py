@@ -68,6 +68,9 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
             class_name, config = spec["denoiser"]
             components[family.denoiser] = getattr(diffusers, class_name)(**config)
             _draw_zero_initialised(components[family.denoiser], *spec.get("zero_initialised", ((), 0.0)))
+            for offset, name in enumerate(spec.get("frozen", ()), start=1):  # sampling-only denoisers, same shape
+                torch.manual_seed(seed + 100 * offset)
+                components[name] = getattr(diffusers, class_name)(**config)
         else:
             components["unet"] = diffusers.UNet2DConditionModel(**_UNET, **spec["unet"])
         torch.manual_seed(seed + 1)
@@ -84,6 +87,8 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 components[encoder.component] = _t5_encoder(width, activation, len(tokenizer))
             elif encoder.tokenizer_kind == "qwen3":
                 tokenizer = qwen3_tokenizer()
+                if encoder.chat_template is not None:  # the real model's tokenizer renders its turns another way
+                    tokenizer.chat_template = encoder.chat_template
                 components[encoder.component] = _qwen_encoder(class_name, width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id, *depth)
             elif encoder.tokenizer_kind == "mistral":
@@ -132,8 +137,9 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
     SwiGLU, as Qwen3-4B; three layers, so the penultimate hidden state Z-Image reads is a layer's output; as many as
     the family reads from — Flux.2 klein's 27th — and with its LM head where the pipeline takes the causal LM), or
     Qwen2.5-VL (Qwen-Image's encoder: the same text stack with multimodal rotary sections, and a two-block vision
-    tower it does not use for text), or Qwen3-VL (Krea 2's: Qwen3's text stack with interleaved multimodal rotary
-    sections and a one-block vision tower, as many layers as the pipeline's taps reach)."""
+    tower it does not use for text), or Qwen3-VL (Qwen-Image 2.1's, Krea 2's and Ideogram 4's: Qwen3's text stack
+    with interleaved multimodal rotary sections and a one-block vision tower, as many layers as the pipeline's taps
+    reach)."""
     import transformers
 
     text = {"vocab_size": vocab_size, "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers,
@@ -142,22 +148,17 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
     if class_name in ("Qwen3Model", "Qwen3ForCausalLM"):
         config = transformers.Qwen3Config(**text, head_dim=width // 4, tie_word_embeddings=True)
         return getattr(transformers, class_name)(config)
-    if class_name == "Qwen3VLForConditionalGeneration":  # Qwen3's text stack with interleaved multimodal rotary
+    if class_name in ("Qwen3VLModel", "Qwen3VLForConditionalGeneration"):
+        half = width // 8  # rotary pairs per head (head_dim = width / 4): the three sections share them
         config = transformers.Qwen3VLConfig(
             text_config={**text, "head_dim": width // 4, "rope_parameters": {
-                "rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [1, 1, 2],
-                "mrope_interleaved": True}},
-            vision_config={"depth": 2, "hidden_size": width, "intermediate_size": width, "num_heads": 2,
-                           "out_hidden_size": width, "deepstack_visual_indexes": [1]})
-        return transformers.Qwen3VLForConditionalGeneration(config)
-    if class_name == "Qwen3VLModel":  # Krea 2's: Qwen3's text stack with interleaved multimodal rotary sections
-        rope = {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [1, 1, 2], "mrope_interleaved": True}
-        config = transformers.Qwen3VLConfig(
-            text_config={**text, "head_dim": width // 4, "rope_parameters": rope},
+                "rope_type": "default", "rope_theta": 5000000.0,
+                "mrope_section": [half - 2 * (width // 32), width // 32, width // 32], "mrope_interleaved": True}},
             vision_config={"depth": 1, "hidden_size": width, "intermediate_size": width, "num_heads": 2,
-                           "out_hidden_size": width, "deepstack_visual_indexes": [0], "num_position_embeddings": 16},
+                           "out_hidden_size": width, "deepstack_visual_indexes": [], "num_position_embeddings": 16,
+                           "patch_size": 2},
             tie_word_embeddings=True)
-        return transformers.Qwen3VLModel(config)
+        return getattr(transformers, class_name)(config)
     config = transformers.Qwen2_5_VLConfig(
         text_config={**text, "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
                      "rope_theta": 1000000.0},

@@ -1,0 +1,288 @@
+"""Ideogram 4 through the registry, on a tiny model built from its real classes (two ``Ideogram4Transformer2DModel``
+— the conditional one trained, the unconditional one only guiding — a 36-layer Qwen3-VL, Flux.2's VAE): the engine's
+latents, prompts and prediction are the pipeline's; LoRA learns, and both its files — diffusers' and the original
+layout's (``diffusion_model.`` + Ideogram's layers, q/k/v fused, as ai-toolkit writes and ComfyUI applies them) — load
+with ``Ideogram4Pipeline.load_lora_weights`` onto the conditional transformer and draw the trained adapter's image; a
+stopped and resumed run ends where an uninterrupted one does; frozen-layer training moves only the chosen block of the
+conditional transformer; DreamBooth draws its class images with both transformers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.trainer.helpers import run_in_process
+from trainer.protocol import EXIT_OK, Failed, Finished, Sample
+from trainer.runfolder import RunFolder
+
+
+@pytest.fixture(scope="module")
+def tiny_ideogram(tmp_path_factory) -> Path:
+    from trainer.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("ideogram4") / "tiny-ideogram4", "ideogram4", seed=0)
+
+
+def pipeline(model_dir: Path):
+    import diffusers
+
+    pipe = diffusers.Ideogram4Pipeline.from_pretrained(model_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def draw(pipe, prompt: str, seed: int, steps: int = 3) -> np.ndarray:
+    image = pipe(prompt, width=64, height=64, num_inference_steps=steps, guidance_scale=4.0, guidance_schedule=None,
+                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_the_engine_reads_images_prompts_and_predictions_as_the_pipeline_does(tiny_ideogram):
+    """Latents packed and normalised as the pipeline undoes before decoding; each prompt's real tokens as
+    ``encode_prompt`` gives them (left-padded further there); the prediction is the velocity the pipeline's sampler
+    steps with (the conditional transformer's output on the image tokens, negated, at time 1 − σ)."""
+    from diffusers.models.transformers.transformer_ideogram4 import LLM_TOKEN_INDICATOR
+
+    from trainer.diffusion.components import Components
+    from trainer.diffusion.engine_ideogram4 import packed
+    from trainer.diffusion.engines import engine_for
+
+    pipe = pipeline(tiny_ideogram)
+    parts = Components("ideogram4", "flow_matching", [pipe.tokenizer], [pipe.text_encoder], pipe.vae, pipe.transformer,
+                       pipe.scheduler)
+    engine = engine_for(parts)
+    pixels = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        latents = engine.image_latents(pixels)
+        # The pipeline's own decoding path: de-normalise the packed tokens, unpack, decode.
+        tokens = packed(latents)
+        std = torch.sqrt(pipe.vae.bn.running_var + pipe.vae.config.batch_norm_eps)
+        z = (tokens * std + pipe.vae.bn.running_mean).view(1, 4, 4, 2, 2, 4).permute(0, 5, 1, 3, 2, 4).reshape(
+            1, 4, 8, 8)
+        torch.testing.assert_close(z, pipe.vae.encode(pixels).latent_dist.mean)
+
+    prompts = ["a red circle", "a small blue square on a green field"]
+    with torch.no_grad():
+        text = engine.encode_prompts([pipe.text_encoder], prompts, "cpu")
+        embeds, positions, segments, indicator = pipe.encode_prompt(prompts, grid_h=4, grid_w=4,
+                                                                    max_sequence_length=256, device=torch.device("cpu"))
+    real = indicator == LLM_TOKEN_INDICATOR
+    lengths = real.sum(dim=1).tolist()
+    assert text.mask is not None and [len(row) for row in text.sequences()] == lengths and lengths[0] < lengths[1]
+    for row, full, keep in zip(text.sequences(), embeds, real, strict=True):
+        torch.testing.assert_close(row, full[keep])  # the same features, however far the pipeline pads
+
+    noisy = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.25, 0.8])
+    with torch.no_grad():
+        ours = engine.predict(pipe.transformer, noisy, sigma, text)
+        image = packed(noisy)
+        sequence = torch.cat([torch.zeros(2, 256, image.shape[-1]), image], dim=1)
+        out = pipe.transformer(hidden_states=sequence, timestep=1 - sigma, encoder_hidden_states=embeds,
+                               position_ids=positions, segment_ids=segments, indicator=indicator,
+                               return_dict=False)[0]
+    velocity = -out[:, 256:]  # what the pipeline steps with: scheduler.step(-v, …)
+    torch.testing.assert_close(packed(ours), velocity, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_ideogram4_lora_learns_and_both_files_load_onto_the_conditional_transformer(tmp_path, tiny_ideogram,
+                                                                                     shapes_dataset):
+    from trainer.families.ideogram4 import original_layout
+
+    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", lora={"rank": 4, "alpha": 8.0},
+                              sampling={"guidance_scale": 4.0})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
+    # Measured (seed 1, 30 steps): 1.33 → 1.13 (0.85×).
+    assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
+
+    original_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
+    assert lora_file.name == "pytorch_lora_weights.safetensors" and original_file.name == "tiny.safetensors"
+    reference = load_file(lora_file)
+    assert {key.split(".")[0] for key in reference} == {"transformer"}
+    trained_modules = {key.rsplit(".lora_", 1)[0].removeprefix("transformer.") for key in reference}
+    assert {"layers.0.attention.to_q", "layers.1.attention.to_out.0"} <= trained_modules
+
+    final = rec.of(Sample)[-1]
+    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    pipe = pipeline(tiny_ideogram)
+    unconditional = {k: v.clone() for k, v in pipe.unconditional_transformer.state_dict().items()}
+    plain = draw(pipe, final.prompts[0], final.seeds[0])
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+    loaded = draw(pipe, final.prompts[0], final.seeds[0])
+    assert np.abs(loaded - trained).max() <= 2
+    assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
+    after = pipe.unconditional_transformer.state_dict()
+    assert after.keys() == unconditional.keys() and all(torch.equal(after[k], unconditional[k]) for k in after)
+
+    # The original-layout file (ai-toolkit's names): diffusion_model. + a layer of Ideogram's own model (ComfyUI's
+    # Ideogram 4 model names its layers so: q, k, v stacked in attention.qkv, the output attention.o), each trained
+    # module's delta in its layer's rows; and diffusers' own converter for these files draws the trained image.
+    original = load_file(original_file)
+    with safe_open(original_file, "pt") as handle:
+        assert handle.metadata()["modelspec.architecture"] == "ideogram-4/lora"
+    layout = original_layout(dict(pipe.transformer.config))
+    comfy_layers = {target for target, *_ in layout.values()}
+    modules = {key.rsplit(".", 2)[0] if key.endswith(".weight") else key.rsplit(".", 1)[0] for key in original}
+    assert {"diffusion_model.layers.0.attention.qkv", "diffusion_model.layers.1.attention.o"} <= modules
+    assert {module.removeprefix("diffusion_model.") for module in modules} <= comfy_layers
+    for module in trained_modules:
+        target, offset, rows, _, _ = layout[module]
+        name = f"diffusion_model.{target}"
+        down, up = original[f"{name}.lora_down.weight"], original[f"{name}.lora_up.weight"]
+        fused = float(original[f"{name}.alpha"]) / down.shape[0] * (up @ down)
+        part = fused[offset: offset + rows] if rows else fused
+        torch.testing.assert_close(part, reference[f"transformer.{module}.lora_B.weight"]
+                                   @ reference[f"transformer.{module}.lora_A.weight"])
+    fresh = pipeline(tiny_ideogram)
+    fresh.load_lora_weights(str(original_file.parent), weight_name=original_file.name)
+    assert np.abs(draw(fresh, final.prompts[0], final.seeds[0]) - trained).max() <= 2
+
+
+@pytest.mark.slow
+def test_ideogram4_resume_equals_uninterrupted(tmp_path, tiny_ideogram, shapes_dataset):
+    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", training={"steps": 8, "eval_every": 4},
+                              sampling={"inference_steps": 2})
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=4)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ideogram4_frozen_layers_move_only_the_chosen_block_of_the_conditional_transformer(tmp_path, tiny_ideogram,
+                                                                                          shapes_dataset):
+    """Only the named block of the conditional transformer moves; the unconditional one is written back bitwise as it
+    was, and the folder draws the run's final sample with ``Ideogram4Pipeline``; RUN_NAME.safetensors holds the same
+    transformer in Ideogram's layout (bare keys, q/k/v fused: ComfyUI's Load Diffusion Model), refused as an input."""
+    from trainer.errors import InputError
+    from trainer.models import inspect_model
+    from trainer.models.ideogram4_layout import to_diffusers
+
+    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", mode="frozen",
+                              frozen={"trainable": ["layers.1"]},
+                              training={"steps": 4, "learning_rate": 1e-3, "eval_every": 2},
+                              sampling={"inference_steps": 2, "guidance_scale": 4.0})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
+    for component, moves in (("transformer", True), ("unconditional_transformer", False)):
+        part = Path(component) / "diffusion_pytorch_model.safetensors"
+        before, after = load_file(tiny_ideogram / part), load_file(folder / part)
+        assert before.keys() == after.keys()
+        moved = {name for name in before if not torch.equal(before[name], after[name])}
+        assert bool(moved) == moves and all(name.startswith("layers.1.") for name in moved)
+    original = load_file(single)
+    assert single.name == "tiny.safetensors" and {"llm_cond_proj.weight", "layers.1.attention.qkv.weight",
+                                                  "layers.1.attention.o.weight"} <= set(original)
+    assert not any(".to_q." in key or ".to_out." in key for key in original)
+    config = dict(pipeline(folder).transformer.config)
+    trained = load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+    back = to_diffusers(original, config)
+    assert set(back) ^ set(trained) == set(), sorted(set(back) ^ set(trained))[:5]
+    assert all(torch.equal(back[k], trained[k]) for k in trained)
+    with pytest.raises(InputError, match=r"is a Ideogram 4 checkpoint"):
+        inspect_model(single)
+    final = rec.of(Sample)[-1]
+    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    image = pipeline(folder)(final.prompts[0], width=64, height=64, num_inference_steps=2, guidance_scale=4.0,
+                             guidance_schedule=None, generator=torch.Generator("cpu").manual_seed(final.seeds[0]))
+    assert np.abs(np.asarray(image.images[0], dtype=np.int16) - trained).max() <= 2
+
+
+@pytest.mark.slow
+def test_ideogram4_dreambooth_draws_its_class_images_through_its_pipeline_and_uses_the_prior(
+        tmp_path, tiny_ideogram, shapes_dataset, monkeypatch):
+    """DreamBooth with prior preservation: the missing class image is the base model's own picture of the class
+    prompt (``Ideogram4Pipeline`` with both transformers, at the Sampling section's guidance), and every step adds the
+    class term."""
+    from tests.diffusion.conftest import draw_shapes
+    from trainer.jobs.diffusion import DiffusionJob
+
+    class_dir = draw_shapes(tmp_path / "class", 2, with_captions=False)
+    seen: list[bool] = []
+    original = DiffusionJob._batch_loss
+
+    def spy(self, examples, is_class, indices):
+        seen.append(is_class)
+        return original(self, examples, is_class, indices)
+
+    monkeypatch.setattr(DiffusionJob, "_batch_loss", spy)
+    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", mode="dreambooth",
+                              dreambooth={"instance_prompt": "a sks circle", "class_prompt": "a circle",
+                                          "class_dir": str(class_dir), "num_class_images": 3,
+                                          "prior_loss_weight": 1.0},
+                              training={"steps": 2, "eval_every": 2},
+                              sampling={"inference_steps": 2, "guidance_scale": 4.0})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    assert seen.count(True) == 2 and seen.count(False) == 2
+    generated = np.asarray(Image.open(class_dir / "class-00000.png").convert("RGB"), dtype=np.int16)
+    expected = draw(pipeline(tiny_ideogram), "a circle", 1 * 100_003, steps=2)
+    assert np.abs(expected - generated).max() <= 2
+
+
+def test_the_shipped_folder_counts_the_registrys_parameters_and_names_every_layer_in_the_original_layout():
+    """The real-size folder, built on the meta device, counts the registry's parameters (both transformers 9.28 B,
+    Qwen3-VL-8B without its LM head, Flux.2's VAE); at that shape every Linear of the transformer has its original
+    layer (the one ComfyUI's Ideogram 4 model holds), q, k and v the thirds of attention.qkv's 3 × 4608 rows."""
+    import diffusers
+    import transformers
+
+    from trainer.families import family
+    from trainer.families.ideogram4 import original_layout
+    from trainer.models.info import MODEL_CONFIGS
+
+    model = family("ideogram4")
+    folder = MODEL_CONFIGS / model.config_folders["flow_matching"]
+    with torch.device("meta"):
+        built = {name: diffusers.Ideogram4Transformer2DModel.from_config(
+                     diffusers.Ideogram4Transformer2DModel.load_config(folder / name))
+                 for name in ("transformer", "unconditional_transformer")}
+        text_config = transformers.AutoConfig.from_pretrained(folder / "text_encoder")
+        built["text_encoder"] = transformers.Qwen3VLModel(text_config)
+        vae = diffusers.AutoencoderKLFlux2
+        built["vae"] = vae.from_config(vae.load_config(folder / "vae"))
+    counts = {name: sum(p.numel() for p in module.parameters()) for name, module in built.items()}
+    assert counts == model.memory.reference_parameters
+    transformer = built["transformer"]
+    layout = original_layout(dict(transformer.config))
+    linears = {name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)}
+    assert linears == set(layout)
+    assert layout["layers.33.attention.to_v"] == ("layers.33.attention.qkv", 2 * 4608, 4608, 3 * 4608, False)
+    assert layout["layers.0.attention.to_out.0"][0] == "layers.0.attention.o"
+
+
+def test_what_ideogram4_cannot_do_is_refused_by_name(tmp_path, tiny_ideogram):
+    """Its Qwen3-VL encoder takes no LoRA (no loader applies one); a caption longer than the pipeline reads is named;
+    Ideogram's own single files (ComfyUI's) are named and refused (point model.path at the diffusers folder); merges are
+    not available."""
+    from safetensors.torch import save_file
+
+    from trainer.config import ConfigError, config_from_dict
+    from trainer.diffusion.engine_ideogram4 import prompt_tokens
+    from trainer.errors import InputError
+    from trainer.merge.fuse import fuse_lora
+    from trainer.models import inspect_model
+
+    with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Ideogram 4's Qwen3-VL text encoder takes no"):
+        config_from_dict({"mode": "lora", "model": {"architecture": "ideogram4"}, "lora": {"train_text_encoder": True}})
+    pipe = pipeline(tiny_ideogram)
+    with pytest.raises(InputError, match=r"prompt 'a a a .*: 2\d{3} tokens; Ideogram 4 reads at most 2048"):
+        prompt_tokens(pipe.tokenizer, ["a red circle", "a " * 2100])  # a caption the pipeline would refuse
+    single = tmp_path / "ideogram4_fp8_scaled.safetensors"
+    transformer = pipe.transformer
+    save_file({key.replace(".to_q.", ".qkv."): value.contiguous() for key, value in transformer.state_dict().items()
+               if ".to_k." not in key and ".to_v." not in key}, single)
+    with pytest.raises(InputError, match=r"is a Ideogram 4 checkpoint; Ideogram 4 loads from its diffusers folder"):
+        inspect_model(single)
+    with pytest.raises(InputError, match=r"is a Ideogram 4 model; merging"):
+        fuse_lora(tiny_ideogram, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
