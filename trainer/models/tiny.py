@@ -156,8 +156,7 @@ def _qwen_encoder(class_name: str, width: int, activation: str, vocab_size: int,
                 "mrope_section": [half - 2 * (width // 32), width // 32, width // 32], "mrope_interleaved": True}},
             vision_config={"depth": 1, "hidden_size": width, "intermediate_size": width, "num_heads": 2,
                            "out_hidden_size": width, "deepstack_visual_indexes": [], "num_position_embeddings": 16,
-                           "patch_size": 2},
-            tie_word_embeddings=True)
+                           "patch_size": 2})
         return getattr(transformers, class_name)(config)
     config = transformers.Qwen2_5_VLConfig(
         text_config={**text, "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
