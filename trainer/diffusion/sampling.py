@@ -34,6 +34,11 @@ def build_pipeline(components: Components, unet: torch.nn.Module):
         parts[encoder.component], parts[encoder.tokenizer] = module, tokenizer
     pipe = getattr(diffusers, model.pipeline_class)(**parts, **model.pipeline_args)
     pipe.set_progress_bar_config(disable=True)
+    if model.pipeline_setup is not None:
+        import importlib
+
+        module_name, function_name = model.pipeline_setup.split(":")
+        getattr(importlib.import_module(module_name), function_name)(pipe)
     return pipe
 
 

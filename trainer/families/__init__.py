@@ -16,7 +16,8 @@ import importlib
 from trainer.families.base import Family, FlowFacts, Kind, KohyaFacts, MemoryFacts, PredictionType, TextEncoder
 
 # Order is the order people see them in (the form's architecture list).
-_MODULES = ("toy", "sd15", "sd2", "sdxl", "sd3", "flux", "chroma", "zimage", "qwenimage", "lumina2", "flux2klein")
+_MODULES = ("toy", "sd15", "sd2", "sdxl", "sd3", "flux", "chroma", "zimage", "qwenimage", "lumina2", "flux2klein",
+            "hidream")
 
 FAMILIES: dict[str, Family] = {}
 for _module in _MODULES:

@@ -25,8 +25,8 @@ class TextEncoder:
     open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
-    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma).
-    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma"] = "clip"
+    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma, llama).
+    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma", "llama"] = "clip"
     # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
     # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
     lora: bool = True
@@ -135,6 +135,9 @@ class Family:
     variant_of: str | None = None
     pipeline_class: str = ""  # the diffusers pipeline that loads, samples and saves it
     pipeline_args: dict[str, Any] = field(default_factory=dict)  # extra arguments for that pipeline
+    # "module:function(pipeline)" run on each pipeline Kamaal builds to sample (previews, class images), for what the
+    # pipeline's constructor cannot be told (HiDream's draws at a fixed area, whatever size it is asked for).
+    pipeline_setup: str | None = None
     text_encoders: tuple[TextEncoder, ...] = ()
     # What the pipeline's ``encode_prompt`` returns, as the pipeline's call takes it back (None: not taken): how
     # previews run from prompts encoded once, while the text encoders wait off the GPU.

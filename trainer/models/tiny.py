@@ -42,12 +42,13 @@ _VAE: dict[str, Any] = {"in_channels": 3, "out_channels": 3, "latent_channels": 
 _UNET: dict[str, Any] = {"sample_size": TINY_IMAGE_SIZE // 8, "in_channels": 4, "out_channels": 4,
                          "layers_per_block": 2, "block_out_channels": (32, 64), "norm_num_groups": 32}
 
-def _text_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
+def _text_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int,
+                  positions: int = 77) -> torch.nn.Module:
     import transformers
 
     config = transformers.CLIPTextConfig(
         hidden_size=width, intermediate_size=2 * width, num_attention_heads=4, num_hidden_layers=2,
-        hidden_act=activation, projection_dim=32, vocab_size=vocab_size, max_position_embeddings=77,
+        hidden_act=activation, projection_dim=32, vocab_size=vocab_size, max_position_embeddings=positions,
         # CLIP pools at the first end-of-text token; its id must be the tokenizer's.
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=pad_id)
     return getattr(transformers, class_name)(config)
@@ -89,12 +90,15 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
                 tokenizer = tiny_gemma_tokenizer()
                 components[encoder.component] = _gemma_encoder(width, activation, len(tokenizer),
                                                                tokenizer.pad_token_id)
+            elif encoder.tokenizer_kind == "llama":  # Llama 3's vocabulary is not shipped: the tiny Gemma one's
+                tokenizer = tiny_gemma_tokenizer()
+                components[encoder.component] = _llama_encoder(width, activation, len(tokenizer), *depth)
             else:
                 pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
                 vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
                 tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
                 components[encoder.component] = _text_encoder(
-                    class_name, width, activation, vocab_size, tokenizer.pad_token_id)
+                    class_name, width, activation, vocab_size, tokenizer.pad_token_id, spec.get("clip_positions", 77))
             components[encoder.tokenizer] = tokenizer
     if "scheduler" in spec:
         class_name, config = spec["scheduler"]
@@ -179,6 +183,18 @@ def _gemma_encoder(width: int, activation: str, vocab_size: int, pad_id: int) ->
         num_attention_heads=4, num_key_value_heads=2, head_dim=width // 4, hidden_activation=activation,
         max_position_embeddings=512, query_pre_attn_scalar=width // 4, pad_token_id=pad_id, use_cache=False)
     return transformers.Gemma2Model(config)
+
+
+def _llama_encoder(width: int, activation: str, vocab_size: int, layers: int) -> torch.nn.Module:
+    """A small Llama causal LM (grouped-query attention, SwiGLU, as Llama-3.1-8B), as deep as the blocks of the
+    transformer that read one hidden state each (HiDream)."""
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, hidden_act=activation, max_position_embeddings=512,
+        tie_word_embeddings=True, use_cache=False)
+    return transformers.LlamaForCausalLM(config)
 
 
 def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:

@@ -1,0 +1,193 @@
+"""HiDream-I1 through the registry, on a tiny model built from its real classes (``HiDreamImageTransformer2DModel``
+with its mixture-of-experts feed-forwards, two CLIPs with projections, T5, a Llama causal LM, Flux's VAE shape): the
+engine's latents, prompts and prediction are the pipeline's (and the MoE's training path predicts what its inference
+path does); LoRA learns, its diffusers file loads with ``HiDreamImagePipeline.load_lora_weights`` and, applied as
+ComfyUI applies it, gives the image the trained adapter gave; a stopped and resumed run ends where an uninterrupted
+one does; frozen-layer training moves only the chosen block; DreamBooth draws its class images with the pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.trainer.helpers import run_in_process
+from trainer.families.hidream import LORA_TARGETS
+from trainer.protocol import EXIT_OK, Failed, Finished, Sample
+from trainer.runfolder import RunFolder
+
+LORA = {"rank": 4, "alpha": 8.0, "target_modules": list(LORA_TARGETS)}
+
+
+@pytest.fixture(scope="module")
+def tiny_hidream(tmp_path_factory) -> Path:
+    from trainer.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("hidream") / "tiny-hidream", "hidream", seed=0)
+
+
+def pipeline(model_dir: Path):
+    import diffusers
+
+    from trainer.diffusion.engine_hidream import draw_at_the_transformers_area
+
+    pipe = diffusers.HiDreamImagePipeline.from_pretrained(model_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    draw_at_the_transformers_area(pipe)  # as Kamaal's previews: the tiny transformer's 64 px, not 1024
+    return pipe
+
+
+def draw(pipe, prompt: str, seed: int, guidance: float = 7.5) -> np.ndarray:
+    image = pipe(prompt, width=64, height=64, num_inference_steps=3, guidance_scale=guidance,
+                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+    assert image.size == (64, 64)
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_the_engine_reads_images_prompts_and_predictions_as_the_pipeline_does(tiny_hidream):
+    """Latents shifted and scaled as the pipeline undoes before decoding; T5's and every Llama layer's hidden states
+    and the CLIPs' pooled projections as ``encode_prompt`` gives them (kept side by side in one tensor); the
+    prediction is the velocity the pipeline steps with (the output negated, time σ·1000), from the MoE's training
+    path as from its inference path, for square and non-square latents."""
+    from trainer.diffusion.components import Components
+    from trainer.diffusion.engines import engine_for
+
+    pipe = pipeline(tiny_hidream)
+    encoders = [pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3, pipe.text_encoder_4]
+    parts = Components("hidream", "flow_matching", [pipe.tokenizer, pipe.tokenizer_2, pipe.tokenizer_3,
+                                                    pipe.tokenizer_4], encoders, pipe.vae, pipe.transformer,
+                       pipe.scheduler)
+    engine = engine_for(parts)
+    pixels = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        latents = engine.image_latents(pixels)
+        config = pipe.vae.config
+        torch.testing.assert_close(latents / config.scaling_factor + config.shift_factor,
+                                   pipe.vae.encode(pixels).latent_dist.mean)
+
+    prompts = ["a red circle", "a small blue square on a green field"]
+    with torch.no_grad():
+        text = engine.encode_prompts(encoders, prompts, "cpu")
+        t5, _, llama, _, pooled, _ = pipe.encode_prompt(list(prompts), do_classifier_free_guidance=False,
+                                                        device=torch.device("cpu"))
+    assert t5.shape[1] == 128 and llama.shape[:3] == (3, 2, 128)  # every Llama layer, 128 tokens each
+    assert torch.equal(text.pooled, pooled) and text.hidden.shape == (2, 128, 32 + 3 * 32)
+
+    noisy = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.25, 0.8])
+    transformer = pipe.transformer
+    with torch.no_grad():
+        predicted = engine.predict(transformer, noisy, sigma, text)
+        # As the pipeline's loop: t = σ·1000 from its scheduler, the output negated.
+        out = transformer(hidden_states=noisy, timesteps=sigma * 1000, encoder_hidden_states_t5=t5,
+                          encoder_hidden_states_llama3=llama, pooled_embeds=pooled, return_dict=False)[0]
+        torch.testing.assert_close(predicted, -out, rtol=1e-4, atol=1e-5)
+        wide = torch.randn(2, 4, 4, 8, generator=torch.Generator().manual_seed(2))  # padded to max_seq tokens
+        inference = engine.predict(transformer, wide, sigma, text)
+        transformer.train()  # the MoE's training path; its output comes back patch by patch
+        torch.testing.assert_close(engine.predict(transformer, noisy, sigma, text), predicted, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(engine.predict(transformer, wide, sigma, text), inference, rtol=1e-4, atol=1e-5)
+    transformer.eval()
+
+
+def comfy_applied(model_dir: Path, lora_file: Path) -> dict[str, torch.Tensor]:
+    """The transformer's weights with the LoRA file applied as ComfyUI's HiDream branch of ``model_lora_keys_unet``
+    does: ``transformer.K`` is the weight ``diffusion_model.K.weight`` of its model, whose keys are diffusers' (the
+    single-file converter only strips that prefix); the delta is lora_B @ lora_A (no alpha: the scale is in B)."""
+    weights = load_file(model_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+    tensors = load_file(lora_file)
+    modules = {key.removesuffix(".lora_A.weight") for key in tensors if key.endswith(".lora_A.weight")}
+    for module in modules:
+        key = module.removeprefix("transformer.") + ".weight"
+        assert key in weights, key
+        delta = tensors[f"{module}.lora_B.weight"].float() @ tensors[f"{module}.lora_A.weight"].float()
+        weights[key] = (weights[key].float() + delta).to(weights[key].dtype)
+    return weights
+
+
+@pytest.mark.slow
+def test_hidream_lora_learns_and_its_file_reproduces_the_trained_adapter_in_diffusers_and_as_comfyui_applies_it(
+        tmp_path, tiny_hidream, shapes_dataset):
+    config = diffusion_config(tiny_hidream, shapes_dataset, "hidream", lora=LORA)
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
+    assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
+
+    outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
+    assert [p.name for p in outputs] == ["pytorch_lora_weights.safetensors"]  # ComfyUI reads this file too
+    lora_file = outputs[0]
+    keys = set(load_file(lora_file))
+    modules = {key.rsplit(".lora_", 1)[0] for key in keys}
+    assert {"transformer.double_stream_blocks.0.block.attn1.to_q", "transformer.double_stream_blocks.0.block.attn1."
+            "to_out_t", "transformer.single_stream_blocks.1.block.attn1.to_v"} <= modules
+    assert all(key.startswith("transformer.") for key in keys)
+
+    final = rec.of(Sample)[-1]
+    assert final.step == 30
+    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    pipe = pipeline(tiny_hidream)
+    plain = draw(pipe, final.prompts[0], final.seeds[0])
+    assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
+    pipe.transformer.load_state_dict(comfy_applied(tiny_hidream, lora_file))
+    assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
+    pipe = pipeline(tiny_hidream)
+    pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+    assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
+
+
+@pytest.mark.slow
+def test_hidream_resume_equals_uninterrupted(tmp_path, tiny_hidream, shapes_dataset):
+    config = diffusion_config(tiny_hidream, shapes_dataset, "hidream", lora=LORA,
+                              training={"steps": 6, "eval_every": 3}, sampling={"inference_steps": 1})
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=3)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_hidream_frozen_layers_move_only_the_chosen_block(tmp_path, tiny_hidream, shapes_dataset):
+    """Frozen-layer training of one single-stream block (its routed experts too: the MoE's training path carries
+    their gradients) moves that block only; the diffusers folder it writes draws the run's final sample."""
+    block = "single_stream_blocks.1"
+    config = diffusion_config(tiny_hidream, shapes_dataset, "hidream", mode="frozen", frozen={"trainable": [block]},
+                              training={"steps": 6, "learning_rate": 1e-3, "eval_every": 3})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    folder = Path(rec.of(Finished)[0].outputs[0])
+    part = Path("transformer") / "diffusion_pytorch_model.safetensors"
+    before, after = load_file(tiny_hidream / part), load_file(folder / part)
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.startswith(f"{block}.") for name in moved)
+    assert any(".ff_i.experts." in name for name in moved)
+    final = rec.of(Sample)[-1]
+    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    assert np.abs(draw(pipeline(folder), final.prompts[0], final.seeds[0]) - trained).max() <= 2
+
+
+@pytest.mark.slow
+def test_hidream_dreambooth_draws_its_class_images_and_trains(tmp_path, tiny_hidream, shapes_dataset):
+    class_dir = tmp_path / "class"
+    config = diffusion_config(tiny_hidream, shapes_dataset, "hidream", mode="dreambooth", lora=LORA,
+                              dreambooth={"instance_prompt": "a sks circle", "class_prompt": "a circle",
+                                          "class_dir": str(class_dir), "num_class_images": 2},
+                              training={"steps": 2, "eval_every": 2}, sampling={"inference_steps": 1})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    drawn = sorted(class_dir.glob("class-*.png"))
+    assert len(drawn) == 2 and all(Image.open(p).size == (64, 64) for p in drawn)
+    assert Path(rec.of(Finished)[0].outputs[-1]).is_file()
+
+
+def test_hidream_text_encoders_take_no_lora():
+    """No loader applies a LoRA to HiDream's text encoders (diffusers' HiDream loader takes the transformer's only):
+    the config refuses ``lora.train_text_encoder`` naming them."""
+    from trainer.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="text encoder"):
+        config_from_dict({"mode": "lora", "model": {"architecture": "hidream"},
+                          "lora": {"train_text_encoder": True}})
