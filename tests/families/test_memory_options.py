@@ -275,7 +275,8 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
             "qwenimage-lora-24gb", "qwenimage-lora-16gb", "qwenimage-lora-12gb", "flux2klein-lora-24gb",
             "flux2klein-lora-16gb", "flux2klein-lora-12gb", "lumina2-lora-24gb",
             "lumina2-lora-16gb", "lumina2-lora-12gb", "chroma-lora-24gb",
-            "chroma-lora-16gb", "chroma-lora-12gb"} <= set(sized)
+            "chroma-lora-16gb", "chroma-lora-12gb", "hidream-lora-24gb", "hidream-lora-16gb",
+            "hidream-lora-12gb"} <= set(sized)
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)

@@ -42,7 +42,7 @@ FAMILY = Family(
         # No loader applies a LoRA to any of them: HiDreamImageLoraLoaderMixin loads the transformer's only.
         TextEncoder("text_encoder", "CLIPTextModelWithProjection", open_clip=False, single_file_prefix="",
                     label="CLIP-L text encoder", lora=False),
-        TextEncoder("text_encoder_2", "CLIPTextModelWithProjection", open_clip=False, single_file_prefix="",
+        TextEncoder("text_encoder_2", "CLIPTextModelWithProjection", open_clip=True, single_file_prefix="",
                     label="CLIP-G text encoder", lora=False),
         TextEncoder("text_encoder_3", "T5EncoderModel", open_clip=False, tokenizer_kind="t5", single_file_prefix="",
                     label="T5 text encoder", lora=False, blocks=("encoder.block",)),
@@ -64,15 +64,19 @@ FAMILY = Family(
     memory=MemoryFacts(
         # Counted on the meta device from resources/model_configs/hidream-i1-full: the transformer, CLIP-L and
         # CLIP-G with projections, T5-XXL's encoder, Llama-3.1-8B with its LM head, Flux's VAE.
-        reference_parameters={"transformer": 17_107_603_520, "text_encoder": 123_650_304,
-                              "text_encoder_2": 694_659_840, "text_encoder_3": 4_762_310_656,
+        reference_parameters={"transformer": 17_105_733_184, "text_encoder": 123_781_632,
+                              "text_encoder_2": 694_878_720, "text_encoder_3": 4_762_310_656,
                               "text_encoder_4": 8_030_261_248, "vae": 83_819_683},
-        # to_q/k/v/out of both streams in 16 double blocks, of one stream in 32 single blocks, 2560 wide.
-        lora_per_rank=1_310_720, text_lora_per_rank=0,
-        # 1024 px: 4096 image tokens and 128 × 4 text tokens through 48 blocks 2560 wide, each feed-forward three
-        # experts deep (Flux.1: 57 blocks 3072 wide, 18 GB).
-        activation_bytes_per_latent_pixel=20 * GB / 128**2,
-        quantizable_share=0.99, block_count=48, text_quantizable_share=0.9),
+        # Per unit of rank for four targets (the estimate scales by the number of targets): half of LORA_TARGETS'
+        # count — to_q/k/v/out of both streams in 16 double blocks, of one stream in 32 single blocks, 2560 wide —
+        # so that the presets' eight targets count exactly 1,310,720.
+        lora_per_rank=655_360, text_lora_per_rank=0,
+        # 1024 px: 4096 image tokens and 384 text tokens (T5's, one Llama layer's carried through, the block's own
+        # Llama layer) through 48 blocks 2560 wide — Flux.1's 18 GB (57 blocks 3072 wide) scaled by blocks × width
+        # is 12.6 GB — and the MoE's training path (each token through two routed experts beside the shared one)
+        # adding about a third: an estimate, not measured on a GPU.
+        activation_bytes_per_latent_pixel=16 * GB / 128**2,
+        quantizable_share=0.968, block_count=48, text_quantizable_share=0.853),
     # ComfyUI's HiDream branch of model_lora_keys_unet maps ``transformer.<its key>`` (SimpleTuner's files) and the
     # generic ``diffusion_model.<key>`` / ``lora_unet_<key>``: its model keeps diffusers' module names, so the
     # diffusers file is the ComfyUI file.  No kohya file of another layout.
