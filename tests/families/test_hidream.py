@@ -142,11 +142,17 @@ def test_hidream_lora_learns_and_its_file_reproduces_the_trained_adapter_in_diff
 
 
 @pytest.mark.slow
-def test_hidream_resume_equals_uninterrupted(tmp_path, tiny_hidream, shapes_dataset):
-    config = diffusion_config(tiny_hidream, shapes_dataset, "hidream", lora=LORA,
+def test_hidream_resume_with_captions_cached_on_disk_equals_uninterrupted(tmp_path, tiny_hidream, shapes_dataset):
+    """The captions' T5 and Llama states go to the run's text cache once each (the encoders can then leave the GPU);
+    a run stopped and resumed from it ends with the weights of an uninterrupted one."""
+    config = diffusion_config(tiny_hidream, shapes_dataset, "hidream", lora=LORA, dataset={"cache_text": "disk"},
                               training={"steps": 6, "eval_every": 3}, sampling={"inference_steps": 1})
     _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=3)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    captions = {p.read_text(encoding="utf-8") for p in shapes_dataset.glob("*.txt")}
+    cached = list((tmp_path / "split" / "cache" / "text").glob("*.safetensors"))
+    assert len(cached) == len(captions)
+    assert {tuple(load_file(f)["hidden"].shape) for f in cached} == {(1, 128, 32 + 3 * 32)}  # T5, then 3 layers
 
 
 @pytest.mark.slow

@@ -8,8 +8,10 @@ Its conventions (``HiDreamImagePipeline``): the time is σ·1000 and the transfo
 negates it), so the engine turns the sign round and the loss is SD 3's.  In training mode diffusers' MoE takes its
 training path (every token through its two experts, with gradients; the output comes back patch by patch), which
 the engine unpacks; the gate's auxiliary load-balancing loss is computed there but dropped (diffusers' own line that
-would add it is commented out), and neither the diffusers HiDream LoRA example nor ai-toolkit, SimpleTuner or
-diffusion-pipe adds it for fine-tuning: the gate is frozen under LoRA, so Kamaal leaves it out too.
+would add it is commented out).  diffusers' HiDream LoRA example loads the transformer with
+``force_inference_output=True`` instead — no auxiliary loss either, but its experts then run under ``torch.no_grad``
+(``moe_infer``), so no gradient passes back through them; the training path has no such gap.  The gate is frozen
+under LoRA, so Kamaal adds no balancing loss.
 
 Three models share the architecture: Full (guidance 5, ~50 steps, scheduler shift 3), Dev (distilled: guidance 0,
 28 steps, shift 6) and Fast (guidance 0, 16 steps, shift 3).  Trainers train Full (or Dev) with its shift-3 schedule;
@@ -50,8 +52,8 @@ FAMILY = Family(
         TextEncoder("text_encoder_4", "LlamaForCausalLM", open_clip=False, tokenizer_kind="llama",
                     single_file_prefix="", label="Llama 3.1 text encoder", lora=False, blocks=("model.layers",)),
     ),
-    # Logit-normal σ shifted by 3: HiDream-I1-Full's scheduler shift (static), which the diffusers HiDream LoRA
-    # example and SimpleTuner train with.
+    # Logit-normal σ shifted by 3: HiDream-I1-Full's scheduler shift (static), which diffusers' HiDream LoRA example
+    # trains with (its noise scheduler loaded with shift=3.0).
     flow=FlowFacts(sampling="logit_normal", shift=3.0),
     sample_scheduler=None,
     max_sequence_length=128,  # the pipeline's default, for T5 and Llama alike (and CLIP's padding)
