@@ -197,3 +197,24 @@ def test_hidream_text_encoders_take_no_lora():
     with pytest.raises(ConfigError, match="text encoder"):
         config_from_dict({"mode": "lora", "model": {"architecture": "hidream"},
                           "lora": {"train_text_encoder": True}})
+
+
+def test_a_hidream_folder_without_its_llama_or_a_single_file_is_refused_by_name(tmp_path, tiny_hidream):
+    """The released HiDream folders leave Llama 3.1 out (its tokenizer is not Kamaal's to ship): a folder without
+    ``text_encoder_4``/``tokenizer_4`` is refused naming them; ComfyUI's single files are refused naming the family."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from trainer.errors import InputError
+    from trainer.models import load_model
+
+    folder = tmp_path / "HiDream-I1-Full"
+    shutil.copytree(tiny_hidream, folder, ignore=shutil.ignore_patterns("text_encoder_4", "tokenizer_4"))
+    with pytest.raises(InputError, match=r"holds no Llama-3\.1-8B-Instruct text encoder \(text_encoder_4/ and "
+                                         r"tokenizer_4/\); HiDream-I1 needs it"):
+        load_model(folder)
+    single = tmp_path / "hidream_i1_full_fp16.safetensors"
+    save_file(load_file(tiny_hidream / "transformer" / "diffusion_pytorch_model.safetensors"), single)
+    with pytest.raises(InputError, match=r"is a HiDream-I1 checkpoint; HiDream-I1 loads from its diffusers folder"):
+        load_model(single)

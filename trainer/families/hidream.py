@@ -50,7 +50,8 @@ FAMILY = Family(
                     label="T5 text encoder", lora=False, blocks=("encoder.block",)),
         # Llama 3.1's tokenizer is not shipped: the folder's own tokenizer_4.
         TextEncoder("text_encoder_4", "LlamaForCausalLM", open_clip=False, tokenizer_kind="llama",
-                    single_file_prefix="", label="Llama 3.1 text encoder", lora=False, blocks=("model.layers",)),
+                    single_file_prefix="", label="Llama-3.1-8B-Instruct text encoder", lora=False,
+                    blocks=("model.layers",)),
     ),
     # Logit-normal σ shifted by 3: HiDream-I1-Full's scheduler shift (static), which diffusers' HiDream LoRA example
     # trains with (its noise scheduler loaded with shift=3.0).
