@@ -422,6 +422,19 @@ class Config(Section):
     concepts: list[ConceptConfig] = Field(
         default_factory=list, description="Concepts trained together with the first one (dataset.*).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _familys_lora_targets(cls, data: Any) -> Any:
+        """A family whose attention the default targets do not name (HiDream's ``to_out`` is a plain layer, not
+        ``to_out.0``) declares its own (``Family.lora_targets``): a config that leaves ``lora.target_modules`` out
+        gets those."""
+        model, lora = (data.get("model"), data.get("lora", {})) if isinstance(data, Mapping) else (None, None)
+        name = model.get("architecture") if isinstance(model, Mapping) else None
+        targets = families.FAMILIES[name].lora_targets if isinstance(name, str) and name in families.FAMILIES else ()
+        if not targets or not isinstance(lora, Mapping) or "target_modules" in lora:
+            return data
+        return {**data, "lora": {**lora, "target_modules": list(targets)}}
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Config:
         problems = []

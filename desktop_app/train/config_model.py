@@ -18,7 +18,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.train.field_meta import all_field_names
-from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, SamplingConfig, config_from_dict
+from trainer.config import MODES_BY_ARCHITECTURE, Config, ConfigError, LoraConfig, SamplingConfig, config_from_dict
 from trainer.families import FAMILIES, MODEL_FAMILIES, is_toy
 from trainer.preflight import input_problems
 
@@ -123,6 +123,14 @@ class ConfigModel(QObject):
                 self._values[name] = type(config_default)(after)
                 self._external.pop(name, None)
                 self.valueChanged.emit(name, self._values[name])
+        # LoRA targets left at the old family's default take the new one's (HiDream has no ``to_out.0``).
+        default_targets = LoraConfig.model_fields["target_modules"].default_factory()
+        before_targets, after_targets = (list(FAMILIES[name].lora_targets or default_targets) if name in FAMILIES
+                                         else default_targets for name in (old, new))
+        if before_targets != after_targets and list(self._values.get("lora.target_modules", ())) == before_targets:
+            self._values["lora.target_modules"] = after_targets
+            self._external.pop("lora.target_modules", None)
+            self.valueChanged.emit("lora.target_modules", after_targets)
 
     def _follow_mode(self, mode: str) -> None:
         """Choosing what to train picks an architecture it works with: the toy network is its own

@@ -21,7 +21,7 @@ from trainer.families.hidream import LORA_TARGETS
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
 
-LORA = {"rank": 4, "alpha": 8.0, "target_modules": list(LORA_TARGETS)}
+LORA = {"rank": 4, "alpha": 8.0}  # the family's default targets (both streams' attention)
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +187,19 @@ def test_hidream_dreambooth_draws_its_class_images_and_trains(tmp_path, tiny_hid
     drawn = sorted(class_dir.glob("class-*.png"))
     assert len(drawn) == 2 and all(Image.open(p).size == (64, 64) for p in drawn)
     assert Path(rec.of(Finished)[0].outputs[-1]).is_file()
+
+
+def test_a_hidream_config_without_lora_targets_adapts_both_streams_attention():
+    """The config's default targets name ``to_out.0``, which HiDream's attention lacks: a HiDream config that names
+    none gets the family's (both streams' q/k/v/out); one that names its own keeps them."""
+    from trainer.config import config_from_dict
+
+    config = config_from_dict({"mode": "lora", "model": {"architecture": "hidream"}})
+    assert config.lora.target_modules == list(LORA_TARGETS)
+    named = config_from_dict({"mode": "lora", "model": {"architecture": "hidream"},
+                              "lora": {"target_modules": ["to_q"]}})
+    assert named.lora.target_modules == ["to_q"]
+    assert config_from_dict({"mode": "lora", "model": {"architecture": "flux"}}).lora.target_modules[-1] == "to_out.0"
 
 
 def test_hidream_text_encoders_take_no_lora():

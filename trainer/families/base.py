@@ -166,6 +166,9 @@ class Family:
     default_prediction: PredictionType = "epsilon"
     cross_attention_width: int | None = None  # of the real model's UNet, which tells 1.x from 2.x files
     v_prediction_by_weights: bool = False  # ε and v models share a layout: a weight statistic tells them apart
+    # ``lora.target_modules`` when a config names none, where the config's default (``to_q``, ``to_k``, ``to_v``,
+    # ``to_out.0``) does not fit the denoiser.  Empty: the config's default.
+    lora_targets: tuple[str, ...] = ()
     # The denoiser's containers of repeated blocks (its ModuleLists): the Linear layers inside them are what
     # ``model.base_quantization`` stores in fewer bits; embedders and the final layer stay as they are.
     blocks: tuple[str, ...] = ("down_blocks", "mid_block", "up_blocks")

@@ -22,9 +22,9 @@ its own ``tokenizer_4`` with ``text_encoder_4``.
 
 from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
 
-# The attention projections of both streams: what the presets and the tests adapt (the config's default names
-# ``to_out.0``, which HiDream's attention — ``to_out`` a plain Linear — does not have).  As diffusers'
-# train_dreambooth_lora_hidream.py (``to_k``, ``to_q``, ``to_v``, ``to_out``) plus the text stream's.
+# The attention projections of both streams: its default LoRA targets (the config's default names ``to_out.0``, which
+# HiDream's attention — ``to_out`` a plain Linear — does not have).  As diffusers' train_dreambooth_lora_hidream.py
+# (``to_k``, ``to_q``, ``to_v``, ``to_out``) plus the text stream's.
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out", "to_q_t", "to_k_t", "to_v_t", "to_out_t")
 
 FAMILY = Family(
@@ -63,6 +63,7 @@ FAMILY = Family(
     # ``model.diffusion_model.``).  Not read yet: refused by name.
     file_markers=("double_stream_blocks.0.block.adaLN_modulation.1.",),
     config_folders={"flow_matching": "hidream-i1-full"},
+    lora_targets=LORA_TARGETS,
     blocks=("double_stream_blocks", "single_stream_blocks"),
     memory=MemoryFacts(
         # Counted on the meta device from resources/model_configs/hidream-i1-full: the transformer, CLIP-L and
