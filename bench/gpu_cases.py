@@ -225,8 +225,8 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
                 parts[name] = qwen3_tokenizer()
             elif spec.tokenizer_kind == "t5":
                 parts[name] = t5_tokenizer()
-            elif spec.tokenizer_kind == "gemma":  # Gemma's 256,000 pieces are not shipped: the tiny vocabulary's
-                parts[name] = tiny_gemma_tokenizer()  # ids are valid ones of the real embedding
+            elif spec.tokenizer_kind in ("gemma", "llama"):  # neither Gemma's nor Llama 3's vocabulary is shipped:
+                parts[name] = tiny_gemma_tokenizer()  # the tiny one's ids are valid ones of the real embedding
             else:
                 parts[name] = _tokenizer(config_dir / name, spec.open_clip)
         elif name == "scheduler":

@@ -100,19 +100,21 @@ class Scale:
 # CUDA's seconds are guesses (start + imports ~8 s, loading 2.4 / 8.6 GB of fp16 weights, 23 steps; SD 3.5 Medium
 # 5 GB bf16 + 19 GB fp32 T5 read as bf16; Flux 24 GB + the T5, ~1.5 s a step at 1024 px), not measured yet.
 # Z-Image: 12 GB of bf16 transformer + 8 GB Qwen3-4B; Qwen-Image: 41 GB + 16.6 GB Qwen2.5-VL, read and quantized on
-# the way; Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B; Lumina 2: 5 GB + 5 GB Gemma 2 (guesses).
+# the way; Flux.2 klein 4B: 7.8 GB of bf16 transformer and 8 GB of Qwen3-4B; Lumina 2: 5 GB + 5 GB Gemma 2; HiDream:
+# 34 GB of bf16 transformer + 27 GB of text encoders, quantized on the way (guesses).
 CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024, "zimage": 1024,
-                             "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024}, warmup=3, steps=20,
+                             "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024, "hidream": 1024},
+             warmup=3, steps=20,
              seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "chroma": 120, "zimage": 120, "qwenimage": 300,
-                      "flux2klein": 90, "lumina2": 80},
+                      "flux2klein": 90, "lumina2": 80, "hidream": 360},
              build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "chroma": 110, "zimage": 90,
-                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90})
+                            "qwenimage": 240, "flux2klein": 90, "lumina2": 90, "hidream": 300})
 DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "chroma": 64, "zimage": 64,
-                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64}, warmup=1, steps=3,
+                              "qwenimage": 64, "flux2klein": 64, "lumina2": 64, "hidream": 64}, warmup=1, steps=3,
                 seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "chroma": 15, "zimage": 15, "qwenimage": 15,
-                         "flux2klein": 20, "lumina2": 15},
+                         "flux2klein": 20, "lumina2": 15, "hidream": 20},
                 build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "chroma": 5, "zimage": 5, "qwenimage": 5,
-                               "flux2klein": 10, "lumina2": 5})
+                               "flux2klein": 10, "lumina2": 5, "hidream": 10})
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,10 @@ CASES = (
     Case("flux2klein", checkpointing=True, quantization="nf4"),
     Case("lumina2", checkpointing=True),  # as its 16 and 12 GB presets train it
     Case("lumina2"),  # its 24 GB preset: no checkpointing
+    # HiDream-I1 as its 16 GB preset trains it: nf4 base, nf4 text encoders while they encode, 16 blocks swapped.
+    # Its random folder is 61 GB in bf16 (17.1 B transformer, Llama 3.1 8B, T5-XXL, CLIPs): on the lent machine's
+    # 64 GB disk it is built last, alone.
+    Case("hidream", checkpointing=True, quantization="nf4", text_quantization="nf4", swap=16),
 )
 
 

@@ -20,10 +20,10 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False)
 
 
-ARCHS = ("sd15", "sdxl", "sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2")
-FLOW = ("sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2")
+ARCHS = ("sd15", "sdxl", "sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2", "hidream")
+FLOW = ("sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2", "hidream")
 # Trained as their presets train them: with gradient checkpointing only.
-PRESET_ONLY = ("chroma", "zimage", "qwenimage", "flux2klein")
+PRESET_ONLY = ("chroma", "zimage", "qwenimage", "flux2klein", "hidream")
 
 
 @pytest.mark.slow  # about 80 s on 2 cores: twenty short processes
@@ -38,10 +38,10 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
     assert {arch for arch, model in result["models"].items() if not model["reused"]} == set(ARCHS)
     rows = {row["case"]: row for row in result["rows"]}
     # The SD cases first, then the flow families' (a short budget keeps the SD paths).
-    assert [row["arch"] for row in result["rows"]][-16:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
+    assert [row["arch"] for row in result["rows"]][-17:] == ["sd3", "flux", "flux", "sd3", "flux", "flux", "flux",
                                                              "chroma", "chroma", "zimage", "zimage", "qwenimage",
                                                              "qwenimage",
-                                                             "flux2klein", "lumina2", "lumina2"]
+                                                             "flux2klein", "lumina2", "lumina2", "hidream"]
     # Flux as the presets train it: nf4 (16/12 GB) and fp8 (24 GB) bases, and block swap on top of nf4; Z-Image's
     # bf16 (24 GB) and fp8 (16 GB); Qwen-Image's nf4 (24 GB) and its 16 GB preset's nf4, fp8 Qwen2.5-VL and swap;
     # Flux.2 klein's nf4 (12 GB).
@@ -49,7 +49,8 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
                  "flux 64px bf16 ckpt adamw nf4 swap20", "chroma 64px bf16 ckpt adamw fp8",
                  "zimage 64px bf16 ckpt adamw",
                  "zimage 64px bf16 ckpt adamw fp8", "qwenimage 64px bf16 ckpt adamw nf4",
-                 "qwenimage 64px bf16 ckpt adamw nf4 te-fp8 swap20", "flux2klein 64px bf16 ckpt adamw nf4"):
+                 "qwenimage 64px bf16 ckpt adamw nf4 te-fp8 swap20", "flux2klein 64px bf16 ckpt adamw nf4",
+                 "hidream 64px bf16 ckpt adamw nf4 te-nf4 swap16"):
         assert rows[name]["status"] == "ok", rows[name]
     trained = [row for row in rows.values() if row["status"] == "ok"]
     # bf16 with and without gradient checkpointing, on every architecture but those trained only as their
