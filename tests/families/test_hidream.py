@@ -212,9 +212,10 @@ def test_hidream_text_encoders_take_no_lora():
                           "lora": {"train_text_encoder": True}})
 
 
-def test_a_hidream_folder_without_its_llama_or_a_single_file_is_refused_by_name(tmp_path, tiny_hidream):
+def test_a_hidream_folder_without_its_llama_a_single_file_and_merges_are_refused_by_name(tmp_path, tiny_hidream):
     """The released HiDream folders leave Llama 3.1 out (its tokenizer is not Kamaal's to ship): a folder without
-    ``text_encoder_4``/``tokenizer_4`` is refused naming them; ComfyUI's single files are refused naming the family."""
+    ``text_encoder_4``/``tokenizer_4`` is refused naming them; ComfyUI's single files and merges are refused naming
+    the family."""
     import shutil
 
     from safetensors.torch import save_file
@@ -231,3 +232,8 @@ def test_a_hidream_folder_without_its_llama_or_a_single_file_is_refused_by_name(
     save_file(load_file(tiny_hidream / "transformer" / "diffusion_pytorch_model.safetensors"), single)
     with pytest.raises(InputError, match=r"is a HiDream-I1 checkpoint; HiDream-I1 loads from its diffusers folder"):
         load_model(single)
+    from trainer.merge.convert import convert_model
+
+    with pytest.raises(InputError, match=r"is a HiDream-I1 model; merging and converting HiDream-I1 models is not"):
+        convert_model(tiny_hidream, tmp_path / "hidream.safetensors")
+    assert not (tmp_path / "hidream.safetensors").exists()
