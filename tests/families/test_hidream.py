@@ -34,12 +34,10 @@ def tiny_hidream(tmp_path_factory) -> Path:
 def pipeline(model_dir: Path):
     import diffusers
 
-    from trainer.diffusion.engine_hidream import draw_at_the_transformers_area
+    from trainer.diffusion.sampling import prepared
 
     pipe = diffusers.HiDreamImagePipeline.from_pretrained(model_dir, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    draw_at_the_transformers_area(pipe)  # as Kamaal's previews: the tiny transformer's 64 px, not 1024
-    return pipe
+    return prepared(pipe, "hidream")  # as Kamaal's previews: at the tiny transformer's 64 px, not 1024
 
 
 def draw(pipe, prompt: str, seed: int, guidance: float = 7.5) -> np.ndarray:

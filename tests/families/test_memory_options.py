@@ -143,10 +143,10 @@ def test_text_encoders_off_the_gpu_change_nothing_but_where_they_wait(tmp_path, 
 def test_a_preview_from_prompts_encoded_once_is_the_preview_from_the_text(arch, tiny_models, tmp_path):
     import diffusers
 
-    from trainer.diffusion.sampling import draw, encode_sample_prompts
+    from trainer.diffusion.sampling import draw, encode_sample_prompts, prepared
 
     pipe = getattr(diffusers, family(arch).pipeline_class).from_pretrained(tiny_models[arch], local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = prepared(pipe, arch)  # as previews draw (HiDream's: at its tiny transformer's size)
     prompts = ["a red circle", ""]  # the empty prompt too: SDXL zeroes an empty negative prompt
     encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu")
     values = [v for entry in encoded.values() for value in entry.values()  # Z-Image: a list per prompt
