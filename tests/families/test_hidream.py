@@ -235,3 +235,38 @@ def test_a_hidream_folder_without_its_llama_a_single_file_and_merges_are_refused
     with pytest.raises(InputError, match=r"is a HiDream-I1 model; merging and converting HiDream-I1 models is not"):
         convert_model(tiny_hidream, tmp_path / "hidream.safetensors")
     assert not (tmp_path / "hidream.safetensors").exists()
+
+
+def test_on_an_nf4_base_the_moe_training_path_carries_the_lora_gradients_and_predicts_what_inference_does():
+    """With the blocks' Linear layers in nf4 (bitsandbytes, as the presets train it; widths of 64 so that they are
+    quantized), the MoE's training path — tokens gathered per expert — runs through the 4-bit layers, the LoRA on
+    every stream's attention gets a gradient, and it predicts what the inference path does."""
+    import diffusers
+    from peft import LoraConfig
+
+    from trainer.diffusion.components import Components
+    from trainer.diffusion.engines import engine_for
+    from trainer.diffusion.text import TextConditioning
+    from trainer.families import family
+    from trainer.models.quantize import quantize_denoiser
+
+    model = family("hidream")
+    config = model.tiny["denoiser"][1] | {"attention_head_dim": 32, "caption_channels": (64, 64)}
+    torch.manual_seed(0)
+    transformer = diffusers.HiDreamImageTransformer2DModel(**config)
+    assert quantize_denoiser(transformer, model.blocks, "nf4", "cpu", torch.float32) > 0
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=list(model.lora_targets)))
+    engine = engine_for(Components("hidream", "flow_matching", [], [], None, transformer, None))
+    generator = torch.Generator().manual_seed(0)
+    text = TextConditioning(torch.randn(2, 16, 64 + 3 * 64, generator=generator),
+                            torch.randn(2, 64, generator=generator))
+    noisy, sigma = torch.randn(2, 4, 8, 8, generator=generator), torch.tensor([0.3, 0.6])
+    transformer.train()
+    trained = engine.predict(transformer, noisy, sigma, text)
+    trained.square().mean().backward()
+    downs = {name: p.grad for name, p in transformer.named_parameters() if "lora_A" in name}
+    assert downs and all(grad is not None for grad in downs.values())
+    assert any(".ff_i." in name for name, _ in transformer.named_modules() if "Linear4bit" in type(_).__name__)
+    transformer.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(engine.predict(transformer, noisy, sigma, text), trained.detach())
