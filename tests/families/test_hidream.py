@@ -162,12 +162,14 @@ def test_hidream_frozen_layers_move_only_the_chosen_block(tmp_path, tiny_hidream
                               training={"steps": 6, "learning_rate": 1e-3, "eval_every": 3})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
-    folder = Path(rec.of(Finished)[0].outputs[0])
+    folder, single = (Path(p) for p in rec.of(Finished)[0].outputs)
     part = Path("transformer") / "diffusion_pytorch_model.safetensors"
     before, after = load_file(tiny_hidream / part), load_file(folder / part)
     moved = {name for name in before if not torch.equal(before[name], after[name])}
     assert moved and all(name.startswith(f"{block}.") for name in moved)
     assert any(".ff_i.experts." in name for name in moved)
+    written = load_file(single)  # the transformer for ComfyUI's Load Diffusion Model: diffusers' keys
+    assert written.keys() == after.keys() and all(torch.equal(written[k], after[k]) for k in after)
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     assert np.abs(draw(pipeline(folder), final.prompts[0], final.seeds[0]) - trained).max() <= 2
@@ -210,13 +212,10 @@ def test_hidream_text_encoders_take_no_lora():
                           "lora": {"train_text_encoder": True}})
 
 
-def test_a_hidream_folder_without_its_llama_a_single_file_and_merges_are_refused_by_name(tmp_path, tiny_hidream):
+def test_a_hidream_folder_without_its_llama_and_merges_are_refused_by_name(tmp_path, tiny_hidream):
     """The released HiDream folders leave Llama 3.1 out (its tokenizer is not Kamaal's to ship): a folder without
-    ``text_encoder_4``/``tokenizer_4`` is refused naming them; ComfyUI's single files and merges are refused naming
-    the family."""
+    ``text_encoder_4``/``tokenizer_4`` is refused naming them; merges are refused naming the family."""
     import shutil
-
-    from safetensors.torch import save_file
 
     from trainer.errors import InputError
     from trainer.models import load_model
@@ -226,10 +225,6 @@ def test_a_hidream_folder_without_its_llama_a_single_file_and_merges_are_refused
     with pytest.raises(InputError, match=r"holds no Llama-3\.1-8B-Instruct text encoder \(text_encoder_4/ and "
                                          r"tokenizer_4/\); HiDream-I1 needs it"):
         load_model(folder)
-    single = tmp_path / "hidream_i1_full_fp16.safetensors"
-    save_file(load_file(tiny_hidream / "transformer" / "diffusion_pytorch_model.safetensors"), single)
-    with pytest.raises(InputError, match=r"is a HiDream-I1 checkpoint; HiDream-I1 loads from its diffusers folder"):
-        load_model(single)
     from trainer.merge.convert import convert_model
 
     with pytest.raises(InputError, match=r"is a HiDream-I1 model; merging and converting HiDream-I1 models is not"):
@@ -273,3 +268,86 @@ def test_on_an_nf4_base_the_moe_training_path_carries_the_lora_gradients_and_pre
     transformer.eval()
     with torch.no_grad():
         torch.testing.assert_close(engine.predict(transformer, noisy, sigma, text), trained.detach())
+
+
+def comfy_files(model_dir: Path, root: Path, llama_tokenizer: bool) -> Path:
+    """The tiny model as a ComfyUI user keeps HiDream: ``models/diffusion_models/hidream_i1_full_fp16`` (ComfyUI's
+    prefix), the four encoder files in ``models/text_encoders`` (the Llama one without its LM head, T5 in "scaled"
+    fp8 as ``t5xxl_fp8_e4m3fn_scaled`` is), Flux's ``ae`` in ``models/vae``; the installation's own Llama tokenizer
+    in ``comfy/text_encoders/llama_tokenizer`` when asked."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from trainer.models.original_layout import vae_to_original
+
+    models = root / "ComfyUI" / "models"
+    for folder in ("diffusion_models", "text_encoders", "vae"):
+        (models / folder).mkdir(parents=True)
+    transformer = load_file(model_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+    single = models / "diffusion_models" / "hidream_i1_full_fp16.safetensors"
+    save_file({f"model.diffusion_model.{key}": value for key, value in transformer.items()}, single)
+    for component, name in (("text_encoder", "clip_l_hidream"), ("text_encoder_2", "clip_g_hidream")):
+        save_file(load_file(model_dir / component / "model.safetensors"),
+                  models / "text_encoders" / f"{name}.safetensors")
+    t5 = load_file(model_dir / "text_encoder_3" / "model.safetensors")
+    scaled = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    for key, value in t5.items():
+        if key.endswith(".weight") and value.dim() == 2 and "embed" not in key and "shared" not in key:
+            scale = value.abs().max().float() / 448
+            scaled[key] = (value.float() / scale).to(torch.float8_e4m3fn)
+            scaled[key.removesuffix(".weight") + ".scale_weight"] = scale.reshape(1)
+        else:
+            scaled[key] = value
+    save_file(scaled, models / "text_encoders" / "t5xxl_fp8_e4m3fn_scaled.safetensors")
+    llama = {key: value for key, value in load_file(model_dir / "text_encoder_4" / "model.safetensors").items()
+             if not key.startswith("lm_head.")}
+    save_file(llama, models / "text_encoders" / "llama_3.1_8b_instruct_fp16.safetensors")
+    vae = load_file(model_dir / "vae" / "diffusion_pytorch_model.safetensors")
+    save_file(vae_to_original(vae, 4), models / "vae" / "ae.safetensors")
+    if llama_tokenizer:
+        shutil.copytree(model_dir / "tokenizer_4", root / "ComfyUI" / "comfy" / "text_encoders" / "llama_tokenizer")
+    return single
+
+
+def test_comfyuis_hidream_files_load_offline_and_draw_what_the_diffusers_folder_draws(tmp_path, tiny_hidream,
+                                                                                      monkeypatch):
+    """ComfyUI's files — the transformer under its prefix, the two CLIPs, T5 in scaled fp8, the Llama file without
+    its LM head, Flux's ae — load with the network blocked, the Llama tokenizer taken from the ComfyUI installation
+    the file sits in, and draw the diffusers folder's image (T5's fp8 rounding aside: within a few levels).  Without
+    that tokenizer the file is refused naming the folder."""
+    import shutil
+    import socket
+
+    from trainer.diffusion.sampling import prepared
+    from trainer.errors import InputError
+    from trainer.models import load_model
+    from trainer.models.tiny import write_tiny_config_dir
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    config_dir = tmp_path / "config"
+    write_tiny_config_dir(tiny_hidream, config_dir)
+    shutil.rmtree(config_dir / "tokenizer_4")  # as the shipped folder: no Llama tokenizer of its own
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    without = comfy_files(tiny_hidream, tmp_path / "bare", llama_tokenizer=False)
+    with pytest.raises(InputError, match=r"needs Llama 3\.1's tokenizer.*comfy/text_encoders/llama_tokenizer"):
+        load_model(without, config_dir=config_dir)
+
+    single = comfy_files(tiny_hidream, tmp_path / "user", llama_tokenizer=True)
+    loaded = load_model(single, config_dir=config_dir).pipeline
+    reference = pipeline(tiny_hidream)
+    for name in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_4", "vae"):
+        mine, theirs = getattr(loaded, name).state_dict(), getattr(reference, name).state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), name
+    t5, fp8 = loaded.text_encoder_3.state_dict(), load_file(single.parent.parent / "text_encoders" /
+                                                           "t5xxl_fp8_e4m3fn_scaled.safetensors")
+    key = "encoder.block.0.layer.0.SelfAttention.q.weight"  # as ComfyUI computes with it: fp8 × its scale
+    assert torch.equal(t5[key], fp8[key].float() * fp8[key.removesuffix("weight") + "scale_weight"])
+    assert not loaded.text_encoder_3.training and not loaded.text_encoder_4.training
+    # The same parts draw the same picture: tokenizers (Llama's from the ComfyUI installation) included.
+    loaded.text_encoder_3 = reference.text_encoder_3
+    assert np.abs(draw(prepared(loaded, "hidream"), "a red circle", 3) - draw(reference, "a red circle", 3)).max() <= 2

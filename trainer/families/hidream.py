@@ -58,9 +58,12 @@ FAMILY = Family(
     flow=FlowFacts(sampling="logit_normal", shift=3.0),
     sample_scheduler=None,
     max_sequence_length=128,  # the pipeline's default, for T5 and Llama alike (and CLIP's padding)
+    # ComfyUI's hidream_i1_{full,dev,fast}_*.safetensors hold diffusers' own keys (its single-file converter only
+    # strips ``model.diffusion_model.``): models/hidream_single reads them with their four text encoder files and
+    # Flux's ae, and writes a full/frozen run's transformer so; merges stay with the UNet families.
     single_file=False,
-    # ComfyUI's hidream_i1_{full,dev,fast}_*.safetensors: diffusers' own keys (its single-file converter only strips
-    # ``model.diffusion_model.``).  Not read yet: refused by name.
+    single_file_writer="trainer.models.hidream_single:pipeline_to_comfy",
+    single_file_reader="trainer.models.hidream_single:load_hidream_single_file",
     file_markers=("double_stream_blocks.0.block.adaLN_modulation.1.",),
     config_folders={"flow_matching": "hidream-i1-full"},
     lora_targets=LORA_TARGETS,
