@@ -17,7 +17,7 @@ Three models share the architecture: Full (guidance 5, ~50 steps, scheduler shif
 28 steps, shift 6) and Fast (guidance 0, 16 steps, shift 3).  Trainers train Full (or Dev) with its shift-3 schedule;
 Dev and Fast sample with guidance 0 (set ``sampling.guidance_scale`` to 0 for them: nothing in a folder tells them
 apart but the scheduler's shift).  The Llama tokenizer is not shippable (Meta's licence): a diffusers folder brings
-its own ``tokenizer_4`` with ``text_encoder_4``.
+its own ``tokenizer_4`` with ``text_encoder_4``; ComfyUI's single files take ComfyUI's own copy (``hidream_single``).
 """
 
 from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
