@@ -31,7 +31,7 @@ class HiDreamEngine(SD3Engine):
             raise InputError(f"dataset.resolution: HiDream-I1 takes non-square images of at most "
                              f"{model.max_seq} patches ({model.config.max_resolution[0] * 8} px squared for the "
                              f"released models); a bucket of {width * 8}×{height * 8} px is larger")
-        t5_width, llama_width = (int(width) for width in model.config.caption_channels)
+        t5_width, llama_width = (int(channels) for channels in model.config.caption_channels)
         t5 = text.hidden[..., :t5_width]
         llama = text.hidden[..., t5_width:].unflatten(-1, (-1, llama_width)).permute(2, 0, 1, 3)
         out = denoiser(hidden_states=noisy, timesteps=sigma * 1000, encoder_hidden_states_t5=t5.to(noisy.dtype),
@@ -50,7 +50,6 @@ def _from_training_patches(out: torch.Tensor, shape: torch.Size, patch: int) -> 
     rows, cols = height // patch, width // patch
     out = out[:, :, :rows * cols].reshape(batch, channels, rows, cols, patch, patch)
     return out.permute(0, 1, 2, 4, 3, 5).reshape(batch, channels, height, width)
-
 
 
 def draw_at_the_transformers_area(pipe) -> None:

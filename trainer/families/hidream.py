@@ -14,10 +14,11 @@ would add it is commented out).  diffusers' HiDream LoRA example loads the trans
 under LoRA, so Kamaal adds no balancing loss.
 
 Three models share the architecture: Full (guidance 5, ~50 steps, scheduler shift 3), Dev (distilled: guidance 0,
-28 steps, shift 6) and Fast (guidance 0, 16 steps, shift 3).  Trainers train Full (or Dev) with its shift-3 schedule;
-Dev and Fast sample with guidance 0 (set ``sampling.guidance_scale`` to 0 for them: nothing in a folder tells them
-apart but the scheduler's shift).  The Llama tokenizer is not shippable (Meta's licence): a diffusers folder brings
-its own ``tokenizer_4`` with ``text_encoder_4``; ComfyUI's single files take ComfyUI's own copy (``hidream_single``).
+28 steps, shift 6) and Fast (guidance 0, 16 steps, shift 3).  Kamaal trains all three with Full's shift-3 schedule
+(as diffusers' HiDream LoRA example does); Dev and Fast sample with guidance 0 (set ``sampling.guidance_scale`` to 0
+for them: nothing in a folder tells them apart but the scheduler's shift).  The Llama tokenizer is not shippable
+(Meta's licence): a diffusers folder brings its own ``tokenizer_4`` with ``text_encoder_4``; ComfyUI's single files
+take ComfyUI's own copy (``hidream_single``).
 """
 
 from trainer.families.base import GB, Family, FlowFacts, KohyaFacts, MemoryFacts, TextEncoder
