@@ -348,6 +348,7 @@ def test_comfyuis_hidream_files_load_offline_and_draw_what_the_diffusers_folder_
     key = "encoder.block.0.layer.0.SelfAttention.q.weight"  # as ComfyUI computes with it: fp8 × its scale
     assert torch.equal(t5[key], fp8[key].float() * fp8[key.removesuffix("weight") + "scale_weight"])
     assert not loaded.text_encoder_3.training and not loaded.text_encoder_4.training
+    assert loaded.scheduler.config.shift == 3.0  # Full's (a …_dev_… file samples with Dev's 6)
     # The same parts draw the same picture: tokenizers (Llama's from the ComfyUI installation) included.
     loaded.text_encoder_3 = reference.text_encoder_3
     assert np.abs(draw(prepared(loaded, "hidream"), "a red circle", 3) - draw(reference, "a red circle", 3)).max() <= 2

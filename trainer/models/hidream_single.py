@@ -189,8 +189,10 @@ def load_hidream_single_file(checkpoint: CheckpointFile, config_dir: Path | None
 
     vae = vae_from_state(open_checkpoint(vae_path).state_dict(), folder, vae_path, "model.vae_file",
                          "is not a Flux VAE")
+    # Dev samples with shift 6 (HiDream's inference script and its published scheduler); Full and Fast with 3.
+    shift = {"shift": 6.0} if "_dev" in path.name.lower() else {}
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler",
-                                                                          local_files_only=True)
+                                                                          local_files_only=True, **shift)
     return diffusers.HiDreamImagePipeline(
         transformer=transformer.to(dtype), vae=vae.to(dtype), scheduler=scheduler, **encoders,
         tokenizer=_tokenizer(folder / "tokenizer", False), tokenizer_2=_tokenizer(folder / "tokenizer_2", True),
