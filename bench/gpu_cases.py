@@ -229,8 +229,8 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
                     parts[name].chat_template = spec.chat_template
             elif spec.tokenizer_kind == "t5":
                 parts[name] = t5_tokenizer()
-            elif spec.tokenizer_kind == "gemma":  # Gemma's 256,000 pieces are not shipped: the tiny vocabulary's
-                parts[name] = tiny_gemma_tokenizer()  # ids are valid ones of the real embedding
+            elif spec.tokenizer_kind in ("gemma", "llama"):  # Gemma's 256,000 pieces, Llama 3's 128,256: not shipped;
+                parts[name] = tiny_gemma_tokenizer()  # the tiny vocabulary's ids are valid ones of the real embedding
             elif spec.tokenizer_kind == "tekken":  # nor Tekken's 131,072: likewise
                 parts[name] = tiny_tekken_tokenizer()
             else:

@@ -143,10 +143,10 @@ def test_text_encoders_off_the_gpu_change_nothing_but_where_they_wait(tmp_path, 
 def test_a_preview_from_prompts_encoded_once_is_the_preview_from_the_text(arch, tiny_models, tmp_path):
     import diffusers
 
-    from trainer.diffusion.sampling import draw, encode_sample_prompts
+    from trainer.diffusion.sampling import draw, encode_sample_prompts, prepared
 
     pipe = getattr(diffusers, family(arch).pipeline_class).from_pretrained(tiny_models[arch], local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = prepared(pipe, arch)  # as previews draw (HiDream's: at its tiny transformer's size)
     prompts = ["a red circle", ""]  # the empty prompt too: SDXL zeroes an empty negative prompt
     encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu")
     values = [v for entry in encoded.values() for value in entry.values()  # Z-Image: a list per prompt
@@ -282,7 +282,8 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
             "ernieimage-lora-24gb", "ernieimage-lora-16gb", "ernieimage-lora-12gb", "kandinsky5-lora-24gb",
             "kandinsky5-lora-16gb", "kandinsky5-lora-12gb", "qwenimage21-lora-24gb", "qwenimage21-lora-16gb",
             "qwenimage21-lora-12gb", "krea2-lora-24gb", "krea2-lora-16gb", "krea2-lora-12gb", "ideogram4-lora-24gb",
-            "ideogram4-lora-16gb", "ideogram4-lora-12gb"} <= set(sized)
+            "ideogram4-lora-16gb", "ideogram4-lora-12gb", "hidream-lora-24gb", "hidream-lora-16gb",
+            "hidream-lora-12gb"} <= set(sized)
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)

@@ -11,6 +11,7 @@ from desktop_app.train.form_groups import GROUPS, ungrouped_fields
 from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from tests.gui.conftest import configured
 from trainer.config import Config, load_config
+from trainer.families import family
 
 
 def shown_groups(panel: HyperparametersPanel) -> list[str]:
@@ -137,3 +138,9 @@ def test_switching_family_moves_the_sampling_settings_left_at_the_old_familys_us
     assert model.config is not None and model.config.lora.target_modules == model.value("lora.target_modules")
     model.set_value("model.architecture", "sdxl")
     assert model.value("lora.target_modules") == ["to_q", "to_k", "to_v", "to_out.0"]
+    targets = model.value("lora.target_modules")
+    model.set_value("model.architecture", "hidream")  # its attention has no to_out.0: its own default targets
+    assert model.value("lora.target_modules") == list(family("hidream").lora_target_modules)
+    assert model.config is not None
+    model.set_value("model.architecture", "sdxl")
+    assert model.value("lora.target_modules") == targets

@@ -32,9 +32,13 @@ def build_pipeline(components: Components, unet: torch.nn.Module):
     for encoder, module, tokenizer in zip(model.text_encoders, components.text_encoders, components.tokenizers,
                                           strict=True):
         parts[encoder.component], parts[encoder.tokenizer] = module, tokenizer
-    pipe = getattr(diffusers, model.pipeline_class)(**parts, **model.pipeline_args)
+    return prepared(getattr(diffusers, model.pipeline_class)(**parts, **model.pipeline_args), components.architecture)
+
+
+def prepared(pipe, architecture: str):
+    """``pipe`` ready to draw previews: quiet, and set up as its family says (``Family.pipeline_setup``)."""
     pipe.set_progress_bar_config(disable=True)
-    set_up_pipeline(pipe, components.architecture)
+    set_up_pipeline(pipe, architecture)
     return pipe
 
 

@@ -28,11 +28,11 @@ class TextEncoder:
     open_clip: bool  # an OpenCLIP encoder: pads with "!" and is stored in OpenCLIP's layout in single files
     single_file_prefix: str  # where its weights start in an original-layout (CompVis/SGM) file
     label: str = "text encoder"  # for messages: "first text encoder"
-    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma:
-    # single files then need ``model.tokenizer_folder``; Mistral's Tekken BPE, which no package Kamaal may ship it
-    # from provides: "mistral" with Mistral Small 3's chat template (Flux.2 dev), "tekken" as Ministral 3's plain
-    # tokenizer (ERNIE-Image)).
-    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma", "mistral", "tekken"] = "clip"
+    # Its vocabulary: shipped in resources/tokenizers (clip, t5, qwen3), or only in the model's folder (gemma, llama:
+    # single files then need ``model.tokenizer_folder`` or the tokenizer ComfyUI keeps; Mistral's Tekken BPE, which
+    # no package Kamaal may ship it from provides: "mistral" with Mistral Small 3's chat template (Flux.2 dev),
+    # "tekken" as Ministral 3's plain tokenizer (ERNIE-Image)).
+    tokenizer_kind: Literal["clip", "t5", "qwen3", "gemma", "mistral", "tekken", "llama"] = "clip"
     # Whether ``lora.train_text_encoder`` may put adapters on it: the families' LoRA loaders take CLIP's; a
     # language model used as an encoder (Z-Image's Qwen3) is trained by no trainer and loaded by no loader.
     lora: bool = True

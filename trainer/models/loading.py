@@ -132,6 +132,13 @@ def _folder_parts(folder: Path, architecture: Architecture) -> dict[str, Any]:
 
 
 def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:
+    for spec in family(info.architecture).text_encoders:
+        # An encoder whose vocabulary Kamaal does not ship (Gemma, Llama) cannot be made up for: the folder must
+        # hold it (the released HiDream folders leave out Llama 3.1, which people add).
+        if spec.tokenizer_kind in ("gemma", "llama") and not all(
+                (folder / part).is_dir() for part in (spec.component, spec.tokenizer)):
+            raise InputError(f"model.path: {folder} holds no {spec.label} ({spec.component}/ and {spec.tokenizer}/); "
+                             f"{family(info.architecture).display_name} needs it: put its model and tokenizer there")
     try:
         tokenizers = _text_tokenizers(folder, info.architecture)
         # Loaded as None and set after: diffusers checks a passed component against the class the folder names,

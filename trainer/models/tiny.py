@@ -42,12 +42,13 @@ _VAE: dict[str, Any] = {"in_channels": 3, "out_channels": 3, "latent_channels": 
 _UNET: dict[str, Any] = {"sample_size": TINY_IMAGE_SIZE // 8, "in_channels": 4, "out_channels": 4,
                          "layers_per_block": 2, "block_out_channels": (32, 64), "norm_num_groups": 32}
 
-def _text_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int) -> torch.nn.Module:
+def _text_encoder(class_name: str, width: int, activation: str, vocab_size: int, pad_id: int,
+                  positions: int = 77) -> torch.nn.Module:
     import transformers
 
     config = transformers.CLIPTextConfig(
         hidden_size=width, intermediate_size=2 * width, num_attention_heads=4, num_hidden_layers=2,
-        hidden_act=activation, projection_dim=32, vocab_size=vocab_size, max_position_embeddings=77,
+        hidden_act=activation, projection_dim=32, vocab_size=vocab_size, max_position_embeddings=positions,
         # CLIP pools at the first end-of-text token; its id must be the tokenizer's.
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=pad_id)
     return getattr(transformers, class_name)(config)
@@ -101,12 +102,15 @@ def tiny_components(arch: Architecture, seed: int, tokenizer_root: Path) -> dict
             elif encoder.tokenizer_kind == "tekken":
                 tokenizer = tiny_tekken_tokenizer()
                 components[encoder.component] = _ministral3_encoder(width, activation, len(tokenizer), *depth)
+            elif encoder.tokenizer_kind == "llama":  # Llama 3's vocabulary is not shipped: the tiny Gemma one's
+                tokenizer = tiny_gemma_tokenizer()
+                components[encoder.component] = _llama_encoder(width, activation, len(tokenizer), *depth)
             else:
                 pad = OPEN_CLIP_PAD_TOKEN if encoder.open_clip else END_TOKEN
                 vocab_size = write_tiny_tokenizer(folder, merge_count=TINY_MERGES, pad_token=pad)
                 tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
                 components[encoder.component] = _text_encoder(
-                    class_name, width, activation, vocab_size, tokenizer.pad_token_id)
+                    class_name, width, activation, vocab_size, tokenizer.pad_token_id, spec.get("clip_positions", 77))
             if "processor" in spec:  # the pipeline reads prompts through a processor made from the tokenizer
                 import importlib
 
@@ -259,6 +263,8 @@ def _mistral3_encoder(width: int, activation: str, tokenizer: Any, layers: int =
                        "num_attention_heads": 2, "head_dim": 8, "patch_size": 4, "image_size": 32},
         image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"), spatial_merge_size=2)
     return transformers.Mistral3ForConditionalGeneration(config)
+
+
 def _draw_zero_initialised(denoiser: torch.nn.Module, fragments: tuple[str, ...], std: float) -> None:
     """Give the layers whose names hold one of ``fragments`` (a DiT's zero-initialised modulation and output layer:
     adaLN-Zero) random weights of ``std``, as a trained model has: at zero they gate every block shut and block every
@@ -319,6 +325,18 @@ def _ministral3_encoder(width: int, activation: str, vocab_size: int, layers: in
                                          spatial_merge_size=2, projector_hidden_act="gelu",
                                          multimodal_projector_bias=False)
     return transformers.Mistral3Model(config)
+
+
+def _llama_encoder(width: int, activation: str, vocab_size: int, layers: int) -> torch.nn.Module:
+    """A small Llama causal LM (grouped-query attention, SwiGLU, as Llama-3.1-8B), as deep as the blocks of the
+    transformer that read one hidden state each (HiDream)."""
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, hidden_act=activation, max_position_embeddings=512,
+        tie_word_embeddings=True, use_cache=False)
+    return transformers.LlamaForCausalLM(config)
 
 
 def tiny_pipeline(arch: Architecture, seed: int = 0) -> Any:
