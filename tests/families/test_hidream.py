@@ -315,7 +315,7 @@ def test_comfyuis_hidream_files_load_offline_and_draw_what_the_diffusers_folder_
     """ComfyUI's files — the transformer under its prefix, the two CLIPs, T5 in scaled fp8, the Llama file without
     its LM head, Flux's ae — load with the network blocked, the Llama tokenizer taken from the ComfyUI installation
     the file sits in, and draw the diffusers folder's image (T5's fp8 rounding aside: within a few levels).  Without
-    that tokenizer the file is refused naming the folder."""
+    that tokenizer the file is refused naming the folder; a folder named in ``model.tokenizer_folder`` serves too."""
     import shutil
     import socket
 
@@ -336,6 +336,8 @@ def test_comfyuis_hidream_files_load_offline_and_draw_what_the_diffusers_folder_
     without = comfy_files(tiny_hidream, tmp_path / "bare", llama_tokenizer=False)
     with pytest.raises(InputError, match=r"needs Llama 3\.1's tokenizer.*comfy/text_encoders/llama_tokenizer"):
         load_model(without, config_dir=config_dir)
+    named = load_model(without, config_dir=config_dir, tokenizer_folder=str(tiny_hidream / "tokenizer_4")).pipeline
+    assert named.tokenizer_4("a red circle").input_ids == pipeline(tiny_hidream).tokenizer_4("a red circle").input_ids
 
     single = comfy_files(tiny_hidream, tmp_path / "user", llama_tokenizer=True)
     loaded = load_model(single, config_dir=config_dir).pipeline

@@ -122,20 +122,21 @@ def _sort_encoders(files: list[Path], folder: Path) -> dict[str, Path]:
     return sorted_files
 
 
-def llama_tokenizer(folder: Path, model_path: Path):
-    """Llama 3's tokenizer: the config folder's ``tokenizer_4``, else ComfyUI's own copy in the installation the
-    model file sits in; else ``InputError`` naming where it is looked for."""
+def llama_tokenizer(folder: Path, model_path: Path, named: str = ""):
+    """Llama 3's tokenizer: the folder named in ``model.tokenizer_folder``, else the config folder's ``tokenizer_4``,
+    else ComfyUI's own copy in the installation the model file sits in; else ``InputError`` naming where it is
+    looked for."""
     from transformers import AutoTokenizer
 
     own = folder / "tokenizer_4"
     comfy = comfy_models_folder(model_path).parent / COMFY_LLAMA_TOKENIZER
-    for candidate in (own, comfy):
+    for candidate in (*([Path(named)] if named else []), own, comfy):
         if (candidate / "tokenizer.json").is_file():
             return AutoTokenizer.from_pretrained(candidate, local_files_only=True)
     raise InputError(f"model.path: {model_path} needs Llama 3.1's tokenizer, which Kamaal does not ship (Meta's "
-                     f"licence): keep the file in ComfyUI's models folder, whose installation has it in {comfy}, "
-                     "or point model.path at HiDream's diffusers folder with Llama-3.1-8B-Instruct as its "
-                     "text_encoder_4 and tokenizer_4")
+                     f"licence): name its folder in model.tokenizer_folder, keep the file in ComfyUI's models folder, "
+                     f"whose installation has it in {comfy}, or point model.path at HiDream's diffusers folder with "
+                     "Llama-3.1-8B-Instruct as its text_encoder_4 and tokenizer_4")
 
 
 def llama_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -147,7 +148,7 @@ def llama_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_hidream_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,
-                             text_encoder_files: list[str], vae_file: str) -> Any:
+                             text_encoder_files: list[str], vae_file: str, tokenizer_folder: str = "") -> Any:
     import diffusers
     import transformers
     from accelerate import init_empty_weights
@@ -162,7 +163,7 @@ def load_hidream_single_file(checkpoint: CheckpointFile, config_dir: Path | None
         raise InputError(f"model.vae_file: {path} holds the HiDream-I1 transformer only; choose its VAE file "
                          "(Flux's ae.safetensors), or keep it in models/vae beside the transformer's folder as "
                          "ComfyUI does")
-    tokenizer_4 = llama_tokenizer(folder, path)
+    tokenizer_4 = llama_tokenizer(folder, path, tokenizer_folder)
 
     state = {key.removeprefix(PREFIX): value for key, value in read_scaled_fp8(
         checkpoint.state_dict(), path, "model.path", TRANSFORMER_FILE, dtype).items()}
