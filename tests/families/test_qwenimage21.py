@@ -333,3 +333,24 @@ def test_a_quantized_qwen3vl_stores_its_layers_in_fewer_bytes_and_encodes_nearly
         hidden = encoder(input_ids=ids, output_hidden_states=True).hidden_states[-1]
     error = ((hidden - reference).norm() / reference.norm()).item()
     assert error < {"nf4": 0.2, "fp8": 0.1}[kind], error
+
+
+def test_a_folder_kamaal_writes_names_the_real_processor_and_keeps_its_image_half(tmp_path, tiny_qwen21):
+    """A full run's folder is for diffusers too: ``model_index.json`` names ``transformers.Qwen3VLProcessor`` (not
+    Kamaal's text stand-in), the source's image and video processor configs come along, and Kamaal reads it back."""
+    from trainer.models.folder_dtypes import save_diffusers_folder
+    from trainer.models.loading import load_model
+
+    source = shutil.copytree(tiny_qwen21, tmp_path / "published")
+    vision = {"image_processor_type": "Qwen2VLImageProcessor", "patch_size": 16, "merge_size": 2}
+    (source / "processor" / "preprocessor_config.json").write_text(json.dumps(vision), encoding="utf-8")
+    loaded = load_model(source, expected_architecture="qwenimage21", dtype=torch.float32)
+    save_diffusers_folder(loaded.pipeline, tmp_path / "written")
+    index = json.loads((tmp_path / "written" / "model_index.json").read_text(encoding="utf-8"))
+    assert index["processor"] == ["transformers", "Qwen3VLProcessor"]
+    assert json.loads((tmp_path / "written" / "processor" / "preprocessor_config.json").read_text()) == vision
+    again = load_model(tmp_path / "written", expected_architecture="qwenimage21", dtype=torch.float32).pipeline
+    with torch.no_grad():
+        hidden, _, _ = again.encode_prompt("a red circle", device=torch.device("cpu"))
+        reference, _, _ = loaded.pipeline.encode_prompt("a red circle", device=torch.device("cpu"))
+    assert torch.equal(hidden, reference)

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from trainer.fsutil import atomic_write_text
+
 TEXT_ENCODER_DTYPE = torch.float32
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
@@ -92,6 +94,20 @@ def save_diffusers_folder(pipeline: Any, folder: Path, dtype: torch.dtype | None
                 setattr(pipeline, name, stored)
                 stack.callback(setattr, pipeline, name, module)
         pipeline.save_pretrained(folder, safe_serialization=True)
+    _name_published_classes(pipeline, Path(folder))
+
+
+def _name_published_classes(pipeline: Any, folder: Path) -> None:
+    """Where a component is Kamaal's stand-in for a class transformers builds only with a library Kamaal does not
+    install (``published_as``: Qwen-Image 2.1's text processor for ``Qwen3VLProcessor``), ``model_index.json`` names
+    the real class, as the published folder does, so that diffusers loads the folder without Kamaal."""
+    renamed = {name: list(module.published_as) for name, module in pipeline.components.items()
+               if isinstance(getattr(module, "published_as", None), tuple)}
+    if renamed:
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index.update(renamed)
+        atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def _widens_exactly(source: torch.dtype, target: torch.dtype) -> bool:

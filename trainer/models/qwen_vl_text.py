@@ -38,12 +38,19 @@ class Qwen3VLTextProcessor(ProcessorMixin):
     processor adds (all 0, text) so the encoder reads the same inputs."""
 
     attributes: ClassVar[list[str]] = ["tokenizer"]
+    # What a folder Kamaal writes names in ``model_index.json`` (``folder_dtypes.save_diffusers_folder``), so that
+    # diffusers loads it with the real processor wherever torchvision is installed.
+    published_as: ClassVar[tuple[str, str]] = ("transformers", "Qwen3VLProcessor")
+    # The real processor's image and video halves: copied from the folder read, where it has them.
+    _VISION_FILES: ClassVar[tuple[str, ...]] = ("preprocessor_config.json", "video_preprocessor_config.json",
+                                                "processor_config.json")
 
-    def __init__(self, tokenizer: Any, chat_template: str | None = None) -> None:
+    def __init__(self, tokenizer: Any, chat_template: str | None = None, source: Path | None = None) -> None:
         # ProcessorMixin's own __init__ checks each attribute's class against the processor's auto mappings; a
         # tokenizer is all there is to check here.
         self.tokenizer = tokenizer
         self.chat_template = chat_template or TEXT_CHAT_TEMPLATE
+        self.source = source
 
     def __call__(self, text: str | list[str] | None = None, images: Any = None, videos: Any = None,
                  **kwargs: Any) -> BatchEncoding:
@@ -74,14 +81,19 @@ class Qwen3VLTextProcessor(ProcessorMixin):
         folder.mkdir(parents=True, exist_ok=True)
         saved = list(self.tokenizer.save_pretrained(folder))
         (folder / "chat_template.jinja").write_text(self.chat_template, encoding="utf-8")
-        return [*saved, str(folder / "chat_template.jinja")]
+        saved.append(str(folder / "chat_template.jinja"))
+        for name in self._VISION_FILES if self.source is not None else ():
+            if (self.source / name).is_file() and (self.source / name).resolve() != (folder / name).resolve():
+                (folder / name).write_bytes((self.source / name).read_bytes())
+                saved.append(str(folder / name))
+        return saved
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, **kwargs: Any) -> Qwen3VLTextProcessor:
         """From a ``processor/`` folder (``subfolder`` as diffusers passes it), offline."""
         path = Path(folder) / kwargs.get("subfolder", "")
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        return cls(tokenizer, folder_chat_template(path))
+        return cls(tokenizer, folder_chat_template(path), path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(tokenizer={type(self.tokenizer).__name__}, {len(self.tokenizer)} tokens)"
