@@ -267,7 +267,8 @@ class TextEditor(FieldEditor):
 
 
 class PathEditor(TextEditor):
-    """A path typed or chosen with Browse…; model weights are files, everything else a folder."""
+    """A path typed or chosen with Browse…; model weights (``model.path``, ``…_file``) are files, everything else a
+    folder (a diffusers folder for ``model.path`` is typed or pasted)."""
 
     def __init__(self, meta: FieldMeta, parent: QWidget | None = None) -> None:
         super().__init__(meta, parent)
@@ -279,7 +280,7 @@ class PathEditor(TextEditor):
         self.layout().addWidget(browse)  # keeps its natural width
 
     def _browse(self) -> None:
-        if self.meta.name == "model.path":
+        if self.meta.name == "model.path" or self.meta.name.endswith("_file"):
             path, _ = QFileDialog.getOpenFileName(self, self.meta.label, self.line.text(),
                                                   "Model weights (*.safetensors);;All files (*)")
         else:

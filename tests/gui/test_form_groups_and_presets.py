@@ -144,3 +144,23 @@ def test_switching_family_moves_the_sampling_settings_left_at_the_old_familys_us
     assert model.config is not None
     model.set_value("model.architecture", "sdxl")
     assert model.value("lora.target_modules") == targets
+
+
+@pytest.mark.parametrize(("field", "file_dialog"), [("model.path", True), ("model.vae_file", True),
+                                                     ("model.tokenizer_folder", False)])
+def test_browse_opens_a_file_dialog_for_weight_files_and_a_folder_dialog_for_folders(qtbot, monkeypatch, field,
+                                                                                    file_dialog):
+    from PySide6.QtWidgets import QFileDialog
+
+    from desktop_app.train.field_editors import make_editor
+    from desktop_app.train.field_meta import meta_for
+
+    asked: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (asked.append("file"), ("/m/ae.safetensors",
+                                                                                                 ""))[1])
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: (asked.append("folder"), "/m/tok")[1])
+    editor = make_editor(meta_for(field))
+    qtbot.addWidget(editor)
+    editor._browse()
+    assert asked == ["file" if file_dialog else "folder"]
+    assert editor.value() == ("/m/ae.safetensors" if file_dialog else "/m/tok")
