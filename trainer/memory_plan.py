@@ -127,7 +127,8 @@ Options = dict[str, tuple[Any, ...]]
 
 
 def option_space(config: Config, device: DeviceFacts, images: int = 0) -> Options:
-    """What the plan may choose for this config on this device (one value: the option stays as it is)."""
+    """What the plan may choose for this config on this device, fastest first (one value: the option stays as the
+    person set it)."""
     model_family = families.family(config.model.architecture)
     facts = model_family.memory
     effective = config.training.batch_size * config.training.gradient_accumulation_steps
@@ -137,16 +138,17 @@ def option_space(config: Config, device: DeviceFacts, images: int = 0) -> Option
     quantizable_text = device.cuda and any(e.blocks for e in model_family.text_encoders) and not (
         config.trains_adapter() and config.lora.train_text_encoder)
     latents = _resolved_latent_cache(config)
+    model = config.model
     # In the order the reasons are told.
     space: Options = {
-        "model.precision": ("auto",) if device.cuda and config.model.precision == "fp32"
-        else (config.model.precision,),
-        "model.base_quantization": ("none", "fp8", "int8", "nf4") if stores_base else ("none",),
-        "model.blocks_to_swap": tuple(range(facts.block_count + 1)) if stores_base else (0,),
+        "model.precision": ("auto",) if device.cuda and model.precision == "fp32" else (model.precision,),
+        "model.base_quantization": ("none", "fp8", "int8", "nf4") if stores_base else (model.base_quantization,),
+        "model.blocks_to_swap": tuple(range(facts.block_count + 1)) if stores_base else (model.blocks_to_swap,),
         "training.gradient_checkpointing": (False, True),
         "training.batch_size": tuple(b for b in range(effective, 0, -1) if effective % b == 0),
-        "model.text_encoder_device": ("gpu", "cpu") if cacheable_text else ("gpu",),
-        "model.text_encoder_quantization": ("none", "fp8", "nf4") if quantizable_text else ("none",),
+        "model.text_encoder_device": ("gpu", "cpu") if cacheable_text else (model.text_encoder_device,),
+        "model.text_encoder_quantization": ("none", "fp8", "nf4") if quantizable_text
+        else (model.text_encoder_quantization,),
     }
     # Without the dataset's size the caches' RAM is unknown: they stay as the person set them.
     space["dataset.cache_latents"] = ("memory", "disk") if images and latents in ("memory", "disk") \
@@ -286,6 +288,8 @@ class _Search:
         names = list(space)
         for values in itertools.product(*(space[name] for name in names)):
             options = dict(zip(names, values, strict=True))
+            if not options["training.gradient_checkpointing"] and swaps[0]:
+                continue  # swapping needs checkpointing (the person's own swap count, kept, included)
             if not options["training.gradient_checkpointing"] or len(swaps) == 1:
                 yield self.candidate({**options, "model.blocks_to_swap": swaps[0]})
                 continue
