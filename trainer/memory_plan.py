@@ -16,9 +16,10 @@ effective batch — is the person's choice and stays):
     dataset.cache_latents       memory / disk   (when latents are cached at all)
     dataset.cache_text          on / disk       (when captions are cached at all)
 
-**Fits** means: the estimate (``trainer/memory_estimate.py``) ≤ the GPU's memory (its free memory where that is
-smaller) × (1 − ``SAFETY_MARGIN``) − ``CUDA_CONTEXT``, and the RAM the run holds (``ram_need``) ≤ the computer's
-memory × ``RAM_SHARE``.  On a machine without a CUDA GPU the CPU estimate must fit the RAM budget.
+**Fits** means: the estimate (``trainer/memory_estimate.py``; times the calibration Measure found, when there is
+one) ≤ the GPU's memory (its free memory where that is smaller) × (1 − ``SAFETY_MARGIN``) − ``CUDA_CONTEXT``, and the
+RAM the run holds (``ram_need``) ≤ the computer's memory × ``RAM_SHARE``.  On a machine without a CUDA GPU the CPU
+estimate must fit the RAM budget.
 
 **Fastest** is by a cost model of the time per effective batch, relative to the plain run (1.0), a product of::
 
@@ -267,8 +268,10 @@ class _Candidate:
 class _Search:
     """The candidates of one config on one device, their estimates memoized (many share a GPU footprint)."""
 
-    def __init__(self, config: Config, device: DeviceFacts, parameters: dict[str, int] | None, images: int):
+    def __init__(self, config: Config, device: DeviceFacts, parameters: dict[str, int] | None, images: int,
+                 calibration: float = 1.0):
         self.config, self.device, self.parameters, self.images = config, device, parameters, images
+        self.calibration = calibration
         self.space = option_space(config, device, images)
         self._vram: dict[tuple, int] = {}
 
@@ -276,7 +279,8 @@ class _Search:
         config = with_options(self.config, options)
         key = tuple(v for k, v in sorted(options.items()) if k not in ("dataset.cache_latents", "dataset.cache_text"))
         if key not in self._vram:
-            self._vram[key] = estimate_memory(config, "cuda", self.parameters).total if self.device.cuda else 0
+            self._vram[key] = int(estimate_memory(config, "cuda", self.parameters).total * self.calibration) \
+                if self.device.cuda else 0
         return _Candidate(options, config, self._vram[key], ram_need(config, self.device, self.parameters, self.images),
                           relative_step_time(config, self.device))
 
@@ -327,16 +331,20 @@ class _Search:
 
 
 def plan_memory(config: Config, device: DeviceFacts, parameters: dict[str, int] | None = None,
-                images: int = 0) -> MemoryPlan:
+                images: int = 0, calibration: float = 1.0) -> MemoryPlan:
     """The fastest plan for ``config`` that fits ``device`` (or, when none does, the smallest, ``fits`` False).
 
     ``parameters``: the model's counts by component (``trainer.tasks.measure.count_parameters``); None: the
     family's reference model.  ``images``: how many images the dataset has (for the caches held in RAM; 0: unknown).
+    ``calibration``: measured peak ÷ estimate of an earlier plan on this device (Measure): every GPU need is the
+    estimate times it, so a model that undercounts on this machine is corrected once.
     """
+    if not calibration > 0:
+        raise ValueError(f"calibration: the measured ÷ estimated ratio must be > 0, got {calibration}")
     if families.family(config.model.architecture).is_toy:
         return MemoryPlan(True, config, 0, device.vram_budget if device.cuda else 0, 0, device.ram_budget, 1.0,
                           ("The toy network fits anywhere: nothing to change.",))
-    search = _Search(config, device, parameters, images)
+    search = _Search(config, device, parameters, images, calibration)
     fastest, smallest = search.best()
     chosen = fastest or smallest
     leaves = text_encoders_leave_gpu(chosen.config, "cuda")
@@ -345,6 +353,8 @@ def plan_memory(config: Config, device: DeviceFacts, parameters: dict[str, int] 
         chosen = replace(chosen, config=with_options(chosen.config, {"model.text_encoder_device": "auto"}))
     planned = config_from_dict(chosen.config.to_dict())  # validated: every plan is a config the trainer accepts
     reasons = _reasons(search, chosen, fastest is not None)
+    if calibration != 1.0 and device.cuda:
+        reasons.append(f"GPU needs are the estimate ×{calibration:.2f}, as Measure found on this device.")
     if not images:
         reasons.append("The dataset's size is not known here: the latent and caption caches held in RAM are not "
                        "counted.")

@@ -38,7 +38,7 @@ def test_make_it_fit_sets_the_plan_in_the_form(qtbot, reported_device):
 
     qtbot.mouseClick(box.fit_button, Qt.MouseButton.LeftButton)
 
-    assert model.config == expected.config  # the form now holds the planned config, and it is valid
+    assert model.config.to_dict() == expected.config.to_dict()  # the form holds the planned config, and it is valid
     assert estimate_memory(model.config, "cuda").total <= device.vram_budget
     text = box.plan_label.text()
     assert "Made it fit" in text and "transformer's bf16 weights alone are 22.2 GB" in text
@@ -58,4 +58,37 @@ def test_a_device_nothing_fits_changes_nothing_and_says_what_the_smallest_plan_n
     assert model.config == config
     assert "Does not fit: even the smallest plan needs" in box.plan_label.text()
     assert "Nothing was changed" in box.plan_label.text()
+    box.shutdown()
+
+
+def test_a_measured_peak_past_the_margin_re_plans_once_and_one_within_it_is_reported(qtbot, reported_device):
+    """Measure's answer on a GPU (this machine has none: its result is given as the task returns it) against the
+    plan: 40 % over re-plans with the estimate scaled by 1.4; within the margin it is only reported."""
+    from trainer.protocol import TaskDone
+
+    config = configured("flux-lora-24gb")
+    model = ConfigModel(config)
+    box = MemoryBox(model)
+    qtbot.addWidget(box)
+    device = reported_device(16, 64)
+    box.make_it_fit()
+    first = box.plan
+    assert first.fits and not box.measure_runner.is_busy()  # no model files here: nothing to measure
+
+    box._verifying = True
+    box._on_measured(TaskDone("measure", {"peak_memory_bytes": int(first.vram_need * 1.02), "memory_kind": "cuda",
+                                          "it_per_s": 1.0, "steps": 5, "device": "cuda:0"}))
+    assert box.plan is first
+    assert "<b>Checked</b>: measured" in box.plan_label.text() and "(+2%)" in box.plan_label.text()
+
+    box._verifying = True
+    box._on_measured(TaskDone("measure", {"peak_memory_bytes": int(first.vram_need * 1.4), "memory_kind": "cuda",
+                                          "it_per_s": 1.0, "steps": 5, "device": "cuda:0"}))
+    second = box.plan
+    assert second is not first and second.fits
+    assert model.config == second.config
+    assert estimate_memory(second.config, "cuda").total * 1.4 <= device.vram_budget * 1.001
+    assert second.relative_time > first.relative_time
+    assert "Re-planned</b>: measured" in box.plan_label.text() and "(+40%)" in box.plan_label.text()
+    assert not box.measure_runner.is_busy()  # adjusted once: no second Measure
     box.shutdown()

@@ -132,3 +132,26 @@ def test_a_machine_without_a_gpu_plans_against_ram_with_the_cpu_estimate():
     assert plan.fits and plan.vram_budget == 0
     assert plan.ram_need == estimate_memory(plan.config, "cpu").total
     assert plan.config.model.base_quantization == "none"  # quantized bases are GPU kernels
+
+
+@settings(max_examples=20, deadline=None)
+@given(start=st.sampled_from(STARTS), vram=st.integers(8, 48), low=st.floats(0.7, 1.5), more=st.floats(0, 1))
+def test_a_calibrated_plan_fits_by_the_measured_ratio_and_a_larger_ratio_is_never_faster(start, vram, low, more):
+    config, device = preset(start), DeviceFacts(vram * GB, 64 * GB)
+    lower = plan_memory(config, device, calibration=low)
+    higher = plan_memory(config, device, calibration=low + more)
+    if lower.fits:
+        assert estimate_memory(lower.config, "cuda").total * low <= device.vram_budget + 1
+    if higher.fits:
+        assert estimate_memory(higher.config, "cuda").total * (low + more) <= device.vram_budget + 1
+        assert lower.fits and lower.relative_time <= higher.relative_time
+
+
+def test_a_measured_overshoot_moves_the_plan_to_a_smaller_one():
+    config, device = preset("flux-lora-24gb"), DeviceFacts(24 * GB, 64 * GB)
+    trusted = plan_memory(config, device)
+    calibration = 1.3 * device.vram_budget / trusted.vram_need  # Measure found 30 % more than the budget
+    corrected = plan_memory(config, device, calibration=calibration)
+    assert corrected.fits and corrected.relative_time > trusted.relative_time
+    assert estimate_memory(corrected.config, "cuda").total < trusted.vram_need
+    assert f"the estimate ×{calibration:.2f}, as Measure found" in corrected.describe()
