@@ -254,8 +254,9 @@ class _Candidate:
     time: float
 
     def fits(self, device: DeviceFacts) -> bool:
-        return self.vram <= max(device.vram_budget, 0) and self.ram <= device.ram_budget if device.cuda \
-            else self.ram <= device.ram_budget
+        if not device.cuda:
+            return self.ram <= device.ram_budget
+        return self.vram <= max(device.vram_budget, 0) and self.ram <= device.ram_budget
 
     def overshoot(self, device: DeviceFacts) -> float:
         """How far past the budgets (the largest ratio of need to budget): the smallest plan has the least."""
@@ -392,7 +393,7 @@ def _reasons(search: _Search, chosen: _Candidate, fits: bool) -> list[str]:
         if value == fastest:
             reasons.append(f"{label}: {_ALREADY[path]}")
             continue
-        alternative, _ = search.best({path: fastest})
+        alternative, smallest = search.best({path: fastest})
         because = ""
         if path == "model.base_quantization":
             weights = counts.get(model_family.denoiser, 0) * 2
@@ -400,9 +401,8 @@ def _reasons(search: _Search, chosen: _Candidate, fits: bool) -> list[str]:
             because = f"the {denoiser}'s bf16 weights alone are {gb(weights)}; "
         if path == "model.text_encoder_device":
             text = sum(n for name, n in counts.items() if name.startswith("text_encoder"))
-            because = f"the text encoders' {gb(text * 2)} "
+            because = f"their {gb(text * 2)} in bf16 would wait in RAM, and "
         if alternative is None:
-            _, smallest = search.best({path: fastest})
             lacking = []
             if device.cuda and smallest.vram > device.vram_budget:
                 lacking.append(f"{gb(smallest.vram)} of GPU memory (this card leaves {gb(device.vram_budget)})")
