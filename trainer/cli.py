@@ -20,6 +20,7 @@ from trainer import families, threads
 from trainer.config import load_config
 from trainer.errors import BAD_INPUT_ERRORS
 from trainer.fsutil import is_disk_full
+from trainer.memory_plan_cli import add_plan_parser
 from trainer.merge.cli import add_merge_parser
 from trainer.preflight import check_inputs
 from trainer.process import QueueCommands
@@ -297,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("dataset_args", nargs=argparse.REMAINDER, help="arguments of the dataset tool")
     dataset.set_defaults(handler=cmd_dataset)
     add_merge_parser(commands)  # trainer/merge/cli.py: light to import; the merge code loads when it runs
+    add_plan_parser(commands)  # trainer/memory_plan_cli.py: light; torch loads only to detect the machine
     return parser
 
 

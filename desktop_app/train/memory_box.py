@@ -8,6 +8,11 @@
   the block tree replace the reference model's when they are known.
 * Measure: task ``measure`` trains a few real steps of these settings in a trainer process and
   reports peak memory and it/s.  Refused while a run trains (two trainers would share the device).
+* Make it fit: :func:`trainer.memory_plan.plan_memory` (light, pure) for the device ``device-info`` reported (its
+  free GPU memory, the computer's RAM): the fastest memory options that fit are set in the form, each with its
+  reason shown; when nothing fits, the form is left as it is and the smallest plan's need is shown.  On a GPU,
+  with the model's files there, Measure then runs on the plan; a peak past the estimate by more than the margin
+  re-plans once with the estimate scaled by what was measured (the calibration), and the error is shown.
 
 Threads: GUI thread; the two tasks run in trainer processes through :class:`desktop_app.tasks.TaskRunner`.
 """
@@ -26,6 +31,7 @@ from desktop_app.tasks import TaskRunner
 from desktop_app.train.config_model import ConfigModel
 from trainer.families import family
 from trainer.memory_estimate import MemoryEstimate, estimate_memory
+from trainer.memory_plan import SAFETY_MARGIN, DeviceFacts, MemoryPlan, plan_memory
 from trainer.protocol import Failed, TaskDone, TaskProgress
 
 MEASURE_STEPS = 5
@@ -64,14 +70,26 @@ class MemoryBox(QFrame):
         self.measure_button.setToolTip(f"Train {MEASURE_STEPS} real steps of these settings in a trainer process "
                                        "and report the peak memory and speed (nothing is saved)")
         self.measure_button.clicked.connect(self.toggle_measure)
+        self.plan: MemoryPlan | None = None
+        self._verifying = False  # the running Measure checks a plan just made (and may re-plan once)
+        self.plan_label = self._label("planLabel")
+        self.fit_button = QPushButton("Make it fit")
+        self.fit_button.setObjectName("fitButton")
+        self.fit_button.setToolTip("Set the fastest memory options (quantization, block swap, checkpointing, text "
+                                   "encoders off the GPU, batch with accumulation) whose estimate fits this "
+                                   "device with a 5 % margin; the model, resolution, rank and effective batch stay")
+        self.fit_button.clicked.connect(lambda _checked: self.make_it_fit())
         row = QHBoxLayout()
         row.addWidget(self.measure_label, 1)
+        row.addWidget(self.fit_button)
         row.addWidget(self.measure_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 6, 0, 0)
         layout.addWidget(self.device_label)
         layout.addWidget(self.estimate_label)
         layout.addLayout(row)
+        layout.addWidget(self.plan_label)
+        self.plan_label.hide()
         self.measure_label.setText("Measure runs a few real steps to check the estimate.")
         self._set_device_text("Device: not checked yet" if MemoryBox.device_info is None else "")
         model.configChanged.connect(lambda _config: self.update_estimate())
@@ -80,6 +98,7 @@ class MemoryBox(QFrame):
         if session is not None:
             session.stateChanged.connect(lambda _state: self._update_buttons())
         self.update_estimate()
+        self._update_buttons()
 
     def _label(self, name: str) -> QLabel:
         label = QLabel()
@@ -134,6 +153,7 @@ class MemoryBox(QFrame):
                     f"<small>PyTorch {info.get('torch', '')} sees no CUDA GPU; training runs on the CPU</small>")
         self._set_device_text(text)
         self.update_estimate()
+        self._update_buttons()
 
     def _set_device_text(self, text: str) -> None:
         if text:
@@ -166,11 +186,14 @@ class MemoryBox(QFrame):
         self.estimate = estimate_memory(config, device, parameters, trainable)
         parts = " · ".join(f"{name} {format_bytes(value)}" for name, value in self.estimate.parts().items() if value)
         verdict = ""
-        if info is not None and info.get("total_bytes"):
+        facts = self.device_facts()
+        if info is not None and info.get("total_bytes") and facts is not None:
             total = int(info["total_bytes"])
+            # "fits" by the planner's own rule (its safety margin, and the CUDA context on a GPU).
+            budget = facts.vram_budget if facts.cuda else facts.ram_budget
             if self.estimate.total > total:
                 verdict = f" <span style='color:#c92a2a'>— more than the {format_bytes(total)} there is</span>"
-            elif self.estimate.total > 0.9 * total:
+            elif self.estimate.total > budget:
                 verdict = " <span style='color:#e67700'>— tight</span>"
             else:
                 verdict = " <span style='color:#2b8a3e'>— fits</span>"
@@ -197,6 +220,62 @@ class MemoryBox(QFrame):
                                        "from parameter counts, activations from resolution² × batch size. "
                                        "About ±30 %; Measure gives the real number.")
 
+    # ------------------------------------------------------------------ make it fit
+
+    def device_facts(self) -> DeviceFacts | None:
+        """What the planner needs of the device ``device-info`` reported (None: not asked yet)."""
+        info = MemoryBox.device_info
+        if info is None:
+            return None
+        ram = int(info.get("ram_bytes") or info.get("total_bytes", 0))
+        if not info.get("cuda"):
+            return DeviceFacts(vram_total=0, ram=ram, cpus=int(info.get("cpu_count", 1)))
+        return DeviceFacts(vram_total=int(info["total_bytes"]), ram=ram, vram_free=int(info["free_bytes"]),
+                           cpus=int(info.get("cpu_count", 1)))
+
+    def make_it_fit(self, calibration: float = 1.0, note: str = "") -> None:
+        """Plan for this device and set the plan's options in the form (only when it fits); on a GPU, with the
+        model's files there, Measure the plan (once: not after a re-plan, which ``calibration`` marks)."""
+        config, device = self.model.config, self.device_facts()
+        if config is None or device is None:
+            return
+        parameters = self.parameters or MemoryBox.parameter_cache.get(self._model_path())
+        self.plan = plan = plan_memory(config, device, parameters, calibration=calibration)
+        reasons = "".join(f"<br>• {reason}" for reason in plan.reasons)
+        if not plan.fits:
+            head = plan.describe().splitlines()[0]
+            self.plan_label.setText(f"{note}<span style='color:#c92a2a'>{head}</span> Nothing was changed."
+                                    f"{reasons}")
+        else:
+            # Checkpointing first: a swap count needs it, and every step of the way is shown to the form.
+            for name in sorted(plan.changes, key=lambda key: key != "training.gradient_checkpointing"):
+                self.model.set_value(name, plan.changes[name])
+            changed = f"{len(plan.changes)} setting{'s' if len(plan.changes) != 1 else ''} changed" \
+                if plan.changes else "these settings already are the plan"
+            self.plan_label.setText(f"{note}<b>Made it fit</b> ({changed}; step time ×{plan.relative_time:.2f} of "
+                                    f"the plain run by Kamaal's cost model):{reasons}")
+            if device.cuda and calibration == 1.0 and self.model.is_valid() and not self.measure_runner.is_busy():
+                self._verifying = True
+                self.toggle_measure()
+        self.plan_label.show()
+        self._relayout()
+
+    def _check_plan(self, result: dict[str, Any]) -> None:
+        """Measure's peak against the plan's estimate: within the margin, say so; past it, re-plan once."""
+        plan, config = self.plan, self.model.config
+        if plan is None or config is None or result.get("memory_kind") != "cuda" or not plan.vram_need:
+            return
+        peak, estimate = int(result["peak_memory_bytes"]), plan.vram_need
+        error = (f"measured {format_bytes(peak)} against the estimate {format_bytes(estimate)} "
+                 f"({peak / estimate - 1:+.0%})")
+        if peak <= estimate * (1 + SAFETY_MARGIN):
+            self.plan_label.setText(f"{self.plan_label.text()}<br><b>Checked</b>: {error}.")
+            self._relayout()
+            return
+        self.make_it_fit(calibration=peak / estimate,
+                         note=f"<b>Re-planned</b>: {error}; the estimate is now scaled by {peak / estimate:.2f} on "
+                              "this device.<br>")
+
     # ------------------------------------------------------------------ measure
 
     def toggle_measure(self) -> None:
@@ -216,6 +295,9 @@ class MemoryBox(QFrame):
 
     def _on_measured(self, event: TaskDone) -> None:
         self.measured = result = dict(event.result)
+        if self._verifying:
+            self._verifying = False
+            self._check_plan(result)
         kind = "GPU (allocated)" if result.get("memory_kind") == "cuda" else "RAM (whole process)"
         peak = format_bytes(result["peak_memory_bytes"])
         speed = f"{result['it_per_s']:.2f} it/s"
@@ -224,6 +306,7 @@ class MemoryBox(QFrame):
         self._relayout()
 
     def _on_measure_failed(self, event: Failed) -> None:
+        self._verifying = False
         self.measure_label.setText("Measuring was cancelled." if event.kind == "cancelled"
                                    else f"<span style='color:#c92a2a'>Measuring failed: {event.message}</span>")
         self._relayout()
@@ -233,6 +316,8 @@ class MemoryBox(QFrame):
         training = self.session is not None and self.session.is_active()
         self.measure_button.setText("Cancel" if busy else "Measure")
         self.measure_button.setEnabled(busy or (self.model.is_valid() and not training))
+        # Planning needs valid settings, not the files (a person may plan before the model is downloaded).
+        self.fit_button.setEnabled(self.model.config is not None and not training and MemoryBox.device_info is not None)
 
     def shutdown(self) -> None:
         self.device_runner.close()

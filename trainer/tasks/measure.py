@@ -25,24 +25,32 @@ from trainer.tasks.runner import TaskCancelled, TaskContext
 MEASURE_STEPS_DEFAULT = 5
 
 
-def device_info(args: dict, context: TaskContext) -> dict:
-    """``{"cuda": bool, "name", "total_bytes", "free_bytes", "torch", "parameters"}``: the device training would
-    use and, given ``args["model"]``, the model's parameter counts by component (from file headers)."""
+def machine_facts() -> dict:
+    """``{"cuda": bool, "name", "total_bytes", "free_bytes", "ram_bytes", "cpu_count", "torch", "cpu_threads"}``:
+    the device training would use (total/free: the GPU's memory, or the computer's without one), and the
+    computer's memory and cores (what the memory planner needs besides)."""
+    import os
+
+    import psutil
     import torch
 
     from trainer.models import pick_device
 
     # str(): torch.__version__ is a TorchVersion, and unpickling one would import torch into the GUI process.
-    result = {"cuda": False, "name": "CPU", "total_bytes": 0, "free_bytes": 0, "torch": str(torch.__version__),
+    memory = psutil.virtual_memory()
+    result = {"cuda": False, "name": "CPU", "total_bytes": int(memory.total), "free_bytes": int(memory.available),
+              "ram_bytes": int(memory.total), "cpu_count": os.cpu_count() or 1, "torch": str(torch.__version__),
               "cpu_threads": torch.get_num_threads()}
     if pick_device().type == "cuda":  # the device training would pick (one rule for both)
         free, total = torch.cuda.mem_get_info(0)
         result.update(cuda=True, name=torch.cuda.get_device_name(0), total_bytes=int(total), free_bytes=int(free))
-    else:
-        import psutil
+    return result
 
-        memory = psutil.virtual_memory()
-        result.update(total_bytes=int(memory.total), free_bytes=int(memory.available))
+
+def device_info(args: dict, context: TaskContext) -> dict:
+    """:func:`machine_facts` and, given ``args["model"]``, ``"parameters"``: the model's parameter counts by
+    component (from file headers)."""
+    result = machine_facts()
     model = str(args.get("model") or "")
     result["parameters"] = count_parameters(Path(model)) if model else {}
     return result
