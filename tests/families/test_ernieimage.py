@@ -339,7 +339,7 @@ def test_ministral_in_hugging_faces_layouts_loads_whole(comfy_ernie, tmp_path, l
 
 def test_what_an_ernie_file_lacks_or_cannot_be_is_refused_by_name(comfy_ernie, tmp_path):
     """No tokenizer: the field to set; no text encoder beside it: the file to choose; ComfyUI's scaled fp8 file is
-    read as ComfyUI computes with it (fp8 × scale), its newer quantized format refused by name."""
+    read as ComfyUI computes with it (fp8 × scale), a layer in nvfp4 refused by name."""
     from safetensors.torch import save_file
 
     from trainer.errors import InputError
@@ -375,9 +375,11 @@ def test_what_an_ernie_file_lacks_or_cannot_be_is_refused_by_name(comfy_ernie, t
     for key, scale in scales.items():  # the fp8 weight times its scale, as ComfyUI computes with it
         expected = (scaled[key].to(torch.float32) * scale).to(read[key].dtype)
         assert torch.equal(read[key], expected) and torch.allclose(read[key], original[key], rtol=0.07, atol=1e-3)
-    newer = tmp_path / "models" / "diffusion_models" / "ernie-image_mixed.safetensors"
-    save_file({k: v.contiguous() for k, v in original.items()} | {"layers.0.mlp.gate_proj.weight_scale": torch.ones(1)},
-              newer)
-    with pytest.raises(InputError, match=r"model\.path: .*ernie-image_mixed\.safetensors is stored in ComfyUI's "
-                                         r"quantized format \(it holds layers\.0\.mlp\.gate_proj\.weight_scale\)"):
+    newer = tmp_path / "models" / "diffusion_models" / "ernie-image_nvfp4_mixed.safetensors"
+    nvfp4 = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    save_file({k: v.contiguous() for k, v in original.items()} | {"layers.0.mlp.gate_proj.weight_scale": torch.ones(4),
+                                                                  "layers.0.mlp.gate_proj.comfy_quant": nvfp4}, newer)
+    with pytest.raises(InputError, match=r"model\.path: .*ernie-image_nvfp4_mixed\.safetensors is stored in ComfyUI's "
+                                         r"quantized format \(it holds layers\.0\.mlp\.gate_proj\.\w+\), format "
+                                         r"nvfp4, which Kamaal does not read"):
         load_model(newer, **companions)

@@ -365,9 +365,64 @@ def test_the_single_files_in_comfyuis_folders_load_offline_into_the_model_they_c
     assert np.array_equal(draw(pipe, "a red circle", 3, steps=2), draw(original, "a red circle", 3, steps=2))
 
 
+def comfy_quantized(state: dict[str, torch.Tensor], layer_format: str = "float8_e4m3fn") -> tuple[dict, dict]:
+    """A transformer file as Comfy-Org stores Ideogram 4 (ComfyUI's newer quantized format): each block's Linear
+    weight in fp8 with one float32 ``weight_scale``, an ``input_scale`` and a ``comfy_quant`` description
+    (``{"format": "float8_e4m3fn"}`` as UTF-8 bytes); and the weights ComfyUI computes with (fp8 × scale)."""
+    import json
+
+    description = torch.tensor(list(json.dumps({"format": layer_format}).encode("utf-8")), dtype=torch.uint8)
+    stored, computed = {}, {}
+    for key, value in state.items():
+        if key.removeprefix("model.diffusion_model.").startswith("layers.") and key.endswith(".weight") \
+                and value.ndim == 2:
+            layer = key.removesuffix(".weight")
+            scale = (value.abs().max() / 448).to(torch.float32)
+            stored[key] = (value / scale).to(torch.float8_e4m3fn)
+            stored |= {layer + ".weight_scale": scale, layer + ".input_scale": torch.ones(()),
+                       layer + ".comfy_quant": description.clone()}
+            computed[key.removeprefix("model.diffusion_model.")] = stored[key].to(torch.float32) * scale
+        else:
+            stored[key] = value
+    return stored, computed
+
+
+def test_comfy_orgs_fp8_files_are_read_as_comfyui_computes_with_them(comfy, tmp_path):
+    """Both transformers in Comfy-Org's format (``ideogram4_fp8_scaled``, ``ideogram4_unconditional_fp8_scaled``):
+    every quantized weight is fp8 × its scale, the others as they were; a layer in nvfp4 is refused naming it."""
+    from safetensors.torch import load_file, save_file
+
+    from trainer.errors import InputError
+    from trainer.models import load_model
+    from trainer.models.ideogram4_layout import to_diffusers
+
+    models, folder = comfy["models"], tmp_path / "models" / "diffusion_models"
+    folder.mkdir(parents=True)
+    expected = {}
+    for name in ("ideogram4", "ideogram4_unconditional"):
+        stored, expected[name] = comfy_quantized(load_file(models / "diffusion_models" / f"{name}.safetensors"))
+        save_file(stored, folder / f"{name}_fp8_scaled.safetensors")
+    companions = {"config_dir": comfy["config_dir"], "vae_file": str(models / "vae" / "flux2-vae.safetensors"),
+                  "text_encoder_files": [str(models / "text_encoders" / "qwen3vl_8b.safetensors")]}
+    pipe = load_model(folder / "ideogram4_fp8_scaled.safetensors", **companions).pipeline
+    for component, name in (("transformer", "ideogram4"), ("unconditional_transformer", "ideogram4_unconditional")):
+        ours, original = getattr(pipe, component).state_dict(), getattr(comfy["pipe"], component).state_dict()
+        computed = to_diffusers(expected[name], dict(getattr(pipe, component).config))
+        assert computed and all(torch.equal(ours[k], v) for k, v in computed.items()), component
+        assert all(torch.equal(ours[k], original[k]) for k in original if k not in computed), component
+        assert all(torch.allclose(ours[k], original[k], rtol=0.07, atol=1e-3) for k in computed), component
+
+    stored, _ = comfy_quantized(load_file(models / "diffusion_models" / "ideogram4.safetensors"), "nvfp4")
+    save_file(stored, folder / "ideogram4_nvfp4_mixed.safetensors")
+    with pytest.raises(InputError, match=r"model\.path: .*ideogram4_nvfp4_mixed\.safetensors is stored in ComfyUI's "
+                                         r"quantized format \(it holds model\.diffusion_model\.layers\.0\..*\), "
+                                         r"format nvfp4, which Kamaal does not read"):
+        load_model(folder / "ideogram4_nvfp4_mixed.safetensors", **companions)
+
+
 def test_what_an_ideogram4_file_is_not_is_refused_by_name(comfy, tmp_path):
-    """The unconditional file as model.path: the conditional one to choose; Comfy-Org's quantized files (ComfyUI's
-    newer format, weight_scale) by name; a transformer of another shape by the key it does not know."""
+    """The unconditional file as model.path: the conditional one to choose; a transformer of another shape by the key
+    it does not know."""
     from safetensors.torch import load_file, save_file
 
     from trainer.errors import InputError
@@ -384,12 +439,6 @@ def test_what_an_ideogram4_file_is_not_is_refused_by_name(comfy, tmp_path):
     state = load_file(models / "diffusion_models" / "ideogram4.safetensors")
     companions = {"config_dir": comfy["config_dir"], "vae_file": str(models / "vae" / "flux2-vae.safetensors"),
                   "text_encoder_files": [str(models / "text_encoders" / "qwen3vl_8b.safetensors")]}
-    quantized = folder / "ideogram4_fp8_scaled.safetensors"
-    save_file(state | {"model.diffusion_model.llm_cond_proj.weight_scale": torch.ones(())}, quantized)
-    with pytest.raises(InputError, match=r"model\.path: .*ideogram4_fp8_scaled\.safetensors is stored in ComfyUI's "
-                                         r"quantized format \(it holds model\.diffusion_model\.llm_cond_proj\."
-                                         r"weight_scale\)"):
-        load_model(quantized, **companions)
     other = folder / "ideogram4_other.safetensors"
     save_file(state | {"model.diffusion_model.layers.0.attention.wq.weight": torch.zeros(2, 2)}, other)
     with pytest.raises(InputError, match=r"model\.path: .*ideogram4_other\.safetensors does not hold an Ideogram 4 "

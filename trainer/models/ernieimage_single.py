@@ -11,8 +11,9 @@
   text-to-image never runs, are zeros where the file has none, and an LM head is dropped;
 * Flux.2's VAE (``flux2-vae.safetensors`` in ``models/vae``, BFL's layout or diffusers'), read by ``flux2_single``.
 
-Every file goes through ``component_files.read_scaled_fp8``: ComfyUI's "scaled" fp8 weights are multiplied out as
-ComfyUI computes with them, its newer quantized format is refused by name.  Mistral's Tekken vocabulary ships in no
+Every file goes through ``component_files.read_scaled_fp8``: ComfyUI's fp8 weights of one scale each (``scale_weight``,
+or the newer ``weight_scale`` with ``comfy_quant``) are multiplied out as ComfyUI computes with them, its other
+quantized formats (nvfp4, …) are refused by name.  Mistral's Tekken vocabulary ships in no
 package Kamaal may take it from: ``model.tokenizer_folder`` names the ERNIE-Image folder's ``tokenizer`` (or the
 whole folder); without it the file is refused naming that field.  Configs: ``resources/model_configs/ernie-image``
 (or the ``config_dir`` given, whose own ``tokenizer`` serves tiny models).  Nothing is unpickled or downloaded.

@@ -12,9 +12,10 @@ ComfyUI runs Ideogram 4 from two transformer files in ``models/diffusion_models`
   Face's), into ``Qwen3VLModel``; ComfyUI's Ideogram encoder file has no vision tower, which text never reaches: zeros;
 * the VAE as Flux.2's reader reads it (BFL's layout or diffusers').
 
-Every file goes through ``component_files.read_scaled_fp8``: ComfyUI's "scaled" fp8 weights (``scale_weight``) are
-multiplied out as ComfyUI computes with them; its newer quantized format (``weight_scale`` / ``comfy_quant``: the
-fp8 and nvfp4 files Comfy-Org publishes for Ideogram 4) is refused by name.  Tokenizer: the config folder's own
+Every file goes through ``component_files.read_scaled_fp8``: the fp8 files Comfy-Org publishes for Ideogram 4
+(``ideogram4_fp8_scaled``, ``qwen3vl_8b_fp8_scaled``: ComfyUI's newer format, an fp8 weight with one ``weight_scale``
+and a ``comfy_quant`` description per layer) and the older ``scale_weight`` kind are multiplied out as ComfyUI computes
+with them; the nvfp4 ones (``…_nvfp4_mixed``) are refused by name.  Tokenizer: the config folder's own
 (tiny models), else the shipped Qwen3 vocabulary (Qwen3-VL's BPE) with the family's rendering of Qwen3-VL's chat turn.
 Configs: ``resources/model_configs/ideogram-4`` (or the ``config_dir`` given).  Nothing is unpickled or downloaded.
 """
