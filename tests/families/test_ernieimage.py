@@ -338,8 +338,11 @@ def test_ministral_in_hugging_faces_layouts_loads_whole(comfy_ernie, tmp_path, l
 
 
 def test_what_an_ernie_file_lacks_or_cannot_be_is_refused_by_name(comfy_ernie, tmp_path):
-    """No tokenizer: the field to set; no text encoder beside it: the file to choose; ComfyUI's scaled fp8 file is
-    read as ComfyUI computes with it (fp8 × scale), a layer in nvfp4 refused by name."""
+    """No tokenizer: the field to set; no text encoder beside it: the file to choose; a text encoder with part of its
+    vision tower: what it lacks; ComfyUI's scaled fp8 file is read as ComfyUI computes with it (fp8 × scale), a layer
+    in nvfp4 refused by name."""
+    import re
+
     from safetensors.torch import save_file
 
     from trainer.errors import InputError
@@ -356,6 +359,14 @@ def test_what_an_ernie_file_lacks_or_cannot_be_is_refused_by_name(comfy_ernie, t
     with pytest.raises(InputError, match=r"model\.text_encoder_files: .*ernie-image\.safetensors holds the ERNIE-Image "
                                          r"transformer only; choose its Ministral 3 text encoder file"):
         load_model(alone, config_dir=comfy_ernie["config_dir"], tokenizer_folder=str(comfy_ernie["tokenizer"]))
+
+    whole = {k: v.contiguous().clone() for k, v in comfy_ernie["pipe"].text_encoder.state_dict().items()}
+    torn = next(key for key in whole if key.startswith("vision_tower."))
+    save_file({k: v for k, v in whole.items() if k != torn}, tmp_path / "ministral-3-3b_torn.safetensors")
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .*ministral-3-3b_torn\.safetensors does not hold "
+                                         rf"a Ministral 3 text encoder of this shape: it lacks {re.escape(torn)}"):
+        load_model(file, config_dir=comfy_ernie["config_dir"], tokenizer_folder=str(comfy_ernie["tokenizer"]),
+                   text_encoder_files=[str(tmp_path / "ministral-3-3b_torn.safetensors")])
 
     original = comfy_ernie["pipe"].transformer.state_dict()
     scaled, scales = {}, {}

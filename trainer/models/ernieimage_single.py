@@ -46,6 +46,7 @@ TRANSFORMER_FILE = "ernie-image.safetensors (bf16)"
 ENCODER_FILE = "ministral-3-3b.safetensors"
 VAE_FILE = "flux2-vae.safetensors"
 ENCODER_PREFIX = "model."  # Mistral3ForConditionalGeneration's names → Mistral3Model's
+LANGUAGE_MODEL = "language_model."
 
 
 def _squeezed(name: str) -> str:
@@ -115,16 +116,17 @@ def load_ernieimage_single_file(checkpoint: CheckpointFile, config_dir: Path | N
                                                     "model.text_encoder_files", ENCODER_FILE, dtype), encoder_path)
     with init_empty_weights():
         text_encoder = transformers.Mistral3Model(transformers.Mistral3Config.from_pretrained(folder / "text_encoder"))
-    # The parts text never reaches (the vision tower, its projector), where the file has none: zeros.
-    unused = [key for key in text_encoder.state_dict()
-              if not key.startswith("language_model.") and key not in encoder_state]
+    # The parts text never reaches (the vision tower, its projector), where the file has none of them: zeros (a file
+    # with part of them is named by load_exact).  Their buffers (rotary tables) stay as the constructor made them.
+    language_only = all(key.startswith(LANGUAGE_MODEL) for key in encoder_state)
+    unused = [key for key in text_encoder.state_dict() if not key.startswith(LANGUAGE_MODEL)] if language_only else []
     load_exact(text_encoder, encoder_state, encoder_path, "Ministral 3 text encoder",
                field="model.text_encoder_files", optional=unused)
     for name, parameter in list(text_encoder.named_parameters()):
         if name in unused:
             module_name, _, leaf = name.rpartition(".")
             setattr(text_encoder.get_submodule(module_name), leaf,
-                    torch.nn.Parameter(torch.zeros(parameter.shape, dtype=parameter.dtype), requires_grad=False))
+                    torch.nn.Parameter(torch.zeros(parameter.shape, dtype=parameter.dtype)))
 
     vae = flux2_single.load_vae(vae_path, folder)
     return diffusers.ErnieImagePipeline(transformer=transformer.to(dtype), vae=vae.to(dtype),
