@@ -9,7 +9,8 @@ ComfyUI runs Ideogram 4 from two transformer files in ``models/diffusion_models`
   ``attention.o``; bare keys or ``model.diffusion_model.``), read by ``ideogram4_layout`` — the layout a full run
   writes.  ``model.path`` is the conditional file; the unconditional one is found beside it by its name;
 * Qwen3-VL as Krea 2 reads it (``krea2_single.qwen3_vl_state``: ComfyUI's ``model.``/``visual.`` keys or Hugging
-  Face's), into ``Qwen3VLModel``; ComfyUI's Ideogram encoder file has no vision tower, which text never reaches: zeros;
+  Face's), into ``Qwen3VLModel``; what the pipeline never runs may be absent — the vision tower (zeros) and the norm
+  after the last layer (ones: the pipeline taps 13 layers' outputs; ComfyUI's Ideogram encoder is built without it);
 * the VAE as Flux.2's reader reads it (BFL's layout or diffusers').
 
 Every file goes through ``component_files.read_scaled_fp8``: the fp8 files Comfy-Org publishes for Ideogram 4
@@ -49,6 +50,7 @@ TRANSFORMER_FILE = "ideogram4.safetensors (bf16)"
 UNCONDITIONAL_FILE = "ideogram4_unconditional.safetensors"
 ENCODER_FILE = "qwen3vl_8b.safetensors"
 VAE_FILE = "flux2-vae.safetensors"
+FINAL_NORM = "language_model.norm.weight"
 
 
 def _squeezed(name: str) -> str:
@@ -142,12 +144,16 @@ def load_ideogram4_single_file(checkpoint: CheckpointFile, config_dir: Path | No
         text_encoder = transformers.Qwen3VLModel(transformers.Qwen3VLConfig.from_pretrained(folder / "text_encoder"))
     without_vision = not any(key.startswith(VISION) for key in encoder_state)
     vision = [key for key in text_encoder.state_dict() if key.startswith(VISION)] if without_vision else []
+    without_norm = FINAL_NORM not in encoder_state
     load_exact(text_encoder, encoder_state, encoder_path, "Qwen3-VL text encoder", field="model.text_encoder_files",
-               optional=vision)
+               optional=[*vision, *([FINAL_NORM] if without_norm else [])])
     if without_vision:  # the pipeline encodes text only: the tower is never read
         text_encoder.visual.to_empty(device="cpu")
         for parameter in text_encoder.visual.parameters():
             torch.nn.init.zeros_(parameter)
+    if without_norm:  # the pipeline taps the layers' outputs, never the norm after the last (ComfyUI's file drops it)
+        norm = text_encoder.language_model.norm
+        norm.weight = torch.nn.Parameter(torch.ones(norm.weight.shape, dtype=norm.weight.dtype))
 
     tokenizer = tokenizer_from(folder / "tokenizer", "qwen3")
     if not (folder / "tokenizer").is_dir():  # the shipped Qwen3 files: Qwen3's own template cannot render the turn
