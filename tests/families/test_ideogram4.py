@@ -424,7 +424,7 @@ def test_comfy_orgs_fp8_files_are_read_as_comfyui_computes_with_them(comfy, tmp_
 
 def test_what_an_ideogram4_file_is_not_is_refused_by_name(comfy, tmp_path):
     """The unconditional file as model.path: the conditional one to choose; a transformer of another shape by the key
-    it does not know."""
+    it does not know; the unconditional file is found in models/diffusion_models for a file in models/unet."""
     from safetensors.torch import load_file, save_file
 
     from trainer.errors import InputError
@@ -446,3 +446,11 @@ def test_what_an_ideogram4_file_is_not_is_refused_by_name(comfy, tmp_path):
     with pytest.raises(InputError, match=r"model\.path: .*ideogram4_other\.safetensors does not hold an Ideogram 4 "
                                          r"transformer of this shape: it has unknown layers\.0\.attention\.wq"):
         load_model(other, **companions)
+
+    # ComfyUI lists models/unet with models/diffusion_models: the unconditional file is found in the other one.
+    (tmp_path / "models" / "unet").mkdir()
+    in_unet = tmp_path / "models" / "unet" / "ideogram4.safetensors"
+    in_unet.write_bytes((models / "diffusion_models" / "ideogram4.safetensors").read_bytes())
+    found = load_model(in_unet, **companions).pipeline.unconditional_transformer.state_dict()
+    expected = comfy["pipe"].unconditional_transformer.state_dict()
+    assert found.keys() == expected.keys() and all(torch.equal(found[k], expected[k]) for k in found)

@@ -51,6 +51,7 @@ UNCONDITIONAL_FILE = "ideogram4_unconditional.safetensors"
 ENCODER_FILE = "qwen3vl_8b.safetensors"
 VAE_FILE = "flux2-vae.safetensors"
 FINAL_NORM = "language_model.norm.weight"
+DIFFUSION_FOLDERS = ("diffusion_models", "unet")  # where ComfyUI's Load Diffusion Model looks, both listed as one
 
 
 def _squeezed(name: str) -> str:
@@ -65,17 +66,21 @@ def is_unconditional(path: Path) -> bool:
 
 def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -> tuple[Path | None, Path | None,
                                                                                           Path | None]:
-    """The unconditional transformer's file (beside ``model_path``, named for it), the Qwen3-VL file and the VAE
-    file: as configured, else found in ComfyUI's folders beside the transformer's by their names."""
+    """The unconditional transformer's file (named for it: beside ``model_path``, else in ComfyUI's
+    ``diffusion_models`` or ``unet``), the Qwen3-VL file and the VAE file: as configured, else found in ComfyUI's
+    folders beside the transformer's by their names."""
     if len(text_encoder_files) > 1:
         raise InputError(f"model.text_encoder_files: Ideogram 4 has one text encoder (its Qwen3-VL-8B file, "
                          f"{ENCODER_FILE}); {len(text_encoder_files)} files are named")
-    found = [p for p in weight_files(model_path.resolve().parent)
-             if is_unconditional(p) and "ideogram" in p.name.lower()]
-    unconditional = prefer_wide(found) if found else None
+    models = comfy_models_folder(model_path)
+    unconditional = None
+    for folder in (model_path.resolve().parent, *(models / name for name in DIFFUSION_FOLDERS)):
+        found = [p for p in weight_files(folder) if is_unconditional(p) and "ideogram" in p.name.lower()]
+        if found:
+            unconditional = prefer_wide(found)
+            break
     encoder = Path(text_encoder_files[0]) if text_encoder_files else None
     vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
     if encoder is None:
         for folder in COMFY_TEXT_FOLDERS[::-1]:
             candidates = [p for p in weight_files(models / folder) if "qwen3vl8b" in _squeezed(p.name)]
@@ -123,8 +128,8 @@ def load_ideogram4_single_file(checkpoint: CheckpointFile, config_dir: Path | No
     unconditional_path, encoder_path, vae_path = companions(path, text_encoder_files, vae_file)
     if unconditional_path is None:
         raise InputError(f"model.path: {path} holds Ideogram 4's conditional transformer only; its sampling needs the "
-                         f"unconditional one too: keep {UNCONDITIONAL_FILE} beside it (in the same folder) as "
-                         "ComfyUI does")
+                         f"unconditional one too: keep {UNCONDITIONAL_FILE} beside it (in the same folder, or in "
+                         "models/diffusion_models) as ComfyUI does")
     if encoder_path is None:
         raise InputError(f"model.text_encoder_files: {path} holds the Ideogram 4 transformer only; choose its "
                          f"Qwen3-VL-8B text encoder file ({ENCODER_FILE}), or keep it in models/text_encoders beside "
