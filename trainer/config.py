@@ -109,9 +109,10 @@ class ModelConfig(Section):
                     "holds none.")
     tokenizer_folder: str = Field(
         "", json_schema_extra={"path": True, **DIFFUSION_ONLY},
-        description="For a single-file base whose tokenizer Kamaal cannot ship (Lumina 2's Gemma, Flux.2 dev's "
-                    "Mistral): the folder that holds it, e.g. the tokenizer folder of Alpha-VLLM/Lumina-Image-2.0 or "
-                    "black-forest-labs/FLUX.2-dev (tokenizer.json, tokenizer_config.json); other families ignore it.")
+        description="For a single-file base whose tokenizer Kamaal cannot ship (Lumina 2's Gemma, Flux.2 dev's and "
+                    "ERNIE-Image's Mistral Tekken): the folder that holds it, e.g. the tokenizer folder of "
+                    "Alpha-VLLM/Lumina-Image-2.0, black-forest-labs/FLUX.2-dev or baidu/ERNIE-Image (tokenizer.json, "
+                    "tokenizer_config.json); other families ignore it.")
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = Field(
         "auto", json_schema_extra=DIFFUSION_ONLY,
         description="What the UNet predicts; auto = from the model (SD 2.x 768 models use v_prediction).")

@@ -170,8 +170,8 @@ def test_the_kohya_file_names_every_linear_as_musubi_and_comfyui_apply_it(tmp_pa
 
 def test_the_full_runs_transformer_file_is_what_diffusers_from_single_file_reads(tmp_path, tiny_ernie):
     """The transformer file of a full/frozen run (``Family.single_file_writer``): its own keys, which diffusers'
-    ``from_single_file`` (ERNIE's checkpoint mapping) and ComfyUI's ERNIE model take as they are; Kamaal itself
-    refuses such a file by name for now."""
+    ``from_single_file`` (ERNIE's checkpoint mapping) and ComfyUI's ERNIE model take as they are (Kamaal reads it
+    back with its companions: the single-file tests below)."""
     import diffusers
     from safetensors.torch import save_file
 
@@ -184,12 +184,6 @@ def test_the_full_runs_transformer_file_is_what_diffusers_from_single_file_reads
     ours = pipe.transformer.state_dict()
     assert all(torch.equal(value, ours[key]) for key, value in read.state_dict().items())
     assert read.state_dict().keys() == ours.keys()
-    # Reading such a file (ComfyUI's prefix or not) is not done yet: refused by name, pointing at the folder.
-    from trainer.errors import InputError
-    from trainer.models import load_model
-
-    with pytest.raises(InputError, match=r"is a ERNIE-Image checkpoint; ERNIE-Image loads from its diffusers folder"):
-        load_model(tmp_path / "ernie.safetensors")
 
 
 def test_previews_from_prompts_encoded_once_are_the_images_from_the_text(tiny_ernie, tmp_path):
@@ -239,3 +233,164 @@ def test_the_shipped_configs_have_the_registrys_parameter_counts_and_shares():
     assert linear_share(transformer, family(ARCH).blocks) == pytest.approx(facts.quantizable_share, abs=0.001)
     assert linear_share(encoder, family(ARCH).text_encoders[0].blocks) == pytest.approx(
         facts.text_quantizable_share, abs=0.001)
+
+
+@pytest.fixture(scope="module")
+def comfy_ernie(tiny_ernie, tmp_path_factory):
+    """The tiny ERNIE-Image as ComfyUI keeps it: the transformer under diffusers' keys with ComfyUI's
+    ``model.diffusion_model.`` prefix in models/diffusion_models, Ministral 3 as ComfyUI's file holds it (the
+    language model under ``model.``, no vision tower, the vocabulary as a ``tekken_model`` byte tensor) in
+    models/text_encoders, Flux.2's VAE in BFL's layout in models/vae; a config folder without a tokenizer (as the
+    shipped one)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from tests.families.test_flux2klein_single_files import bfl_vae
+    from trainer.models.qwenimage_single import pipeline_to_comfy
+    from trainer.models.tiny import write_tiny_config_dir
+
+    root = tmp_path_factory.mktemp("comfy-ernie")
+    pipe = pipeline(tiny_ernie)
+    models = root / "models"
+    for folder in ("diffusion_models", "text_encoders", "vae"):
+        (models / folder).mkdir(parents=True)
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in pipeline_to_comfy(pipe).items()},
+              models / "diffusion_models" / "ernie-image-turbo.safetensors")
+    language = {f"model.{k}": v.contiguous().clone() for k, v in pipe.text_encoder.language_model.state_dict().items()}
+    tekken = torch.frombuffer(bytearray(b'{"vocab": []}'), dtype=torch.uint8)
+    save_file(language | {"tekken_model": tekken}, models / "text_encoders" / "ministral-3-3b.safetensors")
+    save_file(bfl_vae(pipe.vae), models / "vae" / "flux2-vae.safetensors")
+    config_dir = write_tiny_config_dir(tiny_ernie, root / "config")
+    shutil.rmtree(config_dir / "tokenizer")
+    return {"pipe": pipe, "models": models, "config_dir": config_dir, "tokenizer": tiny_ernie / "tokenizer"}
+
+
+def comfy_picture(pipe) -> np.ndarray:
+    pipe.set_progress_bar_config(disable=True)
+    return np.asarray(pipe("a red circle", width=64, height=64, num_inference_steps=2, guidance_scale=4.0,
+                           generator=torch.Generator("cpu").manual_seed(3)).images[0], dtype=np.int16)
+
+
+def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection (hub download, DNS lookup) fails the test."""
+    import socket
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_the_single_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy_ernie, monkeypatch):
+    """Offline, with the ERNIE-Image folder named as ``model.tokenizer_folder`` (the whole folder: its tokenizer/ is
+    found): the transformer, the VAE and Ministral's language model are the very weights they came from, the vision
+    tower the file lacks is zeros, prompts encode as the folder's pipeline encodes them, and the picture is the same."""
+    from trainer.models import load_model
+
+    block_network(monkeypatch)
+    original = comfy_ernie["pipe"]
+    loaded = load_model(comfy_ernie["models"] / "diffusion_models" / "ernie-image-turbo.safetensors",
+                        config_dir=comfy_ernie["config_dir"], tokenizer_folder=str(comfy_ernie["tokenizer"].parent))
+    assert (loaded.info.architecture, loaded.info.source_kind) == (ARCH, "single_file")
+    pipe = loaded.pipeline
+    assert type(pipe).__name__ == "ErnieImagePipeline"
+    for mine, theirs in ((pipe.transformer, original.transformer), (pipe.vae, original.vae),
+                         (pipe.text_encoder.language_model, original.text_encoder.language_model)):
+        a, b = mine.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), type(mine).__name__
+    assert all(not p.any() for p in pipe.text_encoder.vision_tower.parameters())
+    with torch.no_grad():
+        ours = pipe.encode_prompt(["a red circle"], torch.device("cpu"))
+        theirs = original.encode_prompt(["a red circle"], torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert np.array_equal(comfy_picture(pipe), comfy_picture(original))
+
+
+@pytest.mark.parametrize("layout", ["mistral3_model", "release"])
+def test_ministral_in_hugging_faces_layouts_loads_whole(comfy_ernie, tmp_path, layout):
+    """Ministral 3 as the ERNIE-Image folder keeps it (``Mistral3Model``: ``language_model.``, ``vision_tower.``) or
+    as Mistral's release stores ``Mistral3ForConditionalGeneration`` (``language_model.model.``,
+    ``language_model.lm_head``) is read whole, the vision tower too; the transformer file without ComfyUI's prefix."""
+    from safetensors.torch import save_file
+
+    from trainer.models import load_model
+
+    original = comfy_ernie["pipe"]
+    own = {k: v.contiguous().clone() for k, v in original.text_encoder.state_dict().items()}
+    if layout == "release":
+        own = {k.replace("language_model.", "language_model.model.", 1): v for k, v in own.items()}
+        own["language_model.lm_head.weight"] = own["language_model.model.embed_tokens.weight"].clone()
+    save_file(own, tmp_path / "text_encoder.safetensors")
+    transformer = tmp_path / "ernie-image.safetensors"
+    save_file({k: v.contiguous() for k, v in original.transformer.state_dict().items()}, transformer)
+    loaded = load_model(transformer, config_dir=comfy_ernie["config_dir"],
+                        tokenizer_folder=str(comfy_ernie["tokenizer"]),
+                        text_encoder_files=[str(tmp_path / "text_encoder.safetensors")],
+                        vae_file=str(comfy_ernie["models"] / "vae" / "flux2-vae.safetensors")).pipeline
+    a, b = loaded.text_encoder.state_dict(), original.text_encoder.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = loaded.transformer.state_dict(), original.transformer.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_what_an_ernie_file_lacks_or_cannot_be_is_refused_by_name(comfy_ernie, tmp_path):
+    """No tokenizer: the field to set; no text encoder beside it: the file to choose; a text encoder with part of its
+    vision tower: what it lacks; ComfyUI's scaled fp8 file is read as ComfyUI computes with it (fp8 × scale), a layer
+    in nvfp4 refused by name."""
+    import re
+
+    from safetensors.torch import save_file
+
+    from trainer.errors import InputError
+    from trainer.models import load_model
+
+    models = comfy_ernie["models"]
+    file = models / "diffusion_models" / "ernie-image-turbo.safetensors"
+    with pytest.raises(InputError, match=r"model\.tokenizer_folder: ERNIE-Image's tokenizer \(Mistral's Tekken "
+                                         r"vocabulary\) .* choose the tokenizer folder of baidu/ERNIE-Image"):
+        load_model(file, config_dir=comfy_ernie["config_dir"])
+    alone = tmp_path / "models" / "diffusion_models" / "ernie-image.safetensors"
+    alone.parent.mkdir(parents=True)
+    alone.write_bytes(file.read_bytes())
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .*ernie-image\.safetensors holds the ERNIE-Image "
+                                         r"transformer only; choose its Ministral 3 text encoder file"):
+        load_model(alone, config_dir=comfy_ernie["config_dir"], tokenizer_folder=str(comfy_ernie["tokenizer"]))
+
+    whole = {k: v.contiguous().clone() for k, v in comfy_ernie["pipe"].text_encoder.state_dict().items()}
+    torn = next(key for key in whole if key.startswith("vision_tower."))
+    save_file({k: v for k, v in whole.items() if k != torn}, tmp_path / "ministral-3-3b_torn.safetensors")
+    with pytest.raises(InputError, match=r"model\.text_encoder_files: .*ministral-3-3b_torn\.safetensors does not hold "
+                                         rf"a Ministral 3 text encoder of this shape: it lacks {re.escape(torn)}"):
+        load_model(file, config_dir=comfy_ernie["config_dir"], tokenizer_folder=str(comfy_ernie["tokenizer"]),
+                   text_encoder_files=[str(tmp_path / "ministral-3-3b_torn.safetensors")])
+
+    original = comfy_ernie["pipe"].transformer.state_dict()
+    scaled, scales = {}, {}
+    for key, value in original.items():
+        if key.endswith(".weight") and value.ndim == 2 and key.startswith("layers."):
+            scales[key] = value.abs().max() / 448
+            scaled[key] = (value / scales[key]).to(torch.float8_e4m3fn)
+            scaled[key.removesuffix(".weight") + ".scale_weight"] = scales[key].reshape(1)
+        else:
+            scaled[key] = value.contiguous()
+    fp8 = tmp_path / "models" / "diffusion_models" / "ernie-image_fp8_scaled.safetensors"
+    save_file(scaled | {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, fp8)
+    companions = {"tokenizer_folder": str(comfy_ernie["tokenizer"]), "config_dir": comfy_ernie["config_dir"],
+                  "text_encoder_files": [str(models / "text_encoders" / "ministral-3-3b.safetensors")],
+                  "vae_file": str(models / "vae" / "flux2-vae.safetensors")}
+    read = load_model(fp8, **companions).pipeline.transformer.state_dict()
+    for key, scale in scales.items():  # the fp8 weight times its scale, as ComfyUI computes with it
+        expected = (scaled[key].to(torch.float32) * scale).to(read[key].dtype)
+        assert torch.equal(read[key], expected) and torch.allclose(read[key], original[key], rtol=0.07, atol=1e-3)
+    newer = tmp_path / "models" / "diffusion_models" / "ernie-image_nvfp4_mixed.safetensors"
+    nvfp4 = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    save_file({k: v.contiguous() for k, v in original.items()} | {"layers.0.mlp.gate_proj.weight_scale": torch.ones(4),
+                                                                  "layers.0.mlp.gate_proj.comfy_quant": nvfp4}, newer)
+    with pytest.raises(InputError, match=r"model\.path: .*ernie-image_nvfp4_mixed\.safetensors is stored in ComfyUI's "
+                                         r"quantized format \(it holds layers\.0\.mlp\.gate_proj\.\w+\), format "
+                                         r"nvfp4, which Kamaal does not read"):
+        load_model(newer, **companions)

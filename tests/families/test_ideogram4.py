@@ -161,8 +161,8 @@ def test_ideogram4_frozen_layers_move_only_the_chosen_block_of_the_conditional_t
                                                                                           shapes_dataset):
     """Only the named block of the conditional transformer moves; the unconditional one is written back bitwise as it
     was, and the folder draws the run's final sample with ``Ideogram4Pipeline``; RUN_NAME.safetensors holds the same
-    transformer in Ideogram's layout (bare keys, q/k/v fused: ComfyUI's Load Diffusion Model), refused as an input."""
-    from trainer.errors import InputError
+    transformer in Ideogram's layout (bare keys, q/k/v fused: ComfyUI's Load Diffusion Model), detected as Ideogram 4's
+    when given as an input."""
     from trainer.models import inspect_model
     from trainer.models.ideogram4_layout import to_diffusers
 
@@ -188,8 +188,7 @@ def test_ideogram4_frozen_layers_move_only_the_chosen_block_of_the_conditional_t
     back = to_diffusers(original, config)
     assert set(back) ^ set(trained) == set(), sorted(set(back) ^ set(trained))[:5]
     assert all(torch.equal(back[k], trained[k]) for k in trained)
-    with pytest.raises(InputError, match=r"is a Ideogram 4 checkpoint"):
-        inspect_model(single)
+    assert inspect_model(single).architecture == "ideogram4"
     final = rec.of(Sample)[-1]
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
     image = pipeline(folder)(final.prompts[0], width=64, height=64, num_inference_steps=2, guidance_scale=4.0,
@@ -262,15 +261,15 @@ def test_the_shipped_folder_counts_the_registrys_parameters_and_names_every_laye
 
 def test_what_ideogram4_cannot_do_is_refused_by_name(tmp_path, tiny_ideogram):
     """Its Qwen3-VL encoder takes no LoRA (no loader applies one); a caption longer than the pipeline reads is named;
-    Ideogram's own single files (ComfyUI's) are named and refused (point model.path at the diffusers folder); merges are
-    not available."""
+    Ideogram's own transformer file without the unconditional one beside it is named and refused; merges are not
+    available."""
     from safetensors.torch import save_file
 
     from trainer.config import ConfigError, config_from_dict
     from trainer.diffusion.engine_ideogram4 import prompt_tokens
     from trainer.errors import InputError
     from trainer.merge.fuse import fuse_lora
-    from trainer.models import inspect_model
+    from trainer.models import inspect_model, load_model
 
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Ideogram 4's Qwen3-VL text encoder takes no"):
         config_from_dict({"mode": "lora", "model": {"architecture": "ideogram4"}, "lora": {"train_text_encoder": True}})
@@ -281,8 +280,177 @@ def test_what_ideogram4_cannot_do_is_refused_by_name(tmp_path, tiny_ideogram):
     transformer = pipe.transformer
     save_file({key.replace(".to_q.", ".qkv."): value.contiguous() for key, value in transformer.state_dict().items()
                if ".to_k." not in key and ".to_v." not in key}, single)
-    with pytest.raises(InputError, match=r"is a Ideogram 4 checkpoint; Ideogram 4 loads from its diffusers folder"):
-        inspect_model(single)
+    assert inspect_model(single).architecture == "ideogram4"
+    with pytest.raises(InputError, match=r"model\.path: .*ideogram4_fp8_scaled\.safetensors holds Ideogram 4's "
+                                         r"conditional transformer only; .* keep ideogram4_unconditional\.safetensors"):
+        load_model(single)
     with pytest.raises(InputError, match=r"is a Ideogram 4 model; merging"):
         fuse_lora(tiny_ideogram, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def comfy_text_encoder(pipe) -> dict[str, torch.Tensor]:
+    """The tiny Qwen3-VL as ComfyUI's Ideogram 4 encoder holds it (``final_norm``, ``lm_head`` off): the language
+    model under ``model.`` without the norm after its last layer, no vision tower, no LM head."""
+    return {key.replace("language_model.", "model.", 1): value.contiguous()
+            for key, value in pipe.text_encoder.state_dict().items()
+            if key.startswith("language_model.") and key != "language_model.norm.weight"}
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory, tiny_ideogram):
+    """The tiny Ideogram 4 as ComfyUI keeps it: ``ideogram4.safetensors`` (Ideogram's layout, ComfyUI's prefix) and
+    ``ideogram4_unconditional.safetensors`` (bare keys) in models/diffusion_models, ``qwen3vl_8b.safetensors`` in
+    models/text_encoders with Krea 2's ``qwen3vl_4b`` beside it (not to be taken for it), Flux.2's VAE in BFL's layout
+    in models/vae; a config folder without a tokenizer (as the shipped one: the shipped Qwen3 files serve)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from tests.families.test_flux2klein_single_files import bfl_vae
+    from trainer.models.ideogram4_layout import to_original
+    from trainer.models.tiny import write_tiny_config_dir
+
+    root = tmp_path_factory.mktemp("comfy-ideogram4")
+    pipe = pipeline(tiny_ideogram)
+    models = root / "models"
+    for folder in ("diffusion_models", "text_encoders", "vae"):
+        (models / folder).mkdir(parents=True)
+    for component, name, prefix in (("transformer", "ideogram4", "model.diffusion_model."),
+                                    ("unconditional_transformer", "ideogram4_unconditional", "")):
+        transformer = getattr(pipe, component)
+        original = to_original(transformer.state_dict(), dict(transformer.config))
+        save_file({prefix + k: v.contiguous() for k, v in original.items()},
+                  models / "diffusion_models" / f"{name}.safetensors")
+    save_file(comfy_text_encoder(pipe), models / "text_encoders" / "qwen3vl_8b.safetensors")
+    save_file({"model.embed_tokens.weight": torch.zeros(8, 4)}, models / "text_encoders" / "qwen3vl_4b.safetensors")
+    save_file(bfl_vae(pipe.vae), models / "vae" / "flux2-vae.safetensors")
+    config_dir = write_tiny_config_dir(tiny_ideogram, root / "config")
+    shutil.rmtree(config_dir / "tokenizer")
+    return {"pipe": pipe, "models": models, "config_dir": config_dir}
+
+
+def test_the_single_files_in_comfyuis_folders_load_offline_into_the_model_they_came_from(comfy, monkeypatch):
+    """With the network blocked: both transformers, the VAE and Qwen3-VL's language model are the very weights they
+    came from (the tower and the final norm the file lacks, which the pipeline never runs, are zeros and ones),
+    prompts tokenize and encode as the folder's pipeline's do (the shipped Qwen3 vocabulary with Ideogram's chat turn),
+    and the picture is the same."""
+    import socket
+
+    from trainer.models import load_model
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    original = comfy["pipe"]
+    loaded = load_model(comfy["models"] / "diffusion_models" / "ideogram4.safetensors", config_dir=comfy["config_dir"])
+    assert (loaded.info.architecture, loaded.info.source_kind) == ("ideogram4", "single_file")
+    pipe = loaded.pipeline
+    for part in ("transformer", "unconditional_transformer", "vae"):
+        a, b = getattr(pipe, part).state_dict(), getattr(original, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    a, b = pipe.text_encoder.language_model.state_dict(), original.text_encoder.language_model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if k != "norm.weight")
+    assert all(not p.any() for p in pipe.text_encoder.visual.parameters()) and bool(a["norm.weight"].eq(1).all())
+    assert not torch.equal(original.transformer.layers[0].attention.to_q.weight,
+                           original.unconditional_transformer.layers[0].attention.to_q.weight)  # two models, each kept
+    with torch.no_grad():
+        ours = pipe.encode_prompt(["a red circle"], grid_h=4, grid_w=4, max_sequence_length=64,
+                                  device=torch.device("cpu"))
+        theirs = original.encode_prompt(["a red circle"], grid_h=4, grid_w=4, max_sequence_length=64,
+                                        device=torch.device("cpu"))
+    assert all(torch.equal(x, y) for x, y in zip(ours, theirs, strict=True))
+    assert np.array_equal(draw(pipe, "a red circle", 3, steps=2), draw(original, "a red circle", 3, steps=2))
+
+
+def comfy_quantized(state: dict[str, torch.Tensor], layer_format: str = "float8_e4m3fn") -> tuple[dict, dict]:
+    """A transformer file as Comfy-Org stores Ideogram 4 (ComfyUI's newer quantized format): each block's Linear
+    weight in fp8 with one float32 ``weight_scale``, an ``input_scale`` and a ``comfy_quant`` description
+    (``{"format": "float8_e4m3fn"}`` as UTF-8 bytes); and the weights ComfyUI computes with (fp8 × scale)."""
+    import json
+
+    description = torch.tensor(list(json.dumps({"format": layer_format}).encode("utf-8")), dtype=torch.uint8)
+    stored, computed = {}, {}
+    for key, value in state.items():
+        if key.removeprefix("model.diffusion_model.").startswith("layers.") and key.endswith(".weight") \
+                and value.ndim == 2:
+            layer = key.removesuffix(".weight")
+            scale = (value.abs().max() / 448).to(torch.float32)
+            stored[key] = (value / scale).to(torch.float8_e4m3fn)
+            stored |= {layer + ".weight_scale": scale, layer + ".input_scale": torch.ones(()),
+                       layer + ".comfy_quant": description.clone()}
+            computed[key.removeprefix("model.diffusion_model.")] = stored[key].to(torch.float32) * scale
+        else:
+            stored[key] = value
+    return stored, computed
+
+
+def test_comfy_orgs_fp8_files_are_read_as_comfyui_computes_with_them(comfy, tmp_path):
+    """Both transformers in Comfy-Org's format (``ideogram4_fp8_scaled``, ``ideogram4_unconditional_fp8_scaled``):
+    every quantized weight is fp8 × its scale, the others as they were; a layer in nvfp4 is refused naming it."""
+    from safetensors.torch import load_file, save_file
+
+    from trainer.errors import InputError
+    from trainer.models import load_model
+    from trainer.models.ideogram4_layout import to_diffusers
+
+    models, folder = comfy["models"], tmp_path / "models" / "diffusion_models"
+    folder.mkdir(parents=True)
+    expected = {}
+    for name in ("ideogram4", "ideogram4_unconditional"):
+        stored, expected[name] = comfy_quantized(load_file(models / "diffusion_models" / f"{name}.safetensors"))
+        save_file(stored, folder / f"{name}_fp8_scaled.safetensors")
+    companions = {"config_dir": comfy["config_dir"], "vae_file": str(models / "vae" / "flux2-vae.safetensors"),
+                  "text_encoder_files": [str(models / "text_encoders" / "qwen3vl_8b.safetensors")]}
+    pipe = load_model(folder / "ideogram4_fp8_scaled.safetensors", **companions).pipeline
+    for component, name in (("transformer", "ideogram4"), ("unconditional_transformer", "ideogram4_unconditional")):
+        ours, original = getattr(pipe, component).state_dict(), getattr(comfy["pipe"], component).state_dict()
+        computed = to_diffusers(expected[name], dict(getattr(pipe, component).config))
+        assert computed and all(torch.equal(ours[k], v) for k, v in computed.items()), component
+        assert all(torch.equal(ours[k], original[k]) for k in original if k not in computed), component
+        assert all(torch.allclose(ours[k], original[k], rtol=0.07, atol=1e-3) for k in computed), component
+
+    stored, _ = comfy_quantized(load_file(models / "diffusion_models" / "ideogram4.safetensors"), "nvfp4")
+    save_file(stored, folder / "ideogram4_nvfp4_mixed.safetensors")
+    with pytest.raises(InputError, match=r"model\.path: .*ideogram4_nvfp4_mixed\.safetensors is stored in ComfyUI's "
+                                         r"quantized format \(it holds model\.diffusion_model\.layers\.0\..*\), "
+                                         r"format nvfp4, which Kamaal does not read"):
+        load_model(folder / "ideogram4_nvfp4_mixed.safetensors", **companions)
+
+
+def test_what_an_ideogram4_file_is_not_is_refused_by_name(comfy, tmp_path):
+    """The unconditional file as model.path: the conditional one to choose; a transformer of another shape by the key
+    it does not know; the unconditional file is found in models/diffusion_models for a file in models/unet."""
+    from safetensors.torch import load_file, save_file
+
+    from trainer.errors import InputError
+    from trainer.models import load_model
+
+    models = comfy["models"]
+    with pytest.raises(InputError, match=r"model\.path: .*ideogram4_unconditional\.safetensors is Ideogram 4's "
+                                         r"unconditional transformer, which only guides; choose the conditional one"):
+        load_model(models / "diffusion_models" / "ideogram4_unconditional.safetensors", config_dir=comfy["config_dir"])
+    folder = tmp_path / "models" / "diffusion_models"
+    folder.mkdir(parents=True)
+    (folder / "ideogram4_unconditional.safetensors").write_bytes(
+        (models / "diffusion_models" / "ideogram4_unconditional.safetensors").read_bytes())
+    state = load_file(models / "diffusion_models" / "ideogram4.safetensors")
+    companions = {"config_dir": comfy["config_dir"], "vae_file": str(models / "vae" / "flux2-vae.safetensors"),
+                  "text_encoder_files": [str(models / "text_encoders" / "qwen3vl_8b.safetensors")]}
+    other = folder / "ideogram4_other.safetensors"
+    save_file(state | {"model.diffusion_model.layers.0.attention.wq.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(InputError, match=r"model\.path: .*ideogram4_other\.safetensors does not hold an Ideogram 4 "
+                                         r"transformer of this shape: it has unknown layers\.0\.attention\.wq"):
+        load_model(other, **companions)
+
+    # ComfyUI lists models/unet with models/diffusion_models: the unconditional file is found in the other one.
+    (tmp_path / "models" / "unet").mkdir()
+    in_unet = tmp_path / "models" / "unet" / "ideogram4.safetensors"
+    in_unet.write_bytes((models / "diffusion_models" / "ideogram4.safetensors").read_bytes())
+    found = load_model(in_unet, **companions).pipeline.unconditional_transformer.state_dict()
+    expected = comfy["pipe"].unconditional_transformer.state_dict()
+    assert found.keys() == expected.keys() and all(torch.equal(found[k], expected[k]) for k in found)

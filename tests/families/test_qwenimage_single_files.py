@@ -120,7 +120,8 @@ def test_the_fp8_transformer_and_an_encoder_without_its_lm_head_load(comfy, tmp_
 def test_comfyuis_scaled_fp8_encoder_is_read_as_comfyui_computes_with_it(comfy, tmp_path):
     """``qwen_2.5_vl_7b_fp8_scaled.safetensors``: fp8 weights, each with its ``scale_weight`` (and a ``scale_input``,
     and the ``scaled_fp8`` marker).  Loaded, each weight is fp8 × scale, as ComfyUI's scaled-fp8 layers compute,
-    and the prompts encode close to the full-precision file's; ComfyUI's newer quantized format is refused by name."""
+    and the prompts encode close to the full-precision file's; a layer of ComfyUI's newer quantized format that is
+    not fp8 with one scale is refused by name."""
     pipe = comfy["pipe"]
     original = original_text_encoder(pipe)
     scaled, expected = dict(original), {}

@@ -35,7 +35,8 @@ FAMILY = Family(
     negative_outputs=("negative_prompt_embeds",),
     sample_defaults={"guidance_scale": 4.0, "inference_steps": 50},
     text_encoders=(
-        # Mistral's Tekken vocabulary is not shipped (no package provides it): a diffusers folder brings its own.
+        # Mistral's Tekken vocabulary is not shipped (no package provides it): a diffusers folder brings its own,
+        # single files take it from model.tokenizer_folder.
         # No loader applies a LoRA to it (ErnieImageLoraLoaderMixin takes the transformer's only).
         TextEncoder("text_encoder", "Mistral3Model", open_clip=False, tokenizer_kind="tekken", single_file_prefix="",
                     label="Ministral 3 text encoder", lora=False,
@@ -46,6 +47,8 @@ FAMILY = Family(
     single_file=False,
     # A full/frozen run also writes the transformer under its own keys: ComfyUI's ERNIE model names them so.
     single_file_writer="trainer.models.qwenimage_single:pipeline_to_comfy",
+    # ComfyUI's files: that transformer, ministral-3-3b and flux2-vae beside it; Tekken from model.tokenizer_folder.
+    single_file_reader="trainer.models.ernieimage_single:load_ernieimage_single_file",
     config_folders={"flow_matching": "ernie-image"},
     # Its own names (ComfyUI's too): no other family has a shared-modulation block with ``adaLN_sa_ln``.
     file_markers=("adaLN_sa_ln.",),

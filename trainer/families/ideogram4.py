@@ -54,9 +54,11 @@ FAMILY = Family(
     single_file=False,
     # A full/frozen run's transformer is also written in Ideogram's layout, for ComfyUI's Load Diffusion Model.
     single_file_writer="trainer.models.ideogram4_layout:pipeline_to_original",
+    # ComfyUI's files: ideogram4*.safetensors with ideogram4_unconditional* beside it, qwen3vl_8b, flux2-vae.
+    single_file_reader="trainer.models.ideogram4_single:load_ideogram4_single_file",
     config_folders={"flow_matching": "ideogram-4"},
-    # Ideogram's own files (ComfyUI's ideogram4*.safetensors, q, k, v fused in attention.qkv) are refused by name:
-    # the text projection's name is theirs alone.
+    # Ideogram's own files (ComfyUI's ideogram4*.safetensors, q, k, v fused in attention.qkv): the text
+    # projection's name is theirs alone.
     file_markers=("llm_cond_proj.",),
     blocks=("layers",),
     memory=MemoryFacts(

@@ -87,30 +87,57 @@ def t5_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-# ComfyUI's "scaled" fp8 files (``…_fp8_scaled.safetensors``): a ``scaled_fp8`` marker, and beside each fp8 weight a
-# ``scale_weight`` (its one float32 scale; ComfyUI's ``scaled_fp8_ops`` compute with weight × scale_weight) and a
-# ``scale_input`` (for fp8 matrix products; nothing to do with the weight's value).  ComfyUI's newer quantized
-# format keeps ``weight_scale``/``input_scale`` and a ``comfy_quant`` description (fp8, or nvfp4's block scales).
+# ComfyUI's "scaled" fp8 files (``…_fp8_scaled.safetensors``), in two generations.  The older: a ``scaled_fp8``
+# marker, and beside each fp8 weight a ``scale_weight`` (its one float32 scale; ComfyUI's ``scaled_fp8_ops`` compute
+# with weight × scale_weight) and a ``scale_input`` (for fp8 matrix products; nothing to do with the weight's value).
+# The newer (Comfy-Org's files since, Ideogram 4's among them): per quantized layer a ``comfy_quant`` description (UTF-8
+# JSON as bytes, ``{"format": "float8_e4m3fn"}``), a ``weight_scale`` and maybe an ``input_scale``.  In its fp8 formats
+# the weight_scale is one float32 and the weight is fp8 × weight_scale (ComfyUI's ``TensorCoreFP8Layout.dequantize``);
+# its other formats (nvfp4, mxfp8, int8, …) pack the weight with block scales.
 SCALED_FP8_MARKER = "scaled_fp8"
-_NEWER_QUANT_SUFFIXES = (".weight_scale", ".input_scale", ".comfy_quant")
+FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+_FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+_QUANT_PARTS = (".scale_weight", ".scale_input", ".weight_scale", ".input_scale", ".comfy_quant")
+
+
+def _quant_format(state: dict[str, torch.Tensor], layer: str) -> str | None:
+    """The ``format`` a layer's ``comfy_quant`` description names (None without one, "unreadable" if it is no JSON)."""
+    import json
+
+    described = state.get(layer + ".comfy_quant")
+    if described is None:
+        return None
+    try:
+        return str(json.loads(bytes(described.to(torch.uint8).tolist()).decode("utf-8")).get("format"))
+    except (ValueError, AttributeError):
+        return "unreadable"
 
 
 def read_scaled_fp8(state: dict[str, torch.Tensor], path: Path, field: str, plain_file: str,
                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """A file's tensors with ComfyUI's "scaled" fp8 weights turned back into weights (fp8 × scale, in ``dtype``),
-    the marker and input scales dropped; a file of any other kind as it is.  ComfyUI's newer quantized format is
-    refused by name (its layouts include 4-bit block scales), pointing at the full-precision file."""
-    newer = next((key for key in state if key.endswith(_NEWER_QUANT_SUFFIXES)), None)
-    if newer is not None:
-        raise InputError(f"{field}: {path} is stored in ComfyUI's quantized format (it holds {newer}), which Kamaal "
-                         f"does not read; use the full-precision file ({plain_file}) or its fp8_scaled one instead")
-    if SCALED_FP8_MARKER not in state and not any(key.endswith(".scale_weight") for key in state):
+    """A file's tensors with ComfyUI's fp8 weights of one scale each (either generation) turned back into weights
+    (fp8 × scale, in ``dtype``), markers, descriptions and input scales dropped; a file of any other kind as it is.
+    A layer in another of ComfyUI's quantized formats (nvfp4's block scales, …) is refused by name, pointing at the
+    full-precision file."""
+    if SCALED_FP8_MARKER not in state and not any(key.endswith(_QUANT_PARTS) for key in state):
         return state
+    for marker in (key for key in state if key.endswith((".comfy_quant", ".weight_scale"))):
+        layer = marker.rsplit(".", 1)[0]
+        kind = _quant_format(state, layer)
+        weight, scale = state.get(layer + ".weight"), state.get(layer + ".weight_scale")
+        if not (kind in (None, *FP8_FORMATS) and weight is not None and weight.dtype in _FP8_DTYPES
+                and scale is not None and scale.numel() == 1):
+            what = f"format {kind}" if kind else "its weight is not fp8 with one scale"
+            raise InputError(f"{field}: {path} is stored in ComfyUI's quantized format (it holds {marker}), {what}, "
+                             f"which Kamaal does not read; use the full-precision file ({plain_file}) or an fp8 one "
+                             "with one scale per weight instead")
     weights: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key == SCALED_FP8_MARKER or key.endswith((".scale_weight", ".scale_input")):
+        if key == SCALED_FP8_MARKER or key.endswith(_QUANT_PARTS):
             continue
-        scale = state.get(key.removesuffix(".weight") + ".scale_weight") if key.endswith(".weight") else None
+        layer = key.removesuffix(".weight")
+        scale = state.get(layer + ".scale_weight", state.get(layer + ".weight_scale")) if key.endswith(".weight") \
+            else None
         weights[key] = (value.to(torch.float32) * scale.to(torch.float32)).to(dtype) if scale is not None else value
     return weights
 

@@ -60,6 +60,7 @@ MISTRAL_STEM = "mistral_3_small_flux2"  # ComfyUI's _bf16 / _fp8 files of Flux.2
 LANGUAGE_MODEL = "model.language_model."
 # Where a Mistral Small 3 file's language model starts → transformers 5's Mistral3ForConditionalGeneration names.
 MISTRAL_PREFIXES = (("language_model.model.", LANGUAGE_MODEL), ("language_model.lm_head.", "lm_head."),
+                    ("language_model.", LANGUAGE_MODEL),  # Mistral3Model's own names (ERNIE-Image's encoder)
                     ("model.vision_tower.", "model.vision_tower."), ("vision_tower.", "model.vision_tower."),
                     ("model.multi_modal_projector.", "model.multi_modal_projector."),
                     ("multi_modal_projector.", "model.multi_modal_projector."), (LANGUAGE_MODEL, LANGUAGE_MODEL),
@@ -226,11 +227,13 @@ def load_flux2klein_single_file(checkpoint: CheckpointFile, config_dir: Path | N
                                         scheduler=scheduler(folder), is_distilled="base" not in path.name.lower())
 
 
-def mistral3_state(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    """A Mistral Small 3 file's language model as ``Mistral3ForConditionalGeneration`` names it
-    (``model.language_model.…``): ComfyUI's (``model.layers.…``, or unprefixed), or Hugging Face's
-    (``language_model.model.…`` as the release stores it, or transformers 5's own names).  The Tekken vocabulary
-    ComfyUI keeps in the file (``tekken_model``) is no weight; a vision tower or LM head in the file is read."""
+def mistral3_state(state: dict[str, torch.Tensor], path: Path, what: str = "Mistral Small 3",
+                   plain: str = "mistral_3_small_flux2_bf16.safetensors") -> dict[str, torch.Tensor]:
+    """A Mistral 3 file's language model (Flux.2 dev's Mistral Small 3, ERNIE-Image's Ministral 3) as
+    ``Mistral3ForConditionalGeneration`` names it (``model.language_model.…``): ComfyUI's (``model.layers.…``, or
+    unprefixed), or Hugging Face's (``language_model.model.…`` as the release stores it, transformers 5's own names,
+    or ``Mistral3Model``'s ``language_model.…``).  The Tekken vocabulary ComfyUI keeps in the file
+    (``tekken_model``) is no weight; a vision tower or LM head in the file is read."""
     out = {}
     for key, value in state.items():
         if key in TOKENIZER_TENSORS:
@@ -241,8 +244,8 @@ def mistral3_state(state: dict[str, torch.Tensor], path: Path) -> dict[str, torc
                 break
         out[key] = value
     if not any(key.startswith(LANGUAGE_MODEL + "layers.") for key in out):
-        raise InputError(f"model.text_encoder_files: {path} is not a Mistral Small 3 text encoder (it has no "
-                         "model.layers.*): choose mistral_3_small_flux2_bf16.safetensors")
+        raise InputError(f"model.text_encoder_files: {path} is not a {what} text encoder (it has no "
+                         f"model.layers.*): choose {plain}")
     return out
 
 

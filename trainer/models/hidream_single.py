@@ -3,8 +3,8 @@
 * the transformer (``hidream_i1_full_fp16.safetensors``, ``…_dev_…``, ``…_fast_…`` in ``models/diffusion_models``):
   ComfyUI's HiDream model names its modules as diffusers does, so the file holds diffusers' keys,
   ``model.diffusion_model.`` prefixed or not (diffusers' own single-file converter for HiDream only strips that
-  prefix); fp8 files are read by ``component_files.read_scaled_fp8`` (plain fp8 cast, "scaled" fp8 multiplied out,
-  ComfyUI's newer quantized format refused by name);
+  prefix); fp8 files are read by ``component_files.read_scaled_fp8`` (plain fp8 cast, "scaled" fp8 of either
+  generation multiplied out, ComfyUI's other quantized formats refused by name);
 * four text encoder files (``models/text_encoders``): ``clip_l_hidream`` and ``clip_g_hidream`` (CLIP with its
   projection, Hugging Face's layout; told apart by name, else by width and depth against the configs),
   ``t5xxl_…`` (T5's encoder) and ``llama_3.1_8b_instruct_…`` (Hugging Face's Llama keys; a file without the LM head

@@ -8,8 +8,9 @@
   the language model under ``model.``, the vision tower under ``visual.``, maybe ``lm_head.`` — where transformers 5
   puts them under ``model.language_model.`` and ``model.visual.``; a file without the LM head gets the embedding
   in its place (the pipeline reads hidden states, never the logits).  ComfyUI's ``…_fp8_scaled`` file (fp8
-  weights, each with its ``scale_weight``) is read as ComfyUI computes with it, weight × scale, and its newer
-  quantized format is refused by name (``component_files.read_scaled_fp8``, for every file here);
+  weights, each with its ``scale_weight``, or the newer ``weight_scale``/``comfy_quant`` kind) is read as ComfyUI
+  computes with it, weight × scale, and its other quantized formats (nvfp4, …) are refused by name
+  (``component_files.read_scaled_fp8``, for every file here);
 * the VAE (``qwen_image_vae.safetensors`` in ``models/vae``): Wan 2.1's original layout (``wan_vae_layout``).
 
 Which files: ``model.text_encoder_files`` and ``model.vae_file``, or, when those are empty, ComfyUI's folders beside
