@@ -53,7 +53,7 @@ def test_the_tiny_folder_loads_is_detected_and_what_it_cannot_do_is_refused_by_n
     assert loaded.pipeline.tokenizer("a red circle")["input_ids"][0] == 1
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: ERNIE-Image's Ministral 3 text encoder"):
         config_from_dict({"mode": "lora", "model": {"architecture": ARCH}, "lora": {"train_text_encoder": True}})
-    with pytest.raises(InputError, match=r"is a ERNIE-Image model; merging and converting ERNIE-Image models"):
+    with pytest.raises(InputError, match=r"is an ERNIE-Image model; merging and converting ERNIE-Image models"):
         convert_model(tiny_ernie, tmp_path / "e.safetensors")
     assert not (tmp_path / "e.safetensors").exists()
 

@@ -284,7 +284,7 @@ def test_what_ideogram4_cannot_do_is_refused_by_name(tmp_path, tiny_ideogram):
     with pytest.raises(InputError, match=r"model\.path: .*ideogram4_fp8_scaled\.safetensors holds Ideogram 4's "
                                          r"conditional transformer only; .* keep ideogram4_unconditional\.safetensors"):
         load_model(single)
-    with pytest.raises(InputError, match=r"is a Ideogram 4 model; merging"):
+    with pytest.raises(InputError, match=r"is an Ideogram 4 model; merging"):
         fuse_lora(tiny_ideogram, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

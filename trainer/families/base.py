@@ -218,6 +218,11 @@ class Family:
         return self.kind == "toy"
 
     @property
+    def a_name(self) -> str:
+        """Its name with the article a sentence needs: "a Flux.1", "an ERNIE-Image", "an Ideogram 4"."""
+        return f"{'an' if self.display_name[0] in 'AEIOU' else 'a'} {self.display_name}"
+
+    @property
     def needs_tokenizer_folder(self) -> bool:
         """Its single files need ``model.tokenizer_folder``: a text encoder whose tokenizer Kamaal cannot ship."""
         return self.single_file_reader is not None and any(

@@ -76,7 +76,7 @@ def refuse_unmergeable(info: ModelInfo, path: Path, what: str) -> None:
     model = family(info.architecture)
     if not model.single_file:
         able = ", ".join(family(name).display_name for name in MODEL_FAMILIES if family(name).single_file)
-        raise InputError(f"{what}: {path} is a {model.display_name} model; merging and converting "
+        raise InputError(f"{what}: {path} is {model.a_name} model; merging and converting "
                          f"{model.display_name} models is not available yet (it is for {able})")
 
 

@@ -59,7 +59,7 @@ def detect_architecture(shapes: Shapes, name: str | Path) -> Architecture:
                 and not any(lack in key for key in shapes for lack in other.file_lacks)):
             if other.single_file_reader is not None:
                 return other.name
-            raise InputError(f"model.path: {name} is a {other.display_name} checkpoint; {other.display_name} loads "
+            raise InputError(f"model.path: {name} is {other.a_name} checkpoint; {other.display_name} loads "
                              "from its diffusers folder for now (single files come later), so point model.path at "
                              "the folder")
     if not _has_prefix(shapes, UNET_PREFIX):
