@@ -26,15 +26,12 @@ from trainer.families.chroma import FAMILY, chroma_layout, chroma_norms
 from trainer.models import fused_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
-    comfy_models_folder,
     is_t5,
     load_exact,
-    prefer_wide,
+    one_encoder_companions,
     t5_state,
     tokenizer_from,
     vae_from_state,
-    weight_files,
 )
 from trainer.models.flux_single import VAE_STEMS
 from trainer.models.info import MODEL_CONFIGS
@@ -62,22 +59,10 @@ def pipeline_to_original(pipeline: Any) -> dict[str, torch.Tensor]:
 def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -> tuple[Path | None, Path | None]:
     """The T5 file and the VAE file: as configured, else found in ComfyUI's folders beside the transformer's
     (``models/diffusion_models/Chroma1-HD.safetensors`` → ``models/text_encoders/t5xxl…``, ``models/vae/ae…``)."""
-    if len(text_encoder_files) > 1:
-        raise InputError(f"model.text_encoder_files: {FAMILY.display_name} has one text encoder (T5-XXL, "
-                         f"t5xxl_fp16.safetensors); {len(text_encoder_files)} files are named")
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:  # text_encoders is where ComfyUI keeps it now
-            found = [p for p in weight_files(models / folder) if "t5" in p.name.lower()]
-            if found:
-                encoder = prefer_wide(found)
-                break
-    if vae is None:
-        named = [p for p in weight_files(models / "vae") if p.stem.lower() in VAE_STEMS]
-        vae = (named or [None])[0]
-    return encoder, vae
+    return one_encoder_companions(model_path, text_encoder_files, vae_file, family=FAMILY.display_name,
+                                  encoder="T5-XXL, t5xxl_fp16.safetensors",
+                                  is_encoder=lambda p: "t5" in p.name.lower(),
+                                  is_vae=lambda p: p.stem.lower() in VAE_STEMS)
 
 
 def load_chroma_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,

@@ -10,7 +10,7 @@ of their tied embedding.  Every file is read as safetensors (``checkpoint_io``);
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -36,6 +36,37 @@ def weight_files(folder: Path) -> list[Path]:
 def prefer_wide(paths: list[Path]) -> Path:
     """Of several files of one encoder, the fp16/fp32 one before an fp8 one (training wants the full weights)."""
     return sorted(paths, key=lambda p: ("fp8" in p.name.lower(), p.name))[0]
+
+
+def squeezed(name: str) -> str:
+    """``name`` in lower case without separators, to match file names however they are spelt (``qwen_2.5_vl``,
+    ``Qwen2.5-VL`` → ``qwen25vl``)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def one_encoder_companions(model_path: Path, text_encoder_files: list[str], vae_file: str, *, family: str,
+                           encoder: str, is_encoder: Callable[[Path], bool],
+                           is_vae: Callable[[Path], bool]) -> tuple[Path | None, Path | None]:
+    """For a family with one text encoder: its file and the VAE file, as configured, else found by their names in
+    ComfyUI's folders beside the transformer's (``models/text_encoders`` — where ComfyUI keeps them now — before
+    ``models/clip``; ``models/vae``), the full-width file before an fp8 one.  ``encoder`` describes the file for
+    the message when more than one is named ("its Qwen3 file, qwen_3_4b.safetensors")."""
+    if len(text_encoder_files) > 1:
+        raise InputError(f"model.text_encoder_files: {family} has one text encoder ({encoder}); "
+                         f"{len(text_encoder_files)} files are named")
+    encoder_path = Path(text_encoder_files[0]) if text_encoder_files else None
+    vae = Path(vae_file) if vae_file else None
+    models = comfy_models_folder(model_path)
+    if encoder_path is None:
+        for folder in COMFY_TEXT_FOLDERS[::-1]:
+            found = [p for p in weight_files(models / folder) if is_encoder(p)]
+            if found:
+                encoder_path = prefer_wide(found)
+                break
+    if vae is None:
+        found = [p for p in weight_files(models / "vae") if is_vae(p)]
+        vae = prefer_wide(found) if found else None
+    return encoder_path, vae
 
 
 def is_t5(keys: Iterable[str]) -> bool:

@@ -21,7 +21,6 @@ whole folder); without it the file is refused naming that field.  Configs: ``res
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,11 @@ from trainer.families.ernieimage import FAMILY
 from trainer.models import flux2_single
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
-    comfy_models_folder,
     load_exact,
-    prefer_wide,
+    one_encoder_companions,
     read_scaled_fp8,
+    squeezed,
     text_tokenizer,
-    weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
 
@@ -49,28 +46,14 @@ ENCODER_PREFIX = "model."  # Mistral3ForConditionalGeneration's names → Mistra
 LANGUAGE_MODEL = "language_model."
 
 
-def _squeezed(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
 
 def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -> tuple[Path | None, Path | None]:
     """The Ministral 3 file and the VAE file: as configured, else found in ComfyUI's folders beside the
     transformer's by their names (``ministral…3…3b``; Flux.2's VAE names), the full-width file first."""
-    if len(text_encoder_files) > 1:
-        raise InputError(f"model.text_encoder_files: ERNIE-Image has one text encoder (its Ministral 3 file, "
-                         f"{ENCODER_FILE}); {len(text_encoder_files)} files are named")
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:
-            found = [p for p in weight_files(models / folder) if "ministral33b" in _squeezed(p.name)]
-            if found:
-                encoder = prefer_wide(found)
-                break
-    if vae is None:
-        vae = next((p for p in weight_files(models / "vae") if p.stem.lower() in flux2_single.VAE_STEMS), None)
-    return encoder, vae
+    return one_encoder_companions(model_path, text_encoder_files, vae_file, family="ERNIE-Image",
+                                  encoder=f"its Ministral 3 file, {ENCODER_FILE}",
+                                  is_encoder=lambda p: "ministral33b" in squeezed(p.name),
+                                  is_vae=lambda p: p.stem.lower() in flux2_single.VAE_STEMS)
 
 
 def ministral_state(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:

@@ -23,7 +23,6 @@ Configs: ``resources/model_configs/ideogram-4`` (or the ``config_dir`` given).  
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,12 @@ from trainer.families.ideogram4 import FAMILY, original_layout
 from trainer.models import flux2_single, fused_layout, ideogram4_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
     comfy_models_folder,
     load_exact,
+    one_encoder_companions,
     prefer_wide,
     read_scaled_fp8,
+    squeezed,
     tokenizer_from,
     weight_files,
 )
@@ -54,14 +54,11 @@ FINAL_NORM = "language_model.norm.weight"
 DIFFUSION_FOLDERS = ("diffusion_models", "unet")  # where ComfyUI's Load Diffusion Model looks, both listed as one
 
 
-def _squeezed(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
 
 def is_unconditional(path: Path) -> bool:
     """Whether a transformer file is the unconditional one: by its name, as ComfyUI users tell them apart (the two
     have the same keys and shapes)."""
-    return "uncond" in _squeezed(path.name)
+    return "uncond" in squeezed(path.name)
 
 
 def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -> tuple[Path | None, Path | None,
@@ -69,9 +66,6 @@ def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -
     """The unconditional transformer's file (named for it: beside ``model_path``, else in ComfyUI's
     ``diffusion_models`` or ``unet``), the Qwen3-VL file and the VAE file: as configured, else found in ComfyUI's
     folders beside the transformer's by their names."""
-    if len(text_encoder_files) > 1:
-        raise InputError(f"model.text_encoder_files: Ideogram 4 has one text encoder (its Qwen3-VL-8B file, "
-                         f"{ENCODER_FILE}); {len(text_encoder_files)} files are named")
     models = comfy_models_folder(model_path)
     unconditional = None
     for folder in (model_path.resolve().parent, *(models / name for name in DIFFUSION_FOLDERS)):
@@ -79,16 +73,10 @@ def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -
         if found:
             unconditional = prefer_wide(found)
             break
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:
-            candidates = [p for p in weight_files(models / folder) if "qwen3vl8b" in _squeezed(p.name)]
-            if candidates:
-                encoder = prefer_wide(candidates)
-                break
-    if vae is None:
-        vae = next((p for p in weight_files(models / "vae") if p.stem.lower() in flux2_single.VAE_STEMS), None)
+    encoder, vae = one_encoder_companions(model_path, text_encoder_files, vae_file, family="Ideogram 4",
+                                          encoder=f"its Qwen3-VL-8B file, {ENCODER_FILE}",
+                                          is_encoder=lambda p: "qwen3vl8b" in squeezed(p.name),
+                                          is_vae=lambda p: p.stem.lower() in flux2_single.VAE_STEMS)
     return unconditional, encoder, vae
 
 

@@ -22,7 +22,6 @@ safetensors; nothing is unpickled.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,11 @@ from trainer.families.krea2 import FAMILY
 from trainer.models import krea2_layout, wan_vae_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
-    comfy_models_folder,
     load_exact,
-    prefer_wide,
+    one_encoder_companions,
     read_scaled_fp8,
+    squeezed,
     tokenizer_from,
-    weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
 from trainer.models.qwenimage_single import VAE_FILE, VAE_PREFIXES
@@ -49,29 +46,14 @@ ENCODER_FILE = "qwen3vl_4b_bf16.safetensors"
 VISION = "visual."
 
 
-def _squeezed(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
 
 def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -> tuple[Path | None, Path | None]:
     """The Qwen3-VL file and the VAE file: as configured, else found in ComfyUI's folders beside the transformer's
     by their names (``qwen3vl…``, not Z-Image's ``qwen_3_4b`` beside it; ``qwen…vae``), the full-width file first."""
-    if len(text_encoder_files) > 1:
-        raise InputError(f"model.text_encoder_files: Krea 2 has one text encoder (its Qwen3-VL file, "
-                         f"{ENCODER_FILE}); {len(text_encoder_files)} files are named")
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:
-            found = [p for p in weight_files(models / folder) if "qwen3vl" in _squeezed(p.name)]
-            if found:
-                encoder = prefer_wide(found)
-                break
-    if vae is None:
-        found = [p for p in weight_files(models / "vae") if "qwen" in _squeezed(p.stem) and "vae" in p.stem.lower()]
-        vae = prefer_wide(found) if found else None
-    return encoder, vae
+    return one_encoder_companions(model_path, text_encoder_files, vae_file, family="Krea 2",
+                                  encoder=f"its Qwen3-VL file, {ENCODER_FILE}",
+                                  is_encoder=lambda p: "qwen3vl" in squeezed(p.name),
+                                  is_vae=lambda p: "qwen" in squeezed(p.stem) and "vae" in p.stem.lower())
 
 
 def qwen3_vl_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -29,12 +29,9 @@ from trainer.families.lumina2 import original_layout, original_parameters
 from trainer.models import fused_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
-    comfy_models_folder,
     load_exact,
-    prefer_wide,
+    one_encoder_companions,
     vae_from_state,
-    weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
 from trainer.models.lumina2_layout import to_diffusers
@@ -53,22 +50,10 @@ def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -
     """The Gemma file and the VAE file: as configured, else found in ComfyUI's folders beside the transformer's
     (``models/diffusion_models/lumina_2_model_bf16.safetensors`` → ``models/text_encoders/gemma_2_2b…``,
     ``models/vae/ae.safetensors``)."""
-    if len(text_encoder_files) > 1:
-        raise InputError("model.text_encoder_files: Lumina 2 has one text encoder (its Gemma 2 file, "
-                         f"gemma_2_2b_fp16.safetensors); {len(text_encoder_files)} files are named")
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:  # text_encoders is where ComfyUI keeps it now
-            found = [p for p in weight_files(models / folder) if "gemma" in p.name.lower()]
-            if found:
-                encoder = prefer_wide(found)
-                break
-    if vae is None:
-        named = [p for p in weight_files(models / "vae") if p.stem.lower() in VAE_STEMS]
-        vae = (named or [None])[0]
-    return encoder, vae
+    return one_encoder_companions(model_path, text_encoder_files, vae_file, family="Lumina 2",
+                                  encoder="its Gemma 2 file, gemma_2_2b_fp16.safetensors",
+                                  is_encoder=lambda p: "gemma" in p.name.lower(),
+                                  is_vae=lambda p: p.stem.lower() in VAE_STEMS)
 
 
 def gemma_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

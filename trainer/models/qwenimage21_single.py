@@ -27,13 +27,11 @@ import torch
 from trainer.errors import InputError
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
-    comfy_models_folder,
     load_exact,
-    prefer_wide,
+    one_encoder_companions,
     read_scaled_fp8,
+    squeezed,
     tokenizer_from,
-    weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
 from trainer.models.qwen_vl_text import Qwen3VLTextProcessor, folder_chat_template
@@ -74,29 +72,14 @@ def pipeline_to_comfy(pipeline: Any) -> dict[str, torch.Tensor]:
     return to_comfy(dict(pipeline.transformer.state_dict()))
 
 
-def _squeezed(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
 
 def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -> tuple[Path | None, Path | None]:
     """The Qwen3-VL file and the VAE file: as configured, else found in ComfyUI's folders beside the transformer's
     by their names (``qwen3vl…`` / ``qwen3_vl…``; a VAE named for Qwen-Image 2.1), the full-width file first."""
-    if len(text_encoder_files) > 1:
-        raise InputError(f"model.text_encoder_files: Qwen-Image 2.1 has one text encoder (its Qwen3-VL-8B file, "
-                         f"{ENCODER_FILE}); {len(text_encoder_files)} files are named")
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:
-            found = [p for p in weight_files(models / folder) if "qwen3vl" in _squeezed(p.name)]
-            if found:
-                encoder = prefer_wide(found)
-                break
-    if vae is None:
-        found = [p for p in weight_files(models / "vae") if re.search(r"qwen.?image.?2\.?1", p.stem.lower())]
-        vae = prefer_wide(found) if found else None
-    return encoder, vae
+    return one_encoder_companions(model_path, text_encoder_files, vae_file, family="Qwen-Image 2.1",
+                                  encoder=f"its Qwen3-VL-8B file, {ENCODER_FILE}",
+                                  is_encoder=lambda p: "qwen3vl" in squeezed(p.name),
+                                  is_vae=lambda p: re.search(r"qwen.?image.?2\.?1", p.stem.lower()) is not None)
 
 
 def load_qwenimage21_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,

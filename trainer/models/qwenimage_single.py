@@ -22,7 +22,6 @@ back the same way (:func:`pipeline_to_comfy`).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,11 @@ from trainer.errors import InputError
 from trainer.models import wan_vae_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
-    comfy_models_folder,
     load_exact,
-    prefer_wide,
+    one_encoder_companions,
     read_scaled_fp8,
+    squeezed,
     tokenizer_from,
-    weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
 
@@ -55,31 +52,16 @@ def pipeline_to_comfy(pipeline: Any) -> dict[str, torch.Tensor]:
     return dict(pipeline.transformer.state_dict())
 
 
-def _squeezed(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
 
 def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -> tuple[Path | None, Path | None]:
     """The Qwen2.5-VL file and the VAE file: as configured, else found in ComfyUI's folders beside the
     transformer's (``models/diffusion_models/qwen_image_bf16.safetensors`` → ``models/text_encoders/
     qwen_2.5_vl_7b…``, ``models/vae/qwen_image_vae.safetensors``) by their names, the full-width file before an
     fp8 one (Z-Image's ``qwen_3_4b`` may sit in the same folder)."""
-    if len(text_encoder_files) > 1:
-        raise InputError(f"model.text_encoder_files: Qwen-Image has one text encoder (its Qwen2.5-VL file, "
-                         f"{ENCODER_FILE}); {len(text_encoder_files)} files are named")
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:  # text_encoders is where ComfyUI keeps it now
-            found = [p for p in weight_files(models / folder) if "qwen25vl" in _squeezed(p.name)]
-            if found:
-                encoder = prefer_wide(found)
-                break
-    if vae is None:
-        found = [p for p in weight_files(models / "vae") if "qwen" in _squeezed(p.stem) and "vae" in p.stem.lower()]
-        vae = prefer_wide(found) if found else None
-    return encoder, vae
+    return one_encoder_companions(model_path, text_encoder_files, vae_file, family="Qwen-Image",
+                                  encoder=f"its Qwen2.5-VL file, {ENCODER_FILE}",
+                                  is_encoder=lambda p: "qwen25vl" in squeezed(p.name),
+                                  is_vae=lambda p: "qwen" in squeezed(p.stem) and "vae" in p.stem.lower())
 
 
 def qwen25_vl_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

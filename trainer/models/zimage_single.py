@@ -26,12 +26,10 @@ from trainer.families.zimage import original_layout, original_parameters
 from trainer.models import fused_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
-    comfy_models_folder,
     load_exact,
+    one_encoder_companions,
     tokenizer_from,
     vae_from_state,
-    weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
 
@@ -63,22 +61,10 @@ def companions(model_path: Path, text_encoder_files: list[str], vae_file: str) -
     """The Qwen3 file and the VAE file: as configured, else found in ComfyUI's folders beside the transformer's
     (``models/diffusion_models/z_image_turbo_bf16.safetensors`` → ``models/text_encoders/qwen_3_4b…``,
     ``models/vae/ae.safetensors``)."""
-    if len(text_encoder_files) > 1:
-        raise InputError("model.text_encoder_files: Z-Image has one text encoder (its Qwen3 file, "
-                         f"qwen_3_4b.safetensors); {len(text_encoder_files)} files are named")
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:  # text_encoders is where ComfyUI keeps it now
-            found = [p for p in weight_files(models / folder) if "qwen" in p.name.lower()]
-            if found:
-                encoder = sorted(found, key=lambda p: ("fp8" in p.name.lower(), p.name))[0]
-                break
-    if vae is None:
-        named = [p for p in weight_files(models / "vae") if p.stem.lower() in VAE_STEMS]
-        vae = (named or [None])[0]
-    return encoder, vae
+    return one_encoder_companions(model_path, text_encoder_files, vae_file, family="Z-Image",
+                                  encoder="its Qwen3 file, qwen_3_4b.safetensors",
+                                  is_encoder=lambda p: "qwen" in p.name.lower(),
+                                  is_vae=lambda p: p.stem.lower() in VAE_STEMS)
 
 
 def qwen3_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
