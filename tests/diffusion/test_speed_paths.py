@@ -66,12 +66,13 @@ def test_images_encoded_together_give_the_latents_of_one_at_a_time(tiny_sd15, sh
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
 
 
-def test_latents_cached_before_step_one_train_as_latents_encoded_each_step(tmp_path, tiny_sd15, shapes_dataset):
+def test_images_and_captions_cached_before_step_one_train_as_encoded_each_step(tmp_path, tiny_sd15, shapes_dataset):
     from trainer.protocol import Activity
 
     losses, weights = {}, {}
     for cache in ("memory", "off"):
-        config = diffusion_config(tiny_sd15, shapes_dataset, dataset={"cache_latents": cache, "cache_text": "on"},
+        text = "on" if cache == "memory" else "off"
+        config = diffusion_config(tiny_sd15, shapes_dataset, dataset={"cache_latents": cache, "cache_text": text},
                                   training={"steps": 6, "eval_every": 6})
         code, rec = run_in_process(config, tmp_path / cache)
         assert code == EXIT_OK, rec.of(Failed)
@@ -79,6 +80,8 @@ def test_latents_cached_before_step_one_train_as_latents_encoded_each_step(tmp_p
         weights[cache] = load_file(rec.of(Finished)[0].outputs[0])
         encoding = [(e.done, e.total) for e in rec.of(Activity) if e.text == "encoding images"]
         assert encoding == ([(0, 6), (2, 6), (4, 6), (6, 6)] if cache == "memory" else [])  # progress, before step 1
+        captions = [(e.done, e.total) for e in rec.of(Activity) if e.text == "encoding captions"]
+        assert captions == ([(0, 3), (2, 3), (3, 3)] if cache == "memory" else [])  # three captions, two at a time
     torch.testing.assert_close(losses["memory"], losses["off"], rtol=1e-5, atol=1e-7)
     for key in weights["off"]:
         torch.testing.assert_close(weights["memory"][key], weights["off"][key], rtol=1e-4, atol=1e-7)

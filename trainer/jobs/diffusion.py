@@ -101,6 +101,7 @@ class DiffusionJob(TrainingJob):
             self.text_device = "cpu"
         self._prepare_trainable()
         self._cache_latents_up_front()
+        self._cache_text_up_front()
         # Listed once: walking every UNet parameter for gradient clipping cost milliseconds a step.
         self.trained_parameters = [p for m in self._trained_modules() for p in m.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self._parameter_groups(self.trained_parameters), cfg.training,
@@ -448,6 +449,22 @@ class DiffusionJob(TrainingJob):
         if total:
             self.report_activity("encoding images", total, total)
             self.log.info("Encoded %d image(s) before the first step", total)
+
+    def _cache_text_up_front(self) -> None:
+        """With the caption cache on (in memory), every caption is encoded before step 1, a batch of them at a time,
+        with progress; a varied caption is still encoded when it is first drawn."""
+        if not self.cache_text or self.text_on_disk:
+            return
+        captions = [c for c in dict.fromkeys(e.caption for e in [*self.examples, *self.class_examples])
+                    if c not in self._texts]  # the text encoders may have left the GPU with every caption done
+        if self.variation.caption_dropout > 0 and "" not in self._texts:
+            captions.append("")  # a dropped caption: the empty prompt
+        size = self.config.training.batch_size
+        for done in range(0, len(captions), size):
+            self.report_activity("encoding captions", done, len(captions))
+            self._text_for(captions[done:done + size])
+        if captions:
+            self.report_activity("encoding captions", len(captions), len(captions))
 
     def _disk_latent_path(self, example: ds.Example) -> Path:
         """One file per (image file version, user crop, bucket, mask file version): an edited or replaced image,
