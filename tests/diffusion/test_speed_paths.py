@@ -1,12 +1,11 @@
 """The faster paths of the training step (issue 23) train exactly what the plain paths trained.
 
 Logging, evaluating and sampling between steps must not change a single weight: the loss is read only on logged
-steps, ``train()`` runs only after something set ``eval()``, and the trained parameters are listed once.
+steps, ``train()`` runs only after something set ``eval()``, and the trained parameters are listed once.  Latents
+cached before step 1 train exactly as latents encoded every step; AdamW's foreach kernels step exactly as its loop.
 """
 
 from __future__ import annotations
-
-import logging
 
 import torch
 from safetensors.torch import load_file
@@ -48,31 +47,12 @@ def test_logging_and_evaluation_between_steps_change_no_weight(tmp_path, tiny_sd
     assert all(unread)  # the step hands the loss over unread; the worker reads it when it logs
 
 
-def test_images_encoded_together_give_the_latents_of_one_at_a_time(tiny_sd15, shapes_dataset):
-    """One VAE pass per batch (and per bucket, before step 1) instead of one per image: the same latents, to float
-    rounding (a batched convolution may sum in another order)."""
-    from trainer.diffusion.components import load_components
-    from trainer.diffusion.data import Example, load_pixels_and_mask
-    from trainer.diffusion.engines import engine_for
-
-    engine = engine_for(load_components(diffusion_config(tiny_sd15, shapes_dataset), logging.getLogger("test")))
-    images = sorted(shapes_dataset.glob("*.png"))
-    pixels = torch.stack([load_pixels_and_mask(Example(image=path, caption="", size=(64, 64), bucket=(64, 64)),
-                                               "center", False, torch.Generator())[0] for path in images])
-    with torch.no_grad():
-        together = engine.image_latents(pixels)
-        alone = torch.cat([engine.image_latents(p[None]) for p in pixels])
-    assert together.shape == (len(images), 4, 8, 8)
-    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
-
-
-def test_images_and_captions_cached_before_step_one_train_as_encoded_each_step(tmp_path, tiny_sd15, shapes_dataset):
+def test_images_cached_before_step_one_train_as_images_encoded_each_step(tmp_path, tiny_sd15, shapes_dataset):
     from trainer.protocol import Activity
 
     losses, weights = {}, {}
     for cache in ("memory", "off"):
-        text = "on" if cache == "memory" else "off"
-        config = diffusion_config(tiny_sd15, shapes_dataset, dataset={"cache_latents": cache, "cache_text": text},
+        config = diffusion_config(tiny_sd15, shapes_dataset, dataset={"cache_latents": cache, "cache_text": "on"},
                                   training={"steps": 6, "eval_every": 6})
         code, rec = run_in_process(config, tmp_path / cache)
         assert code == EXIT_OK, rec.of(Failed)
@@ -80,11 +60,10 @@ def test_images_and_captions_cached_before_step_one_train_as_encoded_each_step(t
         weights[cache] = load_file(rec.of(Finished)[0].outputs[0])
         encoding = [(e.done, e.total) for e in rec.of(Activity) if e.text == "encoding images"]
         assert encoding == ([(0, 6), (2, 6), (4, 6), (6, 6)] if cache == "memory" else [])  # progress, before step 1
-        captions = [(e.done, e.total) for e in rec.of(Activity) if e.text == "encoding captions"]
-        assert captions == ([(0, 3), (2, 3), (3, 3)] if cache == "memory" else [])  # three captions, two at a time
-    torch.testing.assert_close(losses["memory"], losses["off"], rtol=1e-5, atol=1e-7)
-    for key in weights["off"]:
-        torch.testing.assert_close(weights["memory"][key], weights["off"][key], rtol=1e-4, atol=1e-7)
+    # Each image is encoded alone either way (a batched VAE call sums in another order): bit for bit the same run.
+    assert losses["memory"] == losses["off"]
+    assert weights["off"].keys() == weights["memory"].keys()
+    assert all(torch.equal(weights["memory"][key], weights["off"][key]) for key in weights["off"])
 
 
 def test_adamw_multi_tensor_steps_are_the_single_tensor_steps():

@@ -101,7 +101,6 @@ class DiffusionJob(TrainingJob):
             self.text_device = "cpu"
         self._prepare_trainable()
         self._cache_latents_up_front()
-        self._cache_text_up_front()
         # Listed once: walking every UNet parameter for gradient clipping cost milliseconds a step.
         self.trained_parameters = [p for m in self._trained_modules() for p in m.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self._parameter_groups(self.trained_parameters), cfg.training,
@@ -367,27 +366,18 @@ class DiffusionJob(TrainingJob):
                        ) -> list[tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]]:
         """(latent, crop offset, the mask's weights per latent cell or None) of each ``draws[i]``-th image.
 
-        Images of one size go through the VAE together (one call per size, not one per image): a batch is one
-        bucket, so a step's images take a single encoder pass, as the diffusers examples' loop does."""
-        loaded = []
+        Each image goes through the VAE alone: a batched convolution sums in another order (3e-7 apart on the tiny
+        SDXL VAE), and a latent must not depend on which images share its batch — cached, uncached and earlier runs
+        (``tests/families/fingerprints.json``) agree bit for bit.  The cache is filled before step 1 instead."""
+        out = []
         for example, draw_index in zip(examples, draws, strict=True):
             # The crop/flip of the ``draw``-th image comes from its own seed, not a running stream, so it
             # is the same whichever process loads the image and however many processes there are.
             generator = torch.Generator().manual_seed((self.config.training.seed + 3) * 1_000_003 + draw_index)
-            loaded.append(ds.load_pixels_and_mask(example, self.config.dataset.crop, self.config.dataset.flip,
-                                                  generator))
-        latents: dict[int, torch.Tensor] = {}
-        by_size: dict[tuple[int, ...], list[int]] = {}
-        for position, (pixels, _, _) in enumerate(loaded):
-            by_size.setdefault(tuple(pixels.shape), []).append(position)
-        for positions in by_size.values():
-            pixels = torch.stack([loaded[p][0] for p in positions]).to(self.device, torch.float32)
+            pixels, mask, crop = ds.load_pixels_and_mask(example, self.config.dataset.crop, self.config.dataset.flip,
+                                                         generator)
             # The distribution's mean: deterministic, so cached and uncached runs see the same latents.
-            for position, latent in zip(positions, self.engine.image_latents(pixels), strict=True):
-                latents[position] = latent
-        out = []
-        for position, (_, mask, crop) in enumerate(loaded):
-            latent = latents[position]
+            latent = self.engine.image_latents(pixels[None].to(self.device, torch.float32))[0]
             weights = None if mask is None else latent_weights(mask[None], tuple(latent.shape[-2:]))[0]
             out.append((latent, crop, weights))
         return out
@@ -449,22 +439,6 @@ class DiffusionJob(TrainingJob):
         if total:
             self.report_activity("encoding images", total, total)
             self.log.info("Encoded %d image(s) before the first step", total)
-
-    def _cache_text_up_front(self) -> None:
-        """With the caption cache on (in memory), every caption is encoded before step 1, a batch of them at a time,
-        with progress; a varied caption is still encoded when it is first drawn."""
-        if not self.cache_text or self.text_on_disk:
-            return
-        captions = [c for c in dict.fromkeys(e.caption for e in [*self.examples, *self.class_examples])
-                    if c not in self._texts]  # the text encoders may have left the GPU with every caption done
-        if self.variation.caption_dropout > 0 and "" not in self._texts:
-            captions.append("")  # a dropped caption: the empty prompt
-        size = self.config.training.batch_size
-        for done in range(0, len(captions), size):
-            self.report_activity("encoding captions", done, len(captions))
-            self._text_for(captions[done:done + size])
-        if captions:
-            self.report_activity("encoding captions", len(captions), len(captions))
 
     def _disk_latent_path(self, example: ds.Example) -> Path:
         """One file per (image file version, user crop, bucket, mask file version): an edited or replaced image,
