@@ -60,6 +60,10 @@ def test_images_cached_before_step_one_train_as_images_encoded_each_step(tmp_pat
         weights[cache] = load_file(rec.of(Finished)[0].outputs[0])
         encoding = [(e.done, e.total) for e in rec.of(Activity) if e.text == "encoding images"]
         assert encoding == ([(0, 6), (2, 6), (4, 6), (6, 6)] if cache == "memory" else [])  # progress, before step 1
+    short = diffusion_config(tiny_sd15, shapes_dataset, dataset={"cache_latents": "memory"},
+                             training={"steps": 2, "eval_every": 2})  # 4 draws of 6 images: only those encoded
+    code, rec = run_in_process(short, tmp_path / "short")
+    assert code == EXIT_OK and not [e for e in rec.of(Activity) if e.text == "encoding images"]
     # Each image is encoded alone either way (a batched VAE call sums in another order): bit for bit the same run.
     assert losses["memory"] == losses["off"]
     assert weights["off"].keys() == weights["memory"].keys()

@@ -417,10 +417,12 @@ class DiffusionJob(TrainingJob):
     def _cache_latents_up_front(self) -> None:
         """With the latent cache on and a fixed crop, every image is encoded before step 1, a batch of one bucket
         at a time, with progress: no step waits on the VAE.  A random crop or flip is cached at its first draw, as
-        it always was (the draw decides the crop); several processes each encode their own share as they go."""
-        d = self.config.dataset
+        it always was (the draw decides the crop); several processes each encode their own share as they go; a run
+        too short to draw every image once encodes only the ones it draws."""
+        d, training = self.config.dataset, self.config.training
+        draws = training.steps * training.batch_size * training.gradient_accumulation_steps
         if not (self.cache_latents or self.latents_on_disk) or d.crop != "center" or d.flip \
-                or self.dist.world_size > 1:
+                or self.dist.world_size > 1 or draws < len(self.examples):
             return
         chunks: list[tuple[list[ds.Example], bool, list[int]]] = []
         for examples, is_class in ((self.examples, False), (self.class_examples, True)):
