@@ -80,13 +80,23 @@ def _spread(values: list[float]) -> str:
 def rows() -> list[dict[str, str]]:
     """ROUNDS rounds of reference, caching on, caching off, back to back: a load that comes and goes (another
     job on the machine) slows the runs of one round alike, so each round's ratios stay fair.  The row gives the
-    median ratio over the rounds, and the range."""
+    median ratio over the rounds, and the range.
+
+    Both sides run with the torch thread count Kamaal's trainer picks on this machine (``trainer.threads``:
+    1 on 2 cores): torch's default of one spinning thread per core collapses both sides under a passing load
+    (on 2 shared cores at load 5: under 1 it/s, round ratios 0.4–4.8), which measures the load, not the loop."""
     import os
     import statistics
 
+    import torch
+
     from trainer.models.tiny import build_tiny_model
+    from trainer.threads import choose_threads, usable_cores
 
     speeds: dict[str, list[float]] = {"reference": [], "on": [], "off": []}
+    before = torch.get_num_threads()
+    chosen = choose_threads(os.environ, cuda=False, cores=usable_cores()).threads
+    torch.set_num_threads(chosen or before)
     with tempfile.TemporaryDirectory(prefix="kamaal-bench-train-") as tmp:
         root = Path(tmp)
         model_dir = build_tiny_model(root / "model", "sd15", seed=0)
@@ -96,9 +106,11 @@ def rows() -> list[dict[str, str]]:
             for caching in ("on", "off"):
                 config = kamaal_config(model_dir, dataset_dir, caching == "on")
                 speeds[caching].append(kamaal_steps_per_s(config, root / "runs" / f"{caching}-{round_}"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(before)
     load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     shape = (f"tiny sd15, {RESOLUTION} px, batch {BATCH}, {STEPS} steps ({WARMUP} warm-up excluded), CPU, "
-             f"{ROUNDS} interleaved rounds, load {load} at the end")
+             f"{threads} torch thread(s) both sides, {ROUNDS} interleaved rounds, load {load} at the end")
     out = []
     for caching, what in (("on", f"vs diffusers DreamBooth-LoRA loop; {shape}"),
                           ("off", "same work per step as the reference (images read, VAE + text encoder every step)")):
