@@ -92,3 +92,27 @@ def test_adamw_multi_tensor_steps_are_the_single_tensor_steps():
     assert all(torch.equal(a, b) for a, b in zip(fast, plain, strict=True))
     torch.manual_seed(0)
     assert not torch.equal(fast[0], torch.randn((32, 4)))  # the steps moved the weights
+
+
+def test_with_gradient_accumulation_the_logged_loss_is_the_mean_of_the_micro_batches(tmp_path, tiny_sd15,
+                                                                                       shapes_dataset, monkeypatch):
+    """The step sums its micro-batches' losses on the device, unread; the logged loss is still their mean, to the
+    last bit of Python's float arithmetic."""
+    from trainer.jobs.diffusion import DiffusionJob
+
+    original = DiffusionJob._batch_loss
+    micro: list[float] = []
+
+    def recorded(self, examples, is_class, indices):
+        loss = original(self, examples, is_class, indices)
+        micro.append(float(loss.detach()))
+        return loss
+
+    monkeypatch.setattr(DiffusionJob, "_batch_loss", recorded)
+    config = diffusion_config(tiny_sd15, shapes_dataset, training={"steps": 3, "eval_every": 3,
+                                                                   "gradient_accumulation_steps": 2})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    assert len(micro) == 6  # two per step (the held-out evaluation does not go through _batch_loss)
+    logged = [e.loss for e in rec.of(Progress) if e.step > 0]
+    assert logged == [(micro[0] + micro[1]) / 2, (micro[2] + micro[3]) / 2, (micro[4] + micro[5]) / 2]
