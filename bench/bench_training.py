@@ -3,13 +3,14 @@
     python -m bench --only bench_training
 
 Kamaal runs in-process through ``trainer.worker.run_worker`` (a recording sink, no child process:
-bench_messaging measures that part), once with latent/text caching on and once off.  Its steps/s
-come from the worker's own ``Progress`` events (``elapsed_s`` at each step), so loading, sampling and
-saving are outside the window.  The reference (``bench/reference_loop.py``, shared with
-``gpu_check``) is written the way the diffusers ``train_dreambooth_lora.py`` example works: VAE encode and
-text encoder on every step, ``add_adapter`` (peft) on the UNet, AdamW, DDPM noise, MSE on epsilon.  The
-first ``WARMUP`` steps are excluded
-from both.  The ratio is Kamaal ÷ reference steps/s (above 1: Kamaal faster).
+bench_messaging measures that part), with latent/text caching on and off.  Its steps/s come from the
+worker's own ``Progress`` events (``elapsed_s`` at each step), so loading, sampling and saving are
+outside the window.  The reference (``bench/reference_loop.py``, shared with ``gpu_check``) is written
+the way the diffusers ``train_dreambooth_lora.py`` example works: VAE encode and text encoder on every
+step, ``add_adapter`` (peft) on the UNet, AdamW, DDPM noise, MSE on epsilon.  The first ``WARMUP``
+steps are excluded from both.  The runs are interleaved (``ROUNDS`` rounds of reference, caching on,
+caching off), so each round's ratios compare runs that shared the machine's load.  The ratio is
+Kamaal ÷ reference steps/s (above 1: Kamaal faster).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from bench.reference_loop import ReferenceSpec, draw_shapes, run_reference, steps_per_s
 
 STEPS, WARMUP, BATCH, RESOLUTION, RANK = 40, 5, 2, 64, 4
+ROUNDS = 3  # reference, caching on, caching off: three times over, interleaved
 
 
 def kamaal_config(model_dir: Path, dataset_dir: Path, caching: bool, steps: int = STEPS) -> Any:
@@ -71,25 +73,50 @@ def reference_steps_per_s(model_dir: Path, dataset_dir: Path, steps: int = STEPS
     return steps_per_s(run.stamps, WARMUP, steps - 1)  # the same steps as Kamaal's window
 
 
-def rows() -> list[dict[str, str]]:
-    from trainer.models.tiny import build_tiny_model
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}–{max(values):.2f}"
 
+
+def rows() -> list[dict[str, str]]:
+    """ROUNDS rounds of reference, caching on, caching off, back to back: a load that comes and goes (another
+    job on the machine) slows the runs of one round alike, so each round's ratios stay fair.  The row gives the
+    median ratio over the rounds, and the range.
+
+    Both sides run with the torch thread count Kamaal's trainer picks on this machine (``trainer.threads``:
+    1 on 2 cores): torch's default of one spinning thread per core collapses both sides under a passing load
+    (on 2 shared cores at load 5: under 1 it/s, round ratios 0.4–4.8), which measures the load, not the loop."""
+    import os
+    import statistics
+
+    import torch
+
+    from trainer.models.tiny import build_tiny_model
+    from trainer.threads import choose_threads, usable_cores
+
+    speeds: dict[str, list[float]] = {"reference": [], "on": [], "off": []}
+    before = torch.get_num_threads()
+    chosen = choose_threads(os.environ, cuda=False, cores=usable_cores()).threads
+    torch.set_num_threads(chosen or before)
     with tempfile.TemporaryDirectory(prefix="kamaal-bench-train-") as tmp:
         root = Path(tmp)
         model_dir = build_tiny_model(root / "model", "sd15", seed=0)
         dataset_dir = draw_shapes(root / "shapes")
-        reference = reference_steps_per_s(model_dir, dataset_dir)
-        cached = kamaal_steps_per_s(kamaal_config(model_dir, dataset_dir, True), root / "runs" / "cached")
-        uncached = kamaal_steps_per_s(kamaal_config(model_dir, dataset_dir, False), root / "runs" / "uncached")
-        reference_again = reference_steps_per_s(model_dir, dataset_dir)  # both sides of the Kamaal runs
-    reference = (reference + reference_again) / 2
-    spread = abs(reference - reference_again) / reference
-    shape = f"tiny sd15, {RESOLUTION} px, batch {BATCH}, {STEPS} steps ({WARMUP} warm-up excluded), CPU"
-    return [
-        {"name": "training: LoRA steps/s, caching on", "kamaal": f"{cached:.2f} it/s",
-         "reference": f"{reference:.2f} it/s", "ratio": f"{cached / reference:.2f}",
-         "note": f"vs diffusers DreamBooth-LoRA loop; {shape}; reference spread {spread:.0%}"},
-        {"name": "training: LoRA steps/s, caching off", "kamaal": f"{uncached:.2f} it/s",
-         "reference": f"{reference:.2f} it/s", "ratio": f"{uncached / reference:.2f}",
-         "note": "same work per step as the reference (images read, VAE + text encoder every step)"},
-    ]
+        for round_ in range(ROUNDS):
+            speeds["reference"].append(reference_steps_per_s(model_dir, dataset_dir))
+            for caching in ("on", "off"):
+                config = kamaal_config(model_dir, dataset_dir, caching == "on")
+                speeds[caching].append(kamaal_steps_per_s(config, root / "runs" / f"{caching}-{round_}"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(before)
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    shape = (f"tiny sd15, {RESOLUTION} px, batch {BATCH}, {STEPS} steps ({WARMUP} warm-up excluded), CPU, "
+             f"{threads} torch thread(s) both sides, {ROUNDS} interleaved rounds, load {load} at the end")
+    out = []
+    for caching, what in (("on", f"vs diffusers DreamBooth-LoRA loop; {shape}"),
+                          ("off", "same work per step as the reference (images read, VAE + text encoder every step)")):
+        ratios = [k / r for k, r in zip(speeds[caching], speeds["reference"], strict=True)]
+        out.append({"name": f"training: LoRA steps/s, caching {caching}",
+                    "kamaal": f"{statistics.median(speeds[caching]):.2f} it/s ({_spread(speeds[caching])})",
+                    "reference": f"{statistics.median(speeds['reference']):.2f} it/s ({_spread(speeds['reference'])})",
+                    "ratio": f"{statistics.median(ratios):.2f} ({_spread(ratios)})", "note": what})
+    return out

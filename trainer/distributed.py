@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
+from typing import Any, SupportsFloat
 
 from trainer.protocol import Command
 from trainer.runlog import CommandSource
@@ -55,8 +55,9 @@ class Distributed:
         """Every process's ``value``, in rank order, on the main process (None elsewhere)."""
         return [value]
 
-    def mean(self, value: float) -> float:
-        """The mean of ``value`` over all processes (on every process)."""
+    def mean(self, value: SupportsFloat) -> SupportsFloat:
+        """The mean of ``value`` (a float or a 0-d tensor) over all processes, on every process.  One process: the
+        value as it is, so a tensor on the GPU is not read (a read waits for the GPU) until someone needs it."""
         return value
 
     def barrier(self) -> None:
@@ -95,7 +96,7 @@ class TorchDistributed(Distributed):
         self._dist.all_gather_object(everything, value)  # all_gather: NCCL has no gather_object to CPU lists
         return everything if self.is_main else None
 
-    def mean(self, value: float) -> float:
+    def mean(self, value: SupportsFloat) -> SupportsFloat:
         import torch
 
         total = torch.tensor([float(value)], device=self._device)

@@ -237,7 +237,7 @@ class _Loop:
                 speed.tick()
                 heldout = job.evaluate() if step % config.training.eval_every == 0 or step == total else None
                 if step % config.training.log_every == 0 or heldout is not None or step == total:
-                    self._report(metrics, speed, memory, step, result.loss, lr, heldout)
+                    self._report(metrics, speed, memory, step, float(result.loss), lr, heldout)
                 if preview_every and step % preview_every == 0 and step != total:
                     job.preview(step)
                 if config.output.checkpoint_every and step % config.output.checkpoint_every == 0:

@@ -112,13 +112,13 @@ def test_disk_latent_cache_encodes_once_and_matches_memory_cache(tmp_path, tiny_
     from trainer.jobs.diffusion import DiffusionJob
 
     encoded: list[str] = []
-    original = DiffusionJob._encode_image
+    original = DiffusionJob._encode_images
 
-    def counting(self, example, draw):
-        encoded.append(example.image.name)
-        return original(self, example, draw)
+    def counting(self, examples, draws):
+        encoded.extend(example.image.name for example in examples)
+        return original(self, examples, draws)
 
-    monkeypatch.setattr(DiffusionJob, "_encode_image", counting)
+    monkeypatch.setattr(DiffusionJob, "_encode_images", counting)
     results = {}
     for where in ("memory", "disk"):
         encoded.clear()

@@ -18,7 +18,10 @@ from trainer.runlog import EventSink
 
 @dataclass
 class StepResult:
-    loss: float
+    """``loss``: a float, or a 0-d tensor still on the device: the worker turns it into a float (on a GPU, a read
+    that waits for every queued kernel) only on the steps it logs, so the others never stall the GPU's queue."""
+
+    loss: float | torch.Tensor
 
 
 class TrainingJob(ABC):
