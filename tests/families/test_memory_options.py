@@ -141,12 +141,12 @@ def test_text_encoders_off_the_gpu_change_nothing_but_where_they_wait(tmp_path, 
 
 @pytest.mark.parametrize("arch", TINY_FAMILIES)
 def test_a_preview_from_prompts_encoded_once_is_the_preview_from_the_text(arch, tiny_models, tmp_path):
-    import diffusers
-
     from trainer.diffusion.sampling import draw, encode_sample_prompts, prepared
+    from trainer.models.loading import load_model
 
-    pipe = getattr(diffusers, family(arch).pipeline_class).from_pretrained(tiny_models[arch], local_files_only=True)
-    pipe = prepared(pipe, arch)  # as previews draw (HiDream's: at its tiny transformer's size)
+    # Kamaal's loader, as a run loads it (Qwen-Image 2.1's folder names the Qwen3-VL processor, read as text), set
+    # up as previews draw (HiDream's: at its tiny transformer's size).
+    pipe = prepared(load_model(tiny_models[arch]).pipeline, arch)
     prompts = ["a red circle", ""]  # the empty prompt too: SDXL zeroes an empty negative prompt
     encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu")
     values = [v for entry in encoded.values() for value in entry.values()  # Z-Image: a list per prompt
