@@ -17,6 +17,7 @@ import torch
 
 from trainer.errors import InputError
 from trainer.families import family
+from trainer.families.base import SHIPPED_TOKENIZERS
 from trainer.models import detect
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.clip_vocab import CLIP_TOKENIZER_DIR, OPEN_CLIP_PAD_TOKEN
@@ -133,9 +134,9 @@ def _folder_parts(folder: Path, architecture: Architecture) -> dict[str, Any]:
 
 def _load_diffusers_folder(folder: Path, info: ModelInfo, dtype: torch.dtype) -> Any:
     for spec in family(info.architecture).text_encoders:
-        # An encoder whose vocabulary Kamaal does not ship (Gemma, Llama) cannot be made up for: the folder must
-        # hold it (the released HiDream folders leave out Llama 3.1, which people add).
-        if spec.tokenizer_kind in ("gemma", "llama") and not all(
+        # An encoder whose vocabulary Kamaal does not ship (Gemma, Llama, Mistral's) cannot be made up for: the
+        # folder must hold it (the released HiDream folders leave out Llama 3.1, which people add).
+        if spec.tokenizer_kind not in SHIPPED_TOKENIZERS and not all(
                 (folder / part).is_dir() for part in (spec.component, spec.tokenizer)):
             raise InputError(f"model.path: {folder} holds no {spec.label} ({spec.component}/ and {spec.tokenizer}/); "
                              f"{family(info.architecture).display_name} needs it: put its model and tokenizer there")
