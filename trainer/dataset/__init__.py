@@ -10,7 +10,7 @@ the standard library only — no torch, no Qt — so the GUI process can import 
 Modules: ``scan`` (listing, headers), ``imaging`` (safe opening, RGB conversion, thumbnails),
 ``captions``, ``hashing`` (duplicates), ``health`` (the check), ``report``, ``messages``,
 ``buckets`` (aspect-ratio buckets), ``cache`` (edited captions and crops), ``masks`` (loss masks
-beside images), ``cli``.
+beside images), ``pairs`` (the control images of before/after pairs), ``cli``.
 
 The names below are imported on first use (PEP 562), so ``import trainer.dataset.captions`` (the
 settings' token counts, the concept checks) does not also load the health check and Pillow.

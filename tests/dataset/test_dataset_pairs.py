@@ -1,0 +1,84 @@
+"""Before/after pairs (issue 28): both layouts users bring are listed as targets with their controls."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+from conftest import picture
+
+from trainer.dataset import list_images
+from trainer.dataset.pairs import control_paths_for, is_control_name, target_folder
+
+
+def _image(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture(seed, 32, 32).save(path, format="PNG")
+    return path
+
+
+def test_control_names_follow_the_suffix_convention() -> None:
+    for name in ("a_control.png", "a_CONTROL.JPG", "a_control_2.webp", "a b_control_12.png", "x_control.jxl"):
+        assert is_control_name(name), name
+    for name in ("a.png", "control.png", "_control.png", "a_control_1.png", "a_control_02.png", "a_control.txt",
+                 "a_controls.png", "a_control.mask.png", "._a_control.png"):
+        assert not is_control_name(name), name
+
+
+def test_suffix_pairs_are_found_beside_their_targets_in_reference_order(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("make it red", encoding="utf-8")
+    third, second, first = (_image(tmp_path / name) for name in ("a_Control_3.jpg", "a_control_2.PNG",
+                                                                  "A_CONTROL.png"))
+    _image(tmp_path / "b.jpg")
+    alone = _image(tmp_path / "gone_control.png")
+    listing = list_images(tmp_path)
+    assert {item.image.name: item.controls for item in listing.items} == {"a.png": (first, second, third),
+                                                                         "b.jpg": ()}
+    assert listing.items[0].caption == tmp_path / "a.txt"
+    assert listing.orphan_controls == (alone,)
+    assert control_paths_for(tmp_path / "a.png") == (first, second, third)
+    assert control_paths_for(tmp_path / "b.jpg") == ()
+
+
+def test_suffix_pairs_match_whatever_the_case_and_normalisation(tmp_path: Path) -> None:
+    target = _image(tmp_path / f"{unicodedata.normalize('NFC', 'Café')}.PNG")
+    control = _image(tmp_path / f"{unicodedata.normalize('NFD', 'café')}_control.jpg")
+    assert [(item.image, item.controls) for item in list_images(tmp_path).items] == [(target, (control,))]
+    assert control_paths_for(target) == (control,)
+
+
+def test_folder_pairs_list_the_targets_from_the_parent_or_the_target_folder(tmp_path: Path) -> None:
+    concept = tmp_path / "concept"
+    a, b = _image(concept / "target" / "a.png"), _image(concept / "target" / "b.png")
+    (concept / "target" / "a.txt").write_text("make it red", encoding="utf-8")
+    control_a = _image(concept / "control" / "A.jpg")
+    second_a = _image(concept / "Control_2" / "a.webp")
+    stray = _image(concept / "control" / "z.png")
+    assert target_folder(concept) == concept / "target"
+    assert target_folder(concept / "target") == concept / "target"
+    for folder in (concept, concept / "target"):
+        listing = list_images(folder)
+        assert [(item.image, item.controls) for item in listing.items] == [(a, (control_a, second_a)), (b, ())]
+        assert listing.items[0].caption == concept / "target" / "a.txt"
+        assert listing.orphan_controls == (stray,)
+    assert control_paths_for(a) == (control_a, second_a)
+    assert control_paths_for(b) == ()
+
+
+def test_a_recursive_listing_never_takes_controls_for_images(tmp_path: Path) -> None:
+    target = _image(tmp_path / "edits" / "target" / "a.png")
+    control = _image(tmp_path / "edits" / "control" / "a.png")
+    plain = _image(tmp_path / "portraits" / "p.png")
+    _image(tmp_path / "portraits" / "p.mask.png")
+    listing = list_images(tmp_path, recursive=True)
+    assert [(item.image, item.controls) for item in listing.items] == [(target, (control,)), (plain, ())]
+    assert listing.items[1].mask == tmp_path / "portraits" / "p.mask.png"
+    assert listing.orphan_controls == ()
+
+
+def test_a_target_folder_without_control_folders_is_an_ordinary_folder(tmp_path: Path) -> None:
+    image = _image(tmp_path / "target" / "a.png")
+    control = _image(tmp_path / "target" / "a_control.png")
+    assert target_folder(tmp_path) == tmp_path
+    assert [(item.image, item.controls) for item in list_images(tmp_path / "target").items] == [(image, (control,))]

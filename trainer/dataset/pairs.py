@@ -1,0 +1,162 @@
+"""Before/after pairs: the control images that go with a target image, for edit LoRAs (issue 28).
+
+An edit model (Flux.1 Kontext, Qwen-Image-Edit, Flux.2 with references) learns from a *target*
+image, one or more *control* images it was made from, and an instruction caption beside the
+target.  Two layouts that users already have from ai-toolkit, musubi-tuner and OneTrainer are read:
+
+1. **Folders**: a concept folder holding ``target/`` and ``control/`` (and ``control_2/``,
+   ``control_3/`` … for more references), the same stem in each: ``target/NAME.png`` +
+   ``control/NAME.jpg``; the caption is ``target/NAME.txt``.  A concept may point at the parent
+   folder or at its ``target/`` folder: both list the targets (``target_folder``).
+2. **Suffix**: ``NAME.png`` with ``NAME_control.png`` beside it (``NAME_control_2.png``,
+   ``NAME_control_3.png`` … for more references).
+
+Names match as captions do: any image suffix, case- and Unicode-normalisation-insensitive
+(``Café.PNG`` finds ``café_CONTROL.jpg``).  In a folders layout the folders decide; a suffix-named
+file inside ``target/`` there is nobody's control.  A control file is never listed or trained as an
+image of its own (like a loss mask); ``list_images`` fills ``DatasetItem.controls`` and names the
+controls without a target in ``Listing.orphan_controls``.
+
+Standard library and the dataset library's light modules only: the GUI process imports this.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+from trainer.dataset.imaging import NAMED_SUFFIXES, READABLE_SUFFIXES
+from trainer.dataset.masks import is_mask_name
+
+TARGET_FOLDER = "target"
+CONTROL_FOLDER = "control"
+CONTROL_SUFFIX = "_control"
+# The first reference has no number; the next ones count from 2, as ai-toolkit's control_path_2/_3.
+_NUMBER = r"(?:_(?P<number>[2-9]|[1-9][0-9]+))?"
+_CONTROL_STEM = re.compile(rf"^(?P<target>.+){CONTROL_SUFFIX}{_NUMBER}$")
+_CONTROL_FOLDER_NAME = re.compile(rf"^{CONTROL_FOLDER}{_NUMBER}$")
+_IMAGE_SUFFIXES = frozenset(READABLE_SUFFIXES) | frozenset(NAMED_SUFFIXES)
+
+
+def name_key(name: str) -> str:
+    """How file names are compared: case-insensitively and whatever the Unicode normalisation, so
+    ``Café.JPG`` (macOS writes decomposed accents) finds ``café.txt`` (Windows writes composed ones)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _is_image_file_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in _IMAGE_SUFFIXES
+
+
+def control_reference(name: str) -> tuple[str, int] | None:
+    """For a suffix-convention control file name, the key of its target's stem and its reference
+    number (1 for ``NAME_control``, 2 for ``NAME_control_2`` …); ``None`` for any other name."""
+    if not _is_image_file_name(name) or is_mask_name(name):
+        return None
+    match = _CONTROL_STEM.match(name_key(os.path.splitext(name)[0]))
+    if match is None:
+        return None
+    return match["target"], int(match["number"] or 1)
+
+
+def is_control_name(name: str) -> bool:
+    """``NAME_control.png``, ``NAME_control_2.jpg`` … (any case): a control image, never an image of its own."""
+    return control_reference(name) is not None
+
+
+def control_folder_number(name: str) -> int | None:
+    """1 for a ``control`` folder, 2 for ``control_2`` …; ``None`` for any other folder name."""
+    match = _CONTROL_FOLDER_NAME.match(name_key(name))
+    return None if match is None else int(match["number"] or 1)
+
+
+def _subfolders(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return []
+    folders = []
+    for entry in entries:
+        try:
+            if not entry.name.startswith(".") and entry.is_dir():
+                folders.append(entry)
+        except OSError:  # a symbolic link loop: not a folder
+            continue
+    return folders
+
+
+def control_folders(folder: Path) -> tuple[Path, ...]:
+    """The control folders of a folders-layout concept, in reference order (``control``, ``control_2`` …)."""
+    numbered = [(number, Path(entry.path)) for entry in _subfolders(Path(folder))
+                if (number := control_folder_number(entry.name)) is not None]
+    return tuple(path for _, path in sorted(numbered))
+
+
+def _target_subfolder(folder: Path) -> Path | None:
+    return next((Path(e.path) for e in _subfolders(folder) if name_key(e.name) == TARGET_FOLDER), None)
+
+
+def has_folders_layout(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``target/`` folder and at least one ``control`` folder beside it."""
+    folder = Path(folder)
+    return _target_subfolder(folder) is not None and bool(control_folders(folder))
+
+
+def target_folder(folder: Path) -> Path:
+    """``folder/target`` when ``folder`` has the folders layout, else ``folder`` itself."""
+    folder = Path(folder)
+    target = _target_subfolder(folder)
+    return target if target is not None and control_folders(folder) else folder
+
+
+def is_target_folder(folder: Path) -> bool:
+    """Whether ``folder`` is the ``target/`` folder of a folders layout (its controls live beside it)."""
+    folder = Path(folder)
+    return name_key(folder.name) == TARGET_FOLDER and bool(control_folders(folder.parent))
+
+
+def image_files_by_stem(folder: Path) -> dict[str, Path]:
+    """The image files of ``folder`` by the key of their stem (the first by name when stems repeat)."""
+    try:
+        with os.scandir(folder) as it:
+            names = sorted(entry.name for entry in it if _is_image_file_name(entry.name))
+    except OSError:
+        return {}
+    by_stem: dict[str, Path] = {}
+    for name in names:
+        by_stem.setdefault(name_key(os.path.splitext(name)[0]), Path(folder) / name)
+    return by_stem
+
+
+def suffix_controls(names: list[str], folder: Path) -> dict[str, tuple[Path, ...]]:
+    """The suffix-convention controls among ``names`` (files of ``folder``) by their target's stem key,
+    each in reference order."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        reference = control_reference(name)
+        if reference is not None:
+            found.setdefault(reference[0], []).append((reference[1], name))
+    return {stem: tuple(Path(folder) / name for _, name in sorted(refs)) for stem, refs in found.items()}
+
+
+def control_paths_for(image: Path) -> tuple[Path, ...]:
+    """The existing control files of target ``image``, in reference order (``control``, ``control_2`` …).
+
+    In a folders layout (``image`` inside ``target/`` with ``control/`` beside it) the file of the same
+    stem in each control folder; otherwise the ``NAME_control*`` files beside the image.  Lists the
+    folders it looks in: for many images at once, ``list_images`` reads each folder once instead.
+    """
+    image = Path(image)
+    stem = name_key(os.path.splitext(image.name)[0])
+    if is_target_folder(image.parent):
+        found = (image_files_by_stem(folder).get(stem) for folder in control_folders(image.parent.parent))
+        return tuple(path for path in found if path is not None)
+    try:
+        with os.scandir(image.parent) as it:
+            names = [entry.name for entry in it]
+    except OSError:
+        return ()
+    return suffix_controls(names, image.parent).get(stem, ())
