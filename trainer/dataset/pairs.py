@@ -152,8 +152,8 @@ def suffix_controls(names: list[str], folder: Path) -> dict[str, tuple[Path, ...
     return {stem: tuple(Path(folder) / name for _, name in sorted(refs)) for stem, refs in found.items()}
 
 
-def control_paths_for(image: Path) -> tuple[Path, ...]:
-    """The existing control files of target ``image``, in reference order (``control``, ``control_2`` …).
+def numbered_controls(image: Path) -> dict[int, Path]:
+    """The existing control files of target ``image`` by reference number (1 for ``control``), in order.
 
     In a folders layout (``image`` inside ``target/`` with ``control/`` beside it) the file of the same
     stem in each control folder; otherwise the ``NAME_control*`` files beside the image.  Lists the
@@ -161,15 +161,47 @@ def control_paths_for(image: Path) -> tuple[Path, ...]:
     """
     image = Path(image)
     stem = name_key(os.path.splitext(image.name)[0])
+    found: dict[int, Path] = {}
     if is_target_folder(image.parent):
-        found = (image_files_by_stem(folder).get(stem) for folder in control_folders(image.parent.parent))
-        return tuple(path for path in found if path is not None)
+        for folder in control_folders(image.parent.parent):
+            path = image_files_by_stem(folder).get(stem)
+            if path is not None:
+                found[control_folder_number(folder.name) or 1] = path
+        return found
     try:
         with os.scandir(image.parent) as it:
-            names = [entry.name for entry in it]
+            names = sorted(entry.name for entry in it)
     except OSError:
-        return ()
-    return suffix_controls(names, image.parent).get(stem, ())
+        return found
+    for name in names:
+        reference = control_reference(name)
+        if reference is not None and reference[0] == stem:
+            found.setdefault(reference[1], image.parent / name)
+    return dict(sorted(found.items()))
+
+
+def control_paths_for(image: Path) -> tuple[Path, ...]:
+    """The existing control files of target ``image`` under either layout, in reference order
+    (``control``, ``control_2`` …); see ``numbered_controls``."""
+    return tuple(numbered_controls(image).values())
+
+
+def control_name(stem: str, number: int, suffix: str) -> str:
+    """The suffix-convention name of a target's control number ``number``: ``cat_control.png``,
+    ``cat_control_2.jpg`` …"""
+    return f"{stem}{CONTROL_SUFFIX}{'' if number == 1 else f'_{number}'}{suffix}"
+
+
+def control_path(image: Path, number: int, suffix: str) -> Path:
+    """Where control number ``number`` of target ``image`` goes, with file suffix ``suffix``: in its control
+    folder in a folders layout (``control``, ``control_2`` … made when missing), else beside the image."""
+    image = Path(image)
+    stem = os.path.splitext(image.name)[0]
+    if not is_target_folder(image.parent):
+        return image.with_name(control_name(stem, number, suffix))
+    folders = {control_folder_number(folder.name): folder for folder in control_folders(image.parent.parent)}
+    made = image.parent.parent / (CONTROL_FOLDER if number == 1 else f"{CONTROL_FOLDER}_{number}")
+    return folders.get(number, made) / f"{stem}{suffix}"
 
 
 def same_aspect(control_size: tuple[int, int], target_size: tuple[int, int]) -> bool:
