@@ -26,7 +26,7 @@ from trainer.dataset.health import DEFAULT_MAX_ASPECT, Progress, check_dataset
 from trainer.dataset.pair_health import PairUse
 from trainer.dataset.report import Report, Severity
 from trainer.dataset.tokens import load_clip_tokenizer
-from trainer.families import NAMES, family
+from trainer.families import NAMES
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -129,14 +129,6 @@ def format_report(report: Report) -> list[str]:
     return lines
 
 
-def _pair_use(architecture: str | None) -> PairUse | None:
-    """What the family does with control images; ``control_images`` is the registry's fact (issue 28)."""
-    if architecture is None:
-        return None
-    chosen = family(architecture)
-    return PairUse(chosen.display_name, getattr(chosen, "control_images", 0))
-
-
 def _check(args: argparse.Namespace) -> int:
     folder: Path = args.folder
     if args.resolution < 64 or args.resolution % 8:
@@ -147,12 +139,13 @@ def _check(args: argparse.Namespace) -> int:
         return _bad_input(f"dataset folder not found: {folder}", args.json)
     if not folder.is_dir():
         return _bad_input(f"not a folder: {folder} (give the folder that holds the images)", args.json)
+    pairs = PairUse.for_family(args.architecture) if args.architecture else None
     try:
         # The panel's edits (captions, removed images) and the exact CLIP tokenizer: the same findings as the app.
         report = check_dataset(folder, args.resolution, token=args.token, template=args.template,
                                max_aspect=args.max_aspect, recursive=args.recursive,
                                tokenizer=load_clip_tokenizer(), cache=DatasetCache.for_folder(folder),
-                               pairs=_pair_use(args.architecture), progress=_progress_printer(sys.stderr))
+                               pairs=pairs, progress=_progress_printer(sys.stderr))
     except OSError as error:  # e.g. permission denied while listing the folder
         return _bad_input(f"cannot read the dataset folder {folder}: {error.strerror or error}", args.json)
     if args.json:

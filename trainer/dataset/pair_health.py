@@ -36,6 +36,7 @@ from trainer.dataset.pairs import (
 )
 from trainer.dataset.report import Code, Finding, ImageInfo, Severity
 from trainer.dataset.scan import orientation_of
+from trainer.families import FAMILIES
 
 _SUFFIXED = re.compile(rf"{CONTROL_SUFFIX}(_[0-9]+)?$", re.IGNORECASE)
 PREVIEW_SIDE = 64  # a JPEG control decodes at 1/8 scale: every byte is still read, the pixels are not needed
@@ -52,6 +53,16 @@ class PairUse:
     @property
     def edit(self) -> bool:
         return self.control_images > 0
+
+    @classmethod
+    def for_family(cls, architecture: str) -> PairUse | None:
+        """The registry's facts for ``model.architecture`` (``Family.control_images``, issue 28's training
+        side; a registry without it trains no family on pairs); ``None`` for the toy, which reads no images,
+        and for a name the registry does not know (the config's own check names it)."""
+        chosen = FAMILIES.get(architecture)
+        if chosen is None or chosen.is_toy:
+            return None
+        return cls(chosen.display_name, getattr(chosen, "control_images", 0))
 
 
 def expected_control(image: Path) -> str:
