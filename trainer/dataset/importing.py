@@ -38,7 +38,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from trainer.dataset.masks import mask_path_for
-from trainer.dataset.pairs import control_name, control_path, control_paths_for, is_control_name, numbered_controls
+from trainer.dataset.pairs import (
+    control_name,
+    control_path,
+    control_paths_for,
+    controls_of,
+    is_control_name,
+    numbered_controls,
+)
 from trainer.dataset.scan import CAPTION_EXTENSION, is_image_name, list_images
 
 
@@ -72,13 +79,15 @@ def expand_sources(sources: Iterable[Path], caption_extension: str = CAPTION_EXT
     recursively).  A mask or control chosen on its own is not an image: it comes with its image or not
     at all."""
     found: list[Found] = []
+    sources = [Path(source) for source in sources]
+    files = [source for source in sources if not source.is_dir() and is_image_name(source.name) and source.exists()]
+    controls = controls_of(files)  # each folder listed once, however many of its files were chosen
     for source in sources:
-        source = Path(source)
         if source.is_dir():
             found += [Found(item.image, item.caption, item.mask, item.controls)
                       for item in list_images(source, caption_extension=caption_extension).items]
-        elif is_image_name(source.name) and source.exists():
-            found.append(found_file(source, caption_extension))
+        elif source in controls:
+            found.append(found_file(source, caption_extension, controls[source]))
     return found
 
 

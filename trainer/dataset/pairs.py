@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
@@ -183,7 +184,31 @@ def numbered_controls(image: Path) -> dict[int, Path]:
 def control_paths_for(image: Path) -> tuple[Path, ...]:
     """The existing control files of target ``image`` under either layout, in reference order
     (``control``, ``control_2`` …); see ``numbered_controls``."""
-    return tuple(numbered_controls(image).values())
+    return controls_of([Path(image)])[Path(image)]
+
+
+def controls_of(images: Iterable[Path]) -> dict[Path, tuple[Path, ...]]:
+    """``control_paths_for`` of many images, each folder listed once (a folder of thousands of files takes
+    milliseconds to list: once per image would take seconds for an import of many chosen files)."""
+    by_folder: dict[Path, list[Path]] = {}
+    for image in map(Path, images):
+        by_folder.setdefault(image.parent, []).append(image)
+    found: dict[Path, tuple[Path, ...]] = {}
+    for folder, members in by_folder.items():
+        stems = {image: name_key(os.path.splitext(image.name)[0]) for image in members}
+        if is_target_folder(folder):
+            per_folder = [image_files_by_stem(control) for control in control_folders(folder.parent)]
+            found.update({image: tuple(c for files in per_folder if (c := files.get(stem)) is not None)
+                          for image, stem in stems.items()})
+            continue
+        try:
+            with os.scandir(folder) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError:
+            names = []
+        beside = suffix_controls(names, folder)
+        found.update({image: beside.get(stem, ()) for image, stem in stems.items()})
+    return found
 
 
 def control_name(stem: str, number: int, suffix: str) -> str:
