@@ -118,6 +118,7 @@ def test_importing_files_brings_their_controls_and_renames_them_along(tmp_path: 
     x, x_control = _image(source / "x.png"), _image(source / "x_control.png", seed=1)
     _image(source / "y.png", seed=2)
     _image(source / "y_control.webp", seed=3)
+    (source / "y_control_2.png").symlink_to(tmp_path / "nowhere.png")  # a dead link is never copied
     lone = _image(source / "z_control.png", seed=4)
     destination = tmp_path / "subject"
     _image(destination / "x.png", seed=9)  # taken by another picture
@@ -126,7 +127,7 @@ def test_importing_files_brings_their_controls_and_renames_them_along(tmp_path: 
     assert [p.name for p in result.copied] == ["x-2.png", "y-2.png"]
     assert (destination / "x-2_control.png").read_bytes() == x_control.read_bytes()
     assert (destination / "y-2_control.webp").read_bytes() == (source / "y_control.webp").read_bytes()
-    assert not (destination / "z_control.png").exists()
+    assert not (destination / "z_control.png").exists() and not (destination / "y-2_control_2.png").exists()
 
 
 def test_a_pair_made_by_hand_and_a_control_added_later(tmp_path: Path) -> None:

@@ -146,6 +146,7 @@ def import_found(found: list[Found], destination: Path, *, caption_extension: st
                 same.is_file() and filecmp.cmp(image, same, shallow=False)):
             result.skipped.append(image)
         else:
+            controls = tuple(control for control in controls if control.is_file())  # never a FIFO or a dead link
             target = _free_name(destination, image.name, controls)
             _atomic_copy(image, target)
             if caption is not None and caption.is_file():
