@@ -47,6 +47,7 @@ def test_a_concept_of_pairs_shows_control_then_target_with_the_caption(qtbot, ma
     qtbot.waitUntil(lambda: not view.controls[0].pixmap().isNull() and not view.target.pixmap().isNull(),
                     timeout=10_000)
     assert "photo 00_control.jpg → photo 00.jpg" in view.hint.text()
+    qtbot.waitUntil(lambda: "The same crop cuts its control image" in panel.crop.info.text(), timeout=10_000)
 
 
 def test_an_image_dropped_on_the_control_slot_is_copied_in_as_the_control(qtbot, make_panel, tmp_path):
