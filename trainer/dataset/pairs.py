@@ -142,73 +142,62 @@ def image_files_by_stem(folder: Path) -> dict[str, Path]:
     return by_stem
 
 
-def suffix_controls(names: list[str], folder: Path) -> dict[str, tuple[Path, ...]]:
-    """The suffix-convention controls among ``names`` (files of ``folder``) by their target's stem key,
-    each in reference order."""
-    found: dict[str, list[tuple[int, str]]] = {}
-    for name in names:
+def suffix_controls(names: Iterable[str], folder: Path) -> dict[str, dict[int, Path]]:
+    """The suffix-convention controls among ``names`` (files of ``folder``) by their target's stem key, each
+    target's by reference number in order (of two files with one number, ``cat_control.jpg`` and
+    ``cat_control.png``, the first by name)."""
+    found: dict[str, dict[int, Path]] = {}
+    for name in sorted(names):
         reference = control_reference(name)
         if reference is not None:
-            found.setdefault(reference[0], []).append((reference[1], name))
-    return {stem: tuple(Path(folder) / name for _, name in sorted(refs)) for stem, refs in found.items()}
+            found.setdefault(reference[0], {}).setdefault(reference[1], Path(folder) / name)
+    return {stem: dict(sorted(numbered.items())) for stem, numbered in found.items()}
 
 
-def numbered_controls(image: Path) -> dict[int, Path]:
-    """The existing control files of target ``image`` by reference number (1 for ``control``), in order.
+def numbered_controls_of(images: Iterable[Path]) -> dict[Path, dict[int, Path]]:
+    """The existing control files of each target image by reference number (1 for ``control``), in order.
 
-    In a folders layout (``image`` inside ``target/`` with ``control/`` beside it) the file of the same
-    stem in each control folder; otherwise the ``NAME_control*`` files beside the image.  Lists the
-    folders it looks in: for many images at once, ``list_images`` reads each folder once instead.
+    In a folders layout (the image inside ``target/`` with ``control/`` beside it) the file of the same stem
+    in each control folder; otherwise the ``NAME_control*`` files beside the image.  Each folder is listed
+    once: a folder of thousands of files takes milliseconds to list, which once per image would make an
+    import of many chosen files take seconds (``list_images`` uses the listings it already has).
     """
-    image = Path(image)
-    stem = name_key(os.path.splitext(image.name)[0])
-    found: dict[int, Path] = {}
-    if is_target_folder(image.parent):
-        for folder in control_folders(image.parent.parent):
-            path = image_files_by_stem(folder).get(stem)
-            if path is not None:
-                found[control_folder_number(folder.name) or 1] = path
-        return found
-    try:
-        with os.scandir(image.parent) as it:
-            names = sorted(entry.name for entry in it)
-    except OSError:
-        return found
-    for name in names:
-        reference = control_reference(name)
-        if reference is not None and reference[0] == stem:
-            found.setdefault(reference[1], image.parent / name)
-    return dict(sorted(found.items()))
-
-
-def control_paths_for(image: Path) -> tuple[Path, ...]:
-    """The existing control files of target ``image`` under either layout, in reference order
-    (``control``, ``control_2`` …); see ``numbered_controls``."""
-    return controls_of([Path(image)])[Path(image)]
-
-
-def controls_of(images: Iterable[Path]) -> dict[Path, tuple[Path, ...]]:
-    """``control_paths_for`` of many images, each folder listed once (a folder of thousands of files takes
-    milliseconds to list: once per image would take seconds for an import of many chosen files)."""
     by_folder: dict[Path, list[Path]] = {}
     for image in map(Path, images):
         by_folder.setdefault(image.parent, []).append(image)
-    found: dict[Path, tuple[Path, ...]] = {}
+    found: dict[Path, dict[int, Path]] = {}
     for folder, members in by_folder.items():
         stems = {image: name_key(os.path.splitext(image.name)[0]) for image in members}
         if is_target_folder(folder):
-            per_folder = [image_files_by_stem(control) for control in control_folders(folder.parent)]
-            found.update({image: tuple(c for files in per_folder if (c := files.get(stem)) is not None)
+            per_folder = [(control_folder_number(control.name) or 1, image_files_by_stem(control))
+                          for control in control_folders(folder.parent)]
+            found.update({image: {number: files[stem] for number, files in per_folder if stem in files}
                           for image, stem in stems.items()})
             continue
         try:
             with os.scandir(folder) as it:
-                names = sorted(entry.name for entry in it)
+                names = [entry.name for entry in it]
         except OSError:
             names = []
         beside = suffix_controls(names, folder)
-        found.update({image: beside.get(stem, ()) for image, stem in stems.items()})
+        found.update({image: beside.get(stem, {}) for image, stem in stems.items()})
     return found
+
+
+def numbered_controls(image: Path) -> dict[int, Path]:
+    """``numbered_controls_of`` for one image."""
+    return numbered_controls_of([Path(image)])[Path(image)]
+
+
+def control_paths_for(image: Path) -> tuple[Path, ...]:
+    """The existing control files of target ``image`` under either layout, in reference order
+    (``control``, ``control_2`` …); for many images, ``controls_of``."""
+    return tuple(numbered_controls(image).values())
+
+
+def controls_of(images: Iterable[Path]) -> dict[Path, tuple[Path, ...]]:
+    """``control_paths_for`` of many images, each folder listed once (``numbered_controls_of``)."""
+    return {image: tuple(numbered.values()) for image, numbered in numbered_controls_of(images).items()}
 
 
 def control_name(stem: str, number: int, suffix: str) -> str:
