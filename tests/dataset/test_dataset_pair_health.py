@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 from conftest import picture
-from PIL import Image
 
 from trainer.dataset import check_dataset
 from trainer.dataset.cli import dataset_main
 from trainer.dataset.pair_health import PairUse
-from trainer.dataset.pairs import control_crop, load_control
+from trainer.dataset.pairs import stretch
 
 KONTEXT = PairUse("Flux.1 Kontext", 1)
 
@@ -50,7 +49,7 @@ def test_a_partly_paired_folder_names_each_missing_partner_and_bad_control(pairs
         (".", "partly_paired"): "warning", ("gone_control.png", "orphan_control"): "warning",
         **{(f"{name}.png", "missing_caption"): "info" for name in "abcde"}}
     assert "c_control.png is 64×64 but its target is 96×64" in found["c.png", "control_aspect"][1]
-    assert "cuts 33 % of its height" in found["c.png", "control_aspect"][1]
+    assert "stretches it 50 % wider than it is" in found["c.png", "control_aspect"][1]
     assert "d_control.jpg cannot be read" in found["d.png", "control_unreadable"][1]
     assert "e_control.png or .jpg beside it" in found["e.png", "missing_control"][1]
     assert "1 of 5 images have no control image" in found[".", "partly_paired"][1]
@@ -91,19 +90,15 @@ def test_the_folders_layout_names_controls_with_their_folder(tmp_path: Path) -> 
     _image(tmp_path / "control" / "z.png", seed=3)
     found = _found(check_dataset(tmp_path, 64))
     assert "control/a.jpg is 64×96 but its target is 96×64" in found["target/a.png", "control_aspect"][1]
+    assert "stretches it 125 % wider" in found["target/a.png", "control_aspect"][1]
     assert "control/b.png or .jpg beside target/" in found["target/b.png", "missing_control"][1]
     assert "target/z.png, .jpg, ... beside control/" in found["control/z.png", "orphan_control"][1]
 
 
-def test_a_control_of_another_shape_is_centred_on_its_targets_shape(tmp_path: Path) -> None:
-    assert control_crop((200, 100), (100, 100)) == (50, 0, 150, 100)
-    assert control_crop((100, 300), (100, 100)) == (0, 100, 100, 200)
-    assert control_crop((201, 100), (400, 200)) == (0, 0, 201, 100)  # within 1 %: scaled, never cut
-    wide = Image.new("RGB", (200, 100), (255, 0, 0))
-    wide.paste((0, 0, 255), (50, 0, 150, 100))  # blue in the middle, red at the sides
-    wide.save(tmp_path / "c.png")
-    loaded = load_control(tmp_path / "c.png", (64, 64))
-    assert loaded.size == (64, 64) and {colour for _, colour in loaded.getcolors()} == {(0, 0, 255)}
+def test_a_control_of_another_shape_says_how_much_resizing_stretches_it() -> None:
+    assert stretch((64, 64), (96, 64)) == 1.5  # a square control of a 3:2 target: widened by half
+    assert stretch((96, 64), (64, 64)) == pytest.approx(2 / 3)  # made taller: "50 % taller"
+    assert stretch((201, 100), (402, 200)) == 1.0
 
 
 def test_the_cli_prints_pair_counts_and_names_the_files(pairs: Path, capsys: pytest.CaptureFixture[str]) -> None:

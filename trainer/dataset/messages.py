@@ -217,8 +217,8 @@ def _control(control: Path) -> str:
 
 def missing_control(image: Path, expected: str, family: str | None) -> str:
     if family is not None:
-        return (f"{image.name} has no control image ({expected}): {family} trains on before/after pairs, so "
-                "training leaves it out. Add its control image, or move it out of this concept.")
+        return (f"{image.name} has no control image ({expected}): {family} trains on before/after pairs, so a run "
+                "will not start while it has none. Add its control image, or remove the image from the dataset.")
     return (f"{image.name} has no control image ({expected}), while other images of this concept have one: an edit "
             "model would learn it without its before picture. Add its control image, or move it to another concept.")
 
@@ -237,12 +237,12 @@ def control_unreadable(control: Path, reason: str, family: str | None) -> str:
 
 
 def control_aspect(control: Path, control_size: tuple[int, int], image_size: tuple[int, int],
-                   cut: tuple[float, float]) -> str:
-    side, share = ("width", cut[0]) if cut[0] > 0 else ("height", cut[1])
+                   stretch: float) -> str:
+    how = f"{_percent(stretch - 1)} wider" if stretch > 1 else f"{_percent(1 / stretch - 1)} taller"
     return (f"The control image {_control(control)} is {control_size[0]}×{control_size[1]} but its target is "
-            f"{image_size[0]}×{image_size[1]}, another aspect ratio: training centres it on the target's shape and "
-            f"cuts {_percent(share)} of its {side} away, so the pair may no longer line up. Crop both pictures "
-            "alike, or give the control the target's size.")
+            f"{image_size[0]}×{image_size[1]}, another aspect ratio: training resizes it to the target's size, which "
+            f"stretches it {how} than it is, so the pair may no longer line up. Crop both pictures alike, or give the "
+            "control the target's shape.")
 
 
 def control_scaled(control: Path, control_size: tuple[int, int], image_size: tuple[int, int]) -> str:

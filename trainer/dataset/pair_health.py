@@ -1,14 +1,15 @@
 """The health check's findings about before/after pairs (``trainer.dataset.pairs``).
 
 Per pair (``control_findings``, on the check's worker threads): each control image decoded once —
-unreadable, another aspect ratio (how much the crop to the target's shape cuts away), another size
+unreadable, another aspect ratio (how much resizing it to the target's size stretches it), another size
 of the same shape, more controls than the family takes.  Per concept (``concept_findings``, once all
 images are in): targets without a control, controls without a target, controls a text-to-image family
 does not use.
 
 What counts as wrong depends on the family the concept trains (``PairUse``, from the registry): an edit
-family cannot train a target without its control, so that target is an error and training leaves it
-out; with no family given (``kamaal-train dataset check`` without ``--architecture``) a concept whose
+family cannot train a target without its control, so that target is an error (a run refuses to start
+until it has one or is removed from the dataset), and a pair whose control cannot be read is left out;
+with no family given (``kamaal-train dataset check`` without ``--architecture``) a concept whose
 images are partly paired gets warnings; a text-to-image family ignores control images, and one
 warning says so.
 
@@ -30,9 +31,9 @@ from trainer.dataset.pairs import (
     CONTROL_SUFFIX,
     TARGET_FOLDER,
     control_reference,
-    cut_share,
     is_target_folder,
     same_aspect,
+    stretch,
 )
 from trainer.dataset.report import Code, Finding, ImageInfo, Severity
 from trainer.dataset.scan import orientation_of
@@ -112,7 +113,7 @@ def control_findings(controls: Sequence[Path], size: tuple[int, int], use: PairU
             continue
         if not same_aspect(control_size, size):
             add(Code.CONTROL_ASPECT, Severity.WARNING,
-                messages.control_aspect(control, control_size, size, cut_share(control_size, size)), control)
+                messages.control_aspect(control, control_size, size, stretch(control_size, size)), control)
         elif control_size != size:
             add(Code.CONTROL_SCALED, Severity.INFO, messages.control_scaled(control, control_size, size), control)
 

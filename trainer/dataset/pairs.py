@@ -17,14 +17,12 @@ file inside ``target/`` there is nobody's control.  A control file is never list
 image of its own (like a loss mask); ``list_images`` fills ``DatasetItem.controls`` and names the
 controls without a target in ``Listing.orphan_controls``.
 
-A control lines up with its target when it has the target's aspect ratio (within 1 %); another size is
-scaled to the target's.  A control of another aspect ratio is scaled to cover the target and
-centre-cropped to its shape, as a bucket crops an image (``control_crop``, ``load_control``); the
-health check says how much of it that cuts away.  From there it goes through the target's own steps
-(the user's crop, the bucket's resize and crop, the flip), so each control pixel stays on its
-target pixel.
+Training (``trainer.diffusion.data.load_pair``) resizes a control to its target's size and then sends it
+through the target's own steps (the user's crop, the bucket's resize and crop, the flip), so each control
+pixel stays on its target pixel.  A control of the target's aspect ratio (within 1 %) is only scaled; one of
+another aspect ratio is stretched, as ai-toolkit does, and the health check says by how much (``stretch``).
 
-Pillow and the dataset library's light modules only: the GUI process imports this.
+Standard library and the dataset library's light modules only: the GUI process imports this.
 """
 
 from __future__ import annotations
@@ -35,9 +33,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from PIL import Image
-
-from trainer.dataset.imaging import NAMED_SUFFIXES, READABLE_SUFFIXES, load_rgb
+from trainer.dataset.imaging import NAMED_SUFFIXES, READABLE_SUFFIXES
 from trainer.dataset.masks import is_mask_name
 
 TARGET_FOLDER = "target"
@@ -224,35 +220,8 @@ def same_aspect(control_size: tuple[int, int], target_size: tuple[int, int]) -> 
     return abs((cw / ch) / (tw / th) - 1.0) <= ASPECT_TOLERANCE
 
 
-def control_crop(control_size: tuple[int, int], target_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The box ``(left, top, right, bottom)`` of a control that lines up with its target: all of it when
-    the aspect ratios agree, else the centred box of the target's aspect ratio (sizes as trained)."""
+def stretch(control_size: tuple[int, int], target_size: tuple[int, int]) -> float:
+    """How much resizing a control to its target's size widens it relative to its height: 1.33 for a 4:3
+    control of a 16:9 target… 1 for the same shape, below 1 when it is made taller."""
     (cw, ch), (tw, th) = control_size, target_size
-    if same_aspect(control_size, target_size):
-        return 0, 0, cw, ch
-    if cw * th > tw * ch:  # the control is wider: keep its full height
-        width = max(1, round(ch * tw / th))
-        left = (cw - width) // 2
-        return left, 0, left + width, ch
-    height = max(1, round(cw * th / tw))
-    top = (ch - height) // 2
-    return 0, top, cw, top + height
-
-
-def cut_share(control_size: tuple[int, int], target_size: tuple[int, int]) -> tuple[float, float]:
-    """How much of the control's width and height ``control_crop`` cuts away (0 to 1 each)."""
-    left, top, right, bottom = control_crop(control_size, target_size)
-    return 1.0 - (right - left) / control_size[0], 1.0 - (bottom - top) / control_size[1]
-
-
-def load_control(path: Path, target_size: tuple[int, int]) -> Image.Image:
-    """A control image as training sees it before the target's own steps: 8-bit RGB (EXIF rotation
-    applied), cut to ``control_crop`` and resized to ``target_size`` (the target's size as trained).
-
-    Raises ``DatasetImageError`` naming the file when it cannot be read.
-    """
-    image = load_rgb(Path(path))
-    box = control_crop(image.size, target_size)
-    if box != (0, 0, *image.size):
-        image = image.crop(box)
-    return image if image.size == tuple(target_size) else image.resize(target_size, Image.Resampling.LANCZOS)
+    return (tw / th) / (cw / ch)
