@@ -60,6 +60,7 @@ def main() -> int:
     from trainer.config import apply_overrides, config_from_dict, load_config
 
     out = (Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent) / "dataset-pairs.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
     apply_style(app)  # type: ignore[arg-type]
 
@@ -81,7 +82,8 @@ def main() -> int:
             spin(100)
         panel.select_rows([3])
         spin(2000)  # the thumbnails of the first screen and of the pair
-        panel.grab().save(str(out))
+        if not panel.grab().save(str(out)):
+            raise SystemExit(f"could not write {out}")
         print(f"wrote {out}: {panel.dataset.report_summary}")
         panel.shutdown()
     return 0
