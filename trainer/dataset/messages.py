@@ -250,6 +250,12 @@ def control_scaled(control: Path, control_size: tuple[int, int], image_size: tup
             f"{image_size[0]}×{image_size[1]}: same shape, so it is scaled to the target. Nothing to do.")
 
 
+def control_gap(control: Path, number: int, place: int) -> str:
+    return (f"The control image {_control(control)} is reference {number}, but reference {place} is missing: control "
+            f"images are used in order, so it is taken as reference {place}. Add the missing control image, or rename "
+            "this one.")
+
+
 def extra_controls(ignored: list[Path], family: str, most: int) -> str:
     names = ", ".join(_control(path) for path in ignored)
     return (f"{family} takes {most} control image{'' if most == 1 else 's'} per pair, so {names} "

@@ -2,9 +2,9 @@
 
 Per pair (``control_findings``, on the check's worker threads): each control image decoded once —
 unreadable, another aspect ratio (how much resizing it to the target's size stretches it), another size
-of the same shape, more controls than the family takes.  Per concept (``concept_findings``, once all
-images are in): targets without a control, controls without a target, controls a text-to-image family
-does not use.
+of the same shape, more controls than the family takes, a second reference without a first.  Per concept
+(``concept_findings``, once all images are in): targets without a control, controls without a target,
+controls a text-to-image family does not use.
 
 What counts as wrong depends on the family the concept trains (``PairUse``, from the registry): an edit
 family cannot train a target without its control, so that target is an error (a run refuses to start
@@ -32,6 +32,7 @@ from trainer.dataset.pairs import (
     TARGET_FOLDER,
     control_reference,
     is_target_folder,
+    reference_number,
     same_aspect,
     stretch,
 )
@@ -99,6 +100,11 @@ def control_findings(controls: Sequence[Path], size: tuple[int, int], use: PairU
     """The control images of one target of ``size`` (as trained); nothing for a text-to-image family."""
     if use is not None and not use.edit:
         return
+    numbers = [reference_number(control) for control in controls]
+    moved = next((place for place, number in enumerate(numbers, start=1) if number != place), None)
+    if moved is not None:  # control_2 without control: it moves up a place
+        control = controls[moved - 1]
+        add(Code.CONTROL_GAP, Severity.WARNING, messages.control_gap(control, numbers[moved - 1], moved), control)
     if use is not None and len(controls) > use.control_images:
         add(Code.EXTRA_CONTROLS, Severity.INFO,
             messages.extra_controls(list(controls[use.control_images:]), use.family, use.control_images), None)

@@ -73,6 +73,14 @@ def is_control_name(name: str) -> bool:
     return control_reference(name) is not None
 
 
+def reference_number(control: Path) -> int:
+    """Which reference a control file is: its suffix's number (``NAME_control_2`` → 2), else its folder's
+    (``control_2/NAME`` → 2); 1 for ``NAME_control`` and ``control/NAME``."""
+    control = Path(control)
+    reference = control_reference(control.name)
+    return reference[1] if reference is not None else control_folder_number(control.parent.name) or 1
+
+
 def control_folder_number(name: str) -> int | None:
     """1 for a ``control`` folder, 2 for ``control_2`` …; ``None`` for any other folder name."""
     match = _CONTROL_FOLDER_NAME.match(name_key(name))

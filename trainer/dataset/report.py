@@ -74,6 +74,7 @@ class Code(enum.StrEnum):
     CONTROL_ASPECT = "control_aspect"  # a control of another aspect ratio: cropped to its target's shape
     CONTROL_SCALED = "control_scaled"  # same aspect, another size: scaled to the target
     EXTRA_CONTROLS = "extra_controls"  # more control images than the family takes
+    CONTROL_GAP = "control_gap"  # control_2 (or _3 …) without the references before it
     CONTROLS_IGNORED = "controls_ignored"  # the folder: control images a text-to-image family does not use
     ORPHAN_CONTROL = "orphan_control"  # a control image with no target
 
