@@ -9,7 +9,7 @@ import pytest
 from conftest import picture
 
 from trainer.dataset import check_dataset
-from trainer.dataset.cli import dataset_main
+from trainer.dataset.cli import dataset_main, format_report
 from trainer.dataset.pair_health import PairUse
 from trainer.dataset.pairs import stretch
 
@@ -67,6 +67,9 @@ def test_an_edit_family_leaves_out_targets_it_cannot_train(pairs: Path) -> None:
                                                 "a_control_2.png is not used. Nothing to do, unless you meant another "
                                                 "family.")
     assert sorted(p.name for p in report.usable_images) == ["a.png", "b.png", "c.png"]
+    # e.png stops the run (training refuses a target without control by name): the check says so, and exits 2.
+    assert not report.usable and [f.file.name for f in report.blocking] == ["e.png"]
+    assert format_report(report)[-1] == "Training would not start: 1 image(s) need a control image (errors above)."
 
 
 def test_a_text_to_image_family_says_once_that_controls_are_ignored(pairs: Path) -> None:
@@ -108,6 +111,7 @@ def test_the_cli_prints_pair_counts_and_names_the_files(pairs: Path, capsys: pyt
     assert lines[1] == "Pairs: 4 of 5 images have control images (5 control images in all)"
     assert any(line.startswith("warning e.png: e.png has no control image") and "[missing_control]" in line
                for line in lines)
+    assert any(line.startswith("warning this folder: 1 of 5 images have no control image") for line in lines)
     assert dataset_main(["check", str(pairs), "--resolution", "64", "--json", "--architecture", "sd15"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["counts"]["pairs"] == 4 and data["settings"]["pairs"]["control_images"] == 0

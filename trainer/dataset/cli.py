@@ -5,8 +5,9 @@
     kamaal-train dataset caption DIR --model FOLDER [--mode fill|replace|append] [--prefix P] [--suffix S] ...
 
 The main CLI hands everything after ``dataset`` to ``dataset_main``.  Exit codes follow
-DESIGN.md §4: 0 the dataset is usable (at least one usable image), 2 it is not, or the folder
-is missing / not a folder (a message names it).  Bad input never ends in a traceback.
+DESIGN.md §4: 0 the dataset is usable (at least one usable image, and nothing that stops a run: an edit
+family's target without a control image), 2 it is not, or the folder is missing / not a folder (a message
+names it).  Bad input never ends in a traceback.
 
 Standard library + the dataset library only: no torch is imported for a dataset check.
 """
@@ -38,7 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check", help="report unreadable, duplicate, badly sized or badly captioned images",
         description="Decode every image of DIR and report what would go wrong in training. "
-                    "Exit code 0 when at least one image is usable, 2 otherwise.")
+                    "Exit code 0 when at least one image is usable and none stops a run (an edit family's image "
+                    "without a control image), 2 otherwise.")
     check.add_argument("folder", metavar="DIR", type=Path, help="the dataset folder (images with .txt captions)")
     check.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     check.add_argument("--resolution", type=int, default=512, metavar="N",
@@ -123,8 +125,11 @@ def format_report(report: Report) -> list[str]:
     labels = {Severity.ERROR: "error  ", Severity.WARNING: "warning", Severity.INFO: "note   "}
     for finding in report.sorted_findings():
         name = report.relative(finding.file) or str(finding.file)
+        name = "this folder" if name == "." else name
         lines.append(f"{labels[finding.severity]} {name}: {finding.message} [{finding.code.value}]")
-    if not report.usable:
+    if report.blocking:
+        lines.append(f"Training would not start: {len(report.blocking)} image(s) need a control image (errors above).")
+    elif not report.usable:
         lines.append("No usable image: fix the errors above before training.")
     return lines
 

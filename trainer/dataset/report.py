@@ -130,7 +130,14 @@ class Report:
 
     @property
     def usable(self) -> bool:
-        return bool(self.usable_images)
+        """Whether training can start: some image is usable, and no image stops the run (an edit family's target
+        without a control image: the run refuses it by name rather than train the pairs without it)."""
+        return bool(self.usable_images) and not self.blocking
+
+    @property
+    def blocking(self) -> list[Finding]:
+        """The findings that stop a run before it starts."""
+        return [f for f in self.findings if f.code is Code.MISSING_CONTROL and f.severity is Severity.ERROR]
 
     @property
     def pairs(self) -> int:
