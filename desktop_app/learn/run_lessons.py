@@ -9,6 +9,7 @@ finishes: held-out losses from ``metrics.jsonl``, weights from the exported safe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,8 @@ def preset_config(name: str, *overrides: str) -> Config:
 class TrainingLesson(QWidget):
     """Lesson 2: the toy preset as shipped, with the loss plot, the weights view and what to watch."""
 
+    OVERRIDES: tuple[str, ...] = ()  # the preset as shipped (tests shorten it)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runner = LessonRunner(self)
@@ -153,7 +156,7 @@ class TrainingLesson(QWidget):
         self.retranslate()
 
     def start(self) -> None:
-        self.runner.start([LessonRun(marked("Toy run"), preset_config("toy"))])
+        self.runner.start([LessonRun(marked("Toy run"), preset_config("toy", *self.OVERRIDES))])
         self._set_watch(marked("The first steps: the loss drops steeply while the weights find their rough "
                                "direction. Watch the weights view: colours grow where the network learned "
                                "something."))
@@ -163,11 +166,11 @@ class TrainingLesson(QWidget):
         self.watch.setText(tr(source))
 
     def _on_progress(self, progress: Progress) -> None:
-        model = self.runner.run_model
+        if math.isnan(progress.loss):  # step 0: only the held-out loss is measured yet
+            return
         self.status.setText(tr("Step {step} of {total}: training loss {loss}").format(
-            step=progress.step, total=progress.total, loss=f"{progress.loss:.3f}"))
-        heldout = model.curves.heldout.y if len(model.curves.heldout) else []
-        if progress.step > progress.total // 3 and len(heldout):
+            step=progress.step, total=progress.total_steps, loss=f"{progress.loss:.3f}"))
+        if progress.step > progress.total_steps // 3 and len(self.runner.run_model.curves.heldout):
             self._set_watch(marked("Now the curves flatten: each step teaches less. The held-out loss (dots) is "
                                    "measured on data the network never trains on: as long as it falls with the "
                                    "training loss, the network is learning the task, not memorising its data."))
@@ -209,6 +212,7 @@ class FreezingLesson(QWidget):
     """Lesson 3: the pretrained network fine-tuned three ways on the shifted task, for the same steps."""
 
     STEPS = 300
+    STEP_DELAY_MS = 5  # 1.5 s of watching per run; tests set 0
     FROZEN = ("input_layer", "hidden_layer")
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -257,7 +261,7 @@ class FreezingLesson(QWidget):
         self.retranslate()
 
     def _plan(self) -> list[LessonRun]:
-        common = (f"training.steps={self.STEPS}", "toy.step_delay_ms=5")
+        common = (f"training.steps={self.STEPS}", f"toy.step_delay_ms={self.STEP_DELAY_MS}")
         return [
             LessonRun(marked("Pretrained, only the output layer trains"), preset_config("toy-frozen", *common)),
             LessonRun(marked("Pretrained, every layer trains"),
@@ -278,7 +282,7 @@ class FreezingLesson(QWidget):
     def _on_progress(self, progress: Progress) -> None:
         run = self.runs[self.runner.current]
         self.status.setText(tr("{run}: step {step} of {total}").format(run=tr(run.label), step=progress.step,
-                                                                      total=progress.total))
+                                                                      total=progress.total_steps))
 
     def _show_run(self, index: int) -> None:
         run = self.runs[index]

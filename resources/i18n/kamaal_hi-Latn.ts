@@ -92,8 +92,28 @@
         <translation>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, jahan har LoRA ka ΔW = (α/r)·B·A hai.</translation>
     </message>
     <message>
+        <source>ΔW₁ (LoRA 1)</source>
+        <translation>ΔW₁ (LoRA 1)</translation>
+    </message>
+    <message>
+        <source>merged change</source>
+        <translation>merged change</translation>
+    </message>
+    <message>
+        <source>ΔW₂ (LoRA 2)</source>
+        <translation>ΔW₂ (LoRA 2)</translation>
+    </message>
+    <message>
         <source>Add difference: C + m·(A − B). B is the pretrained network, A is B after fine-tuning (here: B with LoRA 1 fused in), C is another model (B with LoRA 2). A − B is exactly what fine-tuning taught; adding it to C gives C that skill too.</source>
         <translation>Add difference: C + m·(A − B). B pretrained network hai, A finetuning ke baad wala B (yahan: B mein LoRA 1 fuse kiya hua), C koi aur model (B ke saath LoRA 2). A − B bilkul wahi hai jo finetuning ne sikhaya; isse C mein jodo toh C ko bhi woh skill mil jaati hai.</translation>
+    </message>
+    <message>
+        <source>A − B: what fine-tuning taught</source>
+        <translation>A − B: finetuning ne jo sikhaya</translation>
+    </message>
+    <message>
+        <source>C + m·(A − B) − C</source>
+        <translation>C + m·(A − B) − C</translation>
     </message>
     <message>
         <source>Output with LoRA 1: {first}    with LoRA 2: {second}    merged: {merged}</source>
