@@ -113,6 +113,16 @@ class LessonRunner(QObject):
         self.session.shutdown(kill_after_s=5)
 
 
+def run_views(loss_plot: LossPlot, weights_view: WeightsView) -> QVBoxLayout:
+    """The loss curves above the weights, each at the experiment column's full width (side by side, the
+    three layers' heatmaps did not fit).  The learning-rate strip is left out: no lesson is about it."""
+    loss_plot.lr_widget.hide()
+    views = QVBoxLayout()
+    views.addWidget(loss_plot, 1)
+    views.addWidget(weights_view, 1)
+    return views
+
+
 def preset_config(name: str, *overrides: str) -> Config:
     return load_config(paths.preset_path(name), list(overrides))
 
@@ -139,9 +149,7 @@ class TrainingLesson(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.start_button)
         top.addWidget(self.status, 1)
-        views = QHBoxLayout()
-        views.addWidget(self.loss_plot, 1)
-        views.addWidget(self.weights_view, 1)
+        views = run_views(self.loss_plot, self.weights_view)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
@@ -195,7 +203,9 @@ class TrainingLesson(QWidget):
 class FreezingResult:
     """Lesson 3's claim, measured: the runs' last held-out losses and whether the frozen layers kept every bit."""
 
-    final_losses: tuple[float, ...]
+    scratch_loss: float  # every layer, from random weights
+    everything_loss: float  # every layer, from the pretrained network
+    fine_tuned_loss: float  # the output layer alone, the rest frozen
     frozen_unchanged: bool
     trainable: int
     total: int
@@ -243,9 +253,7 @@ class FreezingLesson(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.start_button)
         top.addWidget(self.status, 1)
-        views = QHBoxLayout()
-        views.addWidget(self.loss_plot, 1)
-        views.addWidget(self.weights_view, 1)
+        views = run_views(self.loss_plot, self.weights_view)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
@@ -262,14 +270,15 @@ class FreezingLesson(QWidget):
 
     def _plan(self) -> list[LessonRun]:
         common = (f"training.steps={self.STEPS}", f"toy.step_delay_ms={self.STEP_DELAY_MS}")
+        # The frozen run last, so the views end on it: its frozen layers drawn as such beside its curve.
         return [
-            LessonRun(marked("Pretrained, only the output layer trains"), preset_config("toy-frozen", *common)),
-            LessonRun(marked("Pretrained, every layer trains"),
-                      preset_config("toy-frozen", *common, f"frozen.trainable={ALL_LAYERS}",
-                                    "output.run_name=toy-all-layers")),
             LessonRun(marked("From scratch, every layer trains"),
                       preset_config("toy-frozen", *common, f"frozen.trainable={ALL_LAYERS}", 'model.path=""',
                                     "output.run_name=toy-from-scratch")),
+            LessonRun(marked("Pretrained, every layer trains"),
+                      preset_config("toy-frozen", *common, f"frozen.trainable={ALL_LAYERS}",
+                                    "output.run_name=toy-all-layers")),
+            LessonRun(marked("Pretrained, only the output layer trains"), preset_config("toy-frozen", *common)),
         ]
 
     def start(self) -> None:
@@ -295,11 +304,12 @@ class FreezingLesson(QWidget):
             self.status.setText(tr("The run failed: {message}").format(message=failed[0].error))
             return
         try:
-            unchanged = frozen_layers_unchanged(self.pretrained, self.runs[0].output_file, self.FROZEN)
+            unchanged = frozen_layers_unchanged(self.pretrained, self.runs[2].output_file, self.FROZEN)
         except ToyFileError as exc:
             self.status.setText(str(exc))
             return
-        self.result = FreezingResult(tuple(run.heldout[-1] for run in self.runs), unchanged,
+        scratch, everything, fine_tuned = (run.heldout[-1] for run in self.runs)
+        self.result = FreezingResult(scratch, everything, fine_tuned, unchanged,
                                      self.network.parameter_count(("output_layer",)),
                                      self.network.parameter_count(LAYERS))
         self.status.setText(tr("Done: three runs of {steps} steps each.").format(steps=self.STEPS))
@@ -310,20 +320,20 @@ class FreezingLesson(QWidget):
         self.table.setHorizontalHeaderLabels([tr("Run"), tr("Trainable / total"), tr("Frozen layers"),
                                               tr("Held-out loss")])
         total = self.network.parameter_count(LAYERS)
-        counts = (self.network.parameter_count(("output_layer",)), total, total)
-        frozen = (tr("input, hidden"), tr("none"), tr("none"))
+        counts = (total, total, self.network.parameter_count(("output_layer",)))
+        frozen = (tr("none"), tr("none"), tr("input, hidden"))
         for row, run in enumerate(self.runs):
             self.table.setItem(row, 0, QTableWidgetItem(tr(run.label)))
             self.table.setItem(row, 1, QTableWidgetItem(f"{counts[row]} / {total}"))
             self.table.setItem(row, 2, QTableWidgetItem(frozen[row]))
             self._show_run(row)
         if self.result is not None:
-            losses = self.result.final_losses
             unchanged = tr("bit for bit unchanged") if self.result.frozen_unchanged else tr("CHANGED")
             self.verdict.setText(tr(
                 "Only {trainable} of {total} numbers trained ({share}), yet the fine-tuned network ends at "
                 "{frozen} held-out loss, against {scratch} from scratch in the same steps. The frozen layers: "
                 "{unchanged}.").format(trainable=self.result.trainable, total=self.result.total,
                                        share=f"{self.result.trainable / self.result.total:.1%}",
-                                       frozen=f"{losses[0]:.3f}", scratch=f"{losses[2]:.3f}", unchanged=unchanged))
+                                       frozen=f"{self.result.fine_tuned_loss:.3f}",
+                                       scratch=f"{self.result.scratch_loss:.3f}", unchanged=unchanged))
             self.verdict.show()
