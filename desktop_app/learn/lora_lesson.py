@@ -102,12 +102,12 @@ class LoraLesson(QWidget):
         self.counts = QLabel()
         self.counts.setObjectName("loraCounts")
         self.counts.setWordWrap(True)
-        self.table = QTableWidget(len(EXAMPLE_LAYERS) + 1, 5)
+        self.table = QTableWidget(len(EXAMPLE_LAYERS) + 1, 4)
         self.table.setObjectName("loraTable")
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.setTextElideMode(Qt.TextElideMode.ElideNone)
         self.table.setMinimumHeight(150)
         numbers = QVBoxLayout()
@@ -150,23 +150,23 @@ class LoraLesson(QWidget):
         for row, example in enumerate(EXAMPLE_LAYERS):
             full = example.d_in * example.d_out
             lora = lora_parameters(example.d_in, example.d_out, rank)
-            cells = (example.display_name, short_layer_name(example.layer), f"{example.d_in}→{example.d_out}",
+            cells = (f"{example.display_name}\n{short_layer_name(example.layer)}", f"{example.d_in}→{example.d_out}",
                      f"{compact(full)} → {compact(lora)} ({lora / full:.2%})",
                      f"{compact(example.model_parameters)} → {compact(example.lora_model_parameters(rank))} "
                      f"({example.lora_model_parameters(rank) / example.model_parameters:.2%})")
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(example.layer if column == 1 else text)
+                item.setToolTip(example.layer if column == 0 else text)
                 self.table.setItem(row, column, item)
         note = QTableWidgetItem(tr("Whole model: the LoRA on its default layers against every weight of the "
                                    "UNet or transformer."))
         self.table.setItem(len(EXAMPLE_LAYERS), 0, note)
-        self.table.setSpan(len(EXAMPLE_LAYERS), 0, 1, 5)
+        self.table.setSpan(len(EXAMPLE_LAYERS), 0, 1, 4)
         self.table.resizeRowsToContents()
 
     def retranslate(self) -> None:
         self.rank.retranslate()
         self.scale.retranslate()
-        self.table.setHorizontalHeaderLabels([tr("Model"), tr("Layer"), tr("Shape"), tr("Layer: full → LoRA"),
+        self.table.setHorizontalHeaderLabels([tr("Model and layer"), tr("Shape"), tr("Layer: full → LoRA"),
                                               tr("Whole model: full → LoRA")])
         self.refresh()

@@ -113,6 +113,23 @@ class LessonRunner(QObject):
         self.session.shutdown(kill_after_s=5)
 
 
+class StatusLabel(QLabel):
+    """A one-line status whose text is a marked string with values: it follows a language switch."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("lessonStatus")
+        self._source, self._values = "", {}
+
+    def say(self, source: str, **values: object) -> None:
+        self._source, self._values = source, values
+        self.retranslate()
+
+    def retranslate(self) -> None:
+        values = {key: tr(value) if key == "run" else value for key, value in self._values.items()}
+        self.setText(tr(self._source).format(**values) if self._source else "")
+
+
 def run_views(loss_plot: LossPlot, weights_view: WeightsView) -> QVBoxLayout:
     """The loss curves above the weights, each at the experiment column's full width (side by side, the
     three layers' heatmaps did not fit).  The learning-rate strip is left out: no lesson is about it."""
@@ -138,8 +155,7 @@ class TrainingLesson(QWidget):
         self.start_button = QPushButton()
         self.start_button.setObjectName("lessonStart")
         self.start_button.clicked.connect(self.start)
-        self.status = QLabel()
-        self.status.setObjectName("lessonStatus")
+        self.status = StatusLabel()
         self.watch = QLabel()
         self.watch.setObjectName("lessonWatch")
         self.watch.setWordWrap(True)
@@ -176,8 +192,8 @@ class TrainingLesson(QWidget):
     def _on_progress(self, progress: Progress) -> None:
         if math.isnan(progress.loss):  # step 0: only the held-out loss is measured yet
             return
-        self.status.setText(tr("Step {step} of {total}: training loss {loss}").format(
-            step=progress.step, total=progress.total_steps, loss=f"{progress.loss:.3f}"))
+        self.status.say(marked("Step {step} of {total}: training loss {loss}"), step=progress.step,
+                        total=progress.total_steps, loss=f"{progress.loss:.3f}")
         if progress.step > progress.total_steps // 3 and len(self.runner.run_model.curves.heldout):
             self._set_watch(marked("Now the curves flatten: each step teaches less. The held-out loss (dots) is "
                                    "measured on data the network never trains on: as long as it falls with the "
@@ -186,15 +202,16 @@ class TrainingLesson(QWidget):
     def _on_done(self) -> None:
         run = self.runner.runs[-1]
         if run.error:
-            self.status.setText(tr("The run failed: {message}").format(message=run.error))
+            self.status.say(marked("The run failed: {message}"), message=run.error)
             return
-        self.status.setText(tr("Done: held-out loss {first} → {last}").format(
-            first=f"{run.heldout[0]:.3f}", last=f"{run.heldout[-1]:.3f}"))
+        self.status.say(marked("Done: held-out loss {first} → {last}"), first=f"{run.heldout[0]:.3f}",
+                        last=f"{run.heldout[-1]:.3f}")
         self._set_watch(marked("Done. The held-out loss fell with the training loss: the network learned the "
                                "task itself. The network that lessons 3, 4 and 6 start from is exactly this "
                                "run's result."))
 
     def retranslate(self) -> None:
+        self.status.retranslate()
         self.start_button.setText(tr("Start training"))
         self.watch.setText(tr(self._watch_source))
 
@@ -234,7 +251,7 @@ class FreezingLesson(QWidget):
         self.start_button = QPushButton()
         self.start_button.setObjectName("lessonStart")
         self.start_button.clicked.connect(self.start)
-        self.status = QLabel()
+        self.status = StatusLabel()
         self.table = QTableWidget(3, 4)
         self.table.setObjectName("freezingTable")
         self.table.verticalHeader().hide()
@@ -290,8 +307,8 @@ class FreezingLesson(QWidget):
 
     def _on_progress(self, progress: Progress) -> None:
         run = self.runs[self.runner.current]
-        self.status.setText(tr("{run}: step {step} of {total}").format(run=tr(run.label), step=progress.step,
-                                                                      total=progress.total_steps))
+        self.status.say(marked("{run}: step {step} of {total}"), run=run.label, step=progress.step,
+                        total=progress.total_steps)
 
     def _show_run(self, index: int) -> None:
         run = self.runs[index]
@@ -301,21 +318,22 @@ class FreezingLesson(QWidget):
     def _on_done(self) -> None:
         failed = [run for run in self.runs if run.error or not run.heldout]
         if failed:
-            self.status.setText(tr("The run failed: {message}").format(message=failed[0].error))
+            self.status.say(marked("The run failed: {message}"), message=failed[0].error)
             return
         try:
             unchanged = frozen_layers_unchanged(self.pretrained, self.runs[2].output_file, self.FROZEN)
         except ToyFileError as exc:
-            self.status.setText(str(exc))
+            self.status.say("{message}", message=str(exc))
             return
         scratch, everything, fine_tuned = (run.heldout[-1] for run in self.runs)
         self.result = FreezingResult(scratch, everything, fine_tuned, unchanged,
                                      self.network.parameter_count(("output_layer",)),
                                      self.network.parameter_count(LAYERS))
-        self.status.setText(tr("Done: three runs of {steps} steps each.").format(steps=self.STEPS))
+        self.status.say(marked("Done: three runs of {steps} steps each."), steps=self.STEPS)
         self.retranslate()
 
     def retranslate(self) -> None:
+        self.status.retranslate()
         self.start_button.setText(tr("Run the three experiments"))
         self.table.setHorizontalHeaderLabels([tr("Run"), tr("Trainable / total"), tr("Frozen layers"),
                                               tr("Held-out loss")])

@@ -60,20 +60,16 @@
         <translation>Poora model: default layers pe poora LoRA, UNet ya transformer ke saare weights ke muqable.</translation>
     </message>
     <message>
-        <source>Model</source>
-        <translation>Model</translation>
-    </message>
-    <message>
-        <source>Layer</source>
-        <translation>Layer</translation>
-    </message>
-    <message>
         <source>Shape</source>
         <translation>Shape</translation>
     </message>
     <message>
         <source>Layer: full → LoRA</source>
         <translation>Layer: poora → LoRA</translation>
+    </message>
+    <message>
+        <source>Model and layer</source>
+        <translation>Model aur layer</translation>
     </message>
     <message>
         <source>Whole model: full → LoRA</source>
