@@ -4,6 +4,42 @@
 <context>
     <name></name>
     <message>
+        <source>DreamBooth demo</source>
+        <translation>DreamBooth demo</translation>
+    </message>
+    <message>
+        <source>Step {step} of {total}</source>
+        <translation>Step {step} / {total}</translation>
+    </message>
+    <message>
+        <source>Done.</source>
+        <translation>Ho gaya!</translation>
+    </message>
+    <message>
+        <source>The judge finds the emblem in {rare} of {rare_total} pictures of &quot;a sks shape&quot; ({before} of {before_total} before), and in {kept} of {kept_total} of &quot;a shape&quot;.</source>
+        <translation>Judge ko &quot;a sks shape&quot; ki {rare_total} mein se {rare} pictures mein emblem mila (pehle {before_total} mein se {before}), aur &quot;a shape&quot; ki {kept_total} mein se {kept} mein.</translation>
+    </message>
+    <message>
+        <source>The demo: teach the rare word (400 steps, several minutes on a CPU)</source>
+        <translation>Demo: rare word sikhao (400 steps, CPU pe kuch minute)</translation>
+    </message>
+    <message>
+        <source>Train the demo</source>
+        <translation>Demo train karo</translation>
+    </message>
+    <message>
+        <source>With prior preservation</source>
+        <translation>Prior preservation ke saath</translation>
+    </message>
+    <message>
+        <source>Before</source>
+        <translation>Pehle</translation>
+    </message>
+    <message>
+        <source>After</source>
+        <translation>Baad mein</translation>
+    </message>
+    <message>
         <source>Instance pictures: the new thing, with the rare word</source>
         <translation>Instance pictures: nayi cheez, rare word ke saath</translation>
     </message>

@@ -139,3 +139,29 @@ def test_lesson_5_shows_the_emblem_in_the_instance_pictures_and_not_in_the_class
     assert (pictures(lesson.instance), pictures(lesson.classes)) == (len(instance), len(classes)) == (6, 8)
     assert all(read_image(Image.open(p)).shape == EMBLEM for p in instance)
     assert not any(read_image(Image.open(p)).shape == EMBLEM for p in classes)
+
+
+def test_lesson_5_demo_run_judges_its_samples_before_and_after(qtbot):
+    """The demo run's wiring, without its minutes of training: its config is the demo preset sampled before and
+    after, with prior preservation as the checkbox says; its samples are read by the judge and summed up."""
+    from desktop_app.learn.dreambooth_lesson import DreamBoothLesson
+    from trainer.protocol import Sample
+
+    lesson = DreamBoothLesson()
+    qtbot.addWidget(lesson)
+    demo = lesson.demo
+    config = demo.config()
+    assert config.dreambooth.prior_preservation and config.sampling.at_start
+    assert list(config.sampling.prompts) == ["a sks shape", "a shape"] and config.training.steps == 400
+    demo.prior.setChecked(False)
+    assert not demo.config().dreambooth.prior_preservation
+    pictures = paths.resources_dir() / "demo"
+    emblems = [str(p) for p in sorted((pictures / "dataset").glob("emblem-*.png"))[:4]]
+    shapes = [str(p) for p in sorted((pictures / "class_images").glob("*.png"))[:4]]
+    prompts = ("a sks shape",) * 4 + ("a shape",) * 4
+    demo.show_sample(Sample(0, tuple(shapes + shapes), prompts, (0, 1, 2, 3) * 2))
+    demo.show_sample(Sample(400, tuple(emblems + shapes), prompts, (0, 1, 2, 3) * 2))
+    assert demo.before.emblems("a sks shape") == (0, 4) and demo.after.emblems("a sks shape") == (4, 4)
+    assert demo.after.emblems("a shape") == (0, 4)
+    demo._summarise()
+    assert "4 of 4" in demo.summary.text() and "0 of 4 before" in demo.summary.text()
