@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from desktop_app.lazy_page import LazyPage
+from desktop_app.learn.i18n import tr
 
 if TYPE_CHECKING:
     from desktop_app.learn.page import LearnPage
@@ -18,7 +19,7 @@ class LearnRoom:
     def __init__(self, window: Window) -> None:
         self.window = window
         self.frame = LazyPage(self._build)
-        window.add_page(self.frame, "Learn")  # the page names its tab in its language once built
+        window.add_page(self.frame, tr("Learn"))  # in the language installed at start-up; the page keeps it so
 
     @property
     def page(self) -> LearnPage:
