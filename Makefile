@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench gpu-check package clean-venv
+.PHONY: run test lint bench gpu-check package clean-venv translations update-translations
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,12 +16,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+## translations: the interface's languages, compiled from the committed .ts sources (Qt's .qm files, never committed)
+TS_FILES := $(wildcard resources/i18n/*.ts)
+QM_FILES := $(TS_FILES:.ts=.qm)
+translations: $(QM_FILES)
+
+resources/i18n/%.qm: resources/i18n/%.ts $(STAMP)
+	$(BIN)/pyside6-lrelease -silent $< -qm $@
+
+## update-translations: refresh the .ts sources from the strings marked in the code (tr("…"), marked("…"));
+## then translate what is new (pyside6-linguist, or by hand) — tests/learn fails on an untranslated string
+update-translations: $(STAMP)
+	$(BIN)/pyside6-lupdate -silent -locations none -tr-function-alias QT_TR_NOOP+=marked \
+		$(sort $(wildcard desktop_app/learn/*.py)) -ts $(TS_FILES)
+
 ## run: open the app on the demo project (headless demo through the CLI when there is no display)
-run: $(STAMP)
+run: $(STAMP) translations
 	$(BIN)/kamaal --demo
 
 ## test: the whole test suite (CPU only, offline, offscreen Qt)
-test: $(STAMP)
+test: $(STAMP) translations
 	$(BIN)/ruff check trainer desktop_app tests bench
 	$(BIN)/lint-imports
 	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
@@ -43,7 +57,7 @@ gpu-check: $(STAMP)
 ## package: the double-click app dist/Kamaal/ (PyInstaller, build.spec), its self-test, then the download:
 ## dist/Kamaal-VERSION-linux-ARCH.tar.gz on Linux, dist/Kamaal-VERSION-macos-ARCH.dmg on macOS (Windows: see README)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-package: $(STAMP)
+package: $(STAMP) translations
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,package]"
 	$(BIN)/pyinstaller --noconfirm --log-level WARN build.spec
 	if [ "$$(uname -s)" = Darwin ]; then \

@@ -15,6 +15,7 @@ def run_app(*, project_dir: Path | None, demo: bool, preset: Path, screenshot: P
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication, QMessageBox
 
+    from desktop_app.learn.i18n import install_saved_language
     from desktop_app.main_window import MainWindow
     from desktop_app.style import apply_style
     from trainer.config import ConfigError
@@ -23,6 +24,7 @@ def run_app(*, project_dir: Path | None, demo: bool, preset: Path, screenshot: P
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName(paths.APP_NAME)
     apply_style(app)
+    install_saved_language()  # the interface's language, as the Learn page last set it
     settings = QSettings(str(paths.settings_path()), QSettings.Format.IniFormat)
 
     folder = project_dir

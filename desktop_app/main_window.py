@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QMainWindow, QMessageBox, QSplitter, QTabWidget, Q
 from desktop_app.controls import ControlBar
 from desktop_app.dataset.concept_store import ConceptStore
 from desktop_app.lazy_page import LazyPage
+from desktop_app.learn.room import install as install_learn
 from desktop_app.menus import build_menus
 from desktop_app.page_wiring import install as install_extras
 from desktop_app.paths import all_presets
@@ -106,6 +107,7 @@ class MainWindow(QMainWindow):
         self.extras = install_extras(self)  # block tree, memory box, presets, queue, Runs page
         self.merge_page = LazyPage(self._build_merge_panel)
         self.add_page(self.merge_page, "Merge")  # runs trainer/merge through the merge-* tasks
+        self.learn = install_learn(self)  # the guide's lessons, each a live experiment
         self.config_model.configChanged.connect(self._suggest_merge_prompts)
 
         self._autosave_timer = QTimer(self)
@@ -280,6 +282,7 @@ class MainWindow(QMainWindow):
         if dataset_panel is not None:
             dataset_panel.shutdown()  # type: ignore[attr-defined]
         self.extras.shutdown()
+        self.learn.shutdown()
         self.session.close()
         event.accept()
 

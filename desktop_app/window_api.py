@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from PySide6.QtGui import QAction
-    from PySide6.QtWidgets import QMenuBar, QSplitter, QStatusBar, QWidget
+    from PySide6.QtWidgets import QMenuBar, QSplitter, QStatusBar, QTabWidget, QWidget
 
     from desktop_app.controls import ControlBar
     from desktop_app.dataset import DatasetPanel
@@ -38,6 +38,7 @@ class Window(Protocol):
     hyperparameters_panel: HyperparametersPanel
     preview_panel: PreviewPanel
     splitter: QSplitter
+    pages: QTabWidget
     stop_control: StopControl
     ask: Callable[..., bool]
 

@@ -264,6 +264,9 @@ class ToyConfig(Section):
     holdout_fraction: float = Field(0.2, gt=0, lt=0.9, description="Share of the data kept aside for held-out loss.")
     task_seed: int = Field(0, ge=0, le=2**32 - 1,
                            description="Seed of the synthetic task itself (a different seed is a different task).")
+    shifted: bool = Field(False, description="Ask the task's question the other way round (target 1 − 2·y on the "
+                                             "same inputs): new data for a network that learned the task, as in "
+                                             "the guide's fine-tuning lesson.")
     noise: float = Field(0.02, ge=0, le=10.0, description="Standard deviation of the noise added to the targets.")
     weights_every: int = Field(10, ge=1,
                                description="Send every layer's weights and biases to the preview every N steps.")

@@ -53,7 +53,7 @@ def test_pages_other_than_the_first_are_built_when_first_shown(make_window, qtbo
     qtbot.addWidget(window)
     frames = {window.pages.tabText(i): window.pages.widget(i) for i in range(window.pages.count())}
     lazy = {title: frame for title, frame in frames.items() if isinstance(frame, LazyPage)}
-    assert set(lazy) == {"Dataset", "Runs", "Merge"}
+    assert set(lazy) == {"Dataset", "Runs", "Merge", "Learn"}
     window.show()
     assert not any(frame.is_built() for frame in lazy.values())
     window.pages.setCurrentWidget(lazy["Runs"])

@@ -58,7 +58,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_the_bundle_holds_what_the_app_needs_and_not_more(bundle):
     internal = bundle / "_internal"
     for needed in ("resources/presets/demo.toml", "resources/models/shapes-sd/model_index.json",
-                   "resources/tokenizers/clip/merges.txt", "resources/demo/dataset"):
+                   "resources/tokenizers/clip/merges.txt", "resources/demo/dataset",
+                   "resources/lessons/hi-Latn/01-weights.md", "resources/i18n/kamaal_hi-Latn.qm"):
         assert (internal / needed).exists(), needed
     assert list(internal.glob("torch/lib/libtorch_cpu*")), "torch's libraries are missing"
     assert list(internal.glob("PySide6/Qt/plugins/platforms/*offscreen*")), "Qt's offscreen platform plugin"

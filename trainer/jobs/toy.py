@@ -4,7 +4,8 @@
 two).  The task is fixed by ``toy.task_seed``: inputs uniform in [0, 1]^10 and a smooth
 nonlinear target, standardised, with a held-out split.  In ``frozen`` mode the network starts
 from ``model.path`` (a toy.safetensors from an earlier run) and only the blocks named in
-``frozen.trainable`` learn — the guide's fine-tuning section.
+``frozen.trainable`` learn — the guide's fine-tuning section, on the task asked the other way round
+(``toy.shifted``).
 """
 
 from __future__ import annotations
@@ -50,9 +51,14 @@ class ToyNet(nn.Module):
                 ("output_layer", self.output_layer)]
 
 
-def make_task(samples: int, task_seed: int, noise: float, holdout_fraction: float
+def make_task(samples: int, task_seed: int, noise: float, holdout_fraction: float, shifted: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train_x, train_y, heldout_x, heldout_y) of the synthetic task; same seed, same data."""
+    """(train_x, train_y, heldout_x, heldout_y) of the synthetic task; same seed, same data.
+
+    ``shifted`` asks the same question the other way round (1 − 2·y) on the same inputs and split: a network
+    trained on the plain task already has the features for it, so its output layer alone relearns it quickly,
+    where a network trained from scratch has to find those features first (the guide's fine-tuning lesson).
+    """
     generator = torch.Generator().manual_seed(task_seed)
     x = torch.rand(samples, INPUT_FEATURES, generator=generator)
     # A smooth target mixing every feature: a sum of sines plus a pairwise interaction.
@@ -63,6 +69,8 @@ def make_task(samples: int, task_seed: int, noise: float, holdout_fraction: floa
     y = y + 2.0 * (x[:, :1] - 0.5) * (x[:, 1:2] - 0.5)
     y = (y - y.mean()) / y.std()
     y = y + noise * torch.randn(y.shape, generator=generator)
+    if shifted:
+        y = 1 - 2 * y
     order = torch.randperm(samples, generator=generator)
     heldout = max(1, round(samples * holdout_fraction))
     test_idx, train_idx = order[:heldout], order[heldout:]
@@ -103,7 +111,7 @@ class ToyJob(TrainingJob):
             frozen = [name for name, layer in self.model.layers() if not layer.weight.requires_grad]
             self.log.info("Frozen layers: %s; training %d parameters", ", ".join(frozen) or "none", trainable)
         self.train_x, self.train_y, self.heldout_x, self.heldout_y = make_task(
-            toy.samples, toy.task_seed, toy.noise, toy.holdout_fraction)
+            toy.samples, toy.task_seed, toy.noise, toy.holdout_fraction, toy.shifted)
         self.batch_generator = torch.Generator().manual_seed(cfg.training.seed)
         self.order = torch.randperm(len(self.train_x), generator=self.batch_generator)
         self.cursor = 0
