@@ -16,11 +16,7 @@ per pair, not per caption).
 
 from __future__ import annotations
 
-from trainer.diffusion.engines import FluxEngine
-
-# The key of the control images' latents in an engine's ``extras``: a tuple with one (batch, channels, h, w) tensor per
-# reference (control, control_2, …), each image's in its target's row of the batch.
-CONTROL_LATENTS = "control_latents"
+from trainer.diffusion.engines import CONTROL_LATENTS, FluxEngine
 
 
 class KontextEngine(FluxEngine):

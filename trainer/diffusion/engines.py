@@ -32,6 +32,10 @@ from trainer.diffusion.loss_weights import LOSS_WEIGHT, per_image_loss
 from trainer.diffusion.text import TextConditioning
 from trainer.families import Family, family
 
+# The key of an edit family's control latents in an engine's ``extras``: a tuple with one (batch, channels, h, w) tensor
+# per reference (control, control_2, …), each pair's in its target's row of the batch (``engine_kontext``).
+CONTROL_LATENTS = "control_latents"
+
 # The guidance value Flux dev is trained with (as kohya's and ai-toolkit's Flux trainers): distilled guidance
 # is an input of the model, and LoRAs trained at 1.0 keep the base model's response to the sampling value.
 FLUX_TRAINING_GUIDANCE = 1.0

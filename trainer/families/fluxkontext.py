@@ -34,4 +34,8 @@ FAMILY = replace(
         # The control image's tokens double the image part of the sequence: twice Flux.1's activations per target
         # pixel (the attention's quadratic share is small beside the MLPs' at these lengths with flash attention).
         activation_bytes_per_latent_pixel=36 * GB / 128**2),
+    # The tiny model's VAE scales its latents to about unit spread, as the real VAE's factor does its own (Flux.1's
+    # tiny VAE keeps the real factor and gives latents of spread 0.12: an image's content is lost in the noise, and a
+    # test could not see whether the model reads the control).
+    tiny={**flux.FAMILY.tiny, "vae": {**flux.FAMILY.tiny["vae"], "scaling_factor": 3.0}},
 )
