@@ -1,7 +1,9 @@
 """Flux.1 Kontext through the registry, on a tiny model built from its real classes (``FluxTransformer2DModel`` with
 the guidance embedder, Flux's VAE, CLIP-L and T5 in ``FluxKontextPipeline``): the engine packs the noisy target and
 the control image's latents into the sequence, with the position ids and the time the pipeline gives them, and reads
-the prediction off the target's tokens as the pipeline does."""
+the prediction off the target's tokens as the pipeline does; a LoRA trained on before/after pairs learns a hue edit
+(held-out pairs), previews it as control → now → target, writes files that ``FluxKontextPipeline`` and Flux.1's kohya
+layout hold; a resumed run (control latents cached on disk) ends where an uninterrupted one does."""
 
 from __future__ import annotations
 
@@ -72,8 +74,9 @@ def test_the_engine_packs_target_and_control_and_predicts_as_the_pipeline_does(t
     assert not torch.allclose(predicted, without, atol=1e-3)
 
 
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "proj_mlp",
-           "proj_out"]
+# Flux.1's test's targets: every attention projection and the single blocks' linear2 (``N.proj_out``).
+TARGETS = ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out", "0.proj_out",
+           "1.proj_out"]
 
 
 def hue_shifted(image, turn: float):
@@ -139,23 +142,108 @@ def heldout_loss(pipe, folder: Path) -> float:
     return sum(losses) / len(losses)
 
 
-def test_kontext_lora_learns_make_it_red_on_heldout_controls(tmp_path, tiny_kontext):
+def draw_edit(pipe, control_path: Path, prompt: str, seed: int, guidance: float, steps: int = 2):
+    """The pipeline's edit of a control image at 64 px, as the previews draw it (no resize to Kontext's sizes)."""
+    import numpy as np
+    from PIL import Image
+
+    image = pipe(image=Image.open(control_path).convert("RGB"), prompt=prompt, width=64, height=64, max_area=64 * 64,
+                 _auto_resize=False, num_inference_steps=steps, guidance_scale=guidance,
+                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+    return np.asarray(image, dtype=np.int16)
+
+
+@pytest.mark.slow
+def test_kontext_lora_learns_make_it_red_on_heldout_controls_and_both_files_draw_its_edit(tmp_path, tiny_kontext):
     """Trained on 8 pairs, the LoRA (loaded from its diffusers file by ``FluxKontextPipeline.load_lora_weights``)
     predicts 4 held-out pairs — colours it never saw — far better than the base model.  (How much the tiny model
     reads the control itself stays small in 30 steps: its 16 control tokens share the attention with 512 text
-    tokens; the engine's use of the control is what the parity test above pins down.)"""
+    tokens; the engine's use of the control is what the parity test above pins down.)  The previews show each
+    preview pair as control → now → target, and the final edit is what ``FluxKontextPipeline`` draws from the same
+    control with the diffusers file loaded; the kohya file holds Flux.1's BFL modules, row for row."""
+    import numpy as np
+    from PIL import Image
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
     from tests.diffusion.conftest import diffusion_config
     from tests.trainer.helpers import run_in_process
-    from trainer.protocol import EXIT_OK, Failed, Finished
+    from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 
     train, heldout = make_it_red(tmp_path / "train", 8, seed=0), make_it_red(tmp_path / "heldout", 4, seed=1)
     config = diffusion_config(tiny_kontext, train, ARCH, training={"steps": 30, "learning_rate": 2e-2},
                               lora={"rank": 4, "alpha": 8.0, "target_modules": TARGETS},
-                              sampling={"inference_steps": 2})
+                              sampling={"inference_steps": 2, "at_start": True})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
-    diffusers_file = next(Path(p) for p in rec.of(Finished)[0].outputs if Path(p).parent.name == "diffusers")
+    kohya_file, diffusers_file = (Path(p) for p in rec.of(Finished)[0].outputs)
     trained = pipeline(tiny_kontext)
     trained.load_lora_weights(str(diffusers_file.parent), weight_name=diffusers_file.name)
     before, after = heldout_loss(pipeline(tiny_kontext), heldout), heldout_loss(trained, heldout)
     assert after < 0.8 * before, (before, after)
+
+    # Previews: step 0 and the last step, each pair's control, edit and target side by side.
+    samples = rec.of(Sample)
+    assert [sample.step for sample in samples] == [0, 30]
+    final = samples[-1]
+    assert [Path(p).name for p in final.paths] == ["p00-control.png", "p00-seed7.png", "p00-target.png",
+                                                   "p01-control.png", "p01-seed7.png", "p01-target.png"]
+    assert final.prompts[:3] == ("pair 1: make it red (control)", "pair 1: make it red", "pair 1: make it red (target)")
+    first_control = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    assert np.abs(first_control - np.asarray(Image.open(train / "control" / "pair-00.png"), dtype=np.int16)).max() <= 1
+    edit = np.asarray(Image.open(final.paths[1]).convert("RGB"), dtype=np.int16)
+    start = np.asarray(Image.open(samples[0].paths[1]).convert("RGB"), dtype=np.int16)
+    assert np.abs(edit - start).max() > 10  # training changed the edit
+    pipe = pipeline(tiny_kontext)
+    pipe.load_lora_weights(str(diffusers_file.parent), weight_name=diffusers_file.name)
+    drawn = draw_edit(pipe, Path(final.paths[0]), "make it red", final.seeds[1], config.sampling.guidance_scale)
+    assert np.abs(drawn - edit).max() <= 2
+
+    # The kohya file (diffusers' kohya-Flux converter hard-codes the real model's widths, so it is checked module by
+    # module at the tiny shape, as Flux.1's is): Flux.1's metadata, and every trained module's ΔW in its BFL layer's
+    # rows — a double block's q, k, v the three row blocks of img_attn.qkv, a single block's q, k, v the first rows
+    # of linear1 (its MLP rows zero), linear2 whole.
+    from trainer.families.flux import bfl_layout
+
+    kohya, reference = load_file(kohya_file), load_file(diffusers_file)
+    with safe_open(kohya_file, "pt") as handle:
+        assert handle.metadata()["ss_network_module"] == "networks.lora_flux"
+    layout = bfl_layout(dict(trained.transformer.config))
+
+    def kohya_delta(layer: str) -> torch.Tensor:
+        name = "lora_unet_" + layer.replace(".", "_")
+        down, up = kohya[f"{name}.lora_down.weight"].float(), kohya[f"{name}.lora_up.weight"].float()
+        return kohya[f"{name}.alpha"].item() / down.shape[0] * up @ down
+
+    modules = sorted({key.removeprefix("transformer.").rsplit(".lora_", 1)[0] for key in reference})
+    assert any(m.startswith("single_transformer_blocks.1.attn.to_q") for m in modules)
+    for module in modules:
+        layer, first, rows, _, swapped = layout[module]
+        assert not swapped
+        fused = kohya_delta(layer)
+        part = fused if rows == 0 else fused[first:first + rows]
+        ab = reference[f"transformer.{module}.lora_B.weight"].float() @ reference[
+            f"transformer.{module}.lora_A.weight"].float()
+        torch.testing.assert_close(part, ab)
+    width = trained.transformer.transformer_blocks[0].attn.to_q.out_features
+    assert torch.count_nonzero(kohya_delta("single_blocks.0.linear1")[3 * width:]) == 0
+
+
+@pytest.mark.slow
+def test_kontext_resume_equals_uninterrupted_with_control_latents_cached_on_disk(tmp_path, tiny_kontext):
+    """Control latents stored with their targets' in RUN/cache/latents: the resumed run reads them back and ends
+    where the uninterrupted one does, weights and losses bit for bit."""
+    from safetensors.torch import load_file
+
+    from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+    from trainer.runfolder import RunFolder
+
+    train = make_it_red(tmp_path / "train", 4, seed=0)
+    config = diffusion_config(tiny_kontext, train, ARCH, training={"steps": 4, "eval_every": 2},
+                              sampling={"inference_steps": 1}, dataset={"cache_latents": "disk", "cache_text": "disk"})
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [row["loss"] for row in RunFolder(tmp_path / "straight").read_metrics() if "loss" in row]
+    assert losses == [row["loss"] for row in RunFolder(tmp_path / "split").read_metrics() if "loss" in row]
+    cached = list((tmp_path / "split" / "cache" / "latents").glob("*.safetensors"))
+    assert len(cached) == 4 and all("control_0" in load_file(path) for path in cached)
