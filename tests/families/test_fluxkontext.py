@@ -30,6 +30,41 @@ def pipeline(model_dir: Path):
     return pipe
 
 
+def test_bfls_kontext_file_has_flux_dev_keys_and_loads_as_kontext_when_the_config_names_it(tmp_path, tiny_kontext):
+    """``flux1-kontext-dev.safetensors`` holds Flux.1 dev's keys: detected alone it is Flux.1; with
+    ``model.architecture = "fluxkontext"`` the same file, with clip_l, t5xxl and ae in ComfyUI's folders beside it,
+    loads into ``FluxKontextPipeline``, every weight as stored."""
+    from safetensors.torch import save_file
+
+    from trainer.models import load_model
+    from trainer.models.flux_layout import to_original
+    from trainer.models.original_layout import vae_to_original
+    from trainer.models.tiny import write_tiny_config_dir
+
+    pipe = pipeline(tiny_kontext)
+    models = tmp_path / "models"
+    for folder in ("unet", "clip", "vae"):
+        (models / folder).mkdir(parents=True)
+    path = models / "unet" / "flux1-kontext-dev.safetensors"
+    transformer = to_original(pipe.transformer.state_dict(), dict(pipe.transformer.config))
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in transformer.items()}, path)
+    save_file({k: v.contiguous() for k, v in pipe.text_encoder.state_dict().items()},
+              models / "clip" / "clip_l.safetensors")
+    save_file({k: v.contiguous() for k, v in pipe.text_encoder_2.state_dict().items()
+               if k != "encoder.embed_tokens.weight"}, models / "clip" / "t5xxl_fp16.safetensors")
+    vae = vae_to_original(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels))
+    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in vae.items()},
+              models / "vae" / "ae.safetensors")
+    config_dir = write_tiny_config_dir(tiny_kontext, tmp_path / "config")
+
+    assert load_model(path, config_dir=config_dir).info.architecture == "flux"
+    loaded = load_model(path, config_dir=config_dir, expected_architecture=ARCH)
+    assert loaded.info.architecture == ARCH and type(loaded.pipeline).__name__ == "FluxKontextPipeline"
+    for name in ("transformer", "text_encoder", "text_encoder_2", "vae"):
+        mine, theirs = getattr(loaded.pipeline, name).state_dict(), getattr(pipe, name).state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), name
+
+
 def test_the_engine_packs_target_and_control_and_predicts_as_the_pipeline_does(tiny_kontext):
     """Control latents as ``_encode_vae_image`` gives them; the sequence the pipeline builds (the noisy target's
     tokens, then the control's, ``latent_ids`` then ``image_ids`` with first axis 1), time σ, guidance 1.0, and the
