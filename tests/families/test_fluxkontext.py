@@ -267,16 +267,22 @@ def test_kontext_lora_learns_make_it_red_on_heldout_controls_and_both_files_draw
 @pytest.mark.slow
 def test_kontext_resume_equals_uninterrupted_with_control_latents_cached_on_disk(tmp_path, tiny_kontext):
     """Control latents stored with their targets' in RUN/cache/latents: the resumed run reads them back and ends
-    where the uninterrupted one does, weights and losses bit for bit."""
+    where the uninterrupted one does, weights and losses bit for bit.  The text encoders wait off the device (as the
+    presets run them on a GPU): the previews' instructions are encoded up front and the edits drawn from them."""
     from safetensors.torch import load_file
 
     from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+    from trainer.protocol import Sample
     from trainer.runfolder import RunFolder
 
     train = make_it_red(tmp_path / "train", 4, seed=0)
     config = diffusion_config(tiny_kontext, train, ARCH, training={"steps": 4, "eval_every": 2},
-                              sampling={"inference_steps": 1}, dataset={"cache_latents": "disk", "cache_text": "disk"})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
+                              sampling={"inference_steps": 1}, dataset={"cache_latents": "disk", "cache_text": "disk"},
+                              model={"text_encoder_device": "cpu"})
+    straight, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
+    assert "Encoded 1 caption(s) and the sample prompts" in (tmp_path / "straight" / "log.txt").read_text("utf-8")
+    assert [Path(p).name for p in straight.of(Sample)[-1].paths][:3] == ["p00-control.png", "p00-seed7.png",
+                                                                         "p00-target.png"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     losses = [row["loss"] for row in RunFolder(tmp_path / "straight").read_metrics() if "loss" in row]
     assert losses == [row["loss"] for row in RunFolder(tmp_path / "split").read_metrics() if "loss" in row]
