@@ -1,6 +1,6 @@
 """Benchmark of the dataset library: health check and thumbnails on 1,000 generated JPEGs.
 
-    python -m bench.bench_dataset [--images N] [--keep DIR] [--no-gui | --gui-only] [--profile]
+    python -m bench.bench_dataset [--images N] [--keep DIR] [--no-gui | --gui-only] [--profile] [--pairs]
 
 Measures, side by side in one process (DESIGN.md §6: ratios, not timed assertions):
 
@@ -22,6 +22,9 @@ and, with the Dataset panel itself (offscreen Qt, the same folder; ``--no-gui`` 
 - the longest stretch the GUI event loop was blocked meanwhile (and the 99th percentile), measured
   by a 5 ms timer whose late ticks are the blocks (``bench.stalls``; the issue's targets: 1 s,
   15 s, 50 ms on 2 cores).  ``--profile`` prints the GUI thread's stacks during the stalls.
+
+``--pairs`` gives every image a control image beside it (``img_00001_control.jpg``): a concept of
+before/after pairs, whose tiles show two thumbnails each and whose check decodes the controls too.
 
 Prints a table and returns a dict of the numbers, for ``make bench`` to collect.  Not a test.
 """
@@ -54,20 +57,25 @@ def _photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8), mode="RGB")
 
 
-def _write_one(folder: Path, index: int, seed: int) -> int:
+def _write_one(folder: Path, index: int, seed: int, pairs: bool = False) -> int:
     rng = np.random.default_rng([seed, index])  # one stream per image: the same files on any thread count
     width, height = (int(v) for v in rng.integers(512, 769, 2))
     path = folder / f"img_{index:05d}.jpg"
     _photo_like(rng, width, height).save(path, quality=int(rng.integers(80, 96)))
     (folder / f"img_{index:05d}.txt").write_text(f"a photo of sks, picture {index}", encoding="utf-8")
+    if pairs:
+        control = folder / f"img_{index:05d}_control.jpg"
+        _photo_like(rng, width, height).save(control, quality=90)
+        return path.stat().st_size + control.stat().st_size
     return path.stat().st_size
 
 
-def generate(folder: Path, count: int, seed: int = 0) -> int:
-    """Write ``count`` JPEGs of 512–768 px sides with captions; returns the total bytes."""
+def generate(folder: Path, count: int, seed: int = 0, pairs: bool = False) -> int:
+    """Write ``count`` JPEGs of 512–768 px sides with captions (and a control image each with ``pairs``);
+    returns the total bytes."""
     folder.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor() as pool:  # JPEG encoding releases the GIL
-        return sum(pool.map(lambda index: _write_one(folder, index, seed), range(count)))
+        return sum(pool.map(lambda index: _write_one(folder, index, seed, pairs), range(count)))
 
 
 def _timed(work: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
@@ -101,8 +109,8 @@ def _first_thumbnails(folder: Path, make: Callable[[Path], Image.Image]) -> floa
     return seconds
 
 
-def run(folder: Path, count: int) -> dict[str, Any]:
-    gen_seconds, total_bytes = _timed(lambda: generate(folder, count))
+def run(folder: Path, count: int, pairs: bool = False) -> dict[str, Any]:
+    gen_seconds, total_bytes = _timed(lambda: generate(folder, count, pairs=pairs))
     _settle(folder)
     header_seconds, _ = _timed(lambda: scan_headers([item.image for item in list_images(folder).items]), 2)
     check_seconds, report = _timed(lambda: check_dataset(folder), 2)
@@ -294,17 +302,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "reused as it is when it already holds the images")
     parser.add_argument("--no-gui", action="store_true", help="skip the Dataset panel measurements")
     parser.add_argument("--gui-only", action="store_true", help="only the Dataset panel measurements")
+    parser.add_argument("--pairs", action="store_true", help="give every image a control image (before/after pairs)")
     parser.add_argument("--profile", action="store_true",
                         help="print the GUI thread's stacks during event-loop stalls (slows the loop a little)")
     args = parser.parse_args(argv)
 
     def measure(folder: Path) -> dict[str, Any]:
         if args.gui_only:
-            if len(list(folder.glob("*.jpg"))) < args.images:
-                generate(folder, args.images)
+            if len(list(folder.glob("img_?????.jpg"))) < args.images:
+                generate(folder, args.images, pairs=args.pairs)
                 _settle(folder)
             return run_gui(folder, profile=args.profile)
-        results = run(folder, args.images)
+        results = run(folder, args.images, args.pairs)
         return results if args.no_gui else {**results, **run_gui(folder, profile=args.profile)}
 
     if args.keep is not None:

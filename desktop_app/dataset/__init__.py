@@ -15,6 +15,8 @@
     crop_view              the draggable crop rectangle and the training crop it leads to
     buckets_view           which bucket each image lands in (histogram)
     findings_view          health-check findings; a click jumps to the image
+    pair_view, pair_dialog before/after pairs: the selected pair above its caption (control slots take drops);
+                           the question two dropped images ask (one pair, or two images?)
     concept_store          the project's concepts and the selected one, read/written whichever config part holds them
     concepts, class_images the concept strip and bar (instance + class set), class-image generation (a task)
     toolbar, toy_note      the grid's buttons; the toy mode note

@@ -389,4 +389,6 @@ class CropView(QWidget):
             mask = f"Mask {entry.mask.name}: training ignores the tinted parts."
         else:
             mask = "No mask: all of it trains."
-        self.info.setText(f"{what} → bucket {bucket[0]}×{bucket[1]}; dashed: what training sees.<br>{mask} {tip}")
+        pair = (f" The same crop cuts its control image{'s' if len(entry.controls) > 1 else ''}, so the pair stays "
+                "aligned." if entry.controls else "")
+        self.info.setText(f"{what} → bucket {bucket[0]}×{bucket[1]}; dashed: what training sees.{pair}<br>{mask} {tip}")

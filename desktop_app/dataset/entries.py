@@ -12,6 +12,7 @@ from pathlib import Path
 from trainer.dataset import Caption, CropRecord, DatasetCache, Finding, Severity, list_images, read_caption, read_header
 from trainer.dataset.buckets import training_buckets
 from trainer.dataset.caption_ops import CaptionVariation
+from trainer.dataset.pair_health import PairUse
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class DatasetSettings:
     bucketing: bool = True
     variation: CaptionVariation = field(default_factory=CaptionVariation)  # how training varies each caption
     masked_loss: bool = False  # whether training reads the loss masks
+    pairs: PairUse | None = None  # what the concept's model family does with control images
 
     def buckets(self) -> list[tuple[int, int]]:
         """Exactly the buckets training will use (``trainer.dataset.buckets.training_buckets``)."""
@@ -42,6 +44,7 @@ class Entry:
     crop: CropRecord | None = None
     findings: list[Finding] = field(default_factory=list)
     mask: Path | None = None  # its loss mask, NAME.mask.png beside it (``trainer.dataset.masks``)
+    controls: tuple[Path, ...] = ()  # its control images when it is a before/after pair (``trainer.dataset.pairs``)
 
     @property
     def caption(self) -> str:
@@ -62,7 +65,7 @@ def list_entries(folder: Path, edits: DatasetCache, extension: str) -> tuple[lis
             continue
         edited = captions.get(item.image)
         entries.append(Entry(item.image, read_caption(item.caption), edited.text if edited else None,
-                             crop=crops.get(item.image), mask=item.mask))
+                             crop=crops.get(item.image), mask=item.mask, controls=item.controls))
     return entries, len(removed)
 
 

@@ -80,8 +80,12 @@ class FindingsView(QWidget):
         self.list.clear()
         folder = self.dataset.folder
         for finding in self.dataset.findings:
-            name = finding.file.relative_to(folder).as_posix() if folder and finding.file.is_relative_to(folder) \
-                else finding.file.name
+            if folder is not None and finding.file == folder:  # about the whole concept: partly paired, …
+                name = "This concept"
+            elif folder is not None and finding.file.is_relative_to(folder):
+                name = finding.file.relative_to(folder).as_posix()
+            else:
+                name = finding.file.name
             item = QListWidgetItem(dot(finding.severity), f"{name} — {finding.message}")
             item.setData(Qt.ItemDataRole.UserRole, finding.file)
             item.setToolTip(f"{finding.code.value}: {finding.message}")

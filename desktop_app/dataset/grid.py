@@ -14,6 +14,10 @@ however large the folder; the tile delegate reads a row in one Python call, not 
 ``QListView`` in icon mode (uniform tiles, batched layout: smooth with thousands of rows) that
 also accepts files and folders dropped from the file manager.
 
+A concept of before/after pairs (``trainer.dataset.pairs``) gets wider tiles: the first control image,
+an arrow, the target, and the instruction caption under the name.  Control thumbnails are requested,
+cached and dropped like the targets' own (the loader and the disk cache know only paths).
+
 GUI thread only.
 """
 
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from PySide6.QtCore import (
+    QAbstractItemModel,
     QAbstractListModel,
     QModelIndex,
     QPersistentModelIndex,
@@ -33,7 +38,7 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage, QPainter, QPixmap, QResizeEvent
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage, QPainter, QPen, QPixmap, QResizeEvent
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from desktop_app.dataset.model import DatasetModel
@@ -45,6 +50,8 @@ SeverityRole = Qt.ItemDataRole.UserRole + 2
 EditedRole = Qt.ItemDataRole.UserRole + 3
 MaskedRole = Qt.ItemDataRole.UserRole + 4
 TILE = QSize(THUMB_SIZE + 20, THUMB_SIZE + 40)
+PAIR_SIDE = 96  # a pair's two pictures, a little smaller than a lone one's: two pairs abreast in the grid
+PAIR_TILE = QSize(2 * PAIR_SIDE + 40, PAIR_SIDE + 58)  # control → target, the name, the caption
 BADGE = {Severity.ERROR: QColor("#d92d20"), Severity.WARNING: QColor("#f79009"), Severity.INFO: QColor("#2e90fa")}
 Index = QModelIndex | QPersistentModelIndex
 ARRIVALS_MS = 30  # thumbnails that arrive within this are shown together
@@ -59,6 +66,10 @@ class Tile(NamedTuple):
     severity: Severity | None
     edited: bool
     masked: bool = False  # a loss mask lies beside the image
+    paired: bool = False  # the concept holds pairs: the tile shows a control slot and the caption
+    control: QPixmap | None = None  # the first control image's thumbnail
+    controls: int = 0  # how many control images the image has
+    caption: str = ""
 
 
 class ThumbnailListModel(QAbstractListModel):
@@ -78,6 +89,8 @@ class ThumbnailListModel(QAbstractListModel):
         self._view_rows: dict[int, int] = {}
         self._pixmaps: OrderedDict[str, QPixmap | QImage] = OrderedDict()  # QImage until first painted; LRU
         self._broken: set[str] = set()
+        self._control_rows: dict[str, int] = {}  # a control image's path → its target's dataset row
+        self.paired = False  # wide tiles: the concept holds before/after pairs
         self._arrived: set[str] = set()
         self._arrivals = QTimer(self)
         self._arrivals.setSingleShot(True)
@@ -88,6 +101,7 @@ class ThumbnailListModel(QAbstractListModel):
         dataset.captionsChanged.connect(lambda rows: [self._row_changed(row) for row in rows])
         dataset.cropChanged.connect(self._row_changed)
         dataset.maskChanged.connect(self._row_changed)
+        dataset.controlsChanged.connect(self._controls_changed)
         loader.ready.connect(self._thumbnail_ready)
         loader.failed.connect(self._thumbnail_failed)
 
@@ -106,6 +120,7 @@ class ThumbnailListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             lines = [entry.path.name, entry.caption or "(no caption: the template is used)"]
             lines += [f"Loss mask: {entry.mask.name}"] if entry.mask is not None else []
+            lines += [f"Control image: {control.name}" for control in entry.controls]
             lines += [f"• {finding.message}" for finding in entry.findings]
             return "\n".join(lines)
         if role == PathRole:
@@ -123,8 +138,15 @@ class ThumbnailListModel(QAbstractListModel):
         if not 0 <= view_row < len(self.rows):
             return None
         entry = self.dataset.entries[self.rows[view_row]]
-        return Tile(entry.path.name, self._pixmap(str(entry.path)), entry.worst,
-                    entry.edited is not None or entry.crop is not None, entry.mask is not None)
+        edited = entry.edited is not None or entry.crop is not None
+        if not self.paired:
+            return Tile(entry.path.name, self._pixmap(str(entry.path)), entry.worst, edited, entry.mask is not None)
+        control = self._pixmap(str(entry.controls[0])) if entry.controls else None
+        return Tile(entry.path.name, self._pixmap(str(entry.path)), entry.worst, edited, entry.mask is not None,
+                    True, control, len(entry.controls), entry.caption)
+
+    def tile_size(self) -> QSize:
+        return PAIR_TILE if self.paired else TILE
 
     def _pixmap(self, key: str) -> QPixmap | None:
         held = self._pixmaps.get(key)
@@ -162,7 +184,10 @@ class ThumbnailListModel(QAbstractListModel):
         self.loader.forget_pending()
         self.rows = self._shown_rows()
         self._view_rows = {row: view_row for view_row, row in enumerate(self.rows)}
-        live = {str(entry.path) for entry in self.dataset.entries}
+        self.paired = self.dataset.paired
+        self._control_rows = {str(control): row for row, entry in enumerate(self.dataset.entries)
+                              for control in entry.controls}
+        live = {str(entry.path) for entry in self.dataset.entries} | self._control_rows.keys()
         self._pixmaps = OrderedDict((key, pixmap) for key, pixmap in self._pixmaps.items() if key in live)
         self._broken &= live
         self.endResetModel()
@@ -178,6 +203,16 @@ class ThumbnailListModel(QAbstractListModel):
         if index.isValid():
             self.dataChanged.emit(index, index)
 
+    def _controls_changed(self, row: int) -> None:
+        for control in self.dataset.entries[row].controls:
+            self._control_rows[str(control)] = row
+            self._pixmaps.pop(str(control), None)  # a slot filled again may keep its file name
+            self._broken.discard(str(control))
+        if self.paired != self.dataset.paired:
+            self._reset()  # the first pair: every tile widens
+        else:
+            self._row_changed(row)
+
     def _thumbnail_ready(self, path: str, image: QImage) -> None:
         self._pixmaps[path] = image
         self._pixmaps.move_to_end(path)
@@ -189,8 +224,8 @@ class ThumbnailListModel(QAbstractListModel):
 
     def _show_arrivals(self) -> None:
         """One ``dataChanged`` over the rows whose thumbnails arrived since the last one."""
-        view_rows = [self._view_rows.get(row) for row in map(self.dataset.row_of, map(Path, self._arrived))
-                     if row is not None]
+        rows = [self._control_rows.get(path, self.dataset.row_of(Path(path))) for path in self._arrived]
+        view_rows = [self._view_rows.get(row) for row in rows if row is not None]
         self._arrived.clear()
         shown = [row for row in view_rows if row is not None]
         if shown:
@@ -209,14 +244,17 @@ _EDGE, _SELECTED_EDGE = QColor("#e4e7eb"), QColor("#2e90fa")
 _FILL, _SELECTED_FILL, _PLACEHOLDER = QColor("#ffffff"), QColor("#e8f1fd"), QColor("#f0f4f8")
 _TEXT, _WHITE, _EDITED = QColor("#323f4b"), QColor("white"), QColor("#7c5cff")
 _BADGE_RIM, _MASK_DARK = QColor(0, 0, 0, 140), QColor("#323f4b")
+_ARROW, _SUBTLE, _EDGE_DARK = QColor("#7b8794"), QColor("#616e7c"), QColor("#9aa5b1")
 
 
 class TileDelegate(QStyledItemDelegate):
     """A tile: the thumbnail centred in a square, the file name under it, a dot for the worst finding, a violet
-    dot for the user's edits, a half-dark disc for a loss mask."""
+    dot for the user's edits, a half-dark disc for a loss mask.  In a concept of pairs: the control image's
+    square, an arrow and the target's square, the name and the caption under them."""
 
-    def sizeHint(self, _option: QStyleOptionViewItem, _index: Index) -> QSize:
-        return TILE
+    def sizeHint(self, _option: QStyleOptionViewItem, index: Index) -> QSize:
+        model = index.model()
+        return model.tile_size() if isinstance(model, ThumbnailListModel) else TILE
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
         model = index.model()
@@ -231,19 +269,29 @@ class TileDelegate(QStyledItemDelegate):
         painter.setPen(_SELECTED_EDGE if selected else _EDGE)
         painter.setBrush(_SELECTED_FILL if selected else _FILL)
         painter.drawRoundedRect(rect, 6, 6)
-        square = QRect(rect.left() + (rect.width() - THUMB_SIZE) // 2, rect.top() + 4, THUMB_SIZE, THUMB_SIZE)
-        pixmap = tile.pixmap
-        if isinstance(pixmap, QPixmap) and not pixmap.isNull():
-            size = pixmap.size().scaled(square.size(), Qt.AspectRatioMode.KeepAspectRatio)
-            target = QRect(0, 0, size.width(), size.height())
-            target.moveCenter(square.center())
-            painter.drawPixmap(target, pixmap)
+        if tile.paired:
+            left = rect.left() + (rect.width() - 2 * PAIR_SIDE - 20) // 2
+            control_square = QRect(left, rect.top() + 4, PAIR_SIDE, PAIR_SIDE)
+            square = QRect(control_square.right() + 21, rect.top() + 4, PAIR_SIDE, PAIR_SIDE)
+            self._control(painter, control_square, tile)
+            painter.setPen(_ARROW)
+            arrow = QRect(control_square.right() + 1, square.top(), 20, PAIR_SIDE)
+            painter.drawText(arrow, Qt.AlignmentFlag.AlignCenter, "→")
         else:
-            painter.fillRect(square.adjusted(8, 8, -8, -8), _PLACEHOLDER)
-        name_rect = QRect(rect.left() + 6, square.bottom() + 4, rect.width() - 12, rect.bottom() - square.bottom() - 6)
-        name = painter.fontMetrics().elidedText(tile.name, Qt.TextElideMode.ElideMiddle, name_rect.width())
+            square = QRect(rect.left() + (rect.width() - THUMB_SIZE) // 2, rect.top() + 4, THUMB_SIZE, THUMB_SIZE)
+        _draw_thumbnail(painter, square, tile.pixmap)
+        lines = rect.bottom() - square.bottom() - 6
+        name_rect = QRect(rect.left() + 6, square.bottom() + 4, rect.width() - 12, lines // 2 if tile.paired else lines)
+        metrics = painter.fontMetrics()
         painter.setPen(_TEXT)
-        painter.drawText(name_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, name)
+        painter.drawText(name_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter,
+                         metrics.elidedText(tile.name, Qt.TextElideMode.ElideMiddle, name_rect.width()))
+        if tile.paired:
+            caption_rect = name_rect.translated(0, name_rect.height())
+            painter.setPen(_SUBTLE)
+            painter.drawText(caption_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter,
+                             metrics.elidedText(tile.caption or "(no caption)", Qt.TextElideMode.ElideRight,
+                                                caption_rect.width()))
         if tile.severity in BADGE:
             # A white ring with a dark rim around the coloured dot: visible on red, white and black pictures alike.
             painter.setPen(_BADGE_RIM)
@@ -265,6 +313,35 @@ class TileDelegate(QStyledItemDelegate):
             painter.setBrush(_MASK_DARK)
             painter.drawPie(disc.adjusted(1, 1, -1, -1), 90 * 16, 180 * 16)
         painter.restore()
+
+    @staticmethod
+    def _control(painter: QPainter, square: QRect, tile: Tile) -> None:
+        """The control's square: its thumbnail (+N for more references), or a dashed empty slot."""
+        if not tile.controls:
+            painter.setPen(QPen(_EDGE_DARK, 1, Qt.PenStyle.DashLine))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRoundedRect(square.adjusted(8, 8, -8, -8), 4, 4)
+            painter.setPen(_SUBTLE)
+            painter.drawText(square, Qt.AlignmentFlag.AlignCenter, "no control")
+            return
+        _draw_thumbnail(painter, square, tile.control)
+        if tile.controls > 1:
+            more = QRect(square.right() - 27, square.bottom() - 17, 26, 16)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(_BADGE_RIM)
+            painter.drawRoundedRect(more, 8, 8)
+            painter.setPen(_WHITE)
+            painter.drawText(more, Qt.AlignmentFlag.AlignCenter, f"+{tile.controls - 1}")
+
+
+def _draw_thumbnail(painter: QPainter, square: QRect, pixmap: QPixmap | None) -> None:
+    if isinstance(pixmap, QPixmap) and not pixmap.isNull():
+        size = pixmap.size().scaled(square.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        target = QRect(0, 0, size.width(), size.height())
+        target.moveCenter(square.center())
+        painter.drawPixmap(target, pixmap)
+    else:
+        painter.fillRect(square.adjusted(8, 8, -8, -8), _PLACEHOLDER)
 
 
 class ThumbnailGrid(QListView):
@@ -291,13 +368,25 @@ class ThumbnailGrid(QListView):
         self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
         self.setStyleSheet("QListView#datasetGrid { background: #f5f7fa; border: 1px solid #d9e2ec; }")
 
+    def setModel(self, model: QAbstractItemModel | None) -> None:  # type: ignore[override]
+        super().setModel(model)
+        if isinstance(model, ThumbnailListModel):
+            model.modelReset.connect(self._spread)  # a concept of pairs has wider tiles
+
     def resizeEvent(self, event: QResizeEvent) -> None:
-        # Spread the columns over the whole width instead of leaving a ragged gap on the right.
-        # Leave room for the vertical scroll bar even before it shows, or the last column would overflow.
-        width = self.width() - 2 * self.frameWidth() - self.verticalScrollBar().sizeHint().width()
-        columns = max(1, width // (TILE.width() + 6))
-        self.setGridSize(QSize(max(TILE.width() + 6, width // columns), TILE.height() + 6))
+        self._spread()
         super().resizeEvent(event)
+
+    def _spread(self) -> None:
+        """Spread the columns over the whole width instead of leaving a ragged gap on the right.
+        Leave room for the vertical scroll bar even before it shows, or the last column would overflow."""
+        model = self.model()
+        tile = model.tile_size() if isinstance(model, ThumbnailListModel) else TILE
+        width = self.width() - 2 * self.frameWidth() - self.verticalScrollBar().sizeHint().width()
+        columns = max(1, width // (tile.width() + 6))
+        grid = QSize(max(tile.width() + 6, (width - 1) // columns), tile.height() + 6)  # a full row would wrap
+        if grid != self.gridSize():
+            self.setGridSize(grid)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls():

@@ -121,12 +121,23 @@ class Importer(QObject):
         if destination is None or not paths or self.busy():
             return False
         extension = str(self.config.value("dataset.caption_extension"))
+        self._run(partial(jobs.copy_in, list(paths), destination, extension), destination, new_concept)
+        return True
+
+    def start_pair(self, target: Path, control: Path) -> bool:
+        """Copy two images in as one before/after pair (``control`` → ``target``), into the destination."""
+        destination = self.destination()
+        if destination is None or self.busy():
+            return False
+        extension = str(self.config.value("dataset.caption_extension"))
+        self._run(partial(jobs.copy_pair, target, control, destination, extension), destination, False)
+        return True
+
+    def _run(self, work: partial[ImportResult], destination: Path, new_concept: bool) -> None:
         self.progress.setRange(0, 0)
         self.progress.show()
-        self._copying = self.processes.run(partial(jobs.copy_in, list(paths), destination, extension),
-                                           lambda result: self._done(destination, result, new_concept),
+        self._copying = self.processes.run(work, lambda result: self._done(destination, result, new_concept),
                                            self._failed, self._progressed)
-        return True
 
     def busy(self) -> bool:
         """An import is copying (a second one is refused until it is done)."""

@@ -26,7 +26,7 @@ from PIL import Image, features
 from desktop_app.dataset.entries import DatasetSettings, Entry, list_entries, read_sizes
 from trainer.dataset import DatasetCache, Finding, check_dataset, list_images, load_thumbnail
 from trainer.dataset.imaging import heif_available
-from trainer.dataset.importing import ImportResult, import_images
+from trainer.dataset.importing import ImportResult, found_file, import_found, import_images
 from trainer.dataset.masks import load_mask
 from trainer.dataset.tokens import load_clip_tokenizer
 from trainer.fsutil import atomic_write_bytes
@@ -90,7 +90,7 @@ def check(folder: Path, settings: DatasetSettings, edits: DatasetCache | None, e
     result = check_dataset(folder, settings.resolution, token=settings.token, template=settings.template,
                            caption_extension=settings.caption_extension,
                            tokenizer=_clip_tokenizer() if exact_tokens else None, cache=edits,
-                           workers=check_threads(), progress=throttled(report), cancel=cancelled)
+                           pairs=settings.pairs, workers=check_threads(), progress=throttled(report), cancel=cancelled)
     return Checked(result.sorted_findings(), result.summary(), len(result.images), len(result.usable_images))
 
 
@@ -119,6 +119,13 @@ def copy_in(paths: list[Path], destination: Path, extension: str, report: Report
     """Copy images (files or folders) into the project: :func:`trainer.dataset.importing.import_images`."""
     return import_images(paths, destination, caption_extension=extension, progress=throttled(report),
                          cancel=cancelled)
+
+
+def copy_pair(target: Path, control: Path, destination: Path, extension: str, report: Report,
+              cancelled: threading.Event) -> ImportResult:
+    """Copy two images in as one before/after pair: ``target`` with ``control`` as its control image."""
+    return import_found([found_file(target, extension, (control,))], destination, caption_extension=extension,
+                        progress=report, cancel=cancelled)
 
 
 # ---------------------------------------------------------------- thumbnails

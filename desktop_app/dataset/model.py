@@ -34,7 +34,9 @@ from desktop_app.dataset.processes import Processes
 from trainer.dataset import CheckCancelled, CropRecord, DatasetCache, Finding
 from trainer.dataset.caption_ops import BulkEdit
 from trainer.dataset.captions import Tokenizer
+from trainer.dataset.importing import add_control
 from trainer.dataset.masks import mask_path_for
+from trainer.dataset.pairs import control_paths_for
 from trainer.fsutil import atomic_write_bytes
 
 __all__ = ["DatasetModel", "DatasetSettings", "Entry"]
@@ -46,6 +48,7 @@ class DatasetModel(QObject):
     captionsChanged = Signal(list)  # rows whose caption changed
     cropChanged = Signal(int)
     maskChanged = Signal(int)
+    controlsChanged = Signal(int)  # a row's control images (before/after pairs)
     sizesChanged = Signal()
     reportChanged = Signal()  # findings changed (after a health check)
     checkProgress = Signal(int, int)
@@ -67,6 +70,7 @@ class DatasetModel(QObject):
         self.report_summary = ""
         self.tokenizer: Tokenizer | None = None
         self._rows: dict[Path, int] = {}
+        self.paired = False  # the concept holds before/after pairs: some image has a control image
         self._pending = 0
         self._sizing = 0  # pieces of the header reading still to come
         self._reads: list[Job] = []  # listing and header reads of the open folder (cancelled by the next open)
@@ -123,6 +127,7 @@ class DatasetModel(QObject):
     def _set_entries(self, entries: list[Entry], removed: int) -> None:
         self.entries, self.removed_count = entries, removed
         self._rows = {entry.path: row for row, entry in enumerate(entries)}
+        self.paired = any(entry.controls for entry in entries)
         self.reset.emit()
 
     def row_of(self, path: Path) -> int | None:
@@ -203,6 +208,26 @@ class DatasetModel(QObject):
             entry.mask = path
             self._write(lambda: atomic_write_bytes(path, png_bytes(mask)))
         self.maskChanged.emit(row)
+
+    def set_control(self, row: int, number: int, source: Path) -> None:
+        """Copy ``source`` in as control image ``number`` (1: the first) of the row's image, replacing the one in
+        that slot (``trainer.dataset.importing.add_control``; the source is only read), on the writer thread;
+        ``controlsChanged`` once it is on disk, ``failed`` naming the file when it is not an image."""
+        entry = self.entries[row]
+        if not self.editable:
+            return
+        self._pending += 1
+        self.pendingWrites.emit(self._pending)
+        self.writer.run(lambda _r, _c: (add_control(entry.path, source, number), control_paths_for(entry.path)),
+                        lambda result: self._control_set(entry, result[1]), self._write_failed)
+
+    def _control_set(self, entry: Entry, controls: tuple[Path, ...]) -> None:
+        self._written()
+        entry.controls = controls
+        row = self.row_of(entry.path)
+        if row is not None and self.entries[row] is entry:  # still shown (the folder may have changed meanwhile)
+            self.paired = self.paired or bool(controls)
+            self.controlsChanged.emit(row)
 
     def remove(self, rows: list[int]) -> None:
         """Leave images out of the dataset (the files stay on disk)."""

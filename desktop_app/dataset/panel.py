@@ -46,11 +46,15 @@ from desktop_app.dataset.findings_view import FindingsView
 from desktop_app.dataset.grid import ThumbnailGrid, ThumbnailListModel
 from desktop_app.dataset.importer import Importer
 from desktop_app.dataset.model import DatasetModel, DatasetSettings
+from desktop_app.dataset.pair_dialog import AS_PAIR, AS_TWO_IMAGES, PairDialog
+from desktop_app.dataset.pair_view import PairView
 from desktop_app.dataset.thumbnails import ThumbnailLoader
 from desktop_app.dataset.toolbar import DatasetToolbar
 from desktop_app.dataset.toy_note import ToyNote
 from desktop_app.train.config_model import ConfigModel
 from trainer.dataset.caption_ops import CaptionVariation
+from trainer.dataset.pair_health import PairUse
+from trainer.dataset.scan import is_image_name
 from trainer.families import is_toy
 
 SETTINGS_FIELDS = {"dataset.min_bucket_side", "dataset.max_bucket_side", "dataset.bucketing",
@@ -97,6 +101,8 @@ class DatasetPanel(QWidget):
         self.grid_model = ThumbnailListModel(self.dataset, self.loader)
         self.grid = ThumbnailGrid()
         self.grid.setModel(self.grid_model)
+        self.pair_view = PairView(self.dataset, self.loader)
+        self.pair_dialog: PairDialog | None = None  # the question two dropped images ask, while open
         self.editor = CaptionEditor(self.dataset)
         self.bulk = BulkBar(self.dataset, self.selected_rows)
         self.auto_captioner = AutoCaptioner(self.dataset, self)
@@ -142,6 +148,7 @@ class DatasetPanel(QWidget):
     def _build_tabs(self) -> QTabWidget:
         caption_tab = QWidget()
         caption = QVBoxLayout(caption_tab)
+        caption.addWidget(self.pair_view)
         caption.addWidget(self.editor)
         bulk_title = QLabel("<b>Bulk edit the selected captions</b>")
         caption.addSpacing(8)
@@ -231,7 +238,8 @@ class DatasetPanel(QWidget):
                                    float(value("dataset.caption_dropout")), float(value("dataset.tag_dropout")),
                                    bool(value("dataset.shuffle_tags")), int(value("dataset.keep_tags")),
                                    str(value("dataset.tag_separator")) or ","),
-                               masked_loss=bool(value("dataset.masked_loss")))
+                               masked_loss=bool(value("dataset.masked_loss")),
+                               pairs=PairUse.for_family(str(value("model.architecture"))))
 
     def refresh(self) -> None:
         """Read the selected concept's folder again (files changed outside Kamaal), and count them all."""
@@ -264,6 +272,10 @@ class DatasetPanel(QWidget):
     def _value_changed(self, name: str, _value: object) -> None:
         if name in ("mode", "model.architecture"):
             self._refresh_mode()
+            pairs = self.dataset.settings.pairs
+            self._settings_changed()
+            if self.dataset.settings.pairs != pairs and self.dataset.report_summary:
+                self.dataset.check()  # an edit family needs a control image for every image, others ignore them
         elif name == "dataset.caption_extension":
             self._open_configured_folder()
         elif name in SETTINGS_FIELDS:
@@ -347,8 +359,32 @@ class DatasetPanel(QWidget):
     # ---------------------------------------------------------------- importing
 
     def import_paths(self, paths: list[Path]) -> bool:
-        """Copy images (files or folders) into the concept's project folder (see ``importer``)."""
+        """Copy images (files or folders) into the concept's project folder (see ``importer``).  Two image
+        files that do not pair by name, dropped on a concept of pairs or for an edit model family, first ask
+        whether they are one before/after pair (``pair_dialog``)."""
+        use = self.dataset.settings.pairs
+        pairing = self.dataset.paired or (use is not None and use.edit)
+        if pairing and len(paths) == 2 and all(p.is_file() and is_image_name(p.name) for p in paths) \
+                and self.importer.destination() is not None and not self.importer.busy():
+            self.ask_pair(paths[0], paths[1])
+            return True
         return self.importer.start(paths)
+
+    def ask_pair(self, first: Path, second: Path) -> PairDialog:
+        """The window-modal question for two dropped images; its answer imports them (returned for tests)."""
+        if self.pair_dialog is not None:
+            self.pair_dialog.deleteLater()
+        dialog = self.pair_dialog = PairDialog(first, second, self.loader, self)
+        dialog.setModal(True)
+        dialog.finished.connect(lambda result: self._pair_answered(dialog, result))
+        dialog.open()
+        return dialog
+
+    def _pair_answered(self, dialog: PairDialog, result: int) -> None:
+        if result == AS_PAIR:
+            self.importer.start_pair(dialog.target, dialog.control)
+        elif result == AS_TWO_IMAGES:
+            self.importer.start([dialog.control, dialog.target])
 
     def _imported(self, relative: str, message: str, new_concept: bool) -> None:
         if new_concept:
@@ -374,6 +410,7 @@ class DatasetPanel(QWidget):
         rows = self.selected_rows()
         self.editor.show_rows(rows)
         single = rows[0] if len(rows) == 1 else None
+        self.pair_view.show_row(single)
         self.crop.show_row(single)
         self.buckets.show_row(single)
         self.bulk.update_selection()

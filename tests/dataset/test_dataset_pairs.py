@@ -5,9 +5,11 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
+import pytest
 from conftest import picture
 
 from trainer.dataset import list_images
+from trainer.dataset.importing import add_control, found_file, import_found, import_images
 from trainer.dataset.pairs import control_paths_for, is_control_name, target_folder
 
 
@@ -82,3 +84,71 @@ def test_a_target_folder_without_control_folders_is_an_ordinary_folder(tmp_path:
     control = _image(tmp_path / "target" / "a_control.png")
     assert target_folder(tmp_path) == tmp_path
     assert [(item.image, item.controls) for item in list_images(tmp_path / "target").items] == [(image, (control,))]
+
+
+# ------------------------------------------------------------------ importing
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_importing_a_folders_layout_keeps_the_pairs_by_the_suffix_convention(tmp_path: Path) -> None:
+    concept = tmp_path / "edits"
+    _image(concept / "target" / "a.png")
+    (concept / "target" / "a.txt").write_text("make it red", encoding="utf-8")
+    _image(concept / "target" / "b.png", seed=1)
+    _image(concept / "control" / "a.jpg", seed=2)
+    _image(concept / "control_2" / "a.png", seed=3)
+    before = _snapshot(concept)
+    destination = tmp_path / "project" / "datasets" / "edits"
+    result = import_images([concept], destination)
+    assert sorted(p.name for p in result.copied) == ["a.png", "b.png"]
+    assert sorted(p.name for p in destination.iterdir()) == ["a.png", "a.txt", "a_control.jpg", "a_control_2.png",
+                                                              "b.png"]
+    assert (destination / "a_control_2.png").read_bytes() == (concept / "control_2" / "a.png").read_bytes()
+    listing = list_images(destination)
+    assert [(i.image.name, [c.name for c in i.controls]) for i in listing.items] == [
+        ("a.png", ["a_control.jpg", "a_control_2.png"]), ("b.png", [])]
+    assert _snapshot(concept) == before
+
+
+def test_importing_files_brings_their_controls_and_renames_them_along(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    x, x_control = _image(source / "x.png"), _image(source / "x_control.png", seed=1)
+    _image(source / "y.png", seed=2)
+    _image(source / "y_control.webp", seed=3)
+    (source / "y_control_2.png").symlink_to(tmp_path / "nowhere.png")  # a dead link is never copied
+    lone = _image(source / "z_control.png", seed=4)
+    destination = tmp_path / "subject"
+    _image(destination / "x.png", seed=9)  # taken by another picture
+    _image(destination / "y_control.webp", seed=8)  # an orphan control takes the name y too
+    result = import_images([x, x_control, source / "y.png", lone], destination)
+    assert [p.name for p in result.copied] == ["x-2.png", "y-2.png"]
+    assert (destination / "x-2_control.png").read_bytes() == x_control.read_bytes()
+    assert (destination / "y-2_control.webp").read_bytes() == (source / "y_control.webp").read_bytes()
+    assert not (destination / "z_control.png").exists() and not (destination / "y-2_control_2.png").exists()
+
+
+def test_a_pair_made_by_hand_and_a_control_added_later(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    before, after = _image(source / "before.jpg"), _image(source / "after.png", seed=1)
+    originals = _snapshot(source)
+    destination = tmp_path / "subject"
+    import_found([found_file(after, controls=(before,))], destination)
+    assert sorted(p.name for p in destination.iterdir()) == ["after.png", "after_control.jpg"]
+    # A control dropped on an image's slot replaces the one there, whatever its suffix.
+    replaced = add_control(destination / "after.png", _image(source / "better.png", seed=2))
+    assert replaced == destination / "after_control.png" and not (destination / "after_control.jpg").exists()
+    second = add_control(destination / "after.png", before, number=2)
+    assert control_paths_for(destination / "after.png") == (replaced, second)
+    (source / "notes.md").write_text("x", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"notes\.md is not an image file"):
+        add_control(destination / "after.png", source / "notes.md")
+    # In a folders layout the control goes into its folder, made when missing.
+    target = _image(tmp_path / "kept" / "target" / "t.png")
+    _image(tmp_path / "kept" / "control" / "other.png")
+    assert add_control(target, before, number=2) == tmp_path / "kept" / "control_2" / "t.jpg"
+    assert control_paths_for(target) == (tmp_path / "kept" / "control_2" / "t.jpg",)
+    assert _snapshot(source) == {**originals, "better.png": (source / "better.png").read_bytes(),
+                                 "notes.md": b"x"}

@@ -1,6 +1,7 @@
 """``kamaal-train dataset ...``: the dataset library on the command line.
 
     kamaal-train dataset check DIR [--json] [--resolution N] [--token T] [--template TEXT] [--recursive]
+                               [--architecture FAMILY]
     kamaal-train dataset caption DIR --model FOLDER [--mode fill|replace|append] [--prefix P] [--suffix S] ...
 
 The main CLI hands everything after ``dataset`` to ``dataset_main``.  Exit codes follow
@@ -22,8 +23,10 @@ from trainer.captioning.batch import MODES
 from trainer.dataset.cache import DatasetCache
 from trainer.dataset.captions import DEFAULT_TEMPLATE, DEFAULT_TOKEN
 from trainer.dataset.health import DEFAULT_MAX_ASPECT, Progress, check_dataset
+from trainer.dataset.pair_health import PairUse
 from trainer.dataset.report import Report, Severity
 from trainer.dataset.tokens import load_clip_tokenizer
+from trainer.families import NAMES
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -47,6 +50,10 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--max-aspect", type=float, default=DEFAULT_MAX_ASPECT, metavar="R",
                        help=f"report images more elongated than R:1 (default {DEFAULT_MAX_ASPECT:g})")
     check.add_argument("--recursive", action="store_true", help="also check images in subfolders")
+    check.add_argument("--architecture", choices=NAMES, metavar="FAMILY",
+                       help="the model family the images train (model.architecture): an edit family needs a control "
+                            "image for every image, a text-to-image family ignores them (default: not known; a "
+                            f"partly paired folder gets warnings). One of: {', '.join(NAMES)}")
     caption = commands.add_parser(
         "caption", help="caption the images with a local model (a tagger or an image-to-text model)",
         description="Write a caption beside each image of DIR with the captioning model in FOLDER (nothing is "
@@ -109,6 +116,10 @@ def format_report(report: Report) -> list[str]:
     """The human report: a summary, then one line per finding (errors first)."""
     lines = [f"Dataset {report.folder} at resolution {report.resolution}: {report.summary()} "
              f"({report.seconds:.1f} s)"]
+    if report.pairs:
+        references = sum(len(image.controls) for image in report.images)
+        lines.append(f"Pairs: {report.pairs} of {len(report.images)} images have control images "
+                     f"({references} control image{'' if references == 1 else 's'} in all)")
     labels = {Severity.ERROR: "error  ", Severity.WARNING: "warning", Severity.INFO: "note   "}
     for finding in report.sorted_findings():
         name = report.relative(finding.file) or str(finding.file)
@@ -128,12 +139,13 @@ def _check(args: argparse.Namespace) -> int:
         return _bad_input(f"dataset folder not found: {folder}", args.json)
     if not folder.is_dir():
         return _bad_input(f"not a folder: {folder} (give the folder that holds the images)", args.json)
+    pairs = PairUse.for_family(args.architecture) if args.architecture else None
     try:
         # The panel's edits (captions, removed images) and the exact CLIP tokenizer: the same findings as the app.
         report = check_dataset(folder, args.resolution, token=args.token, template=args.template,
                                max_aspect=args.max_aspect, recursive=args.recursive,
                                tokenizer=load_clip_tokenizer(), cache=DatasetCache.for_folder(folder),
-                               progress=_progress_printer(sys.stderr))
+                               pairs=pairs, progress=_progress_printer(sys.stderr))
     except OSError as error:  # e.g. permission denied while listing the folder
         return _bad_input(f"cannot read the dataset folder {folder}: {error.strerror or error}", args.json)
     if args.json:

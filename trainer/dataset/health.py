@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from trainer.dataset import messages
@@ -49,6 +49,7 @@ from trainer.dataset.imaging import (
     to_rgb8,
 )
 from trainer.dataset.masks import MaskError, image_stem_of, mask_facts
+from trainer.dataset.pair_health import PairUse, concept_findings, control_findings
 from trainer.dataset.report import Code, Finding, ImageInfo, Report, Severity
 from trainer.dataset.scan import CAPTION_EXTENSION, DatasetItem, list_images, orientation_of
 
@@ -74,6 +75,7 @@ class _Options:
     max_pixels: int | None
     tokenizer: Tokenizer | None
     cache: DatasetCache | None
+    pairs: PairUse | None
 
 
 @dataclass
@@ -115,12 +117,12 @@ def _check_image(item: DatasetItem, options: _Options) -> _Checked:
     text = caption_text(caption, options.template, options.token)
     tokens = count_tokens(text, options.tokenizer)
     usable = min(width, height) >= TINY_SIDE
-    info = ImageInfo(path, caption.path, usable, width, height, mode, fmt, text, tokens, digest)
+    info = ImageInfo(path, caption.path, usable, width, height, mode, fmt, text, tokens, digest, item.controls)
     checked = _Checked(info, caption, fingerprint=Fingerprint.of(preview))
     found = checked.findings
 
-    def add(code: Code, severity: Severity, message: str) -> None:
-        found.append(Finding(path, code, severity, message))
+    def add(code: Code, severity: Severity, message: str, related: Path | None = None) -> None:
+        found.append(Finding(path, code, severity, message, related))
 
     if not usable:
         add(Code.TINY, Severity.ERROR, messages.tiny(width, height, TINY_SIDE))
@@ -150,6 +152,8 @@ def _check_image(item: DatasetItem, options: _Options) -> _Checked:
     _caption_findings(checked, options)
     if item.mask is not None:
         _mask_findings(item.mask, (width, height), add)
+    if item.controls:
+        control_findings(item.controls, (width, height), options.pairs, options.max_pixels, add)
     return checked
 
 
@@ -211,7 +215,7 @@ def _caption_findings(checked: _Checked, options: _Options) -> None:
 
 def _failed(item: DatasetItem, caption: Caption, error: DatasetImageError) -> _Checked:
     finding = Finding(item.image, Code(error.code), Severity.ERROR, messages.image_error(item.image, error))
-    return _Checked(ImageInfo(item.image, caption.path, usable=False), caption, [finding])
+    return _Checked(ImageInfo(item.image, caption.path, usable=False, controls=item.controls), caption, [finding])
 
 
 def _compare(results: list[_Checked]) -> list[Finding]:
@@ -262,6 +266,7 @@ def check_dataset(
     recursive: bool = False,
     caption_extension: str = CAPTION_EXTENSION,
     cache: DatasetCache | None = None,
+    pairs: PairUse | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
@@ -270,12 +275,14 @@ def check_dataset(
 
     Raises ``FileNotFoundError`` / ``NotADirectoryError`` / ``PermissionError`` for a bad folder
     and ``CheckCancelled`` when cancelled; everything wrong inside the folder is a finding.
+    ``pairs`` says what the concept's model family does with control images (``pair_health``); without
+    it, a concept partly paired gets warnings.  An error finding about a pair makes its target unusable.
     """
     started = time.perf_counter()
     folder = Path(folder)
     listing = list_images(folder, recursive=recursive, caption_extension=caption_extension)
     options = _Options(folder.resolve(), resolution, make_buckets(resolution), template, token, max_aspect,
-                       max_pixels, tokenizer, cache)
+                       max_pixels, tokenizer, cache, pairs)
     removed = cache.removed() if cache is not None else set()
     items = tuple(item for item in listing.items if item.image not in removed)  # removed by the user: not checked
     results: list[_Checked | None] = [None] * len(items)
@@ -298,6 +305,7 @@ def check_dataset(
             raise
     checked = [r for r in results if r is not None]
     findings = [f for r in checked for f in r.findings] + _compare(checked)
+    findings += concept_findings(folder, [r.info for r in checked], listing.orphan_controls, pairs)
     findings += [Finding(p, Code.ORPHAN_CAPTION, Severity.INFO, messages.orphan_caption(p))
                  for p in listing.orphan_captions]
     findings += [Finding(p, Code.ORPHAN_MASK, Severity.WARNING, messages.orphan_mask(p, image_stem_of(p)))
@@ -306,6 +314,10 @@ def check_dataset(
         findings.append(Finding(folder, Code.NO_IMAGES, Severity.ERROR, messages.NO_IMAGES))
     settings = {"token": token, "template": template, "max_aspect": max_aspect, "recursive": recursive,
                 "max_pixels": max_pixels or default_max_pixels(), "exact_token_count": tokenizer is not None,
-                "near_duplicate_distance": DEFAULT_MAX_DISTANCE}
-    return Report(folder, resolution, tuple(r.info for r in checked), tuple(findings),
-                  time.perf_counter() - started, settings)
+                "near_duplicate_distance": DEFAULT_MAX_DISTANCE,
+                "pairs": None if pairs is None else {"family": pairs.family, "control_images": pairs.control_images}}
+    # Only pair findings can make an image unusable here: an image's own errors already did.
+    unpairable = {f.file for f in findings if f.severity is Severity.ERROR}
+    images = tuple(replace(r.info, usable=False) if r.info.usable and r.info.path in unpairable else r.info
+                   for r in checked)
+    return Report(folder, resolution, images, tuple(findings), time.perf_counter() - started, settings)

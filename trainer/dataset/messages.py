@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trainer.dataset.captions import CLIP_MAX_TOKENS, CLIP_USABLE_TOKENS, MAX_CAPTION_BYTES
 from trainer.dataset.imaging import READABLE_SUFFIXES, DatasetImageError, named_format
+from trainer.dataset.pairs import is_control_name
 from trainer.dataset.safe_files import format_size
 
 _SHOWN_EXTENSIONS = ", ".join(READABLE_SUFFIXES)
@@ -202,3 +203,70 @@ def mask_colour(mask: Path) -> str:
 def orphan_mask(mask: Path, stem: str) -> str:
     return (f"Loss mask with no image named {stem} beside it ({stem}.jpg, .png, ...): it is not used. "
             "Add the image, or delete the mask.")
+
+
+# Before/after pairs (``trainer.dataset.pairs``): a target image, its control images, an instruction caption.
+def _percent(share: float) -> str:
+    return f"{share * 100:.0f} %"
+
+
+def _control(control: Path) -> str:
+    """A control's name, with its folder when it shares its target's name (``control/cat.jpg``)."""
+    return control.name if is_control_name(control.name) else f"{control.parent.name}/{control.name}"
+
+
+def missing_control(image: Path, expected: str, family: str | None) -> str:
+    if family is not None:
+        return (f"{image.name} has no control image ({expected}): {family} trains on before/after pairs, so a run "
+                "will not start while it has none. Add its control image, or remove the image from the dataset.")
+    return (f"{image.name} has no control image ({expected}), while other images of this concept have one: an edit "
+            "model would learn it without its before picture. Add its control image, or move it to another concept.")
+
+
+def partly_paired(unpaired: int, total: int) -> str:
+    return (f"{unpaired} of {total} images have no control image; the others have one. A concept is either before/"
+            "after pairs or plain images: add the missing control images, or move those images to a concept of "
+            "their own.")
+
+
+def control_unreadable(control: Path, reason: str, family: str | None) -> str:
+    outcome = ("training leaves this pair out" if family is not None
+               else "an edit model cannot train this pair")
+    return (f"The control image {_control(control)} cannot be read: {reason}; {outcome}. "
+            "Save it again as PNG or JPEG, or replace it.")
+
+
+def control_aspect(control: Path, control_size: tuple[int, int], image_size: tuple[int, int],
+                   stretch: float) -> str:
+    how = f"{_percent(stretch - 1)} wider" if stretch > 1 else f"{_percent(1 / stretch - 1)} taller"
+    return (f"The control image {_control(control)} is {control_size[0]}×{control_size[1]} but its target is "
+            f"{image_size[0]}×{image_size[1]}, another aspect ratio: training resizes it to the target's size, which "
+            f"stretches it {how} than it is, so the pair may no longer line up. Crop both pictures alike, or give the "
+            "control the target's shape.")
+
+
+def control_scaled(control: Path, control_size: tuple[int, int], image_size: tuple[int, int]) -> str:
+    return (f"The control image {_control(control)} is {control_size[0]}×{control_size[1]}, its target "
+            f"{image_size[0]}×{image_size[1]}: same shape, so it is scaled to the target. Nothing to do.")
+
+
+def control_gap(control: Path, number: int, place: int) -> str:
+    return (f"The control image {_control(control)} is reference {number}, but reference {place} is missing: control "
+            f"images are used in order, so it is taken as reference {place}. Add the missing control image, or rename "
+            "this one.")
+
+
+def extra_controls(ignored: list[Path], family: str, most: int) -> str:
+    names = ", ".join(_control(path) for path in ignored)
+    return (f"{family} takes {most} control image{'' if most == 1 else 's'} per pair, so {names} "
+            f"{'is' if len(ignored) == 1 else 'are'} not used. Nothing to do, unless you meant another family.")
+
+
+def controls_ignored(family: str, paired: int) -> str:
+    return (f"{paired} image{'' if paired == 1 else 's'} of this concept {'has' if paired == 1 else 'have'} control "
+            f"images, which {family} does not use: it trains on the target images alone. Choose an edit model "
+            "family to train before/after pairs.")
+
+
+def orphan_control(control: Path, expected: str) -> str:
+    return f"Control image with no target ({expected}): it is not used. Add the target image, or delete the control."

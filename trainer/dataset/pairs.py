@@ -17,6 +17,11 @@ file inside ``target/`` there is nobody's control.  A control file is never list
 image of its own (like a loss mask); ``list_images`` fills ``DatasetItem.controls`` and names the
 controls without a target in ``Listing.orphan_controls``.
 
+Training (``trainer.diffusion.data.load_pair``) resizes a control to its target's size and then sends it
+through the target's own steps (the user's crop, the bucket's resize and crop, the flip), so each control
+pixel stays on its target pixel.  A control of the target's aspect ratio (within 1 %) is only scaled; one of
+another aspect ratio is stretched, as ai-toolkit does, and the health check says by how much (``stretch``).
+
 Standard library and the dataset library's light modules only: the GUI process imports this.
 """
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 
 from trainer.dataset.imaging import NAMED_SUFFIXES, READABLE_SUFFIXES
@@ -38,6 +44,7 @@ _NUMBER = r"(?:_(?P<number>[2-9]|[1-9][0-9]+))?"
 _CONTROL_STEM = re.compile(rf"^(?P<target>.+){CONTROL_SUFFIX}{_NUMBER}$")
 _CONTROL_FOLDER_NAME = re.compile(rf"^{CONTROL_FOLDER}{_NUMBER}$")
 _IMAGE_SUFFIXES = frozenset(READABLE_SUFFIXES) | frozenset(NAMED_SUFFIXES)
+ASPECT_TOLERANCE = 0.01  # as a loss mask's: a control saved from a resized copy still lines up
 
 
 def name_key(name: str) -> str:
@@ -64,6 +71,14 @@ def control_reference(name: str) -> tuple[str, int] | None:
 def is_control_name(name: str) -> bool:
     """``NAME_control.png``, ``NAME_control_2.jpg`` … (any case): a control image, never an image of its own."""
     return control_reference(name) is not None
+
+
+def reference_number(control: Path) -> int:
+    """Which reference a control file is: its suffix's number (``NAME_control_2`` → 2), else its folder's
+    (``control_2/NAME`` → 2); 1 for ``NAME_control`` and ``control/NAME``."""
+    control = Path(control)
+    reference = control_reference(control.name)
+    return reference[1] if reference is not None else control_folder_number(control.parent.name) or 1
 
 
 def control_folder_number(name: str) -> int | None:
@@ -131,32 +146,90 @@ def image_files_by_stem(folder: Path) -> dict[str, Path]:
     return by_stem
 
 
-def suffix_controls(names: list[str], folder: Path) -> dict[str, tuple[Path, ...]]:
-    """The suffix-convention controls among ``names`` (files of ``folder``) by their target's stem key,
-    each in reference order."""
-    found: dict[str, list[tuple[int, str]]] = {}
-    for name in names:
+def suffix_controls(names: Iterable[str], folder: Path) -> dict[str, dict[int, Path]]:
+    """The suffix-convention controls among ``names`` (files of ``folder``) by their target's stem key, each
+    target's by reference number in order (of two files with one number, ``cat_control.jpg`` and
+    ``cat_control.png``, the first by name)."""
+    found: dict[str, dict[int, Path]] = {}
+    for name in sorted(names):
         reference = control_reference(name)
         if reference is not None:
-            found.setdefault(reference[0], []).append((reference[1], name))
-    return {stem: tuple(Path(folder) / name for _, name in sorted(refs)) for stem, refs in found.items()}
+            found.setdefault(reference[0], {}).setdefault(reference[1], Path(folder) / name)
+    return {stem: dict(sorted(numbered.items())) for stem, numbered in found.items()}
+
+
+def numbered_controls_of(images: Iterable[Path]) -> dict[Path, dict[int, Path]]:
+    """The existing control files of each target image by reference number (1 for ``control``), in order.
+
+    In a folders layout (the image inside ``target/`` with ``control/`` beside it) the file of the same stem
+    in each control folder; otherwise the ``NAME_control*`` files beside the image.  Each folder is listed
+    once: a folder of thousands of files takes milliseconds to list, which once per image would make an
+    import of many chosen files take seconds (``list_images`` uses the listings it already has).
+    """
+    by_folder: dict[Path, list[Path]] = {}
+    for image in map(Path, images):
+        by_folder.setdefault(image.parent, []).append(image)
+    found: dict[Path, dict[int, Path]] = {}
+    for folder, members in by_folder.items():
+        stems = {image: name_key(os.path.splitext(image.name)[0]) for image in members}
+        if is_target_folder(folder):
+            per_folder = [(control_folder_number(control.name) or 1, image_files_by_stem(control))
+                          for control in control_folders(folder.parent)]
+            found.update({image: {number: files[stem] for number, files in per_folder if stem in files}
+                          for image, stem in stems.items()})
+            continue
+        try:
+            with os.scandir(folder) as it:
+                names = [entry.name for entry in it]
+        except OSError:
+            names = []
+        beside = suffix_controls(names, folder)
+        found.update({image: beside.get(stem, {}) for image, stem in stems.items()})
+    return found
+
+
+def numbered_controls(image: Path) -> dict[int, Path]:
+    """``numbered_controls_of`` for one image."""
+    return numbered_controls_of([Path(image)])[Path(image)]
 
 
 def control_paths_for(image: Path) -> tuple[Path, ...]:
-    """The existing control files of target ``image``, in reference order (``control``, ``control_2`` …).
+    """The existing control files of target ``image`` under either layout, in reference order
+    (``control``, ``control_2`` …); for many images, ``controls_of``."""
+    return tuple(numbered_controls(image).values())
 
-    In a folders layout (``image`` inside ``target/`` with ``control/`` beside it) the file of the same
-    stem in each control folder; otherwise the ``NAME_control*`` files beside the image.  Lists the
-    folders it looks in: for many images at once, ``list_images`` reads each folder once instead.
-    """
+
+def controls_of(images: Iterable[Path]) -> dict[Path, tuple[Path, ...]]:
+    """``control_paths_for`` of many images, each folder listed once (``numbered_controls_of``)."""
+    return {image: tuple(numbered.values()) for image, numbered in numbered_controls_of(images).items()}
+
+
+def control_name(stem: str, number: int, suffix: str) -> str:
+    """The suffix-convention name of a target's control number ``number``: ``cat_control.png``,
+    ``cat_control_2.jpg`` …"""
+    return f"{stem}{CONTROL_SUFFIX}{'' if number == 1 else f'_{number}'}{suffix}"
+
+
+def control_path(image: Path, number: int, suffix: str) -> Path:
+    """Where control number ``number`` of target ``image`` goes, with file suffix ``suffix``: in its control
+    folder in a folders layout (``control``, ``control_2`` … made when missing), else beside the image."""
     image = Path(image)
-    stem = name_key(os.path.splitext(image.name)[0])
-    if is_target_folder(image.parent):
-        found = (image_files_by_stem(folder).get(stem) for folder in control_folders(image.parent.parent))
-        return tuple(path for path in found if path is not None)
-    try:
-        with os.scandir(image.parent) as it:
-            names = [entry.name for entry in it]
-    except OSError:
-        return ()
-    return suffix_controls(names, image.parent).get(stem, ())
+    stem = os.path.splitext(image.name)[0]
+    if not is_target_folder(image.parent):
+        return image.with_name(control_name(stem, number, suffix))
+    folders = {control_folder_number(folder.name): folder for folder in control_folders(image.parent.parent)}
+    made = image.parent.parent / (CONTROL_FOLDER if number == 1 else f"{CONTROL_FOLDER}_{number}")
+    return folders.get(number, made) / f"{stem}{suffix}"
+
+
+def same_aspect(control_size: tuple[int, int], target_size: tuple[int, int]) -> bool:
+    """Whether a control of ``control_size`` has the target's aspect ratio (within 1 %)."""
+    (cw, ch), (tw, th) = control_size, target_size
+    return abs((cw / ch) / (tw / th) - 1.0) <= ASPECT_TOLERANCE
+
+
+def stretch(control_size: tuple[int, int], target_size: tuple[int, int]) -> float:
+    """How much resizing a control to its target's size widens it relative to its height: 1.33 for a 4:3
+    control of a 16:9 target… 1 for the same shape, below 1 when it is made taller."""
+    (cw, ch), (tw, th) = control_size, target_size
+    return (tw / th) / (cw / ch)

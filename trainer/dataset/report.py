@@ -68,6 +68,15 @@ class Code(enum.StrEnum):
     MASK_EMPTY = "mask_empty"  # black everywhere: with masked loss the image teaches nothing
     MASK_COLOUR = "mask_colour"  # a colour mask: read by its brightness
     ORPHAN_MASK = "orphan_mask"  # NAME.mask.png with no image NAME.*
+    MISSING_CONTROL = "missing_control"  # a target without a control image in a paired concept (or edit family)
+    PARTLY_PAIRED = "partly_paired"  # the folder: some targets have control images, others not
+    CONTROL_UNREADABLE = "control_unreadable"  # a control image cannot be decoded
+    CONTROL_ASPECT = "control_aspect"  # a control of another aspect ratio: cropped to its target's shape
+    CONTROL_SCALED = "control_scaled"  # same aspect, another size: scaled to the target
+    EXTRA_CONTROLS = "extra_controls"  # more control images than the family takes
+    CONTROL_GAP = "control_gap"  # control_2 (or _3 …) without the references before it
+    CONTROLS_IGNORED = "controls_ignored"  # the folder: control images a text-to-image family does not use
+    ORPHAN_CONTROL = "orphan_control"  # a control image with no target
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,7 @@ class Finding:
     code: Code
     severity: Severity
     message: str  # what is wrong, then what to do
-    related: Path | None = None  # the other file of a duplicate or shared-caption pair
+    related: Path | None = None  # the other file of a duplicate or shared-caption pair, or the control image
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,7 @@ class ImageInfo:
     caption: str = ""  # the text training will use (the template when there is no caption)
     caption_tokens: int = 0
     sha256: str = ""
+    controls: tuple[Path, ...] = ()  # its control images, when it is the target of a before/after pair
 
 
 def _relative(path: Path | None, folder: Path) -> str | None:
@@ -122,6 +132,11 @@ class Report:
     def usable(self) -> bool:
         return bool(self.usable_images)
 
+    @property
+    def pairs(self) -> int:
+        """How many images are targets with at least one control image."""
+        return sum(1 for image in self.images if image.controls)
+
     def count(self, severity: Severity) -> int:
         return sum(1 for finding in self.findings if finding.severity is severity)
 
@@ -139,7 +154,8 @@ class Report:
         def counted(number: int, word: str) -> str:
             return f"{number} {word}{'' if number == 1 else 's'}"
 
-        return (f"{counted(len(self.images), 'image')}, {len(self.usable_images)} usable: "
+        pairs = f" ({counted(self.pairs, 'before/after pair')})" if self.pairs else ""
+        return (f"{counted(len(self.images), 'image')}{pairs}, {len(self.usable_images)} usable: "
                 f"{counted(self.count(Severity.ERROR), 'error')}, {counted(self.count(Severity.WARNING), 'warning')}, "
                 f"{counted(self.count(Severity.INFO), 'note')}")
 
@@ -150,7 +166,7 @@ class Report:
             "folder": str(self.folder),
             "resolution": self.resolution,
             "usable": self.usable,
-            "counts": {"images": len(self.images), "usable": len(self.usable_images),
+            "counts": {"images": len(self.images), "usable": len(self.usable_images), "pairs": self.pairs,
                        **{s.value: self.count(s) for s in Severity}},
             "settings": self.settings,
             "seconds": round(self.seconds, 3),
@@ -159,7 +175,8 @@ class Report:
                           "message": f.message, "related": rel(f.related)} for f in self.sorted_findings()],
             "images": [{"file": rel(i.path), "caption_file": rel(i.caption_path), "usable": i.usable,
                         "width": i.width, "height": i.height, "mode": i.mode, "format": i.format,
-                        "caption": i.caption, "caption_tokens": i.caption_tokens, "sha256": i.sha256}
+                        "caption": i.caption, "caption_tokens": i.caption_tokens, "sha256": i.sha256,
+                        "controls": [rel(path) for path in i.controls]}
                        for i in self.images],
         }
 

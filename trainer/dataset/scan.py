@@ -163,12 +163,12 @@ def list_images(folder: Path, *, recursive: bool = False, caption_extension: str
             stems.add(stem_key)
             # In a folders layout the folders decide; a suffix-named file in target/ is nobody's control.
             controls = (tuple(c for found in by_folder if (c := found.get(stem_key)) is not None)
-                        if by_folder else beside.get(stem_key, ()))
+                        if by_folder else tuple(beside.get(stem_key, {}).values()))
             items.append(DatasetItem(Path(entry.path), caption, mask, controls))
         orphans.extend(path for key, path in sorted(captions.items()) if key not in used and path.is_file())
         orphan_masks.extend(path for key, path in sorted(masks.items()) if key not in used_masks)
-        orphan_controls.extend(path for key, paths in beside.items() if by_folder or key not in stems
-                               for path in paths)
+        orphan_controls.extend(path for key, numbered in beside.items() if by_folder or key not in stems
+                               for path in numbered.values())
         orphan_controls.extend(path for path in in_folders
                                if name_key(os.path.splitext(path.name)[0]) not in stems)
     items.sort(key=lambda item: item.image)
