@@ -66,7 +66,8 @@ def test_an_edit_family_refuses_a_target_without_control_and_a_text_family_says_
     for name in ("a", "b"):
         asymmetric((64, 64)).save(folder / f"{name}.png")
     asymmetric((64, 64)).save(folder / "a_control.png")
-    with pytest.raises(InputError, match=r"dataset.path: .*b\.png has no control image, and Flux.1 Kontext"):
+    refusal = r"dataset.path: .*b\.png has no control image \(b_control\.png or \.jpg beside it\), and Flux.1 Kontext"
+    with pytest.raises(InputError, match=refusal):
         collect(folder, controls=1)
     with caplog.at_level(logging.WARNING):
         examples = collect(folder, controls=0, family_name="Flux.1")

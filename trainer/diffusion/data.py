@@ -33,6 +33,7 @@ from trainer.dataset import (
 )
 from trainer.dataset.buckets import training_buckets as buckets_for_training
 from trainer.dataset.masks import MaskError, load_mask
+from trainer.dataset.pair_health import expected_control
 from trainer.errors import InputError
 
 Bucket = tuple[int, int]
@@ -104,9 +105,8 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
             ignored += 1
         if controls:
             if not item.controls:
-                raise InputError(f"{field}: {item.image} has no control image, and {family_name} trains on "
-                                 f"before/after pairs: put it in control/{item.image.name} beside target/, or name "
-                                 f"it {item.image.stem}_control{item.image.suffix} beside the image")
+                raise InputError(f"{field}: {item.image} has no control image ({expected_control(item.image)}), "
+                                 f"and {family_name} trains on before/after pairs")
             pair = item.controls[:controls]
             if len(item.controls) > controls and not extra_said:
                 logger.warning("%s takes %d control image(s) per pair; %s and other targets have more, which are "
