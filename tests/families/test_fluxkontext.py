@@ -268,7 +268,8 @@ def test_kontext_lora_learns_make_it_red_on_heldout_controls_and_both_files_draw
 def test_kontext_resume_equals_uninterrupted_with_control_latents_cached_on_disk(tmp_path, tiny_kontext):
     """Control latents stored with their targets' in RUN/cache/latents: the resumed run reads them back and ends
     where the uninterrupted one does, weights and losses bit for bit.  The text encoders wait off the device (as the
-    presets run them on a GPU): the previews' instructions are encoded up front and the edits drawn from them."""
+    presets run them on a GPU): the previews' instructions are encoded up front and the edits drawn from them; the
+    folder's previews read back as the run sent them."""
     from safetensors.torch import load_file
 
     from tests.diffusion.conftest import diffusion_config, straight_and_resumed
@@ -283,6 +284,10 @@ def test_kontext_resume_equals_uninterrupted_with_control_latents_cached_on_disk
     assert "Encoded 1 caption(s) and the sample prompts" in (tmp_path / "straight" / "log.txt").read_text("utf-8")
     assert [Path(p).name for p in straight.of(Sample)[-1].paths][:3] == ["p00-control.png", "p00-seed7.png",
                                                                          "p00-target.png"]
+    # The Runs page (and a resumed run) read the grid back from the folder: the same columns, titles and files.
+    from desktop_app.preview.sample_history import read_sample_history
+
+    assert read_sample_history(tmp_path / "straight") == straight.of(Sample)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     losses = [row["loss"] for row in RunFolder(tmp_path / "straight").read_metrics() if "loss" in row]
     assert losses == [row["loss"] for row in RunFolder(tmp_path / "split").read_metrics() if "loss" in row]

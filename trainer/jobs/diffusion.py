@@ -778,6 +778,8 @@ class DiffusionJob(TrainingJob):
                 atomic_write_bytes(path, buffer.getvalue())
                 ends.append(str(path))
             label = f"pair {index + 1}: {example.caption}"
+            # The column's title, for the Runs page and a resumed run, which read the grid back from the folder.
+            atomic_write_bytes(out_dir / f"p{index:02d}-pair.txt", label.encode("utf-8"))
             paths += [ends[0], *drawn, ends[1]]
             prompts += [f"{label} (control)", *[label] * len(drawn), f"{label} (target)"]
             used_seeds += [drawn_seeds[0], *drawn_seeds, drawn_seeds[0]]
