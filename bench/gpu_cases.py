@@ -82,6 +82,10 @@ REAL_SIZE: dict[str, dict[str, Any]] = {
 }
 
 
+# Flux.1 Kontext dev is Flux.1 dev's transformer, VAE and encoders (its folder differs in the pipeline class only).
+REAL_SIZE["fluxkontext"] = REAL_SIZE["flux"]
+
+
 def build_random_model(config_dir: Path, out: Path, arch: str, device: str) -> Path:
     """A diffusers folder with freshly initialised weights of the models ``config_dir`` describes.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trainer.concepts import concepts_of
 from trainer.config import Config, ConfigError
-from trainer.families import is_toy
+from trainer.families import family, is_toy
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -35,7 +35,7 @@ def input_problems(config: Config) -> dict[str, str]:
         return problems
     if not model:
         problems["model.path"] = (f"choose the base model to train (a diffusers folder or a .safetensors file of "
-                                  f"an {config.model.architecture} model)")
+                                  f"{family(config.model.architecture).a_name} model)")
     else:
         path = Path(model)
         if not path.exists():

@@ -17,6 +17,9 @@ from trainer.protocol import Sample
 from trainer.runfolder import CHECKPOINT_PATTERN, RunFolder
 
 SAMPLE_FILE = re.compile(r"^p(\d+)-seed(-?\d+)\.png$")
+# An edit family's preview pair: its control and target beside the edits, its column title in pII-pair.txt.
+PAIR_FILE = re.compile(r"^p(\d+)-(control|target)\.png$")
+PAIR_TITLE = "p{:02d}-pair.txt"
 
 
 class SampleHistory(QObject):
@@ -81,15 +84,39 @@ def read_sample_history(run_dir: Path) -> list[Sample]:
         match = CHECKPOINT_PATTERN.match(folder.name)  # the same step-NNNNNN naming
         if not match or not folder.is_dir():
             continue
-        images = []
-        for path in folder.iterdir():
-            name = SAMPLE_FILE.match(path.name)
-            if name:
-                index, seed = int(name.group(1)), int(name.group(2))
-                prompt = prompts[index] if index < len(prompts) else f"prompt {index + 1}"
-                images.append((index, seed, str(path), prompt))
-        if images:
-            images.sort()
-            found.append(Sample(int(match.group(1)), tuple(i[2] for i in images), tuple(i[3] for i in images),
-                                tuple(i[1] for i in images)))
+        found += _step_sample(int(match.group(1)), folder, prompts)
     return found
+
+
+def _step_sample(step: int, folder: Path, prompts: list[str]) -> list[Sample]:
+    """One step folder's sample (none when it holds no image): each prompt's images by seed; an edit family's pair
+    as control, its edits, target — the order and titles the trainer's ``Sample`` had."""
+    edits: list[tuple[int, int, str]] = []  # (prompt index, seed, path)
+    ends: dict[tuple[int, str], str] = {}  # (pair index, "control"/"target") → path
+    for path in folder.iterdir():
+        if name := SAMPLE_FILE.match(path.name):
+            edits.append((int(name.group(1)), int(name.group(2)), str(path)))
+        elif name := PAIR_FILE.match(path.name):
+            ends[(int(name.group(1)), name.group(2))] = str(path)
+    images: list[tuple[int, int, int, str, str]] = []  # (index, order, seed, path, title)
+    for index, seed, path in edits:
+        title = _pair_title(folder, index) if (index, "control") in ends else None
+        if title is None:
+            title = prompts[index] if index < len(prompts) else f"prompt {index + 1}"
+        images.append((index, 1, seed, path, title))
+    for (index, end), path in ends.items():
+        seeds = sorted(seed for i, seed, _ in edits if i == index)
+        if seeds:  # the trainer writes the pair's ends with its edits: a lone end is half-written
+            title = _pair_title(folder, index) or f"pair {index + 1}"
+            images.append((index, 0 if end == "control" else 2, seeds[0], path, f"{title} ({end})"))
+    if not images:
+        return []
+    images.sort()
+    return [Sample(step, tuple(i[3] for i in images), tuple(i[4] for i in images), tuple(i[2] for i in images))]
+
+
+def _pair_title(folder: Path, index: int) -> str | None:
+    try:
+        return (folder / PAIR_TITLE.format(index)).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -91,6 +91,7 @@ DDPM_ONLY = frozenset({"model.prediction_type", "training.min_snr_gamma", "train
                        "training.zero_terminal_snr", "sampling.sampler"})
 # Hidden where the family's previews take no negative prompt (Flux.1 dev's guidance is distilled).
 NEGATIVE_PROMPT = "sampling.negative_prompt"
+SAMPLE_PROMPTS = "sampling.prompts"  # not for an edit family: its previews edit the first pairs with their captions
 # The separate files of a transformer family's single-file base (Flux: clip_l, t5xxl, ae); others hide them.
 TRANSFORMER_ONLY = frozenset({"model.text_encoder_files", "model.vae_file"})
 # Only families whose tokenizer is not shipped (Lumina 2's Gemma) read single files with a tokenizer folder.
@@ -143,6 +144,8 @@ def field_visible(name: str, mode: str, architecture: str) -> bool:
     if name.startswith("embedding.") and architecture in FAMILIES and "embedding" not in FAMILIES[architecture].modes:
         return False  # new words are for the CLIP text encoders of SD 1.x/2.x/SDXL
     if name == NEGATIVE_PROMPT and architecture in FAMILIES and not FAMILIES[architecture].negative_prompts:
+        return False
+    if name == SAMPLE_PROMPTS and architecture in FAMILIES and FAMILIES[architecture].edit:
         return False
     if name in TRANSFORMER_ONLY and not (architecture in FAMILIES and FAMILIES[architecture].kind == "transformer"):
         return False

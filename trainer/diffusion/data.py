@@ -5,9 +5,10 @@ are skipped with a message naming each.  The edits the dataset panel keeps besid
 (``DatasetCache.for_folder``: removed images, edited captions, crops) apply here, so a run
 trains on what the panel shows; the image files themselves are never written.  With masked
 loss, each image's mask (``NAME.mask.png``) goes through the same crop, resize and flip as its
-image.  Every image goes to its aspect-ratio bucket; a batch holds images of one bucket.  The batch order comes
-from a seeded generator whose state is saved in checkpoints, so a resumed run
-sees the same batches as an uninterrupted one.
+image; so do an edit family's control images (``trainer.dataset.pairs``), so a before/after pair stays aligned
+pixel for pixel and lives in its target's bucket.  Every image goes to its aspect-ratio bucket; a batch holds
+images of one bucket.  The batch order comes from a seeded generator whose state is saved in checkpoints,
+so a resumed run sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from trainer.dataset import (
 )
 from trainer.dataset.buckets import training_buckets as buckets_for_training
 from trainer.dataset.masks import MaskError, load_mask
+from trainer.dataset.pair_health import expected_control
 from trainer.errors import InputError
 
 Bucket = tuple[int, int]
@@ -46,16 +48,22 @@ class Example:
     crop: tuple[int, int, int, int] | None = None  # the user's crop (left, top, right, bottom), before bucketing
     concept: int = 0  # which concept it belongs to (``trainer.concepts``): its repeats and class set
     mask: Path | None = None  # its loss mask (``trainer.dataset.masks``), read when masked loss is on
+    controls: tuple[Path, ...] = ()  # an edit family's control images, in reference order (``trainer.dataset.pairs``)
 
 
 def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bucket], no_upscale: bool,
                      caption_extension: str, logger: logging.Logger, concept: int = 0,
-                     masks: bool = False) -> list[Example]:
+                     masks: bool = False, controls: int = 0, family_name: str = "") -> list[Example]:
     """Every usable image of ``folder``; ``caption_for(caption)`` gives the training caption.
 
     With ``masks`` (masked loss), each image's mask is read now, like the image: one that cannot be
     used (unreadable, another aspect ratio) leaves its image out, named in the log, because training
     that image everywhere is what its mask was drawn to prevent.
+
+    With ``controls`` (an edit family ``family_name``, which takes that many references), each target's control
+    images are read now too: a target without one is refused by name (an edit model learns nothing from an image
+    alone), an unreadable control leaves its pair out, named in the log, and references beyond the family's count
+    are left out, said once.
     """
     if not folder:
         raise InputError(f"{field}: no folder given")
@@ -66,6 +74,7 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
     edits = DatasetCache.for_folder(Path(folder))
     removed = edits.removed()
     examples = []
+    extra_said, ignored = False, 0
     for item in listing.items:
         if item.image in removed:
             continue
@@ -91,8 +100,38 @@ def collect_examples(folder: str, field: str, caption_for: Any, buckets: list[Bu
         if caption.problem is not None:  # a FIFO, a device, a huge file...: said, never read
             logger.warning("Caption %s %s; %s gets the default caption instead", caption.path, caption.problem,
                            item.image.name)
-        examples.append(Example(item.image, caption_for(caption), bucket, image.size, crop, concept, mask))
+        pair: tuple[Path, ...] = ()
+        if item.controls and not controls:
+            ignored += 1
+        if controls:
+            if not item.controls:
+                raise InputError(f"{field}: {item.image} has no control image ({expected_control(item.image)}), "
+                                 f"and {family_name} trains on before/after pairs")
+            pair = item.controls[:controls]
+            if len(item.controls) > controls and not extra_said:
+                logger.warning("%s takes %d control image(s) per pair; %s and other targets have more, which are "
+                               "not used", family_name, controls, item.image.name)
+                extra_said = True
+            unreadable = _first_unreadable(pair)
+            if unreadable is not None:
+                logger.warning("Skipping %s: its control image %s", item.image, unreadable)
+                continue
+        examples.append(Example(item.image, caption_for(caption), bucket, image.size, crop, concept, mask, pair))
+    if ignored:
+        logger.warning("%s: %d image(s) have control images, which are ignored by %s (it trains on images alone; an "
+                       "edit family such as Flux.1 Kontext trains on the pairs)", field, ignored, family_name)
     return examples
+
+
+def _first_unreadable(paths: tuple[Path, ...]) -> str | None:
+    """What is wrong with the first of ``paths`` that cannot be decoded (fully: a truncated file fails now, not when
+    its batch comes up), or None."""
+    for path in paths:
+        try:
+            load_rgb(path)
+        except DatasetImageError as exc:
+            return str(exc)
+    return None
 
 
 def training_buckets(resolution: int, min_side: int, max_side: int, bucketing: bool) -> list[Bucket]:
@@ -124,13 +163,28 @@ def load_pixels_and_mask(example: Example, crop: str, flip: bool, generator: tor
     The mask is cut by the user's crop, resized to the same size with the same filter, cut by the same
     bucket crop and mirrored by the same draw as the image, so each mask pixel stays on its image pixel.
     """
+    pixels, mask, offset, _ = load_pair(example, crop, flip, generator)
+    return pixels, mask, offset
+
+
+def load_pair(example: Example, crop: str, flip: bool, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int], tuple[torch.Tensor, ...]]:
+    """:func:`load_pixels_and_mask`, with the example's control images too: (3, H, W) in [−1, 1] each.
+
+    A control image is first brought to its target's size (a pair made at another resolution, or a control saved
+    smaller), then cut by the same user crop, resized, cut by the same bucket crop and mirrored by the same draw as the
+    target — the draws are the target's, so a pair costs no extra random numbers and an unpaired run is unchanged.
+    """
     from PIL import Image
 
     image = load_rgb(example.image)
     mask = load_mask(example.mask, image.size) if example.mask is not None else None
+    controls = [load_rgb(path) for path in example.controls]
+    controls = [c if c.size == image.size else c.resize(image.size, Image.Resampling.LANCZOS) for c in controls]
     if example.crop is not None:
         image = image.crop(example.crop)
         mask = mask.crop(example.crop) if mask is not None else None
+        controls = [control.crop(example.crop) for control in controls]
     width, height = example.bucket
     scale = max(width / image.width, height / image.height)
     covering = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
@@ -142,7 +196,8 @@ def load_pixels_and_mask(example: Example, crop: str, flip: bool, generator: tor
     else:
         left, top = spare_x // 2, spare_y // 2
     box = (left, top, left + width, top + height)
-    pixels = torch.from_numpy(np.asarray(resized.crop(box), dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+    pixels = _tensor(resized.crop(box))
+    control_pixels = [_tensor(control.resize(covering, Image.Resampling.LANCZOS).crop(box)) for control in controls]
     weights = None
     if mask is not None:
         fitted = mask.resize(covering, Image.Resampling.LANCZOS).crop(box)
@@ -150,7 +205,13 @@ def load_pixels_and_mask(example: Example, crop: str, flip: bool, generator: tor
     if flip and bool(torch.rand((), generator=generator) < 0.5):
         pixels = pixels.flip(-1)
         weights = weights.flip(-1) if weights is not None else None
-    return pixels, weights, (left, top)
+        control_pixels = [control.flip(-1) for control in control_pixels]
+    return pixels, weights, (left, top), tuple(control_pixels)
+
+
+def _tensor(image: Any) -> torch.Tensor:
+    """An RGB image as (3, H, W) in [−1, 1]."""
+    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
 
 class BucketBatches:

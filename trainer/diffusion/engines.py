@@ -32,6 +32,10 @@ from trainer.diffusion.loss_weights import LOSS_WEIGHT, per_image_loss
 from trainer.diffusion.text import TextConditioning
 from trainer.families import Family, family
 
+# The key of an edit family's control latents in an engine's ``extras``: a tuple with one (batch, channels, h, w) tensor
+# per reference (control, control_2, …), each pair's in its target's row of the batch (``engine_kontext``).
+CONTROL_LATENTS = "control_latents"
+
 # The guidance value Flux dev is trained with (as kohya's and ai-toolkit's Flux trainers): distilled guidance
 # is an input of the model, and LoRAs trained at 1.0 keep the base model's response to the sampling value.
 FLUX_TRAINING_GUIDANCE = 1.0
@@ -214,9 +218,15 @@ class SD3Engine(Engine):
         s = sigma.view(-1, *([1] * (latents.dim() - 1))).to(latents.dtype)
         noisy = (1 - s) * latents + s * noise
         target = noise - latents
-        predicted = self.predict(denoiser, noisy, sigma, text)  # unpacked, as the latents: weights line up
+        predicted = self.predict_batch(denoiser, noisy, sigma, text, extras)  # unpacked: weights line up
         return per_image_loss(F.mse_loss(predicted.float(), target.float(), reduction="none"),
                               extras.get(LOSS_WEIGHT)).mean()
+
+    def predict_batch(self, denoiser, noisy: torch.Tensor, sigma: torch.Tensor, text: TextConditioning,
+                      extras: dict[str, Any]) -> torch.Tensor:
+        """The prediction the loss compares, given the batch's ``extras`` too: an edit family reads its control
+        latents there (``engine_kontext``); a text-to-image family predicts from the text alone."""
+        return self.predict(denoiser, noisy, sigma, text)
 
     def predict(self, denoiser, noisy: torch.Tensor, sigma: torch.Tensor, text: TextConditioning) -> torch.Tensor:
         return denoiser(hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=text.hidden,
@@ -231,23 +241,26 @@ class FluxEngine(SD3Engine):
         return hidden, pooled
 
     def predict(self, denoiser, noisy, sigma, text):
-        batch, channels, height, width = noisy.shape
-        packed = (noisy.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
-                  .reshape(batch, (height // 2) * (width // 2), channels * 4))
-        rows = torch.arange(height // 2, device=noisy.device, dtype=noisy.dtype)
-        cols = torch.arange(width // 2, device=noisy.device, dtype=noisy.dtype)
-        image_ids = torch.zeros(height // 2, width // 2, 3, device=noisy.device, dtype=noisy.dtype)
-        image_ids[..., 1] = rows[:, None]
-        image_ids[..., 2] = cols[None, :]
+        return self.predict_in_context(denoiser, noisy, sigma, text, ())
+
+    def predict_in_context(self, denoiser, noisy: torch.Tensor, sigma: torch.Tensor, text: TextConditioning,
+                           controls: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+        """The velocity of ``noisy``'s tokens, with each of ``controls`` (latents, unpacked) packed after them as
+        Kontext's pipeline packs its control image: its own tokens, position ids whose first axis is 1 + its place
+        (the target's is 0); the transformer's output is read off the target's tokens only."""
+        batch, _, height, width = noisy.shape
+        tokens = [pack_2x2(noisy)] + [pack_2x2(control.to(noisy.dtype)) for control in controls]
+        ids = [flux_position_ids(height // 2, width // 2, 0, noisy.device, noisy.dtype)]
+        ids += [flux_position_ids(c.shape[-2] // 2, c.shape[-1] // 2, i + 1, noisy.device, noisy.dtype)
+                for i, c in enumerate(controls)]
         text_ids = torch.zeros(text.hidden.shape[1], 3, device=noisy.device, dtype=noisy.dtype)
         guidance = None
         if _unwrapped(denoiser).config.guidance_embeds:
             guidance = torch.full((batch,), FLUX_TRAINING_GUIDANCE, device=noisy.device, dtype=torch.float32)
-        out = denoiser(hidden_states=packed, timestep=sigma.to(noisy.dtype), guidance=guidance,
+        out = denoiser(hidden_states=torch.cat(tokens, dim=1), timestep=sigma.to(noisy.dtype), guidance=guidance,
                        pooled_projections=text.pooled, encoder_hidden_states=text.hidden, txt_ids=text_ids,
-                       img_ids=image_ids.reshape(-1, 3), return_dict=False)[0]
-        return (out.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
-                .reshape(batch, channels, height, width))
+                       img_ids=torch.cat(ids), return_dict=False)[0]
+        return unpack_2x2(out[:, : tokens[0].shape[1]], height, width)
 
 
 class ZImageEngine(SD3Engine):
@@ -304,6 +317,32 @@ class QwenImageEngine(SD3Engine):
                        return_dict=False)[0]
         return (out.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
                 .reshape(batch, channels, height, width))
+
+
+def pack_2x2(latents: torch.Tensor) -> torch.Tensor:
+    """(batch, channels, h, w) latents → (batch, h/2 · w/2, 4 · channels) tokens, as Flux's pipelines pack them."""
+    batch, channels, height, width = latents.shape
+    return (latents.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+            .reshape(batch, (height // 2) * (width // 2), channels * 4))
+
+
+def unpack_2x2(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of :func:`pack_2x2` for latents ``height`` × ``width``."""
+    batch, _, packed_channels = tokens.shape
+    channels = packed_channels // 4
+    return (tokens.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+            .reshape(batch, channels, height, width))
+
+
+def flux_position_ids(rows: int, cols: int, first: int, device: torch.device | str,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """(rows · cols, 3) position ids of a grid of packed tokens: (``first``, row, column) — ``first`` 0 for the image
+    being denoised, 1 for Kontext's control image."""
+    ids = torch.zeros(rows, cols, 3, device=device, dtype=dtype)
+    ids[..., 0] = first
+    ids[..., 1] = torch.arange(rows, device=device, dtype=dtype)[:, None]
+    ids[..., 2] = torch.arange(cols, device=device, dtype=dtype)[None, :]
+    return ids.reshape(-1, 3)
 
 
 def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:

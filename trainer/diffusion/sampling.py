@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -149,7 +150,8 @@ def sample_scheduler(pipe, default, sampler: str):
 def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, steps: int, guidance: float,
          out_dir: Path, progress: Callable[[int, int], None] | None = None,
          conditioning: dict[str, dict[str, torch.Tensor]] | None = None, negative: str = "",
-         sampler: str = "default") -> tuple[list[str], list[str], list[int]]:
+         sampler: str = "default", call_arguments: dict[str, Any] | None = None,
+         first_index: int = 0) -> tuple[list[str], list[str], list[int]]:
     """One image per (prompt line, seed); returns (paths, prompt lines, seeds) in file order.
 
     ``seeds`` … ``guidance``, ``negative`` and ``sampler`` are the Sampling section's, for the lines that do not set
@@ -157,7 +159,9 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
     ``progress(done, total)`` is called before the first image and after each one (SDXL samples take
     tens of seconds each on a GPU, minutes on a CPU: the GUI shows how far it is and keeps waiting).
     ``conditioning``: the prompts already encoded (:func:`encode_sample_prompts`, with the same ``guidance`` and
-    ``negative``), for text encoders that are off the GPU; a line it lacks is drawn from its text."""
+    ``negative``), for text encoders that are off the GPU; a line it lacks is drawn from its text.
+    ``call_arguments``: more arguments for every call (an edit family's control image); ``first_index``: the number of
+    the first prompt's files (``pII-seedS.png``), where several calls write into one folder."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_prompts(prompts, seeds, width, height, steps, guidance, negative, sampler)
     paths, used_prompts, used_seeds = [], [], []
@@ -177,12 +181,12 @@ def draw(pipe, prompts: list[str], seeds: list[int], width: int, height: int, st
                     device = pipe._execution_device
                     text = {name: _moved(value, device) for name, value in conditioning[prompt.line].items()}
                 # The output as a tuple, images first: every pipeline's (Kandinsky 5 names its field ``image``).
-                image = pipe(**text, **guiding, width=prompt.width, height=prompt.height,
+                image = pipe(**text, **guiding, **(call_arguments or {}), width=prompt.width, height=prompt.height,
                              num_inference_steps=prompt.steps, generator=generator, output_type="pil",
                              return_dict=False)[0][0]
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
-                path = out_dir / f"p{p_index:02d}-seed{seed}.png"
+                path = out_dir / f"p{first_index + p_index:02d}-seed{seed}.png"
                 atomic_write_bytes(path, buffer.getvalue())
                 paths.append(str(path))
                 used_prompts.append(prompt.line)

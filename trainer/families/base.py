@@ -212,6 +212,14 @@ class Family:
     memory: MemoryFacts = field(default_factory=lambda: MemoryFacts({}))
     kohya: KohyaFacts | None = None
     tiny: dict[str, Any] = field(default_factory=dict)  # the tiny test model's UNet and text encoders
+    # An edit family trains on pairs (``trainer.dataset.pairs``): a target image, the instruction in its caption, and
+    # up to this many control (reference) images that condition the denoiser — Kontext's control latents as extra
+    # tokens.  0: a text-to-image family, whose control images a paired concept's health check says are ignored.
+    control_images: int = 0
+    # The family whose single files hold this one's denoiser under the same keys (Kontext dev's BFL file is Flux.1
+    # dev's: nothing in it tells them apart), so a file detected as that family loads as this one when the config's
+    # ``model.architecture`` names it.  None: its files are its own (``file_markers``).
+    files_of: str | None = None
 
     @property
     def is_toy(self) -> bool:
@@ -221,6 +229,11 @@ class Family:
     def a_name(self) -> str:
         """Its name with the article a sentence needs: "a Flux.1", "an ERNIE-Image", "an Ideogram 4"."""
         return f"{'an' if self.display_name[0] in 'AEIOU' else 'a'} {self.display_name}"
+
+    @property
+    def edit(self) -> bool:
+        """It trains on before/after pairs (control images + target), not on images alone."""
+        return self.control_images > 0
 
     @property
     def needs_tokenizer_folder(self) -> bool:

@@ -8,9 +8,10 @@ backward → on sync: clip, optimizer step, LR step.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -20,7 +21,7 @@ from trainer.config import Config
 from trainer.dataset.masks import mask_path_for
 from trainer.diffusion import data as ds
 from trainer.diffusion.components import Components, load_components, pick_device, pick_precision, weight_dtype
-from trainer.diffusion.engines import Engine, engine_for
+from trainer.diffusion.engines import CONTROL_LATENTS, Engine, engine_for
 from trainer.diffusion.loss import NoiseOptions
 from trainer.diffusion.loss_weights import LOSS_WEIGHT, floored, latent_weights
 from trainer.diffusion.new_word import NewWord
@@ -29,6 +30,7 @@ from trainer.diffusion.text import TextConditioning
 from trainer.errors import InputError
 from trainer.families import family
 from trainer.freezing import apply_trainable_patterns
+from trainer.fsutil import atomic_write_bytes
 from trainer.jobs.base import StepResult, TrainingJob
 from trainer.jobs.diffusion_outputs import export_outputs
 from trainer.optim import averaged_weights, build_optimizer, build_scheduler, ema_weights, make_ema
@@ -38,6 +40,21 @@ from trainer.runlog import EventSink
 
 EVAL_TIMESTEP_FRACTIONS = (0.1, 0.3, 0.6, 0.9)  # spread over the schedule: easy to hard
 EVAL_IMAGES = 4
+PREVIEW_PAIRS = 2  # an edit family's previews: the first pairs of the evaluation set, control → now → target
+
+
+class EncodedImage(NamedTuple):
+    """An image as the loss reads it: its latent, the crop's (left, top), the masked loss's weights per latent cell
+    (None without a mask), and an edit family's control latents (one per reference; empty for an image alone)."""
+
+    latent: torch.Tensor
+    crop: tuple[int, int]
+    weight: torch.Tensor | None
+    controls: tuple[torch.Tensor, ...] = ()
+
+    def cpu(self) -> EncodedImage:
+        return EncodedImage(self.latent.cpu(), self.crop, None if self.weight is None else self.weight.cpu(),
+                            tuple(control.cpu() for control in self.controls))
 
 
 class DiffusionJob(TrainingJob):
@@ -304,7 +321,9 @@ class DiffusionJob(TrainingJob):
             fixed = cfg.dreambooth.instance_prompt if cfg.mode == "dreambooth" and concept.index == 0 else None
             found = ds.collect_examples(concept.path, concept.field("path"), ds.caption_maker(
                 concept.caption_template, concept.instance_token, fixed), buckets, d.no_upscale,
-                d.caption_extension, self.log, concept.index, masks=d.masked_loss)
+                d.caption_extension, self.log, concept.index, masks=d.masked_loss,
+                controls=family(cfg.model.architecture).control_images,
+                family_name=family(cfg.model.architecture).display_name)
             if not found:
                 raise InputError(f"{concept.field('path')}: {concept.path} holds no usable image")
             self.examples += found
@@ -331,8 +350,7 @@ class DiffusionJob(TrainingJob):
         self.text_on_disk = d.cache_text == "disk"  # survives a resume; memory holds none of it
         if self.cache_text and self.text_in_graph:
             raise InputError("dataset.cache_text: cannot cache captions while the text encoder is trained")
-        # (latent, crop, masked-loss weights or None) by (class image?, index)
-        self._latents: dict[tuple[bool, int], tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]] = {}
+        self._latents: dict[tuple[bool, int], EncodedImage] = {}  # by (class image?, index)
         self._texts: dict[str, TextConditioning] = {}
         self.log.info("%d training images in %d bucket(s)%s; latent cache %s, caption cache %s", len(self.examples),
                       len({e.bucket for e in self.examples}),
@@ -362,9 +380,9 @@ class DiffusionJob(TrainingJob):
                           "is off", unused)
 
     @torch.no_grad()
-    def _encode_images(self, examples: list[ds.Example], draws: list[int]
-                       ) -> list[tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]]:
-        """(latent, crop offset, the mask's weights per latent cell or None) of each ``draws[i]``-th image.
+    def _encode_images(self, examples: list[ds.Example], draws: list[int]) -> list[EncodedImage]:
+        """Each ``draws[i]``-th image encoded: latent, crop offset, mask weights, control latents (a pair's controls
+        through the same crop and flip as their target, each through the VAE alone too).
 
         Each image goes through the VAE alone: a batched convolution sums in another order (3e-7 apart on the tiny
         SDXL VAE), and a latent must not depend on which images share its batch — cached, uncached and earlier runs
@@ -374,22 +392,23 @@ class DiffusionJob(TrainingJob):
             # The crop/flip of the ``draw``-th image comes from its own seed, not a running stream, so it
             # is the same whichever process loads the image and however many processes there are.
             generator = torch.Generator().manual_seed((self.config.training.seed + 3) * 1_000_003 + draw_index)
-            pixels, mask, crop = ds.load_pixels_and_mask(example, self.config.dataset.crop, self.config.dataset.flip,
-                                                         generator)
+            pixels, mask, crop, controls = ds.load_pair(example, self.config.dataset.crop, self.config.dataset.flip,
+                                                        generator)
             # The distribution's mean: deterministic, so cached and uncached runs see the same latents.
             latent = self.engine.image_latents(pixels[None].to(self.device, torch.float32))[0]
             weights = None if mask is None else latent_weights(mask[None], tuple(latent.shape[-2:]))[0]
-            out.append((latent, crop, weights))
+            out.append(EncodedImage(latent, crop, weights, tuple(
+                self.engine.image_latents(control[None].to(self.device, torch.float32))[0] for control in controls)))
         return out
 
-    def _cached_latent(self, examples: list[ds.Example], is_class: bool, index: int
-                       ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None] | None:
+    def _cached_latent(self, examples: list[ds.Example], is_class: bool, index: int) -> EncodedImage | None:
         if (is_class, index) in self._latents:
             return self._latents[(is_class, index)]
         return self._disk_latent(examples[index]) if self.latents_on_disk else None
 
     def _latents_for(self, examples: list[ds.Example], is_class: bool, indices: list[int], first_draw: int):
-        """(latents, crop offsets, masked-loss weights or None) of a batch; None when no image in it has a mask."""
+        """(latents, crop offsets, masked-loss weights or None, control latents) of a batch: weights None when no image
+        in it has a mask; one (batch, …) tensor per control reference (a pair lives in its target's bucket)."""
         items = [self._cached_latent(examples, is_class, index) for index in indices]
         caching = self.cache_latents or self.latents_on_disk
         missing: dict[int, int] = {}  # position in the batch → the position whose draw it takes
@@ -400,18 +419,19 @@ class DiffusionJob(TrainingJob):
         fresh = dict(zip(encode, self._encode_images([examples[indices[p]] for p in encode],
                                                      [first_draw + p for p in encode]), strict=True))
         for position, source in missing.items():
-            items[position] = latent, crop, weight = fresh[source]
+            items[position] = fresh[source]
             if position != source:
                 continue
             if self.latents_on_disk:
-                self._store_disk_latent(examples[indices[position]], latent, crop, weight)
+                self._store_disk_latent(examples[indices[position]], fresh[source])
             elif self.cache_latents:
-                self._latents[(is_class, indices[position])] = (latent.cpu(), crop,
-                                                                None if weight is None else weight.cpu())
+                self._latents[(is_class, indices[position])] = fresh[source].cpu()
         batch = [item for item in items if item is not None]  # every position is filled by now
-        out = [latent.to(self.device) for latent, _, _ in batch]
-        return (torch.stack(out), [crop for _, crop, _ in batch],
-                _batch_weights([weight for _, _, weight in batch], out[0].shape[-2:], self.device))
+        out = [item.latent.to(self.device) for item in batch]
+        controls = tuple(torch.stack([item.controls[reference] for item in batch]).to(self.device)
+                         for reference in range(len(batch[0].controls)))
+        return (torch.stack(out), [item.crop for item in batch],
+                _batch_weights([item.weight for item in batch], out[0].shape[-2:], self.device), controls)
 
     @torch.no_grad()
     def _cache_latents_up_front(self) -> None:
@@ -443,8 +463,8 @@ class DiffusionJob(TrainingJob):
             self.log.info("Encoded %d image(s) before the first step", total)
 
     def _disk_latent_path(self, example: ds.Example) -> Path:
-        """One file per (image file version, user crop, bucket, mask file version): an edited or replaced image,
-        or a mask painted, changed or deleted, gets a new entry."""
+        """One file per (image file version, user crop, bucket, mask file version, control files' versions): an edited
+        or replaced image, a mask painted, changed or deleted, or a pair's control replaced, gets a new entry."""
         import hashlib
 
         stat = example.image.stat()
@@ -452,27 +472,33 @@ class DiffusionJob(TrainingJob):
         if example.mask is not None:  # the file holds the mask's weights too
             mask = example.mask.stat()
             key += f"|mask:{example.mask.resolve()}|{mask.st_size}|{mask.st_mtime_ns}"
+        for control in example.controls:  # the file holds the controls' latents too
+            facts = control.stat()
+            key += f"|control:{control.resolve()}|{facts.st_size}|{facts.st_mtime_ns}"
         return self.run.root / "cache" / "latents" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
 
-    def _disk_latent(self, example: ds.Example) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None] | None:
+    def _disk_latent(self, example: ds.Example) -> EncodedImage | None:
         from safetensors.torch import load_file
 
         path = self._disk_latent_path(example)
         if not path.is_file():
             return None
         tensors = load_file(path)
-        return tensors["latent"], (int(tensors["crop"][0]), int(tensors["crop"][1])), tensors.get("weight")
+        return EncodedImage(tensors["latent"], (int(tensors["crop"][0]), int(tensors["crop"][1])),
+                            tensors.get("weight"),
+                            tuple(tensors[f"control_{i}"] for i in range(len(example.controls))))
 
-    def _store_disk_latent(self, example: ds.Example, latent: torch.Tensor, crop: tuple[int, int],
-                           weight: torch.Tensor | None) -> None:
+    def _store_disk_latent(self, example: ds.Example, encoded: EncodedImage) -> None:
         from safetensors.torch import save_file
 
         path = self._disk_latent_path(example)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.tmp")
-        tensors = {"latent": latent.detach().cpu().contiguous(), "crop": torch.tensor(crop)}
-        if weight is not None:
-            tensors["weight"] = weight.detach().cpu().contiguous()
+        tensors = {"latent": encoded.latent.detach().cpu().contiguous(), "crop": torch.tensor(encoded.crop)}
+        if encoded.weight is not None:
+            tensors["weight"] = encoded.weight.detach().cpu().contiguous()
+        for i, control in enumerate(encoded.controls):
+            tensors[f"control_{i}"] = control.detach().cpu().contiguous()
         save_file(tensors, staging)
         staging.replace(path)
 
@@ -529,7 +555,7 @@ class DiffusionJob(TrainingJob):
         indices = (global_indices * self.dist.world_size)[start:stop]  # a short bucket batch wraps around
         first_draw = self.pixel_draws + start
         self.pixel_draws += padded
-        latents, crops, weights = self._latents_for(examples, is_class, indices, first_draw)
+        latents, crops, weights, controls = self._latents_for(examples, is_class, indices, first_draw)
         noise, timesteps = self.engine.draw_noise((padded, *latents.shape[1:]), self.noise_generator,
                                                   NoiseOptions.of(self.config.training))
         noise_and_t = noise[start:stop].to(self.device, latents.dtype), timesteps[start:stop].to(self.device)
@@ -542,14 +568,15 @@ class DiffusionJob(TrainingJob):
             captions = [self.variation.apply(examples[i].caption, random.Random(seed + draw))
                         for draw, i in enumerate(indices, start=first_draw)]
         return self._loss(latents, crops, [examples[i] for i in indices], noise_and_t, captions=captions,
-                          mask_weights=weights)
+                          mask_weights=weights, controls=controls)
 
     def _loss(self, latents: torch.Tensor, crops: list[tuple[int, int]], batch: list[ds.Example],
               noise_and_t: tuple[torch.Tensor, torch.Tensor], weighted: bool = True,
               unet: torch.nn.Module | None = None, captions: list[str] | None = None,
-              mask_weights: torch.Tensor | None = None) -> torch.Tensor:
+              mask_weights: torch.Tensor | None = None, controls: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         """``captions``: this draw's (varied) captions; the examples' own where None (evaluation, class images).
-        ``mask_weights``: the masked loss's (batch, 1, h, w) weights, None where no image of the batch has a mask."""
+        ``mask_weights``: the masked loss's (batch, 1, h, w) weights, None where no image of the batch has a mask.
+        ``controls``: an edit family's control latents, one (batch, …) tensor per reference."""
         text = self._text_for(captions if captions is not None else [example.caption for example in batch],
                               training=unet is None)
         noise, timesteps = noise_and_t
@@ -558,6 +585,8 @@ class DiffusionJob(TrainingJob):
                                     self.device, dtype)
         if mask_weights is not None:
             extras[LOSS_WEIGHT] = floored(mask_weights, self.config.dataset.unmasked_weight)
+        if controls:
+            extras[CONTROL_LATENTS] = tuple(control.to(dtype) for control in controls)
         with self.accelerator.autocast():
             return self.engine.loss(unet or self.trained_unet, latents.to(dtype), noise.to(dtype), timesteps,
                                     text.to(self.device, dtype), extras,
@@ -610,24 +639,26 @@ class DiffusionJob(TrainingJob):
         return float(self.lr_scheduler.get_last_lr()[0])
 
     @torch.no_grad()
-    def _make_eval_set(self) -> list[tuple[torch.Tensor, tuple[int, int], ds.Example, torch.Tensor, torch.Tensor,
-                                           torch.Tensor | None]]:
-        """Fixed (latents, crop, example, noise, timesteps, mask weights): the same every evaluation, so the curve
-        is smooth.  With masked loss the held-out loss is masked too: it measures what training aims at.
+    def _make_eval_set(self) -> list[tuple[EncodedImage, ds.Example, torch.Tensor, torch.Tensor]]:
+        """Fixed (encoded image, example, noise, timesteps): the same every evaluation, so the curve is smooth.  With
+        masked loss the held-out loss is masked too: it measures what training aims at; a pair is evaluated with its
+        controls.
 
         Built from its own generators (center crop, no flip), so evaluating never shifts the
         training RNGs — a resumed run stays identical to an uninterrupted one.
         """
         generator = torch.Generator().manual_seed(12345)
         timesteps = self.engine.eval_timesteps(EVAL_TIMESTEP_FRACTIONS)
-        triples = []
+        items = []
         for example in self._eval_examples():
-            pixels, mask, crop = ds.load_pixels_and_mask(example, "center", False, torch.Generator().manual_seed(0))
+            pixels, mask, crop, controls = ds.load_pair(example, "center", False, torch.Generator().manual_seed(0))
             latent = self.engine.image_latents(pixels[None].to(self.device))
             noise = torch.randn((len(timesteps), *latent.shape[1:]), generator=generator)
             weights = None if mask is None else latent_weights(mask[None], tuple(latent.shape[-2:]))
-            triples.append((latent.cpu(), crop, example, noise, timesteps, weights))
-        return triples
+            encoded = EncodedImage(latent, crop, weights, tuple(
+                self.engine.image_latents(control[None].to(self.device)) for control in controls))
+            items.append((encoded.cpu(), example, noise, timesteps))
+        return items
 
     def _eval_examples(self) -> list[ds.Example]:
         """The first images of each concept in turn (one concept: its first EVAL_IMAGES, as always)."""
@@ -651,13 +682,15 @@ class DiffusionJob(TrainingJob):
         for module in self._trained_modules():
             module.eval()
         losses = []
-        for latent, crop, example, noise, timesteps, weights in self._eval_set:
+        for encoded, example, noise, timesteps in self._eval_set:
             count = len(timesteps)
-            latents = latent.to(self.device).repeat(count, 1, 1, 1)
+            latents = encoded.latent.to(self.device).repeat(count, 1, 1, 1)
+            weights = encoded.weight
             mask_weights = None if weights is None else weights.to(self.device).repeat(count, 1, 1, 1)
-            losses.append(float(self._loss(latents, [crop] * count, [example] * count,
+            controls = tuple(control.to(self.device).repeat(count, 1, 1, 1) for control in encoded.controls)
+            losses.append(float(self._loss(latents, [encoded.crop] * count, [example] * count,
                                            (noise.to(self.device), timesteps.to(self.device)), weighted=False,
-                                           unet=self.parts.unet, mask_weights=mask_weights)))
+                                           unet=self.parts.unet, mask_weights=mask_weights, controls=controls)))
         return sum(losses) / len(losses)
 
     # ------------------------------------------------------------------ previews
@@ -667,6 +700,8 @@ class DiffusionJob(TrainingJob):
 
     def sample_prompts(self) -> list[str]:
         cfg = self.config
+        if family(cfg.model.architecture).edit:  # each preview pair's own instruction
+            return list(dict.fromkeys(example.caption for example in self._preview_pairs()))
         if cfg.sampling.prompts:
             return list(cfg.sampling.prompts)
         prompts = [cfg.dreambooth.instance_prompt if cfg.mode == "dreambooth" else self.examples[0].caption]
@@ -691,6 +726,9 @@ class DiffusionJob(TrainingJob):
         for module in self._trained_modules():
             module.eval()
         what = "drawing final samples" if final else "drawing samples"
+        if family(cfg.model.architecture).edit:
+            self._preview_edits(step, pipe, what)
+            return
         paths, prompts, seeds = draw(pipe, self.sample_prompts(), list(cfg.sampling.seeds), width, height,
                                      cfg.sampling.inference_steps, cfg.sampling.guidance_scale,
                                      self.run.samples_dir / step_dirname(step),
@@ -698,6 +736,54 @@ class DiffusionJob(TrainingJob):
                                      conditioning=self._sample_text, negative=cfg.sampling.negative_prompt,
                                      sampler=cfg.sampling.sampler)
         self.sink.emit(Sample(step, tuple(paths), tuple(prompts), tuple(seeds)))
+
+    def _preview_pairs(self) -> list[ds.Example]:
+        """The fixed pairs an edit family's previews edit: the first of the evaluation set (the first pair of each
+        concept in turn), the same every time."""
+        return self._eval_examples()[:PREVIEW_PAIRS]
+
+    def _preview_edits(self, step: int, pipe: Any, what: str) -> None:
+        """Each preview pair as three tiles of the grid's row: its control image, the model's edit of it now (one per
+        seed; drawn at the pair's bucket with its own instruction, the sampling section's steps and guidance), and its
+        target — both fitted to the bucket as training sees them.  ``sampling.prompts`` are not drawn: an edit model's
+        preview is an edit."""
+        from PIL import Image
+
+        cfg = self.config
+        out_dir = self.run.samples_dir / step_dirname(step)
+        pairs, seeds = self._preview_pairs(), list(cfg.sampling.seeds)
+        total = len(pairs) * len(seeds)
+        paths: list[str] = []
+        prompts: list[str] = []
+        used_seeds: list[int] = []
+        for index, example in enumerate(pairs):
+            pixels, _, _, controls = ds.load_pair(example, "center", False, torch.Generator().manual_seed(0))
+            control, target = (Image.fromarray(((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
+                                               .to(torch.uint8).numpy()) for image in (controls[0], pixels))
+            width, height = example.bucket
+            before = index * len(seeds)  # images drawn for the earlier pairs
+            drawn, _, drawn_seeds = draw(
+                pipe, [example.caption], seeds, width, height, cfg.sampling.inference_steps,
+                cfg.sampling.guidance_scale, out_dir,
+                progress=lambda done, _, before=before: self.report_activity(what, before + done, total),
+                conditioning=self._sample_text, sampler=cfg.sampling.sampler, first_index=index,
+                # The control at the size trained on: the pipeline would otherwise resize it to one of Kontext's
+                # preferred resolutions and draw at a megapixel.
+                call_arguments={"image": control, "max_area": width * height, "_auto_resize": False})
+            ends = []
+            for name, image in (("control", control), ("target", target)):
+                path = out_dir / f"p{index:02d}-{name}.png"
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                atomic_write_bytes(path, buffer.getvalue())
+                ends.append(str(path))
+            label = f"pair {index + 1}: {example.caption}"
+            # The column's title, for the Runs page and a resumed run, which read the grid back from the folder.
+            atomic_write_bytes(out_dir / f"p{index:02d}-pair.txt", label.encode("utf-8"))
+            paths += [ends[0], *drawn, ends[1]]
+            prompts += [f"{label} (control)", *[label] * len(drawn), f"{label} (target)"]
+            used_seeds += [drawn_seeds[0], *drawn_seeds, drawn_seeds[0]]
+        self.sink.emit(Sample(step, tuple(paths), tuple(prompts), tuple(used_seeds)))
 
     # ------------------------------------------------------------------ state
 

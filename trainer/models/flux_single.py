@@ -107,6 +107,17 @@ def load_flux_single_file(checkpoint: CheckpointFile, config_dir: Path | None, d
     return pipeline
 
 
+def load_kontext_single_file(checkpoint: CheckpointFile, config_dir: Path | None, dtype: torch.dtype,
+                             text_encoder_files: list[str], vae_file: str) -> Any:
+    """Flux.1 Kontext dev from BFL's ``flux1-kontext-dev.safetensors`` (Flux.1 dev's keys and shapes) and the same
+    companions: read as Flux.1 and handed to ``FluxKontextPipeline``, which takes the same components."""
+    import diffusers
+
+    folder = config_dir if config_dir is not None else MODEL_CONFIGS / "flux-kontext-dev"
+    pipeline = load_flux_single_file(checkpoint, folder, dtype, text_encoder_files, vae_file)
+    return diffusers.FluxKontextPipeline(**pipeline.components)
+
+
 def _sort_encoders(files: list[Path]) -> tuple[Path, Path]:
     """(CLIP-L file, T5 file) from the configured or found files, told apart by their keys."""
     clip = t5 = None

@@ -9,7 +9,7 @@ opens the file itself, and ``local_files_only`` plus ``force_offline`` keep ever
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ def load_model(path: Path | str, *, prediction_type: PredictionType | None = Non
     force_offline()
     path = Path(path)
     info, checkpoint = _inspect(path, prediction_type)
+    if expected_architecture is not None and family(expected_architecture).files_of == info.architecture:
+        info = replace(info, architecture=expected_architecture)  # Kontext dev's file is Flux.1 dev's, key for key
     if expected_architecture is not None and info.architecture != expected_architecture:
         raise InputError(f"model.path: {path} holds {DISPLAY_NAME[info.architecture]} weights, but model.architecture "
                          f"is '{expected_architecture}'; set it to '{info.architecture}'")
