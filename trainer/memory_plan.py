@@ -402,6 +402,13 @@ def _plan(search: _Search, fastest: _Candidate | None, smallest: _Candidate) -> 
                       chosen.ram, device.ram_budget, chosen.time, tuple(reasons), changes)
 
 
+def describe_changes(changes: dict[str, Any]) -> str:
+    """A plan's changes in words: "Gradient checkpointing on; Latents cached on disk"."""
+    batch = changes.get("training.batch_size")
+    effective = batch * changes.get("training.gradient_accumulation_steps", 1) if batch else 0
+    return "; ".join(_LABELS[path](value, effective) for path, value in changes.items() if path in _LABELS)
+
+
 def plan_overrides(changes: dict[str, Any]) -> list[str]:
     """A plan's changes as ``--set KEY=VALUE`` overrides (``kamaal-train resume RUN_DIR --set …``)."""
     def text(value: Any) -> str:
