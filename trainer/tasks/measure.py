@@ -19,7 +19,7 @@ from trainer.config import config_from_dict
 from trainer.errors import InputError
 from trainer.families import is_toy
 from trainer.model_sizes import count_parameters
-from trainer.protocol import Command, Event, Failed, Progress, Started, Stop
+from trainer.protocol import Command, Event, Failed, OutOfMemory, Progress, Started, Stop
 from trainer.runfolder import RunFolder
 from trainer.tasks.runner import TaskCancelled, TaskContext
 
@@ -90,6 +90,8 @@ class _Readings:
             self.context.progress(event.step, self.stopper.steps, f"step {event.step} of {self.stopper.steps}")
         elif isinstance(event, Failed):
             self.failure = event
+        elif isinstance(event, OutOfMemory):  # this plan does not fit: a measurement of it failed
+            self.failure = Failed("error", f"Out of memory in step {event.step}: {event.message}")
         elif isinstance(event, Started):
             self.device = event.device
 
