@@ -12,6 +12,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file
 
+from desktop_app.runs.run_history import summarize
 from tests.diffusion.conftest import diffusion_config
 from tests.trainer.helpers import run_in_process
 from trainer.checkpoint import STATE_FILE, WEIGHTS_FILE
@@ -65,6 +66,10 @@ def test_out_of_memory_saves_step_n_minus_1_and_the_smaller_plan_resumes_to_the_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     state_a, state_b = (torch.load(path / STATE_FILE, weights_only=True) for path in (ours, theirs))
     assert_same(state_a, state_b)
+
+    summary = summarize(tmp_path / "oom")  # the Runs page's word for it
+    assert summary.status == "out of memory" and summary.resumable and summary.checkpoint_step == FAIL_AT - 1
+    assert summary.problem.startswith(f"Out of memory in step {FAIL_AT}")
 
     # The next-smaller plan is strictly smaller by the estimate, and says so in words.
     assert event.plan_changes and event.plan_text
