@@ -117,3 +117,16 @@ def test_a_batch_saved_larger_is_split_in_order_when_the_plan_halves_it(tmp_path
         assert len(batch) == smaller
         drawn += batch
     assert drawn == reference[:4]
+
+
+def test_the_cpu_allocators_failure_counts_as_out_of_memory_and_other_errors_do_not():
+    from trainer.oom import is_out_of_memory
+
+    try:
+        torch.empty(2**60, dtype=torch.uint8)  # more than any computer has: the CPU allocator's real failure
+    except RuntimeError as exc:
+        assert is_out_of_memory(exc), exc
+    else:
+        pytest.fail("the allocation did not fail")
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory")) and is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
