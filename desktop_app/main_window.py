@@ -35,6 +35,7 @@ from desktop_app.stop_control import ChooseFn, StopControl, ask_choice
 from desktop_app.train.config_model import ConfigModel
 from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from trainer.config import Config, ConfigError, resolve_paths
+from trainer.errors import BAD_INPUT_ERRORS
 from trainer.families import is_toy
 from trainer.memory_plan import plan_overrides
 from trainer.project import Project
@@ -258,7 +259,7 @@ class MainWindow(QMainWindow):
         latest = run.latest_checkpoint()
         try:
             run.change_config(plan_overrides(changes), latest[0] if latest else 0)
-        except (ConfigError, OSError) as exc:
+        except (*BAD_INPUT_ERRORS, OSError) as exc:  # a refused value, another trainer on the folder, a full disk
             self.run_model.set_notice(Notice("error", "Cannot apply the smaller plan", str(exc), run_dir=str(run_dir)))
             return
         self.resume_run(run.root)
