@@ -33,7 +33,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 @dataclass(frozen=True)
 class MemoryAtFailure:
     """``peak``: the most the run held (CUDA: allocated; CPU: resident); ``limit``: what it could hold when it
-    failed (CUDA: its allocator's reservation plus the free memory; CPU: resident plus available)."""
+    failed (CUDA: its allocator's reservation plus the free memory; CPU: resident plus what was left — available
+    memory, a container's limit, ``ulimit -v``)."""
 
     peak: int
     limit: int
@@ -49,10 +50,31 @@ def memory_at_failure(device: str) -> MemoryAtFailure:
         limit = int(torch.cuda.memory_reserved(index) + free)
         facts = DeviceFacts(vram_total=int(total), ram=int(ram.total), vram_free=limit, cpus=os.cpu_count() or 1)
         return MemoryAtFailure(int(torch.cuda.max_memory_allocated(index)), limit, facts)
-    resident = psutil.Process().memory_info().rss
-    limit = int(resident + ram.available)
+    memory = psutil.Process().memory_info()
+    limit = int(memory.rss + _room_left(ram.available, memory.vms))
     # On the CPU the run's budget is what it could have had, not the computer's total (other programs hold the rest).
-    return MemoryAtFailure(_peak_rss(resident), limit, DeviceFacts(vram_total=0, ram=limit, cpus=os.cpu_count() or 1))
+    return MemoryAtFailure(_peak_rss(memory.rss), limit, DeviceFacts(vram_total=0, ram=limit, cpus=os.cpu_count() or 1))
+
+
+def _room_left(available: int, virtual: int) -> int:
+    """How much more the process could have taken: the computer's available memory, or less where a container's
+    memory limit (cgroup v2) or the process's address-space limit (``ulimit -v``) leaves less."""
+    room = available
+    try:
+        limit, used = (Path("/sys/fs/cgroup", name).read_text().strip() for name in ("memory.max", "memory.current"))
+        if limit.isdigit() and used.isdigit():
+            room = min(room, max(int(limit) - int(used), 0))
+    except OSError:
+        pass  # no cgroup v2 here
+    try:
+        import resource
+
+        address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if address_space != resource.RLIM_INFINITY:
+            room = min(room, max(address_space - virtual, 0))
+    except ImportError:
+        pass  # Windows
+    return room
 
 
 def _peak_rss(current: int) -> int:

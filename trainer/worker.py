@@ -24,6 +24,7 @@ from trainer.distributed import SyncedCommands
 from trainer.errors import BAD_INPUT_ERRORS, InputError, disk_full_refusal
 from trainer.jobs import create_job
 from trainer.jobs.base import TrainingJob
+from trainer.memory_plan import describe_changes
 from trainer.oom import first_line, free_memory, is_out_of_memory, memory_at_failure, plan_after
 from trainer.protocol import (
     EXIT_BAD_INPUT,
@@ -305,8 +306,9 @@ class _Loop:
                             measured.peak, measured.limit, dict(plan.changes) if plan else {}, plan_text,
                             bool(plan and plan.fits))
         where = f"the checkpoint of step {saved_step} ({saved})" if saved else "no checkpoint (none was saved)"
-        self.log.error("Out of memory in step %d (%s); the run ends here and continues from %s. %s", step + 1,
-                       message, where, plan_text)
+        plan_line = f"next-smaller plan: {describe_changes(plan.changes)}" if plan and plan.changes else plan_text
+        self.log.error("Out of memory in step %d (%s); the run ends here and continues from %s; %s", step + 1,
+                       message, where, plan_line)
         if self.tensorboard is not None:
             self.tensorboard.close()
         self.sink.emit(event)
