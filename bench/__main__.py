@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 BENCHES = ("bench_training", "bench_messaging", "bench_gui_start", "bench_dataset_rows", "bench_dataset_panel",
-           "bench_gui_stall", "bench_memory", "bench_gpu", "bench_threads")
+           "bench_gui_stall", "bench_memory", "bench_estimate_rss", "bench_gpu", "bench_threads")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 COLUMNS = ("name", "kamaal", "reference", "ratio", "note")
 

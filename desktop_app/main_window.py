@@ -36,7 +36,9 @@ from desktop_app.stop_control import ChooseFn, StopControl, ask_choice
 from desktop_app.train.config_model import ConfigModel
 from desktop_app.train.hyperparameters_panel import HyperparametersPanel
 from trainer.config import Config, ConfigError, resolve_paths
+from trainer.errors import BAD_INPUT_ERRORS
 from trainer.families import is_toy
+from trainer.memory_plan import plan_overrides
 from trainer.project import Project
 from trainer.runfolder import RunFolder, unique_run_dir
 
@@ -121,6 +123,7 @@ class MainWindow(QMainWindow):
         self.controls.presetChosen.connect(self._on_preset_chosen)
         self.session.stateChanged.connect(self._on_state_changed)
         self.run_model.noticeChanged.connect(self._on_notice)
+        self.run_model.continueWithPlan.connect(self.continue_with_plan)
         self._show_project()
         self._restore_layout()
 
@@ -248,6 +251,20 @@ class MainWindow(QMainWindow):
             return
         self.run_model.begin(run_dir, config.training.steps, config.mode, resumed=True)
         self.session.resume(run_dir)
+
+    def continue_with_plan(self, run_dir: Path, changes: dict[str, object]) -> None:
+        """After an out-of-memory: the smaller plan's changes into the run's config (validated, the config as run so
+        far kept beside it), then the run resumes from its checkpoint."""
+        if self.session.is_active():
+            return
+        run = RunFolder(Path(run_dir))
+        latest = run.latest_checkpoint()
+        try:
+            run.change_config(plan_overrides(changes), latest[0] if latest else 0)
+        except (*BAD_INPUT_ERRORS, OSError) as exc:  # a refused value, another trainer on the folder, a full disk
+            self.run_model.set_notice(Notice("error", "Cannot apply the smaller plan", str(exc), run_dir=str(run_dir)))
+            return
+        self.resume_run(run.root)
 
     def _on_state_changed(self, state: str) -> None:
         idle = not self.session.is_active()

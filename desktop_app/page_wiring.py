@@ -19,6 +19,7 @@ from desktop_app.train.block_tree import BlockTree
 from desktop_app.train.concept_summary import ConceptSummary
 from desktop_app.train.config_files import ask_save_preset, load_config_file, save_config_file
 from desktop_app.train.form_groups import FIRST_CONCEPT_FIELDS
+from desktop_app.train.image_counts import ImageCounter, dataset_images
 from desktop_app.train.memory_box import MemoryBox
 from trainer.config import Config
 from trainer.project import Project
@@ -49,6 +50,15 @@ class Extras:
         self.memory_box = MemoryBox(window.config_model, window.session)
         panel.add_to_group("memory", self.memory_box)
         self.block_tree.countsChanged.connect(self.memory_box.set_parameters)
+        # The plan's caches by the dataset's real image count: the Dataset page's counts, or, until it is opened,
+        # the concepts' folders counted on a worker thread.
+        self.image_counter = ImageCounter(window.concept_store, lambda: self.window.project.root, window)
+        window.concept_store.countsChanged.connect(
+            lambda: self.memory_box.set_image_count(dataset_images(window.concept_store)))
+        window.concept_store.conceptsChanged.connect(self._count_images)
+        window.config_model.valueChanged.connect(
+            lambda name, _value: self._count_images() if name in ("dataset.path", "concepts") else None)
+        self._count_images()
 
         self.queue = RunQueue(window.project.root / QUEUE_FILE, window)
         self.queue_runner = QueueRunner(self.queue, window.session, window.start_run, window)
@@ -106,6 +116,10 @@ class Extras:
         self.window.concept_store.select(index)
         self.window.show_page(self.window.dataset_panel)
 
+    def _count_images(self) -> None:
+        if self.window.dataset_page.built_page() is None:  # once built, the Dataset page counts them itself
+            self.image_counter.count_missing()
+
     def _follow_concept_count(self) -> None:
         several = self.window.concept_store.count() > 1
         self.window.hyperparameters_panel.hide_fields(FIRST_CONCEPT_FIELDS if several else frozenset())
@@ -131,6 +145,7 @@ class Extras:
 
     def set_project(self, project: Project) -> None:
         self.concepts.set_project_root(project.root)
+        self._count_images()
         self.queue.load(project.root / QUEUE_FILE)
         runs_page = self.runs_frame.built_page()
         if runs_page is not None:
@@ -140,6 +155,7 @@ class Extras:
         self.queue_runner.pause()
         self.block_tree.shutdown()
         self.memory_box.shutdown()
+        self.image_counter.shutdown()
         runs_page = self.runs_frame.built_page()
         if runs_page is not None:
             runs_page.sample_grid.shutdown()  # type: ignore[attr-defined]

@@ -38,6 +38,7 @@ from trainer.protocol import (
     Finished,
     LayerWeights,
     Log,
+    OutOfMemory,
     Pause,
     Paused,
     Progress,
@@ -82,6 +83,7 @@ class TrainingSession(QObject):
     resumed = Signal(object)  # Resumed
     log = Signal(object)  # Log
     failed = Signal(object)  # Failed; kind is "input", "error", or "crash" for an unexpected exit
+    outOfMemory = Signal(object)  # OutOfMemory: the run ended cleanly after running out of memory, its state saved
     finished = Signal(object)  # Finished
     activity = Signal(object)  # Activity: what the trainer is busy with outside the steps (saving, sampling)
     stalled = Signal(float)  # seconds without any event while stopping: ask the person (never kill by itself)
@@ -341,6 +343,11 @@ class TrainingSession(QObject):
             self._activity = None
             self._set_state(SessionState.FINISHED)
             self.finished.emit(event)
+        elif isinstance(event, OutOfMemory):
+            self._outcome_reported = True
+            self._activity = None
+            self._set_state(SessionState.FAILED)
+            self.outOfMemory.emit(event)
         elif isinstance(event, Failed):
             self._outcome_reported = True
             self._activity = None

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from desktop_app.controls import ControlBar
     from desktop_app.dataset import DatasetPanel
     from desktop_app.dataset.concept_store import ConceptStore
+    from desktop_app.lazy_page import LazyPage
     from desktop_app.merge import MergePanel
     from desktop_app.preview.preview_panel import PreviewPanel
     from desktop_app.session import TrainingSession
@@ -35,6 +36,7 @@ class Window(Protocol):
     menu_actions: dict[str, QAction]
     controls: ControlBar
     concept_store: ConceptStore
+    dataset_page: LazyPage
     hyperparameters_panel: HyperparametersPanel
     preview_panel: PreviewPanel
     splitter: QSplitter

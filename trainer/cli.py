@@ -2,7 +2,8 @@
 
 It runs the very same worker as the app, in-process, with a terminal progress bar instead
 of the GUI.  Exit codes: 0 done (or stopped with a save), 2 bad input (config, dataset,
-model file — the message names it), 1 anything else.
+model file — the message names it), 4 out of memory (the state saved, a smaller plan printed),
+1 anything else.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import queue
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from trainer import families, threads
 from trainer.config import load_config
 from trainer.errors import BAD_INPUT_ERRORS
 from trainer.fsutil import is_disk_full
+from trainer.memory_plan import gb, plan_overrides
 from trainer.memory_plan_cli import add_plan_parser
 from trainer.merge.cli import add_merge_parser
 from trainer.preflight import check_inputs
@@ -33,6 +36,7 @@ from trainer.protocol import (
     Failed,
     Finished,
     Log,
+    OutOfMemory,
     Progress,
     Sample,
     Started,
@@ -49,6 +53,7 @@ class TerminalEvents:
         self._mode = ""
         self.failed: Failed | None = None
         self.finished: Finished | None = None
+        self.out_of_memory: OutOfMemory | None = None
 
     def emit(self, event: Event) -> None:
         from tqdm import tqdm
@@ -84,6 +89,10 @@ class TerminalEvents:
             if event.kind != "input" and event.traceback:
                 print(event.traceback, file=sys.stderr)
             print(f"error: {event.message}", file=sys.stderr)
+        elif isinstance(event, OutOfMemory):
+            self.out_of_memory = event
+            self._close()
+            print(describe_out_of_memory(event), file=sys.stderr, flush=True)
         elif isinstance(event, Finished):
             self.finished = event
             self._close()
@@ -104,6 +113,24 @@ class TerminalEvents:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def describe_out_of_memory(event: OutOfMemory) -> str:
+    """What happened, what was saved, the next-smaller plan and the command that continues with it."""
+    held = [f"held {gb(event.peak_bytes)} at its peak"] if event.peak_bytes else []
+    held += [f"could hold {gb(event.limit_bytes)}"] if event.limit_bytes else []
+    lines = [f"error: out of memory in step {event.step} on {event.device} ({event.message})."
+             + (f" The run {' and '.join(held)}." if held else "")]
+    if event.checkpoint:
+        lines.append(f"Saved: the state after step {event.checkpoint_step}, in {event.checkpoint}.")
+    else:
+        lines.append("Nothing could be saved: no checkpoint holds this run yet.")
+    lines += ["Next-smaller plan:" if event.plan_changes else "Plan:", event.plan_text]
+    if event.plan_changes:
+        command = " ".join(["kamaal-train", "resume", shlex.quote(event.run_dir),
+                            *(f"--set {shlex.quote(item)}" for item in plan_overrides(event.plan_changes))])
+        lines += ["To continue with it:", f"  {command}"]
+    return "\n".join(lines)
 
 
 class InterruptCommands(QueueCommands):
@@ -183,6 +210,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     run = RunFolder.open(Path(args.run_dir))
+    if args.set:
+        latest = run.latest_checkpoint()
+        run.change_config(args.set, latest[0] if latest else 0)
+        print(f"Changed {run.config_path}: {', '.join(args.set)}", flush=True)
     threads.apply_policy()  # before torch loads: see trainer/threads.py
     return _run(run.root, resume=True)
 
@@ -258,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              "Refused (exit 2) while another trainer uses RUN_DIR, and when its "
                                              "checkpoints/ holds step folders but none is complete.")
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run folder to continue")
+    resume.add_argument("--set", metavar="KEY=VALUE", action="append",
+                        help="change the run's config before it continues (the memory options of a smaller plan "
+                             "after an out-of-memory, e.g. --set training.gradient_checkpointing=true; repeatable); "
+                             "the config as run so far is kept as config-until-step-N.toml")
     resume.set_defaults(handler=cmd_resume)
 
     tiny = commands.add_parser("tiny-model", help="write a tiny offline Stable Diffusion model (for tests and demos)",

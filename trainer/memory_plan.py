@@ -156,18 +156,6 @@ def option_space(config: Config, device: DeviceFacts, images: int = 0) -> Option
         else (config.dataset.cache_latents,)
     space["dataset.cache_text"] = ("on", "disk") if images and cacheable_text else (config.dataset.cache_text,)
     return space
-    space["model.precision"] = ("auto",) if config.model.precision == "fp32" else (config.model.precision,)
-    stores_base = config.trains_adapter() or config.mode == "embedding"
-    space["model.base_quantization"] = ("none", "fp8", "int8", "nf4") if stores_base else ("none",)
-    space["model.blocks_to_swap"] = tuple(range(facts.block_count + 1)) if stores_base else (0,)
-    cacheable_text = (not config.trains_text() and not config.caption_variation().varies_text
-                      and config.dataset.cache_text != "off")
-    space["model.text_encoder_device"] = ("gpu", "cpu") if cacheable_text else ("gpu",)
-    space["dataset.cache_text"] = ("on", "disk") if cacheable_text else (config.dataset.cache_text,)
-    quantizable_text = any(e.blocks for e in model_family.text_encoders) and not (
-        config.trains_adapter() and config.lora.train_text_encoder)
-    space["model.text_encoder_quantization"] = ("none", "fp8", "nf4") if quantizable_text else ("none",)
-    return space
 
 
 def _resolved_latent_cache(config: Config) -> str:
@@ -267,12 +255,16 @@ class _Candidate:
 
 
 class _Search:
-    """The candidates of one config on one device, their estimates memoized (many share a GPU footprint)."""
+    """The candidates of one config on one device, their estimates memoized (many share a GPU footprint).
+
+    ``below``: only candidates whose need (GPU memory on CUDA, RAM on the CPU) is under it take part — the plans
+    strictly smaller than one that ran out of memory."""
 
     def __init__(self, config: Config, device: DeviceFacts, parameters: dict[str, int] | None, images: int,
-                 calibration: float = 1.0):
+                 calibration: float = 1.0, below: int | None = None):
         self.config, self.device, self.parameters, self.images = config, device, parameters, images
         self.calibration = calibration
+        self.below = below
         self.space = option_space(config, device, images)
         self._vram: dict[tuple, int] = {}
 
@@ -282,8 +274,19 @@ class _Search:
         if key not in self._vram:
             self._vram[key] = int(estimate_memory(config, "cuda", self.parameters).total * self.calibration) \
                 if self.device.cuda else 0
-        return _Candidate(options, config, self._vram[key], ram_need(config, self.device, self.parameters, self.images),
-                          relative_step_time(config, self.device))
+        ram = ram_need(config, self.device, self.parameters, self.images)
+        if not self.device.cuda:  # the CPU's need is its estimate: the calibration applies to it
+            ram = int(ram * self.calibration)
+        return _Candidate(options, config, self._vram[key], ram, relative_step_time(config, self.device))
+
+    def need(self, candidate: _Candidate) -> int:
+        """What runs out first: GPU memory on CUDA, RAM on the CPU."""
+        return candidate.vram if self.device.cuda else candidate.ram
+
+    def current(self) -> _Candidate:
+        """The config's own options, as a candidate."""
+        flat = _flat(self.config)
+        return self.candidate({path: flat[path] for path in self.space})
 
     def candidates(self, pinned: dict[str, Any] | None = None) -> Iterator[_Candidate]:
         """Every combination, but for block swap only the fewest blocks that fit (more is slower and takes more
@@ -296,16 +299,17 @@ class _Search:
             if not options["training.gradient_checkpointing"] and swaps[0]:
                 continue  # swapping needs checkpointing (the person's own swap count, kept, included)
             if not options["training.gradient_checkpointing"] or len(swaps) == 1:
-                yield self.candidate({**options, "model.blocks_to_swap": swaps[0]})
-                continue
-            yield self.candidate({**options, "model.blocks_to_swap": swaps[-1]})
-            fewest = self._fewest_swapped(options, swaps)
-            if fewest is not None and fewest != swaps[-1]:
-                yield self.candidate({**options, "model.blocks_to_swap": fewest})
+                found = [self.candidate({**options, "model.blocks_to_swap": swaps[0]})]
+            else:
+                found = [self.candidate({**options, "model.blocks_to_swap": swaps[-1]})]
+                fewest = self._fewest_swapped(options, swaps)
+                if fewest is not None and fewest != swaps[-1]:
+                    found.append(self.candidate({**options, "model.blocks_to_swap": fewest}))
+            yield from (c for c in found if self.below is None or self.need(c) < self.below)
 
     def _fewest_swapped(self, options: dict[str, Any], swaps: tuple[int, ...]) -> int | None:
         """Binary search: the GPU need falls as blocks are swapped (the estimate is monotone in the count)."""
-        budget = self.device.vram_budget
+        budget = self.device.vram_budget if self.below is None else min(self.device.vram_budget, self.below - 1)
         if self.candidate({**options, "model.blocks_to_swap": swaps[-1]}).vram > budget:
             return None
         low, high = 0, len(swaps) - 1
@@ -317,8 +321,9 @@ class _Search:
                 low = middle + 1
         return swaps[low]
 
-    def best(self, pinned: dict[str, Any] | None = None) -> tuple[_Candidate | None, _Candidate]:
-        """The fastest candidate that fits (None: none does) and the smallest one."""
+    def best(self, pinned: dict[str, Any] | None = None) -> tuple[_Candidate | None, _Candidate | None]:
+        """The fastest candidate that fits (None: none does) and the smallest one (None only under ``below``, when
+        no candidate is smaller)."""
         fastest, smallest = None, None
         for candidate in self.candidates(pinned):
             if candidate.fits(self.device) and (
@@ -327,7 +332,7 @@ class _Search:
                 fastest = candidate
             if smallest is None or candidate.overshoot(self.device) < smallest.overshoot(self.device):
                 smallest = candidate
-        assert smallest is not None  # the space always holds at least the config's own options
+        assert smallest is not None or self.below is not None  # the space holds at least the config's own options
         return fastest, smallest
 
 
@@ -335,7 +340,7 @@ def plan_memory(config: Config, device: DeviceFacts, parameters: dict[str, int] 
                 images: int = 0, calibration: float = 1.0) -> MemoryPlan:
     """The fastest plan for ``config`` that fits ``device`` (or, when none does, the smallest, ``fits`` False).
 
-    ``parameters``: the model's counts by component (``trainer.tasks.measure.count_parameters``); None: the
+    ``parameters``: the model's counts by component (``trainer.model_sizes.count_parameters``); None: the
     family's reference model.  ``images``: how many images the dataset has (for the caches held in RAM; 0: unknown).
     ``calibration``: measured peak ÷ estimate of an earlier plan on this device (Measure): every GPU need is the
     estimate times it, so a model that undercounts on this machine is corrected once.
@@ -347,6 +352,37 @@ def plan_memory(config: Config, device: DeviceFacts, parameters: dict[str, int] 
                           ("The toy network fits anywhere: nothing to change.",))
     search = _Search(config, device, parameters, images, calibration)
     fastest, smallest = search.best()
+    assert smallest is not None
+    return _plan(search, fastest, smallest)
+
+
+def next_smaller_plan(config: Config, device: DeviceFacts, parameters: dict[str, int] | None = None,
+                      images: int = 0, ran_out_above: int = 0) -> MemoryPlan | None:
+    """After ``config`` ran out of memory on ``device``: the fastest plan whose estimate is strictly smaller than
+    the failed config's and that fits with the measured pressure; when none fits, the smallest plan that is still
+    strictly smaller (``fits`` False); None when no plan is smaller at all (or for the toy network).
+
+    ``ran_out_above``: what the failed run could hold when it ran out (on CUDA the memory its allocator held plus
+    what was free; on the CPU its resident memory plus what was available), 0 when unknown.  The failed config
+    needed more than that, so its estimate was short by at least ``ran_out_above ÷ estimate``: every need is
+    calibrated by that ratio (never below 1), as Measure's ratio calibrates a plan.
+    """
+    if families.family(config.model.architecture).is_toy:
+        return None
+    failed = _Search(config, device, parameters, images).current()
+    estimate = _Search(config, device, parameters, images).need(failed)
+    calibration = max(1.0, ran_out_above / estimate) if ran_out_above > 0 and estimate > 0 else 1.0
+    # Strictly smaller: under the failed config's need at the same calibration (a cheaper-to-compare equivalent).
+    search = _Search(config, device, parameters, images, calibration, below=int(estimate * calibration))
+    fastest, smallest = search.best()
+    if smallest is None:
+        return None
+    return _plan(search, fastest, smallest)
+
+
+def _plan(search: _Search, fastest: _Candidate | None, smallest: _Candidate) -> MemoryPlan:
+    """The plan of ``fastest`` (or of ``smallest`` when nothing fits), validated, with its reasons."""
+    config, device, images, calibration = search.config, search.device, search.images, search.calibration
     chosen = fastest or smallest
     leaves = text_encoders_leave_gpu(chosen.config, "cuda")
     if config.model.text_encoder_device == "auto" and text_encoders_leave_gpu(config, "cuda") == leaves:
@@ -354,14 +390,31 @@ def plan_memory(config: Config, device: DeviceFacts, parameters: dict[str, int] 
         chosen = replace(chosen, config=with_options(chosen.config, {"model.text_encoder_device": "auto"}))
     planned = config_from_dict(chosen.config.to_dict())  # validated: every plan is a config the trainer accepts
     reasons = _reasons(search, chosen, fastest is not None)
-    if calibration != 1.0 and device.cuda:
-        reasons.append(f"GPU needs are the estimate ×{calibration:.2f}, as Measure found on this device.")
+    if calibration != 1.0:
+        kind = "GPU" if device.cuda else "RAM"
+        source = "as the out-of-memory showed" if search.below is not None else "as Measure found on this device"
+        reasons.append(f"{kind} needs are the estimate ×{calibration:.2f}, {source}.")
     if not images:
         reasons.append("The dataset's size is not known here: the latent and caption caches held in RAM are not "
                        "counted.")
     changes = {path: value for path, value in _flat(planned).items() if _flat(config).get(path) != value}
     return MemoryPlan(fastest is not None, planned, chosen.vram, device.vram_budget if device.cuda else 0,
                       chosen.ram, device.ram_budget, chosen.time, tuple(reasons), changes)
+
+
+def describe_changes(changes: dict[str, Any]) -> str:
+    """A plan's changes in words: "Gradient checkpointing on; Latents cached on disk"."""
+    batch = changes.get("training.batch_size")
+    effective = batch * changes.get("training.gradient_accumulation_steps", 1) if batch else 0
+    return "; ".join(_LABELS[path](value, effective) for path, value in changes.items() if path in _LABELS)
+
+
+def plan_overrides(changes: dict[str, Any]) -> list[str]:
+    """A plan's changes as ``--set KEY=VALUE`` overrides (``kamaal-train resume RUN_DIR --set …``)."""
+    def text(value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    return [f"{path}={text(value)}" for path, value in changes.items()]
 
 
 def _flat(config: Config) -> dict[str, Any]:
@@ -402,7 +455,11 @@ def _reasons(search: _Search, chosen: _Candidate, fits: bool) -> list[str]:
         if path == "model.text_encoder_device":
             text = sum(n for name, n in counts.items() if name.startswith("text_encoder"))
             because = f"their {gb(text * 2)} in bf16 would wait in RAM, and "
-        if alternative is None:
+        if alternative is None and smallest is None:  # a plan after an out-of-memory: none is smaller
+            reasons.append(f"{label}: {because}no plan with {_LABELS[path](fastest, effective).lower()} is smaller "
+                           "than the one that ran out of memory.")
+        elif alternative is None:
+            assert smallest is not None
             lacking = []
             if device.cuda and smallest.vram > device.vram_budget:
                 lacking.append(f"{gb(smallest.vram)} of GPU memory (this card leaves {gb(device.vram_budget)})")

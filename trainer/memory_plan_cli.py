@@ -61,7 +61,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"Detected: {gb(ram)} of RAM, {facts['cpu_count']} CPU cores")
     parameters = None
     if args.model_sizes and config.model.path:
-        from trainer.tasks.measure import count_parameters
+        from trainer.model_sizes import count_parameters
 
         parameters = count_parameters(Path(config.model.path)) or None
     plan = plan_memory(config, DeviceFacts(vram_total=vram, ram=ram, vram_free=free), parameters,

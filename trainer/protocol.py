@@ -153,6 +153,29 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class OutOfMemory:
+    """The run ran out of memory in step ``step`` (1-based: the step that failed) and ended cleanly, its state saved.
+
+    ``checkpoint`` is where it continues from ("" when nothing was saved yet): the state after step
+    ``checkpoint_step``, the failed step undone.  ``peak_bytes``/``limit_bytes``: the memory held at the peak and what
+    the run could hold (0: unknown).  ``plan_changes`` ("section.field" → value; empty: no smaller plan exists) is
+    the next-smaller memory plan, which ``plan_text`` explains; ``plan_fits`` says whether its estimate fits.
+    """
+
+    run_dir: str
+    step: int
+    checkpoint: str
+    checkpoint_step: int
+    device: str  # "cuda" or "cpu"
+    message: str  # the allocator's own words, first line
+    peak_bytes: int = 0
+    limit_bytes: int = 0
+    plan_changes: dict = field(default_factory=dict)
+    plan_text: str = ""
+    plan_fits: bool = False
+
+
+@dataclass(frozen=True)
 class TaskProgress:
     """Progress of a short task (not a training run): ``done`` of ``total`` units; ``total`` 0 when unknown.
     ``data``: plain data the task hands over with this unit (the captioning task: each image's caption), so
@@ -173,9 +196,10 @@ class TaskDone:
 
 
 Event = (Started | Progress | LayerWeights | Sample | CheckpointSaved | Paused | Resumed | Activity
-         | Log | Failed | Finished | TaskProgress | TaskDone)
+         | Log | Failed | Finished | OutOfMemory | TaskProgress | TaskDone)
 
 # Exit codes of the CLI and of the trainer process.
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
+EXIT_OUT_OF_MEMORY = 4  # ended cleanly after running out of memory (3: the trainer process's orphan exit)

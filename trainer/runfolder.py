@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.config import Config, ConfigError, config_from_dict, read_toml, save_config
+from trainer.config import Config, ConfigError, apply_overrides, config_from_dict, read_toml, save_config
 from trainer.errors import refuse_full_disk
-from trainer.fsutil import ASIDE_PREFIX
+from trainer.fsutil import ASIDE_PREFIX, atomic_write_text
+from trainer.runlock import lock_run_folder
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{6,})$")
 CHECKPOINT_DONE_MARKER = "state.json"  # written last: a checkpoint without it is incomplete
@@ -110,6 +111,23 @@ class RunFolder:
     def load_config(self) -> Config:
         # The snapshot already holds absolute paths; load it as-is.
         return config_from_dict(read_toml(self.config_path), str(self.config_path))
+
+    def change_config(self, overrides: list[str], from_step: int) -> Config:
+        """Apply ``KEY=VALUE`` overrides to the run's config before it resumes from step ``from_step`` (a smaller
+        memory plan after an out-of-memory): validated first (a refusal names the field and changes nothing), the
+        config as run so far kept beside it as ``config-until-step-N.toml``, the new one written atomically.  Refused
+        (:class:`~trainer.runlock.RunFolderBusy`, naming the folder) while a trainer holds it: it runs that config."""
+        current = read_toml(self.config_path)
+        config = config_from_dict(apply_overrides(current, overrides), f"{self.config_path} with --set")
+        lock = lock_run_folder(self.root)
+        try:
+            kept = self.root / f"config-until-{step_dirname(from_step)}.toml"
+            if not kept.exists():  # a second change at the same step keeps the first config as run
+                atomic_write_text(kept, self.config_path.read_text(encoding="utf-8"))
+            save_config(config, self.config_path)
+        finally:
+            lock.release()
+        return config
 
     # -------------------------------------------------------------------- checkpoints
 

@@ -24,15 +24,19 @@ from trainer.distributed import SyncedCommands
 from trainer.errors import BAD_INPUT_ERRORS, InputError, disk_full_refusal
 from trainer.jobs import create_job
 from trainer.jobs.base import TrainingJob
+from trainer.memory_plan import describe_changes
+from trainer.oom import first_line, free_memory, is_out_of_memory, memory_at_failure, plan_after
 from trainer.protocol import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_OK,
+    EXIT_OUT_OF_MEMORY,
     Activity,
     CheckpointSaved,
     Event,
     Failed,
     Finished,
+    OutOfMemory,
     Pause,
     Paused,
     Progress,
@@ -232,7 +236,15 @@ class _Loop:
                 if self.stop_requested:
                     break
                 lr = job.current_lr()
-                result = job.train_step(step)
+                failure = None
+                try:
+                    result = job.train_step(step)
+                except Exception as exc:
+                    if not is_out_of_memory(exc) or self.dist.world_size > 1:
+                        raise
+                    failure = first_line(exc)  # the exception (and the failed step's tensors it holds) goes here
+                if failure is not None:
+                    return self._out_of_memory(job, step, failure, speed)
                 step += 1
                 speed.tick()
                 heldout = job.evaluate() if step % config.training.eval_every == 0 or step == total else None
@@ -270,6 +282,37 @@ class _Loop:
         self.sink.emit(Finished(str(self.run_folder.root), step, stopped, tuple(str(p) for p in outputs),
                                 tuple(warnings)))
         return EXIT_OK
+
+    def _out_of_memory(self, job: TrainingJob, step: int, message: str, speed: Speedometer) -> int:
+        """Step ``step + 1`` ran out of memory: undo it, free its memory, save the state after ``step`` (when the
+        job can promise the failed step touched nothing; else the last checkpoint stays the one to continue from),
+        and end the run with the next-smaller plan for this device."""
+        measured = memory_at_failure(job.device)  # before freeing: what the run could hold
+        undone = job.undo_failed_step()
+        free_memory(job.device)
+        if undone and self.last_checkpoint_step != step:
+            self._checkpoint(job, step, speed)
+        latest = self.run_folder.latest_checkpoint()
+        saved_step, saved = latest if latest is not None else (0, None)
+        plan = plan_after(self.config, measured, job.image_count())
+        if plan is None:
+            plan_text = ("No smaller plan: every memory option Kamaal can change is already at its smallest for "
+                         "this config (a lower resolution, rank or batch would change what is trained).")
+        else:
+            plan_text = plan.describe() if plan.fits else \
+                "No plan smaller than the one that ran out is expected to fit; the smallest may still run out. " \
+                + plan.describe()
+        event = OutOfMemory(str(self.run_folder.root), step + 1, str(saved or ""), saved_step, job.device, message,
+                            measured.peak, measured.limit, dict(plan.changes) if plan else {}, plan_text,
+                            bool(plan and plan.fits))
+        where = f"the checkpoint of step {saved_step} ({saved})" if saved else "no checkpoint (none was saved)"
+        plan_line = f"next-smaller plan: {describe_changes(plan.changes)}" if plan and plan.changes else plan_text
+        self.log.error("Out of memory in step %d (%s); the run ends here and continues from %s; %s", step + 1,
+                       message, where, plan_line)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        self.sink.emit(event)
+        return EXIT_OUT_OF_MEMORY
 
     def _final_samples(self, job: TrainingJob, step: int) -> list[str]:
         """Draw the finished model's samples; everything is saved by now, so a failure costs only the pictures."""

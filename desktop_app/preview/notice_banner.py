@@ -1,7 +1,8 @@
 """A banner across the top of the preview that says how the last run ended, clearly and in words.
 
 Red for a failure (with the trainer's message, and the traceback behind "Details…"), blue for a
-finished run (with the outputs and a button to open the run folder).  Hidden while there is
+finished run (with the outputs and a button to open the run folder).  After an out-of-memory it offers
+"Continue with a smaller plan" when the trainer found one.  Hidden while there is
 nothing to say; dismissed with ×.
 """
 
@@ -29,6 +30,10 @@ class NoticeBanner(QFrame):
         self.details_button.clicked.connect(self._show_details)
         self.folder_button = QPushButton("Open run folder")
         self.folder_button.clicked.connect(self._open_folder)
+        # After an out-of-memory: the plan goes into the run's config and the run resumes from its checkpoint.
+        self.plan_button = QPushButton("Continue with a smaller plan")
+        self.plan_button.setObjectName("continueWithPlanButton")
+        self.plan_button.clicked.connect(model.continue_with_plan)
         close = QToolButton()
         close.setObjectName("noticeClose")
         close.setText("×")
@@ -42,6 +47,7 @@ class NoticeBanner(QFrame):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 8, 6, 8)
         layout.addLayout(words, 1)
+        layout.addWidget(self.plan_button, 0, Qt.AlignmentFlag.AlignVCenter)
         layout.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignVCenter)
         layout.addWidget(self.folder_button, 0, Qt.AlignmentFlag.AlignVCenter)
         layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
@@ -65,6 +71,9 @@ class NoticeBanner(QFrame):
         self.text.setText(notice.text)
         self.details_button.setVisible(bool(notice.details))
         self.folder_button.setVisible(bool(notice.run_dir))
+        self.plan_button.setVisible(bool(notice.plan))
+        self.plan_button.setToolTip("Change the run's memory options to: " + "; ".join(
+            f"{path} = {value}" for path, value in notice.plan.items()) if notice.plan else "")
 
     def _show_details(self) -> None:
         if self.notice is not None:

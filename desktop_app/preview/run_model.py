@@ -13,16 +13,19 @@ shows the final state at once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.preview.sample_history import SampleHistory, read_sample_history
 from desktop_app.session import SessionState, TrainingSession
+from trainer.memory_plan import describe_changes, gb
 from trainer.protocol import (
     Activity,
     CheckpointSaved,
@@ -30,6 +33,7 @@ from trainer.protocol import (
     Finished,
     LayerWeights,
     Log,
+    OutOfMemory,
     Progress,
     Sample,
     Started,
@@ -47,6 +51,7 @@ class Notice:
     details: str = ""
     run_dir: str = ""
     field: str = ""  # the config field a refusal names, if any
+    plan: dict[str, Any] = dataclasses.field(default_factory=dict)  # after an out-of-memory: the smaller plan's changes
 
 
 class Series:
@@ -122,6 +127,7 @@ class RunModel(QObject):
     weightsChanged = Signal(object)  # LayerWeights
     samplesChanged = Signal(object)  # Sample, or None before the first one
     noticeChanged = Signal()
+    continueWithPlan = Signal(object, object)  # run folder (Path), the plan's changes ("section.field" → value)
     logAdded = Signal(str)  # one line for the log view
 
     def __init__(self, session: TrainingSession, parent: QObject | None = None) -> None:
@@ -163,6 +169,7 @@ class RunModel(QObject):
         session.checkpointSaved.connect(self._on_checkpoint)
         session.log.connect(self._on_log)
         session.failed.connect(self._on_failed)
+        session.outOfMemory.connect(self._on_out_of_memory)
         session.finished.connect(self._on_finished)
         session.eventsDrained.connect(self._flush)
 
@@ -293,6 +300,30 @@ class RunModel(QObject):
         self.set_notice(Notice(level, FAILURE_TITLES.get(event.kind, "Training failed"), event.message,
                                details=event.traceback, run_dir=str(self.run_dir or ""), field=named))
         self.logAdded.emit(f"[error] {event.message}")
+
+    def _on_out_of_memory(self, event: OutOfMemory) -> None:
+        self._flush(now=True)
+        saved = (f"The state after step {event.checkpoint_step:,} is saved." if event.checkpoint
+                 else "Nothing was saved yet: the run starts again from step 0.")
+        if event.plan_changes:
+            plan = describe_changes(event.plan_changes)
+            offer = (f"A smaller plan: {plan}." if event.plan_fits else
+                     f"The smallest plan ({plan}) may still not fit.")
+        else:
+            offer = "No smaller plan: lower the resolution, the rank or the batch, or train on a bigger GPU."
+        peak = f" (peak {gb(event.peak_bytes)} of {gb(event.limit_bytes)})" \
+            if event.peak_bytes and event.limit_bytes else ""
+        self.set_notice(Notice("error", f"Out of memory at step {event.step:,}", f"{saved} {offer}",
+                               details=f"{event.message}{peak}\n\n{event.plan_text}", run_dir=event.run_dir,
+                               plan=dict(event.plan_changes)))
+        self.logAdded.emit(f"[error] Out of memory at step {event.step:,}: {event.message}")
+        self.statusChanged.emit()
+
+    def continue_with_plan(self) -> None:
+        """The notice's "Continue with a smaller plan": the window applies it to the run's config and resumes."""
+        notice = self.notice
+        if notice is not None and notice.plan and notice.run_dir:
+            self.continueWithPlan.emit(Path(notice.run_dir), dict(notice.plan))
 
     def _on_finished(self, event: Finished) -> None:
         self._flush(now=True)

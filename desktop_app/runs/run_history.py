@@ -7,6 +7,8 @@ checkpoint folders and the output folder.  How a run ended is read from what it 
 * **stopped** — outputs written earlier (Stop with save); resumable from its last checkpoint;
 * **interrupted** — no outputs (crash, kill, power cut); resumable when a checkpoint exists;
 * **failed** — ``log.txt`` ends with the trainer's refusal or error;
+* **out of memory** — ``log.txt`` ends with the trainer's out-of-memory report (its state saved, resumable;
+  the app's notice, or ``kamaal-train resume --set``, continues it with a smaller plan);
 * **running** — the run the session trains now (the page marks it).
 """
 
@@ -21,6 +23,7 @@ from trainer.config import Config, ConfigError
 from trainer.runfolder import RunFolder
 
 TAIL_BYTES = 8192
+OUT_OF_MEMORY_MARKER = "Out of memory in step"  # the worker's report (trainer/worker.py)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ def summarize(root: Path) -> RunSummary:
     failure = _failure_in_log(run.log_path)
     if config is None:
         status = "broken"
+    elif failure.startswith(OUT_OF_MEMORY_MARKER):
+        status, problem = "out of memory", failure.split(";")[0]
     elif failure:
         status, problem = "failed", failure
     elif outputs:
@@ -103,7 +108,8 @@ def last_metrics_step(path: Path) -> int:
 
 
 def _failure_in_log(path: Path) -> str:
-    """The trainer's last word when it refused or failed (``Refused: …`` / ``Training failed``), else ""."""
+    """The trainer's last word when it refused, failed or ran out of memory (``Refused: …`` / ``Training failed`` /
+    ``Out of memory in step …``), else ""."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, 2)
@@ -111,7 +117,7 @@ def _failure_in_log(path: Path) -> str:
             text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    for marker in ("Refused: ", "Training failed"):
+    for marker in ("Refused: ", "Training failed", OUT_OF_MEMORY_MARKER):
         index = text.rfind(marker)
         if index >= 0 and "Finished at step" not in text[index:] and "Stopped at step" not in text[index:]:
             return text[index:].splitlines()[0].strip()

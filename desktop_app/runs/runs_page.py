@@ -42,7 +42,8 @@ from trainer.config import Config
 from trainer.runfolder import RunFolder
 
 STATUS_TEXT = {"finished": "✔ finished", "stopped": "■ stopped", "interrupted": "⚠ interrupted",
-               "failed": "✖ failed", "broken": "✖ unreadable", "running": "● running"}
+               "failed": "✖ failed", "broken": "✖ unreadable", "running": "● running",
+               "out of memory": "⚠ out of memory"}
 
 
 

@@ -12,7 +12,8 @@
   free GPU memory, the computer's RAM): the fastest memory options that fit are set in the form, each with its
   reason shown; when nothing fits, the form is left as it is and the smallest plan's need is shown.  On a GPU,
   with the model's files there, Measure then runs on the plan; a peak past the estimate by more than the margin
-  re-plans once with the estimate scaled by what was measured (the calibration), and the error is shown.
+  re-plans once with the estimate scaled by what was measured (the calibration), and the error is shown.  The
+  caches the plan holds in RAM are counted by the dataset's real image count (:meth:`MemoryBox.set_image_count`).
 
 Threads: GUI thread; the two tasks run in trainer processes through :class:`desktop_app.tasks.TaskRunner`.
 """
@@ -47,6 +48,7 @@ class MemoryBox(QFrame):
         self.setObjectName("memoryBox")
         self.model, self.session = model, session
         self.parameters: dict[str, int] | None = None
+        self.images = 0  # the dataset's image count, for the plan's caches (0: not known)
         self.trainable: int | None = None
         self.estimate: MemoryEstimate | None = None
         self.measured: dict[str, Any] | None = None
@@ -174,6 +176,11 @@ class MemoryBox(QFrame):
         self.parameters, self.trainable = parameters, trainable
         self.update_estimate()
 
+    def set_image_count(self, images: int) -> None:
+        """The dataset's real image count (``desktop_app/train/image_counts.py``; 0: not known): the plan counts the
+        latent and caption caches it would hold in RAM by it."""
+        self.images = images
+
     def update_estimate(self) -> None:
         config = self.model.config
         if config is None:
@@ -240,7 +247,7 @@ class MemoryBox(QFrame):
         if config is None or device is None:
             return
         parameters = self.parameters or MemoryBox.parameter_cache.get(self._model_path())
-        self.plan = plan = plan_memory(config, device, parameters, calibration=calibration)
+        self.plan = plan = plan_memory(config, device, parameters, self.images, calibration=calibration)
         reasons = "".join(f"<br>• {reason}" for reason in plan.reasons)
         if not plan.fits:
             head = plan.describe().splitlines()[0]

@@ -92,3 +92,24 @@ def test_a_measured_peak_past_the_margin_re_plans_once_and_one_within_it_is_repo
     assert "Re-planned</b>: measured" in box.plan_label.text() and "(+40%)" in box.plan_label.text()
     assert not box.measure_runner.is_busy()  # adjusted once: no second Measure
     box.shutdown()
+
+
+def test_the_plan_counts_the_caches_by_the_datasets_real_image_count(qtbot, reported_device, make_project,
+                                                                     make_window):
+    """Without the Dataset page open, the concepts' folders are counted on a worker thread (no torch in the GUI),
+    and Make it fit plans the caches held in RAM for that many images."""
+    from tests.gui.dataset_helpers import photos
+    from trainer.memory_plan import ram_need
+
+    project = make_project(["dataset.path=datasets/subject"], "flux-lora-24gb")
+    photos(project.root / "datasets" / "subject", 5)
+    window = make_window(project=project)
+    box = window.extras.memory_box
+    qtbot.waitUntil(lambda: box.images == 5, timeout=10_000)
+    assert window.dataset_page.built_page() is None  # counted without the Dataset page
+    device = reported_device(16, 64)
+    config = window.config_model.config
+    box.make_it_fit()
+    assert box.plan == plan_memory(config, device, images=5)
+    assert box.plan.ram_need == ram_need(box.plan.config, device, images=5)
+    assert "dataset's size is not known" not in box.plan_label.text()

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from tests.conftest import PRESETS
 from trainer.config import ConfigError, apply_overrides, config_from_dict, load_config
 from trainer.memory_estimate import GB, estimate_memory
-from trainer.memory_plan import DeviceFacts, option_space, plan_memory, ram_need, relative_step_time
+from trainer.memory_plan import (
+    DeviceFacts,
+    next_smaller_plan,
+    option_space,
+    plan_memory,
+    ram_need,
+    relative_step_time,
+)
 
 SIZED_PRESETS = sorted(path.stem for path in PRESETS.glob("*.toml") if re.search(r"-lora-\d+gb$", path.stem))
 # A spread of families and starting points (a preset's options are where the search starts, not what it keeps).
@@ -172,3 +179,38 @@ def test_a_measured_overshoot_moves_the_plan_to_a_smaller_one():
     assert corrected.fits and corrected.relative_time > trusted.relative_time
     assert estimate_memory(corrected.config, "cuda").total < trusted.vram_need
     assert f"the estimate ×{calibration:.2f}, as Measure found" in corrected.describe()
+
+
+@settings(max_examples=30, deadline=None)
+@given(start=st.sampled_from(STARTS), vram=st.integers(6, 48), over=st.floats(1.0, 1.6),
+       batch=st.sampled_from([1, 2, 4]))
+def test_the_plan_after_an_out_of_memory_is_strictly_smaller_and_fits_by_the_measured_pressure(start, vram, over,
+                                                                                               batch):
+    device = DeviceFacts(vram * GB, 64 * GB)
+    failed = plan_memory(preset(start, f"training.batch_size={batch}"), device).config  # what ran out
+    ran_out_above = int(device.vram_total * over)  # it could hold this much, and needed more
+    plan = next_smaller_plan(failed, device, ran_out_above=ran_out_above)
+    need = estimate_memory(failed, "cuda").total
+    if plan is None:  # nothing the planner may change makes it smaller: every option is at its smallest already
+        assert all(next_smaller_plan(failed, DeviceFacts(g * GB, 512 * GB)) is None for g in (8, 80))
+        return
+    assert estimate_memory(plan.config, "cuda").total < need
+    calibration = max(1.0, ran_out_above / need)
+    assert plan.vram_need == int(estimate_memory(plan.config, "cuda").total * calibration)
+    if plan.fits:
+        assert plan.vram_need <= device.vram_budget
+    # The person's choices stay, as in any plan.
+    assert (plan.config.model.architecture, plan.config.dataset.resolution, plan.config.lora.rank) == (
+        failed.model.architecture, failed.dataset.resolution, failed.lora.rank)
+
+
+def test_after_an_out_of_memory_the_smallest_config_has_no_smaller_plan_and_a_roomy_one_drops_the_fastest_options():
+    device = DeviceFacts(12 * GB, 64 * GB)
+    smallest = plan_memory(preset("flux-lora-24gb"), DeviceFacts(1 * GB, 512 * GB)).config  # everything at its least
+    assert next_smaller_plan(smallest, device, ran_out_above=12 * GB) is None
+    assert next_smaller_plan(load_config(PRESETS / "toy.toml"), device) is None  # the toy network: nothing to plan
+    roomy = preset("sdxl-lora-12gb")  # its 12 GB plan, run on a card that turned out to hold less than it needs
+    plan = next_smaller_plan(roomy, device, ran_out_above=12 * GB)
+    assert plan is not None and plan.fits and plan.changes
+    assert estimate_memory(plan.config, "cuda").total < estimate_memory(roomy, "cuda").total
+    assert "as the out-of-memory showed" in plan.describe()

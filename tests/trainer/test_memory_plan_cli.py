@@ -67,3 +67,37 @@ def test_detects_this_machine_when_no_size_is_given(capsys):
     assert main(["plan", str(PRESETS / "sd15-lora-8gb.toml")]) in (0, 1)
     printed = capsys.readouterr().out
     assert "Detected: " in printed and " of RAM, " in printed and " CPU cores" in printed
+
+
+def test_resume_with_a_plan_refuses_a_bad_change_by_name_and_changes_nothing(tmp_path, capsys):
+    """``kamaal-train resume RUN --set …`` (what an out-of-memory prints) validates before it writes."""
+    from tests.trainer.helpers import toy_config
+    from trainer.cli import main
+    from trainer.runfolder import RunFolder
+
+    run = RunFolder.create(toy_config(), tmp_path / "run")
+    before = run.config_path.read_text(encoding="utf-8")
+    assert main(["resume", str(run.root), "--set", "training.batch_size=0"]) == 2
+    assert "training.batch_size" in capsys.readouterr().err
+    assert run.config_path.read_text(encoding="utf-8") == before
+    assert not list(run.root.glob("config-until-*"))
+
+
+def test_a_run_folder_a_trainer_holds_keeps_its_config(tmp_path):
+    """Changing the config of a run that trains would leave its snapshot lying about what it runs."""
+    import pytest
+
+    from tests.trainer.helpers import toy_config
+    from trainer.runfolder import RunFolder
+    from trainer.runlock import RunFolderBusy, lock_run_folder
+
+    run = RunFolder.create(toy_config(), tmp_path / "run")
+    before = run.config_path.read_text(encoding="utf-8")
+    held = lock_run_folder(run.root)  # as the running trainer holds it
+    try:
+        with pytest.raises(RunFolderBusy, match=str(run.root)):
+            run.change_config(["training.batch_size=8"], 0)
+    finally:
+        held.release()
+    assert run.config_path.read_text(encoding="utf-8") == before and not list(run.root.glob("config-until-*"))
+    assert run.change_config(["training.batch_size=8"], 0).training.batch_size == 8  # free again: it changes

@@ -253,7 +253,19 @@ class BucketBatches:
     def state(self) -> dict[str, Any]:
         return {"rng": self.generator.get_state(), "batches": [list(b) for b in self.batches], "cursor": self.cursor}
 
+    def position(self) -> dict[str, Any]:
+        """The state, without copying the epoch's batches (never changed in place, only replaced): cheap enough
+        to take before every step, so a failed step can be rewound (:meth:`load`)."""
+        return {"rng": self.generator.get_state(), "batches": self.batches, "cursor": self.cursor}
+
     def load(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``.  Batches saved larger than this stream's (a resume with a smaller memory plan:
+        the batch split into accumulated micro-batches) are split, so the rest of the epoch sees the same images in
+        the same order, ``batch_size`` at a time."""
         self.generator.set_state(state["rng"])
         self.batches = [list(b) for b in state["batches"]]
         self.cursor = int(state["cursor"])
+        if any(len(batch) > self.batch_size for batch in self.batches[self.cursor:]):
+            self.batches = [batch[i:i + self.batch_size] for batch in self.batches[self.cursor:]
+                            for i in range(0, len(batch), self.batch_size)]
+            self.cursor = 0

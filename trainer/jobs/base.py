@@ -48,6 +48,17 @@ class TrainingJob(ABC):
     def train_step(self, step: int) -> StepResult:
         """Do optimizer step number ``step`` (0-based)."""
 
+    def undo_failed_step(self) -> bool:
+        """After a step that failed part-way (out of memory): drop its gradients and rewind what it drew (random
+        streams, the data order), so that the state is the one after the last completed step.  False when that
+        cannot be promised (the failure came while the weights or the optimizer were being updated, or the job
+        does not support it): then nothing of the current state may be saved."""
+        return False
+
+    def image_count(self) -> int:
+        """How many distinct images the run trains on (the memory plan counts its caches by it); 0: unknown."""
+        return 0
+
     @abstractmethod
     def current_lr(self) -> float:
         """Learning rate of the next step."""

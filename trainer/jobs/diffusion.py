@@ -595,6 +595,7 @@ class DiffusionJob(TrainingJob):
 
     def train_step(self, step: int) -> StepResult:
         cfg = self.config
+        self._before_step, self._updating = self._draw_position(), False  # for undo_failed_step
         for module in self._trained_modules():
             if not module.training:  # train() walks every submodule: only after evaluation or sampling set eval()
                 module.train()
@@ -608,6 +609,7 @@ class DiffusionJob(TrainingJob):
                     loss = loss + cfg.dreambooth.prior_loss_weight * self._prior_loss(batch)
                 self.accelerator.backward(loss)
                 if self.accelerator.sync_gradients:
+                    self._updating = True  # from here on a failure may leave the weights half-updated
                     if cfg.training.max_grad_norm:
                         self.accelerator.clip_grad_norm_(self.trained_parameters, cfg.training.max_grad_norm)
                     self.optimizer.step()
@@ -615,10 +617,38 @@ class DiffusionJob(TrainingJob):
                     self.optimizer.zero_grad(set_to_none=True)
                     if self.ema is not None:
                         self.ema.update()
+                    self._updating = False
             # Summed on the device in float64 (the same sums Python's floats did): reading the loss waits for the
             # GPU, so the worker reads it only on the steps it logs.
             total = total + loss.detach().double()
         return StepResult(loss=self.dist.mean(total / cfg.training.gradient_accumulation_steps))
+
+    def _draw_position(self) -> dict[str, Any]:
+        """Everything a step draws from (random streams, data order): cheap references and small states."""
+        return {"torch_rng": torch.get_rng_state(), "noise_rng": self.noise_generator.get_state(),
+                "pixel_draws": self.pixel_draws, "batches": self.batches.position(),
+                "class_batches": [stream.position() for _, (_, stream) in sorted(self.class_streams.items())]}
+
+    def undo_failed_step(self) -> bool:
+        """A step that failed before its optimizer update changed no weight, optimizer, scheduler, EMA or scaler
+        state: dropping its gradients and rewinding its draws leaves exactly the state after the step before."""
+        before = getattr(self, "_before_step", None)
+        if before is None or self._updating or self.dist.world_size > 1:
+            return False
+        for parameter in self.trained_parameters:  # not optimizer.zero_grad(): accelerate skips it mid-accumulation
+            parameter.grad = None
+        torch.set_rng_state(before["torch_rng"])
+        self.noise_generator.set_state(before["noise_rng"])
+        self.pixel_draws = before["pixel_draws"]
+        self.batches.load(before["batches"])
+        for (_, stream), position in zip((v for _, v in sorted(self.class_streams.items())), before["class_batches"],
+                                         strict=True):
+            stream.load(position)
+        self._before_step = None
+        return True
+
+    def image_count(self) -> int:
+        return len({example.image for example in [*self.examples, *self.class_examples]})
 
     def _prior_loss(self, batch: list[int]) -> torch.Tensor | float:
         """The class term for one instance batch: each concept in it is paired with a batch of its own

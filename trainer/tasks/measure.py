@@ -18,7 +18,8 @@ from pathlib import Path
 from trainer.config import config_from_dict
 from trainer.errors import InputError
 from trainer.families import is_toy
-from trainer.protocol import Command, Event, Failed, Progress, Started, Stop
+from trainer.model_sizes import count_parameters
+from trainer.protocol import Command, Event, Failed, OutOfMemory, Progress, Started, Stop
 from trainer.runfolder import RunFolder
 from trainer.tasks.runner import TaskCancelled, TaskContext
 
@@ -56,60 +57,6 @@ def device_info(args: dict, context: TaskContext) -> dict:
     return result
 
 
-# Key prefixes of the original (single-file) checkpoint layout, by component.
-SINGLE_FILE_PREFIXES = (("model.diffusion_model.", "unet"), ("first_stage_model.", "vae"),
-                        ("cond_stage_model.", "text_encoder"), ("conditioner.embedders.0.", "text_encoder"),
-                        ("conditioner.embedders.1.", "text_encoder_2"),
-                        # SD 3.5 (Stability's files): its three encoders under text_encoders.
-                        ("text_encoders.clip_l.", "text_encoder"), ("text_encoders.clip_g.", "text_encoder_2"),
-                        ("text_encoders.t5xxl.", "text_encoder_3"))
-
-
-def count_parameters(model: Path) -> dict[str, int]:
-    """Parameters per component, read from safetensors headers only (nothing is loaded); {} when unknown."""
-    from safetensors import safe_open
-
-    def count(path: Path, split: bool) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                numel = math.prod(handle.get_slice(key).get_shape())
-                component = next((name for prefix, name in SINGLE_FILE_PREFIXES if key.startswith(prefix)),
-                                 "") if split else path.parent.name
-                totals[component] = totals.get(component, 0) + numel
-        return totals
-
-    try:
-        if model.is_file() and model.suffix == ".safetensors":
-            return _single_file_components(model, count(model, split=True))
-        totals: dict[str, int] = {}
-        # Every component folder (unet or transformer, text_encoder … text_encoder_3, vae), whatever the family.
-        for folder in sorted(p for p in model.iterdir() if p.is_dir()):
-            for path in sorted(folder.glob("*.safetensors")):
-                for name, numel in count(path, split=False).items():
-                    totals[name] = totals.get(name, 0) + numel
-        return totals
-    except (OSError, ValueError):
-        return {}
-
-
-def _single_file_components(model: Path, totals: dict[str, int]) -> dict[str, int]:
-    """A single file's counts under its family's names: the denoiser's weights (``model.diffusion_model.``, or
-    every key of a transformer-only file such as Flux's) under ``transformer`` where the family says so."""
-    from trainer.errors import InputError
-    from trainer.families import family
-    from trainer.models import inspect_model
-
-    other = totals.pop("", 0)
-    try:
-        denoiser = family(inspect_model(model).architecture).denoiser
-    except InputError:
-        return totals
-    if denoiser != "unet":
-        totals[denoiser] = totals.pop("unet", 0) + other
-    return totals
-
-
 class _StopAfter:
     """The command source of a measuring run: ``Stop(save=False)`` once ``steps`` steps are done or on cancel."""
 
@@ -143,6 +90,8 @@ class _Readings:
             self.context.progress(event.step, self.stopper.steps, f"step {event.step} of {self.stopper.steps}")
         elif isinstance(event, Failed):
             self.failure = event
+        elif isinstance(event, OutOfMemory):  # this plan does not fit: a measurement of it failed
+            self.failure = Failed("error", f"Out of memory in step {event.step}: {event.message}")
         elif isinstance(event, Started):
             self.device = event.device
 
