@@ -23,8 +23,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("bench_training", "bench_messaging", "bench_gui_start", "bench_dataset_rows", "bench_dataset_panel",
-           "bench_gui_stall", "bench_memory", "bench_gpu", "bench_threads")
+BENCHES = ("bench_training", "bench_training_mid", "bench_messaging", "bench_gui_start", "bench_dataset_rows",
+           "bench_dataset_panel", "bench_gui_stall", "bench_memory", "bench_gpu", "bench_threads")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 COLUMNS = ("name", "kamaal", "reference", "ratio", "note")
 
