@@ -116,3 +116,31 @@ def test_with_gradient_accumulation_the_logged_loss_is_the_mean_of_the_micro_bat
     assert len(micro) == 6  # two per step (the held-out evaluation does not go through _batch_loss)
     logged = [e.loss for e in rec.of(Progress) if e.step > 0]
     assert logged == [(micro[0] + micro[1]) / 2, (micro[2] + micro[3]) / 2, (micro[4] + micro[5]) / 2]
+
+
+def test_torch_compile_trains_what_the_plain_forward_trains(tmp_path, tiny_sd15, shapes_dataset, monkeypatch):
+    """training.torch_compile sends the training forward through torch.compile (dynamo traces it; here with its
+    ``eager`` backend, which runs the captured graphs as they are: inductor's code generation takes minutes on the
+    CPU), while evaluation and previews call the plain UNet: the same losses and the same exported weights."""
+    compile_ = torch.compile
+    graphs: list[int] = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(len(graph.graph.nodes))
+        return graph.forward
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compile_(model, backend=counting_backend))
+    losses, weights = {}, {}
+    for name, compiled in (("plain", False), ("compiled", True)):
+        torch._dynamo.reset()
+        config = diffusion_config(tiny_sd15, shapes_dataset, training={"steps": 3, "eval_every": 3,
+                                                                       "torch_compile": compiled})
+        code, rec = run_in_process(config, tmp_path / name)
+        assert code == EXIT_OK, rec.of(Failed)
+        assert bool(graphs) == compiled  # the plain run compiled nothing, the compiled one its forward
+        losses[name] = [(e.loss, e.heldout_loss) for e in rec.of(Progress) if e.step > 0]
+        weights[name] = load_file(rec.of(Finished)[0].outputs[0])
+    torch._dynamo.reset()
+    assert losses["compiled"] == losses["plain"]  # the eager backend runs the same kernels
+    assert weights["compiled"].keys() == weights["plain"].keys()  # no "_orig_mod." in the exported names
+    assert all(torch.equal(weights["compiled"][key], weights["plain"][key]) for key in weights["plain"])

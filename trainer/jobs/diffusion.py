@@ -118,6 +118,10 @@ class DiffusionJob(TrainingJob):
         self.trained_text_encoders = ([e if e is None else self.accelerator.prepare(e) for e in encoders]
                                       if self.text_in_graph else list(encoders))
         self._swap_blocks()  # after prepare(), which would move every weight to the GPU
+        if cfg.training.torch_compile:
+            # Only the training forward: evaluation and previews call the plain module (other shapes, no grad),
+            # so they never wait for a compilation of their own.
+            self.trained_unet = torch.compile(self.trained_unet)
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
         self.report_activity("encoding the evaluation images")
         self._eval_set = self._make_eval_set()
