@@ -7,6 +7,7 @@ cached before step 1 train exactly as latents encoded every step; AdamW's foreac
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -144,3 +145,32 @@ def test_torch_compile_trains_what_the_plain_forward_trains(tmp_path, tiny_sd15,
     assert losses["compiled"] == losses["plain"]  # the eager backend runs the same kernels
     assert weights["compiled"].keys() == weights["plain"].keys()  # no "_orig_mod." in the exported names
     assert all(torch.equal(weights["compiled"][key], weights["plain"][key]) for key in weights["plain"])
+
+
+@pytest.mark.cuda
+def test_on_cuda_the_latent_cache_is_pinned_and_trains_as_latents_encoded_each_step(tmp_path, tiny_sd15,
+                                                                                   shapes_dataset, monkeypatch):
+    """On CUDA the cached latents wait in page-locked memory and reach the GPU with non_blocking copies: the run
+    trains as one that encodes every image each step (within fp32 rounding: some CUDA kernels sum in any order)."""
+    from trainer.jobs.diffusion import DiffusionJob
+
+    monkeypatch.setattr("trainer.models.pick_device", lambda: torch.device("cuda"))
+    original = DiffusionJob._on_host
+    pinned: list[bool] = []
+
+    def watched(self, tensor):
+        kept = original(self, tensor)
+        pinned.append(kept.is_pinned())
+        return kept
+
+    monkeypatch.setattr(DiffusionJob, "_on_host", watched)
+    weights = {}
+    for cache in ("memory", "off"):
+        config = diffusion_config(tiny_sd15, shapes_dataset, dataset={"cache_latents": cache, "cache_text": "on"},
+                                  training={"steps": 6, "eval_every": 6})
+        code, rec = run_in_process(config, tmp_path / cache)
+        assert code == EXIT_OK, rec.of(Failed)
+        weights[cache] = load_file(rec.of(Finished)[0].outputs[0])
+    assert len(pinned) == 6 and all(pinned)  # every image cached once, pinned; the uncached run cached none
+    for key, value in weights["off"].items():
+        torch.testing.assert_close(weights["memory"][key], value, rtol=1e-4, atol=1e-6, msg=key)

@@ -410,12 +410,20 @@ class DiffusionJob(TrainingJob):
             if self.latents_on_disk:
                 self._store_disk_latent(examples[indices[position]], latent, crop, weight)
             elif self.cache_latents:
-                self._latents[(is_class, indices[position])] = (latent.cpu(), crop,
+                self._latents[(is_class, indices[position])] = (self._on_host(latent), crop,
                                                                 None if weight is None else weight.cpu())
         batch = [item for item in items if item is not None]  # every position is filled by now
-        out = [latent.to(self.device) for latent, _, _ in batch]
+        # From the pinned cache the copies overlap with the GPU's work; elsewhere non_blocking changes nothing.
+        out = [latent.to(self.device, non_blocking=True) for latent, _, _ in batch]
         return (torch.stack(out), [crop for _, crop, _ in batch],
                 _batch_weights([weight for _, _, weight in batch], out[0].shape[-2:], self.device))
+
+    def _on_host(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A cached tensor in the computer's memory: page-locked when training on CUDA, so that its copy to the GPU
+        at each step is asynchronous (``non_blocking``) instead of staged through pageable memory.  Cached tensors
+        are never written again, so no copy can see a half-changed one."""
+        tensor = tensor.cpu()
+        return tensor.pin_memory() if self.device_type == "cuda" else tensor
 
     @torch.no_grad()
     def _cache_latents_up_front(self) -> None:
