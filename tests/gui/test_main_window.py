@@ -67,6 +67,29 @@ def test_pages_other_than_the_first_are_built_when_first_shown(make_window, qtbo
     assert window.merge_panel.prompts.toPlainText() == "a blue square"  # and it follows them once built
 
 
+def test_the_live_preview_plots_come_after_the_first_frame_and_show_what_arrived_before(make_window, qtbot):
+    """pyqtgraph's curves and heatmaps are built right after the window's first frame (not before it): progress
+    that reached the run model meanwhile is on the curves once they exist; code asking for them builds them."""
+    from desktop_app.preview.loss_plot import positive
+    from trainer.protocol import Progress
+
+    window = make_window(preset="toy")
+    qtbot.addWidget(window)
+    preview = window.preview_panel
+    assert not preview.loss_frame.is_built() and not preview.weights_frame.is_built()
+    for step in (1, 2, 3):
+        window.session.progress.emit(Progress(step=step, total_steps=10, loss=1.0 / step, lr=1e-3, it_per_s=5.0,
+                                              eta_s=1.0, elapsed_s=0.1, memory_bytes=0, memory_kind="rss"))
+    window.show()
+    qtbot.waitUntil(lambda: preview.loss_frame.is_built() and preview.weights_frame.is_built(), timeout=3000)
+    assert list(preview.loss_plot.raw_curve.getData()[0]) == [1, 2, 3]  # drawn from the model as built
+    assert preview.loss_plot.isVisible() and preview.weights_view.isVisible()  # the toy run shows its heatmaps
+    unshown = make_window(preset="toy")
+    qtbot.addWidget(unshown)
+    x, _ = positive(unshown.preview_panel.loss_plot.model.curves.train)
+    assert unshown.preview_panel.loss_frame.is_built() and len(x) == 0  # asked for before any frame: built now
+
+
 WINDOW_MODULES = r"""
 import json, os, sys
 from PySide6.QtWidgets import QApplication
