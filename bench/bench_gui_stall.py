@@ -23,6 +23,7 @@ stalls.  Not a test: compare with the idle row measured beside it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -138,14 +139,20 @@ def prepare_sd(folder: Path) -> list[str]:
     return sd_overrides(model_dir, draw_shapes(folder / "images"))
 
 
-def measure(runs: tuple[str, ...] = RUNS, profile: bool = False) -> dict[str, dict[str, Any]]:
-    """Each run, then the idle window for as long as that run was watched."""
+def measure(runs: tuple[str, ...] = RUNS, profile: bool = False, load: int = 0) -> dict[str, dict[str, Any]]:
+    """Each run, then the idle window for as long as that run was watched; with ``load``, that many busy-loop
+    processes (``bench_threads.busy_processes``) compete for the CPUs during both, started afresh for each."""
+    from bench.bench_threads import busy_processes
+
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kamaal-bench-stall-model-") as tmp:
         for run in runs:
             overrides = TOY if run == "toy" else prepare_sd(Path(tmp))
-            results[run] = measure_in_child(run, overrides, profile=profile)
-            results[f"idle-{run}"] = measure_in_child("idle", [], seconds=results[run]["seconds"], profile=profile)
+            with busy_processes(load, 900) if load else contextlib.nullcontext():
+                results[run] = measure_in_child(run, overrides, profile=profile)
+            with busy_processes(load, 900) if load else contextlib.nullcontext():
+                results[f"idle-{run}"] = measure_in_child("idle", [], seconds=results[run]["seconds"],
+                                                          profile=profile)
     return results
 
 
@@ -154,12 +161,19 @@ def _describe(r: dict[str, Any]) -> str:
 
 
 def rows(runs: tuple[str, ...] = RUNS) -> list[dict[str, str]]:
+    """Each run as it is, then the toy run again with one busy-loop process per CPU competing (issue 23 asks for
+    the stalls idle and under load)."""
+    load = os.cpu_count() or 1
     results = measure(runs)
+    loaded = {f"{name}-load": r for name, r in measure(("toy",), load=load).items()} if "toy" in runs else {}
+    results.update(loaded)
     out = []
-    for run in runs:
+    for run in (*runs, *(["toy-load"] if loaded else [])):
         r, idle = results[run], results[f"idle-{run}"]
-        what = ("toy run, Progress every step, weights every 10" if run == "toy"
+        what = ("toy run, Progress every step, weights every 10" if run.startswith("toy")
                 else "tiny SD LoRA, Progress every step, 2 samples every 4 steps")
+        if run.endswith("-load"):
+            what += f", +{load} busy-loop processes (the idle window too)"
         streamed = f"{r['progress']} progress, {r['weights']} weights, {r['samples']} samples in {r['seconds']:.0f} s"
         out += [{"name": f"gui stall: max, {what}", "kamaal": f"{r['max_ms']:.0f} ms",
                  "reference": f"{idle['max_ms']:.0f} ms", "ratio": f"{r['max_ms'] / max(idle['max_ms'], 1.0):.2f}",
@@ -179,9 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", choices=RUNS, default=list(RUNS))
     parser.add_argument("--profile", action="store_true", help="print the GUI thread's stacks during stalls")
+    parser.add_argument("--load", type=int, default=0, help="busy-loop processes competing for the CPUs")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    for name, r in measure(tuple(args.runs), args.profile).items():
+    for name, r in measure(tuple(args.runs), args.profile, args.load).items():
         print(f"{name:<9} {_describe(r)}; {r['ticks']} ticks in {r['seconds']} s; {r['progress']} progress, "
               f"{r['weights']} weights, {r['samples']} samples\n          {r['breakdown']}")
     print(f"({time.perf_counter() - started:.0f} s)")

@@ -25,16 +25,17 @@ STEPS, WARMUP, BATCH, RESOLUTION, RANK = 40, 5, 2, 64, 4
 ROUNDS = 3  # reference, caching on, caching off: three times over, interleaved
 
 
-def kamaal_config(model_dir: Path, dataset_dir: Path, caching: bool, steps: int = STEPS) -> Any:
+def kamaal_config(model_dir: Path, dataset_dir: Path, caching: bool, steps: int = STEPS,
+                  resolution: int = RESOLUTION, batch: int = BATCH) -> Any:
     from trainer.config import config_from_dict
 
     return config_from_dict({
         "mode": "lora",
         "model": {"architecture": "sd15", "path": str(model_dir)},
-        "dataset": {"path": str(dataset_dir), "resolution": RESOLUTION, "min_bucket_side": 64,
-                    "max_bucket_side": 128, "cache_latents": "memory" if caching else "off",
+        "dataset": {"path": str(dataset_dir), "resolution": resolution, "min_bucket_side": 64,
+                    "max_bucket_side": 2 * resolution, "cache_latents": "memory" if caching else "off",
                     "cache_text": "on" if caching else "off"},
-        "training": {"steps": steps, "batch_size": BATCH, "learning_rate": 1e-4, "eval_every": steps,
+        "training": {"steps": steps, "batch_size": batch, "learning_rate": 1e-4, "eval_every": steps,
                      "log_every": 1, "seed": 1},
         "lora": {"rank": RANK, "alpha": float(RANK)},
         "sampling": {"prompts": ["a red circle"], "seeds": [7], "inference_steps": 1, "at_start": False},
@@ -50,7 +51,26 @@ class _Recorder:
         self.events.append(event)
 
 
-def kamaal_steps_per_s(config: Any, run_dir: Path) -> float:
+class _StopAfter:
+    """Commands for a timed run that need not finish: ``Stop(save=False)`` once the recorder has seen step
+    ``last``, so a big model's run ends there instead of evaluating, saving, exporting and sampling."""
+
+    def __init__(self, recorder: _Recorder, last: int) -> None:
+        self.recorder, self.last = recorder, last
+
+    def poll(self) -> Any:
+        from trainer.protocol import Progress, Stop
+
+        done = any(isinstance(e, Progress) and e.step >= self.last for e in self.recorder.events)
+        return Stop(save=False) if done else None
+
+    def wait(self, timeout: float) -> Any:
+        return self.poll()
+
+
+def kamaal_steps_per_s(config: Any, run_dir: Path, warmup: int = WARMUP, stop_after: int | None = None) -> float:
+    """Steps/s from the worker's own ``Progress`` times over steps ``warmup + 1 …``: up to the step before the last
+    (whose time may include the held-out evaluation at ``eval_every``), or to ``stop_after``, where it stops."""
     from trainer.protocol import Failed, Progress
     from trainer.runfolder import RunFolder
     from trainer.runlog import NoCommands
@@ -58,13 +78,14 @@ def kamaal_steps_per_s(config: Any, run_dir: Path) -> float:
 
     RunFolder.create(config, run_dir)
     sink = _Recorder()
-    code = run_worker(run_dir, NoCommands(), sink)
+    commands = NoCommands() if stop_after is None else _StopAfter(sink, stop_after)
+    code = run_worker(run_dir, commands, sink)
     failed = [e for e in sink.events if isinstance(e, Failed)]
     if code != 0 or failed:
         raise RuntimeError(f"Kamaal run failed (exit {code}): {failed[:1]}")
     at = {e.step: e.elapsed_s for e in sink.events if isinstance(e, Progress) and e.step > 0}
-    last = max(at) - 1  # the last step's time may include the held-out evaluation at eval_every
-    return (last - WARMUP) / (at[last] - at[WARMUP])
+    last = stop_after if stop_after is not None else max(at) - 1
+    return (last - warmup) / (at[last] - at[warmup])
 
 
 def reference_steps_per_s(model_dir: Path, dataset_dir: Path, steps: int = STEPS) -> float:

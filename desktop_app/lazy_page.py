@@ -3,6 +3,8 @@
 The tab holds a :class:`LazyPage` frame from the start (so the tab bar, the page order and a restored
 page index are right at once); the page itself, and the modules it imports, come when the frame is first
 shown or when code asks for :meth:`LazyPage.page` (a menu command, a test, another page opening it).
+With ``after_first_paint``, a part of the first page that is slow to import (the live preview's pyqtgraph
+plots) comes right after the window's first frame instead, so the window is on screen first.
 GUI thread only.
 """
 
@@ -10,18 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QShowEvent
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtGui import QPaintEvent, QShowEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 
 class LazyPage(QWidget):
     built = Signal(QWidget)  # the page, once, right after it was made
 
-    def __init__(self, factory: Callable[[], QWidget], parent: QWidget | None = None) -> None:
+    def __init__(self, factory: Callable[[], QWidget], parent: QWidget | None = None,
+                 after_first_paint: bool = False) -> None:
         super().__init__(parent)
         self._factory = factory
         self._page: QWidget | None = None
+        self._after_first_paint = after_first_paint
+        self._scheduled = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -45,5 +50,13 @@ class LazyPage(QWidget):
         return self._page
 
     def showEvent(self, event: QShowEvent) -> None:
-        self.page()
+        if not self._after_first_paint:
+            self.page()
         super().showEvent(event)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        """The empty frame was painted with the window's first frame: the page comes in the next turn of the loop."""
+        if self._after_first_paint and self._page is None and not self._scheduled:
+            self._scheduled = True
+            QTimer.singleShot(0, self.page)
+        super().paintEvent(event)

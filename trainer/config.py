@@ -210,6 +210,10 @@ class TrainingConfig(Section):
                                              description="Add up gradients over N batches before each step.")
     gradient_checkpointing: bool = Field(False, json_schema_extra=DIFFUSION_ONLY,
                                          description="Recompute activations to save memory (slower).")
+    torch_compile: bool = Field(
+        False, json_schema_extra=DIFFUSION_ONLY,
+        description="Compile the denoiser's training step with torch.compile: for GPUs (the first step waits "
+                    "minutes while it compiles; previews stay uncompiled). On the CPU no gain was measured.")
     max_grad_norm: float = Field(1.0, ge=0, le=1000, json_schema_extra=DIFFUSION_ONLY,
                                  description="Clip gradients to this norm; 0 = no clipping.")
     min_snr_gamma: float = Field(0.0, ge=0, le=100, json_schema_extra=DIFFUSION_ONLY,

@@ -8,17 +8,22 @@ sample grid, one row per sampling step.  A second tab holds the run's log.  GUI 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter, QStackedWidget, QTabWidget, QVBoxLayout, QWidget
 
-from desktop_app.preview.loss_plot import LossPlot
+from desktop_app.lazy_page import LazyPage
 from desktop_app.preview.notice_banner import NoticeBanner
 from desktop_app.preview.run_model import RunModel
 from desktop_app.preview.sample_grid import SampleGrid
-from desktop_app.preview.weights_view import WeightsView
 from desktop_app.session import SessionState
 from desktop_app.status_bar import activity_text, format_bytes, format_duration, format_speed
 from trainer.families import is_toy
+
+if TYPE_CHECKING:
+    from desktop_app.preview.loss_plot import LossPlot
+    from desktop_app.preview.weights_view import WeightsView
 
 LOG_LINES_KEPT = 5000
 
@@ -31,19 +36,21 @@ class PreviewPanel(QWidget):
         title = QLabel("Live preview")
         title.setProperty("role", "panelTitle")
         self.banner = NoticeBanner(model)
-        self.loss_plot = LossPlot(model)
-        self.weights_view = WeightsView(model)
+        # The curves and the heatmaps are pyqtgraph's (with numpy, about a third of the window's imports): they
+        # come right after the window's first frame, each catching up with the model as it is built.
+        self.loss_frame = LazyPage(self._make_loss_plot, after_first_paint=True)
+        self.weights_frame = LazyPage(self._make_weights_view, after_first_paint=True)
         self.sample_grid = SampleGrid(model.sample_history)
         self.stats = QLabel()
         self.stats.setObjectName("runStats")
         self.stats.setProperty("role", "subtle")
         self.lower = QStackedWidget()
-        self.lower.addWidget(self.weights_view)
+        self.lower.addWidget(self.weights_frame)
         self.lower.addWidget(self.sample_grid)
 
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
-        split.addWidget(self.loss_plot)
+        split.addWidget(self.loss_frame)
         split.addWidget(self.lower)
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 1)
@@ -70,6 +77,26 @@ class PreviewPanel(QWidget):
         model.logAdded.connect(self.log_view.appendPlainText)
         model.statusChanged.connect(self._show_stats)
         self._show_stats()
+
+    def _make_loss_plot(self) -> QWidget:
+        from desktop_app.preview.loss_plot import LossPlot
+
+        return LossPlot(self.model)
+
+    def _make_weights_view(self) -> QWidget:
+        from desktop_app.preview.weights_view import WeightsView
+
+        return WeightsView(self.model)
+
+    @property
+    def loss_plot(self) -> LossPlot:
+        """The curves, built now if the window has not painted yet."""
+        return self.loss_frame.page()  # type: ignore[return-value]
+
+    @property
+    def weights_view(self) -> WeightsView:
+        """The toy network's heatmaps, built now if the window has not painted yet."""
+        return self.weights_frame.page()  # type: ignore[return-value]
 
     def _show_stats(self) -> None:
         """Step, speed, time left and memory of the run, above the curves where the eye already is."""
@@ -99,4 +126,4 @@ class PreviewPanel(QWidget):
         self.stats.setText("  ·  ".join(parts))
     def show_mode(self, mode: str, architecture: str) -> None:
         """Weights for the toy network, samples for Stable Diffusion."""
-        self.lower.setCurrentWidget(self.weights_view if is_toy(architecture) else self.sample_grid)
+        self.lower.setCurrentWidget(self.weights_frame if is_toy(architecture) else self.sample_grid)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from desktop_app.preview.sample_history import SampleHistory, read_sample_history
@@ -40,6 +40,9 @@ from trainer.protocol import (
 )
 from trainer.runfolder import RunFolder
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 @dataclass(frozen=True)
 class Notice:
@@ -55,30 +58,34 @@ class Notice:
 
 
 class Series:
-    """A growing (step, value) series in numpy buffers: appending is amortised O(1), reading is a view."""
+    """A growing (step, value) series: appended to in ``array`` buffers (amortised O(1)), read as numpy arrays.
+
+    numpy is imported only when a view reads the series (the plots, after the window's first frame): it is a
+    good part of the window's start-up imports otherwise.  A read copies (a view into a growing buffer would stop
+    it from growing); the plots read at most a few times a second."""
 
     def __init__(self) -> None:
-        self._x = np.empty(1024, dtype=np.float64)
-        self._y = np.empty(1024, dtype=np.float64)
-        self._n = 0
+        self._x = array("d")
+        self._y = array("d")
 
     def append(self, x: float, y: float) -> None:
-        if self._n == len(self._x):
-            self._x = np.concatenate([self._x, np.empty_like(self._x)])
-            self._y = np.concatenate([self._y, np.empty_like(self._y)])
-        self._x[self._n], self._y[self._n] = x, y
-        self._n += 1
+        self._x.append(x)
+        self._y.append(y)
 
     @property
     def x(self) -> np.ndarray:
-        return self._x[:self._n]
+        import numpy as np
+
+        return np.array(self._x, dtype=np.float64)
 
     @property
     def y(self) -> np.ndarray:
-        return self._y[:self._n]
+        import numpy as np
+
+        return np.array(self._y, dtype=np.float64)
 
     def __len__(self) -> int:
-        return self._n
+        return len(self._x)
 
 
 class Curves:

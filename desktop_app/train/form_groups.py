@@ -66,7 +66,7 @@ GROUPS: tuple[Group, ...] = (
                                        "model.text_encoder_quantization", "model.text_encoder_device",
                                        "training.gradient_accumulation_steps",
                                        "training.gradient_checkpointing", "dataset.cache_latents",
-                                       "dataset.cache_text")),
+                                       "dataset.cache_text", "training.torch_compile")),
     Group("sampling", "Sampling", ("sampling.prompts", "sampling.negative_prompt", "sampling.seeds",
                                    "sampling.every_n_steps", "sampling.at_start", "sampling.inference_steps",
                                    "sampling.guidance_scale", "sampling.sampler", "sampling.width",

@@ -7,6 +7,7 @@ cached before step 1 train exactly as latents encoded every step; AdamW's foreac
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -116,3 +117,60 @@ def test_with_gradient_accumulation_the_logged_loss_is_the_mean_of_the_micro_bat
     assert len(micro) == 6  # two per step (the held-out evaluation does not go through _batch_loss)
     logged = [e.loss for e in rec.of(Progress) if e.step > 0]
     assert logged == [(micro[0] + micro[1]) / 2, (micro[2] + micro[3]) / 2, (micro[4] + micro[5]) / 2]
+
+
+def test_torch_compile_trains_what_the_plain_forward_trains(tmp_path, tiny_sd15, shapes_dataset, monkeypatch):
+    """training.torch_compile sends the training forward through torch.compile (dynamo traces it; here with its
+    ``eager`` backend, which runs the captured graphs as they are: inductor's code generation takes minutes on the
+    CPU), while evaluation and previews call the plain UNet: the same losses and the same exported weights."""
+    compile_ = torch.compile
+    graphs: list[int] = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(len(graph.graph.nodes))
+        return graph.forward
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compile_(model, backend=counting_backend))
+    losses, weights = {}, {}
+    for name, compiled in (("plain", False), ("compiled", True)):
+        torch._dynamo.reset()
+        config = diffusion_config(tiny_sd15, shapes_dataset, training={"steps": 3, "eval_every": 3,
+                                                                       "torch_compile": compiled})
+        code, rec = run_in_process(config, tmp_path / name)
+        assert code == EXIT_OK, rec.of(Failed)
+        assert bool(graphs) == compiled  # the plain run compiled nothing, the compiled one its forward
+        losses[name] = [(e.loss, e.heldout_loss) for e in rec.of(Progress) if e.step > 0]
+        weights[name] = load_file(rec.of(Finished)[0].outputs[0])
+    torch._dynamo.reset()
+    assert losses["compiled"] == losses["plain"]  # the eager backend runs the same kernels
+    assert weights["compiled"].keys() == weights["plain"].keys()  # no "_orig_mod." in the exported names
+    assert all(torch.equal(weights["compiled"][key], weights["plain"][key]) for key in weights["plain"])
+
+
+@pytest.mark.cuda
+def test_on_cuda_the_latent_cache_is_pinned_and_trains_as_latents_encoded_each_step(tmp_path, tiny_sd15,
+                                                                                   shapes_dataset, monkeypatch):
+    """On CUDA the cached latents wait in page-locked memory and reach the GPU with non_blocking copies: the run
+    trains as one that encodes every image each step (within fp32 rounding: some CUDA kernels sum in any order)."""
+    from trainer.jobs.diffusion import EncodedImage
+
+    monkeypatch.setattr("trainer.models.pick_device", lambda: torch.device("cuda"))
+    original = EncodedImage.on_host
+    pinned: list[bool] = []
+
+    def watched(self, pinned_memory=False):
+        kept = original(self, pinned_memory)
+        pinned.append(kept.latent.is_pinned())
+        return kept
+
+    monkeypatch.setattr(EncodedImage, "on_host", watched)
+    weights = {}
+    for cache in ("memory", "off"):
+        config = diffusion_config(tiny_sd15, shapes_dataset, dataset={"cache_latents": cache, "cache_text": "on"},
+                                  training={"steps": 6, "eval_every": 6})
+        code, rec = run_in_process(config, tmp_path / cache)
+        assert code == EXIT_OK, rec.of(Failed)
+        weights[cache] = load_file(rec.of(Finished)[0].outputs[0])
+    assert len(pinned) == 6 and all(pinned)  # every image cached once, pinned; the uncached run cached none
+    for key, value in weights["off"].items():
+        torch.testing.assert_close(weights["memory"][key], value, rtol=1e-4, atol=1e-6, msg=key)

@@ -53,8 +53,17 @@ class EncodedImage(NamedTuple):
     controls: tuple[torch.Tensor, ...] = ()
 
     def cpu(self) -> EncodedImage:
-        return EncodedImage(self.latent.cpu(), self.crop, None if self.weight is None else self.weight.cpu(),
-                            tuple(control.cpu() for control in self.controls))
+        return self.on_host()
+
+    def on_host(self, pinned: bool = False) -> EncodedImage:
+        """In the computer's memory; with ``pinned`` (training on CUDA) page-locked, so that each step's copy to the
+        GPU is asynchronous (``non_blocking``) instead of staged through pageable memory.  Cached tensors are never
+        written again, so no copy can see a half-changed one."""
+        def host(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.cpu().pin_memory() if pinned else tensor.cpu()
+
+        return EncodedImage(host(self.latent), self.crop, None if self.weight is None else self.weight.cpu(),
+                            tuple(host(control) for control in self.controls))
 
 
 class DiffusionJob(TrainingJob):
@@ -135,6 +144,10 @@ class DiffusionJob(TrainingJob):
         self.trained_text_encoders = ([e if e is None else self.accelerator.prepare(e) for e in encoders]
                                       if self.text_in_graph else list(encoders))
         self._swap_blocks()  # after prepare(), which would move every weight to the GPU
+        if cfg.training.torch_compile:
+            # Only the training forward: evaluation and previews call the plain module (other shapes, no grad),
+            # so they never wait for a compilation of their own.
+            self.trained_unet = torch.compile(self.trained_unet)
         self.noise_generator = torch.Generator().manual_seed(cfg.training.seed + 1)
         self.report_activity("encoding the evaluation images")
         self._eval_set = self._make_eval_set()
@@ -425,13 +438,15 @@ class DiffusionJob(TrainingJob):
             if self.latents_on_disk:
                 self._store_disk_latent(examples[indices[position]], fresh[source])
             elif self.cache_latents:
-                self._latents[(is_class, indices[position])] = fresh[source].cpu()
+                self._latents[(is_class, indices[position])] = fresh[source].on_host(pinned=self.device_type == "cuda")
         batch = [item for item in items if item is not None]  # every position is filled by now
-        out = [item.latent.to(self.device) for item in batch]
-        controls = tuple(torch.stack([item.controls[reference] for item in batch]).to(self.device)
+        # From the pinned cache the copies overlap with the GPU's work; elsewhere non_blocking changes nothing.
+        out = [item.latent.to(self.device, non_blocking=True) for item in batch]
+        controls = tuple(torch.stack([item.controls[reference] for item in batch]).to(self.device, non_blocking=True)
                          for reference in range(len(batch[0].controls)))
         return (torch.stack(out), [item.crop for item in batch],
                 _batch_weights([item.weight for item in batch], out[0].shape[-2:], self.device), controls)
+
 
     @torch.no_grad()
     def _cache_latents_up_front(self) -> None:
