@@ -3,7 +3,7 @@ the parameter count ``r·(d_in + d_out)`` against ``d_in·d_out`` for the toy an
 
 The adapter's B and A are fixed random matrices standing in for a trained adapter (so the scale slider has
 something to scale; a freshly initialised LoRA has B = 0 and changes nothing).  The real layers and the
-whole-model counts come from the registry (:mod:`trainer.example_layers`).  GUI thread only.
+whole-model counts come from the registry (:mod:`trainer.families.example_layers`).  GUI thread only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QTableWidget, QT
 from desktop_app.learn.i18n import marked, tr
 from desktop_app.learn.toy_math import ToyWeights, forward, lora_pair, lora_parameters, lora_weight
 from desktop_app.learn.widgets import FloatSlider
-from trainer.example_layers import EXAMPLE_LAYERS
+from trainer.families.example_layers import EXAMPLE_LAYERS
 
 LAYER = "hidden_layer"
 ALPHA = 4.0

@@ -21,9 +21,10 @@ def test_every_family_module_is_registered_and_the_config_offers_exactly_them():
     import importlib
 
     modules = {p.stem for p in (HERE.parents[1] / "trainer" / "families").glob("*.py")} - {"__init__", "base"}
-    # A module without a FAMILY holds facts its variants share (flux2: Flux.2's, for klein); every other is one.
+    # A module without a FAMILY holds facts about families (flux2: Flux.2's, shared by klein and dev;
+    # example_layers: the Learn page's real layers); every other is one family.
     shared = {m for m in modules if not hasattr(importlib.import_module(f"trainer.families.{m}"), "FAMILY")}
-    assert shared == {"flux2"}
+    assert shared == {"flux2", "example_layers"}
     assert modules - shared == set(families.NAMES)
     assert typing.get_args(Architecture) == families.NAMES
     assert {(name, mode) for name, f in families.FAMILIES.items() for mode in f.modes} == set(JOBS)

@@ -9,7 +9,7 @@ import pytest
 
 from desktop_app import paths
 from desktop_app.learn.toy_math import ToyWeights, forward, lora_parameters, sigmoid
-from trainer.example_layers import EXAMPLE_LAYERS
+from trainer.families.example_layers import EXAMPLE_LAYERS
 
 PRETRAINED = paths.resources_dir() / "models" / "toy-pretrained.safetensors"
 
