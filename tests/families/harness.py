@@ -10,9 +10,9 @@ from it, as ``tests/trainer/test_cli.py`` pretends an interruption: the resumed 
 and losses of the uninterrupted one.
 
 A new family joins with its tiny model (``tiny_models[arch]``, nothing to add) and, in its own test file, a
-module-scoped fixture that calls ``train_lora`` with its config (``lora_config``: the usual 30 steps, the checkpoint
-to resume from, a dataset of captions of different lengths cached on disk where the family caches text); its tests
-then read that run (see ``docs/architecture.md`` ▸ Tests ▸ family-test harness).
+module-scoped ``lora_run`` fixture that calls ``train`` with its config (``lora_config``: the usual 30 steps, the
+checkpoint to resume from; ``varied_captions`` with ``dataset.cache_text = "disk"`` where the family caches text); its
+tests then read that run (``docs/architecture.md`` ▸ The family tests' harness).
 """
 
 from __future__ import annotations

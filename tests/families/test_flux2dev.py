@@ -126,11 +126,12 @@ def test_dev_lora_learns_and_both_its_files_reproduce_the_trained_adapter(lora_r
     final = rec.of(Sample)[-1]
     assert final.step == 30
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
-    assert np.abs(draw(pipeline(tiny_dev), final.prompts[0], final.seeds[0]) - trained).max() > 10
+    pipe = pipeline(tiny_dev)
+    assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() > 10
     for lora_file in (diffusers_file, kohya_file):
-        pipe = pipeline(tiny_dev)
         pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
         assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2, lora_file.name
+        pipe.unload_lora_weights()  # the base model again for the next file
 
 
 @pytest.mark.slow

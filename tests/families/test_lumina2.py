@@ -105,7 +105,7 @@ def test_lumina2_lora_learns_and_both_files_reproduce_the_trained_adapter(lora_r
 
     rec = lora_run.recorder
     curve = [row["heldout_loss"] for row in RunFolder(lora_run.root).read_metrics() if "heldout_loss" in row]
-    # Measured (seed 1, 30 steps): 1.35 → 1.12 (0.83×).
+    # Measured (seed 1, 30 steps, captions of three lengths): 1.34 → 1.12 (0.83×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)

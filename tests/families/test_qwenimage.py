@@ -89,7 +89,7 @@ def lora_run(tmp_path_factory, tiny_qwen, varied_captions) -> TrainedRun:
 def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(lora_run, tiny_qwen):
     rec = lora_run.recorder
     curve = [row["heldout_loss"] for row in RunFolder(lora_run.root).read_metrics() if "heldout_loss" in row]
-    # Measured (seed 1, 30 steps): 1.44 → 1.21 (0.84×).
+    # Measured (seed 1, 30 steps, captions of three lengths): 1.44 → 1.22 (0.85×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
@@ -107,7 +107,7 @@ def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(lora_
     assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
     # RUN_NAME.safetensors, musubi-tuner's names (lora_unet_transformer_blocks_0_attn_to_q), through diffusers' reader
     assert kohya_file.name == "tiny.safetensors" and all(k.startswith("lora_unet_") for k in load_file(kohya_file))
-    pipe = pipeline(tiny_qwen)
+    pipe.unload_lora_weights()  # the base model again: no second load of the pipeline
     pipe.load_lora_weights(str(kohya_file.parent), weight_name=kohya_file.name)
     assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
