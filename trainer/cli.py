@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import queue
 import shlex
 import signal
@@ -45,6 +46,28 @@ from trainer.protocol import (
 from trainer.runfolder import RunFolder
 
 
+def detach_stdout() -> None:
+    """The reader of stdout has gone (``kamaal-train … | head``): point stdout at the null device, so that later
+    prints and the interpreter's last flush write nowhere instead of raising BrokenPipeError again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): replace the object
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # open for the rest of the process
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
+def _print_out(text: str, flush: bool = False) -> None:
+    """A line on stdout for whoever reads it; a reader that has gone stops nothing (the run goes on and ends as
+    it would have: its outputs and log.txt are what count, not the lines a ``| head`` did not want)."""
+    try:
+        print(text, flush=flush)
+    except BrokenPipeError:
+        detach_stdout()
+
+
 class TerminalEvents:
     """Shows worker events in a terminal: a tqdm bar for progress, lines for the rest."""
 
@@ -59,7 +82,7 @@ class TerminalEvents:
         from tqdm import tqdm
 
         if isinstance(event, Started):
-            print(f"Run folder: {event.run_dir}", flush=True)
+            _print_out(f"Run folder: {event.run_dir}", flush=True)
             self._mode = event.mode
             self._bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True,
                              desc=event.mode, file=sys.stderr)
@@ -96,12 +119,12 @@ class TerminalEvents:
         elif isinstance(event, Finished):
             self.finished = event
             self._close()
-            print(f"{'Stopped' if event.stopped else 'Finished'} at step {event.step}.")
+            _print_out(f"{'Stopped' if event.stopped else 'Finished'} at step {event.step}.")
             for path in event.outputs:
-                print(f"Output: {path}")
+                _print_out(f"Output: {path}")
             for warning in event.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
-            print(f"Run folder: {event.run_dir}", flush=True)
+            _print_out(f"Run folder: {event.run_dir}", flush=True)
 
     def _write(self, text: str) -> None:
         if self._bar is not None:
@@ -338,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; output cut short by its reader (``kamaal-train … | head``) ends it quietly with exit 1,
+    as Python itself exits on a broken pipe, instead of a traceback or an "error: [Errno 32] Broken pipe"."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not in the interpreter's last flush, where the error could not be caught
+    except BrokenPipeError:
+        detach_stdout()
+        return EXIT_ERROR
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["dataset"]:  # its own parser, help included (argparse's REMAINDER would swallow --help)
         from trainer.dataset.cli import dataset_main
@@ -349,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BAD_INPUT_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        raise  # main's to handle: not a problem to report
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT if is_disk_full(exc) else EXIT_ERROR  # a full disk is the user's to fix

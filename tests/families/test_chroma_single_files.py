@@ -25,15 +25,15 @@ COMPONENTS = ("transformer", "text_encoder", "vae")
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def comfy(tmp_path_factory, tiny_models):
     """A tiny Chroma as ComfyUI keeps it (the transformer with ComfyUI's prefix, T5 without the tied embedding's
     copy, the VAE in the original autoencoder's keys); the pipeline it came from; its config folder."""
     from trainer.models.chroma_single import pipeline_to_original
     from trainer.models.original_layout import vae_to_original
-    from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
+    from trainer.models.tiny import write_tiny_config_dir
 
     root = tmp_path_factory.mktemp("comfy-chroma")
-    model = build_tiny_model(root / "tiny-chroma", "chroma", seed=0)
+    model = tiny_models["chroma"]
     pipe = load_model(model).pipeline
     models = root / "models"
     for folder in ("diffusion_models", "text_encoders", "vae"):

@@ -19,10 +19,8 @@ ARCH = "ernieimage"
 
 
 @pytest.fixture(scope="module")
-def tiny_ernie(tmp_path_factory) -> Path:
-    from trainer.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("ernie") / "tiny-ernie", ARCH, seed=0)
+def tiny_ernie(tiny_models) -> Path:
+    return tiny_models[ARCH]
 
 
 def pipeline(model_dir: Path):

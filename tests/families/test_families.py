@@ -56,14 +56,14 @@ def test_a_familys_shipped_configs_are_what_it_declares(name):
 
 
 @pytest.mark.parametrize("name", families.TINY_FAMILIES)
-def test_every_familys_tiny_model_is_built_from_what_it_declares(name, tmp_path):
+def test_every_familys_tiny_model_is_built_from_what_it_declares(name, tiny_models):
     """The tiny model is a real folder of the family's pipeline: the registry's component names, classes and
-    detection agree with it (what the loader, the trainer and the exports rely on)."""
+    detection agree with it (what the loader, the trainer and the exports rely on).  The folder is the session's
+    (``build_tiny_model(…, seed=0)``, shared with the other family tests)."""
     from trainer.models import inspect_model
-    from trainer.models.tiny import build_tiny_model
 
     family = families.family(name)
-    folder = build_tiny_model(tmp_path / name, name, seed=0)
+    folder = tiny_models[name]
     index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     assert index["_class_name"] == family.pipeline_class
     assert index[family.denoiser][1] == (family.tiny["denoiser"][0] if "denoiser" in family.tiny

@@ -20,7 +20,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.diffusion.conftest import diffusion_config
+from tests.families.harness import TrainedRun, assert_resume_equals_uninterrupted, lora_config, train
 from tests.trainer.helpers import run_in_process
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
@@ -29,10 +30,8 @@ ARCH = "flux2dev"
 
 
 @pytest.fixture(scope="module")
-def tiny_dev(tmp_path_factory) -> Path:
-    from trainer.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("dev") / "tiny-dev", ARCH, seed=0)
+def tiny_dev(tiny_models) -> Path:
+    return tiny_models[ARCH]
 
 
 def pipeline(model_dir: Path):
@@ -97,15 +96,21 @@ def test_the_engine_encodes_latents_and_prompts_and_predicts_as_the_pipeline_doe
     assert not torch.allclose(at_one, at_four)
 
 
-@pytest.mark.slow
-def test_dev_lora_learns_and_both_its_files_reproduce_the_trained_adapter(tmp_path, tiny_dev, shapes_dataset):
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_dev, shapes_dataset) -> TrainedRun:
+    """The LoRA run the tests below read: the captions' Mistral embeddings cached on disk."""
     targets = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
                "to_qkv_mlp_proj"]
-    config = diffusion_config(tiny_dev, shapes_dataset, ARCH, training={"learning_rate": 2e-2},
-                              lora={"rank": 4, "alpha": 8.0, "target_modules": targets})
-    code, rec = run_in_process(config, tmp_path / "run")
-    assert code == EXIT_OK, rec.of(Failed)
-    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
+    config = lora_config(tiny_dev, shapes_dataset, ARCH, training={"learning_rate": 2e-2},
+                         lora={"rank": 4, "alpha": 8.0, "target_modules": targets},
+                         dataset={"cache_text": "disk"})
+    return train(config, tmp_path_factory.mktemp("lora") / "run")
+
+
+@pytest.mark.slow
+def test_dev_lora_learns_and_both_its_files_reproduce_the_trained_adapter(lora_run, tiny_dev):
+    rec = lora_run.recorder
+    curve = [row["heldout_loss"] for row in RunFolder(lora_run.root).read_metrics() if "heldout_loss" in row]
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     kohya_file, diffusers_file = (Path(p) for p in rec.of(Finished)[0].outputs)
@@ -121,23 +126,19 @@ def test_dev_lora_learns_and_both_its_files_reproduce_the_trained_adapter(tmp_pa
     final = rec.of(Sample)[-1]
     assert final.step == 30
     trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
-    assert np.abs(draw(pipeline(tiny_dev), final.prompts[0], final.seeds[0]) - trained).max() > 10
+    pipe = pipeline(tiny_dev)
+    assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() > 10
     for lora_file in (diffusers_file, kohya_file):
-        pipe = pipeline(tiny_dev)
         pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
         assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2, lora_file.name
+        pipe.unload_lora_weights()  # the base model again for the next file
 
 
 @pytest.mark.slow
-def test_dev_resume_equals_uninterrupted(tmp_path, tiny_dev, shapes_dataset):
+def test_dev_resume_equals_uninterrupted(tmp_path, lora_run):
     """Captions' Mistral embeddings cached on disk: the resumed run reads them back and ends where the uninterrupted
     one does."""
-    config = diffusion_config(tiny_dev, shapes_dataset, ARCH, training={"steps": 4, "eval_every": 2},
-                              sampling={"inference_steps": 1}, dataset={"cache_text": "disk"})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    losses = [row["loss"] for row in RunFolder(tmp_path / "straight").read_metrics() if "loss" in row]
-    assert losses == [row["loss"] for row in RunFolder(tmp_path / "split").read_metrics() if "loss" in row]
+    assert_resume_equals_uninterrupted(lora_run, tmp_path / "resumed")
 
 
 @pytest.mark.slow

@@ -19,15 +19,15 @@ NAME = "flux-2-klein-base-tiny.safetensors"
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def comfy(tmp_path_factory, tiny_models):
     """A tiny klein as ComfyUI keeps it (the transformer in BFL's keys with ComfyUI's prefix, Qwen3 under ``model.``
     with its LM head, the VAE in BFL's keys), the VAE in diffusers' keys too; the pipeline it came from; its config
     folder."""
     from trainer.models.flux2_single import pipeline_to_original
-    from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
+    from trainer.models.tiny import write_tiny_config_dir
 
     root = tmp_path_factory.mktemp("comfy-klein")
-    model = build_tiny_model(root / "tiny-klein", "flux2klein", seed=0)
+    model = tiny_models["flux2klein"]
     pipe = load_model(model).pipeline
     models = root / "models"
     for folder in ("diffusion_models", "text_encoders", "vae"):

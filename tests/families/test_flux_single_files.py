@@ -19,15 +19,15 @@ COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "vae")
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def comfy(tmp_path_factory, tiny_models):
     """A tiny Flux as ComfyUI keeps it: models/unet, models/clip (CLIP with its text_model level, T5 without
     the tied embedding copy), models/vae; and the pipeline it came from, and its config folder."""
     from trainer.models.flux_layout import to_original
     from trainer.models.original_layout import vae_to_original
-    from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
+    from trainer.models.tiny import write_tiny_config_dir
 
     root = tmp_path_factory.mktemp("comfy")
-    model = build_tiny_model(root / "tiny-flux", "flux", seed=0)
+    model = tiny_models["flux"]
     pipe = load_model(model).pipeline
     models = root / "models"
     for folder in ("unet", "clip", "vae"):

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.diffusion.conftest import diffusion_config
+from tests.families.harness import TrainedRun, assert_resume_equals_uninterrupted, lora_config, train
 from tests.trainer.helpers import run_in_process
 from trainer.families.hidream import LORA_TARGETS
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
@@ -25,10 +26,8 @@ LORA = {"rank": 4, "alpha": 8.0}  # the family's default targets (both streams' 
 
 
 @pytest.fixture(scope="module")
-def tiny_hidream(tmp_path_factory) -> Path:
-    from trainer.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("hidream") / "tiny-hidream", "hidream", seed=0)
+def tiny_hidream(tiny_models) -> Path:
+    return tiny_models["hidream"]
 
 
 def pipeline(model_dir: Path):
@@ -108,13 +107,19 @@ def comfy_applied(model_dir: Path, lora_file: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_hidream, shapes_dataset) -> TrainedRun:
+    """The LoRA run the tests below read: the captions' T5 and Llama states cached on disk."""
+    config = lora_config(tiny_hidream, shapes_dataset, "hidream", lora=LORA,
+                         dataset={"cache_text": "disk"})
+    return train(config, tmp_path_factory.mktemp("lora") / "run")
+
+
 @pytest.mark.slow
 def test_hidream_lora_learns_and_its_file_reproduces_the_trained_adapter_in_diffusers_and_as_comfyui_applies_it(
-        tmp_path, tiny_hidream, shapes_dataset):
-    config = diffusion_config(tiny_hidream, shapes_dataset, "hidream", lora=LORA)
-    code, rec = run_in_process(config, tmp_path / "run")
-    assert code == EXIT_OK, rec.of(Failed)
-    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
+        lora_run, tiny_hidream):
+    rec = lora_run.recorder
+    curve = [row["heldout_loss"] for row in RunFolder(lora_run.root).read_metrics() if "heldout_loss" in row]
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     outputs = [Path(p) for p in rec.of(Finished)[0].outputs]
@@ -140,15 +145,12 @@ def test_hidream_lora_learns_and_its_file_reproduces_the_trained_adapter_in_diff
 
 
 @pytest.mark.slow
-def test_hidream_resume_with_captions_cached_on_disk_equals_uninterrupted(tmp_path, tiny_hidream, shapes_dataset):
+def test_hidream_resume_with_captions_cached_on_disk_equals_uninterrupted(tmp_path, lora_run, shapes_dataset):
     """The captions' T5 and Llama states go to the run's text cache once each (the encoders can then leave the GPU);
-    a run stopped and resumed from it ends with the weights of an uninterrupted one."""
-    config = diffusion_config(tiny_hidream, shapes_dataset, "hidream", lora=LORA, dataset={"cache_text": "disk"},
-                              training={"steps": 6, "eval_every": 3}, sampling={"inference_steps": 1})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=3)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a run resumed from a checkpoint reads them and ends with the weights of the uninterrupted one."""
+    resumed = assert_resume_equals_uninterrupted(lora_run, tmp_path / "resumed")
     captions = {p.read_text(encoding="utf-8") for p in shapes_dataset.glob("*.txt")}
-    cached = list((tmp_path / "split" / "cache" / "text").glob("*.safetensors"))
+    cached = list((resumed.root / "cache" / "text").glob("*.safetensors"))
     assert len(cached) == len(captions)
     assert {tuple(load_file(f)["hidden"].shape) for f in cached} == {(1, 128, 32 + 3 * 32)}  # T5, then 3 layers
 

@@ -17,17 +17,16 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.diffusion.conftest import diffusion_config
+from tests.families.harness import TrainedRun, assert_resume_equals_uninterrupted, lora_config, train
 from tests.trainer.helpers import run_in_process
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
 
 
 @pytest.fixture(scope="module")
-def tiny_ideogram(tmp_path_factory) -> Path:
-    from trainer.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("ideogram4") / "tiny-ideogram4", "ideogram4", seed=0)
+def tiny_ideogram(tiny_models) -> Path:
+    return tiny_models["ideogram4"]
 
 
 def pipeline(model_dir: Path):
@@ -92,16 +91,20 @@ def test_the_engine_reads_images_prompts_and_predictions_as_the_pipeline_does(ti
     torch.testing.assert_close(packed(ours), velocity, atol=1e-5, rtol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_ideogram, shapes_dataset) -> TrainedRun:
+    """The LoRA run the tests below read (guided previews, as the pipeline draws them)."""
+    config = lora_config(tiny_ideogram, shapes_dataset, "ideogram4", lora={"rank": 4, "alpha": 8.0},
+                         sampling={"guidance_scale": 4.0})
+    return train(config, tmp_path_factory.mktemp("lora") / "run")
+
+
 @pytest.mark.slow
-def test_ideogram4_lora_learns_and_both_files_load_onto_the_conditional_transformer(tmp_path, tiny_ideogram,
-                                                                                     shapes_dataset):
+def test_ideogram4_lora_learns_and_both_files_load_onto_the_conditional_transformer(lora_run, tiny_ideogram):
     from trainer.families.ideogram4 import original_layout
 
-    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", lora={"rank": 4, "alpha": 8.0},
-                              sampling={"guidance_scale": 4.0})
-    code, rec = run_in_process(config, tmp_path / "run")
-    assert code == EXIT_OK, rec.of(Failed)
-    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
+    rec = lora_run.recorder
+    curve = [row["heldout_loss"] for row in RunFolder(lora_run.root).read_metrics() if "heldout_loss" in row]
     # Measured (seed 1, 30 steps): 1.33 → 1.13 (0.85×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
@@ -149,11 +152,8 @@ def test_ideogram4_lora_learns_and_both_files_load_onto_the_conditional_transfor
 
 
 @pytest.mark.slow
-def test_ideogram4_resume_equals_uninterrupted(tmp_path, tiny_ideogram, shapes_dataset):
-    config = diffusion_config(tiny_ideogram, shapes_dataset, "ideogram4", training={"steps": 8, "eval_every": 4},
-                              sampling={"inference_steps": 2})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=4)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def test_ideogram4_resume_equals_uninterrupted(tmp_path, lora_run):
+    assert_resume_equals_uninterrupted(lora_run, tmp_path / "resumed")
 
 
 @pytest.mark.slow

@@ -17,17 +17,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.diffusion.conftest import diffusion_config
+from tests.families.harness import TrainedRun, assert_resume_equals_uninterrupted, lora_config, train
 from tests.trainer.helpers import run_in_process
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
 
 
 @pytest.fixture(scope="module")
-def tiny_kandinsky(tmp_path_factory) -> Path:
-    from trainer.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("kandinsky5") / "tiny-kandinsky5", "kandinsky5", seed=0)
+def tiny_kandinsky(tiny_models) -> Path:
+    return tiny_models["kandinsky5"]
 
 
 def pipeline(model_dir: Path):
@@ -103,15 +102,22 @@ def comfy_deltas(kohya_file: Path, transformer: torch.nn.Module) -> dict[str, to
     return deltas
 
 
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_kandinsky, varied_captions) -> TrainedRun:
+    """The LoRA run the tests below read: captions of different lengths in one batch (padded, masked), their Qwen2.5-VL
+    and CLIP embeddings cached on disk each at its own length."""
+    config = lora_config(tiny_kandinsky, varied_captions, "kandinsky5", sampling={"guidance_scale": 7.5},
+                         dataset={"cache_text": "disk"})
+    return train(config, tmp_path_factory.mktemp("lora") / "run")
+
+
 @pytest.mark.slow
-def test_kandinsky5_lora_learns_and_its_files_reproduce_the_trained_adapter(tmp_path, tiny_kandinsky, shapes_dataset):
-    config = diffusion_config(tiny_kandinsky, shapes_dataset, "kandinsky5", sampling={"guidance_scale": 7.5})
-    assert config.lora.target_modules == ["to_query", "to_key", "to_value", "self_attention.out_layer",
-                                         "cross_attention.out_layer"]  # the family's own
-    code, rec = run_in_process(config, tmp_path / "run")
-    assert code == EXIT_OK, rec.of(Failed)
-    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
-    # Measured (seed 1, 30 steps): 1.56 → 1.01 (0.65×).
+def test_kandinsky5_lora_learns_and_its_files_reproduce_the_trained_adapter(lora_run, tiny_kandinsky):
+    assert lora_run.config.lora.target_modules == ["to_query", "to_key", "to_value", "self_attention.out_layer",
+                                                   "cross_attention.out_layer"]  # the family's own
+    rec = lora_run.recorder
+    curve = [row["heldout_loss"] for row in RunFolder(lora_run.root).read_metrics() if "heldout_loss" in row]
+    # Measured (seed 1, 30 steps, captions of three lengths): 1.54 → 1.02 (0.66×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
@@ -143,18 +149,11 @@ def test_kandinsky5_lora_learns_and_its_files_reproduce_the_trained_adapter(tmp_
 
 
 @pytest.mark.slow
-def test_kandinsky5_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_path, tiny_kandinsky, shapes_dataset):
+def test_kandinsky5_resume_equals_uninterrupted_and_frozen_moves_one_block(lora_run, tmp_path, tiny_kandinsky,
+                                                                          shapes_dataset):
     """Captions of different lengths cached on disk (so batches run prompt by prompt); then a frozen-layer run moves
     only the block it names, and its folder draws the run's final sample with the family's own pipeline."""
-    import shutil
-
-    data = shutil.copytree(shapes_dataset, tmp_path / "data")
-    for i, caption in enumerate(sorted(data.glob("*.txt"))):
-        caption.write_text(caption.read_text(encoding="utf-8") + ", drawn on a white page" * (i % 3), encoding="utf-8")
-    config = diffusion_config(tiny_kandinsky, data, "kandinsky5", training={"steps": 4, "eval_every": 2},
-                              sampling={"inference_steps": 1}, dataset={"cache_text": "disk"})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_equals_uninterrupted(lora_run, tmp_path / "resumed")
 
     block = "visual_transformer_blocks.1"
     config = diffusion_config(tiny_kandinsky, shapes_dataset, "kandinsky5", mode="frozen",

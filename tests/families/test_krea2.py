@@ -20,19 +20,17 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.diffusion.conftest import diffusion_config
+from tests.families.harness import TrainedRun, assert_resume_equals_uninterrupted, lora_config, train
 from tests.trainer.helpers import run_in_process
 from trainer.errors import InputError
 from trainer.models import load_model
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
-from trainer.runfolder import RunFolder
 
 
 @pytest.fixture(scope="module")
-def tiny_krea2(tmp_path_factory) -> Path:
-    from trainer.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("krea2") / "tiny-krea2", "krea2", seed=0)
+def tiny_krea2(tiny_models) -> Path:
+    return tiny_models["krea2"]
 
 
 def pipeline(model_dir: Path):
@@ -116,28 +114,34 @@ def test_the_norms_diffusers_keeps_in_float32_stay_so_when_the_base_is_moved_to_
     assert dtypes["transformer_blocks.0.attn.to_q.weight"] == dtypes["img_in.weight"] == torch.bfloat16
 
 
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_krea2, varied_captions) -> TrainedRun:
+    """The LoRA run the tests below read: captions of different lengths in one batch (padded, masked), their
+    Qwen3-VL embeddings cached on disk each at its own length; guided previews, the empty prompt as the negative."""
+    config = lora_config(tiny_krea2, varied_captions, "krea2", sampling={"guidance_scale": 4.5},
+                         dataset={"cache_text": "disk"})
+    return train(config, tmp_path_factory.mktemp("krea2-lora") / "run")
+
+
 @pytest.mark.slow
-def test_krea2_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path, tiny_krea2, shapes_dataset):
+def test_krea2_lora_learns_and_its_file_reproduces_the_trained_adapter(lora_run, tiny_krea2):
     """The diffusers file through ``Krea2Pipeline.load_lora_weights`` draws the trained image (guided, the empty
     prompt as the negative, as the previews draw it); the kohya file's layers are the original ones ComfyUI names and
     diffusers' own Krea 2 converter places back on the trained modules."""
-    config = diffusion_config(tiny_krea2, shapes_dataset, "krea2", sampling={"guidance_scale": 4.5})
-    code, rec = run_in_process(config, tmp_path / "run")
-    assert code == EXIT_OK, rec.of(Failed)
-    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
-    # Measured (seed 1, 30 steps): 1.45 → 1.23 (0.85×).
+    curve = lora_run.heldout_curve()
+    # Measured (seed 1, 30 steps, captions of three lengths): 1.46 → 1.23 (0.84×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
-    kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
+    kohya_file, lora_file = lora_run.outputs
     assert lora_file.name == "pytorch_lora_weights.safetensors" and kohya_file.name == "tiny.safetensors"
     reference = load_file(lora_file)
     assert {key.split(".")[0] for key in reference} == {"transformer"}
     trained_modules = {key.rsplit(".lora_", 1)[0].removeprefix("transformer.") for key in reference}
     assert {"transformer_blocks.0.attn.to_q", "transformer_blocks.1.attn.to_out.0"} <= trained_modules
 
-    final = rec.of(Sample)[-1]
+    final = lora_run.final_sample
     assert final.step == 30
-    trained = np.asarray(Image.open(final.paths[0]).convert("RGB"), dtype=np.int16)
+    trained = lora_run.final_image()
     pipe = pipeline(tiny_krea2)
     plain = draw(pipe, final.prompts[0], final.seeds[0])
     pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
@@ -153,7 +157,8 @@ def test_krea2_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path,
     kohya = load_file(kohya_file)
     with safe_open(kohya_file, "pt") as handle:
         assert handle.metadata()["ss_network_module"] == "networks.lora_krea2"
-    transformer = pipeline(tiny_krea2).transformer
+    pipe.unload_lora_weights()  # the base model again, its own module names: no second load of the pipeline
+    transformer = pipe.transformer
     comfy_names = {"lora_unet_" + key.removesuffix(".weight").replace(".", "_"): key
                    for key in to_original(transformer.state_dict(), dict(transformer.config))}
     modules = {key.split(".")[0] for key in kohya}
@@ -174,7 +179,6 @@ def test_krea2_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path,
         scale = float(kohya[f"{name}.alpha"]) / kohya[f"{name}.lora_down.weight"].shape[0]
         renamed[f"{layer}.lora_A.weight"] = kohya[f"{name}.lora_down.weight"]
         renamed[f"{layer}.lora_B.weight"] = kohya[f"{name}.lora_up.weight"] * scale
-    pipe = pipeline(tiny_krea2)
     pipe.load_lora_weights(renamed)
     assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
@@ -223,20 +227,10 @@ def test_the_original_layout_is_the_one_diffusers_and_comfyui_read_at_the_real_s
 
 
 @pytest.mark.slow
-def test_krea2_resume_equals_uninterrupted(tmp_path, tiny_krea2, shapes_dataset):
+def test_krea2_resume_equals_uninterrupted(tmp_path, lora_run):
     """Captions of different lengths in one batch (padded, masked), their Qwen3-VL embeddings cached on disk each at
-    its own length: the resumed run reads them back and ends where the uninterrupted one does."""
-    import shutil
-
-    data = shutil.copytree(shapes_dataset, tmp_path / "data")
-    for i, caption in enumerate(sorted(data.glob("*.txt"))):
-        caption.write_text(caption.read_text(encoding="utf-8") + ", drawn on a white page" * (i % 3), encoding="utf-8")
-    config = diffusion_config(tiny_krea2, data, "krea2", training={"steps": 4, "eval_every": 2},
-                              sampling={"inference_steps": 2, "guidance_scale": 0.0}, dataset={"cache_text": "disk"})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    losses = [row["loss"] for row in RunFolder(tmp_path / "straight").read_metrics() if "loss" in row]
-    assert losses == [row["loss"] for row in RunFolder(tmp_path / "split").read_metrics() if "loss" in row]
+    its own length: resumed from a checkpoint, the run reads them back and ends where the uninterrupted one did."""
+    assert_resume_equals_uninterrupted(lora_run, tmp_path / "resumed")
 
 
 @pytest.mark.slow

@@ -19,16 +19,16 @@ COMPONENTS = ("transformer", "text_encoder", "vae")
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def comfy(tmp_path_factory, tiny_models):
     """A tiny Lumina 2 as ComfyUI keeps it (the transformer with ComfyUI's prefix, Gemma under ``model.`` with a
     tied LM head, the VAE in the original autoencoder's keys; the all-in-one file with ComfyUI's prefixes and its
     two non-weights); the pipeline it came from; its config folder without a tokenizer, as the shipped one is."""
     from trainer.models.lumina2_layout import pipeline_to_original
     from trainer.models.original_layout import vae_to_original
-    from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
+    from trainer.models.tiny import write_tiny_config_dir
 
     root = tmp_path_factory.mktemp("comfy-lumina2")
-    model = build_tiny_model(root / "tiny-lumina2", "lumina2", seed=0)
+    model = tiny_models["lumina2"]
     pipe = load_model(model).pipeline
     models = root / "models"
     for folder in ("diffusion_models", "text_encoders", "vae", "checkpoints"):

@@ -23,14 +23,6 @@ from trainer.runfolder import RunFolder
 KINDS = ["nf4", "int8", "fp8"]
 
 
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from trainer.models.tiny import build_tiny_model
-
-    root = tmp_path_factory.mktemp("memory-models")
-    return {arch: build_tiny_model(root / f"tiny-{arch}", arch, seed=0) for arch in TINY_FAMILIES}
-
-
 def flux_transformer(seed: int = 0) -> torch.nn.Module:
     import diffusers
 

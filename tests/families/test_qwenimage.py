@@ -14,17 +14,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.diffusion.conftest import diffusion_config
+from tests.families.harness import TrainedRun, assert_resume_equals_uninterrupted, lora_config, train
 from tests.trainer.helpers import run_in_process
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen(tmp_path_factory) -> Path:
-    from trainer.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("qwenimage") / "tiny-qwenimage", "qwenimage", seed=0)
+def tiny_qwen(tiny_models) -> Path:
+    return tiny_models["qwenimage"]
 
 
 def pipeline(model_dir: Path):
@@ -77,13 +76,20 @@ def test_the_engine_reads_images_prompts_and_predictions_as_the_pipeline_does(ti
     torch.testing.assert_close(predicted, expected)
 
 
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_qwen, varied_captions) -> TrainedRun:
+    """The LoRA run the tests below read: captions of different lengths in one batch (padded, masked), their Qwen2.5-VL
+    embeddings cached on disk each at its own length; guided previews."""
+    config = lora_config(tiny_qwen, varied_captions, "qwenimage", sampling={"guidance_scale": 3.0},
+                         dataset={"cache_text": "disk"})
+    return train(config, tmp_path_factory.mktemp("lora") / "run")
+
+
 @pytest.mark.slow
-def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_path, tiny_qwen, shapes_dataset):
-    config = diffusion_config(tiny_qwen, shapes_dataset, "qwenimage", sampling={"guidance_scale": 3.0})
-    code, rec = run_in_process(config, tmp_path / "run")
-    assert code == EXIT_OK, rec.of(Failed)
-    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
-    # Measured (seed 1, 30 steps): 1.44 → 1.21 (0.84×).
+def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(lora_run, tiny_qwen):
+    rec = lora_run.recorder
+    curve = [row["heldout_loss"] for row in RunFolder(lora_run.root).read_metrics() if "heldout_loss" in row]
+    # Measured (seed 1, 30 steps, captions of three lengths): 1.44 → 1.22 (0.85×).
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
@@ -101,23 +107,16 @@ def test_qwenimage_lora_learns_and_its_file_reproduces_the_trained_adapter(tmp_p
     assert np.abs(plain - trained).max() > 10  # the adapter really changed the picture
     # RUN_NAME.safetensors, musubi-tuner's names (lora_unet_transformer_blocks_0_attn_to_q), through diffusers' reader
     assert kohya_file.name == "tiny.safetensors" and all(k.startswith("lora_unet_") for k in load_file(kohya_file))
-    pipe = pipeline(tiny_qwen)
+    pipe.unload_lora_weights()  # the base model again: no second load of the pipeline
     pipe.load_lora_weights(str(kohya_file.parent), weight_name=kohya_file.name)
     assert np.abs(draw(pipe, final.prompts[0], final.seeds[0]) - trained).max() <= 2
 
 
 @pytest.mark.slow
-def test_qwenimage_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_path, tiny_qwen, shapes_dataset):
+def test_qwenimage_resume_equals_uninterrupted_and_frozen_moves_one_block(
+        lora_run, tmp_path, tiny_qwen, shapes_dataset):
     """Captions of different lengths cached on disk; then a frozen-layer run moves only the block it names."""
-    import shutil
-
-    data = shutil.copytree(shapes_dataset, tmp_path / "data")
-    for i, caption in enumerate(sorted(data.glob("*.txt"))):
-        caption.write_text(caption.read_text(encoding="utf-8") + ", drawn on a white page" * (i % 3), encoding="utf-8")
-    config = diffusion_config(tiny_qwen, data, "qwenimage", training={"steps": 6, "eval_every": 3},
-                              sampling={"inference_steps": 2}, dataset={"cache_text": "disk"})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=3)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_equals_uninterrupted(lora_run, tmp_path / "resumed")
 
     config = diffusion_config(tiny_qwen, shapes_dataset, "qwenimage", mode="frozen",
                               frozen={"trainable": ["transformer_blocks.1"]},

@@ -16,17 +16,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+from tests.diffusion.conftest import diffusion_config
+from tests.families.harness import TrainedRun, assert_resume_equals_uninterrupted, lora_config, train
 from tests.trainer.helpers import run_in_process
 from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 from trainer.runfolder import RunFolder
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen21(tmp_path_factory) -> Path:
-    from trainer.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("qwenimage21") / "tiny-qwenimage21", "qwenimage21", seed=0)
+def tiny_qwen21(tiny_models) -> Path:
+    return tiny_models["qwenimage21"]
 
 
 def pipeline(model_dir: Path):
@@ -89,8 +88,23 @@ def lora_delta(tensors: dict, down: str, up: str, alpha: str | None = None) -> t
     return (tensors[up].float() @ tensors[down].float()) * scale
 
 
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_qwen21, varied_captions) -> TrainedRun:
+    """The LoRA run the tests below read: captions of different lengths in one batch (padded, masked), their Qwen3-VL
+    embeddings cached on disk each at its own length."""
+    # 1e-2: the blocks' tanh-gated residuals start small, so the tiny adapters move slowly at the suite's 3e-3
+    # (measured, seed 1, 30 steps: 1.46 → 1.33 at 3e-3; 1.46 → 1.07 (0.73×) at 1e-2; 1.46 → 0.98 (0.67×) at 1e-2 on
+    # captions of three lengths, this run).
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "img_mlp.gate_layer", "img_mlp.proj", "img_mlp.out"]
+    config = lora_config(tiny_qwen21, varied_captions, "qwenimage21", training={"learning_rate": 1e-2},
+                         lora={"rank": 4, "alpha": 8.0, "target_modules": targets},
+                         sampling={"guidance_scale": 1.0},
+                         dataset={"cache_text": "disk"})
+    return train(config, tmp_path_factory.mktemp("lora") / "run")
+
+
 @pytest.mark.slow
-def test_qwenimage21_lora_learns_and_its_files_reproduce_the_trained_adapter(tmp_path, tiny_qwen21, shapes_dataset):
+def test_qwenimage21_lora_learns_and_its_files_reproduce_the_trained_adapter(lora_run, tiny_qwen21):
     """Attention and SwiGLU targets: the diffusers file through ``load_lora_weights``, and the kohya file module by
     module (``img_mlp.gate_up`` = the gate's rows over the up projection's) and applied as ComfyUI applies it — each
     ``lora_unet_`` name onto the weight of ComfyUI's layout it spells, the model then read back by diffusers' own
@@ -99,15 +113,8 @@ def test_qwenimage21_lora_learns_and_its_files_reproduce_the_trained_adapter(tmp
 
     from trainer.models.qwenimage21_single import to_comfy
 
-    # 1e-2: the blocks' tanh-gated residuals start small, so the tiny adapters move slowly at the suite's 3e-3
-    # (measured, seed 1, 30 steps: 1.46 → 1.33 at 3e-3; 1.46 → 1.07 (0.73×) at 1e-2).
-    targets = ["to_q", "to_k", "to_v", "to_out.0", "img_mlp.gate_layer", "img_mlp.proj", "img_mlp.out"]
-    config = diffusion_config(tiny_qwen21, shapes_dataset, "qwenimage21", training={"learning_rate": 1e-2},
-                              lora={"rank": 4, "alpha": 8.0, "target_modules": targets},
-                              sampling={"guidance_scale": 1.0})
-    code, rec = run_in_process(config, tmp_path / "run")
-    assert code == EXIT_OK, rec.of(Failed)
-    curve = [row["heldout_loss"] for row in RunFolder(tmp_path / "run").read_metrics() if "heldout_loss" in row]
+    rec = lora_run.recorder
+    curve = [row["heldout_loss"] for row in RunFolder(lora_run.root).read_metrics() if "heldout_loss" in row]
     assert len(curve) == 4 and curve[-1] < 0.92 * curve[0], curve
 
     kohya_file, lora_file = (Path(p) for p in rec.of(Finished)[0].outputs)
@@ -151,15 +158,10 @@ def test_qwenimage21_lora_learns_and_its_files_reproduce_the_trained_adapter(tmp
 
 
 @pytest.mark.slow
-def test_qwenimage21_resume_equals_uninterrupted_and_frozen_moves_one_block(tmp_path, tiny_qwen21, shapes_dataset):
+def test_qwenimage21_resume_equals_uninterrupted_and_frozen_moves_one_block(
+        lora_run, tmp_path, tiny_qwen21, shapes_dataset):
     """Captions of different lengths cached on disk; then a frozen-layer run moves only the block it names."""
-    data = shutil.copytree(shapes_dataset, tmp_path / "data")
-    for i, caption in enumerate(sorted(data.glob("*.txt"))):
-        caption.write_text(caption.read_text(encoding="utf-8") + ", drawn on a white page" * (i % 3), encoding="utf-8")
-    config = diffusion_config(tiny_qwen21, data, "qwenimage21", training={"steps": 6, "eval_every": 3},
-                              sampling={"inference_steps": 2}, dataset={"cache_text": "disk"})
-    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=3)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_equals_uninterrupted(lora_run, tmp_path / "resumed")
 
     config = diffusion_config(tiny_qwen21, shapes_dataset, "qwenimage21", mode="frozen",
                               frozen={"trainable": ["transformer_blocks.1"]},

@@ -32,15 +32,15 @@ def original_text_encoder(pipe) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def comfy(tmp_path_factory, tiny_models):
     """A tiny Qwen-Image as ComfyUI keeps it, with Z-Image's Qwen3 file beside its text encoder (not to be taken
     for it); the pipeline it came from; its config folder."""
     from trainer.models import wan_vae_layout
     from trainer.models.qwenimage_single import pipeline_to_comfy
-    from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
+    from trainer.models.tiny import write_tiny_config_dir
 
     root = tmp_path_factory.mktemp("comfy-qwenimage")
-    model = build_tiny_model(root / "tiny-qwenimage", "qwenimage", seed=0)
+    model = tiny_models["qwenimage"]
     pipe = load_model(model).pipeline
     models = root / "models"
     for folder in ("diffusion_models", "text_encoders", "vae"):

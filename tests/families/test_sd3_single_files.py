@@ -43,16 +43,16 @@ def save(tensors: dict, path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stability(tmp_path_factory):
+def stability(tmp_path_factory, tiny_models):
     """A tiny SD 3.5 as Stability and ComfyUI keep it: models/checkpoints/ with the whole file (encoders inside)
     and a bare one (MMDiT and VAE), models/clip/ with clip_l (Hugging Face layout), clip_g (OpenCLIP's layout)
     and t5xxl (no tied copy); the pipeline it came from and its config folder."""
     from trainer.models.original_layout import open_clip_to_original
     from trainer.models.sd3_layout import pipeline_to_original
-    from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
+    from trainer.models.tiny import write_tiny_config_dir
 
     root = tmp_path_factory.mktemp("stability")
-    model = build_tiny_model(root / "tiny-sd3", "sd3", seed=0)
+    model = tiny_models["sd3"]
     pipe = load_model(model).pipeline
     whole = pipeline_to_original(pipe)
     models = root / "models"

@@ -16,15 +16,15 @@ COMPONENTS = ("transformer", "text_encoder", "vae")
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def comfy(tmp_path_factory, tiny_models):
     """A tiny Z-Image as ComfyUI keeps it (the transformer with ComfyUI's prefix, Qwen3 under ``model.`` with a
     tied LM head, the VAE in the original autoencoder's keys); the pipeline it came from; its config folder."""
     from trainer.models.original_layout import vae_to_original
-    from trainer.models.tiny import build_tiny_model, write_tiny_config_dir
+    from trainer.models.tiny import write_tiny_config_dir
     from trainer.models.zimage_single import pipeline_to_original
 
     root = tmp_path_factory.mktemp("comfy-zimage")
-    model = build_tiny_model(root / "tiny-zimage", "zimage", seed=0)
+    model = tiny_models["zimage"]
     pipe = load_model(model).pipeline
     models = root / "models"
     for folder in ("diffusion_models", "text_encoders", "vae"):

@@ -129,6 +129,35 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
         assert torch.equal(resumed[name], uninterrupted[name]), name
 
 
+def kamaal_train_into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess:
+    """``kamaal-train ARGS | head`` at its worst: the reader has gone before the first line is written."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run([sys.executable, "-m", "trainer", *args], stdout=writer, stderr=subprocess.PIPE,
+                              text=True, timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        os.close(writer)
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly_and_the_run_as_it_would_have(tmp_path):
+    """``kamaal-train train … | head``: the run trains to the end and exits 0 (its outputs and log.txt are what
+    count); a command whose output is cut short exits 1, as Python does on a broken pipe; neither says more."""
+    run = RunFolder(tmp_path / "run")
+    trained = kamaal_train_into_a_closed_pipe("train", str(PRESETS / "toy.toml"), "--run-dir", str(run.root),
+                                              "--set", "training.steps=5", "--set", "training.warmup_steps=0",
+                                              "--set", "toy.step_delay_ms=0")
+    assert trained.returncode == 0, trained.stderr
+    assert "Broken pipe" not in trained.stderr and "Traceback" not in trained.stderr
+    assert "Finished at step 5" in run.log_path.read_text() and "Broken pipe" not in run.log_path.read_text()
+    assert (run.output_dir / "toy.safetensors").is_file()
+
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    checked = kamaal_train_into_a_closed_pipe("dataset", "check", str(dataset))
+    assert (checked.returncode, checked.stderr) == (1, "")
+
+
 def test_refuses_to_overwrite_a_run(tmp_path):
     args = ("train", str(PRESETS / "toy.toml"), "--run-dir", str(tmp_path / "run"), "--set", "training.steps=5",
             "--set", "training.warmup_steps=0")
