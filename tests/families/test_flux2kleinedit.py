@@ -179,3 +179,20 @@ def test_klein_edit_resume_equals_uninterrupted_with_both_references_cached_on_d
     assert losses == [row["loss"] for row in RunFolder(tmp_path / "split").read_metrics() if "loss" in row]
     cached = list((tmp_path / "split" / "cache" / "latents").glob("*.safetensors"))
     assert len(cached) == 4 and all({"control_0", "control_1"} <= load_file(path).keys() for path in cached)
+
+
+def test_pairs_with_different_reference_counts_in_one_batch_are_refused_by_name(tmp_path, tiny_klein_edit):
+    """A batch stacks each reference of its pairs: with batch size 2, a pair with one reference beside pairs with
+    two stops the run before step 1, naming both files and the ways out (exit 2, not a traceback)."""
+    from tests.diffusion.conftest import diffusion_config
+    from tests.trainer.helpers import run_in_process
+    from trainer.protocol import EXIT_BAD_INPUT, Failed
+
+    train = with_second_reference(make_it_red(tmp_path / "train", 3, seed=0), seed=2)
+    (train / "control_2" / "pair-01.png").unlink()
+    config = diffusion_config(tiny_klein_edit, train, ARCH, training={"steps": 2})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_BAD_INPUT
+    message = rec.of(Failed)[0].message
+    assert "pair-01.png has 1 control image(s)" in message and "pair-00.png 2" in message
+    assert "training.batch_size = 1" in message
