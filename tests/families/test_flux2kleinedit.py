@@ -126,15 +126,17 @@ def heldout_loss(pipe, folder: Path) -> float:
 def test_klein_edit_lora_learns_make_it_red_from_two_references_and_its_preview_is_the_pipelines_edit(
         tmp_path, tiny_klein_edit):
     """Trained on 8 pairs with two references each, the LoRA (loaded by ``Flux2KleinPipeline.load_lora_weights``
-    from its diffusers file) predicts 4 held-out pairs better than the base model; the previews show each pair as
-    control → now → target, and the final edit is what the pipeline draws from both references with that file."""
+    from its diffusers file) predicts 4 held-out pairs better than the base model (as with Kontext's tiny model, what
+    30 steps teach is the edit's colour statistics — another pair's references give the same loss; that the
+    references reach the prediction is the parity test's); the previews show each pair as control → now → target,
+    and the final edit is what the pipeline draws from both references with that file."""
     from tests.diffusion.conftest import diffusion_config
     from tests.trainer.helpers import run_in_process
     from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 
     train = with_second_reference(make_it_red(tmp_path / "train", 8, seed=0), seed=2)
     heldout = with_second_reference(make_it_red(tmp_path / "heldout", 4, seed=1), seed=3)
-    config = diffusion_config(tiny_klein_edit, train, ARCH, training={"steps": 20, "learning_rate": 2e-2},
+    config = diffusion_config(tiny_klein_edit, train, ARCH, training={"steps": 30, "learning_rate": 2e-2},
                               lora={"rank": 4, "alpha": 8.0, "target_modules": TARGETS},
                               sampling={"inference_steps": 2, "guidance_scale": 1.0, "at_start": True})
     code, rec = run_in_process(config, tmp_path / "run")
@@ -143,10 +145,12 @@ def test_klein_edit_lora_learns_make_it_red_from_two_references_and_its_preview_
     trained = pipeline(tiny_klein_edit)
     trained.load_lora_weights(str(diffusers_file.parent), weight_name=diffusers_file.name)
     before, after = heldout_loss(pipeline(tiny_klein_edit), heldout), heldout_loss(trained, heldout)
+    # Measured: 1.28 → 1.09 (the tiny klein VAE's latents have spread 0.17, so most of the velocity is noise; in 20
+    # steps it is 1.28 → 1.15, too close to a bound).
     assert after < 0.9 * before, (before, after)
 
     samples = rec.of(Sample)
-    assert [sample.step for sample in samples] == [0, 20]
+    assert [sample.step for sample in samples] == [0, 30]
     final = samples[-1]
     assert [Path(p).name for p in final.paths] == ["p00-control.png", "p00-seed7.png", "p00-target.png",
                                                    "p01-control.png", "p01-seed7.png", "p01-target.png"]
