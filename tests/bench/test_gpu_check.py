@@ -21,12 +21,12 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 ARCHS = ("sd15", "sdxl", "sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2", "ernieimage",
-         "kandinsky5", "qwenimage21", "krea2", "ideogram4", "hidream", "fluxkontext")
+         "kandinsky5", "qwenimage21", "krea2", "ideogram4", "hidream", "fluxkontext", "flux2kleinedit")
 FLOW = ("sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2", "ernieimage", "kandinsky5",
-        "qwenimage21", "krea2", "ideogram4", "hidream", "fluxkontext")
+        "qwenimage21", "krea2", "ideogram4", "hidream", "fluxkontext", "flux2kleinedit")
 # Trained as their presets train them: with gradient checkpointing only.
 PRESET_ONLY = ("chroma", "zimage", "qwenimage", "flux2klein", "ernieimage", "kandinsky5", "qwenimage21", "krea2",
-               "ideogram4", "hidream", "fluxkontext")
+               "ideogram4", "hidream", "fluxkontext", "flux2kleinedit")
 
 
 @pytest.mark.slow  # about 100 s on 2 cores: a short process per case
@@ -60,7 +60,7 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
                  "krea2 64px bf16 ckpt adamw nf4",
                  "ideogram4 64px bf16 ckpt adamw nf4",
                  "hidream 64px bf16 ckpt adamw nf4 te-nf4 swap16",
-                 "fluxkontext 64px bf16 ckpt adamw nf4"):
+                 "fluxkontext 64px bf16 ckpt adamw nf4", "flux2kleinedit 64px bf16 ckpt adamw nf4"):
         assert rows[name]["status"] == "ok", rows[name]
     trained = [row for row in rows.values() if row["status"] == "ok"]
     # bf16 with and without gradient checkpointing, on every architecture but those trained only as their

@@ -72,7 +72,9 @@ def test_every_familys_tiny_model_is_built_from_what_it_declares(name, tiny_mode
         assert index[encoder.component][1] == encoder.transformers_class
         assert (folder / encoder.tokenizer).is_dir()
     info = inspect_model(folder)
-    assert info.architecture == name
+    # A family whose folders are another's (Flux.2 klein edit: klein's folder) is detected as that one, and loads as
+    # this one where the config names it (``Family.files_of``).
+    assert info.architecture == name or (family.files_of is not None and info.architecture == family.files_of)
     assert (info.prediction_type == "flow_matching") == (family.flow is not None)
 
 

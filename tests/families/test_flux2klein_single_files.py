@@ -78,6 +78,10 @@ def test_the_files_in_comfyuis_folders_load_into_the_model_they_came_from(comfy)
     same_weights(comfy["pipe"], loaded.pipeline)
     assert loaded.pipeline.config.is_distilled is False  # "base" in the file's name: the pipeline guides
     assert np.array_equal(picture(loaded.pipeline), picture(comfy["pipe"]))  # rotary tables, BN statistics and all
+    # The same file is Flux.2 klein edit's when the config names that family (its files are klein's: ``files_of``).
+    edit = load_model(file, config_dir=comfy["config_dir"], expected_architecture="flux2kleinedit")
+    assert edit.info.architecture == "flux2kleinedit" and type(edit.pipeline).__name__ == "Flux2KleinPipeline"
+    same_weights(comfy["pipe"], edit.pipeline)
 
 
 def test_named_files_load_from_anywhere_and_missing_ones_are_refused_naming_the_field(comfy, tmp_path):

@@ -11,14 +11,20 @@ transformer call of diffusers' Flux.2 pipelines.
   and (0, 0, 0, token) for the text, the time σ (the pipeline passes t / 1000), the guidance input only where the
   model has one (dev, at 1.0 as musubi-tuner trains it; klein has none), and its output, the velocity ε − x₀,
   unpacked the other way.
+* Edit pairs (:class:`Flux2EditEngine`, ``flux2kleinedit``): each control image is a reference image of the
+  pipeline's, its latents packed after the target's with the first position id 10, 20, …; the loss reads the target.
 """
 
 from __future__ import annotations
 
 import torch
 
-from trainer.diffusion.engines import FLUX_TRAINING_GUIDANCE, SD3Engine, _unwrapped
+from trainer.diffusion.engines import CONTROL_LATENTS, FLUX_TRAINING_GUIDANCE, SD3Engine, _unwrapped
 from trainer.diffusion.text import TextConditioning
+
+# The first position id of the i-th reference image's tokens is this × (i + 1): ``Flux2Pipeline._prepare_image_ids``'
+# ``scale``, which keeps references apart from the target (0) and from one another.
+REFERENCE_TIME_STEP = 10
 
 
 def patchified(latents: torch.Tensor) -> torch.Tensor:
@@ -57,17 +63,46 @@ class Flux2Engine(SD3Engine):
         return TextConditioning(embeddings)
 
     def predict(self, denoiser, noisy, sigma, text):
+        return self.predict_with_references(denoiser, noisy, sigma, text, ())
+
+    def predict_with_references(self, denoiser, noisy: torch.Tensor, sigma: torch.Tensor, text: TextConditioning,
+                                references: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+        """The velocity of ``noisy``'s tokens, with each of ``references`` (latents as :meth:`latents` gives them,
+        any size) packed after them as ``Flux2Pipeline.prepare_image_latents`` packs its reference images: position
+        ids (t, h, w, 0) with t = 10, 20, … (``_prepare_image_ids``; the target's t is 0); the output is read off the
+        target's tokens only."""
         patches = patchified(noisy)
         batch, channels, height, width = patches.shape
-        tokens = patches.reshape(batch, channels, height * width).permute(0, 2, 1)
-        image_ids = torch.cartesian_prod(torch.arange(1), torch.arange(height), torch.arange(width), torch.arange(1))
+        tokens = [patches.reshape(batch, channels, height * width).permute(0, 2, 1)]
+        ids = [torch.cartesian_prod(torch.arange(1), torch.arange(height), torch.arange(width), torch.arange(1))]
+        for i, reference in enumerate(references):
+            packed = patchified(reference.to(noisy.dtype))
+            tokens.append(packed.flatten(2).permute(0, 2, 1))
+            ids.append(torch.cartesian_prod(torch.tensor([REFERENCE_TIME_STEP * (i + 1)]),
+                                            torch.arange(packed.shape[-2]), torch.arange(packed.shape[-1]),
+                                            torch.arange(1)))
+        image_ids = torch.cat(ids)
         text_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1),
                                         torch.arange(text.hidden.shape[1]))
         guidance = None
         if _unwrapped(denoiser).config.guidance_embeds:
             guidance = torch.full((batch,), FLUX_TRAINING_GUIDANCE, device=noisy.device, dtype=torch.float32)
-        out = denoiser(hidden_states=tokens, timestep=sigma.to(noisy.device, noisy.dtype), guidance=guidance,
-                       encoder_hidden_states=text.hidden.to(noisy.dtype),
+        out = denoiser(hidden_states=torch.cat(tokens, dim=1), timestep=sigma.to(noisy.device, noisy.dtype),
+                       guidance=guidance, encoder_hidden_states=text.hidden.to(noisy.dtype),
                        txt_ids=text_ids.to(noisy.device)[None].expand(batch, -1, -1),
                        img_ids=image_ids.to(noisy.device)[None].expand(batch, -1, -1), return_dict=False)[0]
+        out = out[:, : height * width]
         return unpatchified(out.permute(0, 2, 1).reshape(batch, channels, height, width))
+
+
+class Flux2EditEngine(Flux2Engine):
+    """Flux.2 trained on before/after pairs: the batch's control latents are its reference images
+    (``Flux2KleinPipeline(image=[…])``), one tensor per reference in ``extras[CONTROL_LATENTS]``."""
+
+    def predict_batch(self, denoiser, noisy, sigma, text, extras):
+        return self.predict_with_references(denoiser, noisy, sigma, text, extras.get(CONTROL_LATENTS, ()))
+
+    def edit_arguments(self, controls, width, height):
+        # Every reference as a list: at the target's size (≤ 1 MP, a multiple of 16) the pipeline takes each as it
+        # is, as training encodes it; it would scale a larger one down to a megapixel.
+        return {"image": list(controls)}

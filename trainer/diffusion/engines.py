@@ -91,6 +91,11 @@ class Engine:
         The job adds the masked loss's weights under ``loss_weights.LOSS_WEIGHT``; every engine's loss reads them."""
         return {}
 
+    def edit_arguments(self, controls: list[Any], width: int, height: int) -> dict[str, Any]:
+        """An edit family's pipeline-call arguments that draw a preview pair's edit at ``width``×``height``: its
+        control images (PIL, at the target's size, in reference order) as its pipeline takes them."""
+        raise NotImplementedError(f"{self.family.display_name} does not train on before/after pairs")
+
 
 class UnetEngine(Engine):
     """SD 1.x/2.x/SDXL."""

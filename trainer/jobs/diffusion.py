@@ -350,6 +350,12 @@ class DiffusionJob(TrainingJob):
                     stream = ds.BucketBatches(classes, global_batch, 1, cfg.training.seed + 2 + 7919 * concept.index)
                     self.class_streams[concept.index] = (len(self.class_examples), stream)
                     self.class_examples += classes
+        fewest, most = (min(self.examples, key=lambda e: len(e.controls)),
+                        max(self.examples, key=lambda e: len(e.controls)))
+        if global_batch > 1 and len(fewest.controls) != len(most.controls):  # a batch stacks each reference
+            raise InputError(f"dataset.path: {fewest.image} has {len(fewest.controls)} control image(s) and "
+                             f"{most.image} {len(most.controls)}; pairs with different numbers of references cannot "
+                             "share a batch: give every target the same number, or set training.batch_size = 1")
         self.batches = ds.BucketBatches(self.examples, global_batch, repeats, cfg.training.seed)
         self.pixel_draws = 0  # images drawn so far (all processes): seeds each image's random crop and flip
         cache_ok = d.crop == "center" and not d.flip
@@ -803,8 +809,9 @@ class DiffusionJob(TrainingJob):
         used_seeds: list[int] = []
         for index, example in enumerate(pairs):
             pixels, _, _, controls = ds.load_pair(example, "center", False, torch.Generator().manual_seed(0))
-            control, target = (Image.fromarray(((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
-                                               .to(torch.uint8).numpy()) for image in (controls[0], pixels))
+            target, *references = (Image.fromarray(((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255)
+                                                   .to(torch.uint8).numpy()) for image in (pixels, *controls))
+            control = references[0]  # the grid's control tile: the first reference
             width, height = example.bucket
             before = index * len(seeds)  # images drawn for the earlier pairs
             drawn, _, drawn_seeds = draw(
@@ -812,9 +819,7 @@ class DiffusionJob(TrainingJob):
                 cfg.sampling.guidance_scale, out_dir,
                 progress=lambda done, _, before=before: self.report_activity(what, before + done, total),
                 conditioning=self._sample_text, sampler=cfg.sampling.sampler, first_index=index,
-                # The control at the size trained on: the pipeline would otherwise resize it to one of Kontext's
-                # preferred resolutions and draw at a megapixel.
-                call_arguments={"image": control, "max_area": width * height, "_auto_resize": False})
+                call_arguments=self.engine.edit_arguments(references, width, height))
             ends = []
             for name, image in (("control", control), ("target", target)):
                 path = out_dir / f"p{index:02d}-{name}.png"
