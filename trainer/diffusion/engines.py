@@ -161,7 +161,7 @@ class SD3Engine(Engine):
                                                 strict=True):
                 parts[spec.component] = None if encoder is None else _unwrapped(encoder)
                 parts[spec.tokenizer] = tokenizer
-            cache[key] = getattr(diffusers, self.family.pipeline_class)(**parts)
+            cache[key] = getattr(diffusers, self.family.pipeline_class)(**parts, **self.family.pipeline_args)
         return cache[key]
 
     def _encode(self, pipe: Any, prompts: list[str], device, extra: dict) -> tuple[torch.Tensor, torch.Tensor]:
