@@ -32,22 +32,32 @@ class QwenEditEngine(QwenImageEngine):
         """Each prompt as the pipeline encodes it with ``controls[i]`` (its pair's control images, PIL, whole):
         resized to the pipeline's condition size and shown to Qwen2.5-VL as pictures before the instruction.
         Without controls (a sample prompt, the empty prompt): the instruction alone, as the pipeline with no image."""
-        from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as edit_plus
-
         pipe = self._text_pipeline(encoders)
         rows = []
         for index, prompt in enumerate(prompts):
-            images = None
-            if controls is not None and controls[index]:
-                images = []
-                for image in controls[index]:
-                    aspect = image.width / image.height
-                    width, height = edit_plus.calculate_dimensions(edit_plus.CONDITION_IMAGE_SIZE, aspect)
-                    images.append(pipe.image_processor.resize(image, height, width))
+            images = self.condition_images(pipe, controls[index]) if controls is not None and controls[index] else None
             hidden, mask = pipe.encode_prompt([prompt], image=images, device=torch.device(device),
                                               max_sequence_length=self.family.max_sequence_length or 1024)
             rows.append(hidden[0] if mask is None else hidden[0][mask[0].bool()])
         return TextConditioning.from_sequences(rows)
+
+    @staticmethod
+    def condition_images(pipe: Any, pictures: list[Any]) -> list[Any]:
+        """``pictures`` as the pipeline's call hands them to ``encode_prompt``: each resized to its condition size
+        (384² pixels at the picture's aspect ratio, sides multiples of 32)."""
+        from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as edit_plus
+
+        resized = []
+        for picture in pictures:
+            aspect = picture.width / picture.height
+            width, height = edit_plus.calculate_dimensions(edit_plus.CONDITION_IMAGE_SIZE, aspect)
+            resized.append(pipe.image_processor.resize(picture, height, width))
+        return resized
+
+    def edit_arguments(self, control, pictures, width, height):
+        """The pair's control files, whole, as a person hands them to the pipeline: its text encoder then sees what
+        training's did (the VAE half takes them at the pipeline's megapixel, as every use of the LoRA will)."""
+        return {"image": pictures}
 
     def predict_batch(self, denoiser, noisy, sigma, text, extras):
         return self.predict_in_context(denoiser, noisy, sigma, text, extras.get(CONTROL_LATENTS, ()))

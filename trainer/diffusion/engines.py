@@ -84,6 +84,12 @@ class Engine:
         """The batch's mean loss; ``min_snr_gamma`` and ``debiased`` weigh DDPM timesteps (flow matching: unused)."""
         raise NotImplementedError
 
+    def edit_arguments(self, control: Any, pictures: list[Any], width: int, height: int) -> dict[str, Any]:
+        """An edit pipeline's arguments for a preview pair: ``control`` fitted to the bucket as trained on, or
+        ``pictures`` (the pair's control files, whole).  Kontext's: the fitted control at the size trained on (the
+        pipeline would otherwise resize it to one of its preferred resolutions and draw at a megapixel)."""
+        return {"image": control, "max_area": width * height, "_auto_resize": False}
+
     def extras(self, sizes: list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]],
                device: str | torch.device, dtype: torch.dtype) -> dict[str, Any]:
         """Per-image conditioning beyond the text, from (original size, crop's top left, bucket) of each.
