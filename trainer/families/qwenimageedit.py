@@ -36,6 +36,7 @@ FAMILY = replace(
     # QwenImageEditPlusPipeline's defaults: true_cfg_scale 4 with a negative prompt, 40 steps in its examples.
     sample_defaults={"guidance_scale": 4.0, "inference_steps": 40},
     single_file_writer=None,
+    single_file_reader="trainer.models.qwen_vl_images:load_qwenimageedit_single_file",
     file_markers=(),  # its transformer file is Qwen-Image's: detected as Qwen-Image, loaded so when the config names it
     files_of="qwenimage",
     config_folders={"flow_matching": "qwen-image-edit-2509"},

@@ -42,3 +42,20 @@ def pipeline_parts(folder: Path) -> dict[str, Any]:
     return {"processor": Qwen2VLImagesProcessor.from_pretrained(
         source, local_files_only=True, image_processor=Qwen2VLImageProcessorPil.from_pretrained(
             source, local_files_only=True))}
+
+
+def load_qwenimageedit_single_file(checkpoint: Any, config_dir: Path | None, dtype: Any,
+                                   text_encoder_files: list[str], vae_file: str) -> Any:
+    """Qwen-Image-Edit from ComfyUI's files (``qwen_image_edit_2509_bf16.safetensors`` has Qwen-Image's keys and
+    shapes, with the same ``qwen_2.5_vl_7b`` and ``qwen_image_vae`` files beside it): read as Qwen-Image and handed to
+    ``QwenImageEditPlusPipeline`` with Qwen2-VL's processor over the shipped vocabulary, its image half at
+    Qwen2.5-VL's published settings (the Pillow processor's defaults: 14-pixel patches, 2×2 merges, CLIP's mean/std).
+    2511's ``zero_cond_t`` is not in the file: set in the transformer's config where the folder read says so."""
+    import diffusers
+
+    from trainer.models.qwenimage_single import load_qwenimage_single_file
+
+    pipeline = load_qwenimage_single_file(checkpoint, config_dir, dtype, text_encoder_files, vae_file)
+    parts = dict(pipeline.components)
+    processor = Qwen2VLImagesProcessor(image_processor=Qwen2VLImageProcessorPil(), tokenizer=parts.pop("tokenizer"))
+    return diffusers.QwenImageEditPlusPipeline(**parts, tokenizer=None, processor=processor)
