@@ -130,9 +130,9 @@ def heldout_loss(pipe, folder: Path) -> float:
 def test_qwenedit_lora_learns_make_it_red_on_heldout_pairs_and_its_files_draw_its_edit(tmp_path, tiny_qwenedit):
     """Trained on 8 pairs (each instruction's conditioning cached per pair: the VL encoder sees the control), the LoRA
     loaded from its diffusers file by ``QwenImageEditPlusPipeline.load_lora_weights`` predicts 4 held-out pairs far
-    better than the base model; the previews show control → now → target, the edit being what the pipeline draws
-    from the pair's control file with that file loaded; the musubi/ComfyUI file holds each trained module's ΔW under
-    its kohya name."""
+    better than the base model; the previews show control → now → target, the edit (from the instruction encoded up
+    front with the pair's control) being what the pipeline draws from the pair's control file with that file loaded;
+    the musubi/ComfyUI file holds each trained module's ΔW under its kohya name."""
     import numpy as np
     from PIL import Image
     from safetensors.torch import load_file
@@ -142,13 +142,16 @@ def test_qwenedit_lora_learns_make_it_red_on_heldout_pairs_and_its_files_draw_it
     from trainer.protocol import EXIT_OK, Failed, Finished, Sample
 
     train, heldout = make_it_red(tmp_path / "train", 8, seed=0), make_it_red(tmp_path / "heldout", 4, seed=1)
+    # The text encoder waits off the device (as the presets run it on a GPU): every pair's instruction is encoded up
+    # front with its control, into the run folder, and the previews' with theirs.
     config = diffusion_config(tiny_qwenedit, train, ARCH, training={"steps": 20, "learning_rate": 2e-2},
-                              lora={"rank": 4, "alpha": 8.0},
-                              sampling={"inference_steps": 2, "guidance_scale": 1.0})
+                              lora={"rank": 4, "alpha": 8.0}, sampling={"inference_steps": 2, "guidance_scale": 1.0},
+                              dataset={"cache_text": "disk"}, model={"text_encoder_device": "cpu"})
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_OK, rec.of(Failed)
     log = (tmp_path / "run" / "log.txt").read_text("utf-8")
-    assert "caption cache on" in log
+    assert "Encoded 8 caption(s) and the sample prompts" in log  # one caption, eight pairs: eight encodings
+    assert len(list((tmp_path / "run" / "cache" / "text").glob("*.safetensors"))) == 8
     kohya_file, diffusers_file = (Path(p) for p in rec.of(Finished)[0].outputs)
     trained = pipeline(tiny_qwenedit)
     trained.load_lora_weights(str(diffusers_file.parent), weight_name=diffusers_file.name)
