@@ -148,15 +148,23 @@ def test_a_preview_from_prompts_encoded_once_is_the_preview_from_the_text(arch, 
     # up as previews draw (HiDream's: at its tiny transformer's size).
     pipe = prepared(load_model(tiny_models[arch]).pipeline, arch)
     prompts = ["a red circle", ""]  # the empty prompt too: SDXL zeroes an empty negative prompt
-    encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu")
+    # An edit pipeline whose text encoder reads the control (Qwen-Image-Edit's) draws from one, encoded with it.
+    call, shown = {}, None
+    if family(arch).text_reads_controls:
+        from trainer.diffusion.engine_qwenedit import QwenEditEngine
+
+        call = {"image": [Image.new("RGB", (64, 48), (200, 40, 40))]}
+        shown = QwenEditEngine.condition_images(pipe, call["image"])
+    encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu", image=shown)
     values = [v for entry in encoded.values() for value in entry.values()  # Z-Image: a list per prompt
               for v in (value if isinstance(value, list) else [value])]
     if family(arch).prompt_outputs:
         assert values and all(value.device.type == "cpu" for value in values)
     else:  # its pipeline takes no encoded prompts (Ideogram 4): each preview is drawn from its text
         assert encoded == {}
-    from_text, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "text")
-    from_embeds, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "embeds", conditioning=encoded)
+    from_text, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "text", call_arguments=call)
+    from_embeds, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "embeds", conditioning=encoded,
+                             call_arguments=call)
     for a, b in zip(from_text, from_embeds, strict=True):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), (arch, a)
 

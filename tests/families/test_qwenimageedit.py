@@ -154,8 +154,9 @@ def test_qwenedit_lora_learns_make_it_red_on_heldout_pairs_and_its_files_draw_it
     assert len(list((tmp_path / "run" / "cache" / "text").glob("*.safetensors"))) == 8
     kohya_file, diffusers_file = (Path(p) for p in rec.of(Finished)[0].outputs)
     trained = pipeline(tiny_qwenedit)
+    before = heldout_loss(trained, heldout)
     trained.load_lora_weights(str(diffusers_file.parent), weight_name=diffusers_file.name)
-    before, after = heldout_loss(pipeline(tiny_qwenedit), heldout), heldout_loss(trained, heldout)
+    after = heldout_loss(trained, heldout)
     assert after < 0.8 * before, (before, after)  # measured: 1.41 → 0.92 (0.66×)
 
     final = rec.of(Sample)[-1]
