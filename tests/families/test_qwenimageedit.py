@@ -179,3 +179,22 @@ def test_qwenedit_lora_learns_make_it_red_on_heldout_pairs_and_its_files_draw_it
         ab = reference[f"transformer.{module}.lora_B.weight"].float() @ reference[
             f"transformer.{module}.lora_A.weight"].float()
         torch.testing.assert_close(kohya[f"{name}.alpha"].item() / down.shape[0] * up @ down, ab)
+
+
+@pytest.mark.slow
+def test_qwenedit_resume_equals_uninterrupted_with_pair_keyed_captions_on_disk(tmp_path, tiny_qwenedit):
+    """Instructions cached per pair in RUN/cache/text and control latents with their targets' in RUN/cache/latents:
+    the resumed run finds the same entries (keys are the control files' versions, not the run's state) and ends where
+    the uninterrupted one does, weights and losses bit for bit."""
+    from tests.diffusion.conftest import diffusion_config, straight_and_resumed
+    from trainer.runfolder import RunFolder
+
+    train = make_it_red(tmp_path / "train", 4, seed=0)
+    config = diffusion_config(tiny_qwenedit, train, ARCH, training={"steps": 4, "eval_every": 2},
+                              sampling={"inference_steps": 1, "guidance_scale": 1.0},
+                              dataset={"cache_latents": "disk", "cache_text": "disk"})
+    _, _, (a, b) = straight_and_resumed(config, tmp_path, stop_at=2)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [row["loss"] for row in RunFolder(tmp_path / "straight").read_metrics() if "loss" in row]
+    assert losses == [row["loss"] for row in RunFolder(tmp_path / "split").read_metrics() if "loss" in row]
+    assert len(list((tmp_path / "split" / "cache" / "text").glob("*.safetensors"))) == 4  # one per pair
