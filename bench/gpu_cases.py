@@ -208,6 +208,7 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
 
     from trainer import families
     from trainer.models.clip_vocab import qwen3_tokenizer, t5_tokenizer
+    from trainer.models.folder_dtypes import _name_published_classes
     from trainer.models.loading import _tokenizer
     from trainer.models.offline import force_offline
     from trainer.models.tiny import tiny_gemma_tokenizer, tiny_tekken_tokenizer
@@ -268,6 +269,7 @@ def build_config_model(config_dir: Path, out: Path, arch: str, device: str, dtyp
     _check_disk(out.parent, sum(_stored_bytes(module, dtype) for module in parts.values()
                                 if isinstance(module, torch.nn.Module)))
     pipeline.save_pretrained(out, safe_serialization=True)
+    _name_published_classes(pipeline, out)  # Kamaal's processors stand in for transformers' (torchvision) ones
     return out
 
 

@@ -111,28 +111,30 @@ class Scale:
 CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024, "zimage": 1024,
                              "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024, "ernieimage": 1024,
                              "kandinsky5": 1024, "qwenimage21": 1024, "krea2": 1024, "ideogram4": 1024,
-                             "hidream": 1024, "fluxkontext": 1024, "flux2kleinedit": 1024}, warmup=3,
+                             "hidream": 1024, "fluxkontext": 1024, "qwenimageedit": 1024, "flux2kleinedit": 1024},
+             warmup=3,
              steps=20,
              seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "chroma": 120, "zimage": 120, "qwenimage": 300,
                       "flux2klein": 90, "lumina2": 80, "ernieimage": 150, "kandinsky5": 150, "qwenimage21": 150,
-                      "krea2": 200, "ideogram4": 240, "hidream": 360, "fluxkontext": 180, "flux2kleinedit": 120},
+                      "krea2": 200, "ideogram4": 240, "hidream": 360, "fluxkontext": 180, "qwenimageedit": 330,
+                      "flux2kleinedit": 120},
              build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "chroma": 110, "zimage": 90,
                             "qwenimage": 240, "flux2klein": 90, "lumina2": 90, "ernieimage": 150, "kandinsky5": 150,
                             "qwenimage21": 150, "krea2": 160, "ideogram4": 300, "hidream": 300,
-                            "fluxkontext": 150, "flux2kleinedit": 90})
+                            "fluxkontext": 150, "qwenimageedit": 240, "flux2kleinedit": 90})
 DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "chroma": 64, "zimage": 64,
                               "qwenimage": 64, "flux2klein": 64, "lumina2": 64, "ernieimage": 64,
                               "kandinsky5": 64, "qwenimage21": 64, "krea2": 64, "ideogram4": 64,
-                              "hidream": 64, "fluxkontext": 64, "flux2kleinedit": 64}, warmup=1,
+                              "hidream": 64, "fluxkontext": 64, "qwenimageedit": 64, "flux2kleinedit": 64}, warmup=1,
                 steps=3,
                 seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "chroma": 15, "zimage": 15, "qwenimage": 15,
                          "flux2klein": 20, "lumina2": 15, "ernieimage": 20, "kandinsky5": 15,
                          "qwenimage21": 15, "krea2": 20, "ideogram4": 20, "hidream": 20, "fluxkontext": 15,
-                         "flux2kleinedit": 20},
+                         "qwenimageedit": 30, "flux2kleinedit": 20},
                 build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "chroma": 5, "zimage": 5, "qwenimage": 5,
                                "flux2klein": 10, "lumina2": 5, "ernieimage": 10, "kandinsky5": 5,
                                "qwenimage21": 5, "krea2": 10, "ideogram4": 10, "hidream": 10,
-                               "fluxkontext": 5, "flux2kleinedit": 10})
+                               "fluxkontext": 5, "qwenimageedit": 5, "flux2kleinedit": 10})
 
 
 @dataclass(frozen=True)
@@ -210,16 +212,19 @@ CASES = (
     Case("krea2", checkpointing=True, quantization="nf4"),  # Krea 2 Raw as its 16 GB preset trains it
     # Ideogram 4 as its 24/16 GB presets train it: both 9.3 B transformers in nf4, with checkpointing.
     Case("ideogram4", checkpointing=True, quantization="nf4"),
-    # HiDream-I1 as its 16 GB preset trains it: nf4 base, nf4 text encoders while they encode, 16 blocks swapped.
-    # Its random folder is 61 GB in bf16 (17.1 B transformer, Llama 3.1 8B, T5-XXL, CLIPs): on the lent machine's
-    # 64 GB disk it is built last, alone.
-    Case("hidream", checkpointing=True, quantization="nf4", text_quantization="nf4", swap=16),
     # Flux.1 Kontext as its 16/12 GB presets train it: an nf4 base, checkpointing, the control image's tokens beside
     # the target's (twice Flux.1's image sequence).
     Case("fluxkontext", checkpointing=True, quantization="nf4"),
     # Flux.2 klein edit as its 12 GB preset trains it: an nf4 base, checkpointing, one reference image's tokens beside
     # the target's.
     Case("flux2kleinedit", checkpointing=True, quantization="nf4"),
+    # Qwen-Image-Edit as its 16 GB preset trains it: nf4 base, checkpointing, Qwen2.5-VL in fp8 reading each pair's
+    # control as pictures, the control's tokens beside the target's.
+    Case("qwenimageedit", checkpointing=True, quantization="nf4", text_quantization="fp8", swap=50),
+    # HiDream-I1 as its 16 GB preset trains it: nf4 base, nf4 text encoders while they encode, 16 blocks swapped.
+    # Its random folder is 61 GB in bf16 (17.1 B transformer, Llama 3.1 8B, T5-XXL, CLIPs): on the lent machine's
+    # 64 GB disk it is built last, alone.
+    Case("hidream", checkpointing=True, quantization="nf4", text_quantization="nf4", swap=16),
 )
 
 

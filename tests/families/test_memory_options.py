@@ -140,15 +140,23 @@ def test_a_preview_from_prompts_encoded_once_is_the_preview_from_the_text(arch, 
     # up as previews draw (HiDream's: at its tiny transformer's size).
     pipe = prepared(load_model(tiny_models[arch]).pipeline, arch)
     prompts = ["a red circle", ""]  # the empty prompt too: SDXL zeroes an empty negative prompt
-    encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu")
+    # An edit pipeline whose text encoder reads the control (Qwen-Image-Edit's) draws from one, encoded with it.
+    call, shown = {}, None
+    if family(arch).text_reads_controls:
+        from trainer.diffusion.engine_qwenedit import QwenEditEngine
+
+        call = {"image": [Image.new("RGB", (64, 48), (200, 40, 40))]}
+        shown = QwenEditEngine.condition_images(pipe, call["image"])
+    encoded = encode_sample_prompts(pipe, arch, prompts, 7.5, "cpu", image=shown)
     values = [v for entry in encoded.values() for value in entry.values()  # Z-Image: a list per prompt
               for v in (value if isinstance(value, list) else [value])]
     if family(arch).prompt_outputs:
         assert values and all(value.device.type == "cpu" for value in values)
     else:  # its pipeline takes no encoded prompts (Ideogram 4): each preview is drawn from its text
         assert encoded == {}
-    from_text, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "text")
-    from_embeds, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "embeds", conditioning=encoded)
+    from_text, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "text", call_arguments=call)
+    from_embeds, _, _ = draw(pipe, prompts, [3], 64, 64, 2, 7.5, tmp_path / "embeds", conditioning=encoded,
+                             call_arguments=call)
     for a, b in zip(from_text, from_embeds, strict=True):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), (arch, a)
 
@@ -275,7 +283,8 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
             "kandinsky5-lora-16gb", "kandinsky5-lora-12gb", "qwenimage21-lora-24gb", "qwenimage21-lora-16gb",
             "qwenimage21-lora-12gb", "krea2-lora-24gb", "krea2-lora-16gb", "krea2-lora-12gb", "ideogram4-lora-24gb",
             "ideogram4-lora-16gb", "ideogram4-lora-12gb", "hidream-lora-24gb", "hidream-lora-16gb",
-            "hidream-lora-12gb"} <= set(sized)
+            "hidream-lora-12gb", "qwenimageedit-lora-24gb", "qwenimageedit-lora-16gb",
+            "qwenimageedit-lora-12gb"} <= set(sized)
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)

@@ -291,3 +291,22 @@ def test_comfyui_and_diffusers_apply_both_lora_files_module_by_module(comfy, tmp
     from_kohya = fused(kohya_file)
     for key, value in expected.items():
         torch.testing.assert_close(from_kohya[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_a_qwenimage_edit_file_has_qwenimages_keys_and_loads_as_the_edit_model_when_the_config_names_it(comfy):
+    """ComfyUI's ``qwen_image_edit_2509`` file holds Qwen-Image's keys: detected alone it is Qwen-Image; with
+    ``model.architecture = "qwenimageedit"`` the same files load into ``QwenImageEditPlusPipeline``, every weight as
+    stored, with a processor that reads pictures (the edit's condition image) without torchvision."""
+    from PIL import Image
+
+    from trainer.models import inspect_model
+
+    file = comfy["models"] / "diffusion_models" / TRANSFORMER
+    assert inspect_model(file).architecture == "qwenimage"
+    loaded = load_model(file, config_dir=comfy["config_dir"], expected_architecture="qwenimageedit")
+    assert loaded.info.architecture == "qwenimageedit"
+    assert type(loaded.pipeline).__name__ == "QwenImageEditPlusPipeline"
+    same_weights(comfy["pipe"], loaded.pipeline)
+    text = "Picture 1: <|vision_start|><|image_pad|><|vision_end|>make it red"
+    inputs = loaded.pipeline.processor(text=[text], images=[Image.new("RGB", (64, 64))], return_tensors="pt")
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 4]]  # 64 px → 56 px: 4 × 4 patches of 14 px

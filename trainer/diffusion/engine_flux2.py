@@ -102,7 +102,7 @@ class Flux2EditEngine(Flux2Engine):
     def predict_batch(self, denoiser, noisy, sigma, text, extras):
         return self.predict_with_references(denoiser, noisy, sigma, text, extras.get(CONTROL_LATENTS, ()))
 
-    def edit_arguments(self, controls, width, height):
+    def edit_arguments(self, references, pictures, width, height):
         # Every reference as a list: at the target's size (≤ 1 MP, a multiple of 16) the pipeline takes each as it
         # is, as training encodes it; it would scale a larger one down to a megapixel.
-        return {"image": list(controls)}
+        return {"image": list(references)}

@@ -25,7 +25,7 @@ class KontextEngine(FluxEngine):
     def predict_batch(self, denoiser, noisy, sigma, text, extras):
         return self.predict_in_context(denoiser, noisy, sigma, text, extras.get(CONTROL_LATENTS, ()))
 
-    def edit_arguments(self, controls, width, height):
+    def edit_arguments(self, references, pictures, width, height):
         # The control at the size trained on: the pipeline would otherwise resize it to one of Kontext's preferred
         # resolutions and draw at a megapixel.
-        return {"image": controls[0], "max_area": width * height, "_auto_resize": False}
+        return {"image": references[0], "max_area": width * height, "_auto_resize": False}

@@ -91,9 +91,10 @@ class Engine:
         The job adds the masked loss's weights under ``loss_weights.LOSS_WEIGHT``; every engine's loss reads them."""
         return {}
 
-    def edit_arguments(self, controls: list[Any], width: int, height: int) -> dict[str, Any]:
-        """An edit family's pipeline-call arguments that draw a preview pair's edit at ``width``×``height``: its
-        control images (PIL, at the target's size, in reference order) as its pipeline takes them."""
+    def edit_arguments(self, references: list[Any], pictures: list[Any], width: int, height: int) -> dict[str, Any]:
+        """An edit family's pipeline-call arguments that draw a preview pair's edit at ``width``×``height``:
+        ``references``, its control images fitted as trained on (PIL, at the target's size, in reference order), or
+        ``pictures``, the pair's control files whole (what a person hands the pipeline), as its pipeline takes them."""
         raise NotImplementedError(f"{self.family.display_name} does not train on before/after pairs")
 
 
@@ -166,7 +167,7 @@ class SD3Engine(Engine):
                                                 strict=True):
                 parts[spec.component] = None if encoder is None else _unwrapped(encoder)
                 parts[spec.tokenizer] = tokenizer
-            cache[key] = getattr(diffusers, self.family.pipeline_class)(**parts)
+            cache[key] = getattr(diffusers, self.family.pipeline_class)(**parts, **self.family.pipeline_args)
         return cache[key]
 
     def _encode(self, pipe: Any, prompts: list[str], device, extra: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,11 +63,14 @@ def plan_prompts(lines: list[str], seeds: list[int], width: int, height: int, st
 
 @torch.no_grad()
 def encode_sample_prompts(pipe, architecture: str, prompts: list[str], guidance: float,
-                          device: str | torch.device, negative: str = "") -> dict[str, dict[str, torch.Tensor]]:
+                          device: str | torch.device, negative: str = "",
+                          image: Any = None) -> dict[str, dict[str, torch.Tensor]]:
     """Each prompt line as the pipeline's own ``encode_prompt`` conditions on it (its negative prompt too, where
     the pipeline guides), on the CPU: previews can then run while the text encoders wait off the GPU.  The same
     call the pipeline makes for a prompt string, so an image drawn from these is the image drawn from the text.
-    ``guidance`` and ``negative``: the Sampling section's, for the lines that do not set their own."""
+    ``guidance`` and ``negative``: the Sampling section's, for the lines that do not set their own.  ``image``: the
+    condition images an edit pipeline's ``encode_prompt`` shows its text encoder (Qwen-Image-Edit's), as its call
+    passes them."""
     import inspect
 
     model = family(architecture)
@@ -78,7 +81,7 @@ def encode_sample_prompts(pipe, architecture: str, prompts: list[str], guidance:
     def encoded(text: str, names: tuple[str | None, ...], guided: bool, negative_text: str | None) -> dict:
         options = {"prompt_2": None, "prompt_3": None,  # None: the same prompt for every encoder, as the call does
                    "device": device, "num_images_per_prompt": 1, "do_classifier_free_guidance": guided,
-                   "negative_prompt": negative_text or None}
+                   "negative_prompt": negative_text or None, "image": image}
         outputs = pipe.encode_prompt(text, **{k: v for k, v in options.items() if k in accepted})
         if isinstance(outputs, list):  # one output, a list of embeddings (ERNIE-Image's), not a tuple of them
             outputs = (outputs,)

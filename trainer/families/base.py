@@ -216,6 +216,11 @@ class Family:
     # up to this many control (reference) images that condition the denoiser — Kontext's control latents as extra
     # tokens.  0: a text-to-image family, whose control images a paired concept's health check says are ignored.
     control_images: int = 0
+    # Its text encoder also reads the pair's control images (Qwen-Image-Edit's Qwen2.5-VL sees them as vision tokens in
+    # the prompt): a caption's conditioning depends on its pair, so the caption cache keys each pair, not each caption.
+    # Its engine's ``encode_prompts`` takes ``controls=`` (each prompt's control pictures) and has ``condition_images``
+    # (the pictures as its pipeline's call hands them to ``encode_prompt``: ``engine_qwenedit``).
+    text_reads_controls: bool = False
     # The family whose single files hold this one's denoiser under the same keys (Kontext dev's BFL file is Flux.1
     # dev's: nothing in it tells them apart), so a file detected as that family loads as this one when the config's
     # ``model.architecture`` names it.  None: its files are its own (``file_markers``).

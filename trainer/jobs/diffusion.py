@@ -203,21 +203,32 @@ class DiffusionJob(TrainingJob):
         parts, dtype = self.parts, weight_dtype(self.precision)
         for encoder in self._encoders():
             encoder.to(self.device, dtype)
-        captions = list(dict.fromkeys(e.caption for e in [*self.examples, *self.class_examples]))
+        # (caption, its pair): a pair only where the text encoder reads the controls (``Family.text_reads_controls``).
+        captions = list({self._text_key(e.caption, e): (e.caption, e if self.text_by_pair else None)
+                         for e in [*self.examples, *self.class_examples]}.values())
         if self.variation.caption_dropout > 0:
-            captions.append("")  # a dropped caption: the empty prompt
-        for done, caption in enumerate(captions):
+            captions += [("", e) for e in self.examples] if self.text_by_pair else [("", None)]  # a dropped caption
+        for done, (caption, pair) in enumerate(captions):
             self.report_activity("encoding captions", done, len(captions))
+            key = self._text_key(caption, pair)
             if self.text_on_disk:
-                self._disk_text(caption)
-            elif caption not in self._texts:
-                self._texts[caption] = self.engine.encode_prompts(parts.text_encoders, [caption], self.device).to("cpu")
+                self._disk_text(caption, pair)
+            elif key not in self._texts:
+                self._texts[key] = self._encode_text(parts.text_encoders, [caption], [pair]).to("cpu")
         self.report_activity("encoding captions", len(captions), len(captions))
         if self.dist.is_main:
             pipe = build_pipeline(parts, parts.unet)
-            self._sample_text = encode_sample_prompts(pipe, self.config.model.architecture, self.sample_prompts(),
-                                                      self.config.sampling.guidance_scale, self.device,
-                                                      self.config.sampling.negative_prompt)
+            if self.text_by_pair:  # each preview pair's instruction with its control, as the pipeline encodes it
+                self._sample_text = {}
+                for example in self._preview_pairs():
+                    self._sample_text[self._text_key(example.caption, example)] = encode_sample_prompts(
+                        pipe, self.config.model.architecture, [example.caption], self.config.sampling.guidance_scale,
+                        self.device, self.config.sampling.negative_prompt,
+                        image=self.engine.condition_images(pipe, self._control_pictures(example)))[example.caption]
+            else:
+                self._sample_text = encode_sample_prompts(pipe, self.config.model.architecture,
+                                                          self.sample_prompts(), self.config.sampling.guidance_scale,
+                                                          self.device, self.config.sampling.negative_prompt)
         for encoder in self._encoders():
             encoder.to("cpu")
         if self.device_type == "cuda":
@@ -367,6 +378,8 @@ class DiffusionJob(TrainingJob):
         self.cache_text = d.cache_text in ("on", "disk") or (
             d.cache_text == "auto" and not self.text_in_graph and not self.variation.varies_text)
         self.text_on_disk = d.cache_text == "disk"  # survives a resume; memory holds none of it
+        # The caption cache keys each pair where the text encoder reads its controls (Qwen-Image-Edit's VL encoder).
+        self.text_by_pair = family(cfg.model.architecture).text_reads_controls
         if self.cache_text and self.text_in_graph:
             raise InputError("dataset.cache_text: cannot cache captions while the text encoder is trained")
         self._latents: dict[tuple[bool, int], EncodedImage] = {}  # by (class image?, index)
@@ -523,29 +536,60 @@ class DiffusionJob(TrainingJob):
         save_file(tensors, staging)
         staging.replace(path)
 
-    def _text_for(self, captions: list[str], training: bool = True) -> TextConditioning:
+    def _text_for(self, captions: list[str], training: bool = True,
+                  pairs: list[ds.Example] | None = None) -> TextConditioning:
+        """The captions' conditioning; ``pairs``: the batch's examples, whose controls the text encoder reads where
+        the family's does (``text_by_pair``; the cache then keys each caption with its pair's control files)."""
         parts = self.parts
         if self.word is not None:  # a multi-vector word takes all its tokens, as the pipeline expands it
             captions = [self.word.expand(caption) for caption in captions]
+        pairs = pairs if self.text_by_pair and pairs is not None else [None] * len(captions)
         if not self.cache_text:
             # Evaluation runs on the main process only, so it must not use the wrapped (collective) encoders.
             encoders = self.trained_text_encoders if training else parts.text_encoders
-            return self.engine.encode_prompts(encoders, captions, self.device)
+            return self._encode_text(encoders, captions, pairs)
         if self.text_on_disk:
-            return TextConditioning.cat([self._disk_text(caption) for caption in captions]).to(self.device)
-        missing = [c for c in dict.fromkeys(captions) if c not in self._texts]
+            return TextConditioning.cat([self._disk_text(caption, pair)
+                                         for caption, pair in zip(captions, pairs, strict=True)]).to(self.device)
+        keys = [self._text_key(caption, pair) for caption, pair in zip(captions, pairs, strict=True)]
+        missing = {key: (caption, pair) for key, caption, pair in zip(keys, captions, pairs, strict=True)
+                   if key not in self._texts}
         if missing:
             with torch.no_grad():
                 if self.engine.encode_captions_alone:
-                    encoded = TextConditioning.cat([self.engine.encode_prompts(parts.text_encoders, [caption],
-                                                                               self.device) for caption in missing])
+                    encoded = TextConditioning.cat([self._encode_text(parts.text_encoders, [caption], [pair])
+                                                    for caption, pair in missing.values()])
                 else:
-                    encoded = self.engine.encode_prompts(parts.text_encoders, missing, self.device)
-            for i, caption in enumerate(missing):
-                self._texts[caption] = encoded.select(slice(i, i + 1)).to("cpu")
-        return TextConditioning.cat([self._texts[c] for c in captions]).to(self.device)
+                    encoded = self._encode_text(parts.text_encoders, [caption for caption, _ in missing.values()],
+                                                [pair for _, pair in missing.values()])
+            for i, key in enumerate(missing):
+                self._texts[key] = encoded.select(slice(i, i + 1)).to("cpu")
+        return TextConditioning.cat([self._texts[key] for key in keys]).to(self.device)
 
-    def _disk_text(self, caption: str) -> TextConditioning:
+    def _encode_text(self, encoders: list[torch.nn.Module], captions: list[str],
+                     pairs: list[ds.Example | None]) -> TextConditioning:
+        """The engine's encoding of ``captions``, with each pair's control pictures where the text encoder reads
+        them."""
+        if not self.text_by_pair:
+            return self.engine.encode_prompts(encoders, captions, self.device)
+        return self.engine.encode_prompts(encoders, captions, self.device,
+                                          controls=[self._control_pictures(pair) for pair in pairs])
+
+    def _control_pictures(self, pair: ds.Example | None) -> list[Any]:
+        """The pair's control images as the person gave them (whole, RGB): what an edit pipeline is handed."""
+        from trainer.dataset.imaging import load_rgb
+
+        return [] if pair is None else [load_rgb(path) for path in pair.controls]
+
+    def _text_key(self, caption: str, pair: ds.Example | None) -> str:
+        """The caption cache's key: the caption, and where the text encoder reads the controls, the versions of its
+        pair's control files (a replaced control is encoded again)."""
+        if not self.text_by_pair or pair is None:
+            return caption
+        versions = [f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}" for path in pair.controls]
+        return "|control:".join([caption, *versions])
+
+    def _disk_text(self, caption: str, pair: ds.Example | None = None) -> TextConditioning:
         """A caption's conditioning from ``RUN/cache/text``, encoded (alone) and stored there the first time."""
         import hashlib
 
@@ -553,13 +597,13 @@ class DiffusionJob(TrainingJob):
 
         from trainer.fsutil import atomic_write_bytes
 
-        key = f"{self.config.model.architecture}|{self.config.model.path}|{caption}"
+        key = f"{self.config.model.architecture}|{self.config.model.path}|{self._text_key(caption, pair)}"
         path = self.run.root / "cache" / "text" / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
         if path.is_file():
             tensors = load_file(path)
             return TextConditioning(tensors["hidden"], tensors.get("pooled"))
         with torch.no_grad():
-            encoded = self.engine.encode_prompts(self.parts.text_encoders, [caption], self.device).to("cpu")
+            encoded = self._encode_text(self.parts.text_encoders, [caption], [pair]).to("cpu")
         tensors = {"hidden": encoded.hidden.contiguous()}
         if encoded.pooled is not None:
             tensors["pooled"] = encoded.pooled.contiguous()
@@ -599,7 +643,7 @@ class DiffusionJob(TrainingJob):
         ``mask_weights``: the masked loss's (batch, 1, h, w) weights, None where no image of the batch has a mask.
         ``controls``: an edit family's control latents, one (batch, …) tensor per reference."""
         text = self._text_for(captions if captions is not None else [example.caption for example in batch],
-                              training=unet is None)
+                              training=unet is None, pairs=batch)
         noise, timesteps = noise_and_t
         dtype = weight_dtype(self.precision)
         extras = self.engine.extras([(e.size, crop, e.bucket) for e, crop in zip(batch, crops, strict=True)],
@@ -814,12 +858,15 @@ class DiffusionJob(TrainingJob):
             control = references[0]  # the grid's control tile: the first reference
             width, height = example.bucket
             before = index * len(seeds)  # images drawn for the earlier pairs
+            conditioning = self._sample_text
+            if self.text_by_pair and conditioning is not None:  # encoded up front with this pair's control
+                conditioning = {example.caption: conditioning[self._text_key(example.caption, example)]}
             drawn, _, drawn_seeds = draw(
                 pipe, [example.caption], seeds, width, height, cfg.sampling.inference_steps,
                 cfg.sampling.guidance_scale, out_dir,
                 progress=lambda done, _, before=before: self.report_activity(what, before + done, total),
-                conditioning=self._sample_text, sampler=cfg.sampling.sampler, first_index=index,
-                call_arguments=self.engine.edit_arguments(references, width, height))
+                conditioning=conditioning, sampler=cfg.sampling.sampler, first_index=index,
+                call_arguments=self.engine.edit_arguments(references, self._control_pictures(example), width, height))
             ends = []
             for name, image in (("control", control), ("target", target)):
                 path = out_dir / f"p{index:02d}-{name}.png"
