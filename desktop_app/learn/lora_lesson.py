@@ -92,7 +92,7 @@ class LoraLesson(QWidget):
     def __init__(self, network: ToyWeights, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.network = network
-        self.rank = FloatSlider(marked("Rank r"), 1, 32, 1, 4)
+        self.rank = FloatSlider(marked("Rank r"), 1, 32, 1, 4, decimals=0)
         self.scale = FloatSlider(marked("Scale (strength)"), 0.0, 2.0, 0.05, 1.0)
         self.diagram = MatrixDiagram()
         self.output = QLabel()

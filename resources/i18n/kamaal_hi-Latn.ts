@@ -335,5 +335,45 @@
         <source>Only {trainable} of {total} numbers trained ({share}), yet the fine-tuned network ends at {frozen} held-out loss, against {scratch} from scratch in the same steps. The frozen layers: {unchanged}.</source>
         <translation>{total} mein se sirf {trainable} numbers train hue ({share}), phir bhi finetuned network {frozen} held-out loss pe pahuncha, jabki scratch se utne hi steps mein {scratch}. Frozen layers: {unchanged}.</translation>
     </message>
+    <message>
+        <source>step</source>
+        <translation>step</translation>
+    </message>
+    <message>
+        <source>loss (log scale)</source>
+        <translation>loss (log scale)</translation>
+    </message>
+    <message>
+        <source>LR</source>
+        <translation>LR (learning rate)</translation>
+    </message>
+    <message>
+        <source>training loss (raw)</source>
+        <translation>training loss (kachcha)</translation>
+    </message>
+    <message>
+        <source>training loss (smoothed)</source>
+        <translation>training loss (smooth kiya hua)</translation>
+    </message>
+    <message>
+        <source>held-out loss</source>
+        <translation>held-out loss (ansuna data)</translation>
+    </message>
+    <message>
+        <source>The loss curve appears here once training starts.</source>
+        <translation>Training shuru hote hi loss ka graph yahan aayega.</translation>
+    </message>
+    <message>
+        <source>frozen</source>
+        <translation>frozen (jama hua)</translation>
+    </message>
+    <message>
+        <source>The network&apos;s weights and biases appear here once training starts.</source>
+        <translation>Training shuru hote hi network ke weights aur biases yahan dikhenge.</translation>
+    </message>
+    <message>
+        <source>Weights and biases at step {step}</source>
+        <translation>Step {step} pe weights aur biases</translation>
+    </message>
 </context>
 </TS>

@@ -72,6 +72,7 @@ def test_lesson_4_lora_counts_follow_the_formula_and_scale_0_is_the_base_model(q
         b, a = lora_pair(50, 50, rank)
         assert b.size + a.size == lora_parameters(50, 50, rank) == rank * (50 + 50)
         assert f"= {rank * 100} numbers" in lesson.counts.text()
+        assert lesson.rank.number.text() == str(rank)  # a count reads as one: "4", not "4.00"
         sd15 = lesson.table.item(0, 2).text()
         assert sd15.endswith(f"({rank * (768 + 1280) / (768 * 1280):.2%})"), sd15
     lesson.scale.set_value(0.0)
