@@ -88,6 +88,10 @@
         <translation>Bina LoRA output: {base}, LoRA ke saath: {adapted}</translation>
     </message>
     <message>
+        <source>The adapter was trained at rank {trained} (the toy-lora preset). Below that, the slider keeps its {rank} strongest directions.</source>
+        <translation>Yeh adapter sach mein rank {trained} pe train hua hai (toy-lora preset). Usse kam rank pe slider sirf uski {rank} sabse zaroori directions rakhta hai — memory card pe sirf important files.</translation>
+    </message>
+    <message>
         <source>Toy hidden layer: LoRA trains r·(d_in + d_out) = {rank}·({d_in} + {d_out}) = {lora} numbers instead of d_in·d_out = {full} ({share}).</source>
         <translation>Toy ki hidden layer: LoRA sirf r·(d_in + d_out) = {rank}·({d_in} + {d_out}) = {lora} numbers train karta hai, d_in·d_out = {full} ki jagah ({share}).</translation>
     </message>
@@ -120,8 +124,8 @@
         <translation>Multiplier m</translation>
     </message>
     <message>
-        <source>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, where ΔW = (α/r)·B·A of each LoRA.</source>
-        <translation>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, jahan har LoRA ka ΔW = (α/r)·B·A hai.</translation>
+        <source>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, where ΔW = (α/r)·B·A of each LoRA. Both were trained from the same network: LoRA 1 on its task asked the other way round, LoRA 2 on a different task.</source>
+        <translation>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, jahan har LoRA ka ΔW = (α/r)·B·A hai. Dono ek hi network se train hue: LoRA 1 ne wahi task ulta seekha, LoRA 2 ne ek alag task.</translation>
     </message>
     <message>
         <source>ΔW₁ (LoRA 1)</source>
