@@ -16,6 +16,10 @@
         <translation>Ho gaya!</translation>
     </message>
     <message>
+        <source>Without prior preservation</source>
+        <translation>Prior preservation ke bina</translation>
+    </message>
+    <message>
         <source>The judge finds the emblem in {rare} of {rare_total} pictures of &quot;a sks shape&quot; ({before} of {before_total} before), and in {kept} of {kept_total} of &quot;a shape&quot;.</source>
         <translation>Judge ko &quot;a sks shape&quot; ki {rare_total} mein se {rare} pictures mein emblem mila (pehle {before_total} mein se {before}), aur &quot;a shape&quot; ki {kept_total} mein se {kept} mein.</translation>
     </message>
@@ -28,16 +32,20 @@
         <translation>Demo train karo</translation>
     </message>
     <message>
+        <source>After, with prior preservation</source>
+        <translation>Baad mein, prior preservation ke saath</translation>
+    </message>
+    <message>
+        <source>After, without it</source>
+        <translation>Baad mein, uske bina</translation>
+    </message>
+    <message>
         <source>With prior preservation</source>
         <translation>Prior preservation ke saath</translation>
     </message>
     <message>
         <source>Before</source>
         <translation>Pehle</translation>
-    </message>
-    <message>
-        <source>After</source>
-        <translation>Baad mein</translation>
     </message>
     <message>
         <source>Instance pictures: the new thing, with the rare word</source>

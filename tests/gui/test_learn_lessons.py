@@ -190,9 +190,16 @@ def test_lesson_5_demo_run_judges_its_samples_before_and_after(qtbot):
     emblems = [str(p) for p in sorted((pictures / "dataset").glob("emblem-*.png"))[:4]]
     shapes = [str(p) for p in sorted((pictures / "class_images").glob("*.png"))[:4]]
     prompts = ("a sks shape",) * 4 + ("a shape",) * 4
+    demo.running_prior = True  # as start() records it
     demo.show_sample(Sample(0, tuple(shapes + shapes), prompts, (0, 1, 2, 3) * 2))
     demo.show_sample(Sample(400, tuple(emblems + shapes), prompts, (0, 1, 2, 3) * 2))
-    assert demo.before.emblems("a sks shape") == (0, 4) and demo.after.emblems("a sks shape") == (4, 4)
-    assert demo.after.emblems("a shape") == (0, 4)
+    assert demo.before.emblems("a sks shape") == (0, 4) and demo.afters[True].emblems("a sks shape") == (4, 4)
+    assert demo.afters[True].emblems("a shape") == (0, 4) and not demo.afters[False].readings
     demo._summarise()
     assert "4 of 4" in demo.summary.text() and "0 of 4 before" in demo.summary.text()
+    # A run without prior preservation keeps the first run's row: both stay on show to compare "a shape".
+    demo.running_prior = False
+    demo.show_sample(Sample(400, tuple(emblems + emblems), prompts, (0, 1, 2, 3) * 2))
+    assert demo.afters[True].emblems("a shape") == (0, 4) and demo.afters[False].emblems("a shape") == (4, 4)
+    demo._summarise()
+    assert demo.summary.text().count("4 of 4") == 3  # with: the rare word; without: the rare word and the class
