@@ -254,3 +254,21 @@ def test_a_toy_lora_leaves_the_network_bitwise_unchanged_and_names_a_wrong_layer
     code, rec = run_in_process(config, tmp_path / "run")
     assert code == EXIT_BAD_INPUT, rec.events
     assert "lora.target_modules" in rec.of(Failed)[0].message and "attn2" in rec.of(Failed)[0].message
+
+
+def test_a_toy_lora_run_resumes_to_the_same_adapter_and_shows_only_its_layer_training(tmp_path):
+    from tests.conftest import PRESETS
+    from trainer.config import load_config
+
+    config = load_config(PRESETS / "toy-lora.toml", ["toy.step_delay_ms=0", "training.steps=40",
+                                                     "output.checkpoint_every=0", "toy.weights_every=10"])
+    code, straight = run_in_process(config, tmp_path / "straight")
+    assert code == EXIT_OK, straight.of(Failed)
+    assert [layer.frozen for layer in straight.of(LayerWeights)[0].layers] == [True, False, True]
+    code, first = run_in_process(config, tmp_path / "split", ScriptedCommands({17: [Stop(save=True)]}))
+    assert code == EXIT_OK and first.of(Finished)[0].step == 17
+    code, second = run_in_process(config, tmp_path / "split", resume=True)
+    assert code == EXIT_OK and second.of(Started)[0].start_step == 17
+    a = load_file(straight.of(Finished)[0].outputs[0])
+    b = load_file(second.of(Finished)[0].outputs[0])
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
