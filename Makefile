@@ -24,11 +24,13 @@ translations: $(QM_FILES)
 resources/i18n/%.qm: resources/i18n/%.ts $(STAMP)
 	$(BIN)/pyside6-lrelease -silent $< -qm $@
 
+# the Train page's widgets that the Learn page's lessons 2 and 3 show too
+TRANSLATED_ELSEWHERE := desktop_app/preview/loss_plot.py desktop_app/preview/weights_view.py
 ## update-translations: refresh the .ts sources from the strings marked in the code (tr("…"), marked("…"));
 ## then translate what is new (pyside6-linguist, or by hand) — tests/learn fails on an untranslated string
 update-translations: $(STAMP)
 	$(BIN)/pyside6-lupdate -silent -locations none -tr-function-alias QT_TR_NOOP+=marked \
-		$(sort $(wildcard desktop_app/learn/*.py)) -ts $(TS_FILES)
+		$(sort $(wildcard desktop_app/learn/*.py)) $(TRANSLATED_ELSEWHERE) -ts $(TS_FILES)
 
 ## run: open the app on the demo project (headless demo through the CLI when there is no display)
 run: $(STAMP) translations

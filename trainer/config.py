@@ -47,7 +47,7 @@ MODES_BY_ARCHITECTURE: dict[str, tuple[str, ...]] = {name: f.modes for name, f i
 SECTIONS_BY_MODE: dict[str, tuple[str, ...]] = {
     "toy": ("training", "toy", "output"),
     "frozen": ("model", "dataset", "training", "frozen", "toy", "sampling", "output"),
-    "lora": ("model", "dataset", "training", "lora", "embedding", "sampling", "output"),
+    "lora": ("model", "dataset", "training", "lora", "embedding", "toy", "sampling", "output"),  # toy: its task
     "dreambooth": ("model", "dataset", "training", "dreambooth", "lora", "embedding", "sampling", "output"),
     "embedding": ("model", "dataset", "training", "embedding", "sampling", "output"),
 }

@@ -99,7 +99,8 @@ class SampleRow(QWidget):
 
 
 class DemoRun(QGroupBox):
-    """The demo preset, with or without prior preservation: its samples before and after, judged."""
+    """The demo preset, with or without prior preservation: its samples before and after, judged.  The last run of
+    each kind stays on show, so a run with and a run without prior preservation can be compared ("a shape")."""
 
     PROMPTS = ("a sks shape", "a shape")
     SEEDS = (0, 1, 2, 3)
@@ -114,8 +115,11 @@ class DemoRun(QGroupBox):
         self.start_button.setObjectName("lessonStart")
         self.start_button.clicked.connect(self.start)
         self.status = StatusLabel()
-        self.before, self.after = SampleRow(), SampleRow()
-        self.before_label, self.after_label = QLabel(), QLabel()
+        # The base model's samples are the same for both kinds of run (same model, prompts and seeds).
+        self.before, self.before_label = SampleRow(), QLabel()
+        self.afters = {True: SampleRow(), False: SampleRow()}  # by prior preservation
+        self.after_labels = {True: QLabel(), False: QLabel()}
+        self.running_prior = True
         self.summary = QLabel()
         self.summary.setObjectName("demoSummary")
         self.summary.setWordWrap(True)
@@ -126,8 +130,11 @@ class DemoRun(QGroupBox):
         rows = QGridLayout()
         rows.addWidget(self.before_label, 0, 0)
         rows.addWidget(self.before, 0, 1)
-        rows.addWidget(self.after_label, 1, 0)
-        rows.addWidget(self.after, 1, 1)
+        for row, prior in enumerate((True, False), start=1):
+            self.after_labels[prior].setWordWrap(True)
+            self.after_labels[prior].setMaximumWidth(130)
+            rows.addWidget(self.after_labels[prior], row, 0)
+            rows.addWidget(self.afters[prior], row, 1)
         rows.setColumnStretch(1, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -153,11 +160,11 @@ class DemoRun(QGroupBox):
             "sampling.at_start=true", "output.checkpoint_every=0", *self.OVERRIDES)
 
     def start(self) -> None:
-        self.summary.setText("")
+        self.running_prior = self.prior.isChecked()
         self.runner.start([LessonRun(marked("DreamBooth demo"), self.config())])
 
     def show_sample(self, sample: Sample) -> None:
-        (self.before if sample.step == 0 else self.after).show_sample(sample)
+        (self.before if sample.step == 0 else self.afters[self.running_prior]).show_sample(sample)
 
     def _on_progress(self, progress: Progress) -> None:
         self.status.say(marked("Step {step} of {total}"), step=progress.step, total=progress.total_steps)
@@ -171,22 +178,28 @@ class DemoRun(QGroupBox):
         self._summarise()
 
     def _summarise(self) -> None:
-        if not self.after.readings:
-            return
-        rare, rare_total = self.after.emblems(self.PROMPTS[0])
-        kept, kept_total = self.after.emblems(self.PROMPTS[1])
+        lines = []
         before, before_total = self.before.emblems(self.PROMPTS[0])
-        self.summary.setText(tr("The judge finds the emblem in {rare} of {rare_total} pictures of \"a sks shape\" "
-                                "({before} of {before_total} before), and in {kept} of {kept_total} of \"a shape\".")
-                             .format(rare=rare, rare_total=rare_total, before=before, before_total=before_total,
-                                     kept=kept, kept_total=kept_total))
+        for prior, name in ((True, tr("With prior preservation")), (False, tr("Without prior preservation"))):
+            after = self.afters[prior]
+            if not after.readings:
+                continue
+            rare, rare_total = after.emblems(self.PROMPTS[0])
+            kept, kept_total = after.emblems(self.PROMPTS[1])
+            lines.append(f"<b>{name}</b>: " + tr(
+                "The judge finds the emblem in {rare} of {rare_total} pictures of \"a sks shape\" ({before} of "
+                "{before_total} before), and in {kept} of {kept_total} of \"a shape\".").format(
+                rare=rare, rare_total=rare_total, before=before, before_total=before_total, kept=kept,
+                kept_total=kept_total))
+        self.summary.setText("<br>".join(lines))
 
     def retranslate(self) -> None:
         self.setTitle(tr("The demo: teach the rare word (400 steps, several minutes on a CPU)"))
         self.start_button.setText(tr("Train the demo"))
         self.prior.setText(tr("With prior preservation"))
         self.before_label.setText(tr("Before"))
-        self.after_label.setText(tr("After"))
+        self.after_labels[True].setText(tr("After, with prior preservation"))
+        self.after_labels[False].setText(tr("After, without it"))
         self.status.retranslate()
         self._summarise()
 

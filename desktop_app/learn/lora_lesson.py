@@ -1,9 +1,12 @@
 """Lesson 4, LoRA: ``W + scale·(α/r)·B·A`` on the pretrained toy network's hidden layer, live in numpy, and
 the parameter count ``r·(d_in + d_out)`` against ``d_in·d_out`` for the toy and for real layers.
 
-The adapter's B and A are fixed random matrices standing in for a trained adapter (so the scale slider has
-something to scale; a freshly initialised LoRA has B = 0 and changes nothing).  The real layers and the
-whole-model counts come from the registry (:mod:`trainer.families.example_layers`).  GUI thread only.
+The adapter is a trained one: ``resources/models/toy-lora-shifted.safetensors``, what the ``toy-lora`` preset
+trains on the trainer (rank 8 on the hidden layer, the pretrained network asked its task the other way round; a
+test re-derives the file).  A rank below 8 keeps its strongest directions (the best rank-r approximation of
+its change), so the rank slider changes the output too; from 8 up the change is the file's exactly.  The
+real layers and the whole-model counts come from the registry (:mod:`trainer.families.example_layers`).  GUI
+thread only.
 """
 
 from __future__ import annotations
@@ -13,13 +16,20 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from desktop_app import paths
 from desktop_app.learn.i18n import marked, tr
-from desktop_app.learn.toy_math import ToyWeights, forward, lora_pair, lora_parameters, lora_weight
+from desktop_app.learn.toy_math import (
+    LoraAdapter,
+    ToyWeights,
+    forward,
+    load_toy_lora,
+    lora_parameters,
+    strongest_directions,
+)
 from desktop_app.learn.widgets import FloatSlider
 from trainer.families.example_layers import EXAMPLE_LAYERS
 
 LAYER = "hidden_layer"
-ALPHA = 4.0
 PROBE_INPUT = np.linspace(0.2, 0.8, 10)
 
 
@@ -88,17 +98,28 @@ class MatrixDiagram(QWidget):
         painter.end()
 
 
+def trained_lora() -> LoraAdapter:
+    """The shipped adapter the lesson shows (``toy-lora`` preset's output)."""
+    return load_toy_lora(paths.resources_dir() / "models" / "toy-lora-shifted.safetensors")[LAYER]
+
+
 class LoraLesson(QWidget):
-    def __init__(self, network: ToyWeights, parent: QWidget | None = None) -> None:
+    def __init__(self, network: ToyWeights, adapter: LoraAdapter | None = None, parent: QWidget | None = None
+                 ) -> None:
         super().__init__(parent)
         self.network = network
-        self.rank = FloatSlider(marked("Rank r"), 1, 32, 1, 4)
+        self.adapter = adapter or trained_lora()
+        self.rank = FloatSlider(marked("Rank r"), 1, 32, 1, 4, decimals=0)
         self.scale = FloatSlider(marked("Scale (strength)"), 0.0, 2.0, 0.05, 1.0)
         self.diagram = MatrixDiagram()
         self.output = QLabel()
         self.output.setObjectName("loraOutput")
         self.output.setStyleSheet("font-size: 12pt; font-weight: 600; color: #1f2933;")
         self.output.setWordWrap(True)
+        self.trained = QLabel()
+        self.trained.setObjectName("loraTrained")
+        self.trained.setWordWrap(True)
+        self.trained.setProperty("role", "subtle")
         self.counts = QLabel()
         self.counts.setObjectName("loraCounts")
         self.counts.setWordWrap(True)
@@ -112,6 +133,7 @@ class LoraLesson(QWidget):
         self.table.setMinimumHeight(150)
         numbers = QVBoxLayout()
         numbers.addWidget(self.output)
+        numbers.addWidget(self.trained)
         numbers.addWidget(self.counts)
         numbers.addStretch(1)
         middle = QHBoxLayout()
@@ -127,10 +149,12 @@ class LoraLesson(QWidget):
         self.scale.valueChanged.connect(self.refresh)
         self.retranslate()
 
+    def change(self) -> np.ndarray:
+        """The trained change ``(α/r)·B·A`` kept to the slider's rank, times the scale."""
+        return self.scale.value() * strongest_directions(self.adapter.delta(), int(self.rank.value()))
+
     def adapted_network(self) -> ToyWeights:
-        weight = self.network.weights[LAYER]
-        b, a = lora_pair(*weight.shape, rank=int(self.rank.value()))
-        return self.network.with_weight(LAYER, lora_weight(weight, b, a, ALPHA, self.scale.value()))
+        return self.network.with_weight(LAYER, self.network.weights[LAYER] + self.change())
 
     def outputs(self) -> tuple[float, float]:
         """(base network's output, adapted network's output) for the lesson's fixed input."""
@@ -142,6 +166,9 @@ class LoraLesson(QWidget):
         base, adapted = self.outputs()
         self.output.setText(tr("Output without LoRA: {base}, with LoRA: {adapted}").format(
             base=f"{base:+.4f}", adapted=f"{adapted:+.4f}"))
+        self.trained.setText(tr("The adapter was trained at rank {trained} (the toy-lora preset). Below that, "
+                                "the slider keeps its {rank} strongest directions.").format(
+            trained=self.adapter.rank, rank=min(rank, self.adapter.rank)))
         d_out, d_in = self.network.weights[LAYER].shape
         lora = lora_parameters(d_in, d_out, rank)
         self.counts.setText(tr("Toy hidden layer: LoRA trains r·(d_in + d_out) = {rank}·({d_in} + {d_out}) = "

@@ -1,7 +1,9 @@
 """Lesson 6, merging (the guide's chapter 2 teaser): two toy LoRAs blended with a weight slider, and "add
 difference" on the toy network's weights, all in numpy on the pretrained toy network.
 
-Both LoRAs sit on the hidden layer (fixed random B·A pairs, as in lesson 4).  The blend is
+Both LoRAs sit on the hidden layer and were trained on the trainer by the ``toy-lora`` preset, from the same
+pretrained network: LoRA 1 on its task asked the other way round (``resources/models/toy-lora-shifted``, lesson
+4's), LoRA 2 on a different task (``toy-lora-task1``); a test re-derives both files.  The blend is
 ``W + (1 − w)·ΔW₁ + w·ΔW₂``: at w = 0 it is the first LoRA's network exactly, at w = 1 the second's.  Add
 difference is ``C + m·(A − B)``: what fine-tuning taught B (becoming A), carried over to another model C.
 GUI thread only.
@@ -12,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from desktop_app import paths
 from desktop_app.learn.i18n import marked, tr
-from desktop_app.learn.toy_math import ToyWeights, add_difference, forward, lora_pair, lora_weight, weighted_merge
+from desktop_app.learn.toy_math import ToyWeights, add_difference, forward, load_toy_lora, weighted_merge
 from desktop_app.learn.widgets import FloatSlider, MatrixHeat, TrLabel
 
 LAYER = "hidden_layer"
-RANK, ALPHA = 4, 4.0
+LORA_FILES = ("toy-lora-shifted.safetensors", "toy-lora-task1.safetensors")
 PROBE_INPUT = np.linspace(0.2, 0.8, 10)
 
 
@@ -25,10 +28,9 @@ class MergeLesson(QWidget):
     def __init__(self, network: ToyWeights, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.network = network
-        weight = network.weights[LAYER]
-        # Each LoRA's change to the layer, ΔW = (α/r)·B·A; distinct seeds, distinct "skills".
-        self.deltas = [lora_weight(weight, *lora_pair(*weight.shape, rank=RANK, seed=seed), ALPHA) - weight
-                       for seed in (1, 2)]
+        # Each LoRA's change to the layer, ΔW = (α/r)·B·A: two trained skills.
+        models = paths.resources_dir() / "models"
+        self.deltas = [load_toy_lora(models / name)[LAYER].delta() for name in LORA_FILES]
         self.blend = FloatSlider(marked("Weight w of LoRA 2"), 0.0, 1.0, 0.01, 0.5)
         self.blend_result = QLabel()
         self.blend_result.setObjectName("blendResult")
@@ -40,7 +42,9 @@ class MergeLesson(QWidget):
         self.blend_box = QGroupBox()
         blend_layout = QVBoxLayout(self.blend_box)
         self.blend_formula = TrLabel(marked("Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, where ΔW = (α/r)·B·A of each "
-                                            "LoRA."), role="subtle")
+                                            "LoRA. Both were trained from the same network: LoRA 1 on its task "
+                                            "asked the other way round, LoRA 2 on a different task."),
+                                     role="subtle")
         blend_layout.addWidget(self.blend_formula)
         blend_layout.addWidget(self.blend)
         blend_layout.addWidget(self.blend_result)

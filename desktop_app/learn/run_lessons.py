@@ -214,6 +214,8 @@ class TrainingLesson(QWidget):
         self.status.retranslate()
         self.start_button.setText(tr("Start training"))
         self.watch.setText(tr(self._watch_source))
+        self.loss_plot.retranslate()
+        self.weights_view.retranslate()
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,8 @@ class FreezingLesson(QWidget):
     def retranslate(self) -> None:
         self.status.retranslate()
         self.start_button.setText(tr("Run the three experiments"))
+        self.loss_plot.retranslate()
+        self.weights_view.retranslate()
         self.table.setHorizontalHeaderLabels([tr("Run"), tr("Trainable / total"), tr("Frozen layers"),
                                               tr("Held-out loss")])
         total = self.network.parameter_count(LAYERS)

@@ -119,22 +119,51 @@ def forward(net: ToyWeights, x: np.ndarray) -> ForwardPass:
     return ForwardPass(np.asarray(x, dtype=np.float64), z, activations)
 
 
-def lora_pair(d_out: int, d_in: int, rank: int, seed: int = 0, size: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """A rank-``rank`` adapter (B: d_out × r, A: r × d_in) with fixed random values, as after some training.
+@dataclass(frozen=True)
+class LoraAdapter:
+    """One layer's trained adapter: B (d_out × r), A (r × d_in) and α, as the toy's LoRA runs write them."""
 
-    The first ``rank`` rows/columns are the same for every rank, so moving the rank slider adds
-    directions instead of drawing a different adapter.
-    """
-    generator = np.random.default_rng(seed)
-    b = generator.standard_normal((d_out, 64)) * size
-    a = generator.standard_normal((64, d_in)) / np.sqrt(d_in)
-    return b[:, :rank], a[:rank]
+    b: np.ndarray
+    a: np.ndarray
+    alpha: float
+
+    @property
+    def rank(self) -> int:
+        return self.a.shape[0]
+
+    def delta(self) -> np.ndarray:
+        """``(α/r)·B·A``: the change the adapter makes to its layer's weight."""
+        return (self.alpha / self.rank) * (self.b @ self.a)
 
 
-def lora_weight(weight: np.ndarray, b: np.ndarray, a: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
-    """``W + scale·(α/r)·B·A``: what a loaded LoRA makes of one layer's weight (scale 0 gives W itself)."""
-    rank = a.shape[0]
-    return weight + scale * (alpha / rank) * (b @ a)
+def load_toy_lora(path: Path) -> dict[str, LoraAdapter]:
+    """The adapters of a toy LoRA file (``kamaal-train train`` of a toy preset in ``lora`` mode), by layer:
+    ``LAYER.lora_A.weight``, ``LAYER.lora_B.weight`` and ``LAYER.alpha``, checked against the toy's shapes."""
+    tensors = read_safetensors(path)
+    adapters = {}
+    for layer, (d_out, d_in) in SHAPES.items():
+        names = (f"{layer}.lora_B.weight", f"{layer}.lora_A.weight", f"{layer}.alpha")
+        if not any(name in tensors for name in names):
+            continue
+        if not all(name in tensors for name in names):
+            raise ToyFileError(f"{path}: {layer} needs all of {', '.join(names)}")
+        b, a, alpha = (tensors[name].astype(np.float64) for name in names)
+        if b.ndim != 2 or a.ndim != 2 or b.shape[0] != d_out or a.shape[1] != d_in or b.shape[1] != a.shape[0]:
+            raise ToyFileError(f"{path}: {layer}'s B {b.shape} and A {a.shape} do not fit a {d_out} × {d_in} layer")
+        adapters[layer] = LoraAdapter(b, a, float(alpha.reshape(-1)[0]))
+    if not adapters:
+        raise ToyFileError(f"{path}: no toy LoRA in it (no LAYER.lora_A.weight / LAYER.lora_B.weight)")
+    return adapters
+
+
+def strongest_directions(delta: np.ndarray, rank: int) -> np.ndarray:
+    """The best rank-``rank`` approximation of ``delta`` (its ``rank`` largest singular directions): what is
+    left of a trained change kept in fewer dimensions.  At or above the change's own rank it is ``delta`` itself,
+    bit for bit."""
+    if rank >= min(delta.shape) or np.linalg.matrix_rank(delta) <= rank:
+        return delta
+    u, s, vt = np.linalg.svd(delta, full_matrices=False)
+    return (u[:, :rank] * s[:rank]) @ vt[:rank]
 
 
 def lora_parameters(d_in: int, d_out: int, rank: int) -> int:

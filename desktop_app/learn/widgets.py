@@ -26,15 +26,16 @@ def diverging(value: float, scale: float) -> QColor:
 
 
 class FloatSlider(QWidget):
-    """A caption, a horizontal slider over [low, high] in steps of ``step``, and the value it shows."""
+    """A caption, a horizontal slider over [low, high] in steps of ``step``, and the value it shows (with
+    ``decimals`` digits after the point: 0 for a count such as a rank)."""
 
     valueChanged = Signal(float)
 
-    def __init__(self, caption: str, low: float, high: float, step: float, value: float,
+    def __init__(self, caption: str, low: float, high: float, step: float, value: float, decimals: int = 2,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.caption_source = caption
-        self.low, self.step = low, step
+        self.low, self.step, self.decimals = low, step, decimals
         self.caption = QLabel()
         self.caption.setMinimumWidth(150)
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -64,7 +65,7 @@ class FloatSlider(QWidget):
         self.valueChanged.emit(self.value())
 
     def _show(self) -> None:
-        self.number.setText(f"{self.value():.2f}")
+        self.number.setText(f"{self.value():.{self.decimals}f}")
 
     def retranslate(self) -> None:
         self.caption.setText(tr(self.caption_source))

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import QLabel, QStackedLayout, QVBoxLayout, QWidget
 
+from desktop_app.learn.i18n import tr
 from desktop_app.preview.run_model import RunModel, Series
 
 TRAIN_COLOR = "#1f77b4"
@@ -65,8 +66,6 @@ class LossPlot(QWidget):
         plot = self.plot_widget.getPlotItem()
         plot.setLogMode(x=False, y=True)
         plot.showGrid(x=True, y=True, alpha=0.15)
-        plot.setLabel("bottom", "step")
-        plot.setLabel("left", "loss (log scale)")
         plot.getAxis("left").enableAutoSIPrefix(False)  # losses below 1 would read "2·10² (×0.001)"
         plot.setDownsampling(auto=True, mode="peak")
         plot.setClipToView(True)
@@ -80,11 +79,7 @@ class LossPlot(QWidget):
                                        symbolBrush=HELDOUT_COLOR, symbolPen=None)
         # The legend is a strip above the plot, not a box inside it: a box in a corner hid the newest
         # fifth of the curves, which is the part a person watches.
-        self.legend = QLabel("   ".join(
-            f'<span style="color:{colour}; font-weight:700">{glyph}</span> {name}'
-            for colour, glyph, name in ((_css(RAW_COLOR), "━", "training loss (raw)"),
-                                        (_css(TRAIN_COLOR), "━", "training loss (smoothed)"),
-                                        (_css(HELDOUT_COLOR), "●", "held-out loss"))))
+        self.legend = QLabel()
         self.legend.setObjectName("lossLegend")
         self.legend.setContentsMargins(8, 2, 8, 2)
 
@@ -94,7 +89,6 @@ class LossPlot(QWidget):
         lr_plot = self.lr_widget.getPlotItem()
         lr_plot.setMenuEnabled(False)
         lr_plot.showGrid(x=True, y=True, alpha=0.15)
-        lr_plot.setLabel("left", "LR")
         lr_plot.getAxis("left").enableAutoSIPrefix(False)
         lr_plot.getAxis("left").setWidth(plot.getAxis("left").width())
         for axis in ("left", "bottom"):
@@ -105,7 +99,7 @@ class LossPlot(QWidget):
         plot.getAxis("left").setWidth(56)
         lr_plot.getAxis("left").setWidth(56)
 
-        self.empty_hint = QLabel("The loss curve appears here once training starts.")
+        self.empty_hint = QLabel()
         self.empty_hint.setObjectName("lossPlotHint")
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
@@ -125,7 +119,26 @@ class LossPlot(QWidget):
 
         model.curvesChanged.connect(self.refresh)
         model.statusChanged.connect(self._on_status)
+        self.retranslate()
         self.refresh()
+
+    def retranslate(self) -> None:
+        """The axis names, legend and hint in the interface's language (the Learn page can switch it)."""
+        plot = self.plot_widget.getPlotItem()
+        plot.setLabel("bottom", tr("step"))
+        plot.setLabel("left", tr("loss (log scale)"))
+        self.lr_widget.getPlotItem().setLabel("left", tr("LR"))
+        self.legend.setText("   ".join(
+            f'<span style="color:{colour}; font-weight:700">{glyph}</span> {name}'
+            for colour, glyph, name in ((_css(RAW_COLOR), "━", tr("training loss (raw)")),
+                                        (_css(TRAIN_COLOR), "━", tr("training loss (smoothed)")),
+                                        (_css(HELDOUT_COLOR), "●", tr("held-out loss")))))
+        self.empty_hint.setText(tr("The loss curve appears here once training starts."))
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
+        super().changeEvent(event)
 
     def _on_status(self) -> None:
         if not len(self.model.curves.train):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import QLabel, QStackedLayout, QWidget
 
+from desktop_app.learn.i18n import tr
 from desktop_app.preview.run_model import RunModel
 from trainer.protocol import LayerSnapshot, LayerWeights
 
@@ -64,7 +65,7 @@ class LayerView:
         border = pg.mkPen(MUTED, width=1, style=Qt.PenStyle.DashLine) if layer.frozen else pg.mkPen("#c9ccd1")
         self.weight_box.setBorder(border)
         self.bias_box.setBorder(border)
-        status = "  ❄ frozen" if layer.frozen else ""
+        status = "  ❄ " + tr("frozen") if layer.frozen else ""
         self.title.setText(f"<b>{layer.name}</b>{status}", color=MUTED if layer.frozen else TEXT)
         self.caption.setText(f"W {rows}×{cols}  ·  b {rows}")
 
@@ -85,7 +86,7 @@ class WeightsView(QWidget):
         self.views: list[LayerView] = []
         self.frozen_layers: list[str] = []
 
-        self.empty_hint = QLabel("The network's weights and biases appear here once training starts.")
+        self.empty_hint = QLabel()
         self.empty_hint.setObjectName("weightsHint")
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_hint.setWordWrap(True)
@@ -98,7 +99,7 @@ class WeightsView(QWidget):
         self.empty_hint.raise_()
 
         model.weightsChanged.connect(self.show_weights)
-        self.show_weights(model.layers)
+        self.retranslate()
 
     def show_weights(self, snapshot: LayerWeights | None) -> None:
         self.empty_hint.setVisible(snapshot is None)
@@ -116,4 +117,14 @@ class WeightsView(QWidget):
             self.layers_row.layout.setColumnStretchFactor(column, max(2, min(layer.shape[1], 50) // 5))
         self.color_bar.setLevels(low=-scale, high=scale)
         self.frozen_layers = [layer.name for layer in snapshot.layers if layer.frozen]
-        self.header.setText(f"Weights and biases at step {snapshot.step:,}")
+        self.header.setText(tr("Weights and biases at step {step}").format(step=f"{snapshot.step:,}"))
+
+    def retranslate(self) -> None:
+        """The hint, the header and the layers' labels in the interface's language (the Learn page switches it)."""
+        self.empty_hint.setText(tr("The network's weights and biases appear here once training starts."))
+        self.show_weights(self.model.layers)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.LanguageChange:
+            self.retranslate()
+        super().changeEvent(event)

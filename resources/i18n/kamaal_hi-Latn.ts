@@ -16,6 +16,10 @@
         <translation>Ho gaya!</translation>
     </message>
     <message>
+        <source>Without prior preservation</source>
+        <translation>Prior preservation ke bina</translation>
+    </message>
+    <message>
         <source>The judge finds the emblem in {rare} of {rare_total} pictures of &quot;a sks shape&quot; ({before} of {before_total} before), and in {kept} of {kept_total} of &quot;a shape&quot;.</source>
         <translation>Judge ko &quot;a sks shape&quot; ki {rare_total} mein se {rare} pictures mein emblem mila (pehle {before_total} mein se {before}), aur &quot;a shape&quot; ki {kept_total} mein se {kept} mein.</translation>
     </message>
@@ -28,16 +32,20 @@
         <translation>Demo train karo</translation>
     </message>
     <message>
+        <source>After, with prior preservation</source>
+        <translation>Baad mein, prior preservation ke saath</translation>
+    </message>
+    <message>
+        <source>After, without it</source>
+        <translation>Baad mein, uske bina</translation>
+    </message>
+    <message>
         <source>With prior preservation</source>
         <translation>Prior preservation ke saath</translation>
     </message>
     <message>
         <source>Before</source>
         <translation>Pehle</translation>
-    </message>
-    <message>
-        <source>After</source>
-        <translation>Baad mein</translation>
     </message>
     <message>
         <source>Instance pictures: the new thing, with the rare word</source>
@@ -88,6 +96,10 @@
         <translation>Bina LoRA output: {base}, LoRA ke saath: {adapted}</translation>
     </message>
     <message>
+        <source>The adapter was trained at rank {trained} (the toy-lora preset). Below that, the slider keeps its {rank} strongest directions.</source>
+        <translation>Yeh adapter sach mein rank {trained} pe train hua hai (toy-lora preset). Usse kam rank pe slider sirf uski {rank} sabse zaroori directions rakhta hai — memory card pe sirf important files.</translation>
+    </message>
+    <message>
         <source>Toy hidden layer: LoRA trains r·(d_in + d_out) = {rank}·({d_in} + {d_out}) = {lora} numbers instead of d_in·d_out = {full} ({share}).</source>
         <translation>Toy ki hidden layer: LoRA sirf r·(d_in + d_out) = {rank}·({d_in} + {d_out}) = {lora} numbers train karta hai, d_in·d_out = {full} ki jagah ({share}).</translation>
     </message>
@@ -120,8 +132,8 @@
         <translation>Multiplier m</translation>
     </message>
     <message>
-        <source>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, where ΔW = (α/r)·B·A of each LoRA.</source>
-        <translation>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, jahan har LoRA ka ΔW = (α/r)·B·A hai.</translation>
+        <source>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, where ΔW = (α/r)·B·A of each LoRA. Both were trained from the same network: LoRA 1 on its task asked the other way round, LoRA 2 on a different task.</source>
+        <translation>Merged layer = W + (1 − w)·ΔW₁ + w·ΔW₂, jahan har LoRA ka ΔW = (α/r)·B·A hai. Dono ek hi network se train hue: LoRA 1 ne wahi task ulta seekha, LoRA 2 ne ek alag task.</translation>
     </message>
     <message>
         <source>ΔW₁ (LoRA 1)</source>
@@ -334,6 +346,46 @@
     <message>
         <source>Only {trainable} of {total} numbers trained ({share}), yet the fine-tuned network ends at {frozen} held-out loss, against {scratch} from scratch in the same steps. The frozen layers: {unchanged}.</source>
         <translation>{total} mein se sirf {trainable} numbers train hue ({share}), phir bhi finetuned network {frozen} held-out loss pe pahuncha, jabki scratch se utne hi steps mein {scratch}. Frozen layers: {unchanged}.</translation>
+    </message>
+    <message>
+        <source>step</source>
+        <translation>step</translation>
+    </message>
+    <message>
+        <source>loss (log scale)</source>
+        <translation>loss (log scale)</translation>
+    </message>
+    <message>
+        <source>LR</source>
+        <translation>LR (learning rate)</translation>
+    </message>
+    <message>
+        <source>training loss (raw)</source>
+        <translation>training loss (kachcha)</translation>
+    </message>
+    <message>
+        <source>training loss (smoothed)</source>
+        <translation>training loss (smooth kiya hua)</translation>
+    </message>
+    <message>
+        <source>held-out loss</source>
+        <translation>held-out loss (ansuna data)</translation>
+    </message>
+    <message>
+        <source>The loss curve appears here once training starts.</source>
+        <translation>Training shuru hote hi loss ka graph yahan aayega.</translation>
+    </message>
+    <message>
+        <source>frozen</source>
+        <translation>frozen (jama hua)</translation>
+    </message>
+    <message>
+        <source>The network&apos;s weights and biases appear here once training starts.</source>
+        <translation>Training shuru hote hi network ke weights aur biases yahan dikhenge.</translation>
+    </message>
+    <message>
+        <source>Weights and biases at step {step}</source>
+        <translation>Step {step} pe weights aur biases</translation>
     </message>
 </context>
 </TS>

@@ -21,6 +21,7 @@ def shown_groups(panel: HyperparametersPanel) -> list[str]:
 @pytest.mark.parametrize(("preset", "expected"), [
     ("toy", ["basics", "toy", "optimizer", "output"]),
     ("toy-frozen", ["basics", "model", "frozen", "toy", "optimizer", "output"]),
+    ("toy-lora", ["basics", "model", "lora", "toy", "optimizer", "output"]),
     ("sd15-lora-8gb", ["basics", "model", "dataset", "lora", "embedding", "optimizer", "noise", "memory",
                        "sampling", "output"]),
     ("sd15-dreambooth", ["basics", "model", "dataset", "lora", "dreambooth", "embedding", "optimizer", "noise",

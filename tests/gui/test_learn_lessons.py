@@ -63,17 +63,22 @@ def test_lesson_1_sliders_move_the_neuron_and_the_output_by_the_right_amount(qtb
 
 def test_lesson_4_lora_counts_follow_the_formula_and_scale_0_is_the_base_model(qtbot, network):
     from desktop_app.learn.lora_lesson import LAYER, LoraLesson
-    from desktop_app.learn.toy_math import lora_pair
 
     lesson = LoraLesson(network)
     qtbot.addWidget(lesson)
+    trained = lesson.adapter
+    assert (trained.b.shape, trained.a.shape) == ((50, 8), (8, 50))  # the shipped toy-lora: rank 8
+    assert trained.b.size + trained.a.size == lora_parameters(50, 50, 8) == 8 * (50 + 50)
     for rank in (1, 8, 32):
         lesson.rank.set_value(rank)
-        b, a = lora_pair(50, 50, rank)
-        assert b.size + a.size == lora_parameters(50, 50, rank) == rank * (50 + 50)
         assert f"= {rank * 100} numbers" in lesson.counts.text()
+        assert lesson.rank.number.text() == str(rank)  # a count reads as one: "4", not "4.00"
         sd15 = lesson.table.item(0, 2).text()
         assert sd15.endswith(f"({rank * (768 + 1280) / (768 * 1280):.2%})"), sd15
+        change = lesson.adapted_network().weights[LAYER] - network.weights[LAYER]
+        assert np.linalg.matrix_rank(change) == min(rank, 8)  # below 8: the adapter's strongest directions
+    # From the trained rank up, the layer is the file's W + (α/r)·B·A exactly.
+    assert np.array_equal(lesson.adapted_network().weights[LAYER], network.weights[LAYER] + trained.delta())
     lesson.scale.set_value(0.0)
     base, adapted = lesson.outputs()
     assert adapted == base  # exactly: W + 0·(α/r)·B·A is W
@@ -84,6 +89,32 @@ def test_lesson_4_lora_counts_follow_the_formula_and_scale_0_is_the_base_model(q
     two = lesson.adapted_network().weights[LAYER] - network.weights[LAYER]
     np.testing.assert_allclose(two, 2 * one, rtol=1e-12, atol=1e-12)  # the scale multiplies the change
     assert lesson.outputs()[1] != base
+
+
+def test_the_numpy_lora_is_the_trainers_adapted_network(network):
+    """Lessons 4 and 6 apply the shipped LoRA files in numpy; the trainer's own LoRA layers, loaded with the same
+    file, compute the same outputs."""
+    import torch
+    from safetensors.torch import load_file
+
+    from desktop_app.learn.toy_math import load_toy_lora
+    from trainer.jobs.toy import ToyNet, attach_lora
+
+    for name in ("toy-lora-shifted.safetensors", "toy-lora-task1.safetensors"):
+        file = PRETRAINED.parent / name
+        adapter = load_toy_lora(file)["hidden_layer"]
+        net = ToyNet()
+        net.load_state_dict(load_file(PRETRAINED))
+        attach_lora(net, ["hidden_layer"], adapter.rank, adapter.alpha)
+        tensors = load_file(file)
+        net.hidden_layer.lora_A.weight.data = tensors["hidden_layer.lora_A.weight"]
+        net.hidden_layer.lora_B.weight.data = tensors["hidden_layer.lora_B.weight"]
+        inputs = np.random.default_rng(1).random((5, 10))
+        with torch.no_grad():
+            expected = net(torch.tensor(inputs, dtype=torch.float32)).numpy()[:, 0]
+        adapted = network.with_weight("hidden_layer", network.weights["hidden_layer"] + adapter.delta())
+        np.testing.assert_allclose([forward(adapted, x).output for x in inputs], expected, rtol=0, atol=1e-4)
+        assert abs(forward(adapted, inputs[0]).output - forward(network, inputs[0]).output) > 0.1  # it does change
 
 
 def test_lesson_4_real_layers_have_the_widths_of_the_bundled_configs():
@@ -159,9 +190,16 @@ def test_lesson_5_demo_run_judges_its_samples_before_and_after(qtbot):
     emblems = [str(p) for p in sorted((pictures / "dataset").glob("emblem-*.png"))[:4]]
     shapes = [str(p) for p in sorted((pictures / "class_images").glob("*.png"))[:4]]
     prompts = ("a sks shape",) * 4 + ("a shape",) * 4
+    demo.running_prior = True  # as start() records it
     demo.show_sample(Sample(0, tuple(shapes + shapes), prompts, (0, 1, 2, 3) * 2))
     demo.show_sample(Sample(400, tuple(emblems + shapes), prompts, (0, 1, 2, 3) * 2))
-    assert demo.before.emblems("a sks shape") == (0, 4) and demo.after.emblems("a sks shape") == (4, 4)
-    assert demo.after.emblems("a shape") == (0, 4)
+    assert demo.before.emblems("a sks shape") == (0, 4) and demo.afters[True].emblems("a sks shape") == (4, 4)
+    assert demo.afters[True].emblems("a shape") == (0, 4) and not demo.afters[False].readings
     demo._summarise()
     assert "4 of 4" in demo.summary.text() and "0 of 4 before" in demo.summary.text()
+    # A run without prior preservation keeps the first run's row: both stay on show to compare "a shape".
+    demo.running_prior = False
+    demo.show_sample(Sample(400, tuple(emblems + emblems), prompts, (0, 1, 2, 3) * 2))
+    assert demo.afters[True].emblems("a shape") == (0, 4) and demo.afters[False].emblems("a shape") == (4, 4)
+    demo._summarise()
+    assert demo.summary.text().count("4 of 4") == 3  # with: the rare word; without: the rare word and the class

@@ -18,14 +18,17 @@ from desktop_app.learn.lessons import LESSONS, lessons_dir
 from tests.conftest import REPO
 
 LEARN_CODE = REPO / "desktop_app" / "learn"
+# The Train page's widgets that lessons 2 and 3 show: their strings are marked too (Makefile's update-translations).
+TRANSLATED_ELSEWHERE = [REPO / "desktop_app" / "preview" / name for name in ("loss_plot.py", "weights_view.py")]
 TS_FILES = sorted((REPO / "resources" / "i18n").glob("*.ts"))
 PLACEHOLDER = re.compile(r"\{\w*\}")
 
 
 def marked_strings() -> set[str]:
-    """Every literal passed to tr("…") or marked("…") in the Learn page's code (what lupdate extracts)."""
+    """Every literal passed to tr("…") or marked("…") in the Learn page's code and the widgets it shares with the
+    Train page (what lupdate extracts)."""
     found = set()
-    for path in LEARN_CODE.glob("*.py"):
+    for path in [*LEARN_CODE.glob("*.py"), *TRANSLATED_ELSEWHERE]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("tr", "marked")
                     and node.args and isinstance(node.args[0], ast.Constant)):
@@ -95,12 +98,16 @@ def test_the_language_switch_translates_the_page_and_is_remembered(qtbot, hingli
     page.lesson_list.setCurrentRow(2)
     assert "Freezing se finetuning" in page.experiment_title.text()
     assert page.experiments["freezing"].start_button.text() == "Teeno experiments chalao"
+    freezing = page.experiments["freezing"]  # the Train page's plots, shown by the lesson, follow the language
+    assert "smooth kiya hua" in freezing.loss_plot.legend.text()
+    assert freezing.weights_view.empty_hint.text().startswith("Training shuru hote hi")
     again = LearnPage()  # a later start: the remembered language
     qtbot.addWidget(again)
     assert again.language_box.currentData() == "hi-Latn" and again.heading.text() == "Seekho"
     page.set_language("en")
     assert page.heading.text() == "Learn" and "join a gym" in page.text.toPlainText()  # the same lesson, in English
     assert page.experiments["freezing"].start_button.text() == "Run the three experiments"
+    assert "(smoothed)" in freezing.loss_plot.legend.text()
 
 
 def test_the_learn_tab_is_built_when_opened_and_leads_to_the_train_page(make_window):

@@ -82,7 +82,11 @@ def test_form_comes_from_the_config_declarations(qtbot):
     assert shown() == {"basics", "toy", "optimizer", "output"}  # the toy network: no images, no samples
     mode = panel.editor("mode").combo
     architecture = panel.editor("model.architecture").combo
-    mode.setCurrentIndex(mode.findData("lora"))  # LoRA needs Stable Diffusion: the architecture follows
+    mode.setCurrentIndex(mode.findData("lora"))  # the toy network takes a LoRA too (lesson 4): nothing to switch
+    assert model.mode == "lora" and model.value("model.architecture") == "toy" and "mode" not in model.errors()
+    assert shown() == {"basics", "model", "lora", "toy", "optimizer", "output"}
+    mode.setCurrentIndex(mode.findData("dreambooth"))  # DreamBooth needs Stable Diffusion: the architecture follows
+    mode.setCurrentIndex(mode.findData("lora"))
     assert model.mode == "lora" and model.value("model.architecture") == "sd15"
     assert architecture.currentData() == "sd15" and "mode" not in model.errors()
     assert shown() == {"basics", "model", "dataset", "lora", "embedding", "optimizer", "noise", "memory",

@@ -5,7 +5,9 @@ two).  The task is fixed by ``toy.task_seed``: inputs uniform in [0, 1]^10 and a
 nonlinear target, standardised, with a held-out split.  In ``frozen`` mode the network starts
 from ``model.path`` (a toy.safetensors from an earlier run) and only the blocks named in
 ``frozen.trainable`` learn — the guide's fine-tuning section, on the task asked the other way round
-(``toy.shifted``).
+(``toy.shifted``).  In ``lora`` mode the network is frozen and a rank-``lora.rank`` adapter on each layer of
+``lora.target_modules`` learns (the guide's LoRA section; the Learn page's lessons 4 and 6 read the adapters
+this writes).
 """
 
 from __future__ import annotations
@@ -46,9 +48,64 @@ class ToyNet(nn.Module):
         x = self.activation(self.hidden_layer(x))
         return self.output_layer(x)
 
-    def layers(self) -> list[tuple[str, nn.Linear]]:
+    def layers(self) -> list[tuple[str, nn.Linear | LoraLinear]]:
         return [("input_layer", self.input_layer), ("hidden_layer", self.hidden_layer),
                 ("output_layer", self.output_layer)]
+
+
+class LoraLinear(nn.Module):
+    """A frozen Linear plus a trained low-rank change: ``W·x + b + (α/r)·B·A·x``, the Learn page's formula.
+
+    A few lines of our own rather than peft: the lessons show exactly these matrices, and importing peft costs
+    the toy's subprocess seconds.  Initialised as peft does (A Kaiming-uniform, B zero), so step 0 is the
+    pretrained network exactly; ``lora_A``/``lora_B`` keep peft's names in the state dict and the export.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.alpha, self.scaling = alpha, alpha / rank
+        self.in_features, self.out_features = base.in_features, base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.scaling * self.lora_B(self.lora_A(x))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight the layer acts with, ``W + (α/r)·B·A`` (what the weights view shows)."""
+        return self.base.weight + self.scaling * (self.lora_B.weight @ self.lora_A.weight)
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.base.bias
+
+
+def attach_lora(model: ToyNet, targets: list[str], rank: int, alpha: float) -> None:
+    """Freeze ``model`` and put a LoRA on each named layer; errors name ``lora.target_modules``."""
+    names = [name for name, _ in model.layers()]
+    unknown = [target for target in targets if target not in names]
+    if unknown or not targets:
+        raise InputError(f"lora.target_modules: the toy network's layers are {', '.join(names)}; "
+                         f"got {', '.join(unknown) or 'none'}")
+    model.requires_grad_(False)
+    for target in targets:
+        setattr(model, target, LoraLinear(getattr(model, target), rank, alpha))
+
+
+def lora_tensors(model: ToyNet) -> dict[str, torch.Tensor]:
+    """The adapters alone, as a LoRA file holds them: ``LAYER.lora_A.weight`` (r × in), ``LAYER.lora_B.weight``
+    (out × r) and ``LAYER.alpha`` (a scalar, as kohya's files carry it)."""
+    tensors = {}
+    for name, layer in model.layers():
+        if isinstance(layer, LoraLinear):
+            tensors[f"{name}.lora_A.weight"] = layer.lora_A.weight.detach().clone()
+            tensors[f"{name}.lora_B.weight"] = layer.lora_B.weight.detach().clone()
+            tensors[f"{name}.alpha"] = torch.tensor(layer.alpha, dtype=torch.float32)
+    return tensors
 
 
 def make_task(samples: int, task_seed: int, noise: float, holdout_fraction: float, shifted: bool = False
@@ -110,6 +167,15 @@ class ToyJob(TrainingJob):
             trainable = apply_trainable_patterns(self.model, cfg.frozen.trainable)
             frozen = [name for name, layer in self.model.layers() if not layer.weight.requires_grad]
             self.log.info("Frozen layers: %s; training %d parameters", ", ".join(frozen) or "none", trainable)
+        if cfg.mode == "lora":
+            if cfg.lora.adapter != "lora":
+                raise InputError(f"lora.adapter: the toy network trains plain LoRA only, got {cfg.lora.adapter}")
+            if cfg.lora.dropout:
+                raise InputError(f"lora.dropout: the toy network's LoRA has no dropout; set 0, got {cfg.lora.dropout}")
+            attach_lora(self.model, cfg.lora.target_modules, cfg.lora.rank, cfg.lora.alpha)
+            self.log.info("LoRA rank %d (alpha %g) on %s; training %d parameters", cfg.lora.rank, cfg.lora.alpha,
+                          ", ".join(cfg.lora.target_modules),
+                          sum(p.numel() for p in self.model.parameters() if p.requires_grad))
         self.train_x, self.train_y, self.heldout_x, self.heldout_y = make_task(
             toy.samples, toy.task_seed, toy.noise, toy.holdout_fraction, toy.shifted)
         self.batch_generator = torch.Generator().manual_seed(cfg.training.seed)
@@ -161,7 +227,7 @@ class ToyJob(TrainingJob):
                 shape=(layer.out_features, layer.in_features),
                 weight=tuple(layer.weight.flatten().tolist()),
                 bias=tuple(layer.bias.tolist()),
-                frozen=not layer.weight.requires_grad,
+                frozen=not any(p.requires_grad for p in layer.parameters()),
             )
             for name, layer in self.model.layers()
         )
@@ -193,7 +259,10 @@ class ToyJob(TrainingJob):
         target = output_dir / f"{self.config.output.run_name}.safetensors"
         staging = target.with_name(f".{target.name}.tmp")
         metadata = {"kamaal.architecture": "toy", "kamaal.config": json.dumps(self.config.to_dict())}
-        weights = self.checkpoint_weights()
+        if self.config.mode == "lora":
+            metadata["kamaal.adapter"] = "lora"
+        # A LoRA run's result is its adapters (the base network is the file it started from).
+        weights = lora_tensors(self.model) if self.config.mode == "lora" else self.checkpoint_weights()
         with self.run.writing_outputs(sum(t.nbytes for t in weights.values()) + 64 * 1024):  # full disk: refused
             try:
                 output_dir.mkdir(parents=True, exist_ok=True)
