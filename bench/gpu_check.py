@@ -111,30 +111,33 @@ class Scale:
 CUDA = Scale("cuda", False, {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024, "chroma": 1024, "zimage": 1024,
                              "qwenimage": 1024, "flux2klein": 1024, "lumina2": 1024, "ernieimage": 1024,
                              "kandinsky5": 1024, "qwenimage21": 1024, "krea2": 1024, "ideogram4": 1024,
-                             "hidream": 1024, "fluxkontext": 1024, "qwenimageedit": 1024, "flux2kleinedit": 1024},
+                             "hidream": 1024, "fluxkontext": 1024, "qwenimageedit": 1024, "flux2kleinedit": 1024,
+                             "flux2devedit": 1024},
              warmup=3,
              steps=20,
              seconds={"sd15": 30, "sdxl": 60, "sd3": 90, "flux": 150, "chroma": 120, "zimage": 120, "qwenimage": 300,
                       "flux2klein": 90, "lumina2": 80, "ernieimage": 150, "kandinsky5": 150, "qwenimage21": 150,
                       "krea2": 200, "ideogram4": 240, "hidream": 360, "fluxkontext": 180, "qwenimageedit": 330,
-                      "flux2kleinedit": 120},
+                      "flux2kleinedit": 120, "flux2devedit": 600},
              build_seconds={"sd15": 20, "sdxl": 40, "sd3": 120, "flux": 150, "chroma": 110, "zimage": 90,
                             "qwenimage": 240, "flux2klein": 90, "lumina2": 90, "ernieimage": 150, "kandinsky5": 150,
                             "qwenimage21": 150, "krea2": 160, "ideogram4": 300, "hidream": 300,
-                            "fluxkontext": 150, "qwenimageedit": 240, "flux2kleinedit": 90})
+                            "fluxkontext": 150, "qwenimageedit": 240, "flux2kleinedit": 90, "flux2devedit": 900})
 DRY_RUN = Scale("cpu", True, {"sd15": 64, "sdxl": 64, "sd3": 64, "flux": 64, "chroma": 64, "zimage": 64,
                               "qwenimage": 64, "flux2klein": 64, "lumina2": 64, "ernieimage": 64,
                               "kandinsky5": 64, "qwenimage21": 64, "krea2": 64, "ideogram4": 64,
-                              "hidream": 64, "fluxkontext": 64, "qwenimageedit": 64, "flux2kleinedit": 64}, warmup=1,
+                              "hidream": 64, "fluxkontext": 64, "qwenimageedit": 64, "flux2kleinedit": 64,
+                              "flux2devedit": 64}, warmup=1,
                 steps=3,
                 seconds={"sd15": 15, "sdxl": 15, "sd3": 15, "flux": 15, "chroma": 15, "zimage": 15, "qwenimage": 15,
                          "flux2klein": 20, "lumina2": 15, "ernieimage": 20, "kandinsky5": 15,
                          "qwenimage21": 15, "krea2": 20, "ideogram4": 20, "hidream": 20, "fluxkontext": 15,
-                         "qwenimageedit": 30, "flux2kleinedit": 20},
+                         "qwenimageedit": 30, "flux2kleinedit": 20, "flux2devedit": 20},
                 build_seconds={"sd15": 5, "sdxl": 5, "sd3": 5, "flux": 5, "chroma": 5, "zimage": 5, "qwenimage": 5,
                                "flux2klein": 10, "lumina2": 5, "ernieimage": 10, "kandinsky5": 5,
                                "qwenimage21": 5, "krea2": 10, "ideogram4": 10, "hidream": 10,
-                               "fluxkontext": 5, "qwenimageedit": 5, "flux2kleinedit": 10})
+                               "fluxkontext": 5, "qwenimageedit": 5, "flux2kleinedit": 10,
+                               "flux2devedit": 10})
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class Case:
     quantization: str = "none"  # model.base_quantization: "nf4", "int8", "fp8"
     swap: int = 0  # model.blocks_to_swap
     text_quantization: str = "none"  # model.text_encoder_quantization
+    # Why the real-size case cannot run on the lent GPU machine (its dry run still trains it), or None.
+    too_big: str | None = None
 
     def name(self, scale: Scale) -> str:
         extras = [self.precision] + (["ckpt"] if self.checkpointing else []) + [self.optimizer]
@@ -162,6 +167,8 @@ class Case:
 
     def missing_on(self, scale: Scale) -> str | None:
         """Why this machine cannot run the case, or None."""
+        if scale.device == "cuda" and self.too_big:
+            return self.too_big
         if scale.device == "cpu" and self.precision == "fp16":
             return "needs CUDA: the CPU has no fp16 autocast (Kamaal trains fp32 there)"
         if scale.device == "cpu" and self.optimizer == "adamw8bit":
@@ -218,6 +225,11 @@ CASES = (
     # Flux.2 klein edit as its 12 GB preset trains it: an nf4 base, checkpointing, one reference image's tokens beside
     # the target's.
     Case("flux2kleinedit", checkpointing=True, quantization="nf4"),
+    # Flux.2 dev edit as its 24 GB preset trains it: nf4 base, Mistral in nf4 while it encodes, 33 blocks swapped, one
+    # reference's tokens beside the target's.  Dry run only, as for Flux.2 dev (which has no case for that reason).
+    Case("flux2devedit", checkpointing=True, quantization="nf4", text_quantization="nf4", swap=33,
+         too_big="too big for the lent machine: the random full-size Flux.2 dev folder (64 GB transformer + 48 GB "
+                 "Mistral in bf16) does not fit its 64 GB disk"),
     # Qwen-Image-Edit as its 16 GB preset trains it: nf4 base, checkpointing, Qwen2.5-VL in fp8 reading each pair's
     # control as pictures, the control's tokens beside the target's.
     Case("qwenimageedit", checkpointing=True, quantization="nf4", text_quantization="fp8", swap=50),

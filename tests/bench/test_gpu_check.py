@@ -21,12 +21,14 @@ def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 ARCHS = ("sd15", "sdxl", "sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2", "ernieimage",
-         "kandinsky5", "qwenimage21", "krea2", "ideogram4", "hidream", "fluxkontext", "flux2kleinedit")
+         "kandinsky5", "qwenimage21", "krea2", "ideogram4", "hidream", "fluxkontext", "flux2kleinedit",
+         "flux2devedit", "qwenimageedit")
 FLOW = ("sd3", "flux", "chroma", "zimage", "qwenimage", "flux2klein", "lumina2", "ernieimage", "kandinsky5",
-        "qwenimage21", "krea2", "ideogram4", "hidream", "fluxkontext", "flux2kleinedit")
+        "qwenimage21", "krea2", "ideogram4", "hidream", "fluxkontext", "flux2kleinedit", "flux2devedit",
+        "qwenimageedit")
 # Trained as their presets train them: with gradient checkpointing only.
 PRESET_ONLY = ("chroma", "zimage", "qwenimage", "flux2klein", "ernieimage", "kandinsky5", "qwenimage21", "krea2",
-               "ideogram4", "hidream", "fluxkontext", "flux2kleinedit")
+               "ideogram4", "hidream", "fluxkontext", "flux2kleinedit", "flux2devedit", "qwenimageedit")
 
 
 @pytest.mark.slow  # about 100 s on 2 cores: a short process per case
@@ -60,7 +62,9 @@ def test_the_dry_run_trains_every_case_the_cpu_can_and_says_why_it_skips_the_oth
                  "krea2 64px bf16 ckpt adamw nf4",
                  "ideogram4 64px bf16 ckpt adamw nf4",
                  "hidream 64px bf16 ckpt adamw nf4 te-nf4 swap16",
-                 "fluxkontext 64px bf16 ckpt adamw nf4", "flux2kleinedit 64px bf16 ckpt adamw nf4"):
+                 "fluxkontext 64px bf16 ckpt adamw nf4", "flux2kleinedit 64px bf16 ckpt adamw nf4",
+                 "flux2devedit 64px bf16 ckpt adamw nf4 te-nf4 swap33",
+                 "qwenimageedit 64px bf16 ckpt adamw nf4 te-fp8 swap50"):
         assert rows[name]["status"] == "ok", rows[name]
     trained = [row for row in rows.values() if row["status"] == "ok"]
     # bf16 with and without gradient checkpointing, on every architecture but those trained only as their
@@ -118,6 +122,16 @@ def test_a_budget_too_short_skips_cases_saying_so(tmp_path):
     assert [row["case"] for row in rows] == ["sd15 64px bf16 adamw"]
     assert rows[0]["status"].startswith("skipped: time budget") and "kamaal" not in rows[0]
     assert result["models"] == {}  # models are built when their first case runs: none here
+
+
+def test_a_case_too_big_for_the_lent_machine_is_skipped_there_saying_why_and_trained_in_the_dry_run():
+    """Flux.2 dev edit's random full-size folder would not fit the lent machine's disk: on CUDA its row says so
+    before anything is built; the dry run trains it (``--only flux2devedit``)."""
+    from bench.gpu_check import CASES, CUDA, DRY_RUN
+
+    (case,) = [case for case in CASES if case.arch == "flux2devedit"]
+    assert "does not fit its 64 GB disk" in (case.missing_on(CUDA) or "")
+    assert case.missing_on(DRY_RUN) is None
 
 
 def test_without_cuda_it_says_so_in_one_line():

@@ -284,7 +284,7 @@ def test_every_preset_named_for_a_card_fits_it_by_the_estimate():
             "qwenimage21-lora-12gb", "krea2-lora-24gb", "krea2-lora-16gb", "krea2-lora-12gb", "ideogram4-lora-24gb",
             "ideogram4-lora-16gb", "ideogram4-lora-12gb", "hidream-lora-24gb", "hidream-lora-16gb",
             "hidream-lora-12gb", "qwenimageedit-lora-24gb", "qwenimageedit-lora-16gb",
-            "qwenimageedit-lora-12gb"} <= set(sized)
+            "qwenimageedit-lora-12gb", "flux2devedit-lora-24gb", "flux2devedit-lora-16gb"} <= set(sized)
     for name, (estimate, card) in sized.items():
         # The estimate, the CUDA context (~0.5 GB) and a 5 % margin for fragmentation fit the card.
         assert estimate + 0.5 * GB <= 0.95 * card * GB, (name, estimate / GB)

@@ -11,8 +11,9 @@ transformer call of diffusers' Flux.2 pipelines.
   and (0, 0, 0, token) for the text, the time σ (the pipeline passes t / 1000), the guidance input only where the
   model has one (dev, at 1.0 as musubi-tuner trains it; klein has none), and its output, the velocity ε − x₀,
   unpacked the other way.
-* Edit pairs (:class:`Flux2EditEngine`, ``flux2kleinedit``): each control image is a reference image of the
-  pipeline's, its latents packed after the target's with the first position id 10, 20, …; the loss reads the target.
+* Edit pairs (:class:`Flux2EditEngine`, ``flux2kleinedit`` and ``flux2devedit``): each control image is a reference
+  image of the pipeline's, its latents packed after the target's with the first position id 10, 20, …; the loss reads
+  the target.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class Flux2Engine(SD3Engine):
 
 class Flux2EditEngine(Flux2Engine):
     """Flux.2 trained on before/after pairs: the batch's control latents are its reference images
-    (``Flux2KleinPipeline(image=[…])``), one tensor per reference in ``extras[CONTROL_LATENTS]``."""
+    (``Flux2KleinPipeline``'s and ``Flux2Pipeline``'s ``image=[…]``), one tensor per reference in
+    ``extras[CONTROL_LATENTS]``."""
 
     def predict_batch(self, denoiser, noisy, sigma, text, extras):
         return self.predict_with_references(denoiser, noisy, sigma, text, extras.get(CONTROL_LATENTS, ()))

@@ -18,7 +18,7 @@ from trainer.families.base import Family, FlowFacts, Kind, KohyaFacts, MemoryFac
 # Order is the order people see them in (the form's architecture list).
 _MODULES = ("toy", "sd15", "sd2", "sdxl", "sd3", "flux", "fluxkontext", "chroma", "zimage", "qwenimage",
             "qwenimageedit", "qwenimage21", "hidream", "lumina2", "flux2klein", "flux2kleinedit", "flux2dev",
-            "ernieimage", "kandinsky5", "krea2", "ideogram4")
+            "flux2devedit", "ernieimage", "kandinsky5", "krea2", "ideogram4")
 
 FAMILIES: dict[str, Family] = {}
 for _module in _MODULES:
