@@ -182,14 +182,15 @@ def test_klein_lora_learns_and_both_its_files_reproduce_the_trained_adapter(lora
         pipe.unload_lora_weights()  # the base model again for the next file
 
 
-@pytest.mark.parametrize("arch", [ARCH, "flux2dev", "flux2kleinedit"])
+@pytest.mark.parametrize("arch", [ARCH, "flux2dev", "flux2kleinedit", "flux2devedit"])
 def test_the_kohya_file_fuses_q_k_v_into_bfls_layers_as_comfyui_applies_them(tmp_path, arch):
     """Adapters on every kind of Linear with random ups, module by module: a double block's q, k, v (image and
     text stream) are the three row blocks of ``img_attn.qkv`` / ``txt_attn.qkv``; ``linear1``/``linear2`` and the
     shared modulations are whole; the final norm's halves are swapped.  Applied as ComfyUI does (every
     ``lora_unet_`` name is a ``diffusion_model.`` weight with dots as underscores; W += alpha/rank · up @ down) to
     BFL's layout and read back by diffusers' own Flux.2 converter: the very weights the diffusers/peft file gives.
-    Flux.2 dev the same way, its guidance embedder (``guidance_in``) too; Flux.2 klein edit's file is klein's."""
+    Flux.2 dev the same way, its guidance embedder (``guidance_in``) too; the edit families' files are klein's and
+    dev's."""
     from types import SimpleNamespace
 
     from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkpoint_to_diffusers
@@ -230,7 +231,7 @@ def test_the_kohya_file_fuses_q_k_v_into_bfls_layers_as_comfyui_applies_them(tmp
             "lora_unet_double_blocks_0_img_mlp_0", "lora_unet_single_blocks_1_linear1",
             "lora_unet_single_blocks_1_linear2", "lora_unet_double_stream_modulation_img_lin",
             "lora_unet_final_layer_adaLN_modulation_1", "lora_unet_img_in", "lora_unet_txt_in"} <= modules
-    assert ("lora_unet_guidance_in_in_layer" in modules) == (arch == "flux2dev")
+    assert ("lora_unet_guidance_in_in_layer" in modules) == transformer.config.guidance_embeds  # dev's, not klein's
     for module in sorted(unet):
         original, offset, rows, total, swap = layout[module]
         fused = kohya_delta("lora_unet_" + original.replace(".", "_"))
