@@ -45,11 +45,13 @@ def engine_of(pipe):
 
 
 @pytest.mark.parametrize("zero_cond_t", [False, True], ids=["2509", "2511"])
-def test_the_engine_conditions_on_the_control_as_the_pipeline_does(tiny_qwenedit, zero_cond_t):
-    """The instruction encoded with the control image as vision tokens (the pipeline's condition size, template and
-    dropped prefix), the control's latents as ``_encode_vae_image`` gives them, and the transformer called on the
-    target's tokens then the control's with ``img_shapes`` of both — 2511's ``zero_cond_t`` reads those shapes to
-    modulate the control's tokens at t = 0 — its output sliced to the target's tokens: equal to the pipeline's."""
+def test_the_engine_conditions_on_two_controls_as_the_pipeline_does(tiny_qwenedit, zero_cond_t):
+    """Two control images of different aspect ratios, as ``QwenImageEditPlusPipeline`` takes them: the instruction
+    encoded with both as vision tokens ("Picture 1: …Picture 2: …", each at the pipeline's condition size for its own
+    aspect, the template's prefix dropped), each control's latents as ``_encode_vae_image`` gives them, and the
+    transformer called on the target's tokens then each control's with one ``img_shapes`` entry per image — 2511's
+    ``zero_cond_t`` reads those shapes to modulate the controls' tokens at t = 0 — its output sliced to the target's
+    tokens: equal to the pipeline's; and each control reaches both the text and the prediction."""
     from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE, calculate_dimensions
     from PIL import Image
 
@@ -64,38 +66,48 @@ def test_the_engine_conditions_on_the_control_as_the_pipeline_does(tiny_qwenedit
         pipe.transformer = transformer
     engine = engine_of(pipe)
     generator = torch.Generator().manual_seed(0)
-    controls = [Image.fromarray((torch.rand(48, 64, 3, generator=generator) * 255).to(torch.uint8).numpy())
-                for _ in range(2)]
-    prompts = ["make it red", "turn the circle into a square"]
+
+    def picture(height: int, width: int) -> Image.Image:
+        return Image.fromarray((torch.rand(height, width, 3, generator=generator) * 255).to(torch.uint8).numpy())
+
+    controls = [[picture(48, 64), picture(64, 32)], [picture(48, 64), picture(64, 32)]]
+    prompts = ["make it red", "put the hat of picture 2 on the cat"]
     with torch.no_grad():
-        text = engine.encode_prompts([pipe.text_encoder], prompts, "cpu", controls=[[c] for c in controls])
-        width, height = calculate_dimensions(CONDITION_IMAGE_SIZE, 64 / 48)
-        for row, (prompt, control) in enumerate(zip(prompts, controls, strict=True)):
-            embeds, mask = pipe.encode_prompt(prompt, image=[pipe.image_processor.resize(control, height, width)],
-                                              device=torch.device("cpu"))
+        text = engine.encode_prompts([pipe.text_encoder], prompts, "cpu", controls=controls)
+        for row, (prompt, pictures) in enumerate(zip(prompts, controls, strict=True)):
+            resized = []
+            for control in pictures:
+                width, height = calculate_dimensions(CONDITION_IMAGE_SIZE, control.width / control.height)
+                resized.append(pipe.image_processor.resize(control, height, width))
+            assert resized[0].size != resized[1].size  # each at its own aspect ratio
+            embeds, mask = pipe.encode_prompt(prompt, image=resized, device=torch.device("cpu"))
             assert mask is None
             torch.testing.assert_close(text.sequences()[row], embeds[0])
+        first_picture = engine.encode_prompts([pipe.text_encoder], prompts[:1], "cpu", controls=[controls[0][:1]])
         alone = engine.encode_prompts([pipe.text_encoder], prompts[:1], "cpu")
-    assert alone.hidden.shape[1] < text.sequences()[0].shape[0]  # the picture's vision tokens are in the prompt
+    # Each picture's vision tokens (and its "Picture N:" label) are in the prompt.
+    assert alone.hidden.shape[1] < first_picture.hidden.shape[1] < text.sequences()[0].shape[0]
 
-    control_pixels = torch.rand(2, 3, 64, 48, generator=generator) * 2 - 1
+    first, second = torch.rand(2, 3, 64, 48, generator=generator) * 2 - 1, torch.rand(2, 3, 32, 64,
+                                                                                        generator=generator) * 2 - 1
     with torch.no_grad():
-        latents = engine.image_latents(control_pixels)
-        torch.testing.assert_close(latents[:, :, None], pipe._encode_vae_image(control_pixels[:, :, None], None))
+        latents = [engine.image_latents(pixels) for pixels in (first, second)]
+        torch.testing.assert_close(latents[1][:, :, None], pipe._encode_vae_image(second[:, :, None], None))
         channels = pipe.transformer.config.in_channels // 4
         noisy = torch.randn(2, channels, 8, 6, generator=generator)
         sigma = torch.tensor([0.25, 0.8])
-        predicted = engine.predict_batch(pipe.transformer, noisy, sigma, text, {CONTROL_LATENTS: (latents,)})
-        # The pipeline's own preparation of the control's tokens, and its call of the transformer.
-        _, image_tokens = pipe.prepare_latents([control_pixels[:, :, None]], 2, channels, 64, 48, torch.float32,
-                                               torch.device("cpu"), None, latents=pack_2x2(noisy))
+        predicted = engine.predict_batch(pipe.transformer, noisy, sigma, text, {CONTROL_LATENTS: tuple(latents)})
+        # The pipeline's own preparation of the controls' tokens, and its call of the transformer.
+        _, image_tokens = pipe.prepare_latents([first[:, :, None], second[:, :, None]], 2, channels, 64, 48,
+                                               torch.float32, torch.device("cpu"), None, latents=pack_2x2(noisy))
+        assert image_tokens.shape[1] == 4 * 3 + 2 * 4
         out = pipe.transformer(hidden_states=torch.cat([pack_2x2(noisy), image_tokens], dim=1), timestep=sigma,
                                encoder_hidden_states=text.hidden, encoder_hidden_states_mask=text.mask.long(),
-                               img_shapes=[[(1, 4, 3), (1, 4, 3)]] * 2, return_dict=False)[0]
+                               img_shapes=[[(1, 4, 3), (1, 4, 3), (1, 2, 4)]] * 2, return_dict=False)[0]
         velocity = unpack_2x2(out[:, : 12], 8, 6)
-        without = engine.predict_batch(pipe.transformer, noisy, sigma, text, {})
+        first_only = engine.predict_batch(pipe.transformer, noisy, sigma, text, {CONTROL_LATENTS: tuple(latents[:1])})
     torch.testing.assert_close(predicted, velocity, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(predicted, without, atol=1e-3)
+    assert not torch.allclose(predicted, first_only, atol=1e-3)
 
 
 def heldout_loss(pipe, folder: Path) -> float:

@@ -1,9 +1,10 @@
 """Qwen-Image-Edit 2509/2511 (Alibaba Qwen, 20.4 B): Qwen-Image's transformer fine-tuned to edit — the control
-image's latents (its own VAE, per-channel normalised) are packed 2×2 as tokens after the noisy target's, described to
+images' latents (its own VAE, per-channel normalised) are packed 2×2 as tokens after the noisy target's, described to
 the transformer's rotary embedding by ``img_shapes`` (one (1, rows, columns) per image), and the prediction is read
-off the target's tokens; the control image also goes through Qwen2.5-VL as vision tokens in the instruction's chat
-prompt ("Picture 1: <|vision_start|><|image_pad|><|vision_end|>" + the instruction, in the edit system prompt), so
-the text conditioning depends on the pair, not on the caption alone (``QwenImageEditPlusPipeline``).
+off the target's tokens; the control images also go through Qwen2.5-VL as vision tokens in the instruction's chat
+prompt ("Picture 1: <|vision_start|><|image_pad|><|vision_end|>Picture 2: …" + the instruction, in the edit system
+prompt), so the text conditioning depends on the pair, not on the caption alone (``QwenImageEditPlusPipeline``: up
+to three control images a pair).
 
 One family for 2509 and 2511: their folders have the same classes, configs and pipeline (the "Plus" one, up to three
 reference images); 2511 is new weights.  The first Qwen-Image-Edit (2508) has another pipeline
@@ -40,12 +41,15 @@ FAMILY = replace(
     file_markers=(),  # its transformer file is Qwen-Image's: detected as Qwen-Image, loaded so when the config names it
     files_of="qwenimage",
     config_folders={"flow_matching": "qwen-image-edit-2509"},
-    control_images=1,  # the Plus pipeline takes up to three; the previews and pairs here give it one
+    # The Plus pipeline's up to three pictures (control/, control_2/, control_3/): each one's vision tokens in the
+    # prompt ("Picture 1: …Picture 2: …") and its latents packed after the target's with an img_shapes entry of its own.
+    control_images=3,
     text_reads_controls=True,
     memory=replace(
         qwenimage.FAMILY.memory,
-        # The control image's tokens double the image part of the sequence (as Kontext's): twice Qwen-Image's
-        # activations per target pixel.  The control's vision tokens in the prompt (384² pixels: ~190) are few.
+        # One control image's tokens double the image part of the sequence (as Kontext's): twice Qwen-Image's
+        # activations per target pixel (each further control adds as much again; the presets assume one).  A
+        # control's vision tokens in the prompt (384² pixels: ~190) are few.
         activation_bytes_per_latent_pixel=56 * GB / 128**2),
     tiny={**qwenimage.FAMILY.tiny,
           # Half Qwen-Image's tiny VAE widths: the pipeline encodes every control at a megapixel (a preview's too),
