@@ -2,7 +2,7 @@
 dev folder is this family's when the config names it): the engine packs the noisy target and two reference images
 as ``Flux2Pipeline(image=[…])`` packs them — tokens, position ids with time 10, 20 — and predicts as it does, with
 dev's guidance input at 1.0; both LoRA files, loaded by ``Flux2Pipeline.load_lora_weights``, edit two references as
-the adapter they were written from does.
+the adapter they were written from does; BFL's dev file loads as this family when the config names it.
 
 No learning run of its own: the engine and the job's pair path are klein edit's (``Flux2EditEngine``), whose
 make-it-red run, previews and resume ``test_flux2kleinedit.py`` checks; what dev adds — the guidance input, Mistral's
@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests.families.test_flux2dev import comfy_dev  # noqa: F401  (a fixture, found by name)
 
 ARCH = "flux2devedit"
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
@@ -124,3 +126,17 @@ def test_both_lora_files_edit_two_references_in_the_dev_pipeline_as_the_adapter_
         pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
         assert np.abs(edit(pipe, references) - trained).max() <= 2, lora_file.name
         pipe.unload_lora_weights()
+
+
+def test_bfls_dev_file_loads_as_the_edit_family_when_the_config_names_it(comfy_dev):  # noqa: F811 (the fixture)
+    """The files ComfyUI users keep for dev (``flux2-dev.safetensors``, Mistral's and the VAE's files, FLUX.2-dev's
+    tokenizer folder) are detected as dev and load as this family when the config names it: the same weights, in
+    ``Flux2Pipeline``."""
+    from trainer.models import load_model
+
+    loaded = load_model(comfy_dev["models"] / "diffusion_models" / "flux2-dev.safetensors",
+                        config_dir=comfy_dev["config_dir"], tokenizer_folder=str(comfy_dev["tokenizer"]),
+                        expected_architecture=ARCH)
+    assert loaded.info.architecture == ARCH and type(loaded.pipeline).__name__ == "Flux2Pipeline"
+    mine, theirs = loaded.pipeline.transformer.state_dict(), comfy_dev["pipe"].transformer.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
