@@ -210,3 +210,41 @@ def test_qwenedit_resume_equals_uninterrupted_with_pair_keyed_captions_on_disk(t
     losses = [row["loss"] for row in RunFolder(tmp_path / "straight").read_metrics() if "loss" in row]
     assert losses == [row["loss"] for row in RunFolder(tmp_path / "split").read_metrics() if "loss" in row]
     assert len(list((tmp_path / "split" / "cache" / "text").glob("*.safetensors"))) == 4  # one per pair
+
+
+@pytest.mark.slow
+def test_a_run_on_pairs_with_two_controls_conditions_each_instruction_on_both(tmp_path, tiny_qwenedit):
+    """Pairs with two controls each (``control/`` and ``control_2/``), captions and latents cached on disk: both
+    controls' latents are stored with each target, and each pair's cached instruction is the pipeline's encoding of
+    the instruction with both of its control files as Picture 1 and Picture 2 (not with the first alone); the
+    previews draw each pair's edit from both files."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from tests.diffusion.conftest import diffusion_config
+    from tests.families.test_flux2kleinedit import with_second_reference
+    from tests.trainer.helpers import run_in_process
+    from trainer.protocol import EXIT_OK, Failed, Sample
+
+    data = with_second_reference(make_it_red(tmp_path / "pairs", 2, seed=0), seed=2)
+    config = diffusion_config(tiny_qwenedit, data, ARCH, training={"steps": 2, "eval_every": 2},
+                              sampling={"inference_steps": 1, "guidance_scale": 1.0},
+                              dataset={"cache_text": "disk", "cache_latents": "disk"})
+    code, rec = run_in_process(config, tmp_path / "run")
+    assert code == EXIT_OK, rec.of(Failed)
+    latents = [load_file(path) for path in (tmp_path / "run" / "cache" / "latents").glob("*.safetensors")]
+    assert len(latents) == 2 and all({"control_0", "control_1"} <= cached.keys() for cached in latents)
+    cached = [load_file(path)["hidden"][0] for path in (tmp_path / "run" / "cache" / "text").glob("*.safetensors")]
+    assert len(cached) == 2
+
+    pipe = pipeline(tiny_qwenedit)
+    engine = engine_of(pipe)
+    for name in ("pair-00.png", "pair-01.png"):
+        pictures = [Image.open(data / sub / name).convert("RGB") for sub in ("control", "control_2")]
+        with torch.no_grad():
+            both = engine.encode_prompts([pipe.text_encoder], ["make it red"], "cpu", controls=[pictures])
+            first = engine.encode_prompts([pipe.text_encoder], ["make it red"], "cpu", controls=[pictures[:1]])
+        assert sum(torch.equal(both.sequences()[0], hidden) for hidden in cached) == 1, name
+        assert not any(hidden.shape == first.sequences()[0].shape for hidden in cached)
+    assert [p.name for p in map(Path, rec.of(Sample)[-1].paths)][:3] == ["p00-control.png", "p00-seed7.png",
+                                                                          "p00-target.png"]
