@@ -1,9 +1,10 @@
 """Qwen-Image-Edit (2509/2511) through the registry, on a tiny model built from its real classes
 (``QwenImageTransformer2DModel``, Qwen-Image's VAE, a two-layer Qwen2.5-VL with its vision tower, Qwen2-VL's processor
-with its Pillow image half, in ``QwenImageEditPlusPipeline``): the engine shows the control image to the VL encoder
-as the pipeline does, packs the noisy target and the control's latents with the pipeline's ``img_shapes``, and reads
-the prediction off the target's tokens; a LoRA trained on before/after pairs (the Kontext test's ``make_it_red``)
-learns the edit on held-out pairs, with each pair's text conditioning cached per pair."""
+with its Pillow image half, in ``QwenImageEditPlusPipeline``): the engine shows the control images (two here) to the
+VL encoder as the pipeline does, packs the noisy target and each control's latents with the pipeline's ``img_shapes``,
+and reads the prediction off the target's tokens; a LoRA trained on before/after pairs (the Kontext test's
+``make_it_red``) learns the edit on held-out pairs, with each pair's text conditioning cached per pair — with two
+controls, its encoding with both."""
 
 from __future__ import annotations
 
