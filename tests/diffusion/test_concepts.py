@@ -113,9 +113,9 @@ def test_one_folder_in_two_concepts_is_cached_once_per_resolution_and_caption(tm
     captions: set[str] = set()
     original = DiffusionJob._text_for
 
-    def recording(self, texts, training=True):
+    def recording(self, texts, training=True, **pairs):
         captions.update(texts)
-        return original(self, texts, training)
+        return original(self, texts, training, **pairs)
 
     monkeypatch.setattr(DiffusionJob, "_text_for", recording)
     config = diffusion_config(

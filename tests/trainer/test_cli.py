@@ -62,7 +62,7 @@ def test_presets_for_your_own_model_ask_for_it_by_name(tmp_path, preset):
     ("training.steps=0", "--set training.steps=0: must be ≥ 1, got 0"),
     ("training.learning_rate=fast", "--set training.learning_rate=fast: must be a number, got 'fast'"),
     ("training.stepz=5", "--set training.stepz=5: unknown key"),
-    ("mode=lora", "--set mode=lora: 'lora' does not work with model.architecture 'toy'"),
+    ("mode=dreambooth", "--set mode=dreambooth: 'dreambooth' does not work with model.architecture 'toy'"),
     ("training", "expected KEY=VALUE"),
 ])
 def test_bad_overrides_exit_2_naming_the_set_not_the_file(tmp_path, override, message):
