@@ -130,14 +130,25 @@ class StatusLabel(QLabel):
         self.setText(tr(self._source).format(**values) if self._source else "")
 
 
-def run_views(loss_plot: LossPlot, weights_view: WeightsView) -> QVBoxLayout:
-    """The loss curves above the weights, each at the experiment column's full width (side by side, the
-    three layers' heatmaps did not fit).  The learning-rate strip is left out: no lesson is about it."""
+def run_column(owner: QWidget, runner: LessonRunner, start_button: QPushButton, status: QLabel,
+               *notes: QWidget) -> tuple[LossPlot, WeightsView]:
+    """A run lesson's column on ``owner``: the start button and its status, ``notes`` under them, then the loss
+    curves above the weights, each at the column's full width (side by side, the three layers' heatmaps did not
+    fit).  The learning-rate strip is left out: no lesson is about it."""
+    loss_plot = LossPlot(runner.run_model)
+    weights_view = WeightsView(runner.run_model)
     loss_plot.lr_widget.hide()
-    views = QVBoxLayout()
-    views.addWidget(loss_plot, 1)
-    views.addWidget(weights_view, 1)
-    return views
+    top = QHBoxLayout()
+    top.addWidget(start_button)
+    top.addWidget(status, 1)
+    layout = QVBoxLayout(owner)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addLayout(top)
+    for note in notes:
+        layout.addWidget(note)
+    layout.addWidget(loss_plot, 1)
+    layout.addWidget(weights_view, 1)
+    return loss_plot, weights_view
 
 
 def preset_config(name: str, *overrides: str) -> Config:
@@ -160,17 +171,7 @@ class TrainingLesson(QWidget):
         self.watch.setObjectName("lessonWatch")
         self.watch.setWordWrap(True)
         self.watch.setProperty("role", "note")
-        self.loss_plot = LossPlot(self.runner.run_model)
-        self.weights_view = WeightsView(self.runner.run_model)
-        top = QHBoxLayout()
-        top.addWidget(self.start_button)
-        top.addWidget(self.status, 1)
-        views = run_views(self.loss_plot, self.weights_view)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(top)
-        layout.addWidget(self.watch)
-        layout.addLayout(views, 1)
+        self.loss_plot, self.weights_view = run_column(self, self.runner, self.start_button, self.status, self.watch)
         self.runner.session.progress.connect(self._on_progress)
         self.runner.allDone.connect(self._on_done)
         self.runner.session.stateChanged.connect(lambda _state: self.start_button.setEnabled(
@@ -267,18 +268,8 @@ class FreezingLesson(QWidget):
         self.verdict.setWordWrap(True)
         self.verdict.setProperty("role", "note")
         self.verdict.hide()
-        self.loss_plot = LossPlot(self.runner.run_model)
-        self.weights_view = WeightsView(self.runner.run_model)
-        top = QHBoxLayout()
-        top.addWidget(self.start_button)
-        top.addWidget(self.status, 1)
-        views = run_views(self.loss_plot, self.weights_view)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(top)
-        layout.addWidget(self.table)
-        layout.addWidget(self.verdict)
-        layout.addLayout(views, 1)
+        self.loss_plot, self.weights_view = run_column(self, self.runner, self.start_button, self.status, self.table,
+                                                       self.verdict)
         self.runner.runFinished.connect(self._show_run)
         self.runner.allDone.connect(self._on_done)
         self.runner.session.progress.connect(self._on_progress)
