@@ -42,12 +42,10 @@ from trainer.families.flux2 import bfl_layout, bfl_norms
 from trainer.models import fused_layout
 from trainer.models.checkpoint_io import CheckpointFile, open_checkpoint
 from trainer.models.component_files import (
-    COMFY_TEXT_FOLDERS,
-    comfy_models_folder,
     load_exact,
+    one_encoder_companions,
     text_tokenizer,
     tokenizer_from,
-    weight_files,
 )
 from trainer.models.info import MODEL_CONFIGS
 
@@ -90,21 +88,10 @@ def companions(model_path: Path, text_encoder_files: list[str], vae_file: str, q
                what: str = "Flux.2 klein", encoder_name: str = "Qwen3") -> tuple[Path | None, Path | None]:
     """The text encoder's file (klein's Qwen3, dev's Mistral) and the VAE file: as configured, else found in
     ComfyUI's folders beside the transformer's."""
-    if len(text_encoder_files) > 1:
-        raise InputError(f"model.text_encoder_files: {what} has one text encoder (its {encoder_name} file, "
-                         f"{qwen_stem}….safetensors); {len(text_encoder_files)} files are named")
-    encoder = Path(text_encoder_files[0]) if text_encoder_files else None
-    vae = Path(vae_file) if vae_file else None
-    models = comfy_models_folder(model_path)
-    if encoder is None:
-        for folder in COMFY_TEXT_FOLDERS[::-1]:
-            found = [p for p in weight_files(models / folder) if p.name.lower().startswith(qwen_stem)]
-            if found:
-                encoder = sorted(found, key=lambda p: ("fp8" in p.name.lower(), p.name))[0]
-                break
-    if vae is None:
-        vae = next((p for p in weight_files(models / "vae") if p.stem.lower() in VAE_STEMS), None)
-    return encoder, vae
+    return one_encoder_companions(
+        model_path, text_encoder_files, vae_file, family=what,
+        encoder=f"its {encoder_name} file, {qwen_stem}….safetensors",
+        is_encoder=lambda p: p.name.lower().startswith(qwen_stem), is_vae=lambda p: p.stem.lower() in VAE_STEMS)
 
 
 def qwen3_state(state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
