@@ -14,6 +14,7 @@ QLabel[role="hint"] { color: #7b8794; font-size: 10pt; padding: 12px; }
 QLabel[role="note"] { color: #323f4b; background: #f0f4f8; border: 1px solid #d9e2ec; border-radius: 6px;
                       padding: 10px; }
 QLabel[role="subtle"] { color: #52606d; font-size: 9pt; }
+QLabel[role="sectionTitle"] { font-weight: 600; color: #1f2933; padding-top: 4px; }
 QLabel[role="fieldError"] { color: #b42318; font-size: 9pt; }
 QLabel[role="errorSummary"] { color: #7a271a; background: #fef3f2; border: 1px solid #fda29b; border-radius: 6px;
                               padding: 8px; }

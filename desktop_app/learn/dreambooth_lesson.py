@@ -2,20 +2,33 @@
 ("a sks shape") and the class pictures that prior preservation keeps showing the model ("a shape") — and the
 demo itself, with or without prior preservation, its samples before and after read by the shapes judge.
 
-The run is the demo preset (400 DreamBooth-LoRA steps on the shapes model) in a :class:`LessonRunner`:
-several minutes on a CPU, far longer than the other lessons, so the lesson says so on its button.  The
-judge (:mod:`trainer.shapes.judge`, numpy and Pillow) reads each sample in the GUI process.  What the run
-shows is measured in tests/shapes/test_learning.py (the slow test of the demo preset).  GUI thread only.
+The run is the demo preset as shipped (400 DreamBooth-LoRA steps of one picture, plus one class picture, on the
+shapes model) in a :class:`LessonRunner`: well under a minute on a CPU.  The judge (:mod:`trainer.shapes.judge`,
+numpy and Pillow) reads each sample in the GUI process, and the lesson measures how far "a shape" moved from the
+base model's pictures (same seeds): little with prior preservation, far without.  What the runs show is tested in
+tests/gui/test_learn_runs.py.  GUI thread only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import QCheckBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from desktop_app import paths
 from desktop_app.learn.i18n import marked, tr
@@ -25,8 +38,9 @@ from trainer.config import Config
 from trainer.protocol import Progress, Sample
 from trainer.shapes.judge import EMBLEM, read_image
 
-THUMB = 72
-SAMPLE_THUMB = 60  # eight samples and the row's label fit the experiment column
+THUMB = 64  # the pictures' own size
+NO_EVALUATION = 1_000_000  # held-out loss at the first and the last step only: the lesson draws no curve
+SAMPLE_THUMB = 64  # the samples' own size: six per prompt, two prompts a row each, fit the experiment column
 
 
 def caption(image: Path) -> str:
@@ -66,36 +80,69 @@ def judged(path: str) -> str:
         return "unreadable"
 
 
+def pixels(path: str) -> np.ndarray | None:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.float32)
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
 class SampleRow(QWidget):
-    """One sampling point of the demo run: each picture with what the judge read in it."""
+    """One sampling point of the demo run: a line of pictures per prompt, each with what the judge read in it."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.grid = QGridLayout(self)
         self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setVerticalSpacing(2)
         self.readings: list[tuple[str, str]] = []  # (prompt, what the judge saw)
+        self.pictures: dict[tuple[str, int], str] = {}  # (prompt, seed) → the sample's file
 
     def show_sample(self, sample: Sample) -> None:
         while self.grid.count():
             self.grid.takeAt(0).widget().deleteLater()
-        self.readings = []
-        for column, (path, prompt) in enumerate(zip(sample.paths, sample.prompts, strict=True)):
+        self.readings, self.pictures = [], {}
+        lines = list(dict.fromkeys(sample.prompts))  # one line per prompt, in the run's order
+        columns: dict[str, int] = {}
+        for line, prompt in enumerate(lines):
+            words = QLabel(f"“{prompt}”")
+            words.setProperty("role", "subtle")
+            self.grid.addWidget(words, 2 * line, 0, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for path, prompt, seed in zip(sample.paths, sample.prompts, sample.seeds, strict=True):
+            line, column = lines.index(prompt), columns.get(prompt, 0) + 1
+            columns[prompt] = column
             picture = QLabel()
             picture.setPixmap(QPixmap(path).scaled(SAMPLE_THUMB, SAMPLE_THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                                                    Qt.TransformationMode.FastTransformation))
-            picture.setToolTip(prompt)
+            picture.setToolTip(f"{prompt} (seed {seed})")
             reading = judged(path)
             self.readings.append((prompt, reading))
+            self.pictures[(prompt, seed)] = path
             words = QLabel(f"<b>{reading}</b>" if reading == EMBLEM else reading)
             words.setAlignment(Qt.AlignmentFlag.AlignCenter)
             words.setProperty("role", "subtle")
-            self.grid.addWidget(picture, 0, column)
-            self.grid.addWidget(words, 1, column)
+            self.grid.addWidget(picture, 2 * line, column, Qt.AlignmentFlag.AlignCenter)
+            self.grid.addWidget(words, 2 * line + 1, column)
 
     def emblems(self, prompt: str) -> tuple[int, int]:
         """(pictures the judge read as the emblem, pictures) for ``prompt``."""
         readings = [reading for asked, reading in self.readings if asked == prompt]
         return sum(reading == EMBLEM for reading in readings), len(readings)
+
+    def change_from(self, before: SampleRow, prompt: str) -> float | None:
+        """How far ``prompt``'s pictures moved from ``before``'s, seed by seed: the mean absolute difference of
+        their pixels, as a share of the full range (0: the same pictures, 1: black became white).  Same model,
+        prompt and seed before training: what changed is what training did to that prompt."""
+        changes = []
+        for (asked, seed), path in self.pictures.items():
+            earlier = before.pictures.get((asked, seed))
+            if asked != prompt or earlier is None:
+                continue
+            now, then = pixels(path), pixels(earlier)
+            if now is not None and then is not None and now.shape == then.shape:
+                changes.append(float(np.abs(now - then).mean()) / 255.0)
+        return sum(changes) / len(changes) if changes else None
 
 
 class DemoRun(QGroupBox):
@@ -103,8 +150,7 @@ class DemoRun(QGroupBox):
     each kind stays on show, so a run with and a run without prior preservation can be compared ("a shape")."""
 
     PROMPTS = ("a sks shape", "a shape")
-    SEEDS = (0, 1, 2, 3)
-    OVERRIDES: tuple[str, ...] = ()  # the demo as shipped (tests shorten it)
+    SEEDS = (0, 1, 2, 3, 4, 5)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -127,18 +173,14 @@ class DemoRun(QGroupBox):
         top.addWidget(self.start_button)
         top.addWidget(self.prior)
         top.addWidget(self.status, 1)
-        rows = QGridLayout()
-        rows.addWidget(self.before_label, 0, 0)
-        rows.addWidget(self.before, 0, 1)
-        for row, prior in enumerate((True, False), start=1):
-            self.after_labels[prior].setWordWrap(True)
-            self.after_labels[prior].setMaximumWidth(130)
-            rows.addWidget(self.after_labels[prior], row, 0)
-            rows.addWidget(self.afters[prior], row, 1)
-        rows.setColumnStretch(1, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addLayout(rows)
+        # Each sampling point under its own heading (a column of headings beside the pictures did not fit).
+        for label, row in ((self.before_label, self.before), (self.after_labels[True], self.afters[True]),
+                           (self.after_labels[False], self.afters[False])):
+            label.setProperty("role", "sectionTitle")
+            layout.addWidget(label)
+            layout.addWidget(row)
         layout.addWidget(self.summary)
         self.runner.session.sample.connect(self.show_sample)
         self.runner.session.progress.connect(self._on_progress)
@@ -152,12 +194,13 @@ class DemoRun(QGroupBox):
         self.prior.setEnabled(idle)
 
     def config(self) -> Config:
-        """The demo preset, sampled only before and after, with prior preservation as the checkbox says."""
+        """The demo preset as shipped, sampled only before and after (six seeds per prompt), with prior preservation as
+        the checkbox says."""
         prompts = ", ".join(f'"{prompt}"' for prompt in self.PROMPTS)
         return preset_config(
             "demo", f"dreambooth.prior_preservation={str(self.prior.isChecked()).lower()}",
             f"sampling.prompts=[{prompts}]", f"sampling.seeds={list(self.SEEDS)}", "sampling.every_n_steps=0",
-            "sampling.at_start=true", "output.checkpoint_every=0", *self.OVERRIDES)
+            "sampling.at_start=true", "output.checkpoint_every=0", f"training.eval_every={NO_EVALUATION}")
 
     def start(self) -> None:
         self.running_prior = self.prior.isChecked()
@@ -177,6 +220,11 @@ class DemoRun(QGroupBox):
         self.status.say(marked("Done."))
         self._summarise()
 
+    def class_change(self, prior: bool) -> float | None:
+        """How far "a shape" moved from the base model's pictures in the last run with (or without) prior
+        preservation: the lesson's measure of forgetting."""
+        return self.afters[prior].change_from(self.before, self.PROMPTS[1])
+
     def _summarise(self) -> None:
         lines = []
         before, before_total = self.before.emblems(self.PROMPTS[0])
@@ -186,15 +234,18 @@ class DemoRun(QGroupBox):
                 continue
             rare, rare_total = after.emblems(self.PROMPTS[0])
             kept, kept_total = after.emblems(self.PROMPTS[1])
+            change = self.class_change(prior)
             lines.append(f"<b>{name}</b>: " + tr(
                 "The judge finds the emblem in {rare} of {rare_total} pictures of \"a sks shape\" ({before} of "
                 "{before_total} before), and in {kept} of {kept_total} of \"a shape\".").format(
                 rare=rare, rare_total=rare_total, before=before, before_total=before_total, kept=kept,
-                kept_total=kept_total))
+                kept_total=kept_total) + (" " + tr(
+                "The pictures of \"a shape\" changed by {change} % from before.").format(
+                change=round(100 * change)) if change is not None else ""))
         self.summary.setText("<br>".join(lines))
 
     def retranslate(self) -> None:
-        self.setTitle(tr("The demo: teach the rare word (400 steps, several minutes on a CPU)"))
+        self.setTitle(tr("The demo: teach the rare word (400 steps, under a minute on a CPU)"))
         self.start_button.setText(tr("Train the demo"))
         self.prior.setText(tr("With prior preservation"))
         self.before_label.setText(tr("Before"))
@@ -205,27 +256,46 @@ class DemoRun(QGroupBox):
 
 
 class DreamBoothLesson(QWidget):
+    """The lesson's pictures, its outcome and the demo run, in a scroll area: the demo's three rows of samples
+    (two prompts each) do not fit under the pictures in an 800-pixel window."""
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         demo = paths.resources_dir() / "demo"
         self.instance = PictureRow(marked("Instance pictures: the new thing, with the rare word"),
                                    demo / "dataset", 6)
         self.classes = PictureRow(marked("Class pictures: what \"a shape\" meant before (prior preservation)"),
-                                  demo / "class_images", 8)
+                                  demo / "class_images", 6)  # six of twelve: eight did not fit the column
         self.outcome = TrLabel(marked(
             "After the demo's 400 steps the shapes judge finds the emblem in about 8 of 12 pictures of "
             "\"a sks shape\" (0 before), while \"a shape\" still draws ordinary circles and squares. That is "
             "prior preservation's work: every step also trains on the class pictures with \"a shape\", so "
-            "learning the new word does not overwrite what the class word meant."), role="note")
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
+            "learning the new word does not overwrite what the class word meant. Train it once without prior "
+            "preservation too: then \"a shape\" turns into the emblem as well."), role="note")
+        self.demo = DemoRun()
+        self.runner = self.demo.runner  # the page stops it when the window closes
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(0, 0, 4, 0)
         layout.addWidget(self.instance)
         layout.addWidget(self.classes)
         layout.addWidget(self.outcome)
-        self.demo = DemoRun()
-        self.runner = self.demo.runner  # the page stops it when the window closes
         layout.addWidget(self.demo)
         layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+        # A run's first pictures and its verdict come into view as they arrive.
+        self.runner.session.sample.connect(lambda _sample: self.show_demo())
+        self.runner.allDone.connect(self.show_demo)
+
+    def show_demo(self) -> None:
+        """Scroll the demo's samples and its summary into view (the pictures above stay a scroll away)."""
+        self.scroll.ensureWidgetVisible(self.demo.summary, 0, 0)
 
     def retranslate(self) -> None:
         for widget in (self.instance, self.classes, self.outcome, self.demo):

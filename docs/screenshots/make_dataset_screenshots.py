@@ -94,8 +94,8 @@ def make_cats(folder: Path, count: int) -> None:
 def render(scratch: Path, count: int, preset: str, out: Path, concepts_out: Path | None = None) -> None:
     from PySide6.QtCore import QEventLoop, QTimer
 
-    from desktop_app.train.config_model import ConfigModel
     from desktop_app.dataset import DatasetPanel
+    from desktop_app.train.config_model import ConfigModel
     from trainer.config import apply_overrides, config_from_dict, load_config
 
     root = scratch / f"my-dog-{count}"

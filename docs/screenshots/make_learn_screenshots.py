@@ -1,5 +1,6 @@
 """Render docs/screenshots/learn-N-LANG.png: every lesson of the Learn page at 1280×800, in English and
-Hinglish, the training lessons after their experiment ran (the real trainer process, a minute or so).
+Hinglish, the training lessons after their experiment ran (the real trainer process, two minutes or so; the
+DreamBooth demo once with and once without prior preservation, each run's wall time printed).
 
     make translations  # the Hinglish interface strings (.qm)
     QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_learn_screenshots.py [OUT_DIR]
@@ -57,19 +58,30 @@ def render(scratch: Path, out: Path) -> int:
             page.lesson_list.setCurrentRow(row)
             experiment = page.stack.currentWidget()
             runner = getattr(experiment, "runner", None)
-            # The quick runs, once (the other language shows the result); not the DreamBooth demo's minutes.
-            if runner is not None and lesson.name in ("training", "freezing") and lesson.name not in ran:
+            # Each run once (the other language shows the result); the DreamBooth demo with, then without prior
+            # preservation, so both rows show.
+            if runner is not None and lesson.name not in ran:
                 ran.add(lesson.name)
-                done: list[bool] = []
-                runner.allDone.connect(lambda done=done: done.append(True))
-                experiment.start_button.click()
-                deadline = time.monotonic() + 300
-                while not done and time.monotonic() < deadline:
-                    app.processEvents()
-                    time.sleep(0.02)
+                demo = getattr(experiment, "demo", None)
+                for prior in ((True, False) if demo is not None else (None,)):
+                    if demo is not None:
+                        demo.prior.setChecked(prior)
+                    done: list[bool] = []
+                    runner.allDone.connect(lambda done=done: done.append(True))
+                    started = time.monotonic()
+                    (demo or experiment).start_button.click()
+                    deadline = started + 300
+                    while not done and time.monotonic() < deadline:
+                        app.processEvents()
+                        time.sleep(0.02)
+                    print(f"{lesson.name}{'' if prior is None else f' (prior preservation {prior})'}: "
+                          f"{time.monotonic() - started:.1f} s from the click to the end")
             for _ in range(10):
                 app.processEvents()
                 time.sleep(0.02)
+            if hasattr(experiment, "show_demo"):
+                experiment.show_demo()  # the DreamBooth demo's samples and verdict, as they show after a run
+                app.processEvents()
             target = out / f"learn-{lesson.number}-{language}.png"
             window.grab().save(str(target))
             print(target)

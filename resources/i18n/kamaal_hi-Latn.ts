@@ -24,10 +24,6 @@
         <translation>Judge ko &quot;a sks shape&quot; ki {rare_total} mein se {rare} pictures mein emblem mila (pehle {before_total} mein se {before}), aur &quot;a shape&quot; ki {kept_total} mein se {kept} mein.</translation>
     </message>
     <message>
-        <source>The demo: teach the rare word (400 steps, several minutes on a CPU)</source>
-        <translation>Demo: rare word sikhao (400 steps, CPU pe kuch minute)</translation>
-    </message>
-    <message>
         <source>Train the demo</source>
         <translation>Demo train karo</translation>
     </message>
@@ -44,6 +40,14 @@
         <translation>Prior preservation ke saath</translation>
     </message>
     <message>
+        <source>The pictures of &quot;a shape&quot; changed by {change} % from before.</source>
+        <translation>&quot;a shape&quot; ki pictures pehle se {change} % badal gayi.</translation>
+    </message>
+    <message>
+        <source>The demo: teach the rare word (400 steps, under a minute on a CPU)</source>
+        <translation>Demo: rare word sikhao (400 steps, CPU pe ek minute se kam)</translation>
+    </message>
+    <message>
         <source>Before</source>
         <translation>Pehle</translation>
     </message>
@@ -56,8 +60,8 @@
         <translation>Class pictures: &quot;a shape&quot; ka pehle kya matlab tha (prior preservation)</translation>
     </message>
     <message>
-        <source>After the demo&apos;s 400 steps the shapes judge finds the emblem in about 8 of 12 pictures of &quot;a sks shape&quot; (0 before), while &quot;a shape&quot; still draws ordinary circles and squares. That is prior preservation&apos;s work: every step also trains on the class pictures with &quot;a shape&quot;, so learning the new word does not overwrite what the class word meant.</source>
-        <translation>Demo ke 400 steps ke baad shapes judge &quot;a sks shape&quot; ki 12 mein se lagbhag 8 pictures mein emblem dhoondh leta hai (pehle 0), aur &quot;a shape&quot; ab bhi normal circles aur squares banata hai. Yeh prior preservation ka kamaal hai: har step class pictures pe &quot;a shape&quot; ke saath bhi train hota hai, isliye naya word seekhne se class word ka purana matlab mit-ta nahi.</translation>
+        <source>After the demo&apos;s 400 steps the shapes judge finds the emblem in about 8 of 12 pictures of &quot;a sks shape&quot; (0 before), while &quot;a shape&quot; still draws ordinary circles and squares. That is prior preservation&apos;s work: every step also trains on the class pictures with &quot;a shape&quot;, so learning the new word does not overwrite what the class word meant. Train it once without prior preservation too: then &quot;a shape&quot; turns into the emblem as well.</source>
+        <translation>Demo ke 400 steps ke baad shapes judge &quot;a sks shape&quot; ki 12 mein se lagbhag 8 pictures mein emblem dhoondh leta hai (pehle 0), aur &quot;a shape&quot; ab bhi normal circles aur squares banata hai. Yeh prior preservation ka kamaal hai: har step class pictures pe &quot;a shape&quot; ke saath bhi train hota hai, isliye naya word seekhne se class word ka purana matlab mit-ta nahi. Ek baar prior preservation ke bina bhi train karke dekho: tab &quot;a shape&quot; bhi emblem ban jaata hai.</translation>
     </message>
     <message>
         <source>Weight, layer, bias</source>
