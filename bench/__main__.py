@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, str]]:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file to write (default {RESULTS})")
     parser.add_argument("--mid-size", type=int, default=None, metavar="PX",
                         help="bench_training_mid's resolution (default 128 px, to fit make bench's minutes; the "
-                             "issue's 256 px takes about 3 minutes a round on one CPU thread)")
+                             "issue's 256 px takes about 2 minutes a round on one CPU thread)")
     parser.add_argument("--mid-rounds", type=int, default=None, metavar="N",
                         help="bench_training_mid's interleaved rounds (default 3)")
     args = parser.parse_args(argv)
