@@ -7,9 +7,13 @@ little there.  Here the UNet, VAE and text encoder are SD 1.5's real sizes (``re
 860 M + 84 M + 123 M parameters, built with random weights by ``bench.gpu_cases.build_random_model``), so the
 share of a step that caching removes is the real model's.  At 128 px, batch 1, LoRA rank 4: a step takes about
 2 s on one CPU thread (5.8 s at 256 px), so the three interleaved rounds of reference, caching on and caching off
-fit in about three minutes.  Each Kamaal run is stopped (without saving) after its last timed step, so the
-rounds do not pay for the final evaluation, export and samples; the held-out evaluation before step 1 and the
-latent cache's encoding stay outside the timed steps, as loading does for both sides.
+fit in about three minutes (``make bench``).  The issue's 256 px, or another round count, by hand::
+
+    python -m bench --only bench_training_mid --mid-size 256 --mid-rounds 2
+
+Each Kamaal run is stopped (without saving) after its last timed step, so the rounds do not pay for the final
+evaluation, export and samples; the held-out evaluation before step 1 and the latent cache's encoding stay
+outside the timed steps, as loading does for both sides.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ WARMUP, LAST = 1, 4  # steps 2–4 are timed on both sides (the first carries on
 ROUNDS = 3
 
 
-def rows() -> list[dict[str, str]]:
-    """ROUNDS rounds of reference, caching on, caching off, with the trainer's own thread count on both sides
-    (as ``bench_training``); one row per caching setting, in seconds per step, with the median ratio of speeds
-    (Kamaal ÷ reference: above 1, Kamaal is faster) and its range over the rounds."""
+def rows(resolution: int = RESOLUTION, rounds: int = ROUNDS) -> list[dict[str, str]]:
+    """``rounds`` rounds of reference, caching on, caching off at ``resolution`` px, with the trainer's own thread
+    count on both sides (as ``bench_training``); one row per caching setting, in seconds per step, with the median
+    ratio of speeds (Kamaal ÷ reference: above 1, Kamaal is faster) and its range over the rounds."""
     import torch
 
     from bench.gpu_cases import build_random_model
@@ -45,14 +49,14 @@ def rows() -> list[dict[str, str]]:
         with tempfile.TemporaryDirectory(prefix="kamaal-bench-mid-") as tmp:
             root = Path(tmp)
             model_dir = build_random_model(MODEL_CONFIGS / "sd15", root / "model", "sd15", "cpu")
-            dataset_dir = draw_shapes(root / "shapes", count=IMAGES, size=RESOLUTION)
-            for round_ in range(ROUNDS):
-                spec = ReferenceSpec(model_dir, dataset_dir, "sd15", RESOLUTION, BATCH, RANK, LAST)
+            dataset_dir = draw_shapes(root / "shapes", count=IMAGES, size=resolution)
+            for round_ in range(rounds):
+                spec = ReferenceSpec(model_dir, dataset_dir, "sd15", resolution, BATCH, RANK, LAST)
                 speeds["reference"].append(steps_per_s(run_reference(spec).stamps, WARMUP, LAST))
                 gc.collect()
                 for caching in ("on", "off"):
                     config = kamaal_config(model_dir, dataset_dir, caching == "on", steps=LAST + 1,
-                                           resolution=RESOLUTION, batch=BATCH)
+                                           resolution=resolution, batch=BATCH)
                     speeds[caching].append(kamaal_steps_per_s(config, root / "runs" / f"{caching}-{round_}",
                                                               warmup=WARMUP, stop_after=LAST))
                     gc.collect()
@@ -60,15 +64,15 @@ def rows() -> list[dict[str, str]]:
     finally:
         torch.set_num_threads(before)
     load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    shape = (f"full-size SD 1.5 architecture (random weights), {RESOLUTION} px, batch {BATCH}, rank {RANK}, "
-             f"steps {WARMUP + 1}–{LAST} timed, CPU, {threads} torch thread(s) both sides, {ROUNDS} interleaved "
+    shape = (f"full-size SD 1.5 architecture (random weights), {resolution} px, batch {BATCH}, rank {RANK}, "
+             f"steps {WARMUP + 1}–{LAST} timed, CPU, {threads} torch thread(s) both sides, {rounds} interleaved "
              f"rounds, load {load} at the end")
     seconds = {name: [1 / s for s in values] for name, values in speeds.items()}
     out = []
     for caching, what in (("on", f"vs diffusers DreamBooth-LoRA loop; {shape}"),
                           ("off", "same work per step as the reference (VAE + text encoder every step)")):
         ratios = [k / r for k, r in zip(speeds[caching], speeds["reference"], strict=True)]
-        out.append({"name": f"training, full-size SD 1.5: LoRA s/step, caching {caching}",
+        out.append({"name": f"training, full-size SD 1.5, {resolution} px: LoRA s/step, caching {caching}",
                     "kamaal": f"{statistics.median(seconds[caching]):.2f} s/step ({_spread(seconds[caching])})",
                     "reference": f"{statistics.median(seconds['reference']):.2f} s/step "
                                  f"({_spread(seconds['reference'])})",

@@ -3,13 +3,18 @@ Sample now / Save now, and Queue (add these settings to the run queue).
 
 Buttons follow the session's state (and Start the settings' validity); nothing else decides
 whether they are enabled, so they cannot get out of step with the trainer.
+
+The chooser lists the presets' names at once, but reads and validates the files (about 60 of them, the
+chooser's share of the window's start) right after the window's first frame, or sooner when code asks which
+preset the settings are (:meth:`ControlBar.current_preset`): until then it shows no preset.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QPaintEvent
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QStyle, QToolButton, QWidget
 
 from desktop_app.paths import preset_summary, user_presets_dir
@@ -33,12 +38,15 @@ class ControlBar(QWidget):
         super().__init__(parent)
         self.setObjectName("controlBar")
         self.session, self.model = session, model
-        self.presets: dict[str, Config] = {}
+        self._presets: dict[str, Config] = {}
+        self._unread: list[Path] | None = list(presets)  # listed, not read yet; None once read
+        self._read_scheduled = False
         self.preset_combo = QComboBox()
         self.preset_combo.setObjectName("presetCombo")
         self.preset_combo.setMinimumWidth(180)
         for path in presets:
-            self.add_preset(path, select=False)
+            self._list_preset(path)
+        self.preset_combo.setCurrentIndex(-1)  # no preset shown until they are read
         self.preset_combo.activated.connect(self._on_preset_activated)
         self.save_preset_button = QToolButton()
         self.save_preset_button.setObjectName("savePresetButton")
@@ -96,31 +104,74 @@ class ControlBar(QWidget):
 
     # ------------------------------------------------------------------ presets
 
-    def add_preset(self, path: Path, *, select: bool = True) -> bool:
-        """Offer the preset file (again, if it was re-saved); a broken file is left out, not fatal."""
+    @property
+    def presets(self) -> dict[str, Config]:
+        """The presets offered, by name (read now if they were not yet)."""
+        self.read_presets()
+        return self._presets
+
+    def presets_read(self) -> bool:
+        return self._unread is None
+
+    def read_presets(self) -> None:
+        """Read and validate the listed preset files (once), leave out the broken ones, select the matching one."""
+        if self._unread is None:
+            return
+        unread, self._unread = self._unread, None
+        for path in unread:
+            self._read_preset(path)
+        self.show_matching_preset()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        """Painted with the window's first frame: the preset files are read in the next turn of the event loop."""
+        if self._unread is not None and not self._read_scheduled:
+            self._read_scheduled = True
+            QTimer.singleShot(0, self.read_presets)
+        super().paintEvent(event)
+
+    def add_preset(self, path: Path) -> bool:
+        """Offer the preset file (again, if it was re-saved) and select the preset the settings equal; a broken
+        file is left out, not fatal."""
+        self.read_presets()
+        if not self._read_preset(path):
+            return False
+        self.show_matching_preset()
+        return True
+
+    def _list_preset(self, path: Path) -> int:
+        """The chooser's item for the preset file (added if it is new)."""
+        index = self.preset_combo.findData(path.stem)
+        if index < 0:
+            mine = path.parent == user_presets_dir()
+            self.preset_combo.addItem(f"{path.stem} (mine)" if mine else path.stem, path.stem)
+            index = self.preset_combo.count() - 1
+        return index
+
+    def _read_preset(self, path: Path) -> bool:
+        """Read the preset file into the chooser, its summary as the item's tooltip; a broken one leaves the list."""
         try:
             config = load_config(path)
         except ConfigError:
+            index = self.preset_combo.findData(path.stem)
+            if index >= 0 and path.stem not in self._presets:
+                self.preset_combo.removeItem(index)  # listed before it was read
             return False
-        mine = path.parent == user_presets_dir()
-        self.presets[path.stem] = config
-        index = self.preset_combo.findData(path.stem)
-        if index < 0:
-            self.preset_combo.addItem(f"{path.stem} (mine)" if mine else path.stem, path.stem)
-            index = self.preset_combo.count() - 1
-        summary = "Your own preset." if mine else preset_summary(path)
-        self.preset_combo.setItemData(index, summary, Qt.ItemDataRole.ToolTipRole)
-        if select:
-            self.show_matching_preset()
+        self._presets[path.stem] = config
+        summary = "Your own preset." if path.parent == user_presets_dir() else preset_summary(path)
+        self.preset_combo.setItemData(self._list_preset(path), summary, Qt.ItemDataRole.ToolTipRole)
         return True
 
     def current_preset(self) -> str | None:
+        self.read_presets()
         return self.preset_combo.currentData()
 
     def show_matching_preset(self) -> None:
-        """Select the preset the settings equal, or "Custom settings" once they were edited."""
+        """Select the preset the settings equal, or "Custom settings" once they were edited (once the presets
+        were read: before, the chooser shows none)."""
+        if self._unread is not None:
+            return
         config = self.model.config
-        match = next((name for name, preset in self.presets.items()
+        match = next((name for name, preset in self._presets.items()
                       if config is not None and same_settings(preset, config)), None)
         custom = self.preset_combo.findData(None)
         if match is None and custom < 0:
@@ -131,9 +182,11 @@ class ControlBar(QWidget):
 
     def _on_preset_activated(self, index: int) -> None:
         name = self.preset_combo.itemData(index)
+        self.read_presets()
         config = self.model.config
-        if name is not None and not (config is not None and same_settings(self.presets[name], config)):
-            self.presetChosen.emit((name, self.presets[name]))
+        chosen = self._presets.get(name) if name is not None else None  # None: "Custom settings", or a broken file
+        if chosen is not None and not (config is not None and same_settings(chosen, config)):
+            self.presetChosen.emit((name, chosen))
         self.show_matching_preset()
 
     # ------------------------------------------------------------------ run buttons

@@ -165,3 +165,33 @@ def test_browse_opens_a_file_dialog_for_weight_files_and_a_folder_dialog_for_fol
     editor._browse()
     assert asked == ["file" if file_dialog else "folder"]
     assert editor.value() == ("/m/ae.safetensors" if file_dialog else "/m/tok")
+
+
+def test_the_preset_chooser_reads_its_files_after_the_first_frame_and_leaves_out_broken_ones(
+        qtbot, make_project, answers, tmp_path):
+    """The window's start (README ▸ Performance): the chooser lists the presets' names, reads and validates the
+    files only after the window's first frame (or when asked which preset the settings are)."""
+    from desktop_app.main_window import MainWindow
+    from tests.conftest import PRESETS
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[training]\nsteps = 0\n", encoding="utf-8")
+    presets = [PRESETS / "toy.toml", broken, PRESETS / "toy-frozen.toml"]
+
+    def window() -> MainWindow:
+        made = MainWindow(make_project(), presets=presets, ask=answers, choose=answers.choose)
+        qtbot.addWidget(made)
+        return made
+
+    shown = window()
+    combo = shown.controls.preset_combo
+    assert not shown.controls.presets_read() and combo.currentIndex() == -1  # listed, none read nor shown yet
+    assert combo.findData("broken") >= 0
+    shown.show()
+    qtbot.waitUntil(shown.controls.presets_read, timeout=3000)
+    assert combo.findData("broken") < 0 and combo.currentData() == "toy"
+
+    unshown = window()  # choosing the broken preset before the files were read: it is left out, nothing changes
+    unshown.controls.preset_combo.activated.emit(unshown.controls.preset_combo.findData("broken"))
+    assert unshown.controls.presets_read() and unshown.controls.current_preset() == "toy" and not answers.questions
+    assert unshown.config_model.config == shown.config_model.config
