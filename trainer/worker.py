@@ -179,12 +179,18 @@ class _NoMetrics:
         pass
 
 
+PREVIEWS, EVALUATION = "samples", "held-out evaluation"
+SIDE_FAILURES_ALLOWED = 2  # a mid-run preview or evaluation that fails this often is left off for the run
+
+
 class _Loop:
     def __init__(self, run: RunFolder, commands: CommandSource, sink: EventSink, logger: logging.Logger,
                  dist: distributed.Distributed) -> None:
         self.run_folder, self.commands, self.sink, self.log, self.dist = run, commands, sink, logger, dist
         self.stop_requested: Stop | None = None
         self.last_checkpoint_step = -1
+        self.side_failures = {PREVIEWS: 0, EVALUATION: 0}  # see _side_work
+        self.side_warnings: list[str] = []  # what the finished run reports of them
 
     def run(self, resume: bool) -> int:
         config = self.run_folder.load_config()
@@ -225,9 +231,9 @@ class _Loop:
         try:
             if step == 0:
                 if job.preview_at_start():
-                    job.preview(0)
+                    self._side_work(PREVIEWS, 0, lambda: job.preview(0), job.device)
                 # Where the curve starts: the held-out loss of the untrained (base) model.
-                heldout = job.evaluate()
+                heldout = self._side_work(EVALUATION, 0, job.evaluate, job.device)
                 if heldout is not None:
                     self._report(metrics, speed, memory, 0, math.nan, job.current_lr(), heldout)
             preview_every = job.preview_every()
@@ -247,11 +253,12 @@ class _Loop:
                     return self._out_of_memory(job, step, failure, speed)
                 step += 1
                 speed.tick()
-                heldout = job.evaluate() if step % config.training.eval_every == 0 or step == total else None
+                heldout = (self._side_work(EVALUATION, step, job.evaluate, job.device)
+                           if step % config.training.eval_every == 0 or step == total else None)
                 if step % config.training.log_every == 0 or heldout is not None or step == total:
                     self._report(metrics, speed, memory, step, float(result.loss), lr, heldout)
                 if preview_every and step % preview_every == 0 and step != total:
-                    job.preview(step)
+                    self._side_work(PREVIEWS, step, lambda step=step: job.preview(step), job.device)
                 if config.output.checkpoint_every and step % config.output.checkpoint_every == 0:
                     self._checkpoint(job, step, speed)
         finally:
@@ -275,6 +282,7 @@ class _Loop:
             outputs = job.export(self.run_folder.output_dir) if self.dist.is_main else []
             self.log.info("Wrote %s", ", ".join(str(p) for p in outputs))
             warnings += self._final_samples(job, step)
+        warnings = self.side_warnings + warnings
         self.dist.barrier()  # the others wait until the main process has written everything
         self.log.info("%s at step %d of %d", "Stopped" if stopped else "Finished", step, total)
         if self.tensorboard is not None:
@@ -314,6 +322,41 @@ class _Loop:
         self.sink.emit(event)
         return EXIT_OUT_OF_MEMORY
 
+    def _side_work(self, part: str, step: int, work: Callable[[], Any], device: str, asked: bool = False) -> Any:
+        """A preview or a held-out evaluation during the run.  Its failure costs its result, not the run: out of
+        memory above all (sampling and evaluation add to what training holds: a preview at full size with guidance
+        can need more than a step), but any other failure too — hours of training are never lost to a picture.
+        The failure is logged with its traceback, its memory freed, and training goes on; after
+        :data:`SIDE_FAILURES_ALLOWED` failures the part is left off for the rest of the run.  The finished run
+        reports what was skipped.  With several processes the failure ends the run, as before (the others would
+        wait for the main process)."""
+        if self.side_failures[part] >= SIDE_FAILURES_ALLOWED and not asked:
+            return None
+        failure, memory = "", False
+        try:
+            return work()
+        except Exception as exc:
+            if self.dist.world_size > 1:
+                raise
+            failure = first_line(exc)
+            memory = is_out_of_memory(exc)
+            self.log.error("The %s at step %d failed; training goes on:\n%s", part, step, traceback.format_exc())
+        # Outside the handler: the exception and the tensors its frames hold are gone, so their memory can be freed.
+        free_memory(device)
+        self.side_failures[part] += 1
+        cause = "out of memory" if memory else failure  # the log has the allocator's words and the traceback
+        if self.side_failures[part] == SIDE_FAILURES_ALLOWED:
+            advice = " (lower sampling.width/height, or fewer sampling.seeds or prompts)" if part == PREVIEWS \
+                and memory else ""
+            warning = (f"The {part} failed {SIDE_FAILURES_ALLOWED} times (at step {step}: {cause}), so the run went on "
+                       f"without {part}{advice}.")
+        else:
+            skipped = "were" if part == PREVIEWS else "was"
+            warning = f"The {part} at step {step} {skipped} skipped ({cause}); training went on."
+        self.log.warning(warning)
+        self.side_warnings.append(warning)
+        return None
+
     def _final_samples(self, job: TrainingJob, step: int) -> list[str]:
         """Draw the finished model's samples; everything is saved by now, so a failure costs only the pictures."""
         try:
@@ -346,8 +389,8 @@ class _Loop:
                 speed.resume()
                 self.log.info("Resumed at step %d", step)
                 self.sink.emit(Resumed(step))
-            elif isinstance(command, SampleNow):
-                job.preview(step)
+            elif isinstance(command, SampleNow):  # asked for: tried even after previews were left off
+                self._side_work(PREVIEWS, step, lambda: job.preview(step), job.device, asked=True)
             elif isinstance(command, SaveNow):
                 self._checkpoint(job, step, speed)
             command = self.commands.wait(PAUSE_POLL_S) if paused else self.commands.poll()
