@@ -22,6 +22,7 @@ import torch
 
 from trainer import families
 from trainer.errors import InputError
+from trainer.merge.family_loras import family_metadata
 from trainer.merge.lora_files import LoraModule, LoraSet, kohya_metadata, read_lora, save_lora
 from trainer.merge.outputs import NullReporter, Reporter, guard_output, provenance, require_input
 
@@ -39,8 +40,43 @@ class LoraMergeSummary:
     module_errors: dict[str, float] = field(default_factory=dict)
 
 
+def match_layouts(loras: list[LoraSet], labels: list[str], fmt: str | None) -> list[LoraSet]:
+    """Transformer-family LoRAs (``family_loras``) of one family, all in one layout: ``fmt``'s ('kohya': the original
+    layout, 'diffusers'), else the first input's.  Each file of another layout is converted exactly, where Kamaal
+    knows the family's mapping; refused by name otherwise, as are an SD LoRA among them and LoRAs of two families."""
+    from dataclasses import replace
+
+    from trainer.merge import family_loras
+
+    first = next(label for label, lora in zip(labels, loras, strict=True) if lora.layout)
+    for label, lora in zip(labels, loras, strict=True):
+        if not lora.layout:
+            raise InputError(f"{label} is a LoRA for a Stable Diffusion UNet but {first} is for a transformer model "
+                             f"({family_loras.describe(loras[labels.index(first)])}); they cannot be merged")
+    common: set[str] | None = None
+    named = ""
+    for label, lora in zip(labels, loras, strict=True):
+        if not lora.lora_families:
+            continue
+        if common is not None and not common & set(lora.lora_families):
+            raise InputError(f"{label} is a LoRA for {family_loras.describe(lora)} but {named} is for "
+                             f"{' or '.join(family_loras.label(f) for f in sorted(common))}; "
+                             "LoRAs for different base models cannot be merged")
+        common = set(lora.lora_families) if common is None else common & set(lora.lora_families)
+        named = named or label
+    possible = tuple(f for f in family_loras.transformer_lora_families() if common is None or f in common)
+    target = {"kohya": family_loras.ORIGINAL, "diffusers": family_loras.DIFFUSERS}.get(fmt or "", loras[0].layout)
+    matched = []
+    for label, lora in zip(labels, loras, strict=True):
+        lora = replace(lora, lora_families=possible if common is not None else lora.lora_families)
+        matched.append(family_loras.convert_layout(lora, target, label))
+    return matched
+
+
 def check_loras_compatible(loras: list[LoraSet], labels: list[str]) -> str | None:
     """Refuse LoRAs made for different models (``InputError`` naming the reason); return the family."""
+    if loras and loras[0].layout:  # transformer families: matched by ``match_layouts``
+        return loras[0].family()
     found = {label: lora.family() for label, lora in zip(labels, loras, strict=True)}
     known = {label: f for label, f in found.items() if f is not None}
     if len(set(known.values())) > 1:
@@ -81,7 +117,9 @@ def merge_lora_sets(loras: list[LoraSet], weights: list[float], mode: Mode = "ex
         module, energy = _truncate(downs, ups, int(rank or 0))
         merged[name] = LoraModule(module.down.to(dtype), module.up.to(dtype), module.alpha)
         energies[name] = energy
-    return LoraSet(merged, source_format="kohya"), energies
+    first = loras[0]
+    return LoraSet(merged, {k: v for k, v in first.metadata.items() if k == "kamaal.family"}, first.source_format,
+                   first.layout, first.lora_families), energies
 
 
 def _truncate(downs: torch.Tensor, ups: torch.Tensor, rank: int) -> tuple[LoraModule, tuple[float, float]]:
@@ -100,8 +138,9 @@ def _truncate(downs: torch.Tensor, ups: torch.Tensor, rank: int) -> tuple[LoraMo
 
 
 def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, mode: Mode = "exact",
-                rank: int | None = None, fmt: str = "kohya", reporter: Reporter | None = None) -> LoraMergeSummary:
-    """Merge LoRA files (path, weight) into ``output`` in ``fmt``; SVD mode needs ``rank``."""
+                rank: int | None = None, fmt: str | None = None, reporter: Reporter | None = None) -> LoraMergeSummary:
+    """Merge LoRA files (path, weight) into ``output`` in ``fmt`` (default: an SD LoRA in kohya's format, a
+    transformer family's in its inputs' layout); SVD mode needs ``rank``."""
     reporter = reporter or NullReporter()
     if len(inputs) < 1:
         raise InputError("LoRAs: give at least one LoRA to merge")
@@ -120,6 +159,8 @@ def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, m
         reporter.progress(i, len(paths) + 1, f"Reading {path.name}…")
         loras.append(read_lora(path, label))
         reporter.check_cancelled()
+    if any(lora.layout for lora in loras):
+        loras = match_layouts(loras, labels, fmt)
     family = check_loras_compatible(loras, labels)
     reporter.progress(len(paths), len(paths) + 1, "Merging…")
     merged, energies = merge_lora_sets(loras, weights, mode, rank)
@@ -134,7 +175,11 @@ def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, m
     # The base model a merged LoRA records: known when its LoRA family is one family (SDXL), not for "sd1/2".
     members = families.by_lora_family(family) if family else []
     architecture = members[0].name if len(members) == 1 else None
-    metadata = kohya_metadata(merged, architecture, out.stem) if fmt == "kohya" else {"format": "pt"}
+    fmt = fmt or "kohya"
+    if merged.layout:
+        metadata = family_metadata(merged, out.stem)
+    else:
+        metadata = kohya_metadata(merged, architecture, out.stem) if fmt == "kohya" else {"format": "pt"}
     metadata |= provenance(f"lora_{mode}", {label: p.resolve() for label, p in zip(labels, paths, strict=True)},
                            {"weights": weights, "rank": rank, "relative_error": summary.relative_error})
     save_lora(merged, out, fmt, metadata)
