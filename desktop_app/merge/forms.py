@@ -150,7 +150,11 @@ class LorasForm(MergeForm):
         self.rank = QSpinBox()
         self.rank.setRange(1, 1024)
         self.rank.setValue(16)
-        self.format = _combo([("kohya (Automatic1111, ComfyUI)", "kohya"), ("diffusers", "diffusers")])
+        # "": SD 1.x/2.x/SDXL LoRAs in kohya's format, a transformer family's (Flux, Z-Image, Qwen-Image, …) in the
+        # layout its inputs have, so whatever loaded them loads the result.
+        self.format = _combo([("As the inputs (SD 1.x/2.x/SDXL: kohya)", ""),
+                              ("kohya / original layout (ComfyUI, Automatic1111)", "kohya"),
+                              ("diffusers", "diffusers")])
         self.out = PathPicker("save-file", "Merged LoRA .safetensors")
         self.add_row(self.output, "Method", self.mode)
         self.add_row(self.output, "Target rank", self.rank)
@@ -166,7 +170,7 @@ class LorasForm(MergeForm):
     def args(self) -> dict[str, Any]:
         svd = self.mode.currentData() == "svd"
         return {"loras": [[p, w] for p, w in self.loras.items()], "mode": self.mode.currentData(),
-                "rank": self.rank.value() if svd else None, "format": self.format.currentData(),
+                "rank": self.rank.value() if svd else None, "format": self.format.currentData() or None,
                 "output": self.out.path()}
 
     def missing(self) -> str | None:

@@ -120,7 +120,10 @@ def test_exact_merges_keep_each_layout_s_names_and_mixed_layouts_meet_in_the_fir
     assert metadata["ss_base_model_version"] == "flux1" and metadata["kamaal.family"] == "flux"
     assert json.loads(metadata["kamaal.merge"])["weights"]["weights"] == [0.8, -0.5]
 
-    mixed = merge_loras([(kohya_a, 0.8), (diffusers_b, -0.5)], tmp_path / "kd.safetensors").output
+    summary = merge_loras([(kohya_a, 0.8), (diffusers_b, -0.5)], tmp_path / "kd.safetensors")
+    assert summary.notes == ["A Flux.1 LoRA in the original (kohya/ComfyUI) layout.",
+                             "LoRA 2 was converted exactly from the diffusers layout."]
+    mixed = summary.output
     assert load_file(mixed).keys() == load_file(same).keys()
     for name, delta in deltas(mixed).items():
         torch.testing.assert_close(delta, 0.8 * first[name] - 0.5 * second[name])
@@ -152,9 +155,16 @@ def test_loras_of_two_families_or_an_sd_and_a_transformer_one_are_refused_by_nam
         merge_loras([(lora_1, 1.0), (flux, 1.0)], tmp_path / "y.safetensors")
     bare = strip_metadata(flux, tmp_path / "bare.safetensors")  # Flux.1 or Chroma by its names: merges with either
     assert read_lora(merge_loras([(bare, 1.0), (flux, 1.0)], tmp_path / "z.safetensors").output).family() == "flux"
+    wider = load_file(flux)
+    key = "transformer.transformer_blocks.0.attn.to_q.lora_B.weight"
+    wider[key] = torch.cat([wider[key], wider[key]])  # a Flux.1 of another width
+    save_file(wider, tmp_path / "wider.safetensors", metadata={"kamaal.family": "flux"})
+    with pytest.raises(InputError, match=r"LoRA 2: module transformer\.transformer_blocks\.0\.attn\.to_q changes a "
+                                         r"\[64, 32\] weight but in LoRA 1 a \[32, 32\] one"):
+        merge_loras([(flux, 1.0), (tmp_path / "wider.safetensors", 1.0)], tmp_path / "v.safetensors")
     assert main(["merge", "loras", str(flux), str(qwen), "--out", str(tmp_path / "w.safetensors")]) == 2
     assert "for Qwen-Image but LoRA 1 is for Flux.1" in capsys.readouterr().err
-    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "w.safetensors").exists()
+    assert not any((tmp_path / name).exists() for name in ("x.safetensors", "v.safetensors", "w.safetensors"))
 
 
 def draw(pipe, arch: str) -> np.ndarray:
@@ -219,3 +229,29 @@ def test_the_merged_file_draws_with_the_family_pipeline_what_both_loras_draw(tmp
     pipe.set_adapters(["merged"], [1.0])  # the merge alone: the inputs' adapters stay loaded, off
     assert np.abs(draw(pipe, arch) - expected).max() <= 1
     assert np.abs(base - expected).max() > 10
+
+
+@pytest.mark.slow
+def test_the_merge_page_preview_draws_a_transformer_family_s_merged_lora(tmp_path, tiny_flux):
+    """The preview task (``render_preview``) loads a Flux.1 merge with the pipeline's own loader and draws it beside the
+    base; without a size it draws a transformer family at 512 px (a UNet family's size comes from its config)."""
+    from PIL import Image
+
+    from trainer.merge.preview import render_preview
+
+    _, first = write_loras("flux", 1, tmp_path / "a", size=0.3, text=False)
+    _, second = write_loras("flux", 2, tmp_path / "b", size=0.3, text=False)
+    merged = merge_loras([(first, 0.8), (second, 0.5)], tmp_path / "ab.safetensors").output
+    result = render_preview([{"label": "base", "model": str(tiny_flux)},
+                             {"label": "merged", "model": str(tiny_flux), "loras": [[str(merged), 1.0]]}],
+                            tmp_path / "preview", prompts=["a red circle"], seeds=[1], steps=1)
+    (base,), (with_lora,) = (row["images"] for row in result["rows"])
+    pictures = [np.asarray(Image.open(path), dtype=np.int16) for path in (base, with_lora)]
+    assert pictures[0].shape == (512, 512, 3) and np.abs(pictures[0] - pictures[1]).max() > 10
+
+
+@pytest.fixture(scope="module")
+def tiny_flux(tmp_path_factory) -> Path:
+    from trainer.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("flux") / "tiny-flux", "flux")

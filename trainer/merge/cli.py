@@ -86,6 +86,8 @@ def cmd_loras(args: argparse.Namespace) -> int:
     summary = merge_loras(list(zip(args.loras, weights, strict=True)), args.out, mode=mode, rank=args.rank,
                           fmt=args.format, reporter=TerminalReporter())
     print(f"Merged {len(args.loras)} LoRA(s) ({mode}): {summary.modules} modules, rank up to {summary.rank}.")
+    for note in summary.notes:
+        print(note)
     if mode == "svd":
         print(f"Approximation error ‖ΔW − ΔW_k‖/‖ΔW‖: {summary.relative_error:.2%} overall, "
               f"worst {summary.worst_error:.2%} ({summary.worst_module})")

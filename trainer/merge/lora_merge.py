@@ -38,6 +38,7 @@ class LoraMergeSummary:
     worst_module: str = ""
     worst_error: float = 0.0
     module_errors: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for people: the family and layout, inputs converted
 
 
 def match_layouts(loras: list[LoraSet], labels: list[str], fmt: str | None) -> list[LoraSet]:
@@ -75,11 +76,9 @@ def match_layouts(loras: list[LoraSet], labels: list[str], fmt: str | None) -> l
 
 def check_loras_compatible(loras: list[LoraSet], labels: list[str]) -> str | None:
     """Refuse LoRAs made for different models (``InputError`` naming the reason); return the family."""
-    if loras and loras[0].layout:  # transformer families: matched by ``match_layouts``
-        return loras[0].family()
     found = {label: lora.family() for label, lora in zip(labels, loras, strict=True)}
     known = {label: f for label, f in found.items() if f is not None}
-    if len(set(known.values())) > 1:
+    if len(set(known.values())) > 1 and not loras[0].layout:  # transformer families: ``match_layouts`` refused them
         (l1, f1), (l2, f2) = list(known.items())[:2]
         if f1 == f2:
             l2, f2 = next((label, f) for label, f in known.items() if f != f1)
@@ -159,13 +158,17 @@ def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, m
         reporter.progress(i, len(paths) + 1, f"Reading {path.name}…")
         loras.append(read_lora(path, label))
         reporter.check_cancelled()
+    notes: list[str] = []
     if any(lora.layout for lora in loras):
-        loras = match_layouts(loras, labels, fmt)
+        matched = match_layouts(loras, labels, fmt)
+        notes = _layout_notes(loras, matched, labels)
+        loras = matched
     family = check_loras_compatible(loras, labels)
     reporter.progress(len(paths), len(paths) + 1, "Merging…")
     merged, energies = merge_lora_sets(loras, weights, mode, rank)
     reporter.check_cancelled()
-    summary = LoraMergeSummary(out, len(merged.modules), max((m.rank for m in merged.modules.values()), default=0))
+    summary = LoraMergeSummary(out, len(merged.modules), max((m.rank for m in merged.modules.values()), default=0),
+                               notes=notes)
     if energies:
         discarded = sum(d for d, _ in energies.values())
         total = sum(t for _, t in energies.values())
@@ -185,6 +188,15 @@ def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, m
     save_lora(merged, out, fmt, metadata)
     reporter.progress(len(paths) + 1, len(paths) + 1, "Done")
     return summary
+
+
+def _layout_notes(read: list[LoraSet], matched: list[LoraSet], labels: list[str]) -> list[str]:
+    from trainer.merge.family_loras import LAYOUT_LABELS, describe
+
+    notes = [f"A {describe(matched[0])} LoRA in the {LAYOUT_LABELS[matched[0].layout]}."]
+    notes += [f"{label} was converted exactly from the {LAYOUT_LABELS[before.layout]}."
+              for label, before, after in zip(labels, read, matched, strict=True) if before.layout != after.layout]
+    return notes
 
 
 def _finite(value: float, label: str) -> float:

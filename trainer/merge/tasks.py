@@ -44,7 +44,7 @@ def merge_loras_task(args: dict, context: TaskContext) -> dict:
                           fmt=_optional(args, "format"), reporter=context)
     return {"outputs": [str(summary.output)], "modules": summary.modules, "rank": summary.rank,
             "relative_error": summary.relative_error, "worst_module": summary.worst_module,
-            "worst_error": summary.worst_error}
+            "worst_error": summary.worst_error, "warnings": summary.notes}
 
 
 def merge_checkpoints_task(args: dict, context: TaskContext) -> dict:
