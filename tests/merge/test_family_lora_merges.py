@@ -31,8 +31,8 @@ BOTH_FILES = ["flux", "chroma", "sd3", "qwenimage", "qwenimage21", "flux2klein",
 DIFFUSERS_ONLY = ["zimage", "hidream"]
 
 
-def write_loras(arch: str, seed: int, folder: Path, size: float = 0.1,
-                text: bool = True) -> tuple[Path | None, Path]:
+def write_loras(arch: str, seed: int, folder: Path, size: float = 0.1, text: bool = True,
+                targets: list[str] | None = None) -> tuple[Path | None, Path]:
     """The (kohya-layout, diffusers) pair a LoRA run of ``arch`` exports, adapters on the family's default targets
     (and, with ``text``, on CLIP where the family trains it), B random; the kohya file is None where the family has
     none."""
@@ -41,7 +41,7 @@ def write_loras(arch: str, seed: int, folder: Path, size: float = 0.1,
 
     pipe = tiny_pipeline(arch)
     model = family(arch)
-    targets = list(model.lora_target_modules or ["to_q", "to_k", "to_v", "to_out.0"])
+    targets = targets or list(model.lora_target_modules or ["to_q", "to_k", "to_v", "to_out.0"])
     text = text and any(encoder.lora for encoder in model.text_encoders)
     encoders = [getattr(pipe, encoder.component) for encoder in model.text_encoders] if text else []
     add_lora_adapters(pipe.transformer, encoders, SimpleNamespace(rank=2, alpha=3.0, dropout=0.0,
@@ -185,16 +185,30 @@ def loaded_with_adapters(arch: str, files: dict[str, Path]):
     return pipe
 
 
+# Flux.1's double blocks only: diffusers' kohya-Flux converter assumes the real model's widths in the single blocks.
+FLUX_DOUBLE = ["transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k", "transformer_blocks.0.attn.to_v",
+               "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out"]
+
+
 @pytest.mark.filterwarnings("ignore:Already found a `peft_config`:UserWarning")  # several adapters, on purpose
-@pytest.mark.parametrize("arch", ["flux", "chroma", "sd3", "lumina2", "hidream"])
-def test_the_family_loader_reads_the_merge_as_the_weighted_sum_layer_by_layer(tmp_path, arch):
-    """The family pipeline's ``load_lora_weights`` reads the merged diffusers file into the same layers as the inputs,
-    and each layer's change (peft's scale · B @ A) is 0.8 · the first's + 0.5 · the second's."""
+@pytest.mark.parametrize(("arch", "layout"), [("flux", "diffusers"), ("chroma", "diffusers"), ("sd3", "diffusers"),
+                                              ("lumina2", "diffusers"), ("hidream", "diffusers"), ("flux", "kohya"),
+                                              ("qwenimage", "kohya"), ("flux2klein", "kohya"), ("ideogram4", "kohya")])
+def test_the_family_loader_reads_the_merge_as_the_weighted_sum_layer_by_layer(tmp_path, arch, layout):
+    """The family pipeline's ``load_lora_weights`` reads the merged file into the same layers as the inputs, and each
+    layer's change (peft's scale · B @ A) is 0.8 · the first's + 0.5 · the second's.  The kohya layout where diffusers
+    reads it for the tiny models (Flux.1's BFL names with fused ``qkv``, Qwen-Image's musubi names, Flux.2's BFL
+    names, Ideogram 4's ``diffusion_model.``); the other families' kohya files (SD 3.5, Lumina 2, Krea 2, ERNIE-Image,
+    Kandinsky 5) diffusers does not load, and they are held to the export's own bytes and sums above."""
     from peft.tuners.lora import LoraLayer
 
-    _, first = write_loras(arch, 1, tmp_path / "a", text=False)
-    _, second = write_loras(arch, 2, tmp_path / "b", text=False)
+    targets = FLUX_DOUBLE if (arch, layout) == ("flux", "kohya") else None
+    first, second = (write_loras(arch, seed, tmp_path / name, text=False, targets=targets)
+                     for seed, name in ((1, "a"), (2, "b")))
+    first, second = (pair[0] if layout == "kohya" else pair[1] for pair in (first, second))
+    assert first is not None and second is not None
     merged = merge_loras([(first, 0.8), (second, 0.5)], tmp_path / "ab.safetensors").output
+    assert load_file(merged).keys() == load_file(first).keys()
     pipe = loaded_with_adapters(arch, {"a": first, "b": second, "merged": merged})
     layers = 0
     for name, layer in pipe.transformer.named_modules():
@@ -203,7 +217,7 @@ def test_the_family_loader_reads_the_merge_as_the_weighted_sum_layer_by_layer(tm
             assert change.keys() == {"a", "b", "merged"}, name
             torch.testing.assert_close(change["merged"], 0.8 * change["a"] + 0.5 * change["b"], msg=name)
             layers += 1
-    assert layers == len(read_lora(first).modules)
+    assert layers == len(read_lora(convert_lora(first, tmp_path / "d.safetensors", to="diffusers")).modules)
 
 
 @pytest.mark.slow
