@@ -252,7 +252,8 @@ class CheckpointsForm(MergeForm):
 
 class ConvertLoraForm(MergeForm):
     title = "Convert a LoRA"
-    description = "Between kohya's format (Automatic1111, ComfyUI) and diffusers'. The effect is unchanged."
+    description = ("Between kohya's format (Automatic1111, ComfyUI; for Flux, Qwen-Image and the other transformer "
+                   "families their original layout) and diffusers'. The effect is unchanged.")
     task = "merge-convert-lora"
 
     def __init__(self, parent: QWidget | None = None) -> None:

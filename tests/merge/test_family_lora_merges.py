@@ -155,6 +155,14 @@ def test_loras_of_two_families_or_an_sd_and_a_transformer_one_are_refused_by_nam
         merge_loras([(lora_1, 1.0), (flux, 1.0)], tmp_path / "y.safetensors")
     bare = strip_metadata(flux, tmp_path / "bare.safetensors")  # Flux.1 or Chroma by its names: merges with either
     assert read_lora(merge_loras([(bare, 1.0), (flux, 1.0)], tmp_path / "z.safetensors").output).family() == "flux"
+    flux_kohya = write_loras("flux", 2, tmp_path / "flux-k")[0]
+    assert flux_kohya is not None
+    bare_kohya = strip_metadata(flux_kohya, tmp_path / "bare-k.safetensors")
+    with pytest.raises(InputError, match=r"LoRA 2: cannot tell which model family the LoRA is for \(its metadata does "
+                                         r"not say; its module names fit Flux\.1, Chroma\)"):
+        merge_loras([(bare, 1.0), (bare_kohya, 1.0)], tmp_path / "u.safetensors")
+    named = merge_loras([(flux_kohya, 1.0), (bare, 1.0)], tmp_path / "t.safetensors").output  # the kohya file names it
+    assert load_file(named).keys() == load_file(flux_kohya).keys()
     wider = load_file(flux)
     key = "transformer.transformer_blocks.0.attn.to_q.lora_B.weight"
     wider[key] = torch.cat([wider[key], wider[key]])  # a Flux.1 of another width
@@ -164,7 +172,8 @@ def test_loras_of_two_families_or_an_sd_and_a_transformer_one_are_refused_by_nam
         merge_loras([(flux, 1.0), (tmp_path / "wider.safetensors", 1.0)], tmp_path / "v.safetensors")
     assert main(["merge", "loras", str(flux), str(qwen), "--out", str(tmp_path / "w.safetensors")]) == 2
     assert "for Qwen-Image but LoRA 1 is for Flux.1" in capsys.readouterr().err
-    assert not any((tmp_path / name).exists() for name in ("x.safetensors", "v.safetensors", "w.safetensors"))
+    assert not any((tmp_path / name).exists() for name in ("x.safetensors", "v.safetensors", "w.safetensors",
+                                                                   "u.safetensors"))
 
 
 def draw(pipe, arch: str) -> np.ndarray:
