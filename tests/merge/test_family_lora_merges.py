@@ -26,8 +26,8 @@ from trainer.merge.lora_files import read_lora
 from trainer.merge.lora_merge import merge_loras
 
 # Every transformer family whose export writes both files, and those whose export writes the diffusers file only.
-BOTH_FILES = ["flux", "chroma", "sd3", "qwenimage", "qwenimage21", "flux2klein", "flux2dev", "lumina2", "ernieimage",
-              "kandinsky5", "krea2", "ideogram4"]
+BOTH_FILES = ["flux", "fluxkontext", "chroma", "sd3", "qwenimage", "qwenimageedit", "qwenimage21", "flux2klein",
+              "flux2kleinedit", "flux2dev", "flux2devedit", "lumina2", "ernieimage", "kandinsky5", "krea2", "ideogram4"]
 DIFFUSERS_ONLY = ["zimage", "hidream"]
 
 
