@@ -98,6 +98,17 @@ def test_a_family_without_an_original_layout_merges_its_files_and_refuses_conver
     display = family(arch).kohya.lora_family_label
     with pytest.raises(InputError, match=f"Kamaal knows no original .kohya/ComfyUI. layout for {display} LoRAs yet"):
         convert_lora(first, tmp_path / "k.safetensors")
+    # ai-toolkit's spelling (``diffusion_model.`` before diffusers' paths, no metadata): merged into the first file's
+    # names, whichever comes first.
+    toolkit = tmp_path / "toolkit.safetensors"
+    save_file({key.replace("transformer.", "diffusion_model.", 1): value for key, value in load_file(second).items()},
+              toolkit)
+    for inputs, names in (([(first, 1.0), (toolkit, 0.5)], first), ([(toolkit, 0.5), (first, 1.0)], toolkit)):
+        out = merge_loras(inputs, tmp_path / "mixed.safetensors").output
+        assert load_file(out).keys() == load_file(names).keys()
+        expected = {name.replace("diffusion_model.", "transformer.", 1): delta for name, delta in deltas(out).items()}
+        for name, delta in expected.items():
+            torch.testing.assert_close(delta, expected_first[name] + 0.5 * expected_second[name])
 
 
 def test_exact_merges_keep_each_layout_s_names_and_mixed_layouts_meet_in_the_first_s(tmp_path):
@@ -239,8 +250,8 @@ def test_the_merged_file_draws_with_the_family_pipeline_what_both_loras_draw(tmp
     its base weights missing (the text modules' sums are checked above instead).  Not Flux.1, whose tiny pipeline's
     first picture differs from its later ones by a level or two, nor SD 3.5, whose picture with the weighted adapters
     differed from the merge's by tens of levels although every layer's change agrees (checked above; not traced)."""
-    _, first = write_loras(arch, 1, tmp_path / "a", size=0.3, text=False)
-    _, second = write_loras(arch, 2, tmp_path / "b", size=0.3, text=False)
+    _, first = write_loras(arch, 1, tmp_path / "a", size=1.0, text=False)
+    _, second = write_loras(arch, 2, tmp_path / "b", size=1.0, text=False)
     merged = merge_loras([(first, 0.8), (second, 0.5)], tmp_path / "ab.safetensors").output
     pipe = loaded_with_adapters(arch, {})  # one base for every picture, the adapters switched on and off
     base = draw(pipe, arch)

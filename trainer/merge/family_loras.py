@@ -38,6 +38,9 @@ DIFFUSERS, ORIGINAL = "diffusers", "original"
 LAYOUT_LABELS = {DIFFUSERS: "diffusers layout", ORIGINAL: "original (kohya/ComfyUI) layout"}
 DIFFUSERS_PARTS = ((".lora_A.weight", ".lora_B.weight"), (".lora.down.weight", ".lora.up.weight"))
 Place = tuple[str, int, int, int, bool]  # original path, first row, rows, the original layer's rows, halves swapped
+# How a diffusers-layout file names the denoiser: diffusers' own ``transformer.``, or ``diffusion_model.`` (ai-toolkit's
+# files for the newer families, ComfyUI's model prefix; diffusers' loaders strip it) before the same module paths.
+DENOISER_PREFIXES = ("transformer.", "diffusion_model.")
 
 
 def transformer_members(lora_family: str) -> list[families.Family]:
@@ -151,8 +154,7 @@ def _fitting_places(lora_family: str, modules: dict[str, LoraModule], layout: st
         return None
     for places in family_layouts(lora_family):
         if layout == DIFFUSERS:
-            fits = all(name.startswith("transformer.") and name[len("transformer."):] in places
-                       and (places[name[len("transformer."):]][2] in (0, module.up.shape[0]))
+            fits = all(denoiser_path(name) in places and places[denoiser_path(name)][2] in (0, module.up.shape[0])
                        for name, module in denoiser.items())
         else:
             totals = {original_key(lora_family, place[0]): place[3] for place in places.values()}
@@ -243,7 +245,7 @@ def _join(lora_family: str, places: dict[str, Place], modules: dict[str, LoraMod
     not trained."""
     groups: dict[str, dict[str, LoraModule]] = {}
     for name, module in modules.items():
-        path = name[len("transformer."):]
+        path = denoiser_path(name)
         groups.setdefault(places[path][0], {})[path] = _scaled(module)
     joined: dict[str, LoraModule] = {}
     for original, trained in groups.items():
@@ -305,8 +307,30 @@ def diffusers_modules(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[torch
 
 
 def is_diffusers_transformer_file(tensors: dict[str, torch.Tensor]) -> bool:
-    return any(key.startswith("transformer.") and key.endswith(tuple(d for d, _ in DIFFUSERS_PARTS))
+    return any(key.startswith(DENOISER_PREFIXES) and key.endswith(tuple(d for d, _ in DIFFUSERS_PARTS))
                for key in tensors)
+
+
+def denoiser_path(name: str) -> str:
+    """A diffusers-layout module name's path in the denoiser ("" for a text encoder's)."""
+    prefix = next((p for p in DENOISER_PREFIXES if name.startswith(p)), None)
+    return name[len(prefix):] if prefix else ""
+
+
+def with_denoiser_prefix(lora: LoraSet, prefix: str) -> LoraSet:
+    """A diffusers-layout LoRA whose denoiser modules are named with ``prefix``, so files of both spellings merge into
+    the first one's names."""
+    from dataclasses import replace
+
+    if lora.layout != DIFFUSERS:
+        return lora
+    modules = {prefix + denoiser_path(name) if denoiser_path(name) else name: module
+               for name, module in lora.modules.items()}
+    return replace(lora, modules=modules)
+
+
+def denoiser_prefix(lora: LoraSet) -> str:
+    return next((p for name in lora.modules for p in DENOISER_PREFIXES if name.startswith(p)), DENOISER_PREFIXES[0])
 
 
 def family_tensors(lora: LoraSet) -> dict[str, torch.Tensor]:

@@ -71,7 +71,8 @@ def match_layouts(loras: list[LoraSet], labels: list[str], fmt: str | None) -> l
     for label, lora in zip(labels, loras, strict=True):
         lora = replace(lora, lora_families=possible if common is not None else lora.lora_families)
         matched.append(family_loras.convert_layout(lora, target, label))
-    return matched
+    prefix = family_loras.denoiser_prefix(loras[0] if loras[0].layout == target else matched[0])
+    return [family_loras.with_denoiser_prefix(lora, prefix) for lora in matched]
 
 
 def check_loras_compatible(loras: list[LoraSet], labels: list[str]) -> str | None:
