@@ -154,6 +154,13 @@ def test_svd_merge_at_full_rank_is_exact_and_below_it_reports_its_error(tmp_path
         torch.testing.assert_close(full_deltas[name], delta, atol=1e-6, rtol=1e-5)
     assert load_file(low.output).keys() == load_file(first).keys()
     assert {m.rank for m in read_lora(low.output).modules.values()} == {1}
+    # Flux.1's fused layers, asked for in the original layout from two diffusers files: full rank is still exact.
+    (kohya, flux_a), (_, flux_b) = write_loras("flux", 1, tmp_path / "fa"), write_loras("flux", 2, tmp_path / "fb")
+    fused = merge_loras([(flux_a, 1.0), (flux_b, -1.0)], tmp_path / "f.safetensors", mode="svd", rank=64, fmt="kohya")
+    assert fused.relative_error < 1e-6 and load_file(fused.output).keys() == load_file(kohya).keys()
+    exact_deltas = deltas(merge_loras([(flux_a, 1.0), (flux_b, -1.0)], tmp_path / "fx.safetensors", fmt="kohya").output)
+    for name, delta in deltas(fused.output).items():
+        torch.testing.assert_close(delta, exact_deltas[name], atol=1e-6, rtol=1e-5)
 
 
 def test_loras_of_two_families_or_an_sd_and_a_transformer_one_are_refused_by_name(tmp_path, capsys, lora_1):
