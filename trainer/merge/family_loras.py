@@ -58,7 +58,7 @@ def label(lora_family: str) -> str:
 
 
 def describe(lora: LoraSet) -> str:
-    """The family a transformer LoRA is for, for messages: "Flux.1", "Flux.1 or Chroma", "an unknown transformer"."""
+    """The family a transformer LoRA is for, for messages: "Flux.1", "Flux.1 or Chroma"."""
     return " or ".join(label(name) for name in lora.lora_families) or "a transformer model Kamaal does not name"
 
 

@@ -31,9 +31,11 @@ from trainer.lora_names import (
     DIFFUSERS_DOWN_SUFFIXES,
     SDXL_LAYOUT,
     TEXT_ENCODER_PREFIXES,
+    UNET_PREFIX,
     UnetLayout,
     canonical_name,
     diffusers_file_keys,
+    is_sai_name,
     kohya_name,
     parse_diffusers_key,
     sai_name,
@@ -127,12 +129,22 @@ def _transformer_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     elif kind == "kohya":
         modules = _kohya_modules(tensors, path, what, canonical=False)
         layout = family_loras.ORIGINAL
-        if named is None and not family_loras.families_by_names(modules, layout):
+        if named is None and (_unet_names(modules) or not family_loras.families_by_names(modules, layout)):
             return None  # an SD family's kohya file
     else:
         return None
     possible = (named,) if named else family_loras.families_by_names(modules, layout)
     return LoraSet(modules, metadata, "diffusers" if layout == family_loras.DIFFUSERS else "kohya", layout, possible)
+
+
+# The first words of an SD UNet's modules in kohya names (diffusers-style; SDXL's SAI names: ``is_sai_name``).
+_UNET_STARTS = tuple(UNET_PREFIX + root for root in ("down_blocks_", "mid_block_", "up_blocks_", "conv_in", "conv_out",
+                                                      "time_embedding_", "add_embedding_"))
+
+
+def _unet_names(modules: dict[str, LoraModule]) -> bool:
+    """Every module is an SD UNet's or a text encoder's: an SD LoRA, without asking the transformer layouts."""
+    return all(name.startswith((*_UNET_STARTS, "lora_te")) or is_sai_name(name) for name in modules)
 
 
 def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path, what: str) -> None:
