@@ -296,3 +296,39 @@ def tiny_flux(tmp_path_factory) -> Path:
     from trainer.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("flux") / "tiny-flux", "flux")
+
+
+def test_a_real_size_flux_lora_converted_to_bfl_names_is_what_diffusers_own_converter_reads_back(tmp_path):
+    """At Flux.1 dev's real size (19 double, 38 single blocks, 3072 wide: the shipped config), a diffusers-layout LoRA
+    on every attention projection converted to the original layout (fused ``qkv``, ``linear1`` with the MLP rows
+    empty) is read by diffusers' kohya-Flux converter — the one ``load_lora_weights`` uses, which assumes those
+    widths — back to every module's very ΔW."""
+    from diffusers.loaders.lora_conversion_utils import _convert_kohya_flux_lora_to_diffusers
+
+    from trainer.families.flux import bfl_layout
+    from trainer.models.info import MODEL_CONFIGS
+
+    config = json.loads((MODEL_CONFIGS / "flux-dev" / "transformer" / "config.json").read_text(encoding="utf-8"))
+    width = config["num_attention_heads"] * config["attention_head_dim"]
+    generator = torch.Generator().manual_seed(3)
+    ends = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+    tensors = {}
+    for path in bfl_layout(config):
+        if path.endswith(ends):
+            tensors[f"transformer.{path}.lora_A.weight"] = torch.randn(2, width, generator=generator)
+            tensors[f"transformer.{path}.lora_B.weight"] = torch.randn(width, 2, generator=generator)
+    source = tmp_path / "real.safetensors"
+    save_file(tensors, source, metadata={"kamaal.family": "flux"})
+    converted = load_file(convert_lora(source, tmp_path / "bfl.safetensors"))
+    assert "lora_unet_single_blocks_37_linear1.lora_down.weight" in converted
+    back = _convert_kohya_flux_lora_to_diffusers(converted)
+    modules = [key.removesuffix(".lora_A.weight") for key in tensors if key.endswith(".lora_A.weight")]
+    assert len(modules) == 19 * 8 + 38 * 3
+    for module in modules:
+        # ‖B'A' − BA‖ / ‖BA‖ from the factors' small Gram matrices (U = [B', −B], D = [A'; A]: ‖UD‖² = tr(UᵀU·DDᵀ)),
+        # without forming the 3072 × 3072 products.
+        up, down = tensors[f"{module}.lora_B.weight"].double(), tensors[f"{module}.lora_A.weight"].double()
+        ups = torch.cat([back[f"{module}.lora_B.weight"].double(), -up], dim=1)
+        downs = torch.cat([back[f"{module}.lora_A.weight"].double(), down])
+        error = torch.trace((ups.T @ ups) @ (downs @ downs.T)) / torch.trace((up.T @ up) @ (down @ down.T))
+        assert float(error) < 1e-12, module
