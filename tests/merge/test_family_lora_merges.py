@@ -212,7 +212,8 @@ def loaded_with_adapters(arch: str, files: dict[str, Path]):
     return pipe
 
 
-# Flux.1's double blocks only: diffusers' kohya-Flux converter assumes the real model's widths in the single blocks.
+# Flux.1's (and Chroma's) double blocks only: diffusers' kohya-Flux converter assumes the real model's widths in the
+# single blocks (tested at those widths below).
 FLUX_DOUBLE = ["transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k", "transformer_blocks.0.attn.to_v",
                "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out"]
 
@@ -220,16 +221,18 @@ FLUX_DOUBLE = ["transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k
 @pytest.mark.filterwarnings("ignore:Already found a `peft_config`:UserWarning")  # several adapters, on purpose
 @pytest.mark.parametrize(("arch", "layout"), [("flux", "diffusers"), ("chroma", "diffusers"), ("sd3", "diffusers"),
                                               ("lumina2", "diffusers"), ("hidream", "diffusers"), ("flux", "kohya"),
-                                              ("qwenimage", "kohya"), ("flux2klein", "kohya"), ("ideogram4", "kohya")])
+                                              ("chroma", "kohya"), ("qwenimage", "kohya"), ("qwenimage21", "kohya"),
+                                              ("flux2klein", "kohya"), ("ideogram4", "kohya")])
 def test_the_family_loader_reads_the_merge_as_the_weighted_sum_layer_by_layer(tmp_path, arch, layout):
     """The family pipeline's ``load_lora_weights`` reads the merged file into the same layers as the inputs, and each
     layer's change (peft's scale · B @ A) is 0.8 · the first's + 0.5 · the second's.  The kohya layout where diffusers
-    reads it for the tiny models (Flux.1's BFL names with fused ``qkv``, Qwen-Image's musubi names, Flux.2's BFL
-    names, Ideogram 4's ``diffusion_model.``); the other families' kohya files (SD 3.5, Lumina 2, Krea 2, ERNIE-Image,
-    Kandinsky 5) diffusers does not load, and they are held to the export's own bytes and sums above."""
+    reads it for the tiny models (Flux.1's and Chroma's BFL names with fused ``qkv``, Qwen-Image's musubi names and
+    2.1's ComfyUI ones, Flux.2's BFL names, Ideogram 4's ``diffusion_model.``); the other families' kohya files (SD
+    3.5, Lumina 2, Krea 2, ERNIE-Image, Kandinsky 5) diffusers does not load, and they are held to the export's own
+    bytes and sums above."""
     from peft.tuners.lora import LoraLayer
 
-    targets = FLUX_DOUBLE if (arch, layout) == ("flux", "kohya") else None
+    targets = FLUX_DOUBLE if arch in ("flux", "chroma") and layout == "kohya" else None
     first, second = (write_loras(arch, seed, tmp_path / name, text=False, targets=targets)
                      for seed, name in ((1, "a"), (2, "b")))
     first, second = (pair[0] if layout == "kohya" else pair[1] for pair in (first, second))
