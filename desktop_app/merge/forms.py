@@ -162,7 +162,7 @@ class LorasForm(MergeForm):
         self.add_row(self.output, "Save as", self.out)
         self.mode.currentIndexChanged.connect(self._show_rank)
         self._show_rank()
-        self._watch(self.loras, self.mode, self.rank, self.format, self.out)
+        self._watch(self.loras, self.base, self.mode, self.rank, self.format, self.out)  # base: Preview's button
 
     def _show_rank(self) -> None:
         self.rank.setEnabled(self.mode.currentData() == "svd")
