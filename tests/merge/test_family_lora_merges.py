@@ -84,6 +84,7 @@ def test_each_layout_converts_to_the_export_s_other_file_exactly(tmp_path, arch)
         assert all(torch.equal(ours[key], theirs[key]) for key in theirs), to  # the export's own file, bit for bit
         again = read_lora(converted)
         assert again.family() == lora_family and again.source_format == to
+        assert again.metadata["kamaal.family"] == arch  # an edit variant stays itself
 
 
 @pytest.mark.parametrize("arch", DIFFUSERS_ONLY)

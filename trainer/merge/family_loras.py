@@ -64,16 +64,23 @@ def describe(lora: LoraSet) -> str:
 
 # ---- which family ------------------------------------------------------------------------------------------------
 
-def family_from_metadata(metadata: dict[str, str]) -> str | None:
-    """The LoRA family a file's metadata names: Kamaal's own (``kamaal.family``, the ``kamaal.config`` it was trained
-    with), else kohya's/modelspec's fields as the families declare them.  None: not a transformer family's."""
+def kamaal_architecture(metadata: dict[str, str]) -> str | None:
+    """The family Kamaal's own metadata names: ``kamaal.family`` (the kohya file), else the architecture of the
+    ``kamaal.config`` the LoRA was trained with (the diffusers file); None where neither names a known family."""
     architecture = metadata.get("kamaal.family")
     if not architecture and metadata.get("kamaal.config"):
         try:
             architecture = json.loads(metadata["kamaal.config"]).get("model", {}).get("architecture")
         except (ValueError, AttributeError, RecursionError):
             architecture = None
-    member = families.FAMILIES.get(architecture) if isinstance(architecture, str) else None
+    return architecture if isinstance(architecture, str) and architecture in families.FAMILIES else None
+
+
+def family_from_metadata(metadata: dict[str, str]) -> str | None:
+    """The LoRA family a file's metadata names: Kamaal's own (``kamaal_architecture``), else kohya's/modelspec's
+    fields as the families declare them.  None: not a transformer family's."""
+    architecture = kamaal_architecture(metadata)
+    member = families.FAMILIES.get(architecture) if architecture else None
     if member is not None:
         return member.kohya.lora_family if member.kind == "transformer" and member.kohya else None
     version, spec = metadata.get("ss_base_model_version", ""), metadata.get("modelspec.architecture", "")
@@ -355,8 +362,9 @@ def family_metadata(lora: LoraSet, title: str) -> dict[str, str]:
     metadata: dict[str, str] = {"format": "pt"} if lora.layout == DIFFUSERS else {}
     if family is None:
         return metadata
-    member = transformer_members(family)[0]
-    metadata["kamaal.family"] = lora.metadata.get("kamaal.family") or member.name
+    named = kamaal_architecture(lora.metadata)  # an edit variant stays itself (Kontext, not Flux.1)
+    metadata["kamaal.family"] = named if named in {m.name for m in transformer_members(family)} else \
+        transformer_members(family)[0].name
     if lora.layout == ORIGINAL:
         facts = families.lora_family_facts(family)
         rank = max((m.rank for m in lora.modules.values()), default=0)

@@ -22,7 +22,7 @@ import torch
 
 from trainer import families
 from trainer.errors import InputError
-from trainer.merge.family_loras import family_metadata
+from trainer.merge.family_loras import family_metadata, kamaal_architecture
 from trainer.merge.lora_files import LoraModule, LoraSet, kohya_metadata, read_lora, save_lora
 from trainer.merge.outputs import NullReporter, Reporter, guard_output, provenance, require_input
 
@@ -118,7 +118,8 @@ def merge_lora_sets(loras: list[LoraSet], weights: list[float], mode: Mode = "ex
         merged[name] = LoraModule(module.down.to(dtype), module.up.to(dtype), module.alpha)
         energies[name] = energy
     first = loras[0]
-    return LoraSet(merged, {k: v for k, v in first.metadata.items() if k == "kamaal.family"}, first.source_format,
+    architecture = kamaal_architecture(first.metadata)  # what the merge says it is for: the first input's family
+    return LoraSet(merged, {"kamaal.family": architecture} if architecture else {}, first.source_format,
                    first.layout, first.lora_families), energies
 
 
