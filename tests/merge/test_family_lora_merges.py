@@ -336,3 +336,32 @@ def test_a_real_size_flux_lora_converted_to_bfl_names_is_what_diffusers_own_conv
         downs = torch.cat([back[f"{module}.lora_A.weight"].double(), down])
         error = torch.trace((ups.T @ ups) @ (downs @ downs.T)) / torch.trace((up.T @ up) @ (down @ down.T))
         assert float(error) < 1e-12, module
+
+
+def test_a_dense_fused_layer_from_another_trainer_converts_and_merges_exactly(tmp_path):
+    """kohya's own Flux.1 LoRAs train a fused ``qkv`` as one module (one down, a dense up, its own alpha): split into
+    q, k, v each keeps the whole down and its rows of up, so converting there and back changes no ΔW, and merging it
+    with a diffusers-layout file gives the weighted sum in its own names."""
+    kohya, diffusers_file = write_loras("flux", 1, tmp_path / "k", text=False)
+    assert kohya is not None
+    generator = torch.Generator().manual_seed(5)
+    dense = {}
+    for key, value in load_file(kohya).items():  # the same modules, every weight dense, rank 3, alpha 1.5
+        if key.endswith(".alpha"):
+            dense[key] = torch.tensor(1.5)
+        elif key.endswith(".lora_down.weight"):
+            dense[key] = torch.randn(3, value.shape[1], generator=generator)
+        else:
+            dense[key] = torch.randn(value.shape[0], 3, generator=generator)
+    source = tmp_path / "kohya-flux.safetensors"
+    save_file(dense, source, metadata={"ss_base_model_version": "flux1"})
+    there = convert_lora(source, tmp_path / "there.safetensors")
+    back = convert_lora(there, tmp_path / "back.safetensors")
+    original, round_trip = deltas(source), deltas(back)
+    assert original.keys() == round_trip.keys()
+    for name, delta in original.items():
+        torch.testing.assert_close(round_trip[name], delta, msg=name)
+    merged = deltas(merge_loras([(source, 1.0), (diffusers_file, 2.0)], tmp_path / "m.safetensors").output)
+    other = deltas(kohya)
+    for name, delta in merged.items():
+        torch.testing.assert_close(delta, original[name] + 2.0 * other[name], msg=name)
