@@ -150,7 +150,11 @@ class LorasForm(MergeForm):
         self.rank = QSpinBox()
         self.rank.setRange(1, 1024)
         self.rank.setValue(16)
-        self.format = _combo([("kohya (Automatic1111, ComfyUI)", "kohya"), ("diffusers", "diffusers")])
+        # "": SD 1.x/2.x/SDXL LoRAs in kohya's format, a transformer family's (Flux, Z-Image, Qwen-Image, …) in the
+        # layout its inputs have, so whatever loaded them loads the result.
+        self.format = _combo([("As the inputs (SD 1.x/2.x/SDXL: kohya)", ""),
+                              ("kohya / original layout (ComfyUI, Automatic1111)", "kohya"),
+                              ("diffusers", "diffusers")])
         self.out = PathPicker("save-file", "Merged LoRA .safetensors")
         self.add_row(self.output, "Method", self.mode)
         self.add_row(self.output, "Target rank", self.rank)
@@ -158,7 +162,7 @@ class LorasForm(MergeForm):
         self.add_row(self.output, "Save as", self.out)
         self.mode.currentIndexChanged.connect(self._show_rank)
         self._show_rank()
-        self._watch(self.loras, self.mode, self.rank, self.format, self.out)
+        self._watch(self.loras, self.base, self.mode, self.rank, self.format, self.out)  # base: Preview's button
 
     def _show_rank(self) -> None:
         self.rank.setEnabled(self.mode.currentData() == "svd")
@@ -166,7 +170,7 @@ class LorasForm(MergeForm):
     def args(self) -> dict[str, Any]:
         svd = self.mode.currentData() == "svd"
         return {"loras": [[p, w] for p, w in self.loras.items()], "mode": self.mode.currentData(),
-                "rank": self.rank.value() if svd else None, "format": self.format.currentData(),
+                "rank": self.rank.value() if svd else None, "format": self.format.currentData() or None,
                 "output": self.out.path()}
 
     def missing(self) -> str | None:
@@ -248,7 +252,8 @@ class CheckpointsForm(MergeForm):
 
 class ConvertLoraForm(MergeForm):
     title = "Convert a LoRA"
-    description = "Between kohya's format (Automatic1111, ComfyUI) and diffusers'. The effect is unchanged."
+    description = ("Between kohya's format (Automatic1111, ComfyUI; for Flux, Qwen-Image and the other transformer "
+                   "families their original layout) and diffusers'. The effect is unchanged.")
     task = "merge-convert-lora"
 
     def __init__(self, parent: QWidget | None = None) -> None:

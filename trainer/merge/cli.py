@@ -86,6 +86,8 @@ def cmd_loras(args: argparse.Namespace) -> int:
     summary = merge_loras(list(zip(args.loras, weights, strict=True)), args.out, mode=mode, rank=args.rank,
                           fmt=args.format, reporter=TerminalReporter())
     print(f"Merged {len(args.loras)} LoRA(s) ({mode}): {summary.modules} modules, rank up to {summary.rank}.")
+    for note in summary.notes:
+        print(note)
     if mode == "svd":
         print(f"Approximation error ‖ΔW − ΔW_k‖/‖ΔW‖: {summary.relative_error:.2%} overall, "
               f"worst {summary.worst_error:.2%} ({summary.worst_module})")
@@ -174,8 +176,10 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     loras.add_argument("--weights", type=float, nargs="+", metavar="W",
                        help="weight of each LoRA (one for all, or one per LoRA; default 1)")
     loras.add_argument("--rank", type=int, help="target rank of a compact (SVD) merge")
-    loras.add_argument("--format", choices=["kohya", "diffusers"], default="kohya",
-                       help="file format of the result (default: kohya, which Automatic1111 and ComfyUI load)")
+    loras.add_argument("--format", choices=["kohya", "diffusers"],
+                       help="file format of the result (default: for SD 1.x/2.x/SDXL kohya, which Automatic1111 and "
+                            "ComfyUI load; for the transformer families the inputs' own layout: diffusers, or kohya = "
+                            "the original layout ComfyUI and kohya use)")
     loras.add_argument("--out", required=True, metavar="FILE.safetensors", help="the merged LoRA")
     loras.set_defaults(handler=interruptible(cmd_loras))
 

@@ -129,7 +129,9 @@ def convert_lora(source: Path | str, output: Path | str, *, to: str | None = Non
     """Kohya LoRA → diffusers LoRA or back (``to``: 'kohya' or 'diffusers'; by default the other one).
 
     Kohya's alphas become diffusers' scale-1 convention by folding ``alpha / rank`` into the up
-    weights, so the converted file changes the model exactly as much as the original."""
+    weights, so the converted file changes the model exactly as much as the original.  A transformer family's LoRA
+    goes between its diffusers layout and its original (kohya/ComfyUI) one, as ``family_loras`` maps them exactly."""
+    from trainer.merge import family_loras
     from trainer.merge.lora_files import kohya_metadata, read_lora, save_lora
 
     path = require_input(source, "LoRA")
@@ -137,6 +139,14 @@ def convert_lora(source: Path | str, output: Path | str, *, to: str | None = Non
     require_safetensors_name(out)
     lora = read_lora(path)
     target = to or ("diffusers" if lora.source_format == "kohya" else "kohya")
+    if to not in (None, "kohya", "diffusers"):
+        raise InputError(f"to must be kohya or diffusers, got {to!r}")
+    if lora.layout:
+        layout = family_loras.ORIGINAL if target == "kohya" else family_loras.DIFFUSERS
+        converted = family_loras.convert_layout(lora, layout, f"LoRA: {path}")
+        metadata = family_loras.family_metadata(converted, out.stem)
+        metadata |= provenance("convert_lora", {"lora": path.resolve()}, {"from": lora.source_format, "to": target})
+        return save_lora(converted, out, target, metadata)
     kept = {k: v for k, v in lora.metadata.items() if k.startswith(("ss_", "modelspec.")) and target == "kohya"}
     metadata = kohya_metadata(lora, None, out.stem) | kept if target == "kohya" else {"format": "pt"}
     metadata |= provenance("convert_lora", {"lora": path.resolve()}, {"from": lora.source_format, "to": target})

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,71 +31,19 @@ from trainer.lora_names import (
     DIFFUSERS_DOWN_SUFFIXES,
     SDXL_LAYOUT,
     TEXT_ENCODER_PREFIXES,
+    UNET_PREFIX,
     UnetLayout,
     canonical_name,
     diffusers_file_keys,
+    is_sai_name,
     kohya_name,
     parse_diffusers_key,
     sai_name,
 )
+from trainer.merge.lora_set import LoraModule, LoraSet
 from trainer.models.safetensors_header import read_header, refuse_dtypes
 
 KOHYA_PARTS = {"down": ".lora_down.weight", "up": ".lora_up.weight"}
-
-
-@dataclass
-class LoraModule:
-    down: torch.Tensor  # (rank, in) or (rank, in, kh, kw)
-    up: torch.Tensor  # (out, rank) or (out, rank, 1, 1)
-    alpha: float
-
-    @property
-    def rank(self) -> int:
-        return int(self.down.shape[0])
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank
-
-    def weight_shape(self) -> tuple[int, ...]:
-        return (int(self.up.shape[0]), *self.down.shape[1:])
-
-    def delta(self) -> torch.Tensor:
-        """ΔW in float32, shaped like the weight it changes."""
-        product = self.up.flatten(1).float() @ self.down.flatten(1).float()
-        return (product * self.scale).reshape(self.weight_shape())
-
-
-@dataclass
-class LoraSet:
-    modules: dict[str, LoraModule]  # kohya module name → module
-    metadata: dict[str, str] = field(default_factory=dict)
-    source_format: str = "kohya"
-
-    @property
-    def two_text_encoders(self) -> bool:
-        return any(name.startswith(("lora_te1_", "lora_te2_")) for name in self.modules)
-
-    def family(self) -> str | None:
-        """The LoRA family (``KohyaFacts.lora_family``: 'sdxl', 'sd1/2') or None (unknown), from the kohya
-        metadata, the number of text encoders and the module names, by the markers the families declare."""
-        version = (self.metadata.get("ss_base_model_version", "")
-                   + self.metadata.get("modelspec.architecture", "")).lower()
-        lora_families = {f.kohya.lora_family: f for f in families.FAMILIES.values() if f.kohya is not None}
-        for name, member in lora_families.items():
-            if any(marker in version for marker in member.kohya.version_markers):  # type: ignore[union-attr]
-                return name
-        if self.two_text_encoders:
-            return next((f.kohya.lora_family for f in families.FAMILIES.values()
-                         if f.kohya is not None and len(f.text_encoders) > 1), None)
-        names = " ".join(self.modules)
-        kohya_v2 = self.metadata.get("ss_v2") is not None  # kohya writes it for SD 1.x/2.x LoRAs
-        for name in lora_families:
-            members = families.by_lora_family(name)
-            if (any(marker in names for f in members for marker in f.kohya.name_markers)  # type: ignore[union-attr]
-                    or (kohya_v2 and any(f.kohya.v2 for f in members))):  # type: ignore[union-attr]
-                return name
-        return None
 
 
 def detect_lora_format(keys: list[str]) -> str:
@@ -132,6 +79,9 @@ def read_lora(path: Path | str, what: str = "LoRA") -> LoraSet:
         raise InputError(f"{what}: {path} is a DoRA file: the Merge page fuses and merges LoRA files only so far; "
                          "ComfyUI loads it as it is, and diffusers its diffusers/ file")
     kind = detect_lora_format(list(tensors))
+    transformer = _transformer_lora(tensors, metadata, kind, path, what)
+    if transformer is not None:
+        return transformer
     if kind == "kohya":
         modules = _kohya_modules(tensors, path, what)
     elif kind == "diffusers":
@@ -144,6 +94,57 @@ def read_lora(path: Path | str, what: str = "LoRA") -> LoraSet:
                                                  for k in tensors) else "no lora_down/lora_A weights"
         raise InputError(f"{what}: {path} is not a LoRA ({hint})")
     return LoraSet(modules, metadata, kind)
+
+
+def _transformer_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str], kind: str, path: Path,
+                      what: str) -> LoraSet | None:
+    """A transformer family's LoRA file (``family_loras``) in either layout, or None for an SD family's: a diffusers
+    file with ``transformer.`` keys, or a kohya-format file whose metadata or module names are a transformer
+    family's."""
+    from trainer.merge import family_loras
+
+    named = family_loras.family_from_metadata(metadata)
+    if family_loras.is_diffusers_transformer_file(tensors):
+        parts = family_loras.diffusers_modules(tensors)
+        _refuse_unknown([k for k in tensors if not k.endswith(".alpha") and not any(
+            k.endswith(suffix) for pair in family_loras.DIFFUSERS_PARTS for suffix in pair)], path, what)
+        try:
+            scales = _diffusers_alphas(metadata)
+        except ValueError as error:
+            raise InputError(f"{what}: {path} has lora_adapter_metadata that cannot be used ({error})") from None
+        modules: dict[str, LoraModule] = {}
+        for name, (down, up) in sorted(parts.items()):
+            _pair(down, up, name, path, what)
+            assert down is not None and up is not None
+            component, _, module = name.partition(".")
+            explicit = tensors.get(f"{name}.alpha")
+            if explicit is not None:
+                alpha = _alpha(explicit, name, path, what)
+            elif component in scales:
+                alpha = float(scales[component][3].get(module, scales[component][1]))
+            else:
+                alpha = float(down.shape[0])  # no alpha recorded: scale 1, as diffusers loads it
+            modules[name] = LoraModule(down, up, alpha)
+        layout = family_loras.DIFFUSERS
+    elif kind == "kohya":
+        modules = _kohya_modules(tensors, path, what, canonical=False)
+        layout = family_loras.ORIGINAL
+        if named is None and (_unet_names(modules) or not family_loras.families_by_names(modules, layout)):
+            return None  # an SD family's kohya file
+    else:
+        return None
+    possible = (named,) if named else family_loras.families_by_names(modules, layout)
+    return LoraSet(modules, metadata, "diffusers" if layout == family_loras.DIFFUSERS else "kohya", layout, possible)
+
+
+# The first words of an SD UNet's modules in kohya names (diffusers-style; SDXL's SAI names: ``is_sai_name``).
+_UNET_STARTS = tuple(UNET_PREFIX + root for root in ("down_blocks_", "mid_block_", "up_blocks_", "conv_in", "conv_out",
+                                                      "time_embedding_", "add_embedding_"))
+
+
+def _unet_names(modules: dict[str, LoraModule]) -> bool:
+    """Every module is an SD UNet's or a text encoder's: an SD LoRA, without asking the transformer layouts."""
+    return all(name.startswith((*_UNET_STARTS, "lora_te")) or is_sai_name(name) for name in modules)
 
 
 def _refuse_non_finite(tensors: dict[str, torch.Tensor], path: Path, what: str) -> None:
@@ -195,14 +196,15 @@ def _add(modules: dict[str, LoraModule], name: str, module: LoraModule, path: Pa
     modules[name] = module
 
 
-def _kohya_modules(tensors: dict[str, torch.Tensor], path: Path, what: str) -> dict[str, LoraModule]:
+def _kohya_modules(tensors: dict[str, torch.Tensor], path: Path, what: str,
+                  canonical: bool = True) -> dict[str, LoraModule]:
     names = sorted({k[: -len(KOHYA_PARTS["down"])] for k in tensors if k.endswith(KOHYA_PARTS["down"])})
     modules: dict[str, LoraModule] = {}
     for name in names:
         down, up = tensors.get(name + KOHYA_PARTS["down"]), tensors.get(name + KOHYA_PARTS["up"])
         _pair(down, up, name, path, what)
         alpha = tensors.get(name + ".alpha")
-        _add(modules, canonical_name(name),
+        _add(modules, canonical_name(name) if canonical else name,
              LoraModule(down, up, _alpha(alpha, name, path, what) if alpha is not None else float(down.shape[0])),
              path, what)
     _refuse_unknown([k for k in tensors if not k.endswith((KOHYA_PARTS["down"], KOHYA_PARTS["up"], ".alpha"))],
@@ -222,7 +224,7 @@ def _diffusers_alphas(metadata: dict[str, str]) -> dict[str, tuple[int, float, d
     found: dict[str, tuple[int, float, dict, dict]] = {}
     if not isinstance(flat, dict):
         raise ValueError("it is not a table")
-    for component in ("unet", "text_encoder", "text_encoder_2"):
+    for component in ("unet", "transformer", "text_encoder", "text_encoder_2"):
         if f"{component}.r" in flat:
             r = _number(flat[f"{component}.r"], f"{component}.r")
             alpha = _number(flat.get(f"{component}.lora_alpha", r), f"{component}.lora_alpha")
@@ -325,8 +327,13 @@ def save_lora(lora: LoraSet, path: Path, fmt: str, metadata: dict[str, str], lay
     """Write ``lora`` to ``path`` atomically in ``fmt`` ('kohya' or 'diffusers')."""
     from safetensors.torch import save
 
+    from trainer.merge.family_loras import family_tensors
+
     if fmt not in ("kohya", "diffusers"):
         raise InputError(f"format must be kohya or diffusers, got {fmt!r}")
-    tensors = kohya_tensors(lora, layout) if fmt == "kohya" else diffusers_tensors(lora)
+    if lora.layout:  # a transformer family's: written in its own layout (``family_loras.convert_layout`` first)
+        tensors = family_tensors(lora)
+    else:
+        tensors = kohya_tensors(lora, layout) if fmt == "kohya" else diffusers_tensors(lora)
     atomic_write_bytes(path, save(tensors, metadata={k: str(v) for k, v in metadata.items()}))
     return path

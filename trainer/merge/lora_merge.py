@@ -22,6 +22,7 @@ import torch
 
 from trainer import families
 from trainer.errors import InputError
+from trainer.merge.family_loras import family_metadata, kamaal_architecture
 from trainer.merge.lora_files import LoraModule, LoraSet, kohya_metadata, read_lora, save_lora
 from trainer.merge.outputs import NullReporter, Reporter, guard_output, provenance, require_input
 
@@ -37,13 +38,48 @@ class LoraMergeSummary:
     worst_module: str = ""
     worst_error: float = 0.0
     module_errors: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for people: the family and layout, inputs converted
+
+
+def match_layouts(loras: list[LoraSet], labels: list[str], fmt: str | None) -> list[LoraSet]:
+    """Transformer-family LoRAs (``family_loras``) of one family, all in one layout: ``fmt``'s ('kohya': the original
+    layout, 'diffusers'), else the first input's.  Each file of another layout is converted exactly, where Kamaal
+    knows the family's mapping; refused by name otherwise, as are an SD LoRA among them and LoRAs of two families."""
+    from dataclasses import replace
+
+    from trainer.merge import family_loras
+
+    first = next(label for label, lora in zip(labels, loras, strict=True) if lora.layout)
+    for label, lora in zip(labels, loras, strict=True):
+        if not lora.layout:
+            raise InputError(f"{label} is a LoRA for a Stable Diffusion UNet but {first} is for a transformer model "
+                             f"({family_loras.describe(loras[labels.index(first)])}); they cannot be merged")
+    common: set[str] | None = None
+    named = ""
+    for label, lora in zip(labels, loras, strict=True):
+        if not lora.lora_families:
+            continue
+        if common is not None and not common & set(lora.lora_families):
+            raise InputError(f"{label} is a LoRA for {family_loras.describe(lora)} but {named} is for "
+                             f"{' or '.join(family_loras.label(f) for f in sorted(common))}; "
+                             "LoRAs for different base models cannot be merged")
+        common = set(lora.lora_families) if common is None else common & set(lora.lora_families)
+        named = named or label
+    possible = tuple(f for f in family_loras.transformer_lora_families() if common is None or f in common)
+    target = {"kohya": family_loras.ORIGINAL, "diffusers": family_loras.DIFFUSERS}.get(fmt or "", loras[0].layout)
+    matched = []
+    for label, lora in zip(labels, loras, strict=True):
+        lora = replace(lora, lora_families=possible if common is not None else lora.lora_families)
+        matched.append(family_loras.convert_layout(lora, target, label))
+    prefix = family_loras.denoiser_prefix(loras[0] if loras[0].layout == target else matched[0])
+    return [family_loras.with_denoiser_prefix(lora, prefix) for lora in matched]
 
 
 def check_loras_compatible(loras: list[LoraSet], labels: list[str]) -> str | None:
     """Refuse LoRAs made for different models (``InputError`` naming the reason); return the family."""
     found = {label: lora.family() for label, lora in zip(labels, loras, strict=True)}
     known = {label: f for label, f in found.items() if f is not None}
-    if len(set(known.values())) > 1:
+    if len(set(known.values())) > 1 and not loras[0].layout:  # transformer families: ``match_layouts`` refused them
         (l1, f1), (l2, f2) = list(known.items())[:2]
         if f1 == f2:
             l2, f2 = next((label, f) for label, f in known.items() if f != f1)
@@ -81,7 +117,10 @@ def merge_lora_sets(loras: list[LoraSet], weights: list[float], mode: Mode = "ex
         module, energy = _truncate(downs, ups, int(rank or 0))
         merged[name] = LoraModule(module.down.to(dtype), module.up.to(dtype), module.alpha)
         energies[name] = energy
-    return LoraSet(merged, source_format="kohya"), energies
+    first = loras[0]
+    architecture = kamaal_architecture(first.metadata)  # what the merge says it is for: the first input's family
+    return LoraSet(merged, {"kamaal.family": architecture} if architecture else {}, first.source_format,
+                   first.layout, first.lora_families), energies
 
 
 def _truncate(downs: torch.Tensor, ups: torch.Tensor, rank: int) -> tuple[LoraModule, tuple[float, float]]:
@@ -100,8 +139,9 @@ def _truncate(downs: torch.Tensor, ups: torch.Tensor, rank: int) -> tuple[LoraMo
 
 
 def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, mode: Mode = "exact",
-                rank: int | None = None, fmt: str = "kohya", reporter: Reporter | None = None) -> LoraMergeSummary:
-    """Merge LoRA files (path, weight) into ``output`` in ``fmt``; SVD mode needs ``rank``."""
+                rank: int | None = None, fmt: str | None = None, reporter: Reporter | None = None) -> LoraMergeSummary:
+    """Merge LoRA files (path, weight) into ``output`` in ``fmt`` (default: an SD LoRA in kohya's format, a
+    transformer family's in its inputs' layout); SVD mode needs ``rank``."""
     reporter = reporter or NullReporter()
     if len(inputs) < 1:
         raise InputError("LoRAs: give at least one LoRA to merge")
@@ -120,11 +160,17 @@ def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, m
         reporter.progress(i, len(paths) + 1, f"Reading {path.name}…")
         loras.append(read_lora(path, label))
         reporter.check_cancelled()
+    notes: list[str] = []
+    if any(lora.layout for lora in loras):
+        matched = match_layouts(loras, labels, fmt)
+        notes = _layout_notes(loras, matched, labels)
+        loras = matched
     family = check_loras_compatible(loras, labels)
     reporter.progress(len(paths), len(paths) + 1, "Merging…")
     merged, energies = merge_lora_sets(loras, weights, mode, rank)
     reporter.check_cancelled()
-    summary = LoraMergeSummary(out, len(merged.modules), max((m.rank for m in merged.modules.values()), default=0))
+    summary = LoraMergeSummary(out, len(merged.modules), max((m.rank for m in merged.modules.values()), default=0),
+                               notes=notes)
     if energies:
         discarded = sum(d for d, _ in energies.values())
         total = sum(t for _, t in energies.values())
@@ -134,12 +180,25 @@ def merge_loras(inputs: list[tuple[Path | str, float]], output: Path | str, *, m
     # The base model a merged LoRA records: known when its LoRA family is one family (SDXL), not for "sd1/2".
     members = families.by_lora_family(family) if family else []
     architecture = members[0].name if len(members) == 1 else None
-    metadata = kohya_metadata(merged, architecture, out.stem) if fmt == "kohya" else {"format": "pt"}
+    fmt = fmt or "kohya"
+    if merged.layout:
+        metadata = family_metadata(merged, out.stem)
+    else:
+        metadata = kohya_metadata(merged, architecture, out.stem) if fmt == "kohya" else {"format": "pt"}
     metadata |= provenance(f"lora_{mode}", {label: p.resolve() for label, p in zip(labels, paths, strict=True)},
                            {"weights": weights, "rank": rank, "relative_error": summary.relative_error})
     save_lora(merged, out, fmt, metadata)
     reporter.progress(len(paths) + 1, len(paths) + 1, "Done")
     return summary
+
+
+def _layout_notes(read: list[LoraSet], matched: list[LoraSet], labels: list[str]) -> list[str]:
+    from trainer.merge.family_loras import LAYOUT_LABELS, describe
+
+    notes = [f"A {describe(matched[0])} LoRA in the {LAYOUT_LABELS[matched[0].layout]}."]
+    notes += [f"{label} was converted exactly from the {LAYOUT_LABELS[before.layout]}."
+              for label, before, after in zip(labels, read, matched, strict=True) if before.layout != after.layout]
+    return notes
 
 
 def _finite(value: float, label: str) -> float:

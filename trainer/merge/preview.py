@@ -67,7 +67,8 @@ def render_preview(rows: list[dict[str, Any]], out_dir: Path | str, *, prompts: 
             pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
         if names:
             pipeline.set_adapters(names, [w for _, w in loras])
-        side = size or int(pipeline.unet.config.sample_size * pipeline.vae_scale_factor)
+        unet = getattr(pipeline, "unet", None)  # a transformer family's pipeline has none: a quick 512 px preview
+        side = size or (int(unet.config.sample_size * pipeline.vae_scale_factor) if unet is not None else 512)
         row_dir = out / f"{index:02d}-{_slug(label)}"
         images = []
         try:

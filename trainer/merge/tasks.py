@@ -41,10 +41,10 @@ def merge_loras_task(args: dict, context: TaskContext) -> dict:
     rank = args.get("rank")
     summary = merge_loras(_pairs(args.get("loras"), "loras"), str(args.get("output") or ""),
                           mode=args.get("mode", "exact"), rank=int(rank) if rank else None,
-                          fmt=str(args.get("format", "kohya")), reporter=context)
+                          fmt=_optional(args, "format"), reporter=context)
     return {"outputs": [str(summary.output)], "modules": summary.modules, "rank": summary.rank,
             "relative_error": summary.relative_error, "worst_module": summary.worst_module,
-            "worst_error": summary.worst_error}
+            "worst_error": summary.worst_error, "warnings": summary.notes}
 
 
 def merge_checkpoints_task(args: dict, context: TaskContext) -> dict:
