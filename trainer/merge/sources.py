@@ -69,24 +69,28 @@ class ModelTensors:
         self.close()
 
 
-def refuse_unmergeable(info: ModelInfo, path: Path, what: str) -> None:
-    """The merge room works on the families it can write as single files (SD 1.x/2.x/SDXL); others by name."""
+def refuse_unmergeable(info: ModelInfo, path: Path, what: str, *, transformers: bool = False) -> None:
+    """Refuse, by name, a family the operation cannot handle: single-file conversions work on the SD families
+    (``Family.single_file``); checkpoint merges and LoRA fusing (``transformers``) also on every transformer family,
+    whose weights they read tensor by tensor (diffusers folders, and the family's own single files)."""
     from trainer.families import MODEL_FAMILIES, family
 
     model = family(info.architecture)
-    if not model.single_file:
-        able = ", ".join(family(name).display_name for name in MODEL_FAMILIES if family(name).single_file)
-        raise InputError(f"{what}: {path} is {model.a_name} model; merging and converting "
-                         f"{model.display_name} models is not available yet (it is for {able})")
+    if model.single_file or (transformers and model.kind == "transformer"):
+        return
+    able = ", ".join(family(name).display_name for name in MODEL_FAMILIES if family(name).single_file)
+    raise InputError(f"{what}: {path} is {model.a_name} model; merging and converting "
+                     f"{model.display_name} models is not available yet (it is for {able})")
 
 
 def open_model(path: Path, what: str) -> ModelTensors:
-    """Open a full model for merging; ``InputError`` naming ``what`` if it is not one."""
+    """Open a full model for merging (any family's diffusers folder, or a single file Kamaal reads: SD's
+    original layout, a transformer family's own file); ``InputError`` naming ``what`` if it is not one."""
     try:
         info = inspect_model(path)
     except InputError as error:
         raise InputError(f"{what}: {str(error).removeprefix('model.path: ')}") from None
-    refuse_unmergeable(info, path, what)
+    refuse_unmergeable(info, path, what, transformers=True)
     if info.source_kind == "diffusers":
         return _open_folder(path, info, what)
     checkpoint = open_checkpoint(path)

@@ -1,0 +1,105 @@
+"""Checkpoint merges of the transformer families (every one in the registry) on tiny models: α = 0 and α = 1 give
+each input exactly, add difference with B = C gives A exactly, shared components are copied byte for byte, the
+family's own single files merge too, and what cannot be merged is refused naming the file or field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.merge.family_models import (
+    MAIN_FAMILIES,
+    folder_tensors,
+    perturbed,
+    transformer_families,
+    write_single_file,
+)
+from trainer.errors import InputError
+from trainer.merge.checkpoints import merge_checkpoints
+from trainer.merge.outputs import MERGE_INFO_FILE
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """family → (A, C): C a fine-tune of A's transformer and VAE (built on first use)."""
+    from trainer.models.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("family-merges")
+    built: dict[str, tuple] = {}
+
+    def get(arch: str):
+        if arch not in built:
+            a = build_tiny_model(root / f"{arch}-a", arch, seed=0)
+            built[arch] = (a, perturbed(a, root / f"{arch}-c", seed=2, components=("transformer", "vae")))
+        return built[arch]
+
+    return get
+
+
+@pytest.mark.parametrize("arch", transformer_families())
+def test_weighted_sum_ends_are_the_inputs_and_add_difference_of_equals_is_a(tmp_path, models, arch):
+    a, c = models(arch)
+    tensors_a, tensors_c = folder_tensors(a), folder_tensors(c)
+    for alpha, expected in ((0.0, tensors_a), (1.0, tensors_c)):
+        merged = folder_tensors(merge_checkpoints(a, c, tmp_path / f"ac-{alpha}", alpha=alpha).output)
+        assert merged.keys() == expected.keys()
+        assert all(torch.equal(merged[k], expected[k]) for k in merged), (arch, alpha)
+    same = folder_tensors(merge_checkpoints(a, c, tmp_path / "acc", alpha=0.7, c=c, method="add_difference").output)
+    assert all(torch.equal(same[k], tensors_a[k]) for k in tensors_a)
+    # A blend in between really blends the transformer and the VAE that differ, and copies the text encoders.
+    half = tmp_path / "ac-half"
+    merged = folder_tensors(merge_checkpoints(a, c, half, alpha=0.25).output)
+    key = next(k for k in tensors_a if k.startswith("transformer/") and tensors_a[k].is_floating_point()
+               and not torch.equal(tensors_a[k], tensors_c[k]))
+    blend = tensors_a[key].float() * 0.75 + tensors_c[key].float() * 0.25
+    assert torch.allclose(merged[key].float(), blend, atol=1e-6)
+    assert any(not torch.equal(merged[k], tensors_a[k]) for k in merged if k.startswith("vae/"))
+    for encoder in sorted(a.glob("text_encoder*/*.safetensors")):
+        assert (half / encoder.relative_to(a)).read_bytes() == encoder.read_bytes(), encoder
+    assert json.loads((half / MERGE_INFO_FILE).read_text())["weights"]["components"] == "all"
+
+
+@pytest.mark.parametrize("arch", MAIN_FAMILIES)
+def test_denoiser_only_keeps_a_and_the_result_loads(tmp_path, models, arch):
+    from trainer.models import load_model
+
+    a, c = models(arch)
+    out = merge_checkpoints(a, c, tmp_path / "transformer-only", alpha=0.5, components="denoiser").output
+    tensors_a, tensors_c, merged = folder_tensors(a), folder_tensors(c), folder_tensors(out)
+    assert all(torch.equal(merged[k], tensors_a[k]) for k in merged if not k.startswith("transformer/"))
+    assert all(torch.allclose(merged[k].float(), (tensors_a[k].float() + tensors_c[k].float()) / 2, atol=1e-6)
+               for k in merged if k.startswith("transformer/") and merged[k].is_floating_point())
+    assert load_model(out).info.architecture == arch  # a folder the family's pipeline loads
+
+
+@pytest.mark.parametrize("arch", MAIN_FAMILIES)
+def test_the_familys_single_files_merge(tmp_path, models, arch):
+    a, b = models(arch)
+    file_a, file_b = write_single_file(a, tmp_path / "a.safetensors"), write_single_file(b, tmp_path / "b.safetensors")
+    tensors_a, tensors_b = load_file(file_a), load_file(file_b)
+    for alpha, expected in ((0.0, tensors_a), (1.0, tensors_b)):
+        merged = load_file(merge_checkpoints(file_a, file_b, tmp_path / f"m{alpha}.safetensors", alpha=alpha).output)
+        assert merged.keys() == expected.keys() and all(torch.equal(merged[k], expected[k]) for k in merged)
+    merged = load_file(merge_checkpoints(file_a, file_b, tmp_path / "half.safetensors", alpha=0.5).output)
+    assert all(torch.allclose(merged[k].float(), (tensors_a[k].float() + tensors_b[k].float()) / 2, atol=1e-6)
+               for k in merged if merged[k].is_floating_point())
+    assert any(not torch.equal(merged[k], tensors_a[k]) for k in merged)
+    with pytest.raises(InputError, match=r"model B: .*b\.safetensors is a single-file checkpoint but model A is a "
+                                         r"diffusers folder"):
+        merge_checkpoints(a, file_b, tmp_path / "mixed")
+
+
+def test_refusals_name_the_file_or_field(tmp_path, models):
+    flux_a, flux_b = models("flux")
+    zimage_a, _ = models("zimage")
+    with pytest.raises(InputError, match=r"model B: .*zimage-a is Z-Image but model A is Flux\.1"):
+        merge_checkpoints(flux_a, zimage_a, tmp_path / "x", alpha=0.5)
+    with pytest.raises(InputError, match=r"block weights: .*flux-a is a Flux\.1 model, whose transformer has no UNet "
+                                         r"blocks"):
+        merge_checkpoints(flux_a, flux_b, tmp_path / "y", alpha=0.5, block_weights="IN*=0.2")
+    with pytest.raises(InputError, match="components must be all or denoiser"):
+        merge_checkpoints(flux_a, flux_b, tmp_path / "z", components="vae")  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())
