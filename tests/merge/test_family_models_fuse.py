@@ -1,0 +1,148 @@
+"""fuse-lora into the transformer families' diffusers folders: the fused model draws, through the family's own
+pipeline and seed, the image the base model draws with the LoRA loaded by ``load_lora_weights`` at that strength;
+the kohya/ComfyUI file (BFL's fused qkv for Flux, musubi's names for Qwen-Image, …) fuses to the same weights as the
+diffusers file; the family's single file is written from the fused folder; refusals name the file or field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.merge.family_models import MAIN_FAMILIES, folder_tensors
+from trainer.errors import InputError
+from trainer.families import family, kohya_facts
+from trainer.merge.fuse import fuse_lora
+
+STRENGTH = 0.7
+
+
+def pipeline(folder):
+    import diffusers
+
+    pipe = getattr(diffusers, family(_arch(folder)).pipeline_class).from_pretrained(folder, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _arch(folder) -> str:
+    from trainer.models import inspect_model
+
+    return inspect_model(folder).architecture
+
+
+def draw(pipe, seed: int = 3) -> np.ndarray:
+    from trainer.diffusion.sampling import guidance_arguments
+
+    image = pipe(prompt="a red circle", width=64, height=64, num_inference_steps=2, **guidance_arguments(pipe, 4.0),
+                 generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+    return np.asarray(image, dtype=np.int16)
+
+
+def random_lora_files(model_dir, arch: str, out_dir) -> tuple:
+    """A LoRA with random factors on the family's attention (and, for Flux, the single blocks' MLP input and the
+    swapped final norm; CLIP where the family trains it), written by Kamaal's own exporters: the diffusers file and,
+    where the family has one, the kohya file in its original layout."""
+    from types import SimpleNamespace
+
+    from trainer.lora_formats import add_lora_adapters, export_kohya_transformer_lora, export_transformer_lora
+    from trainer.models import load_model
+
+    pipe = load_model(model_dir).pipeline
+    facts = family(arch)
+    names = {name.rsplit(".", 1)[-1] for name, _ in pipe.transformer.named_modules()} | {
+        name for name, _ in pipe.transformer.named_modules()}
+    targets = [t for t in (*(facts.lora_target_modules or ("to_q", "to_k", "to_v", "to_out.0")), "proj_mlp",
+                           "norm_out.linear") if t in names]
+    encoders = [getattr(pipe, spec.component) for spec in facts.text_encoders]
+    trains_text = any(spec.lora for spec in facts.text_encoders)
+    lora = SimpleNamespace(rank=4, alpha=8.0, dropout=0.0, target_modules=targets, adapter="lora")
+    add_lora_adapters(pipe.transformer, encoders, lora, trains_text)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in [*pipe.transformer.named_parameters(),
+                                *(p for e in encoders for p in e.named_parameters())]:
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    diffusers_file = export_transformer_lora(out_dir / "lora-diffusers.safetensors", arch, pipe.transformer,
+                                             encoders if trains_text else [], {})
+    kohya_file = export_kohya_transformer_lora(out_dir / "lora-kohya.safetensors", arch, pipe.transformer,
+                                               encoders if trains_text else [], "lora", {})
+    return diffusers_file, kohya_file
+
+
+@pytest.fixture(scope="module")
+def family_cases(tmp_path_factory):
+    from trainer.models.tiny import build_tiny_model
+
+    built: dict[str, tuple] = {}
+
+    def get(arch: str):
+        if arch not in built:
+            root = tmp_path_factory.mktemp(f"fuse-{arch}")
+            base = build_tiny_model(root / "base", arch, seed=0)
+            built[arch] = (base, *random_lora_files(base, arch, root))
+        return built[arch]
+
+    return get
+
+
+@pytest.mark.parametrize("arch", MAIN_FAMILIES)
+def test_a_fused_model_draws_what_the_base_draws_with_the_lora_loaded(tmp_path, family_cases, arch):
+    base, diffusers_file, kohya_file = family_cases(arch)
+    summary = fuse_lora(base, [(diffusers_file, STRENGTH)], output_dir=tmp_path / "fused")
+    with_lora = pipeline(base)
+    with_lora.load_lora_weights(str(diffusers_file), adapter_name="style")
+    with_lora.set_adapters(["style"], [STRENGTH])
+    expected, fused = draw(with_lora), draw(pipeline(summary.outputs[0]))
+    assert np.abs(fused - expected).max() <= 1, arch
+    with_lora.set_adapters(["style"], [0.0])
+    assert np.abs(fused - draw(with_lora)).max() > 8, arch  # the base model draws another picture
+    # Every weight the LoRA names changed, and no other.
+    from_diffusers, original = folder_tensors(summary.outputs[0]), folder_tensors(base)
+    changed = {k for k in original if not torch.equal(from_diffusers[k], original[k])}
+    assert len(changed) == summary.modules == len(load_file(diffusers_file)) // 2
+    trained_text = any(key.startswith("text_encoder") for key in changed)
+    assert trained_text == any(spec.lora for spec in family(arch).text_encoders)
+    if kohya_file is not None:  # the kohya/ComfyUI layout: fused layers split back into diffusers' q, k, v …
+        from_kohya = folder_tensors(fuse_lora(base, [(kohya_file, STRENGTH)], output_dir=tmp_path / "k").outputs[0])
+        assert all(torch.allclose(from_kohya[k], from_diffusers[k], atol=1e-6) for k in from_diffusers), arch
+
+
+def test_fused_single_file_is_the_familys_own(tmp_path, family_cases):
+    """Flux: BFL's transformer file of the fused model, as a full run writes it (fused qkv)."""
+    import json
+
+    from trainer.models.flux_layout import to_diffusers
+
+    base, diffusers_file, _ = family_cases("flux")
+    summary = fuse_lora(base, [(diffusers_file, STRENGTH)], output_dir=tmp_path / "fused",
+                        output_file=tmp_path / "fused.safetensors")
+    folder, single = summary.outputs
+    original = load_file(single)
+    assert "double_blocks.0.img_attn.qkv.weight" in original
+    transformer = load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    back = to_diffusers(original, config)
+    assert back.keys() == transformer.keys() and all(torch.equal(back[k], transformer[k]) for k in back)
+
+
+def test_refusals_name_the_file_or_field(tmp_path, family_cases):
+    flux, flux_lora, flux_kohya = family_cases("flux")
+    zimage, zimage_lora, _ = family_cases("zimage")
+    with pytest.raises(InputError, match=r"LoRA: module transformer\.\S+ is not in the base model \(Flux\.1\)"):
+        fuse_lora(flux, [(zimage_lora, 1.0)], output_dir=tmp_path / "a")
+    with pytest.raises(InputError, match=r"LoRA: .*lora-kohya\.safetensors names the transformer in an original "
+                                         r"\(kohya/ComfyUI\) layout \(first: lora_unet_double_blocks_0_img_attn_qkv\), "
+                                         r"but Z-Image LoRAs are read in diffusers' layout only"):
+        fuse_lora(zimage, [(flux_kohya, 1.0)], output_dir=tmp_path / "b")
+    single = tmp_path / "flux.safetensors"
+    fuse_lora(flux, [(flux_lora, 1.0)], output_file=single)
+    with pytest.raises(InputError, match=r"base model: .*flux\.safetensors is a single Flux\.1 file; fuse a LoRA into "
+                                         r"its diffusers folder"):
+        fuse_lora(single, [(flux_lora, 1.0)], output_dir=tmp_path / "c")
+    with pytest.raises(InputError, match=r"dtype: a Flux\.1 model is fused in the precision it is stored in"):
+        fuse_lora(flux, [(flux_lora, 1.0)], output_dir=tmp_path / "d", dtype="fp16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flux.safetensors"]
+    assert kohya_facts("flux").transformer_layout  # the refusal above is about Z-Image's, which has none
