@@ -146,3 +146,19 @@ def test_refusals_name_the_file_or_field(tmp_path, family_cases):
         fuse_lora(flux, [(flux_lora, 1.0)], output_dir=tmp_path / "d", dtype="fp16")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flux.safetensors"]
     assert kohya_facts("flux").transformer_layout  # the refusal above is about Z-Image's, which has none
+
+
+def test_the_merge_pages_preview_draws_the_fused_model_as_the_base_with_the_lora(tmp_path, family_cases):
+    """The preview task (what the Merge page shows) with a transformer family: the base with the LoRA row and the
+    fused model's row draw the same picture."""
+    from PIL import Image
+
+    from trainer.merge.preview import render_preview
+
+    base, diffusers_file, _ = family_cases("flux")
+    fused = fuse_lora(base, [(diffusers_file, STRENGTH)], output_dir=tmp_path / "fused").outputs[0]
+    result = render_preview([{"label": "base + LoRA", "model": str(base), "loras": [[str(diffusers_file), STRENGTH]]},
+                             {"label": "fused", "model": str(fused)}], tmp_path / "preview", prompts=["a red circle"],
+                            seeds=[2], steps=2, size=64, guidance=3.5)
+    with_lora, from_fused = (np.asarray(Image.open(row["images"][0]), dtype=np.int16) for row in result["rows"])
+    assert with_lora.shape == (64, 64, 3) and np.abs(with_lora - from_fused).max() <= 1
