@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.merge.family_models import MAIN_FAMILIES, folder_tensors
+from tests.merge.family_models import MAIN_FAMILIES, folder_tensors, transformer_families
 from trainer.errors import InputError
 from trainer.families import family, kohya_facts
 from trainer.merge.fuse import fuse_lora
@@ -162,3 +162,41 @@ def test_the_merge_pages_preview_draws_the_fused_model_as_the_base_with_the_lora
                             seeds=[2], steps=2, size=64, guidance=3.5)
     with_lora, from_fused = (np.asarray(Image.open(row["images"][0]), dtype=np.int16) for row in result["rows"])
     assert with_lora.shape == (64, 64, 3) and np.abs(with_lora - from_fused).max() <= 1
+
+
+@pytest.mark.parametrize("arch", [name for name in transformer_families() if name not in MAIN_FAMILIES])
+def test_every_other_family_fuses_both_files_to_peft_s_own_merge(tmp_path, arch):
+    """The other transformer families, at the weights (no pictures, to stay quick): each file fused into the folder
+    gives W + strength·ΔW with ΔW peft's own (``get_delta_weight``) for every adapted module, and nothing else moves."""
+    import json
+    from types import SimpleNamespace
+
+    import diffusers
+    from peft.tuners.lora import LoraLayer
+
+    from trainer.lora_formats import ADAPTER, add_lora_adapters, export_kohya_transformer_lora, export_transformer_lora
+    from trainer.models.tiny import build_tiny_model
+
+    base = build_tiny_model(tmp_path / "base", arch, seed=0)
+    class_name = json.loads((base / "model_index.json").read_text())["transformer"][1]
+    transformer = getattr(diffusers, class_name).from_pretrained(base / "transformer")
+    names = {name.rsplit(".", 1)[-1] for name, _ in transformer.named_modules()}
+    targets = [t for t in (*(family(arch).lora_target_modules or ("to_q", "to_k", "to_v", "to_out.0")), "proj_mlp")
+               if t.rsplit(".", 1)[-1] in names]
+    add_lora_adapters(transformer, [], SimpleNamespace(rank=4, alpha=8.0, dropout=0.0, target_modules=targets,
+                                                       adapter="lora"), False)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in transformer.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    expected = {f"transformer/{name}.weight": (layer.get_base_layer().weight.float()
+                                               + STRENGTH * layer.get_delta_weight(ADAPTER).float())
+                for name, layer in transformer.named_modules() if isinstance(layer, LoraLayer)}
+    files = [export_transformer_lora(tmp_path / "d.safetensors", arch, transformer, [], {}),
+             export_kohya_transformer_lora(tmp_path / "k.safetensors", arch, transformer, [], "k", {})]
+    original = folder_tensors(base)
+    for index, file in enumerate(f for f in files if f is not None):
+        fused = folder_tensors(fuse_lora(base, [(file, STRENGTH)], output_dir=tmp_path / f"fused-{index}").outputs[0])
+        assert {k for k in original if not torch.equal(fused[k], original[k])} == expected.keys(), (arch, file.name)
+        assert all(torch.allclose(fused[k].float(), v, atol=1e-5) for k, v in expected.items()), (arch, file.name)

@@ -105,3 +105,16 @@ def test_refusals_name_the_file_or_field(tmp_path, models):
     with pytest.raises(InputError, match="components must be all or denoiser"):
         merge_checkpoints(flux_a, flux_b, tmp_path / "z", components="vae")  # type: ignore[arg-type]
     assert not list(tmp_path.iterdir())
+
+
+def test_the_command_line_merges_and_refuses_with_exit_2(tmp_path, models, capsys):
+    from trainer.cli import main
+
+    flux_a, flux_c = models("flux")
+    assert main(["merge", "checkpoints", str(flux_a), str(flux_c), "--alpha", "1", "--denoiser-only",
+                 "--out", str(tmp_path / "ac")]) == 0
+    merged, a, c = folder_tensors(tmp_path / "ac"), folder_tensors(flux_a), folder_tensors(flux_c)
+    assert all(torch.equal(merged[k], c[k] if k.startswith("transformer/") else a[k]) for k in merged)
+    assert main(["merge", "checkpoints", str(flux_a), str(flux_c), "--blocks", "OUT*=1", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "block weights:" in capsys.readouterr().err and not (tmp_path / "x").exists()
