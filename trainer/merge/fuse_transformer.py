@@ -46,7 +46,9 @@ _PARTS = {".lora_A.weight": "down", ".lora_B.weight": "up", ".lora_down.weight":
           ".lora.down.weight": "down", ".lora.up.weight": "up", ".alpha": "alpha"}
 _KOHYA_TEXT = re.compile(r"lora_te(\d*)_(.+)")
 
-Deltas = dict[tuple[str, str], torch.Tensor]  # (component, tensor name in its files) → ΔW, float32
+# (component, tensor name in its files) → the LoRA factors that change it, (up · scale, down) in float32: ΔW is their
+# products' sum, made only when that tensor is written (all ΔW at once would be a float32 copy of every layer).
+Deltas = dict[tuple[str, str], list[tuple[torch.Tensor, torch.Tensor]]]
 
 
 @dataclass
@@ -77,7 +79,7 @@ def _components(base: Path, model: Family) -> dict[str, _Component]:
 
 
 def lora_deltas(path: Path, label: str, base: Path, model: Family, components: dict[str, _Component]) -> Deltas:
-    """Every ΔW a LoRA file makes (alpha/rank applied), keyed by the base folder's tensor it changes."""
+    """Every ΔW a LoRA file makes, as factors (alpha/rank folded into up), keyed by the base folder's tensor."""
     from safetensors import safe_open
 
     header = read_header(path, label)
@@ -108,14 +110,13 @@ def lora_deltas(path: Path, label: str, base: Path, model: Family, components: d
                 raise InputError(f"{label}: module {module} in {path} has down {list(down.shape)} and up "
                                  f"{list(up.shape)}, which are not the two factors of one linear LoRA")
             scale = float(handle.get_tensor(parts["alpha"])) / down.shape[0] if "alpha" in parts else 1.0
-            delta = (up @ down) * scale
-            for (component, tensor), piece in _place(module, delta, model, components, layout, label).items():
+            for (component, tensor), piece in _place(module, up * scale, model, components, layout, label).items():
                 _, _, shape = components[component].weights[tensor]
-                if piece.numel() != _numel(shape):
-                    raise InputError(f"{label}: module {module} changes a {list(piece.shape)} weight, but the base "
-                                     f"model's {component} {tensor} is {list(shape)}; the LoRA was trained on a "
-                                     "different model")
-                deltas[(component, tensor)] = deltas.get((component, tensor), 0) + piece.reshape(shape)
+                if piece.shape[0] * down.shape[1] != _numel(shape):
+                    raise InputError(f"{label}: module {module} changes a {[piece.shape[0], down.shape[1]]} weight, "
+                                     f"but the base model's {component} {tensor} is {list(shape)}; the LoRA was "
+                                     "trained on a different model")
+                deltas.setdefault((component, tensor), []).append((piece, down))
     return deltas
 
 
@@ -142,18 +143,18 @@ def _original_layout(base: Path, model: Family) -> dict[str, list[tuple[str, int
     return names
 
 
-def _place(module: str, delta: torch.Tensor, model: Family, components: dict[str, _Component],
+def _place(module: str, up: torch.Tensor, model: Family, components: dict[str, _Component],
            layout: dict[str, list[tuple[str, int, int, bool]]], label: str) -> dict[tuple[str, str], torch.Tensor]:
-    """Where one LoRA module's ΔW goes: (component, tensor) → its rows."""
+    """Where one LoRA module's ΔW goes: (component, tensor) → the rows of its up factor that make that tensor's ΔW."""
     denoiser = components.get(model.denoiser)
     if module.startswith(f"{model.denoiser}."):  # diffusers' file: the module's own path
         tensor = module.removeprefix(f"{model.denoiser}.") + ".weight"
         if denoiser is not None and tensor in denoiser.weights:
-            return {(model.denoiser, tensor): delta}
+            return {(model.denoiser, tensor): up}
     elif module in layout:  # kohya/ComfyUI: an original layer, maybe fused from several diffusers modules
         placed = {}
         for diffusers, offset, rows, swapped in layout[module]:
-            piece = delta if rows == 0 else delta[offset: offset + rows]
+            piece = up if rows == 0 else up[offset: offset + rows]
             if swapped:  # (shift, scale) in the original, (scale, shift) in diffusers
                 piece = torch.cat(piece.chunk(2, dim=0)[::-1])
             placed[(model.denoiser, diffusers + ".weight")] = piece
@@ -161,7 +162,7 @@ def _place(module: str, delta: torch.Tensor, model: Family, components: dict[str
     else:
         found = _text_encoder_tensor(module, model, components)
         if found is not None:
-            return {found: delta}
+            return {found: up}
     raise InputError(f"{label}: module {module} is not in the base model ({model.display_name}); the LoRA was "
                      "trained on a different model")
 
@@ -206,8 +207,8 @@ def fuse_into_folder(base: Path, architecture: str, loras: list[tuple[Path, floa
     deltas: Deltas = {}
     for step, (path, strength, label) in enumerate(loras, start=1):
         reporter.progress(step, total, f"Reading {label} ({path.name}, strength {strength:g})…")
-        for key, delta in lora_deltas(path, label, base, model, components).items():
-            deltas[key] = deltas.get(key, 0) + delta * strength
+        for key, factors in lora_deltas(path, label, base, model, components).items():
+            deltas.setdefault(key, []).extend((up * strength, down) for up, down in factors)
         reporter.check_cancelled()
     if not deltas:
         raise InputError(f"{loras[0][2]}: {loras[0][0]} changes no weight of the base model")
@@ -259,10 +260,11 @@ def _fused(file: Path, component: str, deltas: Deltas) -> Callable[[TensorSpec],
 
     def produce(spec: TensorSpec) -> torch.Tensor:
         weight = handle.get_tensor(spec.name)
-        delta = deltas.get((component, spec.name))
-        if delta is None:
+        factors = deltas.get((component, spec.name))
+        if factors is None:
             return weight
-        fused = (weight.float() + delta).to(weight.dtype)
+        delta = sum((up @ down for up, down in factors), torch.zeros(()))
+        fused = (weight.float() + delta.reshape(weight.shape)).to(weight.dtype)
         if not bool(torch.isfinite(fused).all()):
             raise InputError(f"base model: {component} tensor {spec.name} holds NaN or infinite values after fusing "
                              f"(the LoRA's change overflows {weight.dtype}, or the base weight was already broken); "
