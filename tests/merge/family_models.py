@@ -54,3 +54,26 @@ def write_single_file(model: Path, path: Path) -> Path:
     loaded = load_model(model)
     _save_single_file(loaded.pipeline, loaded.info.architecture, path, {})
     return path
+
+
+def sharded(model: Path, into: Path, component: str = "transformer") -> Path:
+    """A copy of ``model`` whose ``component`` is stored in two shards with an index, as the real Flux, Qwen-Image …
+    folders store their transformer and T5 (``diffusion_pytorch_model-00001-of-00002.safetensors`` …)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model, into)
+    (file,) = sorted((into / component).glob("*.safetensors"))
+    tensors = load_file(file)
+    file.unlink()
+    stem = file.name.split(".")[0]
+    names = sorted(tensors)
+    weight_map = {}
+    for index, part in enumerate((names[: len(names) // 2], names[len(names) // 2:]), start=1):
+        shard = f"{stem}-{index:05d}-of-00002.safetensors"
+        save_file({k: tensors[k] for k in part}, str(into / component / shard), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, shard)
+    (into / component / f"{stem}.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}), encoding="utf-8")
+    return into

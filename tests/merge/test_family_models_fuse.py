@@ -200,3 +200,16 @@ def test_every_other_family_fuses_both_files_to_peft_s_own_merge(tmp_path, arch)
         fused = folder_tensors(fuse_lora(base, [(file, STRENGTH)], output_dir=tmp_path / f"fused-{index}").outputs[0])
         assert {k for k in original if not torch.equal(fused[k], original[k])} == expected.keys(), (arch, file.name)
         assert all(torch.allclose(fused[k].float(), v, atol=1e-5) for k, v in expected.items()), (arch, file.name)
+
+
+def test_a_sharded_transformer_is_fused_shard_by_shard(tmp_path, family_cases):
+    from tests.merge.family_models import sharded
+
+    base, diffusers_file, _ = family_cases("flux")
+    plain = fuse_lora(base, [(diffusers_file, STRENGTH)], output_dir=tmp_path / "plain").outputs[0]
+    shards = fuse_lora(sharded(base, tmp_path / "sharded"), [(diffusers_file, STRENGTH)],
+                       output_dir=tmp_path / "fused").outputs[0]
+    assert len(list((shards / "transformer").glob("*-of-00002.safetensors"))) == 2
+    assert (shards / "transformer" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    expected, fused = folder_tensors(plain), folder_tensors(shards)
+    assert expected.keys() == fused.keys() and all(torch.equal(expected[k], fused[k]) for k in fused)

@@ -14,6 +14,7 @@ from tests.merge.family_models import (
     MAIN_FAMILIES,
     folder_tensors,
     perturbed,
+    sharded,
     transformer_families,
     write_single_file,
 )
@@ -122,3 +123,19 @@ def test_the_command_line_merges_and_refuses_with_exit_2(tmp_path, models, capsy
     assert main(["merge", "checkpoints", str(flux_a), str(flux_c), "--blocks", "OUT*=1", "--out",
                  str(tmp_path / "x")]) == 2
     assert "block weights:" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_sharded_folders_merge_into_a_folder_that_loads(tmp_path, models):
+    """The real folders keep their transformer (and T5) in shards with an index: the merged component is one file
+    under the unsharded name, which ``from_pretrained`` finds; a shared sharded component is copied with its index."""
+    from trainer.models import load_model
+
+    a, c = models("flux")
+    a2 = sharded(sharded(a, tmp_path / "a-transformer"), tmp_path / "a2", "text_encoder_2")
+    c2 = sharded(c, tmp_path / "c-shards", "text_encoder_2")
+    out = merge_checkpoints(a2, c2, tmp_path / "ac", alpha=1.0).output
+    assert [p.name for p in (out / "transformer").glob("*.safetensors")] == ["diffusion_pytorch_model.safetensors"]
+    assert len(list((out / "text_encoder_2").glob("*.safetensors"))) == 2
+    merged, expected = folder_tensors(out), folder_tensors(c)
+    assert merged.keys() == expected.keys() and all(torch.equal(merged[k], expected[k]) for k in merged)
+    assert load_model(out).info.architecture == "flux"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -320,7 +321,7 @@ def _write(first: ModelTensors, out: Path, specs: list[TensorSpec], produce: Cal
             reporter.progress(done, len(specs), f"Copied {component} from model A")
         for component, component_specs in by_component.items():
             # One file per component, named as diffusers expects (shards and variant suffixes joined).
-            name = first_file[component].split(".")[0] + ".safetensors"
+            name = re.sub(r"-\d+-of-\d+$", "", first_file[component].split(".")[0]) + ".safetensors"
             renamed = [TensorSpec(s.name.split("/", 1)[1], s.dtype, s.shape) for s in component_specs]
             write_streaming(staging / component / name, renamed,
                             lambda spec, component=component: produce(
