@@ -97,7 +97,7 @@ class FuseForm(MergeForm):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.model = PathPicker("model", "Base model: diffusers folder, or an SD .safetensors")
+        self.model = PathPicker("model", "Diffusers folder or SD file")
         self.lora = PathPicker("file", "LoRA .safetensors (kohya or diffusers)", LORA_FILTER)
         self.strength = weight_box(1.0)
         self.add_row(self.inputs, "Base model", self.model)
