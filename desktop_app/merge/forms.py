@@ -204,8 +204,9 @@ class CheckpointsForm(MergeForm):
         self.alpha = weight_box(0.5, -1.0, 2.0)
         self.blocks = QLineEdit()
         self.blocks.setPlaceholderText("Optional per-block α, e.g. IN*=0.2, M00=0.5, OUT*=0.8")
-        self.blocks.setToolTip("SD UNets only (refused for transformer families). UNet blocks: IN00–IN11, M00, "
-                               "OUT00–OUT11 (SDXL: IN00–IN08, OUT00–OUT08); BASE is the "
+        self.blocks.setToolTip("Transformers (Flux, Z-Image, …) name their own blocks: transformer_blocks.*=0.3, "
+                               "single_transformer_blocks.2=1 (BFL files: double_blocks.*, single_blocks.*). "
+                               "UNet blocks: IN00–IN11, M00, OUT00–OUT11 (SDXL: IN00–IN08, OUT00–OUT08); BASE is the "
                                "text encoders, VAE and embeddings. NAME=VALUE pairs with * globs, later ones win; "
                                "or one number per block in the order BASE, IN…, M00, OUT….")
         self.add_row(self.inputs, "Method", self.method)

@@ -104,8 +104,8 @@ def test_refusals_name_the_file_or_field(tmp_path, models):
     zimage_a, _ = models("zimage")
     with pytest.raises(InputError, match=r"model B: .*zimage-a is Z-Image but model A is Flux\.1"):
         merge_checkpoints(flux_a, zimage_a, tmp_path / "x", alpha=0.5)
-    with pytest.raises(InputError, match=r"block weights: .*flux-a is a Flux\.1 model, whose transformer has no UNet "
-                                         r"blocks"):
+    with pytest.raises(InputError, match=r"block weights: 'IN\*' names no block of this model; it has BASE, "
+                                         r"transformer_blocks\.0, single_transformer_blocks\.0, "):
         merge_checkpoints(flux_a, flux_b, tmp_path / "y", alpha=0.5, block_weights="IN*=0.2")
     with pytest.raises(InputError, match="components must be all or denoiser"):
         merge_checkpoints(flux_a, flux_b, tmp_path / "z", components="vae")  # type: ignore[arg-type]
@@ -122,7 +122,7 @@ def test_the_command_line_merges_and_refuses_with_exit_2(tmp_path, models, capsy
     assert all(torch.equal(merged[k], c[k] if k.startswith("transformer/") else a[k]) for k in merged)
     assert main(["merge", "checkpoints", str(flux_a), str(flux_c), "--blocks", "OUT*=1", "--out",
                  str(tmp_path / "x")]) == 2
-    assert "block weights:" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert "block weights: 'OUT*' names no block" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_sharded_folders_merge_into_a_folder_that_loads(tmp_path, models):
@@ -139,3 +139,30 @@ def test_sharded_folders_merge_into_a_folder_that_loads(tmp_path, models):
     merged, expected = folder_tensors(out), folder_tensors(c)
     assert merged.keys() == expected.keys() and all(torch.equal(merged[k], expected[k]) for k in merged)
     assert load_model(out).info.architecture == "flux"
+
+
+def test_per_block_weights_name_the_transformers_own_blocks(tmp_path, models):
+    """Flux: ``transformer_blocks.N`` (double) and ``single_transformer_blocks.N`` in a folder, BFL's
+    ``double_blocks.N`` and ``single_blocks.N`` in its single file; the rest (embedders, final layer, encoders, VAE)
+    is BASE."""
+    from trainer.merge.blocks import transformer_block_of, transformer_blocks
+
+    a, c = models("flux")
+    out = merge_checkpoints(a, c, tmp_path / "blocks", alpha=0.5,
+                            block_weights="SINGLE_TRANSFORMER_BLOCKS.*=1, transformer_blocks.0=0").output
+    tensors_a, tensors_c = folder_tensors(a, text_encoders=False), folder_tensors(c, text_encoders=False)
+    merged = folder_tensors(out, text_encoders=False)
+    seen = set()
+    for key, value in merged.items():
+        block = transformer_block_of(key)
+        weight = (1.0 if block.startswith("single_transformer_blocks.") else
+                  0.0 if block == "transformer_blocks.0" else 0.5)
+        seen.add(weight)
+        blend = tensors_a[key].float() * (1 - weight) + tensors_c[key].float() * weight
+        assert torch.allclose(value.float(), blend, atol=1e-6), key
+    assert seen == {0.0, 0.5, 1.0}
+    assert transformer_block_of("transformer/x_embedder.weight") == transformer_block_of("vae/decoder.up_blocks.0.w") \
+        == "BASE"
+    bfl = ["img_in.weight", "double_blocks.0.img_attn.qkv.weight", "single_blocks.1.linear1.weight",
+           "single_blocks.0.linear2.weight", "final_layer.linear.weight"]
+    assert transformer_blocks(bfl) == ["BASE", "double_blocks.0", "single_blocks.0", "single_blocks.1"]

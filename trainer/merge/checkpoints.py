@@ -5,7 +5,7 @@ input is in memory at a time, so three SDXL checkpoints merge in a few hundred m
 arithmetic is done in float32 and stored in A's dtype (or the one asked for), except that a merged
 diffusers folder keeps its text encoders in fp32 (``trainer.models.folder_dtypes``: so that a plain
 ``from_pretrained`` loads matching parts).  Per-block weights
-(``blocks``) replace α for the UNet blocks they name; they are SD UNet names, refused for transformer families.
+(``blocks``) replace α for the blocks they name: SD UNet blocks, or a transformer's own repeated blocks.
 
 Every family merges: SD 1.x/2.x/SDXL as diffusers folders or original-layout files, the transformer families
 (Flux.1, Z-Image, Qwen-Image, SD 3.5, …) as diffusers folders or their own single files (the transformer file in
@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 
 from trainer.errors import InputError
-from trainer.merge.blocks import block_of, model_blocks, parse_block_weights
+from trainer.merge.blocks import block_of, model_blocks, parse_block_weights, transformer_block_of, transformer_blocks
 from trainer.merge.outputs import (
     MERGE_INFO_FILE,
     MERGE_METADATA_KEY,
@@ -127,14 +127,16 @@ def _denoiser_label(model: ModelTensors) -> str:
     return "UNet" if family(model.info.architecture).denoiser == "unet" else "transformer"
 
 
-def refuse_block_weights(model: ModelTensors, spec: str) -> None:
-    """Per-block weights name SD UNet blocks (IN00…, M00, OUT00…); a transformer has other blocks: refused by name."""
+def block_naming(model: ModelTensors) -> tuple[Callable[[str], str], list[str]]:
+    """How the model's tensors are named for per-block weights, and its blocks: SD UNet names (IN00…, M00, OUT00…),
+    or a transformer's own repeated blocks (``transformer_blocks.3``, BFL's ``double_blocks.3``; ``blocks``)."""
     from trainer.families import family
 
     facts = family(model.info.architecture)
-    if spec.strip() and facts.kind == "transformer":
-        raise InputError(f"block weights: {model.path} is {facts.a_name} model, whose transformer has no UNet blocks "
-                         "(IN00…, M00, OUT00…); merge it without per-block weights (one α for every tensor)")
+    if facts.kind == "transformer":
+        return transformer_block_of, transformer_blocks(model.specs, facts.blocks)
+    lpb = layers_per_block(model)
+    return (lambda key: block_of(key, lpb)), model_blocks(model.specs, lpb)
 
 
 def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha: float = 0.5,
@@ -165,9 +167,8 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
         first = models["A"]
         if not first.is_folder and out.suffix.lower() != ".safetensors":
             raise InputError(f"output: {out} must end in .safetensors (merged checkpoints are always safetensors)")
-        refuse_block_weights(first, block_weights)
-        lpb = layers_per_block(first)
-        weights = parse_block_weights(block_weights, model_blocks(first.specs, lpb), alpha)
+        block, blocks = block_naming(first)
+        weights = parse_block_weights(block_weights, blocks, alpha)
         summary = MergeSummary(out, len(first.specs), block_weights=weights, warnings=warnings)
         summary.kept_from_a = [k for k in first.specs if any(k not in m.specs for m in models.values())]
         summary.dropped = sorted({k for m in models.values() for k in m.specs if k not in first.specs})
@@ -191,7 +192,7 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
                 return values["A"].to(spec.dtype)
             if all(torch.equal(values["A"], value) for value in values.values()):
                 return values["A"].to(spec.dtype)  # the same in every input: A's, without a rounding step
-            weight = weights[block_of(spec.name, lpb)]
+            weight = weights[block(spec.name)]
             x = values["A"].float()
             if method == "weighted_sum":
                 merged = x * (1 - weight) + values["B"].float() * weight

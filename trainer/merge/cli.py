@@ -29,7 +29,8 @@ BLOCKS_HELP = ("per-block UNet weights replacing --alpha where given: NAME=VALUE
                "winning, e.g. 'IN*=0.2,IN00=0,M00=0.5,OUT*=0.8'; or one number per block in the order BASE, IN00…, "
                "M00, OUT00… (26 for SD 1.x/2.x, 20 for SDXL). BASE = text encoders, VAE and the UNet's embeddings "
                "and final layers; INnn/OUTnn = the original checkpoints' input_blocks.nn/output_blocks.nn. "
-               "SD UNets only: refused for transformer families")
+               "Transformer families name their own blocks: 'transformer_blocks.*=0.3,single_transformer_blocks.*=0.7' "
+               "(a Flux folder), 'double_blocks.*=…' (BFL's file); BASE = everything outside them")
 
 
 class TerminalReporter:
