@@ -139,9 +139,12 @@ def test_refusals_name_the_file_or_field(tmp_path, family_cases):
         fuse_lora(zimage, [(flux_kohya, 1.0)], output_dir=tmp_path / "b")
     single = tmp_path / "flux.safetensors"
     fuse_lora(flux, [(flux_lora, 1.0)], output_file=single)
-    with pytest.raises(InputError, match=r"base model: .*flux\.safetensors is a single Flux\.1 file; fuse a LoRA into "
-                                         r"its diffusers folder"):
-        fuse_lora(single, [(flux_lora, 1.0)], output_dir=tmp_path / "c")
+    with pytest.raises(InputError, match=r"output: .*flux\.safetensors is a single Flux\.1 file, fused into a single "
+                                         r"file of the same layout \(--out-file\)"):
+        fuse_lora(single, [(flux_kohya, 1.0)], output_dir=tmp_path / "c")
+    with pytest.raises(InputError, match=r"LoRA: module transformer\.\S+ names no weight of flux\.safetensors "
+                                         r"\(Flux\.1, whose file is in its original layout: fuse the kohya/ComfyUI"):
+        fuse_lora(single, [(flux_lora, 1.0)], output_file=tmp_path / "c.safetensors")
     with pytest.raises(InputError, match=r"dtype: a Flux\.1 model is fused in the precision it is stored in"):
         fuse_lora(flux, [(flux_lora, 1.0)], output_dir=tmp_path / "d", dtype="fp16")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flux.safetensors"]
@@ -213,3 +216,20 @@ def test_a_sharded_transformer_is_fused_shard_by_shard(tmp_path, family_cases):
     assert (shards / "transformer" / "diffusion_pytorch_model.safetensors.index.json").is_file()
     expected, fused = folder_tensors(plain), folder_tensors(shards)
     assert expected.keys() == fused.keys() and all(torch.equal(expected[k], fused[k]) for k in fused)
+
+
+@pytest.mark.parametrize("arch", ["flux", "qwenimage"])
+def test_the_familys_single_file_fuses_in_its_own_layout(tmp_path, family_cases, arch):
+    """BFL's Flux file with the kohya file (fused qkv as it is), ComfyUI's Qwen-Image file with the diffusers one: the
+    fused file is what the family's writer makes of the fused folder."""
+    from tests.merge.family_models import write_single_file
+
+    base, diffusers_file, kohya_file = family_cases(arch)
+    lora = kohya_file if arch == "flux" else diffusers_file
+    folder = fuse_lora(base, [(lora, STRENGTH)], output_dir=tmp_path / "fused").outputs[0]
+    expected = load_file(write_single_file(folder, tmp_path / "expected.safetensors"))
+    single = write_single_file(base, tmp_path / "base.safetensors")
+    fused = load_file(fuse_lora(single, [(lora, STRENGTH)], output_file=tmp_path / "fused.safetensors").outputs[0])
+    assert fused.keys() == expected.keys()
+    assert all(torch.allclose(fused[k], expected[k], atol=1e-6) for k in fused), arch
+    assert any(not torch.equal(fused[k], v) for k, v in load_file(single).items())

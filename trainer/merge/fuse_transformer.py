@@ -14,6 +14,10 @@ Memory stays small: the folder is copied, and only the components the LoRA chang
 streamed (``stream.write_streaming``) with W ← W + strength·ΔW computed in float32 and stored in W's dtype.  The
 family's single file (BFL's transformer file for Flux, …) is written from the fused folder by the family's own
 writer, where it has one.
+
+The family's own single file (BFL's Flux transformer, ComfyUI's Qwen-Image file, …) is fused as it is, streamed key by
+key into a file of the same layout (``fuse_into_file``): the kohya/ComfyUI LoRA names its layers directly (ΔW whole,
+nothing to split); a diffusers LoRA only where the file keeps diffusers' names.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import importlib
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +82,8 @@ def _components(base: Path, model: Family) -> dict[str, _Component]:
     return found
 
 
-def lora_deltas(path: Path, label: str, base: Path, model: Family, components: dict[str, _Component]) -> Deltas:
-    """Every ΔW a LoRA file makes, as factors (alpha/rank folded into up), keyed by the base folder's tensor."""
+def lora_modules(path: Path, label: str, model: Family) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """A LoRA file's modules as (name, up · alpha/rank, down), float32; anything but plain LoRA refused by name."""
     from safetensors import safe_open
 
     header = read_header(path, label)
@@ -93,13 +97,6 @@ def lora_deltas(path: Path, label: str, base: Path, model: Family, components: d
             raise InputError(f"{label}: {path} holds {key}, {what}; only plain LoRA (down/up, alpha) fuses into a "
                              f"{model.display_name} model")
         modules.setdefault(key[: -len(suffix)], {})[_PARTS[suffix]] = key
-    layout = _original_layout(base, model)
-    original = sorted(m for m in modules if m.startswith(("lora_unet_", "diffusion_model.")))
-    if original and not layout:
-        raise InputError(f"{label}: {path} names the transformer in an original (kohya/ComfyUI) layout (first: "
-                         f"{original[0]}), but {model.display_name} LoRAs are read in diffusers' layout only "
-                         f"({model.denoiser}.<module>.lora_A/lora_B)")
-    deltas: Deltas = {}
     with safe_open(str(path), framework="pt") as handle:
         for module, parts in sorted(modules.items()):
             if "down" not in parts or "up" not in parts:
@@ -110,13 +107,30 @@ def lora_deltas(path: Path, label: str, base: Path, model: Family, components: d
                 raise InputError(f"{label}: module {module} in {path} has down {list(down.shape)} and up "
                                  f"{list(up.shape)}, which are not the two factors of one linear LoRA")
             scale = float(handle.get_tensor(parts["alpha"])) / down.shape[0] if "alpha" in parts else 1.0
-            for (component, tensor), piece in _place(module, up * scale, model, components, layout, label).items():
-                _, _, shape = components[component].weights[tensor]
-                if piece.shape[0] * down.shape[1] != _numel(shape):
-                    raise InputError(f"{label}: module {module} changes a {[piece.shape[0], down.shape[1]]} weight, "
-                                     f"but the base model's {component} {tensor} is {list(shape)}; the LoRA was "
-                                     "trained on a different model")
-                deltas.setdefault((component, tensor), []).append((piece, down))
+            yield module, up * scale, down
+
+
+def _refuse_shape(label: str, module: str, rows: int, down: torch.Tensor, where: str, shape: tuple[int, ...]) -> None:
+    if rows * down.shape[1] != _numel(shape):
+        raise InputError(f"{label}: module {module} changes a {[rows, down.shape[1]]} weight, but the base model's "
+                         f"{where} is {list(shape)}; the LoRA was trained on a different model")
+
+
+def lora_deltas(path: Path, label: str, base: Path, model: Family, components: dict[str, _Component]) -> Deltas:
+    """Every ΔW a LoRA file makes, as factors (alpha/rank folded into up), keyed by the base folder's tensor."""
+    layout = _original_layout(base, model)
+    modules = list(lora_modules(path, label, model))
+    original = sorted(m for m, _, _ in modules if m.startswith(("lora_unet_", "diffusion_model.")))
+    if original and not layout:
+        raise InputError(f"{label}: {path} names the transformer in an original (kohya/ComfyUI) layout (first: "
+                         f"{original[0]}), but {model.display_name} LoRAs are read in diffusers' layout only "
+                         f"({model.denoiser}.<module>.lora_A/lora_B)")
+    deltas: Deltas = {}
+    for module, up, down in modules:
+        for (component, tensor), piece in _place(module, up, model, components, layout, label).items():
+            _refuse_shape(label, module, piece.shape[0], down, f"{component} {tensor}",
+                          components[component].weights[tensor][2])
+            deltas.setdefault((component, tensor), []).append((piece, down))
     return deltas
 
 
@@ -197,8 +211,7 @@ def fuse_into_folder(base: Path, architecture: str, loras: list[tuple[Path, floa
     single file ``single``.  Returns the outputs and how many weights changed."""
     model = family(architecture)
     if not base.is_dir():
-        raise InputError(f"base model: {base} is a single {model.display_name} file; fuse a LoRA into its diffusers "
-                         "folder (the result can be written as the single file too, with --out-file)")
+        return fuse_into_file(base, architecture, loras, folder, single, metadata, reporter)
     if single is not None and model.single_file_writer is None:
         raise InputError(f"output file: Kamaal writes no single file for {model.display_name} models; write the "
                          "fused model as a diffusers folder (--out-dir)")
@@ -289,3 +302,68 @@ def write_family_single_file(folder: Path, architecture: str, path: Path, metada
     del pipeline
     specs = [TensorSpec(k, v.dtype, tuple(v.shape)) for k, v in tensors.items()]
     return write_streaming(path, specs, lambda spec: tensors[spec.name], metadata)
+
+
+def fuse_into_file(base: Path, architecture: str, loras: list[tuple[Path, float, str]], folder: Path | None,
+                   single: Path | None, metadata: dict[str, str], reporter: Reporter) -> tuple[list[Path], int]:
+    """Fuse ``loras`` into the family's own single file ``base`` (BFL's Flux transformer, ComfyUI's Qwen-Image file,
+    …) and write ``single`` in the same layout, tensor by tensor.  A LoRA module must name one of the file's weights:
+    the kohya/ComfyUI file does (its names are the original layout's, ``lora_unet_`` + the path with underscores or
+    ``diffusion_model.`` + the path), and so does a diffusers file where the family's file keeps diffusers' names
+    (Qwen-Image); a module of another layout (a diffusers Flux LoRA's ``to_q``, BFL's ``qkv`` being fused) or of a
+    text encoder is left out with a warning (as ComfyUI's model-only LoRA loader does: the file has no place for it)."""
+    from trainer.merge.sources import _DTYPES_BY_NAME
+
+    model = family(architecture)
+    if folder is not None or single is None:
+        raise InputError(f"output: {base} is a single {model.display_name} file, fused into a single file of the "
+                         "same layout (--out-file); for a diffusers folder, fuse into the model's folder")
+    header = read_header(base, "base model")
+    refuse_dtypes(header, "base model")
+    specs = {key: (_DTYPES_BY_NAME[entry.dtype], entry.shape) for key, entry in header.tensors.items()}
+    prefix = "model.diffusion_model." if any(k.startswith("model.diffusion_model.") for k in specs) else ""
+    names: dict[str, str] = {}  # a LoRA module's name, in each spelling a file may use → the weight it changes
+    for key in specs:
+        if key.startswith(prefix) and key.endswith(".weight"):
+            path = key[len(prefix): -len(".weight")]
+            for name in ("lora_unet_" + path.replace(".", "_"), "diffusion_model." + path, f"{model.denoiser}.{path}"):
+                names.setdefault(name, key)
+    total = 2 + len(loras)
+    deltas: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for step, (path, strength, label) in enumerate(loras, start=1):
+        reporter.progress(step, total, f"Reading {label} ({path.name}, strength {strength:g})…")
+        left_out = []
+        for module, up, down in lora_modules(path, label, model):
+            key = names.get(module)
+            if key is None and _is_text_encoder(module, model):
+                left_out.append(module)
+                continue
+            if key is None:
+                raise InputError(f"{label}: module {module} names no weight of {base.name} ({model.display_name}, "
+                                 f"{_why_not(module, model)})")
+            _refuse_shape(label, module, up.shape[0], down, key, specs[key][1])
+            deltas.setdefault(key, []).append((up * strength, down))
+        if left_out:
+            reporter.log(f"{label}: {len(left_out)} text-encoder module(s) left out (first: {left_out[0]}): "
+                         f"{base.name} holds the transformer; fuse into the diffusers folder to keep them", "warning")
+        reporter.check_cancelled()
+    if not deltas:
+        raise InputError(f"{loras[0][2]}: {loras[0][0]} changes no weight of {base.name}")
+    reporter.progress(len(loras) + 1, total, f"Writing {single.name}…")
+    fused = _fused(base, "", {("", key): factors for key, factors in deltas.items()})
+    write_streaming(single, [TensorSpec(k, d, s) for k, (d, s) in specs.items()], fused, metadata,
+                    lambda _d, _n: reporter.check_cancelled())
+    reporter.progress(total, total, "Done")
+    return [single], len(deltas)
+
+
+def _is_text_encoder(module: str, model: Family) -> bool:
+    return bool(_KOHYA_TEXT.fullmatch(module)) or any(module.startswith(f"{spec.component}.")
+                                                      for spec in model.text_encoders)
+
+
+def _why_not(module: str, model: Family) -> str:
+    if module.startswith(f"{model.denoiser}."):
+        return ("whose file is in its original layout: fuse the kohya/ComfyUI LoRA file, or fuse into the diffusers "
+                "folder")
+    return "the LoRA was trained on a different model"
