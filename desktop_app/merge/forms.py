@@ -97,7 +97,7 @@ class FuseForm(MergeForm):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.model = PathPicker("model", "Diffusers folder or SD file")
+        self.model = PathPicker("model", "Diffusers folder or single file")
         self.lora = PathPicker("file", "LoRA .safetensors (kohya or diffusers)", LORA_FILTER)
         self.strength = weight_box(1.0)
         self.add_row(self.inputs, "Base model", self.model)
@@ -110,8 +110,8 @@ class FuseForm(MergeForm):
         self.add_row(self.output, "Single file", self.out_file)
         self.add_row(self.output, "Precision", self.dtype)
         self.output.addRow(_hint("Give a folder, a single file, or both. Flux, Z-Image, Qwen-Image, SD 3.5 and the "
-                                 "other transformer families fuse into their diffusers folder (kohya or diffusers "
-                                 "LoRA) and keep its precision; their single file is the family's own (Flux: BFL's)."))
+                                 "other transformer families keep their precision; their single file is the family's "
+                                 "own (Flux: BFL's), and one given as the base gives a file of the same layout."))
         self._watch(self.model, self.lora, self.strength, self.out_dir, self.out_file, self.dtype)
 
     def args(self) -> dict[str, Any]:

@@ -158,7 +158,10 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
 
     fuse = commands.add_parser("fuse-lora", help="bake LoRA(s) into a base model (W + strength·ΔW)",
                                description="Bake one or more LoRAs (kohya or diffusers format) into a base model "
-                                           "and save it as a diffusers folder, a single-file checkpoint, or both.")
+                                           "and save it as a diffusers folder, a single-file checkpoint, or both. "
+                                           "Transformer families (Flux.1, Z-Image, Qwen-Image, SD 3.5, …): a diffusers "
+                                           "folder (kohya/ComfyUI or diffusers LoRA), or the family's own single file, "
+                                           "fused into a file of the same layout (--out-file); precision as stored.")
     fuse.add_argument("model", metavar="MODEL", help="base model: a diffusers folder or a single .safetensors/.ckpt")
     fuse.add_argument("loras", metavar="LORA", nargs="+", help="LoRA .safetensors file(s)")
     fuse.add_argument("--strength", type=float, nargs="+", metavar="S",
