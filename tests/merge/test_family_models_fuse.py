@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.merge.family_models import MAIN_FAMILIES, folder_tensors, transformer_families
 from trainer.errors import InputError
@@ -145,6 +145,14 @@ def test_refusals_name_the_file_or_field(tmp_path, family_cases):
     with pytest.raises(InputError, match=r"LoRA: module transformer\.\S+ names no weight of flux\.safetensors "
                                          r"\(Flux\.1, whose file is in its original layout: fuse the kohya/ComfyUI"):
         fuse_lora(single, [(flux_lora, 1.0)], output_file=tmp_path / "c.safetensors")
+    broken = load_file(flux_lora)
+    key = next(k for k in sorted(broken) if k.startswith("transformer.") and k.endswith("lora_B.weight"))
+    broken[key][0, 0] = float("nan")
+    save_file(broken, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(InputError, match=r"base model: .*transformer tensor \S+ holds NaN or infinite values after "
+                                         r"fusing .*nothing was written"):
+        fuse_lora(flux, [(tmp_path / "nan.safetensors", 1.0)], output_dir=tmp_path / "e")
+    (tmp_path / "nan.safetensors").unlink()
     with pytest.raises(InputError, match=r"dtype: a Flux\.1 model is fused in the precision it is stored in"):
         fuse_lora(flux, [(flux_lora, 1.0)], output_dir=tmp_path / "d", dtype="fp16")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flux.safetensors"]

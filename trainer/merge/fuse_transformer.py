@@ -279,7 +279,8 @@ def _fused(file: Path, component: str, deltas: Deltas) -> Callable[[TensorSpec],
         delta = sum((up @ down for up, down in factors), torch.zeros(()))
         fused = (weight.float() + delta.reshape(weight.shape)).to(weight.dtype)
         if not bool(torch.isfinite(fused).all()):
-            raise InputError(f"base model: {component} tensor {spec.name} holds NaN or infinite values after fusing "
+            where = f"{component} tensor" if component else "tensor"
+            raise InputError(f"base model: {file}: {where} {spec.name} holds NaN or infinite values after fusing "
                              f"(the LoRA's change overflows {weight.dtype}, or the base weight was already broken); "
                              "nothing was written")
         return fused
