@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.merge.family_models import (
     MAIN_FAMILIES,
@@ -94,6 +94,13 @@ def test_the_familys_single_files_merge(tmp_path, models, arch):
     assert all(torch.allclose(merged[k].float(), (tensors_a[k].float() + tensors_b[k].float()) / 2, atol=1e-6)
                for k in merged if merged[k].is_floating_point())
     assert any(not torch.equal(merged[k], tensors_a[k]) for k in merged)
+    # ComfyUI saves the same transformer with model.diffusion_model. before each key: read under A's names.
+    comfy = tmp_path / "b-comfy.safetensors"
+    save_file({"model.diffusion_model." + k: v for k, v in tensors_b.items()}, str(comfy))
+    summary = merge_checkpoints(file_a, comfy, tmp_path / "m-comfy.safetensors", alpha=1.0)
+    merged = load_file(summary.output)
+    assert merged.keys() == tensors_a.keys() and all(torch.equal(merged[k], tensors_b[k]) for k in merged)
+    assert "ComfyUI's model.diffusion_model. key prefix" in summary.warnings[0]
     with pytest.raises(InputError, match=r"model B: .*b\.safetensors is a single-file checkpoint but model A is a "
                                          r"diffusers folder"):
         merge_checkpoints(a, file_b, tmp_path / "mixed")

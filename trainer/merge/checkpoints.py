@@ -121,6 +121,34 @@ def _is_denoiser(key: str, model: ModelTensors) -> bool:
     return True
 
 
+COMFY_PREFIX = "model.diffusion_model."
+
+
+def align_comfy_prefix(models: dict[str, ModelTensors]) -> list[str]:
+    """A transformer family's single file with ComfyUI's ``model.diffusion_model.`` before every key and one without
+    (BFL's own Flux file) hold the same weights: the others are read under model A's names.  Returns warnings."""
+    from trainer.families import family
+
+    first = models["A"]
+    if first.is_folder or family(first.info.architecture).kind != "transformer":
+        return []
+    warnings = []
+
+    def prefixed(model: ModelTensors) -> bool:
+        return bool(model.specs) and all(key.startswith(COMFY_PREFIX) for key in model.specs)
+
+    for role, model in models.items():
+        if model.is_folder or model.info.architecture != first.info.architecture or prefixed(model) == prefixed(first):
+            continue
+        if prefixed(model):
+            model.rename_prefix(COMFY_PREFIX, "")
+        else:
+            model.rename_prefix("", COMFY_PREFIX)
+        warnings.append(f"model {role}: {model.path} differs from model A only in ComfyUI's {COMFY_PREFIX} key "
+                        "prefix; it is read under A's names")
+    return warnings
+
+
 def _denoiser_label(model: ModelTensors) -> str:
     from trainer.families import family
 
@@ -163,7 +191,7 @@ def merge_checkpoints(a: Path | str, b: Path | str, output: Path | str, *, alpha
     reporter.progress(0, 1, "Reading the models' headers…")
     models = {role: open_model(path, f"model {role}") for role, path in paths.items()}
     try:
-        warnings = check_compatible(models)
+        warnings = align_comfy_prefix(models) + check_compatible(models)
         first = models["A"]
         if not first.is_folder and out.suffix.lower() != ".safetensors":
             raise InputError(f"output: {out} must end in .safetensors (merged checkpoints are always safetensors)")

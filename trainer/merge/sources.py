@@ -34,6 +34,8 @@ class ModelTensors:
     info: ModelInfo
     specs: dict[str, tuple[torch.dtype, tuple[int, ...]]]
     file_of: dict[str, str] = field(default_factory=dict)  # diffusers: key → file relative to the folder
+    # A name in ``specs`` → the file's own, where they differ (``rename_prefix``: ComfyUI's ``model.diffusion_model.``).
+    aliases: dict[str, str] = field(default_factory=dict)
     _handles: dict[str, Any] = field(default_factory=dict)
     _checkpoint: CheckpointFile | None = None
 
@@ -42,6 +44,7 @@ class ModelTensors:
         return self.info.source_kind == "diffusers"
 
     def get(self, key: str) -> torch.Tensor:
+        key = self.aliases.get(key, key)
         if self._checkpoint is not None and self._checkpoint._tensors is not None:
             return self._checkpoint._tensors[key]
         relative = self.file_of.get(key, "")
@@ -58,6 +61,16 @@ class ModelTensors:
             except Exception as error:  # safetensors raises its own error types on damaged files
                 raise InputError(f"{file} could not be read ({error})") from None
         return self._handles[relative]
+
+    def rename_prefix(self, old: str, new: str) -> None:
+        """Name every tensor ``new`` + rest instead of ``old`` + rest (reading them still by the file's names)."""
+        renamed = {}
+        for key, spec in self.specs.items():
+            name = new + key.removeprefix(old) if key.startswith(old) else key
+            renamed[name] = spec
+            if name != key:
+                self.aliases[name] = self.aliases.get(key, key)
+        self.specs = renamed
 
     def close(self) -> None:
         self._handles.clear()  # safe_open handles close when released
