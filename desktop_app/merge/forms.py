@@ -97,7 +97,7 @@ class FuseForm(MergeForm):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.model = PathPicker("model", "Base model: diffusers folder or .safetensors")
+        self.model = PathPicker("model", "Diffusers folder or single file")
         self.lora = PathPicker("file", "LoRA .safetensors (kohya or diffusers)", LORA_FILTER)
         self.strength = weight_box(1.0)
         self.add_row(self.inputs, "Base model", self.model)
@@ -109,7 +109,9 @@ class FuseForm(MergeForm):
         self.add_row(self.output, "Folder", self.out_dir)
         self.add_row(self.output, "Single file", self.out_file)
         self.add_row(self.output, "Precision", self.dtype)
-        self.output.addRow(_hint("Give a folder, a single file, or both."))
+        self.output.addRow(_hint("Give a folder, a single file, or both. Flux, Z-Image, Qwen-Image, SD 3.5 and the "
+                                 "other transformer families keep their precision; their single file is the family's "
+                                 "own (Flux: BFL's), and one given as the base gives a file of the same layout."))
         self._watch(self.model, self.lora, self.strength, self.out_dir, self.out_file, self.dtype)
 
     def args(self) -> dict[str, Any]:
@@ -192,7 +194,8 @@ class LorasForm(MergeForm):
 
 class CheckpointsForm(MergeForm):
     title = "Merge checkpoints"
-    description = "Weighted sum A·(1−α) + B·α, or add difference A + (B − C)·α. Works tensor by tensor."
+    description = ("Weighted sum A·(1−α) + B·α, or add difference A + (B − C)·α, of two models of one family "
+                   "(SD, SDXL, Flux, Z-Image, Qwen-Image, SD 3.5 …). Works tensor by tensor.")
     task = "merge-checkpoints"
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -205,7 +208,9 @@ class CheckpointsForm(MergeForm):
         self.alpha = weight_box(0.5, -1.0, 2.0)
         self.blocks = QLineEdit()
         self.blocks.setPlaceholderText("Optional per-block α, e.g. IN*=0.2, M00=0.5, OUT*=0.8")
-        self.blocks.setToolTip("UNet blocks: IN00–IN11, M00, OUT00–OUT11 (SDXL: IN00–IN08, OUT00–OUT08); BASE is the "
+        self.blocks.setToolTip("Transformers (Flux, Z-Image, …) name their own blocks: transformer_blocks.*=0.3, "
+                               "single_transformer_blocks.2=1 (BFL files: double_blocks.*, single_blocks.*). "
+                               "UNet blocks: IN00–IN11, M00, OUT00–OUT11 (SDXL: IN00–IN08, OUT00–OUT08); BASE is the "
                                "text encoders, VAE and embeddings. NAME=VALUE pairs with * globs, later ones win; "
                                "or one number per block in the order BASE, IN…, M00, OUT….")
         self.add_row(self.inputs, "Method", self.method)
@@ -214,13 +219,20 @@ class CheckpointsForm(MergeForm):
         self.add_row(self.inputs, "Model C", self.c)
         self.add_row(self.inputs, "α", self.alpha)
         self.add_row(self.inputs, "Blocks", self.blocks)
+        self.components = _combo([("Every component (shared ones are copied)", "all"),
+                                  ("UNet / transformer only (A's text encoders and VAE)", "denoiser")])
+        self.components.setToolTip("Fine-tunes usually change only the UNet or transformer. Every component: each one "
+                                   "that differs is blended, one identical in all models is copied. Denoiser only: "
+                                   "model A's text encoders and VAE are kept as they are.")
+        self.add_row(self.inputs, "Merge", self.components)
         self.dtype = _combo([("As model A", ""), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32")])
         self.out = PathPicker("save-path", "A .safetensors file (single files) or a folder (diffusers)")
         self.add_row(self.output, "Precision", self.dtype)
         self.add_row(self.output, "Save as", self.out)
         self.method.currentIndexChanged.connect(self._show_c)
         self._show_c()
-        self._watch(self.method, self.a, self.b, self.c, self.alpha, self.blocks, self.dtype, self.out)
+        self._watch(self.method, self.a, self.b, self.c, self.alpha, self.blocks, self.components, self.dtype,
+                    self.out)
 
     def _show_c(self) -> None:
         needed = self.method.currentData() == "add_difference"
@@ -231,8 +243,8 @@ class CheckpointsForm(MergeForm):
         add = self.method.currentData() == "add_difference"
         return {"method": self.method.currentData(), "a": self.a.path(), "b": self.b.path(),
                 "c": self.c.path() if add else None, "alpha": self.alpha.value(),
-                "block_weights": self.blocks.text().strip(), "dtype": self.dtype.currentData() or None,
-                "output": self.out.path()}
+                "block_weights": self.blocks.text().strip(), "components": self.components.currentData(),
+                "dtype": self.dtype.currentData() or None, "output": self.out.path()}
 
     def missing(self) -> str | None:
         if not (self.a.path() and self.b.path()):

@@ -13,6 +13,11 @@ Every tensor of a model belongs to one block:
 Diffusers folders are numbered the same way (``down_blocks.b.resnets.j`` is ``IN{1 + b·(L+1) + j}``
 with L layers per block), so a weight means the same layers in either form.
 
+A transformer (Flux.1, Z-Image, Qwen-Image, SD 3.5, …) has no UNet blocks: its blocks are its repeated blocks as
+its weights name them, ``CONTAINER.N`` — in a diffusers folder ``transformer_blocks.3`` and
+``single_transformer_blocks.12`` (Flux), ``layers.5`` (Z-Image); in a single file the file's own names (BFL's
+``double_blocks.3``/``single_blocks.12``); everything else (embedders, final layer, text encoders, VAE) is ``BASE``.
+
 Weights are given as ``NAME=VALUE`` pairs with shell-style globs, later pairs winning
 (``IN*=0.2,IN00=0,OUT*=0.8``), or as one number per block in the order BASE, IN…, M00, OUT…
 (SuperMerger's order: 25+1 numbers for SD 1.x/2.x, 19+1 for SDXL).  Blocks not named take α.
@@ -27,6 +32,9 @@ from collections.abc import Iterable
 from trainer.errors import InputError
 
 BASE = "BASE"
+# A transformer's repeated block: ``transformer/NAME.N.`` in a folder, ``NAME.N.`` (ComfyUI: after
+# ``model.diffusion_model.``) in a single file.
+_TRANSFORMER = re.compile(r"(?:transformer/|model\.diffusion_model\.)?([A-Za-z_]+)\.(\d+)\.")
 _ORIGINAL = re.compile(r"model\.diffusion_model\.(input_blocks|middle_block|output_blocks)\.(\d+)\.")
 _DIFFUSERS = re.compile(r"unet/(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.")
 
@@ -49,6 +57,27 @@ def block_of(key: str, layers_per_block: int = 2) -> str:
         index = level * per_level + (layers_per_block if kind == "upsamplers" else j)
         return f"OUT{index:02d}"
     return BASE
+
+
+def transformer_block_of(key: str) -> str:
+    """The block a transformer family's tensor belongs to: ``CONTAINER.N`` of its repeated blocks, else ``BASE``."""
+    if m := _TRANSFORMER.match(key):
+        return f"{m[1]}.{int(m[2])}"
+    return BASE
+
+
+def transformer_blocks(keys: Iterable[str], order: Iterable[str] = ()) -> list[str]:
+    """A transformer's blocks: BASE, then each container's blocks by index, the containers in ``order`` (the family's
+    ``Family.blocks``: Flux's ``transformer_blocks`` before ``single_transformer_blocks``), others by name after them
+    (BFL's ``double_blocks`` before ``single_blocks``)."""
+    rank = {name: i for i, name in enumerate(order)}
+    found = {transformer_block_of(key) for key in keys} - {BASE}
+
+    def place(block: str) -> tuple[int, str, int]:
+        container, index = block.rsplit(".", 1)
+        return rank.get(container, len(rank)), container, int(index)
+
+    return [BASE, *sorted(found, key=place)]
 
 
 def _order(name: str) -> tuple[int, int]:
@@ -79,7 +108,7 @@ def parse_block_weights(spec: str, blocks: list[str], alpha: float) -> dict[str,
         pattern = pattern.strip().upper()
         if not sep:
             raise InputError(f"block weights: {part!r} is not NAME=VALUE (e.g. IN04=0.3 or OUT*=1)")
-        matched = [b for b in blocks if fnmatch.fnmatchcase(b, pattern)]
+        matched = [b for b in blocks if fnmatch.fnmatchcase(b.upper(), pattern)]  # transformer names are lower case
         if not matched:
             raise InputError(f"block weights: {pattern!r} names no block of this model; it has {', '.join(blocks)}")
         for block in matched:

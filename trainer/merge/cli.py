@@ -28,7 +28,9 @@ EPILOG = """examples:
 BLOCKS_HELP = ("per-block UNet weights replacing --alpha where given: NAME=VALUE pairs with globs, later ones "
                "winning, e.g. 'IN*=0.2,IN00=0,M00=0.5,OUT*=0.8'; or one number per block in the order BASE, IN00…, "
                "M00, OUT00… (26 for SD 1.x/2.x, 20 for SDXL). BASE = text encoders, VAE and the UNet's embeddings "
-               "and final layers; INnn/OUTnn = the original checkpoints' input_blocks.nn/output_blocks.nn")
+               "and final layers; INnn/OUTnn = the original checkpoints' input_blocks.nn/output_blocks.nn. "
+               "Transformer families name their own blocks: 'transformer_blocks.*=0.3,single_transformer_blocks.*=0.7' "
+               "(a Flux folder), 'double_blocks.*=…' (BFL's file); BASE = everything outside them")
 
 
 class TerminalReporter:
@@ -107,7 +109,8 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     if method == "weighted_sum" and c is not None:
         raise InputError("checkpoints: the weighted sum takes two models; a third is only for --method add-difference")
     summary = merge_checkpoints(args.models[0], args.models[1], args.out, alpha=args.alpha, c=c, method=method,
-                                block_weights=args.blocks or "", dtype=args.dtype, reporter=TerminalReporter())
+                                block_weights=args.blocks or "", dtype=args.dtype,
+                                components="denoiser" if args.denoiser_only else "all", reporter=TerminalReporter())
     print(f"Merged {summary.tensors} tensors ({method.replace('_', ' ')}, α = {args.alpha:g}).")
     if args.blocks:
         print("Block weights: " + ", ".join(f"{k}={v:g}" for k, v in summary.block_weights.items()))
@@ -157,7 +160,10 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
 
     fuse = commands.add_parser("fuse-lora", help="bake LoRA(s) into a base model (W + strength·ΔW)",
                                description="Bake one or more LoRAs (kohya or diffusers format) into a base model "
-                                           "and save it as a diffusers folder, a single-file checkpoint, or both.")
+                                           "and save it as a diffusers folder, a single-file checkpoint, or both. "
+                                           "Transformer families (Flux.1, Z-Image, Qwen-Image, SD 3.5, …): a diffusers "
+                                           "folder (kohya/ComfyUI or diffusers LoRA), or the family's own single file, "
+                                           "fused into a file of the same layout (--out-file); precision as stored.")
     fuse.add_argument("model", metavar="MODEL", help="base model: a diffusers folder or a single .safetensors/.ckpt")
     fuse.add_argument("loras", metavar="LORA", nargs="+", help="LoRA .safetensors file(s)")
     fuse.add_argument("--strength", type=float, nargs="+", metavar="S",
@@ -186,8 +192,10 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     checkpoints = commands.add_parser(
         "checkpoints", help="merge checkpoints: weighted sum (2 models) or add difference (3)",
         description="Weighted sum A·(1−α) + B·α of two models, or add difference A + (B − C)·α of three. Both "
-                    "single files or both diffusers folders, of the same family; checked before anything is "
-                    "written. Works tensor by tensor, so memory stays small even for SDXL.")
+                    "single files or both diffusers folders, of the same family (SD 1.x/2.x/SDXL, or a transformer "
+                    "family: Flux.1, Z-Image, Qwen-Image, SD 3.5, …, as diffusers folders or the family's own "
+                    "transformer file); checked before anything is written. Works tensor by tensor, so memory stays "
+                    "small.")
     checkpoints.add_argument("models", metavar="MODEL", nargs="+", help="A B [C]: models to merge")
     checkpoints.add_argument("--alpha", type=float, default=0.5, help="α (default 0.5)")
     checkpoints.add_argument("--method", choices=["weighted-sum", "add-difference"],
@@ -195,6 +203,9 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     checkpoints.add_argument("--blocks", metavar="SPEC", help=BLOCKS_HELP)
     checkpoints.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="store the result in this precision "
                              "(default: as model A)")
+    checkpoints.add_argument("--denoiser-only", action="store_true",
+                             help="merge only the UNet or transformer; model A's text encoders and VAE are kept as "
+                                  "they are (default: every component; one identical in all models is copied)")
     checkpoints.add_argument("--out", required=True, metavar="PATH",
                              help="a .safetensors file for single files, a folder for diffusers folders")
     checkpoints.set_defaults(handler=interruptible(cmd_checkpoints))

@@ -1,9 +1,12 @@
 """A LoRA baked into a base model: W ← W + strength · ΔW for every module the LoRA changes.
 
-The base model (diffusers folder or single file) is loaded once; the LoRA's modules (kohya or diffusers
+SD 1.x/2.x/SDXL: the base model (diffusers folder or single file) is loaded once; the LoRA's modules (kohya or diffusers
 format, read by ``lora_files``) are matched against the model's own module names, so nothing depends on
 guessing where the dots went.  Each ΔW is computed in float32 and added to the weight in its stored
 dtype.  The result is written as a diffusers folder, a single-file checkpoint, or both.
+
+The transformer families (Flux.1, Z-Image, Qwen-Image, SD 3.5, …) are fused tensor by tensor into their diffusers
+folder by ``fuse_transformer``, from the diffusers LoRA file or the kohya/ComfyUI one in the family's original layout.
 
 Refusals name their reason: a LoRA for another family (SDXL vs SD 1.x/2.x), a module the model does
 not have, or a weight of another size.
@@ -102,8 +105,9 @@ def fuse_lora(model: Path | str, loras: list[tuple[Path | str, float]], *, outpu
     if not (output_dir or output_file):
         raise InputError("output: give a diffusers folder, a single-file path, or both")
     base = require_input(model, "base model")
-    if config_dir is None:
-        refuse_unmergeable(inspect_model(base), base, "base")
+    info = inspect_model(base) if config_dir is None else None
+    if info is not None:
+        refuse_unmergeable(info, base, "base", transformers=True)
     labels = [f"LoRA {i + 1}" if len(loras) > 1 else "LoRA" for i in range(len(loras))]
     lora_paths = [require_input(path, label) for (path, _), label in zip(loras, labels, strict=True)]
     inputs = [base, *lora_paths]
@@ -118,6 +122,9 @@ def fuse_lora(model: Path | str, loras: list[tuple[Path | str, float]], *, outpu
         if not math.isfinite(float(strength)):
             raise InputError(f"{label}: strength must be a finite number, got {strength}")
         strengths.append(float(strength))
+    if info is not None and families.family(info.architecture).kind == "transformer":
+        return _fuse_transformer(base, info.architecture, list(zip(lora_paths, strengths, labels, strict=True)),
+                                 folder, single, dtype, reporter)
     sets = [read_lora(path, label) for path, label in zip(lora_paths, labels, strict=True)]
     total = 2 + len(sets) + (folder is not None) + (single is not None)
     reporter.progress(0, total, f"Loading {base.name}…")
@@ -148,3 +155,17 @@ def fuse_lora(model: Path | str, loras: list[tuple[Path | str, float]], *, outpu
                                           metadata, reporter))
     reporter.progress(total, total, "Done")
     return FuseSummary(outputs, sum(len(s.modules) for s in sets), architecture)
+
+
+def _fuse_transformer(base: Path, architecture: str, loras: list[tuple[Path, float, str]], folder: Path | None,
+                      single: Path | None, dtype: str, reporter: Reporter) -> FuseSummary:
+    """A transformer family's folder, fused tensor by tensor (``fuse_transformer``), in the base's own precision."""
+    from trainer.merge.fuse_transformer import fuse_into_folder
+
+    if dtype != "auto":
+        raise InputError(f"dtype: a {DISPLAY_NAME[architecture]} model is fused in the precision it is stored in "
+                         f"(--dtype auto), got {dtype!r}")
+    metadata = provenance("fuse_lora", {"base": base.resolve(), **{label: path.resolve() for path, _, label in loras}},
+                          {"strengths": [strength for _, strength, _ in loras], "dtype": dtype})
+    outputs, modules = fuse_into_folder(base, architecture, loras, folder, single, metadata, reporter)
+    return FuseSummary(outputs, modules, architecture)

@@ -34,6 +34,7 @@ def render_preview(rows: list[dict[str, Any]], out_dir: Path | str, *, prompts: 
     """``rows``: ``[{"label": "A", "model": path, "loras": [[path, weight], ...]}]``.
 
     Returns ``{"rows": [{"label", "images": [paths]}], "columns": ["prompt · seed"], "out_dir"}``."""
+    from trainer.diffusion.sampling import guidance_arguments, prepared, prompt_arguments
     from trainer.models import load_model, pick_device, pick_dtype
 
     reporter = reporter or NullReporter()
@@ -56,10 +57,8 @@ def render_preview(rows: list[dict[str, Any]], out_dir: Path | str, *, prompts: 
         key = str(model.resolve())
         if key not in pipelines:
             reporter.progress(done, total, f"Loading {model.name}…")
-            pipeline = load_model(model, dtype=pick_dtype("auto", device), device=device,
-                                  config_dir=config_dir).pipeline
-            pipeline.set_progress_bar_config(disable=True)
-            pipelines[key] = pipeline
+            loaded = load_model(model, dtype=pick_dtype("auto", device), device=device, config_dir=config_dir)
+            pipelines[key] = prepared(loaded.pipeline, loaded.info.architecture)  # quiet, set up as its family says
         pipeline = pipelines[key]
         loras = [(require_input(p, f"preview {label}: LoRA"), float(w)) for p, w in row.get("loras") or []]
         names = [f"preview{i}" for i in range(len(loras))]
@@ -77,8 +76,11 @@ def render_preview(rows: list[dict[str, Any]], out_dir: Path | str, *, prompts: 
                 reporter.progress(done, total, f"{label}: “{prompt}”, seed {seed}")
                 with torch.no_grad():
                     generator = torch.Generator("cpu").manual_seed(seed)
-                    image = pipeline(prompt, width=side, height=side, num_inference_steps=steps,
-                                     guidance_scale=guidance, generator=generator).images[0]
+                    # Every family's call: the prompt by name (Flux.2's first argument is an image), its guidance
+                    # argument (Qwen-Image: true_cfg_scale with a negative prompt), images first in the tuple.
+                    image = pipeline(prompt=prompt, **prompt_arguments(pipeline, prompt),
+                                     **guidance_arguments(pipeline, guidance), width=side, height=side,
+                                     num_inference_steps=steps, generator=generator, return_dict=False)[0][0]
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 path = row_dir / f"{column:02d}-seed{seed}.png"

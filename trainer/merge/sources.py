@@ -34,6 +34,8 @@ class ModelTensors:
     info: ModelInfo
     specs: dict[str, tuple[torch.dtype, tuple[int, ...]]]
     file_of: dict[str, str] = field(default_factory=dict)  # diffusers: key → file relative to the folder
+    # A name in ``specs`` → the file's own, where they differ (``rename_prefix``: ComfyUI's ``model.diffusion_model.``).
+    aliases: dict[str, str] = field(default_factory=dict)
     _handles: dict[str, Any] = field(default_factory=dict)
     _checkpoint: CheckpointFile | None = None
 
@@ -42,6 +44,7 @@ class ModelTensors:
         return self.info.source_kind == "diffusers"
 
     def get(self, key: str) -> torch.Tensor:
+        key = self.aliases.get(key, key)
         if self._checkpoint is not None and self._checkpoint._tensors is not None:
             return self._checkpoint._tensors[key]
         relative = self.file_of.get(key, "")
@@ -59,6 +62,16 @@ class ModelTensors:
                 raise InputError(f"{file} could not be read ({error})") from None
         return self._handles[relative]
 
+    def rename_prefix(self, old: str, new: str) -> None:
+        """Name every tensor ``new`` + rest instead of ``old`` + rest (reading them still by the file's names)."""
+        renamed = {}
+        for key, spec in self.specs.items():
+            name = new + key.removeprefix(old) if key.startswith(old) else key
+            renamed[name] = spec
+            if name != key:
+                self.aliases[name] = self.aliases.get(key, key)
+        self.specs = renamed
+
     def close(self) -> None:
         self._handles.clear()  # safe_open handles close when released
 
@@ -69,24 +82,28 @@ class ModelTensors:
         self.close()
 
 
-def refuse_unmergeable(info: ModelInfo, path: Path, what: str) -> None:
-    """The merge room works on the families it can write as single files (SD 1.x/2.x/SDXL); others by name."""
+def refuse_unmergeable(info: ModelInfo, path: Path, what: str, *, transformers: bool = False) -> None:
+    """Refuse, by name, a family the operation cannot handle: single-file conversions work on the SD families
+    (``Family.single_file``); checkpoint merges and LoRA fusing (``transformers``) also on every transformer family,
+    whose weights they read tensor by tensor (diffusers folders, and the family's own single files)."""
     from trainer.families import MODEL_FAMILIES, family
 
     model = family(info.architecture)
-    if not model.single_file:
-        able = ", ".join(family(name).display_name for name in MODEL_FAMILIES if family(name).single_file)
-        raise InputError(f"{what}: {path} is {model.a_name} model; merging and converting "
-                         f"{model.display_name} models is not available yet (it is for {able})")
+    if model.single_file or (transformers and model.kind == "transformer"):
+        return
+    able = ", ".join(family(name).display_name for name in MODEL_FAMILIES if family(name).single_file)
+    raise InputError(f"{what}: {path} is {model.a_name} model; merging and converting "
+                     f"{model.display_name} models is not available yet (it is for {able})")
 
 
 def open_model(path: Path, what: str) -> ModelTensors:
-    """Open a full model for merging; ``InputError`` naming ``what`` if it is not one."""
+    """Open a full model for merging (any family's diffusers folder, or a single file Kamaal reads: SD's
+    original layout, a transformer family's own file); ``InputError`` naming ``what`` if it is not one."""
     try:
         info = inspect_model(path)
     except InputError as error:
         raise InputError(f"{what}: {str(error).removeprefix('model.path: ')}") from None
-    refuse_unmergeable(info, path, what)
+    refuse_unmergeable(info, path, what, transformers=True)
     if info.source_kind == "diffusers":
         return _open_folder(path, info, what)
     checkpoint = open_checkpoint(path)

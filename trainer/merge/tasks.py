@@ -54,7 +54,8 @@ def merge_checkpoints_task(args: dict, context: TaskContext) -> dict:
                                 alpha=float(args.get("alpha", 0.5)), c=_optional(args, "c"),
                                 method=args.get("method", "weighted_sum"),
                                 block_weights=str(args.get("block_weights", "")),
-                                dtype=_optional(args, "dtype"), reporter=context)
+                                dtype=_optional(args, "dtype"), components=args.get("components", "all"),
+                                reporter=context)
     return {"outputs": [str(summary.output)], "tensors": summary.tensors, "block_weights": summary.block_weights,
             "warnings": summary.warnings, "kept_from_a": len(summary.kept_from_a)}
 
