@@ -37,12 +37,10 @@ def delta(tensors: dict, down_key: str, up_key: str, alpha_key: str | None = Non
     return (up @ down) * scale
 
 
-def test_the_tiny_folder_loads_is_detected_and_what_it_cannot_do_is_refused_by_name(tmp_path, tiny_ernie):
+def test_the_tiny_folder_loads_is_detected_and_what_it_cannot_do_is_refused_by_name(tiny_ernie):
     """The folder loads as ERNIE-Image (its tokenizer puts Tekken's ``<s>`` first, as the pipeline expects); its
-    Ministral 3 encoder takes no LoRA; merges and conversions are refused naming the family."""
+    Ministral 3 encoder takes no LoRA (its conversions: tests/merge/test_family_models_convert.py)."""
     from trainer.config import ConfigError, config_from_dict
-    from trainer.errors import InputError
-    from trainer.merge.convert import convert_model
     from trainer.models import load_model
 
     loaded = load_model(tiny_ernie)
@@ -51,9 +49,6 @@ def test_the_tiny_folder_loads_is_detected_and_what_it_cannot_do_is_refused_by_n
     assert loaded.pipeline.tokenizer("a red circle")["input_ids"][0] == 1
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: ERNIE-Image's Ministral 3 text encoder"):
         config_from_dict({"mode": "lora", "model": {"architecture": ARCH}, "lora": {"train_text_encoder": True}})
-    with pytest.raises(InputError, match=r"is an ERNIE-Image model; merging and converting ERNIE-Image models"):
-        convert_model(tiny_ernie, tmp_path / "e.safetensors")
-    assert not (tmp_path / "e.safetensors").exists()
 
 
 def test_the_engine_encodes_latents_and_prompts_and_predicts_as_the_pipeline_does(tiny_ernie):

@@ -298,20 +298,15 @@ def test_what_a_dev_file_lacks_or_cannot_be_is_refused_by_name(comfy_dev, tmp_pa
     assert "model.tokenizer_folder" not in problems and "is a folder" in problems["model.text_encoder_files[0]"]
 
 
-def test_what_dev_cannot_do_is_refused_by_name(tmp_path, tiny_dev):
-    """Its Mistral encoder takes no LoRA (no loader applies one); merges and conversions are not available; previews
-    take no negative prompt (guidance-distilled: the pipeline has no second pass)."""
+def test_what_dev_cannot_do_is_refused_by_name():
+    """Its Mistral encoder takes no LoRA (no loader applies one); previews take no negative prompt
+    (guidance-distilled: the pipeline has no second pass)."""
     from trainer.config import ConfigError, config_from_dict
-    from trainer.errors import InputError
-    from trainer.merge.convert import convert_model
 
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Flux\.2 dev's Mistral Small 3\.2 text encoder"):
         config_from_dict({"mode": "lora", "model": {"architecture": ARCH}, "lora": {"train_text_encoder": True}})
     with pytest.raises(ConfigError, match=r"sampling\.negative_prompt"):
         config_from_dict({"mode": "lora", "model": {"architecture": ARCH}, "sampling": {"negative_prompt": "blur"}})
-    with pytest.raises(InputError, match=r"is a Flux\.2 dev model; merging and converting Flux\.2 dev models"):
-        convert_model(tiny_dev, tmp_path / "d.safetensors")
-    assert not (tmp_path / "d.safetensors").exists()
 
 
 @pytest.mark.parametrize("layout", ["release", "transformers"])

@@ -67,17 +67,12 @@ def test_the_tiny_model_command_writes_a_klein_folder_that_loads_and_is_detected
                                    "<think>\n\n</think>\n\n")
 
 
-def test_what_klein_cannot_do_is_refused_by_name(tmp_path, tiny_klein):
-    """Its Qwen3 encoder takes no LoRA (no loader applies one); merges and conversions are not available."""
+def test_what_klein_cannot_do_is_refused_by_name():
+    """Its Qwen3 encoder takes no LoRA (no loader applies one)."""
     from trainer.config import ConfigError, config_from_dict
-    from trainer.errors import InputError
-    from trainer.merge.convert import convert_model
 
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Flux\.2 klein's Qwen3 text encoder takes no"):
         config_from_dict({"mode": "lora", "model": {"architecture": ARCH}, "lora": {"train_text_encoder": True}})
-    with pytest.raises(InputError, match=r"is a Flux\.2 klein model; merging and converting Flux\.2 klein models"):
-        convert_model(tiny_klein, tmp_path / "k.safetensors")
-    assert not (tmp_path / "k.safetensors").exists()
 
 
 def test_the_engine_encodes_latents_and_prompts_and_predicts_as_the_pipeline_does(tiny_klein):

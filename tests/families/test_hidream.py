@@ -216,7 +216,7 @@ def test_hidream_text_encoders_take_no_lora():
 
 def test_a_hidream_folder_without_its_llama_and_merges_are_refused_by_name(tmp_path, tiny_hidream):
     """The released HiDream folders leave Llama 3.1 out (its tokenizer is not Kamaal's to ship): a folder without
-    ``text_encoder_4``/``tokenizer_4`` is refused naming them; merges are refused naming the family."""
+    ``text_encoder_4``/``tokenizer_4`` is refused naming them, by convert-model too (nothing written)."""
     import shutil
 
     from trainer.errors import InputError
@@ -229,8 +229,8 @@ def test_a_hidream_folder_without_its_llama_and_merges_are_refused_by_name(tmp_p
         load_model(folder)
     from trainer.merge.convert import convert_model
 
-    with pytest.raises(InputError, match=r"is a HiDream-I1 model; merging and converting HiDream-I1 models is not"):
-        convert_model(tiny_hidream, tmp_path / "hidream.safetensors")
+    with pytest.raises(InputError, match=r"holds no Llama-3\.1-8B-Instruct text encoder"):
+        convert_model(folder, tmp_path / "hidream.safetensors")
     assert not (tmp_path / "hidream.safetensors").exists()
 
 

@@ -43,20 +43,17 @@ def test_the_tiny_model_command_writes_a_zimage_folder_that_loads_and_is_detecte
 
 
 def test_what_zimage_cannot_do_is_refused_by_name(tmp_path, tiny_zimage):
-    """Its Qwen3 encoder takes no LoRA (no loader applies one); conversions are not available."""
+    """Its Qwen3 encoder takes no LoRA (no loader applies one)."""
     from trainer.config import ConfigError, config_from_dict
     from trainer.errors import InputError
-    from trainer.merge.convert import convert_model
     from trainer.merge.fuse import fuse_lora
 
     with pytest.raises(ConfigError, match=r"lora\.train_text_encoder: Z-Image's Qwen3 text encoder takes no LoRA"):
         config_from_dict({"mode": "lora", "model": {"architecture": "zimage"}, "lora": {"train_text_encoder": True}})
-    with pytest.raises(InputError, match=r"is a Z-Image model; merging and converting Z-Image models is not"):
-        convert_model(tiny_zimage, tmp_path / "z.safetensors")
     # Merges of this family are available (tests/merge/test_family_models_*): fusing gets as far as the LoRA.
     with pytest.raises(InputError, match=r"LoRA: .*missing\.safetensors does not exist"):
         fuse_lora(tiny_zimage, [(tmp_path / "missing.safetensors", 1.0)], output_dir=tmp_path / "out")
-    assert not (tmp_path / "z.safetensors").exists() and not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def pipeline(model_dir: Path):

@@ -129,6 +129,7 @@ def cmd_convert_model(args: argparse.Namespace) -> int:
     from trainer.merge.convert import convert_model
 
     out = convert_model(args.source, args.out, to=args.to, dtype=args.dtype, config_dir=args.config_dir,
+                        text_encoder_files=args.text_encoder_file or [], vae_file=args.vae_file or "",
                         reporter=TerminalReporter())
     print(f"Output: {out}")
     return 0
@@ -221,10 +222,18 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     convert_model = commands.add_parser(
         "convert-model", help="convert a model between a diffusers folder and a single file",
         description="Convert a diffusers folder to one .safetensors checkpoint in the original layout "
-                    "(Automatic1111, ComfyUI), or a single file to a diffusers folder.")
+                    "(Automatic1111, ComfyUI), or a single file to a diffusers folder. Transformer families (Flux.1, "
+                    "SD 3.5, Qwen-Image, …): the family's own file, as a full run writes it (BFL's transformer file "
+                    "for Flux, Stability's whole file for SD 3.5); a file holding only the transformer needs its text "
+                    "encoders and VAE (--text-encoder-file, --vae-file, or ComfyUI's folders beside it).")
     convert_model.add_argument("source", metavar="MODEL", help="a diffusers folder or a single checkpoint file")
     convert_model.add_argument("out", metavar="OUT", help="OUT.safetensors or an output folder")
     convert_model.add_argument("--to", choices=["single-file", "diffusers"], help="target form (default: the other)")
+    convert_model.add_argument("--text-encoder-file", action="append", metavar="FILE",
+                               help="a text encoder file for a transformer-only single file (repeat for each; default: "
+                                    "found in ComfyUI's models/clip or models/text_encoders beside it)")
+    convert_model.add_argument("--vae-file", metavar="FILE", help="the VAE file for a transformer-only single file "
+                                                                   "(default: found in ComfyUI's models/vae beside it)")
     _dtype_and_configs(convert_model)
     convert_model.set_defaults(handler=interruptible(cmd_convert_model))
 

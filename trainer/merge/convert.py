@@ -5,6 +5,13 @@ A single file is written in the original (CompVis/SGM) key layout that Automatic
 (``trainer.models.pipeline_to_original``), with ``modelspec.prediction_type`` in its metadata so a
 v-prediction model is recognised when loaded again.  Both directions load the whole model once (a
 diffusers pipeline); the file is then streamed out tensor by tensor without a second copy.
+
+A transformer family's file is the family's own (``Family.single_file_writer``, the tensors a full run writes: BFL's
+transformer file for Flux, Stability's whole file for SD 3.5, ComfyUI's Qwen-Image file, …); one is read back by the
+family's reader (``Family.single_file_reader``) with the companions it needs where the file holds only the
+transformer (text encoders and VAE named, or found in ComfyUI's folders beside it, as a training run's loader finds
+them): a file alone is refused naming what is missing, as the loader does.  A family without a writer (the edit
+families) converts only to a folder.
 """
 
 from __future__ import annotations
@@ -35,13 +42,18 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def source_dtype(path: Path) -> torch.dtype:
-    """The dtype a model's UNet is stored in (so outputs keep it unless asked otherwise)."""
+    """The dtype a model's UNet or transformer is stored in (so outputs keep it unless asked otherwise)."""
+    from trainer.families import family
     from trainer.merge.sources import open_model
 
     with open_model(path, "model") as model:
-        for key, (dtype, _) in model.specs.items():
-            if key.startswith(("unet/", "model.diffusion_model.")) and dtype.is_floating_point:
+        floating = [(key, dtype) for key, (dtype, _) in model.specs.items() if dtype.is_floating_point]
+        denoiser = (f"{family(model.info.architecture).denoiser}/", "unet/", "model.diffusion_model.")
+        for key, dtype in floating:
+            if key.startswith(denoiser):
                 return dtype
+        if model.info.source_kind != "diffusers" and floating:  # a transformer family's file without the prefix
+            return floating[0][1]
     return torch.float32
 
 
@@ -71,11 +83,20 @@ def save_pipeline_folder(pipeline: Any, target: Path, metadata: dict[str, str]) 
 
 def save_pipeline_file(pipeline: Any, architecture: str, prediction_type: str, target: Path,
                        metadata: dict[str, str], reporter: Reporter | None = None) -> Path:
-    """One ``.safetensors`` file in the original layout, streamed."""
+    """One ``.safetensors`` file in the original layout (a transformer family's: its own writer's), streamed."""
+    import importlib
+
+    from trainer.families import family
     from trainer.models import pipeline_to_original
 
     reporter = reporter or NullReporter()
-    tensors = pipeline_to_original(pipeline, architecture)  # type: ignore[arg-type]
+    writer = family(architecture).single_file_writer
+    if writer is not None:
+        module_name, function_name = writer.split(":")
+        written = getattr(importlib.import_module(module_name), function_name)(pipeline)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in written.items()}
+    else:
+        tensors = pipeline_to_original(pipeline, architecture)  # type: ignore[arg-type]
     specs = [TensorSpec(k, v.dtype, tuple(v.shape)) for k, v in sorted(tensors.items())]
     full = {"modelspec.prediction_type": prediction_type, "modelspec.title": target.stem, **metadata}
 
@@ -92,11 +113,36 @@ def require_safetensors_name(path: Path) -> None:
         raise InputError(f"output: {path} must end in .safetensors (single files are always written as safetensors)")
 
 
-def convert_model(source: Path | str, output: Path | str, *, to: str | None = None, dtype: str = "auto",
-                  config_dir: Path | str | None = None, reporter: Reporter | None = None) -> Path:
-    """Diffusers folder → single file, or single file → diffusers folder (``to``: 'single-file' or
-    'diffusers'; by default the other form).  ``config_dir`` describes a non-standard single file."""
+def refuse_unconvertible(info: Any, path: Path, target_form: str) -> None:
+    """Refuse, by name, what Kamaal cannot convert: a family it merges nothing of, a transformer family's folder
+    where it writes no single file for the family, a single file it cannot read."""
+    from trainer.families import family
     from trainer.merge.sources import refuse_unmergeable
+
+    refuse_unmergeable(info, path, "model", transformers=True)
+    model = family(info.architecture)
+    if model.single_file:
+        return
+    if target_form == "single-file" and model.single_file_writer is None:
+        raise InputError(f"model: {path} is {model.a_name} model, and Kamaal writes no single file for "
+                         f"{model.display_name} models; it stays a diffusers folder")
+    if info.source_kind != "diffusers" and model.single_file_reader is None:
+        raise InputError(f"model: {path} is {model.a_name} single file, which Kamaal cannot read")
+
+
+def _companion_fields(error: InputError) -> InputError:
+    """The loader's message with its config fields named as convert-model's options."""
+    text = str(error).replace("model.text_encoder_files", "text encoder files (--text-encoder-file)")
+    return InputError(text.replace("model.vae_file", "VAE file (--vae-file)"))
+
+
+def convert_model(source: Path | str, output: Path | str, *, to: str | None = None, dtype: str = "auto",
+                  config_dir: Path | str | None = None, text_encoder_files: list[str] | None = None,
+                  vae_file: str = "", reporter: Reporter | None = None) -> Path:
+    """Diffusers folder → single file, or single file → diffusers folder (``to``: 'single-file' or
+    'diffusers'; by default the other form).  ``config_dir`` describes a non-standard single file;
+    ``text_encoder_files`` and ``vae_file`` are the companions of a transformer family's file that holds the
+    transformer only (else found in ComfyUI's folders beside it)."""
     from trainer.models import inspect_model, load_model
 
     reporter = reporter or NullReporter()
@@ -110,9 +156,14 @@ def convert_model(source: Path | str, output: Path | str, *, to: str | None = No
     elif out.suffix.lower() in (".safetensors", ".ckpt"):
         raise InputError(f"output: {out} looks like a file name; a diffusers model is a folder")
     reporter.progress(0, 2, f"Loading {path.name}…")
-    if config_dir is None:
-        refuse_unmergeable(inspect_model(path), path, "model")
-    loaded = load_model(path, dtype=pick_dtype(dtype, path), config_dir=config_dir)
+    if config_dir is None:  # a non-standard file is told once loaded with its configs (below)
+        refuse_unconvertible(inspect_model(path), path, target_form)
+    try:
+        loaded = load_model(path, dtype=pick_dtype(dtype, path), config_dir=config_dir,
+                            text_encoder_files=text_encoder_files, vae_file=vae_file)
+    except InputError as error:
+        raise _companion_fields(error) from None
+    refuse_unconvertible(loaded.info, path, target_form)
     reporter.check_cancelled()
     metadata = provenance("convert", {"model": path.resolve()}, {"to": target_form, "dtype": dtype})
     reporter.progress(1, 2, f"Writing {out.name}…")

@@ -74,7 +74,8 @@ def convert_model_task(args: dict, context: TaskContext) -> dict:
 
     out = convert_model(str(args.get("model") or ""), str(args.get("output") or ""), to=_optional(args, "to"),
                         dtype=str(args.get("dtype", "auto")), config_dir=_optional(args, "config_dir"),
-                        reporter=context)
+                        text_encoder_files=[str(f) for f in args.get("text_encoder_files") or []],
+                        vae_file=str(args.get("vae_file") or ""), reporter=context)
     return {"outputs": [str(out)]}
 
 
