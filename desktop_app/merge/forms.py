@@ -287,21 +287,30 @@ class ConvertLoraForm(MergeForm):
 
 class ConvertModelForm(MergeForm):
     title = "Convert a model"
-    description = "A diffusers folder to one .safetensors checkpoint (Automatic1111, ComfyUI), or back."
+    description = ("A diffusers folder to one .safetensors checkpoint (Automatic1111, ComfyUI; Flux, SD 3.5 and the "
+                   "other transformer families: the family's own file, as a training run writes it), or back.")
     task = "merge-convert-model"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.source = PathPicker("model", "Diffusers folder or .safetensors / .ckpt")
         self.add_row(self.inputs, "Model", self.source)
+        self.encoders = PathPicker("files", "Text encoder files, for a file holding only the transformer")
+        self.vae = PathPicker("file", "VAE file, for a file holding only the transformer")
+        self.add_row(self.inputs, "Encoders", self.encoders)
+        self.add_row(self.inputs, "VAE file", self.vae)
+        self.inputs.addRow(_hint("Left empty, they are found in ComfyUI's models/clip (or text_encoders) and "
+                                 "models/vae beside the file, as training finds them."))
         self.dtype = _combo(DTYPES)
         self.out = PathPicker("save-path", "OUT.safetensors, or a folder to create")
         self.add_row(self.output, "Precision", self.dtype)
         self.add_row(self.output, "Save as", self.out)
-        self._watch(self.source, self.dtype, self.out)
+        self._watch(self.source, self.encoders, self.vae, self.dtype, self.out)
 
     def args(self) -> dict[str, Any]:
-        return {"model": self.source.path(), "output": self.out.path(), "dtype": self.dtype.currentData()}
+        encoders = [part.strip() for part in self.encoders.path().split(";") if part.strip()]
+        return {"model": self.source.path(), "output": self.out.path(), "dtype": self.dtype.currentData(),
+                "text_encoder_files": encoders, "vae_file": self.vae.path()}
 
     def missing(self) -> str | None:
         return None if self.source.path() and self.out.path() else "Choose the model and where to save it."

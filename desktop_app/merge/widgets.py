@@ -21,8 +21,8 @@ LORA_FILTER = "LoRA files (*.safetensors);;All files (*)"
 
 
 class PathPicker(QWidget):
-    """A path field with Browse buttons.  ``kind``: 'file', 'folder', 'model' (file or folder),
-    'save-file' or 'save-path' (a file or a folder to create)."""
+    """A path field with Browse buttons.  ``kind``: 'file', 'files' (several, ``; `` between), 'folder', 'model'
+    (file or folder), 'save-file' or 'save-path' (a file or a folder to create)."""
 
     changed = Signal(str)
 
@@ -39,7 +39,7 @@ class PathPicker(QWidget):
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(4)
         row.addWidget(self.edit, 1)
-        buttons = {"file": ["File…"], "folder": ["Folder…"], "model": ["File…", "Folder…"],
+        buttons = {"file": ["File…"], "files": ["Files…"], "folder": ["Folder…"], "model": ["File…", "Folder…"],
                    "save-file": ["Save as…"], "save-path": ["File…", "Folder…"]}[kind]
         for label in buttons:
             button = QPushButton(label)
@@ -58,6 +58,8 @@ class PathPicker(QWidget):
         saving = self.kind.startswith("save")
         if label == "Folder…":
             chosen = QFileDialog.getExistingDirectory(self, "Choose a folder", start)
+        elif label == "Files…":
+            chosen = "; ".join(QFileDialog.getOpenFileNames(self, "Choose the files", "", self.file_filter)[0])
         elif saving:
             chosen, _ = QFileDialog.getSaveFileName(self, "Save as", start, "safetensors (*.safetensors)")
             if chosen and not chosen.endswith(".safetensors"):

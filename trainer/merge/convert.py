@@ -131,9 +131,10 @@ def refuse_unconvertible(info: Any, path: Path, target_form: str) -> None:
 
 
 def _companion_fields(error: InputError) -> InputError:
-    """The loader's message with its config fields named as convert-model's options."""
-    text = str(error).replace("model.text_encoder_files", "text encoder files (--text-encoder-file)")
-    return InputError(text.replace("model.vae_file", "VAE file (--vae-file)"))
+    """The loader's message with its config fields named as convert-model's (``--text-encoder-file``,
+    ``--vae-file``; the Merge page's Encoders and VAE file)."""
+    text = str(error).replace("model.text_encoder_files", "text encoder files")
+    return InputError(text.replace("model.vae_file", "VAE file"))
 
 
 def convert_model(source: Path | str, output: Path | str, *, to: str | None = None, dtype: str = "auto",
