@@ -72,6 +72,17 @@ def test_sd35_folder_to_stabilitys_whole_file_and_back_keeps_every_weight(tiny, 
     same_tensors(folder_tensors(back), folder_tensors(model))
 
 
+def test_the_file_keeps_the_transformers_precision_by_default(tiny, tmp_path):
+    """``--dtype auto`` reads the transformer folder's dtype (a real Flux folder is bf16): the file is bf16 too, not
+    the float32 an SD-only lookup (``unet/``) fell back to."""
+    model, _ = tiny["flux"]
+    half = shutil.copytree(model, tmp_path / "bf16")
+    for file in (half / "transformer").glob("*.safetensors"):
+        save_file({k: v.to(torch.bfloat16) for k, v in load_file(file).items()}, file, metadata={"format": "pt"})
+    written = load_file(convert_model(half, tmp_path / "bf16.safetensors"))
+    assert {v.dtype for v in written.values()} == {torch.bfloat16}
+
+
 def test_a_family_kamaal_writes_no_file_for_is_refused_by_name_with_exit_2(tiny, tmp_path, capsys):
     model, _ = tiny["flux"]
     kontext = shutil.copytree(model, tmp_path / "kontext")
