@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -294,8 +294,9 @@ class DreamBoothLesson(QWidget):
         self.runner.allDone.connect(self.show_demo)
 
     def show_demo(self) -> None:
-        """Scroll the demo's samples and its summary into view (the pictures above stay a scroll away)."""
-        self.scroll.ensureWidgetVisible(self.demo.summary, 0, 0)
+        """Scroll the demo's samples and its summary into view (the pictures above stay a scroll away), once the
+        rows just filled are laid out: in the event loop's next turn."""
+        QTimer.singleShot(0, self.scroll, lambda: self.scroll.ensureWidgetVisible(self.demo.summary, 0, 0))
 
     def retranslate(self) -> None:
         for widget in (self.instance, self.classes, self.outcome, self.demo):
