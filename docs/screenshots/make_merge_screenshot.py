@@ -1,7 +1,8 @@
 """Render docs/screenshots/merge.png: the Merge page after a real checkpoint merge of two tiny models
-and its preview (rows A, B and the merge; one column per prompt).
+and its preview (rows A, B and the merge; one column per prompt).  With ``--flux``, merge-flux.png: two tiny
+Flux.1 diffusers folders merged (the transformer only; A's text encoders and VAE kept), previewed by FluxPipeline.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_merge_screenshot.py [OUT.png]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/make_merge_screenshot.py [--flux] [OUT.png]
 
 Everything happens in a throwaway folder; the tiny models are random, so their samples are abstract.
 """
@@ -22,13 +23,17 @@ PROMPTS = "a portrait photo of a woman, soft light\na red sports car on a mounta
 
 
 def main() -> int:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "merge.png"
+    arguments = sys.argv[1:]
+    flux = "--flux" in arguments
+    arguments = [argument for argument in arguments if argument != "--flux"]
+    default = "merge-flux.png" if flux else "merge.png"
+    out = Path(arguments[0]) if arguments else Path(__file__).resolve().parent / default
     with tempfile.TemporaryDirectory(prefix="kamaal-merge-shot-") as scratch:
         os.environ["KAMAAL_DATA_DIR"] = str(Path(scratch) / "data")
-        return render(Path(scratch), out)
+        return render(Path(scratch), out, flux)
 
 
-def render(scratch: Path, out: Path) -> int:
+def render(scratch: Path, out: Path, flux: bool) -> int:
     from PySide6.QtCore import QEventLoop
     from PySide6.QtWidgets import QApplication
 
@@ -39,7 +44,7 @@ def render(scratch: Path, out: Path) -> int:
 
     models = scratch / "models"
     for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
-        build_tiny_model(models / name, "sd15", seed)
+        build_tiny_model(models / name, "flux" if flux else "sd15", seed)
     app = QApplication([])
     apply_style(app)
     window = MainWindow(Project.create(scratch / "project", REPO / "resources/presets/toy.toml"),
@@ -53,10 +58,13 @@ def render(scratch: Path, out: Path) -> int:
     form.a.set_path(str(models / "tiny-a"))
     form.b.set_path(str(models / "tiny-b"))
     form.alpha.setValue(0.35)
-    form.blocks.setText("IN*=0.2, M00=0.5, OUT*=0.6")
+    if flux:
+        form.components.setCurrentIndex(1)  # the transformer only
+    else:
+        form.blocks.setText("IN*=0.2, M00=0.5, OUT*=0.6")
     form.out.set_path(str(models / "tiny-ab"))
     panel.prompts.setPlainText(PROMPTS)
-    panel.steps.setValue(10)
+    panel.steps.setValue(4 if flux else 10)
 
     def click_and_wait(button) -> None:
         loop = QEventLoop()
