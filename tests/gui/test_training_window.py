@@ -292,6 +292,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint(qtbot, make_window):
     window = make_window(LONG_RUN)
     session = window.session
     start_and_wait_for_training(qtbot, window)
+    # Some history first: a Stop that lands right after step 1 (it did, once, on a busy machine) leaves none to show.
+    qtbot.waitUntil(lambda: len(window.run_model.curves.steps) >= 2, timeout=START_TIMEOUT_MS)
     with qtbot.waitSignal(session.finished, timeout=STOP_TIMEOUT_MS) as finished:
         click(qtbot, window.controls.stop_button)
     stopped_at, run_dir = finished.args[0].step, finished.args[0].run_dir
